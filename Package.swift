@@ -1,0 +1,70 @@
+// swift-tools-version: 6.0
+// Menagerie: a host runtime that loads machine-learning research methods as `.so` plugins
+// across a versioned C ABI (Sources/CMenagerie/include/menagerie.h).
+//
+// Layers (nothing imports upward, no plugin imports another plugin or the host):
+//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → NN · Imaging · Formats → Tensors → C shims
+import PackageDescription
+
+/// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here.
+let swiftPlugins: [(product: String, path: String)] = [
+    ("ClassificationMetrics", "Plugins/ClassificationMetrics"),
+]
+
+let package = Package(
+    name: "Menagerie",
+    products: [
+        .executable(name: "menagerie", targets: ["menagerie"]),
+        // The SDK a plugin links statically (each plugin keeps its own copy).
+        .library(name: "MenagerieKit", targets: ["MenagerieKit"]),
+        // The C plugin: proof that the header alone is enough.
+        .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
+    ] + swiftPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.product]) },
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C: the ABI header and the system libraries.
+        .target(name: "CMenagerie", path: "Sources/CMenagerie"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4",
+                       providers: [.apt(["libtiff-dev"])]),
+        .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
+                       providers: [.apt(["libffi-dev"])]),
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+
+        // Numerical and file layers.
+        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
+        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
+
+        // The SDK and the host.
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging",
+                                              .product(name: "Logging", package: "swift-log")]),
+        .target(name: "MenagerieHost", dependencies: [
+            "MenagerieKit", "CMenagerie", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "menagerie", dependencies: [
+            "MenagerieHost", "MenagerieKit", "COpenBLAS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Built-in plugins.
+        .target(name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics"),
+
+        // Tests.
+        .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
+        .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
+        .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
+        .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
+    ] + swiftPlugins.map { .target(name: $0.product, dependencies: ["MenagerieKit"], path: $0.path) }
+)

@@ -1,0 +1,118 @@
+import Foundation
+import Imaging
+import MenagerieKit
+import Tensors
+
+/// The `classification-metrics` component: top-k accuracy, confusion matrix, per-class recall, ECE.
+struct ClassificationMetricsComponent: Metric {
+    struct Options: ComponentOptions {
+        var topK: [Int] = [1, 5]
+        var bins = 15
+        var scores = "logits"
+        static let help = [
+            "topK": "the k values of top-k accuracy (k larger than the class count counts every sample)",
+            "bins": "equal-width confidence bins of the expected calibration error",
+            "scores": "whether the 'scores' rows are logits (softmax applied) or probabilities",
+        ]
+        static let choices = ["scores": ["logits", "probabilities"]]
+    }
+
+    static let id = "classification-metrics"
+    static let summary = "Top-k accuracy, confusion matrix, per-class recall and expected calibration error"
+    static let inTour = true
+    static let operations = [
+        OperationSpec("evaluate", summary: "score class predictions against integer labels",
+                      inputs: [TensorSpec("scores", dtypes: ["f32", "f64"], shape: "N×C", summary: "logits or probabilities per class"),
+                               TensorSpec("labels", dtypes: ["i32", "i64", "u8"], shape: "N", summary: "true class index per sample")],
+                      outputs: [TensorSpec("confusion", dtypes: ["i64"], shape: "C×C", summary: "rows: true class, columns: predicted class")]),
+    ]
+
+    func evaluate(_ request: Request<Options>) throws -> Response {
+        let scores = try request.inputs.require("scores", dtypes: [.float32, .float64], rank: 2)
+        let labels = try request.inputs.require("labels", dtypes: [.int32, .int64, .uint8], rank: 1)
+        let o = request.options
+        guard o.topK.allSatisfy({ $0 > 0 }) else {
+            throw MenagerieError.invalidArgument("option 'topK' of '\(Self.id)' must hold positive integers, got \(o.topK)")
+        }
+        guard o.bins > 0 else { throw MenagerieError.invalidArgument("option 'bins' of '\(Self.id)' must be positive, got \(o.bins)") }
+        let report: ClassificationReport
+        do {
+            report = try classificationReport(scores: try scores.doubles(), samples: scores.shape[0], classes: scores.shape[1],
+                                              labels: try labels.integers(), topK: o.topK, bins: o.bins,
+                                              probabilities: o.scores == "probabilities")
+        } catch let e as ClassificationMetricsError {
+            throw MenagerieError.invalidArgument("'\(Self.id)': \(e)")
+        }
+        let c = report.classes
+        let confusion = try Tensor(report.confusion.flatMap { $0.map(Int64.init) }, shape: [c, c])
+        return try Response(encoding: report, tensors: [("confusion", confusion)])
+    }
+
+    /// Scores a simulated over-confident 10-class classifier and draws its reliability diagram.
+    func tour(_ request: Request<Options>) throws -> Response {
+        let n = 2000, c = 10
+        var rng = SeededGenerator(seed: request.host.seed)
+        var scores = [Double](repeating: 0, count: n * c)
+        var labels = [Int](repeating: 0, count: n)
+        for i in 0..<n {
+            let y = i % c
+            labels[i] = y
+            // The true class gets a signal; a confusable neighbour class gets half of it.
+            for j in 0..<c { scores[i * c + j] = 1.6 * rng.nextNormal() }
+            scores[i * c + y] += 2.5
+            scores[i * c + (y + 1) % c] += 1.2
+            // Scale up: an over-confident network (ECE > 0).
+            for j in 0..<c { scores[i * c + j] *= 2.0 }
+        }
+        let report = try classificationReport(scores: scores, samples: n, classes: c, labels: labels,
+                                              topK: request.options.topK, bins: request.options.bins, probabilities: false)
+        let dir = request.host.scratchDirectory
+        var csv = "true\\predicted," + (0..<c).map(String.init).joined(separator: ",") + "\n"
+        for (k, row) in report.confusion.enumerated() { csv += "\(k)," + row.map(String.init).joined(separator: ",") + "\n" }
+        try csv.write(toFile: dir + "/confusion.csv", atomically: true, encoding: .utf8)
+        var rel = "bin_lower,bin_upper,count,accuracy,confidence\n"
+        for b in report.reliability {
+            rel += "\(b.lower),\(b.upper),\(b.count),\(b.accuracy.map { String($0) } ?? ""),\(b.confidence.map { String($0) } ?? "")\n"
+        }
+        try rel.write(toFile: dir + "/reliability.csv", atomically: true, encoding: .utf8)
+        try PNG.write(reliabilityDiagram(report), to: dir + "/reliability.png")
+        return try Response(encoding: report, artifacts: ["confusion.csv", "reliability.csv", "reliability.png"])
+    }
+
+    /// Accuracy per confidence bin (blue) against the diagonal of perfect calibration (grey).
+    func reliabilityDiagram(_ report: ClassificationReport) -> Image {
+        let w = 420, h = 440, left = 50, top = 50, size = 340
+        var canvas = Canvas(width: w, height: h)
+        canvas.text(String(format: "RELIABILITY  ECE %.3f", report.ece), x: left, y: 16, scale: 2)
+        canvas.fill(x0: left, y0: top, x1: left + size, y1: top + size, (245, 245, 245))
+        let bins = report.reliability.count
+        for (b, bin) in report.reliability.enumerated() {
+            guard let acc = bin.accuracy, let conf = bin.confidence else { continue }
+            let x0 = left + b * size / bins + 1, x1 = left + (b + 1) * size / bins - 1
+            canvas.fill(x0: x0, y0: top + size - Int(acc * Double(size)), x1: x1, y1: top + size, (52, 101, 164))
+            let yc = top + size - Int(conf * Double(size))
+            canvas.line(x0, yc, x1, yc, (204, 0, 0), thickness: 2)
+        }
+        canvas.line(left, top + size, left + size, top, (128, 128, 128))
+        canvas.line(left, top, left, top + size, (0, 0, 0))
+        canvas.line(left, top + size, left + size, top + size, (0, 0, 0))
+        canvas.text("0", x: left - 4, y: top + size + 8, scale: 1)
+        canvas.text("1", x: left + size - 4, y: top + size + 8, scale: 1)
+        canvas.text("CONFIDENCE", x: left + size / 2 - 30, y: top + size + 20, scale: 1)
+        canvas.text("ACCURACY", x: 4, y: top - 14, scale: 1)
+        return canvas.image
+    }
+}
+
+/// The plugin: one component.
+enum ClassificationMetricsPlugin: Plugin {
+    static let name = "classification-metrics"
+    static let version = "1.0.0"
+    static let summary = "Classification metrics for every method that predicts classes"
+    static let license = "MIT"
+    static let authors = ["Menagerie contributors"]
+    static let components: [any Component.Type] = [ClassificationMetricsComponent.self]
+}
+
+@_cdecl("menagerie_plugin_v1")
+public func menageriePlugin() -> UnsafeRawPointer { export(ClassificationMetricsPlugin.self) }

@@ -1,0 +1,6 @@
+/* The ABI is header-only; this file gives SwiftPM a translation unit for the CMenagerie target
+ * and checks at compile time that the layout plugins rely on does not drift. */
+#include "menagerie.h"
+
+_Static_assert(sizeof(mng_tensor) == 40, "mng_tensor layout changed: bump MENAGERIE_ABI_MAJOR");
+_Static_assert(offsetof(mng_plugin_descriptor, struct_size) == 8, "descriptor header changed");

@@ -1,0 +1,131 @@
+import Foundation
+import Tensors
+
+/// NumPy `.npy` files, format versions 1.0–3.0, little-endian, C order.
+///
+/// Reference: numpy/lib/format.py (magic `\x93NUMPY`, header dict with `descr`, `fortran_order`,
+/// `shape`, padded so the data starts on a 64-byte boundary).
+public enum NPY {
+    static let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+
+    static func descr(_ dtype: DType) -> String {
+        switch dtype {
+        case .float32: "<f4"
+        case .float64: "<f8"
+        case .int32: "<i4"
+        case .int64: "<i8"
+        case .uint8: "|u1"
+        case .bool: "|b1"
+        case .float16: "<f2"
+        case .bfloat16: "<V2" // numpy has no bfloat16; written as raw 2-byte values
+        }
+    }
+
+    static func dtype(descr: String) -> DType? {
+        switch descr {
+        case "<f4", "=f4": .float32
+        case "<f8", "=f8": .float64
+        case "<i4", "=i4": .int32
+        case "<i8", "=i8": .int64
+        case "|u1", "<u1", "u1": .uint8
+        case "|b1", "b1": .bool
+        case "<f2", "=f2": .float16
+        default: nil
+        }
+    }
+
+    /// Reads an `.npy` file into a tensor. Errors name the file and the field at fault.
+    public static func read(path: String) throws -> Tensor {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
+            throw FormatError(path: path, "cannot read the file (\(error.localizedDescription))")
+        }
+        return try decode(data, path: path)
+    }
+
+    /// Decodes the bytes of an `.npy` file.
+    public static func decode(_ data: Data, path: String = "<memory>") throws -> Tensor {
+        let bytes = [UInt8](data.prefix(12))
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
+            throw FormatError(path: path, "not a .npy file (missing the \\x93NUMPY magic)")
+        }
+        let major = bytes[6]
+        let headerLength: Int
+        let headerStart: Int
+        switch major {
+        case 1:
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+            headerStart = 10
+        case 2, 3:
+            guard bytes.count >= 12 else { throw FormatError(path: path, "truncated .npy header") }
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8 | Int(bytes[10]) << 16 | Int(bytes[11]) << 24
+            headerStart = 12
+        default:
+            throw FormatError(path: path, ".npy format version \(major) is not supported (1, 2 and 3 are)")
+        }
+        guard headerStart + headerLength <= data.count,
+              let header = String(data: data.subdata(in: headerStart..<(headerStart + headerLength)), encoding: .utf8)
+        else { throw FormatError(path: path, "truncated or non-text .npy header") }
+
+        guard let descr = field("descr", in: header)?.trimmingCharacters(in: CharacterSet(charactersIn: "'\" ")) else {
+            throw FormatError(path: path, ".npy header has no 'descr'")
+        }
+        guard let dtype = dtype(descr: descr) else {
+            throw FormatError(path: path, "dtype '\(descr)' is not supported; save as float32, float64, int32, int64, uint8 or bool (little-endian)")
+        }
+        if let fortran = field("fortran_order", in: header), fortran.contains("True") {
+            throw FormatError(path: path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+        }
+        guard let shapeText = field("shape", in: header) else { throw FormatError(path: path, ".npy header has no 'shape'") }
+        let dims = shapeText.trimmingCharacters(in: CharacterSet(charactersIn: "() "))
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var shape: [Int] = []
+        for d in dims {
+            guard let v = Int(d), v >= 0 else { throw FormatError(path: path, "bad dimension '\(d)' in shape \(shapeText)") }
+            shape.append(v)
+        }
+        let dataStart = headerStart + headerLength
+        let needed = shape.reduce(1, *) * dtype.size
+        guard data.count - dataStart >= needed else {
+            throw FormatError(path: path, "shape \(shape) of \(dtype.name) needs \(needed) bytes of data; the file has \(data.count - dataStart)")
+        }
+        var tensor = Tensor(zeros: dtype, shape: shape)
+        tensor.withUnsafeMutableBytes { out in
+            data.withUnsafeBytes { raw in
+                out.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataStart..<(dataStart + needed)]))
+            }
+        }
+        return tensor
+    }
+
+    /// The text of `key`'s value in a Python dict literal (the value ends at the next top-level comma).
+    static func field(_ key: String, in header: String) -> String? {
+        guard let keyRange = header.range(of: "'\(key)'") ?? header.range(of: "\"\(key)\"") else { return nil }
+        var rest = header[keyRange.upperBound...].drop(while: { $0 == " " || $0 == ":" })
+        var depth = 0
+        var value = ""
+        while let c = rest.first {
+            if c == "(" || c == "[" { depth += 1 }
+            if c == ")" || c == "]" { depth -= 1 }
+            if (c == "," && depth == 0) || c == "}" { break }
+            value.append(c)
+            rest = rest.dropFirst()
+        }
+        return value.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Encodes a tensor as `.npy` (version 1.0).
+    public static func encode(_ tensor: Tensor) -> Data {
+        let shapeText = tensor.shape.isEmpty ? "()" :
+            tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
+        var header = "{'descr': '\(descr(tensor.dtype))', 'fortran_order': False, 'shape': \(shapeText), }"
+        let total = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
+        var data = Data(magic + [1, 0])
+        let n = header.utf8.count
+        data.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
+        data.append(header.data(using: .utf8)!)
+        tensor.withUnsafeBytes { data.append(contentsOf: $0) }
+        return data
+    }
+}

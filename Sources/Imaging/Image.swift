@@ -1,0 +1,34 @@
+import Tensors
+
+/// An 8-bit image, interleaved channels (1 = gray, 3 = RGB, 4 = RGBA), rows top to bottom.
+public struct Image: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public let channels: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]? = nil) {
+        precondition(width > 0 && height > 0 && [1, 3, 4].contains(channels))
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels ?? [UInt8](repeating: 0, count: width * height * channels)
+        precondition(self.pixels.count == width * height * channels)
+    }
+
+    /// The image as a `[height, width, channels]` u8 tensor (`[height, width]` for gray).
+    public var tensor: Tensor {
+        try! Tensor(pixels, shape: channels == 1 ? [height, width] : [height, width, channels])
+    }
+
+    /// An image from a u8 tensor of shape `[H, W]` or `[H, W, C]` with C in 1, 3, 4.
+    public init(tensor: Tensor) throws {
+        guard tensor.dtype == .uint8 else { throw TensorError("an image tensor must be u8, got \(tensor.dtype.name)") }
+        switch tensor.rank {
+        case 2: self.init(width: tensor.shape[1], height: tensor.shape[0], channels: 1, pixels: try tensor.scalars())
+        case 3 where [1, 3, 4].contains(tensor.shape[2]):
+            self.init(width: tensor.shape[1], height: tensor.shape[0], channels: tensor.shape[2], pixels: try tensor.scalars())
+        default: throw TensorError("an image tensor has shape [H, W] or [H, W, C] with C in 1, 3, 4; got \(tensor.shape)")
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import Tensors
+
+/// Reads `--input NAME=PATH` files into tensors: `.npy` (any supported dtype) and `.png`
+/// (u8, `[H, W]` gray or `[H, W, C]`).
+public enum InputFile {
+    public static let supportedExtensions = ["npy", "png"]
+
+    public static func load(path: String, name: String) throws -> Tensor {
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw HostError(.usage, "input '\(name)': \(path) does not exist or is not readable")
+        }
+        let ext = (path as NSString).pathExtension.lowercased()
+        do {
+            switch ext {
+            case "npy": return try NPY.read(path: path)
+            case "png": return try PNG.read(path: path).tensor
+            default:
+                throw HostError(.usage, "input '\(name)': \(path) has an unsupported extension '.\(ext)'; use "
+                    + supportedExtensions.map { "." + $0 }.joined(separator: " or ") + " (numpy: np.save('x.npy', array))")
+            }
+        } catch let e as FormatError {
+            throw HostError(.usage, "input '\(name)': \(e)")
+        }
+    }
+}
+
+/// Writes a run's outputs into its `--out` folder so that nothing half-written is ever visible:
+/// every file is written under a temporary name in the same folder and renamed into place,
+/// `result.json` last; on failure the temporaries are removed.
+public struct RunOutput {
+    public let directory: String
+
+    /// Creates the folder if needed and checks that it is writable, before any work starts.
+    public init(directory: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw HostError(.usage, "--out \(directory) exists and is not a folder") }
+        } else {
+            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+                throw HostError(.usage, "--out \(directory) cannot be created: \(error.localizedDescription)")
+            }
+        }
+        guard access(directory, W_OK) == 0 else {
+            throw HostError(.usage, "--out \(directory) is not writable: choose another folder or fix its permissions")
+        }
+        self.directory = (directory as NSString).standardizingPath
+    }
+
+    /// Commits tensors (as `<name>.npy`), artifact files (moved) and the manifest.
+    /// Returns the manifest's artifact list.
+    @discardableResult
+    public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [String]) throws -> JSONValue {
+        let staging = directory + "/.menagerie-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: staging) }
+        var listed: [JSONValue] = []
+        var moves: [(String, String)] = []
+        var used = Set(["result.json"])
+        for (name, t) in tensors {
+            let file = safeFileName(name) + ".npy"
+            guard used.insert(file).inserted else { throw HostError(.failed, "two outputs would both be written to \(file)") }
+            guard FileManager.default.createFile(atPath: staging + "/" + file, contents: NPY.encode(t)) else {
+                throw HostError(.failed, "cannot write \(staging)/\(file)")
+            }
+            moves.append((file, file))
+            listed.append(["name": .string(name), "file": .string(file), "type": "tensor", "dtype": .string(t.dtype.name),
+                           "shape": .array(t.shape.map { .number(Double($0)) })])
+        }
+        for path in artifacts {
+            let file = (path as NSString).lastPathComponent
+            guard used.insert(file).inserted else { throw HostError(.failed, "two outputs would both be written to \(file)") }
+            do {
+                if rename(path, staging + "/" + file) != 0 { try FileManager.default.copyItem(atPath: path, toPath: staging + "/" + file) }
+            } catch { throw HostError(.failed, "cannot collect the artifact \(path): \(error.localizedDescription)") }
+            moves.append((file, file))
+            listed.append(["name": .string(file), "file": .string(file), "type": "file"])
+        }
+        guard case .object(var m) = manifest else { throw HostError(.failed, "manifest must be an object") }
+        m["artifacts"] = .array(listed)
+        let final = JSONValue.object(m)
+        guard FileManager.default.createFile(atPath: staging + "/result.json", contents: Data((final.prettyText + "\n").utf8)) else {
+            throw HostError(.failed, "cannot write \(staging)/result.json")
+        }
+        moves.append(("result.json", "result.json"))
+        for (from, to) in moves {
+            let target = directory + "/" + to
+            if FileManager.default.fileExists(atPath: target), (try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType) == .typeDirectory {
+                throw HostError(.failed, "\(target) is a folder; remove it or choose another --out")
+            }
+            guard rename(staging + "/" + from, target) == 0 else {
+                throw HostError(.failed, "cannot move \(to) into \(directory): \(String(cString: strerror(errno)))")
+            }
+        }
+        return final
+    }
+
+    func safeFileName(_ name: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        let s = String(name.map { allowed.contains($0) ? $0 : "_" })
+        return s.isEmpty || s.hasPrefix(".") ? "tensor" + s : s
+    }
+}

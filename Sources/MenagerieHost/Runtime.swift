@@ -1,0 +1,273 @@
+import CMenagerie
+import Foundation
+import Logging
+import MenagerieKit
+import Synchronization
+import Tensors
+
+/// Set by the SIGINT handler (and by tests); plugins see it through `is_cancelled`.
+public let cancellationFlag = Atomic<Bool>(false)
+
+/// Receives progress reports of plugins (the CLI draws a bar on stderr).
+public protocol ProgressSink: AnyObject, Sendable {
+    func progress(component: String, done: Int64, total: Int64, label: String)
+}
+
+/// The result of one invocation, with tensors copied out of the callee's memory.
+public struct InvocationResult: Sendable {
+    public let result: JSONValue
+    public let tensors: [(name: String, tensor: Tensor)]
+    /// Absolute paths of the files the call wrote in its scratch folder.
+    public let artifacts: [String]
+}
+
+/// The in-process side of the host: loads plugins for use, implements the host-services table,
+/// routes invocations (including plugin → host → plugin) and responses.
+public final class Runtime: @unchecked Sendable {
+    public let registry: Registry
+    public let seed: UInt64
+    public let scratchRoot: String
+    public let lock: (file: LockFile, path: String)?
+    public var logger: Logger
+    public weak var progressSink: ProgressSink?
+
+    final class LoadedPlugin {
+        let entry: RegistryEntry
+        let opened: Handshake.Opened
+        var state: UnsafeMutableRawPointer?
+        let services: UnsafeMutablePointer<mng_host_services>
+        let metadataCString: UnsafeMutablePointer<CChar>
+        init(entry: RegistryEntry, opened: Handshake.Opened, services: UnsafeMutablePointer<mng_host_services>) {
+            self.entry = entry
+            self.opened = opened
+            self.services = services
+            self.metadataCString = strdup(opened.metadataText)
+        }
+    }
+
+    /// A stable pointer handed to plugins as `mng_component_handle *`.
+    final class Handle {
+        let plugin: LoadedPlugin
+        let component: String
+        init(plugin: LoadedPlugin, component: String) {
+            self.plugin = plugin
+            self.component = component
+        }
+    }
+
+    private let mutex = NSRecursiveLock()
+    private var loaded: [String: LoadedPlugin] = [:]
+    private var handles: [String: Handle] = [:]
+    private var pendingResponses: [UnsafeMutableRawPointer: LoadedPlugin] = [:]
+    private var strings: [UnsafeMutablePointer<CChar>] = []
+    private var current: [String] = []
+
+    public init(registry: Registry, seed: UInt64 = 0, scratchRoot: String? = nil,
+                lock: (file: LockFile, path: String)? = nil, logger: Logger = Logger(label: "menagerie")) throws {
+        self.registry = registry
+        self.seed = seed
+        self.lock = lock
+        self.logger = logger
+        if let scratchRoot {
+            self.scratchRoot = scratchRoot
+        } else {
+            var template = Array((NSTemporaryDirectory() + "/menagerie-run-XXXXXX").utf8CString)
+            guard let p = mkdtemp(&template) else { throw HostError(.failed, "cannot create a scratch folder in \(NSTemporaryDirectory())") }
+            self.scratchRoot = String(cString: p)
+        }
+        try FileManager.default.createDirectory(atPath: self.scratchRoot, withIntermediateDirectories: true)
+    }
+
+    /// Shuts every loaded plugin down (the images stay mapped: Swift images are never dlclose'd).
+    public func shutdown() {
+        mutex.lock()
+        defer { mutex.unlock() }
+        for p in loaded.values {
+            if let s = p.state { p.opened.descriptor.pointee.shutdown?(s) }
+            p.state = nil
+        }
+    }
+
+    /// Removes the scratch folder.
+    public func removeScratch() { try? FileManager.default.removeItem(atPath: scratchRoot) }
+
+    // MARK: loading
+
+    func plugin(for entry: RegistryEntry) throws -> LoadedPlugin {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if let p = loaded[entry.path] { return p }
+        if let problem = Trust.problem(path: entry.path) { throw HostError(.refused, "\(entry.path): \(problem)") }
+        if let lock, !entry.builtIn {
+            let digest = try FileDigest.sha256(path: entry.path)
+            if let p = lock.file.problem(path: entry.path, digest: digest, lockPath: lock.path) {
+                throw HostError(.refused, "\(entry.path): \(p)")
+            }
+        }
+        let opened: Handshake.Opened
+        switch Handshake.open(path: entry.path) {
+        case .success(let o): opened = o
+        case .failure(let e): throw HostError(e.kind, "\(entry.path): \(e.message)")
+        }
+        let name = opened.metadata.name
+        let scratch = scratchRoot + "/" + name
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        let services = UnsafeMutablePointer<mng_host_services>.allocate(capacity: 1)
+        services.initialize(to: makeServices(scratch: keep(scratch)))
+        let p = LoadedPlugin(entry: entry, opened: opened, services: services)
+        var state: UnsafeMutableRawPointer?
+        var error: UnsafePointer<CChar>?
+        let status = opened.descriptor.pointee.`init`!(services, &state, &error)
+        guard status == 0 else {
+            let message = error.map { String(cString: $0) } ?? "status \(status)"
+            throw HostError(.failed, "plugin '\(name)' (\(entry.path)) failed to initialise: \(message)")
+        }
+        p.state = state
+        loaded[entry.path] = p
+        return p
+    }
+
+    private func keep(_ s: String) -> UnsafePointer<CChar> {
+        let p = strdup(s)!
+        strings.append(p)
+        return UnsafePointer(p)
+    }
+
+    func handle(for id: String) throws -> Handle {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if let h = handles[id] { return h }
+        let (entry, _) = try registry.component(id)
+        let h = Handle(plugin: try plugin(for: entry), component: id)
+        handles[id] = h
+        return h
+    }
+
+    /// The scratch folder of the plugin providing `component` (artifacts are written there).
+    public func scratchDirectory(of component: String) throws -> String {
+        String(cString: try handle(for: component).plugin.services.pointee.scratch_dir)
+    }
+
+    // MARK: invoking
+
+    /// Invokes `operation` of `component` with JSON options and tensors; copies the results out.
+    public func invoke(_ component: String, operation: String, options: JSONValue = .object([:]),
+                       inputs: [(name: String, tensor: Tensor)] = []) throws -> InvocationResult {
+        let h = try handle(for: component)
+        let arena = TensorArena(inputs)
+        var response = mng_response()
+        response.struct_size = UInt32(MemoryLayout<mng_response>.size)
+        let status = options.compactText.withCString { opts -> Int32 in
+            var request = mng_request(struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0, options_json: opts,
+                                      tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
+            return call(h, operation: operation, request: &request, response: &response)
+        }
+        defer { h.plugin.opened.descriptor.pointee.free_response!(h.plugin.state, &response) }
+        withExtendedLifetime(arena) {}
+        guard status == 0 else {
+            let message = response.error.map { String(cString: $0) } ?? "failed with status \(status)"
+            if status == Int32(MNG_CANCELLED.rawValue) { throw HostError(.failed, "'\(component)' \(operation): cancelled by the user") }
+            let kind: HostError.Kind = status == Int32(MNG_INVALID_ARGUMENT.rawValue) || status == Int32(MNG_NOT_FOUND.rawValue) ? .usage : .failed
+            throw HostError(kind, "'\(component)' \(operation): \(message)")
+        }
+        let result: JSONValue
+        do {
+            result = try response.result_json.map { try JSONValue.parse(String(cString: $0), source: "the result of '\(component)'") } ?? .object([:])
+        } catch { throw HostError(.failed, "\(error)") }
+        let tensors: [(name: String, tensor: Tensor)]
+        do {
+            tensors = try borrowTensors(response.tensors, count: response.tensor_count, owner: component).map { ($0.name, $0.tensor.owned()) }
+        } catch { throw HostError(.failed, "'\(component)' returned a malformed tensor: \(error)") }
+        let scratch = String(cString: h.plugin.services.pointee.scratch_dir)
+        var artifacts: [String] = []
+        for a in result["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? [] {
+            let full = (scratch as NSString).appendingPathComponent(a)
+            guard !a.hasPrefix("/"), !a.split(separator: "/").contains(".."), FileManager.default.fileExists(atPath: full) else {
+                throw HostError(.failed, "'\(component)' named an artifact '\(a)' that is not a file in its scratch folder \(scratch)")
+            }
+            artifacts.append(full)
+        }
+        return InvocationResult(result: result, tensors: tensors, artifacts: artifacts)
+    }
+
+    /// The raw call, recording who owns the response and which component is running.
+    func call(_ h: Handle, operation: String, request: UnsafePointer<mng_request>, response: UnsafeMutablePointer<mng_response>) -> Int32 {
+        mutex.lock()
+        current.append(h.component)
+        mutex.unlock()
+        let status = h.plugin.opened.descriptor.pointee.invoke!(h.plugin.state, h.component, operation, request, response)
+        mutex.lock()
+        current.removeLast()
+        mutex.unlock()
+        return status
+    }
+
+    var currentComponent: String {
+        mutex.lock()
+        defer { mutex.unlock() }
+        return current.last ?? ""
+    }
+
+    // MARK: the host-services table
+
+    private func makeServices(scratch: UnsafePointer<CChar>) -> mng_host_services {
+        mng_host_services(
+            struct_size: UInt32(MemoryLayout<mng_host_services>.size),
+            abi_major: abiVersion.major, abi_minor: abiVersion.minor, reserved: 0,
+            context: Unmanaged.passUnretained(self).toOpaque(),
+            log: { ctx, level, message in
+                let rt = Runtime.from(ctx)
+                let text = message.map { String(cString: $0) } ?? ""
+                let lvl: Logger.Level = [0: .trace, 1: .debug, 2: .info, 3: .warning, 4: .error][Int(level)] ?? .info
+                rt.logger.log(level: lvl, "\(text)", metadata: ["component": "\(rt.currentComponent)"])
+            },
+            progress: { ctx, done, total, label in
+                let rt = Runtime.from(ctx)
+                rt.progressSink?.progress(component: rt.currentComponent, done: done, total: total,
+                                          label: label.map { String(cString: $0) } ?? "")
+            },
+            is_cancelled: { _ in cancellationFlag.load(ordering: .relaxed) ? 1 : 0 },
+            resolve: { ctx, id, errorOut in
+                let rt = Runtime.from(ctx)
+                let name = id.map { String(cString: $0) } ?? ""
+                do {
+                    let h = try rt.handle(for: name)
+                    return OpaquePointer(Unmanaged.passUnretained(h).toOpaque())
+                } catch {
+                    rt.mutex.lock()
+                    errorOut?.pointee = rt.keep("\(error)")
+                    rt.mutex.unlock()
+                    return nil
+                }
+            },
+            describe: { _, handle in
+                guard let handle else { return nil }
+                let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+                return UnsafePointer(h.plugin.metadataCString)
+            },
+            invoke: { ctx, handle, operation, request, response in
+                let rt = Runtime.from(ctx)
+                guard let handle, let request, let response else { return Int32(MNG_INVALID_ARGUMENT.rawValue) }
+                let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+                let status = rt.call(h, operation: operation.map { String(cString: $0) } ?? "", request: request, response: response)
+                rt.mutex.lock()
+                rt.pendingResponses[UnsafeMutableRawPointer(response)] = h.plugin
+                rt.mutex.unlock()
+                return status
+            },
+            free_response: { ctx, response in
+                let rt = Runtime.from(ctx)
+                guard let response else { return }
+                rt.mutex.lock()
+                let owner = rt.pendingResponses.removeValue(forKey: UnsafeMutableRawPointer(response))
+                rt.mutex.unlock()
+                if let owner { owner.opened.descriptor.pointee.free_response!(owner.state, response) }
+            },
+            scratch_dir: scratch,
+            seed: seed)
+    }
+
+    static func from(_ ctx: UnsafeMutableRawPointer?) -> Runtime {
+        Unmanaged<Runtime>.fromOpaque(ctx!).takeUnretainedValue()
+    }
+}

@@ -1,0 +1,181 @@
+import CMenagerie
+import Foundation
+import Logging
+import Tensors
+
+/// The host's services as a plugin sees them: logging, progress, cancellation, other components,
+/// a scratch folder and the run's seed. Wraps the `mng_host_services` table handed to `init`.
+public struct Host: @unchecked Sendable {
+    public let services: UnsafePointer<mng_host_services>?
+
+    public init(services: UnsafePointer<mng_host_services>?) { self.services = services }
+
+    /// The run's seed (`--seed`); 0 when there is no host.
+    public var seed: UInt64 { services?.pointee.seed ?? 0 }
+
+    /// A writable folder private to this plugin for the current process. Files named in a
+    /// response's `artifacts` are moved from here into the run's output folder.
+    public var scratchDirectory: String {
+        if let p = services?.pointee.scratch_dir { return String(cString: p) }
+        return NSTemporaryDirectory()
+    }
+
+    public func log(_ level: Logger.Level, _ message: String) {
+        guard let s = services?.pointee, let log = s.log else { return }
+        log(s.context, Int32(Self.abiLevel(level).rawValue), message)
+    }
+
+    /// Reports progress: `done` of `total` units (total ≤ 0 when unknown).
+    public func progress(_ done: Int, of total: Int, _ label: String = "") {
+        guard let s = services?.pointee, let progress = s.progress else { return }
+        progress(s.context, Int64(done), Int64(total), label)
+    }
+
+    public var isCancelled: Bool {
+        guard let s = services?.pointee, let f = s.is_cancelled else { return false }
+        return f(s.context) != 0
+    }
+
+    /// Throws `MenagerieError.cancelled` when the user asked to stop. Call it in long loops.
+    public func checkCancelled() throws {
+        if isCancelled { throw MenagerieError.cancelled }
+    }
+
+    /// A swift-log logger whose records go to the host's log.
+    public func logger(label: String) -> Logger {
+        Logger(label: label) { _ in HostLogHandler(host: self) }
+    }
+
+    /// Finds a component of any plugin. With `kind`, also checks that it is of that kind.
+    public func resolve(_ id: String, kind: Kind? = nil) throws -> ComponentProxy {
+        guard let s = services?.pointee, let resolve = s.resolve else {
+            throw MenagerieError.unsupported("no host services: '\(id)' cannot be resolved outside a host")
+        }
+        var error: UnsafePointer<CChar>?
+        guard let handle = resolve(s.context, id, &error) else {
+            throw MenagerieError.notFound(error.map { String(cString: $0) } ?? "no component '\(id)'")
+        }
+        let proxy = ComponentProxy(id: id, handle: handle, host: self)
+        if let kind, proxy.kind != kind.rawValue {
+            throw MenagerieError.invalidArgument("'\(id)' is a \(proxy.kind), not a \(kind.rawValue)")
+        }
+        return proxy
+    }
+
+    static func abiLevel(_ level: Logger.Level) -> mng_log_level {
+        switch level {
+        case .trace: MNG_LOG_TRACE
+        case .debug: MNG_LOG_DEBUG
+        case .info, .notice: MNG_LOG_INFO
+        case .warning: MNG_LOG_WARNING
+        case .error, .critical: MNG_LOG_ERROR
+        }
+    }
+}
+
+/// A swift-log handler that forwards to the host services' `log`.
+public struct HostLogHandler: LogHandler {
+    let host: Host
+    public var logLevel: Logger.Level = .trace
+    public var metadata: Logger.Metadata = [:]
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+    public func log(event: LogEvent) {
+        host.log(event.level, "\(event.message)")
+    }
+}
+
+/// A component of another plugin, called through the host as if it were local.
+public struct ComponentProxy: @unchecked Sendable {
+    public let id: String
+    let handle: OpaquePointer
+    let host: Host
+
+    init(id: String, handle: OpaquePointer, host: Host) {
+        self.id = id
+        self.handle = handle
+        self.host = host
+    }
+
+    /// The metadata of the plugin providing this component.
+    public var pluginMetadata: PluginMetadata? {
+        guard let s = host.services?.pointee, let describe = s.describe, let text = describe(s.context, handle) else { return nil }
+        return try? JSONDecoder().decode(PluginMetadata.self, from: Data(String(cString: text).utf8))
+    }
+
+    public var info: ComponentInfo? { pluginMetadata?.components.first { $0.id == id } }
+    public var kind: String { info?.kind ?? "unknown" }
+
+    /// The result of a proxied call; its tensors are copies owned by the caller.
+    public struct Result: Sendable {
+        public let result: JSONValue
+        public let tensors: [String: Tensor]
+        public let artifacts: [String]
+    }
+
+    /// Invokes `operation` with JSON options and named tensors.
+    public func invoke(_ operation: String, options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> Result {
+        guard let s = host.services?.pointee, let invoke = s.invoke, let free = s.free_response else {
+            throw MenagerieError.unsupported("no host services to invoke '\(id)'")
+        }
+        let arena = TensorArena(inputs)
+        let optionsText = options.compactText
+        var response = mng_response()
+        response.struct_size = UInt32(MemoryLayout<mng_response>.size)
+        let status = optionsText.withCString { opts -> Int32 in
+            var request = mng_request(struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0,
+                                      options_json: opts, tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
+            return invoke(s.context, handle, operation, &request, &response)
+        }
+        defer { free(s.context, &response) }
+        withExtendedLifetime(arena) {}
+        guard status == Int32(MNG_OK.rawValue) else {
+            let message = response.error.map { String(cString: $0) } ?? "'\(id)' \(operation) failed with status \(status)"
+            throw MenagerieError(MenagerieError.Status(rawValue: status) ?? .error, message)
+        }
+        let result = try response.result_json.map { try JSONValue.parse(String(cString: $0), source: "result of '\(id)'") } ?? .object([:])
+        var tensors: [String: Tensor] = [:]
+        for (name, t) in try borrowTensors(response.tensors, count: response.tensor_count, owner: id) {
+            tensors[name] = t.owned()
+        }
+        let artifacts = result["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        return Result(result: result, tensors: tensors, artifacts: artifacts)
+    }
+
+    /// Invokes with `Encodable` options.
+    public func invoke(_ operation: String, options: some Encodable, inputs: [(name: String, tensor: Tensor)] = []) throws -> Result {
+        try invoke(operation, options: try JSONValue(encoding: options), inputs: inputs)
+    }
+}
+
+/// A typed proxy for metric components.
+public struct MetricProxy: Sendable {
+    public let component: ComponentProxy
+    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .metric) }
+    public func evaluate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try component.invoke("evaluate", options: options, inputs: inputs)
+    }
+}
+
+/// A typed proxy for dataset components.
+public struct DatasetProxy: Sendable {
+    public let component: ComponentProxy
+    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .dataset) }
+    public func describe(options: JSONValue = .object([:])) throws -> JSONValue {
+        try component.invoke("describe", options: options).result
+    }
+    public func batch(options: JSONValue = .object([:])) throws -> ComponentProxy.Result {
+        try component.invoke("batch", options: options)
+    }
+}
+
+/// A typed proxy for backbone components.
+public struct BackboneProxy: Sendable {
+    public let component: ComponentProxy
+    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .backbone) }
+    public func embed(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try component.invoke("embed", options: options, inputs: inputs)
+    }
+}

@@ -1,0 +1,133 @@
+/// The kinds of component a plugin can provide, each with its primary operation.
+/// `Docs/kinds.md` gives every kind's request and response conventions.
+public enum Kind: String, Codable, Sendable, CaseIterable {
+    case dataset, backbone, objective, distiller, explainer, segmenter, detector, generator, metric
+
+    /// The operation a kind's components all support; `run COMPONENT` without an operation runs it.
+    public var primaryOperation: String {
+        switch self {
+        case .dataset: "batch"
+        case .backbone: "embed"
+        case .objective: "loss"
+        case .distiller: "distill"
+        case .explainer: "explain"
+        case .segmenter: "segment"
+        case .detector: "detect"
+        case .generator: "generate"
+        case .metric: "evaluate"
+        }
+    }
+}
+
+/// One tensor an operation reads or writes.
+public struct TensorSpec: Codable, Sendable, Equatable {
+    public var name: String
+    /// Accepted dtypes ("f32", "i64", ...); empty means any.
+    public var dtypes: [String]
+    /// Shape in words, e.g. "N×C" or "H×W".
+    public var shape: String
+    public var summary: String
+    public var optional: Bool
+
+    public init(_ name: String, dtypes: [String] = [], shape: String = "", summary: String = "", optional: Bool = false) {
+        self.name = name
+        self.dtypes = dtypes
+        self.shape = shape
+        self.summary = summary
+        self.optional = optional
+    }
+}
+
+/// One operation of a component.
+public struct OperationSpec: Codable, Sendable, Equatable {
+    public var name: String
+    public var summary: String
+    public var inputs: [TensorSpec]
+    public var outputs: [TensorSpec]
+
+    public init(_ name: String, summary: String, inputs: [TensorSpec] = [], outputs: [TensorSpec] = []) {
+        self.name = name
+        self.summary = summary
+        self.inputs = inputs
+        self.outputs = outputs
+    }
+}
+
+/// The paper a plugin implements.
+public struct Paper: Codable, Sendable, Equatable {
+    public var title: String
+    public var url: String
+    public init(title: String, url: String) {
+        self.title = title
+        self.url = url
+    }
+}
+
+/// A component as the metadata JSON describes it.
+public struct ComponentInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var kind: String
+    public var summary: String
+    public var operations: [OperationSpec]
+    /// JSON Schema of the options object (type "object", properties with defaults).
+    public var options: JSONValue
+    /// True when the component has a `tour` operation that runs on embedded data.
+    public var tour: Bool?
+
+    public init(id: String, kind: String, summary: String, operations: [OperationSpec], options: JSONValue, tour: Bool? = nil) {
+        self.id = id
+        self.kind = kind
+        self.summary = summary
+        self.operations = operations
+        self.options = options
+        self.tour = tour
+    }
+}
+
+/// The metadata document every plugin publishes through its descriptor.
+public struct PluginMetadata: Codable, Sendable, Equatable {
+    public var name: String
+    public var version: String
+    public var summary: String
+    public var license: String
+    public var authors: [String]
+    public var paper: Paper?
+    public var components: [ComponentInfo]
+
+    public init(name: String, version: String, summary: String, license: String, authors: [String],
+                paper: Paper?, components: [ComponentInfo]) {
+        self.name = name
+        self.version = version
+        self.summary = summary
+        self.license = license
+        self.authors = authors
+        self.paper = paper
+        self.components = components
+    }
+
+    /// Checks what the host relies on; returns the problems found (empty when valid).
+    public func problems() -> [String] {
+        var out: [String] = []
+        let namePattern = #/^[a-z0-9][a-z0-9._-]*$/#
+        if (try? namePattern.wholeMatch(in: name)) == nil {
+            out.append("plugin name '\(name)' must be lower-case letters, digits, '.', '_' or '-'")
+        }
+        if version.isEmpty { out.append("plugin '\(name)' has an empty version") }
+        if components.isEmpty { out.append("plugin '\(name)' declares no components") }
+        var seen = Set<String>()
+        for c in components {
+            if (try? namePattern.wholeMatch(in: c.id)) == nil {
+                out.append("component id '\(c.id)' must be lower-case letters, digits, '.', '_' or '-'")
+            }
+            if !seen.insert(c.id).inserted { out.append("component id '\(c.id)' appears twice") }
+            if Kind(rawValue: c.kind) == nil {
+                out.append("component '\(c.id)' has unknown kind '\(c.kind)' (known: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            if c.operations.isEmpty { out.append("component '\(c.id)' declares no operations") }
+            if c.options["type"]?.stringValue != "object" {
+                out.append("component '\(c.id)': options must be a JSON Schema with \"type\": \"object\"")
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,208 @@
+import Foundation
+
+/// The options of a component: a `Codable` struct whose `init()` holds the defaults.
+///
+/// ```swift
+/// struct Options: ComponentOptions {
+///     var topK = 5
+///     var bins = 10
+///     static let help = ["topK": "k of top-k accuracy", "bins": "number of calibration bins"]
+/// }
+/// ```
+/// `info` shows the JSON Schema derived from the defaults; keys are the property names.
+public protocol ComponentOptions: Codable, Sendable {
+    init()
+    /// A one-line description per option key.
+    static var help: [String: String] { get }
+    /// The allowed values of string options.
+    static var choices: [String: [String]] { get }
+}
+
+extension ComponentOptions {
+    public static var help: [String: String] { [:] }
+    public static var choices: [String: [String]] { [:] }
+
+    /// JSON Schema of these options, with the defaults of `init()`.
+    public static var schema: JSONValue {
+        let defaults = (try? JSONValue(encoding: Self())) ?? .object([:])
+        var properties: [String: JSONValue] = [:]
+        for (key, value) in defaults.objectValue ?? [:] {
+            properties[key] = propertySchema(type: value.schemaType, items: value.arrayValue?.first?.schemaType,
+                                             defaultValue: value, key: key)
+        }
+        // Optionals that default to nil are not encoded: find them by reflection.
+        for child in Mirror(reflecting: Self()).children {
+            guard let label = child.label, properties[label] == nil else { continue }
+            let typeName = "\(type(of: child.value))"
+            guard typeName.hasPrefix("Optional<") else { continue }
+            let inner = String(typeName.dropFirst("Optional<".count).dropLast())
+            let (type, items) = schemaType(swiftType: inner)
+            properties[label] = propertySchema(type: type, items: items, defaultValue: .null, key: label, nullable: true)
+        }
+        return ["type": "object", "properties": .object(properties), "additionalProperties": false]
+    }
+
+    private static func propertySchema(type: String, items: String?, defaultValue: JSONValue, key: String,
+                                       nullable: Bool = false) -> JSONValue {
+        var p: [String: JSONValue] = ["type": nullable ? .array([.string(type), "null"]) : .string(type),
+                                      "default": defaultValue]
+        // An integral default of a Float/Double property still accepts fractions.
+        if type == "integer", let mirrorType = swiftTypeName(of: key), ["Float", "Double"].contains(mirrorType) {
+            p["type"] = nullable ? ["number", "null"] : "number"
+        }
+        if type == "array" {
+            if let items { p["items"] = ["type": .string(items)] }
+            if let t = swiftTypeName(of: key), t.contains("Float") || t.contains("Double") { p["items"] = ["type": "number"] }
+        }
+        if let h = help[key] { p["description"] = .string(h) }
+        if let c = choices[key] { p["enum"] = .array(c.map { .string($0) }) }
+        return .object(p)
+    }
+
+    private static func swiftTypeName(of key: String) -> String? {
+        Mirror(reflecting: Self()).children.first { $0.label == key }.map { "\(type(of: $0.value))" }
+    }
+
+    private static func schemaType(swiftType t: String) -> (String, String?) {
+        switch t {
+        case "Int", "Int32", "Int64", "UInt", "UInt32", "UInt64", "Int8", "Int16", "UInt8", "UInt16": return ("integer", nil)
+        case "Float", "Double": return ("number", nil)
+        case "Bool": return ("boolean", nil)
+        case "String": return ("string", nil)
+        default:
+            if t.hasPrefix("Array<") {
+                let inner = String(t.dropFirst("Array<".count).dropLast())
+                return ("array", schemaType(swiftType: inner).0)
+            }
+            return ("object", nil)
+        }
+    }
+
+    /// Decodes options from a (possibly partial) JSON object: missing keys take their defaults,
+    /// unknown keys and wrong types are refused with a message naming the option.
+    public static func decode(_ json: JSONValue, component: String) throws -> Self {
+        let given = json.objectValue ?? [:]
+        let validated = try OptionSchema(schema).validate(given, component: component)
+        guard case .object(var merged) = try JSONValue(encoding: Self()) else { return Self() }
+        for (k, v) in validated { merged[k] = v }
+        do { return try JSONValue.object(merged).decode(Self.self) } catch {
+            throw MenagerieError.invalidArgument("options of '\(component)': \(OptionSchema.explain(error))")
+        }
+    }
+}
+
+/// Options for components that take none.
+public struct NoOptions: ComponentOptions {
+    public init() {}
+}
+
+/// Checks and converts option values against a component's JSON Schema. Shared by the host
+/// (before any work starts) and the SDK (inside the plugin).
+public struct OptionSchema: Sendable {
+    public let schema: JSONValue
+    public init(_ schema: JSONValue) { self.schema = schema }
+
+    public var properties: [String: JSONValue] { schema["properties"]?.objectValue ?? [:] }
+    public var names: [String] { properties.keys.sorted() }
+
+    public func types(of key: String) -> [String] {
+        guard let t = properties[key]?["type"] else { return [] }
+        if let s = t.stringValue { return [s] }
+        return t.arrayValue?.compactMap(\.stringValue) ?? []
+    }
+
+    /// The defaults of every option that has one.
+    public var defaults: [String: JSONValue] {
+        properties.compactMapValues { $0["default"] }
+    }
+
+    /// Refuses unknown keys (with the closest names) and values of the wrong type or outside `enum`.
+    public func validate(_ given: [String: JSONValue], component: String) throws -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for (key, value) in given {
+            guard let prop = properties[key] else {
+                let known = names.isEmpty ? "it takes no options" : "its options are \(names.joined(separator: ", "))"
+                throw MenagerieError.invalidArgument(
+                    "'\(component)' has no option '\(key)'.\(didYouMean(key, in: names)) (\(known); see `menagerie info \(component)`)")
+            }
+            let allowed = types(of: key)
+            let ok = allowed.isEmpty || allowed.contains { Self.matches(value, type: $0, items: prop["items"]?["type"]?.stringValue) }
+            guard ok else {
+                throw MenagerieError.invalidArgument(
+                    "option '\(key)' of '\(component)' must be \(allowed.joined(separator: " or ")), got \(value.schemaType) \(value.compactText)")
+            }
+            if let choices = prop["enum"]?.arrayValue, !choices.contains(value) {
+                throw MenagerieError.invalidArgument(
+                    "option '\(key)' of '\(component)' must be one of \(choices.map(\.compactText).joined(separator: ", ")), got \(value.compactText)")
+            }
+            out[key] = value
+        }
+        return out
+    }
+
+    static func matches(_ v: JSONValue, type: String, items: String?) -> Bool {
+        switch (type, v) {
+        case ("null", .null), ("boolean", .bool), ("string", .string), ("object", .object): return true
+        case ("number", .number): return true
+        case ("integer", .number(let n)): return n.rounded() == n
+        case ("array", .array(let a)):
+            guard let items else { return true }
+            return a.allSatisfy { matches($0, type: items, items: nil) }
+        default: return false
+        }
+    }
+
+    /// Parses the text of `--set key=value` according to the option's type.
+    /// Arrays take JSON (`[1,2]`) or comma-separated values (`1,2`).
+    public func parse(_ text: String, for key: String, component: String) throws -> JSONValue {
+        guard let prop = properties[key] else {
+            throw MenagerieError.invalidArgument(
+                "'\(component)' has no option '\(key)'.\(didYouMean(key, in: names)) (see `menagerie info \(component)`)")
+        }
+        let allowed = types(of: key)
+        if allowed.contains("null") && (text == "null" || text.isEmpty) { return .null }
+        for type in allowed where type != "null" {
+            if let v = Self.parseScalar(text, type: type, items: prop["items"]?["type"]?.stringValue) {
+                return try validate([key: v], component: component)[key]!
+            }
+        }
+        throw MenagerieError.invalidArgument(
+            "option '\(key)' of '\(component)' must be \(allowed.filter { $0 != "null" }.joined(separator: " or ")); '\(text)' is not")
+    }
+
+    static func parseScalar(_ text: String, type: String, items: String?) -> JSONValue? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        switch type {
+        case "integer": return Int64(t).map { .number(Double($0)) }
+        case "number": return Double(t).flatMap { $0.isFinite ? .number($0) : nil }
+        case "boolean":
+            switch t.lowercased() {
+            case "true", "yes", "1", "on": return .bool(true)
+            case "false", "no", "0", "off": return .bool(false)
+            default: return nil
+            }
+        case "string": return .string(text)
+        case "array":
+            if t.hasPrefix("["), let v = try? JSONValue.parse(t), matches(v, type: "array", items: items) { return v }
+            let parts = t.isEmpty ? [] : t.split(separator: ",").map(String.init)
+            let values = parts.map { parseScalar($0, type: items ?? "string", items: nil) }
+            guard values.allSatisfy({ $0 != nil }) else { return nil }
+            return .array(values.map { $0! })
+        case "object": return (try? JSONValue.parse(t)).flatMap { $0.objectValue != nil ? $0 : nil }
+        default: return nil
+        }
+    }
+
+    static func explain(_ error: Error) -> String {
+        switch error {
+        case DecodingError.typeMismatch(let t, let ctx), DecodingError.valueNotFound(let t, let ctx):
+            return "option '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))' must be \(t)"
+        case DecodingError.dataCorrupted(let ctx):
+            return "option '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)"
+        case DecodingError.keyNotFound(let k, _):
+            return "option '\(k.stringValue)' is required"
+        default:
+            return "\(error)"
+        }
+    }
+}

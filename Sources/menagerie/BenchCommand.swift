@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import MenagerieHost
+import MenagerieKit
+import Tensors
+
+/// `menagerie bench`: measures, never asserts. Every benchmark prints the same record shape:
+/// `{"name", "unit", "median", "min", "max", "reference": {"tool", "median"} | null, "ratio"}`
+/// (ratio = ours / reference; lower is better for times).
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Run the benchmarks and print min/median/max.")
+
+    @Argument(help: "Only benchmarks whose name matches this glob (e.g. 'invoke.*').")
+    var name: String?
+
+    @Option(name: .long, help: "Repetitions per benchmark.")
+    var repeats = 20
+
+    @Flag(name: .long, help: "Print the records as a JSON array on stdout.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    struct Reference: Codable {
+        let tool: String
+        let median: Double
+    }
+
+    struct Record: Codable {
+        let name: String
+        let unit: String
+        let median: Double
+        let min: Double
+        let max: Double
+        let reference: Reference?
+        let ratio: Double?
+        /// The goal for this machine (shown in the table, not part of the JSON shape).
+        var target: Double? = nil
+        enum CodingKeys: String, CodingKey { case name, unit, median, min, max, reference, ratio }
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(name, forKey: .name)
+            try c.encode(unit, forKey: .unit)
+            try c.encode(median, forKey: .median)
+            try c.encode(min, forKey: .min)
+            try c.encode(max, forKey: .max)
+            try c.encode(reference, forKey: .reference)
+            try c.encode(ratio, forKey: .ratio)
+        }
+    }
+
+    func wanted(_ n: String) -> Bool { name == nil || fnmatch(name!, n, 0) == 0 }
+
+    func record(_ name: String, unit: String, _ samples: [Double], target: Double? = nil) -> Record {
+        let s = samples.sorted()
+        let median = s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        return Record(name: name, unit: unit, median: median, min: s.first ?? 0, max: s.last ?? 0, reference: nil, ratio: nil, target: target)
+    }
+
+    func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e6 }
+
+    func run() throws {
+        let registry = try global.registry()
+        let plugins = registry.entries.filter { $0.status == .ok }
+        var records: [Record] = []
+        let exe = SearchPath.executablePath
+
+        // Cold scan (spawn + dlopen + handshake + metadata) and the handshake alone, per plugin.
+        for p in plugins {
+            let short = p.metadata?.name ?? (p.path as NSString).lastPathComponent
+            guard wanted("scan.cold.\(short)") || wanted("handshake.\(short)") else { continue }
+            var scan: [Double] = [], shake: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = now()
+                let report = ChildProbe().probe([p.path])[p.path]
+                scan.append(now() - t0)
+                if let us = report?.handshakeMicros { shake.append(us / 1000) }
+            }
+            if wanted("scan.cold.\(short)") { records.append(record("scan.cold.\(short)", unit: "ms", scan, target: 50)) }
+            if wanted("handshake.\(short)"), !shake.isEmpty { records.append(record("handshake.\(short)", unit: "ms", shake, target: 2)) }
+        }
+
+        // Warm `menagerie list`: a whole process, registry from the cache.
+        if wanted("list.warm") {
+            _ = try SpawnedChild(exe, ["list"]).wait(timeout: 60)
+            var samples: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = now()
+                let outcome = try SpawnedChild(exe, ["list"]).wait(timeout: 60)
+                samples.append(now() - t0)
+                guard outcome.termination == .exit(0) else { throw HostError(.failed, "`menagerie list` failed: \(outcome.stderr)") }
+            }
+            records.append(record("list.warm", unit: "ms", samples, target: 30))
+        }
+
+        // Invoke overhead: a tiny request through the whole host path (C and Swift plugin).
+        let runtime = try Runtime(registry: registry)
+        defer {
+            runtime.shutdown()
+            runtime.removeScratch()
+        }
+        let tiny: [(String, String, [(name: String, tensor: Tensor)])] = [
+            ("segmentation-metrics", "invoke.c", [("prediction", try Tensor([UInt8(1)], shape: [1, 1])), ("target", try Tensor([UInt8(1)], shape: [1, 1]))]),
+            ("classification-metrics", "invoke.swift", [("scores", try Tensor([Float(0.2), 0.8], shape: [1, 2])), ("labels", Tensor([Int32(1)]))]),
+        ]
+        for (component, benchName, inputs) in tiny where wanted(benchName) && registry.components.contains(where: { $0.component.id == component }) {
+            let calls = 200
+            _ = try runtime.invoke(component, operation: "evaluate", inputs: inputs)
+            var samples: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = now()
+                for _ in 0..<calls { _ = try runtime.invoke(component, operation: "evaluate", inputs: inputs) }
+                samples.append((now() - t0) * 1000 / Double(calls))
+            }
+            records.append(record(benchName, unit: "µs", samples, target: 20))
+        }
+
+        if json { return try printJSON(records) }
+        print(table([["BENCHMARK", "UNIT", "MEDIAN", "MIN", "MAX", "TARGET"]] + records.map {
+            [$0.name, $0.unit, String(format: "%.3f", $0.median), String(format: "%.3f", $0.min), String(format: "%.3f", $0.max),
+             $0.target.map { "≤ " + String(format: "%g", $0) } ?? "-"]
+        }))
+        print("(\(repeats) repetitions each; references: none for host overheads)")
+    }
+}

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Foundation
+import Logging
+import MenagerieHost
+import MenagerieKit
+
+/// `menagerie`: list, inspect and run the research methods installed as plugins.
+@main
+struct Menagerie: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "menagerie",
+        abstract: "Run machine-learning research methods loaded as plugins.",
+        discussion: """
+            Plugins are found in the built-in folder, $MENAGERIE_PLUGIN_PATH and ~/.local/share/menagerie/plugins.
+            Exit codes: 0 ok, 1 failed, 2 usage.
+            """,
+        version: "0.1.0 (plugin ABI \(abiVersion.major).\(abiVersion.minor), \(swiftToolchain))",
+        subcommands: [ListCommand.self, PluginsCommand.self, InfoCommand.self, RunCommand.self, NewCommand.self,
+                      ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self,
+                      ProbeCommand.self, ValidateChildCommand.self])
+
+    /// Parses, runs, and maps every error to exit code 1 (failure) or 2 (usage), with the message on stderr.
+    static func main() {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = ProcessInfo.processInfo.environment["MENAGERIE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+            return h
+        }
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let e as HostError {
+            FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+            Foundation.exit(e.kind == .usage || e.kind == .notFound ? 2 : 1)
+        } catch let e as MenagerieError {
+            FileHandle.standardError.write(Data("error: \(e.message)\n".utf8))
+            Foundation.exit(e.status == .invalidArgument || e.status == .notFound ? 2 : 1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            let message = fullMessage(for: error)
+            if !message.isEmpty { FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8)) }
+            Foundation.exit(code == .validationFailure ? 2 : (error is ExitCode ? code.rawValue : 1))
+        }
+    }
+}
+
+/// Options every command that reads the registry accepts.
+struct GlobalOptions: ParsableArguments {
+    @Flag(name: .long, help: "Load built-in plugins only (also MENAGERIE_SAFE_MODE=1).")
+    var safeMode = false
+
+    @Option(name: .long, help: "A lock file pinning the SHA-256 of allowed plugins (default: $MENAGERIE_LOCK_FILE or ~/.config/menagerie/plugins.lock if present).")
+    var lock: String?
+
+    @Flag(name: .long, help: "Ignore the registry cache and scan every plugin again.")
+    var rescan = false
+
+    var isSafeMode: Bool {
+        safeMode || ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["MENAGERIE_SAFE_MODE"]?.lowercased() ?? "")
+    }
+
+    /// The lock file in force, if any.
+    func lockFile() throws -> (file: LockFile, path: String)? {
+        if let lock { return (try LockFile.load(path: lock), lock) }
+        let path = LockFile.defaultPath()
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return (try LockFile.load(path: path), path)
+    }
+
+    func registry() throws -> Registry {
+        Registry(searchPath: SearchPath(safeMode: isSafeMode), rescan: rescan, lock: try lockFile())
+    }
+}
+
+/// Prints `value` as JSON on stdout.
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Pads `rows` into aligned columns (the last column is not padded).
+func table(_ rows: [[String]]) -> String {
+    guard let width = rows.map(\.count).max(), width > 0 else { return "" }
+    var widths = [Int](repeating: 0, count: width)
+    for r in rows { for (i, c) in r.enumerated() where i < width - 1 { widths[i] = max(widths[i], c.count) } }
+    return rows.map { r in
+        r.enumerated().map { i, c in i < width - 1 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0) : c }
+            .joined(separator: "  ")
+    }.joined(separator: "\n")
+}
+
+func writeError(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import MenagerieHost
+import MenagerieKit
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run an operation of a component.",
+        discussion: """
+            Options come from --config (a JSON object) and then --set KEY=VALUE, typed by the component's \
+            schema (`menagerie info COMPONENT`). Inputs are .npy or .png files. With --out, the run writes \
+            result.json and its artifacts there atomically; Ctrl-C cancels and leaves no partial output.
+            """)
+
+    @Argument(help: "The component id (see `menagerie list`).")
+    var component: String
+
+    @Argument(help: "The operation (default: the component's first).")
+    var operation: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"))
+    var sets: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"))
+    var config: String?
+
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor file.", valueName: "NAME=PATH"))
+    var inputs: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"))
+    var out: String?
+
+    @Option(name: .long, help: "The run's seed (given to plugins through the host services).")
+    var seed: UInt64 = 0
+
+    @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        // Everything that can be refused is refused before any work starts.
+        let output = try out.map { try RunOutput(directory: $0) }
+        let registry = try global.registry()
+        let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
+                                     sets: sets, inputs: inputs)
+        let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
+        defer {
+            runtime.shutdown()
+            runtime.removeScratch()
+        }
+        let progress = StderrProgress()
+        runtime.progressSink = progress
+        installInterruptHandler()
+        let started = Date()
+        let result = try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
+        progress.finish()
+        if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
+        let manifest = manifestFor(request: request, result: result, seconds: Date().timeIntervalSince(started))
+        if let output {
+            let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
+            if json { print(final.prettyText) } else {
+                print(result.result.prettyText)
+                writeError("wrote \(output.directory)/result.json and \(final["artifacts"]?.arrayValue?.count ?? 0) artifact(s)")
+            }
+        } else {
+            if json { print(manifest.prettyText) } else {
+                print(result.result.prettyText)
+                for (name, t) in result.tensors { writeError("tensor \(name): \(t.dtype.name) \(t.shape)") }
+                let n = result.tensors.count + result.artifacts.count
+                if n > 0 { writeError("note: pass --out DIR to keep the \(n) output(s)") }
+            }
+        }
+    }
+
+    func manifestFor(request: RunRequest, result: InvocationResult, seconds: Double) -> JSONValue {
+        var r = result.result
+        if case .object(var o) = r { o.removeValue(forKey: "artifacts"); r = .object(o) }
+        return [
+            "component": .string(request.component.id), "operation": .string(request.operation),
+            "plugin": ["name": .string(request.plugin.metadata?.name ?? ""), "version": .string(request.plugin.metadata?.version ?? ""),
+                       "path": .string(request.plugin.path)],
+            "options": request.effectiveOptions, "seed": .number(Double(seed)),
+            "inputs": .object(request.inputPaths.mapValues { .string($0) }),
+            "result": r, "seconds": .number((seconds * 1000).rounded() / 1000),
+            "menagerie": .string(Menagerie.configuration.version),
+            "artifacts": .array(result.tensors.map { ["name": .string($0.name), "type": "tensor", "dtype": .string($0.tensor.dtype.name)] }),
+        ]
+    }
+}
+
+/// Ctrl-C sets the cancellation flag (plugins see it through `is_cancelled`); a second Ctrl-C exits.
+func installInterruptHandler() {
+    signal(SIGINT) { _ in
+        if cancellationFlag.exchange(true, ordering: .relaxed) { _exit(130) }
+        let msg = "\ncancelling… (Ctrl-C again to quit at once)\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+    }
+}
+
+/// A progress bar on stderr when it is a terminal; silent otherwise.
+final class StderrProgress: ProgressSink, @unchecked Sendable {
+    let enabled = isatty(STDERR_FILENO) != 0
+    var last: UInt64 = 0
+    var drawn = false
+
+    func progress(component: String, done: Int64, total: Int64, label: String) {
+        guard enabled else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard now - last > 100_000_000 || done == total else { return }
+        last = now
+        let width = 30
+        var line = "\r\(component) "
+        if total > 0 {
+            let f = min(1, Double(done) / Double(total))
+            let filled = Int(f * Double(width))
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled) + "] "
+            line += String(format: "%3.0f%% %lld/%lld", f * 100, done, total)
+        } else {
+            line += "\(done)"
+        }
+        if !label.isEmpty { line += " " + label }
+        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+        drawn = true
+    }
+
+    func finish() {
+        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        drawn = false
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import MenagerieHost
+import MenagerieKit
+
+struct TourCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tour", abstract: "Run every component that has a tour on embedded data and collect the outputs.",
+        discussion: "Each component writes into OUT/<component>/ (result.json, CSV, PNG...); OUT/index.html links them all.")
+
+    @Option(name: .long, help: "Output folder.")
+    var out = "menagerie-tour"
+
+    @Option(name: .long, help: "Only components whose id matches this glob.")
+    var only: String?
+
+    @Option(name: .long, help: "The seed given to every component.")
+    var seed: UInt64 = 0
+
+    @Flag(name: .long, help: "Print a JSON summary on stdout.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    struct Stop: Codable {
+        let component: String
+        let plugin: String
+        let ok: Bool
+        let seconds: Double
+        let folder: String
+        let files: [String]
+        let highlights: [String: JSONValue]
+        let error: String?
+    }
+
+    func run() throws {
+        let root = try RunOutput(directory: out).directory
+        let registry = try global.registry()
+        let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
+        guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
+        let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
+        defer {
+            runtime.shutdown()
+            runtime.removeScratch()
+        }
+        let progress = StderrProgress()
+        runtime.progressSink = progress
+        installInterruptHandler()
+        var results: [Stop] = []
+        for (i, (plugin, c)) in stops.enumerated() {
+            if cancellationFlag.load(ordering: .relaxed) { break }
+            writeError("[\(i + 1)/\(stops.count)] \(c.id) …")
+            let started = Date()
+            let folder = root + "/" + c.id
+            do {
+                let output = try RunOutput(directory: folder)
+                let r = try runtime.invoke(c.id, operation: "tour")
+                progress.finish()
+                let seconds = Date().timeIntervalSince(started)
+                var result = r.result
+                if case .object(var o) = result { o.removeValue(forKey: "artifacts"); result = .object(o) }
+                let manifest: JSONValue = ["component": .string(c.id), "operation": "tour", "seed": .number(Double(seed)),
+                                           "plugin": ["name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? "")],
+                                           "result": result, "seconds": .number((seconds * 1000).rounded() / 1000)]
+                let final = try output.commit(manifest: manifest, tensors: r.tensors, artifacts: r.artifacts)
+                let files = ["result.json"] + (final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? [])
+                let highlights = (result.objectValue ?? [:]).filter { $0.value.doubleValue != nil || $0.value.stringValue != nil }
+                results.append(Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
+                                    files: files, highlights: highlights, error: nil))
+                let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(format(highlights[$0]!))" }.joined(separator: " ")
+                writeError(String(format: "      ok in %.2f s  %@", seconds, shown))
+            } catch {
+                progress.finish()
+                results.append(Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
+                                    folder: folder, files: [], highlights: [:], error: "\(error)"))
+                writeError("      FAILED: \(error)")
+            }
+        }
+        try writeIndex(results, to: root + "/index.html")
+        if json { try printJSON(results) } else {
+            print(table([["COMPONENT", "STATUS", "SECONDS", "OUTPUTS"]] + results.map {
+                [$0.component, $0.ok ? "ok" : "FAILED", String(format: "%.2f", $0.seconds), $0.ok ? $0.folder : ($0.error ?? "")]
+            }))
+            print("open \(root)/index.html")
+        }
+        if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user") }
+        if results.contains(where: { !$0.ok }) { throw ExitCode(1) }
+    }
+
+    func format(_ v: JSONValue) -> String {
+        if let d = v.doubleValue { return d.rounded() == d ? String(Int(d)) : String(format: "%.4g", d) }
+        return v.compactText
+    }
+
+    /// A page linking every stop's files, showing its images.
+    func writeIndex(_ stops: [Stop], to path: String) throws {
+        var html = "<!doctype html><meta charset=utf-8><title>Menagerie tour</title>"
+        html += "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:24em;border:1px solid #ccc;margin:.3em}"
+        html += "td,th{padding:.2em .6em;text-align:left}</style><h1>Menagerie tour</h1>"
+        for s in stops {
+            html += "<h2>\(escape(s.component)) <small>(\(escape(s.plugin)), \(String(format: "%.2f", s.seconds)) s)</small></h2>"
+            if let e = s.error { html += "<p style=color:#b00>failed: \(escape(e))</p>"; continue }
+            if !s.highlights.isEmpty {
+                html += "<table>" + s.highlights.keys.sorted().map { "<tr><th>\(escape($0))<td>\(escape(format(s.highlights[$0]!)))" }.joined() + "</table>"
+            }
+            for f in s.files {
+                let rel = "\(s.component)/\(f)"
+                html += f.hasSuffix(".png") ? "<a href=\"\(rel)\"><img src=\"\(rel)\" alt=\"\(f)\"></a>" : "<p><a href=\"\(rel)\">\(escape(f))</a></p>"
+            }
+        }
+        try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    }
+}

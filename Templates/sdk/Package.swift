@@ -1,0 +1,21 @@
+// swift-tools-version: 6.0
+// The Menagerie SDK as installed by `make install` into PREFIX/share/menagerie/sdk: the layers a
+// plugin links (MenagerieKit and below), without the host, the CLI or the built-in plugins.
+import PackageDescription
+
+let package = Package(
+    name: "MenagerieSDK",
+    products: [.library(name: "MenagerieKit", targets: ["MenagerieKit"])],
+    dependencies: [.package(url: "https://github.com/apple/swift-log", from: "1.6.0")],
+    targets: [
+        .target(name: "CMenagerie", path: "Sources/CMenagerie"),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
+        .systemLibrary(name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4"),
+        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
+        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging",
+                                                     .product(name: "Logging", package: "swift-log")]),
+    ]
+)
