@@ -45,7 +45,7 @@ public func closestNames(to name: String, in candidates: [String], limit: Int = 
         let contains = c.lowercased().contains(name.lowercased()) || name.lowercased().contains(c.lowercased())
         return (c, contains ? min(d, 1) : d)
     }
-    let threshold = max(2, name.count / 2)
+    let threshold = max(2, name.count / 3)
     return scored.filter { $0.1 <= threshold }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
 }
 

@@ -91,6 +91,11 @@ struct RunCommand: ParsableCommand {
 
 /// Ctrl-C sets the cancellation flag (plugins see it through `is_cancelled`); a second Ctrl-C exits.
 func installInterruptHandler() {
+    // A parent may have left SIGINT blocked or ignored (both are inherited across exec): undo that.
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &set, nil)
     signal(SIGINT) { _ in
         if cancellationFlag.exchange(true, ordering: .relaxed) { _exit(130) }
         let msg = "\ncancelling… (Ctrl-C again to quit at once)\n"

@@ -1,0 +1,181 @@
+/*
+ * A configurable C plugin for the host's tests, compiled by the tests with `cc -shared`.
+ * Macros choose the misbehaviour under test:
+ *   TEST_ABI_MAJOR / TEST_ABI_MINOR   descriptor versions (default: the header's)
+ *   TEST_TOOLCHAIN                    descriptor toolchain string (default "none")
+ *   TEST_CRASH_AT_LOAD                a load-time constructor dereferences NULL
+ *   TEST_HANG_AT_LOAD                 a load-time constructor sleeps forever
+ *   TEST_NO_ENTRY                     the entry symbol is not exported
+ *   TEST_ID                           the component id (default "test-probe")
+ *   TEST_VERSION                      the plugin version string (default "1.0.0")
+ * Operations of the component: "echo" (returns its inputs and options), "fail" (MNG_ERROR),
+ * "nested" (evaluates segmentation-metrics through the host services), "progress" (reports
+ * progress, stops early when cancelled).
+ */
+#include "menagerie.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef TEST_ABI_MAJOR
+#define TEST_ABI_MAJOR MENAGERIE_ABI_MAJOR
+#endif
+#ifndef TEST_ABI_MINOR
+#define TEST_ABI_MINOR MENAGERIE_ABI_MINOR
+#endif
+#ifndef TEST_TOOLCHAIN
+#define TEST_TOOLCHAIN MENAGERIE_TOOLCHAIN_NONE
+#endif
+#ifndef TEST_ID
+#define TEST_ID "test-probe"
+#endif
+#ifndef TEST_VERSION
+#define TEST_VERSION "1.0.0"
+#endif
+
+#ifdef TEST_CRASH_AT_LOAD
+#include <signal.h>
+__attribute__((constructor)) static void crash(void) { raise(SIGSEGV); }
+#endif
+#ifdef TEST_HANG_AT_LOAD
+__attribute__((constructor)) static void hang(void) {
+    for (;;) sleep(1);
+}
+#endif
+
+static const char METADATA[] =
+    "{\"name\":\"" TEST_ID "\",\"version\":\"" TEST_VERSION "\",\"summary\":\"host test plugin\",\"license\":\"MIT\","
+    "\"authors\":[\"tests\"],\"paper\":{\"title\":\"A test paper\",\"url\":\"https://example.org/paper\"},"
+    "\"components\":[{\"id\":\"" TEST_ID "\",\"kind\":\"generator\",\"summary\":\"echoes, fails, nests\","
+    "\"operations\":[{\"name\":\"echo\",\"summary\":\"returns inputs\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"fail\",\"summary\":\"fails\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"nested\",\"summary\":\"calls segmentation-metrics\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"progress\",\"summary\":\"reports progress\",\"inputs\":[],\"outputs\":[]}],"
+    "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+    "\"count\":{\"type\":\"integer\",\"default\":3},\"ratio\":{\"type\":\"number\",\"default\":0.5},"
+    "\"name\":{\"type\":\"string\",\"default\":\"x\",\"enum\":[\"x\",\"y\"]},\"flag\":{\"type\":\"boolean\",\"default\":false},"
+    "\"sizes\":{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"default\":[1,2]}}}}]}";
+
+typedef struct owner {
+    char *text;
+    mng_tensor *tensors;
+    uint64_t count;
+} owner;
+
+static const mng_host_services *services;
+
+static int32_t set_text(mng_response *r, int32_t status, const char *text) {
+    owner *o = calloc(1, sizeof *o);
+    o->text = strdup(text);
+    r->status = status;
+    if (status == MNG_OK) r->result_json = o->text; else r->error = o->text;
+    r->owner = o;
+    return status;
+}
+
+static int32_t plugin_init(const mng_host_services *s, void **state, const char **error) {
+    (void)error;
+    services = s;
+    *state = (void *)s;
+    return MNG_OK;
+}
+
+static int32_t plugin_invoke(void *state, const char *component, const char *operation, const mng_request *req, mng_response *r) {
+    (void)state;
+    (void)component;
+    if (strcmp(operation, "fail") == 0) return set_text(r, MNG_ERROR, "test-probe: asked to fail (this message must reach the user)");
+    if (strcmp(operation, "echo") == 0 || *operation == 0) {
+        /* Result: the options JSON and the seed; tensors: the inputs, copied. */
+        char buf[4096];
+        snprintf(buf, sizeof buf, "{\"options\":%s,\"seed\":%llu,\"inputs\":%llu,\"scratch\":\"%s\"}", req->options_json,
+                 (unsigned long long)services->seed, (unsigned long long)req->tensor_count, services->scratch_dir);
+        set_text(r, MNG_OK, buf);
+        owner *o = r->owner;
+        o->count = req->tensor_count;
+        o->tensors = calloc(o->count ? o->count : 1, sizeof(mng_tensor));
+        for (uint64_t i = 0; i < o->count; i++) {
+            mng_tensor t = req->tensors[i];
+            void *copy = malloc(t.nbytes ? t.nbytes : 1);
+            memcpy(copy, t.data, t.nbytes);
+            int64_t *shape = calloc(t.rank ? (size_t)t.rank : 1, sizeof(int64_t));
+            memcpy(shape, t.shape, (size_t)t.rank * sizeof(int64_t));
+            o->tensors[i] = (mng_tensor){strdup(t.name), t.dtype, t.rank, shape, copy, t.nbytes};
+        }
+        r->tensors = o->tensors;
+        r->tensor_count = o->count;
+        return MNG_OK;
+    }
+    if (strcmp(operation, "nested") == 0) {
+        const char *error = NULL;
+        const mng_component_handle *h = services->resolve(services->context, "segmentation-metrics", &error);
+        if (!h) return set_text(r, MNG_NOT_FOUND, error ? error : "resolve failed");
+        uint8_t pred[4] = {0, 1, 1, 1}, target[4] = {0, 1, 0, 1};
+        int64_t shape[2] = {2, 2};
+        mng_tensor ts[2] = {{"prediction", MNG_U8, 2, shape, pred, 4}, {"target", MNG_U8, 2, shape, target, 4}};
+        mng_request nested_req = {sizeof nested_req, 0, "{}", ts, 2};
+        mng_response nested = {sizeof nested, 0, NULL, NULL, NULL, 0, NULL};
+        int32_t status = services->invoke(services->context, h, "evaluate", &nested_req, &nested);
+        if (status != MNG_OK) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "nested call failed: %s", nested.error ? nested.error : "?");
+            services->free_response(services->context, &nested);
+            return set_text(r, status, buf);
+        }
+        char buf[4096];
+        snprintf(buf, sizeof buf, "{\"nested\":%s}", nested.result_json);
+        services->free_response(services->context, &nested);
+        return set_text(r, MNG_OK, buf);
+    }
+    if (strcmp(operation, "progress") == 0) {
+        int done = 0;
+        for (; done < 50; done++) {
+            if (services->is_cancelled(services->context)) break;
+            services->progress(services->context, done + 1, 50, "step");
+            services->log(services->context, MNG_LOG_INFO, "a step");
+            usleep(20000);
+        }
+        char buf[128];
+        snprintf(buf, sizeof buf, "{\"done\":%d}", done);
+        return set_text(r, done < 50 ? MNG_CANCELLED : MNG_OK, done < 50 ? "test-probe: cancelled" : buf);
+    }
+    char buf[256];
+    snprintf(buf, sizeof buf, "test-probe has no operation '%s'. Operations: echo, fail, nested, progress.", operation);
+    return set_text(r, MNG_NOT_FOUND, buf);
+}
+
+static void plugin_free_response(void *state, mng_response *r) {
+    (void)state;
+    owner *o = r->owner;
+    if (!o) return;
+    for (uint64_t i = 0; i < o->count; i++) {
+        free((void *)o->tensors[i].name);
+        free((void *)o->tensors[i].shape);
+        free(o->tensors[i].data);
+    }
+    free(o->tensors);
+    free(o->text);
+    free(o);
+    r->owner = NULL;
+}
+
+static void plugin_shutdown(void *state) { (void)state; }
+
+static const mng_plugin_descriptor DESCRIPTOR = {
+    TEST_ABI_MAJOR, TEST_ABI_MINOR, sizeof(mng_plugin_descriptor), 0, TEST_TOOLCHAIN, METADATA,
+    plugin_init, plugin_invoke, plugin_free_response, plugin_shutdown,
+};
+
+#ifndef TEST_NO_ENTRY
+const mng_plugin_descriptor *menagerie_plugin_v1(void) { return &DESCRIPTOR; }
+#else
+const mng_plugin_descriptor *some_other_symbol(void) { return &DESCRIPTOR; }
+#endif
+
+/* For `menagerie call`. */
+int32_t test_add_i32(int32_t a, int32_t b) { return a + b; }
+float test_scale_f32(float x, int32_t k) { return x * (float)k; }
+uint64_t test_strlen(const char *s) { return strlen(s); }
+const char *test_greeting(void) { return "hello from C"; }
+double test_mix(int8_t a, uint16_t b, double c, float d) { return a + b + c + d; }
