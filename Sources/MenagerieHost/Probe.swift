@@ -60,7 +60,7 @@ public enum Handshake {
         guard let metaPtr = d.pointee.metadata_json else { return .failure(HostError(.failed, "descriptor has no metadata_json")) }
         let text = String(cString: metaPtr)
         let metadata: PluginMetadata
-        do { metadata = try JSONDecoder().decode(PluginMetadata.self, from: Data(text.utf8)) } catch {
+        do { metadata = try JSONValue.decode(PluginMetadata.self, from: text) } catch {
             return .failure(HostError(.failed, "metadata JSON is invalid: \(describeDecoding(error))"))
         }
         let problems = metadata.problems()
@@ -155,7 +155,7 @@ public struct ChildProbe: Sendable {
             return .failed("crashed while loading (signal \(sig), \(name))" + lastLine(outcome.stderr))
         case .exit(let code):
             if let line = outcome.stdout.split(separator: "\n").last,
-               let report = try? JSONDecoder().decode(ProbeReport.self, from: Data(line.utf8)) {
+               let report = try? JSONValue.decode(ProbeReport.self, from: String(line)) {
                 return report
             }
             return .failed("the scan process exited with status \(code) without a report" + lastLine(outcome.stderr))

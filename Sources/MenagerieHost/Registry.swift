@@ -5,7 +5,9 @@ import MenagerieKit
 public struct RegistryEntry: Codable, Sendable, Equatable {
     public var path: String
     public var size: Int64
-    public var mtimeNanoseconds: Int64
+    /// Modification time as "seconds.nanoseconds" text: JSON numbers are doubles and cannot
+    /// hold a nanosecond timestamp exactly.
+    public var mtime: String
     public var origin: String
     public var status: Status
     public var reason: String?
@@ -16,11 +18,11 @@ public struct RegistryEntry: Codable, Sendable, Equatable {
 
     public enum Status: String, Codable, Sendable { case ok, failed }
 
-    public init(path: String, size: Int64, mtimeNanoseconds: Int64, origin: String, status: Status, reason: String?,
+    public init(path: String, size: Int64, mtime: String, origin: String, status: Status, reason: String?,
                 abi: String?, toolchain: String?, sha256: String?, metadata: PluginMetadata?) {
         self.path = path
         self.size = size
-        self.mtimeNanoseconds = mtimeNanoseconds
+        self.mtime = mtime
         self.origin = origin
         self.status = status
         self.reason = reason
@@ -75,7 +77,7 @@ public struct Registry: Sendable {
         var cached: [String: RegistryEntry] = [:]
         var keep: [RegistryEntry] = []
         if !rescan, let data = FileManager.default.contents(atPath: cachePath),
-           let file = try? JSONDecoder().decode(CacheFile.self, from: data), file.version == 1, file.host == Registry.hostKey {
+           let file = try? JSONValue.decode(CacheFile.self, from: String(decoding: data, as: UTF8.self)), file.version == 1, file.host == Registry.hostKey {
             for e in file.entries { cached[e.path] = e }
         }
         var result: [RegistryEntry] = []
@@ -83,10 +85,10 @@ public struct Registry: Sendable {
         for (path, folder) in searchPath.candidates() {
             var st = stat()
             guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
-            let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-            var entry = RegistryEntry(path: path, size: Int64(st.st_size), mtimeNanoseconds: mtime, origin: folder.origin,
+            let mtime = "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+            var entry = RegistryEntry(path: path, size: Int64(st.st_size), mtime: mtime, origin: folder.origin,
                                       status: .ok, reason: nil, abi: nil, toolchain: nil, sha256: nil, metadata: nil)
-            if let c = cached[path], c.size == entry.size, c.mtimeNanoseconds == entry.mtimeNanoseconds {
+            if let c = cached[path], c.size == entry.size, c.mtime == entry.mtime {
                 entry = c
                 entry.origin = folder.origin
             } else {

@@ -102,7 +102,7 @@ public struct ComponentProxy: @unchecked Sendable {
     /// The metadata of the plugin providing this component.
     public var pluginMetadata: PluginMetadata? {
         guard let s = host.services?.pointee, let describe = s.describe, let text = describe(s.context, handle) else { return nil }
-        return try? JSONDecoder().decode(PluginMetadata.self, from: Data(String(cString: text).utf8))
+        return try? JSONValue.decode(PluginMetadata.self, from: String(cString: text))
     }
 
     public var info: ComponentInfo? { pluginMetadata?.components.first { $0.id == id } }

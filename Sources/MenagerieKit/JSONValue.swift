@@ -34,20 +34,24 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
 
     /// Parses JSON text. The error says where the text stopped being JSON.
     public static func parse(_ text: String, source: String = "JSON") throws -> JSONValue {
-        do { return try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) } catch {
-            throw MenagerieError.invalidArgument("\(source) is not valid JSON: \(JSONValue.explain(error))")
+        do { return try JSONText.parse(text) } catch {
+            throw MenagerieError.invalidArgument("\(source) is not valid JSON: \(error)")
         }
     }
 
     /// Converts any Encodable value.
     public init(encoding value: some Encodable) throws {
-        let data = try JSONEncoder().encode(value)
-        self = try JSONDecoder().decode(JSONValue.self, from: data)
+        self = try JSONValueEncoder.encode(value)
     }
 
-    /// Decodes this value into a Decodable type.
+    /// Parses JSON text and decodes it into `T` (the fast path used across the ABI).
+    public static func decode<T: Decodable>(_ type: T.Type, from text: String) throws -> T {
+        try JSONText.parse(text).decode(T.self)
+    }
+
+    /// Decodes this value into a Decodable type (directly, without going through text).
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSONDecoder().decode(T.self, from: Data(compactText.utf8))
+        try T(from: JSONValueDecoder(value: self, codingPath: []))
     }
 
     /// Compact text with sorted keys (stable across runs).
@@ -56,11 +60,7 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
     public var prettyText: String { text(pretty: true) }
     public var description: String { compactText }
 
-    public func text(pretty: Bool) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self)
-    }
+    public func text(pretty: Bool) -> String { JSONText.write(self, pretty: pretty) }
 
     public subscript(key: String) -> JSONValue? {
         if case .object(let o) = self { return o[key] }

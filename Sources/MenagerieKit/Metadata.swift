@@ -105,18 +105,23 @@ public struct PluginMetadata: Codable, Sendable, Equatable {
         self.components = components
     }
 
+    /// Lower-case letters, digits, '.', '_' and '-', starting with a letter or digit.
+    public static func isValidName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, (97...122).contains(first) || (48...57).contains(first) else { return false }
+        return s.utf8.allSatisfy { (97...122).contains($0) || (48...57).contains($0) || $0 == 46 || $0 == 95 || $0 == 45 }
+    }
+
     /// Checks what the host relies on; returns the problems found (empty when valid).
     public func problems() -> [String] {
         var out: [String] = []
-        let namePattern = #/^[a-z0-9][a-z0-9._-]*$/#
-        if (try? namePattern.wholeMatch(in: name)) == nil {
+        if !PluginMetadata.isValidName(name) {
             out.append("plugin name '\(name)' must be lower-case letters, digits, '.', '_' or '-'")
         }
         if version.isEmpty { out.append("plugin '\(name)' has an empty version") }
         if components.isEmpty { out.append("plugin '\(name)' declares no components") }
         var seen = Set<String>()
         for c in components {
-            if (try? namePattern.wholeMatch(in: c.id)) == nil {
+            if !PluginMetadata.isValidName(c.id) {
                 out.append("component id '\(c.id)' must be lower-case letters, digits, '.', '_' or '-'")
             }
             if !seen.insert(c.id).inserted { out.append("component id '\(c.id)' appears twice") }

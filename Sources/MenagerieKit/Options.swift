@@ -22,8 +22,17 @@ extension ComponentOptions {
     public static var help: [String: String] { [:] }
     public static var choices: [String: [String]] { [:] }
 
-    /// JSON Schema of these options, with the defaults of `init()`.
+    /// JSON Schema of these options, with the defaults of `init()` (computed once per type).
     public static var schema: JSONValue {
+        OptionsCache.shared.entry(for: Self.self).schema
+    }
+
+    /// The defaults as a JSON object (computed once per type).
+    static var defaultValues: [String: JSONValue] {
+        OptionsCache.shared.entry(for: Self.self).defaults
+    }
+
+    static func computeSchema() -> JSONValue {
         let defaults = (try? JSONValue(encoding: Self())) ?? .object([:])
         var properties: [String: JSONValue] = [:]
         for (key, value) in defaults.objectValue ?? [:] {
@@ -82,12 +91,38 @@ extension ComponentOptions {
     /// unknown keys and wrong types are refused with a message naming the option.
     public static func decode(_ json: JSONValue, component: String) throws -> Self {
         let given = json.objectValue ?? [:]
+        if given.isEmpty { return Self() }
         let validated = try OptionSchema(schema).validate(given, component: component)
-        guard case .object(var merged) = try JSONValue(encoding: Self()) else { return Self() }
+        var merged = defaultValues
         for (k, v) in validated { merged[k] = v }
         do { return try JSONValue.object(merged).decode(Self.self) } catch {
             throw MenagerieError.invalidArgument("options of '\(component)': \(OptionSchema.explain(error))")
         }
+    }
+}
+
+/// Schema and defaults of each options type, computed on first use.
+final class OptionsCache: @unchecked Sendable {
+    static let shared = OptionsCache()
+    struct Entry {
+        let schema: JSONValue
+        let defaults: [String: JSONValue]
+    }
+    private var entries: [ObjectIdentifier: Entry] = [:]
+    private let lock = NSLock()
+
+    func entry<O: ComponentOptions>(for type: O.Type) -> Entry {
+        lock.lock()
+        if let e = entries[ObjectIdentifier(type)] {
+            lock.unlock()
+            return e
+        }
+        lock.unlock()
+        let e = Entry(schema: O.computeSchema(), defaults: (try? JSONValue(encoding: O()))?.objectValue ?? [:])
+        lock.lock()
+        entries[ObjectIdentifier(type)] = e
+        lock.unlock()
+        return e
     }
 }
 

@@ -99,17 +99,20 @@ struct BenchCommand: ParsableCommand {
             runtime.shutdown()
             runtime.removeScratch()
         }
-        let tiny: [(String, String, [(name: String, tensor: Tensor)])] = [
-            ("segmentation-metrics", "invoke.c", [("prediction", try Tensor([UInt8(1)], shape: [1, 1])), ("target", try Tensor([UInt8(1)], shape: [1, 1]))]),
-            ("classification-metrics", "invoke.swift", [("scores", try Tensor([Float(0.2), 0.8], shape: [1, 2])), ("labels", Tensor([Int32(1)]))]),
+        // Each call carries options JSON in, a result JSON and tensors out; the work itself is trivial.
+        let tiny: [(String, String, JSONValue, [(name: String, tensor: Tensor)])] = [
+            ("segmentation-metrics", "invoke.c", ["classes": 2],
+             [("prediction", try Tensor([UInt8(1)], shape: [1, 1])), ("target", try Tensor([UInt8(1)], shape: [1, 1]))]),
+            ("classification-metrics", "invoke.swift", ["bins": 1, "topK": [1]],
+             [("scores", try Tensor([Float(0.2), 0.8], shape: [1, 2])), ("labels", Tensor([Int32(1)]))]),
         ]
-        for (component, benchName, inputs) in tiny where wanted(benchName) && registry.components.contains(where: { $0.component.id == component }) {
+        for (component, benchName, options, inputs) in tiny where wanted(benchName) && registry.components.contains(where: { $0.component.id == component }) {
             let calls = 200
-            _ = try runtime.invoke(component, operation: "evaluate", inputs: inputs)
+            _ = try runtime.invoke(component, operation: "evaluate", options: options, inputs: inputs)
             var samples: [Double] = []
             for _ in 0..<repeats {
                 let t0 = now()
-                for _ in 0..<calls { _ = try runtime.invoke(component, operation: "evaluate", inputs: inputs) }
+                for _ in 0..<calls { _ = try runtime.invoke(component, operation: "evaluate", options: options, inputs: inputs) }
                 samples.append((now() - t0) * 1000 / Double(calls))
             }
             records.append(record(benchName, unit: "µs", samples, target: 20))

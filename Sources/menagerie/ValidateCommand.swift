@@ -68,7 +68,7 @@ struct ValidateChildCommand: ParsableCommand {
             let schemaOK = OptionSchema(c.options).properties.values.allSatisfy { $0["type"] != nil }
             checks.append(.init(name: "options of \(c.id)", ok: schemaOK, detail: schemaOK ? "\(OptionSchema(c.options).names.count) typed option(s)" : "every option needs a \"type\""))
         }
-        let entry = RegistryEntry(path: path, size: 0, mtimeNanoseconds: 0, origin: "validate", status: .ok, reason: nil,
+        let entry = RegistryEntry(path: path, size: 0, mtime: "", origin: "validate", status: .ok, reason: nil,
                                   abi: report.abi, toolchain: report.toolchain, sha256: nil, metadata: meta)
         let registry = Registry(entries: [entry])
         let runtime = try Runtime(registry: registry)

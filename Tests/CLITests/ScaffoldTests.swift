@@ -60,8 +60,9 @@ import TestSupport
         #expect(abs((result?["mae"] as? Double ?? 0) - 5.0 / 3.0) < 1e-12)
         let proxy = try cli.run("run", "proxy-probe", "--json")
         #expect(proxy.status == 0, "\(proxy.stderr)")
-        #expect(proxy.stdout.contains("\"miou\" : 1"))
-        #expect(proxy.stdout.contains("\"confusionShape\" : [\n      2,\n      2\n    ]"))
+        let nested = (try? JSONSerialization.jsonObject(with: Data(proxy.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any]
+        #expect(nested?["miou"] as? Double == 1)
+        #expect(nested?["confusionShape"] as? [Int] == [2, 2])
         let validate = try cli.run("validate", package + "/.build/debug/libMyMetric.so")
         #expect(validate.status == 0, "\(validate.output)")
     }
