@@ -57,7 +57,8 @@ let package = Package(
         ]),
 
         // Built-in plugins.
-        .target(name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics"),
+        .target(name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics",
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("m")]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),

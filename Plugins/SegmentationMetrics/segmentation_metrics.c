@@ -11,6 +11,8 @@
 #include "menagerie.h"
 #include "segmentation_metrics.h"
 
+#include <png.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -249,8 +251,29 @@ static int32_t tour_failed(mng_response *r, response_owner *o, const char *path)
     return fail(r, MNG_ERROR, "cannot write %s (%s): check that the output folder is writable", path, strerror(saved));
 }
 
+/* Colours of the tour's images: background, classes 1 and 2, ignored pixels. */
+static void colour(uint8_t label, uint8_t rgb[3]) {
+    static const uint8_t palette[3][3] = {{60, 60, 60}, {52, 101, 164}, {245, 121, 0}};
+    if (label == 255) { rgb[0] = rgb[1] = rgb[2] = 255; return; }
+    memcpy(rgb, palette[label % 3], 3);
+}
+
+/* Writes an RGB image with libpng's simplified API; 0 on success. */
+static int write_png(const char *path, const uint8_t *rgb, int width, int height) {
+    png_image image;
+    memset(&image, 0, sizeof image);
+    image.version = PNG_IMAGE_VERSION;
+    image.width = (png_uint_32)width;
+    image.height = (png_uint_32)height;
+    image.format = PNG_FORMAT_RGB;
+    int ok = png_image_write_to_file(&image, path, 0, rgb, width * 3, NULL);
+    png_image_free(&image);
+    return ok ? 0 : -1;
+}
+
 /* The tour: a disc, a ring and background on 96×96, the prediction shifted by 4 pixels and the
- * ring partly missed; a border of ignore-label pixels. Writes the masks (PGM) and a CSV table. */
+ * ring partly missed; a border of ignore-label pixels. Writes the target, the prediction and an
+ * error map (green: right, red: wrong, white: ignored) as PNG, and the per-class table as CSV. */
 static int32_t tour(state *s, mng_response *r) {
     enum { W = 96, H = 96 };
     static uint8_t target[H][W], pred[H][W];
@@ -270,19 +293,20 @@ static int32_t tour(state *s, mng_response *r) {
     response_owner *o = r->owner;
     const char *dir = (s && s->services && s->services->scratch_dir) ? s->services->scratch_dir : "/tmp";
     char path[4096];
-    const char *names[2] = {"target.pgm", "prediction.pgm"};
-    uint8_t (*masks[2])[W] = {target, pred};
-    for (int m = 0; m < 2; m++) {
+    static uint8_t rgb[3][H * W * 3];
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            uint8_t *t = &rgb[0][(y * W + x) * 3], *p = &rgb[1][(y * W + x) * 3], *e = &rgb[2][(y * W + x) * 3];
+            colour(target[y][x], t);
+            colour(pred[y][x], p);
+            if (target[y][x] == 255) { e[0] = e[1] = e[2] = 255; }
+            else if (target[y][x] == pred[y][x]) { e[0] = 78; e[1] = 154; e[2] = 6; }
+            else { e[0] = 204; e[1] = 0; e[2] = 0; }
+        }
+    const char *names[3] = {"target.png", "prediction.png", "errors.png"};
+    for (int m = 0; m < 3; m++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[m]);
-        FILE *f = fopen(path, "wb");
-        if (!f) return tour_failed(r, o, path);
-        fprintf(f, "P5\n%d %d\n255\n", W, H);
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) {
-                uint8_t v = masks[m][y][x];
-                fputc(v == 255 ? 255 : v * 100, f);
-            }
-        fclose(f);
+        if (write_png(path, rgb[m], W, H) != 0) return tour_failed(r, o, path);
     }
     snprintf(path, sizeof path, "%s/segmentation_metrics.csv", dir);
     FILE *f = fopen(path, "w");
@@ -294,7 +318,7 @@ static int32_t tour(state *s, mng_response *r) {
     size_t len = strlen(o->result);
     char *with = malloc(len + 128);
     memcpy(with, o->result, len - 1);
-    snprintf(with + len - 1, 128, ",\"artifacts\":[\"segmentation_metrics.csv\",\"target.pgm\",\"prediction.pgm\"]}");
+    snprintf(with + len - 1, 128, ",\"artifacts\":[\"segmentation_metrics.csv\",\"target.png\",\"prediction.png\",\"errors.png\"]}");
     free(o->result);
     o->result = with;
     r->result_json = with;
