@@ -150,32 +150,104 @@ public struct ComponentProxy: @unchecked Sendable {
     }
 }
 
-/// A typed proxy for metric components.
-public struct MetricProxy: Sendable {
-    public let component: ComponentProxy
-    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .metric) }
-    public func evaluate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
-        try component.invoke("evaluate", options: options, inputs: inputs)
+/// A typed proxy: a component of a known kind, called by its primary operation.
+/// `MetricProxy(host, id: "segmentation-metrics").evaluate(inputs: …)` and so on for every kind.
+public protocol KindProxy: Sendable {
+    static var kind: Kind { get }
+    var component: ComponentProxy { get }
+    init(component: ComponentProxy)
+}
+
+extension KindProxy {
+    /// Resolves `id` through the host and checks that it is of this proxy's kind.
+    public init(_ host: Host, id: String) throws { self.init(component: try host.resolve(id, kind: Self.kind)) }
+
+    /// Calls the kind's primary operation.
+    public func callPrimary(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
+        try component.invoke(Self.kind.primaryOperation, options: options, inputs: inputs)
     }
 }
 
-/// A typed proxy for dataset components.
-public struct DatasetProxy: Sendable {
+public struct MetricProxy: KindProxy {
+    public static let kind = Kind.metric
     public let component: ComponentProxy
-    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .dataset) }
+    public init(component: ComponentProxy) { self.component = component }
+    public func evaluate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct DatasetProxy: KindProxy {
+    public static let kind = Kind.dataset
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
     public func describe(options: JSONValue = .object([:])) throws -> JSONValue {
         try component.invoke("describe", options: options).result
     }
     public func batch(options: JSONValue = .object([:])) throws -> ComponentProxy.Result {
-        try component.invoke("batch", options: options)
+        try callPrimary(options: options)
     }
 }
 
-/// A typed proxy for backbone components.
-public struct BackboneProxy: Sendable {
+public struct BackboneProxy: KindProxy {
+    public static let kind = Kind.backbone
     public let component: ComponentProxy
-    public init(_ host: Host, id: String) throws { component = try host.resolve(id, kind: .backbone) }
+    public init(component: ComponentProxy) { self.component = component }
     public func embed(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
-        try component.invoke("embed", options: options, inputs: inputs)
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct ObjectiveProxy: KindProxy {
+    public static let kind = Kind.objective
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func loss(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct DistillerProxy: KindProxy {
+    public static let kind = Kind.distiller
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func distill(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct ExplainerProxy: KindProxy {
+    public static let kind = Kind.explainer
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func explain(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct SegmenterProxy: KindProxy {
+    public static let kind = Kind.segmenter
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func segment(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct DetectorProxy: KindProxy {
+    public static let kind = Kind.detector
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func detect(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
+    }
+}
+
+public struct GeneratorProxy: KindProxy {
+    public static let kind = Kind.generator
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
+    public func generate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
+        try callPrimary(options: options, inputs: inputs)
     }
 }

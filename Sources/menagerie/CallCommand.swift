@@ -32,6 +32,9 @@ struct CallCommand: ParsableCommand {
             path = (plugin as NSString).standardizingPath.hasPrefix("/") ? (plugin as NSString).standardizingPath
                 : FileManager.default.currentDirectoryPath + "/" + plugin
             if let p = Trust.problem(path: path) { throw HostError(.refused, p) }
+            // An unscanned file is first opened in a child: a crash at load is reported, not suffered.
+            let report = ChildProbe().probe([path])[path]
+            guard report?.ok == true else { throw HostError(.failed, "\(path): \(report?.reason ?? "scan failed")") }
         } else {
             let registry = try global.registry()
             guard let entry = registry.entries.first(where: { $0.status == .ok && ($0.metadata?.name == plugin || $0.metadata?.components.contains { $0.id == plugin } == true) }) else {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import COpenBLAS
 import Foundation
 import Logging
 import MenagerieHost
@@ -25,6 +26,10 @@ struct Menagerie: ParsableCommand {
             var h = StreamLogHandler.standardError(label: label)
             h.logLevel = ProcessInfo.processInfo.environment["MENAGERIE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
             return h
+        }
+        // One OpenBLAS per process, shared by the host and every plugin: set its threads once.
+        if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
+            openblas_set_num_threads(n)
         }
         do {
             var command = try parseAsRoot()

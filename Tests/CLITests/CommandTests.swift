@@ -25,6 +25,20 @@ import TestSupport
         #expect(byName["test-probe"]?["origin"] as? String == "MENAGERIE_PLUGIN_PATH")
     }
 
+    @Test func rescanScansEveryFileAgain() throws {
+        #expect(try cli.run("list").status == 0)
+        let cache = cli.home.path + "/cache/menagerie/registry.json"
+        let before = try FileManager.default.attributesOfItem(atPath: cache)[.modificationDate] as! Date
+        usleep(20_000)
+        #expect(try cli.run("list").status == 0)
+        let warm = try FileManager.default.attributesOfItem(atPath: cache)[.modificationDate] as! Date
+        #expect(warm == before, "a warm list must not rewrite the cache")
+        let rows = try cli.json("plugins", "--rescan", "--json") as! [[String: Any]]
+        #expect(rows.contains { $0["name"] as? String == "test-probe" && $0["status"] as? String == "ok" })
+        let after = try FileManager.default.attributesOfItem(atPath: cache)[.modificationDate] as! Date
+        #expect(after > before)
+    }
+
     @Test func listFiltersByGlobAndKind() throws {
         let all = try cli.json("list", "--json") as! [[String: Any]]
         #expect(Set(all.map { $0["id"] as! String }).isSuperset(of: ["classification-metrics", "segmentation-metrics", "test-probe"]))
