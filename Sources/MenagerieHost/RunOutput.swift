@@ -104,3 +104,22 @@ public struct RunOutput {
         return s.isEmpty || s.hasPrefix(".") ? "tensor" + s : s
     }
 }
+
+extension RunOutput {
+    /// The `result.json` of one call: what ran, with which options and seed, and what it returned
+    /// (the artifact list is filled in by `commit`).
+    public static func manifest(component: String, operation: String, plugin: RegistryEntry, options: JSONValue,
+                                seed: UInt64, inputs: [String: String], result: InvocationResult, seconds: Double,
+                                version: String) -> JSONValue {
+        var r = result.result
+        if case .object(var o) = r { o.removeValue(forKey: "artifacts"); r = .object(o) }
+        return [
+            "component": .string(component), "operation": .string(operation),
+            "plugin": ["name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? ""),
+                       "path": .string(plugin.path)],
+            "options": options, "seed": .number(Double(seed)), "inputs": .object(inputs.mapValues { .string($0) }),
+            "result": r, "seconds": .number((seconds * 1000).rounded() / 1000), "menagerie": .string(version),
+            "artifacts": .array(result.tensors.map { ["name": .string($0.name), "type": "tensor", "dtype": .string($0.tensor.dtype.name)] }),
+        ]
+    }
+}

@@ -44,19 +44,15 @@ struct RunCommand: ParsableCommand {
         let registry = try global.registry()
         let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
                                      sets: sets, inputs: inputs)
-        let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
-        defer {
-            runtime.shutdown()
-            runtime.removeScratch()
-        }
-        let progress = StderrProgress()
-        runtime.progressSink = progress
-        installInterruptHandler()
         let started = Date()
-        let result = try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
-        progress.finish()
+        let result = try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
+            defer { progress.finish() }
+            return try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
+        }
         if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
-        let manifest = manifestFor(request: request, result: result, seconds: Date().timeIntervalSince(started))
+        let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
+                                          options: request.effectiveOptions, seed: seed, inputs: request.inputPaths, result: result,
+                                          seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
         if let output {
             let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
             if json { print(final.prettyText) } else {
@@ -72,21 +68,20 @@ struct RunCommand: ParsableCommand {
             }
         }
     }
+}
 
-    func manifestFor(request: RunRequest, result: InvocationResult, seconds: Double) -> JSONValue {
-        var r = result.result
-        if case .object(var o) = r { o.removeValue(forKey: "artifacts"); r = .object(o) }
-        return [
-            "component": .string(request.component.id), "operation": .string(request.operation),
-            "plugin": ["name": .string(request.plugin.metadata?.name ?? ""), "version": .string(request.plugin.metadata?.version ?? ""),
-                       "path": .string(request.plugin.path)],
-            "options": request.effectiveOptions, "seed": .number(Double(seed)),
-            "inputs": .object(request.inputPaths.mapValues { .string($0) }),
-            "result": r, "seconds": .number((seconds * 1000).rounded() / 1000),
-            "menagerie": .string(Menagerie.configuration.version),
-            "artifacts": .array(result.tensors.map { ["name": .string($0.name), "type": "tensor", "dtype": .string($0.tensor.dtype.name)] }),
-        ]
+/// Runs `body` with a runtime (shut down and its scratch folder removed afterwards), a progress bar
+/// on stderr and Ctrl-C wired to the cancellation flag.
+func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, _ body: (Runtime, StderrProgress) throws -> T) throws -> T {
+    let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
+    defer {
+        runtime.shutdown()
+        runtime.removeScratch()
     }
+    let progress = StderrProgress()
+    runtime.progressSink = progress
+    installInterruptHandler()
+    return try body(runtime, progress)
 }
 
 /// Ctrl-C sets the cancellation flag (plugins see it through `is_cancelled`); a second Ctrl-C exits.

@@ -38,45 +38,13 @@ struct TourCommand: ParsableCommand {
         let registry = try global.registry()
         let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
         guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
-        let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
-        defer {
-            runtime.shutdown()
-            runtime.removeScratch()
-        }
-        let progress = StderrProgress()
-        runtime.progressSink = progress
-        installInterruptHandler()
-        var results: [Stop] = []
-        for (i, (plugin, c)) in stops.enumerated() {
-            if cancellationFlag.load(ordering: .relaxed) { break }
-            writeError("[\(i + 1)/\(stops.count)] \(c.id) …")
-            let started = Date()
-            let folder = root + "/" + c.id
-            do {
-                let output = try RunOutput(directory: folder)
-                let r = try runtime.invoke(c.id, operation: "tour")
-                progress.finish()
-                let seconds = Date().timeIntervalSince(started)
-                var result = r.result
-                if case .object(var o) = result { o.removeValue(forKey: "artifacts"); result = .object(o) }
-                let manifest: JSONValue = ["component": .string(c.id), "operation": "tour", "seed": .number(Double(seed)),
-                                           "plugin": ["name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? "")],
-                                           "result": result, "seconds": .number((seconds * 1000).rounded() / 1000)]
-                let final = try output.commit(manifest: manifest, tensors: r.tensors, artifacts: r.artifacts)
-                let files = ["result.json"] + (final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? [])
-                let highlights = (result.objectValue ?? [:]).filter { $0.value.doubleValue != nil || $0.value.stringValue != nil }
-                results.append(Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
-                                    files: files, highlights: highlights, error: nil))
-                let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(format(highlights[$0]!))" }.joined(separator: " ")
-                writeError(String(format: "      ok in %.2f s  %@", seconds, shown))
-            } catch {
-                progress.finish()
-                results.append(Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
-                                    folder: folder, files: [], highlights: [:], error: "\(error)"))
-                writeError("      FAILED: \(error)")
+        let results = try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
+            try stops.enumerated().compactMap { i, stop in
+                cancellationFlag.load(ordering: .relaxed) ? nil : visit(stop, index: i, of: stops.count, root: root, runtime: runtime, progress: progress)
             }
         }
         try writeIndex(results, to: root + "/index.html")
+
         if json { try printJSON(results) } else {
             print(table([["COMPONENT", "STATUS", "SECONDS", "OUTPUTS"]] + results.map {
                 [$0.component, $0.ok ? "ok" : "FAILED", String(format: "%.2f", $0.seconds), $0.ok ? $0.folder : ($0.error ?? "")]
@@ -85,6 +53,35 @@ struct TourCommand: ParsableCommand {
         }
         if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user") }
         if results.contains(where: { !$0.ok }) { throw ExitCode(1) }
+    }
+
+    /// Runs one component's tour into `root/<component>/` and reports how it went.
+    func visit(_ stop: (plugin: RegistryEntry, component: ComponentInfo), index: Int, of count: Int, root: String,
+               runtime: Runtime, progress: StderrProgress) -> Stop {
+        let (plugin, c) = stop
+        writeError("[\(index + 1)/\(count)] \(c.id) …")
+        let started = Date()
+        let folder = root + "/" + c.id
+        defer { progress.finish() }
+        do {
+            let output = try RunOutput(directory: folder)
+            let r = try runtime.invoke(c.id, operation: "tour")
+            progress.finish()
+            let seconds = Date().timeIntervalSince(started)
+            let manifest = RunOutput.manifest(component: c.id, operation: "tour", plugin: plugin, options: .object(OptionSchema(c.options).defaults),
+                                              seed: seed, inputs: [:], result: r, seconds: seconds, version: Menagerie.configuration.version)
+            let final = try output.commit(manifest: manifest, tensors: r.tensors, artifacts: r.artifacts)
+            let files = ["result.json"] + (final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? [])
+            let highlights = (final["result"]?.objectValue ?? [:]).filter { $0.value.doubleValue != nil || $0.value.stringValue != nil }
+            let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(format(highlights[$0]!))" }.joined(separator: " ")
+            writeError(String(format: "      ok in %.2f s  %@", seconds, shown))
+            return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
+                        files: files, highlights: highlights, error: nil)
+        } catch {
+            writeError("      FAILED: \(error)")
+            return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
+                        folder: folder, files: [], highlights: [:], error: "\(error)")
+        }
     }
 
     func format(_ v: JSONValue) -> String {
