@@ -139,7 +139,8 @@ private func perform<C: Component>(_ component: C, operation: String, options: J
 }
 
 private func fail(_ response: UnsafeMutablePointer<mng_response>, _ error: Error) -> Int32 {
-    let typed = error as? MenagerieError ?? MenagerieError.failed("\(error)")
+    let typed = error as? MenagerieError
+        ?? (error is JSONParseError ? MenagerieError.invalidArgument("\(error)") : MenagerieError.failed("\(error)"))
     let box = ResponseBox([])
     response.pointee.status = typed.status.rawValue
     response.pointee.error = box.keep(typed.message)

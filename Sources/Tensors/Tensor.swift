@@ -4,6 +4,8 @@ public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
     public let isOwned: Bool
+    /// What keeps borrowed memory alive (e.g. a memory-mapped file), if anything.
+    public let owner: AnyObject?
 
     /// Allocates `byteCount` zeroed bytes, 64-byte aligned.
     public init(zeroed byteCount: Int) {
@@ -11,13 +13,16 @@ public final class TensorStorage: @unchecked Sendable {
         self.bytes.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
         self.byteCount = byteCount
         self.isOwned = true
+        self.owner = nil
     }
 
-    /// Wraps memory owned elsewhere. The caller guarantees it outlives every use of this storage.
-    public init(borrowing bytes: UnsafeMutableRawPointer, byteCount: Int) {
+    /// Wraps memory owned elsewhere. Either `owner` keeps it alive (it is retained here), or the
+    /// caller guarantees that it outlives every use of this storage.
+    public init(borrowing bytes: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject? = nil) {
         self.bytes = bytes
         self.byteCount = byteCount
         self.isOwned = false
+        self.owner = owner
     }
 
     deinit { if isOwned { bytes.deallocate() } }

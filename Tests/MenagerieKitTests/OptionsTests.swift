@@ -78,6 +78,6 @@ struct SampleOptions: ComponentOptions {
         #expect(v["b"]?["c"]?.intValue == -3)
         #expect(v["a"]?.arrayValue?[1].doubleValue == 2.5)
         #expect(v["a"]?.arrayValue?[3] == true)
-        #expect(throws: MenagerieError.self) { try JSONValue.parse("{\"a\": }", source: "test") }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse("{\"a\": }", source: "test") }
     }
 }

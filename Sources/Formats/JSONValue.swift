@@ -32,10 +32,11 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Parses JSON text. The error says where the text stopped being JSON.
+    /// Parses JSON text. The error (`JSONParseError`) names `source` and where the text stopped
+    /// being JSON (line and column).
     public static func parse(_ text: String, source: String = "JSON") throws -> JSONValue {
-        do { return try JSONText.parse(text) } catch {
-            throw MenagerieError.invalidArgument("\(source) is not valid JSON: \(error)")
+        do { return try JSONText.parse(text) } catch let e as JSONText.ParseError {
+            throw JSONParseError(source: source, detail: e.description)
         }
     }
 
@@ -96,6 +97,13 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
         }
         return "\(error)"
     }
+}
+
+/// JSON text that could not be parsed.
+public struct JSONParseError: Error, CustomStringConvertible, Sendable {
+    public let source: String
+    public let detail: String
+    public var description: String { "\(source) is not valid JSON: \(detail)" }
 }
 
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,

@@ -1,0 +1,32 @@
+import Foundation
+
+/// A read-only memory map of a whole file, unmapped when the last reference goes.
+/// Tensors read from it borrow its pages (and keep it alive): a checkpoint is never copied whole.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let bytes: UnsafeRawPointer
+    public let count: Int
+
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FormatError(path: path, "cannot stat: \(String(cString: strerror(errno)))") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw FormatError(path: path, "not a regular file") }
+        self.path = path
+        self.count = Int(st.st_size)
+        if count == 0 {
+            bytes = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
+            return
+        }
+        guard let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw FormatError(path: path, "cannot memory-map \(count) bytes: \(String(cString: strerror(errno)))")
+        }
+        bytes = UnsafeRawPointer(p)
+    }
+
+    deinit {
+        if count == 0 { UnsafeMutableRawPointer(mutating: bytes).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: bytes), count) }
+    }
+}

@@ -1,0 +1,249 @@
+import Foundation
+import Tensors
+
+/// A safetensors file (https://github.com/huggingface/safetensors, format version 0.x):
+/// an 8-byte little-endian header length N, N bytes of JSON
+/// `{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {…}}`, then the data,
+/// offsets relative to its start.
+///
+/// The file is memory-mapped; tensors borrow its pages (no copy of the checkpoint). Everything is
+/// validated before any tensor memory is touched: the header length is bounded, the JSON is well
+/// formed, every dtype is known, shape × dtype size equals the byte range, ranges lie inside the
+/// data and do not overlap.
+public final class SafeTensorsFile: @unchecked Sendable {
+    /// One tensor's place in the file.
+    public struct Entry: Sendable, Equatable {
+        public let name: String
+        /// The dtype as the file names it ("F32", "BF16", ...).
+        public let fileDType: String
+        public let shape: [Int]
+        public let begin: Int
+        public let end: Int
+    }
+
+    public let path: String
+    public let metadata: [String: String]
+    public let entries: [String: Entry]
+    let file: MappedFile
+    let dataStart: Int
+
+    /// Element sizes of the dtypes of the format.
+    static let dtypeSizes: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+                                            "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+                                            "F8_E4M3": 1, "F8_E5M2": 1]
+    static let maxHeader = 100 << 20
+
+    public init(path: String) throws {
+        let file = try MappedFile(path: path)
+        self.file = file
+        self.path = path
+        func fail(_ m: String) -> FormatError { FormatError(path: path, m) }
+        guard file.count >= 8 else { throw fail("not a safetensors file: \(file.count) bytes, shorter than the 8-byte header length") }
+        let n = Int(UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self)) & 0x7FFF_FFFF_FFFF_FFFF)
+        guard n <= SafeTensorsFile.maxHeader else { throw fail("header length \(n) exceeds the 100 MiB limit: not a safetensors file, or corrupt") }
+        guard n >= 2, 8 + n <= file.count else {
+            throw fail("header length \(n) does not fit in the \(file.count)-byte file: truncated or not a safetensors file")
+        }
+        let headerText = String(decoding: UnsafeRawBufferPointer(start: file.bytes + 8, count: n), as: UTF8.self)
+        let header: JSONValue
+        do { header = try JSONValue.parse(headerText, source: "the safetensors header") } catch { throw fail("\(error)") }
+        guard let object = header.objectValue else { throw fail("the header is not a JSON object") }
+        dataStart = 8 + n
+        let dataSize = file.count - dataStart
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in object {
+            if name == "__metadata__" {
+                guard let m = value.objectValue else { throw fail("__metadata__ must be an object of strings") }
+                for (k, v) in m {
+                    guard let s = v.stringValue else { throw fail("__metadata__ value '\(k)' is not a string") }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let dtype = value["dtype"]?.stringValue else { throw fail("tensor '\(name)' has no dtype") }
+            guard let size = SafeTensorsFile.dtypeSizes[dtype] else { throw fail("tensor '\(name)' has unknown dtype '\(dtype)'") }
+            guard let dims = value["shape"]?.arrayValue else { throw fail("tensor '\(name)' has no shape") }
+            var shape: [Int] = []
+            for d in dims {
+                guard let v = d.intValue, v >= 0, v < 1 << 40 else { throw fail("tensor '\(name)' has an invalid dimension \(d.compactText)") }
+                shape.append(v)
+            }
+            guard let offsets = value["data_offsets"]?.arrayValue, offsets.count == 2,
+                  let begin = offsets[0].intValue, let end = offsets[1].intValue else {
+                throw fail("tensor '\(name)' needs \"data_offsets\": [begin, end]")
+            }
+            guard 0 <= begin, begin <= end, end <= dataSize else {
+                throw fail("tensor '\(name)' occupies bytes \(begin)..<\(end) but the data section has \(dataSize): truncated file?")
+            }
+            var count = 1
+            for d in shape {
+                let (p, o) = count.multipliedReportingOverflow(by: d)
+                guard !o else { throw fail("tensor '\(name)' shape \(shape) overflows") }
+                count = p
+            }
+            guard count * size == end - begin else {
+                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * size) bytes, data_offsets give \(end - begin)")
+            }
+            entries[name] = Entry(name: name, fileDType: dtype, shape: shape, begin: begin, end: end)
+        }
+        let sorted = entries.values.sorted { $0.begin != $1.begin ? $0.begin < $1.begin : $0.end < $1.end }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end && b.end > b.begin && a.end > a.begin {
+            throw fail("tensors '\(a.name)' and '\(b.name)' overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// Tensor names, sorted.
+    public var names: [String] { entries.keys.sorted() }
+
+    public func entry(_ name: String) throws -> Entry {
+        guard let e = entries[name] else {
+            let close = names.filter { $0.hasSuffix(name.split(separator: ".").last.map(String.init) ?? name) }.prefix(3)
+            throw FormatError(path: path, "no tensor '\(name)'" + (close.isEmpty ? "" : "; similar: " + close.joined(separator: ", ")))
+        }
+        return e
+    }
+
+    /// The tensor as stored. F32, F64, I32, I64, U8 and BOOL borrow the mapped pages when aligned;
+    /// F16 and BF16 come as raw 2-byte values (use `float32(_:)` to widen).
+    public func tensor(_ name: String) throws -> Tensor {
+        let e = try entry(name)
+        let dtype: DType
+        switch e.fileDType {
+        case "F32": dtype = .float32
+        case "F64": dtype = .float64
+        case "I32": dtype = .int32
+        case "I64": dtype = .int64
+        case "U8": dtype = .uint8
+        case "BOOL": dtype = .bool
+        case "F16": dtype = .float16
+        case "BF16": dtype = .bfloat16
+        default: throw FormatError(path: path, "tensor '\(name)' has dtype \(e.fileDType), which Menagerie does not read")
+        }
+        let p = file.bytes + dataStart + e.begin
+        if Int(bitPattern: p) % dtype.size == 0 {
+            let storage = TensorStorage(borrowing: UnsafeMutableRawPointer(mutating: p), byteCount: e.end - e.begin, owner: file)
+            return try Tensor(dtype: dtype, shape: e.shape, storage: storage)
+        }
+        var t = Tensor(zeros: dtype, shape: e.shape)
+        t.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: p, count: e.end - e.begin)) }
+        return t
+    }
+
+    /// The tensor as float32: F32 as stored (no copy when aligned), F16, BF16 and F64 converted.
+    public func float32(_ name: String) throws -> Tensor {
+        let t = try tensor(name)
+        return try t.converted(to: .float32)
+    }
+
+    /// Checks that `name` exists with `shape`; the error names both shapes.
+    public func float32(_ name: String, shape: [Int]) throws -> Tensor {
+        let e = try entry(name)
+        guard e.shape == shape else {
+            throw FormatError(path: path, "tensor '\(name)' has shape \(e.shape), expected \(shape) from the model's config")
+        }
+        return try float32(name)
+    }
+}
+
+/// Writing safetensors files.
+public enum SafeTensors {
+    /// Encodes tensors (F32, F64, I32, I64, U8, BOOL, F16, BF16) with optional string metadata.
+    /// The header is padded with spaces so that the data starts on an 8-byte boundary.
+    public static func encode(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:]) throws -> Data {
+        var header: [String: JSONValue] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        var offset = 0
+        for (name, t) in tensors {
+            guard header[name] == nil, name != "__metadata__" else { throw FormatError(path: "<safetensors>", "duplicate tensor name '\(name)'") }
+            let dtype: String
+            switch t.dtype {
+            case .float32: dtype = "F32"
+            case .float64: dtype = "F64"
+            case .int32: dtype = "I32"
+            case .int64: dtype = "I64"
+            case .uint8: dtype = "U8"
+            case .bool: dtype = "BOOL"
+            case .float16: dtype = "F16"
+            case .bfloat16: dtype = "BF16"
+            }
+            header[name] = ["dtype": .string(dtype), "shape": .array(t.shape.map { .number(Double($0)) }),
+                            "data_offsets": [.number(Double(offset)), .number(Double(offset + t.byteCount))]]
+            offset += t.byteCount
+        }
+        var text = JSONValue.object(header).compactText
+        text += String(repeating: " ", count: (8 - (8 + text.utf8.count) % 8) % 8)
+        var data = Data(capacity: 8 + text.utf8.count + offset)
+        withUnsafeBytes(of: UInt64(text.utf8.count).littleEndian) { data.append(contentsOf: $0) }
+        data.append(contentsOf: Array(text.utf8))
+        for (_, t) in tensors { t.withUnsafeBytes { data.append(contentsOf: $0) } }
+        return data
+    }
+
+    /// Writes atomically (temp file + rename).
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to path: String) throws {
+        try AtomicFile.write(try encode(tensors, metadata: metadata), to: path)
+    }
+}
+
+/// A checkpoint split over several files by `model.safetensors.index.json`
+/// (`{"metadata": {...}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}`), or a
+/// single `.safetensors` file. Shards are mapped on first use.
+public final class SafeTensorsCheckpoint: @unchecked Sendable {
+    public let path: String
+    let weightMap: [String: String]
+    let directory: String
+    private var shards: [String: SafeTensorsFile] = [:]
+    private let lock = NSLock()
+
+    /// `path` is a `.safetensors` file, an index `.json`, or a folder holding `model.safetensors` or
+    /// `model.safetensors.index.json`.
+    public init(path: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw FormatError(path: path, "does not exist") }
+        var file = path
+        if isDir.boolValue {
+            if FileManager.default.fileExists(atPath: path + "/model.safetensors.index.json") { file = path + "/model.safetensors.index.json" }
+            else if FileManager.default.fileExists(atPath: path + "/model.safetensors") { file = path + "/model.safetensors" }
+            else { throw FormatError(path: path, "holds neither model.safetensors nor model.safetensors.index.json") }
+        }
+        self.path = file
+        self.directory = (file as NSString).deletingLastPathComponent
+        if file.hasSuffix(".json") {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw FormatError(path: file, "cannot read") }
+            let index: JSONValue
+            do { index = try JSONValue.parse(text, source: file) } catch { throw FormatError(path: file, "\(error)") }
+            guard let map = index["weight_map"]?.objectValue else { throw FormatError(path: file, "has no \"weight_map\" object") }
+            var m: [String: String] = [:]
+            for (k, v) in map {
+                guard let shard = v.stringValue, !shard.contains("/") else { throw FormatError(path: file, "weight_map entry '\(k)' is not a file name") }
+                m[k] = shard
+            }
+            weightMap = m
+        } else {
+            let single = try SafeTensorsFile(path: file)
+            let name = (file as NSString).lastPathComponent
+            weightMap = Dictionary(uniqueKeysWithValues: single.names.map { ($0, name) })
+            shards[name] = single
+        }
+    }
+
+    public var names: [String] { weightMap.keys.sorted() }
+
+    func shard(for name: String) throws -> SafeTensorsFile {
+        guard let file = weightMap[name] else { throw FormatError(path: path, "no tensor '\(name)' in the checkpoint") }
+        lock.lock()
+        defer { lock.unlock() }
+        if let s = shards[file] { return s }
+        let s = try SafeTensorsFile(path: directory + "/" + file)
+        shards[file] = s
+        return s
+    }
+
+    public func entry(_ name: String) throws -> SafeTensorsFile.Entry { try shard(for: name).entry(name) }
+    public func tensor(_ name: String) throws -> Tensor { try shard(for: name).tensor(name) }
+    public func float32(_ name: String) throws -> Tensor { try shard(for: name).float32(name) }
+    public func float32(_ name: String, shape: [Int]) throws -> Tensor { try shard(for: name).float32(name, shape: shape) }
+}

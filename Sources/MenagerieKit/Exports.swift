@@ -1,0 +1,3 @@
+// What `import MenagerieKit` brings along: the data types every plugin touches.
+@_exported import Formats
+@_exported import Tensors
