@@ -35,7 +35,7 @@ install: build
 	install -m 644 $(BIN)/*.so $(PREFIX)/lib/menagerie/plugins/
 	cp -R Templates/swift Templates/c $(PREFIX)/share/menagerie/templates/
 	install -m 644 Templates/sdk/Package.swift $(PREFIX)/share/menagerie/sdk/Package.swift
-	for d in CMenagerie COpenBLAS CPNG CTIFF Tensors Formats Imaging MenagerieKit; do cp -R Sources/$$d $(PREFIX)/share/menagerie/sdk/Sources/; done
+	for d in CMenagerie COpenBLAS CPNG CTIFF Tensors Formats Imaging NN MenagerieKit; do cp -R Sources/$$d $(PREFIX)/share/menagerie/sdk/Sources/; done
 	chmod -R go-w $(PREFIX)/lib/menagerie $(PREFIX)/share/menagerie
 	@echo "installed menagerie into $(PREFIX)/bin; plugins in $(PREFIX)/lib/menagerie/plugins; SDK in $(PREFIX)/share/menagerie/sdk"
 

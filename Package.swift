@@ -42,9 +42,10 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
+        .target(name: "NN", dependencies: ["Tensors", "Formats"]),
 
         // The SDK and the host.
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging",
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN",
                                               .product(name: "Logging", package: "swift-log")]),
         .target(name: "MenagerieHost", dependencies: [
             "MenagerieKit", "CMenagerie", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
@@ -63,6 +64,7 @@ let package = Package(
         // Tests.
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "TestSupport"]),
         .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),

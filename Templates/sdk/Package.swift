@@ -15,7 +15,8 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging",
+        .target(name: "NN", dependencies: ["Tensors", "Formats"]),
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN",
                                                      .product(name: "Logging", package: "swift-log")]),
     ]
 )
