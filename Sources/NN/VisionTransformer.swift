@@ -59,46 +59,33 @@ public struct ViTConfig: Sendable, Equatable {
     }
 }
 
-/// A Vision Transformer forward pass on the CPU (inference; no gradient tape). Weights are read by
-/// timm's names (`patch_embed.proj.weight`, `blocks.N.attn.qkv.weight`, …), shapes checked against
-/// the config, every mismatch reported at once.
+/// A timm Vision Transformer forward pass on the CPU (inference; no gradient tape). Weights are
+/// read by timm's names (`patch_embed.proj.weight`, `blocks.N.attn.qkv.weight`, …), shapes checked
+/// against the config, every mismatch reported at once.
 ///
-/// Block (timm `Block`, pre-norm): x ← x + proj(attn(LN1(x))); x ← x + fc2(GELU(fc1(LN2(x)))),
-/// attention = softmax(q kᵀ / √d_head) v per head, q, k, v from one packed `qkv` Linear.
+/// tokens = [cls; patches·W_e + b_e] + pos ; blocks (see `TransformerStack`) ; LN ; pool (class token
+/// or mean of patch tokens) ; head.
 public final class VisionTransformer: @unchecked Sendable {
     public let config: ViTConfig
-
-    struct Block {
-        var norm1w, norm1b, qkvw, projw, projb, norm2w, norm2b, fc1w, fc1b, fc2w, fc2b: Tensor
-        var qkvb: Tensor?
-    }
-
     let patchWeight: Tensor   // [D, C·p·p]
     let patchBias: Tensor
     let clsToken: Tensor?
     let posEmbed: Tensor      // [T, D]
-    let blocks: [Block]
+    public let stack: TransformerStack
     let normW, normB: Tensor  // final norm (on tokens, or after pooling when fcNorm)
     let headW, headB: Tensor?
 
     /// Loads timm weights (`model.safetensors` or a sharded index) for `config`.
     public init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
         self.config = config
-        let c = config, d = c.width, h = c.hidden
+        let c = config, d = c.width
         let w = StateDictLoader(checkpoint)
         patchWeight = try w.float32("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]).reshaped([d, c.inChannels * c.patchSize * c.patchSize])
         patchBias = w.float32("patch_embed.proj.bias", [d])
         clsToken = c.classToken ? w.float32("cls_token", [1, 1, d]) : nil
         posEmbed = try w.float32("pos_embed", [1, c.tokens, d]).reshaped([c.tokens, d])
-        blocks = (0..<c.depth).map { i in
-            let p = "blocks.\(i)."
-            return Block(norm1w: w.float32(p + "norm1.weight", [d]), norm1b: w.float32(p + "norm1.bias", [d]),
-                         qkvw: w.float32(p + "attn.qkv.weight", [3 * d, d]), projw: w.float32(p + "attn.proj.weight", [d, d]),
-                         projb: w.float32(p + "attn.proj.bias", [d]), norm2w: w.float32(p + "norm2.weight", [d]),
-                         norm2b: w.float32(p + "norm2.bias", [d]), fc1w: w.float32(p + "mlp.fc1.weight", [h, d]),
-                         fc1b: w.float32(p + "mlp.fc1.bias", [h]), fc2w: w.float32(p + "mlp.fc2.weight", [d, h]),
-                         fc2b: w.float32(p + "mlp.fc2.bias", [d]), qkvb: c.qkvBias ? w.float32(p + "attn.qkv.bias", [3 * d]) : nil)
-        }
+        stack = TransformerStack(loader: w, prefix: "blocks.", naming: .timm, depth: c.depth, width: d, heads: c.heads,
+                                 hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps, activation: .gelu)
         let normName = c.fcNorm ? "fc_norm" : "norm"
         normW = w.float32(normName + ".weight", [d])
         normB = w.float32(normName + ".bias", [d])
@@ -118,7 +105,7 @@ public final class VisionTransformer: @unchecked Sendable {
         public var logits: Tensor
         /// [N, D] after pooling (and fc_norm).
         public var pooled: Tensor
-        /// Per block, the input of its `norm1` ([N, T, D]) if requested.
+        /// Per block, its input ([N, T, D]) when requested.
         public var blockInputs: [Tensor]
     }
 
@@ -129,27 +116,10 @@ public final class VisionTransformer: @unchecked Sendable {
               images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
             throw TensorError("images must be f32 [N, \(c.inChannels), \(c.imageSize), \(c.imageSize)], got \(images.dtype.name) \(images.shape)")
         }
-        let n = images.shape[0], d = c.width, t = c.tokens, g = c.grid, p = c.patchSize
+        let n = images.shape[0], d = c.width, t = c.tokens, g = c.grid
         let prefix = c.classToken ? 1 : 0
-        let patchDim = c.inChannels * p * p
-        let pixels: [Float] = try images.scalars()
-        // Patch embedding as a matrix product: unfold each p×p patch into a row (C, ky, kx order).
-        var patches = [Float](repeating: 0, count: n * g * g * patchDim)
-        for b in 0..<n {
-            for gy in 0..<g {
-                for gx in 0..<g {
-                    let row = (b * g * g + gy * g + gx) * patchDim
-                    for ch in 0..<c.inChannels {
-                        for ky in 0..<p {
-                            let src = ((b * c.inChannels + ch) * c.imageSize + gy * p + ky) * c.imageSize + gx * p
-                            let dst = row + (ch * p + ky) * p
-                            for kx in 0..<p { patches[dst + kx] = pixels[src + kx] }
-                        }
-                    }
-                }
-            }
-        }
-        var x = [Float](repeating: 0, count: n * t * d)
+        let patchDim = c.inChannels * c.patchSize * c.patchSize
+        let patches = unfoldPatches(try images.scalars(), batch: n, channels: c.inChannels, size: c.imageSize, patch: c.patchSize)
         var embedded = [Float](repeating: 0, count: n * g * g * d)
         try patchWeight.withFloats { pw in
             try patchBias.withFloats { pb in
@@ -158,6 +128,7 @@ public final class VisionTransformer: @unchecked Sendable {
         }
         let pos: [Float] = try posEmbed.scalars()
         let cls: [Float] = try clsToken?.scalars() ?? []
+        var x = [Float](repeating: 0, count: n * t * d)
         for b in 0..<n {
             for tok in 0..<t {
                 for j in 0..<d {
@@ -167,12 +138,9 @@ public final class VisionTransformer: @unchecked Sendable {
             }
         }
         var blockInputs: [Tensor] = []
-        for block in blocks {
-            if keepBlockInputs { blockInputs.append(try Tensor(x, shape: [n, t, d])) }
-            try apply(block, to: &x, batch: n)
-        }
-        // Final norm, pooling, head.
-        var pooled = [Float](repeating: 0, count: n * d)
+        try stack.forward(&x, batch: n, tokens: t, observe: keepBlockInputs ? { _, input in
+            blockInputs.append(try! Tensor(input, shape: [n, t, d]))
+        } : nil)
         if !c.fcNorm {
             var normed = [Float](repeating: 0, count: x.count)
             try normW.withFloats { nw in try normB.withFloats { nb in
@@ -180,6 +148,7 @@ public final class VisionTransformer: @unchecked Sendable {
             } }
             x = normed
         }
+        var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n {
             switch c.globalPool {
             case "avg":
@@ -205,69 +174,5 @@ public final class VisionTransformer: @unchecked Sendable {
         }
         return Output(logits: try Tensor(logits, shape: [n, headW == nil ? d : c.numClasses]), pooled: try Tensor(pooled, shape: [n, d]),
                       blockInputs: blockInputs)
-    }
-
-    /// One pre-norm transformer block, in place on x [N·T, D].
-    func apply(_ bk: Block, to x: inout [Float], batch n: Int) throws {
-        let c = config, d = c.width, t = c.tokens, heads = c.heads, hd = d / heads
-        let rows = n * t
-        var y = [Float](repeating: 0, count: rows * d)
-        try bk.norm1w.withFloats { w in try bk.norm1b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: c.layerNormEps, into: &y) } }
-        var qkv = [Float](repeating: 0, count: rows * 3 * d)
-        try bk.qkvw.withFloats { w in
-            if let qb = bk.qkvb {
-                try qb.withFloats { b in Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
-            } else {
-                Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: nil, outFeatures: 3 * d, into: &qkv)
-            }
-        }
-        // Per sample and head: scores = q kᵀ / √hd (rows of qkv hold [q | k | v], heads contiguous).
-        var attended = [Float](repeating: 0, count: rows * d)
-        var scores = [Float](repeating: 0, count: t * t)
-        let scale = 1 / Float(hd).squareRoot()
-        qkv.withUnsafeBufferPointer { qkvp in
-            attended.withUnsafeMutableBufferPointer { outp in
-                scores.withUnsafeMutableBufferPointer { sp in
-                    for b in 0..<n {
-                        for hh in 0..<heads {
-                            let base = qkvp.baseAddress! + b * t * 3 * d
-                            GEMM.sgemm(transposeB: true, m: t, n: t, k: hd, alpha: scale, a: base + hh * hd, lda: 3 * d,
-                                       b: base + d + hh * hd, ldb: 3 * d, c: sp.baseAddress!, ldc: t)
-                            Kernels.softmaxRows(sp.baseAddress!, rows: t, width: t)
-                            GEMM.sgemm(m: t, n: hd, k: t, a: sp.baseAddress!, lda: t, b: base + 2 * d + hh * hd, ldb: 3 * d,
-                                       c: outp.baseAddress! + b * t * d + hh * hd, ldc: d)
-                        }
-                    }
-                }
-            }
-        }
-        // x += proj(attended): bias first, then the product accumulated into x (beta = 1).
-        try bk.projw.withFloats { w in try bk.projb.withFloats { b in
-            for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
-            x.withUnsafeMutableBufferPointer { xp in
-                GEMM.sgemm(transposeB: true, m: rows, n: d, k: d, a: attended, lda: d, b: w, ldb: d, beta: 1, c: xp.baseAddress!, ldc: d)
-            }
-        } }
-        // x += fc2(GELU(fc1(LN2(x)))).
-        try bk.norm2w.withFloats { w in try bk.norm2b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: c.layerNormEps, into: &y) } }
-        var hidden = [Float](repeating: 0, count: rows * c.hidden)
-        try bk.fc1w.withFloats { w in try bk.fc1b.withFloats { b in
-            Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: c.hidden, into: &hidden)
-        } }
-        Kernels.geluExact(&hidden, count: hidden.count)
-        try bk.fc2w.withFloats { w in try bk.fc2b.withFloats { b in
-            for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
-            x.withUnsafeMutableBufferPointer { xp in
-                GEMM.sgemm(transposeB: true, m: rows, n: d, k: c.hidden, a: hidden, lda: c.hidden, b: w, ldb: c.hidden, beta: 1, c: xp.baseAddress!, ldc: d)
-            }
-        } }
-    }
-}
-
-extension Tensor {
-    /// Read access to a float32 tensor's elements.
-    public func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) throws -> R {
-        guard dtype == .float32 else { throw TensorError("expected an f32 tensor, got \(dtype.name)") }
-        return try body(UnsafeRawPointer(storage.bytes).assumingMemoryBound(to: Float.self))
     }
 }

@@ -52,6 +52,11 @@ public enum Kernels {
         for i in 0..<count { x[i] = 0.5 * x[i] * (1 + erff(x[i] * 0.70710678118654752)) }
     }
 
+    /// QuickGELU in place: x · σ(1.702 x) (OpenAI CLIP).
+    public static func quickGELU(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { x[i] = x[i] / (1 + expf(-1.702 * x[i])) }
+    }
+
     /// y += x, elementwise.
     public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] += x[i] }

@@ -1,0 +1,216 @@
+import Foundation
+import Formats
+import Tensors
+
+/// open_clip's `model_cfg` (from `open_clip_config.json`), for ViT image towers and the CLIP text
+/// transformer. Every size is read from the file.
+public struct OpenCLIPConfig: Sendable, Equatable {
+    public struct Vision: Sendable, Equatable {
+        public var imageSize: Int
+        public var patchSize: Int
+        public var width: Int
+        public var layers: Int
+        public var heads: Int
+        public var mlpRatio: Double
+        public var grid: Int { imageSize / patchSize }
+        public var tokens: Int { grid * grid + 1 }
+        public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
+    }
+    public struct Text: Sendable, Equatable {
+        public var contextLength: Int
+        public var vocabSize: Int
+        public var width: Int
+        public var heads: Int
+        public var layers: Int
+        public var mlpRatio: Double
+        public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
+    }
+    public var embedDim: Int
+    public var vision: Vision
+    public var text: Text
+    public var quickGELU: Bool
+    public var mean: [Float]
+    public var std: [Float]
+
+    /// Reads `open_clip_config.json` (or an open_clip model config with `model_cfg` at the top).
+    public static func load(path: String) throws -> OpenCLIPConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "cannot read") }
+        let json: JSONValue
+        do { json = try JSONValue.parse(text, source: path) } catch { throw FormatError(path: path, "\(error)") }
+        let cfg = json["model_cfg"] ?? json
+        func need(_ v: JSONValue?, _ key: String) throws -> Int {
+            guard let i = v?.intValue else { throw FormatError(path: path, "model_cfg has no integer '\(key)'") }
+            return i
+        }
+        guard let v = cfg["vision_cfg"], let t = cfg["text_cfg"] else { throw FormatError(path: path, "model_cfg needs vision_cfg and text_cfg") }
+        if v["timm_model_name"]?.stringValue != nil || v["layers"]?.arrayValue != nil {
+            throw FormatError(path: path, "only ViT image towers are supported (this config has a timm or ResNet tower)")
+        }
+        let vWidth = try need(v["width"], "vision_cfg.width")
+        let headWidth = v["head_width"]?.intValue ?? 64
+        guard vWidth % headWidth == 0 else { throw FormatError(path: path, "vision width \(vWidth) is not a multiple of head_width \(headWidth)") }
+        let vision = Vision(imageSize: try need(v["image_size"], "vision_cfg.image_size"), patchSize: try need(v["patch_size"], "vision_cfg.patch_size"),
+                            width: vWidth, layers: try need(v["layers"], "vision_cfg.layers"), heads: vWidth / headWidth,
+                            mlpRatio: v["mlp_ratio"]?.doubleValue ?? 4)
+        let tWidth = try need(t["width"], "text_cfg.width")
+        let textCfg = Text(contextLength: t["context_length"]?.intValue ?? 77, vocabSize: t["vocab_size"]?.intValue ?? 49408,
+                           width: tWidth, heads: t["heads"]?.intValue ?? 8, layers: try need(t["layers"], "text_cfg.layers"),
+                           mlpRatio: t["mlp_ratio"]?.doubleValue ?? 4)
+        let pre = json["preprocess_cfg"]
+        let mean = pre?["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.48145466, 0.4578275, 0.40821073]
+        let std = pre?["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.26862954, 0.26130258, 0.27577711]
+        return OpenCLIPConfig(embedDim: try need(cfg["embed_dim"], "embed_dim"), vision: vision, text: textCfg,
+                              quickGELU: cfg["quick_gelu"]?.boolValue ?? false, mean: mean, std: std)
+    }
+}
+
+/// An open_clip CLIP model (ViT image tower + causal text transformer), read by open_clip's
+/// state-dict names, for inference.
+///
+/// encode_image: conv1 patches ; [class_embedding; patches] + positional_embedding ; ln_pre ;
+///   blocks ; ln_post ; token 0 ; · proj.
+/// encode_text: token_embedding[ids] + positional_embedding ; causal blocks ; ln_final ;
+///   the token at argmax(ids) (the end-of-text token) ; · text_projection.
+/// LayerNorm eps is torch's default 1e-5.
+public final class CLIPModel: @unchecked Sendable {
+    public let config: OpenCLIPConfig
+    let conv1: Tensor, classEmbedding: Tensor, visualPos: Tensor, lnPreW: Tensor, lnPreB: Tensor
+    let lnPostW: Tensor, lnPostB: Tensor, visualProj: Tensor
+    public let visual: TransformerStack
+    let tokenEmbedding: Tensor, textPos: Tensor, lnFinalW: Tensor, lnFinalB: Tensor, textProjection: Tensor
+    public let text: TransformerStack
+    /// The learned temperature, as stored (logits use exp(logitScale)).
+    public let logitScale: Float
+    let eps: Float = 1e-5
+
+    /// Loads `open_clip_config.json` and `open_clip_model.safetensors` from `folder`.
+    public convenience init(folder: String) throws {
+        let config = try OpenCLIPConfig.load(path: folder + "/open_clip_config.json")
+        let weights = FileManager.default.fileExists(atPath: folder + "/open_clip_model.safetensors")
+            ? folder + "/open_clip_model.safetensors" : folder
+        try self.init(config: config, checkpoint: SafeTensorsCheckpoint(path: weights))
+    }
+
+    public init(config: OpenCLIPConfig, checkpoint: SafeTensorsCheckpoint) throws {
+        self.config = config
+        let v = config.vision, t = config.text
+        let w = StateDictLoader(checkpoint)
+        let act: Activation = config.quickGELU ? .quickGELU : .gelu
+        conv1 = try w.float32("visual.conv1.weight", [v.width, 3, v.patchSize, v.patchSize]).reshaped([v.width, 3 * v.patchSize * v.patchSize])
+        classEmbedding = w.float32("visual.class_embedding", [v.width])
+        visualPos = w.float32("visual.positional_embedding", [v.tokens, v.width])
+        lnPreW = w.float32("visual.ln_pre.weight", [v.width])
+        lnPreB = w.float32("visual.ln_pre.bias", [v.width])
+        visual = TransformerStack(loader: w, prefix: "visual.transformer.resblocks.", naming: .openCLIP, depth: v.layers, width: v.width,
+                                  heads: v.heads, hidden: v.hidden, qkvBias: true, eps: 1e-5, activation: act)
+        lnPostW = w.float32("visual.ln_post.weight", [v.width])
+        lnPostB = w.float32("visual.ln_post.bias", [v.width])
+        visualProj = w.float32("visual.proj", [v.width, config.embedDim])
+        tokenEmbedding = w.float32("token_embedding.weight", [t.vocabSize, t.width])
+        textPos = w.float32("positional_embedding", [t.contextLength, t.width])
+        text = TransformerStack(loader: w, prefix: "transformer.resblocks.", naming: .openCLIP, depth: t.layers, width: t.width,
+                                heads: t.heads, hidden: t.hidden, qkvBias: true, eps: 1e-5, activation: act)
+        lnFinalW = w.float32("ln_final.weight", [t.width])
+        lnFinalB = w.float32("ln_final.bias", [t.width])
+        textProjection = w.float32("text_projection", [t.width, config.embedDim])
+        let scale = w.float32("logit_scale", [])
+        logitScale = try scale.scalars(as: Float.self).first ?? 0
+        // BioCLIP 2's continual_proj serves training on replay data only; inference uses visual.proj.
+        try w.finish(allowUnused: { $0 == "visual.continual_proj" || $0.hasPrefix("visual.continual_proj.") || $0 == "attn_mask" })
+    }
+
+    /// Unnormalised image features [N, embedDim] of images [N, 3, S, S] (normalised with config.mean/std).
+    public func encodeImage(_ images: Tensor) throws -> Tensor {
+        let v = config.vision
+        guard images.dtype == .float32, images.rank == 4, images.shape[1] == 3, images.shape[2] == v.imageSize, images.shape[3] == v.imageSize else {
+            throw TensorError("images must be f32 [N, 3, \(v.imageSize), \(v.imageSize)], got \(images.dtype.name) \(images.shape)")
+        }
+        let n = images.shape[0], d = v.width, t = v.tokens, g = v.grid
+        let patches = unfoldPatches(try images.scalars(), batch: n, channels: 3, size: v.imageSize, patch: v.patchSize)
+        var embedded = [Float](repeating: 0, count: n * g * g * d)
+        try conv1.withFloats { cw in
+            Kernels.linear(patches, rows: n * g * g, inFeatures: 3 * v.patchSize * v.patchSize, weight: cw, bias: nil, outFeatures: d, into: &embedded)
+        }
+        let cls: [Float] = try classEmbedding.scalars(), pos: [Float] = try visualPos.scalars()
+        var x = [Float](repeating: 0, count: n * t * d)
+        for b in 0..<n {
+            for tok in 0..<t {
+                for j in 0..<d {
+                    x[(b * t + tok) * d + j] = (tok == 0 ? cls[j] : embedded[(b * g * g + tok - 1) * d + j]) + pos[tok * d + j]
+                }
+            }
+        }
+        var normed = x
+        try lnPreW.withFloats { gw in try lnPreB.withFloats { gb in Kernels.layerNorm(x, rows: n * t, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
+        x = normed
+        try visual.forward(&x, batch: n, tokens: t)
+        var pooled = [Float](repeating: 0, count: n * d)
+        for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[b * t * d + j] } }
+        var post = pooled
+        try lnPostW.withFloats { gw in try lnPostB.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &post) } }
+        var out = [Float](repeating: 0, count: n * config.embedDim)
+        try visualProj.withFloats { p in
+            GEMM.sgemm(m: n, n: config.embedDim, k: d, a: post, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
+        }
+        return try Tensor(out, shape: [n, config.embedDim])
+    }
+
+    /// Unnormalised text features [N, embedDim] of token ids [N, contextLength] (i32 or i64), as the
+    /// open_clip tokenizer makes them (start token, BPE, end token = the largest id, zero padding).
+    public func encodeText(_ ids: Tensor) throws -> Tensor {
+        let tc = config.text
+        guard ids.rank == 2, ids.shape[1] == tc.contextLength else {
+            throw TensorError("token ids must be [N, \(tc.contextLength)], got \(ids.shape)")
+        }
+        let tokens = try ids.integers()
+        let n = ids.shape[0], t = tc.contextLength, d = tc.width
+        if let bad = tokens.first(where: { $0 < 0 || $0 >= tc.vocabSize }) {
+            throw TensorError("token id \(bad) is outside the vocabulary of \(tc.vocabSize)")
+        }
+        let pos: [Float] = try textPos.scalars()
+        var x = [Float](repeating: 0, count: n * t * d)
+        try tokenEmbedding.withFloats { emb in
+            for b in 0..<n {
+                for tok in 0..<t {
+                    let id = tokens[b * t + tok]
+                    for j in 0..<d { x[(b * t + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
+                }
+            }
+        }
+        try text.forward(&x, batch: n, tokens: t, causal: true)
+        // The end-of-text token: argmax of the ids (first occurrence, as torch.argmax).
+        var pooled = [Float](repeating: 0, count: n * d)
+        for b in 0..<n {
+            var best = 0
+            for tok in 1..<t where tokens[b * t + tok] > tokens[b * t + best] { best = tok }
+            for j in 0..<d { pooled[b * d + j] = x[(b * t + best) * d + j] }
+        }
+        var normed = pooled
+        try lnFinalW.withFloats { gw in try lnFinalB.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
+        var out = [Float](repeating: 0, count: n * config.embedDim)
+        try textProjection.withFloats { p in
+            GEMM.sgemm(m: n, n: config.embedDim, k: d, a: normed, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
+        }
+        return try Tensor(out, shape: [n, config.embedDim])
+    }
+
+    /// logits[i, j] = exp(logitScale) · ⟨f_i/‖f_i‖, g_j/‖g_j‖⟩ for image features f and text features g.
+    public func logits(imageFeatures: Tensor, textFeatures: Tensor) throws -> Tensor {
+        let e = config.embedDim
+        var f: [Float] = try imageFeatures.scalars(), g: [Float] = try textFeatures.scalars()
+        func normalize(_ v: inout [Float]) {
+            for r in 0..<(v.count / e) {
+                var s: Float = 0
+                for j in 0..<e { s += v[r * e + j] * v[r * e + j] }
+                let inv = 1 / max(s.squareRoot(), 1e-12)
+                for j in 0..<e { v[r * e + j] *= inv }
+            }
+        }
+        normalize(&f)
+        normalize(&g)
+        let ni = f.count / e, nt = g.count / e
+        var out = [Float](repeating: 0, count: ni * nt)
+        GEMM.sgemm(transposeB: true, m: ni, n: nt, k: e, alpha: expf(logitScale), a: f, lda: e, b: g, ldb: e, c: &out, ldc: nt)
+        return try Tensor(out, shape: [ni, nt])
+    }
+}
