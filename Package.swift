@@ -65,6 +65,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "TestSupport"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),

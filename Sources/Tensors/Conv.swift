@@ -1,0 +1,243 @@
+/// Geometry of a 2-D sliding window (torch.nn.functional.unfold / conv2d conventions).
+public struct Window2D: Sendable, Equatable {
+    public var kernel: (Int, Int)
+    public var stride: (Int, Int) = (1, 1)
+    public var padding: (Int, Int) = (0, 0)
+    public var dilation: (Int, Int) = (1, 1)
+
+    public init(kernel: (Int, Int), stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
+        self.kernel = kernel
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+    }
+
+    public func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
+        ((h + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1,
+         (w + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1)
+    }
+
+    public static func == (a: Window2D, b: Window2D) -> Bool {
+        a.kernel == b.kernel && a.stride == b.stride && a.padding == b.padding && a.dilation == b.dilation
+    }
+}
+
+/// im2col: [N, C, H, W] → [N, C·kh·kw, L] with L = oh·ow (zero padding outside the image).
+func unfoldForward(_ x: Tensor, _ w: Window2D) -> Tensor {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = w.outputSize(h, wd)
+    let (kh, kw) = w.kernel, l = oh * ow
+    let p = x.fp
+    return Tensor.make([n, c * kh * kw, l]) { o in
+        for b in 0..<n {
+            for ch in 0..<c {
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        let row = ((b * c + ch) * kh + ky) * kw + kx
+                        for oy in 0..<oh {
+                            let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
+                            guard iy >= 0 && iy < h else { continue }
+                            for ox in 0..<ow {
+                                let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
+                                if ix >= 0 && ix < wd { o[row * l + oy * ow + ox] = p[((b * c + ch) * h + iy) * wd + ix] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im, the adjoint of `unfoldForward`: sums columns back into [N, C, H, W].
+func foldForward(_ cols: Tensor, channels c: Int, height h: Int, width wd: Int, _ w: Window2D) -> Tensor {
+    let n = cols.shape[0]
+    let (oh, ow) = w.outputSize(h, wd)
+    let (kh, kw) = w.kernel, l = oh * ow
+    let p = cols.fp
+    return Tensor.make([n, c, h, wd]) { o in
+        for b in 0..<n {
+            for ch in 0..<c {
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        let row = ((b * c + ch) * kh + ky) * kw + kx
+                        for oy in 0..<oh {
+                            let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
+                            guard iy >= 0 && iy < h else { continue }
+                            for ox in 0..<ow {
+                                let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
+                                if ix >= 0 && ix < wd { o[((b * c + ch) * h + iy) * wd + ix] += p[row * l + oy * ow + ox] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension Variable {
+    /// Sliding windows as columns: [N, C, H, W] → [N, C·kh·kw, oh·ow] (torch `F.unfold`).
+    public func unfold(_ w: Window2D) -> Variable {
+        let (c, h, wd) = (shape[1], shape[2], shape[3])
+        return record("unfold", unfoldForward(value, w), [self]) { g in [g.fold(channels: c, height: h, width: wd, w)] }
+    }
+
+    /// Columns back to an image, summing overlaps (torch `F.fold`); the adjoint of `unfold`.
+    public func fold(channels c: Int, height h: Int, width wd: Int, _ w: Window2D) -> Variable {
+        record("fold", foldForward(value, channels: c, height: h, width: wd, w), [self]) { g in [g.unfold(w)] }
+    }
+
+    /// The slice `range` of `axis`.
+    public func slice(axis: Int, _ range: Range<Int>) -> Variable {
+        let a = axis < 0 ? shape.count + axis : axis
+        let outer = shape[..<a].reduce(1, *), len = shape[a], inner = shape[(a + 1)...].reduce(1, *)
+        var outShape = shape
+        outShape[a] = range.count
+        let p = value.fp
+        let out = Tensor.make(outShape) { o in
+            for i in 0..<outer {
+                (o + i * range.count * inner).update(from: p + (i * len + range.lowerBound) * inner, count: range.count * inner)
+            }
+        }
+        let original = shape
+        return record("slice", out, [self]) { g in [g.padded(axis: a, before: range.lowerBound, total: original[a])] }
+    }
+
+    /// Places self at `before` in a zero tensor of length `total` along `axis` (the adjoint of slice).
+    func padded(axis a: Int, before: Int, total: Int) -> Variable {
+        let outer = shape[..<a].reduce(1, *), len = shape[a], inner = shape[(a + 1)...].reduce(1, *)
+        var outShape = shape
+        outShape[a] = total
+        let p = value.fp
+        let out = Tensor.make(outShape) { o in
+            for i in 0..<outer { (o + (i * total + before) * inner).update(from: p + i * len * inner, count: len * inner) }
+        }
+        return record("pad", out, [self]) { g in [g.slice(axis: a, before..<(before + len))] }
+    }
+
+    /// Rows of a [V, D] table at `indices` → [indices.count, D] (embedding lookup).
+    public func gatherRows(_ indices: [Int]) -> Variable {
+        let v = shape[0], d = count / Swift.max(v, 1)
+        precondition(indices.allSatisfy { (0..<v).contains($0) }, "row index outside 0..<\(v)")
+        let p = value.fp
+        let out = Tensor.make([indices.count] + shape.dropFirst()) { o in
+            for (i, r) in indices.enumerated() { (o + i * d).update(from: p + r * d, count: d) }
+        }
+        return record("gather", out, [self]) { g in [g.scatterAddRows(indices, rows: v)] }
+    }
+
+    /// Adds row i of self into row indices[i] of a zero [rows, D] table (the adjoint of gatherRows).
+    func scatterAddRows(_ indices: [Int], rows v: Int) -> Variable {
+        let d = count / Swift.max(indices.count, 1)
+        let p = value.fp
+        let out = Tensor.make([v] + shape.dropFirst()) { o in
+            for (i, r) in indices.enumerated() { for j in 0..<d { o[r * d + j] += p[i * d + j] } }
+        }
+        return record("scatter", out, [self]) { g in [g.gatherRows(indices)] }
+    }
+}
+
+/// Joins along `axis`.
+public func concat(_ parts: [Variable], axis: Int) -> Variable {
+    precondition(!parts.isEmpty, "concat of nothing")
+    let r = parts[0].shape.count, a = axis < 0 ? r + axis : axis
+    var shape = parts[0].shape
+    shape[a] = parts.map { $0.shape[a] }.reduce(0, +)
+    let outer = shape[..<a].reduce(1, *), inner = shape[(a + 1)...].reduce(1, *)
+    let out = Tensor.make(shape) { o in
+        var offset = 0
+        for part in parts {
+            let len = part.shape[a], p = part.value.fp
+            for i in 0..<outer { (o + (i * shape[a] + offset) * inner).update(from: p + i * len * inner, count: len * inner) }
+            offset += len
+        }
+    }
+    return record("concat", out, parts) { g in
+        var start = 0
+        return parts.map { part in
+            defer { start += part.shape[a] }
+            return g.slice(axis: a, start..<(start + part.shape[a]))
+        }
+    }
+}
+
+/// 2-D convolution (torch `F.conv2d`): x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O].
+/// im2col + one matrix product per group, so it is differentiable to any order.
+public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                   dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Variable {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+    precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
+    let window = Window2D(kernel: (kh, kw), stride: stride, padding: padding, dilation: dilation)
+    let (oh, ow) = window.outputSize(h, w)
+    let og = o / groups
+    var outs: [Variable] = []
+    for gi in 0..<groups {
+        let xg = groups == 1 ? x : x.slice(axis: 1, (gi * cg)..<((gi + 1) * cg))
+        let wg = groups == 1 ? weight : weight.slice(axis: 0, (gi * og)..<((gi + 1) * og))
+        let cols = xg.unfold(window)                                   // [N, cg·kh·kw, L]
+        let y = matmul(cols.transposed(), wg.reshaped([og, cg * kh * kw]).transposed())   // [N, L, og]
+        outs.append(y.transposed())                                   // [N, og, L]
+    }
+    var y = (groups == 1 ? outs[0] : concat(outs, axis: 1)).reshaped([n, o, oh, ow])
+    if let bias { y = y + bias.reshaped([1, o, 1, 1]) }
+    return y
+}
+
+/// 1-D convolution: x [N, C, L], weight [O, C/groups, k] (a 2-D convolution of height 1).
+public func conv1d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) -> Variable {
+    let y = conv2d(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),
+                   weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]), bias: bias,
+                   stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups: groups)
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+}
+
+extension Variable {
+    /// Average pooling over k×k windows with stride s (no padding): [N, C, H, W] → [N, C, oh, ow].
+    public func avgPool2d(kernel k: Int, stride s: Int? = nil) -> Variable {
+        pool(k, s ?? k).mean(axis: 1).reshaped(pooledShape(k, s ?? k))
+    }
+
+    /// Max pooling over k×k windows with stride s (no padding).
+    public func maxPool2d(kernel k: Int, stride s: Int? = nil) -> Variable {
+        pool(k, s ?? k).max(axis: 1).reshaped(pooledShape(k, s ?? k))
+    }
+
+    func pool(_ k: Int, _ s: Int) -> Variable {
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        return reshaped([n * c, 1, h, w]).unfold(Window2D(kernel: (k, k), stride: (s, s)))   // [N·C, k·k, L]
+    }
+
+    func pooledShape(_ k: Int, _ s: Int) -> [Int] {
+        let (oh, ow) = Window2D(kernel: (k, k), stride: (s, s)).outputSize(shape[2], shape[3])
+        return [shape[0], shape[1], oh, ow]
+    }
+
+    /// Bilinear resize of [N, C, H, W] to [N, C, outH, outW] with align_corners=False (torch
+    /// `F.interpolate(mode="bilinear")` without antialias), as two products with constant matrices.
+    public func upsampleBilinear(height oh: Int, width ow: Int) -> Variable {
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
+        let rows = Variable(interpolationMatrix(from: h, to: oh))   // [oh, h]
+        let cols = Variable(interpolationMatrix(from: w, to: ow))   // [ow, w]
+        let x = matmul(reshaped([n * c * h, w]), cols.transposed())                // [N·C·H, ow]
+        let t = x.reshaped([n * c, h, ow]).transposed().reshaped([n * c * ow, h])  // [N·C·ow, h]
+        let y = matmul(t, rows.transposed()).reshaped([n * c, ow, oh]).transposed()
+        return y.reshaped([n, c, oh, ow])
+    }
+}
+
+/// Linear interpolation weights [out, in] with half-pixel centres (align_corners=False).
+func interpolationMatrix(from n: Int, to m: Int) -> Tensor {
+    Tensor.make([m, n]) { o in
+        let scale = Double(n) / Double(m)
+        for i in 0..<m {
+            var src = (Double(i) + 0.5) * scale - 0.5
+            if src < 0 { src = 0 }
+            let i0 = Swift.min(Int(src), n - 1), i1 = Swift.min(i0 + 1, n - 1)
+            let frac = Float(src - Double(i0))
+            o[i * n + i0] += 1 - frac
+            o[i * n + i1] += frac
+        }
+    }
+}

@@ -1,0 +1,306 @@
+import Foundation
+
+// Differentiable ops on `Variable`. Each backward is written with these same ops, so gradients
+// of gradients work. Shapes follow numpy broadcasting.
+
+// MARK: - Elementwise arithmetic
+
+public func + (a: Variable, b: Variable) -> Variable {
+    record("add", broadcastBinary(a.value, b.value, +), [a, b]) { g in [g.sumTo(a.shape), g.sumTo(b.shape)] }
+}
+
+public func - (a: Variable, b: Variable) -> Variable {
+    record("sub", broadcastBinary(a.value, b.value, -), [a, b]) { g in [g.sumTo(a.shape), (-g).sumTo(b.shape)] }
+}
+
+public func * (a: Variable, b: Variable) -> Variable {
+    record("mul", broadcastBinary(a.value, b.value, *), [a, b]) { g in [(g * b).sumTo(a.shape), (g * a).sumTo(b.shape)] }
+}
+
+public func / (a: Variable, b: Variable) -> Variable {
+    record("div", broadcastBinary(a.value, b.value, /), [a, b]) { g in
+        [(g / b).sumTo(a.shape), (-(g * a) / (b * b)).sumTo(b.shape)]
+    }
+}
+
+public prefix func - (a: Variable) -> Variable {
+    record("neg", a.value.mapFloats { -$0 }, [a]) { g in [-g] }
+}
+
+public func + (a: Variable, s: Float) -> Variable { record("adds", a.value.mapFloats { $0 + s }, [a]) { g in [g] } }
+public func - (a: Variable, s: Float) -> Variable { a + (-s) }
+public func * (a: Variable, s: Float) -> Variable { record("muls", a.value.mapFloats { $0 * s }, [a]) { g in [g * s] } }
+public func / (a: Variable, s: Float) -> Variable { a * (1 / s) }
+public func + (s: Float, a: Variable) -> Variable { a + s }
+public func * (s: Float, a: Variable) -> Variable { a * s }
+public func - (s: Float, a: Variable) -> Variable { -a + s }
+
+extension Tensor {
+    @inline(__always)
+    func mapFloats(_ f: (Float) -> Float) -> Tensor {
+        let p = fp
+        return Tensor.make(shape) { o in for i in 0..<count { o[i] = f(p[i]) } }
+    }
+}
+
+extension Variable {
+    /// A constant (no gradient) of the same shape.
+    func constant(_ t: Tensor) -> Variable { Variable(t) }
+
+    // MARK: Unary functions
+
+    public func exp() -> Variable { record("exp", value.mapFloats { Foundation.exp($0) }, [self]) { g in [g * self.exp()] } }
+    public func log() -> Variable { record("log", value.mapFloats { Foundation.log($0) }, [self]) { g in [g / self] } }
+    public func sqrt() -> Variable { record("sqrt", value.mapFloats { $0.squareRoot() }, [self]) { g in [g / (self.sqrt() * 2)] } }
+    public func square() -> Variable { self * self }
+
+    public func tanh() -> Variable {
+        record("tanh", value.mapFloats { Foundation.tanh($0) }, [self]) { g in
+            let t = self.tanh()
+            return [g * (1 - t * t)]
+        }
+    }
+
+    public func sigmoid() -> Variable {
+        record("sigmoid", value.mapFloats { 1 / (1 + Foundation.exp(-$0)) }, [self]) { g in
+            let s = self.sigmoid()
+            return [g * s * (1 - s)]
+        }
+    }
+
+    /// The error function; d erf(x)/dx = 2/√π · exp(−x²).
+    public func erf() -> Variable {
+        record("erf", value.mapFloats { erff($0) }, [self]) { g in [g * (self * self * -1).exp() * Float(2 / Double.pi.squareRoot())] }
+    }
+
+    /// max(x, 0); the derivative uses a constant mask (1 where x > 0).
+    public func relu() -> Variable {
+        record("relu", value.mapFloats { Swift.max($0, 0) }, [self]) { g in [g * Variable(self.value.mapFloats { $0 > 0 ? 1 : 0 })] }
+    }
+
+    /// Exact GELU: x · Φ(x) = x/2 · (1 + erf(x/√2)).
+    public func gelu() -> Variable { self * 0.5 * ((self * Float(0.5.squareRoot())).erf() + 1) }
+
+    /// GELU with the tanh approximation: x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))).
+    public func geluTanh() -> Variable {
+        self * 0.5 * (((self + self * self * self * 0.044715) * Float((2 / Double.pi).squareRoot())).tanh() + 1)
+    }
+
+    /// x · σ(1.702 x) (OpenAI CLIP).
+    public func quickGELU() -> Variable { self * (self * 1.702).sigmoid() }
+
+    /// x · σ(x).
+    public func silu() -> Variable { self * self.sigmoid() }
+
+    // MARK: Shape
+
+    public func reshaped(_ shape: [Int]) -> Variable {
+        var shape = shape
+        if let i = shape.firstIndex(of: -1) {
+            let known = shape.enumerated().filter { $0.offset != i }.map(\.element).reduce(1, *)
+            shape[i] = known == 0 ? 0 : count / known
+        }
+        precondition(shape.reduce(1, *) == count, "cannot reshape \(self.shape) to \(shape)")
+        let original = self.shape
+        return record("reshape", try! value.reshaped(shape), [self]) { g in [g.reshaped(original)] }
+    }
+
+    /// Reorders the axes: result axis i is input axis `order[i]`.
+    public func permuted(_ order: [Int]) -> Variable {
+        precondition(order.sorted() == Array(0..<shape.count), "permutation \(order) does not fit rank \(shape.count)")
+        let out = permuteTensor(value, order)
+        var inverse = [Int](repeating: 0, count: order.count)
+        for (i, o) in order.enumerated() { inverse[o] = i }
+        return record("permute", out, [self]) { g in [g.permuted(inverse)] }
+    }
+
+    /// Swaps the last two axes.
+    public func transposed() -> Variable {
+        let r = shape.count
+        precondition(r >= 2, "transposed() needs rank ≥ 2")
+        return permuted(Array(0..<(r - 2)) + [r - 1, r - 2])
+    }
+
+    /// Repeats along dimensions of size 1 up to `shape`.
+    public func broadcast(to shape: [Int]) -> Variable {
+        if self.shape == shape { return self }
+        let original = self.shape
+        return record("broadcast", expandTo(value, shape), [self]) { g in [g.sumTo(original)] }
+    }
+
+    /// Sums the broadcast dimensions away (the adjoint of `broadcast(to:)`).
+    public func sumTo(_ shape: [Int]) -> Variable {
+        if self.shape == shape { return self }
+        let original = self.shape
+        return record("sumTo", reduceTo(value, shape), [self]) { g in [g.broadcast(to: original)] }
+    }
+
+    // MARK: Reductions
+
+    /// The sum of every element (a scalar, shape []).
+    public func sum() -> Variable { sumTo([]).reshaped([]) }
+
+    /// Sums along `axis` (negative counts from the end).
+    public func sum(axis: Int, keepDims: Bool = false) -> Variable {
+        let a = axis < 0 ? shape.count + axis : axis
+        var kept = shape
+        kept[a] = 1
+        let s = sumTo(kept)
+        return keepDims ? s : s.reshaped(shape.enumerated().filter { $0.offset != a }.map(\.element))
+    }
+
+    public func mean() -> Variable { sum() / Float(Swift.max(count, 1)) }
+    public func mean(axis: Int, keepDims: Bool = false) -> Variable {
+        let a = axis < 0 ? shape.count + axis : axis
+        return sum(axis: axis, keepDims: keepDims) / Float(shape[a])
+    }
+
+    /// The largest element along `axis`; the gradient goes to the first maximum (a constant one-hot
+    /// selection, so the op stays differentiable to any order).
+    public func max(axis: Int, keepDims: Bool = false) -> Variable {
+        let a = axis < 0 ? shape.count + axis : axis
+        let mask = argmaxMask(value, axis: a)
+        return (self * Variable(mask)).sum(axis: a, keepDims: keepDims)
+    }
+
+    // MARK: Normalisation and probabilities
+
+    /// log softmax along the last axis: x − max − log Σ exp(x − max), the max held constant.
+    public func logSoftmax() -> Variable {
+        let m = Variable(maxAlongLast(value))
+        let shifted = self - m
+        return shifted - shifted.exp().sum(axis: -1, keepDims: true).log()
+    }
+
+    public func softmax() -> Variable { logSoftmax().exp() }
+
+    /// Layer normalisation over the last axis (biased variance, as torch).
+    public func layerNorm(weight: Variable?, bias: Variable?, eps: Float = 1e-5) -> Variable {
+        let mu = mean(axis: -1, keepDims: true)
+        let centred = self - mu
+        var y = centred / ((centred * centred).mean(axis: -1, keepDims: true) + eps).sqrt()
+        if let weight { y = y * weight }
+        if let bias { y = y + bias }
+        return y
+    }
+
+    /// RMSNorm over the last axis: x / √(mean(x²) + eps) · weight.
+    public func rmsNorm(weight: Variable?, eps: Float = 1e-6) -> Variable {
+        var y = self / ((self * self).mean(axis: -1, keepDims: true) + eps).sqrt()
+        if let weight { y = y * weight }
+        return y
+    }
+
+    /// Group normalisation of [N, C, …] over `groups` channel groups (C % groups == 0), with a
+    /// per-channel affine; groups == C is instance normalisation.
+    public func groupNorm(groups: Int, weight: Variable?, bias: Variable?, eps: Float = 1e-5) -> Variable {
+        let n = shape[0], c = shape[1]
+        precondition(c % groups == 0, "channels \(c) are not divisible into \(groups) groups")
+        let grouped = reshaped([n, groups, -1])
+        let mu = grouped.mean(axis: -1, keepDims: true)
+        let centred = grouped - mu
+        var y = (centred / ((centred * centred).mean(axis: -1, keepDims: true) + eps).sqrt()).reshaped(shape)
+        let affine = [1, c] + [Int](repeating: 1, count: shape.count - 2)
+        if let weight { y = y * weight.reshaped(affine) }
+        if let bias { y = y + bias.reshaped(affine) }
+        return y
+    }
+}
+
+// MARK: - Matrix products
+
+/// A · B for [..., m, k] × [..., k, n] (same leading dims) or [..., m, k] × [k, n].
+public func matmul(_ a: Variable, _ b: Variable) -> Variable {
+    precondition(a.shape.count >= 2 && b.shape.count >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
+    let m = a.shape[a.shape.count - 2], k = a.shape.last!, n = b.shape.last!
+    precondition(b.shape[b.shape.count - 2] == k, "matmul: inner dimensions differ in \(a.shape) × \(b.shape)")
+    if b.shape.count == 2 {
+        let lead = Array(a.shape.dropLast(2))
+        let rows = lead.reduce(1, *) * m
+        let out = Tensor.make(lead + [m, n]) { o in
+            GEMM.sgemm(m: rows, n: n, k: k, a: a.value.fp, lda: k, b: b.value.fp, ldb: n, c: o, ldc: n)
+        }
+        return record("matmul", out, [a, b]) { g in
+            let g2 = g.reshaped([rows, n]), a2 = a.reshaped([rows, k])
+            return [matmul(g, b.transposed()), matmul(a2.transposed(), g2)]
+        }
+    }
+    precondition(Array(a.shape.dropLast(2)) == Array(b.shape.dropLast(2)), "matmul: batch dimensions differ in \(a.shape) × \(b.shape)")
+    let lead = Array(a.shape.dropLast(2))
+    let batch = lead.reduce(1, *)
+    let out = Tensor.make(lead + [m, n]) { o in
+        GEMM.batched(batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: m * k, b: b.value.fp, ldb: n, strideB: k * n,
+                     c: o, ldc: n, strideC: m * n)
+    }
+    return record("bmm", out, [a, b]) { g in [matmul(g, b.transposed()), matmul(a.transposed(), g)] }
+}
+
+/// x · Wᵀ + b with W stored [out, in] (nn.Linear).
+public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
+    let y = matmul(x, weight.transposed())
+    return bias.map { y + $0 } ?? y
+}
+
+// MARK: - Losses
+
+/// Mean cross-entropy of logits [N, C] against class indices.
+public func crossEntropy(_ logits: Variable, labels: [Int]) -> Variable {
+    let n = logits.shape[0], c = logits.shape[1]
+    precondition(labels.count == n && labels.allSatisfy { (0..<c).contains($0) }, "labels must hold \(n) indices in 0..<\(c)")
+    let onehot = Tensor.make([n, c]) { o in for (i, y) in labels.enumerated() { o[i * c + y] = 1 } }
+    return -(logits.logSoftmax() * Variable(onehot)).sum() / Float(n)
+}
+
+/// KL(p_teacher ‖ softmax(student/T)) · T², batch mean, with p_teacher = softmax(teacher/T)
+/// (Hinton et al.'s distillation loss as RDED/SRe2L use it).
+public func distillationKL(student: Variable, teacher: Variable, temperature t: Float) -> Variable {
+    let p = (teacher / t).softmax().detached()
+    let logQ = (student / t).logSoftmax()
+    let logP = Variable(p.value.mapFloats { $0 > 0 ? Foundation.log($0) : 0 })
+    return (p * (logP - logQ)).sum() * (t * t) / Float(student.shape[0])
+}
+
+// MARK: - Helpers (not differentiable)
+
+func permuteTensor(_ t: Tensor, _ order: [Int]) -> Tensor {
+    let shape = order.map { t.shape[$0] }
+    let src = Shapes.strides(t.shape)
+    let strides = order.map { src[$0] }
+    let zero = [Int](repeating: 0, count: shape.count)
+    let p = t.fp
+    return Tensor.make(shape) { o in
+        Shapes.forEachRow(shape, strides, zero) { off, _, start, n, d, _ in
+            for i in 0..<n { o[start + i] = p[off + i * d] }
+        }
+    }
+}
+
+/// The maximum along the last axis, keeping it as size 1.
+func maxAlongLast(_ t: Tensor) -> Tensor {
+    let w = t.shape.last ?? 1, rows = t.count / Swift.max(w, 1)
+    let p = t.fp
+    var shape = t.shape
+    if !shape.isEmpty { shape[shape.count - 1] = 1 }
+    return Tensor.make(shape) { o in
+        for r in 0..<rows {
+            var m = -Float.infinity
+            for i in 0..<w { m = Swift.max(m, p[r * w + i]) }
+            o[r] = m
+        }
+    }
+}
+
+/// 1 at the first maximum along `axis`, 0 elsewhere.
+func argmaxMask(_ t: Tensor, axis: Int) -> Tensor {
+    let outer = t.shape[..<axis].reduce(1, *), len = t.shape[axis], inner = t.shape[(axis + 1)...].reduce(1, *)
+    let p = t.fp
+    return Tensor.make(t.shape) { o in
+        for a in 0..<outer {
+            for c in 0..<inner {
+                var best = 0
+                for i in 1..<Swift.max(len, 1) where p[(a * len + i) * inner + c] > p[(a * len + best) * inner + c] { best = i }
+                o[(a * len + best) * inner + c] = 1
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Tensors
+import Testing
+
+@Suite struct AutogradTests {
+    @Test func elementwiseAndBroadcasting() {
+        var gc = GradientCheck()
+        gc.check("add", [gc.random([3, 4]), gc.random([4])]) { $0[0] + $0[1] }
+        gc.check("sub", [gc.random([2, 1, 3]), gc.random([4, 1])]) { $0[0] - $0[1] }
+        gc.check("mul", [gc.random([3, 4]), gc.random([3, 1])]) { $0[0] * $0[1] }
+        gc.check("div", [gc.random([3, 4]), gc.random([4], scale: 0.3, offset: 2)]) { $0[0] / $0[1] }
+        gc.check("scalars", [gc.random([5])]) { 2 - ($0[0] * 3 + 1) / 4 }
+    }
+
+    @Test func unaryFunctions() {
+        var gc = GradientCheck()
+        gc.check("exp", [gc.random([6], scale: 0.5)]) { $0[0].exp() }
+        gc.check("log", [gc.random([6], scale: 0.2, offset: 2)]) { $0[0].log() }
+        gc.check("sqrt", [gc.random([6], scale: 0.2, offset: 2)]) { $0[0].sqrt() }
+        gc.check("tanh", [gc.random([6])]) { $0[0].tanh() }
+        gc.check("sigmoid", [gc.random([6])]) { $0[0].sigmoid() }
+        gc.check("erf", [gc.random([6])]) { $0[0].erf() }
+        gc.check("gelu", [gc.random([8])]) { $0[0].gelu() }
+        gc.check("geluTanh", [gc.random([8])]) { $0[0].geluTanh() }
+        gc.check("quickGELU", [gc.random([8])]) { $0[0].quickGELU() }
+        gc.check("silu", [gc.random([8])]) { $0[0].silu() }
+        // Away from the kink at 0.
+        let x = try! Variable([-1.5, -0.7, 0.4, 1.2, 2.0, -0.3], shape: [6], requiresGrad: true)
+        gc.check("relu", [x]) { $0[0].relu() }
+    }
+
+    @Test func shapesAndReductions() {
+        var gc = GradientCheck()
+        gc.check("reshape", [gc.random([2, 6])]) { $0[0].reshaped([3, -1]) }
+        gc.check("permute", [gc.random([2, 3, 4])]) { $0[0].permuted([2, 0, 1]) }
+        gc.check("transpose", [gc.random([2, 3, 4])]) { $0[0].transposed() }
+        gc.check("broadcast", [gc.random([3, 1])]) { $0[0].broadcast(to: [2, 3, 4]) }
+        gc.check("sum", [gc.random([3, 4])]) { $0[0].sum() }
+        gc.check("sum axis", [gc.random([3, 4, 2])]) { $0[0].sum(axis: 1) }
+        gc.check("mean axis", [gc.random([3, 4])]) { $0[0].mean(axis: -1, keepDims: true) }
+        gc.check("max axis", [gc.random([3, 5])]) { $0[0].max(axis: 1) }
+        gc.check("slice", [gc.random([3, 5, 2])]) { $0[0].slice(axis: 1, 1..<4) }
+        gc.check("concat", [gc.random([2, 3]), gc.random([2, 1])]) { concat($0, axis: 1) }
+        gc.check("gatherRows", [gc.random([5, 3])]) { $0[0].gatherRows([4, 0, 4, 2]) }
+    }
+
+    @Test func matrixProductsAndLosses() {
+        var gc = GradientCheck()
+        gc.check("matmul 2d", [gc.random([3, 4]), gc.random([4, 5])]) { matmul($0[0], $0[1]) }
+        gc.check("matmul batched", [gc.random([2, 3, 4]), gc.random([2, 4, 2])]) { matmul($0[0], $0[1]) }
+        gc.check("matmul broadcast", [gc.random([2, 3, 4]), gc.random([4, 2])]) { matmul($0[0], $0[1]) }
+        gc.check("linear", [gc.random([5, 4]), gc.random([3, 4]), gc.random([3])]) { linear($0[0], weight: $0[1], bias: $0[2]) }
+        gc.check("logSoftmax", [gc.random([3, 5])]) { $0[0].logSoftmax() }
+        gc.check("softmax", [gc.random([3, 5])]) { $0[0].softmax() }
+        gc.check("crossEntropy", [gc.random([4, 3])]) { crossEntropy($0[0], labels: [0, 2, 1, 2]) }
+        let teacher = gc.random([4, 3]).detached()      // the teacher is a constant of the loss
+        gc.check("distillationKL", [gc.random([4, 3])]) { distillationKL(student: $0[0], teacher: teacher, temperature: 2) }
+    }
+
+    @Test func normalisation() {
+        var gc = GradientCheck()
+        gc.check("layerNorm", [gc.random([3, 6]), gc.random([6]), gc.random([6])]) { $0[0].layerNorm(weight: $0[1], bias: $0[2]) }
+        gc.check("rmsNorm", [gc.random([3, 6]), gc.random([6])]) { $0[0].rmsNorm(weight: $0[1]) }
+        gc.check("groupNorm", [gc.random([2, 4, 3, 3]), gc.random([4]), gc.random([4])]) { $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2]) }
+        gc.check("instanceNorm", [gc.random([2, 3, 2, 2])]) { $0[0].groupNorm(groups: 3, weight: nil, bias: nil) }
+    }
+
+    @Test func convolutionAndPooling() {
+        var gc = GradientCheck()
+        gc.check("conv2d", [gc.random([2, 3, 5, 5]), gc.random([4, 3, 3, 3], scale: 0.3), gc.random([4])]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], padding: (1, 1))
+        }
+        gc.check("conv2d strided dilated", [gc.random([1, 2, 7, 6]), gc.random([3, 2, 2, 3], scale: 0.3)]) {
+            conv2d($0[0], weight: $0[1], bias: nil, stride: (2, 1), padding: (1, 0), dilation: (2, 1))
+        }
+        gc.check("conv2d groups", [gc.random([1, 4, 4, 4]), gc.random([6, 2, 3, 3], scale: 0.3)]) {
+            conv2d($0[0], weight: $0[1], bias: nil, padding: (1, 1), groups: 2)
+        }
+        gc.check("conv1d", [gc.random([2, 3, 8]), gc.random([2, 3, 3], scale: 0.3)]) { conv1d($0[0], weight: $0[1], bias: nil, padding: 1) }
+        gc.check("avgPool2d", [gc.random([2, 3, 4, 4])]) { $0[0].avgPool2d(kernel: 2) }
+        gc.check("maxPool2d", [gc.random([1, 2, 4, 4])]) { $0[0].maxPool2d(kernel: 2) }
+        gc.check("bilinear", [gc.random([1, 2, 3, 4])]) { $0[0].upsampleBilinear(height: 5, width: 7) }
+    }
+
+    /// The gradient of a gradient (dataset condensation's gradient matching needs it): with
+    /// g(W) = ∂L/∂x of L = Σ tanh(conv(x, W))², check ∂⟨g, v⟩/∂W against finite differences of ⟨g, v⟩.
+    @Test func secondOrderThroughConvolution() {
+        var gc = GradientCheck()
+        let x = gc.random([1, 2, 5, 5])
+        let v = gc.random([1, 2, 5, 5]).detached()
+        let w = gc.random([3, 2, 3, 3], scale: 0.4)
+        func inner(_ w: Variable, createGraph: Bool) -> Variable {
+            let xi = x.detached()
+            let xr = Variable(xi.value, requiresGrad: true)
+            let y = conv2d(xr, weight: w, bias: nil, padding: (1, 1)).tanh()
+            let l = (y * y).sum()
+            let g = Autograd.gradients(of: l, wrt: [xr], createGraph: createGraph)[0]!
+            return (g * v).sum()
+        }
+        let h = inner(w, createGraph: true)
+        let analytic = Autograd.gradients(of: h, wrt: [w])[0]!.scalars
+        let base = w.scalars
+        var worst: Float = 0
+        for i in stride(from: 0, to: base.count, by: 3) {
+            func value(_ d: Float) -> Float {
+                var moved = base
+                moved[i] += d
+                return inner(try! Variable(moved, shape: w.shape, requiresGrad: true), createGraph: false).scalars[0]
+            }
+            let numeric = (value(1e-2) - value(-1e-2)) / 2e-2
+            worst = max(worst, abs(numeric - analytic[i]) / max(1, abs(numeric)))
+        }
+        #expect(worst < 2e-2, "second-order worst relative error \(worst)")
+    }
+
+    @Test func backwardAccumulatesIntoLeavesAndInferenceRecordsNothing() {
+        let a = try! Variable([1, 2, 3], shape: [3], requiresGrad: true)
+        let b = try! Variable([4, 5, 6], shape: [3], requiresGrad: true)
+        (a * b).sum().backward()
+        #expect(a.grad?.scalars == [4, 5, 6] && b.grad?.scalars == [1, 2, 3])
+        (a * b).sum().backward()
+        #expect(a.grad?.scalars == [8, 10, 12])
+        let y = GradMode.disabled { (a * b).exp() }
+        #expect(y.isLeaf && !y.requiresGrad)
+        // A value used twice gets both contributions.
+        let x = try! Variable([3], shape: [1], requiresGrad: true)
+        let g = Autograd.gradients(of: (x * x + x).sum(), wrt: [x])[0]!
+        #expect(g.scalars == [7])
+    }
+
+    @Test func opsAgreeWithDirectFormulas() throws {
+        let x = try Variable([1, 2, 3, 4, 5, 6], shape: [2, 3])
+        #expect(x.softmax().scalars[0...2].reduce(0, +) > 0.9999)
+        let pooled = try Variable((0..<16).map(Float.init), shape: [1, 1, 4, 4]).avgPool2d(kernel: 2)
+        #expect(pooled.scalars == [2.5, 4.5, 10.5, 12.5])
+        let maxed = try Variable((0..<16).map(Float.init), shape: [1, 1, 4, 4]).maxPool2d(kernel: 2)
+        #expect(maxed.scalars == [5, 7, 13, 15])
+        // A 1×1 convolution is a matrix product over channels.
+        let img = try Variable((0..<8).map(Float.init), shape: [1, 2, 2, 2])
+        let w = try Variable([1, 10], shape: [1, 2, 1, 1])
+        #expect(conv2d(img, weight: w, bias: nil).scalars == [40, 51, 62, 73])
+        // Bilinear upsampling of a constant stays constant; of a ramp stays monotone.
+        let up = try Variable([1, 1, 1, 1], shape: [1, 1, 2, 2]).upsampleBilinear(height: 5, width: 3)
+        #expect(up.scalars.allSatisfy { abs($0 - 1) < 1e-6 })
+    }
+}
