@@ -27,14 +27,6 @@ extension Tensor {
         let storage = TensorStorage(borrowing: c.data ?? UnsafeMutableRawPointer(bitPattern: 64)!, byteCount: need)
         try self.init(dtype: dtype, shape: shape, storage: storage)
     }
-
-    /// A copy that owns its memory (for keeping a borrowed tensor beyond a call).
-    public func owned() -> Tensor {
-        if storage.isOwned { return self }
-        var copy = Tensor(zeros: dtype, shape: shape)
-        copy.withUnsafeMutableBytes { dst in withUnsafeBytes { dst.copyMemory(from: $0) } }
-        return copy
-    }
 }
 
 /// Owns the C view (names, shapes, the `mng_tensor` array) of a list of Swift tensors, for as long

@@ -138,4 +138,12 @@ public struct Tensor: @unchecked Sendable {
         }
         return try Tensor(dtype: dtype, shape: newShape, storage: storage)
     }
+
+    /// A copy that owns its memory (for keeping a borrowed tensor beyond a call).
+    public func owned() -> Tensor {
+        if storage.isOwned { return self }
+        var copy = Tensor(zeros: dtype, shape: shape)
+        copy.withUnsafeMutableBytes { dst in withUnsafeBytes { dst.copyMemory(from: $0) } }
+        return copy
+    }
 }

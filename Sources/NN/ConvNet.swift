@@ -1,0 +1,50 @@
+import Tensors
+
+/// ConvNet-3, the evaluation network of dataset distillation (DC/DM/DSA code, `ConvNet` with
+/// net_width 128, net_depth 3, instancenorm, relu, avgpooling):
+/// depth × [Conv 3×3 (pad 1; pad 3 for the first layer of 28×28 single-channel input) →
+/// GroupNorm(width groups, affine) → ReLU → AvgPool 2×2] → flatten → Linear(→ classes).
+/// Parameter names follow the reference's `features.N` / `classifier` so its checkpoints load.
+public final class ConvNet: Module {
+    public let convs: [Conv2d]
+    public let norms: [GroupNorm]
+    public let classifier: Linear
+    public let imageSize: Int
+    public var isTraining = true { didSet { for m in convs as [Module] + norms as [Module] + [classifier] { m.isTraining = isTraining } } }
+
+    public init(channels: Int, classes: Int, width: Int = 128, depth: Int = 3, imageSize: Int = 32, seed: UInt64 = 0) {
+        var rng = SeededGenerator(seed: seed)
+        var convs: [Conv2d] = [], norms: [GroupNorm] = []
+        var size = imageSize
+        for d in 0..<depth {
+            let pad = (d == 0 && channels == 1 && imageSize == 28) ? 3 : 1
+            convs.append(Conv2d(d == 0 ? channels : width, width, kernel: 3, padding: pad, rng: &rng))
+            norms.append(GroupNorm(groups: width, channels: width))
+            size = (size + 2 * pad - 2) / 2
+        }
+        self.convs = convs
+        self.norms = norms
+        self.imageSize = imageSize
+        classifier = Linear(width * size * size, classes, rng: &rng)
+    }
+
+    /// Each feature block is 4 entries of the reference's `features` Sequential: conv, norm, act, pool.
+    public var namedParameters: [(String, Parameter)] {
+        var out: [(String, Parameter)] = []
+        for (d, (conv, norm)) in zip(convs, norms).enumerated() {
+            out += prefixed("features.\(4 * d).", conv.namedParameters)
+            out += prefixed("features.\(4 * d + 1).", norm.namedParameters)
+        }
+        return out + prefixed("classifier.", classifier.namedParameters)
+    }
+
+    /// The flattened features before the classifier (DM matches their class means).
+    public func embed(_ x: Variable) -> Variable {
+        var h = x
+        for (conv, norm) in zip(convs, norms) { h = norm(conv(h)).relu().avgPool2d(kernel: 2) }
+        return h.reshaped([x.shape[0], -1])
+    }
+
+    /// Logits [N, classes] of images [N, C, H, W].
+    public func callAsFunction(_ x: Variable) -> Variable { classifier(embed(x)) }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import Tensors
+
+/// y = x·Wᵀ + b, W [out, in] (torch nn.Linear and its default initialisation:
+/// W, b ~ U(±1/√in), the bound kaiming_uniform(a = √5) gives).
+public final class Linear: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public var isTraining = true
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, rng: inout SeededGenerator) {
+        let bound = 1 / Float(inFeatures).squareRoot()
+        weight = Parameter(uniform([outFeatures, inFeatures], bound: bound, &rng))
+        self.bias = bias ? Parameter(uniform([outFeatures], bound: bound, &rng), decays: false) : nil
+    }
+
+    public var namedParameters: [(String, Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+    public func callAsFunction(_ x: Variable) -> Variable { linear(x, weight: weight.variable, bias: bias?.variable) }
+}
+
+/// 2-D convolution layer (torch nn.Conv2d, same default initialisation as Linear with
+/// fan_in = in/groups · kh · kw).
+public final class Conv2d: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), groups: Int
+    public var isTraining = true
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        precondition(inChannels % groups == 0 && outChannels % groups == 0, "channels must divide into groups")
+        let fanIn = inChannels / groups * kernel * kernel
+        let bound = 1 / Float(fanIn).squareRoot()
+        weight = Parameter(uniform([outChannels, inChannels / groups, kernel, kernel], bound: bound, &rng))
+        self.bias = bias ? Parameter(uniform([outChannels], bound: bound, &rng), decays: false) : nil
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        self.groups = groups
+    }
+
+    public var namedParameters: [(String, Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+    public func callAsFunction(_ x: Variable) -> Variable {
+        conv2d(x, weight: weight.variable, bias: bias?.variable, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    }
+}
+
+/// LayerNorm over the last dimension (gain 1, bias 0).
+public final class LayerNorm: Module {
+    public let weight: Parameter, bias: Parameter
+    public let eps: Float
+    public var isTraining = true
+
+    public init(_ width: Int, eps: Float = 1e-5) {
+        weight = Parameter(Tensor.filled(1, shape: [width]), decays: false)
+        bias = Parameter(Tensor.filled(0, shape: [width]), decays: false)
+        self.eps = eps
+    }
+
+    public var namedParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
+    public func callAsFunction(_ x: Variable) -> Variable { x.layerNorm(weight: weight.variable, bias: bias.variable, eps: eps) }
+}
+
+/// GroupNorm (groups == channels: instance normalisation with affine, ConvNet-3's norm).
+public final class GroupNorm: Module {
+    public let groups: Int
+    public let weight: Parameter?, bias: Parameter?
+    public let eps: Float
+    public var isTraining = true
+
+    public init(groups: Int, channels: Int, affine: Bool = true, eps: Float = 1e-5) {
+        self.groups = groups
+        weight = affine ? Parameter(Tensor.filled(1, shape: [channels]), decays: false) : nil
+        bias = affine ? Parameter(Tensor.filled(0, shape: [channels]), decays: false) : nil
+        self.eps = eps
+    }
+
+    public var namedParameters: [(String, Parameter)] { weight.map { [("weight", $0), ("bias", bias!)] } ?? [] }
+    public func callAsFunction(_ x: Variable) -> Variable {
+        x.groupNorm(groups: groups, weight: weight?.variable, bias: bias?.variable, eps: eps)
+    }
+}
+
+/// BatchNorm over [N, C, …] (torch nn.BatchNorm2d): training normalises with the batch mean and
+/// biased variance and updates running statistics (unbiased variance, `momentum`); evaluation uses
+/// the running statistics.
+public final class BatchNorm: Module {
+    public let weight: Parameter, bias: Parameter
+    public private(set) var runningMean: Tensor
+    public private(set) var runningVar: Tensor
+    public private(set) var batchesTracked: Int = 0
+    public let momentum: Float, eps: Float
+    public var isTraining = true
+
+    public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+        weight = Parameter(Tensor.filled(1, shape: [channels]), decays: false)
+        bias = Parameter(Tensor.filled(0, shape: [channels]), decays: false)
+        runningMean = Tensor.filled(0, shape: [channels])
+        runningVar = Tensor.filled(1, shape: [channels])
+        self.momentum = momentum
+        self.eps = eps
+    }
+
+    public var namedParameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
+    public var namedBuffers: [(String, Tensor)] {
+        [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", Tensor.filled(Float(batchesTracked), shape: []))]
+    }
+    public func loadBuffer(_ name: String, _ value: Tensor) {
+        switch name {
+        case "running_mean": runningMean = value
+        case "running_var": runningVar = value
+        case "num_batches_tracked": batchesTracked = Int((try? value.scalars(as: Float.self).first) ?? 0)
+        default: break
+        }
+    }
+
+    public func callAsFunction(_ x: Variable) -> Variable {
+        let c = x.shape[1]
+        let affine = [1, c] + [Int](repeating: 1, count: x.shape.count - 2)
+        // Statistics over every axis but the channel one.
+        let perChannel = x.permuted([1, 0] + Array(2..<x.shape.count)).reshaped([c, -1])
+        let mean: Variable, variance: Variable
+        if isTraining {
+            mean = perChannel.mean(axis: 1)
+            let centred = perChannel - mean.reshaped([c, 1])
+            variance = (centred * centred).mean(axis: 1)
+            let n = Float(perChannel.shape[1])
+            let m = mean.scalars, v = variance.scalars
+            var rm: [Float] = try! runningMean.scalars(), rv: [Float] = try! runningVar.scalars()
+            for i in 0..<c {
+                rm[i] = (1 - momentum) * rm[i] + momentum * m[i]
+                rv[i] = (1 - momentum) * rv[i] + momentum * v[i] * n / max(n - 1, 1)
+            }
+            runningMean = try! Tensor(rm, shape: [c])
+            runningVar = try! Tensor(rv, shape: [c])
+            batchesTracked += 1
+        } else {
+            mean = Variable(runningMean)
+            variance = Variable(runningVar)
+        }
+        let y = (x - mean.reshaped(affine)) / (variance.reshaped(affine) + eps).sqrt()
+        return y * weight.variable.reshaped(affine) + bias.variable.reshaped(affine)
+    }
+}
+
+/// Dropout: in training, zeroes each element with probability p and scales the rest by 1/(1−p)
+/// (seeded); identity in evaluation.
+public final class Dropout: Module {
+    public let p: Float
+    public var isTraining = true
+    var rng: SeededGenerator
+
+    public init(_ p: Float, seed: UInt64 = 0) {
+        self.p = p
+        rng = SeededGenerator(seed: seed)
+    }
+
+    public var namedParameters: [(String, Parameter)] { [] }
+    public func callAsFunction(_ x: Variable) -> Variable {
+        guard isTraining, p > 0 else { return x }
+        let keep = 1 - p
+        let mask = try! Tensor((0..<x.count).map { _ in Float(rng.nextUniform()) < keep ? 1 / keep : 0 }, shape: x.shape)
+        return x * Variable(mask)
+    }
+}
