@@ -52,7 +52,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "COpenBLAS",
+            "MenagerieHost", "MenagerieKit", "NN", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -176,9 +176,8 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: (In
     for gi in 0..<groups {
         let xg = groups == 1 ? x : x.slice(axis: 1, (gi * cg)..<((gi + 1) * cg))
         let wg = groups == 1 ? weight : weight.slice(axis: 0, (gi * og)..<((gi + 1) * og))
-        let cols = xg.unfold(window)                                   // [N, cg·kh·kw, L]
-        let y = matmul(cols.transposed(), wg.reshaped([og, cg * kh * kw]).transposed())   // [N, L, og]
-        outs.append(y.transposed())                                   // [N, og, L]
+        let cols = xg.unfold(window)                                           // [N, cg·kh·kw, L]
+        outs.append(matmulShared(wg.reshaped([og, cg * kh * kw]), cols))      // [N, og, L]
     }
     var y = (groups == 1 ? outs[0] : concat(outs, axis: 1)).reshaped([n, o, oh, ow])
     if let bias { y = y + bias.reshaped([1, o, 1, 1]) }
@@ -240,4 +239,32 @@ func interpolationMatrix(from n: Int, to m: Int) -> Tensor {
             o[i * n + i1] += frac
         }
     }
+}
+
+/// C[b] = A · B[b] for a shared A [m, k] and a batch B [N, k, n] → [N, m, n] (one sgemm per item,
+/// no transposed copies). Its gradients are again `matmulShared` and `matmulSumNT`, so the pair is
+/// differentiable to any order; convolution is built on it.
+public func matmulShared(_ a: Variable, _ b: Variable) -> Variable {
+    let (m, k) = (a.shape[0], a.shape[1])
+    let (batch, k2, n) = (b.shape[0], b.shape[1], b.shape[2])
+    precondition(a.shape.count == 2 && b.shape.count == 3 && k == k2, "matmulShared: \(a.shape) × \(b.shape)")
+    let out = Tensor.make([batch, m, n]) { o in
+        GEMM.batched(batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: 0, b: b.value.fp, ldb: n, strideB: k * n,
+                     c: o, ldc: n, strideC: m * n)
+    }
+    return record("matmulShared", out, [a, b]) { g in [matmulSumNT(g, b), matmulShared(a.transposed(), g)] }
+}
+
+/// Σ_b X[b] · Y[b]ᵀ for X [N, m, n] and Y [N, k, n] → [m, k] (the weight gradient of a convolution).
+public func matmulSumNT(_ x: Variable, _ y: Variable) -> Variable {
+    let (batch, m, n) = (x.shape[0], x.shape[1], x.shape[2])
+    let k = y.shape[1]
+    precondition(y.shape.count == 3 && y.shape[0] == batch && y.shape[2] == n, "matmulSumNT: \(x.shape) · \(y.shape)ᵀ")
+    let out = Tensor.make([m, k]) { o in
+        for b in 0..<batch {
+            GEMM.sgemm(transposeB: true, m: m, n: k, k: n, a: x.value.fp + b * m * n, lda: n, b: y.value.fp + b * k * n, ldb: n,
+                       beta: b == 0 ? 0 : 1, c: o, ldc: k)
+        }
+    }
+    return record("matmulSumNT", out, [x, y]) { g in [matmulShared(g, y), matmulShared(g.transposed(), x)] }
 }

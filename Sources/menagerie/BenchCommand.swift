@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MenagerieHost
 import MenagerieKit
+import NN
 import Tensors
 
 /// `menagerie bench`: measures, never asserts. Every benchmark prints the same record shape:
@@ -116,6 +117,23 @@ struct BenchCommand: ParsableCommand {
                 samples.append((now() - t0) * 1000 / Double(calls))
             }
             records.append(record(benchName, unit: "µs", samples, target: 20))
+        }
+
+        // ConvNet-3 training step (forward + backward + SGD) at batch 256 on 32×32 RGB, width 128.
+        if wanted("convnet3.train_step") {
+            var rng = SeededGenerator(seed: 1)
+            let batch = 256
+            let x = Variable(try Tensor((0..<(batch * 3 * 32 * 32)).map { _ in Float(rng.nextNormal()) }, shape: [batch, 3, 32, 32]))
+            let labels = (0..<batch).map { $0 % 10 }
+            let net = ConvNet(channels: 3, classes: 10)
+            let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
+            var samples: [Double] = []
+            for _ in 0..<max(2, repeats / 10) {
+                let t0 = now()
+                opt.minimize(crossEntropy(net(x), labels: labels))
+                samples.append(now() - t0)
+            }
+            records.append(record("convnet3.train_step", unit: "ms", samples))
         }
 
         if json { return try printJSON(records) }

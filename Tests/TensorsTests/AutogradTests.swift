@@ -49,6 +49,8 @@ import Testing
         gc.check("matmul 2d", [gc.random([3, 4]), gc.random([4, 5])]) { matmul($0[0], $0[1]) }
         gc.check("matmul batched", [gc.random([2, 3, 4]), gc.random([2, 4, 2])]) { matmul($0[0], $0[1]) }
         gc.check("matmul broadcast", [gc.random([2, 3, 4]), gc.random([4, 2])]) { matmul($0[0], $0[1]) }
+        gc.check("matmulShared", [gc.random([3, 4]), gc.random([2, 4, 5])]) { matmulShared($0[0], $0[1]) }
+        gc.check("matmulSumNT", [gc.random([2, 3, 5]), gc.random([2, 4, 5])]) { matmulSumNT($0[0], $0[1]) }
         gc.check("linear", [gc.random([5, 4]), gc.random([3, 4]), gc.random([3])]) { linear($0[0], weight: $0[1], bias: $0[2]) }
         gc.check("logSoftmax", [gc.random([3, 5])]) { $0[0].logSoftmax() }
         gc.check("softmax", [gc.random([3, 5])]) { $0[0].softmax() }
