@@ -127,6 +127,7 @@ struct BenchCommand: ParsableCommand {
             let labels = (0..<batch).map { $0 % 10 }
             let net = ConvNet(channels: 3, classes: 10)
             let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
+            opt.minimize(crossEntropy(net(x), labels: labels))     // warm-up: fills the buffer pool
             var samples: [Double] = []
             for _ in 0..<max(2, repeats / 10) {
                 let t0 = now()

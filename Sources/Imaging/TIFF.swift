@@ -1,0 +1,177 @@
+import CTIFF
+import Foundation
+import Formats
+import Tensors
+
+/// TIFF files through libtiff: 8/16-bit unsigned and 32-bit float samples, 1–4 channels,
+/// strips or tiles, the first page of multi-page files. libtiff's messages become the errors'
+/// text (its handlers are replaced: nothing is printed on stderr).
+public enum TIFF {
+    /// What a TIFF holds: samples as a tensor [H, W] or [H, W, C] of u8, f32 (16-bit samples are
+    /// read as i32 to stay exact) and the sample format.
+    public struct Page: Sendable {
+        public let width: Int
+        public let height: Int
+        public let channels: Int
+        public let bitsPerSample: Int
+        public let pixels: Tensor
+    }
+
+    /// The largest width × height read (a guard against decompression bombs); `MENAGERIE_MAX_PIXELS`.
+    public static var maxPixels: Int {
+        ProcessInfo.processInfo.environment["MENAGERIE_MAX_PIXELS"].flatMap(Int.init) ?? 1 << 28
+    }
+
+    public static func read(path: String) throws -> Page {
+        installHandlers()
+        clearMessage()
+        guard let tif = TIFFOpen(path, "r") else { throw FormatError(path: path, "not a readable TIFF (\(lastMessage() ?? "open failed"))") }
+        defer { TIFFClose(tif) }
+        var w: UInt32 = 0, h: UInt32 = 0, bits: UInt16 = 0, spp: UInt16 = 0, format: UInt16 = 0, planar: UInt16 = 0
+        guard mng_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) == 1, mng_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) == 1 else {
+            throw FormatError(path: path, "TIFF without image width/length tags")
+        }
+        _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_BITSPERSAMPLE), &bits)
+        _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_SAMPLESPERPIXEL), &spp)
+        _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_SAMPLEFORMAT), &format)
+        _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_PLANARCONFIG), &planar)
+        let width = Int(w), height = Int(h), channels = Int(spp)
+        guard width > 0, height > 0, (1...4).contains(channels) else {
+            throw FormatError(path: path, "unsupported TIFF geometry \(width)×\(height)×\(channels)")
+        }
+        guard width * height <= maxPixels else {
+            throw FormatError(path: path, "\(width)×\(height) pixels exceed the limit of \(maxPixels) (set MENAGERIE_MAX_PIXELS to raise it)")
+        }
+        guard planar == UInt16(PLANARCONFIG_CONTIG) else { throw FormatError(path: path, "planar (separate-plane) TIFFs are not supported") }
+        let isFloat = format == UInt16(SAMPLEFORMAT_IEEEFP)
+        guard (bits == 8 || bits == 16) && format == UInt16(SAMPLEFORMAT_UINT) || (bits == 32 && isFloat) else {
+            throw FormatError(path: path, "\(bits)-bit samples of format \(format) are not supported (8/16-bit unsigned, 32-bit float are)")
+        }
+        let bytesPerSample = Int(bits) / 8
+        var raw = [UInt8](repeating: 0, count: width * height * channels * bytesPerSample)
+        let rowBytes = width * channels * bytesPerSample
+        try raw.withUnsafeMutableBytes { out in
+            if TIFFIsTiled(tif) != 0 {
+                var tw: UInt32 = 0, th: UInt32 = 0
+                _ = mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILEWIDTH), &tw)
+                _ = mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILELENGTH), &th)
+                let tileBytes = Int(TIFFTileSize(tif))
+                var tile = [UInt8](repeating: 0, count: tileBytes)
+                for ty in stride(from: 0, to: height, by: Int(th)) {
+                    for tx in stride(from: 0, to: width, by: Int(tw)) {
+                        guard TIFFReadTile(tif, &tile, UInt32(tx), UInt32(ty), 0, 0) >= 0 else {
+                            throw FormatError(path: path, "corrupt tile at (\(tx), \(ty)): \(lastMessage() ?? "read failed")")
+                        }
+                        let tileRow = Int(tw) * channels * bytesPerSample
+                        for r in 0..<min(Int(th), height - ty) {
+                            let n = min(Int(tw), width - tx) * channels * bytesPerSample
+                            let dst = (ty + r) * rowBytes + tx * channels * bytesPerSample
+                            tile.withUnsafeBytes { src in (out.baseAddress! + dst).copyMemory(from: src.baseAddress! + r * tileRow, byteCount: n) }
+                        }
+                    }
+                }
+            } else {
+                guard Int(TIFFScanlineSize(tif)) == rowBytes else { throw FormatError(path: path, "unexpected scanline size") }
+                for y in 0..<height {
+                    guard TIFFReadScanline(tif, out.baseAddress! + y * rowBytes, UInt32(y), 0) >= 0 else {
+                        throw FormatError(path: path, "corrupt data at row \(y): \(lastMessage() ?? "read failed")")
+                    }
+                }
+            }
+        }
+        let shape = channels == 1 ? [height, width] : [height, width, channels]
+        let pixels: Tensor
+        switch bits {
+        case 8: pixels = try Tensor(raw, shape: shape)
+        case 16: pixels = try Tensor(stride(from: 0, to: raw.count, by: 2).map { Int32(UInt16(raw[$0]) | UInt16(raw[$0 + 1]) << 8) }, shape: shape)
+        default: pixels = try Tensor(raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }, shape: shape)
+        }
+        return Page(width: width, height: height, channels: channels, bitsPerSample: Int(bits), pixels: pixels)
+    }
+
+    /// Writes u8 (8-bit), i32 with values in 0…65535 (16-bit) or f32 (32-bit float) samples,
+    /// shape [H, W] or [H, W, C], deflate-compressed, atomically (temp file + rename).
+    public static func write(_ pixels: Tensor, to path: String) throws {
+        installHandlers()
+        clearMessage()
+        guard pixels.rank == 2 || (pixels.rank == 3 && (1...4).contains(pixels.shape[2])) else {
+            throw FormatError(path: path, "a TIFF image tensor is [H, W] or [H, W, C≤4], got \(pixels.shape)")
+        }
+        let height = pixels.shape[0], width = pixels.shape[1], channels = pixels.rank == 3 ? pixels.shape[2] : 1
+        let bits: UInt16, format: UInt16
+        var bytes: [UInt8]
+        switch pixels.dtype {
+        case .uint8: (bits, format, bytes) = (8, UInt16(SAMPLEFORMAT_UINT), try pixels.scalars())
+        case .int32, .int64:
+            let v = try pixels.integers()
+            guard v.allSatisfy({ (0...65535).contains($0) }) else { throw FormatError(path: path, "16-bit TIFF samples must lie in 0…65535") }
+            (bits, format) = (16, UInt16(SAMPLEFORMAT_UINT))
+            bytes = v.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        case .float32:
+            (bits, format) = (32, UInt16(SAMPLEFORMAT_IEEEFP))
+            bytes = pixels.withUnsafeBytes { Array($0) }
+        default: throw FormatError(path: path, "TIFF samples must be u8, i32/i64 (16-bit) or f32, got \(pixels.dtype.name)")
+        }
+        let tmp = (path as NSString).deletingLastPathComponent + "/." + (path as NSString).lastPathComponent + ".tmp-\(getpid())"
+        guard let tif = TIFFOpen(tmp, "w") else { throw FormatError(path: path, "cannot create (\(lastMessage() ?? "open failed"))") }
+        var ok = true
+        ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), UInt32(width)) == 1
+        ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), UInt32(height)) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_SAMPLESPERPIXEL), UInt16(channels)) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_BITSPERSAMPLE), bits) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_SAMPLEFORMAT), format) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_PLANARCONFIG), UInt16(PLANARCONFIG_CONTIG)) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_PHOTOMETRIC), UInt16(channels >= 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK)) == 1
+        ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_COMPRESSION), UInt16(COMPRESSION_ADOBE_DEFLATE)) == 1
+        ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_ROWSPERSTRIP), UInt32(max(1, 65536 / max(1, width * channels * Int(bits) / 8)))) == 1
+        if channels == 2 || channels == 4 {
+            var extra = UInt16(EXTRASAMPLE_UNASSALPHA)
+            ok = ok && TIFFSetField_extrasamples(tif, &extra) == 1
+        }
+        let rowBytes = width * channels * Int(bits) / 8
+        for y in 0..<height where ok {
+            ok = bytes.withUnsafeMutableBytes { TIFFWriteScanline(tif, $0.baseAddress! + y * rowBytes, UInt32(y), 0) } == 1
+        }
+        TIFFClose(tif)
+        guard ok else {
+            unlink(tmp)
+            throw FormatError(path: path, "libtiff could not write the image (\(lastMessage() ?? "write failed"))")
+        }
+        guard rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw FormatError(path: path, "cannot move the finished file into place")
+        }
+    }
+
+    // MARK: libtiff messages
+
+    nonisolated(unsafe) private static var message: String?
+    private static let lock = NSLock()
+    private static let installed: Void = {
+        _ = TIFFSetErrorHandler { module, fmt, args in if let args { TIFF.record(module, fmt, args) } }
+        _ = TIFFSetWarningHandler { _, _, _ in }
+    }()
+
+    static func installHandlers() { _ = installed }
+
+    static func record(_ module: UnsafePointer<CChar>?, _ fmt: UnsafePointer<CChar>?, _ args: CVaListPointer) {
+        var buffer = [CChar](repeating: 0, count: 512)
+        if let fmt { _ = vsnprintf(&buffer, buffer.count, fmt, args) }
+        let text = String(cString: buffer)
+        lock.lock()
+        message = (module.map { String(cString: $0) + ": " } ?? "") + text
+        lock.unlock()
+    }
+
+    static func clearMessage() {
+        lock.lock()
+        message = nil
+        lock.unlock()
+    }
+
+    static func lastMessage() -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return message
+    }
+}
