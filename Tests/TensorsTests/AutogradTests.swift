@@ -146,3 +146,17 @@ import Testing
         #expect(up.scalars.allSatisfy { abs($0 - 1) < 1e-6 })
     }
 }
+
+@Suite struct IndexingTests {
+    @Test func stableSortTopKOneHotWhere() throws {
+        let t = try Tensor([Float(3), 1, 3, 2, 1, 0], shape: [2, 3])
+        #expect(try t.argsort().scalars(as: Int64.self) == [1, 0, 2, 2, 1, 0])
+        #expect(try t.argsort(descending: true).scalars(as: Int64.self) == [0, 2, 1, 0, 1, 2])
+        let (v, i) = try t.topK(2)
+        #expect(try v.scalars(as: Float.self) == [3, 3, 2, 1] && i.scalars(as: Int64.self) == [0, 2, 0, 1])
+        #expect(try Tensor.oneHot([2, 0], classes: 3).scalars(as: Float.self) == [0, 0, 1, 1, 0, 0])
+        #expect(throws: TensorError.self) { try Tensor.oneHot([3], classes: 3) }
+        let w = try Tensor.where(try Tensor([UInt8(1), 0], shape: [2]), try Tensor([Float(5), 6], shape: [2]), try Tensor([Float(7), 8], shape: [2]))
+        #expect(try w.scalars(as: Float.self) == [5, 8])
+    }
+}
