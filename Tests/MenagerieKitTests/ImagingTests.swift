@@ -63,3 +63,33 @@ import TestSupport
         #expect(grid.width == 2 * 2 + 3 && grid.height == 2 * 1 + 3)
     }
 }
+
+/// Resizing matches Pillow bit for bit (the fixtures were written by Pillow 13.0.0).
+@Suite struct ResizeTests {
+    let folder = TestPaths.fixtures + "/resize/"
+
+    func image(_ name: String) throws -> Image { try Image(tensor: NPY.read(path: folder + name + ".npy")) }
+
+    @Test(arguments: Resample.allCases)
+    func matchesPillow(_ filter: Resample) throws {
+        for kind in ["rgb", "gray"] {
+            let source = try image("source_\(kind)")
+            for (w, h) in [(16, 16), (64, 50), (37, 12), (224, 224), (20, 40)] {
+                let ours = source.resized(width: w, height: h, filter: filter)
+                let pillow = try image("\(filter.rawValue)_\(kind)_\(w)x\(h)")
+                let worst = zip(ours.pixels, pillow.pixels).map { abs(Int($0) - Int($1)) }.max() ?? 0
+                #expect(ours.width == w && ours.height == h && worst == 0, "\(filter) \(kind) \(w)×\(h): max difference \(worst)")
+            }
+        }
+    }
+
+    @Test func centerCropFollowsTorchvision() throws {
+        let source = try image("source_rgb")                 // 37×29
+        let crop = source.centerCropped(width: 20, height: 20)
+        // torchvision: top = round(4.5) = 4, left = round(8.5) = 8 (Python rounds halves to even).
+        let top = 4, left = 8
+        #expect(Array(crop.pixels[0..<3]) == Array(source.pixels[((top * 37) + left) * 3..<((top * 37) + left) * 3 + 3]))
+        let square = source.resizedShorterSideAndCropped(to: 16)
+        #expect(square.width == 16 && square.height == 16)
+    }
+}
