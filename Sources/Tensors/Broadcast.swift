@@ -82,7 +82,18 @@ func broadcastBinary(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> 
     let pa = a.fp, pb = b.fp
     return Tensor.make(shape) { o in
         Shapes.forEachRow(shape, sa, sb) { oa, ob, start, n, da, db in
-            for i in 0..<n { o[start + i] = f(pa[oa + i * da], pb[ob + i * db]) }
+            // The common rows get loops the compiler can vectorise.
+            if da == 1 && db == 1 {
+                for i in 0..<n { o[start + i] = f(pa[oa + i], pb[ob + i]) }
+            } else if da == 1 && db == 0 {
+                let c = pb[ob]
+                for i in 0..<n { o[start + i] = f(pa[oa + i], c) }
+            } else if da == 0 && db == 1 {
+                let c = pa[oa]
+                for i in 0..<n { o[start + i] = f(c, pb[ob + i]) }
+            } else {
+                for i in 0..<n { o[start + i] = f(pa[oa + i * da], pb[ob + i * db]) }
+            }
         }
     }
 }
@@ -95,7 +106,16 @@ func reduceTo(_ t: Tensor, _ shape: [Int]) -> Tensor {
     let p = t.fp
     return Tensor.make(shape) { o in
         Shapes.forEachRow(t.shape, ss, zero) { oo, _, start, n, d, _ in
-            for i in 0..<n { o[oo + i * d] += p[start + i] }
+            if d == 0 {
+                // The whole row lands on one element: sum it first.
+                var s: Float = 0
+                for i in 0..<n { s += p[start + i] }
+                o[oo] += s
+            } else if d == 1 {
+                for i in 0..<n { o[oo + i] += p[start + i] }
+            } else {
+                for i in 0..<n { o[oo + i * d] += p[start + i] }
+            }
         }
     }
 }
@@ -108,7 +128,12 @@ func expandTo(_ t: Tensor, _ shape: [Int]) -> Tensor {
     let p = t.fp
     return Tensor.make(shape) { o in
         Shapes.forEachRow(shape, st, zero) { ot, _, start, n, d, _ in
-            for i in 0..<n { o[start + i] = p[ot + i * d] }
+            if d == 0 {
+                let c = p[ot]
+                for i in 0..<n { o[start + i] = c }
+            } else {
+                for i in 0..<n { o[start + i] = p[ot + i * d] }
+            }
         }
     }
 }

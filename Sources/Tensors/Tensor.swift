@@ -30,13 +30,13 @@ public final class TensorStorage: @unchecked Sendable {
     deinit { if isOwned { BufferPool.shared.give(bytes, max(byteCount, 1)) } }
 }
 
-/// Keeps freed large buffers (≥ 1 MiB) for reuse by the next allocation of the same size, so that
+/// Keeps freed large buffers (≥ 64 KiB) for reuse by the next allocation of the same size, so that
 /// a training loop, which allocates the same shapes every step, does not pay the kernel's page
 /// faults and page clearing for fresh memory each time (measured: ~45 % of a ConvNet-3 step
 /// without it). At most `MENAGERIE_POOL_MB` (default 4096) MiB are kept.
 public final class BufferPool: @unchecked Sendable {
     public static let shared = BufferPool()
-    static let minimum = 1 << 20
+    static let minimum = 1 << 16
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var kept = 0
     private let limit: Int
