@@ -146,11 +146,16 @@ public final class CLIPModel: @unchecked Sendable {
         try visual.forward(&x, batch: n, tokens: t)
         var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[b * t * d + j] } }
-        var post = pooled
-        try lnPostW.withFloats { gw in try lnPostB.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &post) } }
+        return try normalizeAndProject(pooled, rows: n, width: d, gain: lnPostW, bias: lnPostB, projection: visualProj)
+    }
+
+    /// LN(pooled) · projection ([rows, width] → [rows, embedDim]), the end of both towers.
+    func normalizeAndProject(_ pooled: [Float], rows n: Int, width d: Int, gain: Tensor, bias: Tensor, projection: Tensor) throws -> Tensor {
+        var normed = pooled
+        try gain.withFloats { gw in try bias.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
         var out = [Float](repeating: 0, count: n * config.embedDim)
-        try visualProj.withFloats { p in
-            GEMM.sgemm(m: n, n: config.embedDim, k: d, a: post, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
+        try projection.withFloats { p in
+            GEMM.sgemm(m: n, n: config.embedDim, k: d, a: normed, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
         }
         return try Tensor(out, shape: [n, config.embedDim])
     }
@@ -185,13 +190,7 @@ public final class CLIPModel: @unchecked Sendable {
             for tok in 1..<t where tokens[b * t + tok] > tokens[b * t + best] { best = tok }
             for j in 0..<d { pooled[b * d + j] = x[(b * t + best) * d + j] }
         }
-        var normed = pooled
-        try lnFinalW.withFloats { gw in try lnFinalB.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
-        var out = [Float](repeating: 0, count: n * config.embedDim)
-        try textProjection.withFloats { p in
-            GEMM.sgemm(m: n, n: config.embedDim, k: d, a: normed, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
-        }
-        return try Tensor(out, shape: [n, config.embedDim])
+        return try normalizeAndProject(pooled, rows: n, width: d, gain: lnFinalW, bias: lnFinalB, projection: textProjection)
     }
 
     /// logits[i, j] = exp(logitScale) · ⟨f_i/‖f_i‖, g_j/‖g_j‖⟩ for image features f and text features g.

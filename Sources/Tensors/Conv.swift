@@ -22,25 +22,25 @@ public struct Window2D: Sendable, Equatable {
     }
 }
 
-/// im2col: [N, C, H, W] → [N, C·kh·kw, L] with L = oh·ow (zero padding outside the image).
-func unfoldForward(_ x: Tensor, _ w: Window2D) -> Tensor {
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+/// Visits every (image element, column element) pair of im2col for input [n, c, h, w]: `body(i, j)`
+/// with i the flat index into the image and j the flat index into the [N, C·kh·kw, L] columns.
+/// Taps that fall into the zero padding are skipped.
+@inline(__always)
+func forEachWindowTap(n: Int, c: Int, h: Int, w wd: Int, _ w: Window2D, _ body: (Int, Int) -> Void) {
     let (oh, ow) = w.outputSize(h, wd)
     let (kh, kw) = w.kernel, l = oh * ow
-    let p = x.fp
-    return Tensor.make([n, c * kh * kw, l]) { o in
-        for b in 0..<n {
-            for ch in 0..<c {
-                for ky in 0..<kh {
-                    for kx in 0..<kw {
-                        let row = ((b * c + ch) * kh + ky) * kw + kx
-                        for oy in 0..<oh {
-                            let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
-                            guard iy >= 0 && iy < h else { continue }
-                            for ox in 0..<ow {
-                                let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
-                                if ix >= 0 && ix < wd { o[row * l + oy * ow + ox] = p[((b * c + ch) * h + iy) * wd + ix] }
-                            }
+    for b in 0..<n {
+        for ch in 0..<c {
+            for ky in 0..<kh {
+                for kx in 0..<kw {
+                    let row = ((b * c + ch) * kh + ky) * kw + kx
+                    for oy in 0..<oh {
+                        let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
+                        guard iy >= 0 && iy < h else { continue }
+                        let imageRow = ((b * c + ch) * h + iy) * wd, colRow = row * l + oy * ow
+                        for ox in 0..<ow {
+                            let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
+                            if ix >= 0 && ix < wd { body(imageRow + ix, colRow + ox) }
                         }
                     }
                 }
@@ -49,30 +49,22 @@ func unfoldForward(_ x: Tensor, _ w: Window2D) -> Tensor {
     }
 }
 
+/// im2col: [N, C, H, W] → [N, C·kh·kw, L] with L = oh·ow (zero padding outside the image).
+func unfoldForward(_ x: Tensor, _ w: Window2D) -> Tensor {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = w.outputSize(h, wd)
+    let p = x.fp
+    return Tensor.make([n, c * w.kernel.0 * w.kernel.1, oh * ow]) { o in
+        forEachWindowTap(n: n, c: c, h: h, w: wd, w) { i, j in o[j] = p[i] }
+    }
+}
+
 /// col2im, the adjoint of `unfoldForward`: sums columns back into [N, C, H, W].
 func foldForward(_ cols: Tensor, channels c: Int, height h: Int, width wd: Int, _ w: Window2D) -> Tensor {
     let n = cols.shape[0]
-    let (oh, ow) = w.outputSize(h, wd)
-    let (kh, kw) = w.kernel, l = oh * ow
     let p = cols.fp
     return Tensor.make([n, c, h, wd]) { o in
-        for b in 0..<n {
-            for ch in 0..<c {
-                for ky in 0..<kh {
-                    for kx in 0..<kw {
-                        let row = ((b * c + ch) * kh + ky) * kw + kx
-                        for oy in 0..<oh {
-                            let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
-                            guard iy >= 0 && iy < h else { continue }
-                            for ox in 0..<ow {
-                                let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
-                                if ix >= 0 && ix < wd { o[((b * c + ch) * h + iy) * wd + ix] += p[row * l + oy * ow + ox] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        forEachWindowTap(n: n, c: c, h: h, w: wd, w) { i, j in o[i] += p[j] }
     }
 }
 
