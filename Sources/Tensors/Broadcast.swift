@@ -57,8 +57,8 @@ enum Shapes {
 }
 
 extension Tensor {
-    /// A float32 tensor filled by `body` through a pointer to its elements.
-    static func make(_ shape: [Int], _ body: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+    /// A zeroed float32 tensor filled by `body` through a pointer to its elements.
+    public static func make(_ shape: [Int], _ body: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         var t = Tensor(zeros: .float32, shape: shape)
         t.withUnsafeMutableBytes { body($0.baseAddress!.assumingMemoryBound(to: Float.self)) }
         return t

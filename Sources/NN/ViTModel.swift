@@ -1,0 +1,86 @@
+import Foundation
+import Formats
+import Tensors
+
+/// A timm Vision Transformer as a differentiable module (for training, Grad-CAM / Finer-CAM on
+/// token grids, Prompt-CAM's attention maps). Same names and computation as `VisionTransformer`
+/// (the tape-free inference path), which it matches to float precision.
+public final class ViTModel: Module {
+    public let config: ViTConfig
+    public let patchEmbed: Conv2d
+    public let clsToken: Parameter?
+    public let posEmbed: Parameter
+    public let blocks: [TransformerBlock]
+    public let norm: LayerNorm
+    public let head: Linear?
+    public var isTraining = true {
+        didSet { for m in [patchEmbed, norm] as [Module] + blocks + (head.map { [$0] } ?? []) { m.isTraining = isTraining } }
+    }
+
+    public init(config c: ViTConfig, seed: UInt64 = 0) {
+        var rng = SeededGenerator(seed: seed)
+        config = c
+        patchEmbed = Conv2d(c.inChannels, c.width, kernel: c.patchSize, stride: c.patchSize, rng: &rng)
+        clsToken = c.classToken ? Parameter(uniform([1, 1, c.width], bound: 0.02, &rng), decays: false) : nil
+        posEmbed = Parameter(uniform([1, c.tokens, c.width], bound: 0.02, &rng), decays: false)
+        blocks = (0..<c.depth).map { _ in
+            TransformerBlock(width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps, rng: &rng)
+        }
+        norm = LayerNorm(c.width, eps: c.layerNormEps)
+        head = c.numClasses > 0 ? Linear(c.width, c.numClasses, rng: &rng) : nil
+    }
+
+    /// Loads timm weights for `config` (every mismatch reported in one error).
+    public convenience init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
+        self.init(config: config)
+        try load(from: checkpoint)
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        var p = prefixed("patch_embed.proj.", patchEmbed.namedParameters)
+        if let clsToken { p.append(("cls_token", clsToken)) }
+        p.append(("pos_embed", posEmbed))
+        for (i, b) in blocks.enumerated() { p += prefixed("blocks.\(i).", b.namedParameters) }
+        p += prefixed(config.fcNorm ? "fc_norm." : "norm.", norm.namedParameters)
+        if let head { p += prefixed("head.", head.namedParameters) }
+        return p
+    }
+
+    public struct Output {
+        /// [N, classes] (or the pooled features when there is no head).
+        public var logits: Variable
+        public var pooled: Variable
+        /// Per block, the output of its first LayerNorm [N, T, D] (Grad-CAM's usual ViT target layer).
+        public var norm1Outputs: [Variable]
+        /// Per block, the post-softmax attention [N, H, T, T] when `keepAttention`.
+        public var attentions: [Variable]
+    }
+
+    /// Images [N, C, S, S] (normalised) through the network, recording the graph when gradients are on.
+    public func forward(_ images: Variable, keepAttention: Bool = false) -> Output {
+        let c = config
+        let n = images.shape[0], d = c.width, g = c.grid
+        var x = patchEmbed(images).reshaped([n, d, g * g]).transposed()                  // [N, L, D]
+        if let clsToken { x = concat([clsToken.variable.broadcast(to: [n, 1, d]), x], axis: 1) }
+        x = x + posEmbed.variable
+        var norm1: [Variable] = [], attentions: [Variable] = []
+        for block in blocks {
+            block.attention.keepAttention = keepAttention
+            let normed = block.norm1(x)
+            norm1.append(normed)
+            let h = x + block.attention(normed)
+            if keepAttention, let a = block.attention.lastAttention { attentions.append(a) }
+            let y = block.fc1(block.norm2(h))
+            x = h + block.fc2(block.activation == .gelu ? y.gelu() : y.quickGELU())
+        }
+        let prefix = c.classToken ? 1 : 0
+        var pooled: Variable
+        if c.fcNorm {
+            pooled = norm(c.globalPool == "avg" ? x.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : x.slice(axis: 1, 0..<1).reshaped([n, d]))
+        } else {
+            let normed = norm(x)
+            pooled = c.globalPool == "avg" ? normed.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : normed.slice(axis: 1, 0..<1).reshaped([n, d])
+        }
+        return Output(logits: head.map { $0(pooled) } ?? pooled, pooled: pooled, norm1Outputs: norm1, attentions: attentions)
+    }
+}
