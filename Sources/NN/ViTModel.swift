@@ -30,10 +30,22 @@ public final class ViTModel: Module {
         head = c.numClasses > 0 ? Linear(c.width, c.numClasses, rng: &rng) : nil
     }
 
-    /// Loads timm weights for `config` (every mismatch reported in one error).
+    /// Loads timm weights for `config` (every mismatch reported in one error). A checkpoint trained
+    /// at another image size has its position embedding resampled to this config's grid.
     public convenience init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
         self.init(config: config)
-        try load(from: checkpoint)
+        let loader = StateDictLoader(checkpoint)
+        var values: [(Parameter, Tensor)] = []
+        for (name, p) in namedParameters {
+            if name == "pos_embed", let e = try? checkpoint.entry(name), e.shape != p.shape, e.shape.count == 3, e.shape[2] == p.shape[2] {
+                let stored = loader.float32(name, e.shape)
+                values.append((p, try resamplePositionEmbedding(stored, prefixTokens: config.classToken ? 1 : 0, to: config.grid)))
+            } else {
+                values.append((p, loader.float32(name, p.shape)))
+            }
+        }
+        try loader.finish()
+        for (p, t) in values { p.assign(t) }
     }
 
     public var namedParameters: [(String, Parameter)] {

@@ -83,7 +83,13 @@ public final class VisionTransformer: @unchecked Sendable {
         patchWeight = try w.float32("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]).reshaped([d, c.inChannels * c.patchSize * c.patchSize])
         patchBias = w.float32("patch_embed.proj.bias", [d])
         clsToken = c.classToken ? w.float32("cls_token", [1, 1, d]) : nil
-        posEmbed = try w.float32("pos_embed", [1, c.tokens, d]).reshaped([c.tokens, d])
+        // A checkpoint trained at another image size: resample its position embedding to this grid.
+        if let e = try? checkpoint.entry("pos_embed"), e.shape.count == 3, e.shape[2] == d, e.shape[1] != c.tokens {
+            posEmbed = try resamplePositionEmbedding(w.float32("pos_embed", e.shape), prefixTokens: c.classToken ? 1 : 0, to: c.grid)
+                .reshaped([c.tokens, d])
+        } else {
+            posEmbed = try w.float32("pos_embed", [1, c.tokens, d]).reshaped([c.tokens, d])
+        }
         stack = TransformerStack(loader: w, prefix: "blocks.", naming: .timm, depth: c.depth, width: d, heads: c.heads,
                                  hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps, activation: .gelu)
         let normName = c.fcNorm ? "fc_norm" : "norm"

@@ -78,3 +78,34 @@ import TestSupport
         #expect(zip(incremental, full).map { abs($0 - $1) }.max()! < 1e-5)
     }
 }
+
+@Suite struct PositionEmbeddingTests {
+    @Test func resamplingKeepsConstantsRampsAndTheClassToken() throws {
+        // A 4×4 grid of (constant 3, ramp in x) in 2 channels, plus one class-token row.
+        var values: [Float] = [7, -7]
+        for y in 0..<4 { for x in 0..<4 { values += [3, Float(x)]; _ = y } }
+        let pos = try Tensor(values, shape: [1, 17, 2])
+        #expect(try resamplePositionEmbedding(pos, prefixTokens: 1, to: 4).scalars(as: Float.self) == values)
+        let up = try resamplePositionEmbedding(pos, prefixTokens: 1, to: 8).scalars(as: Float.self)
+        #expect(up[0] == 7 && up[1] == -7)
+        for k in 0..<64 { #expect(abs(up[2 + 2 * k] - 3) < 1e-5) }
+        // Output x = 3 samples the ramp 0,1,2,3 at 1.25 with PyTorch's weights (A = −0.75, t = 0.25):
+        // [−0.10547, 0.87891, 0.26172, −0.03516] → 1.296875 (by hand); x = 4 is its mirror, 1.703125.
+        #expect(abs(up[2 + 2 * (3 * 8 + 3) + 1] - 1.296875) < 1e-5)
+        #expect(abs(up[2 + 2 * (3 * 8 + 4) + 1] - 1.703125) < 1e-5)
+        #expect(throws: TensorError.self) { try resamplePositionEmbedding(try Tensor([Float](repeating: 0, count: 2 * 6), shape: [1, 6, 2]), prefixTokens: 1, to: 3) }
+    }
+
+    @Test func aCheckpointLoadsAtAnotherImageSize() throws {
+        let folder = TestPaths.fixtures + "/vit-cam-tiny"
+        var config = try ViTConfig.timm(configPath: folder + "/config.json")
+        config.imageSize = 48                        // grid 6 instead of 4
+        let model = try ViTModel(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        #expect(model.posEmbed.shape == [1, 37, 48])
+        let out = GradMode.disabled { model.forward(Variable(Tensor.filled(0.1, shape: [1, 3, 48, 48]))) }
+        #expect(out.logits.shape == [1, 6] && out.logits.scalars.allSatisfy(\.isFinite))
+        let fast = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+            .forward(Tensor.filled(0.1, shape: [1, 3, 48, 48]))
+        #expect(zip(out.logits.scalars, try fast.logits.scalars(as: Float.self)).map { abs($0 - $1) }.max()! < 1e-5)
+    }
+}
