@@ -137,6 +137,27 @@ struct BenchCommand: ParsableCommand {
             records.append(record("convnet3.train_step", unit: "ms", samples))
         }
 
+        // timm ViT-B/16 forward at 224 px, batch 1, on the tape-free path (random weights written to a
+        // temporary safetensors file and memory-mapped back, as a real checkpoint would be).
+        if wanted("vit_b16.forward") {
+            var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
+            config.numClasses = 1000
+            let dir = NSTemporaryDirectory() + "/menagerie-bench-\(getpid())"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
+            let model = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: dir))
+            let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
+            _ = try model.forward(image)
+            var samples: [Double] = []
+            for _ in 0..<max(3, repeats / 4) {
+                let t0 = now()
+                _ = try model.forward(image)
+                samples.append(now() - t0)
+            }
+            records.append(record("vit_b16.forward", unit: "ms", samples))
+        }
+
         if json { return try printJSON(records) }
         print(table([["BENCHMARK", "UNIT", "MEDIAN", "MIN", "MAX", "TARGET"]] + records.map {
             [$0.name, $0.unit, String(format: "%.3f", $0.median), String(format: "%.3f", $0.min), String(format: "%.3f", $0.max),
