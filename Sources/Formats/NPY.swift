@@ -85,7 +85,12 @@ public enum NPY {
             shape.append(v)
         }
         let dataStart = headerStart + headerLength
-        let needed = shape.reduce(1, *) * dtype.size
+        var needed = dtype.size
+        for d in shape {
+            let (p, overflow) = needed.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw FormatError(path: path, "shape \(shape) is too large to hold in memory") }
+            needed = p
+        }
         guard data.count - dataStart >= needed else {
             throw FormatError(path: path, "shape \(shape) of \(dtype.name) needs \(needed) bytes of data; the file has \(data.count - dataStart)")
         }

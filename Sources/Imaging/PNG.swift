@@ -13,6 +13,9 @@ public enum PNG {
             throw FormatError(path: path, "not a readable PNG (\(message(&image)))")
         }
         defer { png_image_free(&image) }
+        guard Int(image.width) * Int(image.height) <= TIFF.maxPixels else {
+            throw FormatError(path: path, "\(image.width)×\(image.height) pixels exceed the limit of \(TIFF.maxPixels) (set MENAGERIE_MAX_PIXELS to raise it)")
+        }
         let hasColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0
         let hasAlpha = image.format & UInt32(PNG_FORMAT_FLAG_ALPHA) != 0
         let (format, channels): (png_uint_32, Int) =

@@ -82,3 +82,63 @@ extension PNG {
         return try read(path: dir.path + "/x.png")
     }
 }
+
+/// Corrupted and truncated files of each format: a clear error naming the file, never a crash.
+@Suite struct CorruptFileTests {
+    let dir = TempDir("corrupt")
+
+    func mutations(of good: Data) -> [(String, Data)] {
+        var out: [(String, Data)] = [("empty", Data()), ("one byte", good.prefix(1)), ("half", good.prefix(good.count / 2)),
+                                     ("all but one byte", good.prefix(good.count - 1)), ("text", Data("not an image at all".utf8))]
+        for offset in [0, 1, 8, 12, 16, 20, 24, 33] where offset < good.count {
+            var d = good
+            d[offset] ^= 0xFF
+            out.append(("byte \(offset) flipped", d))
+        }
+        return out
+    }
+
+    @Test func pngMutations() throws {
+        var img = Image(width: 9, height: 7, channels: 3)
+        for i in img.pixels.indices { img.pixels[i] = UInt8(i % 251) }
+        let good = try PNG.encode(img)
+        var refused = 0
+        for (label, bytes) in mutations(of: good) {
+            let path = dir.path + "/m.png"
+            try bytes.write(to: URL(fileURLWithPath: path))
+            do {
+                let back = try PNG.read(path: path)
+                // A flip in an ancillary place can leave a valid PNG: then it must still be 9×7.
+                #expect(back.width == 9 && back.height == 7, "\(label)")
+            } catch let e as FormatError {
+                refused += 1
+                #expect(e.description.hasPrefix(path), "\(label): \(e)")
+            }
+        }
+        #expect(refused >= 10)
+    }
+
+    @Test func npyMutations() throws {
+        let good = NPY.encode(try Tensor([Float](repeating: 1.5, count: 12), shape: [3, 4]))
+        var refused = 0
+        for (label, bytes) in mutations(of: good) {
+            do {
+                let t = try NPY.decode(bytes, path: "m.npy")
+                #expect(t.count == 12, "\(label)")
+            } catch let e as FormatError {
+                refused += 1
+                #expect(e.description.hasPrefix("m.npy"), "\(label): \(e)")
+            }
+        }
+        #expect(refused >= 8)
+        // Headers that lie about the shape.
+        for shape in ["(3, -4)", "(99999999999, 2)", "(3 4)", "(4000000000, 4000000000, 4000000000)"] {
+            var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
+            header += String(repeating: " ", count: 127 - 10 - header.utf8.count) + "\n"   // 128-byte preamble
+            var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0])
+            d.append(Data(header.utf8))
+            d.append(Data(count: 48))
+            #expect(throws: FormatError.self) { try NPY.decode(d, path: "lie.npy") }
+        }
+    }
+}
