@@ -82,7 +82,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 guard !o else { throw fail("tensor '\(name)' shape \(shape) overflows") }
                 count = p
             }
-            guard count * size == end - begin else {
+            let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+            guard !overflow, bytes == end - begin else {
                 throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * size) bytes, data_offsets give \(end - begin)")
             }
             entries[name] = Entry(name: name, fileDType: dtype, shape: shape, begin: begin, end: end)
