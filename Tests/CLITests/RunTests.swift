@@ -134,17 +134,50 @@ import TestSupport
         let process = Process()
         process.executableURL = URL(fileURLWithPath: TestPaths.menagerie)
         process.arguments = ["run", "test-probe", "progress", "--out", out]
-        process.environment = cli.environment
+        var env = cli.environment
+        env["MENAGERIE_LOG_LEVEL"] = "info"          // the plugin logs "a step" per step
+        process.environment = env
         let err = Pipe()
         process.standardError = err
         process.standardOutput = Pipe()
         try process.run()
-        // The plugin needs 50 × 20 ms; interrupt it well before.
-        usleep(400_000)
+        // Read stderr in the background; interrupt once the plugin is demonstrably running.
+        let lock = NSLock()
+        nonisolated(unsafe) var text = ""
+        let reader = DispatchGroup()
+        reader.enter()
+        DispatchQueue.global().async {
+            let fd = err.fileHandleForReading.fileDescriptor
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n > 0 {
+                    lock.lock()
+                    text += String(decoding: buffer[0..<n], as: UTF8.self)
+                    lock.unlock()
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
+            }
+            reader.leave()
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            lock.lock()
+            let started = text.contains("a step")
+            lock.unlock()
+            if started { break }
+            usleep(10_000)
+        }
         kill(process.processIdentifier, SIGINT)
-        let stderr = String(decoding: readAll(err.fileHandleForReading.fileDescriptor), as: UTF8.self)
+        reader.wait()
         process.waitUntilExit()
-        #expect(process.terminationStatus == 1)
+        lock.lock()
+        let stderr = text
+        lock.unlock()
+        #expect(process.terminationStatus == 1, "\(stderr)")
         #expect(stderr.contains("cancel"))
         #expect(!FileManager.default.fileExists(atPath: out + "/result.json"))
         #expect((try? FileManager.default.contentsOfDirectory(atPath: out))?.isEmpty ?? true)
