@@ -72,3 +72,32 @@ import TestSupport
         #expect(throws: TensorError.self) { try model.encodeText(try Tensor([Int64(49408)] + [Int64](repeating: 0, count: 76), shape: [1, 77])) }
     }
 }
+
+@Suite struct CLIPModuleTests {
+    let folder = TestPaths.fixtures + "/openclip-tiny"
+
+    @Test func differentiableCLIPMatchesOpenCLIPAndCarriesGradients() throws {
+        let module = try CLIPModule(folder: folder)
+        let e = try JSONValue.parse(String(contentsOfFile: folder + "/expected.json", encoding: .utf8))
+        var pixels: [Float] = []
+        for name in e["images"]!.arrayValue!.map({ $0.stringValue! }) {
+            pixels += try PNG.read(path: folder + "/" + name).normalizedCHW(mean: module.config.mean, std: module.config.std).scalars()
+        }
+        let images = Variable(try Tensor(pixels, shape: [3, 3, 32, 32]), requiresGrad: true)
+        let ids = e["token_ids"]!.arrayValue!.map { row in row.arrayValue!.map { $0.intValue! } + [Int](repeating: 0, count: 77 - row.arrayValue!.count) }
+        let image = module.encodeImage(images), text = try module.encodeText(ids)
+        let refImage = e["image_features"]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+        let refText = e["text_features"]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+        let scale = refImage.map(abs).max()!, tscale = refText.map(abs).max()!
+        #expect(zip(image.scalars, refImage).map { abs($0 - $1) }.max()! / scale < 1e-4)
+        #expect(zip(text.scalars, refText).map { abs($0 - $1) }.max()! / tscale < 1e-4)
+        let logits = module.logits(image: image, text: text)
+        let refLogits = e["logits"]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+        #expect(zip(logits.scalars, refLogits).map { abs($0 - $1) }.max()! < 1e-4)
+        // A contrastive-style loss reaches the pixels, the towers' weights and the temperature.
+        let loss = crossEntropy(logits.slice(axis: 1, 0..<3), labels: [0, 1, 2])
+        let grads = Autograd.gradients(of: loss, wrt: [images, module.conv1.variable, module.tokenEmbedding.variable, module.logitScale.variable])
+        #expect(grads.allSatisfy { $0 != nil })
+        #expect(grads[0]!.shape == [3, 3, 32, 32] && grads[0]!.scalars.contains { $0 != 0 })
+    }
+}
