@@ -90,8 +90,10 @@ public enum TIFF {
     }
 
     /// Writes u8 (8-bit), i32 with values in 0…65535 (16-bit) or f32 (32-bit float) samples,
-    /// shape [H, W] or [H, W, C], deflate-compressed, atomically (temp file + rename).
-    public static func write(_ pixels: Tensor, to path: String) throws {
+    /// shape [H, W] or [H, W, C], deflate-compressed, in strips or (with `tile`, a multiple of 16)
+    /// in tiles, atomically (temp file + rename).
+    public static func write(_ pixels: Tensor, to path: String, tile: Int? = nil) throws {
+        if let tile, tile <= 0 || tile % 16 != 0 { throw FormatError(path: path, "TIFF tile size must be a positive multiple of 16, got \(tile)") }
         installHandlers()
         clearMessage()
         guard pixels.rank == 2 || (pixels.rank == 3 && (1...4).contains(pixels.shape[2])) else {
@@ -123,14 +125,36 @@ public enum TIFF {
         ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_PLANARCONFIG), UInt16(PLANARCONFIG_CONTIG)) == 1
         ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_PHOTOMETRIC), UInt16(channels >= 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK)) == 1
         ok = ok && mng_tiff_set_u16(tif, UInt32(TIFFTAG_COMPRESSION), UInt16(COMPRESSION_ADOBE_DEFLATE)) == 1
-        ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_ROWSPERSTRIP), UInt32(max(1, 65536 / max(1, width * channels * Int(bits) / 8)))) == 1
+        if let tile {
+            ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_TILEWIDTH), UInt32(tile)) == 1
+            ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_TILELENGTH), UInt32(tile)) == 1
+        } else {
+            ok = ok && mng_tiff_set_u32(tif, UInt32(TIFFTAG_ROWSPERSTRIP), UInt32(max(1, 65536 / max(1, width * channels * Int(bits) / 8)))) == 1
+        }
         if channels == 2 || channels == 4 {
             var extra = UInt16(EXTRASAMPLE_UNASSALPHA)
             ok = ok && TIFFSetField_extrasamples(tif, &extra) == 1
         }
         let rowBytes = width * channels * Int(bits) / 8
-        for y in 0..<height where ok {
-            ok = bytes.withUnsafeMutableBytes { TIFFWriteScanline(tif, $0.baseAddress! + y * rowBytes, UInt32(y), 0) } == 1
+        if let tile {
+            // Each tile is tile×tile pixels, zero-padded past the image's edges.
+            let pixelBytes = channels * Int(bits) / 8
+            var buffer = [UInt8](repeating: 0, count: tile * tile * pixelBytes)
+            for ty in stride(from: 0, to: height, by: tile) where ok {
+                for tx in stride(from: 0, to: width, by: tile) where ok {
+                    for i in buffer.indices { buffer[i] = 0 }
+                    for r in 0..<min(tile, height - ty) {
+                        let n = min(tile, width - tx) * pixelBytes
+                        let src = (ty + r) * rowBytes + tx * pixelBytes
+                        for k in 0..<n { buffer[r * tile * pixelBytes + k] = bytes[src + k] }
+                    }
+                    ok = TIFFWriteTile(tif, &buffer, UInt32(tx), UInt32(ty), 0, 0) >= 0
+                }
+            }
+        } else {
+            for y in 0..<height where ok {
+                ok = bytes.withUnsafeMutableBytes { TIFFWriteScanline(tif, $0.baseAddress! + y * rowBytes, UInt32(y), 0) } == 1
+            }
         }
         TIFFClose(tif)
         guard ok else {

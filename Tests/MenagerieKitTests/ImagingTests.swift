@@ -27,6 +27,20 @@ import TestSupport
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".") }.isEmpty)
     }
 
+    /// Tiles (edge tiles partly outside the image) are read back into the right places.
+    @Test func tiledTIFFsRoundTrip() throws {
+        var rng = SeededGenerator(seed: 8)
+        for t in [try Tensor((0..<(37 * 50 * 3)).map { _ in UInt8(rng.next() % 256) }, shape: [37, 50, 3]),
+                  try Tensor((0..<(20 * 33)).map { _ in Float(rng.nextNormal()) }, shape: [20, 33])] {
+            let path = dir.path + "/tiled.tif"
+            try TIFF.write(t, to: path, tile: 16)
+            let page = try TIFF.read(path: path)
+            #expect(page.pixels.shape == t.shape)
+            #expect(page.pixels.withUnsafeBytes { Array($0) } == t.withUnsafeBytes { Array($0) })
+        }
+        #expect(throws: FormatError.self) { try TIFF.write(try Tensor([UInt8(1)], shape: [1, 1]), to: self.dir.path + "/x.tif", tile: 10) }
+    }
+
     @Test func corruptTIFFsAreRefusedWithLibtiffsReason() throws {
         let path = dir.path + "/ok.tif"
         try TIFF.write(try Tensor([UInt8](repeating: 7, count: 64 * 64), shape: [64, 64]), to: path)
