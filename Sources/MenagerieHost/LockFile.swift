@@ -35,7 +35,7 @@ public struct LockFile: Sendable, Codable, Equatable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try writeAtomically(try encoder.encode(self), to: path)
+        try AtomicFile.write(try encoder.encode(self), to: path)
     }
 
     /// nil when `path` with `digest` is allowed; else the reason.
@@ -45,18 +45,5 @@ public struct LockFile: Sendable, Codable, Equatable {
         }
         return pinned.lowercased() == digest ? nil
             : "SHA-256 mismatch against the lock file \(lockPath): pinned \(pinned.prefix(16))…, file is \(digest.prefix(16))…; the file changed since it was pinned"
-    }
-}
-
-/// Writes through a temp file + rename in the same folder.
-func writeAtomically(_ data: Data, to path: String) throws {
-    let tmp = path + ".tmp-\(getpid())"
-    guard FileManager.default.createFile(atPath: tmp, contents: data) else {
-        throw HostError(.failed, "cannot write \(tmp): check that \((path as NSString).deletingLastPathComponent) is writable")
-    }
-    guard rename(tmp, path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        unlink(tmp)
-        throw HostError(.failed, "cannot move \(tmp) to \(path): \(reason)")
     }
 }

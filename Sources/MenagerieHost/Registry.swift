@@ -156,7 +156,7 @@ public struct Registry: Sendable {
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             try? FileManager.default.createDirectory(atPath: (cachePath as NSString).deletingLastPathComponent,
                                                      withIntermediateDirectories: true)
-            if let data = try? encoder.encode(file) { try? writeAtomically(data, to: cachePath) }
+            if let data = try? encoder.encode(file) { try? AtomicFile.write(data, to: cachePath) }
         }
     }
 

@@ -131,8 +131,12 @@ public final class TransformerBlock: Module {
             + prefixed(naming.fc2 + ".", fc2.namedParameters)
     }
 
-    public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil) -> Variable {
-        let h = x + attention(norm1(x), causal: causal, cache: cache)
+    /// `norm1Tap` receives the output of the first LayerNorm (Grad-CAM's usual ViT target layer).
+    public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil,
+                               norm1Tap: ((Variable) -> Void)? = nil) -> Variable {
+        let normed = norm1(x)
+        norm1Tap?(normed)
+        let h = x + attention(normed, causal: causal, cache: cache)
         let y = fc1(norm2(h))
         let a = activation == .gelu ? y.gelu() : y.quickGELU()
         return h + fc2(a)

@@ -78,12 +78,8 @@ public final class ViTModel: Module {
         var norm1: [Variable] = [], attentions: [Variable] = []
         for block in blocks {
             block.attention.keepAttention = keepAttention
-            let normed = block.norm1(x)
-            norm1.append(normed)
-            let h = x + block.attention(normed)
+            x = block(x, norm1Tap: { norm1.append($0) })
             if keepAttention, let a = block.attention.lastAttention { attentions.append(a) }
-            let y = block.fc1(block.norm2(h))
-            x = h + block.fc2(block.activation == .gelu ? y.gelu() : y.quickGELU())
         }
         let prefix = c.classToken ? 1 : 0
         var pooled: Variable
