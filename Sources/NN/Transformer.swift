@@ -82,21 +82,26 @@ public final class TransformerStack: @unchecked Sendable {
             }
         }
         var attended = [Float](repeating: 0, count: rows * d)
-        var scores = [Float](repeating: 0, count: t * t)
         let scale = 1 / Float(hd).squareRoot()
+        // One (image, head) pair per item, the pairs shared out over the threads, each with its own
+        // scores buffer.
+        let threads = max(1, GEMM.threads)
+        var scores = [Float](repeating: 0, count: threads * t * t)
         qkv.withUnsafeBufferPointer { qkvp in
             attended.withUnsafeMutableBufferPointer { outp in
                 scores.withUnsafeMutableBufferPointer { sp in
-                    let s = sp.baseAddress!
-                    for b in 0..<n {
-                        let base = qkvp.baseAddress! + b * t * 3 * d
-                        for hh in 0..<heads {
+                    let pointers = UncheckedPointers(qkv: qkvp.baseAddress!, out: outp.baseAddress!, scores: sp.baseAddress!)
+                    GEMM.concurrently(n * heads) { thread, items in
+                        let s = pointers.scores + thread * t * t
+                        for item in items {
+                            let (b, hh) = item.quotientAndRemainder(dividingBy: heads)
+                            let base = pointers.qkv + b * t * 3 * d
                             GEMM.sgemm(transposeB: true, m: t, n: t, k: hd, alpha: scale, a: base + hh * hd, lda: 3 * d,
                                        b: base + d + hh * hd, ldb: 3 * d, c: s, ldc: t)
                             if causal { for r in 0..<t { for col in (r + 1)..<max(t, r + 1) { s[r * t + col] = -.infinity } } }
                             Kernels.softmaxRows(s, rows: t, width: t)
                             GEMM.sgemm(m: t, n: hd, k: t, a: s, lda: t, b: base + 2 * d + hh * hd, ldb: 3 * d,
-                                       c: outp.baseAddress! + b * t * d + hh * hd, ldc: d)
+                                       c: pointers.out + b * t * d + hh * hd, ldc: d)
                         }
                     }
                 }
@@ -125,6 +130,13 @@ public final class TransformerStack: @unchecked Sendable {
             }
         } }
     }
+}
+
+/// The attention loop's buffers, shared by its threads (each writes its own heads and scores).
+private struct UncheckedPointers: @unchecked Sendable {
+    let qkv: UnsafePointer<Float>
+    let out: UnsafeMutablePointer<Float>
+    let scores: UnsafeMutablePointer<Float>
 }
 
 extension Tensor {

@@ -73,14 +73,14 @@ extension Tensor {
 func broadcastBinary(_ a: Tensor, _ b: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
     if a.shape == b.shape {
         let pa = a.fp, pb = b.fp
-        return Tensor.make(a.shape) { o in for i in 0..<a.count { o[i] = f(pa[i], pb[i]) } }
+        return Tensor.makeUninitialized(a.shape) { o in for i in 0..<a.count { o[i] = f(pa[i], pb[i]) } }
     }
     guard let shape = Shapes.broadcast(a.shape, b.shape) else {
         preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
     }
     let sa = Shapes.broadcastStrides(a.shape, to: shape), sb = Shapes.broadcastStrides(b.shape, to: shape)
     let pa = a.fp, pb = b.fp
-    return Tensor.make(shape) { o in
+    return Tensor.makeUninitialized(shape) { o in
         Shapes.forEachRow(shape, sa, sb) { oa, ob, start, n, da, db in
             // The common rows get loops the compiler can vectorise.
             if da == 1 && db == 1 {
@@ -126,7 +126,7 @@ func expandTo(_ t: Tensor, _ shape: [Int]) -> Tensor {
     let st = Shapes.broadcastStrides(t.shape, to: shape)
     let zero = [Int](repeating: 0, count: shape.count)
     let p = t.fp
-    return Tensor.make(shape) { o in
+    return Tensor.makeUninitialized(shape) { o in
         Shapes.forEachRow(shape, st, zero) { ot, _, start, n, d, _ in
             if d == 0 {
                 let c = p[ot]

@@ -22,26 +22,28 @@ public struct Window2D: Sendable, Equatable {
     }
 }
 
-/// Visits every (image element, column element) pair of im2col for input [n, c, h, w]: `body(i, j)`
-/// with i the flat index into the image and j the flat index into the [N, C·kh·kw, L] columns.
-/// Taps that fall into the zero padding are skipped.
+/// Visits im2col for input [n, c, h, w] as runs: `body(i, j, count, step)` covers the image elements
+/// i, i + step, … (count of them) and the column elements j, j + 1, … of the [N, C·kh·kw, L]
+/// columns. Taps in the zero padding are skipped; with stride 1 every run is contiguous.
 @inline(__always)
-func forEachWindowTap(n: Int, c: Int, h: Int, w wd: Int, _ w: Window2D, _ body: (Int, Int) -> Void) {
+func forEachWindowRun(n: Int, c: Int, h: Int, w wd: Int, _ w: Window2D, _ body: (Int, Int, Int, Int) -> Void) {
     let (oh, ow) = w.outputSize(h, wd)
     let (kh, kw) = w.kernel, l = oh * ow
+    let (sy, sx) = w.stride, (py, px) = w.padding, (dy, dx) = w.dilation
     for b in 0..<n {
         for ch in 0..<c {
             for ky in 0..<kh {
                 for kx in 0..<kw {
                     let row = ((b * c + ch) * kh + ky) * kw + kx
+                    // ox with 0 ≤ ox·sx − px + kx·dx < wd.
+                    let offset = kx * dx - px
+                    let lo = offset >= 0 ? 0 : (-offset + sx - 1) / sx
+                    let hi = Swift.min(ow, wd - offset <= 0 ? 0 : (wd - offset - 1) / sx + 1)
+                    guard lo < hi else { continue }
                     for oy in 0..<oh {
-                        let iy = oy * w.stride.0 - w.padding.0 + ky * w.dilation.0
+                        let iy = oy * sy - py + ky * dy
                         guard iy >= 0 && iy < h else { continue }
-                        let imageRow = ((b * c + ch) * h + iy) * wd, colRow = row * l + oy * ow
-                        for ox in 0..<ow {
-                            let ix = ox * w.stride.1 - w.padding.1 + kx * w.dilation.1
-                            if ix >= 0 && ix < wd { body(imageRow + ix, colRow + ox) }
-                        }
+                        body(((b * c + ch) * h + iy) * wd + lo * sx + offset, row * l + oy * ow + lo, hi - lo, sx)
                     }
                 }
             }
@@ -55,7 +57,9 @@ func unfoldForward(_ x: Tensor, _ w: Window2D) -> Tensor {
     let (oh, ow) = w.outputSize(h, wd)
     let p = x.fp
     return Tensor.make([n, c * w.kernel.0 * w.kernel.1, oh * ow]) { o in
-        forEachWindowTap(n: n, c: c, h: h, w: wd, w) { i, j in o[j] = p[i] }
+        forEachWindowRun(n: n, c: c, h: h, w: wd, w) { i, j, count, step in
+            if step == 1 { (o + j).update(from: p + i, count: count) } else { for t in 0..<count { o[j + t] = p[i + t * step] } }
+        }
     }
 }
 
@@ -64,7 +68,9 @@ func foldForward(_ cols: Tensor, channels c: Int, height h: Int, width wd: Int, 
     let n = cols.shape[0]
     let p = cols.fp
     return Tensor.make([n, c, h, wd]) { o in
-        forEachWindowTap(n: n, c: c, h: h, w: wd, w) { i, j in o[i] += p[j] }
+        forEachWindowRun(n: n, c: c, h: h, w: wd, w) { i, j, count, step in
+            for t in 0..<count { o[i + t * step] += p[j + t] }
+        }
     }
 }
 
@@ -187,7 +193,58 @@ public func conv1d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int
 extension Variable {
     /// Average pooling over k×k windows with stride s (no padding): [N, C, H, W] → [N, C, oh, ow].
     public func avgPool2d(kernel k: Int, stride s: Int? = nil) -> Variable {
-        pool(k, s ?? k).mean(axis: 1).reshaped(pooledShape(k, s ?? k))
+        if (s ?? k) == k { return avgPoolTiles(k) }
+        return pool(k, s ?? k).mean(axis: 1).reshaped(pooledShape(k, s ?? k))
+    }
+
+    /// Average pooling over non-overlapping k×k tiles (a remainder that fills no tile is dropped),
+    /// a direct kernel; its adjoint spreads each output back over its tile, and each is the other's
+    /// backward, so the pair is differentiable to any order.
+    func avgPoolTiles(_ k: Int) -> Variable {
+        let (h, w) = (shape[2], shape[3])
+        let (oh, ow) = (h / k, w / k)
+        let planes = shape[0] * shape[1]
+        let x = value.fp, scale = 1 / Float(k * k)
+        let out = Tensor.makeUninitialized([shape[0], shape[1], oh, ow]) { o in
+            Parallel.chunks(planes, grain: Swift.max(1, (1 << 15) / Swift.max(h * w, 1))) { range in
+                for p in range {
+                    let xp = x + p * h * w, op = o + p * oh * ow
+                    for oy in 0..<oh {
+                        let orow = op + oy * ow
+                        for ox in 0..<ow { orow[ox] = 0 }
+                        for ky in 0..<k {
+                            let xrow = xp + (oy * k + ky) * w
+                            for ox in 0..<ow {
+                                var acc: Float = 0
+                                for kx in 0..<k { acc += xrow[ox * k + kx] }
+                                orow[ox] += acc
+                            }
+                        }
+                        for ox in 0..<ow { orow[ox] *= scale }
+                    }
+                }
+            }
+        }
+        return record("avgPool", out, [self]) { g in [g.avgPoolTilesAdjoint(k, height: h, width: w)] }
+    }
+
+    /// The adjoint of `avgPoolTiles`: [N, C, oh, ow] → [N, C, h, w], each value / k² over its tile.
+    func avgPoolTilesAdjoint(_ k: Int, height h: Int, width w: Int) -> Variable {
+        let (oh, ow) = (shape[2], shape[3])
+        let planes = shape[0] * shape[1]
+        let g = value.fp, scale = 1 / Float(k * k)
+        let out = Tensor.make([shape[0], shape[1], h, w]) { o in
+            Parallel.chunks(planes, grain: Swift.max(1, (1 << 15) / Swift.max(h * w, 1))) { range in
+                for p in range {
+                    let gp = g + p * oh * ow, op = o + p * h * w
+                    for iy in 0..<(oh * k) {
+                        let grow = gp + (iy / k) * ow, orow = op + iy * w
+                        for ix in 0..<(ow * k) { orow[ix] = grow[ix / k] * scale }
+                    }
+                }
+            }
+        }
+        return record("avgPoolT", out, [self]) { g in [g.avgPoolTiles(k)] }
     }
 
     /// Max pooling over k×k windows with stride s (no padding).
@@ -252,11 +309,6 @@ public func matmulSumNT(_ x: Variable, _ y: Variable) -> Variable {
     let (batch, m, n) = (x.shape[0], x.shape[1], x.shape[2])
     let k = y.shape[1]
     precondition(y.shape.count == 3 && y.shape[0] == batch && y.shape[2] == n, "matmulSumNT: \(x.shape) · \(y.shape)ᵀ")
-    let out = Tensor.make([m, k]) { o in
-        for b in 0..<batch {
-            GEMM.sgemm(transposeB: true, m: m, n: k, k: n, a: x.value.fp + b * m * n, lda: n, b: y.value.fp + b * k * n, ldb: n,
-                       beta: b == 0 ? 0 : 1, c: o, ldc: k)
-        }
-    }
+    let out = Tensor.make([m, k]) { o in GEMM.sumOfProductsNT(batch: batch, m: m, n: k, k: n, a: x.value.fp, b: y.value.fp, c: o) }
     return record("matmulSumNT", out, [x, y]) { g in [matmulShared(g, y), matmulShared(g.transposed(), x)] }
 }

@@ -1,4 +1,5 @@
 import COpenBLAS
+import Dispatch
 
 /// Every matrix product of Menagerie goes through this one interface, so that a faster backend
 /// (BF16 through oneDNN is planned) drops in without touching the layers. Matrices are row-major.
@@ -54,9 +55,71 @@ public enum GEMM {
                                alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
                                b: UnsafePointer<Float>, ldb: Int, strideB: Int,
                                beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int) {
+        // Many small products: a share of them per thread, each single-threaded, beats splitting
+        // every small product across threads (whose start/stop then dominates).
+        if batch >= 2 * GEMM.threads && 2 * m * n * k < 1 << 28 {
+            let pointers = UncheckedBox((a, b, c))
+            concurrently(batch) { _, items in
+                let (a, b, c) = pointers.value
+                for i in items {
+                    sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                          a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
+                }
+            }
+            return
+        }
         for i in 0..<batch {
             sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
                   a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
+        }
+    }
+
+    /// C[m×n] = Σ_i A_i · B_iᵀ for A_i [m×k] and B_i [n×k] stored back to back (a convolution's
+    /// weight gradient). With several threads, each sums its share of items into its own block,
+    /// single-threaded, and the blocks are added in a fixed order (same bits for the same threads).
+    public static func sumOfProductsNT(batch: Int, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                                       c: UnsafeMutablePointer<Float>) {
+        let threads = GEMM.threads
+        if threads > 1 && batch >= 2 * threads && 2 * m * n * k < 1 << 28 {
+            let partials = UnsafeMutablePointer<Float>.allocate(capacity: threads * m * n)
+            defer { partials.deallocate() }
+            partials.update(repeating: 0, count: threads * m * n)
+            let pointers = UncheckedBox((a, b, partials))
+            concurrently(batch) { t, items in
+                let (a, b, partials) = pointers.value
+                for i in items {
+                    sgemm(transposeB: true, m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * n * k, ldb: k,
+                          beta: 1, c: partials + t * m * n, ldc: n)
+                }
+            }
+            c.update(from: partials, count: m * n)
+            for t in 1..<threads {
+                let block = partials + t * m * n
+                for j in 0..<(m * n) { c[j] += block[j] }
+            }
+            return
+        }
+        for i in 0..<batch {
+            sgemm(transposeB: true, m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * n * k, ldb: k, beta: i == 0 ? 0 : 1, c: c, ldc: n)
+        }
+    }
+
+    /// Splits items 0..<count into one contiguous share per thread and runs `body(thread, share)`
+    /// on each, with OpenBLAS single-threaded meanwhile: for many small independent products
+    /// (per image, per attention head). Shares are fixed by count and threads, so results do not
+    /// depend on scheduling.
+    public static func concurrently(_ count: Int, _ body: (Int, Range<Int>) -> Void) {
+        let threads = GEMM.threads
+        guard threads > 1 && count > 1 else { body(0, 0..<count); return }
+        openblas_set_num_threads(1)
+        defer { openblas_set_num_threads(Int32(threads)) }
+        let per = (count + threads - 1) / threads
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                let items = Swift.min(count, t * per)..<Swift.min(count, (t + 1) * per)
+                if !items.isEmpty { box.value(t, items) }
+            }
         }
     }
 }

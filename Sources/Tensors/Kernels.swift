@@ -17,7 +17,8 @@ public enum Kernels {
     /// with the biased variance (as torch.nn.LayerNorm). Accumulates in Double.
     public static func layerNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?,
                                  eps: Float, into y: UnsafeMutablePointer<Float>) {
-        for r in 0..<rows {
+        Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(width, 1))) { range in
+          for r in range {
             let xr = x + r * width, yr = y + r * width
             var sum = 0.0
             for i in 0..<width { sum += Double(xr[i]) }
@@ -31,6 +32,7 @@ public enum Kernels {
                 if let beta { v += beta[i] }
                 yr[i] = v
             }
+          }
         }
     }
 
@@ -38,13 +40,17 @@ public enum Kernels {
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         for r in 0..<rows {
             let xr = x + r * width
-            var m = -Float.infinity
-            for i in 0..<width { m = max(m, xr[i]) }
+            var mv = SIMD16<Float>(repeating: -.infinity)
+            var i = 0
+            while i + 16 <= width {
+                mv = pointwiseMax(mv, UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD16<Float>.self))
+                i += 16
+            }
+            var m = mv.max()
+            while i < width { m = max(m, xr[i]); i += 1 }
             for i in 0..<width { xr[i] -= m }
             fastExp(xr, count: width)
-            var s: Float = 0
-            for i in 0..<width { s += xr[i] }
-            let inv = 1 / s
+            let inv = 1 / vectorSum(xr, width)
             for i in 0..<width { xr[i] *= inv }
         }
     }
@@ -52,18 +58,18 @@ public enum Kernels {
     /// Exact GELU in place: x · Φ(x) = x/2 · (1 + erf(x/√2)) (torch.nn.GELU(), approximate='none'),
     /// with the vectorisable `fastErf`.
     public static func geluExact(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        let chunk = 1024
-        var scaled = [Float](repeating: 0, count: chunk)
-        while i < count {
-            let n = min(chunk, count - i)
-            scaled.withUnsafeMutableBufferPointer { buf in
-                let e = buf.baseAddress!
-                for j in 0..<n { e[j] = x[i + j] * 0.70710678118654752 }
-                fastErf(e, count: n)
-                for j in 0..<n { x[i + j] = 0.5 * x[i + j] * (1 + e[j]) }
+        Parallel.chunks(count) { range in
+            let chunk = 1024
+            let scaled = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
+            defer { scaled.deallocate() }
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let n = min(chunk, range.upperBound - i)
+                for j in 0..<n { scaled[j] = x[i + j] * 0.70710678118654752 }
+                fastErf(scaled, count: n)
+                for j in 0..<n { x[i + j] = 0.5 * x[i + j] * (1 + scaled[j]) }
+                i += n
             }
-            i += n
         }
     }
 
@@ -95,7 +101,10 @@ public enum Kernels {
     public static func fastExp(_ x: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count {
             let v = min(max(x[i], -87.3), 88.3)
-            let n = (v * 1.44269504088896341).rounded()
+            // n = round(v·log2 e) by the 1.5·2²³ trick: the sum's low mantissa bits hold n, so
+            // both n and 2ⁿ come from wrapping integer ops and the loop vectorises.
+            let t = v * 1.44269504088896341 + 12582912
+            let n = t - 12582912
             let r = v - n * 0.693359375 + n * 2.12194440e-4
             var p: Float = 1.9875691500e-4
             p = p * r + 1.3981999507e-3
@@ -104,14 +113,14 @@ public enum Kernels {
             p = p * r + 1.6666665459e-1
             p = p * r + 5.0000001201e-1
             let e = (p * r * r + r) + 1
-            let bits = UInt32(truncatingIfNeeded: Int32(n) + 127) << 23
+            let bits = (t.bitPattern &- 0x4B40_0000 &+ 127) << 23
             x[i] = x[i] < -87.3 ? 0 : e * Float(bitPattern: bits)
         }
     }
 
     /// QuickGELU in place: x · σ(1.702 x) (OpenAI CLIP).
     public static func quickGELU(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count { x[i] = x[i] / (1 + expf(-1.702 * x[i])) }
+        Parallel.chunks(count) { range in for i in range { x[i] = x[i] / (1 + expf(-1.702 * x[i])) } }
     }
 
     /// y += x, elementwise.

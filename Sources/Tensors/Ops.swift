@@ -39,7 +39,7 @@ extension Tensor {
     @inline(__always)
     func mapFloats(_ f: (Float) -> Float) -> Tensor {
         let p = fp
-        return Tensor.make(shape) { o in for i in 0..<count { o[i] = f(p[i]) } }
+        return Tensor.makeUninitialized(shape) { o in Parallel.chunks(count) { r in for i in r { o[i] = f(p[i]) } } }
     }
 }
 
@@ -75,7 +75,16 @@ extension Variable {
 
     /// max(x, 0); the derivative uses a constant mask (1 where x > 0).
     public func relu() -> Variable {
-        record("relu", value.mapFloats { Swift.max($0, 0) }, [self]) { g in [g * Variable(self.value.mapFloats { $0 > 0 ? 1 : 0 })] }
+        record("relu", value.mapFloats { Swift.max($0, 0) }, [self]) { g in
+            if !GradMode.enabled {
+                // First order: one fused pass, g where x > 0.
+                let gp = g.value.fp, xp = self.value.fp
+                return [Variable(Tensor.makeUninitialized(self.shape) { o in
+                    Parallel.chunks(self.count) { r in for i in r { o[i] = xp[i] > 0 ? gp[i] : 0 } }
+                })]
+            }
+            return [g * Variable(self.value.mapFloats { $0 > 0 ? 1 : 0 })]
+        }
     }
 
     /// Exact GELU: x · Φ(x) = x/2 · (1 + erf(x/√2)).
@@ -174,35 +183,10 @@ extension Variable {
 
     public func softmax() -> Variable { logSoftmax().exp() }
 
-    /// Layer normalisation over the last axis (biased variance, as torch).
-    public func layerNorm(weight: Variable?, bias: Variable?, eps: Float = 1e-5) -> Variable {
-        let mu = mean(axis: -1, keepDims: true)
-        let centred = self - mu
-        var y = centred / ((centred * centred).mean(axis: -1, keepDims: true) + eps).sqrt()
-        if let weight { y = y * weight }
-        if let bias { y = y + bias }
-        return y
-    }
-
     /// RMSNorm over the last axis: x / √(mean(x²) + eps) · weight.
     public func rmsNorm(weight: Variable?, eps: Float = 1e-6) -> Variable {
         var y = self / ((self * self).mean(axis: -1, keepDims: true) + eps).sqrt()
         if let weight { y = y * weight }
-        return y
-    }
-
-    /// Group normalisation of [N, C, …] over `groups` channel groups (C % groups == 0), with a
-    /// per-channel affine; groups == C is instance normalisation.
-    public func groupNorm(groups: Int, weight: Variable?, bias: Variable?, eps: Float = 1e-5) -> Variable {
-        let n = shape[0], c = shape[1]
-        precondition(c % groups == 0, "channels \(c) are not divisible into \(groups) groups")
-        let grouped = reshaped([n, groups, -1])
-        let mu = grouped.mean(axis: -1, keepDims: true)
-        let centred = grouped - mu
-        var y = (centred / ((centred * centred).mean(axis: -1, keepDims: true) + eps).sqrt()).reshaped(shape)
-        let affine = [1, c] + [Int](repeating: 1, count: shape.count - 2)
-        if let weight { y = y * weight.reshaped(affine) }
-        if let bias { y = y + bias.reshaped(affine) }
         return y
     }
 }

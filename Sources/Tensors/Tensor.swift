@@ -18,6 +18,14 @@ public final class TensorStorage: @unchecked Sendable {
         self.owner = nil
     }
 
+    /// Allocates `byteCount` bytes without clearing them, for kernels that write every element.
+    init(uninitialized byteCount: Int) {
+        self.bytes = BufferPool.shared.take(max(byteCount, 1))
+        self.byteCount = byteCount
+        self.isOwned = true
+        self.owner = nil
+    }
+
     /// Wraps memory owned elsewhere. Either `owner` keeps it alive (it is retained here), or the
     /// caller guarantees that it outlives every use of this storage.
     public init(borrowing bytes: UnsafeMutableRawPointer, byteCount: Int, owner: AnyObject? = nil) {

@@ -20,6 +20,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the records as a JSON array on stdout.")
     var json = false
 
+    @Option(name: .long, help: "PyTorch's numbers for the same workloads (written by `make bench-reference`; default $MENAGERIE_BENCH_REFERENCE).")
+    var reference: String?
+
     @OptionGroup var global: GlobalOptions
 
     struct Reference: Codable {
@@ -33,10 +36,12 @@ struct BenchCommand: ParsableCommand {
         let median: Double
         let min: Double
         let max: Double
-        let reference: Reference?
-        let ratio: Double?
-        /// The goal for this machine (shown in the table, not part of the JSON shape).
+        var reference: Reference?
+        var ratio: Double?
+        /// The goal for this machine, in the record's unit (shown in the table, not part of the JSON shape).
         var target: Double? = nil
+        /// The goal as a ratio to the reference (ours / PyTorch's).
+        var ratioTarget: Double? = nil
         enum CodingKeys: String, CodingKey { case name, unit, median, min, max, reference, ratio }
         func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -119,50 +124,23 @@ struct BenchCommand: ParsableCommand {
             records.append(record(benchName, unit: "µs", samples, target: 20))
         }
 
-        // ConvNet-3 training step (forward + backward + SGD) at batch 256 on 32×32 RGB, width 128.
-        if wanted("convnet3.train_step") {
-            var rng = SeededGenerator(seed: 1)
-            let batch = 256
-            let x = Variable(try Tensor((0..<(batch * 3 * 32 * 32)).map { _ in Float(rng.nextNormal()) }, shape: [batch, 3, 32, 32]))
-            let labels = (0..<batch).map { $0 % 10 }
-            let net = ConvNet(channels: 3, classes: 10)
-            let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
-            opt.minimize(crossEntropy(net(x), labels: labels))     // warm-up: fills the buffer pool
-            var samples: [Double] = []
-            for _ in 0..<max(2, repeats / 10) {
-                let t0 = now()
-                opt.minimize(crossEntropy(net(x), labels: labels))
-                samples.append(now() - t0)
-            }
-            records.append(record("convnet3.train_step", unit: "ms", samples))
-        }
-
-        // timm ViT-B/16 forward at 224 px, batch 1, on the tape-free path (random weights written to a
-        // temporary safetensors file and memory-mapped back, as a real checkpoint would be).
-        if wanted("vit_b16.forward") {
-            var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
-            config.numClasses = 1000
-            let dir = NSTemporaryDirectory() + "/menagerie-bench-\(getpid())"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
-            let model = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: dir))
-            let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
-            _ = try model.forward(image)
-            var samples: [Double] = []
-            for _ in 0..<max(3, repeats / 4) {
-                let t0 = now()
-                _ = try model.forward(image)
-                samples.append(now() - t0)
-            }
-            records.append(record("vit_b16.forward", unit: "ms", samples))
+        try modelBenchmarks(into: &records)
+        if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
+            records = try attachReference(records, from: referencePath)
         }
 
         if json { return try printJSON(records) }
-        print(table([["BENCHMARK", "UNIT", "MEDIAN", "MIN", "MAX", "TARGET"]] + records.map {
-            [$0.name, $0.unit, String(format: "%.3f", $0.median), String(format: "%.3f", $0.min), String(format: "%.3f", $0.max),
-             $0.target.map { "≤ " + String(format: "%g", $0) } ?? "-"]
-        }))
-        print("(\(repeats) repetitions each; references: none for host overheads)")
+        let hasReference = records.contains { $0.reference != nil }
+        var rows = [["BENCHMARK", "UNIT", "MEDIAN", "MIN", "MAX"] + (hasReference ? ["REFERENCE", "RATIO"] : []) + ["TARGET"]]
+        for r in records {
+            var row = [r.name, r.unit, String(format: "%.3f", r.median), String(format: "%.3f", r.min), String(format: "%.3f", r.max)]
+            if hasReference {
+                row += [r.reference.map { String(format: "%.3f", $0.median) } ?? "-", r.ratio.map { String(format: "%.2f×", $0) } ?? "-"]
+            }
+            row.append(r.target.map { "≤ " + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" } ?? "-")
+            rows.append(row)
+        }
+        print(table(rows))
+        print("(\(repeats) repetitions each\(hasReference ? "; RATIO = ours / reference, lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))")
     }
 }

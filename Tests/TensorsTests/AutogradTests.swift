@@ -67,6 +67,57 @@ import Testing
         gc.check("instanceNorm", [gc.random([2, 3, 2, 2])]) { $0[0].groupNorm(groups: 3, weight: nil, bias: nil) }
     }
 
+    /// The fused first-order backward of the norms and the recorded (createGraph) one are two
+    /// codings of the same formulas: they must agree, with and without the affine, for layer norm,
+    /// group norm and instance norm.
+    @Test func fusedNormBackwardMatchesRecordedBackward() {
+        var gc = GradientCheck()
+        let cases: [(String, [Variable], ([Variable]) -> Variable)] = [
+            ("layerNorm", [gc.random([5, 7], offset: 2), gc.random([7]), gc.random([7])], { $0[0].layerNorm(weight: $0[1], bias: $0[2]) }),
+            ("layerNorm plain", [gc.random([2, 3, 33])], { $0[0].layerNorm(weight: nil, bias: nil) }),
+            ("groupNorm", [gc.random([3, 6, 4, 5], scale: 3), gc.random([6]), gc.random([6])], { $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2]) }),
+            ("instanceNorm", [gc.random([2, 4, 3, 3]), gc.random([4])], { $0[0].groupNorm(groups: 4, weight: $0[1], bias: nil) }),
+        ]
+        for (name, inputs, f) in cases {
+            let seed = gc.random(f(inputs).shape).detached()
+            let fused = Autograd.gradients(of: f(inputs), wrt: inputs, seed: seed)
+            let recorded = Autograd.gradients(of: f(inputs), wrt: inputs, seed: seed, createGraph: true)
+            for (a, b) in zip(fused, recorded) {
+                let d = zip(a!.scalars, b!.scalars).map { abs($0 - $1) }.max()!
+                #expect(d < 1e-4, "\(name): fused and recorded gradients differ by \(d)")
+            }
+        }
+    }
+
+    /// Second order through ConvNet-3's block (conv → instance norm → ReLU → average pool): the
+    /// derivative of ⟨∂L/∂x, v⟩ with respect to the conv weight against finite differences.
+    @Test func secondOrderThroughConvNetBlock() {
+        var gc = GradientCheck()
+        let x = gc.random([2, 2, 4, 4]).detached()
+        let v = gc.random([2, 2, 4, 4]).detached()
+        let w = gc.random([3, 2, 3, 3], scale: 0.4)
+        let gamma = gc.random([3], offset: 1).detached(), beta = gc.random([3]).detached()
+        func inner(_ w: Variable, createGraph: Bool) -> Variable {
+            let xr = Variable(x.value, requiresGrad: true)
+            let h = conv2d(xr, weight: w, bias: nil, padding: (1, 1)).groupNorm(groups: 3, weight: gamma, bias: beta).relu().avgPool2d(kernel: 2)
+            let g = Autograd.gradients(of: (h * h).sum(), wrt: [xr], createGraph: createGraph)[0]!
+            return (g * v).sum()
+        }
+        let analytic = Autograd.gradients(of: inner(w, createGraph: true), wrt: [w])[0]!.scalars
+        let base = w.scalars
+        var worst: Float = 0
+        for i in stride(from: 0, to: base.count, by: 2) {
+            func value(_ d: Float) -> Float {
+                var moved = base
+                moved[i] += d
+                return inner(try! Variable(moved, shape: w.shape, requiresGrad: true), createGraph: false).scalars[0]
+            }
+            let numeric = (value(5e-3) - value(-5e-3)) / 1e-2
+            worst = max(worst, abs(numeric - analytic[i]) / max(1, abs(numeric)))
+        }
+        #expect(worst < 3e-2, "second-order worst relative error \(worst)")
+    }
+
     @Test func convolutionAndPooling() {
         var gc = GradientCheck()
         gc.check("conv2d", [gc.random([2, 3, 5, 5]), gc.random([4, 3, 3, 3], scale: 0.3), gc.random([4])]) {
@@ -80,6 +131,8 @@ import Testing
         }
         gc.check("conv1d", [gc.random([2, 3, 8]), gc.random([2, 3, 3], scale: 0.3)]) { conv1d($0[0], weight: $0[1], bias: nil, padding: 1) }
         gc.check("avgPool2d", [gc.random([2, 3, 4, 4])]) { $0[0].avgPool2d(kernel: 2) }
+        gc.check("avgPool2d odd size", [gc.random([1, 2, 5, 7])]) { $0[0].avgPool2d(kernel: 2) }
+        gc.check("avgPool2d overlapping", [gc.random([1, 2, 5, 5])]) { $0[0].avgPool2d(kernel: 3, stride: 2) }
         gc.check("maxPool2d", [gc.random([1, 2, 4, 4])]) { $0[0].maxPool2d(kernel: 2) }
         gc.check("bilinear", [gc.random([1, 2, 3, 4])]) { $0[0].upsampleBilinear(height: 5, width: 7) }
     }

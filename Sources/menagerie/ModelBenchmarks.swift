@@ -1,0 +1,193 @@
+import ArgumentParser
+import Foundation
+import Formats
+import NN
+import Tensors
+
+/// The numerical core's benchmarks: the workloads of `scripts/bench-reference.py`, named the same,
+/// so that `--reference` can put PyTorch's time beside ours. Weights are random (speed does not
+/// depend on them), written to a temporary safetensors file and memory-mapped back as a real
+/// checkpoint would be.
+extension BenchCommand {
+    func modelBenchmarks(into records: inout [Record]) throws {
+        let scratch = NSTemporaryDirectory() + "/menagerie-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+
+        // The sgemm rate everything else is measured against: 1024³ products.
+        if wanted("sgemm.1024") {
+            let n = 1024
+            let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
+            var c = Tensor(zeros: .float32, shape: [n, n])
+            func product() {
+                a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in c.withUnsafeMutableBytes { pc in
+                    GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
+                               b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                               c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
+                } } }
+            }
+            product()
+            var samples: [Double] = []
+            for _ in 0..<max(5, repeats) {
+                let t0 = now()
+                product()
+                samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6))   // GFLOP/s
+            }
+            records.append(record("sgemm.1024", unit: "GFLOP/s", samples))
+        }
+
+        // ConvNet-3 training step (forward + backward + SGD) at batch 256 on 32×32 RGB, width 128.
+        if wanted("convnet3.train_step") {
+            var rng = SeededGenerator(seed: 1)
+            let batch = 256
+            let x = Variable(try Tensor((0..<(batch * 3 * 32 * 32)).map { _ in Float(rng.nextNormal()) }, shape: [batch, 3, 32, 32]))
+            let labels = (0..<batch).map { $0 % 10 }
+            let net = ConvNet(channels: 3, classes: 10)
+            let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
+            opt.minimize(crossEntropy(net(x), labels: labels))     // warm-up: fills the buffer pool
+            var samples: [Double] = []
+            for _ in 0..<max(3, repeats / 4) {
+                let t0 = now()
+                opt.minimize(crossEntropy(net(x), labels: labels))
+                samples.append(now() - t0)
+            }
+            var r = record("convnet3.train_step", unit: "ms", samples)
+            r.ratioTarget = 1.0
+            records.append(r)
+            BufferPool.shared.drain()
+        }
+
+        // timm ViT-B/16 at 224 px, batch 1 and 8, on the tape-free path.
+        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") {
+            var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
+            config.numClasses = 1000
+            let dir = scratch + "/vit-b16"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
+            BufferPool.shared.drain()
+            let model = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: dir))
+            for (name, batch, reps) in [("vit_b16.forward", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8", 8, max(2, repeats / 8))]
+            where wanted(name) || (batch == 1 && wanted("vit_b16.sgemm_share")) {
+                let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
+                _ = try model.forward(image)
+                var samples: [Double] = []
+                for _ in 0..<reps {
+                    let t0 = now()
+                    _ = try model.forward(image)
+                    samples.append(now() - t0)
+                }
+                var r = record(name, unit: "ms", samples)
+                r.ratioTarget = 0.85
+                if wanted(name) { records.append(r) }
+                // The share of the machine's sgemm rate this forward reaches (target ≥ 85 %).
+                if batch == 1, wanted("vit_b16.sgemm_share"), let rate = records.first(where: { $0.name == "sgemm.1024" })?.median {
+                    let gflop = vitForwardFLOPs(tokens: config.tokens, width: 768, depth: 12, hidden: 3072, patchInputs: 3 * 16 * 16) / 1e9
+                    let shares = samples.map { 100 * (gflop / ($0 / 1000)) / rate }
+                    records.append(record("vit_b16.sgemm_share", unit: "%", shares))
+                }
+            }
+            BufferPool.shared.drain()
+        }
+
+        // open_clip ViT-L-14: image tower batch 1, text tower batch 8, and the peak memory of loading
+        // the checkpoint and running both, as a multiple of the checkpoint's size.
+        if wanted("vit_l14.image_forward") || wanted("vit_l14.text_forward_batch8") || wanted("vit_l14.peak_memory") {
+            let dir = scratch + "/vit-l14"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try Data(Self.vitL14Config.utf8).write(to: URL(fileURLWithPath: dir + "/open_clip_config.json"))
+            let config = try OpenCLIPConfig.load(path: dir + "/open_clip_config.json")
+            try CLIPModule(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
+            BufferPool.shared.drain()
+            let weightBytes = Double((try FileManager.default.attributesOfItem(atPath: dir + "/open_clip_model.safetensors")[.size] as? NSNumber)?.intValue ?? 0)
+            let before = PeakMemory.resetAndRead()
+            let model = try CLIPModel(folder: dir)
+            let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
+            // Eight prompts of random tokens, each ending in the end-of-text token (the largest id).
+            var idValues = [Int32](repeating: 1, count: 8 * 77)
+            for i in idValues.indices { idValues[i] = i % 77 == 76 ? 49407 : Int32(1 + (i * 7919) % 49000) }
+            let ids = try Tensor(idValues, shape: [8, 77])
+            let workloads: [(String, () throws -> Void)] = [
+                ("vit_l14.image_forward", { _ = try model.encodeImage(image) }),
+                ("vit_l14.text_forward_batch8", { _ = try model.encodeText(ids) }),
+            ]
+            for (name, body) in workloads where wanted(name) || wanted("vit_l14.peak_memory") {
+                try body()
+                var samples: [Double] = []
+                for _ in 0..<max(2, repeats / 4) {
+                    let t0 = now()
+                    try body()
+                    samples.append(now() - t0)
+                }
+                var r = record(name, unit: "ms", samples)
+                r.ratioTarget = 0.85
+                if wanted(name) { records.append(r) }
+            }
+            if wanted("vit_l14.peak_memory"), weightBytes > 0 {
+                let peak = PeakMemory.read() - before
+                var r = record("vit_l14.peak_memory", unit: "× weights", [Double(peak) / weightBytes])
+                r.target = 1.3
+                records.append(r)
+            }
+            withExtendedLifetime(model) {}
+        }
+    }
+
+    /// Multiply–adds × 2 of a ViT forward: patch embedding, then per block the qkv and output
+    /// projections (8·T·D²), the MLP (4·T·D·hidden) and the attention products (4·T²·D).
+    func vitForwardFLOPs(tokens t: Int, width d: Int, depth: Int, hidden: Int, patchInputs: Int) -> Double {
+        let (t, d, h) = (Double(t), Double(d), Double(hidden))
+        return 2 * (t - 1) * Double(patchInputs) * d + Double(depth) * (8 * t * d * d + 4 * t * d * h + 4 * t * t * d)
+    }
+
+    /// open_clip's `ViT-L-14.json` model config.
+    static let vitL14Config = """
+    {"model_cfg": {"embed_dim": 768, "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
+     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}}}
+    """
+}
+
+/// The process's resident-set high-water mark (VmHWM), which Linux resets on request.
+enum PeakMemory {
+    /// Resets the high-water mark to the current resident set and returns it (bytes).
+    static func resetAndRead() -> Int {
+        if let f = fopen("/proc/self/clear_refs", "w") {
+            fputs("5", f)
+            fclose(f)
+        }
+        return read()
+    }
+
+    /// VmHWM in bytes.
+    static func read() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return 0
+    }
+}
+
+extension BenchCommand {
+    /// Puts the reference's median beside each record of the same name (`scripts/bench-reference.py`
+    /// writes `{"torch": version, "threads": n, "records": [{"name", "unit", "median", …}]}`).
+    func attachReference(_ records: [Record], from path: String) throws -> [Record] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("cannot read the reference file \(path) (write it with `make bench-reference`)")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(text, source: path) } catch { throw ValidationError("\(path): \(error)") }
+        guard let list = json["records"]?.arrayValue else { throw ValidationError("\(path): no \"records\" array") }
+        let tool = "pytorch " + (json["torch"]?.stringValue ?? "?") + ", \(json["threads"]?.intValue ?? 0) threads"
+        var medians: [String: Double] = [:]
+        for item in list {
+            if let name = item["name"]?.stringValue, let median = item["median"]?.doubleValue { medians[name] = median }
+        }
+        return records.map { r in
+            guard let m = medians[r.name], m > 0 else { return r }
+            var r = r
+            r.reference = Reference(tool: tool, median: m)
+            r.ratio = r.median / m
+            return r
+        }
+    }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""PyTorch side of `menagerie bench`: the same workloads, timed the same way (median of repeats
+after a warm-up), printed as JSON records {name, unit, median, min, max}.
+
+Run by `make bench-reference` inside the venv it creates (torch, timm, open_clip from PyPI).
+Random weights: speed does not depend on the values, and nothing is downloaded.
+"""
+import argparse, json, statistics, sys, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timed(fn, repeats):
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples)}
+
+
+class ConvNet3(nn.Module):
+    """ConvNet-3 of the dataset-distillation code: 3 × [conv 3×3 → instance norm → ReLU → avg pool]."""
+    def __init__(self, channels=3, classes=10, width=128, depth=3, size=32):
+        super().__init__()
+        layers = []
+        for d in range(depth):
+            layers += [nn.Conv2d(channels if d == 0 else width, width, 3, padding=1),
+                       nn.GroupNorm(width, width, affine=True), nn.ReLU(inplace=True), nn.AvgPool2d(2, 2)]
+            size //= 2
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width * size * size, classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    records = []
+
+    def add(name, unit, stats):
+        records.append({"name": name, "unit": unit, **stats})
+        print(f"{name}: {stats['median']:.1f} {unit}", file=sys.stderr)
+
+    def wanted(name):
+        return not args.only or args.only in name
+
+    if wanted("convnet3.train_step"):
+        net = ConvNet3()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        x = torch.randn(256, 3, 32, 32)
+        y = torch.arange(256) % 10
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        add("convnet3.train_step", "ms", timed(step, max(2, args.repeats // 2)))
+
+    with torch.inference_mode():
+        if wanted("vit_b16.forward"):
+            import timm
+            vit = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+            image = torch.full((1, 3, 224, 224), 0.5)
+            add("vit_b16.forward", "ms", timed(lambda: vit(image), args.repeats))
+            image8 = torch.full((8, 3, 224, 224), 0.5)
+            add("vit_b16.forward_batch8", "ms", timed(lambda: vit(image8), max(2, args.repeats // 4)))
+            del vit
+        if wanted("vit_l14"):
+            import open_clip
+            model = open_clip.create_model("ViT-L-14", pretrained=None).eval()
+            image = torch.full((1, 3, 224, 224), 0.5)
+            add("vit_l14.image_forward", "ms", timed(lambda: model.encode_image(image), max(2, args.repeats // 2)))
+            tokens = torch.randint(1, 49000, (8, 77))
+            add("vit_l14.text_forward_batch8", "ms", timed(lambda: model.encode_text(tokens), max(2, args.repeats // 2)))
+    json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
