@@ -1,7 +1,7 @@
 # Menagerie — the two commands of the README:
 #   make demo   install missing system packages, build (release), run `menagerie tour`
 #   make test   the same setup, then every test
-# Also: make build, make bench, make install PREFIX=/usr/local, make clean.
+# Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean.
 
 SWIFT ?= swift
 CONFIG ?= release
@@ -10,7 +10,10 @@ BUILD_FLAGS = -c $(CONFIG)
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
 TOUR_OUT ?= menagerie-tour
 
-.PHONY: bootstrap build demo test bench install clean
+REFERENCE_VENV ?= .venv-reference
+REFERENCE_JSON ?= .build/bench-reference.json
+
+.PHONY: bootstrap build demo test bench bench-reference install clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -26,8 +29,18 @@ test: build
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
 
+# With a PyTorch reference on file (make bench-reference), the table gets REFERENCE and RATIO columns.
 bench: build
-	$(BIN)/menagerie bench
+	$(BIN)/menagerie bench $(if $(wildcard $(REFERENCE_JSON)),--reference $(REFERENCE_JSON))
+
+# Creates a venv with torch, timm and open_clip from PyPI (several GB: PyPI's torch wheel brings
+# its CUDA libraries, unused here), times the same workloads in PyTorch, then runs `make bench`.
+bench-reference: build
+	test -x $(REFERENCE_VENV)/bin/python || python3 -m venv $(REFERENCE_VENV)
+	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch
+	$(REFERENCE_VENV)/bin/python scripts/bench-reference.py --threads $${MENAGERIE_THREADS:-$$(nproc)} > $(REFERENCE_JSON).tmp
+	mv $(REFERENCE_JSON).tmp $(REFERENCE_JSON)
+	$(BIN)/menagerie bench --reference $(REFERENCE_JSON)
 
 install: build
 	install -d $(PREFIX)/bin $(PREFIX)/lib/menagerie/plugins $(PREFIX)/share/menagerie/templates $(PREFIX)/share/menagerie/sdk/Sources

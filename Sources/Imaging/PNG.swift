@@ -1,6 +1,7 @@
 import CPNG
 import Foundation
 import Formats
+import Tensors
 
 /// PNG files through libpng's simplified API (no setjmp/longjmp crosses Swift frames).
 public enum PNG {
@@ -53,6 +54,67 @@ public enum PNG {
     /// Writes an image atomically (temp file + rename).
     public static func write(_ img: Image, to path: String) throws {
         try AtomicFile.write(try encode(img), to: path)
+    }
+
+    /// A PNG's samples at the file's own depth: a tensor [H, W] (gray) or [H, W, C] (C = 3, 4) of
+    /// u8 for files of ≤ 8 bits per sample, of i32 (0…65535, exact) for 16-bit files, as TIFF does.
+    /// Palettes and transparency chunks are expanded; gray with alpha becomes RGBA.
+    public struct Samples: Sendable {
+        public let pixels: Tensor
+        public let bitDepth: Int
+    }
+
+    /// Reads any PNG keeping 16-bit samples exact (`read(path:)` gives 8-bit images).
+    public static func readSamples(path: String) throws -> Samples {
+        var width: UInt32 = 0, height: UInt32 = 0
+        var channels: Int32 = 0, depth: Int32 = 0
+        var raw: UnsafeMutablePointer<UInt16>?
+        var text = [CChar](repeating: 0, count: 256)
+        let status = mng_png_read16(path, TIFF.maxPixels, &width, &height, &channels, &depth, &raw, &text, text.count)
+        guard status == 0, let raw else {
+            throw FormatError(path: path, "not a readable PNG (\(String(cString: text)))")
+        }
+        defer { free(raw) }
+        let count = Int(width) * Int(height) * Int(channels)
+        let shape = channels == 1 ? [Int(height), Int(width)] : [Int(height), Int(width), Int(channels)]
+        let samples = UnsafeBufferPointer(start: raw, count: count)
+        // 8-bit files were widened by ×257 (v·257 = v << 8 | v), so the division is exact.
+        let pixels = depth <= 8 ? try Tensor(samples.map { UInt8($0 / 257) }, shape: shape)
+                                : try Tensor(samples.map { Int32($0) }, shape: shape)
+        return Samples(pixels: pixels, bitDepth: Int(depth))
+    }
+
+    /// Writes u8 samples as an 8-bit PNG, or i32/i64 samples in 0…65535 as a 16-bit PNG (label
+    /// masks with many classes, scientific images); shape [H, W] or [H, W, C] with C in 1, 3, 4.
+    /// Atomic (temp file + rename).
+    public static func writeSamples(_ pixels: Tensor, to path: String) throws {
+        let channels = pixels.rank == 3 ? pixels.shape[2] : 1
+        guard pixels.rank == 2 || (pixels.rank == 3 && [1, 3, 4].contains(channels)), pixels.count > 0 else {
+            throw FormatError(path: path, "a PNG image tensor is [H, W] or [H, W, C] with C in 1, 3, 4; got \(pixels.shape)")
+        }
+        if pixels.dtype == .uint8 {
+            return try write(Image(tensor: pixels.rank == 3 && channels == 1 ? pixels.reshaped([pixels.shape[0], pixels.shape[1]]) : pixels), to: path)
+        }
+        guard pixels.dtype == .int32 || pixels.dtype == .int64 else {
+            throw FormatError(path: path, "PNG samples must be u8 (8-bit) or i32/i64 in 0…65535 (16-bit), got \(pixels.dtype.name)")
+        }
+        let values = try pixels.integers()
+        if let bad = values.first(where: { !(0...65535).contains($0) }) {
+            throw FormatError(path: path, "16-bit PNG samples must lie in 0…65535, found \(bad)")
+        }
+        try encode16(values.map { UInt16($0) }, width: pixels.shape[1], height: pixels.shape[0], channels: channels, path: path)
+    }
+
+    private static func encode16(_ samples: [UInt16], width: Int, height: Int, channels: Int, path: String) throws {
+        var out: UnsafeMutablePointer<UInt8>?
+        var count = 0
+        var text = [CChar](repeating: 0, count: 256)
+        let status = samples.withUnsafeBufferPointer {
+            mng_png_write16($0.baseAddress, UInt32(width), UInt32(height), Int32(channels), &out, &count, &text, text.count)
+        }
+        guard status == 0, let out else { throw FormatError(path: path, "cannot encode the PNG (\(String(cString: text)))") }
+        defer { free(out) }
+        try AtomicFile.write(Data(bytes: out, count: count), to: path)
     }
 
     private static func message(_ image: inout png_image) -> String {

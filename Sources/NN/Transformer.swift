@@ -63,30 +63,46 @@ public final class TransformerStack: @unchecked Sendable {
     /// `observe(i, x)` sees the input of block i (for taps such as Grad-CAM's target layer).
     public func forward(_ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false,
                         observe: ((Int, [Float]) -> Void)? = nil) throws {
+        var ws = Workspace(rows: n * t, width: width, hidden: hidden, tokens: t)
         for (i, block) in blocks.enumerated() {
             observe?(i, x)
-            try apply(block, to: &x, batch: n, tokens: t, causal: causal)
+            try apply(block, to: &x, batch: n, tokens: t, causal: causal, workspace: &ws)
         }
     }
 
-    func apply(_ bk: Block, to x: inout [Float], batch n: Int, tokens t: Int, causal: Bool) throws {
+    /// The intermediate buffers of a block, allocated once per forward and reused by every block
+    /// (fresh multi-megabyte arrays per block cost page faults and clearing).
+    struct Workspace {
+        var y, qkv, attended, mid, scores: [Float]
+        init(rows: Int, width d: Int, hidden: Int, tokens t: Int) {
+            y = [Float](repeating: 0, count: rows * d)
+            qkv = [Float](repeating: 0, count: rows * 3 * d)
+            attended = [Float](repeating: 0, count: rows * d)
+            mid = [Float](repeating: 0, count: rows * hidden)
+            scores = [Float](repeating: 0, count: max(1, GEMM.threads) * t * t)
+        }
+    }
+
+    func apply(_ bk: Block, to x: inout [Float], batch n: Int, tokens t: Int, causal: Bool, workspace ws: inout Workspace) throws {
         let d = width, hd = d / heads, rows = n * t
-        var y = [Float](repeating: 0, count: rows * d)
-        try bk.norm1w.withFloats { w in try bk.norm1b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &y) } }
-        var qkv = [Float](repeating: 0, count: rows * 3 * d)
+        try bk.norm1w.withFloats { w in try bk.norm1b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y) } }
+        var qkv = ws.qkv
+        defer { ws.qkv = qkv }
+        ws.qkv = []
         try bk.qkvw.withFloats { w in
             if let qb = bk.qkvb {
-                try qb.withFloats { b in Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
+                try qb.withFloats { b in Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
             } else {
-                Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: nil, outFeatures: 3 * d, into: &qkv)
+                Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: nil, outFeatures: 3 * d, into: &qkv)
             }
         }
-        var attended = [Float](repeating: 0, count: rows * d)
+        var attended = ws.attended, scores = ws.scores
+        ws.attended = []
+        ws.scores = []
+        defer { (ws.attended, ws.scores) = (attended, scores) }
         let scale = 1 / Float(hd).squareRoot()
         // One (image, head) pair per item, the pairs shared out over the threads, each with its own
         // scores buffer.
-        let threads = max(1, GEMM.threads)
-        var scores = [Float](repeating: 0, count: threads * t * t)
         qkv.withUnsafeBufferPointer { qkvp in
             attended.withUnsafeMutableBufferPointer { outp in
                 scores.withUnsafeMutableBufferPointer { sp in
@@ -108,10 +124,12 @@ public final class TransformerStack: @unchecked Sendable {
             }
         }
         try residualLinear(attended, rows: rows, inFeatures: d, weight: bk.projw, bias: bk.projb, into: &x)
-        try bk.norm2w.withFloats { w in try bk.norm2b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &y) } }
-        var mid = [Float](repeating: 0, count: rows * hidden)
+        try bk.norm2w.withFloats { w in try bk.norm2b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y) } }
+        var mid = ws.mid
+        ws.mid = []
+        defer { ws.mid = mid }
         try bk.fc1w.withFloats { w in try bk.fc1b.withFloats { b in
-            Kernels.linear(y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
+            Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
         } }
         switch activation {
         case .gelu: Kernels.geluExact(&mid, count: mid.count)

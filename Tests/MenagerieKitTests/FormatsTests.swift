@@ -60,6 +60,40 @@ import TestSupport
         #expect(throws: FormatError.self) { try PNG.read(path: npy + "f32_2x3.npy") }
     }
 
+    /// 16-bit PNGs written by an independent encoder (Tests/Fixtures/images/make_png16.py) read
+    /// back exactly; ours round-trip through libpng and carry bit depth 16 in IHDR.
+    @Test func png16BitSamples() throws {
+        let images = TestPaths.fixtures + "/images/"
+        for name in ["gray16", "rgb16", "rgba16", "ga16"] {
+            let got = try PNG.readSamples(path: images + name + ".png")
+            let want = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: images + name + ".npy")))
+            #expect(got.bitDepth == 16 && got.pixels.dtype == .int32, "\(name)")
+            #expect(got.pixels.shape == want.shape, "\(name): \(got.pixels.shape) vs \(want.shape)")
+            let (gotValues, wantValues) = (try got.pixels.integers(), try want.integers())
+            #expect(gotValues == wantValues, "\(name)")
+        }
+        let dir = TempDir("png16")
+        for shape in [[3, 4], [2, 5, 3], [4, 2, 4]] {
+            let n = shape.reduce(1, *)
+            let values = (0..<n).map { Int32(($0 * 40_503 + 7) % 65_536) }
+            let t = try Tensor(values, shape: shape)
+            try PNG.writeSamples(t, to: dir.path + "/w.png")
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: dir.path + "/w.png"))
+            #expect(bytes[24] == 16, "IHDR bit depth")
+            let back = try PNG.readSamples(path: dir.path + "/w.png")
+            let backValues = try back.pixels.integers()
+            #expect(back.bitDepth == 16 && back.pixels.shape == shape && backValues == values.map(Int.init))
+        }
+        // 8-bit files keep u8 samples; out-of-range and wrong-typed samples are refused.
+        let eight = try PNG.readSamples(path: images + "rgb32.png")
+        let (eightValues, decoded) = (try eight.pixels.scalars(as: UInt8.self), try PNG.read(path: images + "rgb32.png"))
+        #expect(eight.bitDepth == 8 && eight.pixels.dtype == .uint8 && eightValues == decoded.pixels)
+        #expect(throws: FormatError.self) { try PNG.writeSamples(Tensor([Int32(70_000)], shape: [1, 1]), to: dir.path + "/bad.png") }
+        #expect(throws: FormatError.self) { try PNG.writeSamples(Tensor([Float(1)], shape: [1, 1]), to: dir.path + "/bad.png") }
+        #expect(throws: FormatError.self) { try PNG.readSamples(path: self.npy + "f32_2x3.npy") }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/bad.png"))
+    }
+
     @Test func seededGeneratorIsDeterministicAndNormal() {
         var a = SeededGenerator(seed: 7), b = SeededGenerator(seed: 7), c = SeededGenerator(seed: 8)
         let xs = (0..<5).map { _ in a.next() }
@@ -98,24 +132,30 @@ extension PNG {
         return out
     }
 
+    /// Both readers (the simplified 8-bit one and the 16-bit one), on 8- and 16-bit files.
     @Test func pngMutations() throws {
         var img = Image(width: 9, height: 7, channels: 3)
         for i in img.pixels.indices { img.pixels[i] = UInt8(i % 251) }
-        let good = try PNG.encode(img)
-        var refused = 0
-        for (label, bytes) in mutations(of: good) {
-            let path = dir.path + "/m.png"
-            try bytes.write(to: URL(fileURLWithPath: path))
-            do {
-                let back = try PNG.read(path: path)
-                // A flip in an ancillary place can leave a valid PNG: then it must still be 9×7.
-                #expect(back.width == 9 && back.height == 7, "\(label)")
-            } catch let e as FormatError {
-                refused += 1
-                #expect(e.description.hasPrefix(path), "\(label): \(e)")
+        let sixteen = dir.path + "/good16.png"
+        try PNG.writeSamples(Tensor((0..<(9 * 7 * 3)).map { Int32($0 * 311) }, shape: [7, 9, 3]), to: sixteen)
+        for good in [try PNG.encode(img), try Data(contentsOf: URL(fileURLWithPath: sixteen))] {
+            for reader in [{ (p: String) in let i = try PNG.read(path: p); return [i.height, i.width] },
+                           { (p: String) in Array(try PNG.readSamples(path: p).pixels.shape.prefix(2)) }] {
+                var refused = 0
+                for (label, bytes) in mutations(of: good) {
+                    let path = dir.path + "/m.png"
+                    try bytes.write(to: URL(fileURLWithPath: path))
+                    do {
+                        // A flip in an ancillary place can leave a valid PNG: then it must still be 9×7.
+                        #expect(try reader(path) == [7, 9], "\(label)")
+                    } catch let e as FormatError {
+                        refused += 1
+                        #expect(e.description.hasPrefix(path), "\(label): \(e)")
+                    }
+                }
+                #expect(refused >= 10)
             }
         }
-        #expect(refused >= 10)
     }
 
     @Test func npyMutations() throws {
