@@ -9,6 +9,7 @@ import PackageDescription
 /// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here.
 let swiftPlugins: [(product: String, path: String)] = [
     ("ClassificationMetrics", "Plugins/ClassificationMetrics"),
+    ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife"),
 ]
 
 let package = Package(
@@ -19,7 +20,7 @@ let package = Package(
         .library(name: "MenagerieKit", targets: ["MenagerieKit"]),
         // The C plugin: proof that the header alone is enough.
         .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
-    ] + swiftPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.product]) },
+    ] + swiftPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.product + "Entry"]) },
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
@@ -70,5 +71,10 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
-    ] + swiftPlugins.map { .target(name: $0.product, dependencies: ["MenagerieKit"], path: $0.path) }
+        .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
+    ] + swiftPlugins.flatMap { plugin -> [Target] in [
+        // The method itself (tests link it), and the entry symbol alone (the .so links both).
+        .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"]),
+        .target(name: plugin.product + "Entry", dependencies: ["MenagerieKit", .target(name: plugin.product)], path: plugin.path + "/Entry"),
+    ] }
 )

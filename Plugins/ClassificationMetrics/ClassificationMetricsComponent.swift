@@ -18,7 +18,7 @@ struct ClassificationMetricsComponent: Metric {
     }
 
     static let id = "classification-metrics"
-    static let summary = "Top-k accuracy, confusion matrix, per-class recall and expected calibration error"
+    public static let summary = "Top-k accuracy, confusion matrix, per-class recall and expected calibration error"
     static let inTour = true
     static let operations = [
         OperationSpec("evaluate", summary: "score class predictions against integer labels",
@@ -105,14 +105,13 @@ struct ClassificationMetricsComponent: Metric {
 }
 
 /// The plugin: one component.
-enum ClassificationMetricsPlugin: Plugin {
-    static let name = "classification-metrics"
-    static let version = "1.0.0"
-    static let summary = "Classification metrics for every method that predicts classes"
-    static let license = "MIT"
-    static let authors = ["Menagerie contributors"]
-    static let components: [any Component.Type] = [ClassificationMetricsComponent.self]
+/// The plugin: its identity and components (the entry symbol is in `Entry/`, so that tests can link
+/// this module beside other plugins).
+public enum ClassificationMetricsPlugin: Plugin {
+    public static let name = "classification-metrics"
+    public static let version = "1.0.0"
+    public static let summary = "Classification metrics for every method that predicts classes"
+    public static let license = "MIT"
+    public static let authors = ["Menagerie contributors"]
+    public static let components: [any Component.Type] = [ClassificationMetricsComponent.self]
 }
-
-@_cdecl("menagerie_plugin_v1")
-public func menageriePlugin() -> UnsafeRawPointer { export(ClassificationMetricsPlugin.self) }

@@ -53,12 +53,11 @@ public struct RunOutput {
     /// Commits tensors (as `<name>.npy`), artifact files (moved) and the manifest.
     /// Returns the manifest's artifact list.
     @discardableResult
-    public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [String]) throws -> JSONValue {
+    public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [Artifact]) throws -> JSONValue {
         let staging = directory + "/.menagerie-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: staging) }
         var listed: [JSONValue] = []
-        var moves: [(String, String)] = []
         var used = Set(["result.json"])
         for (name, t) in tensors {
             let file = safeFileName(name) + ".npy"
@@ -66,17 +65,19 @@ public struct RunOutput {
             guard FileManager.default.createFile(atPath: staging + "/" + file, contents: NPY.encode(t)) else {
                 throw HostError(.failed, "cannot write \(staging)/\(file)")
             }
-            moves.append((file, file))
             listed.append(["name": .string(name), "file": .string(file), "type": "tensor", "dtype": .string(t.dtype.name),
                            "shape": .array(t.shape.map { .number(Double($0)) })])
         }
-        for path in artifacts {
-            let file = (path as NSString).lastPathComponent
+        for artifact in artifacts {
+            let file = artifact.name
             guard used.insert(file).inserted else { throw HostError(.failed, "two outputs would both be written to \(file)") }
+            let target = staging + "/" + file
             do {
-                if rename(path, staging + "/" + file) != 0 { try FileManager.default.copyItem(atPath: path, toPath: staging + "/" + file) }
-            } catch { throw HostError(.failed, "cannot collect the artifact \(path): \(error.localizedDescription)") }
-            moves.append((file, file))
+                if file.contains("/") {
+                    try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                }
+                if rename(artifact.path, target) != 0 { try FileManager.default.copyItem(atPath: artifact.path, toPath: target) }
+            } catch { throw HostError(.failed, "cannot collect the artifact \(artifact.path): \(error.localizedDescription)") }
             listed.append(["name": .string(file), "file": .string(file), "type": "file"])
         }
         guard case .object(var m) = manifest else { throw HostError(.failed, "manifest must be an object") }
@@ -85,14 +86,31 @@ public struct RunOutput {
         guard FileManager.default.createFile(atPath: staging + "/result.json", contents: Data((final.prettyText + "\n").utf8)) else {
             throw HostError(.failed, "cannot write \(staging)/result.json")
         }
-        moves.append(("result.json", "result.json"))
-        for (from, to) in moves {
-            let target = directory + "/" + to
-            if FileManager.default.fileExists(atPath: target), (try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType) == .typeDirectory {
-                throw HostError(.failed, "\(target) is a folder; remove it or choose another --out")
+        // Move every top-level entry of the staging folder into place. A folder of artifacts
+        // replaces the same folder of an earlier run (the old one goes into the staging folder,
+        // which is removed); a file never replaces a folder.
+        let trash = staging + "/.replaced"
+        let entries = try FileManager.default.contentsOfDirectory(atPath: staging).filter { $0 != ".replaced" }.sorted { a, b in
+            a == "result.json" ? false : b == "result.json" ? true : a < b     // result.json last: it marks a complete run
+        }
+        for entry in entries {
+            let from = staging + "/" + entry, target = directory + "/" + entry
+            var fromIsDir: ObjCBool = false, targetIsDir: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: from, isDirectory: &fromIsDir)
+            if FileManager.default.fileExists(atPath: target, isDirectory: &targetIsDir) {
+                if targetIsDir.boolValue && !fromIsDir.boolValue {
+                    throw HostError(.failed, "\(target) is a folder; remove it or choose another --out")
+                }
+                if fromIsDir.boolValue {
+                    guard targetIsDir.boolValue else { throw HostError(.failed, "\(target) is a file; remove it or choose another --out") }
+                    try? FileManager.default.createDirectory(atPath: trash, withIntermediateDirectories: true)
+                    guard rename(target, trash + "/" + entry) == 0 else {
+                        throw HostError(.failed, "cannot replace \(target): \(String(cString: strerror(errno)))")
+                    }
+                }
             }
-            guard rename(staging + "/" + from, target) == 0 else {
-                throw HostError(.failed, "cannot move \(to) into \(directory): \(String(cString: strerror(errno)))")
+            guard rename(from, target) == 0 else {
+                throw HostError(.failed, "cannot move \(entry) into \(directory): \(String(cString: strerror(errno)))")
             }
         }
         return final

@@ -17,8 +17,15 @@ public protocol ProgressSink: AnyObject, Sendable {
 public struct InvocationResult: Sendable {
     public let result: JSONValue
     public let tensors: [(name: String, tensor: Tensor)]
-    /// Absolute paths of the files the call wrote in its scratch folder.
-    public let artifacts: [String]
+    /// The files the call wrote in its scratch folder.
+    public let artifacts: [Artifact]
+}
+
+/// A file an invocation wrote: where it is now, and its path relative to the scratch folder (kept
+/// below the run's output folder, so a plugin can lay out `images/<class>/<file>.png` trees).
+public struct Artifact: Sendable, Equatable {
+    public let path: String
+    public let name: String
 }
 
 /// The in-process side of the host: loads plugins for use, implements the host-services table,
@@ -179,13 +186,13 @@ public final class Runtime: @unchecked Sendable {
             tensors = try borrowTensors(response.tensors, count: response.tensor_count, owner: component).map { ($0.name, $0.tensor.owned()) }
         } catch { throw HostError(.failed, "'\(component)' returned a malformed tensor: \(error)") }
         let scratch = String(cString: h.plugin.services.pointee.scratch_dir)
-        var artifacts: [String] = []
+        var artifacts: [Artifact] = []
         for a in result["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? [] {
             let full = (scratch as NSString).appendingPathComponent(a)
             guard !a.hasPrefix("/"), !a.split(separator: "/").contains(".."), FileManager.default.fileExists(atPath: full) else {
                 throw HostError(.failed, "'\(component)' named an artifact '\(a)' that is not a file in its scratch folder \(scratch)")
             }
-            artifacts.append(full)
+            artifacts.append(Artifact(path: full, name: (a as NSString).standardizingPath))
         }
         return InvocationResult(result: result, tensors: tensors, artifacts: artifacts)
     }

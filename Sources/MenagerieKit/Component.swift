@@ -121,17 +121,23 @@ extension Metric {
     }
 }
 
-/// Serves data: `describe` (classes, splits, sizes as JSON) and `batch` (tensors).
+/// Serves data: `describe` (classes, splits, sizes as JSON) and `batch` (tensors); optionally
+/// `export` (files in the run's output folder that other tools read).
 public protocol Dataset: Component {
     func describe(_ request: Request<Options>) throws -> Response
     func batch(_ request: Request<Options>) throws -> Response
+    func export(_ request: Request<Options>) throws -> Response
 }
 extension Dataset {
     public static var kind: Kind { .dataset }
+    public func export(_ request: Request<Options>) throws -> Response {
+        throw MenagerieError.unsupported("'\(Self.id)' cannot export its data")
+    }
     public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
         switch operation {
         case "describe": try describe(request)
         case "batch": try batch(request)
+        case "export" where Self.operations.contains(where: { $0.name == "export" }): try export(request)
         default: try performCommon(operation, request)
         }
     }

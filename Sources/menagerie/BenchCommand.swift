@@ -124,6 +124,31 @@ struct BenchCommand: ParsableCommand {
             records.append(record(benchName, unit: "µs", samples, target: 20))
         }
 
+        // synthetic-tol generation rate through the host (render + tensors + transfer), at 64 and
+        // 224 px, on one thread and on all (the plugin renders a batch's images in parallel).
+        if registry.components.contains(where: { $0.component.id == "synthetic-tol" }) {
+            let all = GEMM.threads
+            for (size, count) in [(64, 256), (224, 32)] {
+                for threads in Set([1, all]).sorted() where wanted("synthetic_tol.generate_\(size).threads_\(threads)") {
+                    GEMM.setThreads(threads)
+                    defer { GEMM.setThreads(all) }
+                    let options: JSONValue = ["size": .number(Double(size)), "count": .number(Double(count)), "shuffle": false]
+                    _ = try runtime.invoke("synthetic-tol", operation: "batch", options: options)
+                    var samples: [Double] = []
+                    for r in 0..<max(3, repeats / 4) {
+                        var o = options
+                        if case .object(var m) = o { m["start"] = .number(Double((r * count) % 1024)); o = .object(m) }
+                        let t0 = now()
+                        _ = try runtime.invoke("synthetic-tol", operation: "batch", options: o)
+                        samples.append(Double(count) / ((now() - t0) / 1000))
+                    }
+                    var rec = record("synthetic_tol.generate_\(size).threads_\(threads)", unit: "images/s", samples)
+                    if size == 64 && threads == 1 { rec.target = 1000 }
+                    records.append(rec)
+                }
+            }
+        }
+
         try modelBenchmarks(into: &records)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
@@ -137,7 +162,9 @@ struct BenchCommand: ParsableCommand {
             if hasReference {
                 row += [r.reference.map { String(format: "%.3f", $0.median) } ?? "-", r.ratio.map { String(format: "%.2f×", $0) } ?? "-"]
             }
-            row.append(r.target.map { "≤ " + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" } ?? "-")
+            // Rates and shares are better high, times and sizes better low.
+            let higherIsBetter = r.unit.hasSuffix("/s") || r.unit == "%"
+            row.append(r.target.map { (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" } ?? "-")
             rows.append(row)
         }
         print(table(rows))

@@ -45,26 +45,31 @@ struct RunCommand: ParsableCommand {
         let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
                                      sets: sets, inputs: inputs)
         let started = Date()
-        let result = try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
-            defer { progress.finish() }
-            return try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
-        }
-        if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
-        let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
-                                          options: request.effectiveOptions, seed: seed, inputs: request.inputPaths, result: result,
-                                          seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
-        if let output {
-            let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
-            if json { print(final.prettyText) } else {
-                print(result.result.prettyText)
-                writeError("wrote \(output.directory)/result.json and \(final["artifacts"]?.arrayValue?.count ?? 0) artifact(s)")
+        // The artifacts live in the plugin's scratch folder until committed, so the commit happens
+        // while the runtime (which removes that folder on shutdown) is still up.
+        try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
+            let result: InvocationResult
+            do {
+                defer { progress.finish() }
+                result = try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
             }
-        } else {
-            if json { print(manifest.prettyText) } else {
-                print(result.result.prettyText)
-                for (name, t) in result.tensors { writeError("tensor \(name): \(t.dtype.name) \(t.shape)") }
-                let n = result.tensors.count + result.artifacts.count
-                if n > 0 { writeError("note: pass --out DIR to keep the \(n) output(s)") }
+            if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
+            let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
+                                              options: request.effectiveOptions, seed: seed, inputs: request.inputPaths, result: result,
+                                              seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
+            if let output {
+                let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
+                if json { print(final.prettyText) } else {
+                    print(result.result.prettyText)
+                    writeError("wrote \(output.directory)/result.json and \(final["artifacts"]?.arrayValue?.count ?? 0) artifact(s)")
+                }
+            } else {
+                if json { print(manifest.prettyText) } else {
+                    print(result.result.prettyText)
+                    for (name, t) in result.tensors { writeError("tensor \(name): \(t.dtype.name) \(t.shape)") }
+                    let n = result.tensors.count + result.artifacts.count
+                    if n > 0 { writeError("note: pass --out DIR to keep the \(n) output(s)") }
+                }
             }
         }
     }

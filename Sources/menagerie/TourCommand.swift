@@ -100,9 +100,15 @@ struct TourCommand: ParsableCommand {
             if !s.highlights.isEmpty {
                 html += "<table>" + s.highlights.keys.sorted().map { "<tr><th>\(escape($0))<td>\(escape(format(s.highlights[$0]!)))" }.joined() + "</table>"
             }
+            // Top-level files are shown; files in folders (an exported dataset) are counted per folder.
+            var folders: [String: Int] = [:]
             for f in s.files {
+                if let slash = f.firstIndex(of: "/") { folders[String(f[..<slash]), default: 0] += 1; continue }
                 let rel = "\(s.component)/\(f)"
                 html += f.hasSuffix(".png") ? "<a href=\"\(rel)\"><img src=\"\(rel)\" alt=\"\(f)\"></a>" : "<p><a href=\"\(rel)\">\(escape(f))</a></p>"
+            }
+            for (folder, n) in folders.sorted(by: { $0.key < $1.key }) {
+                html += "<p><a href=\"\(s.component)/\(folder)/\">\(escape(folder))/</a> (\(n) files)</p>"
             }
         }
         try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
