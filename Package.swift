@@ -10,6 +10,7 @@ import PackageDescription
 let swiftPlugins: [(product: String, path: String)] = [
     ("ClassificationMetrics", "Plugins/ClassificationMetrics"),
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife"),
+    ("DatasetAdapters", "Plugins/DatasetAdapters"),
 ]
 
 let package = Package(
@@ -72,6 +73,7 @@ let package = Package(
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
+        .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
         .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"]),
