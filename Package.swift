@@ -11,6 +11,7 @@ let swiftPlugins: [(product: String, path: String)] = [
     ("ClassificationMetrics", "Plugins/ClassificationMetrics"),
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife"),
     ("DatasetAdapters", "Plugins/DatasetAdapters"),
+    ("Explainers", "Plugins/Explainers"),
 ]
 
 let package = Package(
@@ -74,6 +75,7 @@ let package = Package(
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
         .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
+        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
         .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"]),

@@ -1,0 +1,65 @@
+import Foundation
+import Formats
+import Imaging
+import NN
+import Tensors
+
+/// A timm ViT classifier from a folder holding timm's `config.json` (`model_args`,
+/// `pretrained_cfg`) and `model.safetensors`, with its preprocessing.
+public struct ViTClassifier: @unchecked Sendable {
+    public let model: ViTModel
+    public let config: ViTConfig
+    public let mean: [Float]
+    public let std: [Float]
+    /// timm's `pretrained_cfg.interpolation` ("bilinear" or "bicubic").
+    public let interpolation: Resample
+    public let folder: String
+
+    public init(folder: String) throws {
+        let configPath = folder + "/config.json"
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
+        }
+        var cfg = try ViTConfig.timm(configPath: configPath)
+        guard cfg.numClasses > 0 else { throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain") }
+        guard cfg.classToken || cfg.globalPool == "avg" else { throw FormatError(path: configPath, "unsupported pooling '\(cfg.globalPool)'") }
+        let json = try JSONValue.parse(String(decoding: FileManager.default.contents(atPath: configPath) ?? Data(), as: UTF8.self), source: configPath)
+        let pre = json["pretrained_cfg"]
+        mean = pre?["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.485, 0.456, 0.406]
+        std = pre?["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.229, 0.224, 0.225]
+        guard mean.count == cfg.inChannels, std.count == cfg.inChannels else {
+            throw FormatError(path: configPath, "pretrained_cfg mean/std need \(cfg.inChannels) values")
+        }
+        interpolation = pre?["interpolation"]?.stringValue == "bilinear" ? .bilinear : .bicubic
+        let weights = folder + "/model.safetensors"
+        guard FileManager.default.fileExists(atPath: weights) else {
+            throw FormatError(path: weights, "not found: a classifier folder holds timm's config.json and model.safetensors")
+        }
+        model = try ViTModel(config: cfg, checkpoint: SafeTensorsCheckpoint(path: weights))
+        model.isTraining = false
+        config = cfg
+        self.folder = folder
+    }
+
+    /// An image at the model's input size: unchanged when it already is, otherwise resized (shorter
+    /// side) and centre-cropped with the config's interpolation. Returns whether it was resized.
+    public func fit(_ image: Image) -> (Image, resized: Bool) {
+        let s = config.imageSize
+        if image.width == s && image.height == s { return (image, false) }
+        return (image.resizedShorterSideAndCropped(to: s, filter: interpolation), true)
+    }
+
+    /// Normalised [N, 3, S, S] for images already at the model's size.
+    public func normalized(_ images: [Image]) throws -> Tensor {
+        let s = config.imageSize
+        var out: [Float] = []
+        out.reserveCapacity(images.count * 3 * s * s)
+        for img in images {
+            let rgb = img.channels == 3 ? img : Image(width: img.width, height: img.height, channels: 3,
+                                                      pixels: (0..<(img.width * img.height)).flatMap { p in
+                                                          (0..<3).map { c in img.pixels[p * img.channels + (img.channels >= 3 ? c : 0)] } })
+            out += try rgb.normalizedCHW(mean: mean, std: std).scalars(as: Float.self)
+        }
+        return try Tensor(out, shape: [images.count, 3, s, s])
+    }
+}

@@ -1,0 +1,92 @@
+import Explainers
+import Foundation
+import Formats
+import Imaging
+import Tensors
+import Testing
+import TestSupport
+
+/// Parity with pytorch-grad-cam 1.5.7 on `vit-cam-tiny` (a random-weight timm ViT, mean-pooled):
+/// Grad-CAM of the top class, Finer-CAM (α = 1, ranks 1–3) and Finer-CAM compare mode (α = 0.6).
+@Suite struct ExplainersTests {
+    let folder = TestPaths.fixtures + "/vit-cam-tiny"
+
+    func expected(_ key: String) throws -> [Float] {
+        let json = try JSONValue.parse(String(contentsOfFile: folder + "/expected.json", encoding: .utf8))
+        return json[key]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } }
+    }
+
+    func run(_ method: BaseMethod, finer: FinerOptions?) throws -> Explanation {
+        let classifier = try ViTClassifier(folder: folder)
+        let images = try classifier.normalized([PNG.read(path: folder + "/image.png")])
+        return try explain(classifier, images: images, method: method, targets: [nil], finer: finer)
+    }
+
+    func maxError(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+
+    @Test func gradCAMMatchesPytorchGradCAM() throws {
+        let e = try run(.gradcam, finer: nil)
+        let want = try expected("gradcam_top1")
+        #expect(e.maps.shape == [1, 32, 32] && want.count == 32 * 32)
+        let err = maxError(try e.maps.scalars(as: Float.self), want)
+        #expect(err < 1e-3, "Grad-CAM max |Δ| = \(err)")
+        #expect(e.grid.shape == [1, 4, 4])
+    }
+
+    @Test func finerCAMMatchesBothModes() throws {
+        let defaultMode = try run(.gradcam, finer: FinerOptions(alpha: 1, ranks: [1, 2, 3]))
+        let err1 = maxError(try defaultMode.maps.scalars(as: Float.self), try expected("finercam_alpha1_ranks123"))
+        #expect(err1 < 1e-3, "Finer-CAM α=1 ranks 1–3 max |Δ| = \(err1)")
+        let compare = try run(.gradcam, finer: FinerOptions(alpha: 0.6, ranks: [1]))
+        let err2 = maxError(try compare.maps.scalars(as: Float.self), try expected("finercam_alpha0.6_rank1"))
+        #expect(err2 < 1e-3, "Finer-CAM compare α=0.6 max |Δ| = \(err2)")
+        // The comparison classes are the closest logits to the target's.
+        let logits = try defaultMode.logits.scalars(as: Float.self)
+        let t = defaultMode.targets[0]
+        let distances = defaultMode.comparisons[0].map { abs(logits[$0] - logits[t]) }
+        let others = logits.indices.filter { $0 != t && !defaultMode.comparisons[0].contains($0) }.map { abs(logits[$0] - logits[t]) }
+        #expect(distances == distances.sorted() && distances.last! <= others.min()!)
+    }
+
+    /// α = 0 reproduces the base CAM: the score is then a positive multiple of y_t.
+    @Test func alphaZeroIsTheBaseCAM() throws {
+        let base = try run(.gradcam, finer: nil), zero = try run(.gradcam, finer: FinerOptions(alpha: 0))
+        #expect(maxError(try base.maps.scalars(as: Float.self), try zero.maps.scalars(as: Float.self)) < 1e-5)
+        let layer = try run(.layercam, finer: nil), layerZero = try run(.layercam, finer: FinerOptions(alpha: 0, weighting: "paper"))
+        #expect(maxError(try layer.maps.scalars(as: Float.self), try layerZero.maps.scalars(as: Float.self)) < 1e-5)
+        // Layer-CAM is a different map from Grad-CAM, in [0, 1] with its maximum at 1.
+        let lm = try layer.maps.scalars(as: Float.self)
+        #expect(maxError(lm, try base.maps.scalars(as: Float.self)) > 1e-3 && lm.min()! >= 0 && abs(lm.max()! - 1) < 1e-5)
+    }
+
+    @Test func badInputsAreNamed() throws {
+        let classifier = try ViTClassifier(folder: folder)
+        let images = try classifier.normalized([PNG.read(path: folder + "/image.png")])
+        #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [6], finer: nil) }
+        #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [nil], finer: nil, layer: 5) }
+        #expect(throws: CAMError.self) { try explain(classifier, images: Tensor.filled(0, shape: [1, 3, 16, 16]), method: .gradcam, targets: [nil], finer: nil) }
+        let dir = TempDir("cam")
+        #expect(throws: FormatError.self) { try ViTClassifier(folder: dir.path) }
+    }
+
+    /// Through the CLI: a folder of images of another size (resized, and said so), maps.npy and overlays.
+    @Test func throughTheCLI() throws {
+        let dir = TempDir("cam-cli")
+        let img = try PNG.read(path: folder + "/image.png")
+        try PNG.write(img, to: dir.sub("in") + "/a.png")
+        try PNG.write(img.resized(width: 48, height: 40), to: dir.sub("in") + "/b.png")
+        let cli = CLI()
+        let r = try cli.run("run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))",
+                            "--set", "alpha=0.6", "--set", "mode=compare", "--out", dir.sub("out"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("out") + "/maps.npy")))
+        #expect(maps.shape == [2, 32, 32])
+        let first = Array(try maps.scalars(as: Float.self)[0..<(32 * 32)])
+        #expect(maxError(first, try expected("finercam_alpha0.6_rank1")) < 1e-3)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("out") + "/overlay_001.png"))
+        let result = try String(contentsOfFile: dir.sub("out") + "/result.json", encoding: .utf8)
+        #expect(result.contains("resized from 48×40 to 32×32"))
+        let bad = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))", "--set", "target=9")
+        #expect(bad.status == 2 && bad.stderr.contains("target class 9"))
+    }
+}
