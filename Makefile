@@ -37,7 +37,7 @@ bench: build
 # its CUDA libraries, unused here), times the same workloads in PyTorch, then runs `make bench`.
 bench-reference: build
 	test -x $(REFERENCE_VENV)/bin/python || python3 -m venv $(REFERENCE_VENV)
-	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch
+	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip, pytorch_grad_cam" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch grad-cam
 	$(REFERENCE_VENV)/bin/python scripts/bench-reference.py --threads $${MENAGERIE_THREADS:-$$(nproc)} > $(REFERENCE_JSON).tmp
 	mv $(REFERENCE_JSON).tmp $(REFERENCE_JSON)
 	$(BIN)/menagerie bench --reference $(REFERENCE_JSON)
@@ -46,6 +46,7 @@ install: build
 	install -d $(PREFIX)/bin $(PREFIX)/lib/menagerie/plugins $(PREFIX)/share/menagerie/templates $(PREFIX)/share/menagerie/sdk/Sources
 	install -m 755 $(BIN)/menagerie $(PREFIX)/bin/menagerie
 	install -m 644 $(BIN)/*.so $(PREFIX)/lib/menagerie/plugins/
+	for r in $(BIN)/Menagerie_*.resources; do [ -d "$$r" ] && cp -R "$$r" $(PREFIX)/lib/menagerie/plugins/ || true; done
 	cp -R Templates/swift Templates/c $(PREFIX)/share/menagerie/templates/
 	install -m 644 Templates/sdk/Package.swift $(PREFIX)/share/menagerie/sdk/Package.swift
 	for d in CMenagerie COpenBLAS CPNG CTIFF Tensors Formats Imaging NN MenagerieKit; do cp -R Sources/$$d $(PREFIX)/share/menagerie/sdk/Sources/; done

@@ -6,12 +6,14 @@
 //   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → NN · Imaging · Formats → Tensors → C shims
 import PackageDescription
 
-/// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here.
-let swiftPlugins: [(product: String, path: String)] = [
-    ("ClassificationMetrics", "Plugins/ClassificationMetrics"),
-    ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife"),
-    ("DatasetAdapters", "Plugins/DatasetAdapters"),
-    ("Explainers", "Plugins/Explainers"),
+/// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here. Files a
+/// plugin ships (weights of an embedded model) go in its `Resources/` folder and are copied next to
+/// the libraries as `Menagerie_<Name>.resources/`.
+let swiftPlugins: [(product: String, path: String, resources: [String])] = [
+    ("ClassificationMetrics", "Plugins/ClassificationMetrics", []),
+    ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", []),
+    ("DatasetAdapters", "Plugins/DatasetAdapters", []),
+    ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
 ]
 
 let package = Package(
@@ -78,7 +80,8 @@ let package = Package(
         .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
-        .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"]),
+        .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"],
+                resources: plugin.resources.map { .copy($0) }),
         .target(name: plugin.product + "Entry", dependencies: ["MenagerieKit", .target(name: plugin.product)], path: plugin.path + "/Entry"),
     ] }
 )

@@ -83,6 +83,21 @@ def main():
             add("vit_l14.image_forward", "ms", timed(lambda: model.encode_image(image), max(2, args.repeats // 2)))
             tokens = torch.randint(1, 49000, (8, 77))
             add("vit_l14.text_forward_batch8", "ms", timed(lambda: model.encode_text(tokens), max(2, args.repeats // 2)))
+    if wanted("cam.") or wanted("vit_b16.gradcam") or wanted("vit_b16.finercam"):
+        # pytorch-grad-cam on a timm ViT-B/16 classifier (target layer blocks[-1].norm1, CLS dropped).
+        import timm
+        from pytorch_grad_cam import GradCAM, FinerCAM
+        vit = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+
+        def reshape(t, h=14, w=14):
+            return t[:, 1:, :].reshape(t.size(0), h, w, t.size(2)).transpose(2, 3).transpose(1, 2)
+
+        image = torch.full((1, 3, 224, 224), 0.5)
+        grad = GradCAM(model=vit, target_layers=[vit.blocks[-1].norm1], reshape_transform=reshape)
+        add("vit_b16.gradcam", "ms", timed(lambda: grad(input_tensor=image), max(3, args.repeats // 2)))
+        finer = FinerCAM(model=vit, target_layers=[vit.blocks[-1].norm1], reshape_transform=reshape)
+        add("vit_b16.finercam", "ms", timed(lambda: finer(input_tensor=image), max(3, args.repeats // 2)))
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 

@@ -153,5 +153,6 @@ public enum ExplainersPlugin: Plugin {
     public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM and Finer-CAM on ViT classifiers"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, FinerCAMComponent.self]
+    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, FinerCAMComponent.self,
+                                                          ViTClassifierComponent.self]
 }

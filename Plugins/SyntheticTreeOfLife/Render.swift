@@ -47,7 +47,9 @@ public func renderOrganism(_ species: Species, variant: Variant, pose: Pose, siz
     let accent = hsv(a.patternHue, 0.7, variant.sex == 1 ? 0.9 : 0.7)
 
     // Tail: a fan behind the body.
-    let tailLength = a.tailLength * 0.3 * u, tailSpread = (0.05 + a.tailLength * 0.12) * u * (a.winged ? 0.8 : 1.3)
+    // The tail always reaches past the body's edge (it is drawn behind the body), so even the
+    // shortest tail is visible and can be pointed at.
+    let tailLength = 0.3 * rx + a.tailLength * 0.3 * u, tailSpread = (0.05 + a.tailLength * 0.12) * u * (a.winged ? 0.8 : 1.3)
     r.triangle((-rx * 0.75, 0), (-rx * 0.75 - tailLength, -tailSpread), (-rx * 0.75 - tailLength, tailSpread), part: .tail) { _, _ in darker }
 
     // Body, with shading and the pattern.

@@ -19,6 +19,8 @@ public protocol Component: Sendable {
     func perform(_ operation: String, _ request: Request<Options>) throws -> Response
     /// Runs on embedded data and writes artifacts a person can open (see `inTour`).
     func tour(_ request: Request<Options>) throws -> Response
+    /// Runs an operation listed in `operations` that the kind itself does not define.
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response
 }
 
 extension Component {
@@ -27,9 +29,16 @@ extension Component {
         throw MenagerieError.unsupported("'\(Self.id)' has no tour")
     }
 
-    /// Routes the tour and any operation this kind does not know to a clear error.
+    /// Operations beyond the kind's own (e.g. a backbone's `train`): list them in `operations` and
+    /// implement this; the kind's dispatch routes them here.
+    public func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        throw MenagerieError.unsupported("'\(Self.id)' lists the operation '\(operation)' but does not implement it")
+    }
+
+    /// Routes the tour, the extra operations and any operation this kind does not know.
     public func performCommon(_ operation: String, _ request: Request<Options>) throws -> Response {
         if operation == "tour" { return try tour(request) }
+        if Self.operations.contains(where: { $0.name == operation }) { return try performExtra(operation, request) }
         let names = Self.operations.map(\.name) + (Self.inTour ? ["tour"] : [])
         throw MenagerieError.notFound(
             "'\(Self.id)' has no operation '\(operation)'.\(didYouMean(operation, in: names)) Operations: \(names.joined(separator: ", ")).")

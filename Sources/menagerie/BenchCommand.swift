@@ -149,7 +149,7 @@ struct BenchCommand: ParsableCommand {
             }
         }
 
-        try modelBenchmarks(into: &records)
+        try modelBenchmarks(into: &records, runtime: runtime, registry: registry)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Formats
+import MenagerieHost
 import NN
 import Tensors
 
@@ -9,7 +10,7 @@ import Tensors
 /// depend on them), written to a temporary safetensors file and memory-mapped back as a real
 /// checkpoint would be.
 extension BenchCommand {
-    func modelBenchmarks(into records: inout [Record]) throws {
+    func modelBenchmarks(into records: inout [Record], runtime: Runtime, registry: Registry) throws {
         let scratch = NSTemporaryDirectory() + "/menagerie-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -58,7 +59,8 @@ extension BenchCommand {
         }
 
         // timm ViT-B/16 at 224 px, batch 1 and 8, on the tape-free path.
-        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") {
+        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") || wanted("vit_b16.gradcam")
+            || wanted("vit_b16.finercam") {
             var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
             config.numClasses = 1000
             let dir = scratch + "/vit-b16"
@@ -86,6 +88,34 @@ extension BenchCommand {
                     var share = record("vit_b16.sgemm_share", unit: "%", shares)
                     share.target = 85
                     records.append(share)
+                }
+            }
+            // Grad-CAM and Finer-CAM through the explainers plugin on the same ViT-B/16 (a timm
+            // folder: config.json beside the weights), one 224×224 image per call.
+            let cams = [("vit_b16.gradcam", "grad-cam"), ("vit_b16.finercam", "finer-cam")].filter { name, id in
+                wanted(name) && registry.components.contains { $0.component.id == id }
+            }
+            if !cams.isEmpty {
+                let timmConfig = """
+                {"architecture": "vit_base_patch16_224", "num_classes": 1000, "global_pool": "token",
+                 "model_args": {"img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "num_classes": 1000,
+                                "global_pool": "token", "class_token": true},
+                 "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}}
+                """
+                try Data(timmConfig.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+                let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
+                for (name, id) in cams {
+                    let options: JSONValue = ["classifier": .string(dir)]
+                    _ = try runtime.invoke(id, operation: "explain", options: options, inputs: [("images", image)])
+                    var samples: [Double] = []
+                    for _ in 0..<max(3, repeats / 4) {
+                        let t0 = now()
+                        _ = try runtime.invoke(id, operation: "explain", options: options, inputs: [("images", image)])
+                        samples.append(now() - t0)
+                    }
+                    var r = record(name, unit: "ms", samples)
+                    r.ratioTarget = 1.0
+                    records.append(r)
                 }
             }
             BufferPool.shared.drain()

@@ -89,4 +89,67 @@ import TestSupport
         let bad = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))", "--set", "target=9")
         #expect(bad.status == 2 && bad.stderr.contains("target class 9"))
     }
+
+    /// The pointing game and energy on hand-made maps and masks.
+    @Test func pointingGameByHand() throws {
+        let maps = try Tensor([Float(0), 1, 0.5, 0.5,   0.9, 0, 0, 0.1], shape: [2, 2, 2])
+        let masks = [[false, true, false, false], [false, true, true, true]]
+        let r = try pointingGame(maps: maps, masks: masks)
+        #expect(r.hits == [true, false])
+        #expect(abs(r.energy[0] - 0.5) < 1e-9 && abs(r.energy[1] - 0.1) < 1e-6)
+    }
+
+    /// Relative drop and the deletion/insertion curves against a direct computation with the model.
+    @Test func faithfulnessMetricsByDirectComputation() throws {
+        let classifier = try ViTClassifier(folder: folder)
+        let images = try classifier.normalized([PNG.read(path: folder + "/image.png")])
+        let plane = 32 * 32
+        // A map that ranks pixels by index (highest first at index 0).
+        let ranking: [Float] = (0..<plane).map { (p: Int) -> Float in Float(plane - p) }
+        let map = try Tensor(ranking, shape: [1, 32, 32])
+        let m = try faithfulness(classifier, images: images, maps: map, targets: [2], similar: [4], fraction: 0.25, steps: 4)
+        func probs(_ x: [Float]) throws -> [Float] {
+            try GradMode.disabled { classifier.model.forward(Variable(try Tensor(x, shape: [1, 3, 32, 32]))).logits.softmax() }.value.scalars(as: Float.self)
+        }
+        let x = try images.scalars(as: Float.self)
+        var masked = x
+        for c in 0..<3 { for p in 0..<256 { masked[c * plane + p] = 0 } }
+        let (p0, p1) = (try probs(x), try probs(masked))
+        let rd = Double(p0[2] - p1[2]) - Double(p0[4] - p1[4])
+        #expect(abs(m.relativeDrop[0] - rd) < 1e-6)
+        // Deletion at steps 0, ¼, ½, ¾, 1 (the ¼ step is the masked image); trapezoid over [0, 1].
+        var curve: [Double] = []
+        for step in 0...4 {
+            var d = x
+            for c in 0..<3 { for p in 0..<(plane * step / 4) { d[c * plane + p] = 0 } }
+            curve.append(Double(try probs(d)[2]))
+        }
+        var auc = 0.0
+        for j in 0..<4 { auc += (curve[j] + curve[j + 1]) / 2 }
+        auc /= 4
+        #expect(abs(m.deletionAUC[0] - auc) < 1e-6)
+        // Insertion ends on the whole image and starts from the zero image.
+        #expect(m.insertionAUC[0] > 0 && m.insertionAUC[0] < 1)
+    }
+
+    /// `vit-classifier train` on a tiny synthetic-tol writes a timm folder the explainers load,
+    /// and `embed` returns pooled features.
+    @Test func trainWritesATimmClassifier() throws {
+        let dir = TempDir("vit-train")
+        let cli = CLI()
+        let r = try cli.run("run", "vit-classifier", "train", "--set", "epochs=2", "--set", "size=32", "--set", "patch=8", "--set", "width=24",
+                            "--set", "depth=1", "--set", "heads=2", "--set", "batch=16",
+                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=2","testPerSpecies=1"]"#,
+                            "--out", dir.sub("model"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let classifier = try ViTClassifier(folder: dir.sub("model"))
+        #expect(classifier.config.numClasses == 16 && classifier.config.imageSize == 32 && classifier.config.width == 24)
+        let curve = try String(contentsOfFile: dir.sub("model") + "/curve.csv", encoding: .utf8).split(separator: "\n")
+        #expect(curve.count == 3)
+        try NPY.encode(Tensor.filled(0.1, shape: [2, 3, 32, 32])).write(to: URL(fileURLWithPath: dir.path + "/x.npy"))
+        let e = try cli.run("run", "vit-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
+        #expect(e.status == 0, "\(e.stderr)")
+        let features = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("emb") + "/features.npy")))
+        #expect(features.shape == [2, 24])
+    }
 }

@@ -83,6 +83,8 @@ import TestSupport
                 if a.mask[p] == part || b.mask[p] == part { explained += 1 }
             }
             #expect(differing > 0, "\(pair): siblings render identically")
+            // The part is visible in both (so an explainer can point at it).
+            #expect(a.mask.contains(part) && b.mask.contains(part), "\(pair.part.name) is hidden in \(pair.a) or \(pair.b)")
             #expect(explained == differing, "\(pair.part.name) \(pair.a)/\(pair.b): \(differing - explained) of \(differing) differing pixels lie outside '\(pair.part.name)'")
             checked += 1
         }

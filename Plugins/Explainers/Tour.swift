@@ -1,0 +1,100 @@
+import Foundation
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+extension FinerCAMComponent {
+    static var inTour: Bool { true }
+
+    /// Grad-CAM against Finer-CAM on `synthetic-tol` test images (one per species) with the embedded
+    /// classifier: the pointing game on the part that tells each species from its siblings, relative
+    /// confidence drop, deletion and insertion; overlays of the first species side by side.
+    func tour(_ request: Request<Options>) throws -> Response {
+        let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
+        let classifier: ViTClassifier
+        do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let report = try compareOnSyntheticTol(classifier, host: request.host, perSpecies: 1)
+        let dir = request.host.scratchDirectory
+        try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
+        try PNG.write(report.sheet, to: dir + "/overlays.png")
+        return Response(result: report.summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
+                        artifacts: ["metrics.csv", "overlays.png"])
+    }
+}
+
+struct Comparison {
+    var csv: String
+    var sheet: Image
+    var summary: JSONValue
+    var maps: [Tensor]
+}
+
+/// Runs Grad-CAM, Finer-CAM (α = 1, ranks 1–3) and Finer-CAM compare (α = 1, rank 1) on the first
+/// `perSpecies` test images of every species, explaining the true class.
+func compareOnSyntheticTol(_ classifier: ViTClassifier, host: MenagerieKit.Host, perSpecies: Int) throws -> Comparison {
+    let s = classifier.config.imageSize
+    let data = try DatasetProxy(host, id: "synthetic-tol")
+    let described = try data.describe(options: ["size": .number(Double(s))])
+    guard let classes = described["classes"]?.arrayValue, let testPer = described["splits"]?["test"]?.intValue.map({ $0 / max(classes.count, 1) }) else {
+        throw MenagerieError.invalidArgument("synthetic-tol did not describe its classes")
+    }
+    guard classes.count == classifier.config.numClasses else {
+        throw MenagerieError.invalidArgument("the classifier has \(classifier.config.numClasses) classes, synthetic-tol \(classes.count): train one on it first")
+    }
+    let partIndex = ["head": 1, "body": 2, "wings_fins": 3, "tail": 4, "appendage": 5]
+    let batch = try data.batch(options: ["split": "test", "start": 0, "count": .number(Double(testPer * classes.count)), "shuffle": false,
+                                         "size": .number(Double(s))])
+    let all = try batch.tensors["images"]!.scalars(as: Float.self), allMasks = try batch.tensors["masks"]!.scalars(as: UInt8.self)
+    let labels = try batch.tensors["labels"]!.integers()
+    var pixels: [Float] = [], masks: [[Bool]] = [], targets: [Int] = [], pictures: [Image] = []
+    let plane = s * s
+    for species in classes.indices {
+        for j in 0..<min(perSpecies, testPer) {
+            let i = species * testPer + j
+            let raw = Array(all[(i * 3 * plane)..<((i + 1) * 3 * plane)])
+            for c in 0..<3 { pixels += raw[(c * plane)..<((c + 1) * plane)].map { ($0 - classifier.mean[c]) / classifier.std[c] } }
+            let part = partIndex[classes[species]["distinguishing_part"]?.stringValue ?? ""] ?? 5
+            masks.append(allMasks[(i * plane)..<((i + 1) * plane)].map { Int($0) == part })
+            targets.append(labels[i])
+            pictures.append(Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
+                (0..<3).map { c in UInt8((raw[c * plane + p] * 255).rounded()) } }))
+        }
+    }
+    let n = targets.count
+    let images = try Tensor(pixels, shape: [n, 3, s, s])
+    let methods: [(String, FinerOptions?)] = [("grad-cam", nil), ("finer-cam", FinerOptions(alpha: 1, ranks: [1, 2, 3])),
+                                              ("finer-cam compare", FinerOptions(alpha: 1, ranks: [1]))]
+    var csv = "method,images,accuracy,pointing_game,energy_in_part,relative_drop_5pct,deletion_auc,insertion_auc\n"
+    var summary: [String: JSONValue] = [:]
+    var maps: [Tensor] = []
+    var accuracy = 0.0
+    for (name, finer) in methods {
+        let e = try explain(classifier, images: images, method: .gradcam, targets: targets, finer: finer)
+        let logits = try e.logits.scalars(as: Float.self), c = e.logits.shape[1]
+        accuracy = Double((0..<n).filter { i in (0..<c).max { logits[i * c + $0] < logits[i * c + $1] }! == targets[i] }.count) / Double(n)
+        // The most similar class: the closest logit to the target's.
+        let similar = (0..<n).map { i in
+            (0..<c).filter { $0 != targets[i] }.min { abs(logits[i * c + $0] - logits[i * c + targets[i]]) < abs(logits[i * c + $1] - logits[i * c + targets[i]]) }!
+        }
+        let f = try faithfulness(classifier, images: images, maps: e.maps, targets: targets, similar: similar)
+        let p = try pointingGame(maps: e.maps, masks: masks)
+        func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(v.count, 1)) }
+        let row: [Double] = [accuracy, Double(p.hits.filter { $0 }.count) / Double(n), mean(p.energy), mean(f.relativeDrop), mean(f.deletionAUC), mean(f.insertionAUC)]
+        csv += "\(name),\(n)," + row.map { String(format: "%.4f", $0) }.joined(separator: ",") + "\n"
+        summary[name.replacingOccurrences(of: " ", with: "_")] = .object(Dictionary(uniqueKeysWithValues: zip(
+            ["accuracy", "pointing_game", "energy_in_part", "relative_drop_5pct", "deletion_auc", "insertion_auc"], row.map { JSONValue.number($0) })))
+        maps.append(e.maps)
+    }
+    // Overlays: the first 8 species, columns image | Grad-CAM | Finer-CAM | part mask.
+    var tiles: [Image] = []
+    let g = try maps[0].scalars(as: Float.self), f = try maps[1].scalars(as: Float.self)
+    for i in 0..<min(8, n) {
+        let mask = Image(width: s, height: s, channels: 3, pixels: masks[i].flatMap { $0 ? [255, 255, 255] : [30, 30, 30] })
+        tiles += [pictures[i], try Overlay.heatmap(on: pictures[i], map: Array(g[(i * plane)..<((i + 1) * plane)])),
+                  try Overlay.heatmap(on: pictures[i], map: Array(f[(i * plane)..<((i + 1) * plane)])), mask]
+    }
+    summary["images"] = .number(Double(n))
+    summary["note"] = "pointing game: the map's peak in the part that tells the species from its siblings; relative drop masks the top 5 % pixels with 0 in normalised space"
+    return Comparison(csv: csv, sheet: try Overlay.grid(tiles, columns: 4), summary: .object(summary), maps: maps)
+}

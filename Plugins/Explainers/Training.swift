@@ -1,0 +1,217 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// A small timm-layout ViT classifier trained here on a dataset component (by default
+/// `synthetic-tol` species): the embedded classifier the explainers run on with no download.
+/// `train` writes timm's `config.json` and `model.safetensors`, so the result loads like any timm
+/// checkpoint (and `classifier=` accepts it).
+struct ViTClassifierComponent: Backbone {
+    struct Options: ComponentOptions {
+        var dataset = "synthetic-tol"
+        var size = 64
+        var patch = 8
+        var width = 96
+        var depth = 4
+        var heads = 3
+        var epochs = 24
+        var batch = 64
+        var lr = 1e-3
+        var weightDecay = 0.05
+        var warmup = 2
+        var seed = 0
+        var classifier = ""
+        var datasetOptions: [String] = []
+        static let help = [
+            "datasetOptions": "train: key=value options passed to the dataset on every call (e.g. trainPerSpecies=96)",
+            "dataset": "train: the dataset component (its batch contract: images in [0, 1], labels)",
+            "size": "train: image side asked of the dataset", "patch": "train: patch size", "width": "train: embedding width",
+            "depth": "train: blocks", "heads": "train: attention heads", "epochs": "train: passes over the training split",
+            "batch": "train: batch size", "lr": "train: AdamW peak learning rate (cosine schedule with warm-up)",
+            "weightDecay": "train: AdamW decoupled weight decay (not on biases, norms, embeddings)",
+            "warmup": "train: warm-up epochs", "seed": "train: initialisation and shuffles",
+            "classifier": "embed: a classifier folder (empty: the embedded one)",
+        ]
+    }
+    static let id = "vit-classifier"
+    static let summary = "A small ViT classifier: train on a dataset component (timm layout out), embed images"
+    static let operations = [
+        OperationSpec("embed", summary: "pooled features of normalised images",
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
+                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features")]),
+        OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
+    ]
+
+    func embed(_ request: Request<Options>) throws -> Response {
+        let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
+        let classifier: ViTClassifier
+        do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let images = try request.inputs.require("images", dtypes: [.float32], rank: 4)
+        let c = classifier.config
+        guard images.shape[1] == 3, images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
+            throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this classifier, got \(images.shape)")
+        }
+        let out = GradMode.disabled { classifier.model.forward(Variable(images.owned())) }
+        return Response(result: ["features": .number(Double(out.pooled.shape[1]))], tensors: [("features", out.pooled.value)])
+    }
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        try train(request)
+    }
+
+    func train(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard o.size % o.patch == 0, o.width % o.heads == 0, o.epochs > 0, o.batch > 0 else {
+            throw MenagerieError.invalidArgument("'\(Self.id)' train: size must be a multiple of patch, width of heads; epochs and batch positive")
+        }
+        var extra: [String: JSONValue] = ["size": .number(Double(o.size))]
+        for pair in o.datasetOptions {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
+            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
+        }
+        let data = DatasetOptionsProxy(base: try DatasetProxy(request.host, id: o.dataset), extra: extra)
+        let described = try data.describe(options: [:])
+        guard let classes = described["classes"]?.arrayValue?.count, classes > 1,
+              let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
+            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
+        }
+        let valCount = described["splits"]?["val"]?.intValue ?? 0
+        var config = ViTConfig(imageSize: o.size, patchSize: o.patch, width: o.width, depth: o.depth, heads: o.heads)
+        config.numClasses = classes
+        config.globalPool = "avg"
+        config.fcNorm = false
+        let model = ViTModel(config: config, seed: UInt64(o.seed))
+        // No weight decay on biases, norm gains, the class token and position embedding.
+        for (name, p) in model.namedParameters where name.hasSuffix(".bias") || name.contains("norm") || name == "cls_token" || name == "pos_embed" {
+            p.decays = false
+        }
+        let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
+        let stepsPerEpoch = (trainCount + o.batch - 1) / o.batch, total = stepsPerEpoch * o.epochs
+        let schedule = Schedule.cosine(warmup: o.warmup * stepsPerEpoch, floor: 0.01)
+        var curve = "epoch,train_loss,train_accuracy,val_accuracy,seconds\n"
+        var lastVal = 0.0, lastTrain = 0.0
+        let started = Date()
+        var step = 0
+        for epoch in 0..<o.epochs {
+            model.isTraining = true
+            var lossSum = 0.0, correct = 0, seen = 0
+            for b in 0..<stepsPerEpoch {
+                try request.host.checkCancelled()
+                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.batch)), "count": .number(Double(o.batch)),
+                                                     "shuffle": true, "epoch": .number(Double(epoch)), "size": .number(Double(o.size))])
+                guard let images = batch.tensors["images"], let labels = batch.tensors["labels"] else {
+                    throw MenagerieError.invalidArgument("dataset '\(o.dataset)' batch returned no images/labels")
+                }
+                let y = try labels.integers()
+                optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: total)
+                let logits = model.forward(Variable(normalize(images))).logits
+                let loss = crossEntropy(logits, labels: y)
+                optimizer.minimize(loss)
+                lossSum += Double(loss.scalars[0]) * Double(y.count)
+                correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
+                seen += y.count
+                step += 1
+                request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs)")
+            }
+            lastTrain = Double(correct) / Double(seen)
+            lastVal = valCount > 0 ? try accuracy(model, data: data, split: "val", count: valCount, size: o.size) : .nan
+            curve += "\(epoch + 1),\(lossSum / Double(seen)),\(lastTrain),\(lastVal),\(Int(Date().timeIntervalSince(started)))\n"
+            request.host.log(.info, "epoch \(epoch + 1): loss \(String(format: "%.3f", lossSum / Double(seen))), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
+        }
+        let dir = request.host.scratchDirectory
+        try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
+        try AtomicFile.write(timmConfig(config, classes: classes), to: dir + "/config.json")
+        try AtomicFile.write(curve, to: dir + "/curve.csv")
+        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
+                                 "epochs": .number(Double(o.epochs)), "seconds": .number(Date().timeIntervalSince(started)),
+                                 "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
+                        artifacts: ["model.safetensors", "config.json", "curve.csv"])
+    }
+
+    func accuracy(_ model: ViTModel, data: DatasetOptionsProxy, split: String, count: Int, size: Int) throws -> Double {
+        model.isTraining = false
+        var correct = 0
+        for start in stride(from: 0, to: count, by: 128) {
+            let batch = try data.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": 128, "shuffle": false,
+                                                 "size": .number(Double(size))])
+            let y = try batch.tensors["labels"]!.integers()
+            let logits = GradMode.disabled { model.forward(Variable(normalize(batch.tensors["images"]!))).logits }
+            correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
+        }
+        return Double(correct) / Double(count)
+    }
+}
+
+/// A dataset proxy that adds fixed options to every call.
+struct DatasetOptionsProxy {
+    let base: DatasetProxy
+    let extra: [String: JSONValue]
+    func merged(_ options: JSONValue) -> JSONValue {
+        var m = options.objectValue ?? [:]
+        for (k, v) in extra where m[k] == nil { m[k] = v }
+        return .object(m)
+    }
+    func describe(options: JSONValue) throws -> JSONValue { try base.describe(options: merged(options)) }
+    func batch(options: JSONValue) throws -> ComponentProxy.Result { try base.batch(options: merged(options)) }
+}
+
+/// [0, 1] pixels to the embedded classifier's normalisation (mean = std = 0.5 per channel).
+func normalize(_ images: Tensor) -> Tensor {
+    let v = try! images.scalars(as: Float.self).map { ($0 - 0.5) / 0.5 }
+    return try! Tensor(v, shape: images.shape)
+}
+
+func argmaxRows(_ t: Tensor) -> [Int] {
+    let v = try! t.scalars(as: Float.self), c = t.shape[1]
+    return (0..<t.shape[0]).map { i in (0..<c).max { v[i * c + $0] < v[i * c + $1] }! }
+}
+
+/// timm's config.json for a ViT (model_args + pretrained_cfg), so any timm tool reads it too.
+func timmConfig(_ c: ViTConfig, classes: Int) -> String {
+    let json: JSONValue = [
+        "architecture": "vision_transformer", "num_classes": .number(Double(classes)), "num_features": .number(Double(c.width)),
+        "global_pool": .string(c.globalPool),
+        "model_args": ["img_size": .number(Double(c.imageSize)), "patch_size": .number(Double(c.patchSize)), "embed_dim": .number(Double(c.width)),
+                       "depth": .number(Double(c.depth)), "num_heads": .number(Double(c.heads)), "num_classes": .number(Double(classes)),
+                       "global_pool": .string(c.globalPool), "class_token": .bool(c.classToken), "fc_norm": .bool(c.fcNorm),
+                       "mlp_ratio": .number(c.mlpRatio), "qkv_bias": .bool(c.qkvBias)],
+        "pretrained_cfg": ["input_size": [3, .number(Double(c.imageSize)), .number(Double(c.imageSize))],
+                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "crop_pct": 1.0],
+    ]
+    return json.prettyText + "\n"
+}
+
+/// The embedded classifier shipped with the plugin: `Menagerie_Explainers.resources/vit-tol` next to
+/// the plugin's shared library (SwiftPM copies it there; `make install` installs it beside the .so).
+func embeddedClassifierFolder() throws -> String {
+    // The address of code in this library: a C-convention function defined here.
+    let probe: @convention(c) () -> Void = {}
+    guard let library = fileMapping(UInt(bitPattern: unsafeBitCast(probe, to: UnsafeRawPointer.self))) else {
+        throw MenagerieError.notFound("cannot locate the explainers plugin's own file to find its embedded classifier")
+    }
+    let folder = (library as NSString).deletingLastPathComponent + "/Menagerie_Explainers.resources/vit-tol"
+    guard FileManager.default.fileExists(atPath: folder + "/model.safetensors") else {
+        throw MenagerieError.notFound("the embedded classifier is missing (\(folder)); pass --set classifier=FOLDER")
+    }
+    return folder
+}
+
+/// The file mapped at `address` in this process (from /proc/self/maps; Glibc's dladdr is not
+/// exported to Swift without _GNU_SOURCE).
+func fileMapping(_ address: UInt) -> String? {
+    guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+    for line in maps.split(separator: "\n") {
+        let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+        guard fields.count == 6 else { continue }
+        let path = fields[5].trimmingCharacters(in: .whitespaces)
+        guard path.hasPrefix("/") else { continue }
+        let range = fields[0].split(separator: "-")
+        guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16) else { continue }
+        if address >= lo && address < hi { return path }
+    }
+    return nil
+}
