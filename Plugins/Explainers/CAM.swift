@@ -9,6 +9,9 @@ public enum BaseMethod: String, Sendable, CaseIterable {
     case gradcam
     /// cam = ReLU(Σ_k ReLU(∂S/∂A_k) ⊙ A_k)  (Jiang et al. 2021)
     case layercam
+    /// w = softmax_k S(f(x ⊙ H_k)) with H_k = A_k upsampled (bilinear, align_corners = True) and
+    /// min–max scaled; cam = ReLU(Σ_k w_k A_k)  (Wang et al. 2020; no gradients)
+    case scorecam
 }
 
 /// How Finer-CAM compares the target with its most similar classes.
@@ -109,22 +112,38 @@ public func explain(_ classifier: ViTClassifier, images: Tensor, method: BaseMet
         score = score.map { $0 + s } ?? s
     }
     let target = out.norm1Outputs[block]                                   // [N, T, D]
-    let grads = Autograd.gradients(of: score!.sum(), wrt: [target])[0]
     let a = try target.value.scalars(as: Float.self)
-    let da = try grads.map { try $0.value.scalars(as: Float.self) } ?? [Float](repeating: 0, count: a.count)
     let d = c.width, t = c.tokens
+    let da: [Float]
+    var scoreWeights: [[Float]] = []
+    if method == .scorecam {
+        da = []
+        let pixels = try images.scalars(as: Float.self)
+        for i in 0..<n {
+            let row = Array(y[(i * classes)..<((i + 1) * classes)])
+            scoreWeights.append(try scoreCAMWeights(classifier, image: Array(pixels[(i * 3 * c.imageSize * c.imageSize)..<((i + 1) * 3 * c.imageSize * c.imageSize)]),
+                                                    activations: a, item: i, grid: g, prefix: prefix, score: { logits in
+                                                        finerScore(logits, target: chosen[i], comparisons: comparisons[i], finer: finer, original: row)
+                                                    }))
+        }
+    } else {
+        let grads = Autograd.gradients(of: score!.sum(), wrt: [target])[0]
+        da = try grads.map { try $0.value.scalars(as: Float.self) } ?? [Float](repeating: 0, count: a.count)
+    }
     var grid = [Float](repeating: 0, count: n * g * g)
     for i in 0..<n {
         var weights = [Float](repeating: 0, count: d)
         if method == .gradcam {
             for p in 0..<patches { for k in 0..<d { weights[k] += da[(i * t + prefix + p) * d + k] } }
             for k in 0..<d { weights[k] /= Float(patches) }
+        } else if method == .scorecam {
+            weights = scoreWeights[i]
         }
         for p in 0..<patches {
             var v: Float = 0
             let base = (i * t + prefix + p) * d
             switch method {
-            case .gradcam: for k in 0..<d { v += weights[k] * a[base + k] }
+            case .gradcam, .scorecam: for k in 0..<d { v += weights[k] * a[base + k] }
             case .layercam: for k in 0..<d { v += max(da[base + k], 0) * a[base + k] }
             }
             grid[i * g * g + p] = max(v, 0)
@@ -148,4 +167,64 @@ func minMaxScale(_ x: inout ArraySlice<Float>) {
     for j in x.indices { x[j] -= lo }
     let hi = x.max()!
     for j in x.indices { x[j] /= (1e-7 + hi) }
+}
+
+/// The score of one output row: the target logit, or Finer-CAM's comparison with the classes chosen
+/// from the unmasked output (softmax weights from this row, as pytorch-grad-cam's target does).
+func finerScore(_ logits: [Float], target t: Int, comparisons: [Int], finer: FinerOptions?, original: [Float]) -> Float {
+    guard let finer, !comparisons.isEmpty else { return logits[t] }
+    let m = logits.max()!
+    let e = logits.map { Foundation.exp($0 - m) }
+    let z = e.reduce(0, +)
+    var numerator: Float = 0, denominator: Float = 0
+    for j in comparisons {
+        let w: Float = finer.weighting == "paper" ? 1 : e[j] / z
+        numerator += w * (logits[t] - finer.alpha * logits[j])
+        denominator += w
+    }
+    return numerator / (denominator + 1e-9)
+}
+
+/// Score-CAM's channel weights for one image: each activation channel, upsampled to the input with
+/// align_corners = True bilinear and min–max scaled (+1e-8), masks the input; the masked inputs go
+/// through the model 16 at a time; the weights are the softmax of their scores over channels.
+func scoreCAMWeights(_ classifier: ViTClassifier, image: [Float], activations a: [Float], item i: Int, grid g: Int, prefix: Int,
+                     score: ([Float]) -> Float) throws -> [Float] {
+    let c = classifier.config, s = c.imageSize, d = c.width, t = c.tokens, plane = s * s
+    // Interpolation taps along one axis for align_corners = True.
+    let taps: [(Int, Int, Float)] = (0..<s).map { o in
+        let src = s == 1 ? 0 : Double(o) * Double(g - 1) / Double(s - 1)
+        let i0 = min(Int(src), g - 1), i1 = min(i0 + 1, g - 1)
+        return (i0, i1, Float(src - Double(i0)))
+    }
+    var scores = [Float](repeating: 0, count: d)
+    var k0 = 0
+    while k0 < d {
+        let chunk = min(16, d - k0)
+        var batch = [Float](repeating: 0, count: chunk * 3 * plane)
+        for kk in 0..<chunk {
+            let k = k0 + kk
+            var up = [Float](repeating: 0, count: plane)
+            func act(_ y: Int, _ x: Int) -> Float { a[(i * t + prefix + y * g + x) * d + k] }
+            for oy in 0..<s {
+                let (y0, y1, fy) = taps[oy]
+                for ox in 0..<s {
+                    let (x0, x1, fx) = taps[ox]
+                    let top = act(y0, x0) * (1 - fx) + act(y0, x1) * fx, bottom = act(y1, x0) * (1 - fx) + act(y1, x1) * fx
+                    up[oy * s + ox] = top * (1 - fy) + bottom * fy
+                }
+            }
+            let lo = up.min()!, hi = up.max()!
+            for p in 0..<plane { up[p] = (up[p] - lo) / (hi - lo + 1e-8) }
+            for ch in 0..<3 { for p in 0..<plane { batch[(kk * 3 + ch) * plane + p] = image[ch * plane + p] * up[p] } }
+        }
+        let logits = try GradMode.disabled { classifier.model.forward(Variable(try Tensor(batch, shape: [chunk, 3, s, s]))).logits }.value.scalars(as: Float.self)
+        let classes = logits.count / chunk
+        for kk in 0..<chunk { scores[k0 + kk] = score(Array(logits[(kk * classes)..<((kk + 1) * classes)])) }
+        k0 += chunk
+    }
+    let m = scores.max()!
+    let e = scores.map { Foundation.exp($0 - m) }
+    let z = e.reduce(0, +)
+    return e.map { $0 / z }
 }

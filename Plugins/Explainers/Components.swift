@@ -117,6 +117,17 @@ struct LayerCAMComponent: Explainer {
     func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .layercam, finer: nil) }
 }
 
+struct ScoreCAMComponent: Explainer {
+    struct Options: CAMOptions {
+        var classifier = "", images = "", target = -1, layer = -1
+        static let help = sharedHelp
+    }
+    static let id = "score-cam"
+    static let summary = "Score-CAM on a ViT classifier's token grid (channel weights from masked-input scores, no gradients)"
+    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
+    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .scorecam, finer: nil) }
+}
+
 struct FinerCAMComponent: Explainer {
     struct Options: CAMOptions {
         var classifier = "", images = "", target = -1, layer = -1
@@ -126,20 +137,20 @@ struct FinerCAMComponent: Explainer {
         var ranks = [1, 2, 3]
         var weighting = "code"
         static let help = sharedHelp.merging([
-            "base": "the base CAM: gradcam or layercam",
+            "base": "the base CAM: gradcam, layercam or scorecam",
             "alpha": "weight of the similar classes (0: the base CAM)",
             "mode": "default: compare with the classes at 'ranks' of closeness of logits; compare: only the closest (rank 1)",
             "ranks": "positions in the order of closeness of logits (0 = the target)",
             "weighting": "code: softmax-weighted comparisons (released code, default); paper: uniform average",
         ]) { a, _ in a }
-        static let choices = ["base": ["gradcam", "layercam"], "mode": ["default", "compare"], "weighting": ["code", "paper"]]
+        static let choices = ["base": ["gradcam", "layercam", "scorecam"], "mode": ["default", "compare"], "weighting": ["code", "paper"]]
     }
     static let id = "finer-cam"
     static let summary = "Finer-CAM: the target against its most similar classes, so shared features cancel (Zhang et al., CVPR 2025)"
     static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
     func explain(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard let base = BaseMethod(rawValue: o.base) else { throw MenagerieError.invalidArgument("option 'base' must be gradcam or layercam") }
+        guard let base = BaseMethod(rawValue: o.base) else { throw MenagerieError.invalidArgument("option 'base' must be gradcam, layercam or scorecam") }
         guard o.ranks.allSatisfy({ $0 >= 0 }), !o.ranks.isEmpty else { throw MenagerieError.invalidArgument("option 'ranks' needs non-negative positions") }
         let finer = FinerOptions(alpha: Float(o.alpha), ranks: o.mode == "compare" ? [1] : o.ranks, weighting: o.weighting)
         return try runCAM(request, component: Self.id, method: base, finer: finer)
@@ -150,9 +161,9 @@ struct FinerCAMComponent: Explainer {
 public enum ExplainersPlugin: Plugin {
     public static let name = "explainers"
     public static let version = "0.1.0"
-    public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM and Finer-CAM on ViT classifiers"
+    public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM, Score-CAM and Finer-CAM on ViT classifiers"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, FinerCAMComponent.self,
+    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, FinerCAMComponent.self,
                                                           ViTClassifierComponent.self]
 }

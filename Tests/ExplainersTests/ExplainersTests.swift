@@ -48,6 +48,18 @@ import TestSupport
         #expect(distances == distances.sorted() && distances.last! <= others.min()!)
     }
 
+    /// Score-CAM and Finer-CAM over Score-CAM against pytorch-grad-cam (Tests/Fixtures/vit-cam-tiny/make_scorecam.py).
+    @Test func scoreCAMMatchesPytorchGradCAM() throws {
+        let json = try JSONValue.parse(String(contentsOfFile: folder + "/scorecam.json", encoding: .utf8))
+        func want(_ key: String) -> [Float] { json[key]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } } }
+        let score = try run(.scorecam, finer: nil)
+        let err1 = maxError(try score.maps.scalars(as: Float.self), want("scorecam_top1"))
+        #expect(err1 < 1e-3, "Score-CAM max |Δ| = \(err1)")
+        let finer = try run(.scorecam, finer: FinerOptions(alpha: 1, ranks: [1, 2, 3]))
+        let err2 = maxError(try finer.maps.scalars(as: Float.self), want("finercam_scorecam_alpha1_ranks123"))
+        #expect(err2 < 1e-3, "Finer-CAM (Score-CAM base) max |Δ| = \(err2)")
+    }
+
     /// α = 0 reproduces the base CAM: the score is then a positive multiple of y_t.
     @Test func alphaZeroIsTheBaseCAM() throws {
         let base = try run(.gradcam, finer: nil), zero = try run(.gradcam, finer: FinerOptions(alpha: 0))
