@@ -15,13 +15,16 @@ public struct ViTClassifier: @unchecked Sendable {
     public let interpolation: Resample
     public let folder: String
 
-    public init(folder: String) throws {
+    /// `requireHead: false` accepts a backbone without a classifier head (a linear probe's input).
+    public init(folder: String, requireHead: Bool = true) throws {
         let configPath = folder + "/config.json"
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
         }
         var cfg = try ViTConfig.timm(configPath: configPath)
-        guard cfg.numClasses > 0 else { throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain") }
+        guard cfg.numClasses > 0 || !requireHead else {
+            throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain (train a linear-probe on it first)")
+        }
         guard cfg.classToken || cfg.globalPool == "avg" else { throw FormatError(path: configPath, "unsupported pooling '\(cfg.globalPool)'") }
         let json = try JSONValue.parse(String(decoding: FileManager.default.contents(atPath: configPath) ?? Data(), as: UTF8.self), source: configPath)
         let pre = json["pretrained_cfg"]

@@ -164,4 +164,26 @@ import TestSupport
         let features = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("emb") + "/features.npy")))
         #expect(features.shape == [2, 24])
     }
+
+    /// `linear-probe train` keeps the backbone's weights, adds a trained head, and the result is a
+    /// classifier the explainers load.
+    @Test func linearProbeOnAFrozenBackbone() throws {
+        let dir = TempDir("probe")
+        let cli = CLI()
+        let r = try cli.run("run", "linear-probe", "train", "--set", "backbone=\(folder)", "--set", "epochs=150",
+                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=1","testPerSpecies=1"]"#,
+                            "--json", "--out", dir.sub("probe"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let probe = try ViTClassifier(folder: dir.sub("probe"))
+        #expect(probe.config.numClasses == 16 && probe.config.imageSize == 32)
+        let original = try SafeTensorsFile(path: folder + "/model.safetensors").tensor("blocks.1.attn.qkv.weight")
+        let kept = try SafeTensorsFile(path: dir.sub("probe") + "/model.safetensors").tensor("blocks.1.attn.qkv.weight")
+        #expect(try original.scalars(as: Float.self) == kept.scalars(as: Float.self))
+        let result = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        let train = (result?["result"] as? [String: Any])?["train_accuracy"] as? Double ?? 0
+        #expect(train > 3.0 / 16, "a probe on random features should still fit some of its 96 training images: \(train)")
+        let images = try probe.normalized([PNG.read(path: folder + "/image.png")])
+        let e = try explain(probe, images: images, method: .gradcam, targets: [nil], finer: FinerOptions())
+        #expect(e.maps.shape == [1, 32, 32] && e.comparisons[0].count == 3)
+    }
 }
