@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
         .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
-        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "TestSupport"]),
+        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
         .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"],

@@ -165,5 +165,5 @@ public enum ExplainersPlugin: Plugin {
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
     public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, FinerCAMComponent.self,
-                                                          ViTClassifierComponent.self, LinearProbeComponent.self]
+                                                          ViTClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
 }

@@ -21,6 +21,9 @@ public final class MultiheadAttention: Module {
     public let out: Linear
     public var isTraining = true
     public var keepAttention = false
+    /// Applied to the scaled pre-softmax scores [N, H, T, T'] of every call when set (e.g. Prompt-CAM
+    /// "blurs" a head by setting a query's scores to 0, which makes its attention uniform).
+    public var scoreTransform: ((Variable) -> Variable)?
     public private(set) var lastAttention: Variable?
     /// State-dict names: the packed projection's weight and bias ("qkv.weight" in timm,
     /// "in_proj_weight" in torch's nn.MultiheadAttention), the separate projections' prefixes, the
@@ -93,6 +96,7 @@ public final class MultiheadAttention: Module {
             }
             scores = scores + Variable(mask)
         }
+        if let scoreTransform { scores = scoreTransform(scores) }
         let attention = scores.softmax()
         lastAttention = keepAttention ? attention : nil
         let mixed = matmul(attention, vh).permuted([0, 2, 1, 3]).reshaped([n, t, d])

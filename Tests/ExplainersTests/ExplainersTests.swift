@@ -2,6 +2,7 @@ import Explainers
 import Foundation
 import Formats
 import Imaging
+import NN
 import Tensors
 import Testing
 import TestSupport
@@ -185,5 +186,72 @@ import TestSupport
         let images = try probe.normalized([PNG.read(path: folder + "/image.png")])
         let e = try explain(probe, images: images, method: .gradcam, targets: [nil], finer: FinerOptions())
         #expect(e.maps.shape == [1, 32, 32] && e.comparisons[0].count == 3)
+    }
+
+    // MARK: Prompt-CAM
+
+    func promptModel(classes: Int = 5) throws -> (PromptCAMModel, Tensor) {
+        let vit = try ViTClassifier(folder: folder)
+        let image = try vit.normalized([PNG.read(path: folder + "/image.png")])
+        let flipped = try vit.normalized([PNG.read(path: folder + "/image.png").resized(width: 32, height: 32)])
+        let pair = try Tensor(try image.scalars(as: Float.self) + flipped.scalars(as: Float.self).reversed(), shape: [2, 3, 32, 32])
+        return (PromptCAMModel(backbone: vit.model, classes: classes, seed: 1), pair)
+    }
+
+    @Test func promptCAMTrainsOnlyPromptsAndHead() throws {
+        let (model, images) = try promptModel()
+        let frozen = try model.backbone.blocks[0].attention.qkv!.weight.value.scalars(as: Float.self)
+        let before = try model.prompts.value.scalars(as: Float.self)
+        let optimizer = SGD(model.trainable, learningRate: 0.05, momentum: 0.9)
+        let labels = [1, 3]
+        var losses: [Float] = []
+        for _ in 0..<15 {
+            let loss = crossEntropy(model.forward(Variable(images)).logits, labels: labels)
+            losses.append(loss.scalars[0])
+            optimizer.minimize(loss)
+        }
+        #expect(losses.last! < losses.first! * 0.7, "loss \(losses.first!) → \(losses.last!)")
+        #expect(try model.backbone.blocks[0].attention.qkv!.weight.value.scalars(as: Float.self) == frozen)
+        #expect(try model.prompts.value.scalars(as: Float.self) != before)
+    }
+
+    @Test func promptCAMTraitMapsBlurringAndRanking() throws {
+        let (model, images) = try promptModel()
+        let (maps, _) = model.traitMaps(images, query: [2, 4])
+        let c = model.backbone.config
+        #expect(maps.shape == [2, c.heads, c.grid, c.grid])
+        // Each head's attention over the patches is part of a softmax row: non-negative, summing below 1.
+        let m = try maps.scalars(as: Float.self), patches = c.grid * c.grid
+        for row in 0..<(2 * c.heads) {
+            let sum = m[(row * patches)..<((row + 1) * patches)].reduce(0, +)
+            #expect(sum > 0 && sum < 1 && m[(row * patches)..<((row + 1) * patches)].allSatisfy { $0 >= 0 })
+        }
+        // Blurring a head makes that prompt's attention in it uniform.
+        let blurred = GradMode.disabled { model.forward(Variable(images), keepAttention: true, blur: [(head: 1, query: 2)]) }
+        let a = try blurred.attention!.value.scalars(as: Float.self), t = blurred.attention!.shape[2]
+        let row = Array(a[((0 * c.heads + 1) * t + 2) * t..<(((0 * c.heads + 1) * t + 2) * t + t)])
+        #expect(row.allSatisfy { abs($0 - 1 / Float(t)) < 1e-6 })
+        let other = Array(a[((0 * c.heads + 0) * t + 2) * t..<(((0 * c.heads + 0) * t + 2) * t + t)])
+        #expect(!other.allSatisfy { abs($0 - 1 / Float(t)) < 1e-6 })
+        let ranking = model.rankHeads(try Tensor(Array(try images.scalars(as: Float.self)[0..<(3 * 32 * 32)]), shape: [1, 3, 32, 32]), target: 2)
+        #expect(ranking.sorted() == Array(0..<c.heads))
+    }
+
+    @Test func promptCAMThroughTheCLI() throws {
+        let dir = TempDir("prompt-cam")
+        let cli = CLI()
+        let train = try cli.run("run", "prompt-cam", "train", "--set", "backbone=\(folder)", "--set", "epochs=1", "--set", "batch=8",
+                                "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=2","valPerSpecies=1","testPerSpecies=1"]"#,
+                                "--out", dir.sub("p"))
+        #expect(train.status == 0, "\(train.stderr)")
+        let explain = try cli.run("run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
+                                  "--set", "images=\(folder)/image.png", "--set", "query=3", "--out", dir.sub("e"))
+        #expect(explain.status == 0, "\(explain.stderr)")
+        let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("e") + "/maps.npy")))
+        #expect(maps.shape == [1, 3, 32, 32])
+        #expect(FileManager.default.fileExists(atPath: dir.sub("e") + "/heads_000.png"))
+        let bad = try cli.run("run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
+                              "--set", "images=\(folder)/image.png", "--set", "query=99")
+        #expect(bad.status == 2 && bad.stderr.contains("query class 99"))
     }
 }

@@ -1,0 +1,186 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// The `prompt-cam` explainer: `train` learns class prompts and the shared head on a dataset
+/// component with the backbone frozen; `explain` shows, per head of the last block, what the class
+/// prompt attends to, with the heads ranked by greedy blurring.
+struct PromptCAMComponent: Explainer {
+    struct Options: ComponentOptions {
+        var backbone = ""
+        var prompts = ""
+        var images = ""
+        var query = -1
+        var dataset = "synthetic-tol"
+        var datasetOptions: [String] = []
+        var epochs = 6
+        var batch = 16
+        var lr = 0.005
+        var weightDecay = 1e-3
+        var warmup = 1
+        var seed = 0
+        static let help = [
+            "backbone": "a timm ViT folder, frozen (empty: the embedded classifier's backbone)",
+            "prompts": "explain: the prompts.safetensors written by train",
+            "images": "explain: a PNG/TIFF file or folder; or the tensor input 'images'",
+            "query": "explain: the class whose prompt is shown (-1: each image's prediction; another class: a cross-class query)",
+            "dataset": "train: the dataset component", "datasetOptions": "train: key=value options passed to the dataset",
+            "epochs": "train: passes over the training split", "batch": "train: batch size",
+            "lr": "train: SGD learning rate (momentum 0.9, cosine schedule with warm-up)", "weightDecay": "train: SGD weight decay",
+            "warmup": "train: warm-up epochs", "seed": "train: prompt and head initialisation",
+        ]
+    }
+    static let id = "prompt-cam"
+    static let summary = "Prompt-CAM: class prompts on a frozen ViT; per-head trait maps ranked by blurring (Chowdhury et al., CVPR 2025)"
+    static let operations = [
+        OperationSpec("explain", summary: "per-head trait maps, head ranking, a grid PNG per image",
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images", optional: true)],
+                      outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
+        OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
+    ]
+
+    func backbone(_ o: Options) throws -> ViTClassifier {
+        let folder = o.backbone.isEmpty ? try embeddedClassifierFolder() : (o.backbone as NSString).expandingTildeInPath
+        do { return try ViTClassifier(folder: folder, requireHead: false) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let vit = try backbone(o)
+        let s = vit.config.imageSize
+        var extra: [String: JSONValue] = ["size": .number(Double(s))]
+        for pair in o.datasetOptions {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
+            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
+        }
+        let data = DatasetOptionsProxy(base: try DatasetProxy(request.host, id: o.dataset), extra: extra)
+        let described = try data.describe(options: [:])
+        guard let classes = described["classes"]?.arrayValue?.count, classes > 1, let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
+            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
+        }
+        let valCount = described["splits"]?["val"]?.intValue ?? 0
+        let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(o.seed))
+        let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))
+        let steps = (trainCount + o.batch - 1) / o.batch, total = steps * o.epochs
+        let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
+        func normalise(_ images: Tensor) -> Tensor {
+            var x = try! images.scalars(as: Float.self)
+            let plane = s * s
+            for i in 0..<(x.count / plane) { let c = i % 3; for p in 0..<plane { x[i * plane + p] = (x[i * plane + p] - vit.mean[c]) / vit.std[c] } }
+            return try! Tensor(x, shape: images.shape)
+        }
+        var curve = "epoch,train_loss,train_accuracy,val_accuracy\n"
+        var step = 0, lastTrain = 0.0, lastVal = Double.nan
+        let started = Date()
+        for epoch in 0..<o.epochs {
+            var loss = 0.0, correct = 0, seen = 0
+            for b in 0..<steps {
+                try request.host.checkCancelled()
+                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.batch)), "count": .number(Double(o.batch)),
+                                                     "shuffle": true, "epoch": .number(Double(epoch))])
+                let y = try batch.tensors["labels"]!.integers()
+                optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: total)
+                let logits = model.forward(Variable(normalise(batch.tensors["images"]!))).logits
+                let l = crossEntropy(logits, labels: y)
+                optimizer.minimize(l)
+                loss += Double(l.scalars[0]) * Double(y.count)
+                correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
+                seen += y.count
+                step += 1
+                request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs)")
+            }
+            lastTrain = Double(correct) / Double(seen)
+            if valCount > 0 {
+                var right = 0
+                for start in stride(from: 0, to: valCount, by: 64) {
+                    let batch = try data.batch(options: ["split": "val", "start": .number(Double(start)), "count": 64, "shuffle": false])
+                    let logits = GradMode.disabled { model.forward(Variable(normalise(batch.tensors["images"]!))).logits }
+                    right += zip(argmaxRows(logits.value), try batch.tensors["labels"]!.integers()).filter { $0 == $1 }.count
+                }
+                lastVal = Double(right) / Double(valCount)
+            }
+            curve += "\(epoch + 1),\(loss / Double(seen)),\(lastTrain),\(lastVal)\n"
+        }
+        let dir = request.host.scratchDirectory
+        try model.save(to: dir + "/prompts.safetensors")
+        try AtomicFile.write(curve, to: dir + "/curve.csv")
+        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
+                                 "seconds": .number(Date().timeIntervalSince(started)), "backbone": .string(vit.folder),
+                                 "trainable_parameters": .number(Double(model.trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
+                        artifacts: ["prompts.safetensors", "curve.csv"])
+    }
+
+    func explain(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let vit = try backbone(o)
+        guard !o.prompts.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' explain needs --set prompts=FILE (from prompt-cam train)") }
+        let promptsFile = (o.prompts as NSString).expandingTildeInPath
+        let classes: Int
+        do { classes = try SafeTensorsFile(path: promptsFile).entry("prompts").shape[1] } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let model = PromptCAMModel(backbone: vit.model, classes: classes)
+        do { try model.load(from: promptsFile) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let (images, pictures) = try loadImages(request, classifier: vit, optionPath: o.images, component: Self.id)
+        let n = images.shape[0]
+        let logits0 = try GradMode.disabled { model.forward(Variable(images)).logits }.value.scalars(as: Float.self)
+        let predicted = (0..<n).map { i in (0..<classes).max { logits0[i * classes + $0] < logits0[i * classes + $1] }! }
+        guard o.query < classes else { throw MenagerieError.invalidArgument("query class \(o.query) is outside 0..<\(classes)") }
+        let query = predicted.map { o.query >= 0 ? o.query : $0 }
+        let (grid, _) = model.traitMaps(images, query: query)
+        let c = vit.config, h = c.heads, s = c.imageSize, g = c.grid
+        let up = try GradMode.disabled { Variable(try grid.reshaped([n * h, 1, g, g])).upsampleBilinear(height: s, width: s) }.value.reshaped([n, h, s, s])
+        var perImage: [JSONValue] = [], artifacts: [String] = []
+        let maps = try up.scalars(as: Float.self)
+        for i in 0..<n {
+            let ranking = model.rankHeads(try Tensor(Array(try images.scalars(as: Float.self)[(i * 3 * s * s)..<((i + 1) * 3 * s * s)]), shape: [1, 3, s, s]),
+                                          target: query[i])
+            perImage.append(["predicted": .number(Double(predicted[i])), "query": .number(Double(query[i])),
+                             "head_ranking": .array(ranking.map { .number(Double($0)) })])
+            if i < pictures.count {
+                var tiles = [pictures[i]]
+                for hh in ranking {
+                    var m = Array(maps[((i * h + hh) * s * s)..<((i * h + hh + 1) * s * s)])
+                    let lo = m.min()!, hi = m.max()!
+                    for j in m.indices { m[j] = (m[j] - lo) / (hi - lo + 1e-7) }
+                    tiles.append(try Overlay.heatmap(on: pictures[i], map: m))
+                }
+                let name = String(format: "heads_%03d.png", i)
+                try PNG.write(try Overlay.grid(tiles, columns: tiles.count), to: request.host.scratchDirectory + "/" + name)
+                artifacts.append(name)
+            }
+        }
+        return Response(result: ["images": .number(Double(n)), "heads": .number(Double(h)), "per_image": .array(perImage),
+                                 "maps": "maps.npy: the last block's attention of the query prompt over the patches, per head, at input size"],
+                        tensors: [("maps", up)], artifacts: artifacts)
+    }
+}
+
+/// Images from `--set images=PATH` (resized to the model and said so) or the tensor input.
+func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClassifier, optionPath: String, component: String) throws -> (Tensor, [Image]) {
+    if let given = request.inputs["images"] {
+        guard given.dtype == .float32, given.rank == 4 else {
+            throw MenagerieError.invalidArgument("input 'images' of '\(component)' must be f32 [N, 3, S, S] (normalised), got \(given.dtype.name) \(given.shape)")
+        }
+        return (given.owned(), [])
+    }
+    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --set images=FILE_OR_FOLDER or --input images=X.npy") }
+    let path = (optionPath as NSString).expandingTildeInPath
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
+    let files = isDir.boolValue
+        ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ["png", "tif", "tiff"].contains(($0 as NSString).pathExtension.lowercased()) }
+            .sorted().map { path + "/" + $0 }
+        : [path]
+    guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG or TIFF file") }
+    var pictures: [Image] = []
+    for f in files {
+        do {
+            let img = (f as NSString).pathExtension.lowercased() == "png" ? try PNG.read(path: f) : try Image(tensor: TIFF.read(path: f).pixels)
+            pictures.append(classifier.fit(img).0)
+        } catch { throw MenagerieError.invalidArgument("\(error)") }
+    }
+    return (try classifier.normalized(pictures), pictures)
+}
