@@ -136,7 +136,9 @@ struct FinerCAMComponent: Explainer {
         var mode = "default"
         var ranks = [1, 2, 3]
         var weighting = "code"
+        var perSpecies = 1
         static let help = sharedHelp.merging([
+            "perSpecies": "tour: test images per synthetic-tol species in the comparison",
             "base": "the base CAM: gradcam, layercam or scorecam",
             "alpha": "weight of the similar classes (0: the base CAM)",
             "mode": "default: compare with the classes at 'ranks' of closeness of logits; compare: only the closest (rank 1)",

@@ -184,3 +184,70 @@ func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClass
     }
     return (try classifier.normalized(pictures), pictures)
 }
+
+extension PromptCAMComponent {
+    static var inTour: Bool { true }
+
+    /// The embedded Prompt-CAM (prompts trained here on `synthetic-tol` over the embedded backbone):
+    /// its accuracy on two test images per species, and the ranked per-head trait maps of the four
+    /// species of the first genus (they differ only in the beak), plus one cross-class query.
+    func tour(_ request: Request<Options>) throws -> Response {
+        let folder = try embeddedClassifierFolder()
+        let vit: ViTClassifier
+        do { vit = try ViTClassifier(folder: folder, requireHead: false) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let promptsFile = folder + "/prompt-cam.safetensors"
+        let classes = try SafeTensorsFile(path: promptsFile).entry("prompts").shape[1]
+        let model = PromptCAMModel(backbone: vit.model, classes: classes)
+        try model.load(from: promptsFile)
+        let s = vit.config.imageSize, plane = s * s
+        let data = try DatasetProxy(request.host, id: "synthetic-tol")
+        let described = try data.describe(options: ["size": .number(Double(s))])
+        let testPer = (described["splits"]?["test"]?.intValue ?? 0) / max(classes, 1)
+        let batch = try data.batch(options: ["split": "test", "start": 0, "count": .number(Double(testPer * classes)), "shuffle": false, "size": .number(Double(s))])
+        let raw = try batch.tensors["images"]!.scalars(as: Float.self), labels = try batch.tensors["labels"]!.integers()
+        var picked: [Int] = []
+        for species in 0..<classes { picked += (0..<min(2, testPer)).map { species * testPer + $0 } }
+        func normalised(_ indices: [Int]) throws -> Tensor {
+            var x: [Float] = []
+            for i in indices {
+                for c in 0..<3 { x += raw[((i * 3 + c) * plane)..<((i * 3 + c + 1) * plane)].map { ($0 - vit.mean[c]) / vit.std[c] } }
+            }
+            return try Tensor(x, shape: [indices.count, 3, s, s])
+        }
+        var correct = 0
+        for start in stride(from: 0, to: picked.count, by: 32) {
+            let chunk = Array(picked[start..<min(picked.count, start + 32)])
+            let logits = try GradMode.disabled { model.forward(Variable(try normalised(chunk))).logits }
+            correct += zip(argmaxRows(logits.value), chunk.map { labels[$0] }).filter { $0 == $1 }.count
+        }
+        let accuracy = Double(correct) / Double(picked.count)
+        // The first genus's species, their own prompts; then species 0's image with species 3's prompt.
+        let shown = (0..<min(4, classes)).map { $0 * testPer }
+        let images = try normalised(shown)
+        var queries = shown.map { labels[$0] }
+        let (maps, _) = model.traitMaps(images, query: queries)
+        let cross = model.traitMaps(try normalised([shown[0]]), query: [min(3, classes - 1)]).maps
+        queries.append(min(3, classes - 1))
+        let h = vit.config.heads, g = vit.config.grid
+        let all = try maps.scalars(as: Float.self) + cross.scalars(as: Float.self)
+        var tiles: [Image] = []
+        for (row, i) in (shown + [shown[0]]).enumerated() {
+            let picture = Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
+                (0..<3).map { c in UInt8((raw[(i * 3 + c) * plane + p] * 255).rounded()) } })
+            let ranking = model.rankHeads(try normalised([i]), target: queries[row])
+            tiles.append(picture)
+            for hh in ranking {
+                let low = try Tensor(Array(all[((row * h + hh) * g * g)..<((row * h + hh + 1) * g * g)]), shape: [1, 1, g, g])
+                var m = try GradMode.disabled { Variable(low).upsampleBilinear(height: s, width: s) }.value.scalars(as: Float.self)
+                let lo = m.min()!, hi = m.max()!
+                for j in m.indices { m[j] = (m[j] - lo) / (hi - lo + 1e-7) }
+                tiles.append(try Overlay.heatmap(on: picture, map: m))
+            }
+        }
+        let dir = request.host.scratchDirectory
+        try PNG.write(try Overlay.grid(tiles, columns: 1 + h), to: dir + "/trait_maps.png")
+        return Response(result: ["test_accuracy": .number(accuracy), "test_images": .number(Double(picked.count)), "classes": .number(Double(classes)),
+                                 "trait_maps": "rows: the first genus's species with their own prompt, then species 0 queried with species 3's prompt; columns: the image, then the last block's heads from most to least important (greedy blurring)"],
+                        artifacts: ["trait_maps.png"])
+    }
+}

@@ -14,7 +14,7 @@ extension FinerCAMComponent {
         let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
         let classifier: ViTClassifier
         do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let report = try compareOnSyntheticTol(classifier, host: request.host, perSpecies: 1)
+        let report = try compareOnSyntheticTol(classifier, host: request.host, perSpecies: max(1, request.options.perSpecies))
         let dir = request.host.scratchDirectory
         try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
         try PNG.write(report.sheet, to: dir + "/overlays.png")
