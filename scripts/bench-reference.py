@@ -94,9 +94,9 @@ def main():
 
         image = torch.full((1, 3, 224, 224), 0.5)
         grad = GradCAM(model=vit, target_layers=[vit.blocks[-1].norm1], reshape_transform=reshape)
-        add("vit_b16.gradcam", "ms", timed(lambda: grad(input_tensor=image), max(3, args.repeats // 2)))
+        add("vit_b16.gradcam", "ms", timed(lambda: grad(input_tensor=image, targets=None), max(3, args.repeats // 2)))
         finer = FinerCAM(model=vit, target_layers=[vit.blocks[-1].norm1], reshape_transform=reshape)
-        add("vit_b16.finercam", "ms", timed(lambda: finer(input_tensor=image), max(3, args.repeats // 2)))
+        add("vit_b16.finercam", "ms", timed(lambda: finer(input_tensor=image, targets=None), max(3, args.repeats // 2)))
 
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()

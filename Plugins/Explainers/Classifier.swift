@@ -66,3 +66,26 @@ public struct ViTClassifier: @unchecked Sendable {
         return try Tensor(out, shape: [images.count, 3, s, s])
     }
 }
+
+/// Classifiers already loaded in this process, by folder and the weights' modification time: a
+/// runtime that explains many batches loads (and initialises) each model once.
+final class ClassifierCache: @unchecked Sendable {
+    static let shared = ClassifierCache()
+    private var entries: [String: (stamp: String, classifier: ViTClassifier)] = [:]
+    private let lock = NSLock()
+
+    func classifier(folder: String, requireHead: Bool = true) throws -> ViTClassifier {
+        let weights = folder + "/model.safetensors"
+        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
+        let stamp = "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)-\((attributes?[.size] as? NSNumber)?.intValue ?? 0)"
+        let key = folder + (requireHead ? "#head" : "")
+        lock.lock()
+        if let hit = entries[key], hit.stamp == stamp { lock.unlock(); return hit.classifier }
+        lock.unlock()
+        let loaded = try ViTClassifier(folder: folder, requireHead: requireHead)
+        lock.lock()
+        entries[key] = (stamp, loaded)
+        lock.unlock()
+        return loaded
+    }
+}

@@ -24,7 +24,7 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     let o = request.options
     guard !o.classifier.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs --set classifier=FOLDER (timm config.json + model.safetensors)") }
     let classifier: ViTClassifier
-    do { classifier = try ViTClassifier(folder: (o.classifier as NSString).expandingTildeInPath) } catch let e as FormatError {
+    do { classifier = try ClassifierCache.shared.classifier(folder: (o.classifier as NSString).expandingTildeInPath) } catch let e as FormatError {
         throw MenagerieError.invalidArgument("\(e)")
     }
     var files: [String] = [], pictures: [Image] = [], notes: [String] = []

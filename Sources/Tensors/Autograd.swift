@@ -127,14 +127,23 @@ public enum Autograd {
                 stack.append((input, false))
             }
         }
+        // Only values from which some requested input can be reached need a gradient: the rest
+        // (e.g. the weights of a network when the gradient with respect to one layer's activations
+        // is asked, as Grad-CAM does) is skipped. `order` lists inputs before the values using them.
+        let wanted = Set(inputs.map(ObjectIdentifier.init))
+        var needed = Set<ObjectIdentifier>()
+        for v in order {
+            let id = ObjectIdentifier(v)
+            if wanted.contains(id) || (v.node?.inputs.contains { needed.contains(ObjectIdentifier($0)) } ?? false) { needed.insert(id) }
+        }
         var grads: [ObjectIdentifier: Variable] = [:]
         grads[ObjectIdentifier(output)] = seed ?? Variable(Tensor.filled(1, shape: output.shape))
         GradMode.with(createGraph) {
             for v in order.reversed() {
-                guard let node = v.node, let g = grads[ObjectIdentifier(v)] else { continue }
+                guard needed.contains(ObjectIdentifier(v)), let node = v.node, let g = grads[ObjectIdentifier(v)] else { continue }
                 let inputGrads = node.backward(g)
                 for (input, ig) in zip(node.inputs, inputGrads) {
-                    guard let ig, input.requiresGrad else { continue }
+                    guard let ig, input.requiresGrad, needed.contains(ObjectIdentifier(input)) else { continue }
                     let id = ObjectIdentifier(input)
                     grads[id] = grads[id].map { $0 + ig } ?? ig
                 }
