@@ -45,26 +45,67 @@ public struct CAMError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// Runs `method` on `images` (normalised [N, 3, S, S]) with the target layer `blocks[layer].norm1`
-/// (default: the last block). `targets[i]` nil: the top class. With `finer`, the score is Finer-CAM's.
-public func explain(_ classifier: ViTClassifier, images: Tensor, method: BaseMethod, targets: [Int?], finer: FinerOptions?,
+/// What the CAM methods need of a classifier: a forward pass that records the graph and returns the
+/// target layer, and plain logits (Score-CAM's masked inputs).
+public protocol CAMClassifier {
+    var inputChannels: Int { get }
+    var inputSize: Int { get }
+    /// Logits [N, C] and the target layer `layer` (negative counts from the end) with its layout.
+    func forwardForCAM(_ images: Variable, layer: Int) throws -> (logits: Variable, target: Variable, layout: ActivationLayout)
+    /// Logits [N·C values] without recording a graph.
+    func logits(_ images: Tensor) throws -> [Float]
+}
+
+/// How a target layer's activations are laid out.
+public enum ActivationLayout: Sendable {
+    /// ViT tokens [N, T, D]: `prefix` leading tokens (CLS) dropped, the rest a `height` × `width` grid.
+    case tokens(prefix: Int, height: Int, width: Int)
+    /// CNN feature maps [N, D, height, width].
+    case channels(height: Int, width: Int)
+
+    var height: Int { switch self { case .tokens(_, let h, _), .channels(let h, _): h } }
+    var width: Int { switch self { case .tokens(_, _, let w), .channels(_, let w): w } }
+
+    /// Flat index of channel k at position p of item i, for an activation tensor of `shape`.
+    func index(_ i: Int, _ k: Int, _ p: Int, shape: [Int]) -> Int {
+        switch self {
+        case .tokens(let prefix, _, _): return (i * shape[1] + prefix + p) * shape[2] + k
+        case .channels(let h, let w): return (i * shape[1] + k) * h * w + p
+        }
+    }
+}
+
+extension ViTClassifier: CAMClassifier {
+    public var inputChannels: Int { config.inChannels }
+    public var inputSize: Int { config.imageSize }
+    public func forwardForCAM(_ images: Variable, layer: Int) throws -> (logits: Variable, target: Variable, layout: ActivationLayout) {
+        let c = config
+        let block = layer < 0 ? c.depth + layer : layer
+        guard (0..<c.depth).contains(block) else { throw CAMError("target layer \(layer) does not exist: the model has \(c.depth) blocks") }
+        let prefix = c.classToken ? 1 : 0
+        let patches = c.tokens - prefix
+        let g = Int(Double(patches).squareRoot().rounded())
+        guard g * g == patches else {
+            throw CAMError("the target layer has \(patches) patch tokens, which is not a square grid: cannot reshape it into an activation map")
+        }
+        let out = GradMode.with(true) { model.forward(images) }
+        return (out.logits, out.norm1Outputs[block], .tokens(prefix: prefix, height: g, width: g))
+    }
+    public func logits(_ images: Tensor) throws -> [Float] {
+        try GradMode.disabled { model.forward(Variable(images)).logits }.value.scalars(as: Float.self)
+    }
+}
+
+/// Runs `method` on `images` (normalised [N, C, S, S]) with the target layer `layer` (ViT:
+/// `blocks[layer].norm1` output; ConvNet: block `layer`'s ReLU output; default the last).
+/// `targets[i]` nil: the top class. With `finer`, the score is Finer-CAM's.
+public func explain(_ classifier: some CAMClassifier, images: Tensor, method: BaseMethod, targets: [Int?], finer: FinerOptions?,
                     layer: Int = -1) throws -> Explanation {
-    let c = classifier.config
-    let n = images.shape[0]
-    guard images.rank == 4, images.shape[1] == c.inChannels, images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
-        throw CAMError("images must be [N, \(c.inChannels), \(c.imageSize), \(c.imageSize)] for this model, got \(images.shape)")
+    let n = images.shape[0], size = classifier.inputSize
+    guard images.rank == 4, images.shape[1] == classifier.inputChannels, images.shape[2] == size, images.shape[3] == size else {
+        throw CAMError("images must be [N, \(classifier.inputChannels), \(size), \(size)] for this model, got \(images.shape)")
     }
-    let depth = c.depth
-    let block = layer < 0 ? depth + layer : layer
-    guard (0..<depth).contains(block) else { throw CAMError("target layer \(layer) does not exist: the model has \(depth) blocks") }
-    let prefix = c.classToken ? 1 : 0
-    let patches = c.tokens - prefix
-    let g = Int(Double(patches).squareRoot().rounded())
-    guard g * g == patches else {
-        throw CAMError("the target layer has \(patches) patch tokens, which is not a square grid: cannot reshape it into an activation map")
-    }
-    let out = GradMode.with(true) { classifier.model.forward(Variable(images)) }
-    let logits = out.logits
+    let (logits, target, layout) = try classifier.forwardForCAM(Variable(images), layer: layer)
     let classes = logits.shape[1]
     let y = logits.scalars
     var chosen: [Int] = [], comparisons: [[Int]] = []
@@ -111,18 +152,24 @@ public func explain(_ classifier: ViTClassifier, images: Tensor, method: BaseMet
         }
         score = score.map { $0 + s } ?? s
     }
-    let target = out.norm1Outputs[block]                                   // [N, T, D]
     let a = try target.value.scalars(as: Float.self)
-    let d = c.width, t = c.tokens
+    let shape = target.shape
+    let d: Int
+    switch layout {
+    case .tokens: d = shape[2]
+    case .channels: d = shape[1]
+    }
+    let positions = layout.height * layout.width
+    func at(_ i: Int, _ k: Int, _ p: Int) -> Int { layout.index(i, k, p, shape: shape) }
     let da: [Float]
     var scoreWeights: [[Float]] = []
     if method == .scorecam {
         da = []
-        let pixels = try images.scalars(as: Float.self)
+        let pixels = try images.scalars(as: Float.self), per = images.count / max(n, 1)
         for i in 0..<n {
             let row = Array(y[(i * classes)..<((i + 1) * classes)])
-            scoreWeights.append(try scoreCAMWeights(classifier, image: Array(pixels[(i * 3 * c.imageSize * c.imageSize)..<((i + 1) * 3 * c.imageSize * c.imageSize)]),
-                                                    activations: a, item: i, grid: g, prefix: prefix, score: { logits in
+            scoreWeights.append(try scoreCAMWeights(classifier, image: Array(pixels[(i * per)..<((i + 1) * per)]), channels: d, layout: layout,
+                                                    activation: { k, p in a[at(i, k, p)] }, score: { logits in
                                                         finerScore(logits, target: chosen[i], comparisons: comparisons[i], finer: finer, original: row)
                                                     }))
         }
@@ -130,29 +177,29 @@ public func explain(_ classifier: ViTClassifier, images: Tensor, method: BaseMet
         let grads = Autograd.gradients(of: score!.sum(), wrt: [target])[0]
         da = try grads.map { try $0.value.scalars(as: Float.self) } ?? [Float](repeating: 0, count: a.count)
     }
-    var grid = [Float](repeating: 0, count: n * g * g)
+    var grid = [Float](repeating: 0, count: n * positions)
     for i in 0..<n {
         var weights = [Float](repeating: 0, count: d)
         if method == .gradcam {
-            for p in 0..<patches { for k in 0..<d { weights[k] += da[(i * t + prefix + p) * d + k] } }
-            for k in 0..<d { weights[k] /= Float(patches) }
+            for p in 0..<positions { for k in 0..<d { weights[k] += da[at(i, k, p)] } }
+            for k in 0..<d { weights[k] /= Float(positions) }
         } else if method == .scorecam {
             weights = scoreWeights[i]
         }
-        for p in 0..<patches {
+        for p in 0..<positions {
             var v: Float = 0
-            let base = (i * t + prefix + p) * d
             switch method {
-            case .gradcam, .scorecam: for k in 0..<d { v += weights[k] * a[base + k] }
-            case .layercam: for k in 0..<d { v += max(da[base + k], 0) * a[base + k] }
+            case .gradcam, .scorecam: for k in 0..<d { v += weights[k] * a[at(i, k, p)] }
+            case .layercam: for k in 0..<d { v += max(da[at(i, k, p)], 0) * a[at(i, k, p)] }
             }
-            grid[i * g * g + p] = max(v, 0)
+            grid[i * positions + p] = max(v, 0)
         }
-        minMaxScale(&grid[(i * g * g)..<((i + 1) * g * g)])
+        minMaxScale(&grid[(i * positions)..<((i + 1) * positions)])
     }
-    let gridT = try Tensor(grid, shape: [n, g, g])
-    let s = c.imageSize
-    let lowRes = Variable(try gridT.reshaped([n, 1, g, g]))
+    let (gh, gw) = (layout.height, layout.width)
+    let gridT = try Tensor(grid, shape: [n, gh, gw])
+    let s = size
+    let lowRes = Variable(try gridT.reshaped([n, 1, gh, gw]))
     var maps = try GradMode.disabled { lowRes.upsampleBilinear(height: s, width: s) }.value.scalars(as: Float.self)
     for i in 0..<n {
         for j in (i * s * s)..<((i + 1) * s * s) { maps[j] = max(maps[j], 0) }
@@ -188,37 +235,41 @@ func finerScore(_ logits: [Float], target t: Int, comparisons: [Int], finer: Fin
 /// Score-CAM's channel weights for one image: each activation channel, upsampled to the input with
 /// align_corners = True bilinear and min–max scaled (+1e-8), masks the input; the masked inputs go
 /// through the model 16 at a time; the weights are the softmax of their scores over channels.
-func scoreCAMWeights(_ classifier: ViTClassifier, image: [Float], activations a: [Float], item i: Int, grid g: Int, prefix: Int,
-                     score: ([Float]) -> Float) throws -> [Float] {
-    let c = classifier.config, s = c.imageSize, d = c.width, t = c.tokens, plane = s * s
+func scoreCAMWeights(_ classifier: some CAMClassifier, image: [Float], channels d: Int, layout: ActivationLayout,
+                     activation act: (Int, Int) -> Float, score: ([Float]) -> Float) throws -> [Float] {
+    let s = classifier.inputSize, plane = s * s, ch = classifier.inputChannels
+    let (gh, gw) = (layout.height, layout.width)
     // Interpolation taps along one axis for align_corners = True.
-    let taps: [(Int, Int, Float)] = (0..<s).map { o in
-        let src = s == 1 ? 0 : Double(o) * Double(g - 1) / Double(s - 1)
-        let i0 = min(Int(src), g - 1), i1 = min(i0 + 1, g - 1)
-        return (i0, i1, Float(src - Double(i0)))
+    func taps(_ g: Int) -> [(Int, Int, Float)] {
+        (0..<s).map { o in
+            let src = s == 1 ? 0 : Double(o) * Double(g - 1) / Double(s - 1)
+            let i0 = min(Int(src), g - 1), i1 = min(i0 + 1, g - 1)
+            return (i0, i1, Float(src - Double(i0)))
+        }
     }
+    let ty = taps(gh), tx = taps(gw)
     var scores = [Float](repeating: 0, count: d)
     var k0 = 0
     while k0 < d {
         let chunk = min(16, d - k0)
-        var batch = [Float](repeating: 0, count: chunk * 3 * plane)
+        var batch = [Float](repeating: 0, count: chunk * ch * plane)
         for kk in 0..<chunk {
             let k = k0 + kk
             var up = [Float](repeating: 0, count: plane)
-            func act(_ y: Int, _ x: Int) -> Float { a[(i * t + prefix + y * g + x) * d + k] }
             for oy in 0..<s {
-                let (y0, y1, fy) = taps[oy]
+                let (y0, y1, fy) = ty[oy]
                 for ox in 0..<s {
-                    let (x0, x1, fx) = taps[ox]
-                    let top = act(y0, x0) * (1 - fx) + act(y0, x1) * fx, bottom = act(y1, x0) * (1 - fx) + act(y1, x1) * fx
+                    let (x0, x1, fx) = tx[ox]
+                    let top = act(k, y0 * gw + x0) * (1 - fx) + act(k, y0 * gw + x1) * fx
+                    let bottom = act(k, y1 * gw + x0) * (1 - fx) + act(k, y1 * gw + x1) * fx
                     up[oy * s + ox] = top * (1 - fy) + bottom * fy
                 }
             }
             let lo = up.min()!, hi = up.max()!
             for p in 0..<plane { up[p] = (up[p] - lo) / (hi - lo + 1e-8) }
-            for ch in 0..<3 { for p in 0..<plane { batch[(kk * 3 + ch) * plane + p] = image[ch * plane + p] * up[p] } }
+            for c in 0..<ch { for p in 0..<plane { batch[(kk * ch + c) * plane + p] = image[c * plane + p] * up[p] } }
         }
-        let logits = try GradMode.disabled { classifier.model.forward(Variable(try Tensor(batch, shape: [chunk, 3, s, s]))).logits }.value.scalars(as: Float.self)
+        let logits = try classifier.logits(try Tensor(batch, shape: [chunk, ch, s, s]))
         let classes = logits.count / chunk
         for kk in 0..<chunk { scores[k0 + kk] = score(Array(logits[(kk * classes)..<((kk + 1) * classes)])) }
         k0 += chunk
