@@ -1,4 +1,5 @@
 import Foundation
+import Imaging
 import NN
 import Tensors
 
@@ -54,6 +55,10 @@ public protocol CAMClassifier {
     func forwardForCAM(_ images: Variable, layer: Int) throws -> (logits: Variable, target: Variable, layout: ActivationLayout)
     /// Logits [N·C values] without recording a graph.
     func logits(_ images: Tensor) throws -> [Float]
+    /// An image at the input size (and whether it had to be resized, with how).
+    func fit(_ image: Image) -> (Image, resized: Bool)
+    /// Normalised [N, C, S, S] of images already at the input size.
+    func normalized(_ images: [Image]) throws -> Tensor
 }
 
 /// How a target layer's activations are laid out.

@@ -67,6 +67,17 @@ public struct ViTClassifier: @unchecked Sendable {
     }
 }
 
+/// A classifier folder of either kind: ConvNet-3 when config.json says `"architecture": "convnet"`,
+/// otherwise a timm ViT.
+func loadClassifier(folder: String) throws -> any CAMClassifier {
+    let configPath = folder + "/config.json"
+    if let data = FileManager.default.contents(atPath: configPath),
+       let json = try? JSONValue.parse(String(decoding: data, as: UTF8.self)), json["architecture"]?.stringValue == "convnet" {
+        return try ConvNetClassifier(folder: folder)
+    }
+    return try ClassifierCache.shared.classifier(folder: folder)
+}
+
 /// Classifiers already loaded in this process, by folder and the weights' modification time: a
 /// runtime that explains many batches loads (and initialises) each model once.
 final class ClassifierCache: @unchecked Sendable {

@@ -22,9 +22,9 @@ private let sharedHelp = [
 /// Loads the images (option path or tensor input), runs the method, writes overlays and maps.
 func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: BaseMethod, finer: FinerOptions?) throws -> Response {
     let o = request.options
-    guard !o.classifier.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs --set classifier=FOLDER (timm config.json + model.safetensors)") }
-    let classifier: ViTClassifier
-    do { classifier = try ClassifierCache.shared.classifier(folder: (o.classifier as NSString).expandingTildeInPath) } catch let e as FormatError {
+    guard !o.classifier.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs --set classifier=FOLDER (timm ViT or ConvNet config.json + model.safetensors)") }
+    let classifier: any CAMClassifier
+    do { classifier = try loadClassifier(folder: (o.classifier as NSString).expandingTildeInPath) } catch let e as FormatError {
         throw MenagerieError.invalidArgument("\(e)")
     }
     var files: [String] = [], pictures: [Image] = [], notes: [String] = []
@@ -50,7 +50,7 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
                 img = (f as NSString).pathExtension.lowercased() == "png" ? try PNG.read(path: f) : try Image(tensor: TIFF.read(path: f).pixels)
             } catch { throw MenagerieError.invalidArgument("\(error)") }
             let (fitted, resized) = classifier.fit(img)
-            if resized { notes.append("\((f as NSString).lastPathComponent): resized from \(img.width)×\(img.height) to \(fitted.width)×\(fitted.height) (shorter side, centre crop, \(classifier.interpolation))") }
+            if resized { notes.append("\((f as NSString).lastPathComponent): resized from \(img.width)×\(img.height) to \(fitted.width)×\(fitted.height)") }
             pictures.append(fitted)
         }
         images = try classifier.normalized(pictures)
@@ -63,7 +63,7 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     } catch let e as CAMError { throw MenagerieError.invalidArgument("'\(component)': \(e)") }
     // Overlays on the (resized) input images: JET with image weight 0.5 (show_cam_on_image).
     var artifacts: [String] = []
-    let s = classifier.config.imageSize
+    let s = classifier.inputSize
     let maps = try result.maps.scalars(as: Float.self)
     for i in 0..<n where i < pictures.count {
         let name = String(format: "overlay_%03d.png", i)
@@ -83,7 +83,8 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     }
     var summary: [String: JSONValue] = ["method": .string(component), "images": .number(Double(n)), "per_image": .array(perImage),
                                         "maps": "maps.npy: float32 N×S×S in input order, min–max scaled",
-                                        "target_layer": .string("blocks[\(o.layer)].norm1 output, CLS dropped")]
+                                        "target_layer": .string(classifier is ConvNetClassifier ? "features block \(o.layer): its ReLU output (before pooling)"
+                                                                                  : "blocks[\(o.layer)].norm1 output, CLS dropped")]
     if !notes.isEmpty { summary["notes"] = .array(notes.map { .string($0) }) }
     if let finer { summary["alpha"] = .number(Double(finer.alpha)); summary["weighting"] = .string(finer.weighting) }
     return Response(result: .object(summary), tensors: [("maps", result.maps), ("grid", result.grid)], artifacts: artifacts)

@@ -47,4 +47,16 @@ public final class ConvNet: Module {
 
     /// Logits [N, classes] of images [N, C, H, W].
     public func callAsFunction(_ x: Variable) -> Variable { classifier(embed(x)) }
+
+    /// Logits and every block's ReLU output [N, width, h, w] (before its pooling): the usual
+    /// Grad-CAM target layers of a CNN.
+    public func forwardWithActivations(_ x: Variable) -> (logits: Variable, activations: [Variable]) {
+        var h = x, acts: [Variable] = []
+        for (conv, norm) in zip(convs, norms) {
+            let a = norm(conv(h)).relu()
+            acts.append(a)
+            h = a.avgPool2d(kernel: 2)
+        }
+        return (classifier(h.reshaped([x.shape[0], -1])), acts)
+    }
 }

@@ -254,4 +254,25 @@ import TestSupport
                               "--set", "images=\(folder)/image.png", "--set", "query=99")
         #expect(bad.status == 2 && bad.stderr.contains("query class 99"))
     }
+
+    /// The CNN path: ConvNet-3's last ReLU as the target layer, against pytorch-grad-cam 1.5.7
+    /// (Tests/Fixtures/convnet-cam-tiny/make_fixture.py).
+    @Test func convNetCAMsMatchPytorchGradCAM() throws {
+        let cnn = TestPaths.fixtures + "/convnet-cam-tiny"
+        let classifier = try ConvNetClassifier(folder: cnn)
+        let json = try JSONValue.parse(String(contentsOfFile: cnn + "/expected.json", encoding: .utf8))
+        func want(_ key: String) -> [Float] { json[key]!.arrayValue!.flatMap { v in v.arrayValue.map { $0.map { Float($0.doubleValue!) } } ?? [Float(v.doubleValue!)] } }
+        let img = try PNG.read(path: cnn + "/image.png")
+        let images = try img.normalizedCHW(mean: classifier.mean, std: classifier.std).reshaped([1, 3, 32, 32])
+        let logits = try classifier.logits(images)
+        #expect(maxError(logits, want("logits")) < 1e-4, "ConvNet logits")
+        let grad = try explain(classifier, images: images, method: .gradcam, targets: [nil], finer: nil)
+        #expect(grad.grid.shape == [1, 8, 8])
+        let e1 = maxError(try grad.maps.scalars(as: Float.self), want("gradcam_top1"))
+        #expect(e1 < 1e-3, "ConvNet Grad-CAM max |Δ| = \(e1)")
+        let finer = try explain(classifier, images: images, method: .gradcam, targets: [nil], finer: FinerOptions())
+        let e2 = maxError(try finer.maps.scalars(as: Float.self), want("finercam_alpha1_ranks123"))
+        #expect(e2 < 1e-3, "ConvNet Finer-CAM max |Δ| = \(e2)")
+        #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [nil], finer: nil, layer: 3) }
+    }
 }
