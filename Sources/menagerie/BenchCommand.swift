@@ -149,6 +149,20 @@ struct BenchCommand: ParsableCommand {
             }
         }
 
+        // Prompt-CAM training throughput: one epoch over 128 synthetic-tol images (64 species × 2)
+        // with the embedded backbone, through the host (prompts + head only; the backbone frozen).
+        if wanted("prompt_cam.train"), registry.components.contains(where: { $0.component.id == "prompt-cam" }),
+           registry.components.contains(where: { $0.component.id == "synthetic-tol" }) {
+            let options: JSONValue = ["epochs": 1, "lr": 0.05, "datasetOptions": ["trainPerSpecies=2", "valPerSpecies=0"]]
+            var samples: [Double] = []
+            for _ in 0..<max(2, repeats / 10) {
+                let t0 = now()
+                _ = try runtime.invoke("prompt-cam", operation: "train", options: options)
+                samples.append(128 / ((now() - t0) / 1000))
+            }
+            records.append(record("prompt_cam.train", unit: "images/s", samples))
+        }
+
         try modelBenchmarks(into: &records, runtime: runtime, registry: registry)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
