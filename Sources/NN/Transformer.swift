@@ -74,12 +74,15 @@ public final class TransformerStack: @unchecked Sendable {
     /// (fresh multi-megabyte arrays per block cost page faults and clearing).
     struct Workspace {
         var y, qkv, attended, mid, scores: [Float]
+        /// The thread count `scores` was sized for (one t×t block per thread).
+        var threads = 1
         init(rows: Int, width d: Int, hidden: Int, tokens t: Int) {
             y = [Float](repeating: 0, count: rows * d)
             qkv = [Float](repeating: 0, count: rows * 3 * d)
             attended = [Float](repeating: 0, count: rows * d)
             mid = [Float](repeating: 0, count: rows * hidden)
-            scores = [Float](repeating: 0, count: max(1, GEMM.threads) * t * t)
+            threads = max(1, GEMM.threads)
+            scores = [Float](repeating: 0, count: threads * t * t)
         }
     }
 
@@ -107,7 +110,7 @@ public final class TransformerStack: @unchecked Sendable {
             attended.withUnsafeMutableBufferPointer { outp in
                 scores.withUnsafeMutableBufferPointer { sp in
                     let pointers = UncheckedPointers(qkv: qkvp.baseAddress!, out: outp.baseAddress!, scores: sp.baseAddress!)
-                    GEMM.concurrently(n * heads) { thread, items in
+                    GEMM.concurrently(n * heads, threads: ws.threads) { thread, items in
                         let s = pointers.scores + thread * t * t
                         for item in items {
                             let (b, hh) = item.quotientAndRemainder(dividingBy: heads)

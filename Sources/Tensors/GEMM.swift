@@ -1,5 +1,6 @@
 import COpenBLAS
 import Dispatch
+import Synchronization
 
 /// Every matrix product of Menagerie goes through this one interface, so that a faster backend
 /// (BF16 through oneDNN is planned) drops in without touching the layers. Matrices are row-major.
@@ -33,8 +34,15 @@ public enum GEMM {
     }
 
     /// OpenBLAS threads for the whole process (host and plugins share one OpenBLAS).
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    public static func setThreads(_ n: Int) {
+        configured.store(max(1, n), ordering: .relaxed)
+        openblas_set_num_threads(Int32(max(1, n)))
+    }
+    /// The configured thread count. It is stored here, not read back from OpenBLAS, because
+    /// `concurrently` lowers OpenBLAS's count to 1 for a while: buffers sized per thread must not see
+    /// that (another thread's temporary 1 would make them too small).
+    public static var threads: Int { configured.load(ordering: .relaxed) }
+    private static let configured = Atomic<Int>(Int(openblas_get_num_threads()))
 
     /// C = alpha · op(A) · op(B) + beta · C (row-major). Cost: 2·m·n·k flops.
     @inlinable
@@ -85,7 +93,7 @@ public enum GEMM {
             defer { partials.deallocate() }
             partials.update(repeating: 0, count: threads * m * n)
             let pointers = UncheckedBox((a, b, partials))
-            concurrently(batch) { t, items in
+            concurrently(batch, threads: threads) { t, items in
                 let (a, b, partials) = pointers.value
                 for i in items {
                     sgemm(transposeB: true, m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * n * k, ldb: k,
@@ -108,11 +116,11 @@ public enum GEMM {
     /// on each, with OpenBLAS single-threaded meanwhile: for many small independent products
     /// (per image, per attention head). Shares are fixed by count and threads, so results do not
     /// depend on scheduling.
-    public static func concurrently(_ count: Int, _ body: (Int, Range<Int>) -> Void) {
-        let threads = GEMM.threads
+    public static func concurrently(_ count: Int, threads requested: Int? = nil, _ body: (Int, Range<Int>) -> Void) {
+        let threads = requested ?? GEMM.threads
         guard threads > 1 && count > 1 else { body(0, 0..<count); return }
         openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(threads)) }
+        defer { openblas_set_num_threads(Int32(GEMM.threads)) }
         let per = (count + threads - 1) / threads
         withoutActuallyEscaping(body) { body in
             let box = UncheckedBox(body)

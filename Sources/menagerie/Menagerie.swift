@@ -29,7 +29,7 @@ struct Menagerie: ParsableCommand {
         }
         // One OpenBLAS per process, shared by the host and every plugin: set its threads once.
         if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
-            openblas_set_num_threads(n)
+            GEMM.setThreads(Int(n))
         }
         do {
             var command = try parseAsRoot()
