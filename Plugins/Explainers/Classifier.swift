@@ -21,7 +21,7 @@ public struct ViTClassifier: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
         }
-        var cfg = try ViTConfig.timm(configPath: configPath)
+        let cfg = try ViTConfig.timm(configPath: configPath)
         guard cfg.numClasses > 0 || !requireHead else {
             throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain (train a linear-probe on it first)")
         }

@@ -53,13 +53,7 @@ struct LinearProbeComponent: Backbone {
             throw MenagerieError.invalidArgument("\(e)")
         }
         let s = backbone.config.imageSize
-        var extra: [String: JSONValue] = ["size": .number(Double(s))]
-        for pair in o.datasetOptions {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
-            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
-        }
-        let data = DatasetOptionsProxy(base: try DatasetProxy(request.host, id: o.dataset), extra: extra)
+        let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: s, options: o.datasetOptions)
         let described = try data.describe(options: [:])
         guard let classes = described["classes"]?.arrayValue?.count, classes > 1 else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes fewer than two classes")
@@ -73,10 +67,8 @@ struct LinearProbeComponent: Backbone {
                 guard let images = b.tensors["images"], images.shape.count == 4, images.shape[2] == s else {
                     throw MenagerieError.invalidArgument("dataset '\(o.dataset)' did not return [N, 3, \(s), \(s)] images")
                 }
-                var x = try images.scalars(as: Float.self)
-                let plane = s * s
-                for i in 0..<(x.count / plane) { let c = i % 3; for p in 0..<plane { x[i * plane + p] = (x[i * plane + p] - backbone.mean[c]) / backbone.std[c] } }
-                let pooled = GradMode.disabled { backbone.model.forward(Variable(try! Tensor(x, shape: images.shape))).pooled }
+                let x = normalize(images, mean: backbone.mean, std: backbone.std)
+                let pooled = GradMode.disabled { backbone.model.forward(Variable(x)).pooled }
                 feats += try pooled.value.scalars(as: Float.self)
                 labels += try b.tensors["labels"]!.integers()
                 request.host.progress(start + images.shape[0], of: count, "features (\(split))")

@@ -51,13 +51,7 @@ struct PromptCAMComponent: Explainer {
         let o = request.options
         let vit = try backbone(o)
         let s = vit.config.imageSize
-        var extra: [String: JSONValue] = ["size": .number(Double(s))]
-        for pair in o.datasetOptions {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
-            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
-        }
-        let data = DatasetOptionsProxy(base: try DatasetProxy(request.host, id: o.dataset), extra: extra)
+        let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: s, options: o.datasetOptions)
         let described = try data.describe(options: [:])
         guard let classes = described["classes"]?.arrayValue?.count, classes > 1, let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
@@ -67,12 +61,7 @@ struct PromptCAMComponent: Explainer {
         let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))
         let steps = (trainCount + o.batch - 1) / o.batch, total = steps * o.epochs
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
-        func normalise(_ images: Tensor) -> Tensor {
-            var x = try! images.scalars(as: Float.self)
-            let plane = s * s
-            for i in 0..<(x.count / plane) { let c = i % 3; for p in 0..<plane { x[i * plane + p] = (x[i * plane + p] - vit.mean[c]) / vit.std[c] } }
-            return try! Tensor(x, shape: images.shape)
-        }
+        func normalise(_ images: Tensor) -> Tensor { normalize(images, mean: vit.mean, std: vit.std) }
         var curve = "epoch,train_loss,train_accuracy,val_accuracy\n"
         var step = 0, lastTrain = 0.0, lastVal = Double.nan
         let started = Date()
