@@ -13,6 +13,11 @@ public enum BaseMethod: String, Sendable, CaseIterable {
     /// w = softmax_k S(f(x ⊙ H_k)) with H_k = A_k upsampled (bilinear, align_corners = True) and
     /// min–max scaled; cam = ReLU(Σ_k w_k A_k)  (Wang et al. 2020; no gradients)
     case scorecam
+    /// w_k = Σ_hw ReLU(g) · g² / (2g² + (Σ_hw A_k)·g³ + 1e-6), 0 where g = 0 (Chattopadhay et al. 2018,
+    /// pytorch-grad-cam's closed form); cam = ReLU(Σ_k w_k A_k)
+    case gradcampp
+    /// cam = ReLU(Σ_k ∂S/∂A_k ⊙ A_k): gradients multiplied in place, not averaged (Draelos & Carin 2020)
+    case hirescam
 }
 
 /// How Finer-CAM compares the target with its most similar classes.
@@ -190,12 +195,26 @@ public func explain(_ classifier: some CAMClassifier, images: Tensor, method: Ba
             for k in 0..<d { weights[k] /= Float(positions) }
         } else if method == .scorecam {
             weights = scoreWeights[i]
+        } else if method == .gradcampp {
+            for k in 0..<d {
+                var sumA: Float = 0
+                for p in 0..<positions { sumA += a[at(i, k, p)] }
+                var w: Float = 0
+                for p in 0..<positions {
+                    let g = da[at(i, k, p)]
+                    guard g != 0 else { continue }
+                    let g2 = g * g
+                    w += max(g, 0) * g2 / (2 * g2 + sumA * g2 * g + 1e-6)
+                }
+                weights[k] = w
+            }
         }
         for p in 0..<positions {
             var v: Float = 0
             switch method {
-            case .gradcam, .scorecam: for k in 0..<d { v += weights[k] * a[at(i, k, p)] }
+            case .gradcam, .scorecam, .gradcampp: for k in 0..<d { v += weights[k] * a[at(i, k, p)] }
             case .layercam: for k in 0..<d { v += max(da[at(i, k, p)], 0) * a[at(i, k, p)] }
+            case .hirescam: for k in 0..<d { v += da[at(i, k, p)] * a[at(i, k, p)] }
             }
             grid[i * positions + p] = max(v, 0)
         }

@@ -35,7 +35,7 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
         }
         images = given.owned()
     } else {
-        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --set images=FILE_OR_FOLDER or --input images=X.npy") }
+        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF) or --input images=X.npy (normalised N×3×S×S)") }
         let path = (o.images as NSString).expandingTildeInPath
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
@@ -94,7 +94,7 @@ private let explainOutputs = [
     TensorSpec("maps", dtypes: ["f32"], shape: "N×S×S", summary: "the class-activation maps at input size, in input order"),
     TensorSpec("grid", dtypes: ["f32"], shape: "N×h×w", summary: "the maps on the token grid, before resizing"),
 ]
-private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images (instead of --set images=PATH)", optional: true)]
+private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF file or folder (passed as the images option)", optional: true)]
 
 struct GradCAMComponent: Explainer {
     struct Options: CAMOptions {
@@ -129,6 +129,28 @@ struct ScoreCAMComponent: Explainer {
     func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .scorecam, finer: nil) }
 }
 
+struct GradCAMPlusPlusComponent: Explainer {
+    struct Options: CAMOptions {
+        var classifier = "", images = "", target = -1, layer = -1
+        static let help = sharedHelp
+    }
+    static let id = "grad-cam-pp"
+    static let summary = "Grad-CAM++ on a ViT token grid or CNN feature map (positive gradients with higher-order weights)"
+    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
+    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .gradcampp, finer: nil) }
+}
+
+struct HiResCAMComponent: Explainer {
+    struct Options: CAMOptions {
+        var classifier = "", images = "", target = -1, layer = -1
+        static let help = sharedHelp
+    }
+    static let id = "hires-cam"
+    static let summary = "HiResCAM on a ViT token grid or CNN feature map (gradients times activations, position by position)"
+    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
+    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .hirescam, finer: nil) }
+}
+
 struct FinerCAMComponent: Explainer {
     struct Options: CAMOptions {
         var classifier = "", images = "", target = -1, layer = -1
@@ -140,20 +162,20 @@ struct FinerCAMComponent: Explainer {
         var perSpecies = 1
         static let help = sharedHelp.merging([
             "perSpecies": "tour: test images per synthetic-tol species in the comparison",
-            "base": "the base CAM: gradcam, layercam or scorecam",
+            "base": "the base CAM: gradcam, layercam, scorecam, gradcampp or hirescam",
             "alpha": "weight of the similar classes (0: the base CAM)",
             "mode": "default: compare with the classes at 'ranks' of closeness of logits; compare: only the closest (rank 1)",
             "ranks": "positions in the order of closeness of logits (0 = the target)",
             "weighting": "code: softmax-weighted comparisons (released code, default); paper: uniform average",
         ]) { a, _ in a }
-        static let choices = ["base": ["gradcam", "layercam", "scorecam"], "mode": ["default", "compare"], "weighting": ["code", "paper"]]
+        static let choices = ["base": BaseMethod.allCases.map(\.rawValue), "mode": ["default", "compare"], "weighting": ["code", "paper"]]
     }
     static let id = "finer-cam"
     static let summary = "Finer-CAM: the target against its most similar classes, so shared features cancel (Zhang et al., CVPR 2025)"
     static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
     func explain(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard let base = BaseMethod(rawValue: o.base) else { throw MenagerieError.invalidArgument("option 'base' must be gradcam, layercam or scorecam") }
+        guard let base = BaseMethod(rawValue: o.base) else { throw MenagerieError.invalidArgument("option 'base' must be one of " + BaseMethod.allCases.map(\.rawValue).joined(separator: ", ")) }
         guard o.ranks.allSatisfy({ $0 >= 0 }), !o.ranks.isEmpty else { throw MenagerieError.invalidArgument("option 'ranks' needs non-negative positions") }
         let finer = FinerOptions(alpha: Float(o.alpha), ranks: o.mode == "compare" ? [1] : o.ranks, weighting: o.weighting)
         return try runCAM(request, component: Self.id, method: base, finer: finer)
@@ -164,9 +186,10 @@ struct FinerCAMComponent: Explainer {
 public enum ExplainersPlugin: Plugin {
     public static let name = "explainers"
     public static let version = "0.1.0"
-    public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM, Score-CAM and Finer-CAM on ViT classifiers"
+    public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM, Score-CAM, Grad-CAM++, HiResCAM, Finer-CAM and Prompt-CAM"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, FinerCAMComponent.self,
+    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, GradCAMPlusPlusComponent.self, HiResCAMComponent.self,
+                                                          FinerCAMComponent.self,
                                                           ViTClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
 }

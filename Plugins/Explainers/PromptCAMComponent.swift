@@ -37,7 +37,7 @@ struct PromptCAMComponent: Explainer {
     static let summary = "Prompt-CAM: class prompts on a frozen ViT; per-head trait maps ranked by blurring (Chowdhury et al., CVPR 2025)"
     static let operations = [
         OperationSpec("explain", summary: "per-head trait maps, head ranking, a grid PNG per image",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images", optional: true)],
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF file or folder (passed as the images option)", optional: true)],
                       outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
         OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
     ]
@@ -155,7 +155,7 @@ func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClass
         }
         return (given.owned(), [])
     }
-    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --set images=FILE_OR_FOLDER or --input images=X.npy") }
+    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF) or --input images=X.npy (normalised N×3×S×S)") }
     let path = (optionPath as NSString).expandingTildeInPath
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }

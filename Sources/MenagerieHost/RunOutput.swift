@@ -9,6 +9,14 @@ import Tensors
 public enum InputFile {
     public static let supportedExtensions = ["npy", "png"]
 
+    /// True for a folder or a file that is not `.npy`: such an input may be handed to a component
+    /// as a path (when it has a string option of the input's name) instead of being read here.
+    public static func isPathInput(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: (path as NSString).expandingTildeInPath, isDirectory: &isDir) else { return false }
+        return isDir.boolValue || (path as NSString).pathExtension.lowercased() != "npy"
+    }
+
     public static func load(path: String, name: String) throws -> Tensor {
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw HostError(.usage, "input '\(name)': \(path) does not exist or is not readable")

@@ -44,12 +44,6 @@ public struct RunRequest: Sendable {
             let key = String(s[..<eq]), text = String(s[s.index(after: eq)...])
             do { given[key] = try schema.parse(text, for: key, component: id) } catch { throw HostError(.usage, "\(error)") }
         }
-        do { given = try schema.validate(given, component: id) } catch { throw HostError(.usage, "\(error)") }
-        self.options = .object(given)
-        var effective = schema.defaults
-        for (k, v) in given { effective[k] = v }
-        self.effectiveOptions = .object(effective)
-
         let spec = component.operations.first { $0.name == op }
         let declared = spec?.inputs.map(\.name) ?? []
         var loaded: [(String, Tensor)] = []
@@ -63,8 +57,15 @@ public struct RunRequest: Sendable {
                 throw HostError(.usage, "'\(id)' \(op) takes no input '\(name)'.\(didYouMean(name, in: declared)) Inputs: \(declared.joined(separator: ", ")).")
             }
             guard paths[name] == nil else { throw HostError(.usage, "--input \(name) is given twice") }
-            loaded.append((name, try InputFile.load(path: path, name: name)))
             paths[name] = path
+            // A folder, or a file that is not a tensor file, goes to the component as the string
+            // option of the same name when it declares one (e.g. `--input images=DIR`).
+            if InputFile.isPathInput(path), schema.types(of: name).contains("string") {
+                guard given[name] == nil else { throw HostError(.usage, "'\(name)' is given both as --input and as an option") }
+                given[name] = .string((path as NSString).expandingTildeInPath)
+                continue
+            }
+            loaded.append((name, try InputFile.load(path: path, name: name)))
         }
         if let spec, op != "tour" {
             let missing = spec.inputs.filter { !$0.optional && paths[$0.name] == nil }.map(\.name)
@@ -73,6 +74,12 @@ public struct RunRequest: Sendable {
                     + " (" + InputFile.supportedExtensions.map { "." + $0 }.joined(separator: ", ") + ")")
             }
         }
+        do { given = try schema.validate(given, component: id) } catch { throw HostError(.usage, "\(error)") }
+        self.options = .object(given)
+        var effective = schema.defaults
+        for (k, v) in given { effective[k] = v }
+        self.effectiveOptions = .object(effective)
+
         self.inputs = loaded
         self.inputPaths = paths
     }

@@ -61,6 +61,20 @@ import TestSupport
         #expect(err2 < 1e-3, "Finer-CAM (Score-CAM base) max |Δ| = \(err2)")
     }
 
+    /// Grad-CAM++ and HiResCAM, alone and as Finer-CAM's base, against pytorch-grad-cam
+    /// (Tests/Fixtures/vit-cam-tiny/make_gradcampp.py).
+    @Test(arguments: [BaseMethod.gradcampp, .hirescam])
+    func gradCAMPlusPlusAndHiResCAMMatchPytorchGradCAM(_ method: BaseMethod) throws {
+        let json = try JSONValue.parse(String(contentsOfFile: folder + "/gradcampp.json", encoding: .utf8))
+        func want(_ key: String) -> [Float] { json[key]!.arrayValue!.flatMap { $0.arrayValue!.map { Float($0.doubleValue!) } } }
+        let base = try run(method, finer: nil)
+        let err1 = maxError(try base.maps.scalars(as: Float.self), want(method.rawValue + "_top1"))
+        #expect(err1 < 1e-4, "\(method) max |Δ| = \(err1)")
+        let finer = try run(method, finer: FinerOptions(alpha: 1, ranks: [1, 2, 3]))
+        let err2 = maxError(try finer.maps.scalars(as: Float.self), want("finercam_\(method.rawValue)_alpha1_ranks123"))
+        #expect(err2 < 1e-4, "Finer-CAM (\(method) base) max |Δ| = \(err2)")
+    }
+
     /// α = 0 reproduces the base CAM: the score is then a positive multiple of y_t.
     @Test func alphaZeroIsTheBaseCAM() throws {
         let base = try run(.gradcam, finer: nil), zero = try run(.gradcam, finer: FinerOptions(alpha: 0))
@@ -89,7 +103,8 @@ import TestSupport
         try PNG.write(img, to: dir.sub("in") + "/a.png")
         try PNG.write(img.resized(width: 48, height: 40), to: dir.sub("in") + "/b.png")
         let cli = CLI()
-        let r = try cli.run("run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))",
+        // `--input images=DIR`: the host hands a folder to the component's `images` option.
+        let r = try cli.run("run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--input", "images=\(dir.sub("in"))",
                             "--set", "alpha=0.6", "--set", "mode=compare", "--out", dir.sub("out"))
         #expect(r.status == 0, "\(r.stderr)")
         let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("out") + "/maps.npy")))
@@ -101,6 +116,9 @@ import TestSupport
         #expect(result.contains("resized from 48×40 to 32×32"))
         let bad = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))", "--set", "target=9")
         #expect(bad.status == 2 && bad.stderr.contains("target class 9"))
+        let twice = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))",
+                                "--input", "images=\(dir.sub("in"))")
+        #expect(twice.status == 2 && twice.stderr.contains("'images' is given both as --input and as an option"))
     }
 
     /// The pointing game and energy on hand-made maps and masks.
