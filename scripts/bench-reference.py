@@ -98,6 +98,40 @@ def main():
         finer = FinerCAM(model=vit, target_layers=[vit.blocks[-1].norm1], reshape_transform=reshape)
         add("vit_b16.finercam", "ms", timed(lambda: finer(input_tensor=image, targets=None), max(3, args.repeats // 2)))
 
+    if wanted("prompt_cam.train"):
+        # Prompt-CAM (VPT-Deep) training on the embedded backbone's shape: ViT 64×64, patch 8, width 96,
+        # depth 4, 3 heads, 64 class prompts per layer; backbone frozen, prompts + shared head trained
+        # with SGD (momentum 0.9); one epoch = 128 images in batches of 16 (as `menagerie bench`).
+        import timm
+        vit = timm.create_model("vit_base_patch16_224", pretrained=False, img_size=64, patch_size=8, embed_dim=96, depth=4,
+                                num_heads=3, num_classes=0).eval()
+        for p in vit.parameters():
+            p.requires_grad_(False)
+        classes = 64
+        prompts = nn.Parameter(torch.empty(4, classes, 96).uniform_(-0.1, 0.1))
+        head = nn.Linear(96, 1)
+        opt = torch.optim.SGD([prompts, *head.parameters()], lr=0.05, momentum=0.9)
+
+        def forward(x):
+            n = x.size(0)
+            x = vit._pos_embed(vit.patch_embed(x))
+            for l, block in enumerate(vit.blocks):
+                out = block(torch.cat([prompts[l].expand(n, -1, -1), x], dim=1))
+                x = out[:, classes:]
+            return head(vit.norm(out[:, :classes])).squeeze(-1)
+
+        images = torch.rand(128, 3, 64, 64)
+        labels = torch.arange(128) % classes
+
+        def epoch():
+            for b in range(0, 128, 16):
+                opt.zero_grad()
+                F.cross_entropy(forward(images[b:b + 16]), labels[b:b + 16]).backward()
+                opt.step()
+        stats = timed(epoch, max(2, args.repeats // 5))
+        add("prompt_cam.train", "images/s", {"median": 128 / (stats["median"] / 1000), "min": 128 / (stats["max"] / 1000),
+                                             "max": 128 / (stats["min"] / 1000)})
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 

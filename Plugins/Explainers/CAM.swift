@@ -220,16 +220,22 @@ public func explain(_ classifier: some CAMClassifier, images: Tensor, method: Ba
         }
         minMaxScale(&grid[(i * positions)..<((i + 1) * positions)])
     }
-    let (gh, gw) = (layout.height, layout.width)
-    let gridT = try Tensor(grid, shape: [n, gh, gw])
-    let s = size
-    let lowRes = Variable(try gridT.reshaped([n, 1, gh, gw]))
+    let gridT = try Tensor(grid, shape: [n, layout.height, layout.width])
+    let maps = try scaledMaps(grid: gridT, size: size)
+    return Explanation(grid: gridT, maps: maps, logits: logits.value, targets: chosen, comparisons: comparisons)
+}
+
+/// Low-resolution maps [N, h, w] to the input size as pytorch-grad-cam does: bilinear resize, ReLU,
+/// min–max scaling per image.
+func scaledMaps(grid: Tensor, size s: Int) throws -> Tensor {
+    let n = grid.shape[0]
+    let lowRes = Variable(try grid.reshaped([n, 1, grid.shape[1], grid.shape[2]]))
     var maps = try GradMode.disabled { lowRes.upsampleBilinear(height: s, width: s) }.value.scalars(as: Float.self)
     for i in 0..<n {
         for j in (i * s * s)..<((i + 1) * s * s) { maps[j] = max(maps[j], 0) }
         minMaxScale(&maps[(i * s * s)..<((i + 1) * s * s)])
     }
-    return Explanation(grid: gridT, maps: try Tensor(maps, shape: [n, s, s]), logits: logits.value, targets: chosen, comparisons: comparisons)
+    return try Tensor(maps, shape: [n, s, s])
 }
 
 /// pytorch-grad-cam's `scale_cam_image`: x − min, then / (1e-7 + max).

@@ -191,5 +191,5 @@ public enum ExplainersPlugin: Plugin {
     public static let authors = ["Menagerie contributors"]
     public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, GradCAMPlusPlusComponent.self, HiResCAMComponent.self,
                                                           FinerCAMComponent.self,
-                                                          ViTClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
+                                                          ViTClassifierComponent.self, ConvNetClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
 }

@@ -21,17 +21,26 @@ public struct CAMMetrics: Sendable {
 
 public func faithfulness(_ classifier: ViTClassifier, images: Tensor, maps: Tensor, targets: [Int], similar: [Int],
                          fraction: Double = 0.05, steps: Int = 16) throws -> CAMMetrics {
-    let n = images.shape[0], s = classifier.config.imageSize, plane = s * s
+    try faithfulness(images: images, maps: maps, targets: targets, similar: similar, classes: classifier.config.numClasses,
+                     fraction: fraction, steps: steps) { batch in
+        GradMode.disabled { classifier.model.forward(Variable(batch)).logits }
+    }
+}
+
+/// The same metrics for any model given as `logits(images [B, 3, S, S]) → [B, classes]` (e.g. Prompt-CAM).
+public func faithfulness(images: Tensor, maps: Tensor, targets: [Int], similar: [Int], classes: Int,
+                         fraction: Double = 0.05, steps: Int = 16, logits: (Tensor) throws -> Variable) throws -> CAMMetrics {
+    let n = images.shape[0], s = images.shape[2], plane = s * s
+    guard maps.shape == [n, s, s] else { throw CAMError("maps \(maps.shape) do not match images \(images.shape)") }
     let pixels = try images.scalars(as: Float.self), m = try maps.scalars(as: Float.self)
     // Pixel order per image: most important first (ties to the lower index).
     let orders: [[Int]] = (0..<n).map { i in
         (0..<plane).sorted { a, b in m[i * plane + a] > m[i * plane + b] || (m[i * plane + a] == m[i * plane + b] && a < b) }
     }
     func probabilities(_ batch: [Float]) throws -> [Float] {
-        let logits = GradMode.disabled { classifier.model.forward(Variable(try! Tensor(batch, shape: [batch.count / (3 * plane), 3, s, s]))).logits }
-        return try GradMode.disabled { logits.softmax() }.value.scalars(as: Float.self)
+        let z = try logits(try Tensor(batch, shape: [batch.count / (3 * plane), 3, s, s]))
+        return try GradMode.disabled { z.softmax() }.value.scalars(as: Float.self)
     }
-    let classes = classifier.config.numClasses
     let before = try probabilities(pixels)
     // Relative drop: one masked copy per image.
     var masked = pixels

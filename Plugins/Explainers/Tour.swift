@@ -14,7 +14,16 @@ extension FinerCAMComponent {
         let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
         let classifier: ViTClassifier
         do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let report = try compareOnSyntheticTol(classifier, host: request.host, perSpecies: max(1, request.options.perSpecies))
+        // Prompt-CAM joins the comparison when its prompts were trained on this backbone (the embedded one).
+        var promptCAM: PromptCAMModel?
+        if FileManager.default.fileExists(atPath: folder + "/prompt-cam.safetensors") {
+            let frozen = try ViTClassifier(folder: folder, requireHead: false)
+            let file = folder + "/prompt-cam.safetensors"
+            let model = PromptCAMModel(backbone: frozen.model, classes: try SafeTensorsFile(path: file).entry("prompts").shape[1])
+            try model.load(from: file)
+            promptCAM = model
+        }
+        let report = try compareOnSyntheticTol(classifier, promptCAM: promptCAM, host: request.host, perSpecies: max(1, request.options.perSpecies))
         let dir = request.host.scratchDirectory
         try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
         try PNG.write(report.sheet, to: dir + "/overlays.png")
@@ -31,8 +40,11 @@ struct Comparison {
 }
 
 /// Runs Grad-CAM, Finer-CAM (α = 1, ranks 1–3) and Finer-CAM compare (α = 1, rank 1) on the first
-/// `perSpecies` test images of every species, explaining the true class.
-func compareOnSyntheticTol(_ classifier: ViTClassifier, host: MenagerieKit.Host, perSpecies: Int) throws -> Comparison {
+/// `perSpecies` test images of every species, explaining the true class; and Prompt-CAM when given
+/// (its map: the mean over heads of the true class prompt's last-block attention, scored with the
+/// Prompt-CAM model's own logits).
+func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: MenagerieKit.Host,
+                           perSpecies: Int) throws -> Comparison {
     let s = classifier.config.imageSize
     let data = try DatasetProxy(host, id: "synthetic-tol")
     let described = try data.describe(options: ["size": .number(Double(s))])
@@ -68,33 +80,51 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, host: MenagerieKit.Host,
     var csv = "method,images,accuracy,pointing_game,energy_in_part,relative_drop_5pct,deletion_auc,insertion_auc\n"
     var summary: [String: JSONValue] = [:]
     var maps: [Tensor] = []
-    var accuracy = 0.0
-    for (name, finer) in methods {
-        let e = try explain(classifier, images: images, method: .gradcam, targets: targets, finer: finer)
-        let logits = try e.logits.scalars(as: Float.self), c = e.logits.shape[1]
-        accuracy = Double((0..<n).filter { i in (0..<c).max { logits[i * c + $0] < logits[i * c + $1] }! == targets[i] }.count) / Double(n)
+    func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(v.count, 1)) }
+    func record(_ name: String, logits: [Float], c: Int, maps m: Tensor, metrics: (_ similar: [Int]) throws -> CAMMetrics) throws {
+        let accuracy = Double((0..<n).filter { i in (0..<c).max { logits[i * c + $0] < logits[i * c + $1] }! == targets[i] }.count) / Double(n)
         // The most similar class: the closest logit to the target's.
         let similar = (0..<n).map { i in
             (0..<c).filter { $0 != targets[i] }.min { abs(logits[i * c + $0] - logits[i * c + targets[i]]) < abs(logits[i * c + $1] - logits[i * c + targets[i]]) }!
         }
-        let f = try faithfulness(classifier, images: images, maps: e.maps, targets: targets, similar: similar)
-        let p = try pointingGame(maps: e.maps, masks: masks)
-        func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(max(v.count, 1)) }
+        let f = try metrics(similar)
+        let p = try pointingGame(maps: m, masks: masks)
         let row: [Double] = [accuracy, Double(p.hits.filter { $0 }.count) / Double(n), mean(p.energy), mean(f.relativeDrop), mean(f.deletionAUC), mean(f.insertionAUC)]
         csv += "\(name),\(n)," + row.map { String(format: "%.4f", $0) }.joined(separator: ",") + "\n"
         summary[name.replacingOccurrences(of: " ", with: "_")] = .object(Dictionary(uniqueKeysWithValues: zip(
             ["accuracy", "pointing_game", "energy_in_part", "relative_drop_5pct", "deletion_auc", "insertion_auc"], row.map { JSONValue.number($0) })))
-        maps.append(e.maps)
+        maps.append(m)
     }
-    // Overlays: the first 8 species, columns image | Grad-CAM | Finer-CAM | part mask.
+    for (name, finer) in methods {
+        let e = try explain(classifier, images: images, method: .gradcam, targets: targets, finer: finer)
+        try record(name, logits: try e.logits.scalars(as: Float.self), c: e.logits.shape[1], maps: e.maps) { similar in
+            try faithfulness(classifier, images: images, maps: e.maps, targets: targets, similar: similar)
+        }
+    }
+    if let promptCAM {
+        let (grid, logits) = promptCAM.traitMaps(images, query: targets)
+        let (h, g) = (grid.shape[1], grid.shape[2])
+        // Mean over heads on the token grid, then resized and scaled as the CAMs are.
+        let perHead = try grid.scalars(as: Float.self)
+        var mean = [Float](repeating: 0, count: n * g * g)
+        for i in 0..<n { for hh in 0..<h { for p in 0..<(g * g) { mean[i * g * g + p] += perHead[(i * h + hh) * g * g + p] / Float(h) } } }
+        let m = try scaledMaps(grid: try Tensor(mean, shape: [n, g, g]), size: s)
+        try record("prompt-cam", logits: try logits.scalars(as: Float.self), c: logits.shape[1], maps: m) { similar in
+            try faithfulness(images: images, maps: m, targets: targets, similar: similar, classes: promptCAM.classes) { batch in
+                GradMode.disabled { promptCAM.forward(Variable(batch)).logits }
+            }
+        }
+    }
+    // Overlays: the first 8 species, columns image | Grad-CAM | Finer-CAM | (Prompt-CAM) | part mask.
     var tiles: [Image] = []
-    let g = try maps[0].scalars(as: Float.self), f = try maps[1].scalars(as: Float.self)
+    let shown = [try maps[0].scalars(as: Float.self), try maps[1].scalars(as: Float.self)] + (promptCAM == nil ? [] : [try maps[3].scalars(as: Float.self)])
     for i in 0..<min(8, n) {
         let mask = Image(width: s, height: s, channels: 3, pixels: masks[i].flatMap { $0 ? [255, 255, 255] : [30, 30, 30] })
-        tiles += [pictures[i], try Overlay.heatmap(on: pictures[i], map: Array(g[(i * plane)..<((i + 1) * plane)])),
-                  try Overlay.heatmap(on: pictures[i], map: Array(f[(i * plane)..<((i + 1) * plane)])), mask]
+        tiles.append(pictures[i])
+        for m in shown { tiles.append(try Overlay.heatmap(on: pictures[i], map: Array(m[(i * plane)..<((i + 1) * plane)]))) }
+        tiles.append(mask)
     }
     summary["images"] = .number(Double(n))
     summary["note"] = "pointing game: the map's peak in the part that tells the species from its siblings; relative drop masks the top 5 % pixels with 0 in normalised space"
-    return Comparison(csv: csv, sheet: try Overlay.grid(tiles, columns: 4), summary: .object(summary), maps: maps)
+    return Comparison(csv: csv, sheet: try Overlay.grid(tiles, columns: shown.count + 2), summary: .object(summary), maps: maps)
 }

@@ -104,6 +104,6 @@ public final class CLIPModule: Module {
     /// exp(logit_scale) · normalize(image) · normalize(text)ᵀ.
     public func logits(image: Variable, text: Variable) -> Variable {
         func normalize(_ f: Variable) -> Variable { f / ((f * f).sum(axis: -1, keepDims: true) + 1e-12).sqrt() }
-        return matmul(normalize(image), normalize(text).transposed()) * logitScale.variable.exp()
+        return matmul(normalize(image), normalize(text), transposeB: true) * logitScale.variable.exp()
     }
 }

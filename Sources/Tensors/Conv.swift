@@ -268,9 +268,9 @@ extension Variable {
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
         let rows = Variable(interpolationMatrix(from: h, to: oh))   // [oh, h]
         let cols = Variable(interpolationMatrix(from: w, to: ow))   // [ow, w]
-        let x = matmul(reshaped([n * c * h, w]), cols.transposed())                // [N·C·H, ow]
+        let x = matmul(reshaped([n * c * h, w]), cols, transposeB: true)             // [N·C·H, ow]
         let t = x.reshaped([n * c, h, ow]).transposed().reshaped([n * c * ow, h])  // [N·C·ow, h]
-        let y = matmul(t, rows.transposed()).reshaped([n * c, ow, oh]).transposed()
+        let y = matmul(t, rows, transposeB: true).reshaped([n * c, ow, oh]).transposed()
         return y.reshaped([n, c, oh, ow])
     }
 }

@@ -87,16 +87,10 @@ extension Variable {
         }
     }
 
-    /// Exact GELU: x · Φ(x) = x/2 · (1 + erf(x/√2)).
-    public func gelu() -> Variable { self * 0.5 * ((self * Float(0.5.squareRoot())).erf() + 1) }
-
     /// GELU with the tanh approximation: x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))).
     public func geluTanh() -> Variable {
         self * 0.5 * (((self + self * self * self * 0.044715) * Float((2 / Double.pi).squareRoot())).tanh() + 1)
     }
-
-    /// x · σ(1.702 x) (OpenAI CLIP).
-    public func quickGELU() -> Variable { self * (self * 1.702).sigmoid() }
 
     /// x · σ(x).
     public func silu() -> Variable { self * self.sigmoid() }
@@ -174,15 +168,6 @@ extension Variable {
 
     // MARK: Normalisation and probabilities
 
-    /// log softmax along the last axis: x − max − log Σ exp(x − max), the max held constant.
-    public func logSoftmax() -> Variable {
-        let m = Variable(maxAlongLast(value))
-        let shifted = self - m
-        return shifted - shifted.exp().sum(axis: -1, keepDims: true).log()
-    }
-
-    public func softmax() -> Variable { logSoftmax().exp() }
-
     /// RMSNorm over the last axis: x / √(mean(x²) + eps) · weight.
     public func rmsNorm(weight: Variable?, eps: Float = 1e-6) -> Variable {
         var y = self / ((self * self).mean(axis: -1, keepDims: true) + eps).sqrt()
@@ -193,35 +178,56 @@ extension Variable {
 
 // MARK: - Matrix products
 
-/// A · B for [..., m, k] × [..., k, n] (same leading dims) or [..., m, k] × [k, n].
-public func matmul(_ a: Variable, _ b: Variable) -> Variable {
-    precondition(a.shape.count >= 2 && b.shape.count >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
-    let m = a.shape[a.shape.count - 2], k = a.shape.last!, n = b.shape.last!
-    precondition(b.shape[b.shape.count - 2] == k, "matmul: inner dimensions differ in \(a.shape) × \(b.shape)")
-    if b.shape.count == 2 {
-        let lead = Array(a.shape.dropLast(2))
+/// op(A) · op(B), op = transpose of the last two axes when its flag is set (no copy: the flags go
+/// to the GEMM). Shapes: [..., m, k] × [..., k, n] with the same leading axes, or [..., m, k] × [k, n]
+/// (B shared; A's leading axes are folded into its rows, so A cannot be transposed then unless it
+/// is a matrix). The backward is written with the same products, so it is differentiable again:
+///   C = A·B:   ∂A = g·Bᵀ,  ∂B = Aᵀ·g      C = A·Bᵀ:  ∂A = g·B,   ∂B = gᵀ·A
+///   C = Aᵀ·B:  ∂A = B·gᵀ,  ∂B = A·g       C = Aᵀ·Bᵀ: ∂A = Bᵀ·gᵀ, ∂B = gᵀ·Aᵀ
+public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, transposeB: Bool = false) -> Variable {
+    let ar = a.shape.count, br = b.shape.count
+    precondition(ar >= 2 && br >= 2, "matmul needs rank ≥ 2, got \(a.shape) and \(b.shape)")
+    let (aRows, aCols, bRows, bCols) = (a.shape[ar - 2], a.shape[ar - 1], b.shape[br - 2], b.shape[br - 1])
+    let (m, k) = transposeA ? (aCols, aRows) : (aRows, aCols)
+    let (kb, n) = transposeB ? (bCols, bRows) : (bRows, bCols)
+    precondition(k == kb, "matmul: inner dimensions differ in \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
+    let lead = Array(a.shape.dropLast(2))
+    if br == 2 {
+        precondition(ar == 2 || !transposeA, "matmul: a transposed A with leading axes needs a B with the same leading axes")
         let rows = lead.reduce(1, *) * m
-        let out = Tensor.make(lead + [m, n]) { o in
-            GEMM.sgemm(m: rows, n: n, k: k, a: a.value.fp, lda: k, b: b.value.fp, ldb: n, c: o, ldc: n)
+        let out = Tensor.makeUninitialized(lead + [m, n]) { o in
+            GEMM.sgemm(transposeA: transposeA, transposeB: transposeB, m: rows, n: n, k: k,
+                       a: a.value.fp, lda: aCols, b: b.value.fp, ldb: bCols, c: o, ldc: n)
         }
         return record("matmul", out, [a, b]) { g in
-            let g2 = g.reshaped([rows, n]), a2 = a.reshaped([rows, k])
-            return [matmul(g, b.transposed()), matmul(a2.transposed(), g2)]
+            let g2 = g.reshaped([rows, n]), a2 = transposeA ? a : a.reshaped([rows, k])
+            switch (transposeA, transposeB) {
+            case (false, false): return [matmul(g, b, transposeB: true), matmul(a2, g2, transposeA: true)]
+            case (false, true): return [matmul(g, b), matmul(g2, a2, transposeA: true)]
+            case (true, false): return [matmul(b, g, transposeB: true), matmul(a, g)]
+            case (true, true): return [matmul(b, g, transposeA: true, transposeB: true), matmul(g, a, transposeA: true, transposeB: true)]
+            }
         }
     }
-    precondition(Array(a.shape.dropLast(2)) == Array(b.shape.dropLast(2)), "matmul: batch dimensions differ in \(a.shape) × \(b.shape)")
-    let lead = Array(a.shape.dropLast(2))
+    precondition(lead == Array(b.shape.dropLast(2)), "matmul: batch dimensions differ in \(a.shape) × \(b.shape)")
     let batch = lead.reduce(1, *)
-    let out = Tensor.make(lead + [m, n]) { o in
-        GEMM.batched(batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: m * k, b: b.value.fp, ldb: n, strideB: k * n,
-                     c: o, ldc: n, strideC: m * n)
+    let out = Tensor.makeUninitialized(lead + [m, n]) { o in
+        GEMM.batched(transposeA: transposeA, transposeB: transposeB, batch: batch, m: m, n: n, k: k,
+                     a: a.value.fp, lda: aCols, strideA: m * k, b: b.value.fp, ldb: bCols, strideB: k * n, c: o, ldc: n, strideC: m * n)
     }
-    return record("bmm", out, [a, b]) { g in [matmul(g, b.transposed()), matmul(a.transposed(), g)] }
+    return record("bmm", out, [a, b]) { g in
+        switch (transposeA, transposeB) {
+        case (false, false): return [matmul(g, b, transposeB: true), matmul(a, g, transposeA: true)]
+        case (false, true): return [matmul(g, b), matmul(g, a, transposeA: true)]
+        case (true, false): return [matmul(b, g, transposeB: true), matmul(a, g)]
+        case (true, true): return [matmul(b, g, transposeA: true, transposeB: true), matmul(g, a, transposeA: true, transposeB: true)]
+        }
+    }
 }
 
 /// x · Wᵀ + b with W stored [out, in] (nn.Linear).
 public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
-    let y = matmul(x, weight.transposed())
+    let y = matmul(x, weight, transposeB: true)
     return bias.map { y + $0 } ?? y
 }
 

@@ -182,6 +182,6 @@ struct BenchCommand: ParsableCommand {
             rows.append(row)
         }
         print(table(rows))
-        print("(\(repeats) repetitions each\(hasReference ? "; RATIO = ours / reference, lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))")
+        print("(\(repeats) repetitions each\(hasReference ? "; RATIO = our time / reference time (rates inverted), lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))")
     }
 }

@@ -218,7 +218,8 @@ extension BenchCommand {
             guard let m = medians[r.name], m > 0 else { return r }
             var r = r
             r.reference = Reference(tool: tool, median: m)
-            r.ratio = r.median / m
+            // A time ratio either way: ours / reference for times, reference / ours for rates.
+            r.ratio = r.unit.hasSuffix("/s") ? m / r.median : r.median / m
             return r
         }
     }

@@ -184,6 +184,33 @@ import TestSupport
         #expect(features.shape == [2, 24])
     }
 
+    /// `convnet-classifier train` (the distillation protocol's SGD) lowers the loss and writes a
+    /// ConvNet folder that Grad-CAM explains and `embed` reads.
+    @Test func convNetTrainsAndIsExplained() throws {
+        let dir = TempDir("cnn-train")
+        let cli = CLI()
+        let r = try cli.run("run", "convnet-classifier", "train", "--set", "epochs=6", "--set", "size=16", "--set", "width=8", "--set", "depth=2",
+                            "--set", "batch=32", "--set", "lr=0.05",
+                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=1","testPerSpecies=2"]"#,
+                            "--out", dir.sub("model"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = try String(contentsOfFile: dir.sub("model") + "/curve.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        let losses = rows.map { Double($0.split(separator: ",")[1])! }
+        #expect(losses.count == 6 && losses.last! < losses.first!, "loss per epoch \(losses)")
+        let net = try ConvNetClassifier(folder: dir.sub("model"))
+        #expect(net.classes == 16 && net.size == 16 && net.width == 8 && net.depth == 2)
+        let img = try PNG.read(path: folder + "/image.png")
+        try PNG.write(img, to: dir.sub("in") + "/a.png")
+        let e = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.sub("in"))", "--out", dir.sub("cam"))
+        #expect(e.status == 0, "\(e.stderr)")
+        let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("cam") + "/maps.npy")))
+        #expect(maps.shape == [1, 16, 16])
+        try NPY.encode(Tensor.filled(0.1, shape: [2, 3, 16, 16])).write(to: URL(fileURLWithPath: dir.path + "/x.npy"))
+        let f = try cli.run("run", "convnet-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("emb") + "/features.npy"))).shape == [2, 8 * 4 * 4])
+    }
+
     /// `linear-probe train` keeps the backbone's weights, adds a trained head, and the result is a
     /// classifier the explainers load.
     @Test func linearProbeOnAFrozenBackbone() throws {

@@ -67,9 +67,9 @@ import Testing
         gc.check("instanceNorm", [gc.random([2, 3, 2, 2])]) { $0[0].groupNorm(groups: 3, weight: nil, bias: nil) }
     }
 
-    /// The fused first-order backward of the norms and the recorded (createGraph) one are two
-    /// codings of the same formulas: they must agree, with and without the affine, for layer norm,
-    /// group norm and instance norm.
+    /// The fused first-order backward of the norms and activations and the recorded (createGraph)
+    /// one are two codings of the same formulas: they must agree, with and without the affine, for
+    /// layer norm, group norm and instance norm, and for GELU and QuickGELU (sizes past one chunk).
     @Test func fusedNormBackwardMatchesRecordedBackward() {
         var gc = GradientCheck()
         let cases: [(String, [Variable], ([Variable]) -> Variable)] = [
@@ -77,6 +77,8 @@ import Testing
             ("layerNorm plain", [gc.random([2, 3, 33])], { $0[0].layerNorm(weight: nil, bias: nil) }),
             ("groupNorm", [gc.random([3, 6, 4, 5], scale: 3), gc.random([6]), gc.random([6])], { $0[0].groupNorm(groups: 2, weight: $0[1], bias: $0[2]) }),
             ("instanceNorm", [gc.random([2, 4, 3, 3]), gc.random([4])], { $0[0].groupNorm(groups: 4, weight: $0[1], bias: nil) }),
+            ("gelu", [gc.random([3, 2000], scale: 4)], { $0[0].gelu() }),
+            ("quickGELU", [gc.random([3, 700], scale: 4)], { $0[0].quickGELU() }),
         ]
         for (name, inputs, f) in cases {
             let seed = gc.random(f(inputs).shape).detached()
@@ -87,6 +89,25 @@ import Testing
                 #expect(d < 1e-4, "\(name): fused and recorded gradients differ by \(d)")
             }
         }
+    }
+
+    /// Second order through the activations: d/dx of the recorded first derivative against central
+    /// differences of the fused one (both elementwise, so all elements are checked at once).
+    @Test(arguments: ["gelu", "quickGELU"])
+    func activationSecondDerivative(_ name: String) throws {
+        let f: (Variable) -> Variable = name == "gelu" ? { $0.gelu() } : { $0.quickGELU() }
+        let values = (0..<41).map { Float($0 - 20) / 5 }
+        func first(_ v: [Float]) -> [Float] {
+            let x = try! Variable(v, shape: [v.count], requiresGrad: true)
+            return Autograd.gradients(of: f(x).sum(), wrt: [x])[0]!.scalars
+        }
+        let x = try Variable(values, shape: [values.count], requiresGrad: true)
+        let g1 = Autograd.gradients(of: f(x).sum(), wrt: [x], createGraph: true)[0]!
+        let analytic = Autograd.gradients(of: g1.sum(), wrt: [x])[0]!.scalars
+        let eps: Float = 1e-2
+        let (up, down) = (first(values.map { $0 + eps }), first(values.map { $0 - eps }))
+        let worst = (0..<values.count).map { abs((up[$0] - down[$0]) / (2 * eps) - analytic[$0]) }.max()!
+        #expect(worst < 2e-3, "\(name)'': worst error \(worst)")
     }
 
     /// Second order through ConvNet-3's block (conv → instance norm → ReLU → average pool): the
