@@ -89,7 +89,8 @@ public final class MultiheadAttention: Module {
             cache.values = vh.detached()
         }
         let total = past + t
-        var scores = matmul(qh, kh, transposeB: true) * (1 / Float(hd).squareRoot())   // [N, H, T, total]
+        // q scaled before the product (as timm's non-fused path): a T×hd pass instead of T×T.
+        var scores = matmul(qh * (1 / Float(hd).squareRoot()), kh, transposeB: true)   // [N, H, T, total]
         if causal {
             let mask = Tensor.make([t, total]) { m in
                 for i in 0..<t { for j in 0..<total where j > past + i { m[i * total + j] = -.infinity } }

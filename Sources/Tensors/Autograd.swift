@@ -112,6 +112,28 @@ func record(_ name: String, _ value: Tensor, _ inputs: [Variable], _ backward: @
 }
 
 public enum Autograd {
+    /// Inside a backward function: whether input `i` of the op needs its gradient (true outside
+    /// `gradients(of:)`, and for every input of ops with more than 62 inputs). Backwards that skip
+    /// an input return nil for it.
+    public static func needsGradient(_ i: Int) -> Bool {
+        guard let bits = pthread_getspecific(needsKey) else { return true }
+        return (Int(bitPattern: bits) >> (i + 1)) & 1 == 1
+    }
+
+    /// A pthread key holding nil (every input needed) or (mask << 1) | 1.
+    private static let needsKey: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k, nil)
+        return k
+    }()
+
+    static func withNeeds<T>(_ mask: Int?, _ body: () -> T) -> T {
+        let saved = pthread_getspecific(needsKey)
+        pthread_setspecific(needsKey, mask.map { UnsafeRawPointer(bitPattern: ($0 << 1) | 1) } ?? nil)
+        defer { pthread_setspecific(needsKey, saved) }
+        return body()
+    }
+
     /// d(output)/d(inputs) (torch.autograd.grad). `nil` for an input the output does not depend on.
     /// With `createGraph`, the returned gradients are themselves differentiable.
     public static func gradients(of output: Variable, wrt inputs: [Variable], seed: Variable? = nil, createGraph: Bool = false) -> [Variable?] {
@@ -141,7 +163,13 @@ public enum Autograd {
         GradMode.with(createGraph) {
             for v in order.reversed() {
                 guard needed.contains(ObjectIdentifier(v)), let node = v.node, let g = grads[ObjectIdentifier(v)] else { continue }
-                let inputGrads = node.backward(g)
+                // Tell the backward which inputs need a gradient, so it can skip the others' work
+                // (e.g. the weight products of a frozen layer).
+                var mask = 0
+                for (i, input) in node.inputs.enumerated() where i < 62 && input.requiresGrad && needed.contains(ObjectIdentifier(input)) {
+                    mask |= 1 << i
+                }
+                let inputGrads = Autograd.withNeeds(node.inputs.count <= 62 ? mask : nil) { node.backward(g) }
                 for (input, ig) in zip(node.inputs, inputGrads) {
                     guard let ig, input.requiresGrad, needed.contains(ObjectIdentifier(input)) else { continue }
                     let id = ObjectIdentifier(input)

@@ -153,9 +153,9 @@ public func concat(_ parts: [Variable], axis: Int) -> Variable {
     }
     return record("concat", out, parts) { g in
         var start = 0
-        return parts.map { part in
+        return parts.enumerated().map { i, part in
             defer { start += part.shape[a] }
-            return g.slice(axis: a, start..<(start + part.shape[a]))
+            return Autograd.needsGradient(i) ? g.slice(axis: a, start..<(start + part.shape[a])) : nil
         }
     }
 }
@@ -301,7 +301,9 @@ public func matmulShared(_ a: Variable, _ b: Variable) -> Variable {
         GEMM.batched(batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: 0, b: b.value.fp, ldb: n, strideB: k * n,
                      c: o, ldc: n, strideC: m * n)
     }
-    return record("matmulShared", out, [a, b]) { g in [matmulSumNT(g, b), matmulShared(a.transposed(), g)] }
+    return record("matmulShared", out, [a, b]) { g in
+        [Autograd.needsGradient(0) ? matmulSumNT(g, b) : nil, Autograd.needsGradient(1) ? matmulShared(a.transposed(), g) : nil]
+    }
 }
 
 /// Σ_b X[b] · Y[b]ᵀ for X [N, m, n] and Y [N, k, n] → [m, k] (the weight gradient of a convolution).
@@ -310,5 +312,7 @@ public func matmulSumNT(_ x: Variable, _ y: Variable) -> Variable {
     let k = y.shape[1]
     precondition(y.shape.count == 3 && y.shape[0] == batch && y.shape[2] == n, "matmulSumNT: \(x.shape) · \(y.shape)ᵀ")
     let out = Tensor.make([m, k]) { o in GEMM.sumOfProductsNT(batch: batch, m: m, n: k, k: n, a: x.value.fp, b: y.value.fp, c: o) }
-    return record("matmulSumNT", out, [x, y]) { g in [matmulShared(g, y), matmulShared(g.transposed(), x)] }
+    return record("matmulSumNT", out, [x, y]) { g in
+        [Autograd.needsGradient(0) ? matmulShared(g, y) : nil, Autograd.needsGradient(1) ? matmulShared(g.transposed(), x) : nil]
+    }
 }

@@ -40,13 +40,17 @@ public enum Kernels {
     public static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
         for r in 0..<rows {
             let xr = x + r * width
-            var mv = SIMD16<Float>(repeating: -.infinity)
+            // Four running maxima (compare-and-select; the generic SIMD16 max went through the stack).
+            var (m0, m1, m2, m3) = (-Float.infinity, -Float.infinity, -Float.infinity, -Float.infinity)
             var i = 0
-            while i + 16 <= width {
-                mv = pointwiseMax(mv, UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD16<Float>.self))
-                i += 16
+            while i + 4 <= width {
+                m0 = xr[i] > m0 ? xr[i] : m0
+                m1 = xr[i + 1] > m1 ? xr[i + 1] : m1
+                m2 = xr[i + 2] > m2 ? xr[i + 2] : m2
+                m3 = xr[i + 3] > m3 ? xr[i + 3] : m3
+                i += 4
             }
-            var m = mv.max()
+            var m = max(max(m0, m1), max(m2, m3))
             while i < width { m = max(m, xr[i]); i += 1 }
             for i in 0..<width { xr[i] -= m }
             fastExp(xr, count: width)

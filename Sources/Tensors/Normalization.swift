@@ -70,11 +70,13 @@ extension Variable {
                 if hasBias { grads.append(g.sumTo(affine).reshaped(bias!.shape)) }
                 return grads
             }
+            // Frozen affine parameters (inputs 1, 2) need no gradient: skip their reductions.
+            let wantAffine = (hasWeight && Autograd.needsGradient(1)) || (hasBias && Autograd.needsGradient(hasWeight ? 2 : 1))
             let (dx, dgamma, dbeta) = normBackwardKernel(g.value, x: self.value, stats: stats, rows: rows, m: m, s: s, c: c,
-                                                         gamma: weight?.value, wantAffine: hasWeight || hasBias)
+                                                         gamma: weight?.value, wantAffine: wantAffine)
             var grads: [Variable?] = [Variable(dx)]
-            if hasWeight { grads.append(Variable(try! dgamma!.reshaped(weight!.shape))) }
-            if hasBias { grads.append(Variable(try! dbeta!.reshaped(bias!.shape))) }
+            if hasWeight { grads.append(wantAffine ? Variable(try! dgamma!.reshaped(weight!.shape)) : nil) }
+            if hasBias { grads.append(wantAffine ? Variable(try! dbeta!.reshaped(bias!.shape)) : nil) }
             return grads
         }
     }

@@ -5,16 +5,23 @@ import Foundation
 
 // MARK: - Elementwise arithmetic
 
+// Backwards compute only the gradients asked for (`Autograd.needsGradient`).
 public func + (a: Variable, b: Variable) -> Variable {
-    record("add", broadcastBinary(a.value, b.value, +), [a, b]) { g in [g.sumTo(a.shape), g.sumTo(b.shape)] }
+    record("add", broadcastBinary(a.value, b.value, +), [a, b]) { g in
+        [Autograd.needsGradient(0) ? g.sumTo(a.shape) : nil, Autograd.needsGradient(1) ? g.sumTo(b.shape) : nil]
+    }
 }
 
 public func - (a: Variable, b: Variable) -> Variable {
-    record("sub", broadcastBinary(a.value, b.value, -), [a, b]) { g in [g.sumTo(a.shape), (-g).sumTo(b.shape)] }
+    record("sub", broadcastBinary(a.value, b.value, -), [a, b]) { g in
+        [Autograd.needsGradient(0) ? g.sumTo(a.shape) : nil, Autograd.needsGradient(1) ? (-g).sumTo(b.shape) : nil]
+    }
 }
 
 public func * (a: Variable, b: Variable) -> Variable {
-    record("mul", broadcastBinary(a.value, b.value, *), [a, b]) { g in [(g * b).sumTo(a.shape), (g * a).sumTo(b.shape)] }
+    record("mul", broadcastBinary(a.value, b.value, *), [a, b]) { g in
+        [Autograd.needsGradient(0) ? (g * b).sumTo(a.shape) : nil, Autograd.needsGradient(1) ? (g * a).sumTo(b.shape) : nil]
+    }
 }
 
 public func / (a: Variable, b: Variable) -> Variable {
@@ -201,11 +208,13 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
         }
         return record("matmul", out, [a, b]) { g in
             let g2 = g.reshaped([rows, n]), a2 = transposeA ? a : a.reshaped([rows, k])
+            let (wantA, wantB) = (Autograd.needsGradient(0), Autograd.needsGradient(1))
             switch (transposeA, transposeB) {
-            case (false, false): return [matmul(g, b, transposeB: true), matmul(a2, g2, transposeA: true)]
-            case (false, true): return [matmul(g, b), matmul(g2, a2, transposeA: true)]
-            case (true, false): return [matmul(b, g, transposeB: true), matmul(a, g)]
-            case (true, true): return [matmul(b, g, transposeA: true, transposeB: true), matmul(g, a, transposeA: true, transposeB: true)]
+            case (false, false): return [wantA ? matmul(g, b, transposeB: true) : nil, wantB ? matmul(a2, g2, transposeA: true) : nil]
+            case (false, true): return [wantA ? matmul(g, b) : nil, wantB ? matmul(g2, a2, transposeA: true) : nil]
+            case (true, false): return [wantA ? matmul(b, g, transposeB: true) : nil, wantB ? matmul(a, g) : nil]
+            case (true, true): return [wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
+                                       wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil]
             }
         }
     }
@@ -216,11 +225,13 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
                      a: a.value.fp, lda: aCols, strideA: m * k, b: b.value.fp, ldb: bCols, strideB: k * n, c: o, ldc: n, strideC: m * n)
     }
     return record("bmm", out, [a, b]) { g in
+        let (wantA, wantB) = (Autograd.needsGradient(0), Autograd.needsGradient(1))
         switch (transposeA, transposeB) {
-        case (false, false): return [matmul(g, b, transposeB: true), matmul(a, g, transposeA: true)]
-        case (false, true): return [matmul(g, b), matmul(g, a, transposeA: true)]
-        case (true, false): return [matmul(b, g, transposeB: true), matmul(a, g)]
-        case (true, true): return [matmul(b, g, transposeA: true, transposeB: true), matmul(g, a, transposeA: true, transposeB: true)]
+        case (false, false): return [wantA ? matmul(g, b, transposeB: true) : nil, wantB ? matmul(a, g, transposeA: true) : nil]
+        case (false, true): return [wantA ? matmul(g, b) : nil, wantB ? matmul(g, a, transposeA: true) : nil]
+        case (true, false): return [wantA ? matmul(b, g, transposeB: true) : nil, wantB ? matmul(a, g) : nil]
+        case (true, true): return [wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
+                                   wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil]
         }
     }
 }
