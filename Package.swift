@@ -3,7 +3,7 @@
 // across a versioned C ABI (Sources/CMenagerie/include/menagerie.h).
 //
 // Layers (nothing imports upward, no plugin imports another plugin or the host):
-//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → NN · Imaging · Formats → Tensors → C shims
+//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → NN · Imaging · Text · Formats → Tensors → C shims
 import PackageDescription
 
 /// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here. Files a
@@ -40,6 +40,8 @@ let package = Package(
                        providers: [.apt(["libtiff-dev"])]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
                        providers: [.apt(["libffi-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
@@ -48,9 +50,10 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Tensors"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
+        .target(name: "Text", dependencies: ["Formats", "CZlib"]),
 
         // The SDK and the host.
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN",
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN", "Text",
                                               .product(name: "Logging", package: "swift-log")]),
         .target(name: "MenagerieHost", dependencies: [
             "MenagerieKit", "CMenagerie", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
@@ -71,6 +74,7 @@ let package = Package(
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),
         .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
