@@ -200,30 +200,9 @@ func timmConfig(_ c: ViTConfig, classes: Int) -> String {
 /// The embedded classifier shipped with the plugin: `Menagerie_Explainers.resources/vit-tol` next to
 /// the plugin's shared library (SwiftPM copies it there; `make install` installs it beside the .so).
 func embeddedClassifierFolder() throws -> String {
-    // The address of code in this library: a C-convention function defined here.
-    let probe: @convention(c) () -> Void = {}
-    guard let library = fileMapping(UInt(bitPattern: unsafeBitCast(probe, to: UnsafeRawPointer.self))) else {
-        throw MenagerieError.notFound("cannot locate the explainers plugin's own file to find its embedded classifier")
-    }
-    let folder = (library as NSString).deletingLastPathComponent + "/Menagerie_Explainers.resources/vit-tol"
+    let folder = try PluginResources.path(module: "Explainers", item: "vit-tol")
     guard FileManager.default.fileExists(atPath: folder + "/model.safetensors") else {
         throw MenagerieError.notFound("the embedded classifier is missing (\(folder)); pass --set classifier=FOLDER")
     }
     return folder
-}
-
-/// The file mapped at `address` in this process (from /proc/self/maps; Glibc's dladdr is not
-/// exported to Swift without _GNU_SOURCE).
-func fileMapping(_ address: UInt) -> String? {
-    guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
-    for line in maps.split(separator: "\n") {
-        let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
-        guard fields.count == 6 else { continue }
-        let path = fields[5].trimmingCharacters(in: .whitespaces)
-        guard path.hasPrefix("/") else { continue }
-        let range = fields[0].split(separator: "-")
-        guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16) else { continue }
-        if address >= lo && address < hi { return path }
-    }
-    return nil
 }

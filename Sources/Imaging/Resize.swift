@@ -115,3 +115,66 @@ extension Image {
         return v < 0 ? 0 : v > 255 ? 255 : UInt8(v)
     }
 }
+
+extension Image {
+    /// Float coefficients: the same support, centres and normalisation as Pillow, kept in floating
+    /// point (torchvision's antialiased resize of tensors, `_compute_weights_aa`).
+    static func floatCoefficients(input: Int, output: Int, _ filter: Resample) -> (bounds: [(Int, Int)], weights: [[Float]]) {
+        let scale = Double(input) / Double(output)
+        let filterScale = max(scale, 1)
+        let support = filter.support * filterScale
+        var bounds: [(Int, Int)] = [], weights: [[Float]] = []
+        for xx in 0..<output {
+            let center = (Double(xx) + 0.5) * scale
+            let xmin = max(Int(center - support + 0.5), 0)
+            let xmax = min(Int(center + support + 0.5), input) - xmin
+            var k = (0..<xmax).map { filter.weight((Double($0 + xmin) - center + 0.5) / filterScale) }
+            let total = k.reduce(0, +)
+            if total != 0 { k = k.map { $0 / total } }
+            weights.append(k.map(Float.init))
+            bounds.append((xmin, xmax))
+        }
+        return (bounds, weights)
+    }
+
+    /// `ToTensor` then an antialiased tensor `Resize((height, width))` (torchvision on float data, as
+    /// pybioclip preprocesses): pixels to [0, 1] first, resampled in float (horizontal pass, then
+    /// vertical), no 8-bit rounding. Returns C×H×W floats; gray images give one channel.
+    public func resizedFloatCHW(width outW: Int, height outH: Int, filter: Resample = .bilinear) -> [Float] {
+        precondition(outW > 0 && outH > 0, "resize to \(outW)×\(outH)")
+        let c = channels
+        var plane = [Float](repeating: 0, count: c * width * height)
+        for y in 0..<height { for x in 0..<width { for ch in 0..<c { plane[(ch * height + y) * width + x] = Float(pixels[(y * width + x) * c + ch]) / 255 } } }
+        var w = width
+        if outW != width {
+            let (bounds, weights) = Image.floatCoefficients(input: width, output: outW, filter)
+            var next = [Float](repeating: 0, count: c * height * outW)
+            for row in 0..<(c * height) {
+                for xx in 0..<outW {
+                    let (xmin, n) = bounds[xx]
+                    var s: Float = 0
+                    for x in 0..<n { s += plane[row * w + xmin + x] * weights[xx][x] }
+                    next[row * outW + xx] = s
+                }
+            }
+            plane = next
+            w = outW
+        }
+        if outH != height {
+            let (bounds, weights) = Image.floatCoefficients(input: height, output: outH, filter)
+            var next = [Float](repeating: 0, count: c * outH * w)
+            for ch in 0..<c {
+                for yy in 0..<outH {
+                    let (ymin, n) = bounds[yy]
+                    for x in 0..<w {
+                        var s: Float = 0
+                        for y in 0..<n { s += plane[(ch * height + ymin + y) * w + x] * weights[yy][y] }
+                        next[(ch * outH + yy) * w + x] = s
+                    }
+                }
+            }
+            plane = next
+        }
+        return plane
+    }
+}

@@ -172,24 +172,29 @@ public final class CLIPModel: @unchecked Sendable {
         if let bad = tokens.first(where: { $0 < 0 || $0 >= tc.vocabSize }) {
             throw TensorError("token id \(bad) is outside the vocabulary of \(tc.vocabSize)")
         }
+        // The pooled position per text: the end-of-text token, argmax of the ids (first occurrence,
+        // as torch.argmax). Under the causal mask no position sees later ones, so the stack only
+        // runs up to the last pooled position of the batch: the same result, a fraction of the work
+        // for short captions.
+        let eot = (0..<n).map { b in
+            var best = 0
+            for tok in 1..<t where tokens[b * t + tok] > tokens[b * t + best] { best = tok }
+            return best
+        }
+        let used = (eot.max() ?? 0) + 1
         let pos: [Float] = try textPos.scalars()
-        var x = [Float](repeating: 0, count: n * t * d)
+        var x = [Float](repeating: 0, count: n * used * d)
         try tokenEmbedding.withFloats { emb in
             for b in 0..<n {
-                for tok in 0..<t {
+                for tok in 0..<used {
                     let id = tokens[b * t + tok]
-                    for j in 0..<d { x[(b * t + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
+                    for j in 0..<d { x[(b * used + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
                 }
             }
         }
-        try text.forward(&x, batch: n, tokens: t, causal: true)
-        // The end-of-text token: argmax of the ids (first occurrence, as torch.argmax).
+        try text.forward(&x, batch: n, tokens: used, causal: true)
         var pooled = [Float](repeating: 0, count: n * d)
-        for b in 0..<n {
-            var best = 0
-            for tok in 1..<t where tokens[b * t + tok] > tokens[b * t + best] { best = tok }
-            for j in 0..<d { pooled[b * d + j] = x[(b * t + best) * d + j] }
-        }
+        for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[(b * used + eot[b]) * d + j] } }
         return try normalizeAndProject(pooled, rows: n, width: d, gain: lnFinalW, bias: lnFinalB, projection: textProjection)
     }
 
