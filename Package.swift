@@ -14,6 +14,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", []),
     ("DatasetAdapters", "Plugins/DatasetAdapters", []),
     ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
+    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz"]),
 ]
 
 let package = Package(
@@ -82,6 +83,7 @@ let package = Package(
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
         .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
         .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "TestSupport"]),
+        .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Text", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
         .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"],

@@ -140,41 +140,10 @@ struct ViTClassifierComponent: Backbone {
     }
 }
 
-/// A dataset proxy that adds fixed options to every call: the image size a model needs and the
-/// user's `datasetOptions` ("key=value", values parsed as JSON when they are).
-struct DatasetOptionsProxy {
-    let base: DatasetProxy
-    let extra: [String: JSONValue]
-
-    init(_ host: MenagerieKit.Host, id: String, size: Int, options: [String]) throws {
-        var extra: [String: JSONValue] = ["size": .number(Double(size))]
-        for pair in options {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
-            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
-        }
-        base = try DatasetProxy(host, id: id)
-        self.extra = extra
-    }
-    func merged(_ options: JSONValue) -> JSONValue {
-        var m = options.objectValue ?? [:]
-        for (k, v) in extra where m[k] == nil { m[k] = v }
-        return .object(m)
-    }
-    func describe(options: JSONValue) throws -> JSONValue { try base.describe(options: merged(options)) }
-    func batch(options: JSONValue) throws -> ComponentProxy.Result { try base.batch(options: merged(options)) }
-}
-
 /// [0, 1] pixels [N, C, H, W] to (x − mean[c]) / std[c] (default: mean = std = 0.5, the embedded
 /// classifier's normalisation).
 func normalize(_ images: Tensor, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5]) -> Tensor {
-    var x = try! images.scalars(as: Float.self)
-    let channels = images.shape[1], plane = images.shape[2] * images.shape[3]
-    for i in 0..<(x.count / plane) {
-        let c = i % channels
-        for p in 0..<plane { x[i * plane + p] = (x[i * plane + p] - mean[c]) / std[c] }
-    }
-    return try! Tensor(x, shape: images.shape)
+    normalizeChannels(images, mean: mean, std: std)
 }
 
 func argmaxRows(_ t: Tensor) -> [Int] {

@@ -24,3 +24,17 @@ extension Image {
         return try Tensor(out, shape: [1, c, height, width])
     }
 }
+
+/// [0, 1] pixels [N, C, H, W] to (x − mean[c]) / std[c] (torchvision `Normalize` on a batch).
+public func normalizeChannels(_ images: Tensor, mean: [Float], std: [Float]) -> Tensor {
+    let channels = images.shape[1], plane = images.shape[2] * images.shape[3]
+    precondition(mean.count == channels && std.count == channels, "normalizeChannels: \(channels) channels, \(mean.count) means")
+    let x = try! images.scalars(as: Float.self)
+    return Tensor.makeUninitialized(images.shape) { o in
+        for i in 0..<(x.count / plane) {
+            let c = i % channels
+            let (m, inv) = (mean[c], 1 / std[c])
+            for p in 0..<plane { o[i * plane + p] = (x[i * plane + p] - m) * inv }
+        }
+    }
+}

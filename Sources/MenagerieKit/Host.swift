@@ -251,3 +251,30 @@ public struct GeneratorProxy: KindProxy {
         try callPrimary(options: options, inputs: inputs)
     }
 }
+
+/// A dataset proxy that adds fixed options to every call: the image size a model needs and a
+/// user's `datasetOptions` ("key=value" strings, values parsed as JSON when they are). Options given
+/// to a call win over the fixed ones.
+public struct DatasetOptionsProxy {
+    public let base: DatasetProxy
+    public let extra: [String: JSONValue]
+
+    public init(_ host: Host, id: String, size: Int, options: [String]) throws {
+        var extra: [String: JSONValue] = ["size": .number(Double(size))]
+        for pair in options {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
+            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
+        }
+        base = try DatasetProxy(host, id: id)
+        self.extra = extra
+    }
+
+    public func merged(_ options: JSONValue) -> JSONValue {
+        var m = options.objectValue ?? [:]
+        for (k, v) in extra where m[k] == nil { m[k] = v }
+        return .object(m)
+    }
+    public func describe(options: JSONValue = .object([:])) throws -> JSONValue { try base.describe(options: merged(options)) }
+    public func batch(options: JSONValue) throws -> ComponentProxy.Result { try base.batch(options: merged(options)) }
+}

@@ -13,6 +13,9 @@ public struct OpenCLIPConfig: Sendable, Equatable {
         public var heads: Int
         public var mlpRatio: Double
         public var grid: Int { imageSize / patchSize }
+        public init(imageSize: Int, patchSize: Int, width: Int, layers: Int, heads: Int, mlpRatio: Double = 4) {
+            (self.imageSize, self.patchSize, self.width, self.layers, self.heads, self.mlpRatio) = (imageSize, patchSize, width, layers, heads, mlpRatio)
+        }
         public var tokens: Int { grid * grid + 1 }
         public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
     }
@@ -24,6 +27,9 @@ public struct OpenCLIPConfig: Sendable, Equatable {
         public var layers: Int
         public var mlpRatio: Double
         public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
+        public init(contextLength: Int = 77, vocabSize: Int = 49408, width: Int, heads: Int, layers: Int, mlpRatio: Double = 4) {
+            (self.contextLength, self.vocabSize, self.width, self.heads, self.layers, self.mlpRatio) = (contextLength, vocabSize, width, heads, layers, mlpRatio)
+        }
     }
     public var embedDim: Int
     public var vision: Vision
@@ -31,6 +37,11 @@ public struct OpenCLIPConfig: Sendable, Equatable {
     public var quickGELU: Bool
     public var mean: [Float]
     public var std: [Float]
+
+    public init(embedDim: Int, vision: Vision, text: Text, quickGELU: Bool = false,
+                mean: [Float] = [0.48145466, 0.4578275, 0.40821073], std: [Float] = [0.26862954, 0.26130258, 0.27577711]) {
+        (self.embedDim, self.vision, self.text, self.quickGELU, self.mean, self.std) = (embedDim, vision, text, quickGELU, mean, std)
+    }
 
     /// Reads `open_clip_config.json` (or an open_clip model config with `model_cfg` at the top).
     public static func load(path: String) throws -> OpenCLIPConfig {

@@ -93,11 +93,15 @@ public final class CLIPModule: Module {
             throw TensorError("token ids must be rows of \(t.contextLength) ids in 0..<\(t.vocabSize)")
         }
         let n = ids.count
-        var x = tokenEmbedding.variable.gatherRows(ids.flatMap { $0 }).reshaped([n, t.contextLength, t.width]) + textPositional.variable
+        let eot = ids.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
+        // Positions after the last end-of-text token of the batch cannot reach any pooled output
+        // under the causal mask: they are left out (same values and gradients, less work).
+        let used = (eot.max() ?? 0) + 1
+        var x = tokenEmbedding.variable.gatherRows(ids.flatMap { $0.prefix(used) }).reshaped([n, used, t.width])
+            + textPositional.variable.slice(axis: 0, 0..<used)
         for block in textBlocks { x = block(x, causal: true) }
         x = lnFinal(x)
-        let eot = ids.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
-        let pooled = x.reshaped([n * t.contextLength, t.width]).gatherRows(eot.enumerated().map { $0.offset * t.contextLength + $0.element })
+        let pooled = x.reshaped([n * used, t.width]).gatherRows(eot.enumerated().map { $0.offset * used + $0.element })
         return matmul(pooled, textProjection.variable)
     }
 

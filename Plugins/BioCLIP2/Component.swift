@@ -1,0 +1,308 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// BioCLIP 2 as a backbone component: `predict` and `embed` as pybioclip does them, the backbone
+/// `embed` of tensors for other plugins, `labels` (Tree-of-Life label embeddings for a dataset's
+/// classes), `train` (hierarchical contrastive training on a dataset) and `emergent` (the paper's
+/// analyses of the embedding space).
+struct BioCLIPComponent: Backbone {
+    struct Options: ComponentOptions {
+        var model = ""
+        var images = ""
+        var rank = "species"
+        var cls = ""
+        var bins = ""
+        var subset = ""
+        var tol = ""
+        var k = 5
+        var format = "none"
+        var batch = 10
+        var cache = ""
+        var output = "json"
+        var minProb = 1e-9
+        // train / labels / emergent
+        var dataset = "synthetic-tol"
+        var datasetOptions: [String] = []
+        var size = 64
+        var patch = 8
+        var width = 128
+        var layers = 3
+        var textWidth = 128
+        var textLayers = 3
+        var embedDim = 128
+        var epochs = 20
+        var lr = 5e-4
+        var weightDecay = 0.2
+        var warmup = 1
+        var captions = "all"
+        var seed = 0
+        var split = "test"
+        static let help: [String: String] = [
+            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors); empty: the embedded model",
+            "images": "predict/embed: a PNG/TIFF file or a folder of them (also --input images=DIR)",
+            "rank": "predict: kingdom, phylum, class, order, family, genus or species (Tree-of-Life labels)",
+            "cls": "predict: custom labels, a comma-separated list or a file with one per line (80 OpenAI templates)",
+            "bins": "predict: CSV class,bin: custom labels whose probabilities are summed per bin",
+            "subset": "predict: CSV whose first column is named a rank (or species_epithet, common_name): restrict the Tree-of-Life labels to its values",
+            "tol": "predict: folder with txt_emb_species.npy + txt_emb_species.json (default: the model folder)",
+            "k": "predict: predictions per image", "format": "predict: also print the predictions to stdout as csv, table or json (none: only files)",
+            "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
+            "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
+            "minProb": "predict: species probabilities at or below this are left out of higher-rank sums (pybioclip's min_prob)",
+            "dataset": "train/labels/emergent: the dataset component", "datasetOptions": "train/labels/emergent: key=value options passed to the dataset",
+            "size": "train: image side", "patch": "train: patch size", "width": "train: image tower width", "layers": "train: image tower blocks",
+            "textWidth": "train: text tower width", "textLayers": "train: text tower blocks", "embedDim": "train: shared embedding size",
+            "epochs": "train: passes over the training split", "lr": "train: AdamW peak learning rate (cosine with warm-up)",
+            "weightDecay": "train: AdamW weight decay (not on gains, biases, embeddings, logit_scale)", "warmup": "train: warm-up epochs",
+            "captions": "train: caption types, all (one per step, cycled) or a list of taxonomic,scientific,common,scientific_common,taxonomic_common",
+            "seed": "train: initialisation and shuffles", "split": "train/emergent: the held-out split evaluated",
+        ]
+        static let choices = ["rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"], "output": ["json", "npy", "safetensors"]]
+    }
+
+    static let id = "bioclip2"
+    static let summary = "BioCLIP 2: zero-shot Tree-of-Life classification and embeddings from open_clip weights; hierarchical CLIP training; emergent-property analyses"
+    static let operations = [
+        OperationSpec("embed", summary: "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / token ids i64 [N,L] → embedding [N,E]",
+                      inputs: [TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
+                               TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)],
+                      outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)")]),
+        OperationSpec("predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
+                      inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)]),
+        OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
+        OperationSpec("train", summary: "hierarchical contrastive training on a dataset → an open_clip model folder, zero-shot accuracy per rank"),
+        OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (metrics.csv, plots)"),
+    ]
+
+    func embed(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let bio = try loadModel(o)
+        if let input = request.inputs["input"] {
+            let out: Tensor
+            do {
+                if input.dtype == .float32 {
+                    out = try bio.imageFeatures(input.owned(), batch: max(1, o.batch))
+                } else {
+                    out = try bio.model.encodeText(input.owned())
+                }
+            } catch { throw MenagerieError.invalidArgument("input 'input' of '\(Self.id)': \(error)") }
+            return Response(result: ["embedding": .number(Double(out.shape[1])), "count": .number(Double(out.shape[0]))], tensors: [("embedding", out)])
+        }
+        let files = try imageFiles(o)
+        var rows: [Float] = []
+        let started = Date()
+        for start in stride(from: 0, to: files.count, by: max(1, o.batch)) {
+            try request.host.checkCancelled()
+            let chunk = Array(files[start..<min(files.count, start + max(1, o.batch))])
+            rows += try bio.imageFeatures(try bio.preprocess(chunk.map(readImage)), batch: chunk.count).scalars(as: Float.self)
+            request.host.progress(min(files.count, start + chunk.count), of: files.count, "embed")
+        }
+        let e = bio.config.embedDim
+        let dir = request.host.scratchDirectory
+        let artifacts: [String]
+        switch o.output {
+        case "npy":
+            try AtomicFile.write(NPY.encode(try Tensor(rows, shape: [files.count, e])), to: dir + "/embeddings.npy")
+            try AtomicFile.write(files.joined(separator: "\n") + "\n", to: dir + "/files.txt")
+            artifacts = ["embeddings.npy", "files.txt"]
+        case "safetensors":
+            let list = String(decoding: try JSONSerialization.data(withJSONObject: files), as: UTF8.self)
+            try SafeTensors.write([("embeddings", try Tensor(rows, shape: [files.count, e]))], metadata: ["files": list, "model": modelName(o, bio)],
+                                  to: dir + "/embeddings.safetensors")
+            artifacts = ["embeddings.safetensors"]
+        default:
+            // pybioclip: {"model": …, "embeddings": {path: [floats]}} (unnormalised), in file order.
+            var text = "{\"model\": " + jsonString(modelName(o, bio)) + ", \"embeddings\": {"
+            for (i, f) in files.enumerated() {
+                text += (i == 0 ? "" : ", ") + jsonString(f) + ": [" + rows[(i * e)..<((i + 1) * e)].map { pythonFloat(Double($0)) }.joined(separator: ", ") + "]"
+            }
+            text += "}}\n"
+            try AtomicFile.write(text, to: dir + "/embeddings.json")
+            artifacts = ["embeddings.json"]
+        }
+        return Response(result: ["images": .number(Double(files.count)), "dimension": .number(Double(e)), "model": .string(modelName(o, bio)),
+                                 "seconds": .number(Date().timeIntervalSince(started))], artifacts: artifacts)
+    }
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        switch operation {
+        case "predict": return try predict(request)
+        case "labels": return try writeLabels(request)
+        case "train": return try train(request)
+        case "emergent": return try emergent(request)
+        default: throw MenagerieError.invalidArgument("'\(Self.id)' has no operation '\(operation)'")
+        }
+    }
+
+    // MARK: predict
+
+    func predict(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard o.k > 0 else { throw MenagerieError.invalidArgument("option 'k' must be positive") }
+        guard [o.cls, o.bins].filter({ !$0.isEmpty }).count <= 1, o.subset.isEmpty || (o.cls.isEmpty && o.bins.isEmpty) else {
+            throw MenagerieError.invalidArgument("give at most one of cls, bins or subset (subset restricts the Tree-of-Life labels; cls and bins replace them)")
+        }
+        guard let rank = Rank(label: o.rank) else { throw MenagerieError.invalidArgument("rank must be one of \(Rank.allCases.map(\.label).joined(separator: ", "))") }
+        let bio = try loadModel(o)
+        let files = try imageFiles(o)
+        let started = Date()
+        // The label set and its embeddings.
+        var header: [String]
+        var classes: [String] = [], bins: [String]? = nil
+        var labels: TreeOfLifeLabels? = nil
+        var weights: [Float]
+        var cacheState = "off"
+        if !o.cls.isEmpty || !o.bins.isEmpty {
+            do {
+                if !o.bins.isEmpty { (classes, bins) = try readBins(o.bins) } else { classes = try readLabels(o.cls) }
+            } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+            let cache = TextEmbeddingCache(option: o.cache)
+            if let hit = cache.load(identity: bio.identity, templates: openAITemplates, labels: classes, dimension: bio.config.embedDim) {
+                weights = hit
+                cacheState = "hit"
+            } else {
+                weights = try bio.classEmbeddings(labels: classes, templates: openAITemplates) { done, total in
+                    request.host.progress(done, of: total, "text embeddings")
+                }
+                cache.store(weights, identity: bio.identity, templates: openAITemplates, labels: classes, dimension: bio.config.embedDim)
+                cacheState = cache.directory == nil ? "off" : "miss (stored)"
+            }
+            header = ["file_name", "classification", "score"]
+        } else {
+            var tol = try treeOfLife(o, bio)
+            if !o.subset.isEmpty {
+                do {
+                    let (head, rows) = try readCSV(o.subset)
+                    let column = head[0].trimmingCharacters(in: .whitespaces).lowercased()
+                    let allowed = Rank.allCases.map(\.label) + ["species_epithet", "common_name"]
+                    guard allowed.contains(column) else {
+                        throw FormatError(path: o.subset, "first column is named '\(head[0])' but must be one of \(allowed.joined(separator: ","))")
+                    }
+                    tol = try tol.subset(column: column, values: rows.compactMap { $0.first?.trimmingCharacters(in: .whitespaces) }, source: o.subset)
+                } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+            }
+            labels = tol
+            weights = tol.embeddings
+            header = ["file_name"] + tol.classification(0, rank: rank).map(\.column) + ["score"]
+        }
+        let count = labels?.count ?? classes.count
+        var predictions: [Prediction] = []
+        for start in stride(from: 0, to: files.count, by: max(1, o.batch)) {
+            try request.host.checkCancelled()
+            let chunk = Array(files[start..<min(files.count, start + max(1, o.batch))])
+            let features = try bio.imageFeatures(try bio.preprocess(chunk.map(readImage)), batch: chunk.count)
+            let probs = try bio.probabilities(imageFeatures: features, classes: weights, count: count)
+            for (i, file) in chunk.enumerated() {
+                let row = Array(probs[(i * count)..<((i + 1) * count)])
+                if let labels {
+                    predictions += rankPredictions(file: file, probs: row, labels: labels, rank: rank, k: o.k, minProb: Float(o.minProb))
+                } else {
+                    predictions += customPredictions(file: file, probs: row, classes: classes, bins: bins, k: o.k)
+                }
+            }
+            request.host.progress(min(files.count, start + chunk.count), of: files.count, "predict")
+        }
+        let csv = ([header.joined(separator: ",")] + predictions.map { p in
+            ([p.file] + p.columns.map(\.value)).map(csvField).joined(separator: ",") + "," + pythonFloat(p.score)
+        }).joined(separator: "\n") + "\n"
+        try AtomicFile.write(csv, to: request.host.scratchDirectory + "/predictions.csv")
+        let objects: [JSONValue] = predictions.map { p in
+            var obj: [String: JSONValue] = ["file_name": .string(p.file), "score": .number(p.score)]
+            for (c, v) in p.columns { obj[c] = .string(v) }
+            return .object(obj)
+        }
+        switch o.format {
+        case "csv": printOut(csv)
+        case "json": printOut(JSONValue.array(objects).prettyText + "\n")
+        case "table": printOut(table(header: header, rows: predictions.map { [$0.file] + $0.columns.map(\.value) + [String(format: "%.6f", $0.score)] }))
+        default: break
+        }
+        return Response(result: ["model": .string(modelName(o, bio)), "images": .number(Double(files.count)), "labels": .number(Double(count)),
+                                 "mode": .string(!o.bins.isEmpty ? "bins" : !o.cls.isEmpty ? "custom labels" : "tree of life, rank \(rank.label)"),
+                                 "text_embedding_cache": .string(cacheState), "seconds": .number(Date().timeIntervalSince(started)),
+                                 "predictions": .array(objects)],
+                        artifacts: ["predictions.csv"])
+    }
+
+    // MARK: helpers
+
+    func loadModel(_ o: Options) throws -> BioCLIP {
+        let folder = o.model.isEmpty ? try embeddedModelFolder() : o.model
+        do { return try ModelCache.shared.model(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    func modelName(_ o: Options, _ bio: BioCLIP) -> String { o.model.isEmpty ? "embedded:bioclip2-tol-tiny" : bio.folder }
+
+    func imageFiles(_ o: Options) throws -> [String] {
+        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF)") }
+        do { return try ImageFiles.list(o.images) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    func readImage(_ path: String) throws -> Image {
+        do { return try ImageFiles.read(path) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    func treeOfLife(_ o: Options, _ bio: BioCLIP) throws -> TreeOfLifeLabels {
+        let folder = o.tol.isEmpty ? bio.folder : (o.tol as NSString).expandingTildeInPath
+        let npy = folder + "/txt_emb_species.npy", json = folder + "/txt_emb_species.json"
+        guard FileManager.default.fileExists(atPath: npy), FileManager.default.fileExists(atPath: json) else {
+            throw MenagerieError.invalidArgument("Tree-of-Life labels need txt_emb_species.npy and txt_emb_species.json in \(folder) "
+                + "(download them with the model, or pass --set tol=FOLDER; for custom labels use --set cls=…)")
+        }
+        do { return try TreeOfLifeLabels(npy: npy, json: json, dimension: bio.config.embedDim) } catch let e as FormatError {
+            throw MenagerieError.invalidArgument("\(e)")
+        }
+    }
+}
+
+/// Models already loaded in this process, by folder and weights' identity.
+final class ModelCache: @unchecked Sendable {
+    static let shared = ModelCache()
+    private var models: [String: BioCLIP] = [:]
+    private let lock = NSLock()
+    func model(folder: String) throws -> BioCLIP {
+        let weights = (folder as NSString).expandingTildeInPath + "/open_clip_model.safetensors"
+        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
+        let key = weights + "|\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        lock.lock()
+        if let m = models[key] { lock.unlock(); return m }
+        lock.unlock()
+        let m = try BioCLIP(folder: folder)
+        lock.lock()
+        models[key] = m
+        lock.unlock()
+        return m
+    }
+}
+
+/// The model shipped with the plugin (trained here on synthetic-tol; see Docs/methods/bioclip2.md).
+func embeddedModelFolder() throws -> String {
+    try PluginResources.path(module: "BioCLIP2", item: "bioclip2-tol-tiny")
+}
+
+func jsonString(_ s: String) -> String { JSONValue.string(s).compactText }
+
+func printOut(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func table(header: [String], rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for r in rows { for (i, v) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], v.count) } }
+    func line(_ r: [String]) -> String { r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+}
+
+/// The plugin: its identity and components (the entry symbol is in `Entry/`).
+public enum BioCLIP2Plugin: Plugin {
+    public static let name = "bioclip2"
+    public static let version = "0.1.0"
+    public static let summary = "BioCLIP 2 (Gu et al. 2025): open_clip inference as pybioclip, hierarchical CLIP training, emergent properties"
+    public static let license = "MIT"
+    public static let authors = ["Menagerie contributors"]
+    public static let components: [any Component.Type] = [BioCLIPComponent.self]
+}

@@ -1,0 +1,195 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+import Text
+
+/// An open_clip model folder (BioCLIP 2's Hugging Face layout): `open_clip_config.json` and
+/// `open_clip_model.safetensors`, any ViT image tower, with the CLIP tokenizer (the folder's own
+/// `bpe_simple_vocab_16e6.txt.gz` when it has one, else the one shipped with the plugin).
+public final class BioCLIP: @unchecked Sendable {
+    public let model: CLIPModel
+    public let tokenizer: CLIPTokenizer
+    public let folder: String
+    /// What identifies these weights in caches: the folder, the weights' size and modification time.
+    public let identity: String
+    public var config: OpenCLIPConfig { model.config }
+    public var imageSize: Int { model.config.vision.imageSize }
+
+    public init(folder: String) throws {
+        let folder = (folder as NSString).expandingTildeInPath
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
+            throw FormatError(path: folder, "is not a folder: give an open_clip model folder (open_clip_config.json + open_clip_model.safetensors)")
+        }
+        let configPath = folder + "/open_clip_config.json", weights = folder + "/open_clip_model.safetensors"
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw FormatError(path: configPath, "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors")
+        }
+        guard FileManager.default.fileExists(atPath: weights) else {
+            throw FormatError(path: weights, "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors")
+        }
+        let config = try OpenCLIPConfig.load(path: configPath)
+        model = try CLIPModel(config: config, checkpoint: SafeTensorsCheckpoint(path: weights))
+        let local = folder + "/bpe_simple_vocab_16e6.txt.gz"
+        let vocabulary = FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
+        tokenizer = try BioCLIP.tokenizer(vocabulary, contextLength: config.text.contextLength)
+        self.folder = folder
+        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
+        identity = folder + "|" + "\((attributes?[.size] as? NSNumber)?.intValue ?? 0)|" + "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+    }
+
+    /// Tokenizers are large (49k merges) and identical for every CLIP: one per vocabulary file.
+    nonisolated(unsafe) private static var tokenizers: [String: CLIPTokenizer] = [:]
+    private static let lock = NSLock()
+    static func tokenizer(_ path: String, contextLength: Int) throws -> CLIPTokenizer {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = path + "|\(contextLength)"
+        if let t = tokenizers[key] { return t }
+        let t = try CLIPTokenizer(vocabulary: path, contextLength: contextLength)
+        tokenizers[key] = t
+        return t
+    }
+
+    // MARK: Images
+
+    /// pybioclip's preprocessing: to RGB, `ToTensor`, an antialiased bilinear squash to the model's
+    /// size (on float data), then the config's mean/std. Returns [N, 3, S, S].
+    public func preprocess(_ images: [Image]) throws -> Tensor {
+        let s = imageSize, plane = s * s
+        var out = [Float](repeating: 0, count: images.count * 3 * plane)
+        let (mean, std) = (config.mean, config.std)
+        for (i, img) in images.enumerated() {
+            let rgb = try img.rgb()
+            let chw = rgb.resizedFloatCHW(width: s, height: s, filter: .bilinear)
+            for c in 0..<3 {
+                for p in 0..<plane { out[(i * 3 + c) * plane + p] = (chw[c * plane + p] - mean[c]) / std[c] }
+            }
+        }
+        return try Tensor(out, shape: [images.count, 3, s, s])
+    }
+
+    /// Unnormalised image features [N, E] of preprocessed images, `batch` at a time.
+    public func imageFeatures(_ images: Tensor, batch: Int = 16) throws -> Tensor {
+        let n = images.shape[0], per = images.count / max(n, 1)
+        let all = try images.scalars(as: Float.self)
+        var out: [Float] = []
+        out.reserveCapacity(n * config.embedDim)
+        for start in stride(from: 0, to: n, by: max(1, batch)) {
+            let end = min(n, start + max(1, batch))
+            let chunk = try Tensor(Array(all[(start * per)..<(end * per)]), shape: [end - start] + Array(images.shape.dropFirst()))
+            out += try model.encodeImage(chunk).scalars(as: Float.self)
+        }
+        return try Tensor(out, shape: [n, config.embedDim])
+    }
+
+    // MARK: Text
+
+    /// Unnormalised text features [T, E] of texts, `batch` at a time.
+    public func textFeatures(_ texts: [String], batch: Int = 64) throws -> [Float] {
+        var out: [Float] = []
+        out.reserveCapacity(texts.count * config.embedDim)
+        for start in stride(from: 0, to: texts.count, by: batch) {
+            let chunk = Array(texts[start..<min(texts.count, start + batch)])
+            let ids = tokenizer.tokenize(chunk)
+            let t = try Tensor(ids.flatMap { $0 }, shape: [chunk.count, config.text.contextLength])
+            out += try model.encodeText(t).scalars(as: Float.self)
+        }
+        return out
+    }
+
+    /// Zero-shot class embeddings [C, E]: each label under every template, each L2-normalised,
+    /// averaged, re-normalised (open_clip's and pybioclip's `_get_txt_embeddings`).
+    public func classEmbeddings(labels: [String], templates: [String], progress: ((Int, Int) -> Void)? = nil) throws -> [Float] {
+        let e = config.embedDim
+        var out = [Float](repeating: 0, count: labels.count * e)
+        // Several labels per batch so that short captions fill the products.
+        let perBatch = max(1, 256 / max(templates.count, 1))
+        for start in stride(from: 0, to: labels.count, by: perBatch) {
+            let group = Array(labels[start..<min(labels.count, start + perBatch)])
+            let texts = group.flatMap { label in templates.map { $0.replacingOccurrences(of: "{}", with: label) } }
+            let f = try textFeatures(texts, batch: 256)
+            for (g, _) in group.enumerated() {
+                var mean = [Float](repeating: 0, count: e)
+                for t in 0..<templates.count {
+                    let row = (g * templates.count + t) * e
+                    var norm: Float = 0
+                    for j in 0..<e { norm += f[row + j] * f[row + j] }
+                    let inv = 1 / max(norm.squareRoot(), 1e-12)
+                    for j in 0..<e { mean[j] += f[row + j] * inv }
+                }
+                var norm: Float = 0
+                for j in 0..<e { norm += mean[j] * mean[j] }
+                let inv = 1 / max(norm.squareRoot(), 1e-12)
+                for j in 0..<e { out[(start + g) * e + j] = mean[j] * inv }
+            }
+            progress?(min(labels.count, start + perBatch), labels.count)
+        }
+        return out
+    }
+
+    /// softmax(exp(logit_scale) · normalize(f) · W) for image features f [N, E] and class embeddings
+    /// W given as [C, E] rows (already normalised). Returns [N, C].
+    public func probabilities(imageFeatures f: Tensor, classes w: [Float], count c: Int) throws -> [Float] {
+        let e = config.embedDim, n = f.shape[0]
+        var x = try f.scalars(as: Float.self)
+        for i in 0..<n {
+            var s: Float = 0
+            for j in 0..<e { s += x[i * e + j] * x[i * e + j] }
+            let inv = 1 / max(s.squareRoot(), 1e-12)
+            for j in 0..<e { x[i * e + j] *= inv }
+        }
+        var logits = [Float](repeating: 0, count: n * c)
+        GEMM.sgemm(transposeB: true, m: n, n: c, k: e, alpha: expf(model.logitScale), a: x, lda: e, b: w, ldb: e, c: &logits, ldc: c)
+        for i in 0..<n {
+            let row = logits[(i * c)..<((i + 1) * c)]
+            let m = row.max() ?? 0
+            var z: Double = 0
+            for j in 0..<c { logits[i * c + j] = expf(logits[i * c + j] - m); z += Double(logits[i * c + j]) }
+            for j in 0..<c { logits[i * c + j] = Float(Double(logits[i * c + j]) / z) }
+        }
+        return logits
+    }
+}
+
+extension Image {
+    /// Three channels: gray repeated, alpha dropped (PIL's `convert("RGB")` for these modes).
+    func rgb() throws -> Image {
+        guard channels != 3 else { return self }
+        guard (1...4).contains(channels) else { throw FormatError(path: "image", "has \(channels) channels; expected gray, RGB or RGBA") }
+        // Gray (and gray + alpha) repeated; alpha dropped.
+        let source: [Int] = channels <= 2 ? [0, 0, 0] : [0, 1, 2]
+        var out = [UInt8](repeating: 0, count: width * height * 3)
+        for p in 0..<(width * height) {
+            for c in 0..<3 { out[p * 3 + c] = pixels[p * channels + source[c]] }
+        }
+        return Image(width: width, height: height, channels: 3, pixels: out)
+    }
+}
+
+/// The 80 OpenAI ImageNet templates pybioclip uses for custom labels ("{}" is the label).
+public let openAITemplates: [String] = [
+    "a bad photo of a {}.", "a photo of many {}.", "a sculpture of a {}.", "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.", "a rendering of a {}.", "graffiti of a {}.", "a bad photo of the {}.",
+    "a cropped photo of the {}.", "a tattoo of a {}.", "the embroidered {}.", "a photo of a hard to see {}.",
+    "a bright photo of a {}.", "a photo of a clean {}.", "a photo of a dirty {}.", "a dark photo of the {}.",
+    "a drawing of a {}.", "a photo of my {}.", "the plastic {}.", "a photo of the cool {}.",
+    "a close-up photo of a {}.", "a black and white photo of the {}.", "a painting of the {}.", "a painting of a {}.",
+    "a pixelated photo of the {}.", "a sculpture of the {}.", "a bright photo of the {}.", "a cropped photo of a {}.",
+    "a plastic {}.", "a photo of the dirty {}.", "a jpeg corrupted photo of a {}.", "a blurry photo of the {}.",
+    "a photo of the {}.", "a good photo of the {}.", "a rendering of the {}.", "a {} in a video game.",
+    "a photo of one {}.", "a doodle of a {}.", "a close-up photo of the {}.", "a photo of a {}.",
+    "the origami {}.", "the {} in a video game.", "a sketch of a {}.", "a doodle of the {}.",
+    "a origami {}.", "a low resolution photo of a {}.", "the toy {}.", "a rendition of the {}.",
+    "a photo of the clean {}.", "a photo of a large {}.", "a rendition of a {}.", "a photo of a nice {}.",
+    "a photo of a weird {}.", "a blurry photo of a {}.", "a cartoon {}.", "art of a {}.",
+    "a sketch of the {}.", "a embroidered {}.", "a pixelated photo of a {}.", "itap of the {}.",
+    "a jpeg corrupted photo of the {}.", "a good photo of a {}.", "a plushie {}.", "a photo of the nice {}.",
+    "a photo of the small {}.", "a photo of the weird {}.", "the cartoon {}.", "art of the {}.",
+    "a drawing of the {}.", "a photo of the large {}.", "a black and white photo of a {}.", "the plushie {}.",
+    "a dark photo of a {}.", "itap of a {}.", "graffiti of the {}.", "a toy {}.",
+    "itap of my {}.", "a photo of a cool {}.", "a photo of a small {}.", "a tattoo of the {}.",
+]

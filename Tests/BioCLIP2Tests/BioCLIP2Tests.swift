@@ -1,0 +1,183 @@
+import BioCLIP2
+import Foundation
+import Formats
+import Imaging
+import NN
+import Tensors
+import Testing
+import TestSupport
+
+/// BioCLIP 2's inference path against open_clip 3.3.0 on `openclip-tiny` (the architecture scaled
+/// down, random weights), pybioclip's output shapes, rank aggregation and bad inputs.
+@Suite struct BioCLIP2Tests {
+    let folder = TestPaths.fixtures + "/openclip-tiny"
+
+    func expected() throws -> JSONValue { try JSONValue.parse(String(contentsOfFile: folder + "/expected.json", encoding: .utf8)) }
+    func matrix(_ v: JSONValue?) -> [[Float]] { v!.arrayValue!.map { $0.arrayValue!.map { Float($0.doubleValue!) } } }
+    func relativeError(_ ours: [Float], _ reference: [[Float]]) -> Float {
+        let flat = reference.flatMap { $0 }
+        return zip(ours, flat).map { abs($0 - $1) }.max()! / flat.map(abs).max()!
+    }
+
+    /// Token ids exact, image and text features within 1e-4 relative, probabilities within 1e-5.
+    @Test func parityWithOpenCLIP() throws {
+        let bio = try BioCLIP(folder: folder)
+        let e = try expected()
+        let labels = e["labels"]!.arrayValue!.map { $0.stringValue! }
+        let ids = bio.tokenizer.tokenize(labels)
+        for (row, want) in zip(ids, e["token_ids"]!.arrayValue!) {
+            let w = want.arrayValue!.map { Int64($0.intValue!) }
+            #expect(Array(row.prefix(w.count)) == w && row.dropFirst(w.count).allSatisfy { $0 == 0 })
+        }
+        let images = try e["images"]!.arrayValue!.map { try PNG.read(path: folder + "/" + $0.stringValue!) }
+        let features = try bio.imageFeatures(try bio.preprocess(images))
+        let imageError = relativeError(try features.scalars(as: Float.self), matrix(e["image_features"]))
+        #expect(imageError < 1e-4, "image features: relative error \(imageError)")
+        let text = try bio.textFeatures(labels)
+        let textError = relativeError(text, matrix(e["text_features"]))
+        #expect(textError < 1e-4, "text features: relative error \(textError)")
+        // Probabilities against the five labels as classes (normalised text features).
+        let d = bio.config.embedDim
+        var classes = text
+        for r in 0..<labels.count {
+            let norm = (0..<d).map { classes[r * d + $0] * classes[r * d + $0] }.reduce(0, +).squareRoot()
+            for j in 0..<d { classes[r * d + j] /= norm }
+        }
+        let probs = try bio.probabilities(imageFeatures: features, classes: classes, count: labels.count)
+        let probError = zip(probs, matrix(e["probs"]).flatMap { $0 }).map { abs($0 - $1) }.max()!
+        #expect(probError < 1e-5, "probabilities: max |Δ| \(probError)")
+    }
+
+    /// A small Tree-of-Life label set written in pybioclip's layout ([E, N] npy + names json).
+    func writeTreeOfLife(in dir: String, dimension e: Int) throws -> [[Float]] {
+        let names: [([String], String)] = [
+            (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Geospiza", "fortis"], "medium ground finch"),
+            (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Geospiza", "magnirostris"], "large ground finch"),
+            (["Animalia", "Chordata", "Aves", "Accipitriformes", "Accipitridae", "Buteo", "jamaicensis"], "red-tailed hawk"),
+            (["Plantae", "Tracheophyta", "Magnoliopsida", "Fagales", "Fagaceae", "Quercus", "alba"], "white oak"),
+        ]
+        var rng = SystemRandomNumberGenerator()
+        let rows: [[Float]] = names.map { _ in
+            let v = (0..<e).map { _ in Float.random(in: -1...1, using: &rng) }
+            let n = v.map { $0 * $0 }.reduce(0, +).squareRoot()
+            return v.map { $0 / n }
+        }
+        let columns = (0..<e).flatMap { j in rows.map { $0[j] } }
+        try NPY.encode(try Tensor(columns, shape: [e, names.count])).write(to: URL(fileURLWithPath: dir + "/txt_emb_species.npy"))
+        let json = "[" + names.map { "[[" + $0.0.map { "\"\($0)\"" }.joined(separator: ", ") + "], \"\($0.1)\"]" }.joined(separator: ", ") + "]"
+        try json.write(toFile: dir + "/txt_emb_species.json", atomically: true, encoding: .utf8)
+        return rows
+    }
+
+    /// Higher ranks sum the species probabilities of each rank prefix; species rows carry
+    /// pybioclip's columns.
+    @Test func rankAggregationSumsSpeciesProbabilities() throws {
+        let dir = TempDir("tol")
+        _ = try writeTreeOfLife(in: dir.path, dimension: 32)
+        let labels = try TreeOfLifeLabels(npy: dir.path + "/txt_emb_species.npy", json: dir.path + "/txt_emb_species.json", dimension: 32)
+        let probs: [Float] = [0.3, 0.25, 0.4, 0.05]
+        let genus = rankPredictions(file: "x.png", probs: probs, labels: labels, rank: .genus, k: 5)
+        #expect(genus.map(\.score).map { ($0 * 1e6).rounded() / 1e6 } == [0.55, 0.4, 0.05])
+        #expect(genus[0].columns.map(\.column) == ["kingdom", "phylum", "class", "order", "family", "genus"])
+        let kingdom = rankPredictions(file: "x.png", probs: probs, labels: labels, rank: .kingdom, k: 1)
+        #expect(kingdom.count == 1 && kingdom[0].columns[0].value == "Animalia" && abs(kingdom[0].score - 0.95) < 1e-6)
+        let species = rankPredictions(file: "x.png", probs: probs, labels: labels, rank: .species, k: 2)
+        #expect(species.map { $0.columns.first { $0.column == "species" }!.value } == ["Buteo jamaicensis", "Geospiza fortis"])
+        #expect(species[0].columns.map(\.column) == ["kingdom", "phylum", "class", "order", "family", "genus", "species_epithet", "species", "common_name"])
+        // Species at or below min_prob are left out of the sums.
+        let floor = rankPredictions(file: "x.png", probs: probs, labels: labels, rank: .family, k: 5, minProb: 0.1)
+        #expect(floor.map(\.score).map { ($0 * 1e6).rounded() / 1e6 } == [0.55, 0.4])
+        // A subset keeps the labels of the given genus values and refuses unknown ones.
+        #expect(try labels.subset(column: "genus", values: ["Geospiza"], source: "s.csv").count == 2)
+        #expect(throws: FormatError.self) { try labels.subset(column: "genus", values: ["Corvus"], source: "s.csv") }
+    }
+
+    /// Through the CLI on the fixture folder: Tree-of-Life ranks, custom labels (cached on the second
+    /// run), bins and embed write pybioclip's files.
+    @Test func predictAndEmbedThroughTheCLI() throws {
+        let dir = TempDir("bioclip-cli")
+        let model = dir.sub("model")
+        for f in ["open_clip_config.json", "open_clip_model.safetensors"] {
+            try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: model + "/" + f)
+        }
+        let rows = try writeTreeOfLife(in: model, dimension: 32)
+        for f in ["image0.png", "image1.png", "image2.png"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: dir.sub("images") + "/" + f) }
+        let cli = CLI()
+        let r = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "k=3", "--out", dir.sub("species"))
+        #expect(r.status == 0, "\(r.stderr)")
+        let csv = try String(contentsOfFile: dir.sub("species") + "/predictions.csv", encoding: .utf8).split(separator: "\n")
+        #expect(csv[0] == "file_name,kingdom,phylum,class,order,family,genus,species_epithet,species,common_name,score")
+        #expect(csv.count == 1 + 3 * 3)
+        // The scores follow from the label embeddings: recompute the first image's top species.
+        let bio = try BioCLIP(folder: model)
+        let f = try bio.imageFeatures(try bio.preprocess([PNG.read(path: dir.sub("images") + "/image0.png")]))
+        let probs = try bio.probabilities(imageFeatures: f, classes: rows.flatMap { $0 }, count: rows.count)
+        let best = probs.indices.max { probs[$0] < probs[$1] }!
+        let first = csv[1].split(separator: ",")
+        #expect(abs(Double(first.last!)! - Double(probs[best])) < 1e-6)
+
+        let labels = dir.path + "/labels.txt"
+        try "Geospiza fortis\nButeo jamaicensis\nQuercus alba\n".write(toFile: labels, atomically: true, encoding: .utf8)
+        let cache = dir.sub("cache")
+        let c1 = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
+                             "--set", "cache=\(cache)", "--out", dir.sub("custom"), "--json")
+        #expect(c1.status == 0, "\(c1.stderr)")
+        #expect(c1.stdout.contains("miss (stored)"))
+        let c2 = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
+                             "--set", "cache=\(cache)", "--out", dir.sub("custom2"), "--json")
+        #expect(c2.stdout.contains("\"hit\""))
+        let a = try String(contentsOfFile: dir.sub("custom") + "/predictions.csv", encoding: .utf8)
+        #expect(a == (try String(contentsOfFile: dir.sub("custom2") + "/predictions.csv", encoding: .utf8)))
+        #expect(a.hasPrefix("file_name,classification,score\n") && a.split(separator: "\n").count == 1 + 3 * 3)
+
+        let bins = dir.path + "/bins.csv"
+        try "class,bin\nGeospiza fortis,bird\nButeo jamaicensis,bird\nQuercus alba,plant\n".write(toFile: bins, atomically: true, encoding: .utf8)
+        let b = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "bins=\(bins)",
+                            "--set", "cache=none", "--set", "format=csv", "--out", dir.sub("bins"))
+        #expect(b.status == 0, "\(b.stderr)")
+        let binRows = try String(contentsOfFile: dir.sub("bins") + "/predictions.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        #expect(binRows.count == 6)
+        let perImage = Dictionary(grouping: binRows, by: { $0.split(separator: ",")[0] }).mapValues { $0.map { Double($0.split(separator: ",").last!)! }.reduce(0, +) }
+        #expect(perImage.values.allSatisfy { abs($0 - 1) < 1e-5 })
+        #expect(b.stdout.contains("file_name,classification,score"))
+
+        let e = try cli.run("run", "bioclip2", "embed", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--out", dir.sub("embed"))
+        #expect(e.status == 0, "\(e.stderr)")
+        let json = try JSONValue.parse(String(contentsOfFile: dir.sub("embed") + "/embeddings.json", encoding: .utf8))
+        let embedded = json["embeddings"]!.objectValue!
+        #expect(json["model"]?.stringValue == model && embedded.count == 3)
+        let vector = embedded[dir.sub("images") + "/image0.png"]!.arrayValue!.map { Float($0.doubleValue!) }
+        #expect(zip(vector, try f.scalars(as: Float.self)).allSatisfy { abs($0 - $1) < 1e-6 })
+    }
+
+    /// Bad inputs are named: a config without vision_cfg, a checkpoint missing tensors, a label file
+    /// with blank lines, a subset column that is not a rank, mutually exclusive options.
+    @Test func badInputsAreNamed() throws {
+        let dir = TempDir("bioclip-bad")
+        let noVision = dir.sub("novision")
+        try FileManager.default.copyItem(atPath: folder + "/open_clip_model.safetensors", toPath: noVision + "/open_clip_model.safetensors")
+        try #"{"model_cfg": {"embed_dim": 32, "text_cfg": {"width": 64, "layers": 2}}}"#.write(toFile: noVision + "/open_clip_config.json", atomically: true, encoding: .utf8)
+        #expect { try BioCLIP(folder: noVision) } throws: { "\($0)".contains("vision_cfg") && "\($0)".contains("open_clip_config.json") }
+
+        let partial = dir.sub("partial")
+        try FileManager.default.copyItem(atPath: folder + "/open_clip_config.json", toPath: partial + "/open_clip_config.json")
+        let full = try SafeTensorsFile(path: folder + "/open_clip_model.safetensors")
+        try SafeTensors.write(try full.names.filter { $0 != "visual.proj" && $0 != "ln_final.weight" }.map { ($0, try full.tensor($0)) },
+                              to: partial + "/open_clip_model.safetensors")
+        #expect { try BioCLIP(folder: partial) } throws: { "\($0)".contains("visual.proj") && "\($0)".contains("ln_final.weight") }
+
+        let labels = dir.path + "/labels.txt"
+        try "Geospiza fortis\n\nQuercus alba\n".write(toFile: labels, atomically: true, encoding: .utf8)
+        #expect { try readLabels(labels) } throws: { "\($0)".contains("line 2 is blank") }
+        try "Geospiza fortis\nQuercus alba\n\n".write(toFile: labels, atomically: true, encoding: .utf8)
+        #expect(try readLabels(labels) == ["Geospiza fortis", "Quercus alba"])
+        #expect(try readLabels("a, b ,c") == ["a", "b", "c"])
+
+        let cli = CLI()
+        let r = try cli.run("run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png", "--set", "cls=\(labels)x",
+                            "--set", "bins=b.csv")
+        #expect(r.status != 0 && r.stderr.contains("at most one of cls, bins or subset"))
+        let noTol = try cli.run("run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png")
+        #expect(noTol.status != 0 && noTol.stderr.contains("txt_emb_species.npy"))
+    }
+}
