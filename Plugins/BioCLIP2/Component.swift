@@ -35,6 +35,7 @@ struct BioCLIPComponent: Backbone {
         var textLayers = 3
         var embedDim = 128
         var epochs = 20
+        var trainBatch = 128
         var lr = 5e-4
         var weightDecay = 0.2
         var warmup = 1
@@ -56,7 +57,7 @@ struct BioCLIPComponent: Backbone {
             "dataset": "train/labels/emergent: the dataset component", "datasetOptions": "train/labels/emergent: key=value options passed to the dataset",
             "size": "train: image side", "patch": "train: patch size", "width": "train: image tower width", "layers": "train: image tower blocks",
             "textWidth": "train: text tower width", "textLayers": "train: text tower blocks", "embedDim": "train: shared embedding size",
-            "epochs": "train: passes over the training split", "lr": "train: AdamW peak learning rate (cosine with warm-up)",
+            "epochs": "train: passes over the training split", "trainBatch": "train: images (and captions) per contrastive batch", "lr": "train: AdamW peak learning rate (cosine with warm-up)",
             "weightDecay": "train: AdamW weight decay (not on gains, biases, embeddings, logit_scale)", "warmup": "train: warm-up epochs",
             "captions": "train: caption types, all (one per step, cycled) or a list of taxonomic,scientific,common,scientific_common,taxonomic_common",
             "seed": "train: initialisation and shuffles", "split": "train/emergent: the held-out split evaluated",

@@ -198,7 +198,7 @@ extension BioCLIPComponent {
 }
 
 /// Spearman rank correlation (average ranks for ties).
-func spearman(_ a: [Double], _ b: [Double]) -> Double {
+public func spearman(_ a: [Double], _ b: [Double]) -> Double {
     func ranks(_ v: [Double]) -> [Double] {
         let order = v.indices.sorted { v[$0] < v[$1] }
         var r = [Double](repeating: 0, count: v.count)
@@ -220,7 +220,7 @@ func spearman(_ a: [Double], _ b: [Double]) -> Double {
 
 /// Leave-one-out predictions of kernel ridge regression (linear kernel) of y from rows x:
 /// ŷ_i = k_iᵀ (K₋ᵢ + λI)⁻¹ y₋ᵢ, through the eigen decomposition of each K₋ᵢ.
-func ridgeLOO(_ x: [[Double]], _ y: [Double], lambda: Double) -> [Double] {
+public func ridgeLOO(_ x: [[Double]], _ y: [Double], lambda: Double) -> [Double] {
     let n = x.count
     func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map(*).reduce(0, +) }
     var gram = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)

@@ -90,7 +90,7 @@ extension BioCLIPComponent {
     /// the Tree-of-Life label files; reports zero-shot accuracy at every rank on `split`.
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.size % o.patch == 0, o.width % 32 == 0, o.textWidth % 32 == 0, o.epochs > 0, o.batch > 1 else {
+        guard o.size % o.patch == 0, o.width % 32 == 0, o.textWidth % 32 == 0, o.epochs > 0, o.trainBatch > 1 else {
             throw MenagerieError.invalidArgument("'\(Self.id)' train: size must be a multiple of patch, widths multiples of 32 (head width 32), epochs positive, batch ≥ 2")
         }
         let types = o.captions == "all" ? TaxonomicClass.captionTypes : o.captions.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -99,8 +99,8 @@ extension BioCLIPComponent {
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let (classes, described) = try datasetClasses(data, dataset: o.dataset)
-        guard let trainCount = described["splits"]?["train"]?.intValue, trainCount >= o.batch else {
-            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has fewer training images than one batch of \(o.batch)")
+        guard let trainCount = described["splits"]?["train"]?.intValue, trainCount >= o.trainBatch else {
+            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has fewer training images than one batch of \(o.trainBatch)")
         }
         let config = OpenCLIPConfig(embedDim: o.embedDim,
                                     vision: .init(imageSize: o.size, patchSize: o.patch, width: o.width, layers: o.layers, heads: o.width / 32, mlpRatio: 4),
@@ -115,7 +115,7 @@ extension BioCLIPComponent {
         var tokens: [String: [[Int]]] = [:]
         for t in types { tokens[t] = tokenizer.tokenize(classes.map { $0.caption(t) }).map { $0.map(Int.init) } }
         let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), beta1: 0.9, beta2: 0.98, eps: 1e-6, weightDecay: Float(o.weightDecay))
-        let steps = trainCount / o.batch, total = steps * o.epochs
+        let steps = trainCount / o.trainBatch, total = steps * o.epochs
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
         var curve = "epoch,loss,logit_scale,seconds\n"
         let started = Date()
@@ -126,7 +126,7 @@ extension BioCLIPComponent {
             var lossSum = 0.0
             for b in 0..<steps {
                 try request.host.checkCancelled()
-                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.batch)), "count": .number(Double(o.batch)),
+                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.trainBatch)), "count": .number(Double(o.trainBatch)),
                                                      "shuffle": true, "epoch": .number(Double(epoch))])
                 guard let images = batch.tensors["images"], let labels = batch.tensors["labels"] else {
                     throw MenagerieError.invalidArgument("dataset '\(o.dataset)' batch returned no images/labels")

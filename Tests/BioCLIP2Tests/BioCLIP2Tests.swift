@@ -180,4 +180,54 @@ import TestSupport
         let noTol = try cli.run("run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png")
         #expect(noTol.status != 0 && noTol.stderr.contains("txt_emb_species.npy"))
     }
+
+    /// `train` writes an open_clip folder that the same loader as the fixture reads, with
+    /// pybioclip's label files; `emergent` runs on it and its numbers stay in their ranges.
+    @Test func trainWritesAnOpenCLIPFolderAndEmergentRuns() throws {
+        let dir = TempDir("bioclip-train")
+        let cli = CLI()
+        let small = #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=8","valPerSpecies=1","testPerSpecies=6"]"#
+        let r = try cli.run("run", "bioclip2", "train", "--set", "epochs=3", "--set", "size=16", "--set", "patch=8", "--set", "width=32", "--set", "layers=1",
+                            "--set", "textWidth=32", "--set", "textLayers=1", "--set", "embedDim=48", "--set", "trainBatch=32", "--set", "lr=0.002",
+                            "--set", small, "--out", dir.sub("run"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let model = dir.sub("run") + "/model"
+        let bio = try BioCLIP(folder: model)
+        #expect(bio.config.vision.imageSize == 16 && bio.config.vision.width == 32 && bio.config.text.width == 32 && bio.config.embedDim == 48)
+        let labels = try TreeOfLifeLabels(npy: model + "/txt_emb_species.npy", json: model + "/txt_emb_species.json", dimension: 48)
+        #expect(labels.count == 16 && labels.names[0].taxa.count == 7)
+        let manifest = try JSONValue.parse(r.stdout)
+        let accuracy = manifest["result"]?["zero_shot_accuracy"]?.objectValue ?? [:]
+        #expect(Set(accuracy.keys) == Set(Rank.allCases.map(\.label)))
+        #expect(accuracy["kingdom"]?.doubleValue == 1)                      // one kingdom
+        let curve = try String(contentsOfFile: dir.sub("run") + "/curve.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        let losses = curve.map { Double($0.split(separator: ",")[1])! }
+        #expect(losses.count == 3 && losses.last! < losses.first!, "loss per epoch \(losses)")
+
+        let e = try cli.run("run", "bioclip2", "emergent", "--set", "model=\(model)", "--set", small, "--out", dir.sub("emergent"), "--json")
+        #expect(e.status == 0, "\(e.stderr)")
+        let m = try JSONValue.parse(e.stdout)["result"]!
+        #expect(m["species"]?.doubleValue == 16 && m["embedding_dim"]?.doubleValue == 48)
+        for key in ["variant_sex_orthogonality", "variant_stage_orthogonality", "intra_variance_in_inter_subspace"] {
+            let v = m[key]?.doubleValue ?? -1
+            #expect(v >= 0 && v <= 1, "\(key) = \(v)")
+        }
+        #expect((m["species_fisher_ratio"]?.doubleValue ?? -1) > 0)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("emergent") + "/species_means.png"))
+    }
+
+    /// The statistics the analyses are built from, on cases with known answers.
+    @Test func spearmanRidgeAndEigen() throws {
+        #expect(abs(spearman([1, 2, 3, 4], [10, 20, 30, 40]) - 1) < 1e-12)
+        #expect(abs(spearman([1, 2, 3, 4], [4, 3, 2, 1]) + 1) < 1e-12)
+        #expect(abs(spearman([1, 2, 2, 3], [1, 2, 2, 3]) - 1) < 1e-12)            // ties share ranks
+        // y is a linear function of x: leave-one-out ridge predictions nearly recover it.
+        let x: [[Double]] = (0..<12).map { i in [Double(i), Double(i % 3), 1] }
+        let y = x.map { 2 * $0[0] - $0[1] }
+        let loo = ridgeLOO(x, y, lambda: 1e-6)
+        #expect(zip(loo, y).allSatisfy { abs($0 - $1) < 1e-3 }, "\(loo)")
+        let (values, vectors) = try LinearAlgebra.symmetricEigen([2, 1, 1, 2], n: 2)
+        #expect(abs(values[0] - 3) < 1e-12 && abs(values[1] - 1) < 1e-12)
+        #expect(abs(abs(vectors[0][0]) - 0.5.squareRoot()) < 1e-12 && abs(vectors[0][0] - vectors[0][1]) < 1e-12)
+    }
 }
