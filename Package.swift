@@ -14,7 +14,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", []),
     ("DatasetAdapters", "Plugins/DatasetAdapters", []),
     ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
-    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz"]),
+    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
 ]
 
 let package = Package(

@@ -132,6 +132,38 @@ def main():
         add("prompt_cam.train", "images/s", {"median": 128 / (stats["median"] / 1000), "min": 128 / (stats["max"] / 1000),
                                              "max": 128 / (stats["min"] / 1000)})
 
+    if wanted("bioclip2."):
+        # The embedded BioCLIP-style model loaded by open_clip itself (the plugin writes open_clip's
+        # layout): text-embedding throughput under the 80 templates, and predict for 100 images against
+        # 10,000 custom labels whose embeddings are already computed (the cached path).
+        import os, open_clip
+        from safetensors.torch import load_file
+        folder = os.path.join(os.path.dirname(__file__), "..", "Plugins", "BioCLIP2", "Resources", "bioclip2-tol-tiny")
+        cfg = json.load(open(os.path.join(folder, "open_clip_config.json")))["model_cfg"]
+        model = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=cfg["vision_cfg"], text_cfg=cfg["text_cfg"],
+                               quick_gelu=cfg.get("quick_gelu", False)).eval()
+        model.load_state_dict(load_file(os.path.join(folder, "open_clip_model.safetensors")))
+        tokenizer = open_clip.get_tokenizer("ViT-B-32")
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+        labels = [f"Genus{i // 10} species{i}" for i in range(100)]
+        texts = [t(c) for c in labels for t in OPENAI_IMAGENET_TEMPLATES]
+        with torch.inference_mode():
+            def embed_texts():
+                for b in range(0, len(texts), 256):
+                    model.encode_text(tokenizer(texts[b:b + 256]))
+            stats = timed(embed_texts, 2)
+            add("bioclip2.text_embed", "texts/s", {"median": len(texts) / (stats["median"] / 1000), "min": len(texts) / (stats["max"] / 1000),
+                                                  "max": len(texts) / (stats["min"] / 1000)})
+            size = cfg["vision_cfg"]["image_size"]
+            images = torch.rand(100, 3, size, size)
+            classes = torch.nn.functional.normalize(torch.randn(10000, cfg["embed_dim"]), dim=-1)
+
+            def predict():
+                for b in range(0, 100, 10):
+                    f = torch.nn.functional.normalize(model.encode_image(images[b:b + 10]), dim=-1)
+                    (model.logit_scale.exp() * f @ classes.T).softmax(dim=-1).topk(5)
+            add("bioclip2.predict_10k_cached", "ms", timed(predict, max(2, args.repeats // 5)))
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 

@@ -30,18 +30,20 @@ struct BioCLIPComponent: Backbone {
         var size = 64
         var patch = 8
         var width = 128
-        var layers = 3
-        var textWidth = 128
+        var layers = 4
+        var textWidth = 64
         var textLayers = 3
         var embedDim = 128
         var epochs = 20
         var trainBatch = 128
+        var saveDtype = "f32"
         var lr = 5e-4
         var weightDecay = 0.2
         var warmup = 1
         var captions = "all"
         var seed = 0
         var split = "test"
+        var sizes = [6, 12, 24]
         static let help: [String: String] = [
             "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors); empty: the embedded model",
             "images": "predict/embed: a PNG/TIFF file or a folder of them (also --input images=DIR)",
@@ -57,12 +59,14 @@ struct BioCLIPComponent: Backbone {
             "dataset": "train/labels/emergent: the dataset component", "datasetOptions": "train/labels/emergent: key=value options passed to the dataset",
             "size": "train: image side", "patch": "train: patch size", "width": "train: image tower width", "layers": "train: image tower blocks",
             "textWidth": "train: text tower width", "textLayers": "train: text tower blocks", "embedDim": "train: shared embedding size",
-            "epochs": "train: passes over the training split", "trainBatch": "train: images (and captions) per contrastive batch", "lr": "train: AdamW peak learning rate (cosine with warm-up)",
+            "epochs": "train: passes over the training split", "trainBatch": "train: images (and captions) per contrastive batch",
+            "saveDtype": "train: dtype of the saved weights, f32, f16 or bf16", "lr": "train: AdamW peak learning rate (cosine with warm-up)",
             "weightDecay": "train: AdamW weight decay (not on gains, biases, embeddings, logit_scale)", "warmup": "train: warm-up epochs",
             "captions": "train: caption types, all (one per step, cycled) or a list of taxonomic,scientific,common,scientific_common,taxonomic_common",
             "seed": "train: initialisation and shuffles", "split": "train/emergent: the held-out split evaluated",
+            "sizes": "scale: trainPerSpecies values of the data-scale experiment",
         ]
-        static let choices = ["rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"], "output": ["json", "npy", "safetensors"]]
+        static let choices = ["saveDtype": ["f32", "f16", "bf16"], "rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"], "output": ["json", "npy", "safetensors"]]
     }
 
     static let id = "bioclip2"
@@ -76,7 +80,8 @@ struct BioCLIPComponent: Backbone {
                       inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)]),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
         OperationSpec("train", summary: "hierarchical contrastive training on a dataset → an open_clip model folder, zero-shot accuracy per rank"),
-        OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (metrics.csv, plots)"),
+        OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (emergent.csv, plots)"),
+        OperationSpec("scale", summary: "the data-scale experiment: train at several dataset sizes, accuracy and emergent metrics of each (scale.csv, scale.png)"),
     ]
 
     func embed(_ request: Request<Options>) throws -> Response {
@@ -135,6 +140,7 @@ struct BioCLIPComponent: Backbone {
         case "labels": return try writeLabels(request)
         case "train": return try train(request)
         case "emergent": return try emergent(request)
+        case "scale": return try scaleStudy(request)
         default: throw MenagerieError.invalidArgument("'\(Self.id)' has no operation '\(operation)'")
         }
     }

@@ -197,6 +197,59 @@ extension BioCLIPComponent {
     }
 }
 
+extension BioCLIPComponent {
+    /// The data-scale experiment: the same training (every option of `train`) with
+    /// `trainPerSpecies` set to each of `sizes`, then zero-shot accuracy and the emergent metrics of
+    /// each model on the same held-out split. Writes `scale.csv` and `scale.png`.
+    func scaleStudy(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard !o.sizes.isEmpty, o.sizes.allSatisfy({ $0 > 0 }) else { throw MenagerieError.invalidArgument("sizes must list positive trainPerSpecies values") }
+        let dir = request.host.scratchDirectory
+        var header: [String] = ["train_per_species", "train_images"], lines: [String] = []
+        var series: [(size: Int, accuracy: Double, rho: Double, orthogonality: Double)] = []
+        for size in o.sizes {
+            var t = o
+            t.datasetOptions = o.datasetOptions.filter { !$0.hasPrefix("trainPerSpecies=") } + ["trainPerSpecies=\(size)"]
+            let run = try train(Request(options: t, inputs: request.inputs, host: request.host, component: Self.id, operation: "train"))
+            let bio = try BioCLIP(folder: dir + "/model")
+            let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: bio.imageSize, options: t.datasetOptions)
+            let report = try analyse(bio, data: data, split: o.split, host: request.host, energy: 0.9)
+            let accuracy = run.result["zero_shot_accuracy"]?.objectValue ?? [:]
+            if lines.isEmpty { header += Rank.allCases.map { "zero_shot_" + $0.label } + report.rows.map(\.name) }
+            let images = (run.result["classes"]?.doubleValue ?? 0) * Double(size)
+            lines.append((["\(size)", "\(Int(images))"] + Rank.allCases.map { "\(accuracy[$0.label]?.doubleValue ?? .nan)" }
+                          + report.rows.map { "\($0.value)" }).joined(separator: ","))
+            let value = { (name: String) in report.rows.first { $0.name == name }?.value ?? .nan }
+            series.append((size, accuracy["species"]?.doubleValue ?? .nan, value("intra_variance_in_inter_subspace"), value("variant_sex_orthogonality")))
+            try FileManager.default.removeItem(atPath: dir + "/model")
+            try? FileManager.default.removeItem(atPath: dir + "/curve.csv")
+        }
+        try AtomicFile.write(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n") + "\n", to: dir + "/scale.csv")
+        // Three panels: species accuracy, ρ, sex-variant orthogonality against the data size.
+        var canvas = Canvas(width: 660, height: 260)
+        let panels: [(String, [Double])] = [("SPECIES ACC", series.map(\.accuracy)), ("RHO", series.map(\.rho)), ("ORTHOGONALITY", series.map(\.orthogonality))]
+        for (p, (title, values)) in panels.enumerated() {
+            let x0 = 20 + p * 215
+            canvas.text(title, x: x0, y: 8)
+            canvas.line(x0, 240, x0 + 190, 240, (120, 120, 120))
+            canvas.line(x0, 30, x0, 240, (120, 120, 120))
+            let finite = values.filter { $0.isFinite }
+            let lo = min(finite.min() ?? 0, 0), hi = max(finite.max() ?? 1, 1e-9)
+            var previous: (Int, Int)? = nil
+            for (i, v) in values.enumerated() where v.isFinite {
+                let x = x0 + 15 + i * 160 / max(values.count - 1, 1), y = 235 - Int((v - lo) / (hi - lo) * 195)
+                canvas.fill(x0: x - 3, y0: y - 3, x1: x + 4, y1: y + 4, (40, 80, 200))
+                if let q = previous { canvas.line(q.0, q.1, x, y, (40, 80, 200)) }
+                previous = (x, y)
+                canvas.text("\(series[i].size)", x: x - 5, y: 246)
+            }
+        }
+        try PNG.write(canvas.image, to: dir + "/scale.png")
+        return Response(result: ["sizes": .array(o.sizes.map { .number(Double($0)) }), "table": .string(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n"))],
+                        artifacts: ["scale.csv", "scale.png"])
+    }
+}
+
 /// Spearman rank correlation (average ranks for ties).
 public func spearman(_ a: [Double], _ b: [Double]) -> Double {
     func ranks(_ v: [Double]) -> [Double] {

@@ -41,10 +41,10 @@ extension BioCLIPComponent {
         p.images = dir + "/images"
         p.k = 3
         let species = try predict(Request(options: p, inputs: request.inputs, host: request.host, component: Self.id, operation: "predict"))
-        try FileManager.default.moveItem(atPath: dir + "/predictions.csv", toPath: dir + "/predictions_species.csv")
+        try relativise(dir + "/predictions.csv", to: dir + "/predictions_species.csv", prefix: dir + "/")
         p.rank = "genus"
         _ = try predict(Request(options: p, inputs: request.inputs, host: request.host, component: Self.id, operation: "predict"))
-        try FileManager.default.moveItem(atPath: dir + "/predictions.csv", toPath: dir + "/predictions_genus.csv")
+        try relativise(dir + "/predictions.csv", to: dir + "/predictions_genus.csv", prefix: dir + "/")
         // How often the embedded model's top species is right on these eight.
         let rows = species.result["predictions"]?.arrayValue ?? []
         var hits = 0
@@ -64,5 +64,12 @@ extension BioCLIPComponent {
         return Response(result: .object(result),
                         artifacts: ["short_training_curve.csv", "predictions_species.csv", "predictions_genus.csv", "emergent.csv",
                                     "species_means.png", "variants.png"] + names)
+    }
+
+    /// The predictions with file names relative to the tour's output folder.
+    func relativise(_ source: String, to target: String, prefix: String) throws {
+        let text = try String(contentsOfFile: source, encoding: .utf8)
+        try AtomicFile.write(text.replacingOccurrences(of: prefix, with: ""), to: target)
+        try FileManager.default.removeItem(atPath: source)
     }
 }

@@ -152,7 +152,8 @@ extension BioCLIPComponent {
         // The open_clip folder: config, weights (open_clip's state-dict names), tokenizer, labels.
         let dir = request.host.scratchDirectory + "/model"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try model.save(to: dir + "/open_clip_model.safetensors", metadata: ["format": "pt"])
+        let dtype: DType = o.saveDtype == "f16" ? .float16 : o.saveDtype == "bf16" ? .bfloat16 : .float32
+        try model.save(to: dir + "/open_clip_model.safetensors", metadata: ["format": "pt"], dtype: dtype)
         try AtomicFile.write(openCLIPConfigJSON(config).prettyText + "\n", to: dir + "/open_clip_config.json")
         try AtomicFile.write(curve, to: request.host.scratchDirectory + "/curve.csv")
         let bio = try BioCLIP(folder: dir)

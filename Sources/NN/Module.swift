@@ -43,8 +43,10 @@ extension Module {
     }
 
     /// Saves the state dict as safetensors (atomically).
-    public func save(to path: String, metadata: [String: String] = [:]) throws {
-        try SafeTensors.write(stateDict, metadata: metadata, to: path)
+    /// Writes every parameter and buffer as safetensors (`dtype` .float16 or .bfloat16 halves the file).
+    public func save(to path: String, metadata: [String: String] = [:], dtype: DType = .float32) throws {
+        let tensors = dtype == .float32 ? stateDict : try stateDict.map { ($0.name, try $0.tensor.converted(to: dtype)) }
+        try SafeTensors.write(tensors, metadata: metadata, to: path)
     }
 
     /// Loads every parameter and buffer by name; all missing, wrong-shaped and unexpected tensors

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Imaging
 import MenagerieHost
 import MenagerieKit
 import NN
@@ -161,6 +162,46 @@ struct BenchCommand: ParsableCommand {
                 samples.append(128 / ((now() - t0) / 1000))
             }
             records.append(record("prompt_cam.train", unit: "images/s", samples))
+        }
+
+        // BioCLIP 2 with the embedded model: text-embedding throughput under the 80 templates (100
+        // labels, no cache), then predict for 100 images against 10,000 custom labels: the first call
+        // computes and caches the 800,000 template texts (`bioclip2.predict_10k_cold`, one sample), the
+        // next ones read the cache (`bioclip2.predict_10k_cached`).
+        if (wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold")),
+           registry.components.contains(where: { $0.component.id == "bioclip2" }) {
+            let dir = runtime.scratchRoot + "/bench-bioclip2"
+            try FileManager.default.createDirectory(atPath: dir + "/images", withIntermediateDirectories: true)
+            var rng = SeededGenerator(seed: 7)
+            for i in 0..<100 {
+                let pixels = (0..<(64 * 64 * 3)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                try PNG.write(Image(width: 64, height: 64, channels: 3, pixels: pixels), to: dir + String(format: "/images/%03d.png", i))
+            }
+            try (0..<100).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels100.txt", atomically: true, encoding: .utf8)
+            try (0..<10_000).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels10k.txt", atomically: true, encoding: .utf8)
+            if wanted("bioclip2.text_embed") {
+                var samples: [Double] = []
+                for _ in 0..<2 {
+                    let t0 = now()
+                    _ = try runtime.invoke("bioclip2", operation: "predict", options: ["images": .string(dir + "/images/000.png"), "cls": .string(dir + "/labels100.txt"),
+                                                                                         "cache": "none"])
+                    samples.append(8000 / ((now() - t0) / 1000))
+                }
+                records.append(record("bioclip2.text_embed", unit: "texts/s", samples))
+            }
+            if wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold") {
+                let options: JSONValue = ["images": .string(dir + "/images"), "cls": .string(dir + "/labels10k.txt"), "cache": .string(dir + "/cache")]
+                let t0 = now()
+                _ = try runtime.invoke("bioclip2", operation: "predict", options: options)
+                records.append(record("bioclip2.predict_10k_cold", unit: "ms", [now() - t0]))
+                var samples: [Double] = []
+                for _ in 0..<max(2, repeats / 5) {
+                    let t1 = now()
+                    _ = try runtime.invoke("bioclip2", operation: "predict", options: options)
+                    samples.append(now() - t1)
+                }
+                records.append(record("bioclip2.predict_10k_cached", unit: "ms", samples))
+            }
         }
 
         try modelBenchmarks(into: &records, runtime: runtime, registry: registry)
