@@ -6,7 +6,12 @@
 SWIFT ?= swift
 CONFIG ?= release
 PREFIX ?= /usr/local
-BUILD_FLAGS = -c $(CONFIG)
+# Code generated for the CPU it is built on (AVX2 / AVX-512 where present): the elementwise
+# kernels vectorise wider. `make PORTABLE=1 …` builds for any CPU of the architecture instead.
+ifeq ($(PORTABLE),)
+NATIVE_FLAGS = -Xswiftc -target-cpu -Xswiftc native -Xcc -march=native
+endif
+BUILD_FLAGS = -c $(CONFIG) $(NATIVE_FLAGS)
 BIN = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
 TOUR_OUT ?= menagerie-tour
 

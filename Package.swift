@@ -73,7 +73,7 @@ let package = Package(
         // Tests.
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
-        .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "TestSupport"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),
         .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
