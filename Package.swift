@@ -15,6 +15,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("DatasetAdapters", "Plugins/DatasetAdapters", []),
     ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
     ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
+    ("CoreInfer", "Plugins/CoreInfer", []),
 ]
 
 let package = Package(
@@ -83,6 +84,7 @@ let package = Package(
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
         .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
         .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "TestSupport"]),
+        .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Text", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).

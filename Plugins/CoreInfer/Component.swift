@@ -1,0 +1,189 @@
+import Foundation
+import Formats
+import MenagerieKit
+import NN
+import Tensors
+import Text
+
+/// A Hugging Face decoder (OPT, LLaMA) with CoreInfer's sparse decoding: `generate` runs the prompt
+/// densely, picks each converted layer's sentence core neurons from the prefill activations, gathers
+/// their weights once, and decodes on them.
+struct CoreInferComponent: Generator {
+    struct Options: ComponentOptions {
+        var modelDir = ""
+        var prompt = ""
+        var maxNewTokens = 32
+        var temperature = 0.0
+        var topK = 0
+        var topP = 1.0
+        var stop: [String] = []
+        var mode = "stability"
+        var alpha = 0.2
+        var beta = 0.4
+        var start = -1
+        var end = -1
+        var saveCore = false
+        var compare = true
+        var stream = true
+        static let help = [
+            "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json",
+            "prompt": "the prompt text", "maxNewTokens": "tokens to generate at most",
+            "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
+            "topK": "sample among the k most likely tokens (0: all)", "topP": "nucleus sampling: the smallest set with this much probability",
+            "stop": "stop strings: generation ends when the text ends with one (it is kept)",
+            "mode": "dense (no sparsity) or stability (CoreInfer's sentence core neurons from the prompt)",
+            "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
+            "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
+            "saveCore": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
+            "stream": "print the text to stdout as it is generated",
+        ]
+        static let choices = ["mode": ["dense", "stability"]]
+    }
+    static let id = "coreinfer"
+    static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
+    static let operations = [OperationSpec("generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
+                                           outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")])]
+
+    func generate(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard !o.modelDir.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set modelDir=FOLDER (config.json, model.safetensors, tokenizer.json)") }
+        guard o.beta > 0 && o.beta <= 1 else { throw MenagerieError.invalidArgument("beta must be in (0, 1], got \(o.beta)") }
+        guard o.alpha > 0 && o.alpha <= 1 else { throw MenagerieError.invalidArgument("alpha must be in (0, 1], got \(o.alpha)") }
+        guard o.maxNewTokens >= 0, o.temperature >= 0, o.topK >= 0, o.topP > 0 && o.topP <= 1 else {
+            throw MenagerieError.invalidArgument("maxNewTokens, temperature and topK must be ≥ 0 and topP in (0, 1]")
+        }
+        let (model, tokenizer) = try load(o.modelDir)
+        let promptIDs = tokenizer.encode(o.prompt)
+        guard !promptIDs.isEmpty else { throw MenagerieError.invalidArgument("the prompt encodes to no tokens") }
+        guard promptIDs.count < model.config.maxPositions else {
+            throw MenagerieError.invalidArgument("the prompt has \(promptIDs.count) tokens; the model's context is \(model.config.maxPositions) (max_position_embeddings)")
+        }
+        let budget = min(o.maxNewTokens, model.config.maxPositions - promptIDs.count)
+        let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
+        defer { for l in 0..<model.config.layers { try? model.setSparse(layer: l, neurons: nil) } }
+
+        // Prefill, densely, collecting the converted layers' FFN activations.
+        var activations: [Int: [Float]] = [:]
+        model.activationHook = { l, a, _ in if layers.contains(l) { activations[l] = a } }
+        let cache = model.makeCache()
+        let t0 = Date()
+        var logits = try model.forward(promptIDs, cache: cache)
+        let prefillSeconds = Date().timeIntervalSince(t0)
+        model.activationHook = nil
+        var core: [Int: [Int]] = [:]
+        if o.mode == "stability" {
+            let dff = model.config.intermediateSize
+            for l in layers {
+                let neurons = sentenceCoreNeurons(activations[l]!, tokens: promptIDs.count, dff: dff, alpha: o.alpha, beta: o.beta)
+                core[l] = neurons
+                try model.setSparse(layer: l, neurons: neurons)
+            }
+        }
+        var rng = SeededGenerator(seed: request.host.seed)
+        let (generated, decodeSeconds, text) = try decode(model, tokenizer: tokenizer, cache: cache, first: logits, prompt: promptIDs, budget: budget,
+                                                          options: o, rng: &rng, stream: o.stream, host: request.host)
+        var result: [String: JSONValue] = [
+            "mode": .string(o.mode), "prompt_ids": .array(promptIDs.map { .number(Double($0)) }), "generated_ids": .array(generated.map { .number(Double($0)) }),
+            "text": .string(text), "prefill_tokens_per_s": .number(Double(promptIDs.count) / max(prefillSeconds, 1e-9)),
+            "decode_tokens_per_s": .number(Double(generated.count) / max(decodeSeconds, 1e-9)),
+            "architecture": .string(model.config.architecture.rawValue),
+        ]
+        if o.mode == "stability" {
+            result["converted_layers"] = .array(layers.map { .number(Double($0)) })
+            result["kept_neurons_per_layer"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.number(Double($0.value.count))) }))
+            result["ffn_neurons"] = .number(Double(model.config.intermediateSize))
+            if o.saveCore {
+                result["core_neurons"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.array($0.value.map { .number(Double($0)) })) }))
+            }
+            if o.compare && !generated.isEmpty {
+                // The same number of tokens, densely, from the same prefill state, greedy: speed and agreement.
+                for l in layers { try model.setSparse(layer: l, neurons: nil) }
+                let denseCache = model.makeCache()
+                logits = try model.forward(promptIDs, cache: denseCache)
+                var dense = o
+                dense.temperature = 0
+                dense.stop = []
+                var denseRNG = SeededGenerator(seed: 0)
+                let (denseIDs, denseSeconds, _) = try decode(model, tokenizer: tokenizer, cache: denseCache, first: logits, prompt: promptIDs, budget: generated.count,
+                                                             options: dense, rng: &denseRNG, stream: false, host: request.host)
+                let denseRate = Double(denseIDs.count) / max(denseSeconds, 1e-9)
+                result["dense_decode_tokens_per_s"] = .number(denseRate)
+                result["speedup"] = .number((Double(generated.count) / max(decodeSeconds, 1e-9)) / max(denseRate, 1e-9))
+                if o.temperature == 0 {
+                    let agree = zip(generated, denseIDs).prefix { $0 == $1 }.count
+                    result["greedy_agreement_prefix"] = .number(Double(agree))
+                }
+            }
+        }
+        let all = (promptIDs + generated).map(Int64.init)
+        return Response(result: .object(result), tensors: [("tokens", Tensor(all))])
+    }
+
+    /// Samples up to `budget` tokens after `first` (the logits of the last prompt position).
+    func decode(_ model: DecoderLM, tokenizer: ByteLevelBPETokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
+                options o: Options, rng: inout SeededGenerator, stream: Bool, host: MenagerieKit.Host) throws -> ([Int32], Double, String) {
+        var logits = first, out: [Int32] = [], printed = ""
+        let eos = Set(model.config.eosTokenIDs.map(Int32.init))
+        let t0 = Date()
+        for _ in 0..<budget {
+            try host.checkCancelled()
+            let id = sample(logits, options: o, rng: &rng)
+            if eos.contains(id) { break }
+            out.append(id)
+            let text = tokenizer.decode(out, skipSpecial: true)
+            if stream, !text.hasSuffix("\u{FFFD}"), text.count > printed.count, text.hasPrefix(printed) {
+                FileHandle.standardOutput.write(Data(String(text.dropFirst(printed.count)).utf8))
+                printed = text
+            }
+            if o.stop.contains(where: { !$0.isEmpty && text.hasSuffix($0) }) { break }
+            if out.count == budget { break }
+            logits = try model.forward([id], cache: cache)
+        }
+        let seconds = Date().timeIntervalSince(t0)
+        if stream && !printed.isEmpty { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        return (out, seconds, tokenizer.decode(out, skipSpecial: true))
+    }
+
+    /// Greedy at temperature 0; otherwise softmax(logits/T) restricted to the top k and the top-p
+    /// nucleus (HF semantics: the smallest prefix of the sorted distribution reaching p, at least one).
+    func sample(_ logits: [Float], options o: Options, rng: inout SeededGenerator) -> Int32 {
+        if o.temperature == 0 { return Int32(logits.indices.max { logits[$0] < logits[$1] }!) }
+        var order = logits.indices.sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+        if o.topK > 0 { order = Array(order.prefix(o.topK)) }
+        let m = logits[order[0]]
+        var p = order.map { Double(expf((logits[$0] - m) / Float(o.temperature))) }
+        let z = p.reduce(0, +)
+        p = p.map { $0 / z }
+        if o.topP < 1 {
+            var cumulative = 0.0, keep = 0
+            while keep < p.count { cumulative += p[keep]; keep += 1; if cumulative >= o.topP { break } }
+            order = Array(order.prefix(keep))
+            p = Array(p.prefix(keep))
+            let z2 = p.reduce(0, +)
+            p = p.map { $0 / z2 }
+        }
+        var u = rng.nextUniform(), chosen = order.last!
+        for (i, q) in p.enumerated() { u -= q; if u <= 0 { chosen = order[i]; break } }
+        return Int32(chosen)
+    }
+
+    func load(_ folder: String) throws -> (DecoderLM, ByteLevelBPETokenizer) {
+        let folder = (folder as NSString).expandingTildeInPath
+        do {
+            let model = try DecoderLM(folder: folder)
+            let tokenizerPath = folder + "/tokenizer.json"
+            guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json") }
+            return (model, try ByteLevelBPETokenizer(path: tokenizerPath))
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+}
+
+/// The plugin: its identity and components (the entry symbol is in `Entry/`).
+public enum CoreInferPlugin: Plugin {
+    public static let name = "coreinfer"
+    public static let version = "0.1.0"
+    public static let summary = "CoreInfer: sparse LLM inference on sentence-level core neurons, with an OPT/LLaMA runtime"
+    public static let license = "MIT"
+    public static let authors = ["Menagerie contributors"]
+    public static let components: [any Component.Type] = [CoreInferComponent.self]
+}

@@ -1,0 +1,38 @@
+import Foundation
+
+/// CoreInfer's stability-guided sentence core neurons (Wang et al. 2024) of one layer from its FFN
+/// activations X [tokens, dff] during prefill:
+///   k = int(α · count(X > 0) / tokens); each token's core set = its top-k neurons by activation
+///   (ties to the lower index); count how often each neuron is in a token core set; the sentence core
+///   set = the first int(β · dff) neurons by count, descending (ties to the lower index — the
+///   reference's torch sort is unstable there). Returned sorted ascending.
+public func sentenceCoreNeurons(_ x: [Float], tokens: Int, dff: Int, alpha: Double, beta: Double) -> [Int] {
+    precondition(x.count == tokens * dff, "activations \(x.count) ≠ \(tokens) × \(dff)")
+    guard tokens > 0, dff > 0 else { return [] }
+    let positive = x.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+    let k = min(dff, Int(alpha * Double(positive) / Double(tokens)))
+    var counts = [Int](repeating: 0, count: dff)
+    if k > 0 {
+        var order = [Int](0..<dff)
+        for t in 0..<tokens {
+            let row = t * dff
+            order = Array(0..<dff)
+            // Partial selection would do; dff is small enough next to the products for a sort.
+            order.sort { x[row + $0] > x[row + $1] || (x[row + $0] == x[row + $1] && $0 < $1) }
+            for n in order.prefix(k) { counts[n] += 1 }
+        }
+    }
+    let keep = min(dff, Int(beta * Double(dff)))
+    let ranked = (0..<dff).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
+    return ranked.prefix(keep).sorted()
+}
+
+/// The layers CoreInfer converts: start < l < end. The reference uses 5 and 27 of 32 layers
+/// (LLaMA-7B, OPT-6.7B); for other depths the same fractions are scaled and rounded:
+/// start = round(5/32 · L), end = round(27/32 · L). Explicit values win.
+public func convertedLayers(total: Int, start: Int?, end: Int?) -> Range<Int> {
+    let s = start ?? Int((5.0 / 32.0 * Double(total)).rounded())
+    let e = end ?? Int((27.0 / 32.0 * Double(total)).rounded())
+    let lower = max(s + 1, 0), upper = min(e, total)
+    return lower < upper ? lower..<upper : 0..<0
+}

@@ -1,0 +1,91 @@
+import CoreInfer
+import Foundation
+import Formats
+import NN
+import Testing
+import Text
+import TestSupport
+
+/// CoreInfer's stability-guided core sets against the fixtures (α = 0.2, β = 0.4, every layer), and
+/// `generate` through the CLI: dense greedy text equals transformers', sparse decoding keeps the
+/// chosen fraction of neurons, bad inputs are named.
+@Suite struct CoreInferTests {
+    struct Prompt: Decodable { let input_ids: [Int32]; let core_neurons: [String: [Int]]; let greedy_text: String; let text: String }
+    struct Expected: Decodable { let prompts: [Prompt] }
+
+    func expected(_ name: String) throws -> Expected {
+        try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/\(name)/expected.json")))
+    }
+
+    @Test(arguments: ["opt-tiny", "llama-tiny"])
+    func coreSetsMatchTheFixture(_ name: String) throws {
+        let model = try DecoderLM(folder: TestPaths.fixtures + "/" + name)
+        let dff = model.config.intermediateSize
+        for p in try expected(name).prompts {
+            var activations: [Int: [Float]] = [:]
+            model.activationHook = { l, a, _ in activations[l] = a }
+            _ = try model.forward(p.input_ids, cache: model.makeCache())
+            for (layer, want) in p.core_neurons {
+                let ours = sentenceCoreNeurons(activations[Int(layer)!]!, tokens: p.input_ids.count, dff: dff, alpha: 0.2, beta: 0.4)
+                #expect(ours == want, "\(name) layer \(layer): \(ours.count) vs \(want.count) neurons")
+            }
+        }
+    }
+
+    /// Keeping every neuron (β = 1) reproduces the dense logits: the gathered path is the same FFN.
+    @Test func fullCoreSetIsTheDenseModel() throws {
+        let model = try DecoderLM(folder: TestPaths.fixtures + "/llama-tiny")
+        let ids: [Int32] = [49, 351, 273, 333, 337]
+        let dense = try model.forward(ids, cache: model.makeCache())
+        for l in 0..<model.config.layers { try model.setSparse(layer: l, neurons: Array(0..<model.config.intermediateSize)) }
+        let sparse = try model.forward(ids, cache: model.makeCache())
+        #expect(zip(dense, sparse).map { abs($0 - $1) }.max()! < 1e-5)
+        #expect(convertedLayers(total: 32, start: nil, end: nil) == 6..<27)
+        #expect(convertedLayers(total: 3, start: 0, end: 3) == 1..<3)
+    }
+
+    @Test func generateThroughTheCLI() throws {
+        let dir = TempDir("coreinfer")
+        let cli = CLI()
+        let folder = TestPaths.fixtures + "/llama-tiny"
+        let p = try expected("llama-tiny").prompts[0]
+        let dense = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
+                                "--set", "maxNewTokens=16", "--set", "stream=false", "--out", dir.sub("dense"), "--json")
+        #expect(dense.status == 0, "\(dense.stderr)")
+        let result = try JSONValue.parse(dense.stdout)["result"]!
+        #expect(result["text"]?.stringValue == p.greedy_text)
+        #expect(result["prompt_ids"]?.arrayValue?.map { Int32($0.intValue!) } == p.input_ids)
+        let sparse = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(folder)", "--set", "prompt=\(p.text)", "--set", "beta=0.4",
+                                 "--set", "start=0", "--set", "end=3", "--set", "saveCore=true", "--set", "maxNewTokens=8", "--set", "stream=false", "--out", dir.sub("sparse"), "--json")
+        #expect(sparse.status == 0, "\(sparse.stderr)")
+        let s = try JSONValue.parse(sparse.stdout)["result"]!
+        #expect(s["kept_neurons_per_layer"]?["1"]?.intValue == Int(0.4 * 192))
+        #expect(s["core_neurons"]?["2"]?.arrayValue?.map { $0.intValue! } == p.core_neurons["2"])
+        #expect((s["speedup"]?.doubleValue ?? 0) > 0 && s["generated_ids"]?.arrayValue?.count == 8)
+        let tokens = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("sparse") + "/tokens.npy")))
+        #expect(tokens.shape == [p.input_ids.count + 8])
+    }
+
+    @Test func badInputsAreNamed() throws {
+        let dir = TempDir("coreinfer-bad")
+        let cli = CLI()
+        let folder = TestPaths.fixtures + "/llama-tiny"
+        let beta = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(folder)", "--set", "prompt=x", "--set", "beta=1.5")
+        #expect(beta.status != 0 && beta.stderr.contains("beta must be in (0, 1]"))
+        let long = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(folder)", "--set", "prompt=" + String(repeating: "free software ", count: 200))
+        #expect(long.status != 0 && long.stderr.contains("context is 256"))
+        // An unknown architecture and a missing tensor.
+        let gpt2 = dir.sub("gpt2")
+        for f in ["model.safetensors", "tokenizer.json"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: gpt2 + "/" + f) }
+        let config = try String(contentsOfFile: folder + "/config.json", encoding: .utf8).replacingOccurrences(of: "\"model_type\": \"llama\"", with: "\"model_type\": \"gpt2\"")
+        try config.write(toFile: gpt2 + "/config.json", atomically: true, encoding: .utf8)
+        let arch = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(gpt2)", "--set", "prompt=x")
+        #expect(arch.status != 0 && arch.stderr.contains("model_type 'gpt2' is not supported"))
+        let partial = dir.sub("partial")
+        for f in ["config.json", "tokenizer.json"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: partial + "/" + f) }
+        let full = try SafeTensorsFile(path: folder + "/model.safetensors")
+        try SafeTensors.write(try full.names.filter { $0 != "model.layers.1.mlp.up_proj.weight" }.map { ($0, try full.tensor($0)) }, to: partial + "/model.safetensors")
+        let missing = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(partial)", "--set", "prompt=x")
+        #expect(missing.status != 0 && missing.stderr.contains("model.layers.1.mlp.up_proj.weight"))
+    }
+}
