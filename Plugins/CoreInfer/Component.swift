@@ -25,6 +25,7 @@ struct CoreInferComponent: Generator {
         var saveCore = false
         var compare = true
         var stream = true
+        var corpus = ""
         static let help = [
             "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json",
             "prompt": "the prompt text", "maxNewTokens": "tokens to generate at most",
@@ -35,14 +36,20 @@ struct CoreInferComponent: Generator {
             "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "saveCore": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
-            "stream": "print the text to stdout as it is generated",
+            "stream": "print the text to stdout as it is generated (turn off with --json)",
+            "corpus": "analyze: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
         static let choices = ["mode": ["dense", "stability"]]
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
     static let operations = [OperationSpec("generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
-                                           outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")])]
+                                           outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
+                             OperationSpec("analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement")]
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        try analyze(request)
+    }
 
     func generate(_ request: Request<Options>) throws -> Response {
         let o = request.options

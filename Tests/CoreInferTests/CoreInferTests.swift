@@ -88,4 +88,21 @@ import TestSupport
         let missing = try cli.run("run", "coreinfer", "generate", "--set", "modelDir=\(partial)", "--set", "prompt=x")
         #expect(missing.status != 0 && missing.stderr.contains("model.layers.1.mlp.up_proj.weight"))
     }
+
+    /// The analyses on the embedded corpus: a sentence's full prefix has exactly its final core set,
+    /// Jaccard values are proportions, perplexities are finite.
+    @Test func analysesOnTheEmbeddedCorpus() throws {
+        let dir = TempDir("coreinfer-analyze")
+        let r = try CLI().run("run", "coreinfer", "analyze", "--set", "modelDir=\(TestPaths.fixtures)/opt-tiny", "--set", "start=0", "--set", "end=3",
+                              "--out", dir.sub("a"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try JSONValue.parse(r.stdout)["result"]!
+        let curve = try String(contentsOfFile: dir.sub("a") + "/stability.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        #expect(curve.count == 10 && curve.last! == "1.0,1.0")
+        for key in ["jaccard_within_topic", "jaccard_across_topics", "greedy_agreement", "stability_overlap_at_50pct"] {
+            let v = m[key]?.doubleValue ?? -1
+            #expect(v >= 0 && v <= 1, "\(key) = \(v)")
+        }
+        #expect((m["perplexity_dense"]?.doubleValue ?? .nan).isFinite && m["texts"]?.intValue == 32)
+    }
 }
