@@ -15,7 +15,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("DatasetAdapters", "Plugins/DatasetAdapters", []),
     ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
     ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
-    ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tokenizer.json"]),
+    ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"]),
 ]
 
 let package = Package(

@@ -26,8 +26,21 @@ struct CoreInferComponent: Generator {
         var compare = true
         var stream = true
         var corpus = ""
+        // train
+        var tokenizer = ""
+        var hidden = 128
+        var layers = 4
+        var heads = 8
+        var kvHeads = 4
+        var ffn = 384
+        var maxPositions = 256
+        var context = 48
+        var batch = 16
+        var steps = 400
+        var lr = 3e-3
+        var saveDtype = "f32"
         static let help = [
-            "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json",
+            "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
             "prompt": "the prompt text", "maxNewTokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "topK": "sample among the k most likely tokens (0: all)", "topP": "nucleus sampling: the smallest set with this much probability",
@@ -37,23 +50,28 @@ struct CoreInferComponent: Generator {
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "saveCore": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
             "stream": "print the text to stdout as it is generated (turn off with --json)",
-            "corpus": "analyze: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
+            "tokenizer": "train: a byte-level BPE tokenizer.json (default: the shipped 512-token one)",
+            "hidden": "train: model width", "layers": "train: decoder layers", "heads": "train: attention heads", "kvHeads": "train: key-value heads",
+            "ffn": "train: SwiGLU inner width", "maxPositions": "train: the context the model accepts", "context": "train: tokens per training window",
+            "batch": "train: windows per step", "steps": "train: optimizer steps", "lr": "train: AdamW peak learning rate",
+            "saveDtype": "train: f32 or f16 weights",
+            "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
-        static let choices = ["mode": ["dense", "stability"]]
+        static let choices = ["mode": ["dense", "stability"], "saveDtype": ["f32", "f16"]]
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
     static let operations = [OperationSpec("generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
                                            outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
+                             OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
                              OperationSpec("analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement")]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
-        try analyze(request)
+        operation == "train" ? try train(request) : try analyze(request)
     }
 
     func generate(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard !o.modelDir.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set modelDir=FOLDER (config.json, model.safetensors, tokenizer.json)") }
         guard o.beta > 0 && o.beta <= 1 else { throw MenagerieError.invalidArgument("beta must be in (0, 1], got \(o.beta)") }
         guard o.alpha > 0 && o.alpha <= 1 else { throw MenagerieError.invalidArgument("alpha must be in (0, 1], got \(o.alpha)") }
         guard o.maxNewTokens >= 0, o.temperature >= 0, o.topK >= 0, o.topP > 0 && o.topP <= 1 else {
@@ -174,8 +192,10 @@ struct CoreInferComponent: Generator {
         return Int32(chosen)
     }
 
-    func load(_ folder: String) throws -> (DecoderLM, ByteLevelBPETokenizer) {
-        let folder = (folder as NSString).expandingTildeInPath
+    /// The model folder given, or the embedded one (`Resources/tiny-llama`, trained here by `train`
+    /// on the embedded corpus).
+    func load(_ given: String) throws -> (DecoderLM, ByteLevelBPETokenizer) {
+        let folder = given.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama") : (given as NSString).expandingTildeInPath
         do {
             let model = try DecoderLM(folder: folder)
             let tokenizerPath = folder + "/tokenizer.json"

@@ -2,6 +2,7 @@ import CoreInfer
 import Foundation
 import Formats
 import NN
+import Tensors
 import Testing
 import Text
 import TestSupport
@@ -104,5 +105,25 @@ import TestSupport
             #expect(v >= 0 && v <= 1, "\(key) = \(v)")
         }
         #expect((m["perplexity_dense"]?.doubleValue ?? .nan).isFinite && m["texts"]?.intValue == 32)
+    }
+
+    /// `train` writes a Hugging Face folder: DecoderLM (the inference path) reproduces the trained
+    /// LlamaModule's logits (two implementations of one model), and the loss falls.
+    @Test func trainWritesAFolderTheRuntimeReads() throws {
+        let dir = TempDir("coreinfer-train")
+        let r = try CLI().run("run", "coreinfer", "train", "--set", "hidden=32", "--set", "layers=2", "--set", "heads=4", "--set", "kvHeads=2",
+                              "--set", "ffn=64", "--set", "context=16", "--set", "batch=4", "--set", "steps=30", "--out", dir.sub("t"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try JSONValue.parse(r.stdout)["result"]!
+        #expect((m["final_loss"]?.doubleValue ?? 99) < (m["first_loss"]?.doubleValue ?? 0))
+        let folder = dir.sub("t") + "/model"
+        let runtime = try DecoderLM(folder: folder)
+        let module = LlamaModule(config: runtime.config)
+        try module.load(from: SafeTensorsCheckpoint(path: folder + "/model.safetensors"))
+        let ids = [5, 77, 300, 12, 9, 41]
+        let reference = GradMode.disabled { module([ids]) }.scalars
+        let ours = try runtime.forward(ids.map(Int32.init), cache: runtime.makeCache(), allLogits: true)
+        let err = zip(reference, ours).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-4, "LlamaModule vs DecoderLM logits max |Δ| \(err)")
     }
 }

@@ -1,0 +1,77 @@
+import Foundation
+import Formats
+import MenagerieKit
+import NN
+import Tensors
+import Text
+
+extension CoreInferComponent {
+    /// `train`: a small LLaMA on a corpus (the embedded one by default) with the shipped byte-level
+    /// BPE: the texts joined into one token stream, random windows of `context` tokens, next-token
+    /// cross-entropy, AdamW (β 0.9/0.95, weight decay 0.1 on matrices), cosine schedule with warm-up.
+    /// Writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json) that `generate`
+    /// and transformers read.
+    func train(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard o.hidden % o.heads == 0, o.heads % o.kvHeads == 0, o.steps > 0, o.context >= 8, o.batch > 0 else {
+            throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kvHeads; steps > 0, context ≥ 8, batch > 0")
+        }
+        let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
+        let corpus: Corpus
+        do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let tokenizerPath = o.tokenizer.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
+        let tokenizer: ByteLevelBPETokenizer
+        do { tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let eos = tokenizer.vocabulary["</s>"].map(Int.init) ?? 1
+        var stream: [Int] = []
+        for t in corpus.topics { for text in t.texts { stream += tokenizer.encode(text).map(Int.init) + [eos] } }
+        guard stream.count > o.context + 1 else { throw MenagerieError.invalidArgument("the corpus has \(stream.count) tokens: fewer than one window of \(o.context)") }
+        let json: JSONValue = [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": .number(Double(o.hidden)),
+            "intermediate_size": .number(Double(o.ffn)), "num_hidden_layers": .number(Double(o.layers)),
+            "num_attention_heads": .number(Double(o.heads)), "num_key_value_heads": .number(Double(o.kvHeads)),
+            "head_dim": .number(Double(o.hidden / o.heads)), "max_position_embeddings": .number(Double(o.maxPositions)), "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "vocab_size": .number(Double(tokenizer.vocabularySize)), "tie_word_embeddings": false,
+            "bos_token_id": .number(Double(tokenizer.vocabulary["<s>"] ?? 0)), "eos_token_id": .number(Double(eos)), "hidden_act": "silu",
+            "attention_bias": false, "mlp_bias": false, "torch_dtype": "float32",
+        ]
+        let config = try DecoderConfig(json: json)
+        let model = LlamaModule(config: config, seed: request.host.seed)
+        for (name, p) in model.namedParameters { p.decays = p.shape.count >= 2 && !name.contains("norm") }
+        let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
+        let schedule = Schedule.cosine(warmup: max(1, o.steps / 20), floor: 0.1)
+        var rng = SeededGenerator(seed: request.host.seed &+ 1)
+        var curve = "step,loss\n"
+        var first = Double.nan, last = Double.nan
+        let started = Date()
+        for step in 0..<o.steps {
+            try request.host.checkCancelled()
+            var inputs: [[Int]] = [], targets: [Int] = []
+            for _ in 0..<o.batch {
+                let s = Int(rng.next() % UInt64(stream.count - o.context - 1))
+                inputs.append(Array(stream[s..<(s + o.context)]))
+                targets += stream[(s + 1)...(s + o.context)]
+            }
+            optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: o.steps)
+            let logits = model(inputs).reshaped([o.batch * o.context, config.vocabSize])
+            let loss = crossEntropy(logits, labels: targets)
+            optimizer.minimize(loss)
+            let value = Double(loss.scalars[0])
+            if step == 0 { first = value }
+            last = value
+            if step % 10 == 0 || step == o.steps - 1 { curve += "\(step),\(value)\n" }
+            request.host.progress(step + 1, of: o.steps, "loss \(String(format: "%.3f", value))")
+        }
+        let dir = request.host.scratchDirectory + "/model"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dtype: DType = o.saveDtype == "f16" ? .float16 : .float32
+        try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
+        try AtomicFile.write(json.prettyText + "\n", to: dir + "/config.json")
+        try FileManager.default.copyItem(atPath: tokenizerPath, toPath: dir + "/tokenizer.json")
+        try AtomicFile.write(curve, to: request.host.scratchDirectory + "/curve.csv")
+        return Response(result: ["steps": .number(Double(o.steps)), "first_loss": .number(first), "final_loss": .number(last),
+                                 "corpus_tokens": .number(Double(stream.count)), "seconds": .number(Date().timeIntervalSince(started)),
+                                 "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
+                        artifacts: ["model/config.json", "model/model.safetensors", "model/tokenizer.json", "curve.csv"])
+    }
+}
