@@ -13,7 +13,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     public private(set) var tokens: [String] = []
     /// (content, id, special), longest first.
     public private(set) var added: [(content: String, id: Int32, special: Bool)] = []
-    private var merges: [UInt64: (rank: Int32, id: Int32)] = [:]
+    private var merges = MergeTable()
     private var addPrefixSpace = false
     private var prefix: [Int32] = [], suffix: [Int32] = []
     private let byteSymbol: [Int32]                 // vocabulary id of each byte's symbol (−1 if absent)
@@ -70,8 +70,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             guard pair.count == 2, let a = vocabulary[pair[0]], let b = vocabulary[pair[1]], let merged = vocabulary[pair[0] + pair[1]] else {
                 throw FormatError(path: path, "merge \(rank) (\(m.compactText)) names a token the vocabulary lacks")
             }
-            let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
-            if merges[key] == nil { merges[key] = (Int32(rank), merged) }
+            merges.add(a, b, rank: rank, merged: merged)
         }
         // TemplateProcessing: special tokens before and after the single sequence.
         if let post = json["post_processor"], post["type"]?.stringValue == "TemplateProcessing", let single = post["single"]?.arrayValue {
@@ -114,18 +113,8 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     /// GPT-2's pattern: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
     static func split(_ text: String) -> [String] {
         let s = Array(text.unicodeScalars)
-        func letter(_ c: Unicode.Scalar) -> Bool {
-            switch c.properties.generalCategory {
-            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
-            default: return false
-            }
-        }
-        func number(_ c: Unicode.Scalar) -> Bool {
-            switch c.properties.generalCategory {
-            case .decimalNumber, .letterNumber, .otherNumber: return true
-            default: return false
-            }
-        }
+        func letter(_ c: Unicode.Scalar) -> Bool { c.isLetterCategory }
+        func number(_ c: Unicode.Scalar) -> Bool { c.isNumberCategory }
         func space(_ c: Unicode.Scalar) -> Bool { c.properties.isWhitespace }
         func other(_ c: Unicode.Scalar) -> Bool { !space(c) && !letter(c) && !number(c) }
         var out: [String] = []
@@ -161,23 +150,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         lock.lock()
         if let hit = cache[piece] { lock.unlock(); return hit }
         lock.unlock()
-        var word = piece.utf8.map { byteSymbol[Int($0)] }
-        while word.count > 1 {
-            var best: (rank: Int32, id: Int32)? = nil, at = -1
-            for i in 0..<(word.count - 1) {
-                let key = UInt64(UInt32(bitPattern: word[i])) << 32 | UInt64(UInt32(bitPattern: word[i + 1]))
-                if let m = merges[key], best == nil || m.rank < best!.rank { (best, at) = (m, i) }
-            }
-            guard let merge = best else { break }
-            let (first, second) = (word[at], word[at + 1])
-            var merged: [Int32] = []
-            merged.reserveCapacity(word.count)
-            var i = 0
-            while i < word.count {
-                if i + 1 < word.count && word[i] == first && word[i + 1] == second { merged.append(merge.id); i += 2 } else { merged.append(word[i]); i += 1 }
-            }
-            word = merged
-        }
+        let word = merges.apply(piece.utf8.map { byteSymbol[Int($0)] })
         lock.lock()
         if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
         cache[piece] = word

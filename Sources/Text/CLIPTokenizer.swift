@@ -21,8 +21,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
     public let endOfText: Int32
     public let contextLength: Int
 
-    /// (left id << 32 | right id) → (merge rank, merged id).
-    private let merges: [UInt64: (rank: Int32, id: Int32)]
+    private let merges: MergeTable
     private let decoderTable: [String]
     private let byteOfCharacter: [Character: UInt8]
     private var cache: [String: [Int32]] = [:]
@@ -51,14 +50,12 @@ public final class CLIPTokenizer: @unchecked Sendable {
         var index: [String: Int32] = [:]
         index.reserveCapacity(vocab.count)
         for (i, v) in vocab.enumerated() { index[v] = Int32(i) }   // later duplicates win, as dict(zip(...))
-        var table: [UInt64: (rank: Int32, id: Int32)] = [:]
-        table.reserveCapacity(pairs.count)
+        var table = MergeTable()
         for (rank, (a, b)) in pairs.enumerated() {
             guard let ia = index[a], let ib = index[b], let merged = index[a + b] else {
                 throw FormatError(path: path, "merge '\(a) \(b)' uses a symbol that no earlier line defines")
             }
-            let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
-            if table[key] == nil { table[key] = (Int32(rank), merged) }
+            table.add(ia, ib, rank: rank, merged: merged)
         }
         merges = table
         decoderTable = vocab
@@ -147,28 +144,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
         guard !utf8.isEmpty else { return [] }
         var word = utf8.map { CLIPTokenizer.idOfByte[Int($0)] }
         word[word.count - 1] += 256                                            // the `</w>` form
-        while word.count > 1 {
-            var best: (rank: Int32, id: Int32)? = nil, bestKey: UInt64 = 0
-            for i in 0..<(word.count - 1) {
-                let key = UInt64(UInt32(word[i])) << 32 | UInt64(UInt32(word[i + 1]))
-                if let m = merges[key], best == nil || m.rank < best!.rank { (best, bestKey) = (m, key) }
-            }
-            guard let merge = best else { break }
-            let (first, second) = (Int32(truncatingIfNeeded: bestKey >> 32), Int32(truncatingIfNeeded: bestKey & 0xffff_ffff))
-            var merged: [Int32] = []
-            merged.reserveCapacity(word.count)
-            var i = 0
-            while i < word.count {
-                if word[i] == first && i + 1 < word.count && word[i + 1] == second {
-                    merged.append(merge.id)
-                    i += 2
-                } else {
-                    merged.append(word[i])
-                    i += 1
-                }
-            }
-            word = merged
-        }
+        word = merges.apply(word)
         lock.lock()
         if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
         cache[piece] = word
@@ -190,18 +166,8 @@ public final class CLIPTokenizer: @unchecked Sendable {
     static func pieces(of text: String) -> [String] {
         let s = Array(text.unicodeScalars)
         var out: [String] = []
-        func isLetter(_ c: Unicode.Scalar) -> Bool {
-            switch c.properties.generalCategory {
-            case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
-            default: return false
-            }
-        }
-        func isNumber(_ c: Unicode.Scalar) -> Bool {
-            switch c.properties.generalCategory {
-            case .decimalNumber, .letterNumber, .otherNumber: return true
-            default: return false
-            }
-        }
+        func isLetter(_ c: Unicode.Scalar) -> Bool { c.isLetterCategory }
+        func isNumber(_ c: Unicode.Scalar) -> Bool { c.isNumberCategory }
         func matches(_ literal: String, at i: Int) -> Bool {
             let l = Array(literal.unicodeScalars)
             guard i + l.count <= s.count else { return false }
