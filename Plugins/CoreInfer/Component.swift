@@ -39,13 +39,15 @@ struct CoreInferComponent: Generator {
         var steps = 400
         var lr = 3e-3
         var saveDtype = "f32"
+        var signature = 0.27
+        var clusters = ""
         static let help = [
             "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
             "prompt": "the prompt text", "maxNewTokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "topK": "sample among the k most likely tokens (0: all)", "topP": "nucleus sampling: the smallest set with this much probability",
             "stop": "stop strings: generation ends when the text ends with one (it is kept)",
-            "mode": "dense (no sparsity) or stability (CoreInfer's sentence core neurons from the prompt)",
+            "mode": "dense (no sparsity), stability (the prompt's own core neurons) or similarity (the neurons of the nearest offline cluster)",
             "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "saveCore": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
@@ -55,19 +57,26 @@ struct CoreInferComponent: Generator {
             "ffn": "train: SwiGLU inner width", "maxPositions": "train: the context the model accepts", "context": "train: tokens per training window",
             "batch": "train: windows per step", "steps": "train: optimizer steps", "lr": "train: AdamW peak learning rate",
             "saveDtype": "train: f32 or f16 weights",
+            "signature": "cluster: a text's signature = its top (signature · d_ff) neurons by frequency at the last converted layer",
+            "clusters": "generate with mode=similarity: the clusters.json written by the cluster operation",
             "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
-        static let choices = ["mode": ["dense", "stability"], "saveDtype": ["f32", "f16"]]
+        static let choices = ["mode": ["dense", "stability", "similarity"], "saveDtype": ["f32", "f16"]]
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
     static let operations = [OperationSpec("generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
                                            outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
+                             OperationSpec("cluster", summary: "similarity-guided CoreInfer offline: KMeans clusters of corpus signatures and their neurons → clusters.json"),
                              OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
                              OperationSpec("analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement")]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "train" ? try train(request) : try analyze(request)
+        switch operation {
+        case "train": return try train(request)
+        case "cluster": return try cluster(request)
+        default: return try analyze(request)
+        }
     }
 
     func generate(_ request: Request<Options>) throws -> Response {
@@ -96,6 +105,16 @@ struct CoreInferComponent: Generator {
         let prefillSeconds = Date().timeIntervalSince(t0)
         model.activationHook = nil
         var core: [Int: [Int]] = [:]
+        var clusterIndex: Int? = nil
+        if o.mode == "similarity" {
+            guard !o.clusters.isEmpty else { throw MenagerieError.invalidArgument("mode=similarity needs --set clusters=clusters.json (from the cluster operation)") }
+            let (c, neurons) = try similarityNeurons(o.clusters, activations: activations, tokens: promptIDs.count, alpha: o.alpha, dff: model.config.intermediateSize)
+            clusterIndex = c
+            for (l, list) in neurons where l < model.config.layers {
+                core[l] = list
+                try model.setSparse(layer: l, neurons: list)
+            }
+        }
         if o.mode == "stability" {
             let dff = model.config.intermediateSize
             for l in layers {
@@ -113,7 +132,8 @@ struct CoreInferComponent: Generator {
             "decode_tokens_per_s": .number(Double(generated.count) / max(decodeSeconds, 1e-9)),
             "architecture": .string(model.config.architecture.rawValue),
         ]
-        if o.mode == "stability" {
+        if let clusterIndex { result["cluster"] = .number(Double(clusterIndex)) }
+        if o.mode != "dense" {
             result["converted_layers"] = .array(layers.map { .number(Double($0)) })
             result["kept_neurons_per_layer"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.number(Double($0.value.count))) }))
             result["ffn_neurons"] = .number(Double(model.config.intermediateSize))

@@ -126,4 +126,27 @@ import TestSupport
         let err = zip(reference, ours).map { abs($0 - $1) }.max()!
         #expect(err < 1e-4, "LlamaModule vs DecoderLM logits max |Δ| \(err)")
     }
+
+    /// Similarity-guided: `cluster` writes centroids and per-cluster neurons; `generate` with
+    /// mode=similarity decodes on the nearest cluster's neurons (int(β · d_ff) per converted layer).
+    @Test func similarityGuidedClustersAndDecoding() throws {
+        let dir = TempDir("coreinfer-cluster")
+        let cli = CLI()
+        let c = try cli.run("run", "coreinfer", "cluster", "--set", "start=0", "--set", "end=4", "--out", dir.sub("c"), "--json")
+        #expect(c.status == 0, "\(c.stderr)")
+        let m = try JSONValue.parse(c.stdout)["result"]!
+        let k = m["clusters"]?.intValue ?? 0
+        #expect(k >= 4 && m["texts"]?.intValue == 32)
+        let inertia = m["inertia"]?.arrayValue?.map { $0.doubleValue! } ?? []
+        #expect(inertia.count == 10 && inertia.first! >= inertia.last!)       // more clusters never fit worse here
+        let g = try cli.run("run", "coreinfer", "generate", "--set", "mode=similarity", "--set", "clusters=\(dir.sub("c"))/clusters.json",
+                            "--set", "start=0", "--set", "end=4", "--set", "prompt=The planets move", "--set", "maxNewTokens=8",
+                            "--set", "stream=false", "--out", dir.sub("g"), "--json")
+        #expect(g.status == 0, "\(g.stderr)")
+        let r = try JSONValue.parse(g.stdout)["result"]!
+        #expect((0..<k).contains(r["cluster"]?.intValue ?? -1))
+        #expect(r["kept_neurons_per_layer"]?["2"]?.intValue == Int(0.4 * 384))
+        let missing = try cli.run("run", "coreinfer", "generate", "--set", "mode=similarity", "--set", "prompt=x")
+        #expect(missing.status != 0 && missing.stderr.contains("needs --set clusters="))
+    }
 }
