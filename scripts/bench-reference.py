@@ -2,7 +2,8 @@
 """PyTorch side of `menagerie bench`: the same workloads, timed the same way (median of repeats
 after a warm-up), printed as JSON records {name, unit, median, min, max}.
 
-Run by `make bench-reference` inside the venv it creates (torch, timm, open_clip from PyPI).
+Run by `make bench-reference` inside the venv it creates (torch, timm, open_clip, grad-cam and
+transformers from PyPI).
 Random weights: speed does not depend on the values, and nothing is downloaded.
 """
 import argparse, json, statistics, sys, time
@@ -163,6 +164,26 @@ def main():
                     f = torch.nn.functional.normalize(model.encode_image(images[b:b + 10]), dim=-1)
                     (model.logit_scale.exp() * f @ classes.T).softmax(dim=-1).topk(5)
             add("bioclip2.predict_10k_cached", "ms", timed(predict, max(2, args.repeats // 5)))
+
+    if wanted("coreinfer."):
+        # Hugging Face transformers' LlamaForCausalLM of the shape `menagerie bench` builds (hidden 1024,
+        # 12 layers, 16 heads over 4 KV heads, SwiGLU 2816, vocabulary 32,000; random weights): greedy
+        # decode tokens/s after a 32-token prompt, with its KV cache.
+        from transformers import LlamaConfig, LlamaForCausalLM
+        cfg = LlamaConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
+                          num_key_value_heads=4, head_dim=64, max_position_embeddings=512, vocab_size=32000,
+                          tie_word_embeddings=False, rms_norm_eps=1e-5)
+        llama = LlamaForCausalLM(cfg).eval()
+        prompt = torch.tensor([[(i * 997) % 32000 for i in range(32)]])
+        with torch.inference_mode():
+            def generate():
+                llama.generate(prompt, max_new_tokens=32, min_new_tokens=32, do_sample=False)
+            stats = timed(generate, max(2, args.repeats // 5))
+            # Prefill is included in generate(); subtract its measured time for decode only.
+            prefill = timed(lambda: llama(prompt), max(2, args.repeats // 5))
+            decode_ms = {k: stats[k] - prefill["median"] for k in ("median", "min", "max")}
+            add("coreinfer.dense_decode", "tokens/s", {"median": 32 / (decode_ms["median"] / 1000), "min": 32 / (decode_ms["max"] / 1000),
+                                                       "max": 32 / (decode_ms["min"] / 1000)})
 
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()

@@ -35,6 +35,8 @@ public final class DecoderLM: @unchecked Sendable {
     /// When set, called with (layer, activations [T, dff]) after every FFN during a forward pass:
     /// OPT's fc1 output before ReLU, LLaMA's SiLU(gate)·up (the input of down_proj).
     public var activationHook: ((Int, [Float], Int) -> Void)?
+    /// When set, called with the seconds each FFN took (benchmarks: the FFN's share of a step).
+    public var ffnTimer: ((Double) -> Void)?
 
     public init(folder: String) throws {
         let config = try DecoderConfig.load(path: folder)
@@ -123,7 +125,9 @@ public final class DecoderLM: @unchecked Sendable {
             let attn = try attention(h, rows: t, layer: layer, index: l, cache: cache, past: past)
             for i in 0..<(t * d) { x[i] += attn[i] }
             try norm(x, rows: t, weight: layer.norm2, bias: layer.norm2b, into: &h)
+            let started = ffnTimer == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             let f = try ffn(h, rows: t, layer: layer, index: l)
+            if let ffnTimer { ffnTimer(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9) }
             for i in 0..<(t * d) { x[i] += f[i] }
         }
         cache.advance(t)

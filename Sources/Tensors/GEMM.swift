@@ -58,6 +58,15 @@ public enum GEMM {
                       a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
+    /// y = A·x + beta·y for A [m, n] row-major (OpenBLAS `cblas_sgemv`; not routed through the
+    /// backend: matrix–vector products are memory-bound and BLAS-agnostic).
+    public static func sgemv(m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
+                             beta: Float = 0, y: UnsafeMutablePointer<Float>) {
+        guard m > 0 else { return }
+        guard n > 0 else { for i in 0..<m { y[i] = beta == 0 ? 0 : beta * y[i] }; return }
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
+    }
+
     /// `batch` independent products with fixed strides between consecutive A, B and C matrices.
     public static func batched(transposeA: Bool = false, transposeB: Bool = false, batch: Int, m: Int, n: Int, k: Int,
                                alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,

@@ -9,6 +9,11 @@ public enum Kernels {
         if let bias {
             for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
         }
+        if rows == 1 {
+            // One row (decoding): a matrix–vector product, memory-bound, through sgemv.
+            GEMM.sgemv(m: outFeatures, n: inFeatures, a: weight, lda: inFeatures, x: x, beta: bias == nil ? 0 : 1, y: y)
+            return
+        }
         GEMM.sgemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight, ldb: inFeatures,
                    beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
     }
