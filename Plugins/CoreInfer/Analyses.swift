@@ -34,7 +34,7 @@ extension CoreInferComponent {
     func analyze(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard o.beta > 0 && o.beta <= 1, o.alpha > 0 && o.alpha <= 1 else { throw MenagerieError.invalidArgument("alpha and beta must be in (0, 1]") }
-        let (model, tokenizer) = try load(o.modelDir)
+        let (model, tokenizer) = try load(o.model_dir)
         let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
         let corpus: Corpus
         do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }

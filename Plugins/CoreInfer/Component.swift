@@ -10,19 +10,19 @@ import Text
 /// their weights once, and decodes on them.
 struct CoreInferComponent: Generator {
     struct Options: ComponentOptions {
-        var modelDir = ""
+        var model_dir = ""
         var prompt = ""
-        var maxNewTokens = 32
+        var max_new_tokens = 32
         var temperature = 0.0
-        var topK = 0
-        var topP = 1.0
+        var top_k = 0
+        var top_p = 1.0
         var stop: [String] = []
         var mode = "stability"
         var alpha = 0.2
         var beta = 0.4
         var start = -1
         var end = -1
-        var saveCore = false
+        var save_core = false
         var compare = true
         var stream = true
         var corpus = ""
@@ -31,37 +31,37 @@ struct CoreInferComponent: Generator {
         var hidden = 128
         var layers = 4
         var heads = 8
-        var kvHeads = 4
+        var kv_heads = 4
         var ffn = 384
-        var maxPositions = 256
+        var max_positions = 256
         var context = 48
         var batch = 16
         var steps = 400
         var lr = 3e-3
-        var saveDtype = "f32"
+        var save_dtype = "f32"
         var signature = 0.27
         var clusters = ""
         static let help = [
-            "modelDir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
-            "prompt": "the prompt text", "maxNewTokens": "tokens to generate at most",
+            "model_dir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
+            "prompt": "the prompt text", "max_new_tokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
-            "topK": "sample among the k most likely tokens (0: all)", "topP": "nucleus sampling: the smallest set with this much probability",
+            "top_k": "sample among the k most likely tokens (0: all)", "top_p": "nucleus sampling: the smallest set with this much probability",
             "stop": "stop strings: generation ends when the text ends with one (it is kept)",
             "mode": "dense (no sparsity), stability (the prompt's own core neurons) or similarity (the neurons of the nearest offline cluster)",
             "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
-            "saveCore": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
+            "save_core": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
             "stream": "print the text to stdout as it is generated (turn off with --json)",
             "tokenizer": "train: a byte-level BPE tokenizer.json (default: the shipped 512-token one)",
-            "hidden": "train: model width", "layers": "train: decoder layers", "heads": "train: attention heads", "kvHeads": "train: key-value heads",
-            "ffn": "train: SwiGLU inner width", "maxPositions": "train: the context the model accepts", "context": "train: tokens per training window",
+            "hidden": "train: model width", "layers": "train: decoder layers", "heads": "train: attention heads", "kv_heads": "train: key-value heads",
+            "ffn": "train: SwiGLU inner width", "max_positions": "train: the context the model accepts", "context": "train: tokens per training window",
             "batch": "train: windows per step", "steps": "train: optimizer steps", "lr": "train: AdamW peak learning rate",
-            "saveDtype": "train: f32 or f16 weights",
+            "save_dtype": "train: f32 or f16 weights",
             "signature": "cluster: a text's signature = its top (signature · d_ff) neurons by frequency at the last converted layer",
             "clusters": "generate with mode=similarity: the clusters.json written by the cluster operation",
             "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
-        static let choices = ["mode": ["dense", "stability", "similarity"], "saveDtype": ["f32", "f16"]]
+        static let choices = ["mode": ["dense", "stability", "similarity"], "save_dtype": ["f32", "f16"]]
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
@@ -83,16 +83,16 @@ struct CoreInferComponent: Generator {
         let o = request.options
         guard o.beta > 0 && o.beta <= 1 else { throw MenagerieError.invalidArgument("beta must be in (0, 1], got \(o.beta)") }
         guard o.alpha > 0 && o.alpha <= 1 else { throw MenagerieError.invalidArgument("alpha must be in (0, 1], got \(o.alpha)") }
-        guard o.maxNewTokens >= 0, o.temperature >= 0, o.topK >= 0, o.topP > 0 && o.topP <= 1 else {
-            throw MenagerieError.invalidArgument("maxNewTokens, temperature and topK must be ≥ 0 and topP in (0, 1]")
+        guard o.max_new_tokens >= 0, o.temperature >= 0, o.top_k >= 0, o.top_p > 0 && o.top_p <= 1 else {
+            throw MenagerieError.invalidArgument("max_new_tokens, temperature and top_k must be ≥ 0 and top_p in (0, 1]")
         }
-        let (model, tokenizer) = try load(o.modelDir)
+        let (model, tokenizer) = try load(o.model_dir)
         let promptIDs = tokenizer.encode(o.prompt)
         guard !promptIDs.isEmpty else { throw MenagerieError.invalidArgument("the prompt encodes to no tokens") }
         guard promptIDs.count < model.config.maxPositions else {
             throw MenagerieError.invalidArgument("the prompt has \(promptIDs.count) tokens; the model's context is \(model.config.maxPositions) (max_position_embeddings)")
         }
-        let budget = min(o.maxNewTokens, model.config.maxPositions - promptIDs.count)
+        let budget = min(o.max_new_tokens, model.config.maxPositions - promptIDs.count)
         let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
         defer { for l in 0..<model.config.layers { try? model.setSparse(layer: l, neurons: nil) } }
 
@@ -137,7 +137,7 @@ struct CoreInferComponent: Generator {
             result["converted_layers"] = .array(layers.map { .number(Double($0)) })
             result["kept_neurons_per_layer"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.number(Double($0.value.count))) }))
             result["ffn_neurons"] = .number(Double(model.config.intermediateSize))
-            if o.saveCore {
+            if o.save_core {
                 result["core_neurons"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.array($0.value.map { .number(Double($0)) })) }))
             }
             if o.compare && !generated.isEmpty {
@@ -194,14 +194,14 @@ struct CoreInferComponent: Generator {
     func sample(_ logits: [Float], options o: Options, rng: inout SeededGenerator) -> Int32 {
         if o.temperature == 0 { return Int32(logits.indices.max { logits[$0] < logits[$1] }!) }
         var order = logits.indices.sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
-        if o.topK > 0 { order = Array(order.prefix(o.topK)) }
+        if o.top_k > 0 { order = Array(order.prefix(o.top_k)) }
         let m = logits[order[0]]
         var p = order.map { Double(expf((logits[$0] - m) / Float(o.temperature))) }
         let z = p.reduce(0, +)
         p = p.map { $0 / z }
-        if o.topP < 1 {
+        if o.top_p < 1 {
             var cumulative = 0.0, keep = 0
-            while keep < p.count { cumulative += p[keep]; keep += 1; if cumulative >= o.topP { break } }
+            while keep < p.count { cumulative += p[keep]; keep += 1; if cumulative >= o.top_p { break } }
             order = Array(order.prefix(keep))
             p = Array(p.prefix(keep))
             let z2 = p.reduce(0, +)

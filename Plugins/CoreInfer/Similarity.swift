@@ -49,7 +49,7 @@ extension CoreInferComponent {
 
     func cluster(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        let (model, tokenizer) = try load(o.modelDir)
+        let (model, tokenizer) = try load(o.model_dir)
         let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
         let corpus: Corpus
         do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }

@@ -13,9 +13,9 @@ extension CoreInferComponent {
     func tour(_ request: Request<Options>) throws -> Response {
         var o = Options()
         o.prompt = "The planets move"
-        o.maxNewTokens = 24
+        o.max_new_tokens = 24
         o.stream = false
-        o.saveCore = true
+        o.save_core = true
         // Every layer after the first is converted (the default window is 5/32…27/32 of the depth).
         o.start = 0
         o.end = 4

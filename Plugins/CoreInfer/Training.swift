@@ -13,8 +13,8 @@ extension CoreInferComponent {
     /// and transformers read.
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.hidden % o.heads == 0, o.heads % o.kvHeads == 0, o.steps > 0, o.context >= 8, o.batch > 0 else {
-            throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kvHeads; steps > 0, context ≥ 8, batch > 0")
+        guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.steps > 0, o.context >= 8, o.batch > 0 else {
+            throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kv_heads; steps > 0, context ≥ 8, batch > 0")
         }
         let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
         let corpus: Corpus
@@ -29,8 +29,8 @@ extension CoreInferComponent {
         let json: JSONValue = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": .number(Double(o.hidden)),
             "intermediate_size": .number(Double(o.ffn)), "num_hidden_layers": .number(Double(o.layers)),
-            "num_attention_heads": .number(Double(o.heads)), "num_key_value_heads": .number(Double(o.kvHeads)),
-            "head_dim": .number(Double(o.hidden / o.heads)), "max_position_embeddings": .number(Double(o.maxPositions)), "rms_norm_eps": 1e-5,
+            "num_attention_heads": .number(Double(o.heads)), "num_key_value_heads": .number(Double(o.kv_heads)),
+            "head_dim": .number(Double(o.hidden / o.heads)), "max_position_embeddings": .number(Double(o.max_positions)), "rms_norm_eps": 1e-5,
             "rope_theta": 10000.0, "vocab_size": .number(Double(tokenizer.vocabularySize)), "tie_word_embeddings": false,
             "bos_token_id": .number(Double(tokenizer.vocabulary["<s>"] ?? 0)), "eos_token_id": .number(Double(eos)), "hidden_act": "silu",
             "attention_bias": false, "mlp_bias": false, "torch_dtype": "float32",
@@ -64,7 +64,7 @@ extension CoreInferComponent {
         }
         let dir = request.host.scratchDirectory + "/model"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let dtype: DType = o.saveDtype == "f16" ? .float16 : .float32
+        let dtype: DType = o.save_dtype == "f16" ? .float16 : .float32
         try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
         try AtomicFile.write(json.prettyText + "\n", to: dir + "/config.json")
         try FileManager.default.copyItem(atPath: tokenizerPath, toPath: dir + "/tokenizer.json")
