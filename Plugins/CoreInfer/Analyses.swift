@@ -31,15 +31,25 @@ struct Corpus {
 }
 
 extension CoreInferComponent {
+    /// `corpus=` or the embedded four-topic corpus.
+    func loadCorpus(_ o: Options) throws -> Corpus {
+        let path = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
+        do { return try Corpus(path: path) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    /// The converted layers of `start`/`end` (−1: CoreInfer's scaled defaults); refused when empty.
+    func nonEmptyLayers(_ o: Options, _ model: DecoderLM) throws -> Range<Int> {
+        let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
+        guard !layers.isEmpty else { throw MenagerieError.invalidArgument("no layer lies strictly between start and end") }
+        return layers
+    }
+
     func analyze(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard o.beta > 0 && o.beta <= 1, o.alpha > 0 && o.alpha <= 1 else { throw MenagerieError.invalidArgument("alpha and beta must be in (0, 1]") }
         let (model, tokenizer) = try load(o.model_dir)
-        let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
-        let corpus: Corpus
-        do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
-        guard !layers.isEmpty else { throw MenagerieError.invalidArgument("no layer lies strictly between start and end") }
+        let corpus = try loadCorpus(o)
+        let layers = try nonEmptyLayers(o, model)
         let dff = model.config.intermediateSize
         defer { for l in 0..<model.config.layers { try? model.setSparse(layer: l, neurons: nil) } }
 

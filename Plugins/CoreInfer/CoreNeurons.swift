@@ -9,22 +9,26 @@ import Foundation
 public func sentenceCoreNeurons(_ x: [Float], tokens: Int, dff: Int, alpha: Double, beta: Double) -> [Int] {
     precondition(x.count == tokens * dff, "activations \(x.count) ≠ \(tokens) × \(dff)")
     guard tokens > 0, dff > 0 else { return [] }
-    let positive = x.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
-    let k = min(dff, Int(alpha * Double(positive) / Double(tokens)))
-    var counts = [Int](repeating: 0, count: dff)
-    if k > 0 {
-        var order = [Int](0..<dff)
-        for t in 0..<tokens {
-            let row = t * dff
-            order = Array(0..<dff)
-            // Partial selection would do; dff is small enough next to the products for a sort.
-            order.sort { x[row + $0] > x[row + $1] || (x[row + $0] == x[row + $1] && $0 < $1) }
-            for n in order.prefix(k) { counts[n] += 1 }
-        }
-    }
+    let counts = tokenCoreCounts(x, tokens: tokens, dff: dff, alpha: alpha)
     let keep = min(dff, Int(beta * Double(dff)))
     let ranked = (0..<dff).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
     return ranked.prefix(keep).sorted()
+}
+
+/// How often each neuron is in a token's core set (its top k = int(α · count(X > 0)/tokens) neurons,
+/// ties to the lower index): the frequency behind sentence core sets and cluster signatures.
+public func tokenCoreCounts(_ x: [Float], tokens: Int, dff: Int, alpha: Double) -> [Int] {
+    var counts = [Int](repeating: 0, count: dff)
+    guard tokens > 0, dff > 0 else { return counts }
+    let positive = x.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
+    let k = min(dff, Int(alpha * Double(positive) / Double(tokens)))
+    guard k > 0 else { return counts }
+    for t in 0..<tokens {
+        let row = t * dff
+        let order = (0..<dff).sorted { x[row + $0] > x[row + $1] || (x[row + $0] == x[row + $1] && $0 < $1) }
+        for n in order.prefix(k) { counts[n] += 1 }
+    }
+    return counts
 }
 
 /// The layers CoreInfer converts: start < l < end. The reference uses 5 and 27 of 32 layers

@@ -26,20 +26,6 @@ extension CoreInferComponent {
     /// The layer the signatures are read at: the last converted one.
     func signatureLayer(_ layers: Range<Int>) -> Int { max(layers.lowerBound, layers.upperBound - 1) }
 
-    /// Counts of each neuron in the token core sets of a text at `layer` (CoreInfer's frequency).
-    func neuronCounts(_ x: [Float], tokens: Int, dff: Int, alpha: Double) -> [Int] {
-        let positive = x.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
-        let k = min(dff, Int(alpha * Double(positive) / Double(tokens)))
-        var counts = [Int](repeating: 0, count: dff)
-        guard k > 0 else { return counts }
-        for t in 0..<tokens {
-            let row = t * dff
-            let order = (0..<dff).sorted { x[row + $0] > x[row + $1] || (x[row + $0] == x[row + $1] && $0 < $1) }
-            for n in order.prefix(k) { counts[n] += 1 }
-        }
-        return counts
-    }
-
     func signature(_ counts: [Int], size m: Int) -> [Double] {
         let top = (0..<counts.count).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }.prefix(m)
         var v = [Double](repeating: 0, count: counts.count)
@@ -50,11 +36,8 @@ extension CoreInferComponent {
     func cluster(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let (model, tokenizer) = try load(o.model_dir)
-        let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
-        let corpus: Corpus
-        do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
-        guard !layers.isEmpty else { throw MenagerieError.invalidArgument("no layer lies strictly between start and end") }
+        let corpus = try loadCorpus(o)
+        let layers = try nonEmptyLayers(o, model)
         let dff = model.config.intermediateSize, deep = signatureLayer(layers)
         let m = max(1, Int(o.signature * Double(dff)))
         var signatures: [[Double]] = [], cores: [[Int: [Int]]] = [], topics: [String] = []
@@ -66,8 +49,8 @@ extension CoreInferComponent {
                 model.activationHook = { l, a, _ in if layers.contains(l) { acts[l] = a } }
                 _ = try model.forward(ids, cache: model.makeCache())
                 model.activationHook = nil
-                signatures.append(signature(neuronCounts(acts[deep]!, tokens: ids.count, dff: dff, alpha: o.alpha), size: m))
-                cores.append(Dictionary(uniqueKeysWithValues: layers.map { l in (l, neuronCounts(acts[l]!, tokens: ids.count, dff: dff, alpha: o.alpha)) }))
+                signatures.append(signature(tokenCoreCounts(acts[deep]!, tokens: ids.count, dff: dff, alpha: o.alpha), size: m))
+                cores.append(Dictionary(uniqueKeysWithValues: layers.map { l in (l, tokenCoreCounts(acts[l]!, tokens: ids.count, dff: dff, alpha: o.alpha)) }))
                 topics.append(t.name)
             }
         }
@@ -123,7 +106,7 @@ extension CoreInferComponent {
         guard file.dff == dff, let acts = activations[file.layer] else {
             throw MenagerieError.invalidArgument("clusters: \(path) was made for another model (d_ff \(file.dff), layer \(file.layer))")
         }
-        let sig = signature(neuronCounts(acts, tokens: tokens, dff: dff, alpha: alpha), size: file.signatureSize)
+        let sig = signature(tokenCoreCounts(acts, tokens: tokens, dff: dff, alpha: alpha), size: file.signatureSize)
         let nearest = file.centroids.indices.min { a, b in distance(sig, file.centroids[a]) < distance(sig, file.centroids[b]) }!
         var out: [Int: [Int]] = [:]
         for (key, list) in file.neurons[nearest] { if let l = Int(key) { out[l] = list } }

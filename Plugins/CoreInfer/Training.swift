@@ -16,9 +16,7 @@ extension CoreInferComponent {
         guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.steps > 0, o.context >= 8, o.batch > 0 else {
             throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kv_heads; steps > 0, context ≥ 8, batch > 0")
         }
-        let corpusPath = o.corpus.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "corpus.json") : (o.corpus as NSString).expandingTildeInPath
-        let corpus: Corpus
-        do { corpus = try Corpus(path: corpusPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let corpus = try loadCorpus(o)
         let tokenizerPath = o.tokenizer.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
         let tokenizer: ByteLevelBPETokenizer
         do { tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
