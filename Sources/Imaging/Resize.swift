@@ -57,22 +57,26 @@ extension Image {
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: per output index, the first input
     /// index and fixed-point weights.
     static func coefficients(input: Int, output: Int, _ filter: Resample) -> (bounds: [(Int, Int)], weights: [[Int32]]) {
+        let (bounds, weights) = normalizedWeights(input: input, output: output, filter)
+        let precision = 22
+        return (bounds, weights.map { k in k.map { Int32($0 < 0 ? ($0 * Double(1 << precision) - 0.5) : ($0 * Double(1 << precision) + 0.5)) } })
+    }
+
+    /// Pillow's `precompute_coeffs`: per output index, the first input index, the count, and the
+    /// filter weights normalised to sum 1 (the support widens by the scale when shrinking).
+    static func normalizedWeights(input: Int, output: Int, _ filter: Resample) -> (bounds: [(Int, Int)], weights: [[Double]]) {
         let scale = Double(input) / Double(output)
         let filterScale = max(scale, 1)
         let support = filter.support * filterScale
-        var bounds: [(Int, Int)] = [], weights: [[Int32]] = []
-        let precision = 22
+        var bounds: [(Int, Int)] = [], weights: [[Double]] = []
         for xx in 0..<output {
             let center = (Double(xx) + 0.5) * scale
-            var xmin = Int(center - support + 0.5)
-            if xmin < 0 { xmin = 0 }
-            var xmax = Int(center + support + 0.5)
-            if xmax > input { xmax = input }
-            xmax -= xmin
+            let xmin = max(Int(center - support + 0.5), 0)
+            let xmax = min(Int(center + support + 0.5), input) - xmin
             var k = (0..<xmax).map { filter.weight((Double($0 + xmin) - center + 0.5) / filterScale) }
             let total = k.reduce(0, +)
             if total != 0 { k = k.map { $0 / total } }
-            weights.append(k.map { Int32($0 < 0 ? ($0 * Double(1 << precision) - 0.5) : ($0 * Double(1 << precision) + 0.5)) })
+            weights.append(k)
             bounds.append((xmin, xmax))
         }
         return (bounds, weights)
@@ -117,24 +121,10 @@ extension Image {
 }
 
 extension Image {
-    /// Float coefficients: the same support, centres and normalisation as Pillow, kept in floating
-    /// point (torchvision's antialiased resize of tensors, `_compute_weights_aa`).
+    /// The same coefficients kept in floating point (torchvision's antialiased resize of tensors).
     static func floatCoefficients(input: Int, output: Int, _ filter: Resample) -> (bounds: [(Int, Int)], weights: [[Float]]) {
-        let scale = Double(input) / Double(output)
-        let filterScale = max(scale, 1)
-        let support = filter.support * filterScale
-        var bounds: [(Int, Int)] = [], weights: [[Float]] = []
-        for xx in 0..<output {
-            let center = (Double(xx) + 0.5) * scale
-            let xmin = max(Int(center - support + 0.5), 0)
-            let xmax = min(Int(center + support + 0.5), input) - xmin
-            var k = (0..<xmax).map { filter.weight((Double($0 + xmin) - center + 0.5) / filterScale) }
-            let total = k.reduce(0, +)
-            if total != 0 { k = k.map { $0 / total } }
-            weights.append(k.map(Float.init))
-            bounds.append((xmin, xmax))
-        }
-        return (bounds, weights)
+        let (bounds, weights) = normalizedWeights(input: input, output: output, filter)
+        return (bounds, weights.map { $0.map(Float.init) })
     }
 
     /// `ToTensor` then an antialiased tensor `Resize((height, width))` (torchvision on float data, as
