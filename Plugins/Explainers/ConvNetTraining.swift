@@ -68,54 +68,27 @@ struct ConvNetClassifierComponent: Backbone {
         }
         let testSplit = described["splits"]?["test"]?.intValue ?? 0 > 0 ? "test" : "val"
         let testCount = described["splits"]?[testSplit]?.intValue ?? 0
-        func batch(_ split: String, _ start: Int, _ count: Int, epoch: Int?) throws -> (Tensor, [Int]) {
-            var options: [String: JSONValue] = ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
-                                                "shuffle": .bool(epoch != nil)]
-            if let epoch { options["epoch"] = .number(Double(epoch)) }
-            let b = try data.batch(options: .object(options))
-            guard let images = b.tensors["images"], images.rank == 4, let labels = b.tensors["labels"] else {
-                throw MenagerieError.invalidArgument("dataset '\(o.dataset)' batch returned no images [N, C, H, W] / labels")
-            }
-            return (images, try labels.integers())
-        }
-        let channels = try batch("train", 0, 1, epoch: nil).0.shape[1]
+        let channels = try labelledBatch(data, dataset: o.dataset, split: "train", start: 0, count: 1, epoch: nil).0.shape[1]
         let mean = [Float](repeating: 0.5, count: channels), std = mean
         let model = ConvNet(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, seed: UInt64(o.seed))
         let optimizer = SGD(model.parameters, learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
-        let stepsPerEpoch = (trainCount + o.batch - 1) / o.batch, total = stepsPerEpoch * o.epochs
+        let total = (trainCount + o.batch - 1) / o.batch * o.epochs
         let schedule = Schedule.step(milestones: [total / 2], gamma: 0.1)
         var curve = "epoch,train_loss,train_accuracy,seconds\n"
         var lastTrain = 0.0
         let started = Date()
-        var step = 0
-        for epoch in 0..<o.epochs {
-            model.isTraining = true
-            var lossSum = 0.0, correct = 0, seen = 0
-            for b in 0..<stepsPerEpoch {
-                try request.host.checkCancelled()
-                let (images, y) = try batch("train", b * o.batch, o.batch, epoch: epoch)
-                optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: total)
-                let logits = model(Variable(normalize(images, mean: mean, std: std)))
-                let loss = crossEntropy(logits, labels: y)
-                optimizer.minimize(loss)
-                lossSum += Double(loss.scalars[0]) * Double(y.count)
-                correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
-                seen += y.count
-                step += 1
-                request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs)")
-            }
-            lastTrain = Double(correct) / Double(seen)
-            curve += "\(epoch + 1),\(lossSum / Double(seen)),\(lastTrain),\(Int(Date().timeIntervalSince(started)))\n"
+        model.isTraining = true
+        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+                          schedule: schedule, optimizer: optimizer, host: request.host,
+                          logits: { model(Variable(normalize($0, mean: mean, std: std))) }) { epoch, loss, accuracy in
+            lastTrain = accuracy
+            curve += "\(epoch + 1),\(loss),\(accuracy),\(Int(Date().timeIntervalSince(started)))\n"
         }
         // Test accuracy at the end (the protocol's single evaluation).
         model.isTraining = false
-        var correct = 0
-        for start in stride(from: 0, to: testCount, by: 256) {
-            let (images, y) = try batch(testSplit, start, min(256, testCount - start), epoch: nil)
-            let logits = GradMode.disabled { model(Variable(normalize(images, mean: mean, std: std))) }
-            correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
+        let testAccuracy = try evaluateAccuracy(data, dataset: o.dataset, split: testSplit, count: testCount) {
+            model(Variable(normalize($0, mean: mean, std: std)))
         }
-        let testAccuracy = testCount > 0 ? Double(correct) / Double(testCount) : .nan
         let dir = request.host.scratchDirectory
         try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
         let config: JSONValue = [

@@ -59,40 +59,20 @@ struct PromptCAMComponent: Explainer {
         let valCount = described["splits"]?["val"]?.intValue ?? 0
         let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(o.seed))
         let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))
-        let steps = (trainCount + o.batch - 1) / o.batch, total = steps * o.epochs
+        let steps = (trainCount + o.batch - 1) / o.batch
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
         func normalise(_ images: Tensor) -> Tensor { normalize(images, mean: vit.mean, std: vit.std) }
         var curve = "epoch,train_loss,train_accuracy,val_accuracy\n"
-        var step = 0, lastTrain = 0.0, lastVal = Double.nan
+        var lastTrain = 0.0, lastVal = Double.nan
         let started = Date()
-        for epoch in 0..<o.epochs {
-            var loss = 0.0, correct = 0, seen = 0
-            for b in 0..<steps {
-                try request.host.checkCancelled()
-                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.batch)), "count": .number(Double(o.batch)),
-                                                     "shuffle": true, "epoch": .number(Double(epoch))])
-                let y = try batch.tensors["labels"]!.integers()
-                optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: total)
-                let logits = model.forward(Variable(normalise(batch.tensors["images"]!))).logits
-                let l = crossEntropy(logits, labels: y)
-                optimizer.minimize(l)
-                loss += Double(l.scalars[0]) * Double(y.count)
-                correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
-                seen += y.count
-                step += 1
-                request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs)")
-            }
-            lastTrain = Double(correct) / Double(seen)
+        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+                          schedule: schedule, optimizer: optimizer, host: request.host,
+                          logits: { model.forward(Variable(normalise($0))).logits }) { epoch, loss, accuracy in
+            lastTrain = accuracy
             if valCount > 0 {
-                var right = 0
-                for start in stride(from: 0, to: valCount, by: 64) {
-                    let batch = try data.batch(options: ["split": "val", "start": .number(Double(start)), "count": 64, "shuffle": false])
-                    let logits = GradMode.disabled { model.forward(Variable(normalise(batch.tensors["images"]!))).logits }
-                    right += zip(argmaxRows(logits.value), try batch.tensors["labels"]!.integers()).filter { $0 == $1 }.count
-                }
-                lastVal = Double(right) / Double(valCount)
+                lastVal = try evaluateAccuracy(data, dataset: o.dataset, split: "val", count: valCount) { model.forward(Variable(normalise($0))).logits }
             }
-            curve += "\(epoch + 1),\(loss / Double(seen)),\(lastTrain),\(lastVal)\n"
+            curve += "\(epoch + 1),\(loss),\(lastTrain),\(lastVal)\n"
         }
         let dir = request.host.scratchDirectory
         try model.save(to: dir + "/prompts.safetensors")

@@ -84,38 +84,23 @@ struct ViTClassifierComponent: Backbone {
             p.decays = false
         }
         let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
-        let stepsPerEpoch = (trainCount + o.batch - 1) / o.batch, total = stepsPerEpoch * o.epochs
+        let stepsPerEpoch = (trainCount + o.batch - 1) / o.batch
         let schedule = Schedule.cosine(warmup: o.warmup * stepsPerEpoch, floor: 0.01)
         var curve = "epoch,train_loss,train_accuracy,val_accuracy,seconds\n"
         var lastVal = 0.0, lastTrain = 0.0
         let started = Date()
-        var step = 0
-        for epoch in 0..<o.epochs {
+        model.isTraining = true
+        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+                          schedule: schedule, optimizer: optimizer, host: request.host,
+                          logits: { model.forward(Variable(normalize($0))).logits }) { epoch, loss, accuracy in
+            lastTrain = accuracy
+            model.isTraining = false
+            lastVal = try evaluateAccuracy(data, dataset: o.dataset, split: "val", count: valCount) { model.forward(Variable(normalize($0))).logits }
             model.isTraining = true
-            var lossSum = 0.0, correct = 0, seen = 0
-            for b in 0..<stepsPerEpoch {
-                try request.host.checkCancelled()
-                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.batch)), "count": .number(Double(o.batch)),
-                                                     "shuffle": true, "epoch": .number(Double(epoch)), "size": .number(Double(o.size))])
-                guard let images = batch.tensors["images"], let labels = batch.tensors["labels"] else {
-                    throw MenagerieError.invalidArgument("dataset '\(o.dataset)' batch returned no images/labels")
-                }
-                let y = try labels.integers()
-                optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: total)
-                let logits = model.forward(Variable(normalize(images))).logits
-                let loss = crossEntropy(logits, labels: y)
-                optimizer.minimize(loss)
-                lossSum += Double(loss.scalars[0]) * Double(y.count)
-                correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
-                seen += y.count
-                step += 1
-                request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs)")
-            }
-            lastTrain = Double(correct) / Double(seen)
-            lastVal = valCount > 0 ? try accuracy(model, data: data, split: "val", count: valCount, size: o.size) : .nan
-            curve += "\(epoch + 1),\(lossSum / Double(seen)),\(lastTrain),\(lastVal),\(Int(Date().timeIntervalSince(started)))\n"
-            request.host.log(.info, "epoch \(epoch + 1): loss \(String(format: "%.3f", lossSum / Double(seen))), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
+            curve += "\(epoch + 1),\(loss),\(lastTrain),\(lastVal),\(Int(Date().timeIntervalSince(started)))\n"
+            request.host.log(.info, "epoch \(epoch + 1): loss \(String(format: "%.3f", loss)), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
         }
+        model.isTraining = false
         let dir = request.host.scratchDirectory
         try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
         try AtomicFile.write(timmConfig(config, classes: classes), to: dir + "/config.json")
@@ -125,19 +110,57 @@ struct ViTClassifierComponent: Backbone {
                                  "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
                         artifacts: ["model.safetensors", "config.json", "curve.csv"])
     }
+}
 
-    func accuracy(_ model: ViTModel, data: DatasetOptionsProxy, split: String, count: Int, size: Int) throws -> Double {
-        model.isTraining = false
-        var correct = 0
-        for start in stride(from: 0, to: count, by: 128) {
-            let batch = try data.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": 128, "shuffle": false,
-                                                 "size": .number(Double(size))])
-            let y = try batch.tensors["labels"]!.integers()
-            let logits = GradMode.disabled { model.forward(Variable(normalize(batch.tensors["images"]!))).logits }
-            correct += zip(argmaxRows(logits.value), y).filter { $0 == $1 }.count
-        }
-        return Double(correct) / Double(count)
+/// One labelled batch of a dataset component: images [N, C, H, W] in [0, 1] and class indices.
+func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, start: Int, count: Int, epoch: Int?) throws -> (Tensor, [Int]) {
+    var options: [String: JSONValue] = ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
+                                        "shuffle": .bool(epoch != nil)]
+    if let epoch { options["epoch"] = .number(Double(epoch)) }
+    let b = try data.batch(options: .object(options))
+    guard let images = b.tensors["images"], images.rank == 4, let labels = b.tensors["labels"] else {
+        throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
     }
+    return (images, try labels.integers())
+}
+
+/// The supervised loop the explainers' trainers share: shuffled training batches, cross-entropy of
+/// `logits`, one optimizer step per batch at the schedule's rate, cancellation and progress.
+/// `endOfEpoch` gets each epoch's mean loss and training accuracy.
+func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int, batch: Int, epochs: Int, baseRate: Float,
+                   schedule: Schedule, optimizer: any Optimizer, host: MenagerieKit.Host, logits: (Tensor) -> Variable,
+                   endOfEpoch: (_ epoch: Int, _ loss: Double, _ accuracy: Double) throws -> Void) throws {
+    let stepsPerEpoch = (trainCount + batch - 1) / batch, total = stepsPerEpoch * epochs
+    var step = 0
+    for epoch in 0..<epochs {
+        var lossSum = 0.0, correct = 0, seen = 0
+        for b in 0..<stepsPerEpoch {
+            try host.checkCancelled()
+            let (images, y) = try labelledBatch(data, dataset: dataset, split: "train", start: b * batch, count: batch, epoch: epoch)
+            optimizer.learningRate = schedule.rate(base: baseRate, step: step, total: total)
+            let z = logits(images)
+            let loss = crossEntropy(z, labels: y)
+            optimizer.minimize(loss)
+            lossSum += Double(loss.scalars[0]) * Double(y.count)
+            correct += zip(argmaxRows(z.value), y).filter { $0 == $1 }.count
+            seen += y.count
+            step += 1
+            host.progress(step, of: total, "epoch \(epoch + 1)/\(epochs)")
+        }
+        try endOfEpoch(epoch, lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
+    }
+}
+
+/// Top-1 accuracy of `logits` (run without recording) over the first `count` images of a split.
+func evaluateAccuracy(_ data: DatasetOptionsProxy, dataset: String, split: String, count: Int, logits: (Tensor) -> Variable) throws -> Double {
+    guard count > 0 else { return .nan }
+    var correct = 0
+    for start in stride(from: 0, to: count, by: 128) {
+        let (images, y) = try labelledBatch(data, dataset: dataset, split: split, start: start, count: min(128, count - start), epoch: nil)
+        let z = GradMode.disabled { logits(images) }
+        correct += zip(argmaxRows(z.value), y).filter { $0 == $1 }.count
+    }
+    return Double(correct) / Double(count)
 }
 
 /// [0, 1] pixels [N, C, H, W] to (x − mean[c]) / std[c] (default: mean = std = 0.5, the embedded
