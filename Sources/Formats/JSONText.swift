@@ -10,20 +10,32 @@ enum JSONText {
     }
 
     static func parse(_ text: String) throws -> JSONValue {
+        try parse(text, keyOrderDepth: -1).value
+    }
+
+    /// Parses and, for every object at nesting depth ≤ `keyOrderDepth` that is reached through
+    /// object keys only, records its keys in file order under its key path.
+    static func parse(_ text: String, keyOrderDepth: Int) throws -> (value: JSONValue, keyOrder: [[String]: [String]]) {
         var copy = text
         return try copy.withUTF8 { bytes in
             var p = Parser(bytes: bytes)
+            p.keyOrderDepth = keyOrderDepth
             p.skipSpace()
             let v = try p.value(depth: 0)
             p.skipSpace()
             guard p.i == bytes.count else { throw p.error("unexpected text after the JSON value") }
-            return v
+            return (v, p.keyOrder)
         }
     }
 
     struct Parser {
         let bytes: UnsafeBufferPointer<UInt8>
         var i = 0
+        var keyOrderDepth = -1
+        var keyOrder: [[String]: [String]] = [:]
+        /// The key path of the object being read, kept only while recording key order (no arrays on it).
+        var path: [String] = []
+        var pathThroughArray = 0
 
         func error(_ m: String) -> ParseError {
             var line = 1, column = 1
@@ -53,6 +65,9 @@ enum JSONText {
             case UInt8(ascii: "{"):
                 i += 1
                 var object: [String: JSONValue] = [:]
+                let recording = depth <= keyOrderDepth && pathThroughArray == 0
+                var keys: [String] = []
+                defer { if recording { keyOrder[path] = keys } }
                 skipSpace()
                 if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(object) }
                 while true {
@@ -63,7 +78,14 @@ enum JSONText {
                     guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw error("expected ':' after key \"\(key)\"") }
                     i += 1
                     skipSpace()
-                    object[key] = try value(depth: depth + 1)
+                    if recording {
+                        if object[key] == nil { keys.append(key) }
+                        path.append(key)
+                        object[key] = try value(depth: depth + 1)
+                        path.removeLast()
+                    } else {
+                        object[key] = try value(depth: depth + 1)
+                    }
                     skipSpace()
                     guard i < bytes.count else { throw error("unexpected end of text in an object") }
                     if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
@@ -77,6 +99,8 @@ enum JSONText {
                 if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(array) }
                 while true {
                     skipSpace()
+                    pathThroughArray += 1
+                    defer { pathThroughArray -= 1 }
                     array.append(try value(depth: depth + 1))
                     skipSpace()
                     guard i < bytes.count else { throw error("unexpected end of text in an array") }

@@ -40,6 +40,16 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Parses JSON text and also returns the file order of object keys, which `JSONValue` does not
+    /// keep: for every object at depth ≤ `keyOrderDepth` (the root is depth 0) reached through
+    /// object keys only, its keys as written, under its key path (`[]` for the root).
+    public static func parse(_ text: String, source: String = "JSON", keyOrderDepth: Int) throws
+        -> (value: JSONValue, keyOrder: [[String]: [String]]) {
+        do { return try JSONText.parse(text, keyOrderDepth: keyOrderDepth) } catch let e as JSONText.ParseError {
+            throw JSONParseError(source: source, detail: e.description)
+        }
+    }
+
     /// Converts any Encodable value.
     public init(encoding value: some Encodable) throws {
         self = try JSONValueEncoder.encode(value)

@@ -45,6 +45,32 @@ public final class Conv2d: Module {
     }
 }
 
+/// 1-D convolution layer over [N, C, L] (torch nn.Conv1d and its default initialisation,
+/// fan_in = in/groups · kernel).
+public final class Conv1d: Module {
+    public let weight: Parameter
+    public let bias: Parameter?
+    public let stride: Int, padding: Int, dilation: Int, groups: Int
+    public var isTraining = true
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+        precondition(inChannels % groups == 0 && outChannels % groups == 0, "channels must divide into groups")
+        let bound = 1 / Float(inChannels / groups * kernel).squareRoot()
+        weight = Parameter(uniform([outChannels, inChannels / groups, kernel], bound: bound, &rng))
+        self.bias = bias ? Parameter(uniform([outChannels], bound: bound, &rng), decays: false) : nil
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+    }
+
+    public var namedParameters: [(String, Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
+    public func callAsFunction(_ x: Variable) -> Variable {
+        conv1d(x, weight: weight.variable, bias: bias?.variable, stride: stride, padding: padding, dilation: dilation, groups: groups)
+    }
+}
+
 /// LayerNorm over the last dimension (gain 1, bias 0).
 public final class LayerNorm: Module {
     public let weight: Parameter, bias: Parameter
