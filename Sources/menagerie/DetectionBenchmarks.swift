@@ -65,9 +65,12 @@ extension BenchCommand {
     }
 
     /// An ActivityNet-shaped set: 1–3 ground-truth segments per video over `classes` classes, and
-    /// per video a jittered copy of each segment (often mislabelled) plus random segments.
+    /// per video a jittered copy of each segment (often mislabelled) plus random segments. Scores
+    /// are distinct (a running 1e-10 offset), so evaluators that break ties differently agree.
     static func activityNetSet(videos: Int, classes: Int, predictionsPerVideo: Int, seed: UInt64) -> (String, String) {
         var rng = SeededGenerator(seed: seed)
+        var serial = 0.0
+        func score(_ s: Double) -> Double { serial += 1; return s + serial * 1e-10 }
         var gt = "{\"version\": \"VERSION 1.3\", \"taxonomy\": [], \"database\": {"
         var pred = "{\"version\": \"VERSION 1.3\", \"external_data\": {}, \"results\": {"
         for v in 0..<videos {
@@ -79,13 +82,13 @@ extension BenchCommand {
                 anns.append(String(format: "{\"segment\": [%.2f, %.2f], \"label\": \"class %d\"}", s, e, label))
                 let len = e - s
                 let shown = rng.nextUniform() < 0.7 ? label : Int(rng.next() % UInt64(classes))
-                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.6f, \"segment\": [%.2f, %.2f]}", shown, 0.3 + 0.7 * rng.nextUniform(),
+                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", shown, score(0.3 + 0.7 * rng.nextUniform()),
                                    s + 0.1 * len * rng.nextNormal(), e + 0.1 * len * rng.nextNormal()))
             }
             while dets.count < predictionsPerVideo {
                 let s = rng.nextUniform() * duration, e = min(duration, s + rng.nextUniform() * duration * 0.5)
-                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.6f, \"segment\": [%.2f, %.2f]}", Int(rng.next() % UInt64(classes)),
-                                   0.6 * rng.nextUniform(), s, e))
+                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", Int(rng.next() % UInt64(classes)),
+                                   score(0.6 * rng.nextUniform()), s, e))
             }
             gt += (v > 0 ? ", " : "") + "\"\(id)\": {\"subset\": \"validation\", \"duration\": \(String(format: "%.2f", duration)), \"annotations\": [\(anns.joined(separator: ", "))]}"
             pred += (v > 0 ? ", " : "") + "\"\(id)\": [\(dets.joined(separator: ", "))]"
