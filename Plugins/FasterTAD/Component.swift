@@ -111,7 +111,8 @@ struct FasterTADComponent: Detector {
     static let inTour = true
     static let operations = [
         OperationSpec("detect", summary: "detect actions in every video of the subset → predictions.json (ActivityNet), timelines",
-                      inputs: [TensorSpec("features", dtypes: ["f32"], shape: "T×C", summary: "one video's snippet features (instead of a data folder)", optional: true)],
+                      inputs: [TensorSpec("features", dtypes: ["f32"], shape: "T×C", summary: "one video's snippet features (instead of a data folder)", optional: true),
+                               TensorSpec("aux", dtypes: ["f32"], shape: "T×Ca", summary: "its auxiliary (atomic) stream, for models that take one", optional: true)],
                       outputs: [TensorSpec("segments", dtypes: ["f64"], shape: "K×3", summary: "start, end (fractions of the video), score — with --input features"),
                                 TensorSpec("labels", dtypes: ["i64"], shape: "K", summary: "class index — with --input features")]),
         OperationSpec("train", summary: "train on a data folder or synthetic-actions → model/ (config.json, model.safetensors), curve.csv, mAP"),

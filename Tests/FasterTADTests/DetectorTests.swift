@@ -104,7 +104,7 @@ import TestSupport
 
         let train = try cli.run("run", "faster-tad", "train", "--set", "data=\(dir.sub("data"))", "--set", "epochs=4", "--set", "hidden=32",
                                 "--set", "heads=2", "--set", "snippets=48", "--set", "roi_channels=16", "--set", "head_hidden=64", "--set", "batch=8",
-                                "--set", "timelines=2", "--out", dir.sub("train"), "--json")
+                                "--set", "timelines=2", "--set", "checkpoint_every=2", "--out", dir.sub("train"), "--json")
         #expect(train.status == 0, "\(train.stderr)")
         let result = try JSONValue.parse(train.stdout)["result"]!
         #expect(result["aux_channels"]?.intValue == 4)
@@ -113,6 +113,7 @@ import TestSupport
             .map { Double($0.split(separator: ",")[1])! }
         #expect(curve.count == 4 && curve.last! < curve.first!, "loss \(curve)")
         #expect(FileManager.default.fileExists(atPath: dir.sub("train") + "/timelines/v_00048.png"))
+        #expect(FileManager.default.fileExists(atPath: dir.sub("train") + "/checkpoints/epoch-2/model.safetensors"))
 
         let model = dir.sub("train") + "/model"
         let detect = try cli.run("run", "faster-tad", "detect", "--set", "data=\(dir.sub("data"))", "--set", "model=\(model)", "--out", dir.sub("detect"), "--json")
@@ -129,6 +130,18 @@ import TestSupport
         let ens = try cli.run("run", "faster-tad", "ensemble", "--set", "members=[\"\(dir.sub("detect"))/predictions.json\",\"\(dir.sub("detect"))/predictions.json\"]",
                               "--set", "data=\(dir.sub("data"))", "--out", dir.sub("ens"), "--json")
         #expect(ens.status == 0, "\(ens.stderr)")
+
+        // One video as tensors: segments [K, 3] within the video, labels [K]; the aux stream is required.
+        let one = dir.sub("data") + "/features/v_00050.npy", oneAux = dir.sub("data") + "/aux_features/v_00050.npy"
+        let noAux = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--input", "features=\(one)")
+        #expect(noAux.status != 0 && noAux.stderr.contains("--input aux="))
+        let tensor = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--input", "features=\(one)", "--input", "aux=\(oneAux)",
+                                 "--out", dir.sub("one"), "--json")
+        #expect(tensor.status == 0, "\(tensor.stderr)")
+        let segments = try NPY.read(path: dir.sub("one") + "/segments.npy"), labels = try NPY.read(path: dir.sub("one") + "/labels.npy")
+        #expect(segments.rank == 2 && segments.shape[1] == 3 && labels.shape == [segments.shape[0]] && segments.shape[0] > 0)
+        let values = try segments.doubles()
+        for k in 0..<segments.shape[0] { #expect(values[3 * k] >= 0 && values[3 * k] < values[3 * k + 1] && values[3 * k + 1] <= 1) }
 
         // Bad input: features of another width, a folder without features, a model folder without config.
         let wrong = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--out", dir.sub("wrong"))
