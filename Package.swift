@@ -17,6 +17,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
     ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"]),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"]),
+    ("Distillation", "Plugins/Distillation", []),
 ]
 
 let package = Package(
@@ -88,6 +89,7 @@ let package = Package(
         .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Text", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
+        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
         .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"],

@@ -1,0 +1,192 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import Tensors
+
+/// `cmnist-dd`: coloured digits with a controlled colour bias (the bias study's CMNIST-DD).
+struct CMNISTComponent: Dataset {
+    struct Options: ComponentOptions {
+        var rho = 0.95
+        var severity = 4
+        var root = ""
+        var per_class = 500
+        var test_per_class = 100
+        var seed = 0
+        var size = 28
+        var split = "train"
+        var start = 0
+        var count = 64
+        var shuffle = true
+        var epoch = 0
+        static let help = [
+            "rho": "bias-aligned ratio ρ of the training split: P(colour = class) (the test split is always ρ = 0: every image bias-conflicting)",
+            "severity": "1…4: colour noise std 0.05, 0.02, 0.01, 0.005",
+            "root": "a folder with MNIST's IDX files (read through mnist-idx); empty: the built-in digit renderer",
+            "per_class": "renderer: training digits per class", "test_per_class": "renderer: test digits per class",
+            "seed": "renderer and colour noise seed", "size": "image side (28; the renderer draws any size, MNIST is 28)",
+            "split": "batch: train or test", "start": "batch: first position", "count": "batch: images",
+            "shuffle": "batch: seeded shuffle of the split", "epoch": "batch: the shuffle's epoch",
+        ]
+        static let choices = ["split": ["train", "test"]]
+    }
+    static let id = "cmnist-dd"
+    static let summary = "Coloured digits with a colour bias of ratio ρ (Biased-DD's CMNIST-DD): MNIST IDX when given, else rendered digits"
+    static let operations = [
+        OperationSpec("batch", summary: "coloured digits, labels, colour attribute and whether each is bias-aligned",
+                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1]"),
+                                TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "digit"),
+                                TensorSpec("colors", dtypes: ["i64"], shape: "N", summary: "colour index (the bias attribute)"),
+                                TensorSpec("aligned", dtypes: ["i64"], shape: "N", summary: "1 when the colour equals the digit")]),
+        OperationSpec("describe", summary: "classes, split sizes, ρ, severity, the digit source"),
+        OperationSpec("export", summary: "a contact sheet (rows: digits) and counts per (class, colour) as CSV"),
+    ]
+
+    /// A split's digits (grey, S × S) and labels, in sample order.
+    struct Source: @unchecked Sendable {
+        var labels: [Int]
+        var digit: (Int) -> [Float]
+        var name: String
+    }
+
+    func validate(_ o: Options) throws {
+        guard (0...1).contains(o.rho) else { throw MenagerieError.invalidArgument("option 'rho' of '\(Self.id)' must lie in [0, 1], got \(o.rho)") }
+        guard (1...4).contains(o.severity) else { throw MenagerieError.invalidArgument("option 'severity' of '\(Self.id)' must be 1, 2, 3 or 4, got \(o.severity)") }
+        guard (8...128).contains(o.size) else { throw MenagerieError.invalidArgument("option 'size' of '\(Self.id)' must lie in 8…128") }
+        guard o.per_class > 0, o.test_per_class > 0 else { throw MenagerieError.invalidArgument("per_class and test_per_class must be > 0") }
+    }
+
+    func source(_ o: Options, split: String, host: MenagerieKit.Host) throws -> Source {
+        if !o.root.isEmpty {
+            guard o.size == 28 else { throw MenagerieError.invalidArgument("MNIST digits are 28×28: use size=28 with root=") }
+            let data = try MNISTCache.shared.load(root: o.root, split: split, host: host)
+            return Source(labels: data.labels, digit: { i in Array(data.images[(i * 784)..<((i + 1) * 784)]) }, name: "mnist-idx (\(o.root))")
+        }
+        let n = (split == "train" ? o.per_class : o.test_per_class) * 10
+        let seed = UInt64(bitPattern: Int64(o.seed)) &* 0x9E37_79B9 &+ (split == "train" ? 1 : 2)
+        var order = Array(0..<n).map { $0 % 10 }
+        var rng = SeededGenerator(seed: seed)
+        order.shuffle(using: &rng)
+        let labels = order, size = o.size
+        return Source(labels: labels, digit: { i in
+            var r = SeededGenerator(seed: seed &+ UInt64(i) &* 0xD1B5_4A32_D192_ED03)
+            return DigitRenderer.render(labels[i], size: size, rng: &r)
+        }, name: "built-in renderer")
+    }
+
+    func describe(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        try validate(o)
+        let train = try source(o, split: "train", host: request.host), test = try source(o, split: "test", host: request.host)
+        return Response(result: ["classes": .array((0..<10).map { .string("\($0)") }), "channels": 3, "size": .number(Double(o.size)),
+                                 "splits": ["train": .number(Double(train.labels.count)), "test": .number(Double(test.labels.count))],
+                                 "rho": .number(o.rho), "severity": .number(Double(o.severity)), "digits": .string(train.name),
+                                 "attribute": "colors"])
+    }
+
+    /// Images, labels, colours of the split's `indices`.
+    func samples(_ o: Options, split: String, indices: [Int], host: MenagerieKit.Host) throws -> (images: [Float], labels: [Int], colors: [Int]) {
+        let src = try source(o, split: split, host: host)
+        let colors = biasedAttributes(labels: src.labels, classes: 10, rho: split == "train" ? o.rho : 0)
+        let plane = 3 * o.size * o.size
+        var images = [Float](repeating: 0, count: indices.count * plane)
+        images.withUnsafeMutableBufferPointer { out in
+            let box = SendableBuffer(out.baseAddress!)
+            Parallel.chunks(indices.count, grain: 16) { range in
+                for k in range {
+                    let i = indices[k]
+                    var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(i) &* 0x8CB9_2BA7 &+ (split == "train" ? 11 : 13))
+                    let rgb = colourise(src.digit(i), size: o.size, colour: colors[i], severity: o.severity, rng: &rng)
+                    (box.pointer + k * plane).update(from: rgb, count: plane)
+                }
+            }
+        }
+        return (images, indices.map { src.labels[$0] }, indices.map { colors[$0] })
+    }
+
+    func batch(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        try validate(o)
+        let src = try source(o, split: o.split, host: request.host)
+        let total = src.labels.count
+        guard o.start >= 0, o.count > 0, o.start < total else {
+            throw MenagerieError.invalidArgument("'\(Self.id)' split '\(o.split)' has \(total) images; start \(o.start) with count \(o.count) selects none")
+        }
+        var order = Array(0..<total)
+        if o.shuffle {
+            var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 5)
+            order.shuffle(using: &rng)
+        }
+        let picked = Array(order[o.start..<min(total, o.start + o.count)])
+        let s = try samples(o, split: o.split, indices: picked, host: request.host)
+        return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)),
+                                 "digits": .string(src.name)],
+                        tensors: [("images", try Tensor(s.images, shape: [picked.count, 3, o.size, o.size])),
+                                  ("labels", Tensor(s.labels.map(Int64.init))), ("colors", Tensor(s.colors.map(Int64.init))),
+                                  ("aligned", Tensor(zip(s.labels, s.colors).map { Int64($0 == $1 ? 1 : 0) }))])
+    }
+
+    func export(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        try validate(o)
+        let dir = request.host.scratchDirectory
+        let src = try source(o, split: "train", host: request.host)
+        let colors = biasedAttributes(labels: src.labels, classes: 10, rho: o.rho)
+        var counts = [[Int]](repeating: [Int](repeating: 0, count: 10), count: 10)
+        for (y, c) in zip(src.labels, colors) { counts[y][c] += 1 }
+        var csv = "class," + (0..<10).map { "colour_\($0)" }.joined(separator: ",") + "\n"
+        for y in 0..<10 { csv += "\(y)," + counts[y].map(String.init).joined(separator: ",") + "\n" }
+        try AtomicFile.write(csv, to: dir + "/counts.csv")
+        // Contact sheet: 10 per digit, evenly spaced through the class (colours are assigned in
+        // sample order, so the first ones would all be the bias-conflicting minority).
+        var picked: [Int] = []
+        for y in 0..<10 {
+            let members = src.labels.indices.filter { src.labels[$0] == y }
+            picked += (0..<10).map { members[$0 * members.count / 10 + members.count / 20] }
+        }
+        let s = try samples(o, split: "train", indices: picked, host: request.host)
+        let plane = o.size * o.size
+        let tiles = (0..<picked.count).map { k -> Image in
+            var px = [UInt8](repeating: 0, count: plane * 3)
+            for p in 0..<plane { for ch in 0..<3 { px[3 * p + ch] = UInt8(max(0, min(255, s.images[k * 3 * plane + ch * plane + p] * 255))) } }
+            return Image(width: o.size, height: o.size, channels: 3, pixels: px)
+        }
+        try PNG.write(try Overlay.grid(tiles, columns: 10), to: dir + "/contact_sheet.png")
+        return Response(result: ["counts": .array(counts.map { .array($0.map { .number(Double($0)) }) }), "digits": .string(src.name),
+                                 "rho": .number(o.rho)], artifacts: ["counts.csv", "contact_sheet.png"])
+    }
+}
+
+/// MNIST splits read once per process through the `mnist-idx` component.
+final class MNISTCache: @unchecked Sendable {
+    static let shared = MNISTCache()
+    private var cache: [String: (images: [Float], labels: [Int])] = [:]
+    private let lock = NSLock()
+
+    func load(root: String, split: String, host: MenagerieKit.Host) throws -> (images: [Float], labels: [Int]) {
+        let key = root + "|" + split
+        lock.lock()
+        if let hit = cache[key] { lock.unlock(); return hit }
+        lock.unlock()
+        let proxy = try DatasetOptionsProxy(host, id: "mnist-idx", size: 28, options: ["root=" + root])
+        let total = try proxy.describe()["splits"]?[split]?.intValue ?? 0
+        guard total > 0 else { throw MenagerieError.invalidArgument("mnist-idx at '\(root)' has no '\(split)' split") }
+        var images: [Float] = [], labels: [Int] = []
+        for start in stride(from: 0, to: total, by: 4096) {
+            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(4096, total - start))),
+                                              "shuffle": false])
+            images += try b.tensors["images"]!.converted(to: .float32).scalars(as: Float.self)
+            labels += try b.tensors["labels"]!.integers()
+        }
+        lock.lock()
+        cache[key] = (images, labels)
+        lock.unlock()
+        return (images, labels)
+    }
+}
+
+/// A raw pointer that crosses into `Parallel.chunks` (each worker writes its own images).
+struct SendableBuffer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// The options every distiller takes (each uses what applies to it; `menagerie info <id>`).
+struct DistillOptions: ComponentOptions {
+    var dataset = "cmnist-dd"
+    var dataset_options: [String] = []
+    var size = 28
+    var ipc = 10
+    var limit = 0
+    var iterations = -1
+    var batch_real = 256
+    var lr_image = -1.0
+    var momentum_image = 0.5
+    var initialisation = "real"
+    var augment = "default"
+    var width = 128
+    var depth = 3
+    var outer_loop = 0
+    var inner_loop = 0
+    var lr_net = 0.01
+    var batch_train = 256
+    var target = "none"
+    var attribute = "colors"
+    var feature_epochs = 0
+    static let help = [
+        "dataset": "the dataset component distilled (its train split)", "dataset_options": "key=value options passed to the dataset (e.g. rho=0.95)",
+        "size": "image side asked of the dataset", "ipc": "images per class", "limit": "read at most this many training images (0: all)",
+        "iterations": "DM/DC/DSA outer iterations (−1: the paper's, DM 20000, DC/DSA 1000)",
+        "batch_real": "real images per class per matching step", "lr_image": "SGD rate on the images (−1: DM 1.0, DC/DSA 0.1)",
+        "momentum_image": "SGD momentum on the images", "initialisation": "real (random real images of the class) or noise",
+        "augment": "default (DSA for DM and DSA, none for DC), dsa or none", "width": "ConvNet width", "depth": "ConvNet depth",
+        "outer_loop": "DC/DSA: outer loop (0: the per-IPC reference schedule)", "inner_loop": "DC/DSA: network epochs on the synthetic set between image updates",
+        "lr_net": "DC/DSA: the network's SGD rate", "batch_train": "DC/DSA: batch of the network's training on the synthetic set",
+        "target": "none, or balanced-attribute: distil toward the distribution in which every value of `attribute` is equally likely within a class (task-specific distillation)",
+        "attribute": "the dataset tensor naming each image's bias attribute (cmnist-dd: colors)",
+        "feature_epochs": "herding: epochs of hard-label training of the feature network on the real data first (0: random features)",
+    ]
+    static let choices = ["initialisation": ["real", "noise"], "augment": ["default", "dsa", "none"], "target": ["none", "balanced-attribute"]]
+}
+
+/// The method a distiller component runs.
+enum Method: String, Sendable {
+    case random = "random-selection", herding, dc, dsa, dm
+    var usesDSAByDefault: Bool { self == .dm || self == .dsa }
+}
+
+/// Weights that turn each class's attribute distribution uniform: w = 1 / (the class's count of the
+/// image's attribute value), normalised within the class.
+func balancedAttributeWeights(_ data: RealData) throws -> [Float] {
+    guard let attrs = data.attributes else { throw MenagerieError.invalidArgument("target=balanced-attribute needs the dataset's attribute tensor") }
+    var weights = [Float](repeating: 0, count: data.count)
+    for members in data.byClass {
+        var counts: [Int: Int] = [:]
+        for i in members { counts[attrs[i], default: 0] += 1 }
+        for i in members { weights[i] = 1 / Float(counts[attrs[i]]!) }
+    }
+    return weights
+}
+
+/// Distils `data` with `method`: the core shared by the components and the bias study.
+func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: UInt64, host: MenagerieKit.Host,
+            curve: inout [(Int, Double)]) throws -> DistilledSet {
+    guard o.ipc > 0 else { throw MenagerieError.invalidArgument("ipc must be > 0") }
+    for (k, members) in data.byClass.enumerated() where members.count < o.ipc {
+        throw MenagerieError.invalidArgument("ipc \(o.ipc) is larger than class '\(data.classes[k])' of '\(data.dataset)' (\(members.count) training images)")
+    }
+    let normalizer = Normalizer(data)
+    let weights = o.target == "balanced-attribute" ? try balancedAttributeWeights(data) : nil
+    var rng = SeededGenerator(seed: seed)
+    let plane = data.plane
+    var images: [Float]
+    switch method {
+    case .random:
+        images = gatherImages(try Tensor(data.images, shape: [data.count, data.channels, data.size, data.size]),
+                              Distillers.randomSelection(data, ipc: o.ipc, weights: weights, rng: &rng)).scalarsOrEmpty
+    case .herding:
+        let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
+        let net = ConvNet(channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
+        if o.feature_epochs > 0 {
+            var s = Protocols.Settings()
+            s.epochs = o.feature_epochs
+            s.width = o.width
+            s.depth = o.depth
+            s.dsa = nil
+            let trained = try Protocols.trainHard(images: try Tensor(normalized, shape: [data.count, data.channels, data.size, data.size]),
+                                                  labels: data.labels, classes: data.classes.count, settings: s, seed: seed &+ 3, host: host,
+                                                  label: "herding features")
+            for (a, b) in zip(net.parameters, trained.parameters) { a.assign(b.value) }
+        }
+        var features: [Float] = [], dim = 0
+        try GradMode.disabled {
+            for start in stride(from: 0, to: data.count, by: 500) {
+                let idx = Array(start..<min(data.count, start + 500))
+                let x = gatherImages(try Tensor(normalized, shape: [data.count, data.channels, data.size, data.size]), idx)
+                let f = net.embed(Variable(x))
+                dim = f.shape[1]
+                features += f.scalars
+            }
+        }
+        let picked = Distillers.herding(data, features: features, dim: dim, ipc: o.ipc, weights: weights)
+        images = gatherImages(try Tensor(data.images, shape: [data.count, data.channels, data.size, data.size]), picked).scalarsOrEmpty
+    case .dm, .dc, .dsa:
+        var s = DistillSettings()
+        s.ipc = o.ipc
+        s.iterations = o.iterations >= 0 ? o.iterations : (method == .dm ? 20000 : 1000)
+        s.batchReal = o.batch_real
+        s.lrImage = o.lr_image > 0 ? o.lr_image : (method == .dm ? 1.0 : 0.1)
+        s.momentumImage = o.momentum_image
+        s.initialisation = o.initialisation
+        let useDSA = o.augment == "dsa" || (o.augment == "default" && method.usesDSAByDefault)
+        s.dsa = useDSA ? DSA() : nil
+        s.seed = seed
+        s.width = o.width
+        s.depth = o.depth
+        s.outerLoop = o.outer_loop
+        s.innerLoop = o.inner_loop
+        s.lrNet = o.lr_net
+        s.batchTrain = o.batch_train
+        s.weights = weights
+        guard s.batchReal > 0, s.lrImage > 0, s.iterations >= 0 else { throw MenagerieError.invalidArgument("batch_real and lr_image must be > 0, iterations ≥ 0") }
+        let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
+        var log: [(Int, Double)] = []
+        let result = method == .dm
+            ? try Distillers.distributionMatching(data, normalized: normalized, settings: s, host: host) { log.append(($0, $1)) }
+            : try Distillers.gradientMatching(data, normalized: normalized, settings: s, host: host) { log.append(($0, $1)) }
+        curve = log
+        images = normalizer.denormalize(result, channels: data.channels, plane: plane)
+    }
+    let labels = (0..<data.classes.count).flatMap { [Int](repeating: $0, count: o.ipc) }
+    var set = DistilledSet(images: try Tensor(images, shape: [labels.count, data.channels, data.size, data.size]), labels: labels,
+                           classes: data.classes, method: method.rawValue, dataset: data.dataset, ipc: o.ipc)
+    set.extra["mean"] = JSONValue.array(normalizer.mean.map { .number(Double($0)) }).compactText
+    set.extra["std"] = JSONValue.array(normalizer.std.map { .number(Double($0)) }).compactText
+    set.extra["dataset_options"] = JSONValue.array(o.dataset_options.map { .string($0) }).compactText
+    set.extra["target"] = o.target
+    return set
+}
+
+extension Tensor {
+    var scalarsOrEmpty: [Float] { (try? scalars(as: Float.self)) ?? [] }
+}
+
+extension DistilledSet {
+    /// The normaliser saved with the set (the training data's statistics).
+    func normalizer() -> Normalizer? {
+        guard let m = extra["mean"].flatMap({ try? JSONValue.parse($0).arrayValue }), let s = extra["std"].flatMap({ try? JSONValue.parse($0).arrayValue }) else { return nil }
+        return Normalizer(mean: m.compactMap { $0.doubleValue.map(Float.init) }, std: s.compactMap { $0.doubleValue.map(Float.init) })
+    }
+}
+
+/// A distiller component: one per method, all with `DistillOptions`.
+protocol DistillerMethod: Distiller where Options == DistillOptions {
+    static var method: Method { get }
+}
+
+extension DistillerMethod {
+    static var operations: [OperationSpec] {
+        [OperationSpec("distill", summary: "distil the dataset's train split at `ipc` images per class → distilled.safetensors, grid.png",
+                       outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
+                                 TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")])]
+    }
+
+    func distill(_ request: Request<DistillOptions>) throws -> Response {
+        let o = request.options
+        let data = try RealData.load(request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size,
+                                     attribute: o.target == "none" ? "" : o.attribute, limit: o.limit)
+        var curve: [(Int, Double)] = []
+        let t0 = Date()
+        let set = try distil(Self.method, data: data, options: o, seed: request.host.seed, host: request.host, curve: &curve)
+        let seconds = Date().timeIntervalSince(t0)
+        let dir = request.host.scratchDirectory
+        try set.write(to: dir + "/distilled.safetensors")
+        try PNG.write(try set.grid(), to: dir + "/grid.png")
+        var artifacts = ["distilled.safetensors", "grid.png"]
+        if !curve.isEmpty {
+            try AtomicFile.write("iteration,loss\n" + curve.map { "\($0.0),\($0.1)" }.joined(separator: "\n") + "\n", to: dir + "/curve.csv")
+            artifacts.append("curve.csv")
+        }
+        var result: [String: JSONValue] = ["method": .string(Self.method.rawValue), "ipc": .number(Double(o.ipc)), "images": .number(Double(set.count)),
+                                           "dataset": .string(o.dataset), "seconds": .number(seconds), "target": .string(o.target),
+                                           "distilled": "distilled.safetensors"]
+        if !curve.isEmpty {
+            result["iterations"] = .number(Double(curve.count))
+            result["iterations_per_s"] = .number(Double(curve.count) / max(seconds, 1e-9))
+            result["first_loss"] = .number(curve.first!.1)
+            result["last_loss"] = .number(curve.last!.1)
+        }
+        return Response(result: .object(result), tensors: [("images", set.images), ("labels", Tensor(set.labels.map(Int64.init)))], artifacts: artifacts)
+    }
+}
+
+struct RandomSelectionComponent: DistillerMethod {
+    typealias Options = DistillOptions
+    static let method = Method.random
+    static let id = "random-selection"
+    static let summary = "Random selection: IPC real images per class (the baseline every distiller must beat)"
+}
+
+struct HerdingComponent: DistillerMethod {
+    typealias Options = DistillOptions
+    static let method = Method.herding
+    static let id = "herding"
+    static let summary = "Herding: per class, greedily the real images whose running feature mean tracks the class mean (Welling 2009)"
+}
+
+struct DCComponent: DistillerMethod {
+    typealias Options = DistillOptions
+    static let method = Method.dc
+    static let id = "dc"
+    static let summary = "DC: dataset condensation by gradient matching (Zhao et al., ICLR 2021), second-order through the synthetic gradients"
+}
+
+struct DSAComponent: DistillerMethod {
+    typealias Options = DistillOptions
+    static let method = Method.dsa
+    static let id = "dsa"
+    static let summary = "DSA: gradient matching with differentiable Siamese augmentation (Zhao & Bilen, ICML 2021)"
+}
+
+struct DMComponent: DistillerMethod {
+    typealias Options = DistillOptions
+    static let method = Method.dm
+    static let id = "dm"
+    static let summary = "DM: distribution matching of mean embeddings under fresh random ConvNets (Zhao & Bilen, WACV 2023)"
+}

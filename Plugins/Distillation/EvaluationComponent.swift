@@ -1,0 +1,205 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// `distilled-eval`: the evaluation protocols on any distilled set, and the bias study.
+struct DistilledEvalComponent: Metric {
+    struct Options: ComponentOptions {
+        var distilled = ""
+        var dataset = ""
+        var dataset_options: [String] = []
+        var `protocol` = "hard"
+        var nets = 5
+        var epochs = 300
+        var batch = 256
+        var lr = 0.01
+        var augment = "dsa"
+        var width = 128
+        var depth = 3
+        var test_limit = 0
+        var teacher = ""
+        var teacher_epochs = 30
+        var temperature = 4.0
+        // bias study
+        var rhos: [Double] = [0.1, 0.5, 0.8, 0.95, 1.0]
+        var methods: [String] = ["random-selection", "herding", "dm", "dc", "dsa"]
+        var task_specific: [String] = ["random-selection", "dm"]
+        var ipc = 10
+        var severity = 4
+        var dm_iterations = 200
+        var dc_iterations = 20
+        var dc_inner_loop = 10
+        var batch_real = 64
+        var per_class = 500
+        static let help = [
+            "distilled": "a distilled.safetensors (from any distiller)",
+            "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",
+            "dataset_options": "key=value dataset options (default: those the set was distilled with)",
+            "protocol": "hard (fresh ConvNet-3, SGD, hard labels) or soft (teacher logits, KL at temperature, AdamW)",
+            "nets": "networks trained (mean ± std over them)", "epochs": "training epochs (lr × 0.1 at half for hard)", "batch": "batch size",
+            "lr": "hard: SGD rate", "augment": "dsa (every batch through one DSA draw) or none", "width": "ConvNet width", "depth": "ConvNet depth",
+            "test_limit": "evaluate on at most this many test images (0: all)",
+            "teacher": "soft: a teacher ConvNet safetensors (empty: trained here on the full train split and written as teacher.safetensors)",
+            "teacher_epochs": "soft: epochs of the teacher's training", "temperature": "soft: KL temperature",
+            "rhos": "bias-study: the bias-aligned ratios ρ", "methods": "bias-study: distillers run at every ρ",
+            "task_specific": "bias-study: distillers also run toward the unbiased attribute distribution (target=balanced-attribute)",
+            "ipc": "bias-study: images per class", "severity": "bias-study: colour-noise severity 1…4",
+            "dm_iterations": "bias-study: DM iterations", "dc_iterations": "bias-study: DC/DSA iterations",
+            "dc_inner_loop": "bias-study: DC/DSA network epochs between image updates (outer loop 10 as the reference at IPC 10; the reference inner loop is 50)",
+            "batch_real": "bias-study: real images per class per matching step", "per_class": "bias-study: rendered training digits per class",
+        ]
+        static let choices = ["protocol": ["hard", "soft"], "augment": ["dsa", "none"]]
+    }
+    static let id = "distilled-eval"
+    static let summary = "Evaluates distilled sets: ConvNet-3 trained from scratch on them (hard or soft labels), tested on the real test split"
+    static let operations = [
+        OperationSpec("evaluate", summary: "accuracy of `nets` networks trained on the distilled set → mean, std, per-net accuracies"),
+        OperationSpec("bias-study", summary: "for each ρ: distil cmnist-dd with each method (and toward the unbiased target), evaluate on the unbiased test split → bias_study.csv, bias_study.png"),
+    ]
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response { try biasStudy(request) }
+
+    func settings(_ o: Options, seed: UInt64) throws -> Protocols.Settings {
+        guard o.nets > 0, o.epochs > 0, o.batch > 0, o.lr > 0, o.temperature > 0 else {
+            throw MenagerieError.invalidArgument("nets, epochs, batch, lr and temperature must be > 0")
+        }
+        var s = Protocols.Settings()
+        s.nets = o.nets
+        s.epochs = o.epochs
+        s.batch = o.batch
+        s.lr = o.lr
+        s.dsa = o.augment == "dsa" ? DSA() : nil
+        s.width = o.width
+        s.depth = o.depth
+        s.seed = seed
+        s.temperature = o.temperature
+        return s
+    }
+
+    func evaluate(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard !o.distilled.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set distilled=distilled.safetensors") }
+        let set = try DistilledSet.read(o.distilled)
+        let dataset = o.dataset.isEmpty ? set.dataset : o.dataset
+        let datasetOptions = o.dataset_options.isEmpty
+            ? (set.extra["dataset_options"].flatMap { try? JSONValue.parse($0).arrayValue?.compactMap(\.stringValue) } ?? []) : o.dataset_options
+        let test = try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "test", size: set.size, attribute: "", limit: o.test_limit)
+        let s = try settings(o, seed: request.host.seed)
+        let t0 = Date()
+        var normalizer = set.normalizer()
+        var artifacts: [String] = []
+        let accuracies: [Double]
+        if o.protocol == "soft" {
+            let train = try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: "")
+            if normalizer == nil { normalizer = Normalizer(train) }
+            let teacher = try loadOrTrainTeacher(o, train: train, normalizer: normalizer!, settings: s, host: request.host, artifacts: &artifacts)
+            accuracies = try Protocols.softLabel(set, teacher: teacher, normalizer: normalizer!, test: test, settings: s, host: request.host)
+        } else {
+            if normalizer == nil {
+                normalizer = Normalizer(try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: ""))
+            }
+            accuracies = try Protocols.hardLabel(set, normalizer: normalizer!, test: test, settings: s, host: request.host)
+        }
+        let (mean, std) = meanStd(accuracies)
+        return Response(result: ["protocol": .string(o.protocol), "accuracies": .array(accuracies.map { .number($0) }), "mean": .number(mean),
+                                 "std": .number(std), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+                                 "method": .string(set.method), "ipc": .number(Double(set.ipc)), "test_images": .number(Double(test.count)),
+                                 "seconds": .number(Date().timeIntervalSince(t0))], artifacts: artifacts)
+    }
+
+    func loadOrTrainTeacher(_ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: MenagerieKit.Host,
+                            artifacts: inout [String]) throws -> ConvNet {
+        let net = ConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
+        if !o.teacher.isEmpty {
+            do { try net.load(from: try SafeTensorsCheckpoint(path: o.teacher)) } catch {
+                throw MenagerieError.invalidArgument("teacher '\(o.teacher)' does not fit a ConvNet-\(s.depth) of width \(s.width) on \(train.channels)×\(train.size)²: \(error)")
+            }
+            return net
+        }
+        var t = s
+        t.epochs = o.teacher_epochs
+        let x = try Tensor(normalizer.normalize(train.images, channels: train.channels, plane: train.plane), shape: [train.count, train.channels, train.size, train.size])
+        let teacher = try Protocols.trainHard(images: x, labels: train.labels, classes: train.classes.count, settings: t, seed: s.seed &+ 77, host: host, label: "teacher")
+        try teacher.save(to: host.scratchDirectory + "/teacher.safetensors")
+        artifacts.append("teacher.safetensors")
+        return teacher
+    }
+
+    /// The bias study on cmnist-dd: every method at every ρ, plain and toward the unbiased target.
+    func biasStudy(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard o.rhos.allSatisfy({ (0...1).contains($0) }), !o.rhos.isEmpty else { throw MenagerieError.invalidArgument("rhos must lie in [0, 1]") }
+        guard (1...4).contains(o.severity) else { throw MenagerieError.invalidArgument("severity must be 1…4") }
+        let methods = try o.methods.map { name -> Method in
+            guard let m = Method(rawValue: name) else { throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, herding, dc, dsa, dm)") }
+            return m
+        }
+        let specific = try o.task_specific.map { name -> Method in
+            guard let m = Method(rawValue: name) else { throw MenagerieError.invalidArgument("unknown method '\(name)' in task_specific") }
+            return m
+        }
+        let s = try settings(o, seed: request.host.seed)
+        let baseOptions = ["severity=\(o.severity)", "per_class=\(o.per_class)"]
+        let test = try RealData.load(request.host, dataset: "cmnist-dd", options: baseOptions, split: "test", size: 28, attribute: "", limit: o.test_limit)
+        var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
+        let dir = request.host.scratchDirectory
+        var csv = "rho,method,target,mean,std,accuracies,distill_seconds\n"
+        for rho in o.rhos {
+            let options = baseOptions + ["rho=\(rho)"]
+            let train = try RealData.load(request.host, dataset: "cmnist-dd", options: options, split: "train", size: 28, attribute: "colors")
+            let runs = methods.map { ($0, "none") } + specific.map { ($0, "balanced-attribute") }
+            for (method, target) in runs {
+                var d = DistillOptions()
+                d.dataset = "cmnist-dd"
+                d.dataset_options = options
+                d.ipc = o.ipc
+                d.iterations = method == .dm ? o.dm_iterations : o.dc_iterations
+                d.batch_real = o.batch_real
+                d.width = o.width
+                d.depth = o.depth
+                d.target = target
+                if method == .dc || method == .dsa {
+                    d.outer_loop = dcLoops(ipc: o.ipc)?.0 ?? 10
+                    d.inner_loop = o.dc_inner_loop
+                }
+                var curve: [(Int, Double)] = []
+                let t0 = Date()
+                let set = try distil(method, data: train, options: d, seed: request.host.seed, host: request.host, curve: &curve)
+                let seconds = Date().timeIntervalSince(t0)
+                let acc = try Protocols.hardLabel(set, normalizer: set.normalizer()!, test: test, settings: s, host: request.host)
+                let (mean, std) = meanStd(acc)
+                let name = method.rawValue + (target == "none" ? "" : " (target)")
+                rows.append((rho, name, mean, std, seconds))
+                csv += String(format: "%g,%@,%@,%.4f,%.4f,", rho, method.rawValue, target, mean, std)
+                    + "\"" + acc.map { String(format: "%.4f", $0) }.joined(separator: " ") + "\"" + String(format: ",%.1f\n", seconds)
+                request.host.log(.info, String(format: "ρ %.2f %@: %.2f ± %.2f %%", rho, name, 100 * mean, 100 * std))
+                try AtomicFile.write(csv, to: dir + "/bias_study.csv")
+                if rho == o.rhos.last {
+                    try set.write(to: dir + "/distilled_\(method.rawValue)\(target == "none" ? "" : "_target").safetensors")
+                }
+            }
+        }
+        let names = Array(NSOrderedSet(array: rows.map(\.method))) as! [String]
+        let plot = LinePlot(title: "CMNIST-DD: ACCURACY VS RHO (IPC \(o.ipc))", xLabel: "BIAS-ALIGNED RATIO RHO", yLabel: "TEST ACCURACY (UNBIASED)",
+                            series: names.enumerated().map { i, name in
+                                .init(name.uppercased(), points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i))
+                            }, xRange: 0...1, yRange: 0...1)
+        var p = plot
+        p.height = 480
+        try PNG.write(p.render(), to: dir + "/bias_study.png")
+        var table: [String: JSONValue] = [:]
+        for name in names { table[name] = .array(rows.filter { $0.method == name }.map { .array([.number($0.rho), .number($0.mean), .number($0.std)]) }) }
+        let artifacts = ["bias_study.csv", "bias_study.png"] + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
+        return Response(result: ["rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+                                 "digits": "cmnist-dd (built-in renderer)"], artifacts: artifacts)
+    }
+}
+
+func meanStd(_ v: [Double]) -> (Double, Double) {
+    let m = v.reduce(0, +) / Double(max(v.count, 1))
+    let s = v.count > 1 ? (v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count - 1)).squareRoot() : 0
+    return (m, s)
+}

@@ -1,0 +1,77 @@
+import Foundation
+import MenagerieKit
+import Tensors
+
+/// One split of a dataset component held in memory: images [N, C, S, S] in [0, 1], labels, and
+/// an optional per-image attribute (the bias study's colour or corruption), grouped by class.
+public struct RealData: Sendable {
+    public var images: [Float]
+    public var labels: [Int]
+    public var attributes: [Int]?
+    public var classes: [String]
+    public var channels: Int
+    public var size: Int
+    public var byClass: [[Int]]
+    public var dataset: String
+
+    public var count: Int { labels.count }
+    public var plane: Int { channels * size * size }
+
+    public init(images: [Float], labels: [Int], attributes: [Int]?, classes: [String], channels: Int, size: Int, dataset: String) {
+        self.images = images
+        self.labels = labels
+        self.attributes = attributes
+        self.classes = classes
+        self.channels = channels
+        self.size = size
+        self.dataset = dataset
+        byClass = classes.indices.map { k in labels.indices.filter { labels[$0] == k } }
+    }
+
+    /// Reads `split` of `dataset` through the host (batches of 512), at most `limit` images (0: all).
+    public static func load(_ host: MenagerieKit.Host, dataset: String, options: [String], split: String, size: Int, attribute: String,
+                            limit: Int = 0) throws -> RealData {
+        let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
+        let description = try proxy.describe()
+        let classes: [String] = (description["classes"]?.arrayValue ?? []).map { $0.stringValue ?? $0["name"]?.stringValue ?? "?" }
+        guard !classes.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(dataset)' describes no classes") }
+        guard classes.count >= 2 else { throw MenagerieError.invalidArgument("dataset '\(dataset)' has one class; distillation needs at least two") }
+        let total = description["splits"]?[split]?.intValue ?? 0
+        guard total > 0 else { throw MenagerieError.invalidArgument("dataset '\(dataset)' has no '\(split)' images (splits: \(description["splits"]?.compactText ?? "none"))") }
+        let n = limit > 0 ? min(limit, total) : total
+        var images: [Float] = [], labels: [Int] = [], attrs: [Int] = []
+        var channels = 0, side = 0
+        var hasAttribute = !attribute.isEmpty
+        for start in stride(from: 0, to: n, by: 512) {
+            try host.checkCancelled()
+            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(512, n - start))),
+                                              "shuffle": false])
+            guard let x = b.tensors["images"], x.rank == 4, let y = b.tensors["labels"] else {
+                throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
+            }
+            channels = x.shape[1]
+            side = x.shape[2]
+            images += try x.converted(to: .float32).scalars(as: Float.self)
+            labels += try y.integers()
+            if hasAttribute {
+                if let a = b.tensors[attribute] { attrs += try a.integers() } else { hasAttribute = false }
+            }
+            host.progress(min(n, start + 512), of: n, "loading \(dataset) \(split)")
+        }
+        if !attribute.isEmpty && !hasAttribute {
+            throw MenagerieError.invalidArgument("dataset '\(dataset)' serves no '\(attribute)' tensor (needed by attribute=/target=)")
+        }
+        return RealData(images: images, labels: labels, attributes: hasAttribute ? attrs : nil, classes: classes, channels: channels,
+                        size: side, dataset: dataset)
+    }
+
+    /// The images at `indices` as a tensor [n, C, S, S].
+    public func batch(_ indices: [Int]) -> Tensor {
+        let p = plane
+        return Tensor.make([indices.count, channels, size, size]) { o in
+            images.withUnsafeBufferPointer { src in
+                for (k, i) in indices.enumerated() { (o + k * p).update(from: src.baseAddress! + i * p, count: p) }
+            }
+        }
+    }
+}
