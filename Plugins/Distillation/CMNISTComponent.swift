@@ -59,7 +59,7 @@ struct CMNISTComponent: Dataset {
     func source(_ o: Options, split: String, host: MenagerieKit.Host) throws -> Source {
         if !o.root.isEmpty {
             guard o.size == 28 else { throw MenagerieError.invalidArgument("MNIST digits are 28×28: use size=28 with root=") }
-            let data = try MNISTCache.shared.load(root: o.root, split: split, host: host)
+            let data = try SplitCache.shared.load(dataset: "mnist-idx", options: ["root=" + o.root], size: 28, split: split, host: host)
             return Source(labels: data.labels, digit: { i in Array(data.images[(i * 784)..<((i + 1) * 784)]) }, name: "mnist-idx (\(o.root))")
         }
         let n = (split == "train" ? o.per_class : o.test_per_class) * 10
@@ -157,31 +157,39 @@ struct CMNISTComponent: Dataset {
     }
 }
 
-/// MNIST splits read once per process through the `mnist-idx` component.
-final class MNISTCache: @unchecked Sendable {
-    static let shared = MNISTCache()
-    private var cache: [String: (images: [Float], labels: [Int])] = [:]
+/// Dataset splits read once per process through another dataset component (`mnist-idx`,
+/// `cifar10-binary`, `synthetic-tol`): images [N, C, S, S] in [0, 1] and labels, in sample order.
+final class SplitCache: @unchecked Sendable {
+    static let shared = SplitCache()
+    private var cache: [String: (images: [Float], labels: [Int], channels: Int, size: Int)] = [:]
     private let lock = NSLock()
 
-    func load(root: String, split: String, host: MenagerieKit.Host) throws -> (images: [Float], labels: [Int]) {
-        let key = root + "|" + split
+    func load(dataset: String, options: [String], size: Int, split: String, host: MenagerieKit.Host) throws
+        -> (images: [Float], labels: [Int], channels: Int, size: Int) {
+        let key = ([dataset, split, "\(size)"] + options).joined(separator: "|")
         lock.lock()
         if let hit = cache[key] { lock.unlock(); return hit }
         lock.unlock()
-        let proxy = try DatasetOptionsProxy(host, id: "mnist-idx", size: 28, options: ["root=" + root])
+        let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let total = try proxy.describe()["splits"]?[split]?.intValue ?? 0
-        guard total > 0 else { throw MenagerieError.invalidArgument("mnist-idx at '\(root)' has no '\(split)' split") }
-        var images: [Float] = [], labels: [Int] = []
-        for start in stride(from: 0, to: total, by: 4096) {
-            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(4096, total - start))),
+        guard total > 0 else { throw MenagerieError.invalidArgument("'\(dataset)' (\(options.joined(separator: " "))) has no '\(split)' split") }
+        var images: [Float] = [], labels: [Int] = [], channels = 0, side = 0
+        for start in stride(from: 0, to: total, by: 2048) {
+            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(2048, total - start))),
                                               "shuffle": false])
-            images += try b.tensors["images"]!.converted(to: .float32).scalars(as: Float.self)
-            labels += try b.tensors["labels"]!.integers()
+            guard let x = b.tensors["images"], x.rank == 4, let y = b.tensors["labels"] else {
+                throw MenagerieError.invalidArgument("'\(dataset)' batch returned no images / labels")
+            }
+            channels = x.shape[1]
+            side = x.shape[2]
+            images += try x.converted(to: .float32).scalars(as: Float.self)
+            labels += try y.integers()
         }
+        let value = (images, labels, channels, side)
         lock.lock()
-        cache[key] = (images, labels)
+        cache[key] = value
         lock.unlock()
-        return (images, labels)
+        return value
     }
 }
 

@@ -111,7 +111,7 @@ public enum DistillationPlugin: Plugin {
     public static let paper: Paper? = Paper(title: "Exploring the Impact of Dataset Bias on Dataset Distillation", url: "https://arxiv.org/abs/2403.16028")
     public static let components: [any Component.Type] = [
         RandomSelectionComponent.self, HerdingComponent.self, DCComponent.self, DSAComponent.self, DMComponent.self,
-        DistilledEvalComponent.self, CMNISTComponent.self,
+        DistilledEvalComponent.self, CMNISTComponent.self, CCIFARComponent.self,
         CrossEntropyObjective.self, KDObjective.self, DistributionMatchingObjective.self, GradientMatchingObjective.self,
     ]
 }
