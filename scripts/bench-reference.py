@@ -68,6 +68,58 @@ def main():
             opt.step()
         add("convnet3.train_step", "ms", timed(step, max(2, args.repeats // 2)))
 
+    # Dataset distillation on 3×28×28, 10 classes, IPC 10 (no augmentation on either side): one DM
+    # iteration (fresh frozen ConvNet-3, 256 real + 10 synthetic per class), one DC outer step
+    # (fresh ConvNet-3, per-class gradient matching with second order, one image step), one
+    # evaluation epoch (an SGD step of ConvNet-3 on the 100 distilled images).
+    if wanted("distill."):
+        real = torch.randn(10, 256, 3, 28, 28)
+        syn = torch.randn(100, 3, 28, 28, requires_grad=True)
+        opt_img = torch.optim.SGD([syn], lr=1.0, momentum=0.5)
+
+        def dm_iteration():
+            net = ConvNet3(size=28)
+            for p in net.parameters():
+                p.requires_grad = False
+            loss = 0
+            for c in range(10):
+                r = net.features(real[c]).flatten(1).mean(0)
+                s_ = net.features(syn[c * 10:(c + 1) * 10]).flatten(1).mean(0)
+                loss = loss + ((r - s_) ** 2).sum()
+            opt_img.zero_grad()
+            loss.backward()
+            opt_img.step()
+        add("distill.dm_iteration", "ms", timed(dm_iteration, 3))
+
+        opt_dc = torch.optim.SGD([syn], lr=0.1, momentum=0.5)
+
+        def dc_step():
+            net = ConvNet3(size=28)
+            params = list(net.parameters())
+            loss = 0
+            for c in range(10):
+                gr = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real[c]), torch.full((256,), c)), params)]
+                gs = torch.autograd.grad(F.cross_entropy(net(syn[c * 10:(c + 1) * 10]), torch.full((10,), c)), params, create_graph=True)
+                for a, b in zip(gr, gs):
+                    if a.dim() == 1:
+                        continue
+                    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+                    loss = loss + torch.sum(1 - torch.sum(a * b, -1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-6))
+            opt_dc.zero_grad()
+            loss.backward()
+            opt_dc.step()
+        add("distill.dc_outer_step", "ms", timed(dc_step, 3))
+
+        net = ConvNet3(size=28)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        x100, y100 = torch.randn(100, 3, 28, 28), torch.arange(100) % 10
+
+        def eval_epoch():
+            opt.zero_grad()
+            F.cross_entropy(net(x100), y100).backward()
+            opt.step()
+        add("distill.eval_epoch", "ms", timed(eval_epoch, 10))
+
     with torch.inference_mode():
         if wanted("vit_b16.forward"):
             import timm

@@ -65,25 +65,30 @@ public enum DigitRenderer {
         [ellipse(0.5, 0.32, 0.2, 0.21), [(0.7, 0.32), (0.66, 0.6), (0.58, 0.9)]],
     ]
 
-    /// A `size` × `size` grey digit in [0, 1].
+    /// A `size` × `size` grey digit in [0, 1]: per sample, control points jittered, the whole digit
+    /// slanted, rotated (±12°), scaled per axis and offset, a random pen width, each stroke segment
+    /// dropped with probability 0.06 (broken strokes), and a few speckles of clutter.
     public static func render(_ digit: Int, size: Int, rng: inout SeededGenerator) -> [Float] {
-        let slant = (rng.nextUniform() - 0.5) * 0.5, scale = 0.78 + 0.2 * rng.nextUniform()
-        let ox = (rng.nextUniform() - 0.5) * 0.1, oy = (rng.nextUniform() - 0.5) * 0.1
-        let pen = (1.1 + 1.5 * rng.nextUniform()) * Double(size) / 28
+        let slant = (rng.nextUniform() - 0.5) * 0.7, angle = (rng.nextUniform() - 0.5) * 24 * Double.pi / 180
+        let scaleX = 0.68 + 0.3 * rng.nextUniform(), scaleY = 0.78 + 0.2 * rng.nextUniform()
+        let ox = (rng.nextUniform() - 0.5) * 0.14, oy = (rng.nextUniform() - 0.5) * 0.12
+        let pen = (1.0 + 1.8 * rng.nextUniform()) * Double(size) / 28
         let lines = strokes[digit].map { line in
             line.map { p -> (Double, Double) in
-                let x = p.0 + 0.03 * rng.nextNormal(), y = p.1 + 0.03 * rng.nextNormal()
-                let sx = 0.5 + (x - 0.5 + slant * (0.5 - y)) * scale + ox, sy = 0.5 + (y - 0.5) * scale + oy
+                let x = p.0 + 0.055 * rng.nextNormal(), y = p.1 + 0.055 * rng.nextNormal()
+                let u = (x - 0.5 + slant * (0.5 - y)) * scaleX, v = (y - 0.5) * scaleY
+                let sx = 0.5 + u * cos(angle) - v * sin(angle) + ox, sy = 0.5 + u * sin(angle) + v * cos(angle) + oy
                 return (sx * Double(size), sy * Double(size))
             }
         }
+        let dropped = lines.map { line in (1..<line.count).map { _ in rng.nextUniform() < 0.06 } }
         var out = [Float](repeating: 0, count: size * size)
         for py in 0..<size {
             for px in 0..<size {
                 let x = Double(px) + 0.5, y = Double(py) + 0.5
                 var best = Double.infinity
-                for line in lines {
-                    for k in 1..<line.count {
+                for (l, line) in lines.enumerated() {
+                    for k in 1..<line.count where !dropped[l][k - 1] {
                         let (ax, ay) = line[k - 1], (bx, by) = line[k]
                         let dx = bx - ax, dy = by - ay, len2 = dx * dx + dy * dy
                         let t = len2 > 0 ? max(0, min(1, ((x - ax) * dx + (y - ay) * dy) / len2)) : 0
@@ -93,6 +98,10 @@ public enum DigitRenderer {
                 }
                 out[py * size + px] = Float(max(0, min(1, pen / 2 + 0.5 - best)))
             }
+        }
+        for _ in 0..<Int(rng.next() % 6) {
+            let p = Int(rng.next() % UInt64(size * size))
+            out[p] = max(out[p], Float(0.3 + 0.5 * rng.nextUniform()))
         }
         return out
     }

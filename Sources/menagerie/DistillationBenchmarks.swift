@@ -1,0 +1,55 @@
+import Foundation
+import Formats
+import MenagerieHost
+import NN
+import Tensors
+
+/// Dataset distillation at 3×28×28, 10 classes, IPC 10, no augmentation — the shapes of
+/// `scripts/bench-reference.py`'s `distill.*`: one DM iteration and one DC outer step through the
+/// plugins (`iterations_per_s` of their own loop, data generation excluded), and one evaluation
+/// epoch of ConvNet-3 on 100 images.
+extension BenchCommand {
+    func distillationBenchmarks(into records: inout [Record], runtime: Runtime, registry: Registry) throws {
+        func has(_ id: String) -> Bool { registry.components.contains { $0.component.id == id } }
+        let data: JSONValue = ["dataset": "cmnist-dd", "dataset_options": ["per_class=300", "test_per_class=10"], "ipc": 10, "batch_real": 256,
+                               "augment": "none"]
+        func perIteration(_ id: String, _ extra: [String: JSONValue], iterations: Int) throws -> [Double] {
+            var options = data.objectValue!
+            for (k, v) in extra { options[k] = v }
+            options["iterations"] = .number(Double(iterations))
+            var samples: [Double] = []
+            for _ in 0..<2 {
+                let r = try runtime.invoke(id, operation: "distill", options: .object(options))
+                samples.append(1000 / (r.result["iterations_per_s"]?.doubleValue ?? .nan))
+            }
+            return samples
+        }
+        if wanted("distill.dm_iteration"), has("dm") {
+            var r = record("distill.dm_iteration", unit: "ms", try perIteration("dm", [:], iterations: 3))
+            r.ratioTarget = 1.0
+            records.append(r)
+        }
+        if wanted("distill.dc_outer_step"), has("dc") {
+            var r = record("distill.dc_outer_step", unit: "ms", try perIteration("dc", ["outer_loop": 1, "inner_loop": 0], iterations: 2))
+            r.ratioTarget = 1.0
+            records.append(r)
+        }
+        if wanted("distill.eval_epoch") {
+            var rng = SeededGenerator(seed: 4)
+            let x = Variable(try Tensor((0..<(100 * 3 * 28 * 28)).map { _ in Float(rng.nextNormal()) }, shape: [100, 3, 28, 28]))
+            let labels = (0..<100).map { $0 % 10 }
+            let net = ConvNet(channels: 3, classes: 10, imageSize: 28)
+            let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
+            opt.minimize(crossEntropy(net(x), labels: labels))
+            var samples: [Double] = []
+            for _ in 0..<10 {
+                let t0 = now()
+                opt.minimize(crossEntropy(net(x), labels: labels))
+                samples.append(now() - t0)
+            }
+            var r = record("distill.eval_epoch", unit: "ms", samples)
+            r.ratioTarget = 1.0
+            records.append(r)
+        }
+    }
+}
