@@ -4,7 +4,7 @@ import Tensors
 /// The ten corruptions of CIFAR-10-C (Hendrycks & Dietterich 2019) that CCIFAR10-DD uses as the bias
 /// attribute, on CHW images in [0, 1], severity 1…5 with the parameters of `make_cifar_c.py`.
 ///
-/// Implemented as there: brightness and saturate (in HSV), contrast, pixelate (box down- and
+/// Implemented as there: brightness and saturate (in HSV), contrast, pixelate (Pillow's BOX down- and
 /// up-sampling), JPEG (the lossy part of baseline JPEG: 8×8 DCT of YCbCr, the standard
 /// quantisation tables scaled by quality, inverse DCT; no chroma subsampling), fog (a plasma fractal
 /// by diamond-square), elastic (a smoothed random displacement field, bilinear resampling).
@@ -105,7 +105,7 @@ public enum Corruption: Int, CaseIterable, Sendable {
             let hw = s * s
             let mud: [Float] = [63 / 255, 42 / 255, 20 / 255]
             for p in 0..<hw {
-                let m = blobs[p] / max(hi, 1e-6) > Float(c.0) ? Float(c.1 + 0.4) : 0
+                let m = blobs[p] / max(hi, 1e-6) > Float(c.0 - 0.3) ? Float(c.1 + 0.4) : 0
                 for ch in 0..<3 { out[ch * hw + p] = (1 - m) * x[ch * hw + p] + m * mud[ch] }
             }
             return out
@@ -136,27 +136,30 @@ public enum Corruption: Int, CaseIterable, Sendable {
         return out
     }
 
-    /// Box resampling (area average down, nearest-area up), per channel.
+    /// Pillow's BOX resampling, separable, per channel: output pixel i covers source positions
+    /// within ±support of its centre (i + ½)·in/out, support = ½·max(1, in/out); each source pixel j
+    /// weighs 1 when −½ ≤ (j + ½ − centre)/max(1, in/out) < ½ (so upscaling is nearest-neighbour).
     static func boxResize(_ x: [Float], from a: Int, to b: Int) -> [Float] {
         let channels = x.count / (a * a)
-        var out = [Float](repeating: 0, count: channels * b * b)
-        for ch in 0..<channels {
-            for y in 0..<b {
-                for xx in 0..<b {
-                    let y0 = Double(y) * Double(a) / Double(b), y1 = Double(y + 1) * Double(a) / Double(b)
-                    let x0 = Double(xx) * Double(a) / Double(b), x1 = Double(xx + 1) * Double(a) / Double(b)
-                    var sum = 0.0, area = 0.0
-                    for sy in Int(y0)..<min(a, Int(ceil(y1))) {
-                        let wy = min(y1, Double(sy + 1)) - max(y0, Double(sy))
-                        for sx in Int(x0)..<min(a, Int(ceil(x1))) {
-                            let w = wy * (min(x1, Double(sx + 1)) - max(x0, Double(sx)))
-                            sum += w * Double(x[ch * a * a + sy * a + sx])
-                            area += w
-                        }
-                    }
-                    out[ch * b * b + y * b + xx] = Float(sum / max(area, 1e-12))
-                }
+        let scale = Double(a) / Double(b), fs = max(1, scale), support = 0.5 * fs
+        let taps: [[(Int, Float)]] = (0..<b).map { i in
+            let center = (Double(i) + 0.5) * scale
+            let lo = max(Int(center - support + 0.5), 0), hi = min(Int(center + support + 0.5), a)
+            var w: [(Int, Float)] = []
+            for j in lo..<max(hi, lo) {
+                let u = (Double(j) - center + 0.5) / fs
+                if u >= -0.5 && u < 0.5 { w.append((j, 1)) }
             }
+            if w.isEmpty { w = [(min(max(Int(center), 0), a - 1), 1)] }
+            let total = Float(w.count)
+            return w.map { ($0.0, $0.1 / total) }
+        }
+        var out = [Float](repeating: 0, count: channels * b * b)
+        var rows = [Float](repeating: 0, count: b * a)
+        for ch in 0..<channels {
+            let src = ch * a * a
+            for y in 0..<a { for i in 0..<b { rows[i * a + y] = taps[i].reduce(Float(0)) { $0 + $1.1 * x[src + y * a + $1.0] } } }
+            for yy in 0..<b { for i in 0..<b { out[ch * b * b + yy * b + i] = taps[yy].reduce(Float(0)) { $0 + $1.1 * rows[i * a + $1.0] } } }
         }
         return out
     }

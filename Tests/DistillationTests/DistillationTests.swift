@@ -197,3 +197,85 @@ import TestSupport
         #expect(result["accuracies"]?.arrayValue?.count == 2 && result["test_images"]?.intValue == 100)
     }
 }
+
+/// CCIFAR10-DD's corruptions and protocol 2.
+@Suite struct BiasDataTests {
+    func image(_ seed: UInt64, size: Int = 32) -> [Float] {
+        var rng = SeededGenerator(seed: seed)
+        // A smooth colour gradient with a square: structure for every corruption to act on.
+        var x = [Float](repeating: 0, count: 3 * size * size)
+        for ch in 0..<3 { for y in 0..<size { for c in 0..<size {
+            let ramp: Float = 0.5 * Float(y + c * (ch + 1)) / Float(size * (ch + 2))
+            let square: Float = (8..<20).contains(y) && (10..<22).contains(c) ? 0.2 : 0
+            let noise: Float = 0.05 * Float(rng.nextUniform())
+            x[ch * size * size + y * size + c] = 0.2 + ramp + noise + square
+        } } }
+        return x
+    }
+
+    @Test func corruptionsChangeImagesWithinRange() {
+        let x = image(1)
+        for c in Corruption.allCases {
+            for severity in [2, 5] {
+                var rng = SeededGenerator(seed: 7)
+                let y = c.apply(x, size: 32, severity: severity, rng: &rng)
+                #expect(y.count == x.count && y.allSatisfy { $0 >= 0 && $0 <= 1 && $0.isFinite }, "\(c.name)")
+                let change = zip(x, y).map { abs($0 - $1) }.reduce(0, +) / Float(x.count)
+                #expect(change > 0.003, "\(c.name) at severity \(severity) changed the image by only \(change)")
+                var again = SeededGenerator(seed: 7)
+                #expect(c.apply(x, size: 32, severity: severity, rng: &again) == y, "\(c.name) is not deterministic")
+            }
+        }
+        // Contrast at severity 5 scales deviations from the channel mean by 0.15.
+        var rng = SeededGenerator(seed: 1)
+        let low = Corruption.contrast.apply(x, size: 32, severity: 5, rng: &rng)
+        let mean = x[0..<1024].reduce(0, +) / 1024
+        #expect(abs((low[5] - mean) - 0.15 * (x[5] - mean)) < 1e-5)
+        // JPEG: quality 80 stays closer to the image than quality 40.
+        let q80 = Corruption.jpeg.apply(x, size: 32, severity: 1, rng: &rng), q40 = Corruption.jpeg.apply(x, size: 32, severity: 5, rng: &rng)
+        func err(_ y: [Float]) -> Float { zip(x, y).map { abs($0 - $1) }.reduce(0, +) }
+        #expect(err(q80) < err(q40))
+        // Pixelate at 0.65 (severity 5) makes 20-pixel blocks on 32: neighbouring pixels repeat.
+        let pix = Corruption.pixelate.apply(x, size: 32, severity: 5, rng: &rng)
+        var repeats = 0
+        for c in 0..<31 where abs(pix[320 + c] - pix[320 + c + 1]) < 1e-6 { repeats += 1 }
+        #expect(repeats >= 8)
+    }
+
+    @Test func ccifarAssignsCorruptionsByTheMilestones() throws {
+        let cli = CLI()
+        let r = try cli.run("run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200", "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let dir = TempDir("ccifar")
+        let out = try cli.run("run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200",
+                              "--out", dir.sub("b"))
+        #expect(out.status == 0)
+        let labels = try NPY.read(path: dir.sub("b") + "/labels.npy").integers(), attrs = try NPY.read(path: dir.sub("b") + "/corruptions.npy").integers()
+        #expect(labels.count == 200 && labels == attrs)
+        let test = try cli.run("run", "ccifar10-dd", "batch", "--set", "split=test", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=40",
+                               "--out", dir.sub("t"))
+        #expect(test.status == 0)
+        let tl = try NPY.read(path: dir.sub("t") + "/labels.npy").integers(), ta = try NPY.read(path: dir.sub("t") + "/corruptions.npy").integers()
+        #expect(zip(tl, ta).allSatisfy { $0 != $1 })
+    }
+
+    /// Protocol 2 end to end on a tiny setting: a teacher trained and saved, then reused.
+    @Test func softLabelProtocolTrainsAndReusesATeacher() throws {
+        let dir = TempDir("soft")
+        let cli = CLI()
+        let made = try cli.run("run", "random-selection", "distill", "--set", "ipc=2", "--set", "dataset_options=[\"per_class=12\",\"test_per_class=4\"]",
+                               "--out", dir.sub("r"))
+        #expect(made.status == 0, "\(made.stderr)")
+        let soft = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+                               "--set", "nets=2", "--set", "epochs=2", "--set", "teacher_epochs=1", "--set", "width=16", "--out", dir.sub("s"), "--json")
+        #expect(soft.status == 0, "\(soft.stderr)")
+        #expect(try JSONValue.parse(soft.stdout)["result"]?["accuracies"]?.arrayValue?.count == 2)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("s") + "/teacher.safetensors"))
+        let reuse = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+                                "--set", "nets=1", "--set", "epochs=1", "--set", "width=16", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors", "--json")
+        #expect(reuse.status == 0, "\(reuse.stderr)")
+        let wrong = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+                                "--set", "nets=1", "--set", "epochs=1", "--set", "width=32", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors")
+        #expect(wrong.status != 0 && wrong.stderr.contains("does not fit"))
+    }
+}
