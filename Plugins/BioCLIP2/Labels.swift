@@ -220,11 +220,6 @@ public func readBins(_ path: String) throws -> (classes: [String], bins: [String
     return (classes, bins)
 }
 
-/// CSV field quoting as pandas' `to_csv` (minimal: fields with a comma, quote or line break).
-func csvField(_ s: String) -> String {
-    s.contains(",") || s.contains("\"") || s.contains("\n") || s.contains("\r") ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}
-
 /// Scores as Python prints a float: the shortest repr of the double.
 func pythonFloat(_ x: Double) -> String {
     if x == 0 { return "0.0" }

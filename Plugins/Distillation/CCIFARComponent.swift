@@ -73,14 +73,14 @@ struct CCIFARComponent: Dataset {
         let plane = 3 * src.size * src.size
         var images = [Float](repeating: 0, count: indices.count * plane)
         images.withUnsafeMutableBufferPointer { out in
-            let box = SendableBuffer(out.baseAddress!)
+            let box = UncheckedBox(out.baseAddress!)
             Parallel.chunks(indices.count, grain: 8) { range in
                 for k in range {
                     let i = indices[k]
                     var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(i) &* 0x9E37_79B9 &+ (split == "train" ? 3 : 5))
                     let x = Array(src.images[(i * plane)..<((i + 1) * plane)])
                     let y = Corruption(rawValue: attrs[i])!.apply(x, size: src.size, severity: o.severity + 1, rng: &rng)
-                    (box.pointer + k * plane).update(from: y, count: plane)
+                    (box.value + k * plane).update(from: y, count: plane)
                 }
             }
         }
@@ -91,15 +91,8 @@ struct CCIFARComponent: Dataset {
         let o = request.options
         let src = try base(o, host: request.host, split: o.split)
         let total = src.labels.count
-        guard o.start >= 0, o.count > 0, o.start < total else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' split '\(o.split)' has \(total) images; start \(o.start) with count \(o.count) selects none")
-        }
-        var order = Array(0..<total)
-        if o.shuffle {
-            var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 9)
-            order.shuffle(using: &rng)
-        }
-        let picked = Array(order[o.start..<min(total, o.start + o.count)])
+        let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
+                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 9)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
         return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)), "images": .string(src.name)],
                         tensors: [("images", try Tensor(s.images, shape: [picked.count, 3, src.size, src.size])),

@@ -91,13 +91,13 @@ struct CMNISTComponent: Dataset {
         let plane = 3 * o.size * o.size
         var images = [Float](repeating: 0, count: indices.count * plane)
         images.withUnsafeMutableBufferPointer { out in
-            let box = SendableBuffer(out.baseAddress!)
+            let box = UncheckedBox(out.baseAddress!)
             Parallel.chunks(indices.count, grain: 16) { range in
                 for k in range {
                     let i = indices[k]
                     var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(i) &* 0x8CB9_2BA7 &+ (split == "train" ? 11 : 13))
                     let rgb = colourise(src.digit(i), size: o.size, colour: colors[i], severity: o.severity, rng: &rng)
-                    (box.pointer + k * plane).update(from: rgb, count: plane)
+                    (box.value + k * plane).update(from: rgb, count: plane)
                 }
             }
         }
@@ -109,15 +109,8 @@ struct CMNISTComponent: Dataset {
         try validate(o)
         let src = try source(o, split: o.split, host: request.host)
         let total = src.labels.count
-        guard o.start >= 0, o.count > 0, o.start < total else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' split '\(o.split)' has \(total) images; start \(o.start) with count \(o.count) selects none")
-        }
-        var order = Array(0..<total)
-        if o.shuffle {
-            var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 5)
-            order.shuffle(using: &rng)
-        }
-        let picked = Array(order[o.start..<min(total, o.start + o.count)])
+        let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
+                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 5)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
         return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)),
                                  "digits": .string(src.name)],
@@ -157,6 +150,20 @@ struct CMNISTComponent: Dataset {
     }
 }
 
+/// The indices a dataset `batch` call serves: `count` positions from `start` of the split's order
+/// (seeded shuffle per epoch, or file order), with the error that names an empty selection.
+func batchOrder(component: String, split: String, total: Int, start: Int, count: Int, shuffle: Bool, seed: UInt64) throws -> [Int] {
+    guard start >= 0, count > 0, start < total else {
+        throw MenagerieError.invalidArgument("'\(component)' split '\(split)' has \(total) images; start \(start) with count \(count) selects none")
+    }
+    var order = Array(0..<total)
+    if shuffle {
+        var rng = SeededGenerator(seed: seed)
+        order.shuffle(using: &rng)
+    }
+    return Array(order[start..<min(total, start + count)])
+}
+
 /// Dataset splits read once per process through another dataset component (`mnist-idx`,
 /// `cifar10-binary`, `synthetic-tol`): images [N, C, S, S] in [0, 1] and labels, in sample order.
 final class SplitCache: @unchecked Sendable {
@@ -191,10 +198,4 @@ final class SplitCache: @unchecked Sendable {
         lock.unlock()
         return value
     }
-}
-
-/// A raw pointer that crosses into `Parallel.chunks` (each worker writes its own images).
-struct SendableBuffer: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<Float>
-    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
 }

@@ -282,7 +282,3 @@ extension DMComponent {
                         artifacts: artifacts)
     }
 }
-
-func csvField(_ s: String) -> String {
-    s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}

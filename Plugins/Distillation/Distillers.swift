@@ -130,6 +130,21 @@ public enum Distillers {
         return (x, w.map { $0 / total })
     }
 
+    /// Class `c`'s real batch and synthetic images, both through the same DSA draw when augmenting
+    /// (the synthetic slice stays differentiable), with the real batch's target weights.
+    static func matchedBatches(_ data: RealData, normalized: [Float], synthetic: Variable, class c: Int, settings s: DistillSettings,
+                               rng: inout SeededGenerator) -> (real: Variable, synthetic: Variable, weights: [Float]?) {
+        let (real, w) = classBatch(data, normalized: normalized, class: c, count: s.batchReal, weights: s.weights, rng: &rng)
+        var syn = synthetic.slice(axis: 0, (c * s.ipc)..<((c + 1) * s.ipc))
+        var realX = Variable(real)
+        if let dsa = s.dsa {
+            let draw = dsa.draw(size: data.size, rng: &rng)
+            realX = DSA.apply(draw, realX)
+            syn = DSA.apply(draw, syn)
+        }
+        return (realX, syn, w)
+    }
+
     /// The synthetic set's starting point (normalised space): real images of each class, or noise.
     static func initialise(_ data: RealData, normalized: [Float], settings s: DistillSettings, rng: inout SeededGenerator) -> [Float] {
         let plane = data.plane
@@ -154,14 +169,7 @@ public enum Distillers {
             let net = ConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
             var loss: Variable? = nil
             for c in 0..<k {
-                let (real, w) = classBatch(data, normalized: normalized, class: c, count: s.batchReal, weights: s.weights, rng: &rng)
-                var syn = image.variable.slice(axis: 0, (c * s.ipc)..<((c + 1) * s.ipc))
-                var realX = Variable(real)
-                if let dsa = s.dsa {
-                    let draw = dsa.draw(size: data.size, rng: &rng)
-                    realX = DSA.apply(draw, realX)
-                    syn = DSA.apply(draw, syn)
-                }
+                let (realX, syn, w) = matchedBatches(data, normalized: normalized, synthetic: image.variable, class: c, settings: s, rng: &rng)
                 let realEmbedding = GradMode.disabled { net.embed(realX) }.detached()
                 let l = Matching.meanEmbeddingDistance(real: realEmbedding, synthetic: net.embed(syn), weights: w)
                 loss = loss.map { $0 + l } ?? l
@@ -197,15 +205,8 @@ public enum Distillers {
             for ol in 0..<loops.0 {
                 var loss: Variable? = nil
                 for c in 0..<k {
-                    let (real, w) = classBatch(data, normalized: normalized, class: c, count: s.batchReal, weights: s.weights, rng: &rng)
-                    var syn = image.variable.slice(axis: 0, (c * s.ipc)..<((c + 1) * s.ipc))
-                    var realX = Variable(real)
-                    if let dsa = s.dsa {
-                        let draw = dsa.draw(size: data.size, rng: &rng)
-                        realX = DSA.apply(draw, realX)
-                        syn = DSA.apply(draw, syn)
-                    }
-                    let gReal = Matching.gradients(net, images: realX, labels: [Int](repeating: c, count: real.shape[0]), weights: w, createGraph: false).map { $0.detached() }
+                    let (realX, syn, w) = matchedBatches(data, normalized: normalized, synthetic: image.variable, class: c, settings: s, rng: &rng)
+                    let gReal = Matching.gradients(net, images: realX, labels: [Int](repeating: c, count: realX.shape[0]), weights: w, createGraph: false).map { $0.detached() }
                     let gSyn = Matching.gradients(net, images: syn, labels: [Int](repeating: c, count: s.ipc), createGraph: true)
                     let d = Matching.gradientDistance(real: gReal, synthetic: gSyn)
                     loss = loss.map { $0 + d } ?? d

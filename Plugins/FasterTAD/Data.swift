@@ -34,13 +34,13 @@ struct TADDataset: Sendable {
         let names = data.classNames
         var videos = [TADVideo?](repeating: nil, count: data.videos.count)
         videos.withUnsafeMutableBufferPointer { out in
-            let box = UnsafeSendableBox(out.baseAddress!)
+            let box = UncheckedBox(out.baseAddress!)
             Parallel.chunks(data.videos.count, grain: 8) { range in
                 for i in range {
                     let v = data.videos[i]
                     let f = rescaleSnippets(data.features(i), snippets: v.snippets, channels: config.channels, to: snippets)
                     let a = aux ? rescaleSnippets(data.atomicFeatures(i), snippets: v.snippets, channels: SyntheticActions.atomicChannels, to: snippets) : []
-                    box.pointer[i] = TADVideo(id: v.id, subset: v.subset, duration: v.duration, features: f, aux: a,
+                    box.value[i] = TADVideo(id: v.id, subset: v.subset, duration: v.duration, features: f, aux: a,
                                               segments: v.actions.map { ($0.start / v.duration, $0.end / v.duration, $0.label) })
                 }
             }

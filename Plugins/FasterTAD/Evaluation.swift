@@ -97,9 +97,9 @@ public enum ActivityNetEvaluation {
         let nt = thresholds.count
         var apByClass = [[Double]](repeating: [Double](repeating: 0, count: nt), count: labels.count)
         apByClass.withUnsafeMutableBufferPointer { out in
-            let box = UnsafeSendableBox(out.baseAddress!)
+            let box = UncheckedBox(out.baseAddress!)
             Parallel.chunks(labels.count, grain: 1) { range in
-                for c in range { box.pointer[c] = classAP(gt: gtByClass[c], npos: npos[c], predictions: predByClass[c], thresholds: thresholds) }
+                for c in range { box.value[c] = classAP(gt: gtByClass[c], npos: npos[c], predictions: predByClass[c], thresholds: thresholds) }
             }
         }
         var ap = [[Double]](repeating: [Double](repeating: 0, count: labels.count), count: nt)
@@ -240,10 +240,4 @@ public enum ActivityNetEvaluation {
         return ProposalResult(thresholds: thresholds, recall: recall, averageRecall: avg, proposalsPerVideo: perVideo,
                               auc: auc, aucPercent: 100 * auc / perVideo[99])
     }
-}
-
-/// A raw pointer that crosses into `Parallel.chunks` (each worker writes its own elements).
-struct UnsafeSendableBox<T>: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<T>
-    init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
 }

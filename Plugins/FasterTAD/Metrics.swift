@@ -66,10 +66,6 @@ struct DetectionMetricComponent: Metric {
     }
 }
 
-func csvField(_ s: String) -> String {
-    s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}
-
 /// `anet-proposals`: the official ActivityNet proposal metric (average recall vs average number of
 /// proposals per video, and the area under that curve).
 struct ProposalMetricComponent: Metric {

@@ -113,7 +113,7 @@ struct SyntheticTreeOfLifeComponent: Dataset {
         var masks = [UInt8](repeating: 0, count: n * plane)
         images.withUnsafeMutableBufferPointer { ip in
             masks.withUnsafeMutableBufferPointer { mp in
-                let out = UncheckedSendable((ip.baseAddress!, mp.baseAddress!))
+                let out = UncheckedBox((ip.baseAddress!, mp.baseAddress!))
                 Parallel.chunks(n, grain: 1) { range in
                     let (img, msk) = out.value
                     for i in range {
@@ -159,11 +159,6 @@ struct SyntheticTreeOfLifeComponent: Dataset {
     }
 }
 
-/// Lets buffers owned by the caller cross into `Parallel.chunks` (each thread writes its own images).
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
 
 /// The plugin: its identity and components (the entry symbol is in `Entry/`, so that tests can link
 /// this module beside other plugins).

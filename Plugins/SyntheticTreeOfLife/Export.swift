@@ -107,7 +107,3 @@ extension SyntheticTreeOfLifeComponent {
     }
 }
 
-/// A CSV field, quoted when it holds a comma, quote or newline.
-func csvField(_ s: String) -> String {
-    s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}

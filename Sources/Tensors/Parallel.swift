@@ -23,10 +23,11 @@ public enum Parallel {
     }
 }
 
-/// Carries a non-Sendable value into `concurrentPerform`, whose iterations touch disjoint memory.
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+/// Carries a non-Sendable value (a buffer's base pointer) into `Parallel.chunks`, whose workers
+/// touch disjoint parts of it.
+public struct UncheckedBox<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ value: T) { self.value = value }
 }
 
 extension Tensor {
