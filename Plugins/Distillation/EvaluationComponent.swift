@@ -34,7 +34,9 @@ struct DistilledEvalComponent: Metric {
         var dc_inner_loop = 10
         var batch_real = 64
         var per_class = 500
+        var from_csv = ""
         static let help = [
+            "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",
             "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",
             "dataset_options": "key=value dataset options (default: those the set was distilled with)",
@@ -141,11 +143,37 @@ struct DistilledEvalComponent: Metric {
             guard let m = Method(rawValue: name) else { throw MenagerieError.invalidArgument("unknown method '\(name)' in task_specific") }
             return m
         }
+        let dir = request.host.scratchDirectory
+        var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
+        if !o.from_csv.isEmpty {
+            rows = try Self.readStudy(o.from_csv)
+            try AtomicFile.write(try String(contentsOfFile: o.from_csv, encoding: .utf8), to: dir + "/bias_study.csv")
+        } else {
+            rows = try runStudy(o, methods: methods, specific: specific, request: request)
+        }
+        var names: [String] = []
+        for r in rows where !names.contains(r.method) { names.append(r.method) }
+        let plot = LinePlot(title: "CMNIST-DD: ACCURACY VS RHO (IPC \(o.ipc))", xLabel: "BIAS-ALIGNED RATIO RHO", yLabel: "TEST ACCURACY (UNBIASED)",
+                            series: names.enumerated().map { i, name in
+                                .init(name.uppercased(), points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i))
+                            }, xRange: 0...1, yRange: 0...1)
+        var p = plot
+        p.height = 480
+        try PNG.write(p.render(), to: dir + "/bias_study.png")
+        var table: [String: JSONValue] = [:]
+        for name in names { table[name] = .array(rows.filter { $0.method == name }.map { .array([.number($0.rho), .number($0.mean), .number($0.std)]) }) }
+        let artifacts = ["bias_study.csv", "bias_study.png"] + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
+        return Response(result: ["rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+                                 "digits": "cmnist-dd (built-in renderer)"], artifacts: artifacts)
+    }
+    /// Runs every (ρ, method, target) of the study, writing bias_study.csv as it goes.
+    func runStudy(_ o: Options, methods: [Method], specific: [Method], request: Request<Options>) throws
+        -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] {
+        let dir = request.host.scratchDirectory
         let s = try settings(o, seed: request.host.seed)
         let baseOptions = ["severity=\(o.severity)", "per_class=\(o.per_class)"]
         let test = try RealData.load(request.host, dataset: "cmnist-dd", options: baseOptions, split: "test", size: 28, attribute: "", limit: o.test_limit)
         var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
-        let dir = request.host.scratchDirectory
         var csv = "rho,method,target,mean,std,accuracies,distill_seconds\n"
         for rho in o.rhos {
             let options = baseOptions + ["rho=\(rho)"]
@@ -182,20 +210,21 @@ struct DistilledEvalComponent: Metric {
                 }
             }
         }
-        let names = Array(NSOrderedSet(array: rows.map(\.method))) as! [String]
-        let plot = LinePlot(title: "CMNIST-DD: ACCURACY VS RHO (IPC \(o.ipc))", xLabel: "BIAS-ALIGNED RATIO RHO", yLabel: "TEST ACCURACY (UNBIASED)",
-                            series: names.enumerated().map { i, name in
-                                .init(name.uppercased(), points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i))
-                            }, xRange: 0...1, yRange: 0...1)
-        var p = plot
-        p.height = 480
-        try PNG.write(p.render(), to: dir + "/bias_study.png")
-        var table: [String: JSONValue] = [:]
-        for name in names { table[name] = .array(rows.filter { $0.method == name }.map { .array([.number($0.rho), .number($0.mean), .number($0.std)]) }) }
-        let artifacts = ["bias_study.csv", "bias_study.png"] + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
-        return Response(result: ["rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
-                                 "digits": "cmnist-dd (built-in renderer)"], artifacts: artifacts)
+        return rows
     }
+
+    /// The rows of a bias_study.csv (rho, method, target, mean, std, "accuracies", seconds).
+    static func readStudy(_ path: String) throws -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw MenagerieError.notFound("cannot read '\(path)'") }
+        return try text.split(separator: "\n").dropFirst().map { line in
+            let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard f.count == 7, let rho = Double(f[0]), let mean = Double(f[3]), let std = Double(f[4]), let seconds = Double(f[6]) else {
+                throw MenagerieError.invalidArgument("'\(path)' is not a bias_study.csv (line: \(line))")
+            }
+            return (rho, f[1] + (f[2] == "none" ? "" : " (target)"), mean, std, seconds)
+        }
+    }
+
 }
 
 func meanStd(_ v: [Double]) -> (Double, Double) {

@@ -43,7 +43,7 @@ public struct LinePlot: Sendable {
 
     public func render() -> Image {
         var c = Canvas(width: width, height: height)
-        let left = 70, right = width - 20, top = 40, bottom = height - 60
+        let left = 70, right = width - 20, top = 48, bottom = height - 60
         let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }
         func range(_ given: ClosedRange<Double>?, _ v: [Double]) -> (Double, Double) {
             if let given { return (given.lowerBound, given.upperBound) }
@@ -64,9 +64,9 @@ public struct LinePlot: Sendable {
         }
         c.line(left, bottom, right, bottom, axis)
         c.line(left, top, left, bottom, axis)
-        c.text(title, x: left, y: 12, scale: 2, (20, 20, 20))
+        c.text(title, x: left, y: 8, scale: 2, (20, 20, 20))
         c.text(xLabel, x: (left + right) / 2 - xLabel.count * 3, y: bottom + 24, axis)
-        c.text(yLabel, x: 4, y: top - 14, axis)
+        c.text(yLabel, x: 4, y: top - 12, axis)
         for s in series {
             let pts = s.points.map { (px($0.x), py($0.y)) }
             for k in pts.indices.dropFirst() { c.line(pts[k - 1].0, pts[k - 1].1, pts[k].0, pts[k].1, s.color, thickness: 2) }
