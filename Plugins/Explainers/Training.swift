@@ -39,9 +39,10 @@ struct ViTClassifierComponent: Backbone {
     static let id = "vit-classifier"
     static let summary = "A small ViT classifier: train on a dataset component (timm layout out), embed images"
     static let operations = [
-        OperationSpec("embed", summary: "pooled features of normalised images",
+        OperationSpec("embed", summary: "pooled features and patch tokens of normalised images",
                       inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
-                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features")]),
+                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features"),
+                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×D", summary: "patch tokens after the final norm (label propagation's features)")]),
         OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
     ]
 
@@ -55,7 +56,9 @@ struct ViTClassifierComponent: Backbone {
             throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this classifier, got \(images.shape)")
         }
         let out = GradMode.disabled { classifier.model.forward(Variable(images.owned())) }
-        return Response(result: ["features": .number(Double(out.pooled.shape[1]))], tensors: [("features", out.pooled.value)])
+        let tokens = try out.patchTokens.value.reshaped([images.shape[0], c.grid, c.grid, out.patchTokens.shape[2]])
+        return Response(result: ["features": .number(Double(out.pooled.shape[1])), "grid": .number(Double(c.grid))],
+                        tensors: [("features", out.pooled.value), ("tokens", tokens)])
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {

@@ -66,6 +66,9 @@ public final class ViTModel: Module {
         public var norm1Outputs: [Variable]
         /// Per block, the post-softmax attention [N, H, T, T] when `keepAttention`.
         public var attentions: [Variable]
+        /// The patch tokens after the last block and the final norm, prefix tokens dropped [N, L, D]
+        /// (DINO's features for label propagation).
+        public var patchTokens: Variable
     }
 
     /// Images [N, C, S, S] (normalised) through the network, recording the graph when gradients are on.
@@ -82,6 +85,7 @@ public final class ViTModel: Module {
             if keepAttention, let a = block.attention.lastAttention { attentions.append(a) }
         }
         let prefix = c.classToken ? 1 : 0
+        let patchTokens = norm(x.slice(axis: 1, prefix..<c.tokens))
         var pooled: Variable
         if c.fcNorm {
             pooled = norm(c.globalPool == "avg" ? x.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : x.slice(axis: 1, 0..<1).reshaped([n, d]))
@@ -89,6 +93,6 @@ public final class ViTModel: Module {
             let normed = norm(x)
             pooled = c.globalPool == "avg" ? normed.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : normed.slice(axis: 1, 0..<1).reshaped([n, d])
         }
-        return Output(logits: head.map { $0(pooled) } ?? pooled, pooled: pooled, norm1Outputs: norm1, attentions: attentions)
+        return Output(logits: head.map { $0(pooled) } ?? pooled, pooled: pooled, norm1Outputs: norm1, attentions: attentions, patchTokens: patchTokens)
     }
 }
