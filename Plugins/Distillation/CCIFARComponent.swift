@@ -43,8 +43,7 @@ struct CCIFARComponent: Dataset {
     ]
 
     func base(_ o: Options, host: MenagerieKit.Host, split: String) throws -> (images: [Float], labels: [Int], channels: Int, size: Int, name: String) {
-        guard (0...1).contains(o.rho) else { throw MenagerieError.invalidArgument("option 'rho' of '\(Self.id)' must lie in [0, 1], got \(o.rho)") }
-        guard (1...4).contains(o.severity) else { throw MenagerieError.invalidArgument("option 'severity' of '\(Self.id)' must be 1, 2, 3 or 4, got \(o.severity)") }
+        try validateBias(rho: o.rho, severity: o.severity, component: Self.id)
         if !o.root.isEmpty {
             let d = try SplitCache.shared.load(dataset: "cifar10-binary", options: ["root=" + o.root], size: 32, split: split, host: host)
             return (d.images, d.labels, d.channels, d.size, "cifar10-binary (\(o.root))")

@@ -50,8 +50,7 @@ struct CMNISTComponent: Dataset {
     }
 
     func validate(_ o: Options) throws {
-        guard (0...1).contains(o.rho) else { throw MenagerieError.invalidArgument("option 'rho' of '\(Self.id)' must lie in [0, 1], got \(o.rho)") }
-        guard (1...4).contains(o.severity) else { throw MenagerieError.invalidArgument("option 'severity' of '\(Self.id)' must be 1, 2, 3 or 4, got \(o.severity)") }
+        try validateBias(rho: o.rho, severity: o.severity, component: Self.id)
         guard (8...128).contains(o.size) else { throw MenagerieError.invalidArgument("option 'size' of '\(Self.id)' must lie in 8…128") }
         guard o.per_class > 0, o.test_per_class > 0 else { throw MenagerieError.invalidArgument("per_class and test_per_class must be > 0") }
     }

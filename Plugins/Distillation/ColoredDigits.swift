@@ -1,4 +1,5 @@
 import Foundation
+import MenagerieKit
 import Tensors
 
 /// The bias study's colour assignment (LfF's `make_attr_labels`, used by Biased-DD): for class c
@@ -22,6 +23,12 @@ public func biasedAttributes(labels: [Int], classes k: Int, rho: Double) -> [Int
         seen[y] += 1
         return milestones[y].firstIndex { $0 > Double(idx) } ?? (k - 1)
     }
+}
+
+/// The bias datasets' shared checks: ρ in [0, 1], severity 1…4.
+func validateBias(rho: Double, severity: Int, component: String) throws {
+    guard (0...1).contains(rho) else { throw MenagerieError.invalidArgument("option 'rho' of '\(component)' must lie in [0, 1], got \(rho)") }
+    guard (1...4).contains(severity) else { throw MenagerieError.invalidArgument("option 'severity' of '\(component)' must be 1, 2, 3 or 4, got \(severity)") }
 }
 
 /// The ten colours of the Biased-MNIST / CMNIST-DD protocol (RGB in [0, 1]).

@@ -76,8 +76,7 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
     var images: [Float]
     switch method {
     case .random:
-        images = gatherImages(try Tensor(data.images, shape: [data.count, data.channels, data.size, data.size]),
-                              Distillers.randomSelection(data, ipc: o.ipc, weights: weights, rng: &rng)).scalarsOrEmpty
+        images = data.batch(Distillers.randomSelection(data, ipc: o.ipc, weights: weights, rng: &rng)).scalarsOrEmpty
     case .herding:
         let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
         let net = ConvNet(channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
@@ -93,17 +92,17 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
             for (a, b) in zip(net.parameters, trained.parameters) { a.assign(b.value) }
         }
         var features: [Float] = [], dim = 0
-        try GradMode.disabled {
+        GradMode.disabled {
             for start in stride(from: 0, to: data.count, by: 500) {
                 let idx = Array(start..<min(data.count, start + 500))
-                let x = gatherImages(try Tensor(normalized, shape: [data.count, data.channels, data.size, data.size]), idx)
+                let x = gatherRows(normalized, idx, shape: [data.channels, data.size, data.size])
                 let f = net.embed(Variable(x))
                 dim = f.shape[1]
                 features += f.scalars
             }
         }
         let picked = Distillers.herding(data, features: features, dim: dim, ipc: o.ipc, weights: weights)
-        images = gatherImages(try Tensor(data.images, shape: [data.count, data.channels, data.size, data.size]), picked).scalarsOrEmpty
+        images = data.batch(picked).scalarsOrEmpty
     case .dm, .dc, .dsa:
         var s = DistillSettings()
         s.ipc = o.ipc

@@ -121,10 +121,8 @@ public enum Distillers {
         -> (Tensor, [Float]?) {
         var members = data.byClass[c]
         members.shuffle(using: &rng)
-        let picked = Array(members.prefix(n)), plane = data.plane
-        let x = Tensor.make([picked.count, data.channels, data.size, data.size]) { o in
-            normalized.withUnsafeBufferPointer { src in for (k, i) in picked.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) } }
-        }
+        let picked = Array(members.prefix(n))
+        let x = gatherRows(normalized, picked, shape: [data.channels, data.size, data.size])
         guard let weights else { return (x, nil) }
         let w = picked.map { weights[$0] }, total = max(w.reduce(0, +), 1e-12)
         return (x, w.map { $0 / total })
@@ -236,9 +234,5 @@ public enum Distillers {
 
 /// Rows `indices` of an image batch [N, C, H, W].
 func gatherImages(_ t: Tensor, _ indices: [Int]) -> Tensor {
-    let plane = t.shape.dropFirst().reduce(1, *)
-    let v = try! t.scalars(as: Float.self)
-    return Tensor.make([indices.count] + Array(t.shape.dropFirst())) { o in
-        v.withUnsafeBufferPointer { src in for (k, i) in indices.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) } }
-    }
+    gatherRows(try! t.scalars(as: Float.self), indices, shape: Array(t.shape.dropFirst()))
 }

@@ -68,7 +68,7 @@ public enum Protocols {
         var rng = SeededGenerator(seed: seed &+ 99)
         for epoch in 0..<s.epochs {
             try host.checkCancelled()
-            optimizer.learningRate = Float(epoch < s.epochs / 2 ? s.lr : s.lr * 0.1)
+            optimizer.learningRate = Schedule.step(milestones: [s.epochs / 2], gamma: 0.1).rate(base: Float(s.lr), step: epoch, total: s.epochs)
             var order = Array(0..<n)
             order.shuffle(using: &rng)
             for start in stride(from: 0, to: n, by: s.batch) {
@@ -121,7 +121,7 @@ public enum Protocols {
                     var xb = Variable(gatherImages(x, idx))
                     if let dsa = s.dsa { xb = DSA.apply(dsa.draw(size: size, rng: &rng), xb) }
                     let targets = GradMode.disabled { teacher(xb) }.detached()
-                    optimizer.learningRate = Float(s.softLR * 0.5 * (1 + cos(Double.pi * Double(step) / Double(max(steps, 1)))))
+                    optimizer.learningRate = Schedule.cosine(warmup: 0, floor: 0).rate(base: Float(s.softLR), step: step, total: steps)
                     optimizer.minimize(distillationKL(student: net(xb), teacher: targets, temperature: Float(s.temperature)))
                     step += 1
                 }

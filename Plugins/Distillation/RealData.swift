@@ -66,12 +66,14 @@ public struct RealData: Sendable {
     }
 
     /// The images at `indices` as a tensor [n, C, S, S].
-    public func batch(_ indices: [Int]) -> Tensor {
-        let p = plane
-        return Tensor.make([indices.count, channels, size, size]) { o in
-            images.withUnsafeBufferPointer { src in
-                for (k, i) in indices.enumerated() { (o + k * p).update(from: src.baseAddress! + i * p, count: p) }
-            }
-        }
+    public func batch(_ indices: [Int]) -> Tensor { gatherRows(images, indices, shape: [channels, size, size]) }
+}
+
+/// Rows `indices` of a row-major array of rows shaped `shape`, as a tensor [n] + shape: the one
+/// gather behind real batches, distilled-set batches and selections.
+func gatherRows(_ values: [Float], _ indices: [Int], shape: [Int]) -> Tensor {
+    let plane = shape.reduce(1, *)
+    return Tensor.make([indices.count] + shape) { o in
+        values.withUnsafeBufferPointer { src in for (k, i) in indices.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) } }
     }
 }

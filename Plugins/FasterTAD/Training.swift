@@ -112,7 +112,7 @@ extension FasterTADComponent {
             for b in 0..<stepsPerEpoch {
                 try host.checkCancelled()
                 let picked = order[(b * o.batch)..<min(train.count, (b + 1) * o.batch)].map { train[$0] }
-                optimizer.learningRate = Float(cosineWithWarmup(base: o.lr, step: step, total: total, warmup: stepsPerEpoch))
+                optimizer.learningRate = Schedule.cosine(warmup: stepsPerEpoch, floor: 0).rate(base: Float(o.lr), step: step, total: total)
                 let l = TAD.loss(net, videos: picked, options: options, boundaryWeight: Float(o.boundary_weight),
                                  regressionWeight: Float(o.regression_weight), rng: &rng)
                 var grads = Autograd.gradients(of: l.total, wrt: optimizer.parameters.map(\.variable))
@@ -125,11 +125,4 @@ extension FasterTADComponent {
             try epochEnd(epoch, sums.map { $0 / Double(stepsPerEpoch) })
         }
     }
-}
-
-/// Linear warm-up over `warmup` steps, then cosine decay to 0 at `total`.
-func cosineWithWarmup(base: Double, step: Int, total: Int, warmup: Int) -> Double {
-    if step < warmup { return base * Double(step + 1) / Double(warmup) }
-    let p = Double(step - warmup) / Double(max(total - warmup, 1))
-    return base * 0.5 * (1 + cos(Double.pi * min(p, 1)))
 }
