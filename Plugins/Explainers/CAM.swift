@@ -92,7 +92,7 @@ extension ViTClassifier: CAMClassifier {
         let c = config
         let block = layer < 0 ? c.depth + layer : layer
         guard (0..<c.depth).contains(block) else { throw CAMError("target layer \(layer) does not exist: the model has \(c.depth) blocks") }
-        let prefix = c.classToken ? 1 : 0
+        let prefix = c.prefixTokens
         let patches = c.tokens - prefix
         let g = Int(Double(patches).squareRoot().rounded())
         guard g * g == patches else {

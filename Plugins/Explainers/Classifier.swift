@@ -15,13 +15,26 @@ public struct ViTClassifier: @unchecked Sendable {
     public let interpolation: Resample
     public let folder: String
 
-    /// `requireHead: false` accepts a backbone without a classifier head (a linear probe's input).
-    public init(folder: String, requireHead: Bool = true) throws {
+    /// `requireHead: false` accepts a backbone without a classifier head (a linear probe's input, a
+    /// DINO/DINOv2 feature extractor). `imageSize` > 0 runs the model at another input size, its
+    /// position embedding resampled to the new grid (timm's `resample_abs_pos_embed`).
+    public init(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws {
         let configPath = folder + "/config.json"
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
         }
-        let cfg = try ViTConfig.timm(configPath: configPath)
+        let weights = folder + "/model.safetensors"
+        guard FileManager.default.fileExists(atPath: weights) else {
+            throw FormatError(path: weights, "not found: a classifier folder holds timm's config.json and model.safetensors")
+        }
+        let checkpoint = try SafeTensorsCheckpoint(path: weights)
+        var cfg = try ViTConfig.timm(configPath: configPath, checkpoint: checkpoint)
+        if imageSize > 0 {
+            guard imageSize % cfg.patchSize == 0 else {
+                throw FormatError(path: configPath, "image size \(imageSize) is not a multiple of the patch size \(cfg.patchSize)")
+            }
+            cfg.imageSize = imageSize
+        }
         guard cfg.numClasses > 0 || !requireHead else {
             throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain (train a linear-probe on it first)")
         }
@@ -34,11 +47,7 @@ public struct ViTClassifier: @unchecked Sendable {
             throw FormatError(path: configPath, "pretrained_cfg mean/std need \(cfg.inChannels) values")
         }
         interpolation = pre?["interpolation"]?.stringValue == "bilinear" ? .bilinear : .bicubic
-        let weights = folder + "/model.safetensors"
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw FormatError(path: weights, "not found: a classifier folder holds timm's config.json and model.safetensors")
-        }
-        model = try ViTModel(config: cfg, checkpoint: SafeTensorsCheckpoint(path: weights))
+        model = try ViTModel(config: cfg, checkpoint: checkpoint)
         model.isTraining = false
         config = cfg
         self.folder = folder
@@ -85,15 +94,15 @@ final class ClassifierCache: @unchecked Sendable {
     private var entries: [String: (stamp: String, classifier: ViTClassifier)] = [:]
     private let lock = NSLock()
 
-    func classifier(folder: String, requireHead: Bool = true) throws -> ViTClassifier {
+    func classifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
         let weights = folder + "/model.safetensors"
         let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
         let stamp = "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)-\((attributes?[.size] as? NSNumber)?.intValue ?? 0)"
-        let key = folder + (requireHead ? "#head" : "")
+        let key = folder + (requireHead ? "#head" : "") + "#\(imageSize)"
         lock.lock()
         if let hit = entries[key], hit.stamp == stamp { lock.unlock(); return hit.classifier }
         lock.unlock()
-        let loaded = try ViTClassifier(folder: folder, requireHead: requireHead)
+        let loaded = try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
         lock.lock()
         entries[key] = (stamp, loaded)
         lock.unlock()

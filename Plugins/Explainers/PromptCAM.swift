@@ -79,7 +79,7 @@ public final class PromptCAMModel: @unchecked Sendable {
         let out = GradMode.disabled { forward(Variable(images), keepAttention: true) }
         let a = try! out.attention!.value.scalars(as: Float.self)
         let c = backbone.config, n = images.shape[0], h = c.heads, k = classes
-        let t = out.attention!.shape[2], prefix = k + (c.classToken ? 1 : 0), patches = c.grid * c.grid
+        let t = out.attention!.shape[2], prefix = k + c.prefixTokens, patches = c.grid * c.grid
         var maps = [Float](repeating: 0, count: n * h * patches)
         for i in 0..<n {
             for hh in 0..<h {

@@ -24,6 +24,7 @@ struct ViTClassifierComponent: Backbone {
         var warmup = 2
         var seed = 0
         var classifier = ""
+        var imageSize = 0
         var datasetOptions: [String] = []
         static let help = [
             "datasetOptions": "train: key=value options passed to the dataset on every call (e.g. trainPerSpecies=96)",
@@ -33,31 +34,53 @@ struct ViTClassifierComponent: Backbone {
             "batch": "train: batch size", "lr": "train: AdamW peak learning rate (cosine schedule with warm-up)",
             "weightDecay": "train: AdamW decoupled weight decay (not on biases, norms, embeddings)",
             "warmup": "train: warm-up epochs", "seed": "train: initialisation and shuffles",
-            "classifier": "embed: a classifier folder (empty: the embedded one)",
+            "classifier": "embed: a timm ViT folder, with or without a head (DINO, DINOv2, a trained classifier; empty: the embedded one)",
+            "imageSize": "embed: run the model at this input size, its position embedding resampled (0: the config's; with 'pixels', their size)",
         ]
     }
     static let id = "vit-classifier"
     static let summary = "A small ViT classifier: train on a dataset component (timm layout out), embed images"
     static let operations = [
-        OperationSpec("embed", summary: "pooled features and patch tokens of normalised images",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
+        OperationSpec("embed", summary: "pooled features and patch tokens of normalised images, or of [0, 1] pixels normalised here",
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "images normalised with the model's mean/std, at its size", optional: true),
+                               TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1], any square size that is a multiple of the patch size: normalised with the model's mean/std, the model run at that size", optional: true)],
                       outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features"),
                                 TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×D", summary: "patch tokens after the final norm (label propagation's features)")]),
         OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
     ]
 
     func embed(_ request: Request<Options>) throws -> Response {
-        let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
-        let classifier: ViTClassifier
-        do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let images = try request.inputs.require("images", dtypes: [.float32], rank: 4)
-        let c = classifier.config
-        guard images.shape[1] == 3, images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
-            throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this classifier, got \(images.shape)")
+        let o = request.options
+        let folder = o.classifier.isEmpty ? try embeddedClassifierFolder() : (o.classifier as NSString).expandingTildeInPath
+        let pixels = request.inputs["pixels"]
+        var size = o.imageSize
+        if let pixels {
+            guard pixels.dtype == .float32, pixels.rank == 4, pixels.shape[1] == 3, pixels.shape[2] == pixels.shape[3] else {
+                throw MenagerieError.invalidArgument("input 'pixels' must be f32 [N, 3, S, S] RGB in [0, 1], got \(pixels.dtype.name) \(pixels.shape)")
+            }
+            guard size == 0 || size == pixels.shape[2] else {
+                throw MenagerieError.invalidArgument("option imageSize=\(size) differs from the size of input 'pixels' (\(pixels.shape[2])): resize the pixels or leave imageSize 0")
+            }
+            size = pixels.shape[2]
         }
-        let out = GradMode.disabled { classifier.model.forward(Variable(images.owned())) }
+        let classifier: ViTClassifier
+        do { classifier = try ClassifierCache.shared.classifier(folder: folder, requireHead: false, imageSize: size) } catch let e as FormatError {
+            throw MenagerieError.invalidArgument("\(e)")
+        }
+        let c = classifier.config
+        let images: Tensor
+        if let pixels {
+            images = normalizeChannels(pixels.owned(), mean: classifier.mean, std: classifier.std)
+        } else {
+            images = try request.inputs.require("images", dtypes: [.float32], rank: 4).owned()
+            guard images.shape[1] == 3, images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
+                throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this model, got \(images.shape) (or pass 'pixels')")
+            }
+        }
+        let out = GradMode.disabled { classifier.model.forward(Variable(images)) }
         let tokens = try out.patchTokens.value.reshaped([images.shape[0], c.grid, c.grid, out.patchTokens.shape[2]])
-        return Response(result: ["features": .number(Double(out.pooled.shape[1])), "grid": .number(Double(c.grid))],
+        return Response(result: ["features": .number(Double(out.pooled.shape[1])), "grid": .number(Double(c.grid)),
+                                 "patch": .number(Double(c.patchSize))],
                         tensors: [("features", out.pooled.value), ("tokens", tokens)])
     }
 

@@ -110,13 +110,17 @@ public final class TransformerBlock: Module {
     public let norm1: LayerNorm, norm2: LayerNorm
     public let attention: MultiheadAttention
     public let fc1: Linear, fc2: Linear
+    /// Per-channel gains of the two residual branches (timm `ls1.gamma`, `ls2.gamma`; DINOv2).
+    public let layerScale1: Parameter?, layerScale2: Parameter?
     public let activation: Activation
     public let naming: BlockNaming
     public var isTraining = true
 
     public init(width: Int, heads: Int, hidden: Int, qkvBias: Bool = true, eps: Float = 1e-6, activation: Activation = .gelu,
-                naming: BlockNaming = .timm, rng: inout SeededGenerator) {
+                naming: BlockNaming = .timm, layerScale: Bool = false, rng: inout SeededGenerator) {
         norm1 = LayerNorm(width, eps: eps)
+        layerScale1 = layerScale ? Parameter(Tensor.filled(1e-5, shape: [width]), decays: false) : nil
+        layerScale2 = layerScale ? Parameter(Tensor.filled(1e-5, shape: [width]), decays: false) : nil
         norm2 = LayerNorm(width, eps: eps)
         var names = MultiheadAttention.Names()
         names.qkvWeight = naming.qkvWeight
@@ -134,6 +138,7 @@ public final class TransformerBlock: Module {
         prefixed(naming.norm1 + ".", norm1.namedParameters) + attention.namedParameters
             + prefixed(naming.norm2 + ".", norm2.namedParameters) + prefixed(naming.fc1 + ".", fc1.namedParameters)
             + prefixed(naming.fc2 + ".", fc2.namedParameters)
+            + (layerScale1.map { [("ls1.gamma", $0)] } ?? []) + (layerScale2.map { [("ls2.gamma", $0)] } ?? [])
     }
 
     /// `norm1Tap` receives the output of the first LayerNorm (Grad-CAM's usual ViT target layer).
@@ -141,9 +146,11 @@ public final class TransformerBlock: Module {
                                norm1Tap: ((Variable) -> Void)? = nil) -> Variable {
         let normed = norm1(x)
         norm1Tap?(normed)
-        let h = x + attention(normed, causal: causal, cache: cache)
+        let attended = attention(normed, causal: causal, cache: cache)
+        let h = x + (layerScale1.map { attended * $0.variable } ?? attended)
         let y = fc1(norm2(h))
         let a = activation == .gelu ? y.gelu() : y.quickGELU()
-        return h + fc2(a)
+        let mlp = fc2(a)
+        return h + (layerScale2.map { mlp * $0.variable } ?? mlp)
     }
 }

@@ -9,6 +9,8 @@ public final class ViTModel: Module {
     public let config: ViTConfig
     public let patchEmbed: Conv2d
     public let clsToken: Parameter?
+    /// DINOv2's register tokens [1, R, D], after the class token.
+    public let regToken: Parameter?
     public let posEmbed: Parameter
     public let blocks: [TransformerBlock]
     public let norm: LayerNorm
@@ -22,9 +24,11 @@ public final class ViTModel: Module {
         config = c
         patchEmbed = Conv2d(c.inChannels, c.width, kernel: c.patchSize, stride: c.patchSize, rng: &rng)
         clsToken = c.classToken ? Parameter(uniform([1, 1, c.width], bound: 0.02, &rng), decays: false) : nil
-        posEmbed = Parameter(uniform([1, c.tokens, c.width], bound: 0.02, &rng), decays: false)
+        regToken = c.registerTokens > 0 ? Parameter(uniform([1, c.registerTokens, c.width], bound: 0.02, &rng), decays: false) : nil
+        posEmbed = Parameter(uniform([1, c.positionTokens, c.width], bound: 0.02, &rng), decays: false)
         blocks = (0..<c.depth).map { _ in
-            TransformerBlock(width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps, rng: &rng)
+            TransformerBlock(width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps,
+                             layerScale: c.layerScale, rng: &rng)
         }
         norm = LayerNorm(c.width, eps: c.layerNormEps)
         head = c.numClasses > 0 ? Linear(c.width, c.numClasses, rng: &rng) : nil
@@ -39,7 +43,7 @@ public final class ViTModel: Module {
         for (name, p) in namedParameters {
             if name == "pos_embed", let e = try? checkpoint.entry(name), e.shape != p.shape, e.shape.count == 3, e.shape[2] == p.shape[2] {
                 let stored = loader.float32(name, e.shape)
-                values.append((p, try resamplePositionEmbedding(stored, prefixTokens: config.classToken ? 1 : 0, to: config.grid)))
+                values.append((p, try resamplePositionEmbedding(stored, prefixTokens: config.noEmbedClass ? 0 : config.prefixTokens, to: config.grid)))
             } else {
                 values.append((p, loader.float32(name, p.shape)))
             }
@@ -51,6 +55,7 @@ public final class ViTModel: Module {
     public var namedParameters: [(String, Parameter)] {
         var p = prefixed("patch_embed.proj.", patchEmbed.namedParameters)
         if let clsToken { p.append(("cls_token", clsToken)) }
+        if let regToken { p.append(("reg_token", regToken)) }
         p.append(("pos_embed", posEmbed))
         for (i, b) in blocks.enumerated() { p += prefixed("blocks.\(i).", b.namedParameters) }
         p += prefixed(config.fcNorm ? "fc_norm." : "norm.", norm.namedParameters)
@@ -76,15 +81,21 @@ public final class ViTModel: Module {
         let c = config
         let n = images.shape[0], d = c.width, g = c.grid
         var x = patchEmbed(images).reshaped([n, d, g * g]).transposed()                  // [N, L, D]
-        if let clsToken { x = concat([clsToken.variable.broadcast(to: [n, 1, d]), x], axis: 1) }
-        x = x + posEmbed.variable
+        // timm `_pos_embed`: the position embedding is added after prepending the class and register
+        // tokens, or (no_embed_class) to the patch tokens alone before.
+        if c.noEmbedClass { x = x + posEmbed.variable }
+        var prefixTokens: [Variable] = []
+        if let clsToken { prefixTokens.append(clsToken.variable.broadcast(to: [n, 1, d])) }
+        if let regToken { prefixTokens.append(regToken.variable.broadcast(to: [n, c.registerTokens, d])) }
+        if !prefixTokens.isEmpty { x = concat(prefixTokens + [x], axis: 1) }
+        if !c.noEmbedClass { x = x + posEmbed.variable }
         var norm1: [Variable] = [], attentions: [Variable] = []
         for block in blocks {
             block.attention.keepAttention = keepAttention
             x = block(x, norm1Tap: { norm1.append($0) })
             if keepAttention, let a = block.attention.lastAttention { attentions.append(a) }
         }
-        let prefix = c.classToken ? 1 : 0
+        let prefix = c.prefixTokens
         let patchTokens = norm(x.slice(axis: 1, prefix..<c.tokens))
         var pooled: Variable
         if c.fcNorm {

@@ -2,7 +2,8 @@ import Foundation
 import Formats
 import Tensors
 
-/// The shape of a timm / open_clip style Vision Transformer, read from a config file.
+/// The shape of a timm / open_clip style Vision Transformer, read from a config file (and, for what
+/// the file leaves out, from the checkpoint's tensor shapes).
 public struct ViTConfig: Sendable, Equatable {
     public var imageSize: Int
     public var patchSize: Int
@@ -13,6 +14,13 @@ public struct ViTConfig: Sendable, Equatable {
     public var mlpRatio: Double = 4
     public var qkvBias = true
     public var classToken = true
+    /// Register tokens after the class token (DINOv2 `_reg4` models: timm `reg_tokens`).
+    public var registerTokens = 0
+    /// The position embedding covers the patch tokens only, added before the prefix tokens are
+    /// prepended (timm `no_embed_class`, DINOv2 register models).
+    public var noEmbedClass = false
+    /// Per-channel residual gains `ls1.gamma` / `ls2.gamma` (timm `init_values`, DINOv2).
+    public var layerScale = false
     /// "token" (the class token), "avg" (mean of the patch tokens) or "" (no pooling).
     public var globalPool = "token"
     /// LayerNorm after pooling instead of on every token (timm `fc_norm`).
@@ -29,33 +37,104 @@ public struct ViTConfig: Sendable, Equatable {
     }
 
     public var grid: Int { imageSize / patchSize }
-    public var tokens: Int { grid * grid + (classToken ? 1 : 0) }
+    /// Tokens before the patch tokens: the class token and the register tokens.
+    public var prefixTokens: Int { (classToken ? 1 : 0) + registerTokens }
+    public var tokens: Int { grid * grid + prefixTokens }
+    /// Rows of `pos_embed`.
+    public var positionTokens: Int { noEmbedClass ? grid * grid : tokens }
     public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
 
-    /// Reads timm's `config.json` (`architecture`, `num_classes`, `global_pool`, `model_args`).
-    public static func timm(configPath: String) throws -> ViTConfig {
+    /// Reads timm's `config.json` (`architecture`, `num_classes`, `global_pool`, `model_args`,
+    /// `pretrained_cfg.input_size`). The configs timm publishes for its pretrained models (DINO,
+    /// DINOv2, …) carry no `model_args`: with `checkpoint`, every size the file leaves out is read
+    /// from the tensors (width, depth, patch size, MLP ratio, class/register tokens, layer scale,
+    /// qkv bias, image size from the position embedding), and the head count from the architecture
+    /// name (tiny 3, small 6, base 12, large 16, huge 16, giant 16; DINOv2 giant 24), else width / 64.
+    public static func timm(configPath: String, checkpoint: SafeTensorsCheckpoint? = nil) throws -> ViTConfig {
         guard let text = try? String(contentsOfFile: configPath, encoding: .utf8) else { throw FormatError(path: configPath, "cannot read") }
         let json: JSONValue
         do { json = try JSONValue.parse(text, source: configPath) } catch { throw FormatError(path: configPath, "\(error)") }
         let args = json["model_args"] ?? .object([:])
-        func int(_ key: String, _ fallback: Int? = nil) throws -> Int {
+        let architecture = json["architecture"]?.stringValue ?? ""
+        let shapes = checkpoint.map { TimmShapes($0) }
+        func int(_ key: String, _ inferred: Int? = nil, _ fallback: Int? = nil) throws -> Int {
             if let v = args[key]?.intValue ?? json[key]?.intValue { return v }
+            if let inferred { return inferred }
             if let fallback { return fallback }
-            throw FormatError(path: configPath, "model_args has no '\(key)'")
+            throw FormatError(path: configPath, "model_args has no '\(key)'" + (checkpoint == nil ? "" : " and the checkpoint does not show it"))
         }
-        var c = ViTConfig(imageSize: try int("img_size", 224), patchSize: try int("patch_size", 16), width: try int("embed_dim"),
-                          depth: try int("depth"), heads: try int("num_heads"))
-        c.inChannels = try int("in_chans", 3)
-        c.mlpRatio = args["mlp_ratio"]?.doubleValue ?? 4
-        c.qkvBias = args["qkv_bias"]?.boolValue ?? true
-        c.classToken = args["class_token"]?.boolValue ?? true
+        let inputSize = json["pretrained_cfg"]?["input_size"]?.arrayValue?.last?.intValue
+        let width = try int("embed_dim", shapes?.width)
+        let patch = try int("patch_size", shapes?.patch, 16)
+        var c = ViTConfig(imageSize: try int("img_size", inputSize ?? shapes?.imageSize(patch: patch), 224), patchSize: patch, width: width,
+                          depth: try int("depth", shapes?.depth), heads: try int("num_heads", timmHeads(architecture: architecture, width: width)))
+        c.inChannels = try int("in_chans", shapes?.inChannels, 3)
+        c.mlpRatio = args["mlp_ratio"]?.doubleValue ?? shapes?.hidden.map { Double($0) / Double(width) } ?? 4
+        c.qkvBias = args["qkv_bias"]?.boolValue ?? shapes?.qkvBias ?? true
+        c.classToken = args["class_token"]?.boolValue ?? shapes?.classToken ?? true
+        c.registerTokens = try int("reg_tokens", shapes?.registerTokens, 0)
+        c.noEmbedClass = args["no_embed_class"]?.boolValue ?? shapes?.positionRows.map { rows in
+            c.prefixTokens > 0 && isSquare(rows) && !isSquare(rows - c.prefixTokens)
+        } ?? false
+        c.layerScale = args["init_values"].map { $0.doubleValue != nil } ?? shapes?.layerScale ?? false
         c.globalPool = args["global_pool"]?.stringValue ?? json["global_pool"]?.stringValue ?? "token"
-        c.numClasses = try int("num_classes", 0)
+        c.numClasses = try int("num_classes", shapes?.classes, 0)
         // timm: fc_norm=None means "use it when pooling by average".
-        c.fcNorm = args["fc_norm"]?.boolValue ?? (c.globalPool == "avg")
+        c.fcNorm = args["fc_norm"]?.boolValue ?? shapes?.fcNorm ?? (c.globalPool == "avg")
         guard c.width % c.heads == 0 else { throw FormatError(path: configPath, "embed_dim \(c.width) is not divisible by num_heads \(c.heads)") }
         guard c.imageSize % c.patchSize == 0 else { throw FormatError(path: configPath, "img_size \(c.imageSize) is not a multiple of patch_size \(c.patchSize)") }
         return c
+    }
+
+    /// The head count of timm's named ViT sizes (`vit_small_…`, `vit_large_…_dinov2`), else width / 64
+    /// (every standard timm ViT up to large has 64-channel heads).
+    static func timmHeads(architecture: String, width: Int) -> Int? {
+        let name = architecture.lowercased()
+        let table: [(String, Int)] = [("_tiny_", 3), ("_small_", 6), ("_base_", 12), ("_large_", 16), ("_huge_", 16), ("_giant_", name.contains("dinov2") ? 24 : 16)]
+        if let (_, h) = table.first(where: { name.contains($0.0) }) { return h }
+        return width % 64 == 0 && width >= 64 ? width / 64 : nil
+    }
+}
+
+private func isSquare(_ n: Int) -> Bool {
+    let r = Int(Double(max(n, 0)).squareRoot().rounded())
+    return n > 0 && r * r == n
+}
+
+/// Sizes of a timm ViT read from its tensors.
+struct TimmShapes {
+    var width, patch, inChannels, depth, hidden, positionRows, registerTokens, classes: Int?
+    var qkvBias, classToken, layerScale, fcNorm: Bool
+
+    init(_ checkpoint: SafeTensorsCheckpoint) {
+        func shape(_ name: String) -> [Int]? { try? checkpoint.entry(name).shape }
+        let names = Set(checkpoint.names)
+        let proj = shape("patch_embed.proj.weight")
+        width = proj?.first
+        patch = proj.map { $0.count == 4 ? $0[3] : nil } ?? nil
+        inChannels = proj.map { $0.count == 4 ? $0[1] : nil } ?? nil
+        var blocks = 0
+        while names.contains("blocks.\(blocks).norm1.weight") { blocks += 1 }
+        depth = blocks > 0 ? blocks : nil
+        hidden = shape("blocks.0.mlp.fc1.weight")?.first
+        positionRows = shape("pos_embed").map { $0.count == 3 ? $0[1] : nil } ?? nil
+        registerTokens = shape("reg_token").map { $0.count == 3 ? $0[1] : 0 } ?? 0
+        classes = shape("head.weight")?.first ?? 0
+        qkvBias = names.contains("blocks.0.attn.qkv.bias")
+        classToken = names.contains("cls_token")
+        layerScale = names.contains("blocks.0.ls1.gamma")
+        fcNorm = names.contains("fc_norm.weight")
+    }
+
+    /// The training image size the position embedding was made for.
+    func imageSize(patch p: Int) -> Int? {
+        guard let rows = positionRows else { return nil }
+        let prefix = (classToken ? 1 : 0) + (registerTokens ?? 0)
+        for tokens in [rows, rows - prefix] where tokens > 0 {
+            let g = Int(Double(tokens).squareRoot().rounded())
+            if g * g == tokens { return g * p }
+        }
+        return nil
     }
 }
 
@@ -79,6 +158,9 @@ public final class VisionTransformer: @unchecked Sendable {
     public init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
         self.config = config
         let c = config, d = c.width
+        guard !c.layerScale, c.registerTokens == 0, !c.noEmbedClass else {
+            throw FormatError(path: checkpoint.path, "layer scale and register tokens (DINOv2) are supported by ViTModel, not by this inference path")
+        }
         let w = StateDictLoader(checkpoint)
         patchWeight = try w.float32("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]).reshaped([d, c.inChannels * c.patchSize * c.patchSize])
         patchBias = w.float32("patch_embed.proj.bias", [d])
