@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Text", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
-        .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).

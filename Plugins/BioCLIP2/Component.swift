@@ -72,10 +72,12 @@ struct BioCLIPComponent: Backbone {
     static let id = "bioclip2"
     static let summary = "BioCLIP 2: zero-shot Tree-of-Life classification and embeddings from open_clip weights; hierarchical CLIP training; emergent-property analyses"
     static let operations = [
-        OperationSpec("embed", summary: "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / token ids i64 [N,L] → embedding [N,E]",
+        OperationSpec("embed", summary: "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / [0,1] pixels / token ids i64 [N,L] → embedding [N,E] (+ patch tokens)",
                       inputs: [TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
+                               TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×H×W", summary: "RGB in [0, 1], any size: resized and normalised as the model's preprocessing", optional: true),
                                TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)],
-                      outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)")]),
+                      outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)"),
+                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)")]),
         OperationSpec("predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
                       inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)]),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
@@ -87,16 +89,25 @@ struct BioCLIPComponent: Backbone {
     func embed(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let bio = try loadModel(o)
+        if let pixels = request.inputs["pixels"] {
+            guard pixels.dtype == .float32, pixels.rank == 4, pixels.shape[1] == 3 else {
+                throw MenagerieError.invalidArgument("input 'pixels' must be f32 [N, 3, H, W] RGB in [0, 1], got \(pixels.dtype.name) \(pixels.shape)")
+            }
+            let (e, t) = try bio.imageFeatures(try bio.preprocess(pixels: pixels.owned()), batch: max(1, o.batch), patchTokens: true)
+            return Response(result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0])), "grid": .number(Double(t!.shape[1]))],
+                            tensors: [("embedding", e), ("tokens", t!)])
+        }
         if let input = request.inputs["input"] {
-            let out: Tensor
+            var out: Tensor, tokens: Tensor?
             do {
                 if input.dtype == .float32 {
-                    out = try bio.imageFeatures(input.owned(), batch: max(1, o.batch))
+                    (out, tokens) = try bio.imageFeatures(input.owned(), batch: max(1, o.batch), patchTokens: true)
                 } else {
                     out = try bio.model.encodeText(input.owned())
                 }
             } catch { throw MenagerieError.invalidArgument("input 'input' of '\(Self.id)': \(error)") }
-            return Response(result: ["embedding": .number(Double(out.shape[1])), "count": .number(Double(out.shape[0]))], tensors: [("embedding", out)])
+            return Response(result: ["embedding": .number(Double(out.shape[1])), "count": .number(Double(out.shape[0]))],
+                            tensors: [("embedding", out)] + (tokens.map { [("tokens", $0)] } ?? []))
         }
         let files = try imageFiles(o)
         var rows: [Float] = []

@@ -74,16 +74,41 @@ public final class BioCLIP: @unchecked Sendable {
 
     /// Unnormalised image features [N, E] of preprocessed images, `batch` at a time.
     public func imageFeatures(_ images: Tensor, batch: Int = 16) throws -> Tensor {
+        try imageFeatures(images, batch: batch, patchTokens: false).embedding
+    }
+
+    /// The image features and, with `patchTokens`, the patch tokens after `ln_post` [N, G, G, width].
+    public func imageFeatures(_ images: Tensor, batch: Int, patchTokens: Bool) throws -> (embedding: Tensor, tokens: Tensor?) {
         let n = images.shape[0], per = images.count / max(n, 1)
         let all = try images.scalars(as: Float.self)
-        var out: [Float] = []
+        var out: [Float] = [], tokens: [Float] = []
         out.reserveCapacity(n * config.embedDim)
+        var tokenShape: [Int] = []
         for start in stride(from: 0, to: n, by: max(1, batch)) {
             let end = min(n, start + max(1, batch))
             let chunk = try Tensor(Array(all[(start * per)..<(end * per)]), shape: [end - start] + Array(images.shape.dropFirst()))
-            out += try model.encodeImage(chunk).scalars(as: Float.self)
+            let (e, t) = try model.encodeImage(chunk, patchTokens: patchTokens)
+            out += try e.scalars(as: Float.self)
+            if let t {
+                tokens += try t.scalars(as: Float.self)
+                tokenShape = Array(t.shape.dropFirst())
+            }
         }
-        return try Tensor(out, shape: [n, config.embedDim])
+        return (try Tensor(out, shape: [n, config.embedDim]), patchTokens ? try Tensor(tokens, shape: [n] + tokenShape) : nil)
+    }
+
+    /// [0, 1] RGB pixels [N, 3, H, W] of any size to the model's input: resized like `preprocess`
+    /// (through 8-bit pixels, then float bilinear), normalised with the config's mean/std.
+    public func preprocess(pixels: Tensor) throws -> Tensor {
+        let (n, h, w) = (pixels.shape[0], pixels.shape[2], pixels.shape[3])
+        let v = try pixels.scalars(as: Float.self), plane = h * w
+        if h == imageSize && w == imageSize { return normalizeChannels(pixels, mean: config.mean, std: config.std) }
+        let images = (0..<n).map { i in
+            Image(width: w, height: h, channels: 3, pixels: (0..<(plane * 3)).map { k in
+                UInt8(max(0, min(255, (v[(i * 3 + k % 3) * plane + k / 3] * 255).rounded())))
+            })
+        }
+        return try preprocess(images)
     }
 
     // MARK: Text
@@ -152,21 +177,6 @@ public final class BioCLIP: @unchecked Sendable {
             for j in 0..<c { logits[i * c + j] = Float(Double(logits[i * c + j]) / z) }
         }
         return logits
-    }
-}
-
-extension Image {
-    /// Three channels: gray repeated, alpha dropped (PIL's `convert("RGB")` for these modes).
-    func rgb() throws -> Image {
-        guard channels != 3 else { return self }
-        guard (1...4).contains(channels) else { throw FormatError(path: "image", "has \(channels) channels; expected gray, RGB or RGBA") }
-        // Gray (and gray + alpha) repeated; alpha dropped.
-        let source: [Int] = channels <= 2 ? [0, 0, 0] : [0, 1, 2]
-        var out = [UInt8](repeating: 0, count: width * height * 3)
-        for p in 0..<(width * height) {
-            for c in 0..<3 { out[p * 3 + c] = pixels[p * channels + source[c]] }
-        }
-        return Image(width: width, height: height, channels: 3, pixels: out)
     }
 }
 

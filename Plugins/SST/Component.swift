@@ -76,14 +76,14 @@ struct STMTrackerComponent: Segmenter {
     }
 }
 
-/// The plugin: SST's tracker (the full SST pipeline is in progress; Docs/methods/sst.md).
+/// The plugin: SST end to end (`sst`) and its replaceable tracker (`stm-tracker`).
 public enum SSTPlugin: Plugin {
     public static let name = "sst"
     public static let version = "0.1.0"
-    public static let summary = "SST (static segmentation by tracking): the label-propagation tracker over patch features"
+    public static let summary = "SST (static segmentation by tracking): one-shot trait segmentation, cycle-consistent fine-tuning, trait retrieval; the label-propagation tracker"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
     public static let paper: Paper? = Paper(title: "Static Segmentation by Tracking: A Frustratingly Label-Efficient Approach to Fine-Grained Segmentation",
                                             url: "https://arxiv.org/abs/2501.06749")
-    public static let components: [any Component.Type] = [STMTrackerComponent.self]
+    public static let components: [any Component.Type] = [SSTComponent.self, STMTrackerComponent.self]
 }

@@ -1,3 +1,4 @@
+import Formats
 import Tensors
 
 /// An 8-bit image, interleaved channels (1 = gray, 3 = RGB, 4 = RGBA), rows top to bottom.
@@ -30,5 +31,20 @@ public struct Image: Sendable, Equatable {
             self.init(width: tensor.shape[1], height: tensor.shape[0], channels: tensor.shape[2], pixels: try tensor.scalars())
         default: throw TensorError("an image tensor has shape [H, W] or [H, W, C] with C in 1, 3, 4; got \(tensor.shape)")
         }
+    }
+}
+
+extension Image {
+    /// Three channels: gray repeated, alpha dropped (PIL's `convert("RGB")` for these modes).
+    public func rgb() throws -> Image {
+        guard channels != 3 else { return self }
+        guard (1...4).contains(channels) else { throw FormatError(path: "image", "has \(channels) channels; expected gray, RGB or RGBA") }
+        // Gray (and gray + alpha) repeated; alpha dropped.
+        let source: [Int] = channels <= 2 ? [0, 0, 0] : [0, 1, 2]
+        var out = [UInt8](repeating: 0, count: width * height * 3)
+        for p in 0..<(width * height) {
+            for c in 0..<3 { out[p * 3 + c] = pixels[p * channels + source[c]] }
+        }
+        return Image(width: width, height: height, channels: 3, pixels: out)
     }
 }

@@ -44,7 +44,9 @@ public struct LinePlot: Sendable {
     public func render() -> Image {
         var c = Canvas(width: width, height: height)
         let left = 70, right = width - 20, top = 48, bottom = height - 60
-        let xs = series.flatMap { $0.points.map(\.x) }, ys = series.flatMap { $0.points.map(\.y) }
+        // Non-finite points (a diverged loss) are not drawn; lines break around them.
+        let finite = series.flatMap { $0.points.filter { $0.x.isFinite && $0.y.isFinite } }
+        let xs = finite.map(\.x), ys = finite.map(\.y)
         func range(_ given: ClosedRange<Double>?, _ v: [Double]) -> (Double, Double) {
             if let given { return (given.lowerBound, given.upperBound) }
             guard let lo = v.min(), let hi = v.max() else { return (0, 1) }
@@ -68,9 +70,11 @@ public struct LinePlot: Sendable {
         c.text(xLabel, x: (left + right) / 2 - xLabel.count * 3, y: bottom + 24, axis)
         c.text(yLabel, x: 4, y: top - 12, axis)
         for s in series {
-            let pts = s.points.map { (px($0.x), py($0.y)) }
-            for k in pts.indices.dropFirst() { c.line(pts[k - 1].0, pts[k - 1].1, pts[k].0, pts[k].1, s.color, thickness: 2) }
-            for p in pts { c.fill(x0: p.0 - 2, y0: p.1 - 2, x1: p.0 + 3, y1: p.1 + 3, s.color) }
+            let pts = s.points.map { $0.x.isFinite && $0.y.isFinite ? (px($0.x), py($0.y)) : nil }
+            for k in pts.indices.dropFirst() {
+                if let a = pts[k - 1], let b = pts[k] { c.line(a.0, a.1, b.0, b.1, s.color, thickness: 2) }
+            }
+            for case let p? in pts { c.fill(x0: p.0 - 2, y0: p.1 - 2, x1: p.0 + 3, y1: p.1 + 3, s.color) }
         }
         for (i, s) in series.enumerated() {
             let y = bottom + 38 + (i / 3) * 10, x = left + (i % 3) * ((right - left) / 3)

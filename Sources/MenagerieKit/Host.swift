@@ -255,17 +255,25 @@ public struct GeneratorProxy: KindProxy {
 /// A dataset proxy that adds fixed options to every call: the image size a model needs and a
 /// user's `datasetOptions` ("key=value" strings, values parsed as JSON when they are). Options given
 /// to a call win over the fixed ones.
+/// `key=value` strings (an option passed on to another component) as JSON options: values that
+/// parse as JSON keep their type (numbers, booleans, lists), the rest are strings.
+public func keyValueOptions(_ pairs: [String], option: String) throws -> [String: JSONValue] {
+    var out: [String: JSONValue] = [:]
+    for pair in pairs {
+        let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+        guard kv.count == 2, !kv[0].isEmpty else { throw MenagerieError.invalidArgument("\(option) entries are key=value, got '\(pair)'") }
+        out[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
+    }
+    return out
+}
+
 public struct DatasetOptionsProxy {
     public let base: DatasetProxy
     public let extra: [String: JSONValue]
 
     public init(_ host: Host, id: String, size: Int, options: [String]) throws {
-        var extra: [String: JSONValue] = ["size": .number(Double(size))]
-        for pair in options {
-            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2 else { throw MenagerieError.invalidArgument("datasetOptions entries are key=value, got '\(pair)'") }
-            extra[kv[0]] = (try? JSONValue.parse(kv[1])) ?? .string(kv[1])
-        }
+        var extra = try keyValueOptions(options, option: "datasetOptions")
+        if extra["size"] == nil { extra["size"] = .number(Double(size)) }
         base = try DatasetProxy(host, id: id)
         self.extra = extra
     }

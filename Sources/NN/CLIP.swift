@@ -131,7 +131,12 @@ public final class CLIPModel: @unchecked Sendable {
     }
 
     /// Unnormalised image features [N, embedDim] of images [N, 3, S, S] (normalised with config.mean/std).
-    public func encodeImage(_ images: Tensor) throws -> Tensor {
+    public func encodeImage(_ images: Tensor) throws -> Tensor { try encodeImage(images, patchTokens: false).embedding }
+
+    /// The image features and, with `patchTokens`, the patch tokens after the last block and
+    /// `ln_post` [N, G, G, width] (open_clip's `tokens` with `final_ln_after_pool` off: the
+    /// features label propagation tracks).
+    public func encodeImage(_ images: Tensor, patchTokens: Bool) throws -> (embedding: Tensor, tokens: Tensor?) {
         let v = config.vision
         guard images.dtype == .float32, images.rank == 4, images.shape[1] == 3, images.shape[2] == v.imageSize, images.shape[3] == v.imageSize else {
             throw TensorError("images must be f32 [N, 3, \(v.imageSize), \(v.imageSize)], got \(images.dtype.name) \(images.shape)")
@@ -157,7 +162,20 @@ public final class CLIPModel: @unchecked Sendable {
         try visual.forward(&x, batch: n, tokens: t)
         var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[b * t * d + j] } }
-        return try normalizeAndProject(pooled, rows: n, width: d, gain: lnPostW, bias: lnPostB, projection: visualProj)
+        let embedding = try normalizeAndProject(pooled, rows: n, width: d, gain: lnPostW, bias: lnPostB, projection: visualProj)
+        guard patchTokens else { return (embedding, nil) }
+        var gridTokens = [Float](repeating: 0, count: n * g * g * d)
+        for b in 0..<n {
+            for p in 0..<(g * g) {
+                let src = (b * t + 1 + p) * d, dst = (b * g * g + p) * d
+                for j in 0..<d { gridTokens[dst + j] = x[src + j] }
+            }
+        }
+        var normedPatches = gridTokens
+        try lnPostW.withFloats { gw in try lnPostB.withFloats { gb in
+            Kernels.layerNorm(gridTokens, rows: n * g * g, width: d, gamma: gw, beta: gb, eps: eps, into: &normedPatches)
+        } }
+        return (embedding, try Tensor(normedPatches, shape: [n, g, g, d]))
     }
 
     /// LN(pooled) · projection ([rows, width] → [rows, embedDim]), the end of both towers.
