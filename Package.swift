@@ -65,7 +65,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "NN", "COpenBLAS",
+            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -207,6 +207,7 @@ struct BenchCommand: ParsableCommand {
         try modelBenchmarks(into: &records, runtime: runtime, registry: registry)
         try detectionBenchmarks(into: &records, runtime: runtime, registry: registry)
         try distillationBenchmarks(into: &records, runtime: runtime, registry: registry)
+        try segmentationBenchmarks(into: &records, runtime: runtime, registry: registry)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
         }
