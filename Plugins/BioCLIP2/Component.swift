@@ -24,6 +24,7 @@ struct BioCLIPComponent: Backbone {
         var cache = ""
         var output = "json"
         var minProb = 1e-9
+        var texts: [String] = []
         // train / labels / emergent
         var dataset = "synthetic-tol"
         var datasetOptions: [String] = []
@@ -55,6 +56,7 @@ struct BioCLIPComponent: Backbone {
             "k": "predict: predictions per image", "format": "predict: also print the predictions to stdout as csv, table or json (none: only files)",
             "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
             "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
+            "texts": "embed: texts → their embeddings [T, E] (tensor output), with the model's image size, mean and std in the result",
             "minProb": "predict: species probabilities at or below this are left out of higher-rank sums (pybioclip's min_prob)",
             "dataset": "train/labels/emergent: the dataset component", "datasetOptions": "train/labels/emergent: key=value options passed to the dataset",
             "size": "train: image side", "patch": "train: patch size", "width": "train: image tower width", "layers": "train: image tower blocks",
@@ -75,9 +77,11 @@ struct BioCLIPComponent: Backbone {
         OperationSpec("embed", summary: "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / [0,1] pixels / token ids i64 [N,L] → embedding [N,E] (+ patch tokens)",
                       inputs: [TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
                                TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×H×W", summary: "RGB in [0, 1], any size: resized and normalised as the model's preprocessing", optional: true),
+                               TensorSpec("grad_embedding", dtypes: ["f32"], shape: "N×E", summary: "with image 'input': the upstream gradient; returns grad_input = ∂(Σ grad·embedding)/∂input", optional: true),
                                TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)],
                       outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)"),
-                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)")]),
+                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)"),
+                                TensorSpec("grad_input", dtypes: ["f32"], shape: "N×3×S×S", summary: "the vector-Jacobian product (with grad_embedding)")]),
         OperationSpec("predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
                       inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)]),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
@@ -89,6 +93,28 @@ struct BioCLIPComponent: Backbone {
     func embed(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let bio = try loadModel(o)
+        if !o.texts.isEmpty {
+            let rows = try bio.textFeatures(o.texts)
+            return Response(result: ["count": .number(Double(o.texts.count)), "image_size": .number(Double(bio.imageSize)),
+                                     "mean": .array(bio.config.mean.map { .number(Double($0)) }), "std": .array(bio.config.std.map { .number(Double($0)) })],
+                            tensors: [("embedding", try Tensor(rows, shape: [o.texts.count, bio.config.embedDim]))])
+        }
+        if let upstream = request.inputs["grad_embedding"] {
+            let input = try request.inputs.require("input", dtypes: [.float32], rank: 4)
+            let s = bio.imageSize
+            guard input.shape[1] == 3, input.shape[2] == s, input.shape[3] == s else {
+                throw MenagerieError.invalidArgument("input 'input' must be normalised images [N, 3, \(s), \(s)] for this model, got \(input.shape)")
+            }
+            guard upstream.dtype == .float32, upstream.shape == [input.shape[0], bio.config.embedDim] else {
+                throw MenagerieError.invalidArgument("input 'grad_embedding' must be f32 [\(input.shape[0]), \(bio.config.embedDim)], got \(upstream.shape)")
+            }
+            let module = try DifferentiableCLIPCache.shared.module(folder: bio.folder)
+            let x = Variable(input.owned(), requiresGrad: true)
+            let e = GradMode.with(true) { module.encodeImage(x) }
+            let grad = Autograd.gradients(of: (e * Variable(upstream.owned())).sum(), wrt: [x])[0]!
+            return Response(result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0]))],
+                            tensors: [("embedding", e.value), ("grad_input", grad.value)])
+        }
         if let pixels = request.inputs["pixels"] {
             guard pixels.dtype == .float32, pixels.rank == 4, pixels.shape[1] == 3 else {
                 throw MenagerieError.invalidArgument("input 'pixels' must be f32 [N, 3, H, W] RGB in [0, 1], got \(pixels.dtype.name) \(pixels.shape)")
@@ -274,6 +300,24 @@ struct BioCLIPComponent: Backbone {
         do { return try TreeOfLifeLabels(npy: npy, json: json, dimension: bio.config.embedDim) } catch let e as FormatError {
             throw MenagerieError.invalidArgument("\(e)")
         }
+    }
+}
+
+/// Differentiable copies of loaded models (the vector-Jacobian product of `embed`), by folder.
+final class DifferentiableCLIPCache: @unchecked Sendable {
+    static let shared = DifferentiableCLIPCache()
+    private var entries: [String: CLIPModule] = [:]
+    private let lock = NSLock()
+
+    func module(folder: String) throws -> CLIPModule {
+        lock.lock()
+        defer { lock.unlock() }
+        if let hit = entries[folder] { return hit }
+        let m: CLIPModule
+        do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        m.isTraining = false
+        entries[folder] = m
+        return m
     }
 }
 

@@ -113,5 +113,6 @@ public enum DistillationPlugin: Plugin {
         RandomSelectionComponent.self, HerdingComponent.self, DCComponent.self, DSAComponent.self, DMComponent.self,
         DistilledEvalComponent.self, CMNISTComponent.self, CCIFARComponent.self,
         CrossEntropyObjective.self, KDObjective.self, DistributionMatchingObjective.self, GradientMatchingObjective.self,
+        LatentDiffusionComponent.self, PlainDiffusionComponent.self, D3HRComponent.self, ConcordComponent.self,
     ]
 }

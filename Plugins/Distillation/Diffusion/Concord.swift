@@ -1,0 +1,194 @@
+import Foundation
+import Formats
+import MenagerieKit
+import NN
+import Tensors
+
+/// CONCORD's concepts: per class a name and descriptions, read from `{class_idx: [class_name,
+/// [descriptions]]}` (the JSON an LLM wrote for the paper; `concord concepts` writes one from a
+/// dataset's description).
+public struct ConceptBook: Sendable {
+    public var names: [String]
+    public var descriptions: [[String]]
+
+    public static func read(_ path: String, classes: Int, positives: Int) throws -> ConceptBook {
+        guard let data = FileManager.default.contents(atPath: path) else { throw MenagerieError.notFound("concepts file '\(path)' does not exist") }
+        let json: JSONValue
+        do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch {
+            throw MenagerieError.invalidArgument("concepts file '\(path)': \(error)")
+        }
+        guard let object = json.objectValue else { throw MenagerieError.invalidArgument("concepts file '\(path)' must be an object {\"0\": [name, [descriptions]], …}") }
+        var names = [String](repeating: "", count: classes), descriptions = [[String]](repeating: [], count: classes)
+        for k in 0..<classes {
+            guard let entry = object[String(k)]?.arrayValue, entry.count == 2, let name = entry[0].stringValue, let list = entry[1].arrayValue else {
+                throw MenagerieError.invalidArgument("concepts file '\(path)' has no entry \"\(k)\": [class_name, [descriptions]] (the model has \(classes) classes)")
+            }
+            let texts = list.compactMap(\.stringValue)
+            guard texts.count >= positives else {
+                throw MenagerieError.invalidArgument("concepts file '\(path)': class \(k) ('\(name)') has \(texts.count) descriptions, \(positives) asked (positives=)")
+            }
+            names[k] = name
+            descriptions[k] = Array(texts.prefix(positives))
+        }
+        return ConceptBook(names: names, descriptions: descriptions)
+    }
+
+    /// "{name} with {description}" for each of the class's descriptions.
+    public func prompts(_ k: Int) -> [String] { descriptions[k].map { "\(names[k]) with \($0)" } }
+}
+
+/// How the K negative classes of each sample are drawn: `weighted` (probability ∝ the CLIP-text
+/// similarity of the class names, negatives clipped to 0, the class itself 0), `similar` (the K most
+/// similar names), `random` (uniform over the other classes).
+public enum NegativePolicy: String, Sendable, CaseIterable { case weighted, similar, random }
+
+/// K distinct negative classes for class `k` under `policy`, given the class-name similarity matrix
+/// [C, C] (row k).
+public func negativeClasses(for k: Int, count: Int, policy: NegativePolicy, similarity: [[Double]], rng: inout SeededGenerator) -> [Int] {
+    let classes = similarity.count
+    let others = (0..<classes).filter { $0 != k }
+    let want = min(count, others.count)
+    switch policy {
+    case .similar:
+        return others.sorted { similarity[k][$0] != similarity[k][$1] ? similarity[k][$0] > similarity[k][$1] : $0 < $1 }.prefix(want).map { $0 }
+    case .random:
+        var pool = others, out: [Int] = []
+        for _ in 0..<want { out.append(pool.remove(at: Int(rng.next() % UInt64(pool.count)))) }
+        return out
+    case .weighted:
+        // Draws without replacement, each draw ∝ the remaining weights (torch.multinomial's scheme).
+        var pool = others, out: [Int] = []
+        for _ in 0..<want {
+            let w = pool.map { max(similarity[k][$0], 0) }
+            let total = w.reduce(0, +)
+            var pick = pool.count - 1
+            if total > 0 {
+                var u = rng.nextUniform() * total
+                for (i, x) in w.enumerated() { u -= x; if u < 0 { pick = i; break } }
+            } else {
+                pick = Int(rng.next() % UInt64(pool.count))
+            }
+            out.append(pool.remove(at: pick))
+        }
+        return out
+    }
+}
+
+/// The concept loss of one image and its gradient with respect to the UNNORMALISED image embedding e:
+/// f = e/‖e‖, s_k = f·t_k (t unit text embeddings),
+/// L = −(1/|P|) Σ_p [ s_p/τ − log Σ_{n∈N} exp(s_n/τ) ] (the denominator holds the negatives only).
+public func conceptLoss(embedding e: [Float], positives: [[Float]], negatives: [[Float]], temperature tau: Double) -> (loss: Double, gradient: [Float]) {
+    let d = e.count
+    let norm = max(e.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot(), 1e-12)
+    let f = e.map { Double($0) / norm }
+    func dot(_ t: [Float]) -> Double { zip(f, t).reduce(0.0) { $0 + $1.0 * Double($1.1) } }
+    let sp = positives.map(dot), sn = negatives.map(dot)
+    let top = sn.max() ?? 0
+    let z = sn.reduce(0.0) { $0 + exp(($1 - top) / tau) }
+    let logDenominator = top / tau + log(z)
+    let loss = -sp.reduce(0.0) { $0 + $1 / tau - logDenominator } / Double(max(positives.count, 1))
+    // dL/df = −(1/τ)·mean_p t_p + (1/τ)·Σ_n softmax(s_n/τ)·t_n
+    var gf = [Double](repeating: 0, count: d)
+    for t in positives { for j in 0..<d { gf[j] -= Double(t[j]) / tau / Double(positives.count) } }
+    for (i, t) in negatives.enumerated() {
+        let w = exp((sn[i] - top) / tau) / z / tau
+        for j in 0..<d { gf[j] += w * Double(t[j]) }
+    }
+    // Through f = e/‖e‖: dL/de = (gf − (gf·f)·f)/‖e‖
+    let along = zip(gf, f).reduce(0.0) { $0 + $1.0 * $1.1 }
+    return (loss, (0..<d).map { Float((gf[$0] - along * f[$0]) / norm) })
+}
+
+/// The CLIP side of CONCORD, through the host: text embeddings (unit) of prompts, and image
+/// embeddings with the vector-Jacobian product back to the CLIP input (`embed` with
+/// `grad_embedding`). `bioclip2` serves both for any open_clip folder.
+struct CLIPBridge {
+    let component: BackboneProxy
+    let options: [String: JSONValue]
+    let imageSize: Int
+    let mean: [Float]
+    let std: [Float]
+    let dimension: Int
+
+    init(host: MenagerieKit.Host, id: String, options: [String: JSONValue]) throws {
+        component = try BackboneProxy(host, id: id)
+        self.options = options
+        var o = options
+        o["texts"] = .array([.string("a")])
+        let probe = try component.embed(options: .object(o), inputs: [])
+        guard let info = probe.result.objectValue, let size = info["image_size"]?.intValue, let e = probe.tensors["embedding"] else {
+            throw MenagerieError.invalidArgument("backbone '\(id)' does not embed texts with its image size and mean/std (use bioclip2 or an equivalent CLIP backbone)")
+        }
+        imageSize = size
+        mean = info["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.481, 0.458, 0.408]
+        std = info["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.269, 0.261, 0.276]
+        dimension = e.shape.last ?? 0
+    }
+
+    /// Unit text embeddings [T][E].
+    func texts(_ prompts: [String]) throws -> [[Float]] {
+        var o = options
+        o["texts"] = .array(prompts.map { .string($0) })
+        let r = try component.embed(options: .object(o), inputs: [])
+        guard let e = r.tensors["embedding"], e.rank == 2, e.shape[0] == prompts.count else { throw MenagerieError.failed("the CLIP backbone returned no text embeddings") }
+        guard e.shape[1] == dimension else {
+            throw MenagerieError.invalidArgument("the CLIP backbone's text embeddings have \(e.shape[1]) dimensions, its image embeddings \(dimension): they must match")
+        }
+        let v = try e.scalars(as: Float.self), d = e.shape[1]
+        return (0..<prompts.count).map { i in
+            let row = Array(v[(i * d)..<((i + 1) * d)])
+            let n = max(row.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            return row.map { $0 / n }
+        }
+    }
+
+    /// Image embeddings of normalised CLIP inputs [N, 3, S, S], and (with `upstream` [N, E]) the
+    /// gradient of Σ upstream·embedding with respect to the inputs.
+    func images(_ inputs: Tensor, upstream: Tensor?) throws -> (embedding: Tensor, gradient: Tensor?) {
+        var tensors: [(name: String, tensor: Tensor)] = [("input", inputs)]
+        if let upstream { tensors.append(("grad_embedding", upstream)) }
+        let r = try component.embed(options: .object(options), inputs: tensors)
+        guard let e = r.tensors["embedding"] else { throw MenagerieError.failed("the CLIP backbone returned no image embedding") }
+        guard e.shape.last == dimension else {
+            throw MenagerieError.invalidArgument("the CLIP backbone's image embeddings have \(e.shape.last ?? 0) dimensions, its text embeddings \(dimension): they must match")
+        }
+        return (e, r.tensors["grad_input"])
+    }
+}
+
+/// CONCORD's guidance at one DDIM step for a batch: decode(x_t) → CLIP → concept loss per sample;
+/// g = −λ∇_{x_t}L; ε̂ = ε − √(1−ᾱ_t)·g.
+struct ConceptGuidance {
+    let model: LatentDiffusionModel
+    let clip: CLIPBridge
+    let lambda: Double
+    let temperature: Double
+    /// Per sample: its positive and negative unit text embeddings.
+    let positives: [[[Float]]]
+    let negatives: [[[Float]]]
+
+    /// Returns the guided ε and the mean concept loss.
+    func guide(_ x: [Float], epsilon e: [Float], alphaBar: Double) throws -> (epsilon: [Float], loss: Double) {
+        let c = model.config, n = positives.count
+        let xt = Variable(try Tensor(x, shape: [n, c.latentChannels, c.latentSize, c.latentSize]), requiresGrad: true)
+        var images = model.autoencoder.decode(xt * (1 / c.scaleFactor))
+        if clip.imageSize != c.imageSize { images = images.upsampleBilinear(height: clip.imageSize, width: clip.imageSize) }
+        if images.shape[1] == 1 { images = concat([images, images, images], axis: 1) }
+        let meanT = Variable(try Tensor(clip.mean, shape: [1, 3, 1, 1])), invStd = Variable(try Tensor(clip.std.map { 1 / $0 }, shape: [1, 3, 1, 1]))
+        let normalised = (images - meanT) * invStd
+        let (embedding, _) = try clip.images(normalised.value, upstream: nil)
+        let ev = try embedding.scalars(as: Float.self), d = clip.dimension
+        var upstream = [Float](repeating: 0, count: n * d), total = 0.0
+        for i in 0..<n {
+            let (l, g) = conceptLoss(embedding: Array(ev[(i * d)..<((i + 1) * d)]), positives: positives[i], negatives: negatives[i], temperature: temperature)
+            total += l
+            for j in 0..<d { upstream[i * d + j] = g[j] }
+        }
+        let (_, gradInput) = try clip.images(normalised.value, upstream: try Tensor(upstream, shape: [n, d]))
+        guard let gradInput, gradInput.shape == normalised.shape else { throw MenagerieError.failed("the CLIP backbone returned no input gradient (grad_input)") }
+        let grad = Autograd.gradients(of: (normalised * Variable(gradInput)).sum(), wrt: [xt])[0]!.scalars
+        let s = Float((1 - alphaBar).squareRoot() * lambda)
+        // ε̂ = ε − √(1−ᾱ)·g with g = −λ∇L, i.e. ε + λ√(1−ᾱ)∇L.
+        return (zip(e, grad).map { $0 + s * $1 }, total / Double(n))
+    }
+}

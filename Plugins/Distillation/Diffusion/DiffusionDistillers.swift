@@ -1,0 +1,270 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// Options of the diffusion distillers (`diffusion-dd`, `d3hr`, `concord`).
+struct DiffusionDistillOptions: ComponentOptions {
+    var model = ""
+    var dataset = "synthetic-tol"
+    var dataset_options: [String] = []
+    var ipc = 10
+    var steps = 50
+    var guidance = 4.0
+    var batch = 128
+    // D^3HR
+    var inversion_step = 760
+    var sampling_step = 600
+    var candidates = 2000
+    var skew_weight = 0.1
+    var limit = 0
+    // CONCORD
+    var base = "plain"
+    var concepts = ""
+    var positives = 5
+    var negatives = 5
+    var policy = "weighted"
+    var lambda = 10.0
+    var temperature = 0.05
+    var clip = "bioclip2"
+    var clip_options: [String] = []
+    static let help = [
+        "model": "the latent diffusion folder (empty: the embedded synthetic-tol model)",
+        "dataset": "the dataset the model was trained on (d3hr inverts its train split; class names are checked)",
+        "dataset_options": "key=value options for the dataset", "ipc": "images per class", "steps": "DDIM steps (η = 0)",
+        "guidance": "classifier-free guidance scale (D^3HR and DiT: 4.0)", "batch": "latents per denoiser call",
+        "inversion_step": "d3hr: the timestep the training latents are inverted to (0.76 T)",
+        "sampling_step": "d3hr: the timestep whose class statistics are sampled and where generation starts",
+        "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
+        "limit": "d3hr: at most this many training images inverted (0: all)",
+        "base": "concord: the generator guided, plain (from noise) or d3hr", "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the embedded synthetic-tol file)",
+        "positives": "concord: descriptions per class used as positives", "negatives": "concord: negative classes per sample (K)",
+        "policy": "concord: negative classes weighted (by name similarity), similar (top K) or random",
+        "lambda": "concord: guidance strength λ (code default 10, paper 1–2)", "temperature": "concord: τ of the concept loss",
+        "clip": "concord: the CLIP backbone component (texts + image embeddings with gradients)", "clip_options": "concord: key=value options for it (e.g. model=~/bioclip-2)",
+    ]
+    static let choices = ["base": ["plain", "d3hr"], "policy": NegativePolicy.allCases.map(\.rawValue)]
+}
+
+enum DiffusionMethod: String { case plain = "diffusion-dd", d3hr, concord }
+
+/// Generates a distilled set with one of the diffusion methods.
+func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptions, request host: MenagerieKit.Host,
+                     log: inout [String: JSONValue]) throws -> DistilledSet {
+    let model = try loadDiffusion(o.model), c = model.config
+    guard o.ipc > 0, o.steps > 0, o.batch > 0 else { throw MenagerieError.invalidArgument("ipc, steps and batch must be positive") }
+    let ddim = DDIM(schedule: model.schedule, steps: o.steps)
+    let predict = model.predictor(guidance: o.guidance)
+    var rng = SeededGenerator(seed: host.seed)
+    let labels = (0..<c.classes).flatMap { [Int](repeating: $0, count: o.ipc) }
+    let d = c.latentDimension
+    let useD3HR = method == .d3hr || (method == .concord && o.base == "d3hr")
+
+    // The starting latents and the level generation starts from.
+    var start: [Float], from: Int
+    var realStats: Normalizer?
+    if useD3HR {
+        let inversionLevel: Int, samplingLevel: Int
+        do {
+            inversionLevel = try ddim.level(of: o.inversion_step)
+            samplingLevel = try ddim.level(of: o.sampling_step)
+        } catch { throw MenagerieError.invalidArgument("inversion_step / sampling_step: \(error)") }
+        guard samplingLevel <= inversionLevel else {
+            throw MenagerieError.invalidArgument("sampling_step \(o.sampling_step) lies beyond inversion_step \(o.inversion_step): the statistics exist only up to the inversion")
+        }
+        let data = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "", limit: o.limit)
+        guard data.classes.count == c.classes, data.channels == c.channels else {
+            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has \(data.classes.count) classes of \(data.channels) channels; the model was trained on \(c.classes) of \(c.channels)")
+        }
+        realStats = Normalizer(data)
+        let began = Date()
+        let clean = model.encode(data.images, count: data.count)
+        // Invert class by class (batches of one class share the CFG label), keeping the latents at
+        // the sampling level.
+        var atLevel = [Float](repeating: 0, count: data.count * d)
+        for (k, members) in data.byClass.enumerated() where !members.isEmpty {
+            for chunk in stride(from: 0, to: members.count, by: o.batch) {
+                let idx = Array(members[chunk..<min(members.count, chunk + o.batch)])
+                var z = [Float](repeating: 0, count: idx.count * d)
+                for (r, i) in idx.enumerated() { for j in 0..<d { z[r * d + j] = clean[i * d + j] } }
+                _ = try ddim.invert(z, to: inversionLevel, classes: [Int](repeating: k, count: idx.count), predict: predict, record: { level, latent in
+                    guard level == samplingLevel else { return }
+                    for (r, i) in idx.enumerated() { for j in 0..<d { atLevel[i * d + j] = latent[r * d + j] } }
+                }, cancelled: { try host.checkCancelled() })
+            }
+            host.progress(k + 1, of: c.classes, "d3hr inversion")
+        }
+        log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
+        start = []
+        var scores: [Double] = []
+        for (k, members) in data.byClass.enumerated() {
+            guard members.count >= 2 else { throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2") }
+            let gaussian = ClassGaussian(latents: members.flatMap { Array(atLevel[($0 * d)..<(($0 + 1) * d)]) }, dimension: d)
+            let best = sampleBestGroup(gaussian, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, rng: &rng)
+            start += best.group
+            scores.append(best.score)
+        }
+        log["mean_group_score"] = .number(scores.reduce(0, +) / Double(scores.count))
+        from = samplingLevel
+    } else {
+        start = (0..<(labels.count * d)).map { _ in Float(rng.nextNormal()) }
+        from = ddim.timesteps.count - 1
+    }
+
+    // CONCORD's guidance.
+    var guidance: ConceptGuidance?
+    if method == .concord {
+        guard let policy = NegativePolicy(rawValue: o.policy) else { throw MenagerieError.invalidArgument("policy must be weighted, similar or random") }
+        guard o.positives > 0, o.negatives > 0, o.temperature > 0 else { throw MenagerieError.invalidArgument("positives, negatives and temperature must be positive") }
+        let path = o.concepts.isEmpty ? try PluginResources.path(module: "Distillation", item: "concepts-synthetic-tol.json") : (o.concepts as NSString).expandingTildeInPath
+        let book = try ConceptBook.read(path, classes: c.classes, positives: o.positives)
+        let clip = try CLIPBridge(host: host, id: o.clip, options: try keyValueOptions(o.clip_options, option: "clip_options"))
+        let names = try clip.texts(book.names)
+        let similarity = names.map { a in names.map { b in Double(zip(a, b).reduce(Float(0)) { $0 + $1.0 * $1.1 }) } }
+        let prompts = try (0..<c.classes).map { try clip.texts(book.prompts($0)) }
+        var negatives: [[[Float]]] = []
+        for y in labels {
+            let chosen = negativeClasses(for: y, count: o.negatives, policy: policy, similarity: similarity.enumerated().map { i, row in
+                row.enumerated().map { j, v in i == j ? 0 : v } }, rng: &rng)
+            negatives.append(chosen.flatMap { prompts[$0] })
+        }
+        guidance = ConceptGuidance(model: model, clip: clip, lambda: o.lambda, temperature: o.temperature,
+                                   positives: labels.map { prompts[$0] }, negatives: negatives)
+    }
+
+    // Generation, in batches.
+    let began = Date()
+    var latents: [Float] = []
+    var conceptLosses: [Double] = []
+    for chunk in stride(from: 0, to: labels.count, by: o.batch) {
+        let range = chunk..<min(labels.count, chunk + o.batch)
+        let x = Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), y = Array(labels[range])
+        var guide: ((_ x: [Float], _ level: Int, _ epsilon: [Float]) throws -> [Float])?
+        if let g = guidance {
+            let sub = ConceptGuidance(model: g.model, clip: g.clip, lambda: g.lambda, temperature: g.temperature,
+                                      positives: Array(g.positives[range]), negatives: Array(g.negatives[range]))
+            guide = { x, level, e in
+                let r = try sub.guide(x, epsilon: e, alphaBar: model.schedule.alphaBar[ddim.timesteps[level]])
+                if level == 0 { conceptLosses.append(r.loss) }
+                return r.epsilon
+            }
+        }
+        latents += try ddim.sample(x, from: from, classes: y, predict: predict, guide: guide, cancelled: { try host.checkCancelled() })
+        host.progress(range.upperBound, of: labels.count, method.rawValue)
+    }
+    log["generation_seconds"] = .number(Date().timeIntervalSince(began))
+    log["images_per_s"] = .number(Double(labels.count) / max(Date().timeIntervalSince(began), 1e-9))
+    if !conceptLosses.isEmpty { log["final_concept_loss"] = .number(conceptLosses.reduce(0, +) / Double(conceptLosses.count)) }
+    let images = model.decode(latents, count: labels.count)
+    var set = DistilledSet(images: try Tensor(images, shape: [labels.count, c.channels, c.imageSize, c.imageSize]), labels: labels,
+                           classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
+                           method: method == .concord ? "concord-\(o.base)" : method.rawValue, dataset: o.dataset, ipc: o.ipc)
+    // The normaliser of the evaluation protocols: the real data's statistics when read, else the
+    // generated set's own.
+    let normalizer = realStats ?? Normalizer(RealData(images: images, labels: labels, attributes: nil, classes: set.classes,
+                                                      channels: c.channels, size: c.imageSize, dataset: o.dataset))
+    set.extra["mean"] = JSONValue.array(normalizer.mean.map { .number(Double($0)) }).compactText
+    set.extra["std"] = JSONValue.array(normalizer.std.map { .number(Double($0)) }).compactText
+    set.extra["dataset_options"] = JSONValue.array(o.dataset_options.map { .string($0) }).compactText
+    set.extra["guidance"] = "\(o.guidance)"
+    set.extra["steps"] = "\(o.steps)"
+    return set
+}
+
+protocol DiffusionDistiller: Distiller where Options == DiffusionDistillOptions {
+    static var method: DiffusionMethod { get }
+}
+
+extension DiffusionDistiller {
+    static var operations: [OperationSpec] {
+        [OperationSpec("distill", summary: "generate `ipc` images per class with the latent diffusion model → distilled.safetensors, grid.png",
+                       outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the generated images in [0, 1]"),
+                                 TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")])]
+    }
+
+    func distill(_ request: Request<DiffusionDistillOptions>) throws -> Response {
+        var log: [String: JSONValue] = [:]
+        let t0 = Date()
+        let set = try diffusionDistil(Self.method, options: request.options, request: request.host, log: &log)
+        let dir = request.host.scratchDirectory
+        try set.write(to: dir + "/distilled.safetensors")
+        try PNG.write(try set.grid(), to: dir + "/grid.png")
+        var result = log
+        result["method"] = .string(set.method)
+        result["ipc"] = .number(Double(set.ipc))
+        result["images"] = .number(Double(set.count))
+        result["seconds"] = .number(Date().timeIntervalSince(t0))
+        result["distilled"] = "distilled.safetensors"
+        return Response(result: .object(result), tensors: [("images", set.images), ("labels", Tensor(set.labels.map(Int64.init)))],
+                        artifacts: ["distilled.safetensors", "grid.png"])
+    }
+}
+
+struct PlainDiffusionComponent: DiffusionDistiller {
+    typealias Options = DiffusionDistillOptions
+    static let method = DiffusionMethod.plain
+    static let id = "diffusion-dd"
+    static let summary = "Plain diffusion sampling as distillation: IPC images per class by DDIM with classifier-free guidance from noise"
+}
+
+struct D3HRComponent: DiffusionDistiller {
+    typealias Options = DiffusionDistillOptions
+    static let method = DiffusionMethod.d3hr
+    static let id = "d3hr"
+    static let summary = "D^3HR: DDIM-inverted class Gaussians, group sampling by mean/std/skewness, generation from the intermediate step (Zhao et al. 2025)"
+}
+
+struct ConcordComponent: DiffusionDistiller {
+    typealias Options = DiffusionDistillOptions
+    static let method = DiffusionMethod.concord
+    static let id = "concord"
+    static let summary = "CONCORD: concept-guided diffusion distillation (contrastive CLIP concept loss at every DDIM step) on plain or D^3HR generation"
+    static let operations = [
+        OperationSpec("distill", summary: "generate `ipc` images per class with concept guidance → distilled.safetensors, grid.png",
+                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the generated images in [0, 1]"),
+                                TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")]),
+        OperationSpec("concepts", summary: "write a concepts file {class_idx: [name, [descriptions]]} from the dataset's description → concepts.json"),
+    ]
+}
+
+extension ConcordComponent {
+    /// `concepts`: writes a concepts file for a dataset from its description — the class's common
+    /// name (else its name) and one phrase per described trait and part (synthetic-tol: beak, tail,
+    /// limbs, head, body, habitat, body plan, the distinguishing part). A stand-in for the LLM that
+    /// wrote the paper's concepts.
+    func performExtra(_ operation: String, _ request: Request<DiffusionDistillOptions>) throws -> Response {
+        guard operation == "concepts" else { throw MenagerieError.unsupported("'\(Self.id)' has no operation '\(operation)'") }
+        let o = request.options
+        let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: 32, options: o.dataset_options)
+        let classes = try data.describe()["classes"]?.arrayValue ?? []
+        guard !classes.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes") }
+        let text = conceptsJSON(classes)
+        try AtomicFile.write(text, to: request.host.scratchDirectory + "/concepts.json")
+        return Response(result: ["classes": .number(Double(classes.count))], artifacts: ["concepts.json"])
+    }
+}
+
+/// The concepts file for described classes (see `ConcordComponent.performExtra`).
+func conceptsJSON(_ classes: [JSONValue]) -> String {
+    func grade(_ v: Double, _ low: String, _ mid: String, _ high: String) -> String { v < 0.34 ? low : v > 0.66 ? high : mid }
+    var entries: [String] = []
+    for (k, cls) in classes.enumerated() {
+        let name = cls["common_name"]?.stringValue ?? cls["name"]?.stringValue ?? cls.stringValue ?? "class \(k)"
+        var phrases: [String] = []
+        if let t = cls["traits"]?.objectValue {
+            if let v = t["beak_length"]?.doubleValue { phrases.append(grade(v, "a short beak", "a medium beak", "a long beak")) }
+            if let v = t["tail_length"]?.doubleValue { phrases.append(grade(v, "a short tail", "a medium-length tail", "a long tail")) }
+            if let v = t["limb_size"]?.doubleValue { phrases.append(grade(v, "small legs", "medium legs", "large legs")) }
+            if let v = t["head_size"]?.doubleValue { phrases.append(grade(v, "a small head", "a medium head", "a large head")) }
+            if let v = t["body_size"]?.doubleValue { phrases.append(grade(v, "a small body", "a medium body", "a large body")) }
+            if let v = t["habitat"]?.doubleValue { phrases.append(grade(v, "open blue water behind it", "a reef behind it", "pale sand behind it")) }
+        }
+        if let plan = cls["body_plan"]?.stringValue { phrases.append(plan == "finned" ? "fins" : "wings") }
+        if let part = cls["distinguishing_part"]?.stringValue { phrases.append("a distinctive \(part.replacingOccurrences(of: "_", with: " and "))") }
+        if phrases.isEmpty { phrases = ["its typical shape", "its typical colour", "its typical texture", "its typical size", "its typical parts"] }
+        entries.append("  \"\(k)\": [" + JSONValue.string(name).compactText + ", " + JSONValue.array(phrases.map { .string($0) }).compactText + "]")
+    }
+    return "{\n" + entries.joined(separator: ",\n") + "\n}\n"
+}

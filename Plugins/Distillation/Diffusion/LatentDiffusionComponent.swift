@@ -1,0 +1,237 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// Loaded latent diffusion models, by folder and weights' identity (a run that samples many times
+/// loads once).
+final class LatentDiffusionCache: @unchecked Sendable {
+    static let shared = LatentDiffusionCache()
+    private var entries: [String: (stamp: String, model: LatentDiffusionModel)] = [:]
+    private let lock = NSLock()
+
+    func model(folder: String) throws -> LatentDiffusionModel {
+        let weights = folder + "/model.safetensors"
+        let a = try? FileManager.default.attributesOfItem(atPath: weights)
+        let stamp = "\((a?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)-\((a?[.size] as? NSNumber)?.intValue ?? 0)"
+        lock.lock()
+        if let hit = entries[folder], hit.stamp == stamp { lock.unlock(); return hit.model }
+        lock.unlock()
+        let loaded = try LatentDiffusionModel.load(folder: folder)
+        lock.lock()
+        entries[folder] = (stamp, loaded)
+        lock.unlock()
+        return loaded
+    }
+}
+
+/// The embedded model: `Menagerie_Distillation.resources/ldm-tol`, trained here on synthetic-tol.
+func embeddedDiffusionFolder() throws -> String {
+    let folder = try PluginResources.path(module: "Distillation", item: "ldm-tol")
+    guard FileManager.default.fileExists(atPath: folder + "/model.safetensors") else {
+        throw MenagerieError.notFound("the embedded latent diffusion model is missing (\(folder)); pass --set model=FOLDER (from `latent-diffusion train`)")
+    }
+    return folder
+}
+
+func loadDiffusion(_ path: String) throws -> LatentDiffusionModel {
+    try LatentDiffusionCache.shared.model(folder: path.isEmpty ? try embeddedDiffusionFolder() : (path as NSString).expandingTildeInPath)
+}
+
+/// `latent-diffusion`: the generative backbone of the diffusion distillers — train on a dataset
+/// component, encode / decode, DDIM sampling with classifier-free guidance, DDIM inversion.
+struct LatentDiffusionComponent: Backbone {
+    struct Options: ComponentOptions {
+        var model = ""
+        var dataset = "synthetic-tol"
+        var dataset_options: [String] = []
+        var size = 32
+        var limit = 0
+        var steps = 50
+        var guidance = 4.0
+        var per_class = 4
+        var classes: [Int] = []
+        var to_step = 760
+        var seed = 0
+        // training
+        var autoencoder_steps = 600
+        var dit_steps = 4000
+        var batch = 64
+        var lr = 2e-4
+        var autoencoder_lr = 1e-3
+        var class_dropout = 0.1
+        var schedule = "linear"
+        var dit_width = 128
+        var dit_depth = 6
+        var dit_heads = 4
+        var patch = 2
+        var autoencoder_widths = [32, 64, 64]
+        var checkpoint_every = 1000
+        var save_dtype = "f32"
+        static let help = [
+            "model": "a latent diffusion folder (config.json + model.safetensors; empty: the embedded synthetic-tol model)",
+            "dataset": "train: the dataset component (train split)", "dataset_options": "train: key=value options for the dataset",
+            "size": "train: image side", "limit": "train: at most this many training images (0: all)",
+            "steps": "DDIM steps (η = 0; the grid 0, T/steps, …)", "guidance": "classifier-free guidance scale (1: none)",
+            "per_class": "sample: images per class", "classes": "sample: class indices (empty: all)",
+            "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)", "seed": "sampling noise / training",
+            "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: batch",
+            "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate", "class_dropout": "train: probability of the null class (CFG)",
+            "schedule": "train: β schedule, linear or cosine (1000 steps)", "dit_width": "train: DiT width", "dit_depth": "train: DiT blocks",
+            "dit_heads": "train: attention heads", "patch": "train: DiT patch on the latent", "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
+            "checkpoint_every": "train: DiT steps between checkpoints (folder/checkpoint)", "save_dtype": "train: f32, f16 or bf16",
+        ]
+        static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"]]
+    }
+
+    static let id = "latent-diffusion"
+    static let summary = "A class-conditional latent diffusion model (conv autoencoder + DiT, CFG, DDIM sampling and inversion): train on a dataset, encode, sample, invert"
+    static let operations = [
+        OperationSpec("embed", summary: "images [N, C, S, S] in [0, 1] → latents [N, 4, L, L] (scaled)",
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")],
+                      outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")]),
+        OperationSpec("decode", summary: "latents → images in [0, 1]",
+                      inputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")],
+                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")]),
+        OperationSpec("sample", summary: "DDIM with CFG from noise: per_class images of each class → images tensor, samples.png"),
+        OperationSpec("invert", summary: "DDIM inversion (with CFG) of images up to to_step, then sampling back: latents and the reconstruction error",
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
+                               TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes")],
+                      outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step")]),
+        OperationSpec("train", summary: "autoencoder then DiT on a dataset → a model folder (config.json, model.safetensors), curve.csv, samples.png"),
+    ]
+
+    func model(_ o: Options) throws -> LatentDiffusionModel { try loadDiffusion(o.model) }
+
+    func images(_ request: Request<Options>, _ m: LatentDiffusionModel, name: String) throws -> Tensor {
+        let c = m.config
+        let x = try request.inputs.require(name, dtypes: [.float32], rank: 4)
+        guard x.shape[1] == c.channels, x.shape[2] == c.imageSize, x.shape[3] == c.imageSize else {
+            throw MenagerieError.invalidArgument("input '\(name)' must be [N, \(c.channels), \(c.imageSize), \(c.imageSize)] for this model, got \(x.shape)")
+        }
+        return x.owned()
+    }
+
+    func embed(_ request: Request<Options>) throws -> Response {
+        let m = try model(request.options), c = m.config
+        let x = try images(request, m, name: "images")
+        let z = m.encode(try x.scalars(as: Float.self), count: x.shape[0])
+        return Response(result: ["latent_shape": .array([.number(Double(c.latentChannels)), .number(Double(c.latentSize)), .number(Double(c.latentSize))])],
+                        tensors: [("latents", try Tensor(z, shape: [x.shape[0], c.latentChannels, c.latentSize, c.latentSize]))])
+    }
+
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        switch operation {
+        case "decode":
+            let m = try model(request.options), c = m.config
+            let z = try request.inputs.require("latents", dtypes: [.float32], rank: 4)
+            guard Array(z.shape.dropFirst()) == [c.latentChannels, c.latentSize, c.latentSize] else {
+                throw MenagerieError.invalidArgument("input 'latents' must be [N, \(c.latentChannels), \(c.latentSize), \(c.latentSize)], got \(z.shape)")
+            }
+            let x = m.decode(try z.scalars(as: Float.self), count: z.shape[0])
+            return Response(result: [:], tensors: [("images", try Tensor(x, shape: [z.shape[0], c.channels, c.imageSize, c.imageSize]))])
+        case "sample": return try sample(request)
+        case "invert": return try invert(request)
+        case "train": return try train(request)
+        default: throw MenagerieError.unsupported("'\(Self.id)' has no operation '\(operation)'")
+        }
+    }
+
+    func sample(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let m = try model(o), c = m.config
+        let classes = o.classes.isEmpty ? Array(0..<c.classes) : o.classes
+        guard classes.allSatisfy({ (0..<c.classes).contains($0) }), o.per_class > 0, o.steps > 0 else {
+            throw MenagerieError.invalidArgument("classes must lie in 0..<\(c.classes); per_class and steps positive")
+        }
+        let labels = classes.flatMap { [Int](repeating: $0, count: o.per_class) }
+        var rng = SeededGenerator(seed: UInt64(o.seed))
+        let start = (0..<(labels.count * c.latentDimension)).map { _ in Float(rng.nextNormal()) }
+        let ddim = DDIM(schedule: m.schedule, steps: o.steps)
+        let began = Date()
+        let z = try ddim.sample(start, from: ddim.timesteps.count - 1, classes: labels, predict: m.predictor(guidance: o.guidance),
+                                cancelled: { try request.host.checkCancelled() })
+        let x = m.decode(z, count: labels.count)
+        let seconds = Date().timeIntervalSince(began)
+        let images = try Tensor(x, shape: [labels.count, c.channels, c.imageSize, c.imageSize])
+        var set = DistilledSet(images: images, labels: labels, classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
+                               method: "diffusion", dataset: c.dataset, ipc: o.per_class)
+        set.extra["guidance"] = "\(o.guidance)"
+        try PNG.write(try set.grid(), to: request.host.scratchDirectory + "/samples.png")
+        return Response(result: ["images": .number(Double(labels.count)), "seconds": .number(seconds),
+                                 "images_per_s": .number(Double(labels.count) / seconds)],
+                        tensors: [("images", images), ("labels", Tensor(labels.map(Int64.init)))], artifacts: ["samples.png"])
+    }
+
+    func invert(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let m = try model(o), c = m.config
+        let x = try images(request, m, name: "images")
+        let labels = try request.inputs.require("labels", dtypes: [.int64, .int32], rank: 1).integers()
+        guard labels.count == x.shape[0], labels.allSatisfy({ (0..<c.classes).contains($0) }) else {
+            throw MenagerieError.invalidArgument("input 'labels' needs one class in 0..<\(c.classes) per image")
+        }
+        let ddim = DDIM(schedule: m.schedule, steps: o.steps)
+        let level: Int
+        do { level = try ddim.level(of: o.to_step) } catch { throw MenagerieError.invalidArgument("to_step: \(error)") }
+        let clean = m.encode(try x.scalars(as: Float.self), count: labels.count)
+        let predict = m.predictor(guidance: o.guidance)
+        let z = try ddim.invert(clean, to: level, classes: labels, predict: predict, cancelled: { try request.host.checkCancelled() })
+        let back = try ddim.sample(z, from: level, classes: labels, predict: predict)
+        let error = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +) / Double(clean.count)
+        let power = clean.map { Double($0 * $0) }.reduce(0, +) / Double(clean.count)
+        return Response(result: ["reconstruction_mse": .number(error), "relative_error": .number((error / max(power, 1e-12)).squareRoot()),
+                                 "level": .number(Double(level))],
+                        tensors: [("latents", try Tensor(z, shape: [labels.count, c.latentChannels, c.latentSize, c.latentSize]))])
+    }
+
+    func train(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let data = try RealData.load(request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size, attribute: "", limit: o.limit)
+        var config = LatentDiffusionConfig()
+        config.imageSize = data.size
+        config.channels = data.channels
+        config.autoencoderWidths = o.autoencoder_widths
+        config.ditWidth = o.dit_width
+        config.ditDepth = o.dit_depth
+        config.ditHeads = o.dit_heads
+        config.patch = o.patch
+        config.classes = data.classes.count
+        config.classNames = data.classes
+        config.schedule = o.schedule
+        config.dataset = o.dataset + (o.dataset_options.isEmpty ? "" : " " + o.dataset_options.joined(separator: " "))
+        let model: LatentDiffusionModel
+        do { model = try LatentDiffusionModel(config: config, seed: UInt64(o.seed)) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let dir = request.host.scratchDirectory + "/model"
+        var training = LatentDiffusionTraining()
+        training.autoencoderSteps = o.autoencoder_steps
+        training.ditSteps = o.dit_steps
+        training.batch = o.batch
+        training.lr = Float(o.lr)
+        training.autoencoderLR = Float(o.autoencoder_lr)
+        training.classDropout = o.class_dropout
+        training.seed = UInt64(o.seed)
+        training.checkpointEvery = o.checkpoint_every
+        let curve = try training.run(model: model, images: data.images, labels: data.labels, host: request.host, folder: dir)
+        try? FileManager.default.removeItem(atPath: dir + "/checkpoint")
+        let dtype: DType = o.save_dtype == "f16" ? .float16 : o.save_dtype == "bf16" ? .bfloat16 : .float32
+        try model.save(folder: dir, dtype: dtype)
+        var csv = "phase,step,loss,seconds\n"
+        for r in curve { csv += "\(r.phase),\(r.step),\(String(format: "%.6f", r.loss)),\(String(format: "%.1f", r.seconds))\n" }
+        try AtomicFile.write(csv, to: dir + "/curve.csv")
+        // A look at what it learned: 4 samples of the first 8 classes.
+        var sampling = o
+        sampling.model = dir
+        sampling.classes = Array(0..<min(8, config.classes))
+        let samples = try sample(Request(options: sampling, inputs: request.inputs, host: request.host, component: Self.id, operation: "sample"))
+        try FileManager.default.moveItem(atPath: request.host.scratchDirectory + "/samples.png", toPath: dir + "/samples.png")
+        return Response(result: ["images": .number(Double(data.count)), "classes": .number(Double(config.classes)),
+                                 "scale_factor": .number(Double(model.config.scaleFactor)),
+                                 "autoencoder_loss": .number(curve.last { $0.phase == "autoencoder" }?.loss ?? .nan),
+                                 "dit_loss": .number(curve.last { $0.phase == "dit" }?.loss ?? .nan),
+                                 "seconds": .number(curve.last?.seconds ?? 0), "sample_images_per_s": samples.result["images_per_s"] ?? .null],
+                        artifacts: ["model"])
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import NN
+import Tensors
+
+/// The shape of a latent diffusion model, saved as its folder's `config.json`.
+public struct LatentDiffusionConfig: Codable, Sendable, Equatable {
+    public var imageSize = 32
+    public var channels = 3
+    /// Latent channels (4, as Stable Diffusion's VAE).
+    public var latentChannels = 4
+    /// Autoencoder widths: the first at full resolution, then one per halving (32 → 16 → 8 with three).
+    public var autoencoderWidths = [32, 64, 64]
+    public var ditWidth = 128
+    public var ditDepth = 6
+    public var ditHeads = 4
+    public var patch = 2
+    public var classes = 0
+    public var classNames: [String] = []
+    public var schedule = "linear"
+    public var trainSteps = 1000
+    /// Latents are multiplied by this after encoding (and divided before decoding): 1 / their std on
+    /// the training set, LDM's `scale_factor`, so the diffusion sees unit-variance latents.
+    public var scaleFactor: Float = 1
+    public var dataset = ""
+
+    public init() {}
+
+    public var downsampling: Int { 1 << (autoencoderWidths.count - 1) }
+    public var latentSize: Int { imageSize / downsampling }
+    public var latentDimension: Int { latentChannels * latentSize * latentSize }
+    /// The null class of classifier-free guidance.
+    public var nullClass: Int { classes }
+
+    public func validate() throws {
+        guard !autoencoderWidths.isEmpty, autoencoderWidths.allSatisfy({ $0 > 0 }) else { throw DiffusionError("autoencoderWidths must be positive") }
+        guard imageSize % downsampling == 0, latentSize % patch == 0, patch > 0 else {
+            throw DiffusionError("image size \(imageSize) must be a multiple of \(downsampling) (the autoencoder's downsampling) and the latent side \(latentSize) of patch \(patch)")
+        }
+        guard ditWidth % ditHeads == 0, ditDepth > 0, classes > 0 else { throw DiffusionError("ditWidth must divide into ditHeads; depth and classes positive") }
+        guard NoiseSchedule.Kind(rawValue: schedule) != nil else { throw DiffusionError("schedule '\(schedule)' is not linear or cosine") }
+    }
+}
+
+/// A convolutional autoencoder to a `latentChannels`-channel latent: 3×3 convolutions with SiLU,
+/// stride-2 convolutions down, bilinear ×2 + convolution up, sigmoid output in [0, 1].
+public final class LatentAutoencoder: Module {
+    public let config: LatentDiffusionConfig
+    let encoderLayers: [Conv2d]
+    let decoderLayers: [Conv2d]
+    public var isTraining = true
+
+    public init(config c: LatentDiffusionConfig, rng: inout SeededGenerator) {
+        config = c
+        let w = c.autoencoderWidths
+        var enc = [Conv2d(c.channels, w[0], kernel: 3, padding: 1, rng: &rng)]
+        for k in 1..<max(w.count, 1) {
+            enc.append(Conv2d(w[k - 1], w[k], kernel: 3, stride: 2, padding: 1, rng: &rng))
+            enc.append(Conv2d(w[k], w[k], kernel: 3, padding: 1, rng: &rng))
+        }
+        enc.append(Conv2d(w.last!, c.latentChannels, kernel: 3, padding: 1, rng: &rng))
+        encoderLayers = enc
+        var dec = [Conv2d(c.latentChannels, w.last!, kernel: 3, padding: 1, rng: &rng)]
+        for k in stride(from: w.count - 1, to: 0, by: -1) {
+            dec.append(Conv2d(w[k], w[k - 1], kernel: 3, padding: 1, rng: &rng))
+            dec.append(Conv2d(w[k - 1], w[k - 1], kernel: 3, padding: 1, rng: &rng))
+        }
+        dec.append(Conv2d(w[0], c.channels, kernel: 3, padding: 1, rng: &rng))
+        decoderLayers = dec
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        encoderLayers.enumerated().flatMap { prefixed("encoder.\($0.offset).", $0.element.namedParameters) }
+            + decoderLayers.enumerated().flatMap { prefixed("decoder.\($0.offset).", $0.element.namedParameters) }
+    }
+
+    /// Images [N, C, S, S] in [0, 1] → unscaled latents [N, latentChannels, S/d, S/d].
+    public func encode(_ x: Variable) -> Variable {
+        var h = x * 2 - 1
+        for (i, layer) in encoderLayers.enumerated() {
+            h = layer(h)
+            if i < encoderLayers.count - 1 { h = h.silu() }
+        }
+        return h
+    }
+
+    /// Unscaled latents → images in [0, 1].
+    public func decode(_ z: Variable) -> Variable {
+        var h = decoderLayers[0](z).silu()
+        var k = 1
+        while k + 1 < decoderLayers.count {
+            let s = h.shape[2] * 2
+            h = h.upsampleBilinear(height: s, width: s)
+            h = decoderLayers[k](h).silu()
+            h = decoderLayers[k + 1](h).silu()
+            k += 2
+        }
+        return decoderLayers[k](h).sigmoid()
+    }
+}
+
+/// A class-conditional Diffusion Transformer (Peebles & Xie) on latents: patchify, fixed 2-D
+/// sin-cos positions, timestep (sinusoidal → MLP) + class embedding (a table with one extra row,
+/// the null class) as the condition c, blocks with adaLN-Zero modulation, a zero-initialised
+/// final layer predicting ε.
+public final class DiT: Module {
+    public let config: LatentDiffusionConfig
+    let patchEmbed: Linear
+    let timeMLP1: Linear, timeMLP2: Linear
+    let classTable: Parameter
+    let blocks: [(modulation: Linear, attention: MultiheadAttention, fc1: Linear, fc2: Linear)]
+    let finalModulation: Linear, finalLinear: Linear
+    let positions: Tensor
+    public var isTraining = true
+    static let frequencyDim = 256
+
+    public init(config c: LatentDiffusionConfig, rng: inout SeededGenerator) {
+        config = c
+        let w = c.ditWidth, p = c.patch, g = c.latentSize / p
+        patchEmbed = Linear(c.latentChannels * p * p, w, rng: &rng)
+        timeMLP1 = Linear(Self.frequencyDim, w, rng: &rng)
+        timeMLP2 = Linear(w, w, rng: &rng)
+        classTable = Parameter(Tensor.make([c.classes + 1, w]) { t in
+            var r = SeededGenerator(seed: rng.next())
+            for i in 0..<((c.classes + 1) * w) { t[i] = Float(r.nextNormal()) * 0.02 }
+        })
+        func zeroLinear(_ i: Int, _ o: Int, _ rng: inout SeededGenerator) -> Linear {
+            let l = Linear(i, o, rng: &rng)
+            l.weight.assign(Tensor.filled(0, shape: [o, i]))
+            l.bias?.assign(Tensor.filled(0, shape: [o]))
+            return l
+        }
+        blocks = (0..<c.ditDepth).map { _ in
+            (zeroLinear(w, 6 * w, &rng), MultiheadAttention(width: w, heads: c.ditHeads, rng: &rng), Linear(w, 4 * w, rng: &rng), Linear(4 * w, w, rng: &rng))
+        }
+        finalModulation = zeroLinear(w, 2 * w, &rng)
+        finalLinear = zeroLinear(w, p * p * c.latentChannels, &rng)
+        positions = Self.sinCosPositions(grid: g, width: w)
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        var out = prefixed("x_embedder.", patchEmbed.namedParameters) + prefixed("t_embedder.0.", timeMLP1.namedParameters)
+            + prefixed("t_embedder.2.", timeMLP2.namedParameters) + [("y_embedder.table", classTable)]
+        for (i, b) in blocks.enumerated() {
+            out += prefixed("blocks.\(i).adaLN.", b.modulation.namedParameters) + prefixed("blocks.\(i).attn.", b.attention.namedParameters)
+                + prefixed("blocks.\(i).mlp.fc1.", b.fc1.namedParameters) + prefixed("blocks.\(i).mlp.fc2.", b.fc2.namedParameters)
+        }
+        return out + prefixed("final.adaLN.", finalModulation.namedParameters) + prefixed("final.linear.", finalLinear.namedParameters)
+    }
+
+    /// DiT's 2-D sin-cos position table [g·g, w]: half the channels from the row, half from the column.
+    static func sinCosPositions(grid g: Int, width w: Int) -> Tensor {
+        let quarter = w / 4
+        return Tensor.make([g * g, w]) { t in
+            for i in 0..<g {
+                for j in 0..<g {
+                    for (half, pos) in [(0, j), (1, i)] {
+                        for k in 0..<quarter {
+                            let omega = 1 / pow(10000, Double(k) / Double(quarter))
+                            t[(i * g + j) * w + half * 2 * quarter + k] = Float(sin(Double(pos) * omega))
+                            t[(i * g + j) * w + half * 2 * quarter + quarter + k] = Float(cos(Double(pos) * omega))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sinusoidal timestep features [N, 256] (DiT's `timestep_embedding`, max period 10000).
+    static func timestepFeatures(_ t: [Int]) -> Tensor {
+        let half = frequencyDim / 2
+        return Tensor.make([t.count, frequencyDim]) { o in
+            for (n, step) in t.enumerated() {
+                for k in 0..<half {
+                    let f = exp(-log(10000.0) * Double(k) / Double(half)) * Double(step)
+                    o[n * frequencyDim + k] = Float(cos(f))
+                    o[n * frequencyDim + half + k] = Float(sin(f))
+                }
+            }
+        }
+    }
+
+    /// ε for latents x [N, C, L, L] at timesteps t, classes (null class allowed).
+    public func callAsFunction(_ x: Variable, timesteps t: [Int], classes y: [Int]) -> Variable {
+        let c = config, n = x.shape[0], w = c.ditWidth, p = c.patch, g = c.latentSize / p, lc = c.latentChannels
+        let patches = x.reshaped([n, lc, g, p, g, p]).permuted([0, 2, 4, 1, 3, 5]).reshaped([n, g * g, lc * p * p])
+        var h = patchEmbed(patches) + Variable(positions)
+        let temb = timeMLP2(timeMLP1(Variable(Self.timestepFeatures(t))).silu())
+        let yemb = matmul(Variable(try! Tensor.oneHot(y, classes: c.classes + 1)), classTable.variable)
+        let cond = (temb + yemb).silu()                                                  // [N, w]
+        for b in blocks {
+            let m = b.modulation(cond)                                                  // [N, 6w]
+            func part(_ k: Int) -> Variable { m.slice(axis: 1, (k * w)..<((k + 1) * w)).reshaped([n, 1, w]) }
+            let normed1 = h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (part(1) + 1) + part(0)
+            h = h + part(2) * b.attention(normed1)
+            let normed2 = h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (part(4) + 1) + part(3)
+            h = h + part(5) * b.fc2(b.fc1(normed2).geluTanh())
+        }
+        let fm = finalModulation(cond)
+        let shift = fm.slice(axis: 1, 0..<w).reshaped([n, 1, w]), scale = fm.slice(axis: 1, w..<(2 * w)).reshaped([n, 1, w])
+        let out = finalLinear(h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (scale + 1) + shift)   // [N, g·g, p·p·C]
+        return out.reshaped([n, g, g, lc, p, p]).permuted([0, 3, 1, 4, 2, 5]).reshaped([n, lc, c.latentSize, c.latentSize])
+    }
+}

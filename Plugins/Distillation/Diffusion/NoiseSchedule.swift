@@ -1,0 +1,127 @@
+import Foundation
+import Tensors
+
+/// The forward process of a diffusion model: β_t for t = 0…T−1 and ᾱ_t = Π_{s≤t} (1 − β_s).
+/// `linear`: β = linspace(1e-4, 0.02, T) (DDPM, DiT); `cosine`: ᾱ(t) = cos²(((t/T) + s)/(1 + s)·π/2)
+/// normalised by its value at 0, s = 0.008, β clipped at 0.999 (Nichol & Dhariwal).
+public struct NoiseSchedule: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable { case linear, cosine }
+    public let kind: Kind
+    public let steps: Int
+    public let alphaBar: [Double]
+
+    public init(_ kind: Kind, steps: Int = 1000) {
+        self.kind = kind
+        self.steps = steps
+        var betas: [Double]
+        switch kind {
+        case .linear:
+            betas = (0..<steps).map { 1e-4 + (0.02 - 1e-4) * Double($0) / Double(max(steps - 1, 1)) }
+        case .cosine:
+            func f(_ t: Double) -> Double { let x = (t / Double(steps) + 0.008) / 1.008 * Double.pi / 2; return cos(x) * cos(x) }
+            betas = (0..<steps).map { min(1 - f(Double($0 + 1)) / f(Double($0)), 0.999) }
+        }
+        var product = 1.0
+        alphaBar = betas.map { product *= 1 - $0; return product }
+    }
+
+    /// DDIM's timesteps for `count` steps ("leading" spacing: 0, T/count, 2T/count, …), ascending.
+    public func ddimTimesteps(_ count: Int) -> [Int] {
+        let stride = max(1, steps / max(count, 1))
+        return (0..<min(count, steps)).map { $0 * stride }
+    }
+}
+
+/// A noise predictor ε(x_t, t, class) on a batch of flattened latents [N, D]; `classes[i]` may be
+/// the null class (classifier-free guidance's unconditional branch).
+public typealias NoisePredictor = (_ x: [Float], _ t: Int, _ classes: [Int]) throws -> [Float]
+
+/// Deterministic DDIM (η = 0) on the grid `timesteps` (ascending, e.g. 0, 20, …, 980):
+/// sampling at τ_i: x̂0 = (x − √(1−ᾱ_i)·ε)/√ᾱ_i, x ← √ᾱ_{i−1}·x̂0 + √(1−ᾱ_{i−1})·ε, with ᾱ before
+/// τ_0 taken as 1 (the clean latent; diffusers' `set_alpha_to_one`). Inversion runs the same map
+/// backwards: from level i−1 (clean for i = 0) to τ_i with ε evaluated at the current latent and τ_i,
+/// z ← (z − √(1−ᾱ_{i−1})·ε)·√(ᾱ_i/ᾱ_{i−1}) + √(1−ᾱ_i)·ε (METHODS.md's D^3HR formula).
+public struct DDIM: Sendable {
+    public let schedule: NoiseSchedule
+    public let timesteps: [Int]
+
+    public init(schedule: NoiseSchedule, steps: Int) {
+        self.schedule = schedule
+        timesteps = schedule.ddimTimesteps(steps)
+    }
+
+    func alphaBar(level i: Int) -> Double { i < 0 ? 1 : schedule.alphaBar[timesteps[i]] }
+
+    /// The grid index of timestep `t` (which must lie on the grid).
+    public func level(of t: Int) throws -> Int {
+        guard let i = timesteps.firstIndex(of: t) else {
+            throw DiffusionError("timestep \(t) is not on the DDIM grid (\(timesteps.count) steps: \(timesteps.first ?? 0), \(timesteps.dropFirst().first ?? 0), …, \(timesteps.last ?? 0))")
+        }
+        return i
+    }
+
+    /// ε with classifier-free guidance: ε_u + w·(ε_c − ε_u), both branches in one batch; w = 1 is the
+    /// conditional prediction alone (one pass).
+    public static func guided(_ predict: @escaping NoisePredictor, scale w: Double, nullClass: Int) -> NoisePredictor {
+        { x, t, classes in
+            if w == 1 { return try predict(x, t, classes) }
+            let both = try predict(x + x, t, classes + [Int](repeating: nullClass, count: classes.count))
+            let half = x.count
+            return (0..<half).map { both[half + $0] + Float(w) * (both[$0] - both[half + $0]) }
+        }
+    }
+
+    /// One DDIM update from level i to i − 1 given ε: returns (x_{i−1}, x̂0).
+    public func step(_ x: [Float], epsilon e: [Float], level i: Int) -> (next: [Float], x0: [Float]) {
+        let a = alphaBar(level: i), ap = alphaBar(level: i - 1)
+        let (sa, s1a, sap, s1ap) = (Float(a.squareRoot()), Float((1 - a).squareRoot()), Float(ap.squareRoot()), Float((1 - ap).squareRoot()))
+        var x0 = [Float](repeating: 0, count: x.count), next = x0
+        for k in x.indices {
+            x0[k] = (x[k] - s1a * e[k]) / sa
+            next[k] = sap * x0[k] + s1ap * e[k]
+        }
+        return (next, x0)
+    }
+
+    /// Samples from level `from` (inclusive) down to the clean latent. `guide(x, i, ε)` may replace ε
+    /// at each step (CONCORD's concept guidance). `onStep` sees each level's x̂0.
+    public func sample(_ start: [Float], from: Int, classes: [Int], predict: NoisePredictor,
+                       guide: ((_ x: [Float], _ level: Int, _ epsilon: [Float]) throws -> [Float])? = nil,
+                       cancelled: () throws -> Void = {}) throws -> [Float] {
+        var x = start
+        for i in stride(from: from, through: 0, by: -1) {
+            try cancelled()
+            var e = try predict(x, timesteps[i], classes)
+            if let guide { e = try guide(x, i, e) }
+            x = step(x, epsilon: e, level: i).next
+        }
+        return x
+    }
+
+    /// Inverts clean latents up to level `to` (inclusive). `record(i, z)` sees the latent at each level.
+    public func invert(_ clean: [Float], to: Int, classes: [Int], predict: NoisePredictor,
+                       record: ((Int, [Float]) throws -> Void)? = nil, cancelled: () throws -> Void = {}) throws -> [Float] {
+        var z = clean
+        for i in 0...to {
+            try cancelled()
+            let e = try predict(z, timesteps[i], classes)
+            let a = alphaBar(level: i), ap = alphaBar(level: i - 1)
+            let (scale, s1ap, s1a) = (Float((a / ap).squareRoot()), Float((1 - ap).squareRoot()), Float((1 - a).squareRoot()))
+            for k in z.indices { z[k] = (z[k] - s1ap * e[k]) * scale + s1a * e[k] }
+            try record?(i, z)
+        }
+        return z
+    }
+
+    /// x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε (training's forward noising at a raw timestep).
+    public func noised(_ x0: [Float], noise: [Float], timestep t: Int) -> [Float] {
+        let a = schedule.alphaBar[t]
+        let (sa, s1a) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
+        return zip(x0, noise).map { sa * $0 + s1a * $1 }
+    }
+}
+
+public struct DiffusionError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

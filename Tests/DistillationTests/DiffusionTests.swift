@@ -1,0 +1,143 @@
+import Distillation
+import Foundation
+import Formats
+import NN
+import Tensors
+import Testing
+import TestSupport
+
+/// The diffusion distillers' mathematics: schedules, DDIM sampling and inversion, D^3HR's group
+/// score and skewness, CONCORD's concept loss and negative sampling.
+@Suite struct DiffusionTests {
+    @Test func schedulesMatchTheirDefinitions() {
+        let linear = NoiseSchedule(.linear)
+        #expect(abs(linear.alphaBar[0] - (1 - 1e-4)) < 1e-12)
+        // ᾱ_T−1 = Π (1 − β_t): recompute directly.
+        var p = 1.0
+        for t in 0..<1000 { p *= 1 - (1e-4 + (0.02 - 1e-4) * Double(t) / 999) }
+        #expect(abs(linear.alphaBar[999] - p) < 1e-12)
+        let cosine = NoiseSchedule(.cosine)
+        func f(_ t: Double) -> Double { let x = (t / 1000 + 0.008) / 1.008 * Double.pi / 2; return cos(x) * cos(x) }
+        #expect(abs(cosine.alphaBar[499] - f(500) / f(0)) < 1e-9)
+        #expect(DDIM(schedule: linear, steps: 50).timesteps == Array(stride(from: 0, to: 1000, by: 20)))
+    }
+
+    /// With ε independent of x, DDIM inversion and sampling are exact inverses: the latent comes back
+    /// to float precision. (With a learned ε they differ by ε's change between neighbouring steps;
+    /// the embedded model's figure is in the CLI test and on the method page.)
+    @Test func inversionThenSamplingIsExactForAStateIndependentPredictor() throws {
+        let ddim = DDIM(schedule: NoiseSchedule(.linear), steps: 50)
+        let predict: NoisePredictor = { x, t, _ in x.indices.map { Float(sin(Double($0) * 0.7 + Double(t) * 0.01)) } }
+        var rng = SeededGenerator(seed: 1)
+        let clean = (0..<64).map { _ in Float(rng.nextNormal()) }
+        let level = try ddim.level(of: 760)
+        let z = try ddim.invert(clean, to: level, classes: [0], predict: predict)
+        let back = try ddim.sample(z, from: level, classes: [0], predict: predict)
+        let worst = zip(back, clean).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-4, "max |Δ| \(worst)")
+        // And the noised latent at 760 has the variance the schedule says: ᾱ·1 + (1 − ᾱ)·|ε|².
+        #expect(throws: (any Error).self) { try ddim.level(of: 770) }
+    }
+
+    @Test func guidanceCombinesTheBranches() throws {
+        let predict: NoisePredictor = { x, _, classes in x.indices.map { i in Float(classes[i / 2] == 9 ? 1 : 3) } }
+        let guided = DDIM.guided(predict, scale: 4, nullClass: 9)
+        let e = try guided([0, 0, 0, 0], 0, [1, 2])
+        #expect(e == [9, 9, 9, 9])   // 1 + 4·(3 − 1)
+    }
+
+    @Test func skewnessMatchesADirectComputation() {
+        let x: [Float] = [0.5, -1.2, 3.3, 0.1, 2.2, -0.7, 1.9]
+        let n = Double(x.count), m = x.map(Double.init).reduce(0, +) / n
+        let m2 = x.map { pow(Double($0) - m, 2) }.reduce(0, +) / n, m3 = x.map { pow(Double($0) - m, 3) }.reduce(0, +) / n
+        // Fisher–Pearson G1 = √(n(n−1))/(n−2) · m3/m2^1.5, algebraically the same as D^3HR's form.
+        let g1 = (n * (n - 1)).squareRoot() / (n - 2) * m3 / pow(m2, 1.5)
+        #expect(abs(latentSkewness(x[...]) - g1) < 1e-9)
+        #expect(abs(latentSkewness([1, 2, 3, 4, 5][...])) < 1e-12)
+    }
+
+    @Test func groupScoreOnHandMadeGroups() {
+        let g = ClassGaussian(mean: [0, 0, 0], std: [1, 1, 1])
+        // Members (1, −1, 0) and (−1, 1, 0): mean 0, unbiased std (√2, √2, 0), skewness 0 each.
+        let group: [Float] = [1, -1, 0, -1, 1, 0]
+        let expected = 0 + (2 * pow(2.0.squareRoot() - 1, 2) + 1).squareRoot() + 0
+        #expect(abs(groupScore(group, dimension: 3, gaussian: g) - expected) < 1e-9)
+        // One member: its own mean, no spread term; a skewed member adds 0.1·|γ|.
+        let skewed: [Float] = [0, 0, 3]
+        let gamma = latentSkewness(skewed[...])
+        #expect(gamma > 0)
+        #expect(abs(groupScore(skewed, dimension: 3, gaussian: g) - (3.0 + 0.1 * gamma)) < 1e-9)
+        // The best of many candidate groups scores below a typical one.
+        var rng = SeededGenerator(seed: 3)
+        let best = sampleBestGroup(ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 200, rng: &rng)
+        let one = sampleBestGroup(ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 1, rng: &rng)
+        #expect(best.score < one.score)
+    }
+
+    @Test func classGaussianIsTheUnbiasedEstimate() {
+        let g = ClassGaussian(latents: [1, 10, 3, 14, 5, 12], dimension: 2)
+        #expect(g.mean == [3, 12])
+        #expect(abs(g.std[0] - 2) < 1e-6 && abs(g.std[1] - 2) < 1e-6)
+    }
+
+    @Test func conceptLossGradientMatchesFiniteDifferences() {
+        var rng = SeededGenerator(seed: 7)
+        func unit(_ d: Int) -> [Float] { let v = (0..<d).map { _ in Float(rng.nextNormal()) }; let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot(); return v.map { $0 / n } }
+        let e = (0..<12).map { _ in Float(rng.nextNormal()) }
+        let positives = (0..<3).map { _ in unit(12) }, negatives = (0..<5).map { _ in unit(12) }
+        let (loss, gradient) = conceptLoss(embedding: e, positives: positives, negatives: negatives, temperature: 0.05)
+        // The definition, directly.
+        let f = e.map { Double($0) / e.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot() }
+        func s(_ t: [Float]) -> Double { zip(f, t).reduce(0.0) { $0 + $1.0 * Double($1.1) } }
+        let denominator = log(negatives.reduce(0.0) { $0 + exp(s($1) / 0.05) })
+        let direct = -positives.reduce(0.0) { $0 + s($1) / 0.05 - denominator } / 3
+        #expect(abs(loss - direct) < 1e-10 * max(1, abs(direct)) + 1e-9, "\(loss) vs \(direct)")
+        var worst = 0.0
+        for j in 0..<12 {
+            var plus = e, minus = e
+            plus[j] += 1e-3
+            minus[j] -= 1e-3
+            let numeric = (conceptLoss(embedding: plus, positives: positives, negatives: negatives, temperature: 0.05).loss
+                - conceptLoss(embedding: minus, positives: positives, negatives: negatives, temperature: 0.05).loss) / 2e-3
+            worst = max(worst, abs(numeric - Double(gradient[j])) / max(abs(numeric), 1e-2))
+        }
+        #expect(worst < 1e-2, "relative error \(worst)")
+    }
+
+    @Test func negativePoliciesDrawAsSpecified() {
+        // Class 0's similarities to classes 1…4: 0.1, 0.2, 0.3, 0.4.
+        let sim: [[Double]] = (0..<5).map { i in (0..<5).map { j in i == j ? 0 : Double(i + j) / 10 } }
+        var rng = SeededGenerator(seed: 11)
+        #expect(negativeClasses(for: 0, count: 2, policy: .similar, similarity: sim, rng: &rng) == [4, 3])
+        var counts = [Int](repeating: 0, count: 5), randomCounts = counts
+        let draws = 20000
+        for _ in 0..<draws {
+            counts[negativeClasses(for: 0, count: 1, policy: .weighted, similarity: sim, rng: &rng)[0]] += 1
+            randomCounts[negativeClasses(for: 0, count: 1, policy: .random, similarity: sim, rng: &rng)[0]] += 1
+        }
+        #expect(counts[0] == 0 && randomCounts[0] == 0)   // never the class itself
+        for j in 1...4 {
+            let p = Double(j) / 10 / 1.0   // weights 0.1…0.4 sum to 1
+            #expect(abs(Double(counts[j]) / Double(draws) - p) < 0.015, "weighted \(j): \(counts[j])")
+            #expect(abs(Double(randomCounts[j]) / Double(draws) - 0.25) < 0.015, "random \(j): \(randomCounts[j])")
+        }
+        // K distinct classes.
+        let four = negativeClasses(for: 2, count: 4, policy: .weighted, similarity: sim, rng: &rng)
+        #expect(Set(four).count == 4 && !four.contains(2))
+    }
+
+    @Test func aConceptsFileMissingAClassOrDescriptionsIsNamed() throws {
+        let dir = TempDir("concepts")
+        try "{\"0\": [\"a\", [\"x\", \"y\"]]}".write(toFile: dir.path + "/c.json", atomically: true, encoding: .utf8)
+        #expect(throws: (any Error).self) { try ConceptBook.read(dir.path + "/c.json", classes: 2, positives: 1) }
+        do {
+            _ = try ConceptBook.read(dir.path + "/c.json", classes: 1, positives: 5)
+            Issue.record("too few descriptions accepted")
+        } catch { #expect("\(error)".contains("2 descriptions, 5 asked")) }
+        do {
+            _ = try ConceptBook.read(dir.path + "/c.json", classes: 2, positives: 1)
+        } catch { #expect("\(error)".contains("no entry \"1\"")) }
+        let book = try ConceptBook.read(dir.path + "/c.json", classes: 1, positives: 2)
+        #expect(book.prompts(0) == ["a with x", "a with y"])
+    }
+}
