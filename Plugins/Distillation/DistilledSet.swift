@@ -76,7 +76,7 @@ public struct DistilledSet: Sendable {
         let v = try images.scalars(as: Float.self)
         var tiles: [Image] = []
         let perRow = min(20, max(1, labels.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }.values.max() ?? 1))
-        for k in classes.indices {
+        for k in classes.indices where labels.contains(k) {
             let members = labels.indices.filter { labels[$0] == k }.prefix(perRow)
             for j in 0..<perRow {
                 var px = [UInt8](repeating: 255, count: plane * 3)

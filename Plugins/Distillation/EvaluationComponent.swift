@@ -35,7 +35,16 @@ struct DistilledEvalComponent: Metric {
         var batch_real = 64
         var per_class = 500
         var from_csv = ""
+        // diffusion study
+        var ipcs = [1, 10]
+        var diffusion_methods = ["random-selection", "dm", "diffusion-dd", "d3hr", "concord", "concord-d3hr"]
+        var diffusion_model = ""
+        var candidates = 2000
+        var lambda = 10.0
         static let help = [
+            "ipcs": "diffusion-study: images per class compared", "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
+            "diffusion_model": "diffusion-study: the latent diffusion folder (empty: the embedded synthetic-tol model)",
+            "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
             "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",
             "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",
@@ -59,10 +68,13 @@ struct DistilledEvalComponent: Metric {
     static let summary = "Evaluates distilled sets: ConvNet-3 trained from scratch on them (hard or soft labels), tested on the real test split"
     static let operations = [
         OperationSpec("evaluate", summary: "accuracy of `nets` networks trained on the distilled set → mean, std, per-net accuracies"),
+        OperationSpec("diffusion-study", summary: "random selection, DM, plain diffusion, D^3HR and CONCORD at each IPC under both protocols → diffusion_study.csv, plots"),
         OperationSpec("bias-study", summary: "for each ρ: distil cmnist-dd with each method (and toward the unbiased target), evaluate on the unbiased test split → bias_study.csv, bias_study.png"),
     ]
 
-    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response { try biasStudy(request) }
+    func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        operation == "diffusion-study" ? try diffusionStudy(request) : try biasStudy(request)
+    }
 
     func settings(_ o: Options, seed: UInt64) throws -> Protocols.Settings {
         guard o.nets > 0, o.epochs > 0, o.batch > 0, o.lr > 0, o.temperature > 0 else {

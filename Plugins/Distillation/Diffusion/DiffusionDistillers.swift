@@ -14,6 +14,7 @@ struct DiffusionDistillOptions: ComponentOptions {
     var steps = 50
     var guidance = 4.0
     var batch = 128
+    var classes: [Int] = []
     // D^3HR
     var inversion_step = 760
     var sampling_step = 600
@@ -35,6 +36,7 @@ struct DiffusionDistillOptions: ComponentOptions {
         "dataset": "the dataset the model was trained on (d3hr inverts its train split; class names are checked)",
         "dataset_options": "key=value options for the dataset", "ipc": "images per class", "steps": "DDIM steps (η = 0)",
         "guidance": "classifier-free guidance scale (D^3HR and DiT: 4.0)", "batch": "latents per denoiser call",
+        "classes": "generate only these class indices (empty: all)",
         "inversion_step": "d3hr: the timestep the training latents are inverted to (0.76 T)",
         "sampling_step": "d3hr: the timestep whose class statistics are sampled and where generation starts",
         "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
@@ -58,7 +60,9 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     let ddim = DDIM(schedule: model.schedule, steps: o.steps)
     let predict = model.predictor(guidance: o.guidance)
     var rng = SeededGenerator(seed: host.seed)
-    let labels = (0..<c.classes).flatMap { [Int](repeating: $0, count: o.ipc) }
+    guard o.classes.allSatisfy({ (0..<c.classes).contains($0) }) else { throw MenagerieError.invalidArgument("classes must lie in 0..<\(c.classes)") }
+    let chosen = o.classes.isEmpty ? Array(0..<c.classes) : o.classes
+    let labels = chosen.flatMap { [Int](repeating: $0, count: o.ipc) }
     let d = c.latentDimension
     let useD3HR = method == .d3hr || (method == .concord && o.base == "d3hr")
 
@@ -84,7 +88,8 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
         // Invert class by class (batches of one class share the CFG label), keeping the latents at
         // the sampling level.
         var atLevel = [Float](repeating: 0, count: data.count * d)
-        for (k, members) in data.byClass.enumerated() where !members.isEmpty {
+        for (step, k) in chosen.enumerated() {
+            let members = data.byClass[k]
             for chunk in stride(from: 0, to: members.count, by: o.batch) {
                 let idx = Array(members[chunk..<min(members.count, chunk + o.batch)])
                 var z = [Float](repeating: 0, count: idx.count * d)
@@ -94,12 +99,13 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
                     for (r, i) in idx.enumerated() { for j in 0..<d { atLevel[i * d + j] = latent[r * d + j] } }
                 }, cancelled: { try host.checkCancelled() })
             }
-            host.progress(k + 1, of: c.classes, "d3hr inversion")
+            host.progress(step + 1, of: chosen.count, "d3hr inversion")
         }
         log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
         start = []
         var scores: [Double] = []
-        for (k, members) in data.byClass.enumerated() {
+        for k in chosen {
+            let members = data.byClass[k]
             guard members.count >= 2 else { throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2") }
             let gaussian = ClassGaussian(latents: members.flatMap { Array(atLevel[($0 * d)..<(($0 + 1) * d)]) }, dimension: d)
             let best = sampleBestGroup(gaussian, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, rng: &rng)
@@ -165,6 +171,7 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     // generated set's own.
     let normalizer = realStats ?? Normalizer(RealData(images: images, labels: labels, attributes: nil, classes: set.classes,
                                                       channels: c.channels, size: c.imageSize, dataset: o.dataset))
+    log["classes"] = .number(Double(chosen.count))
     set.extra["mean"] = JSONValue.array(normalizer.mean.map { .number(Double($0)) }).compactText
     set.extra["std"] = JSONValue.array(normalizer.std.map { .number(Double($0)) }).compactText
     set.extra["dataset_options"] = JSONValue.array(o.dataset_options.map { .string($0) }).compactText
@@ -267,4 +274,56 @@ func conceptsJSON(_ classes: [JSONValue]) -> String {
         entries.append("  \"\(k)\": [" + JSONValue.string(name).compactText + ", " + JSONValue.array(phrases.map { .string($0) }).compactText + "]")
     }
     return "{\n" + entries.joined(separator: ",\n") + "\n}\n"
+}
+
+extension D3HRComponent {
+    static var inTour: Bool { true }
+
+    /// Eight synthetic-tol species (of different genera), four images each, by the embedded latent
+    /// diffusion model: real images (random selection), plain DDIM sampling with CFG, D^3HR, and
+    /// CONCORD on plain sampling; plus the DDIM inversion round trip of real latents to t = 760.
+    func tour(_ request: Request<DiffusionDistillOptions>) throws -> Response {
+        let host = request.host, dir = host.scratchDirectory
+        var o = DiffusionDistillOptions()
+        o.ipc = 4
+        o.classes = [0, 8, 16, 24, 32, 40, 48, 56]
+        o.candidates = 500
+        var result: [String: JSONValue] = [:], artifacts: [String] = []
+        let model = try loadDiffusion(o.model), c = model.config
+        let train = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "")
+        // Real images of the same classes, for comparison.
+        let realIndex = o.classes.flatMap { train.byClass[$0].prefix(o.ipc) }
+        let real = DistilledSet(images: train.batch(realIndex), labels: realIndex.map { train.labels[$0] }, classes: train.classes,
+                                method: "real", dataset: o.dataset, ipc: o.ipc)
+        try PNG.write(try real.grid(), to: dir + "/real.png")
+        artifacts.append("real.png")
+        for (name, method, base) in [("plain", DiffusionMethod.plain, "plain"), ("d3hr", .d3hr, "plain"), ("concord", .concord, "plain")] {
+            var options = o
+            options.base = base
+            var log: [String: JSONValue] = [:]
+            let t0 = Date()
+            let set = try diffusionDistil(method, options: options, request: host, log: &log)
+            log["seconds"] = .number(Date().timeIntervalSince(t0))
+            try PNG.write(try set.grid(), to: dir + "/\(name).png")
+            artifacts.append("\(name).png")
+            result[name] = .object(log)
+        }
+        // The inversion round trip on 16 real images.
+        let idx = Array(realIndex.prefix(16))
+        let ddim = DDIM(schedule: model.schedule, steps: o.steps)
+        let level = try ddim.level(of: o.inversion_step)
+        let clean = model.encode(try train.batch(idx).scalars(as: Float.self), count: idx.count)
+        let labels = idx.map { train.labels[$0] }
+        let predict = model.predictor(guidance: o.guidance)
+        let z = try ddim.invert(clean, to: level, classes: labels, predict: predict)
+        let back = try ddim.sample(z, from: level, classes: labels, predict: predict)
+        let err = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +), power = clean.map { Double($0 * $0) }.reduce(0, +)
+        result["inversion_relative_error_760"] = .number((err / power).squareRoot())
+        let roundTrip = DistilledSet(images: try Tensor(model.decode(back, count: idx.count), shape: [idx.count, c.channels, c.imageSize, c.imageSize]),
+                                     labels: labels, classes: train.classes, method: "inverted", dataset: o.dataset, ipc: o.ipc)
+        try PNG.write(try roundTrip.grid(), to: dir + "/inversion_round_trip.png")
+        artifacts.append("inversion_round_trip.png")
+        result["note"] = "real.png: training images; plain/d3hr/concord.png: 4 generated images per species; inversion_round_trip.png: real latents inverted to t=760 and sampled back (compare with real.png)"
+        return Response(result: .object(result), artifacts: artifacts)
+    }
 }

@@ -112,6 +112,7 @@ struct LatentDiffusionTraining {
     var autoencoderSteps = 600
     var ditSteps = 4000
     var batch = 64
+    var autoencoderBatch = 32
     var lr: Float = 2e-4
     var autoencoderLR: Float = 1e-3
     var classDropout = 0.1
@@ -125,7 +126,7 @@ struct LatentDiffusionTraining {
         var rng = SeededGenerator(seed: seed)
         var curve: [Curve] = []
         let started = Date()
-        func batchIndices() -> [Int] { (0..<min(batch, n)).map { _ in Int(rng.next() % UInt64(n)) } }
+        func batchIndices(_ size: Int) -> [Int] { (0..<min(size, n)).map { _ in Int(rng.next() % UInt64(n)) } }
         func gather(_ idx: [Int]) -> Tensor {
             Tensor.make([idx.count, c.channels, c.imageSize, c.imageSize]) { o in
                 for (k, i) in idx.enumerated() { for p in 0..<plane { o[k * plane + p] = images[i * plane + p] } }
@@ -139,7 +140,7 @@ struct LatentDiffusionTraining {
         for step in 0..<autoencoderSteps {
             try host.checkCancelled()
             aeOpt.learningRate = aeSchedule.rate(base: autoencoderLR, step: step, total: autoencoderSteps)
-            let x = Variable(gather(batchIndices()))
+            let x = Variable(gather(batchIndices(autoencoderBatch)))
             let z = model.autoencoder.encode(x)
             let y = model.autoencoder.decode(z)
             let diff = y - x
@@ -170,7 +171,7 @@ struct LatentDiffusionTraining {
         for step in 0..<ditSteps {
             try host.checkCancelled()
             opt.learningRate = schedule.rate(base: lr, step: step, total: ditSteps)
-            let idx = batchIndices(), m = idx.count
+            let idx = batchIndices(batch), m = idx.count
             var x0 = [Float](repeating: 0, count: m * d)
             for (k, i) in idx.enumerated() { for j in 0..<d { x0[k * d + j] = latents[i * d + j] } }
             let noise = (0..<(m * d)).map { _ in Float(rng.nextNormal()) }

@@ -56,18 +56,19 @@ struct LatentDiffusionComponent: Backbone {
         var to_step = 760
         var seed = 0
         // training
-        var autoencoder_steps = 600
+        var autoencoder_steps = 1200
         var dit_steps = 4000
         var batch = 64
+        var autoencoder_batch = 32
         var lr = 2e-4
         var autoencoder_lr = 1e-3
         var class_dropout = 0.1
         var schedule = "linear"
         var dit_width = 128
-        var dit_depth = 6
+        var dit_depth = 4
         var dit_heads = 4
-        var patch = 2
-        var autoencoder_widths = [32, 64, 64]
+        var patch = 4
+        var autoencoder_widths = [32, 64]
         var checkpoint_every = 1000
         var save_dtype = "f32"
         static let help = [
@@ -77,7 +78,7 @@ struct LatentDiffusionComponent: Backbone {
             "steps": "DDIM steps (η = 0; the grid 0, T/steps, …)", "guidance": "classifier-free guidance scale (1: none)",
             "per_class": "sample: images per class", "classes": "sample: class indices (empty: all)",
             "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)", "seed": "sampling noise / training",
-            "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: batch",
+            "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: DiT batch", "autoencoder_batch": "train: autoencoder batch",
             "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate", "class_dropout": "train: probability of the null class (CFG)",
             "schedule": "train: β schedule, linear or cosine (1000 steps)", "dit_width": "train: DiT width", "dit_depth": "train: DiT blocks",
             "dit_heads": "train: attention heads", "patch": "train: DiT patch on the latent", "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
@@ -209,6 +210,7 @@ struct LatentDiffusionComponent: Backbone {
         training.autoencoderSteps = o.autoencoder_steps
         training.ditSteps = o.dit_steps
         training.batch = o.batch
+        training.autoencoderBatch = o.autoencoder_batch
         training.lr = Float(o.lr)
         training.autoencoderLR = Float(o.autoencoder_lr)
         training.classDropout = o.class_dropout

@@ -1,0 +1,92 @@
+import Foundation
+import Formats
+import Imaging
+import MenagerieKit
+import NN
+import Tensors
+
+/// The comparison of Docs/methods/diffusion-dd.md: random selection, DM, plain diffusion sampling,
+/// D^3HR and CONCORD (on plain and on D^3HR generation) at each IPC, each evaluated by both
+/// protocols (hard labels; soft labels from one teacher trained once on the full training split).
+extension DistilledEvalComponent {
+    func diffusionStudy(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let host = request.host, dir = host.scratchDirectory
+        let model = try loadDiffusion(o.diffusion_model)
+        let size = model.config.imageSize
+        let dataset = o.dataset.isEmpty ? "synthetic-tol" : o.dataset
+        let train = try RealData.load(host, dataset: dataset, options: o.dataset_options, split: "train", size: size, attribute: "")
+        let test = try RealData.load(host, dataset: dataset, options: o.dataset_options, split: "test", size: size, attribute: "", limit: o.test_limit)
+        guard train.classes.count == model.config.classes else {
+            throw MenagerieError.invalidArgument("dataset '\(dataset)' has \(train.classes.count) classes; the diffusion model \(model.config.classes)")
+        }
+        let normalizer = Normalizer(train)
+        let s = try settings(o, seed: host.seed)
+        var artifacts: [String] = []
+        let teacher = try loadOrTrainTeacher(o, train: train, normalizer: normalizer, settings: s, host: host, artifacts: &artifacts)
+        struct Row { var method: String; var ipc: Int; var proto: String; var mean: Double; var std: Double; var seconds: Double }
+        var rows: [Row] = []
+        for ipc in o.ipcs {
+            for name in o.diffusion_methods {
+                try host.checkCancelled()
+                let t0 = Date()
+                var set: DistilledSet
+                switch name {
+                case "random-selection", "dm":
+                    var d = DistillOptions()
+                    d.dataset = dataset
+                    d.dataset_options = o.dataset_options
+                    d.size = size
+                    d.ipc = ipc
+                    d.iterations = o.dm_iterations
+                    d.batch_real = o.batch_real
+                    var curve: [(Int, Double)] = []
+                    set = try distil(name == "dm" ? .dm : .random, data: train, options: d, seed: host.seed, host: host, curve: &curve)
+                case "diffusion-dd", "d3hr", "concord", "concord-d3hr":
+                    var d = DiffusionDistillOptions()
+                    d.model = o.diffusion_model
+                    d.dataset = dataset
+                    d.dataset_options = o.dataset_options
+                    d.ipc = ipc
+                    d.candidates = o.candidates
+                    d.lambda = o.lambda
+                    d.base = name == "concord-d3hr" ? "d3hr" : "plain"
+                    var log: [String: JSONValue] = [:]
+                    let method: DiffusionMethod = name == "diffusion-dd" ? .plain : name == "d3hr" ? .d3hr : .concord
+                    set = try diffusionDistil(method, options: d, request: host, log: &log)
+                default:
+                    throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr)")
+                }
+                let generated = Date().timeIntervalSince(t0)
+                try PNG.write(try set.grid(), to: dir + "/grid_\(name)_ipc\(ipc).png")
+                artifacts.append("grid_\(name)_ipc\(ipc).png")
+                let hard = try Protocols.hardLabel(set, normalizer: normalizer, test: test, settings: s, host: host)
+                let (hm, hs) = meanStd(hard)
+                rows.append(Row(method: name, ipc: ipc, proto: "hard", mean: hm, std: hs, seconds: generated))
+                let soft = try Protocols.softLabel(set, teacher: teacher, normalizer: normalizer, test: test, settings: s, host: host)
+                let (sm, ss) = meanStd(soft)
+                rows.append(Row(method: name, ipc: ipc, proto: "soft", mean: sm, std: ss, seconds: generated))
+                host.log(.info, "diffusion-study: \(name) IPC \(ipc): hard \(String(format: "%.3f", hm)), soft \(String(format: "%.3f", sm))")
+            }
+        }
+        var csv = "method,ipc,protocol,mean,std,nets,epochs,distill_seconds\n"
+        for r in rows {
+            csv += "\(r.method),\(r.ipc),\(r.proto),\(String(format: "%.4f", r.mean)),\(String(format: "%.4f", r.std)),\(o.nets),\(o.epochs),\(String(format: "%.1f", r.seconds))\n"
+        }
+        try AtomicFile.write(csv, to: dir + "/diffusion_study.csv")
+        artifacts.append("diffusion_study.csv")
+        for proto in ["hard", "soft"] {
+            let plot = LinePlot(title: "\(dataset.uppercased()): \(proto.uppercased())-LABEL PROTOCOL", xLabel: "IMAGES PER CLASS", yLabel: "TEST ACCURACY",
+                                series: o.diffusion_methods.enumerated().map { i, name in
+                                    .init(name.uppercased(), points: rows.filter { $0.method == name && $0.proto == proto }.map { (Double($0.ipc), $0.mean) },
+                                          color: LinePlot.color(i))
+                                })
+            try PNG.write(plot.render(), to: dir + "/diffusion_study_\(proto).png")
+            artifacts.append("diffusion_study_\(proto).png")
+        }
+        var table: [String: JSONValue] = [:]
+        for r in rows { table["\(r.method) ipc\(r.ipc) \(r.proto)"] = .number((r.mean * 1e4).rounded() / 1e4) }
+        return Response(result: ["accuracy": .object(table), "classes": .number(Double(train.classes.count)), "test_images": .number(Double(test.count)),
+                                 "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs))], artifacts: artifacts)
+    }
+}
