@@ -39,12 +39,14 @@ struct DistilledEvalComponent: Metric {
         var ipcs = [1, 10]
         var diffusion_methods = ["random-selection", "dm", "diffusion-dd", "d3hr", "concord", "concord-d3hr"]
         var diffusion_model = ""
+        var diffusion_steps = 50
         var candidates = 2000
         var lambda = 10.0
         static let help = [
             "ipcs": "diffusion-study: images per class compared", "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
             "diffusion_model": "diffusion-study: the latent diffusion folder (empty: the embedded synthetic-tol model)",
             "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
+            "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (inversion_step 760 and sampling_step 600 must lie on the grid)",
             "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",
             "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",

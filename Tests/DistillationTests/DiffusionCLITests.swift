@@ -76,4 +76,13 @@ import TestSupport
         let noText = try cli.run("run", "concord", "--set", "classes=[0]", "--set", "ipc=1", "--set", "clip=vit-classifier")
         #expect(noText.status != 0 && noText.stderr.contains("vit-classifier"))
     }
+
+    /// A third-party CLIP backbone (C) whose image embeddings are 6-d and text embeddings 8-d.
+    @Test func aCLIPBackboneWithMismatchedEmbeddingSizesIsRefused() throws {
+        let dir = TempDir("clip")
+        try buildCPlugin(named: "libmismatched.so", in: dir.path, source: TestPaths.fixtures + "/plugins/mismatched_clip.c")
+        let cli = CLI(pluginPath: [dir.path])
+        let r = try cli.run("run", "concord", "--set", "classes=[0]", "--set", "ipc=1", "--set", "steps=2", "--set", "clip=mismatched-clip")
+        #expect(r.status != 0 && r.stderr.contains("6 dimensions") && r.stderr.contains("8"), "\(r.stderr)")
+    }
 }

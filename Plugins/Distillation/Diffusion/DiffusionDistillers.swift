@@ -84,31 +84,38 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
         }
         realStats = Normalizer(data)
         let began = Date()
-        let clean = model.encode(data.images, count: data.count)
-        // Invert class by class (batches of one class share the CFG label), keeping the latents at
-        // the sampling level.
-        var atLevel = [Float](repeating: 0, count: data.count * d)
-        for (step, k) in chosen.enumerated() {
-            let members = data.byClass[k]
-            for chunk in stride(from: 0, to: members.count, by: o.batch) {
-                let idx = Array(members[chunk..<min(members.count, chunk + o.batch)])
-                var z = [Float](repeating: 0, count: idx.count * d)
-                for (r, i) in idx.enumerated() { for j in 0..<d { z[r * d + j] = clean[i * d + j] } }
-                _ = try ddim.invert(z, to: inversionLevel, classes: [Int](repeating: k, count: idx.count), predict: predict, record: { level, latent in
-                    guard level == samplingLevel else { return }
-                    for (r, i) in idx.enumerated() { for j in 0..<d { atLevel[i * d + j] = latent[r * d + j] } }
-                }, cancelled: { try host.checkCancelled() })
+        // The class Gaussians at the sampling level, computed once per model, data and grid in a
+        // process (a study distils at several IPCs and with CONCORD on top).
+        let key = "\(o.model)|\(o.dataset)|\(o.dataset_options)|\(o.limit)|\(o.steps)|\(o.guidance)|\(inversionLevel)|\(samplingLevel)"
+        var gaussians = ClassGaussianCache.shared.get(key)
+        let missing = chosen.filter { gaussians[$0] == nil }
+        if !missing.isEmpty {
+            let clean = model.encode(data.batch(missing.flatMap { data.byClass[$0] }).scalarsOrEmpty, count: missing.reduce(0) { $0 + data.byClass[$1].count })
+            var offset = 0
+            for (step, k) in missing.enumerated() {
+                let members = data.byClass[k]
+                guard members.count >= 2 else { throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2") }
+                var atLevel = [Float](repeating: 0, count: members.count * d)
+                // Invert the class in batches sharing its CFG label, keeping the latents at the sampling level.
+                for chunk in stride(from: 0, to: members.count, by: o.batch) {
+                    let rows = chunk..<min(members.count, chunk + o.batch)
+                    let z = Array(clean[((offset + rows.lowerBound) * d)..<((offset + rows.upperBound) * d)])
+                    _ = try ddim.invert(z, to: inversionLevel, classes: [Int](repeating: k, count: rows.count), predict: predict, record: { level, latent in
+                        guard level == samplingLevel else { return }
+                        for r in 0..<rows.count { for j in 0..<d { atLevel[(rows.lowerBound + r) * d + j] = latent[r * d + j] } }
+                    }, cancelled: { try host.checkCancelled() })
+                }
+                offset += members.count
+                gaussians[k] = ClassGaussian(latents: atLevel, dimension: d)
+                host.progress(step + 1, of: missing.count, "d3hr inversion")
             }
-            host.progress(step + 1, of: chosen.count, "d3hr inversion")
+            ClassGaussianCache.shared.set(key, gaussians)
         }
         log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
         start = []
         var scores: [Double] = []
         for k in chosen {
-            let members = data.byClass[k]
-            guard members.count >= 2 else { throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2") }
-            let gaussian = ClassGaussian(latents: members.flatMap { Array(atLevel[($0 * d)..<(($0 + 1) * d)]) }, dimension: d)
-            let best = sampleBestGroup(gaussian, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, rng: &rng)
+            let best = sampleBestGroup(gaussians[k]!, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, rng: &rng)
             start += best.group
             scores.append(best.score)
         }
@@ -178,6 +185,15 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     set.extra["guidance"] = "\(o.guidance)"
     set.extra["steps"] = "\(o.steps)"
     return set
+}
+
+/// Class Gaussians already computed in this process, by model, data and DDIM grid.
+final class ClassGaussianCache: @unchecked Sendable {
+    static let shared = ClassGaussianCache()
+    private var entries: [String: [Int: ClassGaussian]] = [:]
+    private let lock = NSLock()
+    func get(_ key: String) -> [Int: ClassGaussian] { lock.lock(); defer { lock.unlock() }; return entries[key] ?? [:] }
+    func set(_ key: String, _ value: [Int: ClassGaussian]) { lock.lock(); entries[key] = value; lock.unlock() }
 }
 
 protocol DiffusionDistiller: Distiller where Options == DiffusionDistillOptions {

@@ -50,6 +50,7 @@ extension DistilledEvalComponent {
                     d.ipc = ipc
                     d.candidates = o.candidates
                     d.lambda = o.lambda
+                    d.steps = o.diffusion_steps
                     d.base = name == "concord-d3hr" ? "d3hr" : "plain"
                     var log: [String: JSONValue] = [:]
                     let method: DiffusionMethod = name == "diffusion-dd" ? .plain : name == "d3hr" ? .d3hr : .concord
