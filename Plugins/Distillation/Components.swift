@@ -152,6 +152,22 @@ extension DistilledSet {
     }
 }
 
+/// What every distiller's `distill` returns besides its files.
+let distilledSetOutputs = [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
+                           TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")]
+
+extension DistilledSet {
+    /// Writes `distilled.safetensors` and `grid.png` into `dir`; returns their names.
+    func writeRunFiles(to dir: String) throws -> [String] {
+        try write(to: dir + "/distilled.safetensors")
+        try PNG.write(try grid(), to: dir + "/grid.png")
+        return ["distilled.safetensors", "grid.png"]
+    }
+
+    /// The images and labels as a response's tensors.
+    var responseTensors: [(name: String, tensor: Tensor)] { [("images", images), ("labels", Tensor(labels.map(Int64.init)))] }
+}
+
 /// A distiller component: one per method, all with `DistillOptions`.
 protocol DistillerMethod: Distiller where Options == DistillOptions {
     static var method: Method { get }
@@ -160,8 +176,7 @@ protocol DistillerMethod: Distiller where Options == DistillOptions {
 extension DistillerMethod {
     static var operations: [OperationSpec] {
         [OperationSpec("distill", summary: "distil the dataset's train split at `ipc` images per class → distilled.safetensors, grid.png",
-                       outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
-                                 TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")])]
+                       outputs: distilledSetOutputs)]
     }
 
     func distill(_ request: Request<DistillOptions>) throws -> Response {
@@ -173,9 +188,7 @@ extension DistillerMethod {
         let set = try distil(Self.method, data: data, options: o, seed: request.host.seed, host: request.host, curve: &curve)
         let seconds = Date().timeIntervalSince(t0)
         let dir = request.host.scratchDirectory
-        try set.write(to: dir + "/distilled.safetensors")
-        try PNG.write(try set.grid(), to: dir + "/grid.png")
-        var artifacts = ["distilled.safetensors", "grid.png"]
+        var artifacts = try set.writeRunFiles(to: dir)
         if !curve.isEmpty {
             try AtomicFile.write("iteration,loss\n" + curve.map { "\($0.0),\($0.1)" }.joined(separator: "\n") + "\n", to: dir + "/curve.csv")
             artifacts.append("curve.csv")
@@ -189,7 +202,7 @@ extension DistillerMethod {
             result["first_loss"] = .number(curve.first!.1)
             result["last_loss"] = .number(curve.last!.1)
         }
-        return Response(result: .object(result), tensors: [("images", set.images), ("labels", Tensor(set.labels.map(Int64.init)))], artifacts: artifacts)
+        return Response(result: .object(result), tensors: set.responseTensors, artifacts: artifacts)
     }
 }
 

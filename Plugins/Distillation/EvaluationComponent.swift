@@ -41,7 +41,7 @@ struct DistilledEvalComponent: Metric {
         var diffusion_model = ""
         var diffusion_steps = 50
         var candidates = 2000
-        var lambda = 10.0
+        var lambda = 1.0
         static let help = [
             "ipcs": "diffusion-study: images per class compared", "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
             "diffusion_model": "diffusion-study: the latent diffusion folder (empty: the embedded synthetic-tol model)",

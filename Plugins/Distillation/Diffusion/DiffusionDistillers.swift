@@ -27,7 +27,7 @@ struct DiffusionDistillOptions: ComponentOptions {
     var positives = 5
     var negatives = 5
     var policy = "weighted"
-    var lambda = 10.0
+    var lambda = 1.0
     var temperature = 0.05
     var clip = "bioclip2"
     var clip_options: [String] = []
@@ -44,7 +44,7 @@ struct DiffusionDistillOptions: ComponentOptions {
         "base": "concord: the generator guided, plain (from noise) or d3hr", "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the embedded synthetic-tol file)",
         "positives": "concord: descriptions per class used as positives", "negatives": "concord: negative classes per sample (K)",
         "policy": "concord: negative classes weighted (by name similarity), similar (top K) or random",
-        "lambda": "concord: guidance strength λ (code default 10, paper 1–2)", "temperature": "concord: τ of the concept loss",
+        "lambda": "concord: guidance strength λ (the paper's 1–2; the released code's 10 saturates this model's images, Docs/methods/diffusion-dd.md)", "temperature": "concord: τ of the concept loss",
         "clip": "concord: the CLIP backbone component (texts + image embeddings with gradients)", "clip_options": "concord: key=value options for it (e.g. model=~/bioclip-2)",
     ]
     static let choices = ["base": ["plain", "d3hr"], "policy": NegativePolicy.allCases.map(\.rawValue)]
@@ -203,25 +203,21 @@ protocol DiffusionDistiller: Distiller where Options == DiffusionDistillOptions 
 extension DiffusionDistiller {
     static var operations: [OperationSpec] {
         [OperationSpec("distill", summary: "generate `ipc` images per class with the latent diffusion model → distilled.safetensors, grid.png",
-                       outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the generated images in [0, 1]"),
-                                 TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")])]
+                       outputs: distilledSetOutputs)]
     }
 
     func distill(_ request: Request<DiffusionDistillOptions>) throws -> Response {
         var log: [String: JSONValue] = [:]
         let t0 = Date()
         let set = try diffusionDistil(Self.method, options: request.options, request: request.host, log: &log)
-        let dir = request.host.scratchDirectory
-        try set.write(to: dir + "/distilled.safetensors")
-        try PNG.write(try set.grid(), to: dir + "/grid.png")
+        let artifacts = try set.writeRunFiles(to: request.host.scratchDirectory)
         var result = log
         result["method"] = .string(set.method)
         result["ipc"] = .number(Double(set.ipc))
         result["images"] = .number(Double(set.count))
         result["seconds"] = .number(Date().timeIntervalSince(t0))
         result["distilled"] = "distilled.safetensors"
-        return Response(result: .object(result), tensors: [("images", set.images), ("labels", Tensor(set.labels.map(Int64.init)))],
-                        artifacts: ["distilled.safetensors", "grid.png"])
+        return Response(result: .object(result), tensors: set.responseTensors, artifacts: artifacts)
     }
 }
 
@@ -246,8 +242,7 @@ struct ConcordComponent: DiffusionDistiller {
     static let summary = "CONCORD: concept-guided diffusion distillation (contrastive CLIP concept loss at every DDIM step) on plain or D^3HR generation"
     static let operations = [
         OperationSpec("distill", summary: "generate `ipc` images per class with concept guidance → distilled.safetensors, grid.png",
-                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the generated images in [0, 1]"),
-                                TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")]),
+                      outputs: distilledSetOutputs),
         OperationSpec("concepts", summary: "write a concepts file {class_idx: [name, [descriptions]]} from the dataset's description → concepts.json"),
     ]
 }

@@ -109,8 +109,8 @@ public final class LatentDiffusionModel: @unchecked Sendable {
 /// uniform timesteps, labels dropped to the null class with probability `classDropout` for
 /// classifier-free guidance). AdamW, cosine schedule with warm-up, checkpoints.
 struct LatentDiffusionTraining {
-    var autoencoderSteps = 600
-    var ditSteps = 4000
+    var autoencoderSteps = 800
+    var ditSteps = 3000
     var batch = 64
     var autoencoderBatch = 32
     var lr: Float = 2e-4

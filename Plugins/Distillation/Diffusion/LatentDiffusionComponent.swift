@@ -56,8 +56,8 @@ struct LatentDiffusionComponent: Backbone {
         var to_step = 760
         var seed = 0
         // training
-        var autoencoder_steps = 1200
-        var dit_steps = 4000
+        var autoencoder_steps = 800
+        var dit_steps = 3000
         var batch = 64
         var autoencoder_batch = 32
         var lr = 2e-4
@@ -67,8 +67,8 @@ struct LatentDiffusionComponent: Backbone {
         var dit_width = 128
         var dit_depth = 4
         var dit_heads = 4
-        var patch = 4
-        var autoencoder_widths = [32, 64]
+        var patch = 2
+        var autoencoder_widths = [32, 64, 64]
         var checkpoint_every = 1000
         var save_dtype = "f32"
         static let help = [

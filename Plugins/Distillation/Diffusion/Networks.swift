@@ -8,12 +8,12 @@ public struct LatentDiffusionConfig: Codable, Sendable, Equatable {
     public var channels = 3
     /// Latent channels (4, as Stable Diffusion's VAE).
     public var latentChannels = 4
-    /// Autoencoder widths: the first at full resolution, then one per halving (32 px → 16 with two).
-    public var autoencoderWidths = [32, 64]
+    /// Autoencoder widths: the first at full resolution, then one per halving (32 px → 8 with three).
+    public var autoencoderWidths = [32, 64, 64]
     public var ditWidth = 128
     public var ditDepth = 4
     public var ditHeads = 4
-    public var patch = 4
+    public var patch = 2
     public var classes = 0
     public var classNames: [String] = []
     public var schedule = "linear"
