@@ -16,12 +16,12 @@ import TestSupport
     }
 
     /// DDIM inversion to t = 760 (38 of 50 steps) then sampling back: the latent returns within 10 %
-    /// relative error without guidance and within 25 % with CFG 4 (the inversion evaluates ε at the
-    /// latent it starts from; the embedded model's figures are on Docs/methods/diffusion-dd.md).
+    /// relative error (L2), with and without CFG (measured 5.2 % for both; the inversion evaluates ε
+    /// at the latent it starts from, so it is not exact — Docs/methods/diffusion-dd.md).
     @Test func inversionThenSamplingReconstructsTheLatent() throws {
         let cli = CLI(), dir = TempDir("inv")
         let (images, labels) = try realImages(cli, dir: dir.sub("data"), count: 16)
-        for (guidance, bound) in [(1.0, 0.10), (4.0, 0.25)] {
+        for (guidance, bound) in [(1.0, 0.10), (4.0, 0.10)] {
             let r = try cli.run("run", "latent-diffusion", "invert", "--input", "images=\(images)", "--input", "labels=\(labels)",
                                 "--set", "guidance=\(guidance)", "--out", dir.sub("g\(Int(guidance))"), "--json")
             #expect(r.status == 0, "\(r.stderr)")
