@@ -108,7 +108,7 @@ struct BioCLIPComponent: Backbone {
             guard upstream.dtype == .float32, upstream.shape == [input.shape[0], bio.config.embedDim] else {
                 throw MenagerieError.invalidArgument("input 'grad_embedding' must be f32 [\(input.shape[0]), \(bio.config.embedDim)], got \(upstream.shape)")
             }
-            let module = try DifferentiableCLIPCache.shared.module(folder: bio.folder)
+            let module = try differentiableCLIP(folder: bio.folder)
             let x = Variable(input.owned(), requiresGrad: true)
             let e = GradMode.with(true) { module.encodeImage(x) }
             let grad = Autograd.gradients(of: (e * Variable(upstream.owned())).sum(), wrt: [x])[0]!
@@ -276,7 +276,7 @@ struct BioCLIPComponent: Backbone {
 
     func loadModel(_ o: Options) throws -> BioCLIP {
         let folder = o.model.isEmpty ? try embeddedModelFolder() : o.model
-        do { return try ModelCache.shared.model(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        do { return try loadedModel(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 
     func modelName(_ o: Options, _ bio: BioCLIP) -> String { o.model.isEmpty ? "embedded:bioclip2-tol-tiny" : bio.folder }
@@ -303,42 +303,25 @@ struct BioCLIPComponent: Backbone {
     }
 }
 
-/// Differentiable copies of loaded models (the vector-Jacobian product of `embed`), by folder.
-final class DifferentiableCLIPCache: @unchecked Sendable {
-    static let shared = DifferentiableCLIPCache()
-    private var entries: [String: CLIPModule] = [:]
-    private let lock = NSLock()
+/// Differentiable copies of loaded models (the vector-Jacobian product of `embed`), by folder and
+/// the weights' identity.
+let differentiableCLIPs = ProcessCache<CLIPModule>()
 
-    func module(folder: String) throws -> CLIPModule {
-        lock.lock()
-        defer { lock.unlock() }
-        if let hit = entries[folder] { return hit }
+func differentiableCLIP(folder: String) throws -> CLIPModule {
+    try differentiableCLIPs.value(folder, stamp: folder + "/open_clip_model.safetensors") {
         let m: CLIPModule
         do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
         m.isTraining = false
-        entries[folder] = m
         return m
     }
 }
 
-/// Models already loaded in this process, by folder and weights' identity.
-final class ModelCache: @unchecked Sendable {
-    static let shared = ModelCache()
-    private var models: [String: BioCLIP] = [:]
-    private let lock = NSLock()
-    func model(folder: String) throws -> BioCLIP {
-        let weights = (folder as NSString).expandingTildeInPath + "/open_clip_model.safetensors"
-        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
-        let key = weights + "|\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
-        lock.lock()
-        if let m = models[key] { lock.unlock(); return m }
-        lock.unlock()
-        let m = try BioCLIP(folder: folder)
-        lock.lock()
-        models[key] = m
-        lock.unlock()
-        return m
-    }
+/// Models already loaded in this process, by folder and the weights' identity.
+let loadedModels = ProcessCache<BioCLIP>()
+
+func loadedModel(folder: String) throws -> BioCLIP {
+    let folder = (folder as NSString).expandingTildeInPath
+    return try loadedModels.value(folder, stamp: folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
 }
 
 /// The model shipped with the plugin (trained here on synthetic-tol; see Docs/methods/bioclip2.md).

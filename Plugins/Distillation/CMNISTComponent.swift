@@ -167,15 +167,17 @@ func batchOrder(component: String, split: String, total: Int, start: Int, count:
 /// `cifar10-binary`, `synthetic-tol`): images [N, C, S, S] in [0, 1] and labels, in sample order.
 final class SplitCache: @unchecked Sendable {
     static let shared = SplitCache()
-    private var cache: [String: (images: [Float], labels: [Int], channels: Int, size: Int)] = [:]
-    private let lock = NSLock()
+    private let cache = ProcessCache<(images: [Float], labels: [Int], channels: Int, size: Int)>()
 
     func load(dataset: String, options: [String], size: Int, split: String, host: MenagerieKit.Host) throws
         -> (images: [Float], labels: [Int], channels: Int, size: Int) {
-        let key = ([dataset, split, "\(size)"] + options).joined(separator: "|")
-        lock.lock()
-        if let hit = cache[key] { lock.unlock(); return hit }
-        lock.unlock()
+        try cache.value(([dataset, split, "\(size)"] + options).joined(separator: "|")) {
+            try Self.read(dataset: dataset, options: options, size: size, split: split, host: host)
+        }
+    }
+
+    private static func read(dataset: String, options: [String], size: Int, split: String, host: MenagerieKit.Host) throws
+        -> (images: [Float], labels: [Int], channels: Int, size: Int) {
         let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let total = try proxy.describe()["splits"]?[split]?.intValue ?? 0
         guard total > 0 else { throw MenagerieError.invalidArgument("'\(dataset)' (\(options.joined(separator: " "))) has no '\(split)' split") }
@@ -191,10 +193,6 @@ final class SplitCache: @unchecked Sendable {
             images += try x.converted(to: .float32).scalars(as: Float.self)
             labels += try y.integers()
         }
-        let value = (images, labels, channels, side)
-        lock.lock()
-        cache[key] = value
-        lock.unlock()
-        return value
+        return (images, labels, channels, side)
     }
 }

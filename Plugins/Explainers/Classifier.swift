@@ -1,6 +1,7 @@
 import Foundation
 import Formats
 import Imaging
+import MenagerieKit
 import NN
 import Tensors
 
@@ -84,28 +85,15 @@ func loadClassifier(folder: String) throws -> any CAMClassifier {
        let json = try? JSONValue.parse(String(decoding: data, as: UTF8.self)), json["architecture"]?.stringValue == "convnet" {
         return try ConvNetClassifier(folder: folder)
     }
-    return try ClassifierCache.shared.classifier(folder: folder)
+    return try loadedClassifier(folder: folder)
 }
 
-/// Classifiers already loaded in this process, by folder and the weights' modification time: a
-/// runtime that explains many batches loads (and initialises) each model once.
-final class ClassifierCache: @unchecked Sendable {
-    static let shared = ClassifierCache()
-    private var entries: [String: (stamp: String, classifier: ViTClassifier)] = [:]
-    private let lock = NSLock()
+/// Classifiers already loaded in this process, by folder, head requirement and image size, and the
+/// weights' identity: a runtime that explains many batches loads (and initialises) each model once.
+let loadedClassifiers = ProcessCache<ViTClassifier>()
 
-    func classifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
-        let weights = folder + "/model.safetensors"
-        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
-        let stamp = "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)-\((attributes?[.size] as? NSNumber)?.intValue ?? 0)"
-        let key = folder + (requireHead ? "#head" : "") + "#\(imageSize)"
-        lock.lock()
-        if let hit = entries[key], hit.stamp == stamp { lock.unlock(); return hit.classifier }
-        lock.unlock()
-        let loaded = try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
-        lock.lock()
-        entries[key] = (stamp, loaded)
-        lock.unlock()
-        return loaded
+func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
+    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: folder + "/model.safetensors") {
+        try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
     }
 }

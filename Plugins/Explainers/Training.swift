@@ -64,7 +64,7 @@ struct ViTClassifierComponent: Backbone {
             size = pixels.shape[2]
         }
         let classifier: ViTClassifier
-        do { classifier = try ClassifierCache.shared.classifier(folder: folder, requireHead: false, imageSize: size) } catch let e as FormatError {
+        do { classifier = try loadedClassifier(folder: folder, requireHead: false, imageSize: size) } catch let e as FormatError {
             throw MenagerieError.invalidArgument("\(e)")
         }
         let c = classifier.config

@@ -86,8 +86,9 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
         let began = Date()
         // The class Gaussians at the sampling level, computed once per model, data and grid in a
         // process (a study distils at several IPCs and with CONCORD on top).
-        let key = "\(o.model)|\(o.dataset)|\(o.dataset_options)|\(o.limit)|\(o.steps)|\(o.guidance)|\(inversionLevel)|\(samplingLevel)"
-        var gaussians = ClassGaussianCache.shared.get(key)
+        let weights = fileIdentity((o.model.isEmpty ? try embeddedDiffusionFolder() : (o.model as NSString).expandingTildeInPath) + "/model.safetensors")
+        let key = "\(o.model)|\(weights)|\(o.dataset)|\(o.dataset_options)|\(o.limit)|\(o.steps)|\(o.guidance)|\(inversionLevel)|\(samplingLevel)"
+        var gaussians = classGaussians.cached(key) ?? [:]
         let missing = chosen.filter { gaussians[$0] == nil }
         if !missing.isEmpty {
             let clean = model.encode(data.batch(missing.flatMap { data.byClass[$0] }).scalarsOrEmpty, count: missing.reduce(0) { $0 + data.byClass[$1].count })
@@ -109,7 +110,7 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
                 gaussians[k] = ClassGaussian(latents: atLevel, dimension: d)
                 host.progress(step + 1, of: missing.count, "d3hr inversion")
             }
-            ClassGaussianCache.shared.set(key, gaussians)
+            classGaussians.store(key, gaussians)
         }
         log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
         start = []
@@ -188,13 +189,7 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
 }
 
 /// Class Gaussians already computed in this process, by model, data and DDIM grid.
-final class ClassGaussianCache: @unchecked Sendable {
-    static let shared = ClassGaussianCache()
-    private var entries: [String: [Int: ClassGaussian]] = [:]
-    private let lock = NSLock()
-    func get(_ key: String) -> [Int: ClassGaussian] { lock.lock(); defer { lock.unlock() }; return entries[key] ?? [:] }
-    func set(_ key: String, _ value: [Int: ClassGaussian]) { lock.lock(); entries[key] = value; lock.unlock() }
-}
+let classGaussians = ProcessCache<[Int: ClassGaussian]>()
 
 protocol DiffusionDistiller: Distiller where Options == DiffusionDistillOptions {
     static var method: DiffusionMethod { get }

@@ -5,27 +5,9 @@ import MenagerieKit
 import NN
 import Tensors
 
-/// Loaded latent diffusion models, by folder and weights' identity (a run that samples many times
-/// loads once).
-final class LatentDiffusionCache: @unchecked Sendable {
-    static let shared = LatentDiffusionCache()
-    private var entries: [String: (stamp: String, model: LatentDiffusionModel)] = [:]
-    private let lock = NSLock()
-
-    func model(folder: String) throws -> LatentDiffusionModel {
-        let weights = folder + "/model.safetensors"
-        let a = try? FileManager.default.attributesOfItem(atPath: weights)
-        let stamp = "\((a?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)-\((a?[.size] as? NSNumber)?.intValue ?? 0)"
-        lock.lock()
-        if let hit = entries[folder], hit.stamp == stamp { lock.unlock(); return hit.model }
-        lock.unlock()
-        let loaded = try LatentDiffusionModel.load(folder: folder)
-        lock.lock()
-        entries[folder] = (stamp, loaded)
-        lock.unlock()
-        return loaded
-    }
-}
+/// Loaded latent diffusion models, by folder and the weights' identity (a run that samples many
+/// times loads once).
+let loadedDiffusionModels = ProcessCache<LatentDiffusionModel>()
 
 /// The embedded model: `Menagerie_Distillation.resources/ldm-tol`, trained here on synthetic-tol.
 func embeddedDiffusionFolder() throws -> String {
@@ -37,7 +19,8 @@ func embeddedDiffusionFolder() throws -> String {
 }
 
 func loadDiffusion(_ path: String) throws -> LatentDiffusionModel {
-    try LatentDiffusionCache.shared.model(folder: path.isEmpty ? try embeddedDiffusionFolder() : (path as NSString).expandingTildeInPath)
+    let folder = path.isEmpty ? try embeddedDiffusionFolder() : (path as NSString).expandingTildeInPath
+    return try loadedDiffusionModels.value(folder, stamp: folder + "/model.safetensors") { try LatentDiffusionModel.load(folder: folder) }
 }
 
 /// `latent-diffusion`: the generative backbone of the diffusion distillers — train on a dataset
