@@ -17,7 +17,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String])] = [
     ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
     ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"]),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"]),
-    ("Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json"]),
+    ("Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"]),
     ("SST", "Plugins/SST", []),
 ]
 

@@ -42,10 +42,15 @@ struct DistilledEvalComponent: Metric {
         var diffusion_steps = 50
         var candidates = 2000
         var lambda = 1.0
+        var concepts = ""
+        var clip = "bioclip2"
+        var clip_options: [String] = []
         static let help = [
             "ipcs": "diffusion-study: images per class compared", "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
             "diffusion_model": "diffusion-study: the latent diffusion folder (empty: the embedded synthetic-tol model)",
             "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
+            "concepts": "diffusion-study: CONCORD's concepts JSON (empty: the file shipped for synthetic-tol or cmnist-dd)",
+            "clip": "diffusion-study: CONCORD's CLIP backbone component", "clip_options": "diffusion-study: key=value options for it",
             "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (inversion_step 760 and sampling_step 600 must lie on the grid)",
             "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",

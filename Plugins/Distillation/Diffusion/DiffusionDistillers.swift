@@ -41,7 +41,7 @@ struct DiffusionDistillOptions: ComponentOptions {
         "sampling_step": "d3hr: the timestep whose class statistics are sampled and where generation starts",
         "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
         "limit": "d3hr: at most this many training images inverted (0: all)",
-        "base": "concord: the generator guided, plain (from noise) or d3hr", "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the embedded synthetic-tol file)",
+        "base": "concord: the generator guided, plain (from noise) or d3hr", "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the file shipped for synthetic-tol or cmnist-dd)",
         "positives": "concord: descriptions per class used as positives", "negatives": "concord: negative classes per sample (K)",
         "policy": "concord: negative classes weighted (by name similarity), similar (top K) or random",
         "lambda": "concord: guidance strength λ (the paper's 1–2; the released code's 10 saturates this model's images, Docs/methods/diffusion-dd.md)", "temperature": "concord: τ of the concept loss",
@@ -132,7 +132,7 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     if method == .concord {
         guard let policy = NegativePolicy(rawValue: o.policy) else { throw MenagerieError.invalidArgument("policy must be weighted, similar or random") }
         guard o.positives > 0, o.negatives > 0, o.temperature > 0 else { throw MenagerieError.invalidArgument("positives, negatives and temperature must be positive") }
-        let path = o.concepts.isEmpty ? try PluginResources.path(module: "Distillation", item: "concepts-synthetic-tol.json") : (o.concepts as NSString).expandingTildeInPath
+        let path = o.concepts.isEmpty ? try shippedConcepts(dataset: o.dataset) : (o.concepts as NSString).expandingTildeInPath
         let book = try ConceptBook.read(path, classes: c.classes, positives: o.positives)
         let clip = try CLIPBridge(host: host, id: o.clip, options: try keyValueOptions(o.clip_options, option: "clip_options"))
         let names = try clip.texts(book.names)
@@ -257,6 +257,15 @@ extension ConcordComponent {
         try AtomicFile.write(text, to: request.host.scratchDirectory + "/concepts.json")
         return Response(result: ["classes": .number(Double(classes.count))], artifacts: ["concepts.json"])
     }
+}
+
+/// The concepts file shipped for a dataset (synthetic-tol, cmnist-dd); other datasets need `concepts=`.
+func shippedConcepts(dataset: String) throws -> String {
+    let shipped = ["synthetic-tol", "cmnist-dd"]
+    guard shipped.contains(dataset) else {
+        throw MenagerieError.invalidArgument("no concepts file is shipped for dataset '\(dataset)' (only \(shipped.joined(separator: ", "))): pass concepts=FILE, e.g. one written by `menagerie run concord concepts --set dataset=\(dataset)`")
+    }
+    return try PluginResources.path(module: "Distillation", item: "concepts-\(dataset).json")
 }
 
 /// The concepts file for described classes (see `ConcordComponent.performExtra`).

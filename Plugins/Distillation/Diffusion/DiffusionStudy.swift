@@ -50,6 +50,9 @@ extension DistilledEvalComponent {
                     d.ipc = ipc
                     d.candidates = o.candidates
                     d.lambda = o.lambda
+                    d.concepts = o.concepts
+                    d.clip = o.clip
+                    d.clip_options = o.clip_options
                     d.steps = o.diffusion_steps
                     d.base = name == "concord-d3hr" ? "d3hr" : "plain"
                     var log: [String: JSONValue] = [:]
