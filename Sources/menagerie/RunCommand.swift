@@ -103,17 +103,37 @@ func installInterruptHandler() {
     }
 }
 
-/// A progress bar on stderr when it is a terminal; silent otherwise.
+/// Progress on stderr: a bar redrawn in place when stderr is a terminal; otherwise (a log file, a
+/// pipe, CI) one plain line every `MENAGERIE_PROGRESS_INTERVAL` seconds (default 30) so a long run
+/// in the background shows where it is. `MENAGERIE_PROGRESS=off` silences both.
 final class StderrProgress: ProgressSink, @unchecked Sendable {
-    let enabled = isatty(STDERR_FILENO) != 0
-    var last: UInt64 = 0
+    let terminal = isatty(STDERR_FILENO) != 0
+    let enabled = ProcessInfo.processInfo.environment["MENAGERIE_PROGRESS"] != "off"
+    /// Nanoseconds between plain lines when stderr is not a terminal.
+    let interval: UInt64 = {
+        let seconds = ProcessInfo.processInfo.environment["MENAGERIE_PROGRESS_INTERVAL"].flatMap(Double.init) ?? 30
+        return UInt64(max(seconds, 0.1) * 1e9)
+    }()
+    let started = DispatchTime.now().uptimeNanoseconds
+    var last: UInt64 = DispatchTime.now().uptimeNanoseconds
     var drawn = false
 
     func progress(component: String, done: Int64, total: Int64, label: String) {
         guard enabled else { return }
         let now = DispatchTime.now().uptimeNanoseconds
-        guard now - last > 100_000_000 || done == total else { return }
+        if terminal {
+            guard now - last > 100_000_000 || done == total else { return }
+        } else {
+            guard now - last >= interval else { return }
+        }
         last = now
+        if !terminal {
+            var line = "[\(component)]" + (label.isEmpty ? "" : " " + label)
+            line += total > 0 ? String(format: " %.0f%% (%lld/%lld)", min(1, Double(done) / Double(total)) * 100, done, total) : " \(done)"
+            line += " after " + elapsed(Double(now - started) / 1e9) + "\n"
+            FileHandle.standardError.write(Data(line.utf8))
+            return
+        }
         let width = 30
         var line = "\r\(component) "
         if total > 0 {
@@ -127,6 +147,11 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
         if !label.isEmpty { line += " " + label }
         FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
         drawn = true
+    }
+
+    private func elapsed(_ seconds: Double) -> String {
+        let s = Int(seconds)
+        return s >= 3600 ? "\(s / 3600) h \(s % 3600 / 60) min" : s >= 60 ? "\(s / 60) min \(s % 60) s" : "\(s) s"
     }
 
     func finish() {

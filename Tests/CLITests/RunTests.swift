@@ -187,4 +187,19 @@ import TestSupport
         let manifest = try cli.json("run", "test-probe", "progress", "--json") as! [String: Any]
         #expect((manifest["result"] as! [String: Any])["done"] as? Int == 50)
     }
+
+    /// stderr is a pipe here: progress comes as plain lines at the chosen interval (50 steps of
+    /// 20 ms with a 0.2 s interval: a handful of lines, never one per step), and not at all when off.
+    @Test func progressIsPlainLinesWhenStderrIsNotATerminal() throws {
+        let lines = CLI(pluginPath: cli.pluginPath)
+        lines.extra["MENAGERIE_PROGRESS_INTERVAL"] = "0.2"
+        let r = try lines.run("run", "test-probe", "progress")
+        #expect(r.status == 0, "\(r.stderr)")
+        let reported = r.stderr.split(separator: "\n").filter { $0.hasPrefix("[test-probe] step ") && $0.contains("%") && $0.contains("/50)") }
+        #expect((1...10).contains(reported.count), "\(r.stderr)")
+        #expect(!r.stderr.contains("\u{1B}["), "no terminal escapes in a log")
+        let off = CLI(pluginPath: cli.pluginPath)
+        off.extra = ["MENAGERIE_PROGRESS_INTERVAL": "0.2", "MENAGERIE_PROGRESS": "off"]
+        #expect(try !off.run("run", "test-probe", "progress").stderr.contains("[test-probe]"))
+    }
 }
