@@ -287,7 +287,11 @@ struct SSTComponent: Segmenter {
         var s = try settings(o)
         s.queue = 0   // two-frame videos: no queue
         let src = try source(o, size: o.size)
-        let features = try src.extract([supportImage] + queries, host: request.host)
+        let extracted = try src.extract([supportImage] + queries, host: request.host)
+        // Fine-tuning (finetune_steps > 0) as in `segment`: the queries are the unlabelled frames.
+        let labels = patchLabels(supportMask.labels, height: supportMask.height, width: supportMask.width, rows: extracted.rows, cols: extracted.cols, channels: channels)
+        let (features, losses) = try tuned(extracted, support: 0, labels: labels, channels: channels, unlabelled: Array(extracted.frames[1...]), o: o,
+                                           settings: s, host: request.host)
         let call = trackerCall(o, s)
         let supportAtSize = supportMask.resized(width: o.size, height: o.size)
         let traits = o.trait > 0 ? [o.trait] : Array(Set(supportMask.labels.filter { $0 > 0 })).sorted()
@@ -326,9 +330,14 @@ struct SSTComponent: Segmenter {
             try PNG.write(try Overlay.grid(tiles, columns: 2), to: dir + "/retrieved.png")
             artifacts.append("retrieved.png")
         }
-        return Response(result: ["queries": .number(Double(files.count)), "ranking": .string(o.ranking),
-                                 "best": .string((files[ranked[0]] as NSString).lastPathComponent), "best_score": .number(scores[ranked[0]])],
-                        artifacts: artifacts)
+        var result: [String: JSONValue] = ["queries": .number(Double(files.count)), "ranking": .string(o.ranking),
+                                           "best": .string((files[ranked[0]] as NSString).lastPathComponent), "best_score": .number(scores[ranked[0]])]
+        if let first = losses.first, let last = losses.last {
+            try writeLossCurve(losses, dir: dir)
+            artifacts += ["finetune.csv", "finetune.png"]
+            result["finetune_loss"] = .array([.number(Double(first)), .number(Double(last))])
+        }
+        return Response(result: .object(result), artifacts: artifacts)
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {

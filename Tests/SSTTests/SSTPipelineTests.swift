@@ -176,6 +176,17 @@ import TestSupport
             let rows = try String(contentsOfFile: out + "/retrieval.csv", encoding: .utf8).split(separator: "\n").dropFirst()
             #expect(rows.first?.contains(ranking == "paper" ? "match.png" : "noise.png") == true, "\(ranking): \(rows)")
         }
+        // Fine-tuning before retrieval (that it lowers the loss is fineTuningLowersTheCycleLoss): the
+        // head is trained and used, its curve written, and the matching query still comes first.
+        let tuned = try cli.run("run", "sst", "retrieve", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png",
+                                "--set", "queries=\(dir.path)/q", "--set", "backbone=pixels", "--set", "size=64", "--set", "finetune_steps=20",
+                                "--out", dir.sub("tuned"), "--json")
+        #expect(tuned.status == 0, "\(tuned.stderr)")
+        let loss = ((try JSONSerialization.jsonObject(with: Data(tuned.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any])?["finetune_loss"] as? [Double]
+        #expect(loss?.count == 2 && loss!.allSatisfy { $0.isFinite && $0 > 0 }, "\(String(describing: loss))")
+        let rows = try String(contentsOfFile: dir.sub("tuned") + "/retrieval.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        #expect(rows.first?.contains("match.png") == true, "\(rows)")
+        #expect(FileManager.default.fileExists(atPath: dir.sub("tuned") + "/finetune.png"))
     }
 
     @Test func badInputIsNamed() throws {
