@@ -47,7 +47,7 @@ struct BioCLIPComponent: Backbone {
         var sizes = [6, 12, 24]
         static let help: [String: String] = [
             "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors); empty: the embedded model",
-            "images": "predict/embed: a PNG/TIFF file or a folder of them (also --input images=DIR)",
+            "images": "predict/embed: a PNG/TIFF/JPEG file or a folder of them (also --input images=DIR)",
             "rank": "predict: kingdom, phylum, class, order, family, genus or species (Tree-of-Life labels)",
             "cls": "predict: custom labels, a comma-separated list or a file with one per line (80 OpenAI templates)",
             "bins": "predict: CSV class,bin: custom labels whose probabilities are summed per bin",
@@ -78,12 +78,12 @@ struct BioCLIPComponent: Backbone {
                       inputs: [TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
                                TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×H×W", summary: "RGB in [0, 1], any size: resized and normalised as the model's preprocessing", optional: true),
                                TensorSpec("grad_embedding", dtypes: ["f32"], shape: "N×E", summary: "with image 'input': the upstream gradient; returns grad_input = ∂(Σ grad·embedding)/∂input", optional: true),
-                               TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)],
+                               TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)],
                       outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)"),
                                 TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)"),
                                 TensorSpec("grad_input", dtypes: ["f32"], shape: "N×3×S×S", summary: "the vector-Jacobian product (with grad_embedding)")]),
         OperationSpec("predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
-                      inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF images (passed as the images option)", optional: true)]),
+                      inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)]),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
         OperationSpec("train", summary: "hierarchical contrastive training on a dataset → an open_clip model folder, zero-shot accuracy per rank"),
         OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (emergent.csv, plots)"),
@@ -282,7 +282,7 @@ struct BioCLIPComponent: Backbone {
     func modelName(_ o: Options, _ bio: BioCLIP) -> String { o.model.isEmpty ? "embedded:bioclip2-tol-tiny" : bio.folder }
 
     func imageFiles(_ o: Options) throws -> [String] {
-        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF)") }
+        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG)") }
         do { return try ImageFiles.list(o.images) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 

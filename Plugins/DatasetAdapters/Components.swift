@@ -46,7 +46,7 @@ struct ImageFolderComponent: Dataset {
         static let choices = ["split": ["train", "val", "test"], "resize": ["crop", "squash"]]
     }
     static let id = "image-folder"
-    static let summary = "Class-per-folder PNG/TIFF images, with an optional seven-rank taxonomy CSV"
+    static let summary = "Class-per-folder PNG/TIFF/JPEG images, with an optional seven-rank taxonomy CSV"
     static let operations = [
         OperationSpec("batch", summary: "images and labels (and rank labels with a taxonomy) of one slice of a split",
                       outputs: batchOutputs(channels: "3", ranks: true)),

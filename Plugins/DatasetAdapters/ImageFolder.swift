@@ -41,7 +41,7 @@ public struct ImageFolderSource: ItemSource {
         }
         func images(_ path: String) throws -> [String] {
             try fm.contentsOfDirectory(atPath: path).filter { n in
-                !n.hasPrefix(".") && ["png", "tif", "tiff"].contains((n as NSString).pathExtension.lowercased())
+                !n.hasPrefix(".") && ImageFiles.extensions.contains((n as NSString).pathExtension.lowercased())
             }.sorted()
         }
         var skipped: [Skipped] = []
@@ -59,7 +59,7 @@ public struct ImageFolderSource: ItemSource {
         var classes = Set(found.flatMap { $0.keys }).sorted()
         // Empty classes: an error, or dropped with skip_bad.
         for c in classes where found.allSatisfy({ ($0[c] ?? []).isEmpty }) {
-            let e = FormatError(path: root + "/" + c, "class folder holds no PNG or TIFF image")
+            let e = FormatError(path: root + "/" + c, "class folder holds no PNG, TIFF or JPEG image")
             guard skipBad else { throw e }
             skipped.append(Skipped(file: root + "/" + c, reason: "\(e)"))
         }
@@ -128,10 +128,11 @@ public struct ImageFolderSource: ItemSource {
         return (out, label)
     }
 
-    /// PNG or TIFF (8-bit, 16-bit scaled by 1/257, float clamped to [0, 1]) as an 8-bit image.
+    /// PNG, JPEG or TIFF (8-bit, 16-bit scaled by 1/257, float clamped to [0, 1]) as an 8-bit image.
     static func load(_ path: String) throws -> Image {
         let ext = (path as NSString).pathExtension.lowercased()
         if ext == "png" { return try PNG.read(path: path) }
+        if ext == "jpg" || ext == "jpeg" { return try JPEG.read(path: path) }
         let page = try TIFF.read(path: path)
         let t = page.pixels
         let c = page.channels

@@ -14,7 +14,7 @@ protocol CAMOptions: ComponentOptions {
 
 private let sharedHelp = [
     "classifier": "a folder with timm's config.json and model.safetensors (a ViT classifier)",
-    "images": "a PNG/TIFF file or a folder of them (sorted by name); or pass the tensor input 'images'",
+    "images": "a PNG/TIFF/JPEG file or a folder of them (sorted by name); or pass the tensor input 'images'",
     "target": "the class to explain (-1: each image's top class)",
     "layer": "the block whose norm1 output is the target layer (-1: the last)",
 ]
@@ -35,19 +35,19 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
         }
         images = given.owned()
     } else {
-        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF) or --input images=X.npy (normalised N×3×S×S)") }
+        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)") }
         let path = (o.images as NSString).expandingTildeInPath
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
         files = isDir.boolValue
-            ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ["png", "tif", "tiff"].contains(($0 as NSString).pathExtension.lowercased()) }
+            ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
                 .sorted().map { path + "/" + $0 }
             : [path]
-        guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG or TIFF file") }
+        guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG, TIFF or JPEG file") }
         for f in files {
             let img: Image
             do {
-                img = (f as NSString).pathExtension.lowercased() == "png" ? try PNG.read(path: f) : try Image(tensor: TIFF.read(path: f).pixels)
+                img = try ImageFiles.read(f)
             } catch { throw MenagerieError.invalidArgument("\(error)") }
             let (fitted, resized) = classifier.fit(img)
             if resized { notes.append("\((f as NSString).lastPathComponent): resized from \(img.width)×\(img.height) to \(fitted.width)×\(fitted.height)") }
@@ -94,7 +94,7 @@ private let explainOutputs = [
     TensorSpec("maps", dtypes: ["f32"], shape: "N×S×S", summary: "the class-activation maps at input size, in input order"),
     TensorSpec("grid", dtypes: ["f32"], shape: "N×h×w", summary: "the maps on the token grid, before resizing"),
 ]
-private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF file or folder (passed as the images option)", optional: true)]
+private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)]
 
 struct GradCAMComponent: Explainer {
     struct Options: CAMOptions {

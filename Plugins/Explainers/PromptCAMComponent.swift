@@ -25,7 +25,7 @@ struct PromptCAMComponent: Explainer {
         static let help = [
             "backbone": "a timm ViT folder, frozen (empty: the embedded classifier's backbone)",
             "prompts": "explain: the prompts.safetensors written by train",
-            "images": "explain: a PNG/TIFF file or folder; or the tensor input 'images'",
+            "images": "explain: a PNG/TIFF/JPEG file or folder; or the tensor input 'images'",
             "query": "explain: the class whose prompt is shown (-1: each image's prediction; another class: a cross-class query)",
             "dataset": "train: the dataset component", "datasetOptions": "train: key=value options passed to the dataset",
             "epochs": "train: passes over the training split", "batch": "train: batch size",
@@ -37,7 +37,7 @@ struct PromptCAMComponent: Explainer {
     static let summary = "Prompt-CAM: class prompts on a frozen ViT; per-head trait maps ranked by blurring (Chowdhury et al., CVPR 2025)"
     static let operations = [
         OperationSpec("explain", summary: "per-head trait maps, head ranking, a grid PNG per image",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF file or folder (passed as the images option)", optional: true)],
+                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)],
                       outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
         OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
     ]
@@ -135,19 +135,19 @@ func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClass
         }
         return (given.owned(), [])
     }
-    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF) or --input images=X.npy (normalised N×3×S×S)") }
+    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)") }
     let path = (optionPath as NSString).expandingTildeInPath
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
     let files = isDir.boolValue
-        ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ["png", "tif", "tiff"].contains(($0 as NSString).pathExtension.lowercased()) }
+        ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted().map { path + "/" + $0 }
         : [path]
-    guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG or TIFF file") }
+    guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG, TIFF or JPEG file") }
     var pictures: [Image] = []
     for f in files {
         do {
-            let img = (f as NSString).pathExtension.lowercased() == "png" ? try PNG.read(path: f) : try Image(tensor: TIFF.read(path: f).pixels)
+            let img = try ImageFiles.read(f)
             pictures.append(classifier.fit(img).0)
         } catch { throw MenagerieError.invalidArgument("\(error)") }
     }

@@ -46,8 +46,8 @@ struct SSTComponent: Segmenter {
         var backbones: [String] = ["pixels", "vit-classifier"]
         var sweep = true
         static let help = [
-            "support": "the labelled support image (PNG/TIFF)", "mask": "its trait mask: a one-channel PNG/TIFF, 0 background, 1…K traits",
-            "queries": "a folder (or one file) of query images (PNG/TIFF)", "order": "pseudo-video order: files (sorted names) or similarity (to the support, most similar first)",
+            "support": "the labelled support image (PNG/TIFF/JPEG)", "mask": "its trait mask: a one-channel PNG/TIFF, 0 background, 1…K traits",
+            "queries": "a folder (or one file) of query images (PNG/TIFF/JPEG)", "order": "pseudo-video order: files (sorted names) or similarity (to the support, most similar first)",
             "backbone": "patch features: a backbone component whose embed returns tokens (vit-classifier, bioclip2), or pixels (raw RGB patches)",
             "backbone_options": "key=value options for the backbone (e.g. classifier=~/dinov2-small, model=~/bioclip-2)",
             "size": "images are resized to size × size for the features (masks come back at each query's own size)",

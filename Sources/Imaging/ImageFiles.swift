@@ -1,11 +1,11 @@
 import Foundation
 import Formats
 
-/// Image files given as a path: one PNG/TIFF file, or a folder of them (sorted by name).
+/// Image files given as a path: one PNG/TIFF/JPEG file, or a folder of them (sorted by name).
 public enum ImageFiles {
-    public static let extensions = ["png", "tif", "tiff"]
+    public static let extensions = ["png", "tif", "tiff", "jpg", "jpeg"]
 
-    /// The image files at `path` (a file, or a folder's PNG/TIFF files sorted by name).
+    /// The image files at `path` (a file, or a folder's PNG/TIFF/JPEG files sorted by name).
     public static func list(_ path: String, option: String = "images") throws -> [String] {
         let path = (path as NSString).expandingTildeInPath
         var isDir: ObjCBool = false
@@ -13,16 +13,17 @@ public enum ImageFiles {
         guard isDir.boolValue else { return [path] }
         let files = try FileManager.default.contentsOfDirectory(atPath: path)
             .filter { extensions.contains(($0 as NSString).pathExtension.lowercased()) }.sorted().map { path + "/" + $0 }
-        guard !files.isEmpty else { throw FormatError(path: path, "holds no PNG or TIFF file (\(option)); JPEG is not read: convert with e.g. `mogrify -format png *.jpg`") }
+        guard !files.isEmpty else { throw FormatError(path: path, "holds no PNG, TIFF or JPEG file (\(option))") }
         return files
     }
 
-    /// A PNG or TIFF file as an 8-bit image.
+    /// A PNG, TIFF or JPEG file as an 8-bit image.
     public static func read(_ path: String) throws -> Image {
         switch (path as NSString).pathExtension.lowercased() {
         case "png": return try PNG.read(path: path)
         case "tif", "tiff": return try Image(tensor: TIFF.read(path: path).pixels)
-        default: throw FormatError(path: path, "is not a PNG or TIFF file; JPEG is not read: convert it to PNG")
+        case "jpg", "jpeg": return try JPEG.read(path: path)
+        default: throw FormatError(path: path, "is not a PNG, TIFF or JPEG file (by its extension)")
         }
     }
 }

@@ -4,10 +4,10 @@ import Imaging
 import MenagerieKit
 import Tensors
 
-/// Reads `--input NAME=PATH` files into tensors: `.npy` (any supported dtype) and `.png`
+/// Reads `--input NAME=PATH` files into tensors: `.npy` (any supported dtype) and `.png`/`.jpg`
 /// (u8, `[H, W]` gray or `[H, W, C]`).
 public enum InputFile {
-    public static let supportedExtensions = ["npy", "png"]
+    public static let supportedExtensions = ["npy", "png", "jpg", "jpeg"]
 
     /// True for a folder or a file that is not `.npy`: such an input may be handed to a component
     /// as a path (when it has a string option of the input's name) instead of being read here.
@@ -26,6 +26,7 @@ public enum InputFile {
             switch ext {
             case "npy": return try NPY.read(path: path)
             case "png": return try PNG.read(path: path).tensor
+            case "jpg", "jpeg": return try JPEG.read(path: path).tensor
             default:
                 throw HostError(.usage, "input '\(name)': \(path) has an unsupported extension '.\(ext)'; use "
                     + supportedExtensions.map { "." + $0 }.joined(separator: " or ") + " (numpy: np.save('x.npy', array))")

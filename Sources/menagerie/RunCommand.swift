@@ -8,7 +8,7 @@ struct RunCommand: ParsableCommand {
         commandName: "run", abstract: "Run an operation of a component.",
         discussion: """
             Options come from --config (a JSON object) and then --set KEY=VALUE, typed by the component's \
-            schema (`menagerie info COMPONENT`). Inputs are .npy or .png files. With --out, the run writes \
+            schema (`menagerie info COMPONENT`). Inputs are .npy, .png or .jpg files (a folder or other file goes to the option of its name). With --out, the run writes \
             result.json and its artifacts there atomically; Ctrl-C cancels and leaves no partial output.
             """)
 

@@ -13,7 +13,7 @@ import TestSupport
 
     // MARK: image folders
 
-    /// root/<class>/<n>.png|tif with known pixel values: 3 classes × 3 images of 8×8.
+    /// root/<class>/<n>.png|jpg|tif with known pixel values: 3 classes × 3 images of 8×8.
     func writeImageFolder(_ root: String, splits: Bool = false) throws {
         for (c, name) in ["gull", "heron", "wren"].enumerated() {
             for k in 0..<3 {
@@ -23,6 +23,8 @@ import TestSupport
                 let img = Image(width: 8, height: 8, channels: 3, pixels: [UInt8](repeating: value, count: 192))
                 if k == 2 {
                     try TIFF.write(Tensor([UInt8](repeating: value, count: 192), shape: [8, 8, 3]), to: "\(folder)/\(k).tif")
+                } else if k == 1 {
+                    try JPEG.write(img, to: "\(folder)/\(k).jpg", quality: 95)   // a flat colour: within 1 of the value
                 } else {
                     try PNG.write(img, to: "\(folder)/\(k).png")
                 }
@@ -50,6 +52,7 @@ import TestSupport
             // Every pixel of image k of class c is 40c + 10k.
             let v = item.pixels[0] * 255
             #expect(item.pixels.allSatisfy { abs($0 * 255 - v) < 1e-3 })
+            #expect(abs(v - (v / 10).rounded() * 10) <= 1, "pixel \(v) is not 40c + 10k (±1 for the JPEG)")
             #expect(Int((v / 40).rounded(.down)) == item.label)
         }
         #expect(s.commonNames?[0] == "Herring gull, European")

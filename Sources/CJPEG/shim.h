@@ -1,0 +1,135 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <setjmp.h>
+#include <jpeglib.h>
+#include <jerror.h>
+
+/* libjpeg reports errors by calling error_exit, which must not return: it longjmps back here.
+   Swift cannot setjmp, so decoding a whole file happens in this one C function. */
+struct mng_jpeg_error {
+    struct jpeg_error_mgr base;
+    jmp_buf jump;
+    char message[JMSG_LENGTH_MAX];
+    int truncated;
+};
+
+static void mng_jpeg_error_exit(j_common_ptr info) {
+    struct mng_jpeg_error *e = (struct mng_jpeg_error *)info->err;
+    (*info->err->format_message)(info, e->message);
+    longjmp(e->jump, 1);
+}
+
+/* Warnings are not printed; "premature end of data" is remembered: libjpeg pads a truncated file
+   with grey and goes on, which would be a silent wrong image. */
+static void mng_jpeg_silence(j_common_ptr info, int level) {
+    struct mng_jpeg_error *e = (struct mng_jpeg_error *)info->err;
+    if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) e->truncated = 1;
+}
+
+/* Decodes the JPEG file at `path` to 8-bit interleaved pixels, 1 (grey) or 3 (RGB; CMYK/YCCK are
+   refused) channels. On success returns 0 and a malloc'ed buffer the caller frees; otherwise
+   returns -1 with `error` (of `error_size` bytes) holding libjpeg's message. */
+static inline int mng_jpeg_decode(const char *path, unsigned char **pixels, int *width, int *height, int *channels,
+                                  long max_pixels, char *error, size_t error_size) {
+    *pixels = NULL;
+    FILE *file = fopen(path, "rb");
+    if (!file) { snprintf(error, error_size, "cannot be opened"); return -1; }
+    struct jpeg_decompress_struct info;
+    struct mng_jpeg_error err;
+    unsigned char *volatile buffer = NULL;
+    info.err = jpeg_std_error(&err.base);
+    err.base.error_exit = mng_jpeg_error_exit;
+    err.base.emit_message = mng_jpeg_silence;
+    err.truncated = 0;
+    if (setjmp(err.jump)) {
+        snprintf(error, error_size, "not a readable JPEG (%s)", err.message);
+        jpeg_destroy_decompress(&info);
+        fclose(file);
+        free(buffer);
+        return -1;
+    }
+    jpeg_create_decompress(&info);
+    jpeg_stdio_src(&info, file);
+    jpeg_read_header(&info, TRUE);
+    if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK) {
+        snprintf(error, error_size, "is a CMYK JPEG; convert it to RGB");
+        jpeg_destroy_decompress(&info);
+        fclose(file);
+        return -1;
+    }
+    if ((long)info.image_width * (long)info.image_height > max_pixels) {
+        snprintf(error, error_size, "%u×%u pixels exceed the limit of %ld (set MENAGERIE_MAX_PIXELS to raise it)",
+                 info.image_width, info.image_height, max_pixels);
+        jpeg_destroy_decompress(&info);
+        fclose(file);
+        return -1;
+    }
+    info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(&info);
+    size_t stride = (size_t)info.output_width * (size_t)info.output_components;
+    buffer = malloc(stride * info.output_height);
+    if (!buffer) {
+        snprintf(error, error_size, "is too large to decode (%u×%u)", info.output_width, info.output_height);
+        jpeg_destroy_decompress(&info);
+        fclose(file);
+        return -1;
+    }
+    while (info.output_scanline < info.output_height) {
+        JSAMPROW row = buffer + (size_t)info.output_scanline * stride;
+        jpeg_read_scanlines(&info, &row, 1);
+    }
+    jpeg_finish_decompress(&info);
+    if (err.truncated) {
+        snprintf(error, error_size, "is truncated (the data ends before the image does)");
+        jpeg_destroy_decompress(&info);
+        fclose(file);
+        free(buffer);
+        return -1;
+    }
+    *width = (int)info.output_width;
+    *height = (int)info.output_height;
+    *channels = info.output_components;
+    *pixels = buffer;
+    jpeg_destroy_decompress(&info);
+    fclose(file);
+    return 0;
+}
+
+/* Encodes 8-bit interleaved grey (1) or RGB (3) pixels as a baseline JPEG file at `quality`
+   (1…100, libjpeg's scaling of the standard tables). Returns 0, or -1 with `error`. */
+static inline int mng_jpeg_encode(const char *path, const unsigned char *pixels, int width, int height, int channels, int quality,
+                                  char *error, size_t error_size) {
+    FILE *file = fopen(path, "wb");
+    if (!file) { snprintf(error, error_size, "cannot be created"); return -1; }
+    struct jpeg_compress_struct info;
+    struct mng_jpeg_error err;
+    info.err = jpeg_std_error(&err.base);
+    err.base.error_exit = mng_jpeg_error_exit;
+    err.base.emit_message = mng_jpeg_silence;
+    err.truncated = 0;
+    if (setjmp(err.jump)) {
+        snprintf(error, error_size, "cannot be encoded as JPEG (%s)", err.message);
+        jpeg_destroy_compress(&info);
+        fclose(file);
+        return -1;
+    }
+    jpeg_create_compress(&info);
+    jpeg_stdio_dest(&info, file);
+    info.image_width = (JDIMENSION)width;
+    info.image_height = (JDIMENSION)height;
+    info.input_components = channels;
+    info.in_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&info);
+    jpeg_set_quality(&info, quality, TRUE);
+    jpeg_start_compress(&info, TRUE);
+    size_t stride = (size_t)width * (size_t)channels;
+    while (info.next_scanline < info.image_height) {
+        JSAMPROW row = (JSAMPROW)(pixels + (size_t)info.next_scanline * stride);
+        jpeg_write_scanlines(&info, &row, 1);
+    }
+    jpeg_finish_compress(&info);
+    jpeg_destroy_compress(&info);
+    if (fclose(file) != 0) { snprintf(error, error_size, "could not be written completely"); return -1; }
+    return 0;
+}

@@ -1,0 +1,43 @@
+import CJPEG
+import Foundation
+import Formats
+
+/// JPEG files through libjpeg(-turbo): baseline and progressive, grey or colour (YCbCr → RGB with
+/// libjpeg's default islow IDCT and fancy upsampling, as Pillow). libjpeg's longjmp error handling
+/// stays inside the C shim, so no longjmp crosses Swift frames. A truncated file is an error, not
+/// an image padded with grey; CMYK JPEGs are refused.
+public enum JPEG {
+    /// Reads a JPEG into 8-bit grey (1 channel) or RGB (3).
+    public static func read(path: String) throws -> Image {
+        var pixels: UnsafeMutablePointer<UInt8>?
+        var width: Int32 = 0, height: Int32 = 0, channels: Int32 = 0
+        var error = [CChar](repeating: 0, count: 512)
+        let status = mng_jpeg_decode(path, &pixels, &width, &height, &channels, Int(TIFF.maxPixels), &error, error.count)
+        guard status == 0, let pixels else {
+            throw FormatError(path: path, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        defer { free(pixels) }
+        let count = Int(width) * Int(height) * Int(channels)
+        return Image(width: Int(width), height: Int(height), channels: Int(channels), pixels: Array(UnsafeBufferPointer(start: pixels, count: count)))
+    }
+
+    /// Writes a grey or RGB image (alpha dropped) as a baseline JPEG of `quality` 1…100, atomically.
+    public static func write(_ image: Image, to path: String, quality: Int = 90) throws {
+        guard (1...100).contains(quality) else { throw FormatError(path: path, "JPEG quality \(quality) must lie in 1…100") }
+        let source = image.channels == 1 || image.channels == 3 ? image : try image.rgb()
+        let directory = (path as NSString).deletingLastPathComponent
+        let temporary = (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).\(UUID().uuidString).partial"
+        var error = [CChar](repeating: 0, count: 512)
+        let status = source.pixels.withUnsafeBufferPointer {
+            mng_jpeg_encode(temporary, $0.baseAddress, Int32(source.width), Int32(source.height), Int32(source.channels), Int32(quality), &error, error.count)
+        }
+        guard status == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw FormatError(path: path, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        guard rename(temporary, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw FormatError(path: path, "cannot be written (\(String(cString: strerror(errno))))")
+        }
+    }
+}
