@@ -48,3 +48,8 @@ extension Image {
         return Image(width: width, height: height, channels: 3, pixels: out)
     }
 }
+
+/// The NUL-terminated text in a C buffer (libpng/libtiff/libjpeg messages).
+func cText(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

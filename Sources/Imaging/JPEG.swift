@@ -14,7 +14,7 @@ public enum JPEG {
         var error = [CChar](repeating: 0, count: 512)
         let status = mng_jpeg_decode(path, &pixels, &width, &height, &channels, Int(TIFF.maxPixels), &error, error.count)
         guard status == 0, let pixels else {
-            throw FormatError(path: path, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw FormatError(path: path, cText(error))
         }
         defer { free(pixels) }
         let count = Int(width) * Int(height) * Int(channels)
@@ -33,7 +33,7 @@ public enum JPEG {
         }
         guard status == 0 else {
             try? FileManager.default.removeItem(atPath: temporary)
-            throw FormatError(path: path, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw FormatError(path: path, cText(error))
         }
         guard rename(temporary, path) == 0 else {
             try? FileManager.default.removeItem(atPath: temporary)

@@ -72,7 +72,7 @@ public enum PNG {
         var text = [CChar](repeating: 0, count: 256)
         let status = mng_png_read16(path, TIFF.maxPixels, &width, &height, &channels, &depth, &raw, &text, text.count)
         guard status == 0, let raw else {
-            throw FormatError(path: path, "not a readable PNG (\(String(cString: text)))")
+            throw FormatError(path: path, "not a readable PNG (\(cText(text)))")
         }
         defer { free(raw) }
         let count = Int(width) * Int(height) * Int(channels)
@@ -112,7 +112,7 @@ public enum PNG {
         let status = samples.withUnsafeBufferPointer {
             mng_png_write16($0.baseAddress, UInt32(width), UInt32(height), Int32(channels), &out, &count, &text, text.count)
         }
-        guard status == 0, let out else { throw FormatError(path: path, "cannot encode the PNG (\(String(cString: text)))") }
+        guard status == 0, let out else { throw FormatError(path: path, "cannot encode the PNG (\(cText(text)))") }
         defer { free(out) }
         try AtomicFile.write(Data(bytes: out, count: count), to: path)
     }

@@ -181,7 +181,7 @@ public enum TIFF {
     static func record(_ module: UnsafePointer<CChar>?, _ fmt: UnsafePointer<CChar>?, _ args: CVaListPointer) {
         var buffer = [CChar](repeating: 0, count: 512)
         if let fmt { _ = vsnprintf(&buffer, buffer.count, fmt, args) }
-        let text = String(cString: buffer)
+        let text = cText(buffer)
         lock.lock()
         message = (module.map { String(cString: $0) + ": " } ?? "") + text
         lock.unlock()
