@@ -252,6 +252,14 @@ public func crossEntropy(_ logits: Variable, labels: [Int]) -> Variable {
     return -(logits.logSoftmax() * Variable(onehot)).sum() / Float(n)
 }
 
+/// Mean binary cross-entropy of targets in [0, 1] (soft targets allowed) under logits, as torch's
+/// `binary_cross_entropy_with_logits`: softplus(z) − x·z with softplus(z) = relu(z) + log(1 + e^(−|z|)),
+/// stable for any z; its gradient σ(z) − x does not vanish where a sigmoid saturates.
+public func binaryCrossEntropy(logits z: Variable, targets x: Variable) -> Variable {
+    let absolute = z.relu() + (-z).relu()
+    return (z.relu() + ((-absolute).exp() + 1).log() - x * z).mean()
+}
+
 /// KL(p_teacher ‖ softmax(student/T)) · T², batch mean, with p_teacher = softmax(teacher/T)
 /// (Hinton et al.'s distillation loss as RDED/SRe2L use it).
 public func distillationKL(student: Variable, teacher: Variable, temperature t: Float) -> Variable {

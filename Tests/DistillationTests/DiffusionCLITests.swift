@@ -40,7 +40,7 @@ import TestSupport
     @Test func aShortTrainingRunWritesAModelThatSamples() throws {
         let cli = CLI(), dir = TempDir("ldm")
         let r = try cli.run("run", "latent-diffusion", "train", "--set", "dataset=cmnist-dd", "--set", "dataset_options=[\"per_class=8\"]",
-                            "--set", "size=28", "--set", "autoencoder_steps=3", "--set", "dit_steps=3",
+                            "--set", "size=28", "--set", "autoencoder_steps=3", "--set", "autoencoder_loss=bce", "--set", "dit_steps=3",
                             "--set", "batch=8", "--set", "dit_depth=1", "--set", "dit_width=32", "--set", "dit_heads=2", "--set", "steps=4",
                             "--set", "autoencoder_widths=[8,16]", "--out", dir.path)
         #expect(r.status == 0, "\(r.stderr)")

@@ -118,6 +118,13 @@ struct LatentDiffusionTraining {
     var classDropout = 0.1
     var seed: UInt64 = 0
     var checkpointEvery = 1000
+    /// The autoencoder's reconstruction loss: `mseL1` (MSE + L1 on the images; the embedded model's
+    /// recipe) or `bce` (binary cross-entropy on the output logits): for sparse images — thin strokes
+    /// on black, as cmnist-dd — MSE + L1 through the sigmoid settles on an all-black output whose
+    /// gradient vanishes (measured: stuck at 0.09 from step 150), BCE's gradient σ(z) − x does not.
+    var autoencoderLoss = AutoencoderLoss.mseL1
+
+    enum AutoencoderLoss: String { case mseL1 = "mse+l1", bce }
 
     struct Curve { var phase: String; var step: Int; var loss: Double; var seconds: Double }
 
@@ -142,9 +149,15 @@ struct LatentDiffusionTraining {
             aeOpt.learningRate = aeSchedule.rate(base: autoencoderLR, step: step, total: autoencoderSteps)
             let x = Variable(gather(batchIndices(autoencoderBatch)))
             let z = model.autoencoder.encode(x)
-            let y = model.autoencoder.decode(z)
-            let diff = y - x
-            let loss = (diff * diff).mean() + (diff * diff + 1e-6).sqrt().mean() + (z * z).mean() * 1e-4
+            let reconstruction: Variable
+            switch autoencoderLoss {
+            case .mseL1:
+                let diff = model.autoencoder.decode(z) - x
+                reconstruction = (diff * diff).mean() + (diff * diff + 1e-6).sqrt().mean()
+            case .bce:
+                reconstruction = binaryCrossEntropy(logits: model.autoencoder.decodeLogits(z), targets: x)
+            }
+            let loss = reconstruction + (z * z).mean() * 1e-4
             aeOpt.minimize(loss)
             running = step == 0 ? Double(loss.scalars[0]) : 0.95 * running + 0.05 * Double(loss.scalars[0])
             if (step + 1) % 50 == 0 || step + 1 == autoencoderSteps {

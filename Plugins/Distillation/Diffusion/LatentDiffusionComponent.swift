@@ -45,6 +45,7 @@ struct LatentDiffusionComponent: Backbone {
         var autoencoder_batch = 32
         var lr = 2e-4
         var autoencoder_lr = 1e-3
+        var autoencoder_loss = "mse+l1"
         var class_dropout = 0.1
         var schedule = "linear"
         var dit_width = 128
@@ -62,12 +63,13 @@ struct LatentDiffusionComponent: Backbone {
             "per_class": "sample: images per class", "classes": "sample: class indices (empty: all)",
             "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)", "seed": "sampling noise / training",
             "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: DiT batch", "autoencoder_batch": "train: autoencoder batch",
-            "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate", "class_dropout": "train: probability of the null class (CFG)",
+            "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate",
+            "autoencoder_loss": "train: mse+l1 (the embedded model's) or bce on the output logits (for sparse images such as cmnist-dd's strokes, where mse+l1 collapses to black)", "class_dropout": "train: probability of the null class (CFG)",
             "schedule": "train: β schedule, linear or cosine (1000 steps)", "dit_width": "train: DiT width", "dit_depth": "train: DiT blocks",
             "dit_heads": "train: attention heads", "patch": "train: DiT patch on the latent", "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
             "checkpoint_every": "train: DiT steps between checkpoints (folder/checkpoint)", "save_dtype": "train: f32, f16 or bf16",
         ]
-        static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"]]
+        static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"]]
     }
 
     static let id = "latent-diffusion"
@@ -196,6 +198,7 @@ struct LatentDiffusionComponent: Backbone {
         training.autoencoderBatch = o.autoencoder_batch
         training.lr = Float(o.lr)
         training.autoencoderLR = Float(o.autoencoder_lr)
+        training.autoencoderLoss = LatentDiffusionTraining.AutoencoderLoss(rawValue: o.autoencoder_loss) ?? .mseL1
         training.classDropout = o.class_dropout
         training.seed = UInt64(o.seed)
         training.checkpointEvery = o.checkpoint_every

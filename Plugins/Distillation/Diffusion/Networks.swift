@@ -84,7 +84,10 @@ public final class LatentAutoencoder: Module {
     }
 
     /// Unscaled latents → images in [0, 1].
-    public func decode(_ z: Variable) -> Variable {
+    public func decode(_ z: Variable) -> Variable { decodeLogits(z).sigmoid() }
+
+    /// Unscaled latents → the output's logits (before the sigmoid), for a loss in logit space.
+    public func decodeLogits(_ z: Variable) -> Variable {
         var h = decoderLayers[0](z).silu()
         var k = 1
         while k + 1 < decoderLayers.count {
@@ -94,7 +97,7 @@ public final class LatentAutoencoder: Module {
             h = decoderLayers[k + 1](h).silu()
             k += 2
         }
-        return decoderLayers[k](h).sigmoid()
+        return decoderLayers[k](h)
     }
 }
 
