@@ -37,21 +37,13 @@ public final class BioCLIP: @unchecked Sendable {
         let vocabulary = FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = try BioCLIP.tokenizer(vocabulary, contextLength: config.text.contextLength)
         self.folder = folder
-        let attributes = try? FileManager.default.attributesOfItem(atPath: weights)
-        identity = folder + "|" + "\((attributes?[.size] as? NSNumber)?.intValue ?? 0)|" + "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0)"
+        identity = folder + "|" + fileIdentity(weights)
     }
 
     /// Tokenizers are large (49k merges) and identical for every CLIP: one per vocabulary file.
-    nonisolated(unsafe) private static var tokenizers: [String: CLIPTokenizer] = [:]
-    private static let lock = NSLock()
+    private static let tokenizers = ProcessCache<CLIPTokenizer>()
     static func tokenizer(_ path: String, contextLength: Int) throws -> CLIPTokenizer {
-        lock.lock()
-        defer { lock.unlock() }
-        let key = path + "|\(contextLength)"
-        if let t = tokenizers[key] { return t }
-        let t = try CLIPTokenizer(vocabulary: path, contextLength: contextLength)
-        tokenizers[key] = t
-        return t
+        try tokenizers.value(path + "|\(contextLength)") { try CLIPTokenizer(vocabulary: path, contextLength: contextLength) }
     }
 
     // MARK: Images

@@ -27,6 +27,16 @@ static void mng_jpeg_silence(j_common_ptr info, int level) {
     if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) e->truncated = 1;
 }
 
+/* libjpeg's standard error manager with our exit (longjmp to `e->jump`, which the caller must set
+   with setjmp in its own frame) and quiet warnings. */
+static inline struct jpeg_error_mgr *mng_jpeg_errors(struct mng_jpeg_error *e) {
+    struct jpeg_error_mgr *base = jpeg_std_error(&e->base);
+    base->error_exit = mng_jpeg_error_exit;
+    base->emit_message = mng_jpeg_silence;
+    e->truncated = 0;
+    return base;
+}
+
 /* Decodes the JPEG file at `path` to 8-bit interleaved pixels, 1 (grey) or 3 (RGB; CMYK/YCCK are
    refused) channels. On success returns 0 and a malloc'ed buffer the caller frees; otherwise
    returns -1 with `error` (of `error_size` bytes) holding libjpeg's message. */
@@ -38,10 +48,7 @@ static inline int mng_jpeg_decode(const char *path, unsigned char **pixels, int 
     struct jpeg_decompress_struct info;
     struct mng_jpeg_error err;
     unsigned char *volatile buffer = NULL;
-    info.err = jpeg_std_error(&err.base);
-    err.base.error_exit = mng_jpeg_error_exit;
-    err.base.emit_message = mng_jpeg_silence;
-    err.truncated = 0;
+    info.err = mng_jpeg_errors(&err);
     if (setjmp(err.jump)) {
         snprintf(error, error_size, "not a readable JPEG (%s)", err.message);
         jpeg_destroy_decompress(&info);
@@ -104,10 +111,7 @@ static inline int mng_jpeg_encode(const char *path, const unsigned char *pixels,
     if (!file) { snprintf(error, error_size, "cannot be created"); return -1; }
     struct jpeg_compress_struct info;
     struct mng_jpeg_error err;
-    info.err = jpeg_std_error(&err.base);
-    err.base.error_exit = mng_jpeg_error_exit;
-    err.base.emit_message = mng_jpeg_silence;
-    err.truncated = 0;
+    info.err = mng_jpeg_errors(&err);
     if (setjmp(err.jump)) {
         snprintf(error, error_size, "cannot be encoded as JPEG (%s)", err.message);
         jpeg_destroy_compress(&info);
