@@ -8,14 +8,10 @@ public final class MappedFile: @unchecked Sendable {
     public let count: Int
 
     public init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        let (fd, size) = try RegularFile.open(path)
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw FormatError(path: path, "cannot stat: \(String(cString: strerror(errno)))") }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw FormatError(path: path, "not a regular file") }
         self.path = path
-        self.count = Int(st.st_size)
+        self.count = size
         if count == 0 {
             bytes = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             return

@@ -19,7 +19,7 @@ public enum TIFF {
 
     /// The largest width × height read (a guard against decompression bombs); `MENAGERIE_MAX_PIXELS`.
     public static var maxPixels: Int {
-        ProcessInfo.processInfo.environment["MENAGERIE_MAX_PIXELS"].flatMap(Int.init) ?? 1 << 28
+        Limits.maxImagePixels
     }
 
     public static func read(path: String) throws -> Page {
