@@ -37,6 +37,8 @@ let package = Package(
     targets: [
         // C: the ABI header and the system libraries.
         .target(name: "CMenagerie", path: "Sources/CMenagerie"),
+        // The host's fd passing and shared memory (isolated invocations).
+        .target(name: "CHostSupport", path: "Sources/CHostSupport"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
@@ -63,7 +65,7 @@ let package = Package(
         .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN", "Text",
                                               .product(name: "Logging", package: "swift-log")]),
         .target(name: "MenagerieHost", dependencies: [
-            "MenagerieKit", "CMenagerie", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
+            "MenagerieKit", "CMenagerie", "CHostSupport", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [

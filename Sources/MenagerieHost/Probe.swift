@@ -11,9 +11,34 @@ public struct ProbeReport: Codable, Sendable, Equatable {
     public var metadata: PluginMetadata?
     /// Microseconds spent in dlopen + entry + checks (measured inside the child).
     public var handshakeMicros: Double?
+    /// True for a failure that may not recur (a scan that timed out, perhaps on a loaded machine):
+    /// the registry does not cache it, so the next command scans the file again.
+    public var transient: Bool?
 
     public static func failed(_ reason: String, abi: String? = nil, toolchain: String? = nil) -> ProbeReport {
         ProbeReport(ok: false, reason: reason, abi: abi, toolchain: toolchain, metadata: nil, handshakeMicros: nil)
+    }
+
+    /// The file descriptor a scan child writes its report to: a pipe of its own, so nothing a plugin
+    /// prints on stdout (at load, or from an `atexit` handler) can be mistaken for the report.
+    public static let reportFD: Int32 = 3
+
+    /// Writes the report as one JSON line to `reportFD` (stdout when that is not open, for a person
+    /// running `_probe` by hand), then ends the process at once: no `atexit` handler or static
+    /// destructor of the plugin runs after the report.
+    public static func emit(_ data: Data) -> Never {
+        let fd = fcntl(reportFD, F_GETFD) >= 0 ? reportFD : STDOUT_FILENO
+        let line = data + Data("\n".utf8)
+        line.withUnsafeBytes { buf in
+            var done = 0
+            while done < buf.count {
+                let n = write(fd, buf.baseAddress! + done, buf.count - done)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                done += n
+            }
+        }
+        _exit(0)
     }
 }
 
@@ -58,7 +83,12 @@ public enum Handshake {
                 + "\(swiftToolchain): Swift plugins share the host's Swift runtime, so rebuild the plugin with \(swiftToolchain)"))
         }
         guard let metaPtr = d.pointee.metadata_json else { return .failure(HostError(.failed, "descriptor has no metadata_json")) }
-        let text = String(cString: metaPtr)
+        // Bounded: the metadata is cached and read by every command.
+        let length = strnlen(metaPtr, maxMetadataBytes + 1)
+        guard length <= maxMetadataBytes else {
+            return .failure(HostError(.failed, "metadata JSON is larger than \(maxMetadataBytes >> 20) MiB: describe components, don't embed data"))
+        }
+        let text = String(decoding: UnsafeRawBufferPointer(start: metaPtr, count: length), as: UTF8.self)
         let metadata: PluginMetadata
         do { metadata = try JSONValue.decode(PluginMetadata.self, from: text) } catch {
             return .failure(HostError(.failed, "metadata JSON is invalid: \(describeDecoding(error))"))
@@ -70,6 +100,9 @@ public enum Handshake {
         }
         return .success(Opened(handle: handle, descriptor: d, metadata: metadata, metadataText: text, abi: abi, toolchain: toolchain))
     }
+
+    /// The largest metadata document accepted (the largest built-in plugin's is ~60 KiB).
+    public static let maxMetadataBytes = 4 << 20
 
     /// The ABI rule: same major; the host's minor must be at least the plugin's.
     public static func versionProblem(pluginMajor: UInt32, pluginMinor: UInt32, hostMajor: UInt32, hostMinor: UInt32) -> String? {
@@ -133,7 +166,7 @@ public struct ChildProbe: Sendable {
         var running: [(path: String, child: SpawnedChild)] = []
         while !pending.isEmpty || !running.isEmpty {
             while running.count < parallel, let path = pending.popFirst() {
-                do { running.append((path, try SpawnedChild(executable, ["_probe", path]))) } catch {
+                do { running.append((path, try SpawnedChild(executable, ["_probe", path], reportPipe: true))) } catch {
                     results[path] = .failed("could not start the scan process: \(error)")
                 }
             }
@@ -148,14 +181,20 @@ public struct ChildProbe: Sendable {
         let outcome = child.wait(timeout: timeout)
         switch outcome.termination {
         case .timedOut:
-            return .failed("timed out after \(timeout) s while loading (a hang in a load-time constructor?); "
-                + "raise MENAGERIE_SCAN_TIMEOUT if the plugin is just slow")
+            var r = ProbeReport.failed("timed out after \(timeout) s while loading (a hang in a load-time constructor?); "
+                + "raise MENAGERIE_SCAN_TIMEOUT if the plugin is just slow (it is scanned again next time)")
+            r.transient = true
+            return r
         case .signal(let sig):
             let name = signalName(sig)
             return .failed("crashed while loading (signal \(sig), \(name))" + lastLine(outcome.stderr))
         case .exit(let code):
-            if let line = outcome.stdout.split(separator: "\n").last,
-               let report = try? JSONValue.decode(ProbeReport.self, from: String(line)) {
+            if outcome.reportTruncated {
+                return .failed("the scan report exceeded \(SpawnedChild.Caps().report >> 20) MiB: refused")
+            }
+            // The report is the first line on the report pipe; anything after it is not the scanner's.
+            if let line = outcome.report.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first,
+               let report = try? JSONValue.decode(ProbeReport.self, from: String(decoding: line, as: UTF8.self)) {
                 return report
             }
             return .failed("the scan process exited with status \(code) without a report" + lastLine(outcome.stderr))

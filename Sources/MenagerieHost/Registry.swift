@@ -108,8 +108,10 @@ public struct Registry: Sendable {
         }
         let probePaths = toProbe.filter { !untrusted.contains($0.0) }
         let reports = probe.probe(probePaths.map(\.1))
+        var transient = Set<Int>()
         for (i, path) in probePaths {
             let r = reports[path] ?? .failed("no scan report")
+            if r.transient == true { transient.insert(i) }
             result[i].status = r.ok ? .ok : .failed
             result[i].reason = r.reason
             result[i].abi = r.abi
@@ -149,6 +151,8 @@ public struct Registry: Sendable {
             let cacheable = result.enumerated().map { i, e -> RegistryEntry in
                 var e = e
                 if untrusted.contains(i) { e.status = .failed; e.reason = "not scanned (untrusted)"; e.size = -1 }
+                // A verdict that may not recur (a timeout) is kept for this command only.
+                if transient.contains(i) { e.size = -1 }
                 return e
             }
             let file = CacheFile(version: 1, host: Registry.hostKey, entries: (cacheable + keep).sorted { $0.path < $1.path })

@@ -37,37 +37,82 @@ public enum InputFile {
     }
 }
 
-/// Writes a run's outputs into its `--out` folder so that nothing half-written is ever visible:
-/// every file is written under a temporary name in the same folder and renamed into place,
-/// `result.json` last; on failure the temporaries are removed.
+/// Writes a run's outputs into its `--out` folder so that nothing half-written is ever visible, and
+/// a failure leaves the folder as it was:
+/// - a new folder is built whole beside its final place and renamed into place (one atomic step);
+/// - an existing folder is updated by a journaled merge: every file is staged first, then the old
+///   `result.json` is set aside, each entry replaced (old versions kept aside), the new
+///   `result.json` moved in last; any failure moves everything back.
+/// Nothing is created when the run is refused: the folder appears only at commit.
 public struct RunOutput {
     public let directory: String
 
-    /// Creates the folder if needed and checks that it is writable, before any work starts.
+    /// Checks, before any work starts, that the folder can be written (or created); creates nothing.
     public init(directory: String) throws {
+        let path = (directory as NSString).standardizingPath
         var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDir) {
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
             guard isDir.boolValue else { throw HostError(.usage, "--out \(directory) exists and is not a folder") }
+            guard access(path, W_OK) == 0 else {
+                throw HostError(.usage, "--out \(directory) is not writable: choose another folder or fix its permissions")
+            }
         } else {
-            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
-                throw HostError(.usage, "--out \(directory) cannot be created: \(error.localizedDescription)")
+            // The nearest existing ancestor must be a writable folder.
+            var ancestor = (path as NSString).deletingLastPathComponent
+            while !ancestor.isEmpty, !FileManager.default.fileExists(atPath: ancestor) {
+                ancestor = (ancestor as NSString).deletingLastPathComponent
+            }
+            let existing = ancestor.isEmpty ? "." : ancestor
+            guard FileManager.default.fileExists(atPath: existing, isDirectory: &isDir), isDir.boolValue else {
+                throw HostError(.usage, "--out \(directory) cannot be created: \(existing) is not a folder")
+            }
+            guard access(existing, W_OK) == 0 else {
+                throw HostError(.usage, "--out \(directory) cannot be created: \(existing) is not writable")
             }
         }
-        guard access(directory, W_OK) == 0 else {
-            throw HostError(.usage, "--out \(directory) is not writable: choose another folder or fix its permissions")
-        }
-        self.directory = (directory as NSString).standardizingPath
+        self.directory = path
     }
 
     /// Commits tensors (as `<name>.npy`), artifact files (moved) and the manifest.
-    /// Returns the manifest's artifact list.
+    /// Returns the manifest with its artifact list.
     @discardableResult
     public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [Artifact]) throws -> JSONValue {
-        let staging = directory + "/.menagerie-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: staging) }
+        let exists = FileManager.default.fileExists(atPath: directory)
+        let parent = (directory as NSString).deletingLastPathComponent.isEmpty ? "." : (directory as NSString).deletingLastPathComponent
+        if !exists {
+            do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+                throw HostError(.failed, "--out \(directory) cannot be created: \(error.localizedDescription)")
+            }
+        }
+        Lifecycle.sweep(temporary: nil, outputs: [directory])
+        // Staging: beside a new folder (renamed into place whole), inside an existing one (same file system).
+        let staging = (exists ? directory : parent) + "/.menagerie-partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do { try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false) } catch {
+            throw HostError(.failed, "cannot write into \(exists ? directory : parent): \(error.localizedDescription)")
+        }
+        Lifecycle.markOwned(staging)
+        Lifecycle.removeOnForcedExit(staging)
+        defer {
+            Lifecycle.forget(staging)
+            try? FileManager.default.removeItem(atPath: staging)
+        }
+        let final = try stage(into: staging, manifest: manifest, tensors: tensors, artifacts: artifacts)
+        if !exists {
+            try? FileManager.default.removeItem(atPath: staging + "/" + Lifecycle.ownerFile)
+            if rename(staging, directory) == 0 { return final }
+            // Someone created the folder meanwhile: merge into it instead.
+            guard FileManager.default.fileExists(atPath: directory) else {
+                throw HostError(.failed, "cannot move the output into \(directory): \(String(cString: strerror(errno)))")
+            }
+        }
+        try merge(from: staging, into: directory)
+        return final
+    }
+
+    /// Writes every output into `staging`; returns the manifest with its artifact list.
+    func stage(into staging: String, manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [Artifact]) throws -> JSONValue {
         var listed: [JSONValue] = []
-        var used = Set(["result.json"])
+        var used = Set(["result.json", Lifecycle.ownerFile])
         for (name, t) in tensors {
             let file = safeFileName(name) + ".npy"
             guard used.insert(file).inserted else { throw HostError(.failed, "two outputs would both be written to \(file)") }
@@ -95,34 +140,45 @@ public struct RunOutput {
         guard FileManager.default.createFile(atPath: staging + "/result.json", contents: Data((final.prettyText + "\n").utf8)) else {
             throw HostError(.failed, "cannot write \(staging)/result.json")
         }
-        // Move every top-level entry of the staging folder into place. A folder of artifacts
-        // replaces the same folder of an earlier run (the old one goes into the staging folder,
-        // which is removed); a file never replaces a folder.
-        let trash = staging + "/.replaced"
-        let entries = try FileManager.default.contentsOfDirectory(atPath: staging).filter { $0 != ".replaced" }.sorted { a, b in
-            a == "result.json" ? false : b == "result.json" ? true : a < b     // result.json last: it marks a complete run
-        }
-        for entry in entries {
-            let from = staging + "/" + entry, target = directory + "/" + entry
-            var fromIsDir: ObjCBool = false, targetIsDir: ObjCBool = false
-            _ = FileManager.default.fileExists(atPath: from, isDirectory: &fromIsDir)
-            if FileManager.default.fileExists(atPath: target, isDirectory: &targetIsDir) {
-                if targetIsDir.boolValue && !fromIsDir.boolValue {
-                    throw HostError(.failed, "\(target) is a folder; remove it or choose another --out")
-                }
-                if fromIsDir.boolValue {
-                    guard targetIsDir.boolValue else { throw HostError(.failed, "\(target) is a file; remove it or choose another --out") }
-                    try? FileManager.default.createDirectory(atPath: trash, withIntermediateDirectories: true)
-                    guard rename(target, trash + "/" + entry) == 0 else {
-                        throw HostError(.failed, "cannot replace \(target): \(String(cString: strerror(errno)))")
-                    }
-                }
-            }
-            guard rename(from, target) == 0 else {
-                throw HostError(.failed, "cannot move \(entry) into \(directory): \(String(cString: strerror(errno)))")
-            }
-        }
         return final
+    }
+
+    /// Moves the top-level entries of `staging` into `directory`, all or nothing: a folder of
+    /// artifacts replaces the same folder of an earlier run, a file never replaces a folder (or the
+    /// reverse); the old `result.json` goes first and the new one comes last, so a complete-looking
+    /// manifest never sits beside files of another run. On failure every move is undone.
+    func merge(from staging: String, into directory: String) throws {
+        let fm = FileManager.default
+        let names = try fm.contentsOfDirectory(atPath: staging).filter { $0 != Lifecycle.ownerFile && $0 != ".replaced" }
+            .sorted { a, b in a == "result.json" ? false : b == "result.json" ? true : a < b }
+        // Every conflict is found before anything moves.
+        for name in names {
+            var fromIsDir: ObjCBool = false, targetIsDir: ObjCBool = false
+            _ = fm.fileExists(atPath: staging + "/" + name, isDirectory: &fromIsDir)
+            if fm.fileExists(atPath: directory + "/" + name, isDirectory: &targetIsDir), fromIsDir.boolValue != targetIsDir.boolValue {
+                throw HostError(.failed, "\(directory)/\(name) is a \(targetIsDir.boolValue ? "folder" : "file") where this run writes a "
+                    + "\(fromIsDir.boolValue ? "folder" : "file"); remove it or choose another --out")
+            }
+        }
+        let trash = staging + "/.replaced"
+        try fm.createDirectory(atPath: trash, withIntermediateDirectories: true)
+        // The journal: (from, to) renames done so far, undone in reverse on failure.
+        var done: [(from: String, to: String)] = []
+        func move(_ from: String, _ to: String) throws {
+            guard rename(from, to) == 0 else { throw HostError(.failed, "cannot move \(from) to \(to): \(String(cString: strerror(errno)))") }
+            done.append((from, to))
+        }
+        do {
+            if fm.fileExists(atPath: directory + "/result.json") { try move(directory + "/result.json", trash + "/result.json") }
+            for name in names {
+                let target = directory + "/" + name
+                if name != "result.json", fm.fileExists(atPath: target) { try move(target, trash + "/" + name) }
+                try move(staging + "/" + name, target)
+            }
+        } catch {
+            for step in done.reversed() { _ = rename(step.to, step.from) }
+            throw error
+        }
     }
 
     func safeFileName(_ name: String) -> String {

@@ -37,6 +37,12 @@ public final class Runtime: @unchecked Sendable {
     public let lock: (file: LockFile, path: String)?
     public var logger: Logger
     public weak var progressSink: ProgressSink?
+    /// Which plugins run in a child process (`Isolation`), and its limits.
+    public var isolation: Isolation.Policy = .fromEnvironment
+    public var isolationLimits: Isolation.Limits = .fromEnvironment
+    /// Passed to the isolation child so it loads plugins under the same rules.
+    public var safeMode = false
+    private var isolatedChild: IsolatedChild?
 
     final class LoadedPlugin {
         let entry: RegistryEntry
@@ -52,20 +58,36 @@ public final class Runtime: @unchecked Sendable {
         }
     }
 
-    /// A stable pointer handed to plugins as `mng_component_handle *`.
+    /// A stable pointer handed to plugins as `mng_component_handle *`. `plugin` is nil for a
+    /// component whose plugin runs isolated (it is never loaded into this process).
     final class Handle {
-        let plugin: LoadedPlugin
+        let plugin: LoadedPlugin?
+        let entry: RegistryEntry
         let component: String
-        init(plugin: LoadedPlugin, component: String) {
+        /// "component 'x' (plugin y, path)" as a C string, for the exit() guard; never freed.
+        let label: UnsafeMutablePointer<CChar>
+        let metadataCString: UnsafeMutablePointer<CChar>
+        init(plugin: LoadedPlugin?, entry: RegistryEntry, component: String) {
             self.plugin = plugin
+            self.entry = entry
             self.component = component
+            self.label = strdup("component '\(component)' (plugin \(entry.name), \(entry.path))")
+            self.metadataCString = plugin?.metadataCString
+                ?? strdup(entry.metadata.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "{}")
         }
+    }
+
+    /// Who frees a response handed out through the services table.
+    enum ResponseOwner {
+        case plugin(LoadedPlugin)
+        /// A response the host built from an isolated call: its strings and tensors.
+        case host(TensorArena, [UnsafeMutablePointer<CChar>])
     }
 
     private let mutex = NSRecursiveLock()
     private var loaded: [String: LoadedPlugin] = [:]
     private var handles: [String: Handle] = [:]
-    private var pendingResponses: [UnsafeMutableRawPointer: LoadedPlugin] = [:]
+    private var pendingResponses: [UnsafeMutableRawPointer: ResponseOwner] = [:]
     private var strings: [UnsafeMutablePointer<CChar>] = []
     private var current: [String] = []
 
@@ -75,20 +97,28 @@ public final class Runtime: @unchecked Sendable {
         self.seed = seed
         self.lock = lock
         self.logger = logger
+        let created = scratchRoot == nil
         if let scratchRoot {
             self.scratchRoot = scratchRoot
         } else {
-            var template = Array((NSTemporaryDirectory() + "/menagerie-run-XXXXXX").utf8CString)
+            var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent("menagerie-run-XXXXXX")).utf8CString)
             guard let p = mkdtemp(&template) else { throw HostError(.failed, "cannot create a scratch folder in \(NSTemporaryDirectory())") }
             self.scratchRoot = String(cString: p)
         }
         try FileManager.default.createDirectory(atPath: self.scratchRoot, withIntermediateDirectories: true)
+        if created {
+            Lifecycle.markOwned(self.scratchRoot)
+            Lifecycle.removeOnForcedExit(self.scratchRoot)
+        }
+        Lifecycle.installExitGuard()
     }
 
     /// Shuts every loaded plugin down (the images stay mapped: Swift images are never dlclose'd).
     public func shutdown() {
         mutex.lock()
         defer { mutex.unlock() }
+        isolatedChild?.shutdown()
+        isolatedChild = nil
         for p in loaded.values {
             if let s = p.state { p.opened.descriptor.pointee.shutdown?(s) }
             p.state = nil
@@ -96,7 +126,10 @@ public final class Runtime: @unchecked Sendable {
     }
 
     /// Removes the scratch folder.
-    public func removeScratch() { try? FileManager.default.removeItem(atPath: scratchRoot) }
+    public func removeScratch() {
+        try? FileManager.default.removeItem(atPath: scratchRoot)
+        Lifecycle.forget(scratchRoot)
+    }
 
     // MARK: loading
 
@@ -145,14 +178,45 @@ public final class Runtime: @unchecked Sendable {
         defer { mutex.unlock() }
         if let h = handles[id] { return h }
         let (entry, _) = try registry.component(id)
-        let h = Handle(plugin: try plugin(for: entry), component: id)
+        let h = Handle(plugin: isolates(entry) ? nil : try plugin(for: entry), entry: entry, component: id)
         handles[id] = h
         return h
     }
 
+    /// Whether `entry`'s plugin runs in the isolation child.
+    public func isolates(_ entry: RegistryEntry) -> Bool {
+        switch isolation {
+        case .always: return true
+        case .never: return false
+        case .auto: return !entry.builtIn
+        }
+    }
+
+    /// The isolation child, started on first use and again after it died.
+    func child() throws -> IsolatedChild {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if let c = isolatedChild, c.alive { return c }
+        let c = try IsolatedChild(executable: SearchPath.executablePath, scratchRoot: scratchRoot, seed: seed, safeMode: safeMode,
+                                  lockPath: lock?.path, limits: isolationLimits)
+        isolatedChild = c
+        return c
+    }
+
+    /// An isolated call, with progress reported as the component's own.
+    func invokeIsolated(_ h: Handle, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)]) throws -> InvocationResult {
+        let c = try child()
+        return try c.invoke(component: h.component, operation: operation, options: options, inputs: inputs,
+                            timeout: isolationLimits.timeout) { [weak self] done, total, label in
+            self?.progressSink?.progress(component: h.component, done: done, total: total, label: label)
+        }
+    }
+
     /// The scratch folder of the plugin providing `component` (artifacts are written there).
     public func scratchDirectory(of component: String) throws -> String {
-        String(cString: try handle(for: component).plugin.services.pointee.scratch_dir)
+        let h = try handle(for: component)
+        if let p = h.plugin { return String(cString: p.services.pointee.scratch_dir) }
+        return scratchRoot + "/" + h.entry.name
     }
 
     // MARK: invoking
@@ -161,6 +225,7 @@ public final class Runtime: @unchecked Sendable {
     public func invoke(_ component: String, operation: String, options: JSONValue = .object([:]),
                        inputs: [(name: String, tensor: Tensor)] = []) throws -> InvocationResult {
         let h = try handle(for: component)
+        guard let plugin = h.plugin else { return try invokeIsolated(h, operation: operation, options: options, inputs: inputs) }
         let arena = TensorArena(inputs)
         var response = mng_response()
         response.struct_size = UInt32(MemoryLayout<mng_response>.size)
@@ -169,7 +234,7 @@ public final class Runtime: @unchecked Sendable {
                                       tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
             return call(h, operation: operation, request: &request, response: &response)
         }
-        defer { h.plugin.opened.descriptor.pointee.free_response!(h.plugin.state, &response) }
+        defer { plugin.opened.descriptor.pointee.free_response!(plugin.state, &response) }
         withExtendedLifetime(arena) {}
         guard status == 0 else {
             let message = response.error.map { String(cString: $0) } ?? "failed with status \(status)"
@@ -185,7 +250,7 @@ public final class Runtime: @unchecked Sendable {
         do {
             tensors = try borrowTensors(response.tensors, count: response.tensor_count, owner: component).map { ($0.name, $0.tensor.owned()) }
         } catch { throw HostError(.failed, "'\(component)' returned a malformed tensor: \(error)") }
-        let scratch = String(cString: h.plugin.services.pointee.scratch_dir)
+        let scratch = String(cString: plugin.services.pointee.scratch_dir)
         var artifacts: [Artifact] = []
         for a in result["artifacts"]?.arrayValue?.compactMap(\.stringValue) ?? [] {
             let full = (scratch as NSString).appendingPathComponent(a)
@@ -199,12 +264,50 @@ public final class Runtime: @unchecked Sendable {
 
     /// The raw call, recording who owns the response and which component is running.
     func call(_ h: Handle, operation: String, request: UnsafePointer<mng_request>, response: UnsafeMutablePointer<mng_response>) -> Int32 {
+        guard let plugin = h.plugin else { return callIsolated(h, operation: operation, request: request, response: response) }
         mutex.lock()
         current.append(h.component)
         mutex.unlock()
-        let status = h.plugin.opened.descriptor.pointee.invoke!(h.plugin.state, h.component, operation, request, response)
+        let outer = Lifecycle.invokingLabel.exchange(Int(bitPattern: h.label), ordering: .relaxed)
+        Lifecycle.invoking.add(1, ordering: .relaxed)
+        let status = plugin.opened.descriptor.pointee.invoke!(plugin.state, h.component, operation, request, response)
+        Lifecycle.invoking.subtract(1, ordering: .relaxed)
+        Lifecycle.invokingLabel.store(outer, ordering: .relaxed)
         mutex.lock()
         current.removeLast()
+        mutex.unlock()
+        return status
+    }
+
+    /// A plugin → host → isolated plugin call: the response is built (and later freed) by the host.
+    func callIsolated(_ h: Handle, operation: String, request: UnsafePointer<mng_request>, response: UnsafeMutablePointer<mng_response>) -> Int32 {
+        var strings: [UnsafeMutablePointer<CChar>] = []
+        func text(_ s: String) -> UnsafePointer<CChar> {
+            let p = strdup(s)!
+            strings.append(p)
+            return UnsafePointer(p)
+        }
+        var arena = TensorArena([])
+        let status: Int32
+        do {
+            let inputs = try borrowTensors(request.pointee.tensors, count: request.pointee.tensor_count, owner: "a request to '\(h.component)'")
+            let options = try JSONValue.parse(request.pointee.options_json.map { String(cString: $0) } ?? "{}", source: "the options of a request to '\(h.component)'")
+            let r = try invokeIsolated(h, operation: operation, options: options, inputs: inputs)
+            arena = TensorArena(r.tensors)
+            response.pointee.result_json = text(r.result.compactText)
+            response.pointee.tensors = UnsafePointer(arena.array)
+            response.pointee.tensor_count = UInt64(r.tensors.count)
+            status = 0
+        } catch let e as HostError {
+            response.pointee.error = text(e.message)
+            status = Int32(e.kind == .usage ? MNG_INVALID_ARGUMENT.rawValue : e.kind == .notFound ? MNG_NOT_FOUND.rawValue : MNG_ERROR.rawValue)
+        } catch {
+            response.pointee.error = text("\(error)")
+            status = Int32(MNG_INVALID_ARGUMENT.rawValue)
+        }
+        response.pointee.status = status
+        mutex.lock()
+        pendingResponses[UnsafeMutableRawPointer(response)] = .host(arena, strings)
         mutex.unlock()
         return status
     }
@@ -250,16 +353,18 @@ public final class Runtime: @unchecked Sendable {
             describe: { _, handle in
                 guard let handle else { return nil }
                 let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
-                return UnsafePointer(h.plugin.metadataCString)
+                return UnsafePointer(h.metadataCString)
             },
             invoke: { ctx, handle, operation, request, response in
                 let rt = Runtime.from(ctx)
                 guard let handle, let request, let response else { return Int32(MNG_INVALID_ARGUMENT.rawValue) }
                 let h = Unmanaged<Handle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
                 let status = rt.call(h, operation: operation.map { String(cString: $0) } ?? "", request: request, response: response)
-                rt.mutex.lock()
-                rt.pendingResponses[UnsafeMutableRawPointer(response)] = h.plugin
-                rt.mutex.unlock()
+                if let plugin = h.plugin {
+                    rt.mutex.lock()
+                    rt.pendingResponses[UnsafeMutableRawPointer(response)] = .plugin(plugin)
+                    rt.mutex.unlock()
+                }
                 return status
             },
             free_response: { ctx, response in
@@ -268,7 +373,13 @@ public final class Runtime: @unchecked Sendable {
                 rt.mutex.lock()
                 let owner = rt.pendingResponses.removeValue(forKey: UnsafeMutableRawPointer(response))
                 rt.mutex.unlock()
-                if let owner { owner.opened.descriptor.pointee.free_response!(owner.state, response) }
+                switch owner {
+                case .plugin(let p): p.opened.descriptor.pointee.free_response!(p.state, response)
+                case .host(let arena, let strings):
+                    withExtendedLifetime(arena) {}
+                    strings.forEach { free($0) }
+                case nil: break
+                }
             },
             scratch_dir: scratch,
             seed: seed)

@@ -17,7 +17,13 @@ extension Tensor {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw MenagerieError.invalidArgument("tensor '\(name)' has a negative dimension in \(shape)")
         }
-        let need = shape.reduce(1, *) * dtype.size
+        // Overflow-checked: a shape such as [2^40, 2^40, 2^40] is refused, not trapped on.
+        var need = dtype.size
+        for d in shape {
+            let (p, o) = need.multipliedReportingOverflow(by: d)
+            guard !o else { throw MenagerieError.invalidArgument("tensor '\(name)': shape \(shape) of \(dtype.name) has more bytes than can be addressed") }
+            need = p
+        }
         guard UInt64(need) == c.nbytes else {
             throw MenagerieError.invalidArgument("tensor '\(name)': shape \(shape) of \(dtype.name) needs \(need) bytes, nbytes says \(c.nbytes)")
         }
@@ -70,9 +76,15 @@ public final class TensorArena: @unchecked Sendable {
     }
 }
 
+/// The most tensors one request or response may carry (a count beyond it is a corrupt response).
+public let maxTensorCount: UInt64 = 1 << 20
+
 /// Reads the tensors of an ABI array (borrowed) into a dictionary keyed by name.
 public func borrowTensors(_ base: UnsafePointer<mng_tensor>?, count: UInt64, owner: String) throws -> [(name: String, tensor: Tensor)] {
     guard count > 0 else { return [] }
+    guard count <= maxTensorCount else {
+        throw MenagerieError.invalidArgument("\(owner): tensor_count is \(count), more than the \(maxTensorCount) tensors one call may carry")
+    }
     guard let base else { throw MenagerieError.invalidArgument("\(owner): tensor_count is \(count) but tensors is NULL") }
     var out: [(String, Tensor)] = []
     for i in 0..<Int(count) {

@@ -11,6 +11,12 @@ struct DoctorCommand: ParsableCommand {
     @Flag(name: .long, help: "Print JSON on stdout.")
     var json = false
 
+    @Flag(name: .long, help: "Remove scratch folders (in $TMPDIR) and partial outputs (in the given --out folders) left by runs that were killed.")
+    var clean = false
+
+    @Argument(help: ArgumentHelp("With --clean: output folders to clear of stale partial outputs.", valueName: "OUT_DIR"))
+    var outputs: [String] = []
+
     @OptionGroup var global: GlobalOptions
 
     struct Check: Codable {
@@ -46,6 +52,13 @@ struct DoctorCommand: ParsableCommand {
                             detail: "\(registry.cachePath): \(registry.entries.count) plugin(s), \(registry.failed.count) failed, \(registry.scanned) scanned now"))
         for e in registry.failed { checks.append(Check(name: "plugin", ok: false, detail: "\(e.path): \(e.reason ?? "")")) }
         checks.append(Check(name: "scratch", ok: access(NSTemporaryDirectory(), W_OK) == 0, detail: "temporary folder \(NSTemporaryDirectory())"))
+        if clean {
+            let removed = Lifecycle.sweep(outputs: outputs)
+            checks.append(Check(name: "clean", ok: true, detail: removed.isEmpty ? "no stale folders"
+                                : "removed \(removed.count) stale folder(s): " + removed.joined(separator: ", ")))
+        } else if !outputs.isEmpty {
+            throw ValidationError("output folders are only read with --clean")
+        }
 
         if json { try printJSON(checks) } else {
             print(table(checks.map { [$0.ok ? "ok" : "FAIL", $0.name, $0.detail] }))

@@ -152,6 +152,6 @@ struct ProbeCommand: ParsableCommand {
         let report = Handshake.probeReport(path: path)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
+        ProbeReport.emit(try encoder.encode(report))
     }
 }

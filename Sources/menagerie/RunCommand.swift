@@ -37,6 +37,7 @@ struct RunCommand: ParsableCommand {
     var json = false
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var isolation: IsolationOptions
 
     func run() throws {
         // Everything that can be refused is refused before any work starts.
@@ -47,7 +48,7 @@ struct RunCommand: ParsableCommand {
         let started = Date()
         // The artifacts live in the plugin's scratch folder until committed, so the commit happens
         // while the runtime (which removes that folder on shutdown) is still up.
-        try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
+        try withRuntime(registry: registry, seed: seed, global: global, isolation: isolation) { runtime, progress in
             let result: InvocationResult
             do {
                 defer { progress.finish() }
@@ -77,8 +78,12 @@ struct RunCommand: ParsableCommand {
 
 /// Runs `body` with a runtime (shut down and its scratch folder removed afterwards), a progress bar
 /// on stderr and Ctrl-C wired to the cancellation flag.
-func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, _ body: (Runtime, StderrProgress) throws -> T) throws -> T {
+func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, isolation: IsolationOptions? = nil,
+                    _ body: (Runtime, StderrProgress) throws -> T) throws -> T {
+    Lifecycle.sweep()     // scratch folders of runs that were killed outright
     let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
+    runtime.safeMode = global.isSafeMode
+    if let isolation { try isolation.apply(to: runtime) }
     defer {
         runtime.shutdown()
         runtime.removeScratch()
@@ -89,18 +94,70 @@ func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, _ b
     return try body(runtime, progress)
 }
 
-/// Ctrl-C sets the cancellation flag (plugins see it through `is_cancelled`); a second Ctrl-C exits.
-func installInterruptHandler() {
-    // A parent may have left SIGINT blocked or ignored (both are inherited across exec): undo that.
-    var set = sigset_t()
-    sigemptyset(&set)
-    sigaddset(&set, SIGINT)
-    pthread_sigmask(SIG_UNBLOCK, &set, nil)
-    signal(SIGINT) { _ in
-        if cancellationFlag.exchange(true, ordering: .relaxed) { _exit(130) }
-        let msg = "\ncancelling… (Ctrl-C again to quit at once)\n"
-        _ = msg.withCString { write(2, $0, strlen($0)) }
+/// Where plugins run: in this process, or in a child with limits (`Isolation`).
+struct IsolationOptions: ParsableArguments {
+    @Flag(name: .long, help: "Run the plugin in a child process (shared-memory tensors, a crash becomes an error). Default for plugins outside the built-in folder; also MENAGERIE_ISOLATE=1.")
+    var isolate = false
+
+    @Flag(name: .customLong("no-isolate"), help: "Run every plugin in this process, trusted third-party ones too (MENAGERIE_ISOLATE=0).")
+    var noIsolate = false
+
+    @Option(name: .long, help: ArgumentHelp("With isolation: kill a call that takes longer (MENAGERIE_ISOLATE_TIMEOUT).", valueName: "SECONDS"))
+    var timeout: Double?
+
+    @Option(name: .customLong("memory-limit"), help: ArgumentHelp("With isolation: the child's data-segment limit, e.g. 4G (MENAGERIE_ISOLATE_MEMORY, bytes).", valueName: "BYTES"))
+    var memoryLimit: String?
+
+    func apply(to runtime: Runtime) throws {
+        if isolate && noIsolate { throw HostError(.usage, "--isolate and --no-isolate contradict each other: choose one") }
+        if isolate { runtime.isolation = .always }
+        if noIsolate { runtime.isolation = .never }
+        if let timeout {
+            guard timeout.isFinite, timeout > 0 else { throw HostError(.usage, "--timeout \(timeout): give a positive number of seconds") }
+            runtime.isolationLimits.timeout = timeout
+        }
+        if let memoryLimit { runtime.isolationLimits.memory = try Self.bytes(memoryLimit) }
     }
+
+    /// "4G", "512M", "100000" → bytes.
+    static func bytes(_ text: String) throws -> Int {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var t = text.uppercased()
+        if t.hasSuffix("B") { t.removeLast() }
+        var scale = 1
+        if let u = t.last, let f = units[u] {
+            scale = f
+            t.removeLast()
+        }
+        guard let v = Double(t), v.isFinite, v > 0, v * Double(scale) < 9e18, v * Double(scale) >= 1_048_576 else {
+            throw HostError(.usage, "--memory-limit \(text): give a size of at least 1M, e.g. 512M or 4G")
+        }
+        return Int(v * Double(scale))
+    }
+}
+
+/// `menagerie _isolate`: the child that runs isolated plugins (internal: started by the host).
+struct IsolateChildCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_isolate", abstract: "Serve isolated plugin calls on fd 3 (internal).",
+                                                    shouldDisplay: false)
+    @Option var scratch: String
+    @Option var seed: UInt64 = 0
+    @Option(name: .customLong("memory-limit")) var memoryLimit: Int?
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        if let memoryLimit { IsolationServer.limitMemory(memoryLimit) }
+        let registry = try global.registry()
+        let runtime = try Runtime(registry: registry, seed: seed, scratchRoot: scratch, lock: try global.lockFile())
+        runtime.isolation = .never
+        IsolationServer.serve(runtime: runtime)
+    }
+}
+
+/// Ctrl-C and SIGTERM set the cancellation flag (plugins see it through `is_cancelled`); a second
+/// signal, or a plugin that does not stop in time, ends the process after removing its folders.
+func installInterruptHandler() {
+    Lifecycle.installSignalHandling()
 }
 
 /// Progress on stderr: a bar redrawn in place when stderr is a terminal; otherwise (a log file, a

@@ -72,6 +72,7 @@ struct ValidateChildCommand: ParsableCommand {
                                   abi: report.abi, toolchain: report.toolchain, sha256: nil, metadata: meta)
         let registry = Registry(entries: [entry])
         let runtime = try Runtime(registry: registry)
+        runtime.isolation = .never      // this process is already the isolated check
         defer { runtime.removeScratch() }
         for c in meta.components {
             do {

@@ -8,9 +8,15 @@
  *   TEST_NO_ENTRY                     the entry symbol is not exported
  *   TEST_ID                           the component id (default "test-probe")
  *   TEST_VERSION                      the plugin version string (default "1.0.0")
+ *   TEST_ATEXIT_FORGE                 an atexit handler prints a forged scan report on stdout
+ *   TEST_CHATTY                       a load-time constructor prints 64 MiB on stdout
+ *   TEST_HUGE_METADATA                the metadata JSON is 8 MiB (a long summary)
  * Operations of the component: "echo" (returns its inputs and options), "fail" (MNG_ERROR),
  * "nested" (evaluates segmentation-metrics through the host services), "progress" (reports
- * progress, stops early when cancelled).
+ * progress, stops early when cancelled), and misbehaviours for the reliability tests: "exit"
+ * (exit(0) mid-call), "abort", "segv", "hang" (sleeps forever), "bad_count" (tensor_count
+ * 2^63 + 5), "bad_shape" (a [2^40, 2^40, 2^40] tensor), "alloc" (touches 1 GiB of heap),
+ * "print" (writes to stdout and stderr, then succeeds).
  */
 #include "menagerie.h"
 
@@ -45,6 +51,25 @@ __attribute__((constructor)) static void hang(void) {
 }
 #endif
 
+#ifdef TEST_ATEXIT_FORGE
+static void forge(void) {
+    printf("{\"ok\":true,\"abi\":\"1.0\",\"toolchain\":\"none\",\"metadata\":{\"name\":\"forged\",\"version\":\"6.6.6\","
+           "\"summary\":\"forged\",\"license\":\"MIT\",\"authors\":[],\"components\":[{\"id\":\"forged-component\","
+           "\"kind\":\"metric\",\"summary\":\"forged\",\"operations\":[],\"options\":{}}]}}\n");
+    fflush(stdout);
+}
+__attribute__((constructor)) static void install_forge(void) { atexit(forge); }
+#endif
+#ifdef TEST_CHATTY
+__attribute__((constructor)) static void chatter(void) {
+    static char line[1024];
+    memset(line, 'x', sizeof line - 1);
+    line[sizeof line - 2] = '\n';
+    for (int i = 0; i < 65536; i++) fputs(line, stdout);
+    fflush(stdout);
+}
+#endif
+
 static const char METADATA[] =
     "{\"name\":\"" TEST_ID "\",\"version\":\"" TEST_VERSION "\",\"summary\":\"host test plugin\",\"license\":\"MIT\","
     "\"authors\":[\"tests\"],\"paper\":{\"title\":\"A test paper\",\"url\":\"https://example.org/paper\"},"
@@ -52,7 +77,15 @@ static const char METADATA[] =
     "\"operations\":[{\"name\":\"echo\",\"summary\":\"returns inputs\",\"inputs\":[],\"outputs\":[]},"
     "{\"name\":\"fail\",\"summary\":\"fails\",\"inputs\":[],\"outputs\":[]},"
     "{\"name\":\"nested\",\"summary\":\"calls segmentation-metrics\",\"inputs\":[],\"outputs\":[]},"
-    "{\"name\":\"progress\",\"summary\":\"reports progress\",\"inputs\":[],\"outputs\":[]}],"
+    "{\"name\":\"progress\",\"summary\":\"reports progress\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"exit\",\"summary\":\"calls exit(0)\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"abort\",\"summary\":\"calls abort()\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"segv\",\"summary\":\"writes through NULL\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"hang\",\"summary\":\"never returns\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"alloc\",\"summary\":\"touches 1 GiB\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"print\",\"summary\":\"prints\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"bad_count\",\"summary\":\"tensor_count 2^63+5\",\"inputs\":[],\"outputs\":[]},"
+    "{\"name\":\"bad_shape\",\"summary\":\"a 2^120-element shape\",\"inputs\":[],\"outputs\":[]}],"
     "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
     "\"count\":{\"type\":\"integer\",\"default\":3},\"ratio\":{\"type\":\"number\",\"default\":0.5},"
     "\"name\":{\"type\":\"string\",\"default\":\"x\",\"enum\":[\"x\",\"y\"]},\"flag\":{\"type\":\"boolean\",\"default\":false},"
@@ -65,6 +98,23 @@ typedef struct owner {
 } owner;
 
 static const mng_host_services *services;
+
+#ifdef TEST_HUGE_METADATA
+/* 8 MiB of metadata: the summary is padded with spaces. */
+static char *huge_metadata;
+__attribute__((constructor)) static void make_huge(void) {
+    size_t pad = (size_t)8 << 20, n = strlen(METADATA);
+    huge_metadata = malloc(n + pad + 1);
+    const char *at = strstr(METADATA, "host test plugin");
+    size_t head = (size_t)(at - METADATA) + strlen("host test plugin");
+    memcpy(huge_metadata, METADATA, head);
+    memset(huge_metadata + head, ' ', pad);
+    strcpy(huge_metadata + head + pad, METADATA + head);
+}
+#define PLUGIN_METADATA huge_metadata
+#else
+#define PLUGIN_METADATA METADATA
+#endif
 
 static int32_t set_text(mng_response *r, int32_t status, const char *text) {
     owner *o = calloc(1, sizeof *o);
@@ -86,6 +136,33 @@ static int32_t plugin_invoke(void *state, const char *component, const char *ope
     (void)state;
     (void)component;
     if (strcmp(operation, "fail") == 0) return set_text(r, MNG_ERROR, "test-probe: asked to fail (this message must reach the user)");
+    if (strcmp(operation, "exit") == 0) exit(0);
+    if (strcmp(operation, "abort") == 0) abort();
+    if (strcmp(operation, "segv") == 0) { volatile int *p = NULL; *p = 1; }
+    if (strcmp(operation, "hang") == 0) for (;;) sleep(1);
+    if (strcmp(operation, "print") == 0) {
+        printf("test-probe prints on stdout\n");
+        fflush(stdout);
+        fprintf(stderr, "test-probe prints on stderr\n");
+        return set_text(r, MNG_OK, "{\"printed\":true}");
+    }
+    if (strcmp(operation, "alloc") == 0) {
+        size_t n = (size_t)1 << 30;
+        char *big = malloc(n);
+        if (!big) return set_text(r, MNG_ERROR, "test-probe: malloc of 1 GiB failed");
+        for (size_t i = 0; i < n; i += 4096) big[i] = 1;
+        free(big);
+        return set_text(r, MNG_OK, "{\"allocated\":1073741824}");
+    }
+    if (strcmp(operation, "bad_count") == 0 || strcmp(operation, "bad_shape") == 0) {
+        static int64_t shape[3] = {(int64_t)1 << 40, (int64_t)1 << 40, (int64_t)1 << 40};
+        static float one = 1;
+        static mng_tensor bad = {"bad", MNG_F32, 3, shape, &one, 4};
+        set_text(r, MNG_OK, "{}");
+        r->tensors = &bad;
+        r->tensor_count = strcmp(operation, "bad_count") == 0 ? ((uint64_t)1 << 63) + 5 : 1;
+        return MNG_OK;
+    }
     if (strcmp(operation, "echo") == 0 || *operation == 0) {
         /* Result: the options JSON and the seed; tensors: the inputs, copied. */
         char buf[4096];
@@ -163,14 +240,22 @@ static void plugin_free_response(void *state, mng_response *r) {
 static void plugin_shutdown(void *state) { (void)state; }
 
 static const mng_plugin_descriptor DESCRIPTOR = {
-    TEST_ABI_MAJOR, TEST_ABI_MINOR, sizeof(mng_plugin_descriptor), 0, TEST_TOOLCHAIN, METADATA,
+    TEST_ABI_MAJOR, TEST_ABI_MINOR, sizeof(mng_plugin_descriptor), 0, TEST_TOOLCHAIN, NULL,
     plugin_init, plugin_invoke, plugin_free_response, plugin_shutdown,
 };
 
+static mng_plugin_descriptor described;
+
+static const mng_plugin_descriptor *describe(void) {
+    described = DESCRIPTOR;
+    described.metadata_json = PLUGIN_METADATA;
+    return &described;
+}
+
 #ifndef TEST_NO_ENTRY
-const mng_plugin_descriptor *menagerie_plugin_v1(void) { return &DESCRIPTOR; }
+const mng_plugin_descriptor *menagerie_plugin_v1(void) { return describe(); }
 #else
-const mng_plugin_descriptor *some_other_symbol(void) { return &DESCRIPTOR; }
+const mng_plugin_descriptor *some_other_symbol(void) { return describe(); }
 #endif
 
 /* For `menagerie call`. */
