@@ -139,7 +139,11 @@ static int32_t plugin_invoke(void *state, const char *component, const char *ope
     if (strcmp(operation, "exit") == 0) exit(0);
     if (strcmp(operation, "abort") == 0) abort();
     if (strcmp(operation, "segv") == 0) { volatile int *p = NULL; *p = 1; }
-    if (strcmp(operation, "hang") == 0) for (;;) sleep(1);
+    if (strcmp(operation, "hang") == 0) {
+        fprintf(stderr, "test-probe: hang started\n");
+        fflush(stderr);
+        for (;;) sleep(1);
+    }
     if (strcmp(operation, "print") == 0) {
         printf("test-probe prints on stdout\n");
         fflush(stdout);
@@ -206,6 +210,8 @@ static int32_t plugin_invoke(void *state, const char *component, const char *ope
         return set_text(r, MNG_OK, buf);
     }
     if (strcmp(operation, "progress") == 0) {
+        fprintf(stderr, "test-probe: progress started\n");
+        fflush(stderr);
         int done = 0;
         for (; done < 50; done++) {
             if (services->is_cancelled(services->context)) break;
