@@ -125,6 +125,27 @@ struct BenchCommand: ParsableCommand {
             records.append(record(benchName, unit: "µs", samples, target: 20))
         }
 
+        // The same tiny call isolated (a child process, tensors in shared memory): the cost added
+        // per call over the in-process path; target ≤ 1 ms (issue 19).
+        if wanted("invoke.isolated"), registry.components.contains(where: { $0.component.id == "segmentation-metrics" }) {
+            let isolated = try Runtime(registry: registry)
+            isolated.isolation = .always
+            defer {
+                isolated.shutdown()
+                isolated.removeScratch()
+            }
+            let (_, _, options, inputs) = tiny[0]
+            _ = try isolated.invoke("segmentation-metrics", operation: "evaluate", options: options, inputs: inputs)    // starts the child
+            let calls = 200
+            var samples: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = now()
+                for _ in 0..<calls { _ = try isolated.invoke("segmentation-metrics", operation: "evaluate", options: options, inputs: inputs) }
+                samples.append((now() - t0) * 1000 / Double(calls))
+            }
+            records.append(record("invoke.isolated", unit: "µs", samples, target: 1000))
+        }
+
         // synthetic-tol generation rate through the host (render + tensors + transfer), at 64 and
         // 224 px, on one thread and on all (the plugin renders a batch's images in parallel).
         if registry.components.contains(where: { $0.component.id == "synthetic-tol" }) {
