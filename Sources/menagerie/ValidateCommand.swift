@@ -28,11 +28,13 @@ struct ValidateCommand: ParsableCommand {
         add("elf", ELFCheck.problem(path: abs), ok: "64-bit shared library for this machine")
         if checks.allSatisfy(\.ok) {
             // Both steps run in a child: a crash or hang is reported, not suffered.
-            let child = try SpawnedChild(SearchPath.executablePath, ["_validate-child", abs])
+            let child = try SpawnedChild(SearchPath.executablePath, ["_validate-child", abs], reportPipe: true)
             let outcome = child.wait(timeout: ChildProbe.defaultTimeout)
             switch outcome.termination {
             case .exit:
-                let decoded = try? JSONDecoder().decode([Check].self, from: Data((outcome.stdout.split(separator: "\n").last ?? "").utf8))
+                // The report pipe's first line: nothing the plugin prints can stand in for it.
+                let line = outcome.reportTruncated ? nil : outcome.report.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first
+                let decoded = line.flatMap { try? JSONDecoder().decode([Check].self, from: Data($0)) }
                 checks += decoded ?? [Check(name: "load", ok: false, detail: "no report from the check process: \(outcome.stderr.suffix(300))")]
             case .signal(let s): checks.append(Check(name: "load", ok: false, detail: "crashed (signal \(s)) while loading or invoking"))
             case .timedOut: checks.append(Check(name: "load", ok: false, detail: "timed out while loading or invoking"))
@@ -54,8 +56,7 @@ struct ValidateChildCommand: ParsableCommand {
     func run() throws {
         var checks: [ValidateCommand.Check] = []
         defer {
-            let data = (try? JSONEncoder().encode(checks)) ?? Data("[]".utf8)
-            FileHandle.standardOutput.write(data + Data("\n".utf8))
+            ProbeReport.emit((try? JSONEncoder().encode(checks)) ?? Data("[]".utf8))
         }
         let report = Handshake.probeReport(path: path)
         guard report.ok, let meta = report.metadata else {
