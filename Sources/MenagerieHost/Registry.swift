@@ -178,7 +178,9 @@ public struct Registry: Sendable {
         let ids = components.map(\.component.id)
         var message = "no component '\(id)'.\(didYouMean(id, in: ids))"
         if let bad = failed.first(where: { ($0.path as NSString).lastPathComponent.lowercased().contains(id.replacingOccurrences(of: "-", with: "").lowercased()) }) {
-            message += " (plugin \(bad.path) failed to load: \(bad.reason ?? "unknown reason"))"
+            message += " (plugin \(bad.path) failed to load: \(bad.reason ?? "unknown reason"); see `menagerie plugins --failed`)"
+        } else if !failed.isEmpty {
+            message += " \(failed.count) plugin file\(failed.count == 1 ? "" : "s") failed to load and may provide it: see `menagerie plugins --failed`."
         }
         message += " Run `menagerie list` to see the components."
         throw HostError(.notFound, message)

@@ -46,15 +46,24 @@ public enum InputFile {
 /// Nothing is created when the run is refused: the folder appears only at commit.
 public struct RunOutput {
     public let directory: String
+    /// Replace the outputs of an earlier run in the same folder (`--force`).
+    public let replace: Bool
 
     /// Checks, before any work starts, that the folder can be written (or created); creates nothing.
-    public init(directory: String) throws {
+    /// A folder that holds another run's `result.json` is refused unless `replace` (`--force`): two
+    /// runs' files must not mix.
+    public init(directory: String, replace: Bool = false) throws {
         let path = (directory as NSString).standardizingPath
+        self.replace = replace
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
             guard isDir.boolValue else { throw HostError(.usage, "--out \(directory) exists and is not a folder") }
             guard access(path, W_OK) == 0 else {
                 throw HostError(.usage, "--out \(directory) is not writable: choose another folder or fix its permissions")
+            }
+            if !replace, FileManager.default.fileExists(atPath: path + "/result.json") {
+                throw HostError(.usage, "--out \(directory) holds the outputs of another run (result.json): choose a new folder, "
+                    + "or pass --force to replace that run's outputs")
             }
         } else {
             // The nearest existing ancestor must be a writable folder.
@@ -162,6 +171,14 @@ public struct RunOutput {
         }
         let trash = staging + "/.replaced"
         try fm.createDirectory(atPath: trash, withIntermediateDirectories: true)
+        // The earlier run's own outputs (its manifest's artifacts) go too: nothing of it stays beside the new run.
+        var earlier: [String] = []
+        if let data = fm.contents(atPath: directory + "/result.json"),
+           let old = try? JSONValue.parse(String(decoding: data, as: UTF8.self), source: "result.json") {
+            let files = old["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? []
+            let tops = Set(files.compactMap { $0.split(separator: "/").first.map(String.init) })
+            earlier = tops.filter { !names.contains($0) && $0 != "result.json" && !$0.hasPrefix(".") && fm.fileExists(atPath: directory + "/" + $0) }.sorted()
+        }
         // The journal: (from, to) renames done so far, undone in reverse on failure.
         var done: [(from: String, to: String)] = []
         func move(_ from: String, _ to: String) throws {
@@ -170,6 +187,7 @@ public struct RunOutput {
         }
         do {
             if fm.fileExists(atPath: directory + "/result.json") { try move(directory + "/result.json", trash + "/result.json") }
+            for name in earlier { try move(directory + "/" + name, trash + "/" + name) }
             for name in names {
                 let target = directory + "/" + name
                 if name != "result.json", fm.fileExists(atPath: target) { try move(target, trash + "/" + name) }

@@ -46,7 +46,12 @@ public func closestNames(to name: String, in candidates: [String], limit: Int = 
         return (c, contains ? min(d, 1) : d)
     }
     let threshold = max(2, name.count / 3)
-    return scored.filter { $0.1 <= threshold }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
+    // Ties go to the longer common prefix (a typo is rarer in the first letters: '--ouput' → '--out'
+    // rather than '--input'), then to alphabetical order.
+    func prefix(_ c: String) -> Int { zip(c.lowercased(), lower).prefix { $0 == $1 }.count }
+    return scored.filter { $0.1 <= threshold }.sorted {
+        $0.1 != $1.1 ? $0.1 < $1.1 : prefix($0.0) != prefix($1.0) ? prefix($0.0) > prefix($1.0) : $0.0 < $1.0
+    }.prefix(limit).map(\.0)
 }
 
 /// " Did you mean 'x' or 'y'?" or an empty string.

@@ -92,11 +92,31 @@ struct PluginsCommand: ParsableCommand {
     }
 }
 
+/// `table`, with its last column wrapped so that no line is wider than `columns`.
+func wrappedTable(_ rows: [[String]], columns: Int) -> String {
+    guard let width = rows.map(\.count).max(), width > 1 else { return table(rows) }
+    var widths = [Int](repeating: 0, count: width)
+    for r in rows { for (i, c) in r.enumerated() where i < width - 1 { widths[i] = max(widths[i], c.count) } }
+    let indent = widths.dropLast().reduce(0, +) + 2 * (width - 1)
+    let room = max(30, columns - indent)
+    var out: [String] = []
+    for r in rows {
+        let head = r.dropLast().enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+        let lines = wrap(r.last ?? "", width: room)
+        out.append(head + "  " + (lines.first ?? ""))
+        for l in lines.dropFirst() { out.append(String(repeating: " ", count: indent) + l) }
+    }
+    return out.joined(separator: "\n")
+}
+
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "A component's summary, paper, operations and options.")
 
     @Argument(help: "The component id (see `menagerie list`).")
     var component: String
+
+    @Option(name: .long, help: "Only this operation (its tensors), and the options.")
+    var op: String?
 
     @Flag(name: .long, help: "Print JSON on stdout.")
     var json = false
@@ -106,6 +126,11 @@ struct InfoCommand: ParsableCommand {
     func run() throws {
         let registry = try global.registry()
         let (plugin, c) = try registry.component(component)
+        let names = c.operations.map(\.name) + (c.tour == true ? ["tour"] : [])
+        if let op, !names.contains(op) {
+            throw HostError(.usage, "'\(c.id)' has no operation '\(op)'.\(didYouMean(op, in: names)) Operations: \(names.joined(separator: ", ")).")
+        }
+        let columns = terminalColumns()
         let meta = plugin.metadata!
         if json {
             let doc: JSONValue = ["component": try JSONValue(encoding: c), "plugin": ["name": .string(meta.name), "version": .string(meta.version),
@@ -120,12 +145,14 @@ struct InfoCommand: ParsableCommand {
         print("file:   \(plugin.path)  (ABI \(plugin.abi ?? "?"), \(plugin.toolchain ?? "?"))")
         if let paper = meta.paper { print("paper:  \(paper.title)\n        \(paper.url)") }
         print("\noperations:")
-        for op in c.operations {
-            print("  \(op.name)\(op.name == c.operations.first?.name ? " (default)" : "")  \(op.summary)")
-            for t in op.inputs { print("    in   \(t.name)  \(t.dtypes.joined(separator: "|"))  \(t.shape)\(t.optional ? "  (optional)" : "")  \(t.summary)") }
-            for t in op.outputs { print("    out  \(t.name)  \(t.dtypes.joined(separator: "|"))  \(t.shape)  \(t.summary)") }
+        for operation in c.operations where op == nil || op == operation.name {
+            print("  \(operation.name)\(operation.name == c.operations.first?.name ? " (default)" : "")  \(operation.summary)")
+            var rows: [[String]] = []
+            for t in operation.inputs { rows.append(["    in", t.name, t.dtypes.joined(separator: "|"), t.shape, (t.optional ? "(optional) " : "") + t.summary]) }
+            for t in operation.outputs { rows.append(["    out", t.name, t.dtypes.joined(separator: "|"), t.shape, t.summary]) }
+            if !rows.isEmpty { print(wrappedTable(rows, columns: columns)) }
         }
-        if c.tour == true { print("  tour  run on embedded data (used by `menagerie tour`)") }
+        if c.tour == true, op == nil || op == "tour" { print("  tour  run on embedded data (used by `menagerie tour`)") }
         let schema = OptionSchema(c.options)
         print("\noptions:" + (schema.names.isEmpty ? " none" : ""))
         var rows: [[String]] = []
@@ -136,9 +163,11 @@ struct InfoCommand: ParsableCommand {
             let def = p["default"].map { $0.compactText } ?? "-"
             var help = p["description"]?.stringValue ?? ""
             if let e = p["enum"]?.arrayValue { help += (help.isEmpty ? "" : "; ") + "one of " + e.map(\.compactText).joined(separator: ", ") }
+            let low = p["minimum"]?.compactText, high = p["maximum"]?.compactText
+            if low != nil || high != nil { help += (help.isEmpty ? "" : "; ") + "range \(low ?? "")…\(high ?? "")" }
             rows.append(["  " + name, type, def, help])
         }
-        if !rows.isEmpty { print(table([["  NAME", "TYPE", "DEFAULT", "DESCRIPTION"]] + rows)) }
+        if !rows.isEmpty { print(wrappedTable([["  NAME", "TYPE", "DEFAULT", "DESCRIPTION"]] + rows, columns: columns)) }
         print("\nrun: menagerie run \(c.id) [\(c.operations.first?.name ?? "")] --set KEY=VALUE --input NAME=FILE --out DIR")
     }
 }

@@ -31,6 +31,19 @@ struct Menagerie: ParsableCommand {
         if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
             GEMM.setThreads(Int(n))
         }
+        // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
+        let args = Array(CommandLine.arguments.dropFirst())
+        if args.first == "run", args.contains(where: { $0 == "--help" || $0 == "-h" }),
+           let component = args.dropFirst().first(where: { !$0.hasPrefix("-") }) {
+            do {
+                var info = try InfoCommand.parse([component] + args.filter { ["--safe-mode", "--rescan"].contains($0) })
+                try info.run()
+                print("\n" + RunCommand.helpMessage(columns: terminalColumns()))
+                Foundation.exit(0)
+            } catch {
+                // Not a component: fall through to the generic help (which also names the mistake).
+            }
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
@@ -46,7 +59,10 @@ struct Menagerie: ParsableCommand {
                 print(fullMessage(for: error))
                 Foundation.exit(0)
             }
-            let message = fullMessage(for: error)
+            var message = fullMessage(for: error)
+            // One error style across the CLI: "error: …" (ArgumentParser says "Error: …").
+            if message.hasPrefix("Error: ") { message = "error: " + message.dropFirst("Error: ".count) }
+            message = betterFlagSuggestion(message, arguments: args)
             if !message.isEmpty { FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8)) }
             Foundation.exit(code == .validationFailure ? 2 : (error is ExitCode ? code.rawValue : 1))
         }
@@ -97,6 +113,45 @@ func table(_ rows: [[String]]) -> String {
         r.enumerated().map { i, c in i < width - 1 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0) : c }
             .joined(separator: "  ")
     }.joined(separator: "\n")
+}
+
+/// ArgumentParser suggests the first close flag it finds; suggest the closest of the subcommand's
+/// flags by edit distance and common prefix instead ('--ouput' → '--out').
+func betterFlagSuggestion(_ message: String, arguments: [String]) -> String {
+    guard let range = message.range(of: #"Unknown option '--[^']+'\. Did you mean '--[^']+'\?"#, options: .regularExpression) else { return message }
+    let text = String(message[range])
+    let parts = text.split(separator: "'")
+    guard parts.count >= 4 else { return message }
+    let typed = String(parts[1].dropFirst(2))
+    let sub = Menagerie.configuration.subcommands.first { $0.configuration.commandName == arguments.first }
+    let help = (sub ?? Menagerie.self).helpMessage(includeHidden: false, columns: 200)
+    let flags = Set(help.matches(of: #/--([a-z][a-z0-9-]*)/#).map { String($0.1) }).sorted()
+    guard let best = closestNames(to: typed, in: flags, limit: 1).first else { return message }
+    return message.replacingCharacters(in: range, with: "Unknown option '--\(typed)'. Did you mean '--\(best)'?")
+}
+
+/// The terminal's width (COLUMNS, then the tty), 100 when neither says.
+func terminalColumns() -> Int {
+    if let c = ProcessInfo.processInfo.environment["COLUMNS"].flatMap(Int.init), c >= 40 { return c }
+    var w = winsize()
+    if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &w) == 0, w.ws_col >= 40 { return Int(w.ws_col) }
+    return 100
+}
+
+/// Wraps `text` to `width` columns (words kept whole; a word longer than the width stands alone).
+func wrap(_ text: String, width: Int) -> [String] {
+    guard width > 10, text.count > width else { return [text] }
+    var lines: [String] = [], line = ""
+    for word in text.split(separator: " ", omittingEmptySubsequences: false) {
+        if !line.isEmpty, line.count + 1 + word.count > width {
+            lines.append(line)
+            line = String(word)
+        } else {
+            line += (line.isEmpty ? "" : " ") + word
+        }
+    }
+    if !line.isEmpty { lines.append(line) }
+    return lines
 }
 
 func writeError(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }

@@ -36,12 +36,15 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
     var json = false
 
+    @Flag(name: .long, help: "Replace the outputs of an earlier run in --out (refused otherwise).")
+    var force = false
+
     @OptionGroup var global: GlobalOptions
     @OptionGroup var isolation: IsolationOptions
 
     func run() throws {
         // Everything that can be refused is refused before any work starts.
-        let output = try out.map { try RunOutput(directory: $0) }
+        let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
         let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
                                      sets: sets, inputs: inputs)
@@ -175,19 +178,36 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
     var last: UInt64 = DispatchTime.now().uptimeNanoseconds
     var drawn = false
 
+    /// When the current bar (component + label) started, for its rate and ETA.
+    var barKey = ""
+    var barStarted: UInt64 = DispatchTime.now().uptimeNanoseconds
+
     func progress(component: String, done: Int64, total: Int64, label: String) {
         guard enabled else { return }
         let now = DispatchTime.now().uptimeNanoseconds
+        let key = component + "\u{0}" + label
+        if key != barKey || done == 0 {
+            barKey = key
+            barStarted = now
+        }
         if terminal {
             guard now - last > 100_000_000 || done == total else { return }
         } else {
             guard now - last >= interval else { return }
         }
         last = now
+        // Rate and ETA from this bar's own start (a new label starts a new bar).
+        let seconds = Double(now - barStarted) / 1e9
+        var timing = " " + elapsed(Double(now - started) / 1e9)
+        if seconds > 0.5, done > 0 {
+            let rate = Double(done) / seconds
+            timing += rate >= 1 ? String(format: ", %.1f/s", rate) : String(format: ", %.1f s each", 1 / rate)
+            if total > done { timing += ", ETA " + elapsed(Double(total - done) / rate) }
+        }
         if !terminal {
             var line = "[\(component)]" + (label.isEmpty ? "" : " " + label)
             line += total > 0 ? String(format: " %.0f%% (%lld/%lld)", min(1, Double(done) / Double(total)) * 100, done, total) : " \(done)"
-            line += " after " + elapsed(Double(now - started) / 1e9) + "\n"
+            line += " after" + timing + "\n"
             FileHandle.standardError.write(Data(line.utf8))
             return
         }
@@ -202,6 +222,7 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
             line += "\(done)"
         }
         if !label.isEmpty { line += " " + label }
+        line += timing
         FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
         drawn = true
     }

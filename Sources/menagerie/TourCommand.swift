@@ -34,7 +34,9 @@ struct TourCommand: ParsableCommand {
     }
 
     func run() throws {
-        let root = try RunOutput(directory: out).directory
+        // The tour owns its folder: a second tour replaces the first one's outputs.
+        let root = try RunOutput(directory: out, replace: true).directory
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let registry = try global.registry()
         let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
         guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
@@ -64,7 +66,7 @@ struct TourCommand: ParsableCommand {
         let folder = root + "/" + c.id
         defer { progress.finish() }
         do {
-            let output = try RunOutput(directory: folder)
+            let output = try RunOutput(directory: folder, replace: true)
             let r = try runtime.invoke(c.id, operation: "tour")
             progress.finish()
             let seconds = Date().timeIntervalSince(started)

@@ -135,7 +135,7 @@ import TestSupport
             #expect((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) != nil, "\(args) printed: \(r.stdout.prefix(200))")
         }
         let bench = try cli.json("bench", "invoke.*", "--repeats", "3", "--json") as! [[String: Any]]
-        #expect(Set(bench.map { $0["name"] as! String }) == ["invoke.c", "invoke.swift"])
+        #expect(Set(bench.map { $0["name"] as! String }) == ["invoke.c", "invoke.swift", "invoke.isolated"])
         for record in bench {
             #expect(Set(record.keys) == ["name", "unit", "median", "min", "max", "reference", "ratio"])
             let (lo, mid, hi) = (record["min"] as! Double, record["median"] as! Double, record["max"] as! Double)

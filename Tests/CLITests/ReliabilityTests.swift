@@ -211,14 +211,23 @@ import TestSupport
         try writeNPYFloat32([1, 2], shape: [2], to: input)
         #expect(try s.cli.run("run", "test-probe", "echo", "--input", "x=" + input, "--out", out).status == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))
-        // A second run that would put a file where a folder stands fails before anything moves.
+        // Another run into the same folder is refused: two runs' files must not mix.
+        let mixed = try s.cli.run("run", "test-probe", "echo", "--input", "z=" + input, "--out", out)
+        #expect(mixed.status == 2)
+        #expect(mixed.stderr.contains("holds the outputs of another run"))
+        #expect(mixed.stderr.contains("--force"))
+        // With --force, a run that would put a file where a folder stands fails before anything moves.
         try FileManager.default.createDirectory(atPath: out + "/y.npy", withIntermediateDirectories: true)
-        let second = try s.cli.run("run", "test-probe", "echo", "--input", "y=" + input, "--set", "count=9", "--out", out)
+        let second = try s.cli.run("run", "test-probe", "echo", "--input", "y=" + input, "--set", "count=9", "--out", out, "--force")
         #expect(second.status == 1)
         #expect(second.stderr.contains("y.npy is a folder"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: out + "/result.json")) == before)
-        let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
-        #expect(names == ["result.json", "x.npy", "y.npy"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["result.json", "x.npy", "y.npy"])
+        // A successful --force replaces the earlier run's outputs whole (x.npy goes, z.npy comes).
+        try FileManager.default.removeItem(atPath: out + "/y.npy")
+        let third = try s.cli.run("run", "test-probe", "echo", "--input", "z=" + input, "--out", out, "--force")
+        #expect(third.status == 0, "\(third.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["result.json", "z.npy"])
     }
 
     // MARK: files
