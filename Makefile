@@ -48,15 +48,7 @@ bench-reference: build
 	$(BIN)/menagerie bench --reference $(REFERENCE_JSON)
 
 install: build
-	install -d $(PREFIX)/bin $(PREFIX)/lib/menagerie/plugins $(PREFIX)/share/menagerie/templates $(PREFIX)/share/menagerie/sdk/Sources
-	install -m 755 $(BIN)/menagerie $(PREFIX)/bin/menagerie
-	install -m 644 $(BIN)/*.so $(PREFIX)/lib/menagerie/plugins/
-	for r in $(BIN)/Menagerie_*.resources; do [ -d "$$r" ] && cp -R "$$r" $(PREFIX)/lib/menagerie/plugins/ || true; done
-	cp -R Templates/swift Templates/c $(PREFIX)/share/menagerie/templates/
-	install -m 644 Templates/sdk/Package.swift $(PREFIX)/share/menagerie/sdk/Package.swift
-	for d in CMenagerie COpenBLAS CPNG CTIFF Tensors Formats Imaging NN MenagerieKit; do cp -R Sources/$$d $(PREFIX)/share/menagerie/sdk/Sources/; done
-	chmod -R go-w $(PREFIX)/lib/menagerie $(PREFIX)/share/menagerie
-	@echo "installed menagerie into $(PREFIX)/bin; plugins in $(PREFIX)/lib/menagerie/plugins; SDK in $(PREFIX)/share/menagerie/sdk"
+	scripts/install "$(PREFIX)" "$(BIN)"
 
 clean:
 	rm -rf .build $(TOUR_OUT)

@@ -12,11 +12,14 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
         .systemLibrary(name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4"),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg"),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib"),
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
         .target(name: "Formats", dependencies: ["Tensors"]),
-        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF"]),
+        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN",
+        .target(name: "Text", dependencies: ["Formats", "CZlib"]),
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN", "Text",
                                                      .product(name: "Logging", package: "swift-log")]),
     ]
 )

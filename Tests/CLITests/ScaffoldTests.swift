@@ -89,4 +89,51 @@ import TestSupport
         let info = try cli.run("info", "my-c-stats")
         #expect(info.stdout.contains("(segmenter)"))
     }
+
+    /// `make install`'s layout (scripts/install on this build), then a Swift and a C plugin
+    /// scaffolded by the INSTALLED menagerie, built against the installed SDK alone, listed and run by it.
+    @Test func pluginsBuildAgainstTheInstalledSDK() throws {
+        let prefix = TempDir("install")
+        let installer = try runProcess("/usr/bin/env", ["bash", TestPaths.sourceRoot + "/scripts/install", prefix.path, TestPaths.products])
+        #expect(installer.status == 0, "\(installer.output)")
+        guard installer.status == 0 else { return }
+        let menagerie = prefix.path + "/bin/menagerie"
+        let cli = CLI()
+        var env = cli.environment
+        env.removeValue(forKey: "MENAGERIE_SDK")
+        env.removeValue(forKey: "MENAGERIE_TEMPLATES")
+        let dir = TempDir("installed-scaffold")
+        let list = try runProcess(menagerie, ["list"], environment: env)
+        #expect(list.status == 0 && list.stdout.contains("segmentation-metrics"), "\(list.output)")
+
+        // Swift: the SDK's Package.swift must name every module MenagerieKit imports (CJPEG, CZlib, Text…).
+        let new = try runProcess(menagerie, ["new", "leaf-area", "--kind", "metric", "--dir", dir.path], environment: env)
+        #expect(new.status == 0, "\(new.output)")
+        let package = dir.path + "/leaf-area"
+        let manifest = try String(contentsOfFile: package + "/Package.swift", encoding: .utf8)
+        #expect(manifest.contains(prefix.path + "/share/menagerie/sdk"), "the scaffold must point at the installed SDK")
+        let build = try runProcess("/usr/bin/env", ["swift", "build"], directory: package)
+        #expect(build.status == 0, "\(build.output.suffix(3000))")
+        guard build.status == 0 else { return }
+        env["MENAGERIE_PLUGIN_PATH"] = package + "/.build/debug"
+        let p = dir.path + "/p.npy", t = dir.path + "/t.npy"
+        try npy(p, "np.array([1, 2, 3], dtype=np.float32)")
+        try npy(t, "np.array([1, 4, 0], dtype=np.float32)")
+        let run = try runProcess(menagerie, ["run", "leaf-area", "--input", "prediction=\(p)", "--input", "target=\(t)", "--json"], environment: env)
+        #expect(run.status == 0, "\(run.stderr)")
+        let result = (try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any]
+        #expect(abs((result?["mae"] as? Double ?? 0) - 5.0 / 3.0) < 1e-12)
+
+        // C: the header from the installed SDK alone.
+        let newC = try runProcess(menagerie, ["new", "c-stats", "--kind", "segmenter", "--lang", "c", "--dir", dir.path], environment: env)
+        #expect(newC.status == 0, "\(newC.output)")
+        let make = try runProcess("/usr/bin/make", ["-C", dir.path + "/c-stats"])
+        #expect(make.status == 0, "\(make.output)")
+        env["MENAGERIE_PLUGIN_PATH"] = dir.path + "/c-stats"
+        let x = dir.path + "/x.npy"
+        try npy(x, "np.array([1, 2, 3, 4], dtype=np.float32)")
+        let runC = try runProcess(menagerie, ["run", "c-stats", "--input", "x=\(x)", "--json"], environment: env)
+        #expect(runC.status == 0, "\(runC.stderr)")
+        #expect(runC.stdout.contains("\"mean\" : 2.5") || runC.stdout.contains("\"mean\": 2.5"), "\(runC.stdout)")
+    }
 }
