@@ -213,7 +213,11 @@ extension RunOutput {
                                 seed: UInt64, inputs: [String: String], result: InvocationResult, seconds: Double,
                                 version: String) -> JSONValue {
         var r = result.result
-        if case .object(var o) = r { o.removeValue(forKey: "artifacts"); r = .object(o) }
+        if case .object(var o) = r {
+            o.removeValue(forKey: "artifacts")
+            o.removeValue(forKey: "display")      // text for the terminal, not a result
+            r = .object(o)
+        }
         return [
             "component": .string(component), "operation": .string(operation),
             "plugin": ["name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? ""),

@@ -61,15 +61,24 @@ struct RunCommand: ParsableCommand {
             let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
                                               options: request.effectiveOptions, seed: seed, inputs: request.inputPaths, result: result,
                                               seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
+            // A component may hand the CLI a text to show instead of the summary (`display`: a
+            // table or CSV the user asked for with format=…); it is not kept in result.json.
+            let display = result.result["display"]?.stringValue
             if let output {
                 let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
-                if json { print(final.prettyText) } else {
-                    print(result.result.prettyText)
-                    writeError("wrote \(output.directory)/result.json and \(final["artifacts"]?.arrayValue?.count ?? 0) artifact(s)")
+                let files = final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? []
+                let wrote = "wrote \(output.directory): result.json" + (files.isEmpty ? "" : " and \(files.count) file\(files.count == 1 ? "" : "s")")
+                    + (files.isEmpty ? "" : " (" + files.prefix(4).joined(separator: ", ") + (files.count > 4 ? ", …" : "") + ")")
+                if json { print(final.prettyText) } else if let display {
+                    print(display, terminator: display.hasSuffix("\n") ? "" : "\n")
+                    writeError(wrote)
+                } else {
+                    print(summary(result.result))
+                    print(wrote)
                 }
             } else {
                 if json { print(manifest.prettyText) } else {
-                    print(result.result.prettyText)
+                    if let display { print(display, terminator: display.hasSuffix("\n") ? "" : "\n") } else { print(summary(result.result)) }
                     for (name, t) in result.tensors { writeError("tensor \(name): \(t.dtype.name) \(t.shape)") }
                     let n = result.tensors.count + result.artifacts.count
                     if n > 0 { writeError("note: pass --out DIR to keep the \(n) output(s)") }
@@ -95,6 +104,46 @@ func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, iso
     runtime.progressSink = progress
     installInterruptHandler()
     return try body(runtime, progress)
+}
+
+/// The key numbers of a result, one `key  value` line each: scalars, short arrays inline, small
+/// objects flattened one level (`average.map`); long arrays and large objects as a count. At most 30
+/// lines; `--json` (or result.json) has everything.
+func summary(_ result: JSONValue) -> String {
+    func scalar(_ v: JSONValue) -> String? {
+        switch v {
+        case .number(let d):
+            if d.rounded() == d, abs(d) < 1e15 { return String(Int64(d)) }
+            return String(format: "%.6g", d)
+        case .string(let s): return s.count <= 80 ? s : String(s.prefix(77)) + "…"
+        case .bool(let b): return b ? "true" : "false"
+        case .null: return "null"
+        default: return nil
+        }
+    }
+    func short(_ v: JSONValue) -> String {
+        if let s = scalar(v) { return s }
+        if let a = v.arrayValue {
+            let parts = a.compactMap(scalar)
+            if parts.count == a.count, a.count <= 8 { return "[" + parts.joined(separator: ", ") + "]" }
+            return "[\(a.count) values]"
+        }
+        return "{\(v.objectValue?.count ?? 0) keys}"
+    }
+    guard let object = result.objectValue else { return short(result) }
+    var rows: [[String]] = []
+    for key in object.keys.sorted() where key != "artifacts" && key != "display" {
+        let v = object[key]!
+        if let inner = v.objectValue, !inner.isEmpty, inner.count <= 8, inner.values.allSatisfy({ scalar($0) != nil }) {
+            for k in inner.keys.sorted() { rows.append([key + "." + k, short(inner[k]!)]) }
+        } else {
+            rows.append([key, short(v)])
+        }
+    }
+    if rows.isEmpty { return "(no result values; see --json)" }
+    var text = table(Array(rows.prefix(30)))
+    if rows.count > 30 { text += "\n… \(rows.count - 30) more (result.json or --json has them all)" }
+    return text
 }
 
 /// Where plugins run: in this process, or in a child with limits (`Isolation`).
