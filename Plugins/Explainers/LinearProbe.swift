@@ -79,7 +79,7 @@ struct LinearProbeComponent: Backbone {
         let (train, trainLabels) = try features("train")
         guard !trainLabels.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has no training images") }
         let (val, valLabels) = try features("val")
-        var rng = SeededGenerator(seed: UInt64(o.seed))
+        var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)))
         let head = Linear(backbone.config.width, classes, rng: &rng)
         let optimizer = AdamW(head.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
         let x = Variable(train)

@@ -57,7 +57,7 @@ struct PromptCAMComponent: Explainer {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
         }
         let valCount = described["splits"]?["val"]?.intValue ?? 0
-        let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(o.seed))
+        let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(bitPattern: Int64(o.seed)))
         let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))
         let steps = (trainCount + o.batch - 1) / o.batch
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)

@@ -134,13 +134,13 @@ struct SSTComponent: Segmenter {
                settings: PropagationSettings, host: MenagerieKit.Host) throws -> (PatchFeatures, [Float]) {
         guard o.finetune_steps > 0 else { return (features, []) }
         guard !unlabelled.isEmpty else { throw MenagerieError.invalidArgument("fine-tuning needs unlabelled images (unlabelled= or queries)") }
-        let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(o.seed))
+        let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(bitPattern: Int64(o.seed)))
         var tuning = CycleTuning()
         tuning.steps = o.finetune_steps
         tuning.learningRate = Float(o.finetune_lr)
         tuning.pairs = o.finetune_pairs
         tuning.soft = o.finetune_soft
-        tuning.seed = UInt64(o.seed)
+        tuning.seed = UInt64(bitPattern: Int64(o.seed))
         let losses = try tuning.run(head: head, support: features.frames[support], labels: labels, channels: channels, unlabelled: unlabelled,
                                     rows: features.rows, cols: features.cols, settings: settings, cancelled: { try host.checkCancelled() })
         var out = features
