@@ -226,7 +226,12 @@ struct CoreInferComponent: Generator {
             let model = try DecoderLM(folder: folder)
             let tokenizerPath = folder + "/tokenizer.json"
             guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json") }
-            return (model, try ByteLevelBPETokenizer(path: tokenizerPath))
+            let tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath)
+            // Every id the tokenizer can produce must index the model's embedding.
+            guard tokenizer.vocabularySize <= model.config.vocabSize else {
+                throw FormatError(path: tokenizerPath, "has ids up to \(tokenizer.vocabularySize - 1), beyond the model's vocab_size \(model.config.vocabSize) (config.json)")
+            }
+            return (model, tokenizer)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 }
