@@ -27,6 +27,7 @@ struct LinearProbeComponent: Backbone {
             "seed": "train: initialisation of the head",
             "classifier": "embed: a probe folder written by train",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["epochs": 0...1e7, "lr": 0...1e3, "weightDecay": 0...1e3]
     }
     static let id = "linear-probe"
     static let summary = "A linear probe on a frozen ViT backbone's pooled features, saved as a timm classifier folder"
