@@ -52,7 +52,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         }
         for (n, item) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
             guard let content = item["content"]?.stringValue else { continue }
-            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id ('\(content)')", in: ids, source: path)
+            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id", in: ids, source: path)
             added.append((content, Int32(id), item["special"]?.boolValue ?? false))
             vocabulary[content] = Int32(id)
             size = max(size, id + 1)
