@@ -93,13 +93,13 @@ extension BioCLIPComponent {
         // Positivity first: `size % patch` with patch 0 would trap.
         for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("layers", o.layers), ("textWidth", o.textWidth),
                              ("textLayers", o.textLayers), ("embedDim", o.embedDim), ("epochs", o.epochs)] where value <= 0 {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option '\(key)' = \(value) must be positive")
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.warmup >= 0, o.warmup <= 1_000_000, o.trainBatch <= 1_000_000, o.epochs <= 1_000_000 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: warmup must lie in 0…1000000 and trainBatch, epochs in 1…1000000")
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and trainBatch, epochs in 1…1000000")
         }
         guard o.size % o.patch == 0, o.width % 32 == 0, o.textWidth % 32 == 0, o.trainBatch > 1 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: size must be a multiple of patch, widths multiples of 32 (head width 32), epochs positive, batch ≥ 2")
+            throw MenagerieError.invalidArgument("size must be a multiple of patch, widths multiples of 32 (head width 32), epochs positive, batch ≥ 2")
         }
         let types = o.captions == "all" ? TaxonomicClass.captionTypes : o.captions.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !types.isEmpty, types.allSatisfy(TaxonomicClass.captionTypes.contains) else {

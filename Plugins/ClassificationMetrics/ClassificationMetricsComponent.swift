@@ -15,6 +15,7 @@ struct ClassificationMetricsComponent: Metric {
             "scores": "whether the 'scores' rows are logits (softmax applied) or probabilities",
         ]
         static let choices = ["scores": ["logits", "probabilities"]]
+        static let ranges: [String: ClosedRange<Double>] = ["topK": 1...1e9, "bins": 1...Double(maxBins)]
     }
 
     static let id = "classification-metrics"

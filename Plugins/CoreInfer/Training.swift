@@ -16,10 +16,10 @@ extension CoreInferComponent {
         // Positivity first: `hidden % heads` with heads 0 would trap.
         for (key, value) in [("hidden", o.hidden), ("layers", o.layers), ("heads", o.heads), ("kv_heads", o.kv_heads), ("ffn", o.ffn),
                              ("max_positions", o.max_positions), ("steps", o.steps), ("batch", o.batch)] where value <= 0 {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option '\(key)' = \(value) must be positive")
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.context >= 8, o.context <= 1_048_576 else {
-            throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kv_heads; steps > 0, context ≥ 8, batch > 0")
+            throw MenagerieError.invalidArgument("hidden (\(o.hidden)) must be a multiple of heads (\(o.heads)), heads of kv_heads (\(o.kv_heads)); context (\(o.context)) in 8…1048576")
         }
         let corpus = try loadCorpus(o)
         let tokenizerPath = o.tokenizer.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath

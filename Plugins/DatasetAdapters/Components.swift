@@ -11,7 +11,7 @@ private let batchHelp = [
 ]
 
 /// The ranges of the shared `batch` options (checked before the adapter runs).
-private let batchRanges: [String: ClosedRange<Double>] = ["start": 0...9e15, "count": 1...1e7, "epoch": 0...9e15]
+private let batchRanges: [String: ClosedRange<Double>] = ["start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
 
 private func batchOutputs(channels: String, ranks: Bool) -> [TensorSpec] {
     [TensorSpec("images", dtypes: ["f32"], shape: "N×\(channels)×S×S", summary: "pixels in [0, 1]"),
@@ -94,7 +94,7 @@ struct MNISTComponent: Dataset {
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
         static let help = batchHelp.merging(["valCount": "the last valCount training images form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...9e15]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "mnist-idx"
@@ -125,7 +125,7 @@ struct CIFAR10Component: Dataset {
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
         static let help = batchHelp.merging(["valCount": "the last valCount training records form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...9e15]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "cifar10-binary"

@@ -60,7 +60,7 @@ struct ConvNetClassifierComponent: Backbone {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard o.epochs > 0, o.batch > 0, o.width > 0, o.depth > 0, o.size > 0, o.size >> o.depth > 0 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: epochs, batch, width, depth and size must be positive and size ≥ 2^depth "
+            throw MenagerieError.invalidArgument("epochs, batch, width, depth and size must be positive and size ≥ 2^depth "
                 + "(got epochs=\(o.epochs), batch=\(o.batch), width=\(o.width), depth=\(o.depth), size=\(o.size))")
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)

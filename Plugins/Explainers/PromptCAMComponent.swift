@@ -61,10 +61,10 @@ struct PromptCAMComponent: Explainer {
         let valCount = described["splits"]?["val"]?.intValue ?? 0
         // Positivity first: the step count divides by batch.
         for (key, value) in [("epochs", o.epochs), ("batch", o.batch)] where value <= 0 {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option '\(key)' = \(value) must be positive")
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard (0...1_000_000).contains(o.warmup), o.batch <= 1_000_000, o.epochs <= 1_000_000 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
         }
         let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(bitPattern: Int64(o.seed)))
         let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))

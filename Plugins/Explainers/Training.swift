@@ -97,13 +97,13 @@ struct ViTClassifierComponent: Backbone {
         // Positivity first: `size % patch` with patch 0 would trap.
         for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("depth", o.depth), ("heads", o.heads),
                              ("epochs", o.epochs), ("batch", o.batch)] where value <= 0 {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option '\(key)' = \(value) must be positive")
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.warmup >= 0, o.warmup <= 1_000_000, o.batch <= 1_000_000, o.epochs <= 1_000_000 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
         }
         guard o.size % o.patch == 0, o.width % o.heads == 0 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: size (\(o.size)) must be a multiple of patch (\(o.patch)), width (\(o.width)) of heads (\(o.heads))")
+            throw MenagerieError.invalidArgument("size (\(o.size)) must be a multiple of patch (\(o.patch)), width (\(o.width)) of heads (\(o.heads))")
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let described = try data.describe(options: [:])

@@ -211,7 +211,7 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
     /* classes ≤ 2^16, so classes² × 8 ≤ 2^35 cannot overflow; the matrix is capped at 1 GiB. */
     if (classes > MAX_CLASSES || (uint64_t)classes * (uint64_t)classes * sizeof(int64_t) > MAX_CONFUSION_BYTES)
         return fail(r, MNG_INVALID_ARGUMENT,
-                    "'" COMPONENT_ID "': classes = %lld is too many: its %lld×%lld confusion matrix would need %.1f GiB, more than the "
+                    "classes = %lld is too many: its %lld×%lld confusion matrix would need %.1f GiB, more than the "
                     "limit of 1 GiB (at most %lld classes); set the option 'classes' or check the label values",
                     classes, classes, classes, (double)classes * (double)classes * 8.0 / 1073741824.0, 11585LL);
 
@@ -222,7 +222,7 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
     double *dice = calloc((size_t)classes, sizeof(double));
     if (!o->confusion || !o->iou || !dice) {
         free(o->confusion); free(o->iou); free(dice); free(o);
-        return fail(r, MNG_ERROR, "'" COMPONENT_ID "': out of memory for %lld classes (a %lld×%lld confusion matrix)", classes, classes, classes);
+        return fail(r, MNG_ERROR, "out of memory for %lld classes (a %lld×%lld confusion matrix)", classes, classes, classes);
     }
     for (uint64_t i = 0; i < n; i++) {
         int64_t t = element(target, i), p = element(pred, i);

@@ -186,10 +186,10 @@ struct LatentDiffusionComponent: Backbone {
                              ("patch", o.patch), ("batch", o.batch), ("autoencoder_batch", o.autoencoder_batch),
                              ("checkpoint_every", o.checkpoint_every)] + o.autoencoder_widths.enumerated().map({ ("autoencoder_widths[\($0)]", $1) })
         where value <= 0 {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option '\(key)' = \(value) must be positive")
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.dit_width % o.dit_heads == 0 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: option 'dit_width' = \(o.dit_width) is not divisible by 'dit_heads' = \(o.dit_heads)")
+            throw MenagerieError.invalidArgument("option 'dit_width' = \(o.dit_width) is not divisible by 'dit_heads' = \(o.dit_heads)")
         }
         let data = try RealData.load(request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size, attribute: "", limit: o.limit)
         var config = LatentDiffusionConfig()
