@@ -63,7 +63,7 @@ struct CoreInferComponent: Generator {
         ]
         static let choices = ["mode": ["dense", "stability", "similarity"], "save_dtype": ["f32", "f16"]]
         static let ranges: [String: ClosedRange<Double>] = [
-            "max_new_tokens": 0...1e6, "temperature": 0...1e6, "top_k": 0...16_777_216, "top_p": 0...1, "alpha": 0...1, "beta": 0...1,
+            "max_new_tokens": 0...1e6, "temperature": 0...1e6, "top_k": 0...16_777_216, "top_p": 0...1,
             "start": -1...1e6, "end": -1...1e6, "hidden": 1...65536, "layers": 1...1024, "heads": 1...65536, "kv_heads": 1...65536,
             "ffn": 1...1_048_576, "max_positions": 1...16_777_216, "context": 1...1_048_576, "batch": 1...1e6, "steps": 1...1e7,
             "lr": 0...1e3, "signature": 0...1,

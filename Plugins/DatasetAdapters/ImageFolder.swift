@@ -149,7 +149,7 @@ public struct ImageFolderSource: ItemSource {
 
     /// Rank names (and common name) per class from the taxonomy CSV; errors name the file and row.
     static func readTaxonomy(_ path: String, classes: [String], knownFiles: Set<String>) throws -> ([[String]], [String]) {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "cannot read the taxonomy CSV") }
+        let text = try RegularFile.text(path)
         let rows = try CSV.parse(text, path: path)
         guard let header = rows.first?.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) else {
             throw FormatError(path: path, "is empty; expected a header: file or label, then kingdom,phylum,class,order,family,genus,species[,common_name]")

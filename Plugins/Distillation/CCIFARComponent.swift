@@ -30,7 +30,7 @@ struct CCIFARComponent: Dataset {
             "shuffle": "batch: seeded shuffle", "epoch": "batch: the shuffle's epoch",
         ]
         static let choices = ["split": ["train", "test"]]
-        static let ranges: [String: ClosedRange<Double>] = ["rho": 0...1, "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+        static let ranges: [String: ClosedRange<Double>] = ["severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
                                                             "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
     }
     static let id = "ccifar10-dd"

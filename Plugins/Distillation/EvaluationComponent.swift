@@ -172,7 +172,7 @@ struct DistilledEvalComponent: Metric {
         var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
         if !o.from_csv.isEmpty {
             rows = try Self.readStudy(o.from_csv)
-            try AtomicFile.write(try String(contentsOfFile: o.from_csv, encoding: .utf8), to: dir + "/bias_study.csv")
+            try AtomicFile.write(try RegularFile.text(o.from_csv), to: dir + "/bias_study.csv")
         } else {
             rows = try runStudy(o, methods: methods, specific: specific, request: request)
         }
@@ -240,7 +240,8 @@ struct DistilledEvalComponent: Metric {
 
     /// The rows of a bias_study.csv (rho, method, target, mean, std, "accuracies", seconds).
     static func readStudy(_ path: String) throws -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw MenagerieError.notFound("cannot read '\(path)'") }
+        let text: String
+        do { text = try RegularFile.text(path) } catch { throw MenagerieError.invalidArgument("\(error)") }
         return try text.split(separator: "\n").dropFirst().map { line in
             let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             guard f.count == 7, let rho = Double(f[0]), let mean = Double(f[3]), let std = Double(f[4]), let seconds = Double(f[6]) else {

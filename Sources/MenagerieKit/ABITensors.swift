@@ -1,5 +1,6 @@
 import CMenagerie
 import Foundation
+import Formats
 import Tensors
 
 extension Tensor {
@@ -17,7 +18,16 @@ extension Tensor {
         guard shape.allSatisfy({ $0 >= 0 }) else {
             throw MenagerieError.invalidArgument("tensor '\(name)' has a negative dimension in \(shape)")
         }
-        let need = shape.reduce(1, *) * dtype.size
+        // A plugin's response (or a request) is outside input: the byte size is overflow-checked
+        // (the memory is borrowed, not allocated here, so only addressability matters).
+        let count: Int
+        do { count = try Limits.product(shape, what: "tensor '\(name)'", source: "ABI tensor '\(name)'") } catch {
+            throw MenagerieError.invalidArgument("tensor '\(name)': shape \(shape) has more elements than can be addressed")
+        }
+        let (need, overflow) = count.multipliedReportingOverflow(by: dtype.size)
+        guard !overflow else {
+            throw MenagerieError.invalidArgument("tensor '\(name)': shape \(shape) of \(dtype.name) has more bytes than can be addressed")
+        }
         guard UInt64(need) == c.nbytes else {
             throw MenagerieError.invalidArgument("tensor '\(name)': shape \(shape) of \(dtype.name) needs \(need) bytes, nbytes says \(c.nbytes)")
         }

@@ -80,4 +80,48 @@ import TestSupport
         #expect(r.status == 2, "\(r.output)")
         #expect(r.stderr.contains("FIFO"), "\(r.stderr)")
     }
+
+    /// A plugin's response is outside input too: a tensor whose shape overflows the address space
+    /// (2^62 × 8 elements of i64) is refused by the host, which lives on; it trapped in
+    /// `shape.reduce(1, *) * dtype.size`.
+    @Test func hostileResponseShapeIsRefused() throws {
+        let source = dir.path + "/hostile.c"
+        try #"""
+            #include "menagerie.h"
+            #include <stdlib.h>
+            #include <string.h>
+            static const char METADATA[] =
+                "{\"name\":\"hostile-probe\",\"version\":\"1.0.0\",\"summary\":\"returns a hostile tensor\",\"license\":\"MIT\","
+                "\"authors\":[\"tests\"],\"paper\":null,\"components\":[{\"id\":\"hostile-probe\",\"kind\":\"generator\","
+                "\"summary\":\"hostile shapes\",\"operations\":[{\"name\":\"run\",\"summary\":\"hostile\",\"inputs\":[],\"outputs\":[]}],"
+                "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{}}}]}";
+            static int64_t shape[2] = {(int64_t)1 << 62, 8};
+            static int64_t value = 7;
+            static mng_tensor tensors[1];
+            static int32_t init(const mng_host_services *s, void **state, const char **error) { (void)s; (void)error; *state = NULL; return MNG_OK; }
+            static int32_t invoke(void *state, const char *component, const char *operation, const mng_request *req, mng_response *r) {
+                (void)state; (void)component; (void)operation; (void)req;
+                tensors[0] = (mng_tensor){"huge", MNG_I64, 2, shape, &value, 8};
+                r->status = MNG_OK;
+                r->result_json = "{}";
+                r->tensors = tensors;
+                r->tensor_count = 1;
+                r->owner = NULL;
+                return MNG_OK;
+            }
+            static void free_response(void *state, mng_response *r) { (void)state; (void)r; }
+            static void shutdown(void *state) { (void)state; }
+            static const mng_plugin_descriptor DESCRIPTOR = {
+                MENAGERIE_ABI_MAJOR, MENAGERIE_ABI_MINOR, sizeof(mng_plugin_descriptor), 0, MENAGERIE_TOOLCHAIN_NONE, METADATA,
+                init, invoke, free_response, shutdown,
+            };
+            const mng_plugin_descriptor *menagerie_plugin_v1(void) { return &DESCRIPTOR; }
+            """#.write(toFile: source, atomically: true, encoding: .utf8)
+        let plugins = dir.sub("plugins")
+        try buildCPlugin(named: "libhostile.so", in: plugins, source: source)
+        let hostile = CLI(pluginPath: [plugins])
+        let r = try hostile.run("run", "hostile-probe", "run", "--out", dir.path + "/hostile-out")
+        #expect(r.status != 0 && r.status < 128, "exit \(r.status): \(r.output)")
+        #expect(r.stderr.contains("tensor 'huge'") && r.stderr.contains("than can be addressed"), "\(r.stderr)")
+    }
 }
