@@ -42,7 +42,7 @@ struct ClassificationMetricsComponent: Metric {
                                               labels: try labels.integers(), topK: o.topK, bins: o.bins,
                                               probabilities: o.scores == "probabilities")
         } catch let e as ClassificationMetricsError {
-            throw MenagerieError.invalidArgument("'\(Self.id)': \(e)")
+            throw MenagerieError.invalidArgument("\(e)")   // the host names the component and operation
         }
         let c = report.classes
         let confusion = try Tensor(report.confusion.flatMap { $0.map(Int64.init) }, shape: [c, c])

@@ -163,7 +163,13 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
     guard let images = b.tensors["images"], images.rank == 4, let labels = b.tensors["labels"] else {
         throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
     }
-    return (images, try labels.integers())
+    // Another plugin's response: one label per image, checked before it indexes anything.
+    let y = try labels.integers()
+    guard y.count == images.shape[0], y.allSatisfy({ $0 >= 0 }) else {
+        throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned \(images.shape[0]) images with \(y.count) labels "
+            + "(one non-negative class index per image is needed)")
+    }
+    return (images, y)
 }
 
 /// The supervised loop the explainers' trainers share: shuffled training batches, cross-entropy of
@@ -181,6 +187,9 @@ func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int
             let (images, y) = try labelledBatch(data, dataset: dataset, split: "train", start: b * batch, count: batch, epoch: epoch)
             optimizer.learningRate = schedule.rate(base: baseRate, step: step, total: total)
             let z = logits(images)
+            if let bad = y.first(where: { $0 >= z.shape[1] }) {
+                throw MenagerieError.invalidArgument("dataset '\(dataset)' returned label \(bad), beyond the \(z.shape[1]) classes it describes")
+            }
             let loss = crossEntropy(z, labels: y)
             optimizer.minimize(loss)
             lossSum += Double(loss.scalars[0]) * Double(y.count)

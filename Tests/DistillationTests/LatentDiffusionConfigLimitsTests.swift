@@ -1,5 +1,7 @@
 import Distillation
+import Formats
 import Foundation
+import Tensors
 import Testing
 import TestSupport
 
@@ -44,5 +46,32 @@ import TestSupport
         let r = try CLI().run("run", "latent-diffusion", "sample", "--set", "model=\(folder)", "--set", "per_class=1", "--out", dir.path + "/out")
         #expect(r.status == 2, "\(r.output)")
         #expect(r.stderr.contains(folder + "/config.json") && r.stderr.contains("'ditHeads' = 0 is out of range"), "\(r.stderr)")
+    }
+}
+
+/// Issue 19: a distilled.safetensors is a file from outside: a negative label made `0...max` a
+/// reversed range (trap), a NaN pixel trapped in the grid's UInt8 conversion.
+@Suite struct DistilledSetLimitsTests {
+    let dir = TempDir("distilled-limits")
+
+    func message(images: [Float], labels: [Int64]) throws -> String {
+        let path = dir.path + "/set-\(UUID().uuidString).safetensors"
+        try SafeTensors.write([("images", try Tensor(images, shape: [labels.count, 1, 1, 1])), ("labels", try Tensor(labels, shape: [labels.count]))],
+                              to: path)
+        do { _ = try DistilledSet.read(path); return "" } catch { return String(describing: error) }
+    }
+
+    @Test func negativeLabelIsRefused() throws {
+        let m = try message(images: [0.5, 0.5], labels: [0, -5])
+        #expect(m.contains("label -5 at index 1 is not a class index"), "\(m)")
+    }
+
+    @Test func nonFinitePixelIsRefused() throws {
+        let m = try message(images: [0.5, .nan], labels: [0, 1])
+        #expect(m.contains("tensor 'images' holds a non-finite value at flat index 1"), "\(m)")
+    }
+
+    @Test func aValidSetStillReads() throws {
+        #expect(try message(images: [0.5, 0.25], labels: [0, 1]) == "")
     }
 }
