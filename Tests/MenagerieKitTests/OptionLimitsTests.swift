@@ -58,3 +58,28 @@ struct RangedOptions: ComponentOptions {
         #expect(try schema.parse("4096", for: "patch", component: "comp") == 4096)
     }
 }
+
+/// Issue 19: a JSON number beyond the range of a double parsed to ±inf and flowed into configs,
+/// options and responses; the reader refuses it, naming the number.
+@Suite struct JSONNumberLimitsTests {
+    @Test(arguments: ["1e999", "-1e999", "[1, 2e400]"])
+    func infiniteNumbersAreRefused(_ text: String) {
+        do {
+            _ = try JSONValue.parse(text, source: "t.json")
+            Issue.record("\(text) was accepted")
+        } catch {
+            #expect(String(describing: error).contains("out of the range of a double"), "\(error)")
+        }
+    }
+
+    @Test func theLargestDoubleStillParses() throws {
+        #expect(try JSONValue.parse("1.7976931348623157e308") == .number(.greatestFiniteMagnitude))
+        #expect(try JSONValue.parse("1e-400") == .number(0))
+    }
+
+    /// Through --config: an option file with 1e999 is a usage error, not an infinite option.
+    @Test func optionFileWithAnInfiniteNumber() throws {
+        let text = #"{"max_proposals": 1e999}"#
+        #expect(throws: (any Error).self) { _ = try JSONValue.parse(text, source: "--config c.json") }
+    }
+}
