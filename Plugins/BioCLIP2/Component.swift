@@ -68,6 +68,11 @@ struct BioCLIPComponent: Backbone {
             "seed": "train: initialisation and shuffles", "split": "train/emergent: the held-out split evaluated",
             "sizes": "scale: trainPerSpecies values of the data-scale experiment",
         ]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "k": 1...1e6, "batch": 1...1e6, "minProb": 0...1, "size": 1...65536, "patch": 1...65536, "width": 1...65536, "layers": 1...1024,
+            "textWidth": 1...65536, "textLayers": 1...1024, "embedDim": 1...65536, "epochs": 1...1e6, "trainBatch": 1...1e6,
+            "lr": 0...1e3, "weightDecay": 0...1e3, "warmup": 0...1e6, "sizes": 1...1e9,
+        ]
         static let choices = ["saveDtype": ["f32", "f16", "bf16"], "rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"], "output": ["json", "npy", "safetensors"]]
     }
 

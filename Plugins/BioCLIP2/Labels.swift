@@ -42,9 +42,8 @@ public struct TreeOfLifeLabels: Sendable {
         } else {
             rows = values
         }
-        guard let data = FileManager.default.contents(atPath: json) else { throw FormatError(path: json, "cannot be read") }
         let parsed: JSONValue
-        do { parsed = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: json) } catch { throw FormatError(path: json, "\(error)") }
+        do { parsed = try JSONValue.parse(try RegularFile.text(json), source: json) } catch let e as FormatError { throw e } catch { throw FormatError(path: json, "\(error)") }
         guard let list = parsed.arrayValue else { throw FormatError(path: json, "must be a JSON list of [[7 taxa], common name] entries") }
         guard list.count == n else { throw FormatError(path: json, "names \(list.count) labels but \(npy) holds \(n) embeddings") }
         var names: [(taxa: [String], common: String)] = []
@@ -160,7 +159,7 @@ func topIndices(_ values: [Float], _ k: Int) -> [Int] {
 public func readLabels(_ spec: String) throws -> [String] {
     let path = (spec as NSString).expandingTildeInPath
     if FileManager.default.fileExists(atPath: path) {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "is not readable UTF-8 text") }
+        let text = try RegularFile.text(path)
         var lines = text.components(separatedBy: "\n").map { $0.hasSuffix("\r") ? String($0.dropLast()) : $0 }
         while lines.last?.trimmingCharacters(in: .whitespaces).isEmpty == true { lines.removeLast() }
         if let blank = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).isEmpty }) {
@@ -179,7 +178,7 @@ public func readLabels(_ spec: String) throws -> [String] {
 /// A CSV's header and rows (quoted fields with "" escapes, as pandas writes them).
 public func readCSV(_ path: String) throws -> (header: [String], rows: [[String]]) {
     let path = (path as NSString).expandingTildeInPath
-    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "cannot be read as UTF-8 text") }
+    let text = try RegularFile.text(path)
     var rows: [[String]] = [], field = "", row: [String] = [], quoted = false
     var chars = Array(text.unicodeScalars).makeIterator()
     var pending: Unicode.Scalar? = nil

@@ -90,8 +90,16 @@ extension BioCLIPComponent {
     /// the Tree-of-Life label files; reports zero-shot accuracy at every rank on `split`.
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.size % o.patch == 0, o.width % 32 == 0, o.textWidth % 32 == 0, o.epochs > 0, o.trainBatch > 1 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: size must be a multiple of patch, widths multiples of 32 (head width 32), epochs positive, batch ≥ 2")
+        // Positivity first: `size % patch` with patch 0 would trap.
+        for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("layers", o.layers), ("textWidth", o.textWidth),
+                             ("textLayers", o.textLayers), ("embedDim", o.embedDim), ("epochs", o.epochs)] where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
+        guard o.warmup >= 0, o.warmup <= 1_000_000, o.trainBatch <= 1_000_000, o.epochs <= 1_000_000 else {
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and trainBatch, epochs in 1…1000000")
+        }
+        guard o.size % o.patch == 0, o.width % 32 == 0, o.textWidth % 32 == 0, o.trainBatch > 1 else {
+            throw MenagerieError.invalidArgument("size must be a multiple of patch, widths multiples of 32 (head width 32), epochs positive, batch ≥ 2")
         }
         let types = o.captions == "all" ? TaxonomicClass.captionTypes : o.captions.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard !types.isEmpty, types.allSatisfy(TaxonomicClass.captionTypes.contains) else {
@@ -106,7 +114,8 @@ extension BioCLIPComponent {
                                     vision: .init(imageSize: o.size, patchSize: o.patch, width: o.width, layers: o.layers, heads: o.width / 32, mlpRatio: 4),
                                     text: .init(contextLength: 77, vocabSize: 49408, width: o.textWidth, heads: o.textWidth / 32, layers: o.textLayers, mlpRatio: 4),
                                     quickGELU: false, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711])
-        let model = CLIPModule(config: config, seed: UInt64(o.seed))
+        do { try config.validate(source: "options of '\(Self.id)'") } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let model = CLIPModule(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         for (name, p) in model.namedParameters {
             p.decays = !(p.shape.count < 2 || name.contains("ln_") || name.hasSuffix("bias") || name == "logit_scale")
         }

@@ -41,11 +41,14 @@ public enum ClassificationMetricsError: Error, CustomStringConvertible {
     }
 }
 
+/// The largest number of calibration bins (the bins are arrays sized by an option).
+public let maxBins = 1_000_000
+
 /// Computes the report. `scores` is N×C row-major; `probabilities` says whether the rows are already
 /// probabilities (otherwise a softmax is applied per row).
 public func classificationReport(scores: [Double], samples n: Int, classes c: Int, labels: [Int],
                                  topK: [Int], bins: Int, probabilities: Bool) throws -> ClassificationReport {
-    guard n > 0, c > 0, scores.count == n * c else {
+    guard n > 0, c > 0, !n.multipliedReportingOverflow(by: c).overflow, scores.count == n * c else {
         throw ClassificationMetricsError.shape("scores must be N×C with N, C > 0; got \(scores.count) values for N=\(n), C=\(c)")
     }
     guard labels.count == n else {
@@ -54,7 +57,16 @@ public func classificationReport(scores: [Double], samples n: Int, classes c: In
     if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= c }) {
         throw ClassificationMetricsError.shape("label \(labels[bad]) at index \(bad) is outside 0..<\(c)")
     }
-    guard bins > 0 else { throw ClassificationMetricsError.shape("bins must be positive, got \(bins)") }
+    guard bins > 0, bins <= maxBins else { throw ClassificationMetricsError.shape("bins must lie in 1…\(maxBins), got \(bins)") }
+    // NaN or ±inf would poison every comparison and the bin index (an Int conversion that traps).
+    if let bad = scores.firstIndex(where: { !$0.isFinite }) {
+        throw ClassificationMetricsError.shape("scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a finite number: "
+            + "every score must be finite")
+    }
+    if probabilities, let bad = scores.firstIndex(where: { $0 < 0 || $0 > 1 }) {
+        throw ClassificationMetricsError.shape("scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a probability in 0…1 "
+            + "(scores=probabilities); pass scores=logits for unnormalised scores")
+    }
 
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: c), count: c)
     var topHits = [Int](repeating: 0, count: topK.count)
@@ -82,7 +94,7 @@ public func classificationReport(scores: [Double], samples n: Int, classes c: In
             for j in 0..<c { sum += Foundation.exp(row[j] - row[pred]) }
             confidence = 1 / sum
         }
-        var b = Int((confidence * Double(bins)).rounded(.up)) - 1
+        var b = Int((min(max(confidence, 0), 1) * Double(bins)).rounded(.up)) - 1
         b = min(max(b, 0), bins - 1)
         binCount[b] += 1
         binConfidence[b] += confidence

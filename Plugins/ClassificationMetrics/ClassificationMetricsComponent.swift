@@ -15,6 +15,7 @@ struct ClassificationMetricsComponent: Metric {
             "scores": "whether the 'scores' rows are logits (softmax applied) or probabilities",
         ]
         static let choices = ["scores": ["logits", "probabilities"]]
+        static let ranges: [String: ClosedRange<Double>] = ["topK": 1...1e9, "bins": 1...Double(maxBins)]
     }
 
     static let id = "classification-metrics"
@@ -41,7 +42,7 @@ struct ClassificationMetricsComponent: Metric {
                                               labels: try labels.integers(), topK: o.topK, bins: o.bins,
                                               probabilities: o.scores == "probabilities")
         } catch let e as ClassificationMetricsError {
-            throw MenagerieError.invalidArgument("'\(Self.id)': \(e)")
+            throw MenagerieError.invalidArgument("\(e)")   // the host names the component and operation
         }
         let c = report.classes
         let confusion = try Tensor(report.confusion.flatMap { $0.map(Int64.init) }, shape: [c, c])

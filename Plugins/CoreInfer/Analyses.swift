@@ -17,9 +17,8 @@ struct Corpus {
     var topics: [(name: String, texts: [String])]
 
     init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(path: path, "cannot be read") }
         let json: JSONValue
-        do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch { throw FormatError(path: path, "\(error)") }
+        do { json = try JSONValue.parse(try RegularFile.text(path), source: path) } catch let e as FormatError { throw e } catch { throw FormatError(path: path, "\(error)") }
         guard let t = json["topics"]?.objectValue, !t.isEmpty else { throw FormatError(path: path, "needs {\"topics\": {name: [texts]}}") }
         topics = try t.keys.sorted().map { name in
             guard let texts = t[name]?.arrayValue?.compactMap(\.stringValue), texts.count >= 2 else {

@@ -62,6 +62,12 @@ struct CoreInferComponent: Generator {
             "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
         static let choices = ["mode": ["dense", "stability", "similarity"], "save_dtype": ["f32", "f16"]]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "max_new_tokens": 0...1e6, "temperature": 0...1e6, "top_k": 0...16_777_216, "top_p": 0...1,
+            "start": -1...1e6, "end": -1...1e6, "hidden": 1...65536, "layers": 1...1024, "heads": 1...65536, "kv_heads": 1...65536,
+            "ffn": 1...1_048_576, "max_positions": 1...16_777_216, "context": 1...1_048_576, "batch": 1...1e6, "steps": 1...1e7,
+            "lr": 0...1e3, "signature": 0...1,
+        ]
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
@@ -220,7 +226,12 @@ struct CoreInferComponent: Generator {
             let model = try DecoderLM(folder: folder)
             let tokenizerPath = folder + "/tokenizer.json"
             guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json") }
-            return (model, try ByteLevelBPETokenizer(path: tokenizerPath))
+            let tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath)
+            // Every id the tokenizer can produce must index the model's embedding.
+            guard tokenizer.vocabularySize <= model.config.vocabSize else {
+                throw FormatError(path: tokenizerPath, "has ids up to \(tokenizer.vocabularySize - 1), beyond the model's vocab_size \(model.config.vocabSize) (config.json)")
+            }
+            return (model, tokenizer)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 }

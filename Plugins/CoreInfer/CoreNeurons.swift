@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 
 /// CoreInfer's stability-guided sentence core neurons (Wang et al. 2024) of one layer from its FFN
 /// activations X [tokens, dff] during prefill:
@@ -10,7 +11,7 @@ public func sentenceCoreNeurons(_ x: [Float], tokens: Int, dff: Int, alpha: Doub
     precondition(x.count == tokens * dff, "activations \(x.count) ≠ \(tokens) × \(dff)")
     guard tokens > 0, dff > 0 else { return [] }
     let counts = tokenCoreCounts(x, tokens: tokens, dff: dff, alpha: alpha)
-    let keep = min(dff, Int(beta * Double(dff)))
+    let keep = Limits.clampedCount(beta * Double(dff), atMost: dff)
     let ranked = (0..<dff).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
     return ranked.prefix(keep).sorted()
 }
@@ -21,7 +22,7 @@ public func tokenCoreCounts(_ x: [Float], tokens: Int, dff: Int, alpha: Double) 
     var counts = [Int](repeating: 0, count: dff)
     guard tokens > 0, dff > 0 else { return counts }
     let positive = x.reduce(0) { $0 + ($1 > 0 ? 1 : 0) }
-    let k = min(dff, Int(alpha * Double(positive) / Double(tokens)))
+    let k = Limits.clampedCount(alpha * Double(positive) / Double(tokens), atMost: dff)
     guard k > 0 else { return counts }
     for t in 0..<tokens {
         let row = t * dff

@@ -100,11 +100,29 @@ extension CoreInferComponent {
     /// The neurons of the cluster nearest to the prompt's signature.
     func similarityNeurons(_ clustersPath: String, activations: [Int: [Float]], tokens: Int, alpha: Double, dff: Int) throws -> (cluster: Int, neurons: [Int: [Int]]) {
         let path = (clustersPath as NSString).expandingTildeInPath
-        guard let data = FileManager.default.contents(atPath: path) else { throw MenagerieError.invalidArgument("clusters: \(path) cannot be read (make it with the cluster operation)") }
+        let data: Data
+        do { data = try RegularFile.read(path, limit: 1 << 28) } catch {
+            throw MenagerieError.invalidArgument("clusters: \(error) (make it with the cluster operation)")
+        }
         let file: ClusterFile
         do { file = try JSONDecoder().decode(ClusterFile.self, from: data) } catch { throw MenagerieError.invalidArgument("clusters: \(path) is not a clusters file: \(error)") }
         guard file.dff == dff, let acts = activations[file.layer] else {
             throw MenagerieError.invalidArgument("clusters: \(path) was made for another model (d_ff \(file.dff), layer \(file.layer))")
+        }
+        // Every number of the file is checked before it sizes, slices or indexes anything.
+        guard (0...dff).contains(file.signatureSize) else {
+            throw MenagerieError.invalidArgument("clusters: \(path): 'signatureSize' = \(file.signatureSize) must lie in 0…\(dff) (d_ff)")
+        }
+        guard !file.centroids.isEmpty, file.neurons.count == file.centroids.count else {
+            throw MenagerieError.invalidArgument("clusters: \(path): \(file.centroids.count) centroids but \(file.neurons.count) neuron lists (one per centroid needed)")
+        }
+        for (c, lists) in file.neurons.enumerated() {
+            for (layer, list) in lists {
+                guard Int(layer) != nil else { throw MenagerieError.invalidArgument("clusters: \(path): neurons[\(c)] has a layer key '\(layer)' that is not an integer") }
+                if let bad = list.first(where: { !(0..<dff).contains($0) }) {
+                    throw MenagerieError.invalidArgument("clusters: \(path): neurons[\(c)][\"\(layer)\"] holds neuron \(bad), outside 0..<\(dff) (d_ff)")
+                }
+            }
         }
         let sig = signature(tokenCoreCounts(acts, tokens: tokens, dff: dff, alpha: alpha), size: file.signatureSize)
         let nearest = file.centroids.indices.min { a, b in distance(sig, file.centroids[a]) < distance(sig, file.centroids[b]) }!

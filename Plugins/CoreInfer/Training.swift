@@ -13,8 +13,13 @@ extension CoreInferComponent {
     /// and transformers read.
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.steps > 0, o.context >= 8, o.batch > 0 else {
-            throw MenagerieError.invalidArgument("train: hidden must be a multiple of heads, heads of kv_heads; steps > 0, context ≥ 8, batch > 0")
+        // Positivity first: `hidden % heads` with heads 0 would trap.
+        for (key, value) in [("hidden", o.hidden), ("layers", o.layers), ("heads", o.heads), ("kv_heads", o.kv_heads), ("ffn", o.ffn),
+                             ("max_positions", o.max_positions), ("steps", o.steps), ("batch", o.batch)] where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
+        guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.context >= 8, o.context <= 1_048_576 else {
+            throw MenagerieError.invalidArgument("hidden (\(o.hidden)) must be a multiple of heads (\(o.heads)), heads of kv_heads (\(o.kv_heads)); context (\(o.context)) in 8…1048576")
         }
         let corpus = try loadCorpus(o)
         let tokenizerPath = o.tokenizer.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
@@ -33,7 +38,10 @@ extension CoreInferComponent {
             "bos_token_id": .number(Double(tokenizer.vocabulary["<s>"] ?? 0)), "eos_token_id": .number(Double(eos)), "hidden_act": "silu",
             "attention_bias": false, "mlp_bias": false, "torch_dtype": "float32",
         ]
-        let config = try DecoderConfig(json: json)
+        let config: DecoderConfig
+        do { config = try DecoderConfig(json: json, path: "options of '\(Self.id)'") } catch let e as FormatError {
+            throw MenagerieError.invalidArgument("\(e)")
+        }
         let model = LlamaModule(config: config, seed: request.host.seed)
         for (name, p) in model.namedParameters { p.decays = p.shape.count >= 2 && !name.contains("norm") }
         let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)

@@ -39,7 +39,7 @@ public struct CIFAR10Source: ItemSource {
             throw FormatError(path: root, "valCount \(valCount) must be below the \(trainCount) training records")
         }
         self.valCount = valCount
-        let meta = (try? String(contentsOfFile: root + "/batches.meta.txt", encoding: .utf8))?
+        let meta = (try? RegularFile.text(root + "/batches.meta.txt", limit: 1 << 20))?
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } ?? []
         classNames = meta.count == 10 ? meta : ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         self.skipped = skipped

@@ -10,6 +10,9 @@ private let batchHelp = [
     "root": "the dataset's folder (required)",
 ]
 
+/// The ranges of the shared `batch` options (checked before the adapter runs).
+private let batchRanges: [String: ClosedRange<Double>] = ["start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
+
 private func batchOutputs(channels: String, ranks: Bool) -> [TensorSpec] {
     [TensorSpec("images", dtypes: ["f32"], shape: "N×\(channels)×S×S", summary: "pixels in [0, 1]"),
      TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "class index"),
@@ -43,6 +46,7 @@ struct ImageFolderComponent: Dataset {
             "valFraction": "share of each class for val when the root has no split folders",
             "testFraction": "share of each class for test when the root has no split folders",
         ]) { a, _ in a }
+        static let ranges = batchRanges.merging(["size": 1...65536, "valFraction": 0...1, "testFraction": 0...1]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"], "resize": ["crop", "squash"]]
     }
     static let id = "image-folder"
@@ -90,6 +94,7 @@ struct MNISTComponent: Dataset {
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
         static let help = batchHelp.merging(["valCount": "the last valCount training images form the val split"]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "mnist-idx"
@@ -120,6 +125,7 @@ struct CIFAR10Component: Dataset {
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
         static let help = batchHelp.merging(["valCount": "the last valCount training records form the val split"]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "cifar10-binary"

@@ -75,7 +75,8 @@ public struct ImageFolderSource: ItemSource {
                 var files = found[0][c] ?? []
                 var rng = SeededGenerator(seed: seed ^ UInt64(classIndex[c]!) &* 0x9E37_79B9_7F4A_7C15)
                 for i in stride(from: files.count - 1, to: 0, by: -1) { files.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-                let nVal = Int(valFraction * Double(files.count)), nTest = Int(testFraction * Double(files.count))
+                let nVal = Limits.clampedCount(valFraction * Double(files.count), atMost: files.count)
+                let nTest = Limits.clampedCount(testFraction * Double(files.count), atMost: files.count - nVal)
                 for (k, f) in files.enumerated() {
                     let split = k < nTest ? 2 : k < nTest + nVal ? 1 : 0
                     items[split].append((root + "/" + f, classIndex[c]!))
@@ -148,7 +149,7 @@ public struct ImageFolderSource: ItemSource {
 
     /// Rank names (and common name) per class from the taxonomy CSV; errors name the file and row.
     static func readTaxonomy(_ path: String, classes: [String], knownFiles: Set<String>) throws -> ([[String]], [String]) {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "cannot read the taxonomy CSV") }
+        let text = try RegularFile.text(path)
         let rows = try CSV.parse(text, path: path)
         guard let header = rows.first?.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) else {
             throw FormatError(path: path, "is empty; expected a header: file or label, then kingdom,phylum,class,order,family,genus,species[,common_name]")

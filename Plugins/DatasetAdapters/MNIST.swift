@@ -30,6 +30,7 @@ public struct MNISTSource: ItemSource {
             guard images.dims[0] == labels.dims[0] else {
                 throw FormatError(path: labels.file.path, "holds \(labels.dims[0]) labels but \(images.file.path) holds \(images.dims[0]) images")
             }
+            guard images.dims[1] > 0 else { throw FormatError(path: images.file.path, "images are \(images.dims[1])×\(images.dims[2]) pixels: empty") }
             guard images.dims[1] == images.dims[2] else { throw FormatError(path: images.file.path, "images are \(images.dims[1])×\(images.dims[2]); square images expected") }
         }
         guard trainImages.dims[1] == testImages.dims[1] else {
@@ -74,9 +75,19 @@ struct IDX: @unchecked Sendable {
             throw FormatError(path: path, String(format: "not an IDX file of unsigned bytes and rank %d (magic 0x%08x, expected 0x%08x)", rank, magic, 0x0800 | rank))
         }
         dims = (0..<rank).map { u32(4 + 4 * $0) }
-        let need = 4 + 4 * rank + dims.reduce(1, *)
-        guard file.count == need else {
-            throw FormatError(path: path, "\(file.count < need ? "truncated" : "has trailing bytes"): the header \(dims) needs \(need) bytes, the file has \(file.count)")
+        // Each dimension is < 2^32, so their product can overflow: checked, then compared with the
+        // file's size before anything is read or allocated.
+        let header = 4 + 4 * rank
+        let elements: Int
+        do { elements = try Limits.product(dims, what: "the IDX header's dimensions", source: path) } catch {
+            throw FormatError(path: path, "the header's dimensions \(dims) describe more bytes than can be addressed; the file has \(file.count)")
+        }
+        let (need, overflow) = header.addingReportingOverflow(elements)
+        guard !overflow, file.count == need else {
+            if overflow || file.count < need {
+                throw FormatError(path: path, "truncated: the header's dimensions \(dims) need \(overflow ? "more than 2^63" : "\(need)") bytes, the file has \(file.count)")
+            }
+            throw FormatError(path: path, "has trailing bytes: the header \(dims) needs \(need) bytes, the file has \(file.count)")
         }
         data = b + 4 + 4 * rank
     }

@@ -30,7 +30,7 @@ enum Batching {
     static func order(count: Int, shuffle: Bool, seed: UInt64, split: Int, epoch: Int) -> [Int] {
         var idx = Array(0..<count)
         guard shuffle else { return idx }
-        var rng = SeededGenerator(seed: seed ^ UInt64(split) << 40 ^ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)
+        var rng = SeededGenerator(seed: seed ^ UInt64(split) << 40 ^ UInt64(bitPattern: Int64(epoch)) &* 0x9E37_79B9_7F4A_7C15)
         for i in stride(from: idx.count - 1, to: 0, by: -1) { idx.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         return idx
     }

@@ -30,6 +30,8 @@ struct CCIFARComponent: Dataset {
             "shuffle": "batch: seeded shuffle", "epoch": "batch: the shuffle's epoch",
         ]
         static let choices = ["split": ["train", "test"]]
+        static let ranges: [String: ClosedRange<Double>] = ["severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+                                                            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
     }
     static let id = "ccifar10-dd"
     static let summary = "Corrupted CIFAR-10 with a corruption bias of ratio ρ (Biased-DD's CCIFAR10-DD); synthetic-tol when no CIFAR files are given"
@@ -91,7 +93,7 @@ struct CCIFARComponent: Dataset {
         let src = try base(o, host: request.host, split: o.split)
         let total = src.labels.count
         let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
-                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 9)
+                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 9)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
         return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)), "images": .string(src.name)],
                         tensors: [("images", try Tensor(s.images, shape: [picked.count, 3, src.size, src.size])),

@@ -29,6 +29,8 @@ struct CMNISTComponent: Dataset {
             "shuffle": "batch: seeded shuffle of the split", "epoch": "batch: the shuffle's epoch",
         ]
         static let choices = ["split": ["train", "test"]]
+        static let ranges: [String: ClosedRange<Double>] = ["severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+                                                            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
     }
     static let id = "cmnist-dd"
     static let summary = "Coloured digits with a colour bias of ratio ρ (Biased-DD's CMNIST-DD): MNIST IDX when given, else rendered digits"
@@ -109,7 +111,7 @@ struct CMNISTComponent: Dataset {
         let src = try source(o, split: o.split, host: request.host)
         let total = src.labels.count
         let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
-                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(o.epoch) &* 7919 &+ 5)
+                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 5)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
         return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)),
                                  "digits": .string(src.name)],

@@ -41,6 +41,11 @@ struct DistillOptions: ComponentOptions {
         "feature_epochs": "herding: epochs of hard-label training of the feature network on the real data first (0: random features)",
     ]
     static let choices = ["initialisation": ["real", "noise"], "augment": ["default", "dsa", "none"], "target": ["none", "balanced-attribute"]]
+    static let ranges: [String: ClosedRange<Double>] = [
+        "size": 1...65536, "ipc": 1...1e6, "limit": 0...1e12, "iterations": -1...1e8, "batch_real": 1...1e6, "lr_image": -1...1e6,
+        "momentum_image": 0...1, "width": 1...65536, "depth": 1...30, "outer_loop": 0...1e6, "inner_loop": 0...1e6, "lr_net": 0...1e3,
+        "batch_train": 1...1e6, "feature_epochs": 0...1e6,
+    ]
 }
 
 /// The method a distiller component runs.
@@ -79,7 +84,7 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
         images = data.batch(Distillers.randomSelection(data, ipc: o.ipc, weights: weights, rng: &rng)).scalarsOrEmpty
     case .herding:
         let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
-        let net = ConvNet(channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
+        let net = try checkedConvNet(channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
         if o.feature_epochs > 0 {
             var s = Protocols.Settings()
             s.epochs = o.feature_epochs
@@ -293,4 +298,14 @@ extension DMComponent {
                                  "rho": 0.95, "ipc": 10, "note": "one net, 30 epochs, 20 DM iterations: a demonstration; Docs/methods/distillation.md has the measured tables"],
                         artifacts: artifacts)
     }
+}
+
+/// A ConvNet-3 whose sizes (from options, a dataset's response, a distilled file) are validated
+/// first through `ConvNet.validate` (`Limits`): a clear error instead of a trap or a huge allocation.
+func checkedConvNet(channels: Int, classes: Int, width: Int, depth: Int, imageSize: Int, seed: UInt64) throws -> ConvNet {
+    do {
+        try ConvNet.validate(channels: channels, classes: classes, width: width, depth: depth, imageSize: imageSize, source: "ConvNet-3",
+                             keys: ["net_width": "width", "net_depth": "depth", "image_size": "size", "in_channels": "channels", "num_classes": "classes"])
+    } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    return ConvNet(channels: channels, classes: classes, width: width, depth: depth, imageSize: imageSize, seed: seed)
 }

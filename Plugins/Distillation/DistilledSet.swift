@@ -57,6 +57,14 @@ public struct DistilledSet: Sendable {
         guard images.rank == 4, images.shape[2] == images.shape[3], labels.count == images.shape[0] else {
             throw MenagerieError.invalidArgument("'\(path)': images must be [N, C, S, S] and labels [N]; got \(images.shape) and \(labels.count) labels")
         }
+        // Numbers from a file: labels index classes (and name them when the metadata does not), pixels
+        // are converted to bytes for the grid: both are checked before use.
+        if let bad = labels.firstIndex(where: { !(0..<Limits.vocabulary.upperBound).contains($0) }) {
+            throw MenagerieError.invalidArgument("'\(path)': label \(labels[bad]) at index \(bad) is not a class index in 0..<\(Limits.vocabulary.upperBound)")
+        }
+        if let bad = try images.scalars(as: Float.self).firstIndex(where: { !$0.isFinite }) {
+            throw MenagerieError.invalidArgument("'\(path)': tensor 'images' holds a non-finite value at flat index \(bad)")
+        }
         let soft = file.entries["soft_labels"] != nil ? try file.float32("soft_labels").owned() : nil
         var classes: [String] = []
         if let text = file.metadata["classes"], let list = try? JSONValue.parse(text).arrayValue { classes = list.compactMap(\.stringValue) }

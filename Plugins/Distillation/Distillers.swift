@@ -164,7 +164,7 @@ public enum Distillers {
         let optimizer = SGD([image], learningRate: Float(s.lrImage), momentum: Float(s.momentumImage))
         for it in 0..<s.iterations {
             try host.checkCancelled()
-            let net = ConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
+            let net = try checkedConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
             var loss: Variable? = nil
             for c in 0..<k {
                 let (realX, syn, w) = matchedBatches(data, normalized: normalized, synthetic: image.variable, class: c, settings: s, rng: &rng)
@@ -197,7 +197,7 @@ public enum Distillers {
         let synLabels = (0..<k).flatMap { [Int](repeating: $0, count: s.ipc) }
         for it in 0..<s.iterations {
             try host.checkCancelled()
-            let net = ConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
+            let net = try checkedConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
             let netOptimizer = SGD(net.parameters, learningRate: Float(s.lrNet))
             var lastLoss = 0.0
             for ol in 0..<loops.0 {

@@ -70,6 +70,12 @@ struct DistilledEvalComponent: Metric {
             "batch_real": "bias-study: real images per class per matching step", "per_class": "bias-study: rendered training digits per class",
         ]
         static let choices = ["protocol": ["hard", "soft"], "augment": ["dsa", "none"]]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "nets": 1...1000, "epochs": 0...1e6, "batch": 1...1e6, "lr": 0...1e3, "width": 1...65536, "depth": 1...30, "test_limit": 0...1e12,
+            "teacher_epochs": 0...1e6, "temperature": 1e-6...1e6, "rhos": 0...1, "ipc": 1...1e6, "severity": 1...4, "dm_iterations": 0...1e8,
+            "dc_iterations": 0...1e8, "dc_inner_loop": 0...1e6, "batch_real": 1...1e6, "per_class": 1...1e7, "ipcs": 1...1e6,
+            "diffusion_steps": 1...1e6, "candidates": 1...1e7, "lambda": -1e6...1e6,
+        ]
     }
     static let id = "distilled-eval"
     static let summary = "Evaluates distilled sets: ConvNet-3 trained from scratch on them (hard or soft labels), tested on the real test split"
@@ -133,7 +139,7 @@ struct DistilledEvalComponent: Metric {
 
     func loadOrTrainTeacher(_ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: MenagerieKit.Host,
                             artifacts: inout [String]) throws -> ConvNet {
-        let net = ConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
+        let net = try checkedConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
         if !o.teacher.isEmpty {
             do { try net.load(from: try SafeTensorsCheckpoint(path: o.teacher)) } catch {
                 throw MenagerieError.invalidArgument("teacher '\(o.teacher)' does not fit a ConvNet-\(s.depth) of width \(s.width) on \(train.channels)×\(train.size)²: \(error)")
@@ -166,7 +172,7 @@ struct DistilledEvalComponent: Metric {
         var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
         if !o.from_csv.isEmpty {
             rows = try Self.readStudy(o.from_csv)
-            try AtomicFile.write(try String(contentsOfFile: o.from_csv, encoding: .utf8), to: dir + "/bias_study.csv")
+            try AtomicFile.write(try RegularFile.text(o.from_csv), to: dir + "/bias_study.csv")
         } else {
             rows = try runStudy(o, methods: methods, specific: specific, request: request)
         }
@@ -234,7 +240,8 @@ struct DistilledEvalComponent: Metric {
 
     /// The rows of a bias_study.csv (rho, method, target, mean, std, "accuracies", seconds).
     static func readStudy(_ path: String) throws -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw MenagerieError.notFound("cannot read '\(path)'") }
+        let text: String
+        do { text = try RegularFile.text(path) } catch { throw MenagerieError.invalidArgument("\(error)") }
         return try text.split(separator: "\n").dropFirst().map { line in
             let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
             guard f.count == 7, let rho = Double(f[0]), let mean = Double(f[3]), let std = Double(f[4]), let seconds = Double(f[6]) else {

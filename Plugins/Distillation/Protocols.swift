@@ -63,7 +63,7 @@ public enum Protocols {
     static func trainHard(images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: MenagerieKit.Host,
                           label: String) throws -> ConvNet {
         let (n, c, size) = (images.shape[0], images.shape[1], images.shape[2])
-        let net = ConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
+        let net = try checkedConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
         let optimizer = SGD(net.parameters, learningRate: Float(s.lr), momentum: Float(s.momentum), weightDecay: Float(s.weightDecay))
         var rng = SeededGenerator(seed: seed &+ 99)
         for epoch in 0..<s.epochs {
@@ -107,7 +107,7 @@ public enum Protocols {
         teacher.isTraining = false
         return try (0..<s.nets).map { k in
             let seed = s.seed &+ UInt64(k) &* 1_000_003
-            let net = ConvNet(channels: c, classes: set.classes.count, width: s.width, depth: s.depth, imageSize: size, seed: seed)
+            let net = try checkedConvNet(channels: c, classes: set.classes.count, width: s.width, depth: s.depth, imageSize: size, seed: seed)
             let optimizer = AdamW(net.parameters, learningRate: Float(s.softLR), weightDecay: Float(s.softWeightDecay))
             var rng = SeededGenerator(seed: seed &+ 99)
             let steps = s.epochs * ((n + s.batch - 1) / s.batch)

@@ -49,10 +49,20 @@ public struct RealData: Sendable {
             guard let x = b.tensors["images"], x.rank == 4, let y = b.tensors["labels"] else {
                 throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
             }
+            // Another plugin's response: its labels index classes and its images are gathered by row.
+            let batchLabels = try y.integers()
+            guard batchLabels.count == x.shape[0], x.shape[2] == x.shape[3], start == 0 || (x.shape[1] == channels && x.shape[2] == side) else {
+                throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned images \(x.shape) with \(batchLabels.count) labels "
+                    + "(one label per image and square images of one size are needed)")
+            }
+            if let bad = batchLabels.firstIndex(where: { !(0..<classes.count).contains($0) }) {
+                throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned label \(batchLabels[bad]) at index \(start + bad), "
+                    + "outside its \(classes.count) classes 0..<\(classes.count)")
+            }
             channels = x.shape[1]
             side = x.shape[2]
             images += try x.converted(to: .float32).scalars(as: Float.self)
-            labels += try y.integers()
+            labels += batchLabels
             if hasAttribute {
                 if let a = b.tensors[attribute] { attrs += try a.integers() } else { hasAttribute = false }
             }

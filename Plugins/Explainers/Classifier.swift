@@ -30,22 +30,26 @@ public struct ViTClassifier: @unchecked Sendable {
         }
         let checkpoint = try SafeTensorsCheckpoint(path: weights)
         var cfg = try ViTConfig.timm(configPath: configPath, checkpoint: checkpoint)
-        if imageSize > 0 {
-            guard imageSize % cfg.patchSize == 0 else {
-                throw FormatError(path: configPath, "image size \(imageSize) is not a multiple of the patch size \(cfg.patchSize)")
+        if imageSize != 0 {
+            guard imageSize > 0, imageSize % cfg.patchSize == 0 else {
+                throw FormatError(path: configPath, "image size \(imageSize) is not a positive multiple of the patch size \(cfg.patchSize)")
             }
             cfg.imageSize = imageSize
+            try cfg.validate(source: configPath + " at image size \(imageSize)")
         }
         guard cfg.numClasses > 0 || !requireHead else {
             throw FormatError(path: configPath, "num_classes is 0: the model has no classifier head to explain (train a linear-probe on it first)")
         }
         guard cfg.classToken || cfg.globalPool == "avg" else { throw FormatError(path: configPath, "unsupported pooling '\(cfg.globalPool)'") }
-        let json = try JSONValue.parse(String(decoding: FileManager.default.contents(atPath: configPath) ?? Data(), as: UTF8.self), source: configPath)
+        let json = try JSONValue.parse(try RegularFile.text(configPath, limit: 16 << 20), source: configPath)
         let pre = json["pretrained_cfg"]
         mean = pre?["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.485, 0.456, 0.406]
         std = pre?["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.229, 0.224, 0.225]
         guard mean.count == cfg.inChannels, std.count == cfg.inChannels else {
             throw FormatError(path: configPath, "pretrained_cfg mean/std need \(cfg.inChannels) values")
+        }
+        guard (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw FormatError(path: configPath, "pretrained_cfg mean and std must be finite and std positive, got \(mean) and \(std)")
         }
         interpolation = pre?["interpolation"]?.stringValue == "bilinear" ? .bilinear : .bicubic
         model = try ViTModel(config: cfg, checkpoint: checkpoint)
@@ -81,8 +85,8 @@ public struct ViTClassifier: @unchecked Sendable {
 /// otherwise a timm ViT.
 func loadClassifier(folder: String) throws -> any CAMClassifier {
     let configPath = folder + "/config.json"
-    if let data = FileManager.default.contents(atPath: configPath),
-       let json = try? JSONValue.parse(String(decoding: data, as: UTF8.self)), json["architecture"]?.stringValue == "convnet" {
+    if RegularFile.isRegular(configPath), let text = try? RegularFile.text(configPath, limit: 16 << 20),
+       let json = try? JSONValue.parse(text), json["architecture"]?.stringValue == "convnet" {
         return try ConvNetClassifier(folder: folder)
     }
     return try loadedClassifier(folder: folder)

@@ -15,20 +15,22 @@ public struct ConvNetClassifier: @unchecked Sendable, CAMClassifier {
 
     public init(folder: String) throws {
         let configPath = folder + "/config.json"
-        guard let data = FileManager.default.contents(atPath: configPath) else { throw FormatError(path: configPath, "not found") }
-        let json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: configPath)
-        func int(_ key: String) throws -> Int {
-            guard let v = json[key]?.intValue, v > 0 else { throw FormatError(path: configPath, "needs a positive integer '\(key)'") }
-            return v
+        let json = try JSONValue.parse(try RegularFile.text(configPath, limit: 16 << 20), source: configPath)
+        func int(_ key: String, default d: Int? = nil, in range: ClosedRange<Int> = Limits.dimension) throws -> Int {
+            try Limits.int(json[key], key: key, in: range, source: configPath, default: d)
         }
-        channels = try int("in_channels")
-        classes = try int("num_classes")
-        width = json["net_width"]?.intValue ?? 128
-        depth = json["net_depth"]?.intValue ?? 3
+        channels = try int("in_channels", in: 1...4096)
+        classes = try int("num_classes", in: Limits.vocabulary)
+        width = try int("net_width", default: 128)
+        depth = try int("net_depth", default: 3, in: 1...30)
         size = try int("image_size")
+        try ConvNet.validate(channels: channels, classes: classes, width: width, depth: depth, imageSize: size, source: configPath)
         mean = json["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [Float](repeating: 0, count: channels)
         std = json["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [Float](repeating: 1, count: channels)
         guard mean.count == channels, std.count == channels else { throw FormatError(path: configPath, "mean/std need \(channels) values") }
+        guard (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw FormatError(path: configPath, "mean and std must be finite and std positive, got \(mean) and \(std)")
+        }
         model = ConvNet(channels: channels, classes: classes, width: width, depth: depth, imageSize: size)
         try model.load(from: SafeTensorsCheckpoint(path: folder + "/model.safetensors"))
         model.isTraining = false

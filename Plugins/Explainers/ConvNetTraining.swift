@@ -29,6 +29,8 @@ struct ConvNetClassifierComponent: Backbone {
             "lr": "train: SGD learning rate", "momentum": "train: SGD momentum", "weightDecay": "train: SGD weight decay",
             "seed": "train: initialisation and shuffles", "classifier": "embed: a ConvNet folder written by train",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["size": 1...65536, "width": 1...65536, "depth": 1...30, "epochs": 1...1e6,
+                                                            "batch": 1...1e6, "lr": 0...1e3, "momentum": 0...1, "weightDecay": 0...1e3]
     }
     static let id = "convnet-classifier"
     static let summary = "ConvNet-3 (instance norm, average pooling): train on a dataset component, embed images"
@@ -57,8 +59,9 @@ struct ConvNetClassifierComponent: Backbone {
 
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.epochs > 0, o.batch > 0, o.width > 0, o.depth > 0, o.size >> o.depth > 0 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: epochs, batch, width and depth must be positive and size ≥ 2^depth")
+        guard o.epochs > 0, o.batch > 0, o.width > 0, o.depth > 0, o.size > 0, o.size >> o.depth > 0 else {
+            throw MenagerieError.invalidArgument("epochs, batch, width, depth and size must be positive and size ≥ 2^depth "
+                + "(got epochs=\(o.epochs), batch=\(o.batch), width=\(o.width), depth=\(o.depth), size=\(o.size))")
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let described = try data.describe(options: [:])
@@ -70,7 +73,11 @@ struct ConvNetClassifierComponent: Backbone {
         let testCount = described["splits"]?[testSplit]?.intValue ?? 0
         let channels = try labelledBatch(data, dataset: o.dataset, split: "train", start: 0, count: 1, epoch: nil).0.shape[1]
         let mean = [Float](repeating: 0.5, count: channels), std = mean
-        let model = ConvNet(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, seed: UInt64(o.seed))
+        do {
+            try ConvNet.validate(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, source: "options of '\(Self.id)'",
+                                 keys: ["net_width": "width", "net_depth": "depth", "image_size": "size"])
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let model = ConvNet(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, seed: UInt64(bitPattern: Int64(o.seed)))
         let optimizer = SGD(model.parameters, learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
         let total = (trainCount + o.batch - 1) / o.batch * o.epochs
         let schedule = Schedule.step(milestones: [total / 2], gamma: 0.1)

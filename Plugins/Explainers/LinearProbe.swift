@@ -27,6 +27,7 @@ struct LinearProbeComponent: Backbone {
             "seed": "train: initialisation of the head",
             "classifier": "embed: a probe folder written by train",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["epochs": 0...1e7, "lr": 0...1e3, "weightDecay": 0...1e3]
     }
     static let id = "linear-probe"
     static let summary = "A linear probe on a frozen ViT backbone's pooled features, saved as a timm classifier folder"
@@ -79,7 +80,7 @@ struct LinearProbeComponent: Backbone {
         let (train, trainLabels) = try features("train")
         guard !trainLabels.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has no training images") }
         let (val, valLabels) = try features("val")
-        var rng = SeededGenerator(seed: UInt64(o.seed))
+        var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)))
         let head = Linear(backbone.config.width, classes, rng: &rng)
         let optimizer = AdamW(head.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weightDecay))
         let x = Variable(train)

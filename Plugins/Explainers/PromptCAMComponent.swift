@@ -32,6 +32,8 @@ struct PromptCAMComponent: Explainer {
             "lr": "train: SGD learning rate (momentum 0.9, cosine schedule with warm-up)", "weightDecay": "train: SGD weight decay",
             "warmup": "train: warm-up epochs", "seed": "train: prompt and head initialisation",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["query": -1...16_777_216, "epochs": 1...1e6, "batch": 1...1e6, "lr": 0...1e3,
+                                                            "weightDecay": 0...1e3, "warmup": 0...1e6]
     }
     static let id = "prompt-cam"
     static let summary = "Prompt-CAM: class prompts on a frozen ViT; per-head trait maps ranked by blurring (Chowdhury et al., CVPR 2025)"
@@ -57,7 +59,14 @@ struct PromptCAMComponent: Explainer {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
         }
         let valCount = described["splits"]?["val"]?.intValue ?? 0
-        let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(o.seed))
+        // Positivity first: the step count divides by batch.
+        for (key, value) in [("epochs", o.epochs), ("batch", o.batch)] where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
+        guard (0...1_000_000).contains(o.warmup), o.batch <= 1_000_000, o.epochs <= 1_000_000 else {
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
+        }
+        let model = PromptCAMModel(backbone: vit.model, classes: classes, seed: UInt64(bitPattern: Int64(o.seed)))
         let optimizer = SGD(model.trainable, learningRate: Float(o.lr), momentum: 0.9, weightDecay: Float(o.weightDecay))
         let steps = (trainCount + o.batch - 1) / o.batch
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
@@ -89,7 +98,15 @@ struct PromptCAMComponent: Explainer {
         guard !o.prompts.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' explain needs --set prompts=FILE (from prompt-cam train)") }
         let promptsFile = (o.prompts as NSString).expandingTildeInPath
         let classes: Int
-        do { classes = try SafeTensorsFile(path: promptsFile).entry("prompts").shape[1] } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let promptShape: [Int]
+        do { promptShape = try SafeTensorsFile(path: promptsFile).entry("prompts").shape } catch { throw MenagerieError.invalidArgument("\(error)") }
+        // [depth, classes, width] of this backbone, checked before the shape sizes the model.
+        guard promptShape.count == 3, promptShape[0] == vit.config.depth, promptShape[2] == vit.config.width,
+              Limits.vocabulary.contains(promptShape[1]) else {
+            throw MenagerieError.invalidArgument("\(promptsFile): tensor 'prompts' has shape \(promptShape); this backbone needs "
+                + "[\(vit.config.depth), classes, \(vit.config.width)] with 1…\(Limits.vocabulary.upperBound) classes")
+        }
+        classes = promptShape[1]
         let model = PromptCAMModel(backbone: vit.model, classes: classes)
         do { try model.load(from: promptsFile) } catch { throw MenagerieError.invalidArgument("\(error)") }
         let (images, pictures) = try loadImages(request, classifier: vit, optionPath: o.images, component: Self.id)

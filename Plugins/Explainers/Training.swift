@@ -37,6 +37,10 @@ struct ViTClassifierComponent: Backbone {
             "classifier": "embed: a timm ViT folder, with or without a head (DINO, DINOv2, a trained classifier; empty: the embedded one)",
             "imageSize": "embed: run the model at this input size, its position embedding resampled (0: the config's; with 'pixels', their size)",
         ]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "size": 1...65536, "patch": 1...65536, "width": 1...65536, "depth": 1...1024, "heads": 1...65536, "epochs": 1...1e6,
+            "batch": 1...1e6, "lr": 0...1e3, "weightDecay": 0...1e3, "warmup": 0...1e6, "imageSize": 0...65536,
+        ]
     }
     static let id = "vit-classifier"
     static let summary = "A small ViT classifier: train on a dataset component (timm layout out), embed images"
@@ -90,8 +94,16 @@ struct ViTClassifierComponent: Backbone {
 
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard o.size % o.patch == 0, o.width % o.heads == 0, o.epochs > 0, o.batch > 0 else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' train: size must be a multiple of patch, width of heads; epochs and batch positive")
+        // Positivity first: `size % patch` with patch 0 would trap.
+        for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("depth", o.depth), ("heads", o.heads),
+                             ("epochs", o.epochs), ("batch", o.batch)] where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
+        guard o.warmup >= 0, o.warmup <= 1_000_000, o.batch <= 1_000_000, o.epochs <= 1_000_000 else {
+            throw MenagerieError.invalidArgument("warmup must lie in 0…1000000 and batch, epochs in 1…1000000")
+        }
+        guard o.size % o.patch == 0, o.width % o.heads == 0 else {
+            throw MenagerieError.invalidArgument("size (\(o.size)) must be a multiple of patch (\(o.patch)), width (\(o.width)) of heads (\(o.heads))")
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let described = try data.describe(options: [:])
@@ -104,7 +116,11 @@ struct ViTClassifierComponent: Backbone {
         config.numClasses = classes
         config.globalPool = "avg"
         config.fcNorm = false
-        let model = ViTModel(config: config, seed: UInt64(o.seed))
+        do {
+            try config.validate(source: "options of '\(Self.id)'", keys: ["img_size": "size", "patch_size": "patch", "embed_dim": "width",
+                                                                        "depth": "depth", "num_heads": "heads", "num_classes": "classes"])
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let model = ViTModel(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         // No weight decay on biases, norm gains, the class token and position embedding.
         for (name, p) in model.namedParameters where name.hasSuffix(".bias") || name.contains("norm") || name == "cls_token" || name == "pos_embed" {
             p.decays = false
@@ -147,7 +163,13 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
     guard let images = b.tensors["images"], images.rank == 4, let labels = b.tensors["labels"] else {
         throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
     }
-    return (images, try labels.integers())
+    // Another plugin's response: one label per image, checked before it indexes anything.
+    let y = try labels.integers()
+    guard y.count == images.shape[0], y.allSatisfy({ $0 >= 0 }) else {
+        throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned \(images.shape[0]) images with \(y.count) labels "
+            + "(one non-negative class index per image is needed)")
+    }
+    return (images, y)
 }
 
 /// The supervised loop the explainers' trainers share: shuffled training batches, cross-entropy of
@@ -165,6 +187,9 @@ func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int
             let (images, y) = try labelledBatch(data, dataset: dataset, split: "train", start: b * batch, count: batch, epoch: epoch)
             optimizer.learningRate = schedule.rate(base: baseRate, step: step, total: total)
             let z = logits(images)
+            if let bad = y.first(where: { $0 >= z.shape[1] }) {
+                throw MenagerieError.invalidArgument("dataset '\(dataset)' returned label \(bad), beyond the \(z.shape[1]) classes it describes")
+            }
             let loss = crossEntropy(z, labels: y)
             optimizer.minimize(loss)
             lossSum += Double(loss.scalars[0]) * Double(y.count)

@@ -81,8 +81,9 @@ public enum ActivityNet {
         guard FileManager.default.fileExists(atPath: path) else {
             throw MenagerieError.notFound("\(what) file '\(path)' does not exist")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw MenagerieError.failed("cannot read \(what) file '\(path)'") }
-        return String(decoding: data, as: UTF8.self)
+        do { return String(decoding: try RegularFile.read(path), as: UTF8.self) } catch {
+            throw MenagerieError.invalidArgument("\(what) file: \(error)")
+        }
     }
 
     static func parse(_ path: String, what: String) throws -> (JSONValue, [[String]: [String]]) {

@@ -104,6 +104,16 @@ struct FasterTADComponent: Detector {
             "fusion_iou": "ensemble: tIoU at which fusion joins segments",
         ]
         static let choices = ["save_dtype": ["f32", "f16"], "nms": ["gaussian", "linear", "hard"], "unknown_labels": ["error", "ignore"], "mode": ["merge", "fusion"]]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "videos": 1...1e6, "val_videos": 0...1e6, "classes": 1...1e5, "channels": 1...65536, "noise": 0...1e6,
+            "snippets": 8...4096, "hidden": 1...65536, "heads": 1...65536, "roi_channels": 1...65536, "roi_points": 1...4096,
+            "context_points": 0...4096, "context": 0...100, "head_hidden": 1...65536, "max_duration": 0...1,
+            "epochs": 1...1e6, "batch": 1...1e6, "lr": 0...1e3, "weight_decay": 0...1e3, "boundary_weight": 0...1e6, "regression_weight": 0...1e6,
+            "fake_per_gt": 0...1e4, "fake_jitter": 0...1e3, "random_proposals": 0...1e6, "rois_per_video": 1...1e6, "positive_iou": 0...1,
+            "boundary_proposals": 0...1e6, "checkpoint_every": 0...1e6, "proposals": 1...1e6, "labels_per_proposal": 1...1e5,
+            "boundary_power": 0...1e3, "sigma": 0...1e6, "nms_threshold": 0...1, "top_n": 1...1e7, "timelines": 0...1e5,
+            "tiou_thresholds": 0...1, "weights": 0...1e6, "fusion_iou": 0...1,
+        ]
     }
 
     static let id = "faster-tad"

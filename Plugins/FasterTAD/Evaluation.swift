@@ -205,7 +205,7 @@ public enum ActivityNetEvaluation {
                 continue
             }
             let sorted = list.indices.sorted { list[$0].score != list[$1].score ? list[$0].score > list[$1].score : $0 < $1 }
-            let kept = min(Int(Double(list.count) * ratio), list.count)
+            let kept = Limits.clampedCount(Double(list.count) * ratio, atMost: list.count)
             totalKept += kept
             var m = [Double](repeating: 0, count: gts.count * kept)
             for (r, g) in gts.enumerated() {
@@ -227,7 +227,7 @@ public enum ActivityNetEvaluation {
                 var first = [Int](repeating: s.cols, count: s.rows)
                 for r in 0..<s.rows { for c in 0..<s.cols where s.tiou[r * s.cols + c] >= thr { first[r] = c; break } }
                 for j in 0..<100 {
-                    let n = min(Int(Double(s.cols) * pcn[j]), s.cols)
+                    let n = Limits.clampedCount(Double(s.cols) * pcn[j], atMost: s.cols)
                     matches[j] += Double(first.filter { $0 < n }.count)
                 }
             }

@@ -18,6 +18,7 @@ struct DetectionMetricComponent: Metric {
             "tiou_thresholds": "tIoU thresholds (default: 0.50:0.05:0.95, numpy's linspace)",
             "unknown_labels": "a predicted label absent from the ground truth: error (the official code raises) or ignore (dropped, counted)",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["tiou_thresholds": 0...1]
         static let choices = ["unknown_labels": ["error", "ignore"]]
     }
     static let id = "anet-detection"
@@ -80,6 +81,7 @@ struct ProposalMetricComponent: Metric {
             "subset": "the ground-truth subset evaluated", "tiou_thresholds": "tIoU thresholds (default 0.50:0.05:0.95)",
             "max_proposals": "the largest average number of proposals per video (the challenge uses 100; 0: all)",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["max_proposals": 0...1e9, "tiou_thresholds": 0...1]
     }
     static let id = "anet-proposals"
     static let summary = "ActivityNet proposal metric: AR@AN and the area under the AR-vs-AN curve (the official eval_proposal.py, ported)"

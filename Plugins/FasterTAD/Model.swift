@@ -42,6 +42,22 @@ struct FasterTADConfig: Codable, Equatable, Sendable {
         try need(hidden > 0 && heads > 0 && hidden % heads == 0, "'hidden' (\(hidden)) must be a positive multiple of 'heads' (\(heads))")
         try need(roi_channels > 0 && roi_points > 0 && context_points >= 0 && head_hidden > 0 && aux_hidden > 0, "RoI sizes must be positive")
         try need(context >= 0 && max_duration > 0 && max_duration <= 1 && regression_scale > 0, "'context' ≥ 0, 'max_duration' in (0, 1], 'regression_scale' > 0")
+        // Upper bounds (a corrupt or hostile config.json): each size, then the parameter memory.
+        let bounds: [(String, Int, Int)] = [("input_channels", input_channels, 1 << 20), ("aux_channels", aux_channels, 1 << 20), ("snippets", snippets, 1 << 16),
+                                    ("hidden", hidden, 1 << 16), ("aux_hidden", aux_hidden, 1 << 16), ("heads", heads, 1 << 16),
+                                    ("roi_channels", roi_channels, 1 << 16), ("roi_points", roi_points, 1 << 12), ("context_points", context_points, 1 << 12),
+                                    ("head_hidden", head_hidden, 1 << 16), ("classes", classes.count, 1 << 20)]
+        for (key, value, upper) in bounds {
+            try need(value <= upper, "'\(key)' = \(value) is out of range: it must be at most \(upper)")
+        }
+        try need(context.isFinite && context <= 100, "'context' = \(context) must be a finite number in 0…100")
+        try need(regression_scale.isFinite, "'regression_scale' = \(regression_scale) must be finite")
+        do {
+            let terms: [[Int]] = [[3, input_channels + hidden, hidden], [3, aux_channels + aux_hidden, aux_hidden], [4, hidden, hidden],
+                                  [samplePoints, roi_channels, head_hidden], [2, head_hidden, head_hidden], [classes.count + 3, head_hidden]]
+            try Limits.parameters(terms,
+                                  what: "the Faster-TAD network's parameters", source: source)
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 }
 
@@ -164,9 +180,11 @@ final class FasterTADNet: Module {
 
     static func load(folder: String) throws -> FasterTADNet {
         let configPath = folder + "/config.json"
-        guard let data = FileManager.default.contents(atPath: configPath) else {
+        guard FileManager.default.fileExists(atPath: configPath) else {
             throw MenagerieError.notFound("'\(folder)' is not a Faster-TAD model folder: no config.json (train one with `menagerie run faster-tad train`)")
         }
+        let data: Data
+        do { data = try RegularFile.read(configPath, limit: 16 << 20) } catch { throw MenagerieError.invalidArgument("\(error)") }
         let config: FasterTADConfig
         do { config = try JSONValue.decode(FasterTADConfig.self, from: String(decoding: data, as: UTF8.self)) } catch {
             throw MenagerieError.invalidArgument("'\(configPath)' is not a Faster-TAD config: \(error)")

@@ -11,6 +11,11 @@ extension FasterTADComponent {
     /// `evaluate`, the evaluation subset's predictions and mAP.
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
+        // Positivity first: the model's `hidden % heads` and the batching divide by these.
+        for (key, value) in [("hidden", o.hidden), ("heads", o.heads), ("roi_channels", o.roi_channels), ("roi_points", o.roi_points),
+                             ("head_hidden", o.head_hidden)] where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
         guard o.epochs > 0, o.batch > 0, o.lr > 0, o.weight_decay >= 0 else {
             throw MenagerieError.invalidArgument("epochs, batch and lr must be > 0 and weight_decay ≥ 0")
         }

@@ -22,6 +22,8 @@ struct STMTrackerComponent: Segmenter {
             "parts": "number of trait labels (1…parts, 0 background); 0: the largest label in the support mask",
             "height": "output mask height (0: the support mask's)", "width": "output mask width (0: the support mask's)",
         ]
+        static let ranges: [String: ClosedRange<Double>] = ["temperature": 1e-12...1e12, "top_k": 1...1e9, "radius": 0...1e9, "queue": 0...1e6,
+                                                            "parts": 0...65535, "height": 0...65536, "width": 0...65536]
     }
     static let id = "stm-tracker"
     static let summary = "Space-time-memory label propagation over patch features (DINO's video segmentation; SST's tracker without SAM 2)"
@@ -53,6 +55,10 @@ struct STMTrackerComponent: Segmenter {
         let memory = SpaceTimeMemory(settings: settings, rows: rows, cols: cols, dim: dim, features: Array(values[0..<plane]),
                                      labels: patchLabels(labels, height: h, width: w, rows: rows, cols: cols, channels: channels), channels: channels)
         let (oh, ow) = (o.height > 0 ? o.height : h, o.width > 0 ? o.width : w)
+        do {
+            try Limits.allocation(shape: [rows, cols, channels], elementSize: 4, what: "the support's soft labels (\(channels) channels)", source: "input 'labels'")
+            try Limits.allocation(shape: [frames - 1, oh, ow], elementSize: 8, what: "the output masks", source: "options 'height' × 'width'")
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         var out: [Int64] = []
         for k in 1..<frames {
             try request.host.checkCancelled()
@@ -69,6 +75,9 @@ struct STMTrackerComponent: Segmenter {
             throw MenagerieError.invalidArgument("the mask '\(name)' holds no trait label (all background): label the traits 1, 2, … and leave 0 for the background")
         }
         guard labels.allSatisfy({ $0 >= 0 }) else { throw MenagerieError.invalidArgument("the mask '\(name)' has negative labels") }
+        guard top <= 65535 else {
+            throw MenagerieError.invalidArgument("the mask '\(name)' has label \(top): trait labels must lie in 0…65535")
+        }
         if parts > 0 && top > parts {
             throw MenagerieError.invalidArgument("the mask '\(name)' has label \(top), beyond the \(parts) parts given (labels 1…\(parts), 0 background)")
         }

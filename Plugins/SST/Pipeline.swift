@@ -67,6 +67,11 @@ struct SSTComponent: Segmenter {
             "backbones": "study: feature sources compared", "sweep": "study: also vary queue, top-k and radius",
         ]
         static let choices = ["order": ["files", "similarity"], "format": ["png", "tiff"], "ranking": ["paper", "released"]]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "size": 1...65536, "patch": 1...65536, "temperature": 1e-12...1e12, "top_k": 1...1e9, "radius": 0...1e9, "queue": 0...1e6,
+            "finetune_steps": 0...1e7, "finetune_lr": 0...1e3, "finetune_pairs": 0...1e6, "head_dim": 0...65536, "trait": 0...65535,
+            "top": 1...1e7, "species": 1...1e6, "per_species": 1...1e6, "unlabelled_per_species": 0...1e6, "image_size": 16...65536,
+        ]
     }
 
     static let id = "sst"
@@ -134,13 +139,13 @@ struct SSTComponent: Segmenter {
                settings: PropagationSettings, host: MenagerieKit.Host) throws -> (PatchFeatures, [Float]) {
         guard o.finetune_steps > 0 else { return (features, []) }
         guard !unlabelled.isEmpty else { throw MenagerieError.invalidArgument("fine-tuning needs unlabelled images (unlabelled= or queries)") }
-        let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(o.seed))
+        let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(bitPattern: Int64(o.seed)))
         var tuning = CycleTuning()
         tuning.steps = o.finetune_steps
         tuning.learningRate = Float(o.finetune_lr)
         tuning.pairs = o.finetune_pairs
         tuning.soft = o.finetune_soft
-        tuning.seed = UInt64(o.seed)
+        tuning.seed = UInt64(bitPattern: Int64(o.seed))
         let losses = try tuning.run(head: head, support: features.frames[support], labels: labels, channels: channels, unlabelled: unlabelled,
                                     rows: features.rows, cols: features.cols, settings: settings, cancelled: { try host.checkCancelled() })
         var out = features

@@ -38,7 +38,7 @@ static const char METADATA[] =
     "{\"name\":\"confusion\",\"dtypes\":[\"i64\"],\"shape\":\"C×C\",\"summary\":\"rows: target class, columns: predicted class\",\"optional\":false},"
     "{\"name\":\"iou\",\"dtypes\":[\"f64\"],\"shape\":\"C\",\"summary\":\"per-class IoU, NaN for a class absent from both masks\",\"optional\":false}]}],"
     "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
-    "\"classes\":{\"type\":\"integer\",\"default\":0,\"description\":\"number of classes; 0 = largest label seen + 1\"},"
+    "\"classes\":{\"type\":\"integer\",\"default\":0,\"minimum\":0,\"maximum\":65536,\"description\":\"number of classes; 0 = largest label seen + 1\"},"
     "\"ignore_label\":{\"type\":\"integer\",\"default\":255,\"description\":\"target value whose pixels are not scored (-1: none)\"}}}}]}";
 
 typedef struct state {
@@ -55,6 +55,8 @@ typedef struct response_owner {
     double *iou;
 } response_owner;
 
+static void plugin_free_response(void *st, mng_response *response);
+
 /* ---- small helpers ---------------------------------------------------------------------- */
 
 /* Finds an integer member "key" in a flat JSON object. Returns 1 and sets *out when present. */
@@ -68,7 +70,9 @@ static int json_int(const char *json, const char *key, long long *out) {
     char *end = NULL;
     errno = 0;
     double v = strtod(p, &end);
-    if (end == p || errno != 0 || v != floor(v)) return -1;
+    /* NaN, ±inf, fractions and values beyond ±2^53 are refused before the conversion (which would
+     * be undefined behaviour out of range). */
+    if (end == p || errno != 0 || !isfinite(v) || v != floor(v) || fabs(v) > 9007199254740992.0) return -1;
     *out = (long long)v;
     return 1;
 }
@@ -81,21 +85,39 @@ static int64_t element(const mng_tensor *t, uint64_t i) {
     }
 }
 
+/* The number of elements, or UINT64_MAX when a dimension is negative or the product overflows. */
 static uint64_t element_count(const mng_tensor *t) {
     uint64_t n = 1;
-    for (int32_t d = 0; d < t->rank; d++) n *= (uint64_t)t->shape[d];
+    for (int32_t d = 0; d < t->rank; d++) {
+        if (t->shape[d] < 0) return UINT64_MAX;
+        uint64_t dim = (uint64_t)t->shape[d];
+        if (dim != 0 && n > UINT64_MAX / dim) return UINT64_MAX;
+        n *= dim;
+    }
     return n;
 }
 
+/* The largest number of classes (a confusion matrix of at most MAX_CONFUSION_BYTES). */
+#define MAX_CLASSES 65536LL
+#define MAX_CONFUSION_BYTES (1ULL << 30)
+
 static int32_t fail(mng_response *r, int32_t status, const char *fmt, ...) {
-    response_owner *o = calloc(1, sizeof *o);
     char buf[1024];
     va_list args;
     va_start(args, fmt);
     vsnprintf(buf, sizeof buf, fmt, args);
     va_end(args);
-    o->error = strdup(buf);
+    response_owner *o = calloc(1, sizeof *o);
+    char *text = o ? strdup(buf) : NULL;
     r->status = status;
+    if (!o || !text) {
+        /* Out of memory even for the message: a static text, nothing to free. */
+        free(o);
+        r->error = "out of memory";
+        r->owner = NULL;
+        return status;
+    }
+    o->error = text;
     r->error = o->error;
     r->owner = o;
     return status;
@@ -166,12 +188,15 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
 
     const char *opts = req->options_json ? req->options_json : "{}";
     long long classes = 0, ignore = 255;
-    if (json_int(opts, "classes", &classes) < 0 || classes < 0)
-        return fail(r, MNG_INVALID_ARGUMENT, "option 'classes' of '" COMPONENT_ID "' must be a non-negative integer");
+    if (json_int(opts, "classes", &classes) < 0 || classes < 0 || classes > MAX_CLASSES)
+        return fail(r, MNG_INVALID_ARGUMENT, "option 'classes' of '" COMPONENT_ID "' must be an integer in 0…%lld", MAX_CLASSES);
     if (json_int(opts, "ignore_label", &ignore) < 0)
-        return fail(r, MNG_INVALID_ARGUMENT, "option 'ignore_label' of '" COMPONENT_ID "' must be an integer");
+        return fail(r, MNG_INVALID_ARGUMENT, "option 'ignore_label' of '" COMPONENT_ID "' must be an integer in -2^53…2^53");
 
     uint64_t n = element_count(pred);
+    uint64_t data_bytes = pred->dtype == MNG_U8 ? 1 : (pred->dtype == MNG_I32 ? 4 : 8);
+    if (n == UINT64_MAX || (n > 0 && (!pred->data || !target->data)) || (n > 0 && n > UINT64_MAX / data_bytes))
+        return fail(r, MNG_INVALID_ARGUMENT, "'prediction' has an invalid shape (negative or overflowing dimensions)");
     if (classes == 0) {
         int64_t max = -1;
         for (uint64_t i = 0; i < n; i++) {
@@ -183,12 +208,22 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
         classes = max + 1;
         if (classes <= 0) return fail(r, MNG_INVALID_ARGUMENT, "every target pixel has the ignore label %lld: nothing to score (%llu pixels)", ignore, (unsigned long long)n);
     }
-    if (classes > 100000) return fail(r, MNG_INVALID_ARGUMENT, "'" COMPONENT_ID "': %lld classes is too many for a confusion matrix", classes);
+    /* classes ≤ 2^16, so classes² × 8 ≤ 2^35 cannot overflow; the matrix is capped at 1 GiB. */
+    if (classes > MAX_CLASSES || (uint64_t)classes * (uint64_t)classes * sizeof(int64_t) > MAX_CONFUSION_BYTES)
+        return fail(r, MNG_INVALID_ARGUMENT,
+                    "classes = %lld is too many: its %lld×%lld confusion matrix would need %.1f GiB, more than the "
+                    "limit of 1 GiB (at most %lld classes); set the option 'classes' or check the label values",
+                    classes, classes, classes, (double)classes * (double)classes * 8.0 / 1073741824.0, 11585LL);
 
     response_owner *o = calloc(1, sizeof *o);
+    if (!o) return fail(r, MNG_ERROR, "'" COMPONENT_ID "': out of memory");
     o->confusion = calloc((size_t)(classes * classes), sizeof(int64_t));
     o->iou = calloc((size_t)classes, sizeof(double));
     double *dice = calloc((size_t)classes, sizeof(double));
+    if (!o->confusion || !o->iou || !dice) {
+        free(o->confusion); free(o->iou); free(dice); free(o);
+        return fail(r, MNG_ERROR, "out of memory for %lld classes (a %lld×%lld confusion matrix)", classes, classes, classes);
+    }
     for (uint64_t i = 0; i < n; i++) {
         int64_t t = element(target, i), p = element(pred, i);
         if (t == ignore) continue;
@@ -208,6 +243,12 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
 
     size_t cap = 256 + (size_t)classes * 64;
     char *json = malloc(cap);
+    if (!json) {
+        free(dice);
+        r->owner = o;
+        plugin_free_response(NULL, r);
+        return fail(r, MNG_ERROR, "'" COMPONENT_ID "': out of memory for the result of %lld classes", classes);
+    }
     size_t at = (size_t)snprintf(json, cap, "{\"classes\":%lld,\"pixels\":%lld,\"miou\":", classes, (long long)pixels);
     at = put_number(json, at, cap, miou);
     at += (size_t)snprintf(json + at, cap - at, ",\"mean_dice\":");
@@ -240,8 +281,6 @@ static int32_t evaluate(state *s, const mng_request *req, mng_response *r) {
     r->owner = o;
     return MNG_OK;
 }
-
-static void plugin_free_response(void *st, mng_response *response);
 
 /* Replaces a successful response by the error of a file that could not be written. */
 static int32_t tour_failed(mng_response *r, response_owner *o, const char *path) {
@@ -317,6 +356,11 @@ static int32_t tour(state *s, mng_response *r) {
     /* Name the artifacts in the result: replace the closing brace. */
     size_t len = strlen(o->result);
     char *with = malloc(len + 128);
+    if (!with) {
+        r->owner = o;
+        plugin_free_response(NULL, r);
+        return fail(r, MNG_ERROR, "'" COMPONENT_ID "': out of memory");
+    }
     memcpy(with, o->result, len - 1);
     snprintf(with + len - 1, 128, ",\"artifacts\":[\"segmentation_metrics.csv\",\"target.png\",\"prediction.png\",\"errors.png\"]}");
     free(o->result);

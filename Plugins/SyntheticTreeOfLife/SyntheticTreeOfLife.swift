@@ -49,7 +49,7 @@ public struct SyntheticTreeOfLife: Sendable {
     public func order(split: Int, shuffle: Bool, epoch: Int) -> [Int] {
         var idx = Array(0..<count(split: split))
         guard shuffle else { return idx }
-        var rng = SeededGenerator(seed: hash64(world.seed ^ 0x5F1E ^ UInt64(split) << 40 ^ UInt64(epoch)))
+        var rng = SeededGenerator(seed: hash64(world.seed ^ 0x5F1E ^ UInt64(split) << 40 ^ UInt64(bitPattern: Int64(epoch))))
         for i in stride(from: idx.count - 1, to: 0, by: -1) {
             idx.swapAt(i, Int(rng.next() % UInt64(i + 1)))
         }

@@ -137,6 +137,8 @@ enum JSONText {
             }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
             guard let d = Double(text) else { throw error("invalid number \(text)") }
+            // 1e999 parses to +inf: JSON has no infinities, and every reader downstream expects finite numbers.
+            guard d.isFinite else { throw error("number \(text) is out of the range of a double (±1.8e308)") }
             return d
         }
 

@@ -49,6 +49,15 @@ public enum Limits {
         return value
     }
 
+    /// `x` rounded down and clamped to `0...upper`, without trapping: NaN and negative values give 0,
+    /// values beyond `upper` (even ±inf or 1e300) give `upper`. For counts computed from a ratio
+    /// such as "this many proposals per video".
+    public static func clampedCount(_ x: Double, atMost upper: Int) -> Int {
+        guard x.isFinite || x == .infinity, x > 0 else { return 0 }
+        guard x < Double(upper) else { return upper }
+        return Int(x.rounded(.down))
+    }
+
     /// `a` divisible by `b` (both already positive), e.g. a width by a head count.
     public static func divisible(_ a: Int, by b: Int, what: String, source: String) throws {
         guard b > 0, a % b == 0 else { throw FormatError(path: source, "\(what): \(a) is not divisible by \(b)") }
@@ -97,6 +106,34 @@ public enum Limits {
     @discardableResult
     public static func allocation(shape dims: [Int], elementSize: Int, what: String, source: String) throws -> Int {
         try allocation(count: try product(dims, what: what, source: source), elementSize: elementSize, what: what, source: source)
+    }
+
+    /// The parameter memory of a model whose tensors have the shapes `terms` (`elementSize` bytes each),
+    /// refused when a product or the sum overflows or the total exceeds `allocationLimit`. Call with
+    /// a config's sizes before building the model. Returns the parameter count.
+    @discardableResult
+    public static func parameters(_ terms: [[Int]], elementSize: Int = 4, what: String, source: String) throws -> Int {
+        var total = 0
+        for t in terms {
+            let (s, o) = total.addingReportingOverflow(try product(t, what: what, source: source))
+            guard !o else { throw FormatError(path: source, "\(what): the parameter count overflows") }
+            total = s
+        }
+        try allocation(count: total, elementSize: elementSize, what: "\(what) (\(total) parameters)", source: source)
+        return total
+    }
+
+    /// A derived size `Int((Double(base) × ratio).rounded())` (an MLP's hidden width from `mlp_ratio`),
+    /// refused unless `ratio` is finite and positive and the result lies in `range`.
+    public static func scaled(_ base: Int, by ratio: Double, key: String, in range: ClosedRange<Int> = dimension, source: String) throws -> Int {
+        guard ratio.isFinite, ratio > 0 else {
+            throw FormatError(path: source, "'\(key)' = \(ratio) is not a finite positive number")
+        }
+        let v = (Double(base) * ratio).rounded()
+        guard v >= Double(range.lowerBound), v <= Double(range.upperBound) else {
+            throw FormatError(path: source, "'\(key)' = \(ratio) gives a hidden size of \(v) (\(base) × \(ratio)), outside \(describe(range))")
+        }
+        return Int(v)
     }
 
     /// The largest single allocation sized from outside: `MENAGERIE_MAX_ALLOCATION` bytes, or the

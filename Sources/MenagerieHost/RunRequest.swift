@@ -29,8 +29,9 @@ public struct RunRequest: Sendable {
         let schema = OptionSchema(component.options)
         var given: [String: JSONValue] = [:]
         if let config {
-            guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
-                throw HostError(.usage, "--config \(config) does not exist or is not readable")
+            let text: String
+            do { text = try RegularFile.text(config, limit: 64 << 20) } catch {
+                throw HostError(.usage, "--config \(config) does not exist or is not readable: \(error)")
             }
             let value: JSONValue
             do { value = try JSONValue.parse(text, source: "--config \(config)") } catch { throw HostError(.usage, "\(error)") }

@@ -1,5 +1,6 @@
 import CMenagerie
 import Foundation
+import Formats
 import Tensors
 
 extension Tensor {

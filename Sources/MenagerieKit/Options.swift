@@ -16,11 +16,15 @@ public protocol ComponentOptions: Codable, Sendable {
     static var help: [String: String] { get }
     /// The allowed values of string options.
     static var choices: [String: [String]] { get }
+    /// The allowed range of numeric options (the schema's `minimum` / `maximum`; for arrays, of
+    /// each element), checked before the component sees them.
+    static var ranges: [String: ClosedRange<Double>] { get }
 }
 
 extension ComponentOptions {
     public static var help: [String: String] { [:] }
     public static var choices: [String: [String]] { [:] }
+    public static var ranges: [String: ClosedRange<Double>] { [:] }
 
     /// JSON Schema of these options, with the defaults of `init()` (computed once per type).
     public static var schema: JSONValue {
@@ -65,6 +69,10 @@ extension ComponentOptions {
         }
         if let h = help[key] { p["description"] = .string(h) }
         if let c = choices[key] { p["enum"] = .array(c.map { .string($0) }) }
+        if let r = ranges[key] {
+            p["minimum"] = .number(r.lowerBound)
+            p["maximum"] = .number(r.upperBound)
+        }
         return .object(p)
     }
 
@@ -166,6 +174,7 @@ public struct OptionSchema: Sendable {
                 throw MenagerieError.invalidArgument(
                     "option '\(key)' of '\(component)' must be \(allowed.joined(separator: " or ")), got \(value.schemaType) \(value.compactText)")
             }
+            try Self.checkNumbers(value, key: key, property: prop, types: allowed, component: component)
             if let choices = prop["enum"]?.arrayValue, !choices.contains(value) {
                 throw MenagerieError.invalidArgument(
                     "option '\(key)' of '\(component)' must be one of \(choices.map(\.compactText).joined(separator: ", ")), got \(value.compactText)")
@@ -173,6 +182,42 @@ public struct OptionSchema: Sendable {
             out[key] = value
         }
         return out
+    }
+
+    /// The largest integer magnitude an integer option takes (2^53: every such integer is exact as a
+    /// JSON number and converts to `Int` without trapping).
+    public static let integerMagnitude = 9_007_199_254_740_992.0
+
+    /// Refuses numbers that no integer conversion can hold, and numbers outside the option's declared
+    /// `minimum` / `maximum` (of the value, or of each element of an array).
+    static func checkNumbers(_ value: JSONValue, key: String, property prop: JSONValue, types allowed: [String], component: String) throws {
+        let numbers: [(Double, String)]
+        let integer: Bool
+        switch value {
+        case .number(let n):
+            numbers = [(n, "")]
+            integer = allowed.contains("integer") && !allowed.contains("number")
+        case .array(let a):
+            numbers = a.enumerated().compactMap { i, v in v.doubleValue.map { ($0, "[\(i)]") } }
+            integer = prop["items"]?["type"]?.stringValue == "integer"
+        default: return
+        }
+        let lo = prop["minimum"]?.doubleValue, hi = prop["maximum"]?.doubleValue
+        for (n, at) in numbers {
+            guard n.isFinite else {
+                throw MenagerieError.invalidArgument("option '\(key)\(at)' of '\(component)' must be a finite number, got \(n)")
+            }
+            if integer, abs(n) > integerMagnitude {
+                throw MenagerieError.invalidArgument(
+                    "option '\(key)\(at)' of '\(component)' = \(JSONValue.number(n).compactText) is beyond the integer range ±2^53")
+            }
+            if (lo.map { n < $0 } ?? false) || (hi.map { n > $0 } ?? false) {
+                let range = [lo.map { "≥ \(JSONValue.number($0).compactText)" }, hi.map { "≤ \(JSONValue.number($0).compactText)" }]
+                    .compactMap { $0 }.joined(separator: " and ")
+                throw MenagerieError.invalidArgument(
+                    "option '\(key)\(at)' of '\(component)' = \(JSONValue.number(n).compactText) is out of range: it must be \(range)")
+            }
+        }
     }
 
     static func matches(_ v: JSONValue, type: String, items: String?) -> Bool {

@@ -45,33 +45,87 @@ public struct OpenCLIPConfig: Sendable, Equatable {
 
     /// Reads `open_clip_config.json` (or an open_clip model config with `model_cfg` at the top).
     public static func load(path: String) throws -> OpenCLIPConfig {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw FormatError(path: path, "cannot read") }
         let json: JSONValue
-        do { json = try JSONValue.parse(text, source: path) } catch { throw FormatError(path: path, "\(error)") }
+        do { json = try JSONValue.parse(try RegularFile.text(path, limit: 16 << 20), source: path) } catch let e as FormatError {
+            throw e
+        } catch { throw FormatError(path: path, "\(error)") }
         let cfg = json["model_cfg"] ?? json
-        func need(_ v: JSONValue?, _ key: String) throws -> Int {
-            guard let i = v?.intValue else { throw FormatError(path: path, "model_cfg has no integer '\(key)'") }
-            return i
+        func need(_ v: JSONValue?, _ key: String, in range: ClosedRange<Int> = Limits.dimension) throws -> Int {
+            try Limits.int(v, key: key, in: range, source: path)
+        }
+        func optional(_ v: JSONValue?, _ key: String, default d: Int, in range: ClosedRange<Int> = Limits.dimension) throws -> Int {
+            try Limits.int(v, key: key, in: range, source: path, default: d)
+        }
+        func ratio(_ v: JSONValue?, _ key: String) throws -> Double {
+            guard let v, v != .null else { return 4 }
+            guard let r = v.doubleValue else { throw FormatError(path: path, "'\(key)' = \(v.compactText) is not a number") }
+            return try Limits.finite(r, key: key, in: 1e-6...1e6, source: path)
         }
         guard let v = cfg["vision_cfg"], let t = cfg["text_cfg"] else { throw FormatError(path: path, "model_cfg needs vision_cfg and text_cfg") }
         if v["timm_model_name"]?.stringValue != nil || v["layers"]?.arrayValue != nil {
             throw FormatError(path: path, "only ViT image towers are supported (this config has a timm or ResNet tower)")
         }
         let vWidth = try need(v["width"], "vision_cfg.width")
-        let headWidth = v["head_width"]?.intValue ?? 64
-        guard vWidth % headWidth == 0 else { throw FormatError(path: path, "vision width \(vWidth) is not a multiple of head_width \(headWidth)") }
+        let headWidth = try optional(v["head_width"], "vision_cfg.head_width", default: 64)
+        guard vWidth % headWidth == 0 else {
+            throw FormatError(path: path, "'vision_cfg.width' = \(vWidth) is not a multiple of 'vision_cfg.head_width' = \(headWidth)")
+        }
         let vision = Vision(imageSize: try need(v["image_size"], "vision_cfg.image_size"), patchSize: try need(v["patch_size"], "vision_cfg.patch_size"),
                             width: vWidth, layers: try need(v["layers"], "vision_cfg.layers"), heads: vWidth / headWidth,
-                            mlpRatio: v["mlp_ratio"]?.doubleValue ?? 4)
+                            mlpRatio: try ratio(v["mlp_ratio"], "vision_cfg.mlp_ratio"))
         let tWidth = try need(t["width"], "text_cfg.width")
-        let textCfg = Text(contextLength: t["context_length"]?.intValue ?? 77, vocabSize: t["vocab_size"]?.intValue ?? 49408,
-                           width: tWidth, heads: t["heads"]?.intValue ?? 8, layers: try need(t["layers"], "text_cfg.layers"),
-                           mlpRatio: t["mlp_ratio"]?.doubleValue ?? 4)
+        let textCfg = Text(contextLength: try optional(t["context_length"], "text_cfg.context_length", default: 77),
+                           vocabSize: try optional(t["vocab_size"], "text_cfg.vocab_size", default: 49408, in: Limits.vocabulary),
+                           width: tWidth, heads: try optional(t["heads"], "text_cfg.heads", default: 8), layers: try need(t["layers"], "text_cfg.layers"),
+                           mlpRatio: try ratio(t["mlp_ratio"], "text_cfg.mlp_ratio"))
         let pre = json["preprocess_cfg"]
         let mean = pre?["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.48145466, 0.4578275, 0.40821073]
         let std = pre?["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.26862954, 0.26130258, 0.27577711]
-        return OpenCLIPConfig(embedDim: try need(cfg["embed_dim"], "embed_dim"), vision: vision, text: textCfg,
-                              quickGELU: cfg["quick_gelu"]?.boolValue ?? false, mean: mean, std: std)
+        guard mean.count == 3, std.count == 3, (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw FormatError(path: path, "preprocess_cfg mean and std need 3 finite values each (std positive), got \(mean) and \(std)")
+        }
+        let config = OpenCLIPConfig(embedDim: try need(cfg["embed_dim"], "embed_dim"), vision: vision, text: textCfg,
+                                    quickGELU: cfg["quick_gelu"]?.boolValue ?? false, mean: mean, std: std)
+        try config.validate(source: path)
+        return config
+    }
+
+    /// Checks every size before a model is built (from a file or from options): each in
+    /// `Limits.dimension`, widths divisible by head counts, the image size by the patch size, finite
+    /// MLP ratios with hidden sizes in range, and the parameter memory within `Limits.allocation`.
+    public func validate(source: String) throws {
+        let checks: [(String, Int, ClosedRange<Int>)] = [
+            ("embed_dim", embedDim, Limits.dimension),
+            ("vision_cfg.image_size", vision.imageSize, Limits.dimension), ("vision_cfg.patch_size", vision.patchSize, Limits.dimension),
+            ("vision_cfg.width", vision.width, Limits.dimension), ("vision_cfg.layers", vision.layers, Limits.dimension),
+            ("vision_cfg.heads", vision.heads, Limits.dimension),
+            ("text_cfg.context_length", text.contextLength, Limits.dimension), ("text_cfg.vocab_size", text.vocabSize, Limits.vocabulary),
+            ("text_cfg.width", text.width, Limits.dimension), ("text_cfg.heads", text.heads, Limits.dimension),
+            ("text_cfg.layers", text.layers, Limits.dimension),
+        ]
+        for (k, v, r) in checks { _ = try Limits.check(v, key: k, in: r, source: source) }
+        guard vision.width % vision.heads == 0 else {
+            throw FormatError(path: source, "'vision_cfg.width' = \(vision.width) is not divisible by its \(vision.heads) heads")
+        }
+        guard text.width % text.heads == 0 else {
+            throw FormatError(path: source, "'text_cfg.width' = \(text.width) is not divisible by 'text_cfg.heads' = \(text.heads)")
+        }
+        guard vision.imageSize % vision.patchSize == 0 else {
+            throw FormatError(path: source, "'vision_cfg.image_size' = \(vision.imageSize) is not a multiple of 'vision_cfg.patch_size' = \(vision.patchSize)")
+        }
+        let vHidden = try Limits.scaled(vision.width, by: vision.mlpRatio, key: "vision_cfg.mlp_ratio", source: source)
+        let tHidden = try Limits.scaled(text.width, by: text.mlpRatio, key: "text_cfg.mlp_ratio", source: source)
+        let g = vision.imageSize / vision.patchSize
+        let tokens = try Limits.product([g, g], what: "the vision token grid", source: source) + 1
+        try Limits.parameters([
+            [vision.width, 3, vision.patchSize, vision.patchSize], [tokens, vision.width], [vision.layers, 4, vision.width, vision.width],
+            [vision.layers, 2, vision.width, vHidden], [vision.width, embedDim],
+            [text.vocabSize, text.width], [text.contextLength, text.width], [text.layers, 4, text.width, text.width],
+            [text.layers, 2, text.width, tHidden], [text.width, embedDim],
+        ], what: "the CLIP model's parameters", source: source)
+        try Limits.allocation(shape: [vision.heads, tokens, tokens], elementSize: 4, what: "the attention scores of one image", source: source)
+        try Limits.allocation(shape: [text.heads, text.contextLength, text.contextLength], elementSize: 4,
+                              what: "the attention scores of one text", source: source)
     }
 }
 

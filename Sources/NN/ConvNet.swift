@@ -1,3 +1,4 @@
+import Formats
 import Tensors
 
 /// ConvNet-3, the evaluation network of dataset distillation (DC/DM/DSA code, `ConvNet` with
@@ -26,6 +27,32 @@ public final class ConvNet: Module {
         self.norms = norms
         self.imageSize = imageSize
         classifier = Linear(width * size * size, classes, rng: &rng)
+    }
+
+    /// Checks the sizes of a ConvNet before it is built (from a config file or from options): each
+    /// positive and in range, the image at least 2^depth pixels wide (every block halves it), and the
+    /// parameter and activation memory within `Limits.allocation`. `keys` names the sizes as the
+    /// source spells them (`config.json`'s by default).
+    public static func validate(channels: Int, classes: Int, width: Int, depth: Int, imageSize: Int, source: String,
+                                keys: [String: String] = [:]) throws {
+        func name(_ k: String) -> String { keys[k] ?? k }
+        _ = try Limits.check(channels, key: name("in_channels"), in: 1...4096, source: source)
+        _ = try Limits.check(classes, key: name("num_classes"), in: Limits.vocabulary, source: source)
+        _ = try Limits.check(width, key: name("net_width"), in: Limits.dimension, source: source)
+        _ = try Limits.check(depth, key: name("net_depth"), in: 1...30, source: source)
+        _ = try Limits.check(imageSize, key: name("image_size"), in: Limits.dimension, source: source)
+        var size = imageSize
+        for d in 0..<depth {
+            let pad = (d == 0 && channels == 1 && imageSize == 28) ? 3 : 1
+            size = (size + 2 * pad - 2) / 2
+        }
+        guard size >= 1 else {
+            throw FormatError(path: source, "'\(name("image_size"))' = \(imageSize) is too small for '\(name("net_depth"))' = \(depth) "
+                + "(each block halves the image: at least 2^depth pixels are needed)")
+        }
+        try Limits.parameters([[depth, width, width, 9], [channels, width, 9], [width, size, size, classes]],
+                              what: "the ConvNet's parameters", source: source)
+        try Limits.allocation(shape: [width, imageSize, imageSize], elementSize: 4, what: "the ConvNet's first activation of one image", source: source)
     }
 
     /// Each feature block is 4 entries of the reference's `features` Sequential: conv, norm, act, pool.

@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 import Tensors
 
 /// y = x·Wᵀ + b, W [out, in] (torch nn.Linear and its default initialisation:
@@ -135,7 +136,10 @@ public final class BatchNorm: Module {
         switch name {
         case "running_mean": runningMean = value
         case "running_var": runningVar = value
-        case "num_batches_tracked": batchesTracked = Int((try? value.scalars(as: Float.self).first) ?? 0)
+        case "num_batches_tracked":
+            // A checkpoint's number: NaN, ±inf or a huge value would trap in Int(); clamped to a count.
+            let v = Double((try? value.scalars(as: Float.self).first) ?? 0)
+            batchesTracked = Limits.clampedCount(v, atMost: 1 << 53)
         default: break
         }
     }

@@ -51,39 +51,78 @@ public struct ViTConfig: Sendable, Equatable {
     /// qkv bias, image size from the position embedding), and the head count from the architecture
     /// name (tiny 3, small 6, base 12, large 16, huge 16, giant 16; DINOv2 giant 24), else width / 64.
     public static func timm(configPath: String, checkpoint: SafeTensorsCheckpoint? = nil) throws -> ViTConfig {
-        guard let text = try? String(contentsOfFile: configPath, encoding: .utf8) else { throw FormatError(path: configPath, "cannot read") }
         let json: JSONValue
-        do { json = try JSONValue.parse(text, source: configPath) } catch { throw FormatError(path: configPath, "\(error)") }
+        do { json = try JSONValue.parse(try RegularFile.text(configPath, limit: 16 << 20), source: configPath) } catch let e as FormatError {
+            throw e
+        } catch { throw FormatError(path: configPath, "\(error)") }
         let args = json["model_args"] ?? .object([:])
         let architecture = json["architecture"]?.stringValue ?? ""
         let shapes = checkpoint.map { TimmShapes($0) }
-        func int(_ key: String, _ inferred: Int? = nil, _ fallback: Int? = nil) throws -> Int {
-            if let v = args[key]?.intValue ?? json[key]?.intValue { return v }
-            if let inferred { return inferred }
+        // A key present in the file must be a valid integer (a bad value is never silently replaced
+        // by the checkpoint's or the default); inferred values are range-checked too.
+        func int(_ key: String, _ inferred: Int? = nil, _ fallback: Int? = nil, in range: ClosedRange<Int> = Limits.dimension) throws -> Int {
+            if var v = args[key] ?? json[key], v != .null {
+                if let list = v.arrayValue, let last = list.last { v = last }   // img_size as [H, W]
+                return try Limits.int(v, key: key, in: range, source: configPath)
+            }
+            if let inferred { return try Limits.check(inferred, key: key, in: range, source: configPath) }
             if let fallback { return fallback }
             throw FormatError(path: configPath, "model_args has no '\(key)'" + (checkpoint == nil ? "" : " and the checkpoint does not show it"))
         }
-        let inputSize = json["pretrained_cfg"]?["input_size"]?.arrayValue?.last?.intValue
+        var inputSize: Int?
+        if let v = json["pretrained_cfg"]?["input_size"]?.arrayValue?.last {
+            inputSize = try Limits.int(v, key: "pretrained_cfg.input_size", in: Limits.dimension, source: configPath)
+        }
         let width = try int("embed_dim", shapes?.width)
         let patch = try int("patch_size", shapes?.patch, 16)
         var c = ViTConfig(imageSize: try int("img_size", inputSize ?? shapes?.imageSize(patch: patch), 224), patchSize: patch, width: width,
                           depth: try int("depth", shapes?.depth), heads: try int("num_heads", timmHeads(architecture: architecture, width: width)))
         c.inChannels = try int("in_chans", shapes?.inChannels, 3)
-        c.mlpRatio = args["mlp_ratio"]?.doubleValue ?? shapes?.hidden.map { Double($0) / Double(width) } ?? 4
+        if let r = args["mlp_ratio"], r != .null {
+            guard let ratio = r.doubleValue else { throw FormatError(path: configPath, "'mlp_ratio' = \(r.compactText) is not a number") }
+            c.mlpRatio = try Limits.finite(ratio, key: "mlp_ratio", in: 1e-6...1e6, source: configPath)
+        } else if let hidden = shapes?.hidden {
+            c.mlpRatio = Double(hidden) / Double(width)
+        }
         c.qkvBias = args["qkv_bias"]?.boolValue ?? shapes?.qkvBias ?? true
         c.classToken = args["class_token"]?.boolValue ?? shapes?.classToken ?? true
-        c.registerTokens = try int("reg_tokens", shapes?.registerTokens, 0)
+        c.registerTokens = try int("reg_tokens", shapes?.registerTokens, 0, in: 0...Limits.dimension.upperBound)
         c.noEmbedClass = args["no_embed_class"]?.boolValue ?? shapes?.positionRows.map { rows in
             c.prefixTokens > 0 && isSquare(rows) && !isSquare(rows - c.prefixTokens)
         } ?? false
         c.layerScale = args["init_values"].map { $0.doubleValue != nil } ?? shapes?.layerScale ?? false
         c.globalPool = args["global_pool"]?.stringValue ?? json["global_pool"]?.stringValue ?? "token"
-        c.numClasses = try int("num_classes", shapes?.classes, 0)
+        c.numClasses = try int("num_classes", shapes?.classes, 0, in: 0...Limits.vocabulary.upperBound)
         // timm: fc_norm=None means "use it when pooling by average".
         c.fcNorm = args["fc_norm"]?.boolValue ?? shapes?.fcNorm ?? (c.globalPool == "avg")
-        guard c.width % c.heads == 0 else { throw FormatError(path: configPath, "embed_dim \(c.width) is not divisible by num_heads \(c.heads)") }
-        guard c.imageSize % c.patchSize == 0 else { throw FormatError(path: configPath, "img_size \(c.imageSize) is not a multiple of patch_size \(c.patchSize)") }
+        try c.validate(source: configPath)
         return c
+    }
+
+    /// Checks every size before a model is built from this config (from a file or from options):
+    /// each in `Limits.dimension`, `embed_dim` divisible by `num_heads`, `img_size` by `patch_size`,
+    /// a finite `mlp_ratio` with the hidden size in range, and the parameter and attention memory
+    /// within `Limits.allocation`. `keys` names the sizes as the source spells them (timm's by default).
+    public func validate(source: String, keys: [String: String] = [:]) throws {
+        func name(_ k: String) -> String { keys[k] ?? k }
+        for (k, v) in [("img_size", imageSize), ("patch_size", patchSize), ("embed_dim", width), ("depth", depth),
+                       ("num_heads", heads), ("in_chans", inChannels)] {
+            _ = try Limits.check(v, key: name(k), in: Limits.dimension, source: source)
+        }
+        _ = try Limits.check(registerTokens, key: name("reg_tokens"), in: 0...Limits.dimension.upperBound, source: source)
+        _ = try Limits.check(numClasses, key: name("num_classes"), in: 0...Limits.vocabulary.upperBound, source: source)
+        guard width % heads == 0 else {
+            throw FormatError(path: source, "'\(name("embed_dim"))' = \(width) is not divisible by '\(name("num_heads"))' = \(heads)")
+        }
+        guard imageSize % patchSize == 0 else {
+            throw FormatError(path: source, "'\(name("img_size"))' = \(imageSize) is not a multiple of '\(name("patch_size"))' = \(patchSize)")
+        }
+        let hidden = try Limits.scaled(width, by: mlpRatio, key: name("mlp_ratio"), source: source)
+        let g = imageSize / patchSize
+        let tokens = try Limits.product([g, g], what: "the token grid", source: source) + prefixTokens
+        try Limits.parameters([[width, inChannels, patchSize, patchSize], [tokens, width], [depth, 4, width, width],
+                               [depth, 2, width, hidden], [numClasses, width]], what: "the ViT's parameters", source: source)
+        try Limits.allocation(shape: [heads, tokens, tokens], elementSize: 4, what: "the ViT's attention scores of one image", source: source)
     }
 
     /// The head count of timm's named ViT sizes (`vit_small_…`, `vit_large_…_dinov2`), else width / 64

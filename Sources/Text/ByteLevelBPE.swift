@@ -25,9 +25,12 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(path: path, "cannot read tokenizer.json") }
         let json: JSONValue
-        do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch { throw FormatError(path: path, "\(error)") }
+        do { json = try JSONValue.parse(try RegularFile.text(path, limit: 1 << 30), source: path) } catch let e as FormatError {
+            throw e
+        } catch { throw FormatError(path: path, "\(error)") }
+        // Every id lies in 0 ..< 2^24 (Limits.vocabulary): the id table below is sized by the largest.
+        let ids = 0...(Limits.vocabulary.upperBound - 1)
         guard let model = json["model"], model["type"]?.stringValue == "BPE" else {
             throw FormatError(path: path, "model.type must be BPE (byte-level); got \(json["model"]?["type"]?.stringValue ?? "none")")
         }
@@ -43,17 +46,20 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         guard let vocab = model["vocab"]?.objectValue else { throw FormatError(path: path, "model.vocab is missing") }
         var size = 0
         for (token, id) in vocab {
-            guard let i = id.intValue else { throw FormatError(path: path, "vocab id of '\(token)' is not an integer") }
+            let i = try Limits.int(id, key: "model.vocab[\"\(token)\"]", in: ids, source: path)
             vocabulary[token] = Int32(i)
             size = max(size, i + 1)
         }
-        for item in json["added_tokens"]?.arrayValue ?? [] {
-            guard let content = item["content"]?.stringValue, let id = item["id"]?.intValue else { continue }
+        for (n, item) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
+            guard let content = item["content"]?.stringValue else { continue }
+            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id", in: ids, source: path)
             added.append((content, Int32(id), item["special"]?.boolValue ?? false))
             vocabulary[content] = Int32(id)
             size = max(size, id + 1)
         }
+        guard size > 0 else { throw FormatError(path: path, "model.vocab is empty") }
         added.sort { $0.content.utf8.count > $1.content.utf8.count }
+        try Limits.allocation(count: size, elementSize: MemoryLayout<String>.stride, what: "the id table of \(size) tokens", source: path)
         tokens = [String](repeating: "", count: size)
         for (token, id) in vocabulary { tokens[Int(id)] = token }
         let alphabet = CLIPTokenizer.byteAlphabet(), order = CLIPTokenizer.byteOrder()
@@ -78,8 +84,13 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             for piece in single {
                 if piece["Sequence"] != nil { seenSequence = true; continue }
                 guard let name = piece["SpecialToken"]?["id"]?.stringValue else { continue }
-                let ids = post["special_tokens"]?[name]?["ids"]?.arrayValue?.compactMap { $0.intValue.map(Int32.init) } ?? vocabulary[name].map { [$0] } ?? []
-                if seenSequence { suffix += ids } else { prefix += ids }
+                var special: [Int32] = vocabulary[name].map { [$0] } ?? []
+                if let list = post["special_tokens"]?[name]?["ids"]?.arrayValue {
+                    special = try list.enumerated().map { k, v in
+                        Int32(try Limits.int(v, key: "post_processor.special_tokens[\"\(name)\"].ids[\(k)]", in: 0...(size - 1), source: path))
+                    }
+                }
+                if seenSequence { suffix += special } else { prefix += special }
             }
         }
     }

@@ -29,7 +29,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
 
     /// `path`: `bpe_simple_vocab_16e6.txt.gz` (or the uncompressed text).
     public init(vocabulary path: String, contextLength: Int = 77) throws {
-        let data = path.hasSuffix(".gz") ? try Gzip.read(path: path) : (FileManager.default.contents(atPath: path) ?? Data())
+        let data = path.hasSuffix(".gz") ? try Gzip.read(path: path) : try RegularFile.read(path)
         guard let text = String(data: data, encoding: .utf8), !text.isEmpty else { throw FormatError(path: path, "not a UTF-8 BPE merges file") }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         // open_clip keeps lines 1 ..< 49152 − 256 − 2 + 1 (the first is a version header).

@@ -6,8 +6,7 @@ import Formats
 public enum Gzip {
     /// The decompressed bytes of a `.gz` file (one or more concatenated members).
     public static func read(path: String) throws -> Data {
-        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(path: path, "cannot read the file") }
-        return try decompress(data, source: path)
+        try decompress(try RegularFile.read(path), source: path)
     }
 
     public static func decompress(_ data: Data, source: String = "gzip data") throws -> Data {
@@ -32,6 +31,10 @@ public enum Gzip {
                     return inflate(&stream, Z_NO_FLUSH)
                 }
                 out.append(contentsOf: buffer[0..<(buffer.count - Int(stream.avail_out))])
+                // A decompression bomb stops at the allocation limit (or 4 GiB), not at the machine's memory.
+                if out.count > min(Limits.allocationLimit, 1 << 32) {
+                    throw FormatError(path: source, "decompresses to more than \(Limits.formatBytes(min(Limits.allocationLimit, 1 << 32))): a decompression bomb?")
+                }
                 if status == Z_STREAM_END {
                     // Concatenated members: start the next one if input remains.
                     if stream.avail_in == 0 { break }

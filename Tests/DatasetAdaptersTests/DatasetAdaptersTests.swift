@@ -222,3 +222,54 @@ import TestSupport
         #expect(missing.status == 2 && missing.stderr.contains("root=PATH"))
     }
 }
+
+/// Issue 19: an IDX header's dimensions are checked against the file's size before anything is
+/// read or allocated (0xFFFFFFFF × 3 overflowed `dims.reduce(1, *)`: SIGILL).
+@Suite struct IDXHeaderLimitsTests {
+    let dir = TempDir("idx-limits")
+
+    func writeIDX(_ path: String, magic: UInt32, dims: [UInt32], bytes: [UInt8]) throws {
+        var d = Data()
+        for v in [magic] + dims { withUnsafeBytes(of: v.bigEndian) { d.append(contentsOf: $0) } }
+        d.append(contentsOf: bytes)
+        try d.write(to: URL(fileURLWithPath: path))
+    }
+
+    func message(_ root: String) -> String {
+        do { _ = try MNISTSource(root: root, valCount: 0); return "" } catch { return String(describing: error) }
+    }
+
+    func mnist(images: [UInt32], bytes: [UInt8] = [1, 2, 3, 4]) throws -> String {
+        let root = dir.sub("m\(images.map(String.init).joined(separator: "-"))")
+        try writeIDX(root + "/train-images-idx3-ubyte", magic: 0x803, dims: images, bytes: bytes)
+        try writeIDX(root + "/train-labels-idx1-ubyte", magic: 0x801, dims: [1], bytes: [0])
+        try writeIDX(root + "/t10k-images-idx3-ubyte", magic: 0x803, dims: [1, 2, 2], bytes: [1, 2, 3, 4])
+        try writeIDX(root + "/t10k-labels-idx1-ubyte", magic: 0x801, dims: [1], bytes: [0])
+        return root
+    }
+
+    @Test func dimensionsWhoseProductOverflowAreRefused() throws {
+        let root = try mnist(images: [0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF])
+        let m = message(root)
+        #expect(m.contains("train-images-idx3-ubyte"), "\(m)")
+        #expect(m.contains("[4294967295, 4294967295, 4294967295]") && m.contains("more bytes than can be addressed"), "\(m)")
+    }
+
+    @Test func dimensionsBeyondTheFileAreTruncation() throws {
+        let root = try mnist(images: [0xFFFF_FFFF, 2, 2])
+        let m = message(root)
+        #expect(m.contains("truncated") && m.contains("[4294967295, 2, 2]") && m.contains("17179869196"), "\(m)")
+    }
+
+    @Test func emptyImagesAreRefused() throws {
+        let root = try mnist(images: [1, 0, 0], bytes: [])
+        let m = message(root)
+        #expect(m.contains("empty") && m.contains("train-images-idx3-ubyte"), "\(m)")
+    }
+
+    @Test func aSmallValidFileStillLoads() throws {
+        let root = try mnist(images: [1, 2, 2])
+        let s = try MNISTSource(root: root, valCount: 0)
+        #expect(s.size == 2 && s.count(split: 0) == 1)
+    }
+}

@@ -163,3 +163,30 @@ import TestSupport
         #expect((result["average_mAP"]?.doubleValue ?? 0) > 0.8, "\(result)")
     }
 }
+
+/// Issue 19: a Faster-TAD model folder's config.json is validated (positivity before
+/// `hidden % heads`, upper bounds, parameter memory) and read as a regular file.
+@Suite struct FasterTADConfigLimitsTests {
+    func run(_ edit: (String) -> String) throws -> (CommandResult, String) {
+        let dir = TempDir("tad-limits")
+        let folder = dir.sub("model")
+        let shipped = TestPaths.sourceRoot + "/Plugins/FasterTAD/Resources/faster-tad-synthetic"
+        try FileManager.default.copyItem(atPath: shipped + "/model.safetensors", toPath: folder + "/model.safetensors")
+        let config = try String(contentsOfFile: shipped + "/config.json", encoding: .utf8)
+        try edit(config).write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
+        let r = try CLI().run("run", "faster-tad", "detect", "--set", "model=\(folder)", "--out", dir.path + "/out")
+        return (r, folder + "/config.json")
+    }
+
+    @Test func zeroHeadsIsRefusedNamingTheFile() throws {
+        let (r, path) = try run { $0.replacingOccurrences(of: #""heads": 4"#, with: #""heads": 0"#) }
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains(path) && r.stderr.contains("'hidden' (128) must be a positive multiple of 'heads' (0)"), "\(r.stderr)")
+    }
+
+    @Test func hugeWidthIsRefusedBeforeAllocating() throws {
+        let (r, path) = try run { $0.replacingOccurrences(of: #""hidden": 128"#, with: #""hidden": 1000000000"#) }
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains(path) && r.stderr.contains("'hidden' = 1000000000 is out of range"), "\(r.stderr)")
+    }
+}

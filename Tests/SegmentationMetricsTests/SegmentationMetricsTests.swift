@@ -64,3 +64,55 @@ import TestSupport
         #expect(r3.status == 2)
     }
 }
+
+/// Issue 19: the class count sizes a C×C confusion matrix; it is bounded before calloc.
+@Suite struct SegmentationMetricsLimitsTests {
+    let dir = TempDir("seg-limits")
+    let cli = CLI()
+
+    func run(_ sets: [String], label: Int = 0) throws -> CommandResult {
+        let make = try runProcess("/usr/bin/env", ["python3", "-c", """
+            import numpy as np
+            np.save('\(dir.path)/p.npy', np.array([[\(label)]], dtype=np.int32))
+            np.save('\(dir.path)/t.npy', np.array([[\(label)]], dtype=np.int32))
+            """])
+        guard make.status == 0 else { throw TestSupportError(make.stderr) }
+        return try cli.run(["run", "segmentation-metrics", "--input", "prediction=\(dir.path)/p.npy", "--input", "target=\(dir.path)/t.npy",
+                            "--out", dir.path + "/out"] + sets.flatMap { ["--set", $0] })
+    }
+
+    @Test func classesBeyondTheSchemaMaximumIsAUsageError() throws {
+        // 100,000 classes on one pixel was an unchecked 80 GB calloc (SIGSEGV).
+        let r = try run(["classes=100000"])
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains("option 'classes' of 'segmentation-metrics' = 100000 is out of range"), "\(r.stderr)")
+        #expect(r.stderr.contains("≤ 65536"), "\(r.stderr)")
+    }
+
+    @Test func confusionMatrixBeyondTheCapIsRefusedByThePlugin() throws {
+        // Within the schema's range, but 20,000² × 8 bytes = 3 GiB: the plugin's own check.
+        let r = try run(["classes=20000"])
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains("classes = 20000 is too many"), "\(r.stderr)")
+        #expect(r.stderr.contains("limit of 1 GiB"), "\(r.stderr)")
+    }
+
+    @Test func largestLabelSizingTheMatrixIsRefused() throws {
+        // classes=0: the largest label (60,000) + 1 sizes the matrix: the same cap applies.
+        let r = try run([], label: 60000)
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains("classes = 60001 is too many"), "\(r.stderr)")
+    }
+
+    @Test(arguments: ["classes=1e300", "classes=3.5", "classes=-1"])
+    func nonIntegerOrNegativeClassesAreUsageErrors(_ set: String) throws {
+        let r = try run([set])
+        #expect(r.status == 2, "\(r.output)")
+        #expect(r.stderr.contains("option 'classes'"), "\(r.stderr)")
+    }
+
+    @Test func aModerateClassCountStillWorks() throws {
+        let r = try run(["classes=300"])
+        #expect(r.status == 0, "\(r.output)")
+    }
+}

@@ -12,7 +12,12 @@ public struct ConceptBook: Sendable {
     public var descriptions: [[String]]
 
     public static func read(_ path: String, classes: Int, positives: Int) throws -> ConceptBook {
-        guard let data = FileManager.default.contents(atPath: path) else { throw MenagerieError.notFound("concepts file '\(path)' does not exist") }
+        guard FileManager.default.fileExists(atPath: path) else { throw MenagerieError.notFound("concepts file '\(path)' does not exist") }
+        let data: Data
+        do { data = try RegularFile.read(path, limit: 256 << 20) } catch { throw MenagerieError.invalidArgument("concepts file: \(error)") }
+        guard (0...Limits.vocabulary.upperBound).contains(classes), positives >= 0 else {
+            throw MenagerieError.invalidArgument("concepts file '\(path)': \(classes) classes and \(positives) positives are out of range")
+        }
         let json: JSONValue
         do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch {
             throw MenagerieError.invalidArgument("concepts file '\(path)': \(error)")
@@ -116,13 +121,20 @@ struct CLIPBridge {
         var o = options
         o["texts"] = .array([.string("a")])
         let probe = try component.embed(options: .object(o), inputs: [])
-        guard let info = probe.result.objectValue, let size = info["image_size"]?.intValue, let e = probe.tensors["embedding"] else {
+        guard let info = probe.result.objectValue, info["image_size"] != nil, let e = probe.tensors["embedding"] else {
             throw MenagerieError.invalidArgument("backbone '\(id)' does not embed texts with its image size and mean/std (use bioclip2 or an equivalent CLIP backbone)")
         }
-        imageSize = size
+        // The response of another plugin: its numbers are checked like a file's.
+        do {
+            imageSize = try Limits.int(info["image_size"], key: "image_size", in: 1...65536, source: "the response of backbone '\(id)'")
+        } catch { throw MenagerieError.invalidArgument("\(error)") }
         mean = info["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.481, 0.458, 0.408]
         std = info["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.269, 0.261, 0.276]
+        guard mean.count == 3, std.count == 3, (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw MenagerieError.invalidArgument("backbone '\(id)' answered mean \(mean) and std \(std): 3 finite values each, std positive, are needed")
+        }
         dimension = e.shape.last ?? 0
+        guard dimension > 0 else { throw MenagerieError.invalidArgument("backbone '\(id)' returned an empty embedding") }
     }
 
     /// Unit text embeddings [T][E].

@@ -26,9 +26,11 @@ public final class LatentDiffusionModel: @unchecked Sendable {
 
     public static func load(folder: String) throws -> LatentDiffusionModel {
         let configPath = folder + "/config.json", weights = folder + "/model.safetensors"
-        guard let data = FileManager.default.contents(atPath: configPath) else {
+        guard FileManager.default.fileExists(atPath: configPath) else {
             throw MenagerieError.notFound("'\(configPath)' not found: a latent diffusion folder holds config.json and model.safetensors (from `latent-diffusion train`)")
         }
+        let data: Data
+        do { data = try RegularFile.read(configPath, limit: 16 << 20) } catch { throw MenagerieError.invalidArgument("\(error)") }
         let config: LatentDiffusionConfig
         do { config = try JSONDecoder().decode(LatentDiffusionConfig.self, from: data) } catch {
             throw MenagerieError.invalidArgument("'\(configPath)' is not a latent diffusion config: \(error)")

@@ -70,6 +70,12 @@ struct LatentDiffusionComponent: Backbone {
             "checkpoint_every": "train: DiT steps between checkpoints (folder/checkpoint)", "save_dtype": "train: f32, f16 or bf16",
         ]
         static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"]]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "size": 1...65536, "limit": 0...1e9, "steps": 1...1e6, "guidance": -1e6...1e6, "per_class": 1...1e6, "classes": 0...16_777_216,
+            "to_step": 0...1e6, "autoencoder_steps": 0...1e8, "dit_steps": 0...1e8, "batch": 1...1e6, "autoencoder_batch": 1...1e6,
+            "lr": 0...1e3, "autoencoder_lr": 0...1e3, "class_dropout": 0...1, "dit_width": 1...65536, "dit_depth": 1...1024,
+            "dit_heads": 1...65536, "patch": 1...65536, "autoencoder_widths": 1...65536, "checkpoint_every": 1...1e8,
+        ]
     }
 
     static let id = "latent-diffusion"
@@ -133,7 +139,7 @@ struct LatentDiffusionComponent: Backbone {
             throw MenagerieError.invalidArgument("classes must lie in 0..<\(c.classes); per_class and steps positive")
         }
         let labels = classes.flatMap { [Int](repeating: $0, count: o.per_class) }
-        var rng = SeededGenerator(seed: UInt64(o.seed))
+        var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)))
         let start = (0..<(labels.count * c.latentDimension)).map { _ in Float(rng.nextNormal()) }
         let ddim = DDIM(schedule: m.schedule, steps: o.steps)
         let began = Date()
@@ -175,6 +181,16 @@ struct LatentDiffusionComponent: Backbone {
 
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
+        // Positivity first (before the dataset is read, and before any `%` or `/` by these).
+        for (key, value) in [("size", o.size), ("dit_width", o.dit_width), ("dit_depth", o.dit_depth), ("dit_heads", o.dit_heads),
+                             ("patch", o.patch), ("batch", o.batch), ("autoencoder_batch", o.autoencoder_batch),
+                             ("checkpoint_every", o.checkpoint_every)] + o.autoencoder_widths.enumerated().map({ ("autoencoder_widths[\($0)]", $1) })
+        where value <= 0 {
+            throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
+        }
+        guard o.dit_width % o.dit_heads == 0 else {
+            throw MenagerieError.invalidArgument("option 'dit_width' = \(o.dit_width) is not divisible by 'dit_heads' = \(o.dit_heads)")
+        }
         let data = try RealData.load(request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size, attribute: "", limit: o.limit)
         var config = LatentDiffusionConfig()
         config.imageSize = data.size
@@ -189,7 +205,7 @@ struct LatentDiffusionComponent: Backbone {
         config.schedule = o.schedule
         config.dataset = o.dataset + (o.dataset_options.isEmpty ? "" : " " + o.dataset_options.joined(separator: " "))
         let model: LatentDiffusionModel
-        do { model = try LatentDiffusionModel(config: config, seed: UInt64(o.seed)) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        do { model = try LatentDiffusionModel(config: config, seed: UInt64(bitPattern: Int64(o.seed))) } catch { throw MenagerieError.invalidArgument("\(error)") }
         let dir = request.host.scratchDirectory + "/model"
         var training = LatentDiffusionTraining()
         training.autoencoderSteps = o.autoencoder_steps
@@ -200,7 +216,7 @@ struct LatentDiffusionComponent: Backbone {
         training.autoencoderLR = Float(o.autoencoder_lr)
         training.autoencoderLoss = LatentDiffusionTraining.AutoencoderLoss(rawValue: o.autoencoder_loss) ?? .mseL1
         training.classDropout = o.class_dropout
-        training.seed = UInt64(o.seed)
+        training.seed = UInt64(bitPattern: Int64(o.seed))
         training.checkpointEvery = o.checkpoint_every
         let curve = try training.run(model: model, images: data.images, labels: data.labels, host: request.host, folder: dir)
         try? FileManager.default.removeItem(atPath: dir + "/checkpoint")

@@ -1,4 +1,5 @@
 import Foundation
+import Formats
 import NN
 import Tensors
 
@@ -31,13 +32,43 @@ public struct LatentDiffusionConfig: Codable, Sendable, Equatable {
     /// The null class of classifier-free guidance.
     public var nullClass: Int { classes }
 
+    /// Checks every size before a model is built from this config (a folder's `config.json` or the
+    /// training options): each positive and in range before any division, the image divisible by the
+    /// autoencoder's downsampling and the latent side by the patch, heads dividing the width, a
+    /// finite positive scale factor, and the parameter memory within `Limits.allocation`. Errors name
+    /// the key and the value.
     public func validate() throws {
-        guard !autoencoderWidths.isEmpty, autoencoderWidths.allSatisfy({ $0 > 0 }) else { throw DiffusionError("autoencoderWidths must be positive") }
-        guard imageSize % downsampling == 0, latentSize % patch == 0, patch > 0 else {
-            throw DiffusionError("image size \(imageSize) must be a multiple of \(downsampling) (the autoencoder's downsampling) and the latent side \(latentSize) of patch \(patch)")
+        func check(_ key: String, _ v: Int, _ range: ClosedRange<Int>) throws {
+            guard range.contains(v) else { throw DiffusionError("'\(key)' = \(v) is out of range: it must lie in \(range.lowerBound)…\(range.upperBound)") }
         }
-        guard ditWidth % ditHeads == 0, ditDepth > 0, classes > 0 else { throw DiffusionError("ditWidth must divide into ditHeads; depth and classes positive") }
+        try check("imageSize", imageSize, 1...65536)
+        try check("channels", channels, 1...64)
+        try check("latentChannels", latentChannels, 1...4096)
+        guard (1...8).contains(autoencoderWidths.count) else {
+            throw DiffusionError("'autoencoderWidths' has \(autoencoderWidths.count) entries: 1…8 are allowed (one per halving, plus the first)")
+        }
+        for (i, w) in autoencoderWidths.enumerated() { try check("autoencoderWidths[\(i)]", w, 1...65536) }
+        try check("ditWidth", ditWidth, 1...65536)
+        try check("ditDepth", ditDepth, 1...1024)
+        try check("ditHeads", ditHeads, 1...65536)
+        try check("patch", patch, 1...65536)
+        try check("classes", classes, 1...Limits.vocabulary.upperBound)
+        try check("trainSteps", trainSteps, 1...1_000_000)
+        guard scaleFactor.isFinite, scaleFactor > 0 else { throw DiffusionError("'scaleFactor' = \(scaleFactor) must be a finite positive number") }
+        guard imageSize % downsampling == 0, latentSize % patch == 0, latentSize > 0 else {
+            throw DiffusionError("'imageSize' = \(imageSize) must be a multiple of \(downsampling) (the autoencoder's downsampling) and the latent side \(latentSize) of 'patch' = \(patch)")
+        }
+        guard ditWidth % ditHeads == 0 else { throw DiffusionError("'ditWidth' = \(ditWidth) is not divisible by 'ditHeads' = \(ditHeads)") }
         guard NoiseSchedule.Kind(rawValue: schedule) != nil else { throw DiffusionError("schedule '\(schedule)' is not linear or cosine") }
+        do {
+            let tokens = (latentSize / patch) * (latentSize / patch)
+            let w = autoencoderWidths
+            try Limits.parameters([[w.count * 4, w.max()!, w.max()!, 9], [channels + latentChannels, w.max()!, 18],
+                                   [ditDepth, 12, ditWidth, ditWidth], [tokens, ditWidth], [classes + 1, ditWidth],
+                                   [latentChannels, patch, patch, ditWidth, 2]], what: "the latent diffusion model's parameters", source: "config")
+            try Limits.allocation(shape: [w.max()!, imageSize, imageSize], elementSize: 4, what: "one image's autoencoder activation", source: "config")
+            try Limits.allocation(shape: [ditHeads, tokens, tokens], elementSize: 4, what: "one image's attention scores", source: "config")
+        } catch let e as FormatError { throw DiffusionError(e.problem) }
     }
 }
 
