@@ -18,7 +18,7 @@ TOUR_OUT ?= menagerie-tour
 REFERENCE_VENV ?= .venv-reference
 REFERENCE_JSON ?= .build/bench-reference.json
 
-.PHONY: bootstrap build demo test bench bench-reference install clean
+.PHONY: bootstrap build demo test test-sanitized fuzz fuzz-replay bench bench-reference install clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -33,6 +33,23 @@ demo: build
 test: build
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+
+# The unit tests under ASan + UBSan (own scratch folder), and the threaded kernels under TSan;
+# debug builds, slower than `make test` (Docs/reliability.md). SANITIZED_FILTER=Suite narrows them.
+SANITIZED_FILTER ?=
+test-sanitized: bootstrap
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address,undefined --scratch-path .build-sanitized
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(SWIFT) test --skip-build --scratch-path .build-sanitized $(if $(SANITIZED_FILTER),--filter $(SANITIZED_FILTER))
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --scratch-path .build-tsan --filter TensorsTests
+
+# libFuzzer on every file parser (scripts/fuzz): FUZZ_SECONDS per target (default 5), FUZZ_TARGETS
+# to choose; fuzz-replay runs the committed corpora and crash reproducers once.
+fuzz: bootstrap
+	scripts/fuzz
+fuzz-replay: bootstrap
+	scripts/fuzz --replay
 
 # With a PyTorch reference on file (make bench-reference), the table gets REFERENCE and RATIO columns.
 bench: build
@@ -59,4 +76,4 @@ install: build
 	@echo "installed menagerie into $(PREFIX)/bin; plugins in $(PREFIX)/lib/menagerie/plugins; SDK in $(PREFIX)/share/menagerie/sdk"
 
 clean:
-	rm -rf .build $(TOUR_OUT)
+	rm -rf .build .build-fuzz .build-sanitized .build-tsan $(TOUR_OUT)

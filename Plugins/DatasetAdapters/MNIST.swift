@@ -74,7 +74,9 @@ struct IDX: @unchecked Sendable {
             throw FormatError(path: path, String(format: "not an IDX file of unsigned bytes and rank %d (magic 0x%08x, expected 0x%08x)", rank, magic, 0x0800 | rank))
         }
         dims = (0..<rank).map { u32(4 + 4 * $0) }
-        let need = 4 + 4 * rank + dims.reduce(1, *)
+        // Each dimension is < 2^32 but their product may overflow (a fuzzed header): checked.
+        let (need, overflow) = (4 + 4 * rank).addingReportingOverflow(try Limits.elements(dims, what: "the IDX header", source: path))
+        guard !overflow else { throw FormatError(path: path, "the header \(dims) describes more bytes than can be addressed") }
         guard file.count == need else {
             throw FormatError(path: path, "\(file.count < need ? "truncated" : "has trailing bytes"): the header \(dims) needs \(need) bytes, the file has \(file.count)")
         }

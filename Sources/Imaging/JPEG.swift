@@ -12,7 +12,17 @@ public enum JPEG {
         var pixels: UnsafeMutablePointer<UInt8>?
         var width: Int32 = 0, height: Int32 = 0, channels: Int32 = 0
         var error = [CChar](repeating: 0, count: 512)
-        let status = mng_jpeg_decode(path, &pixels, &width, &height, &channels, Int(TIFF.maxPixels), &error, error.count)
+        let (fd, _) = try RegularFile.open(path)
+        let status = mng_jpeg_decode_fd(fd, &pixels, &width, &height, &channels, Limits.maxImagePixels, Limits.allocationLimit, &error, error.count)
+        switch status {
+        case 2:
+            try Limits.imageSize(width: Int(width), height: Int(height), source: path)
+            throw FormatError(path: path, "\(width)×\(height) pixels exceed the limit")
+        case 3:
+            try Limits.allocation(count: Int(width) * Int(height) * Int(channels), elementSize: 1, what: "the JPEG image", source: path)
+            throw FormatError(path: path, "the image needs more memory than the limit")
+        default: break
+        }
         guard status == 0, let pixels else {
             throw FormatError(path: path, cText(error))
         }
