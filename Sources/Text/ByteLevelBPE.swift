@@ -25,7 +25,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        guard let data = FileManager.default.contents(atPath: path) else { throw FormatError(path: path, "cannot read tokenizer.json") }
+        let data = try RegularFile.read(path)
         let json: JSONValue
         do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch { throw FormatError(path: path, "\(error)") }
         guard let model = json["model"], model["type"]?.stringValue == "BPE" else {
@@ -42,13 +42,17 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         }
         guard let vocab = model["vocab"]?.objectValue else { throw FormatError(path: path, "model.vocab is missing") }
         var size = 0
+        // Ids index the token table: each must lie in 0..<2^24 (Limits.vocabulary) before use.
+        let ids = 0...(Limits.vocabulary.upperBound - 1)
         for (token, id) in vocab {
-            guard let i = id.intValue else { throw FormatError(path: path, "vocab id of '\(token)' is not an integer") }
+            guard id.intValue != nil else { throw FormatError(path: path, "vocab id of '\(token)' is not an integer") }
+            let i = try Limits.int(id, key: "model.vocab['\(token)']", in: ids, source: path)
             vocabulary[token] = Int32(i)
             size = max(size, i + 1)
         }
         for item in json["added_tokens"]?.arrayValue ?? [] {
-            guard let content = item["content"]?.stringValue, let id = item["id"]?.intValue else { continue }
+            guard let content = item["content"]?.stringValue, item["id"]?.intValue != nil else { continue }
+            let id = try Limits.int(item["id"], key: "added_tokens id of '\(content)'", in: ids, source: path)
             added.append((content, Int32(id), item["special"]?.boolValue ?? false))
             vocabulary[content] = Int32(id)
             size = max(size, id + 1)
@@ -78,7 +82,10 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             for piece in single {
                 if piece["Sequence"] != nil { seenSequence = true; continue }
                 guard let name = piece["SpecialToken"]?["id"]?.stringValue else { continue }
-                let ids = post["special_tokens"]?[name]?["ids"]?.arrayValue?.compactMap { $0.intValue.map(Int32.init) } ?? vocabulary[name].map { [$0] } ?? []
+                let given = try post["special_tokens"]?[name]?["ids"]?.arrayValue?.map {
+                    Int32(try Limits.int($0, key: "post_processor.special_tokens['\(name)'].ids", in: ids, source: path))
+                }
+                let ids = given ?? vocabulary[name].map { [$0] } ?? []
                 if seenSequence { suffix += ids } else { prefix += ids }
             }
         }
