@@ -1,7 +1,8 @@
 # Menagerie — the two commands of the README:
 #   make demo   install missing system packages, build (release), run `menagerie tour`
 #   make test   the same setup, then every test
-# Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean.
+# Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean,
+#       make fuzz (FUZZ_SECONDS=N), make fuzz-replay, make test-sanitized (Docs/reliability.md).
 
 SWIFT ?= swift
 CONFIG ?= release
@@ -38,7 +39,7 @@ test: build
 # debug builds, slower than `make test` (Docs/reliability.md). SANITIZED_FILTER=Suite narrows them.
 SANITIZED_FILTER ?=
 test-sanitized: bootstrap
-	$(SWIFT) build --build-tests -Xswiftc -sanitize=address,undefined --scratch-path .build-sanitized
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address -Xcc -fsanitize=address,undefined --scratch-path .build-sanitized
 	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		$(SWIFT) test --skip-build --scratch-path .build-sanitized $(if $(SANITIZED_FILTER),--filter $(SANITIZED_FILTER))
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan

@@ -66,8 +66,7 @@ for name, image in [("gray16.tif", Image.fromarray((x * 1000 + y).astype(np.uint
     image.save(buffer, "TIFF")
     put("tiff", name, buffer.getvalue())
 buffer = io.BytesIO()
-Image.fromarray(rgb).save(buffer, "TIFF", compression="tiff_deflate", tiled=True, tile_width=16, tile_length=16) \
-    if False else Image.fromarray(rgb).save(buffer, "TIFF", compression="tiff_deflate")
+Image.fromarray(rgb).save(buffer, "TIFF", compression="tiff_deflate")
 put("tiff", "rgb_deflate.tif", buffer.getvalue())
 
 # JPEG: Pillow's fixtures.

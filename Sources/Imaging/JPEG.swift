@@ -34,6 +34,10 @@ public enum JPEG {
     /// Writes a grey or RGB image (alpha dropped) as a baseline JPEG of `quality` 1…100, atomically.
     public static func write(_ image: Image, to path: String, quality: Int = 90) throws {
         guard (1...100).contains(quality) else { throw FormatError(path: path, "JPEG quality \(quality) must lie in 1…100") }
+        // JPEG's sides are 16-bit (at most 65500).
+        guard (1...65500).contains(image.width), (1...65500).contains(image.height) else {
+            throw FormatError(path: path, "a JPEG is at most 65500×65500 pixels, got \(image.width)×\(image.height)")
+        }
         let source = image.channels == 1 || image.channels == 3 ? image : try image.rgb()
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).\(UUID().uuidString).partial"

@@ -48,6 +48,11 @@ public enum PNG {
         image.height = png_uint_32(img.height)
         image.format = img.channels == 1 ? MNG_PNG_FORMAT_GRAY : img.channels == 3 ? MNG_PNG_FORMAT_RGB : MNG_PNG_FORMAT_RGBA
         var size: png_alloc_size_t = 0
+        // libpng takes 32-bit sizes and a C int stride.
+        guard img.width > 0, img.height > 0, img.width <= Int(Int32.max), img.height <= Int(Int32.max),
+              img.width.multipliedReportingOverflow(by: img.channels).partialValue <= Int(Int32.max) else {
+            throw FormatError(path: "<png>", "cannot encode a \(img.width)×\(img.height) image as PNG")
+        }
         let stride = Int32(img.width * img.channels)
         guard img.pixels.withUnsafeBytes({ png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, stride, nil) }) != 0 else {
             throw FormatError(path: "<png>", "cannot size the PNG (\(message(&image)))")
