@@ -85,15 +85,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard 0 <= begin, begin <= end, end <= dataSize else {
                 throw fail("tensor '\(name)' occupies bytes \(begin)..<\(end) but the data section has \(dataSize): truncated file?")
             }
-            var count = 1
-            for d in shape {
-                let (p, o) = count.multipliedReportingOverflow(by: d)
-                guard !o else { throw fail("tensor '\(name)' shape \(shape) overflows") }
-                count = p
-            }
+            // Zero dimensions included: (0, 2^39, 2^39) holds nothing but its strides overflow.
+            let count: Int
+            do { count = try Limits.elements(shape, what: "tensor '\(name)'", source: path) } catch let e as FormatError { throw fail(e.problem) }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow, bytes == end - begin else {
-                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * size) bytes, data_offsets give \(end - begin)")
+                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(overflow ? "more than 2^63" : "\(bytes)") bytes, data_offsets give \(end - begin)")
             }
             entries[name] = Entry(name: name, fileDType: dtype, shape: shape, begin: begin, end: end)
         }

@@ -108,6 +108,8 @@ import TestSupport
             ("gap", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, data: Data(count: 12)), "a gap"),
             ("not from 0", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: Data(count: 8)), "begins at byte 4"),
             ("trailing bytes", good + Data([0]), "1 trailing bytes"),
+            ("byte size overflows", withHeader(#"{"a":{"dtype":"F64","shape":[1073741824,1073741824],"data_offsets":[0,0]}}"#, data: Data()), "needs more than 2^63 bytes"),
+            ("strides overflow behind a zero", withHeader(#"{"a":{"dtype":"F32","shape":[0,549755813887,549755813887],"data_offsets":[0,0]}}"#, data: Data()), "more elements than can be addressed"),
             ("no offsets", withHeader(#"{"a":{"dtype":"F32","shape":[2]}}"#), "needs \"data_offsets\""),
             ("bad metadata", withHeader(#"{"__metadata__":{"k":1}}"#), "is not a string"),
             ("offsets reversed", withHeader(#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#), "occupies bytes"),
