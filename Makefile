@@ -1,7 +1,8 @@
 # Menagerie — the two commands of the README:
 #   make demo   install missing system packages, build (release), run `menagerie tour`
 #   make test   the same setup, then every test
-# Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean.
+# Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean,
+#       make fuzz (FUZZ_SECONDS=N), make fuzz-replay, make test-sanitized (Docs/reliability.md).
 
 SWIFT ?= swift
 CONFIG ?= release
@@ -18,7 +19,7 @@ TOUR_OUT ?= menagerie-tour
 REFERENCE_VENV ?= .venv-reference
 REFERENCE_JSON ?= .build/bench-reference.json
 
-.PHONY: bootstrap build demo test bench bench-reference install clean
+.PHONY: bootstrap build demo test test-sanitized fuzz fuzz-replay bench bench-reference install clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -33,6 +34,26 @@ demo: build
 test: build
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+
+# The unit tests under ASan (Swift) and ASan + UBSan (C) in their own scratch folder, and the
+# threaded kernels under TSan; debug builds, much slower than `make test` (Docs/reliability.md).
+# SANITIZED_FILTER=Suite narrows them. The tests that crash plugins on purpose need the signals left
+# to the host (handle_segv=0…) and no Swift backtracer racing ASan.
+SANITIZED_FILTER ?=
+test-sanitized: bootstrap
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=address -Xcc -fsanitize=address,undefined --scratch-path .build-sanitized
+	ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigill=0:handle_abort=0 SWIFT_BACKTRACE=enable=no \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(SWIFT) test --skip-build --scratch-path .build-sanitized $(if $(SANITIZED_FILTER),--filter $(SANITIZED_FILTER))
+	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS=halt_on_error=1 $(SWIFT) test --skip-build --scratch-path .build-tsan --filter TensorsTests
+
+# libFuzzer on every file parser (scripts/fuzz): FUZZ_SECONDS per target (default 5), FUZZ_TARGETS
+# to choose; fuzz-replay runs the committed corpora and crash reproducers once.
+fuzz: bootstrap
+	scripts/fuzz
+fuzz-replay: bootstrap
+	scripts/fuzz --replay
 
 # With a PyTorch reference on file (make bench-reference), the table gets REFERENCE and RATIO columns.
 bench: build
@@ -51,4 +72,4 @@ install: build
 	scripts/install "$(PREFIX)" "$(BIN)"
 
 clean:
-	rm -rf .build $(TOUR_OUT)
+	rm -rf .build .build-fuzz .build-sanitized .build-tsan $(TOUR_OUT)

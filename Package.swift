@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "MenagerieKit", targets: ["MenagerieKit"]),
         // The C plugin: proof that the header alone is enough.
         .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
+        // The file parsers as fuzz targets, for the libFuzzer driver in Fuzz/ (`make fuzz`).
+        .library(name: "FuzzTargets", targets: ["FuzzTargets"]),
     ] + swiftPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.product + "Entry"]) },
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -78,9 +80,14 @@ let package = Package(
         .target(name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics",
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("m")]),
 
+        // The parsers of outside files as fuzz targets (a test tool: Fuzz/ drives it with libFuzzer,
+        // FuzzReplayTests replays the committed corpora).
+        .target(name: "FuzzTargets", dependencies: ["Formats", "Imaging", "Text", "NN", "MenagerieKit", "DatasetAdapters", "FasterTAD"]),
+
         // Tests.
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),

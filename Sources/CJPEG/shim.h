@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <jpeglib.h>
 #include <jerror.h>
@@ -37,14 +38,18 @@ static inline struct jpeg_error_mgr *mng_jpeg_errors(struct mng_jpeg_error *e) {
     return base;
 }
 
-/* Decodes the JPEG file at `path` to 8-bit interleaved pixels, 1 (grey) or 3 (RGB; CMYK/YCCK are
-   refused) channels. On success returns 0 and a malloc'ed buffer the caller frees; otherwise
-   returns -1 with `error` (of `error_size` bytes) holding libjpeg's message. */
-static inline int mng_jpeg_decode(const char *path, unsigned char **pixels, int *width, int *height, int *channels,
-                                  long max_pixels, char *error, size_t error_size) {
+/* Decodes the JPEG file open as `fd` (a regular file; this function closes it) to 8-bit
+   interleaved pixels, 1 (grey) or 3 (RGB; CMYK/YCCK are refused) channels. On success returns 0
+   and a malloc'ed buffer the caller frees. Before anything is allocated for the image, refuses
+   more than `max_pixels` pixels (returns 2 with *width and *height set) and an output buffer of
+   more than `max_bytes` (returns 3, also *channels set); libjpeg's own working memory (whole-image
+   coefficient buffers of progressive files) is capped at `max_bytes` too. Otherwise returns -1
+   with `error` (of `error_size` bytes) holding libjpeg's message. */
+static inline int mng_jpeg_decode_fd(int fd, unsigned char **pixels, int *width, int *height, int *channels,
+                                     long max_pixels, long max_bytes, char *error, size_t error_size) {
     *pixels = NULL;
-    FILE *file = fopen(path, "rb");
-    if (!file) { snprintf(error, error_size, "cannot be opened"); return -1; }
+    FILE *file = fdopen(fd, "rb");
+    if (!file) { close(fd); snprintf(error, error_size, "cannot be opened"); return -1; }
     struct jpeg_decompress_struct info;
     struct mng_jpeg_error err;
     unsigned char *volatile buffer = NULL;
@@ -57,6 +62,7 @@ static inline int mng_jpeg_decode(const char *path, unsigned char **pixels, int 
         return -1;
     }
     jpeg_create_decompress(&info);
+    info.mem->max_memory_to_use = max_bytes;
     jpeg_stdio_src(&info, file);
     jpeg_read_header(&info, TRUE);
     if (info.jpeg_color_space == JCS_CMYK || info.jpeg_color_space == JCS_YCCK) {
@@ -65,12 +71,17 @@ static inline int mng_jpeg_decode(const char *path, unsigned char **pixels, int 
         fclose(file);
         return -1;
     }
-    if ((long)info.image_width * (long)info.image_height > max_pixels) {
-        snprintf(error, error_size, "%u×%u pixels exceed the limit of %ld (set MENAGERIE_MAX_PIXELS to raise it)",
-                 info.image_width, info.image_height, max_pixels);
+    /* JDIMENSION is at most 65500 here: the products fit in a long. */
+    long components = info.num_components == 1 ? 1 : 3;
+    if (info.image_width == 0 || info.image_height == 0 || (long)info.image_width * (long)info.image_height > max_pixels
+        || (long)info.image_width * (long)info.image_height * components > max_bytes) {
+        int pixels_refused = info.image_width == 0 || info.image_height == 0 || (long)info.image_width * (long)info.image_height > max_pixels;
+        *width = (int)info.image_width;
+        *height = (int)info.image_height;
+        *channels = (int)components;
         jpeg_destroy_decompress(&info);
         fclose(file);
-        return -1;
+        return pixels_refused ? 2 : 3;
     }
     info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&info);

@@ -16,6 +16,7 @@ static inline int mng_png_image_failed(png_image *image) { return PNG_IMAGE_FAIL
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct { char message[256]; } mng_png_failure;
 
@@ -27,19 +28,21 @@ static void mng_png_on_error(png_structp png, png_const_charp msg) {
 static void mng_png_on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
 
 /* Reads every sample as 16-bit (8-bit files are widened by ×257, palettes and tRNS expanded,
- * gray+alpha turned into RGBA). On success returns 0 with *out malloc'ed (free with free()),
- * laid out row-major with *channels (1, 3 or 4) interleaved; *bit_depth is the file's own depth.
- * Refuses images over max_pixels before allocating. */
-static inline int mng_png_read16(const char *path, long max_pixels, uint32_t *width, uint32_t *height, int *channels,
-                                 int *bit_depth, uint16_t **out, char *message, size_t message_len) {
+ * gray+alpha turned into RGBA) from `fd`, an open regular file this function closes. On success
+ * returns 0 with *out malloc'ed (free with free()), laid out row-major with *channels (1, 3 or 4)
+ * interleaved; *bit_depth is the file's own depth. Before allocating, refuses images over
+ * max_pixels (returns 2, *width and *height set) and buffers over max_bytes (returns 3, *width,
+ * *height and *channels set); other failures return 1 with `message`. */
+static inline int mng_png_read16_fd(int fd, long max_pixels, long max_bytes, uint32_t *width, uint32_t *height, int *channels,
+                                    int *bit_depth, uint16_t **out, char *message, size_t message_len) {
     mng_png_failure failure = { "" };
-    FILE *file = fopen(path, "rb");
-    if (!file) { snprintf(message, message_len, "cannot open"); return 1; }
+    FILE *file = fdopen(fd, "rb");
+    if (!file) { close(fd); snprintf(message, message_len, "cannot open"); return 1; }
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &failure, mng_png_on_error, mng_png_on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     uint16_t *volatile pixels = NULL;
     png_bytep *volatile rows = NULL;
-    if (!png || !info) { fclose(file); snprintf(message, message_len, "out of memory"); return 1; }
+    if (!png || !info) { png_destroy_read_struct(&png, &info, NULL); fclose(file); snprintf(message, message_len, "out of memory"); return 1; }
     if (setjmp(png_jmpbuf(png))) {
         free(pixels); free(rows);
         png_destroy_read_struct(&png, &info, NULL);
@@ -51,10 +54,10 @@ static inline int mng_png_read16(const char *path, long max_pixels, uint32_t *wi
     png_read_info(png, info);
     uint32_t w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int depth = png_get_bit_depth(png, info), color = png_get_color_type(png, info);
-    if ((long)w * (long)h > max_pixels) {
+    if (w == 0 || h == 0 || (long)w * (long)h > max_pixels) {
         png_destroy_read_struct(&png, &info, NULL);
         fclose(file);
-        snprintf(message, message_len, "%u×%u pixels exceed the limit of %ld (set MENAGERIE_MAX_PIXELS to raise it)", w, h, max_pixels);
+        *width = w; *height = h;
         return 2;
     }
     png_set_expand(png);                       /* palette → RGB, gray < 8 bits → 8, tRNS → alpha */
@@ -67,8 +70,21 @@ static inline int mng_png_read16(const char *path, long max_pixels, uint32_t *wi
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int ch = png_get_channels(png, info);
-    pixels = (uint16_t *)malloc((size_t)w * h * ch * 2 + 1);
-    rows = (png_bytep *)malloc(sizeof(png_bytep) * (h ? h : 1));
+    /* w, h < 2^31 (libpng's limit) and ch ≤ 4: the products below fit in 64 bits. */
+    size_t bytes = (size_t)w * (size_t)h * (size_t)ch * 2;
+    int bad_layout = ch < 1 || ch > 4 || png_get_rowbytes(png, info) != (size_t)w * (size_t)ch * 2;
+    if (bad_layout || max_bytes < 0 || bytes > (size_t)max_bytes) {
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(file);
+        *width = w; *height = h; *channels = ch;
+        if (bad_layout) {
+            snprintf(message, message_len, "unexpected row layout (%d channels)", ch);
+            return 1;
+        }
+        return 3;
+    }
+    pixels = (uint16_t *)malloc(bytes + 1);
+    rows = (png_bytep *)malloc(sizeof(png_bytep) * h);
     if (!pixels || !rows) png_error(png, "out of memory");
     for (uint32_t y = 0; y < h; y++) rows[y] = (png_bytep)(pixels + (size_t)y * w * ch);
     png_read_image(png, rows);

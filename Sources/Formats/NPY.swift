@@ -36,12 +36,15 @@ public enum NPY {
 
     /// Reads an `.npy` file into a tensor. Errors name the file and the field at fault.
     public static func read(path: String) throws -> Tensor {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw FormatError(path: path, "cannot read the file (\(error.localizedDescription))")
-        }
+        // Memory-mapped (only regular files: a FIFO or device is refused); the data is copied out.
+        let file = try MappedFile(path: path)
+        let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: file.bytes), count: file.count,
+                        deallocator: .custom { _, _ in withExtendedLifetime(file) {} })
         return try decode(data, path: path)
     }
+
+    /// numpy's `_MAX_HEADER_SIZE`: `np.load` refuses longer headers (they "may not be safe to load").
+    static let maxHeaderLength = 10_000
 
     /// Decodes the bytes of an `.npy` file.
     public static func decode(_ data: Data, path: String = "<memory>") throws -> Tensor {
@@ -62,6 +65,9 @@ public enum NPY {
             headerStart = 12
         default:
             throw FormatError(path: path, ".npy format version \(major) is not supported (1, 2 and 3 are)")
+        }
+        guard headerLength <= maxHeaderLength else {
+            throw FormatError(path: path, ".npy header length \(headerLength) exceeds numpy's limit of \(maxHeaderLength) bytes: corrupt or not a .npy file")
         }
         guard headerStart + headerLength <= data.count,
               let header = String(data: data.subdata(in: headerStart..<(headerStart + headerLength)), encoding: .utf8)
@@ -85,12 +91,11 @@ public enum NPY {
             shape.append(v)
         }
         let dataStart = headerStart + headerLength
-        var needed = dtype.size
-        for d in shape {
-            let (p, overflow) = needed.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw FormatError(path: path, "shape \(shape) is too large to hold in memory") }
-            needed = p
-        }
+        // Overflow-checked, zero dimensions included (their strides must fit too); the tensor is
+        // allocated only once the file is known to hold its bytes.
+        let count = try Limits.elements(shape, what: "shape \(shape)", source: path)
+        let (needed, overflow) = count.multipliedReportingOverflow(by: dtype.size)
+        guard !overflow else { throw FormatError(path: path, "shape \(shape) is too large to hold in memory") }
         guard data.count - dataStart >= needed else {
             throw FormatError(path: path, "shape \(shape) of \(dtype.name) needs \(needed) bytes of data; the file has \(data.count - dataStart)")
         }

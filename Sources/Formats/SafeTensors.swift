@@ -7,9 +7,11 @@ import Tensors
 /// offsets relative to its start.
 ///
 /// The file is memory-mapped; tensors borrow its pages (no copy of the checkpoint). Everything is
-/// validated before any tensor memory is touched: the header length is bounded, the JSON is well
-/// formed, every dtype is known, shape × dtype size equals the byte range, ranges lie inside the
-/// data and do not overlap.
+/// validated before any tensor memory is touched, as strictly as the reference implementation (the
+/// Rust crate's `read_metadata` and `Metadata::validate`): the header length is at most 100,000,000
+/// and fits the file, the header is UTF-8 JSON starting with '{', every dtype is known, shape × dtype
+/// size equals the byte range (overflow-checked), and the ranges, sorted, are contiguous from 0 to
+/// the end of the file (no gap, overlap or trailing byte).
 public final class SafeTensorsFile: @unchecked Sendable {
     /// One tensor's place in the file.
     public struct Entry: Sendable, Equatable {
@@ -31,7 +33,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     static let dtypeSizes: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
                                             "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
                                             "F8_E4M3": 1, "F8_E5M2": 1]
-    static let maxHeader = 100 << 20
+    /// The reference implementation's MAX_HEADER_SIZE.
+    static let maxHeader = 100_000_000
 
     public init(path: String) throws {
         let file = try MappedFile(path: path)
@@ -39,12 +42,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
         self.path = path
         func fail(_ m: String) -> FormatError { FormatError(path: path, m) }
         guard file.count >= 8 else { throw fail("not a safetensors file: \(file.count) bytes, shorter than the 8-byte header length") }
-        let n = Int(UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self)) & 0x7FFF_FFFF_FFFF_FFFF)
-        guard n <= SafeTensorsFile.maxHeader else { throw fail("header length \(n) exceeds the 100 MiB limit: not a safetensors file, or corrupt") }
+        let declared = UInt64(littleEndian: file.bytes.loadUnaligned(as: UInt64.self))
+        guard declared <= UInt64(SafeTensorsFile.maxHeader) else {
+            throw fail("header length \(declared) exceeds the limit of \(SafeTensorsFile.maxHeader) bytes: not a safetensors file, or corrupt")
+        }
+        let n = Int(declared)
         guard n >= 2, 8 + n <= file.count else {
             throw fail("header length \(n) does not fit in the \(file.count)-byte file: truncated or not a safetensors file")
         }
-        let headerText = String(decoding: UnsafeRawBufferPointer(start: file.bytes + 8, count: n), as: UTF8.self)
+        guard let headerText = String(validating: UnsafeRawBufferPointer(start: file.bytes + 8, count: n), as: UTF8.self) else {
+            throw fail("the header is not valid UTF-8: not a safetensors file, or corrupt")
+        }
+        guard headerText.utf8.first == UInt8(ascii: "{") else { throw fail("the header does not start with '{': not a safetensors file, or corrupt") }
         let header: JSONValue
         do { header = try JSONValue.parse(headerText, source: "the safetensors header") } catch { throw fail("\(error)") }
         guard let object = header.objectValue else { throw fail("the header is not a JSON object") }
@@ -76,21 +85,34 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard 0 <= begin, begin <= end, end <= dataSize else {
                 throw fail("tensor '\(name)' occupies bytes \(begin)..<\(end) but the data section has \(dataSize): truncated file?")
             }
-            var count = 1
-            for d in shape {
-                let (p, o) = count.multipliedReportingOverflow(by: d)
-                guard !o else { throw fail("tensor '\(name)' shape \(shape) overflows") }
-                count = p
-            }
+            // Zero dimensions included: (0, 2^39, 2^39) holds nothing but its strides overflow.
+            let count: Int
+            do { count = try Limits.elements(shape, what: "tensor '\(name)'", source: path) } catch let e as FormatError { throw fail(e.problem) }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow, bytes == end - begin else {
-                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(count * size) bytes, data_offsets give \(end - begin)")
+                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(overflow ? "more than 2^63" : "\(bytes)") bytes, data_offsets give \(end - begin)")
             }
             entries[name] = Entry(name: name, fileDType: dtype, shape: shape, begin: begin, end: end)
         }
-        let sorted = entries.values.sorted { $0.begin != $1.begin ? $0.begin < $1.begin : $0.end < $1.end }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where b.begin < a.end && b.end > b.begin && a.end > a.begin {
-            throw fail("tensors '\(a.name)' and '\(b.name)' overlap (bytes \(a.begin)..<\(a.end) and \(b.begin)..<\(b.end))")
+        // As the reference implementation (safetensors' Metadata::validate): sorted by their
+        // offsets, each tensor begins where the previous one ended (no gap, no overlap, empty
+        // tensors included) and the last one ends where the file does (no trailing bytes: a
+        // truncated or padded file is refused).
+        let sorted = entries.values.sorted { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        var position = 0, previous: Entry?
+        for e in sorted {
+            guard e.begin == position else {
+                if let previous, e.begin < position {
+                    throw fail("tensors '\(previous.name)' and '\(e.name)' overlap (bytes \(previous.begin)..<\(previous.end) and \(e.begin)..<\(e.end)): the data section must hold the tensors back to back")
+                }
+                throw fail("tensor '\(e.name)' begins at byte \(e.begin) of the data section, but the tensors before it end at \(position): a gap (the data section must hold the tensors back to back)")
+            }
+            position = e.end
+            previous = e
+        }
+        guard position == dataSize else {
+            throw fail("the tensors end at byte \(position) of the data section, but it holds \(dataSize) bytes: "
+                + (position < dataSize ? "\(dataSize - position) trailing bytes (a padded or corrupt file)" : "truncated file"))
         }
         self.entries = entries
         self.metadata = metadata

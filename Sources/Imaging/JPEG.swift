@@ -12,7 +12,17 @@ public enum JPEG {
         var pixels: UnsafeMutablePointer<UInt8>?
         var width: Int32 = 0, height: Int32 = 0, channels: Int32 = 0
         var error = [CChar](repeating: 0, count: 512)
-        let status = mng_jpeg_decode(path, &pixels, &width, &height, &channels, Int(TIFF.maxPixels), &error, error.count)
+        let (fd, _) = try RegularFile.open(path)
+        let status = mng_jpeg_decode_fd(fd, &pixels, &width, &height, &channels, Limits.maxImagePixels, Limits.allocationLimit, &error, error.count)
+        switch status {
+        case 2:
+            try Limits.imageSize(width: Int(width), height: Int(height), source: path)
+            throw FormatError(path: path, "\(width)×\(height) pixels exceed the limit")
+        case 3:
+            try Limits.allocation(count: Int(width) * Int(height) * Int(channels), elementSize: 1, what: "the JPEG image", source: path)
+            throw FormatError(path: path, "the image needs more memory than the limit")
+        default: break
+        }
         guard status == 0, let pixels else {
             throw FormatError(path: path, cText(error))
         }
@@ -24,6 +34,10 @@ public enum JPEG {
     /// Writes a grey or RGB image (alpha dropped) as a baseline JPEG of `quality` 1…100, atomically.
     public static func write(_ image: Image, to path: String, quality: Int = 90) throws {
         guard (1...100).contains(quality) else { throw FormatError(path: path, "JPEG quality \(quality) must lie in 1…100") }
+        // JPEG's sides are 16-bit (at most 65500).
+        guard (1...65500).contains(image.width), (1...65500).contains(image.height) else {
+            throw FormatError(path: path, "a JPEG is at most 65500×65500 pixels, got \(image.width)×\(image.height)")
+        }
         let source = image.channels == 1 || image.channels == 3 ? image : try image.rgb()
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).\(UUID().uuidString).partial"

@@ -8,21 +8,30 @@ public enum PNG {
     /// Reads any PNG (palette, 16-bit and interlaced included) into 8-bit gray, RGB or RGBA,
     /// keeping the file's colour type where possible.
     public static func read(path: String) throws -> Image {
+        let (fd, _) = try RegularFile.open(path)
+        guard let file = fdopen(fd, "rb") else {
+            close(fd)
+            throw FormatError(path: path, "cannot open: \(String(cString: strerror(errno)))")
+        }
+        defer { fclose(file) }
         var image = png_image()
         image.version = MNG_PNG_IMAGE_VERSION
-        guard png_image_begin_read_from_file(&image, path) != 0 else {
+        guard png_image_begin_read_from_stdio(&image, file) != 0 else {
             throw FormatError(path: path, "not a readable PNG (\(message(&image)))")
         }
         defer { png_image_free(&image) }
-        guard Int(image.width) * Int(image.height) <= TIFF.maxPixels else {
-            throw FormatError(path: path, "\(image.width)×\(image.height) pixels exceed the limit of \(TIFF.maxPixels) (set MENAGERIE_MAX_PIXELS to raise it)")
-        }
+        let width = Int(image.width), height = Int(image.height)
+        try Limits.imageSize(width: width, height: height, source: path)
         let hasColor = image.format & UInt32(PNG_FORMAT_FLAG_COLOR) != 0
         let hasAlpha = image.format & UInt32(PNG_FORMAT_FLAG_ALPHA) != 0
         let (format, channels): (png_uint_32, Int) =
             hasAlpha ? (MNG_PNG_FORMAT_RGBA, 4) : hasColor ? (MNG_PNG_FORMAT_RGB, 3) : (MNG_PNG_FORMAT_GRAY, 1)
         image.format = format
-        let width = Int(image.width), height = Int(image.height)
+        // The row stride is a C int.
+        guard width * channels <= Int(Int32.max) else {
+            throw FormatError(path: path, "rows of \(width)×\(channels) bytes are too wide to decode")
+        }
+        try Limits.allocation(count: width * height * channels, elementSize: 1, what: "the PNG image", source: path)
         var pixels = [UInt8](repeating: 0, count: width * height * channels)
         let ok = pixels.withUnsafeMutableBytes { buf in
             png_image_finish_read(&image, nil, buf.baseAddress, Int32(width * channels), nil)
@@ -39,6 +48,11 @@ public enum PNG {
         image.height = png_uint_32(img.height)
         image.format = img.channels == 1 ? MNG_PNG_FORMAT_GRAY : img.channels == 3 ? MNG_PNG_FORMAT_RGB : MNG_PNG_FORMAT_RGBA
         var size: png_alloc_size_t = 0
+        // libpng takes 32-bit sizes and a C int stride.
+        guard img.width > 0, img.height > 0, img.width <= Int(Int32.max), img.height <= Int(Int32.max),
+              img.width.multipliedReportingOverflow(by: img.channels).partialValue <= Int(Int32.max) else {
+            throw FormatError(path: "<png>", "cannot encode a \(img.width)×\(img.height) image as PNG")
+        }
         let stride = Int32(img.width * img.channels)
         guard img.pixels.withUnsafeBytes({ png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, stride, nil) }) != 0 else {
             throw FormatError(path: "<png>", "cannot size the PNG (\(message(&image)))")
@@ -70,12 +84,22 @@ public enum PNG {
         var channels: Int32 = 0, depth: Int32 = 0
         var raw: UnsafeMutablePointer<UInt16>?
         var text = [CChar](repeating: 0, count: 256)
-        let status = mng_png_read16(path, TIFF.maxPixels, &width, &height, &channels, &depth, &raw, &text, text.count)
-        guard status == 0, let raw else {
-            throw FormatError(path: path, "not a readable PNG (\(cText(text)))")
+        let (fd, _) = try RegularFile.open(path)
+        let status = mng_png_read16_fd(fd, Limits.maxImagePixels, Limits.allocationLimit, &width, &height, &channels, &depth, &raw, &text, text.count)
+        switch status {
+        case 0: break
+        case 2:
+            try Limits.imageSize(width: Int(width), height: Int(height), source: path)
+            throw FormatError(path: path, "\(width)×\(height) pixels exceed the limit")
+        case 3:
+            try Limits.allocation(count: Int(width) * Int(height) * Int(channels), elementSize: 2, what: "the PNG image", source: path)
+            throw FormatError(path: path, "the image needs more memory than the limit")
+        default: throw FormatError(path: path, "not a readable PNG (\(cText(text)))")
         }
+        guard let raw else { throw FormatError(path: path, "not a readable PNG (\(cText(text)))") }
         defer { free(raw) }
         let count = Int(width) * Int(height) * Int(channels)
+        if depth > 8 { try Limits.allocation(count: count, elementSize: 4, what: "the PNG samples", source: path) }
         let shape = channels == 1 ? [Int(height), Int(width)] : [Int(height), Int(width), Int(channels)]
         let samples = UnsafeBufferPointer(start: raw, count: count)
         // 8-bit files were widened by ×257 (v·257 = v << 8 | v), so the division is exact.

@@ -3,8 +3,9 @@ import Foundation
 import Formats
 import Tensors
 
-/// TIFF files through libtiff: 8/16-bit unsigned and 32-bit float samples, 1–4 channels,
-/// strips or tiles, the first page of multi-page files. libtiff's messages become the errors'
+/// TIFF files through libtiff: 8/16-bit unsigned and 32-bit float samples, 1–4 channels, strips or
+/// tiles, exactly; any other photometric or depth as 8-bit RGB(A) through libtiff's RGBA path; the
+/// first page of multi-page files. libtiff's messages become the errors'
 /// text (its handlers are replaced: nothing is printed on stderr).
 public enum TIFF {
     /// What a TIFF holds: samples as a tensor [H, W] or [H, W, C] of u8, f32 (16-bit samples are
@@ -22,10 +23,22 @@ public enum TIFF {
         Limits.maxImagePixels
     }
 
+    /// Reads the first page. Plain contiguous MinIsBlack (1–2 samples) and RGB(A) (3–4 samples)
+    /// images of 8/16-bit unsigned or 32-bit float samples are read exactly, at their own depth;
+    /// every other kind (palette, CMYK, MinIsWhite, YCbCr — subsampled or JPEG-compressed —, 1/2/4-bit,
+    /// planar) goes through libtiff's RGBA conversion and comes as 8-bit RGB, or RGBA when the file
+    /// has an extra (alpha) sample; libtiff premultiplies unassociated alpha on that path.
+    ///
+    /// Sizes are checked before anything is allocated: width × height against `Limits.imageSize`
+    /// (Pillow's `MAX_IMAGE_PIXELS`), tile sizes against the image and `Limits.allocation`, and
+    /// libtiff's own buffers are capped at `Limits.allocationLimit`. FIFOs and devices are refused.
     public static func read(path: String) throws -> Page {
         installHandlers()
         clearMessage()
-        guard let tif = TIFFOpen(path, "r") else { throw FormatError(path: path, "not a readable TIFF (\(lastMessage() ?? "open failed"))") }
+        let (fd, _) = try RegularFile.open(path)
+        guard let tif = mng_tiff_open_fd(fd, path, Limits.allocationLimit) else {
+            throw FormatError(path: path, "not a readable TIFF (\(lastMessage() ?? "open failed"))")
+        }
         defer { TIFFClose(tif) }
         var w: UInt32 = 0, h: UInt32 = 0, bits: UInt16 = 0, spp: UInt16 = 0, format: UInt16 = 0, planar: UInt16 = 0
         guard mng_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGEWIDTH), &w) == 1, mng_tiff_get_u32(tif, UInt32(TIFFTAG_IMAGELENGTH), &h) == 1 else {
@@ -36,42 +49,49 @@ public enum TIFF {
         _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_SAMPLEFORMAT), &format)
         _ = mng_tiff_get_u16_default(tif, UInt32(TIFFTAG_PLANARCONFIG), &planar)
         let width = Int(w), height = Int(h), channels = Int(spp)
-        guard width > 0, height > 0, (1...4).contains(channels) else {
-            throw FormatError(path: path, "unsupported TIFF geometry \(width)×\(height)×\(channels)")
+        try Limits.imageSize(width: width, height: height, source: path)
+        var photometric: UInt16 = 0
+        if mng_tiff_get_u16(tif, UInt32(TIFFTAG_PHOTOMETRIC), &photometric) != 1 {
+            photometric = UInt16(channels >= 3 ? PHOTOMETRIC_RGB : PHOTOMETRIC_MINISBLACK)
         }
-        guard width * height <= maxPixels else {
-            throw FormatError(path: path, "\(width)×\(height) pixels exceed the limit of \(maxPixels) (set MENAGERIE_MAX_PIXELS to raise it)")
-        }
-        guard planar == UInt16(PLANARCONFIG_CONTIG) else { throw FormatError(path: path, "planar (separate-plane) TIFFs are not supported") }
         let isFloat = format == UInt16(SAMPLEFORMAT_IEEEFP)
-        guard (bits == 8 || bits == 16) && format == UInt16(SAMPLEFORMAT_UINT) || (bits == 32 && isFloat) else {
-            throw FormatError(path: path, "\(bits)-bit samples of format \(format) are not supported (8/16-bit unsigned, 32-bit float are)")
-        }
+        let exactSamples = (bits == 8 || bits == 16) && format == UInt16(SAMPLEFORMAT_UINT) || (bits == 32 && isFloat)
+        let exact = planar == UInt16(PLANARCONFIG_CONTIG) && exactSamples
+            && (photometric == UInt16(PHOTOMETRIC_MINISBLACK) && (1...2).contains(channels)
+                || photometric == UInt16(PHOTOMETRIC_RGB) && (3...4).contains(channels))
+        var tile: (width: Int, height: Int)?
+        if TIFFIsTiled(tif) != 0 { tile = try checkTiles(tif, width: width, height: height, path: path) }
+        guard exact else { return try readRGBA(tif, width: width, height: height, path: path) }
+
         let bytesPerSample = Int(bits) / 8
-        var raw = [UInt8](repeating: 0, count: width * height * channels * bytesPerSample)
         let rowBytes = width * channels * bytesPerSample
+        try Limits.allocation(count: width * height * channels, elementSize: bytesPerSample, what: "the TIFF image", source: path)
+        var raw = [UInt8](repeating: 0, count: width * height * channels * bytesPerSample)
         try raw.withUnsafeMutableBytes { out in
-            if TIFFIsTiled(tif) != 0 {
-                var tw: UInt32 = 0, th: UInt32 = 0
-                _ = mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILEWIDTH), &tw)
-                _ = mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILELENGTH), &th)
-                let tileBytes = Int(TIFFTileSize(tif))
-                var tile = [UInt8](repeating: 0, count: tileBytes)
-                for ty in stride(from: 0, to: height, by: Int(th)) {
-                    for tx in stride(from: 0, to: width, by: Int(tw)) {
-                        guard TIFFReadTile(tif, &tile, UInt32(tx), UInt32(ty), 0, 0) >= 0 else {
-                            throw FormatError(path: path, "corrupt tile at (\(tx), \(ty)): \(lastMessage() ?? "read failed")")
-                        }
-                        let tileRow = Int(tw) * channels * bytesPerSample
-                        for r in 0..<min(Int(th), height - ty) {
-                            let n = min(Int(tw), width - tx) * channels * bytesPerSample
-                            let dst = (ty + r) * rowBytes + tx * channels * bytesPerSample
-                            tile.withUnsafeBytes { src in (out.baseAddress! + dst).copyMemory(from: src.baseAddress! + r * tileRow, byteCount: n) }
+            if let (tw, th) = tile {
+                let tileRow = tw * channels * bytesPerSample
+                let tileBytes = Int(TIFFTileSize64(tif))
+                // libtiff fills tileBytes; every row copied below must lie inside them.
+                guard tileBytes >= tileRow * th else {
+                    throw FormatError(path: path, "TIFF tile size \(tileBytes) bytes is smaller than \(tw)×\(th) pixels of \(channels)×\(bits) bits")
+                }
+                var buffer = [UInt8](repeating: 0, count: tileBytes)
+                try buffer.withUnsafeMutableBytes { tileBuffer in
+                    for ty in stride(from: 0, to: height, by: th) {
+                        for tx in stride(from: 0, to: width, by: tw) {
+                            guard TIFFReadTile(tif, tileBuffer.baseAddress, UInt32(tx), UInt32(ty), 0, 0) >= 0 else {
+                                throw FormatError(path: path, "corrupt tile at (\(tx), \(ty)): \(lastMessage() ?? "read failed")")
+                            }
+                            let n = min(tw, width - tx) * channels * bytesPerSample
+                            for r in 0..<min(th, height - ty) {
+                                let dst = (ty + r) * rowBytes + tx * channels * bytesPerSample
+                                (out.baseAddress! + dst).copyMemory(from: tileBuffer.baseAddress! + r * tileRow, byteCount: n)
+                            }
                         }
                     }
                 }
             } else {
-                guard Int(TIFFScanlineSize(tif)) == rowBytes else { throw FormatError(path: path, "unexpected scanline size") }
+                guard Int(TIFFScanlineSize64(tif)) == rowBytes else { throw FormatError(path: path, "unexpected scanline size") }
                 for y in 0..<height {
                     guard TIFFReadScanline(tif, out.baseAddress! + y * rowBytes, UInt32(y), 0) >= 0 else {
                         throw FormatError(path: path, "corrupt data at row \(y): \(lastMessage() ?? "read failed")")
@@ -87,6 +107,58 @@ public enum TIFF {
         default: pixels = try Tensor(raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }, shape: shape)
         }
         return Page(width: width, height: height, channels: channels, bitsPerSample: Int(bits), pixels: pixels)
+    }
+
+    /// The largest tile side accepted beyond the image's own size (rounded up to 16): writers use
+    /// 256×256 or 512×512 tiles on images smaller than that.
+    static let maxTilePadding = 1024
+
+    /// Tile width and length: positive, not beyond the image (rounded up to a multiple of 16, or
+    /// `maxTilePadding`), and libtiff's tile buffer within `Limits.allocation`.
+    static func checkTiles(_ tif: OpaquePointer, width: Int, height: Int, path: String) throws -> (width: Int, height: Int) {
+        var tw: UInt32 = 0, th: UInt32 = 0
+        guard mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILEWIDTH), &tw) == 1, mng_tiff_get_u32(tif, UInt32(TIFFTAG_TILELENGTH), &th) == 1 else {
+            throw FormatError(path: path, "tiled TIFF without tile width/length tags")
+        }
+        func bound(_ side: Int) -> Int { max((side + 15) / 16 * 16, maxTilePadding) }
+        guard tw > 0, th > 0, Int(tw) <= bound(width), Int(th) <= bound(height) else {
+            throw FormatError(path: path, "TIFF tile \(tw)×\(th) does not fit a \(width)×\(height) image "
+                + "(tiles must be positive and at most the image's size rounded up to 16, or \(maxTilePadding))")
+        }
+        let tileBytes = TIFFTileSize64(tif)
+        guard tileBytes > 0, tileBytes <= UInt64(Int.max) else {
+            throw FormatError(path: path, "TIFF tile size cannot be computed (\(lastMessage() ?? "invalid tile geometry"))")
+        }
+        try Limits.allocation(count: Int(tileBytes), elementSize: 1, what: "a TIFF tile", source: path)
+        return (Int(tw), Int(th))
+    }
+
+    /// libtiff's RGBA conversion (TIFFReadRGBAImageOriented, top-left origin, stopping at the first
+    /// error): 8-bit RGB, or RGBA when the file has extra samples.
+    static func readRGBA(_ tif: OpaquePointer, width: Int, height: Int, path: String) throws -> Page {
+        var reason = [CChar](repeating: 0, count: 1024)
+        guard TIFFRGBAImageOK(tif, &reason) != 0 else {
+            throw FormatError(path: path, "TIFF of a kind that cannot be read: \(cText(reason))")
+        }
+        try Limits.allocation(count: width * height, elementSize: 4, what: "the TIFF image (RGBA)", source: path)
+        var raster = [UInt32](repeating: 0, count: width * height)
+        let ok = raster.withUnsafeMutableBufferPointer {
+            TIFFReadRGBAImageOriented(tif, UInt32(width), UInt32(height), $0.baseAddress, Int32(ORIENTATION_TOPLEFT), 1)
+        }
+        guard ok == 1 else { throw FormatError(path: path, "corrupt TIFF data (\(lastMessage() ?? "RGBA conversion failed"))") }
+        let channels = mng_tiff_extra_samples(tif) > 0 ? 4 : 3
+        var bytes = [UInt8](repeating: 0, count: width * height * channels)
+        bytes.withUnsafeMutableBufferPointer { out in
+            for i in 0..<(width * height) {
+                let p = raster[i]
+                out[i * channels] = UInt8(truncatingIfNeeded: p)
+                out[i * channels + 1] = UInt8(truncatingIfNeeded: p >> 8)
+                out[i * channels + 2] = UInt8(truncatingIfNeeded: p >> 16)
+                if channels == 4 { out[i * channels + 3] = UInt8(truncatingIfNeeded: p >> 24) }
+            }
+        }
+        return Page(width: width, height: height, channels: channels, bitsPerSample: 8,
+                    pixels: try Tensor(bytes, shape: [height, width, channels]))
     }
 
     /// Writes u8 (8-bit), i32 with values in 0…65535 (16-bit) or f32 (32-bit float) samples,

@@ -65,6 +65,6 @@ import TestSupport
         let png = message(dir.path + "/png.jpg")
         #expect(png.contains("png.jpg") && png.contains("not a readable JPEG") && png.contains("Not a JPEG file"), "\(png)")
         let missing = message(dir.path + "/absent.jpg")
-        #expect(missing.contains("absent.jpg") && missing.contains("cannot be opened"), "\(missing)")
+        #expect(missing.contains("absent.jpg") && missing.contains("cannot open: No such file"), "\(missing)")
     }
 }

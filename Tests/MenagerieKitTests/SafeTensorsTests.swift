@@ -87,17 +87,29 @@ import TestSupport
         bigLength.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(1 << 40).littleEndian) { Data($0) })
         var pastEnd = good
         pastEnd.replaceSubrange(0..<8, with: withUnsafeBytes(of: UInt64(good.count).littleEndian) { Data($0) })
+        // The header of `good` with one byte of its first name replaced by 0xFF.
+        var notUTF8 = good
+        notUTF8[8 + 2] = 0xFF
         let cases: [(String, Data, String)] = [
             ("empty", Data(), "shorter than the 8-byte header length"),
             ("truncated data", good.prefix(good.count - 4), "truncated file"),
-            ("huge header length", bigLength, "exceeds the 100 MiB limit"),
+            ("huge header length", bigLength, "exceeds the limit of 100000000 bytes"),
             ("header past the end", pastEnd, "does not fit"),
             ("not JSON", withHeader("{\"a\": nope}"), "not valid JSON"),
-            ("not an object", withHeader("[1, 2]"), "not a JSON object"),
+            ("not an object", withHeader("[1, 2]"), "does not start with '{'"),
+            ("not UTF-8", notUTF8, "not valid UTF-8"),
             ("unknown dtype", withHeader(header.replacingOccurrences(of: "\"F32\"", with: "\"F33\"")), "unknown dtype 'F33'"),
             ("shape vs bytes", withHeader(header.replacingOccurrences(of: "[2,2]", with: "[2,3]")), "needs 24 bytes, data_offsets give 16"),
             ("negative dimension", withHeader(header.replacingOccurrences(of: "[2,2]", with: "[-2,-2]")), "invalid dimension -2"),
             ("overlap", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#), "overlap"),
+            // The reference implementation's rule: sorted by offset, back to back, up to the end.
+            ("overlap behind an empty tensor", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}"#, data: Data(count: 20)), "'a' and 'e' overlap"),
+            ("overlap of equal ranges", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: Data(count: 8)), "overlap"),
+            ("gap", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, data: Data(count: 12)), "a gap"),
+            ("not from 0", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: Data(count: 8)), "begins at byte 4"),
+            ("trailing bytes", good + Data([0]), "1 trailing bytes"),
+            ("byte size overflows", withHeader(#"{"a":{"dtype":"F64","shape":[1073741824,1073741824],"data_offsets":[0,0]}}"#, data: Data()), "needs more than 2^63 bytes"),
+            ("strides overflow behind a zero", withHeader(#"{"a":{"dtype":"F32","shape":[0,549755813887,549755813887],"data_offsets":[0,0]}}"#, data: Data()), "more elements than can be addressed"),
             ("no offsets", withHeader(#"{"a":{"dtype":"F32","shape":[2]}}"#), "needs \"data_offsets\""),
             ("bad metadata", withHeader(#"{"__metadata__":{"k":1}}"#), "is not a string"),
             ("offsets reversed", withHeader(#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#), "occupies bytes"),
@@ -113,6 +125,41 @@ import TestSupport
                 #expect(e.description.hasPrefix(path), "\(label): the error names the file")
             }
         }
+    }
+
+    /// The issue's cuts: every file shortened by 1…8 bytes is refused, also when the last tensor is
+    /// empty or the data section is empty (the cut then reaches the header).
+    @Test func everyCutFromTheEndIsRefused() throws {
+        let files: [(String, Data)] = [
+            ("two tensors", try SafeTensors.encode([("a", try Tensor([Float(1), 2, 3, 4], shape: [2, 2])), ("b", Tensor([Int64(5)]))])),
+            ("empty last", try SafeTensors.encode([("a", Tensor([UInt8(1), 2, 3])), ("z", Tensor(zeros: .float32, shape: [0]))])),
+            ("no data", try SafeTensors.encode([("z", Tensor(zeros: .float32, shape: [0, 3]))])),
+        ]
+        for (label, good) in files {
+            let path = dir.path + "/cut.safetensors"
+            try good.write(to: URL(fileURLWithPath: path))
+            #expect(try SafeTensorsFile(path: path).names.count >= 1, "\(label): the whole file loads")
+            for cut in 1...8 {
+                try good.prefix(good.count - cut).write(to: URL(fileURLWithPath: path))
+                #expect(throws: FormatError.self, "\(label) minus \(cut) bytes") { try SafeTensorsFile(path: path) }
+            }
+        }
+    }
+
+    /// Every safetensors file the repository ships (fixtures and plugin resources) meets the rule.
+    @Test func everyShippedFileLoads() throws {
+        let root = TestPaths.sourceRoot
+        var found = 0
+        for folder in ["Tests/Fixtures", "Plugins"] {
+            let walker = FileManager.default.enumerator(atPath: root + "/" + folder)
+            while let item = walker?.nextObject() as? String {
+                guard item.hasSuffix(".safetensors") else { continue }
+                let file = try SafeTensorsFile(path: root + "/" + folder + "/" + item)
+                #expect(!file.names.isEmpty, "\(item)")
+                found += 1
+            }
+        }
+        #expect(found >= 12)
     }
 
     @Test func shardedCheckpointsResolveEveryName() throws {
