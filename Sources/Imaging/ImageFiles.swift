@@ -14,6 +14,10 @@ public enum ImageFiles {
         let files = try FileManager.default.contentsOfDirectory(atPath: path)
             .filter { extensions.contains(($0 as NSString).pathExtension.lowercased()) }.sorted().map { path + "/" + $0 }
         guard !files.isEmpty else { throw FormatError(path: path, "holds no PNG, TIFF or JPEG file (\(option))") }
+        // A folder the host made of links for several `--input` files: the files as the user named them.
+        if (path as NSString).lastPathComponent.hasPrefix("menagerie-run-inputs-") {
+            return files.map { (try? FileManager.default.destinationOfSymbolicLink(atPath: $0)) ?? $0 }
+        }
         return files
     }
 

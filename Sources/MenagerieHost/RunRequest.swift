@@ -13,9 +13,19 @@ public struct RunRequest: Sendable {
     /// Defaults merged with the given options (recorded in result.json).
     public let effectiveOptions: JSONValue
     public let inputs: [(name: String, tensor: Tensor)]
+    /// What each input named: a path, or several joined by ", " (repeated `--input` or a glob).
     public let inputPaths: [String: String]
+    /// The seed the component draws from: its own `seed` option when given, else the run's `--seed`
+    /// (which is also the default of that option). Recorded in result.json.
+    public let effectiveSeed: UInt64
+    /// Folders made for this run (several files given to one folder input); remove them afterwards.
+    public let temporaryFolders: [String]
 
-    public init(registry: Registry, component id: String, operation: String?, config: String?, sets: [String], inputs: [String]) throws {
+    /// One rule for seeds: the run's `seed` is the default of every component's `seed` option; an
+    /// explicit option wins. Several `--input NAME=PATH` of one name, or a glob (`photos/*.jpg`), go
+    /// to the component as one folder of links when NAME is a folder option.
+    public init(registry: Registry, component id: String, operation: String?, config: String?, sets: [String], inputs: [String],
+                seed: UInt64 = 0) throws {
         let (plugin, component) = try registry.component(id)
         self.plugin = plugin
         self.component = component
@@ -49,25 +59,47 @@ public struct RunRequest: Sendable {
         let declared = spec?.inputs.map(\.name) ?? []
         var loaded: [(String, Tensor)] = []
         var paths: [String: String] = [:]
+        // NAME → its paths in order (globs expanded), so that a name given several times is one input.
+        var grouped: [(name: String, paths: [String])] = []
         for item in inputs {
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex, item.index(after: eq) != item.endIndex else {
                 throw HostError(.usage, "--input '\(item)' must be NAME=PATH")
             }
-            let name = String(item[..<eq]), path = String(item[item.index(after: eq)...])
+            let name = String(item[..<eq]), raw = String(item[item.index(after: eq)...])
             if !declared.isEmpty && !declared.contains(name) {
                 throw HostError(.usage, "'\(id)' \(op) takes no input '\(name)'.\(didYouMean(name, in: declared)) Inputs: \(declared.joined(separator: ", ")).")
             }
-            guard paths[name] == nil else { throw HostError(.usage, "--input \(name) is given twice") }
-            paths[name] = path
+            let expanded = try RunRequest.expand(raw, name: name)
+            if let i = grouped.firstIndex(where: { $0.name == name }) { grouped[i].paths += expanded } else { grouped.append((name, expanded)) }
+        }
+        var folders: [String] = []
+        for (name, list) in grouped {
+            paths[name] = list.joined(separator: ", ")
+            let takesPath = schema.types(of: name).contains("string")
+            // Several files go only to a path option (a string without a fixed set of values).
+            let takesFiles = takesPath && schema.properties[name]?["enum"] == nil
+            if list.count > 1 {
+                // Several files for one name: a folder of links, for a component that reads a folder.
+                guard takesFiles else {
+                    throw HostError(.usage, "--input \(name) is given \(list.count) files, but '\(id)' takes one tensor file for '\(name)'")
+                }
+                guard given[name] == nil else { throw HostError(.usage, "'\(name)' is given both as --input and as an option") }
+                let folder = try RunRequest.linkFolder(list, name: name)
+                folders.append(folder)
+                given[name] = .string(folder)
+                continue
+            }
+            let path = list[0]
             // A folder, or a file that is not a tensor file, goes to the component as the string
             // option of the same name when it declares one (e.g. `--input images=DIR`).
-            if InputFile.isPathInput(path), schema.types(of: name).contains("string") {
+            if InputFile.isPathInput(path), takesPath {
                 guard given[name] == nil else { throw HostError(.usage, "'\(name)' is given both as --input and as an option") }
                 given[name] = .string((path as NSString).expandingTildeInPath)
                 continue
             }
             loaded.append((name, try InputFile.load(path: path, name: name)))
         }
+        self.temporaryFolders = folders
         if let spec, op != "tour" {
             let missing = spec.inputs.filter { !$0.optional && paths[$0.name] == nil }.map(\.name)
             if !missing.isEmpty {
@@ -75,7 +107,15 @@ public struct RunRequest: Sendable {
                     + " (" + InputFile.supportedExtensions.map { "." + $0 }.joined(separator: ", ") + ")")
             }
         }
+        // The run's seed is the default of the component's own seed option.
+        if schema.properties["seed"] != nil, given["seed"] == nil {
+            guard seed <= 1 << 53 else {
+                throw HostError(.usage, "--seed \(seed) is too large for '\(id)''s seed option (at most 2^53 = 9007199254740992)")
+            }
+            given["seed"] = .number(Double(seed))
+        }
         do { given = try schema.validate(given, component: id) } catch { throw HostError(.usage, "\(error)") }
+        if let s = given["seed"]?.doubleValue, s >= 0, s < 1.8e19 { self.effectiveSeed = UInt64(s) } else { self.effectiveSeed = seed }
         self.options = .object(given)
         var effective = schema.defaults
         for (k, v) in given { effective[k] = v }
@@ -83,5 +123,46 @@ public struct RunRequest: Sendable {
 
         self.inputs = loaded
         self.inputPaths = paths
+    }
+
+    /// A path, or the sorted matches of a glob (`*`, `?`, `[…]`); a glob matching nothing is an error.
+    static func expand(_ raw: String, name: String) throws -> [String] {
+        let path = (raw as NSString).expandingTildeInPath
+        guard path.contains(where: { "*?[".contains($0) }) else { return [path] }
+        var g = glob_t()
+        defer { globfree(&g) }
+        guard glob(path, 0, nil, &g) == 0, g.gl_pathc > 0 else {
+            throw HostError(.usage, "--input \(name)=\(raw) matches no file")
+        }
+        return (0..<Int(g.gl_pathc)).compactMap { g.gl_pathv[$0].map { String(cString: $0) } }.sorted()
+    }
+
+    /// A private folder (in $TMPDIR, swept like a scratch folder if the run is killed) holding one
+    /// symbolic link per file, named after the file (a repeated name gets its position as a prefix).
+    static func linkFolder(_ files: [String], name: String) throws -> String {
+        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent("menagerie-run-inputs-XXXXXX")).utf8CString)
+        guard let p = mkdtemp(&template) else { throw HostError(.failed, "cannot create a folder for --input \(name) in \(NSTemporaryDirectory())") }
+        let folder = String(cString: p)
+        Lifecycle.markOwned(folder)
+        Lifecycle.removeOnForcedExit(folder)
+        var used = Set<String>()
+        for (i, file) in files.enumerated() {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: file, isDirectory: &isDir), !isDir.boolValue else {
+                try? FileManager.default.removeItem(atPath: folder)
+                throw HostError(.usage, "--input \(name): \(file) does not exist or is a folder (several inputs of one name must be files)")
+            }
+            var base = (file as NSString).lastPathComponent
+            if !used.insert(base).inserted {
+                base = String(format: "%03d-", i) + base
+                used.insert(base)
+            }
+            let target = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+            guard symlink(target, folder + "/" + base) == 0 else {
+                try? FileManager.default.removeItem(atPath: folder)
+                throw HostError(.failed, "cannot link \(file) for --input \(name): \(String(cString: strerror(errno)))")
+            }
+        }
+        return folder
     }
 }

@@ -24,13 +24,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"))
     var config: String?
 
-    @Option(name: .customLong("input"), help: ArgumentHelp("An input tensor file.", valueName: "NAME=PATH"))
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.", valueName: "NAME=PATH"))
     var inputs: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"))
     var out: String?
 
-    @Option(name: .long, help: "The run's seed (given to plugins through the host services).")
+    @Option(name: .long, help: "The run's seed: the default of the component's own seed option, and the seed of the host services.")
     var seed: UInt64 = 0
 
     @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
@@ -47,7 +47,13 @@ struct RunCommand: ParsableCommand {
         let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
         let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
-                                     sets: sets, inputs: inputs)
+                                     sets: sets, inputs: inputs, seed: seed)
+        defer {
+            for f in request.temporaryFolders {
+                try? FileManager.default.removeItem(atPath: f)
+                Lifecycle.forget(f)
+            }
+        }
         let started = Date()
         // The artifacts live in the plugin's scratch folder until committed, so the commit happens
         // while the runtime (which removes that folder on shutdown) is still up.
@@ -59,7 +65,7 @@ struct RunCommand: ParsableCommand {
             }
             if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
             let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
-                                              options: request.effectiveOptions, seed: seed, inputs: request.inputPaths, result: result,
+                                              options: request.effectiveOptions, seed: request.effectiveSeed, inputs: request.inputPaths, result: result,
                                               seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
             // A component may hand the CLI a text to show instead of the summary (`display`: a
             // table or CSV the user asked for with format=…); it is not kept in result.json.
