@@ -91,10 +91,11 @@ struct MNISTComponent: Dataset {
     struct Options: ComponentOptions {
         var root = ""
         var valCount = 0
+        var size = 0
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
-        static let help = batchHelp.merging(["valCount": "the last valCount training images form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
+        static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)", "valCount": "the last valCount training images form the val split"]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "mnist-idx"
@@ -104,9 +105,9 @@ struct MNISTComponent: Dataset {
         OperationSpec("describe", summary: "classes and split sizes"),
     ]
 
-    func source(_ o: Options) throws -> MNISTSource {
+    func source(_ o: Options) throws -> ItemSource {
         let root = try requireRoot(o.root, Self.id)
-        return try reading { try MNISTSource(root: root, valCount: o.valCount) }
+        return try ResizedSource.make(try reading { try MNISTSource(root: root, valCount: o.valCount) }, size: o.size, component: Self.id)
     }
 
     func describe(_ request: Request<Options>) throws -> Response { Batching.describe(try source(request.options), name: Self.id) }
@@ -122,10 +123,11 @@ struct CIFAR10Component: Dataset {
     struct Options: ComponentOptions {
         var root = ""
         var valCount = 0
+        var size = 0
         var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
         var skip_bad = false
-        static let help = batchHelp.merging(["valCount": "the last valCount training records form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...1e12]) { a, _ in a }
+        static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)", "valCount": "the last valCount training records form the val split"]) { a, _ in a }
+        static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
         static let choices = ["split": ["train", "val", "test"]]
     }
     static let id = "cifar10-binary"
@@ -135,20 +137,23 @@ struct CIFAR10Component: Dataset {
         OperationSpec("describe", summary: "classes, split sizes, skipped files"),
     ]
 
-    func source(_ o: Options) throws -> CIFAR10Source {
+    /// The source at the asked size, and the files it skipped.
+    func source(_ o: Options) throws -> (source: ItemSource, skipped: [Skipped]) {
         let root = try requireRoot(o.root, Self.id)
-        return try reading { try CIFAR10Source(root: root, valCount: o.valCount, skipBad: o.skip_bad) }
+        let files = try reading { try CIFAR10Source(root: root, valCount: o.valCount, skipBad: o.skip_bad) }
+        return (try ResizedSource.make(files, size: o.size, component: Self.id), files.skipped)
     }
 
     func describe(_ request: Request<Options>) throws -> Response {
-        let s = try source(request.options)
-        return Batching.describe(s, name: Self.id, skipped: s.skipped)
+        let (s, skipped) = try source(request.options)
+        return Batching.describe(s, name: Self.id, skipped: skipped)
     }
 
     func batch(_ request: Request<Options>) throws -> Response {
-        let o = request.options, s = try source(o)
+        let o = request.options
+        let (s, skipped) = try source(o)
         return try Batching.batch(s, component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
-                                  epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: s.skipped)
+                                  epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: skipped)
     }
 }
 

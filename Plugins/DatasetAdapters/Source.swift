@@ -1,5 +1,6 @@
 import Foundation
 import MenagerieKit
+import Imaging
 import Tensors
 
 /// What every adapter provides: classes, split sizes, and one item at a time. Items are read when
@@ -89,5 +90,39 @@ enum Batching {
         ]
         for (k, v) in extra { result[k] = v }
         return Response(result: .object(result))
+    }
+}
+
+/// A source whose images are resampled to `size × size` (torchvision's antialiased bilinear `Resize`
+/// on the [0, 1] tensor), for adapters whose files have a fixed side (MNIST's 28, CIFAR's 32) when a
+/// caller asks for another (a distiller at 32 px on MNIST). `size` equal to the native side is the
+/// source itself, bit for bit.
+struct ResizedSource: ItemSource {
+    let base: ItemSource
+    let size: Int
+    var classNames: [String] { base.classNames }
+    var channels: Int { base.channels }
+    var rankLabels: [[Int]]? { base.rankLabels }
+    func count(split: Int) -> Int { base.count(split: split) }
+
+    func item(split: Int, index: Int) throws -> (pixels: [Float], label: Int) {
+        let (pixels, label) = try base.item(split: split, index: index)
+        guard size != base.size else { return (pixels, label) }
+        let side = base.size, c = base.channels
+        // The adapters' pixels are 8-bit values / 255, so the round trip through an Image is exact.
+        var image = Image(width: side, height: side, channels: c)
+        for ch in 0..<c {
+            for i in 0..<(side * side) { image.pixels[i * c + ch] = UInt8((pixels[ch * side * side + i] * 255).rounded()) }
+        }
+        return (image.resizedFloatCHW(width: size, height: size, filter: .bilinear), label)
+    }
+
+    /// `base` at `size` (0: its own side), with the size checked.
+    static func make(_ base: ItemSource, size: Int, component: String) throws -> ItemSource {
+        guard size != 0, size != base.size else { return base }
+        guard (8...1024).contains(size) else {
+            throw MenagerieError.invalidArgument("option 'size' of '\(component)' must be 0 (the files' \(base.size) px) or lie in 8…1024, got \(size)")
+        }
+        return ResizedSource(base: base, size: size)
     }
 }

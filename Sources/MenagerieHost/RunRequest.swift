@@ -46,13 +46,20 @@ public struct RunRequest: Sendable {
             let value: JSONValue
             do { value = try JSONValue.parse(text, source: "--config \(config)") } catch { throw HostError(.usage, "\(error)") }
             guard let object = value.objectValue else { throw HostError(.usage, "--config \(config) must hold a JSON object of options") }
-            given = object
+            let (options, renamed) = schema.normalized(object)
+            for (old, new) in renamed { RunRequest.warnDeprecated(old, new, component: id) }
+            given = options
         }
         for s in sets {
             guard let eq = s.firstIndex(of: "="), eq != s.startIndex else {
                 throw HostError(.usage, "--set '\(s)' must be KEY=VALUE (see `menagerie info \(id)` for the options)")
             }
-            let key = String(s[..<eq]), text = String(s[s.index(after: eq)...])
+            var key = String(s[..<eq])
+            let text = String(s[s.index(after: eq)...])
+            if schema.canonicalKey(key) != key {
+                RunRequest.warnDeprecated(key, schema.canonicalKey(key), component: id)
+                key = schema.canonicalKey(key)
+            }
             do { given[key] = try schema.parse(text, for: key, component: id) } catch { throw HostError(.usage, "\(error)") }
         }
         let spec = component.operations.first { $0.name == op }
@@ -123,6 +130,11 @@ public struct RunRequest: Sendable {
 
         self.inputs = loaded
         self.inputPaths = paths
+    }
+
+    /// One line on stderr per option spelled the old way.
+    static func warnDeprecated(_ old: String, _ new: String, component: String) {
+        FileHandle.standardError.write(Data("warning: option '\(old)' of '\(component)' is now spelled '\(new)'; the old spelling will be removed\n".utf8))
     }
 
     /// A path, or the sorted matches of a glob (`*`, `?`, `[…]`); a glob matching nothing is an error.

@@ -9,7 +9,9 @@ import Foundation
 ///     static let help = ["topK": "k of top-k accuracy", "bins": "number of calibration bins"]
 /// }
 /// ```
-/// `info` shows the JSON Schema derived from the defaults; keys are the property names.
+/// `info` shows the JSON Schema derived from the defaults. Option keys are the property names in
+/// snake_case (`topK` → `top_k`), whatever the Swift spelling; `help`, `choices` and `ranges` may be
+/// keyed by either. The camelCase spelling is still accepted (the CLI warns that it is deprecated).
 public protocol ComponentOptions: Codable, Sendable {
     init()
     /// A one-line description per option key.
@@ -40,19 +42,29 @@ extension ComponentOptions {
         let defaults = (try? JSONValue(encoding: Self())) ?? .object([:])
         var properties: [String: JSONValue] = [:]
         for (key, value) in defaults.objectValue ?? [:] {
-            properties[key] = propertySchema(type: value.schemaType, items: value.arrayValue?.first?.schemaType,
-                                             defaultValue: value, key: key)
+            properties[snakeCase(key)] = propertySchema(type: value.schemaType, items: value.arrayValue?.first?.schemaType,
+                                                        defaultValue: value, key: key)
         }
         // Optionals that default to nil are not encoded: find them by reflection.
         for child in Mirror(reflecting: Self()).children {
-            guard let label = child.label, properties[label] == nil else { continue }
+            guard let label = child.label, properties[snakeCase(label)] == nil else { continue }
             let typeName = "\(type(of: child.value))"
             guard typeName.hasPrefix("Optional<") else { continue }
             let inner = String(typeName.dropFirst("Optional<".count).dropLast())
             let (type, items) = schemaType(swiftType: inner)
-            properties[label] = propertySchema(type: type, items: items, defaultValue: .null, key: label, nullable: true)
+            properties[snakeCase(label)] = propertySchema(type: type, items: items, defaultValue: .null, key: label, nullable: true)
         }
         return ["type": "object", "properties": .object(properties), "additionalProperties": false]
+    }
+
+    /// The coding key (the Swift spelling) of each snake_case option key.
+    static func codingKeys() -> [String: String] {
+        var keys: [String: String] = [:]
+        for key in ((try? JSONValue(encoding: Self()))?.objectValue ?? [:]).keys { keys[snakeCase(key)] = key }
+        for child in Mirror(reflecting: Self()).children {
+            if let label = child.label, keys[snakeCase(label)] == nil { keys[snakeCase(label)] = label }
+        }
+        return keys
     }
 
     private static func propertySchema(type: String, items: String?, defaultValue: JSONValue, key: String,
@@ -67,9 +79,10 @@ extension ComponentOptions {
             if let items { p["items"] = ["type": .string(items)] }
             if let t = swiftTypeName(of: key), t.contains("Float") || t.contains("Double") { p["items"] = ["type": "number"] }
         }
-        if let h = help[key] { p["description"] = .string(h) }
-        if let c = choices[key] { p["enum"] = .array(c.map { .string($0) }) }
-        if let r = ranges[key] {
+        let snake = snakeCase(key)
+        if let h = help[key] ?? help[snake] { p["description"] = .string(h) }
+        if let c = choices[key] ?? choices[snake] { p["enum"] = .array(c.map { .string($0) }) }
+        if let r = ranges[key] ?? ranges[snake] {
             p["minimum"] = .number(r.lowerBound)
             p["maximum"] = .number(r.upperBound)
         }
@@ -100,10 +113,15 @@ extension ComponentOptions {
     public static func decode(_ json: JSONValue, component: String) throws -> Self {
         let given = json.objectValue ?? [:]
         if given.isEmpty { return Self() }
-        let validated = try OptionSchema(schema).validate(given, component: component)
+        let schema = OptionSchema(schema)
+        let validated = try schema.validate(schema.normalized(given).options, component: component)
         var merged = defaultValues
         for (k, v) in validated { merged[k] = v }
-        do { return try JSONValue.object(merged).decode(Self.self) } catch {
+        // Back to the Swift spelling for decoding.
+        let coding = OptionsCache.shared.entry(for: Self.self).codingKeys
+        var decoded: [String: JSONValue] = [:]
+        for (k, v) in merged { decoded[coding[k] ?? k] = v }
+        do { return try JSONValue.object(decoded).decode(Self.self) } catch {
             throw MenagerieError.invalidArgument("options of '\(component)': \(OptionSchema.explain(error))")
         }
     }
@@ -114,7 +132,10 @@ final class OptionsCache: @unchecked Sendable {
     static let shared = OptionsCache()
     struct Entry {
         let schema: JSONValue
+        /// Keyed by the snake_case option keys.
         let defaults: [String: JSONValue]
+        /// snake_case key → the Swift coding key.
+        let codingKeys: [String: String]
     }
     private var entries: [ObjectIdentifier: Entry] = [:]
     private let lock = NSLock()
@@ -126,12 +147,30 @@ final class OptionsCache: @unchecked Sendable {
             return e
         }
         lock.unlock()
-        let e = Entry(schema: O.computeSchema(), defaults: (try? JSONValue(encoding: O()))?.objectValue ?? [:])
+        var defaults: [String: JSONValue] = [:]
+        for (k, v) in (try? JSONValue(encoding: O()))?.objectValue ?? [:] { defaults[snakeCase(k)] = v }
+        let e = Entry(schema: O.computeSchema(), defaults: defaults, codingKeys: O.codingKeys())
         lock.lock()
         entries[ObjectIdentifier(type)] = e
         lock.unlock()
         return e
     }
+}
+
+/// `weightDecay` → `weight_decay`, `topK` → `top_k`, `mAP` → `m_ap`; snake_case stays as it is.
+public func snakeCase(_ name: String) -> String {
+    var out = ""
+    var previous: Character?
+    for c in name {
+        if c.isUppercase {
+            if let p = previous, p.isLowercase || p.isNumber { out.append("_") }
+            out.append(Character(c.lowercased()))
+        } else {
+            out.append(c)
+        }
+        previous = c
+    }
+    return out
 }
 
 /// Options for components that take none.
@@ -157,6 +196,27 @@ public struct OptionSchema: Sendable {
     /// The defaults of every option that has one.
     public var defaults: [String: JSONValue] {
         properties.compactMapValues { $0["default"] }
+    }
+
+    /// Keys spelled the old camelCase way (`weightDecay`) renamed to the schema's snake_case key
+    /// (`weight_decay`); `renamed` lists (old, new) so a caller can warn.
+    public func normalized(_ given: [String: JSONValue]) -> (options: [String: JSONValue], renamed: [(String, String)]) {
+        var out: [String: JSONValue] = [:], renamed: [(String, String)] = []
+        for (key, value) in given {
+            let snake = snakeCase(key)
+            if properties[key] == nil, snake != key, properties[snake] != nil, given[snake] == nil {
+                out[snake] = value
+                renamed.append((key, snake))
+            } else {
+                out[key] = value
+            }
+        }
+        return (out, renamed.sorted { $0.0 < $1.0 })
+    }
+
+    /// The schema's key for `key`: itself, or its snake_case form when only that exists.
+    public func canonicalKey(_ key: String) -> String {
+        properties[key] == nil && properties[snakeCase(key)] != nil ? snakeCase(key) : key
     }
 
     /// Refuses unknown keys (with the closest names) and values of the wrong type or outside `enum`.

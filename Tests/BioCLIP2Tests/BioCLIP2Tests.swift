@@ -186,9 +186,9 @@ import TestSupport
     @Test func trainWritesAnOpenCLIPFolderAndEmergentRuns() throws {
         let dir = TempDir("bioclip-train")
         let cli = CLI()
-        let small = #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=8","valPerSpecies=1","testPerSpecies=6"]"#
+        let small = #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=8","val_per_species=1","test_per_species=6"]"#
         let r = try cli.run("run", "bioclip2", "train", "--set", "epochs=3", "--set", "size=16", "--set", "patch=8", "--set", "width=32", "--set", "layers=1",
-                            "--set", "textWidth=32", "--set", "textLayers=1", "--set", "embedDim=48", "--set", "trainBatch=32", "--set", "lr=0.002",
+                            "--set", "text_width=32", "--set", "text_layers=1", "--set", "embed_dim=48", "--set", "train_batch=32", "--set", "lr=0.002",
                             "--set", small, "--out", dir.sub("run"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let model = dir.sub("run") + "/model"

@@ -66,7 +66,7 @@ import TestSupport
         #expect(make.status == 0)
         let cli = CLI()
         let r = try cli.run("run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
-                            "--set", "scores=probabilities", "--set", "bins=10", "--set", "topK=1,2", "--out", dir.path + "/out", "--json")
+                            "--set", "scores=probabilities", "--set", "bins=10", "--set", "top_k=1,2", "--out", dir.path + "/out", "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let result = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["result"] as! [String: Any]
         #expect(result["accuracy"] as? Double == 0.75)

@@ -129,6 +129,35 @@ import TestSupport
         }
     }
 
+    /// Issue 20: the distillation datasets on real MNIST files. mnist-idx takes the `size` a
+    /// distiller asks for (resampled; the native side is bit-exact), so cmnist-dd with `root=` and a
+    /// distiller on mnist-idx run.
+    @Test func mnistAtAnySizeForCMNISTAndDistillers() throws {
+        let dir = TempDir("mnist-size")
+        let root = dir.path + "/mnist"
+        try writeMNIST(root, train: 40, test: 20)
+        let cli = CLI()
+        let native = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "shuffle=false", "--out", dir.path + "/n")
+        #expect(native.status == 0, "\(native.stderr)")
+        let same = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "shuffle=false", "--set", "size=28", "--out", dir.path + "/s")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/n/images.npy")) == Data(contentsOf: URL(fileURLWithPath: dir.path + "/s/images.npy")))
+        let big = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "size=32", "--out", dir.path + "/b", "--json")
+        #expect(big.status == 0, "\(big.stderr)")
+        let images = try NPY.read(path: dir.path + "/b/images.npy")
+        #expect(images.shape == [4, 1, 32, 32])
+        let v = try images.scalars(as: Float.self)
+        #expect(v.allSatisfy { $0 >= 0 && $0 <= 1 } && Set(v).count > 10)
+        let bad = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "size=4")
+        #expect(bad.status == 2 && bad.stderr.contains("size"))
+        // cmnist-dd on the real files (it passes size to mnist-idx), and a distiller on mnist-idx.
+        let cmnist = try cli.run("run", "cmnist-dd", "batch", "--set", "root=\(root)", "--set", "count=8", "--out", dir.path + "/c")
+        #expect(cmnist.status == 0, "\(cmnist.stderr)")
+        #expect(try NPY.read(path: dir.path + "/c/images.npy").shape == [8, 3, 28, 28])
+        let dm = try cli.run("run", "random-selection", "--set", "dataset=mnist-idx", "--set", "dataset_options=[\"root=\(root)\"]",
+                             "--set", "ipc=1", "--set", "size=32", "--out", dir.path + "/dm")
+        #expect(dm.status == 0, "\(dm.stderr)")
+    }
+
     @Test func mnistRoundTripAndTruncation() throws {
         let root = dir.sub("mnist")
         try writeMNIST(root)
@@ -197,10 +226,10 @@ import TestSupport
         let cli = CLI()
         let out = dir.sub("out")
         let bad = try cli.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
-                              "--set", "testFraction=0")
+                              "--set", "test_fraction=0")
         #expect(bad.status == 2 && bad.stderr.contains("5.png") && bad.stderr.contains("skip_bad"))
         let ok = try cli.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
-                             "--set", "testFraction=0", "--set", "skip_bad=true", "--out", out)
+                             "--set", "test_fraction=0", "--set", "skip_bad=true", "--out", out)
         #expect(ok.status == 0, "\(ok.stderr)")
         let result = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))) as? [String: Any]
         let r = result?["result"] as? [String: Any]
@@ -216,7 +245,7 @@ import TestSupport
         // An image over the pixel limit (a decompression-bomb guard) is refused by name.
         let limited = CLI()
         limited.extra["MENAGERIE_MAX_PIXELS"] = "16"
-        let bomb = try limited.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "testFraction=0")
+        let bomb = try limited.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "test_fraction=0")
         #expect(bomb.status == 2 && bomb.stderr.contains("exceed") && bomb.stderr.contains(root))
         let missing = try cli.run("run", "cifar10-binary", "describe")
         #expect(missing.status == 2 && missing.stderr.contains("root=PATH"))

@@ -156,7 +156,7 @@ import TestSupport
         let ipc = try cli.run("run", "random-selection", "distill", "--set", "ipc=30", "--set", "dataset_options=[\"per_class=20\"]")
         #expect(ipc.status != 0 && ipc.stderr.contains("ipc 30 is larger than class"))
         let one = try cli.run("run", "random-selection", "distill", "--set", "dataset=synthetic-tol", "--set", "size=32",
-                              "--set", "dataset_options=[\"phyla=1\",\"ordersPerClass=1\",\"familiesPerOrder=1\",\"generaPerFamily=1\",\"speciesPerGenus=1\"]")
+                              "--set", "dataset_options=[\"phyla=1\",\"orders_per_class=1\",\"families_per_order=1\",\"genera_per_family=1\",\"species_per_genus=1\"]")
         #expect(one.status != 0 && one.stderr.contains("has one class"))
         let rho = try cli.run("run", "cmnist-dd", "describe", "--set", "rho=1.5")
         #expect(rho.status != 0 && rho.stderr.contains("'rho'") && rho.stderr.contains("[0, 1]"))
@@ -166,7 +166,7 @@ import TestSupport
         let made = try cli.run("run", "random-selection", "distill", "--set", "ipc=1", "--set", "dataset_options=[\"per_class=5\"]", "--out", dir.sub("r"))
         #expect(made.status == 0, "\(made.stderr)")
         let classes = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "dataset=synthetic-tol",
-                                  "--set", "dataset_options=[\"testPerSpecies=1\"]", "--set", "nets=1", "--set", "epochs=1")
+                                  "--set", "dataset_options=[\"test_per_species=1\"]", "--set", "nets=1", "--set", "epochs=1")
         #expect(classes.status != 0 && classes.stderr.contains("10 classes") && classes.stderr.contains("64"), "\(classes.stderr)")
         let grey = DistilledSet(images: Tensor(zeros: .float32, shape: [10, 1, 28, 28]), labels: Array(0..<10), classes: (0..<10).map { "\($0)" },
                                 method: "random-selection", dataset: "cmnist-dd", ipc: 1)

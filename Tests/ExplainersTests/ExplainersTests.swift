@@ -170,7 +170,7 @@ import TestSupport
         let cli = CLI()
         let r = try cli.run("run", "vit-classifier", "train", "--set", "epochs=2", "--set", "size=32", "--set", "patch=8", "--set", "width=24",
                             "--set", "depth=1", "--set", "heads=2", "--set", "batch=16",
-                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=2","testPerSpecies=1"]"#,
+                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=2","test_per_species=1"]"#,
                             "--out", dir.sub("model"))
         #expect(r.status == 0, "\(r.stderr)")
         let classifier = try ViTClassifier(folder: dir.sub("model"))
@@ -191,7 +191,7 @@ import TestSupport
         let cli = CLI()
         let r = try cli.run("run", "convnet-classifier", "train", "--set", "epochs=6", "--set", "size=16", "--set", "width=8", "--set", "depth=2",
                             "--set", "batch=32", "--set", "lr=0.05",
-                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=1","testPerSpecies=2"]"#,
+                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=2"]"#,
                             "--out", dir.sub("model"))
         #expect(r.status == 0, "\(r.stderr)")
         let rows = try String(contentsOfFile: dir.sub("model") + "/curve.csv", encoding: .utf8).split(separator: "\n").dropFirst()
@@ -217,7 +217,7 @@ import TestSupport
         let dir = TempDir("probe")
         let cli = CLI()
         let r = try cli.run("run", "linear-probe", "train", "--set", "backbone=\(folder)", "--set", "epochs=150",
-                            "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=6","valPerSpecies=1","testPerSpecies=1"]"#,
+                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=1"]"#,
                             "--json", "--out", dir.sub("probe"))
         #expect(r.status == 0, "\(r.stderr)")
         let probe = try ViTClassifier(folder: dir.sub("probe"))
@@ -286,7 +286,7 @@ import TestSupport
         let dir = TempDir("prompt-cam")
         let cli = CLI()
         let train = try cli.run("run", "prompt-cam", "train", "--set", "backbone=\(folder)", "--set", "epochs=1", "--set", "batch=8",
-                                "--set", #"datasetOptions=["speciesPerGenus=2","generaPerFamily=1","trainPerSpecies=2","valPerSpecies=1","testPerSpecies=1"]"#,
+                                "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=2","val_per_species=1","test_per_species=1"]"#,
                                 "--out", dir.sub("p"))
         #expect(train.status == 0, "\(train.stderr)")
         let explain = try cli.run("run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",

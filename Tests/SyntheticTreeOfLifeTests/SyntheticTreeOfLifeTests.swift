@@ -142,7 +142,7 @@ import TestSupport
     /// The plugin through the CLI: describe, a batch's tensors, and an export others can read.
     @Test func throughTheCLI() throws {
         let cli = CLI()
-        let describe = try cli.json("run", "synthetic-tol", "describe", "--set", "speciesPerGenus=2", "--json") as? [String: Any]
+        let describe = try cli.json("run", "synthetic-tol", "describe", "--set", "species_per_genus=2", "--json") as? [String: Any]
         let result = describe?["result"] as? [String: Any]
         #expect((result?["classes"] as? [Any])?.count == 32)
         #expect((result?["ranks"] as? [String]) == ["kingdom", "phylum", "class", "order", "family", "genus", "species"])
@@ -152,7 +152,7 @@ import TestSupport
         let images = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: out.sub("batch") + "/images.npy")))
         let ranksT = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: out.sub("batch") + "/rank_labels.npy")))
         #expect(images.shape == [5, 3, 32, 32] && ranksT.shape == [5, 7])
-        let export = try cli.run("run", "synthetic-tol", "export", "--set", "exportPerSpecies=1", "--set", "splits=val", "--out", out.sub("export"))
+        let export = try cli.run("run", "synthetic-tol", "export", "--set", "export_per_species=1", "--set", "splits=val", "--out", out.sub("export"))
         #expect(export.status == 0, "\(export.stderr)")
         let csv = try String(contentsOfFile: out.sub("export") + "/metadata.csv", encoding: .utf8).split(separator: "\n")
         #expect(csv.count == 65 && csv[0].hasPrefix("file,mask,split,kingdom,phylum,class,order,family,genus,species,common_name"))
