@@ -53,7 +53,7 @@ struct BioCLIPComponent: Backbone {
             "bins": "predict: CSV class,bin: custom labels whose probabilities are summed per bin",
             "subset": "predict: CSV whose first column is named a rank (or species_epithet, common_name): restrict the Tree-of-Life labels to its values",
             "tol": "predict: folder with txt_emb_species.npy + txt_emb_species.json (default: the model folder)",
-            "k": "predict: predictions per image", "format": "predict: also print the predictions to stdout as csv, table or json (none: only files)",
+            "k": "predict: predictions per image", "format": "predict: print the predictions on stdout as csv, table or json instead of the summary (none: the summary; the files either way)",
             "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
             "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
             "texts": "embed: texts → their embeddings [T, E] (tensor output), with the model's image size, mean and std in the result",
@@ -264,17 +264,21 @@ struct BioCLIPComponent: Backbone {
             for (c, v) in p.columns { obj[c] = .string(v) }
             return .object(obj)
         }
+        // The predictions in the format asked for, shown by the CLI instead of its summary (plugins
+        // never print: a host may run them isolated, and --json must stay JSON).
+        let display: String?
         switch o.format {
-        case "csv": printOut(csv)
-        case "json": printOut(JSONValue.array(objects).prettyText + "\n")
-        case "table": printOut(table(header: header, rows: predictions.map { [$0.file] + $0.columns.map(\.value) + [String(format: "%.6f", $0.score)] }))
-        default: break
+        case "csv": display = csv
+        case "json": display = JSONValue.array(objects).prettyText + "\n"
+        case "table": display = table(header: header, rows: predictions.map { [$0.file] + $0.columns.map(\.value) + [String(format: "%.6f", $0.score)] })
+        default: display = nil
         }
-        return Response(result: ["model": .string(modelName(o, bio)), "images": .number(Double(files.count)), "labels": .number(Double(count)),
-                                 "mode": .string(!o.bins.isEmpty ? "bins" : !o.cls.isEmpty ? "custom labels" : "tree of life, rank \(rank.label)"),
-                                 "text_embedding_cache": .string(cacheState), "seconds": .number(Date().timeIntervalSince(started)),
-                                 "predictions": .array(objects)],
-                        artifacts: ["predictions.csv"])
+        var result: [String: JSONValue] = ["model": .string(modelName(o, bio)), "images": .number(Double(files.count)), "labels": .number(Double(count)),
+                                           "mode": .string(!o.bins.isEmpty ? "bins" : !o.cls.isEmpty ? "custom labels" : "tree of life, rank \(rank.label)"),
+                                           "text_embedding_cache": .string(cacheState), "seconds": .number(Date().timeIntervalSince(started)),
+                                           "predictions": .array(objects)]
+        if let display { result["display"] = .string(display) }
+        return Response(result: .object(result), artifacts: ["predictions.csv"])
     }
 
     // MARK: helpers
@@ -335,10 +339,6 @@ func embeddedModelFolder() throws -> String {
 }
 
 func jsonString(_ s: String) -> String { JSONValue.string(s).compactText }
-
-func printOut(_ text: String) {
-    FileHandle.standardOutput.write(Data(text.utf8))
-}
 
 func table(header: [String], rows: [[String]]) -> String {
     var widths = header.map(\.count)

@@ -60,7 +60,7 @@ import TestSupport
         let info = try cli.json("info", "classification-metrics", "--json") as! [String: Any]
         let options = ((info["component"] as! [String: Any])["options"] as! [String: Any])["properties"] as! [String: Any]
         #expect((options["bins"] as! [String: Any])["default"] as? Int == 15)
-        #expect((options["topK"] as! [String: Any])["type"] as? String == "array")
+        #expect((options["top_k"] as! [String: Any])["type"] as? String == "array")
         let unknown = try cli.run("info", "clasification-metrics")
         #expect(unknown.status == 2)
         #expect(unknown.stderr.contains("Did you mean 'classification-metrics'?"))

@@ -27,7 +27,7 @@ import TestSupport
         (["anet-proposals", "--set", "max_proposals=nan"], "option 'max_proposals' of 'anet-proposals' must be number; 'nan' is not"),
         (["anet-detection", "--set", "tiou_thresholds=0.5,2"], "option 'tiou_thresholds[1]' of 'anet-detection' = 2 is out of range"),
         (["mnist-idx", "batch", "--set", "root=/tmp", "--set", "epoch=-1"], "option 'epoch' of 'mnist-idx' = -1 is out of range"),
-        (["image-folder", "batch", "--set", "root=/tmp", "--set", "val_fraction=1e300"], "option 'valFraction' of 'image-folder' = 1e+300 is out of range"),
+        (["image-folder", "batch", "--set", "root=/tmp", "--set", "val_fraction=1e300"], "option 'val_fraction' of 'image-folder' = 1e+300 is out of range"),
     ] as [([String], String)])
     func badOptionNumbersAreUsageErrors(_ arguments: [String], _ expected: String) throws {
         let r = try run(arguments)
