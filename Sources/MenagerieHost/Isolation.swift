@@ -247,29 +247,11 @@ final class IsolatedChild: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment
         env["SWIFT_BACKTRACE"] = "enable=no"
         env["MENAGERIE_ISOLATE"] = "0"
-        var args = [executable, "_isolate", "--scratch", scratchRoot, "--seed", "\(seed)"]
+        var args = ["_isolate", "--scratch", scratchRoot, "--seed", "\(seed)"]
         if let m = limits.memory { args += ["--memory-limit", "\(m)"] }
         if safeMode { args.append("--safe-mode") }
         if let lockPath { args += ["--lock", lockPath] }
-        let argv = args.map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty)
-        sigfillset(&all)
-        sigdelset(&all, SIGKILL)
-        sigdelset(&all, SIGSTOP)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        let (spawned, pid) = spawn(executable, args, environment: env, actions: &actions)
         close(outPipe[1])
         close(sockets[1])
         guard spawned == 0 else {

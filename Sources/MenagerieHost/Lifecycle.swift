@@ -126,7 +126,7 @@ public enum Lifecycle {
     /// Writes the owner marker of this process into `folder`.
     public static func markOwned(_ folder: String) {
         let text = "\(getpid()) \(processStartTime(getpid()) ?? 0)\n"
-        FileManager.default.createFile(atPath: folder + "/" + ownerFile, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: folder + "/" + ownerFile, contents: Data(text.utf8))
     }
 
     /// The start time (clock ticks since boot) of `pid`, from /proc; nil when no such process.

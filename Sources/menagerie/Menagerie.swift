@@ -36,7 +36,7 @@ struct Menagerie: ParsableCommand {
         if args.first == "run", args.contains(where: { $0 == "--help" || $0 == "-h" }),
            let component = args.dropFirst().first(where: { !$0.hasPrefix("-") }) {
             do {
-                var info = try InfoCommand.parse([component] + args.filter { ["--safe-mode", "--rescan"].contains($0) })
+                let info = try InfoCommand.parse([component] + args.filter { ["--safe-mode", "--rescan"].contains($0) })
                 try info.run()
                 print("\n" + RunCommand.helpMessage(columns: terminalColumns()))
                 Foundation.exit(0)
