@@ -120,12 +120,19 @@ public enum Lifecycle {
 
     // MARK: folders left by killed runs
 
-    /// The marker file inside a scratch or partial folder: "pid starttime" of the process that owns it.
+    /// The marker file inside a scratch or partial folder: "pid starttime host" of the process that owns it.
     public static let ownerFile = ".menagerie-owner"
+
+    /// This machine's name (a folder on storage shared by several nodes is judged only by its own node).
+    static let hostName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }()
 
     /// Writes the owner marker of this process into `folder`.
     public static func markOwned(_ folder: String) {
-        let text = "\(getpid()) \(processStartTime(getpid()) ?? 0)\n"
+        let text = "\(getpid()) \(processStartTime(getpid()) ?? 0) \(hostName)\n"
         _ = FileManager.default.createFile(atPath: folder + "/" + ownerFile, contents: Data(text.utf8))
     }
 
@@ -139,12 +146,14 @@ public enum Lifecycle {
         return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
-    /// True when `folder`'s owner marker names a process that no longer runs (or a different one
-    /// with a reused pid). A folder without a marker counts as stale after an hour.
+    /// True when `folder`'s owner marker names a process of this machine that no longer runs (or a
+    /// different one with a reused pid). A folder of another machine (shared storage) is never judged
+    /// here; a folder without a marker counts as stale after an hour.
     public static func isStale(_ folder: String) -> Bool {
         if let data = FileManager.default.contents(atPath: folder + "/" + ownerFile) {
             let parts = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-            guard parts.count == 2, let pid = Int32(parts[0]), let start = UInt64(parts[1]) else { return true }
+            if parts.count >= 3, String(parts[2]) != hostName { return false }
+            guard parts.count >= 2, let pid = Int32(parts[0]), let start = UInt64(parts[1]) else { return true }
             guard let now = processStartTime(pid) else { return true }
             return start != 0 && now != start
         }

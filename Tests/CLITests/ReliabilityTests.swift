@@ -181,8 +181,10 @@ import TestSupport
         let s = try Setup()
         let out = s.tmp.path + "/out"
         let staleScratch = s.tmp.path + "/menagerie-run-killed", stalePartial = out + "/.menagerie-partial-1-2"
-        let liveScratch = s.tmp.path + "/menagerie-run-alive"
-        for d in [staleScratch, stalePartial, liveScratch] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        let liveScratch = s.tmp.path + "/menagerie-run-alive", otherHost = s.tmp.path + "/menagerie-run-other-node"
+        for d in [staleScratch, stalePartial, liveScratch, otherHost] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        // A folder of another machine (a TMPDIR shared by cluster nodes) is not this machine's to judge.
+        try "4194305 1 some-other-node\n".write(toFile: otherHost + "/.menagerie-owner", atomically: true, encoding: .utf8)
         // pid 2^22 + 1 exceeds Linux's pid_max: that process cannot exist.
         try "4194305 1\n".write(toFile: staleScratch + "/.menagerie-owner", atomically: true, encoding: .utf8)
         try "4194305 1\n".write(toFile: stalePartial + "/.menagerie-owner", atomically: true, encoding: .utf8)
@@ -192,6 +194,7 @@ import TestSupport
         #expect(!FileManager.default.fileExists(atPath: staleScratch))
         #expect(!FileManager.default.fileExists(atPath: stalePartial))
         #expect(FileManager.default.fileExists(atPath: liveScratch))      // a running process's folder stays
+        #expect(FileManager.default.fileExists(atPath: otherHost))
         // The next run sweeps too.
         try FileManager.default.createDirectory(atPath: staleScratch, withIntermediateDirectories: true)
         try "4194305 1\n".write(toFile: staleScratch + "/.menagerie-owner", atomically: true, encoding: .utf8)
