@@ -73,8 +73,15 @@ struct RunCommand: ParsableCommand {
             if let output {
                 let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
                 let files = final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? []
+                // Top-level entries, folders once ("images/"), in the manifest's order.
+                var tops: [String] = []
+                for f in files {
+                    let parts = f.split(separator: "/", maxSplits: 1)
+                    let top = String(parts[0]) + (parts.count > 1 ? "/" : "")
+                    if !tops.contains(top) { tops.append(top) }
+                }
                 let wrote = "wrote \(output.directory): result.json" + (files.isEmpty ? "" : " and \(files.count) file\(files.count == 1 ? "" : "s")")
-                    + (files.isEmpty ? "" : " (" + files.prefix(4).joined(separator: ", ") + (files.count > 4 ? ", …" : "") + ")")
+                    + (tops.isEmpty ? "" : " (" + tops.prefix(6).joined(separator: ", ") + (tops.count > 6 ? ", …" : "") + ")")
                 if json { print(final.prettyText) } else if let display {
                     print(display, terminator: display.hasSuffix("\n") ? "" : "\n")
                     writeError(wrote)
