@@ -49,7 +49,6 @@ struct TourCommand: ParsableCommand {
         let docs = Self.methodDocs()
         let entries = zip(stops, results).map { stop, result in
             TourReport.Entry(stop: result, kind: stop.component.kind, summary: stop.component.summary,
-                             tourSummary: stop.component.operations.first { $0.name == "tour" }?.summary ?? "",
                              docs: docs.flatMap { Self.methodPage(in: $0, component: stop.component.id, plugin: stop.plugin.metadata?.name ?? "") })
         }
         let report = TourReport(entries: entries, root: root, seed: seed, version: Menagerie.configuration.version,

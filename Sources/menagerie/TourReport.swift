@@ -1,8 +1,8 @@
 import Foundation
 import MenagerieKit
 
-/// The tour's `index.html`: contents, then per component a paragraph (its summary and what its
-/// tour does), the command that reproduces it, a link to its Docs/methods page, its key numbers,
+/// The tour's `index.html`: contents, then per component a paragraph (its summary, and the tour's
+/// own note when it returns one), the command that reproduces it, a link to its Docs/methods page, its key numbers,
 /// its figures with captions (read from each figure's SVG title), previews of its CSV files and
 /// thumbnails of its image folders. One self-contained page with relative links only (plus the
 /// docs, linked where they are installed); no scripts.
@@ -11,7 +11,6 @@ struct TourReport {
         var stop: TourCommand.Stop
         var kind: String
         var summary: String
-        var tourSummary: String
         var docs: String?
     }
 
@@ -50,7 +49,7 @@ struct TourReport {
     private func section(_ e: Entry, figureNumber: inout Int) -> String {
         let s = e.stop, id = s.component
         var h = "<section id=\"\(anchor(id))\"><h2>\(esc(id)) <small>\(esc(e.kind)) · plugin \(esc(s.plugin)) · \(String(format: "%.1f", s.seconds)) s</small></h2>\n"
-        h += "<p>\(esc(e.summary)).\(e.tourSummary.isEmpty ? "" : " The tour: " + esc(e.tourSummary) + ".")</p>\n"
+        h += "<p>\(esc(e.summary)).</p>\n"
         h += "<p class=cmd>Reproduce: <code>menagerie run \(esc(id)) tour --seed \(seed) --out \(esc(id))</code>"
         if let docs = e.docs { h += " · method page: <a href=\"\(URL(fileURLWithPath: docs).absoluteString)\">\(esc((docs as NSString).lastPathComponent))</a>" }
         h += "</p>\n"
@@ -166,7 +165,7 @@ struct TourReport {
     nav ol{columns:2;column-gap:2.5em;padding-left:1.4em}nav li{break-inside:avoid;margin:.15em 0}\
     .ok{color:#2a7a2a}.bad{color:#b00020}code{background:#f4f4f4;padding:.1em .35em;border-radius:3px;font-size:.92em}\
     .cmd{color:#444}.note{color:#555;font-style:italic}\
-    figure{margin:1.2em 0;display:inline-block;vertical-align:top;max-width:100%}figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}\
+    figure{margin:1.2em .6em 1.2em 0;display:inline-block;vertical-align:top;width:min-content;max-width:100%}figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}\
     figcaption{font-size:.9em;color:#444;max-width:720px}img.pixels{image-rendering:pixelated}\
     table{border-collapse:collapse;font-size:.88em}th,td{padding:.2em .7em;border-bottom:1px solid #eee;text-align:left}\
     table.numbers{margin:.6em 0}table.numbers caption{text-align:left;color:#777;font-size:.9em}td{font-variant-numeric:tabular-nums}\

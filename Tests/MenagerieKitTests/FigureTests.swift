@@ -53,7 +53,7 @@ import TestSupport
 
     @Test func svgIsWellFormedAndEscapesText() throws {
         let dir = TempDir("figure-svg")
-        var f = Figure(width: 80, height: 40)
+        var f = Figure(width: 80, height: 40, kind: .diagram)
         f.title("a < b & \"c\"")
         f.image(Image(width: 2, height: 2, channels: 3, pixels: [UInt8](repeating: 200, count: 12)), in: Rect(x: 0, y: 20, width: 20, height: 20))
         try f.write(to: dir.path + "/esc.png")
