@@ -26,7 +26,8 @@ public struct Axes: Sendable {
         let span = range.upperBound - range.lowerBound
         guard span > 0, span.isFinite else { return [range.lowerBound] }
         let raw = span / Double(max(target, 1)), magnitude = pow(10, (log10(raw)).rounded(.down))
-        let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= raw } ?? 10 * magnitude
+        // The 1-2-5 step nearest to the raw step (on a log scale).
+        let step = [1.0, 2, 5, 10].map { $0 * magnitude }.min { abs(log($0 / raw)) < abs(log($1 / raw)) }!
         var out: [Double] = []
         var k = (range.lowerBound / step - 1e-9).rounded(.up)
         while k * step <= range.upperBound + step * 1e-9, out.count < 50 {
