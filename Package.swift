@@ -3,30 +3,39 @@
 // across a versioned C ABI (Sources/CMenagerie/include/menagerie.h).
 //
 // Layers (nothing imports upward, no plugin imports another plugin or the host):
-//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → NN · Imaging · Text · Formats → Tensors → C shims
+//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → Formats → Tensors → C shims
+//   plugins → MenagerieKit + the layers they use (NN · Imaging · Text · Formats · Tensors); each target
+//   declares exactly the modules it imports (Tests/CLITests/PackageDependencyTests.swift checks it)
 import PackageDescription
 
 /// Every method is one dynamic library built from `Plugins/<Name>`; add new methods here. Files a
 /// plugin ships (weights of an embedded model) go in its `Resources/` folder and are copied next to
 /// the libraries as `Menagerie_<Name>.resources/`.
-let swiftPlugins: [(product: String, path: String, resources: [String])] = [
-    ("ClassificationMetrics", "Plugins/ClassificationMetrics", []),
-    ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", []),
-    ("DatasetAdapters", "Plugins/DatasetAdapters", []),
-    ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"]),
-    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"]),
-    ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"]),
-    ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"]),
-    ("Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"]),
-    ("SST", "Plugins/SST", []),
+/// `uses`: the layers a plugin imports besides MenagerieKit (Package.swift declares exactly what each
+/// target imports; `PackageDependencyTests` checks it).
+let swiftPlugins: [(product: String, path: String, resources: [String], uses: [String])] = [
+    ("ClassificationMetrics", "Plugins/ClassificationMetrics", [], ["Imaging", "Tensors"]),
+    ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", [], ["Imaging", "Tensors"]),
+    ("DatasetAdapters", "Plugins/DatasetAdapters", [], ["Formats", "Imaging", "Tensors"]),
+    ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"], ["Formats", "Imaging", "NN", "Tensors"]),
+    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
+    ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
+    ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"], ["Formats", "Imaging", "NN", "Tensors"]),
+    ("Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
+     ["Formats", "Imaging", "NN", "Tensors"]),
+    ("SST", "Plugins/SST", [], ["Formats", "Imaging", "NN", "Tensors"]),
 ]
 
 let package = Package(
     name: "Menagerie",
     products: [
         .executable(name: "menagerie", targets: ["menagerie"]),
-        // The SDK a plugin links statically (each plugin keeps its own copy).
+        // The SDK a plugin links statically (each plugin keeps its own copy), and the layers a plugin
+        // may use besides it: depend on the products of the modules you import.
         .library(name: "MenagerieKit", targets: ["MenagerieKit"]),
+        .library(name: "NN", targets: ["NN"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "Text", targets: ["Text"]),
         // The C plugin: proof that the header alone is enough.
         .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
         // The file parsers as fuzz targets, for the libFuzzer driver in Fuzz/ (`make fuzz`).
@@ -66,14 +75,13 @@ let package = Package(
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
 
         // The SDK and the host.
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN", "Text",
-                                              .product(name: "Logging", package: "swift-log")]),
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),
         .target(name: "MenagerieHost", dependencies: [
             "MenagerieKit", "CMenagerie", "CHostSupport", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "COpenBLAS",
+            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "Formats", "Tensors", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -87,27 +95,27 @@ let package = Package(
         .target(name: "FuzzTargets", dependencies: ["Formats", "Imaging", "Text", "NN", "MenagerieKit", "DatasetAdapters", "FasterTAD"]),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
-        .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
+        .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
+        .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets", "TestSupport"]),
-        .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "TestSupport"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "Tensors", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),
         .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
-        .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "TestSupport"]),
-        .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "TestSupport"]),
-        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "TestSupport"]),
-        .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "TestSupport"]),
-        .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Text", "TestSupport"]),
+        .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "Formats", "Imaging", "TestSupport"]),
+        .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
         .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport"]),
     ] + swiftPlugins.flatMap { plugin -> [Target] in [
         // The method itself (tests link it), and the entry symbol alone (the .so links both).
-        .target(name: plugin.product, dependencies: ["MenagerieKit"], path: plugin.path, exclude: ["Entry"],
+        .target(name: plugin.product, dependencies: ["MenagerieKit"] + plugin.uses.map { .target(name: $0) }, path: plugin.path, exclude: ["Entry"],
                 resources: plugin.resources.map { .copy($0) }),
         .target(name: plugin.product + "Entry", dependencies: ["MenagerieKit", .target(name: plugin.product)], path: plugin.path + "/Entry"),
     ] }

@@ -5,7 +5,10 @@ import PackageDescription
 
 let package = Package(
     name: "MenagerieSDK",
-    products: [.library(name: "MenagerieKit", targets: ["MenagerieKit"])],
+    // MenagerieKit (which re-exports Tensors and Formats), and the layers a plugin may also import:
+    // depend on the product of every module your plugin imports.
+    products: [.library(name: "MenagerieKit", targets: ["MenagerieKit"]), .library(name: "NN", targets: ["NN"]),
+               .library(name: "Imaging", targets: ["Imaging"]), .library(name: "Text", targets: ["Text"])],
     dependencies: [.package(url: "https://github.com/apple/swift-log", from: "1.6.0")],
     targets: [
         .target(name: "CMenagerie", path: "Sources/CMenagerie"),
@@ -20,7 +23,6 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
-        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", "Imaging", "NN", "Text",
-                                                     .product(name: "Logging", package: "swift-log")]),
+        .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),
     ]
 )
