@@ -31,8 +31,13 @@ struct Menagerie: ParsableCommand {
         if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
             GEMM.setThreads(Int(n))
         }
-        // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
         let args = Array(CommandLine.arguments.dropFirst())
+        // bash needs a wrapper around ArgumentParser's script for KEY=VALUE options (BashCompletion).
+        if args == ["--generate-completion-script", "bash"] || args == ["--generate-completion-script=bash"] {
+            print(BashCompletion.script())
+            Foundation.exit(0)
+        }
+        // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
         if args.first == "run", args.contains(where: { $0 == "--help" || $0 == "-h" }),
            let component = args.dropFirst().first(where: { !$0.hasPrefix("-") }) {
             do {
