@@ -32,9 +32,13 @@ struct Menagerie: ParsableCommand {
             GEMM.setThreads(Int(n))
         }
         let args = Array(CommandLine.arguments.dropFirst())
-        // bash needs a wrapper around ArgumentParser's script for KEY=VALUE options (BashCompletion).
+        // bash and zsh need a few changes to ArgumentParser's scripts for KEY=VALUE options (CompletionScripts).
         if args == ["--generate-completion-script", "bash"] || args == ["--generate-completion-script=bash"] {
             print(BashCompletion.script())
+            Foundation.exit(0)
+        }
+        if args == ["--generate-completion-script", "zsh"] || args == ["--generate-completion-script=zsh"], let script = ZshCompletion.script() {
+            print(script)
             Foundation.exit(0)
         }
         // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.

@@ -21,7 +21,7 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
     let log = MetricsLog()
     /// Plugins may report from any thread.
     private let lock = NSLock()
-    private var last: UInt64 = 0
+    private var last: UInt64 = DispatchTime.now().uptimeNanoseconds
     /// The bar last drawn (terminal), redrawn below a metrics line.
     private var drawnLine: String?
 

@@ -45,6 +45,7 @@ enum BashCompletion {
                 while IFS='' read -r candidate; do
                     [[ -n "${candidate}" ]] && COMPREPLY+=("${candidate#"${key}="}")
                 done < <("${COMP_WORDS[0]}" ---completion run -- --set "${start}" "$(( ${#key} + 1 + ${#value} ))" "${words[@]}" 2>/dev/null)
+                compopt +o filenames 2>/dev/null
                 return 0
                 ;;
             esac
@@ -53,9 +54,34 @@ enum BashCompletion {
             if [[ ${#COMPREPLY[@]} -gt 0 ]]; then
                 local c all_keys=true
                 for c in "${COMPREPLY[@]}"; do [[ "${c}" == *= ]] || all_keys=false; done
-                "${all_keys}" && compopt -o nospace 2>/dev/null
+                # (and not as a file name, which bash would write as `rank\=`)
+                "${all_keys}" && compopt -o nospace +o filenames 2>/dev/null
             fi
             return 0
         }
         """#
+}
+
+/// The zsh completion script: ArgumentParser's, with one change. zsh puts a space after every
+/// candidate; after `--set rank=` or `--input images=` the value follows without one, so when
+/// every candidate ends in `=` (or is a folder, `photos/`) none is added.
+enum ZshCompletion {
+    static let original = #"""
+            _describe -V '' non_empty_completions -- empty_completions -P $'\'\''
+        """#
+    static let patched = #"""
+            if [[ ${#non_empty_completions[@]} -gt 0 && -z "${(M)non_empty_completions:#*[^=/]}" ]]; then
+                # KEY= and folders: no space after them (CompletionScripts.swift).
+                _describe -V '' non_empty_completions -S '' -- empty_completions -P $'\'\''
+            else
+                _describe -V '' non_empty_completions -- empty_completions -P $'\'\''
+            fi
+        """#
+
+    /// nil when ArgumentParser's script no longer has the line to patch (then it is printed as is).
+    static func script() -> String? {
+        let base = Menagerie.completionScript(for: .zsh)
+        guard base.contains(original) else { return nil }
+        return base.replacingOccurrences(of: original, with: patched)
+    }
 }
