@@ -50,8 +50,13 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
         } else {
             parts.append(Part(component: component, index: index, count: count, name: name, firstStarted: Self.now()))
         }
-        if enabled, !terminal {
+        guard enabled else { return }
+        if !terminal {
             write("[\(component)] " + partText(parts.last!) + " after " + Self.duration(Double(Self.now() - started) / 1e9) + "\n")
+        } else if drawnLine != nil {
+            // The bar of the previous step is over; the part's own comes with its first progress.
+            write("\r\u{1B}[K")
+            drawnLine = nil
         }
     }
 

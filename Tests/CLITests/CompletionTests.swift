@@ -68,7 +68,7 @@ import TestSupport
         #expect(Set(try complete("run --seed 3 bioclip2 ")) == Set(operations))
     }
 
-    @Test func setOfferesOptionKeysThenValues() throws {
+    @Test func setOffersOptionKeysThenValues() throws {
         let component = try info("bioclip2")
         let properties = (component["options"] as! [String: Any])["properties"] as! [String: [String: Any]]
         #expect(Set(try complete("run bioclip2 predict --set ")) == Set(properties.keys.map { $0 + "=" }))
