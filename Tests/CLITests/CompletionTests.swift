@@ -19,8 +19,8 @@ import TestSupport
             guard r.status == 0 else { throw TestSupportError("--generate-completion-script bash: \(r.stderr)") }
             try r.stdout.write(toFile: script, atomically: true, encoding: .utf8)
             try FileManager.default.createDirectory(atPath: dir.path + "/work/photos", withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: dir.path + "/work/photo.png", contents: Data())
-            FileManager.default.createFile(atPath: dir.path + "/work/notes.txt", contents: Data())
+            _ = FileManager.default.createFile(atPath: dir.path + "/work/photo.png", contents: Data())
+            _ = FileManager.default.createFile(atPath: dir.path + "/work/notes.txt", contents: Data())
         }
         let simulate = #"""
             set -f
