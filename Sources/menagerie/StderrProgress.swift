@@ -6,7 +6,7 @@ import MenagerieHost
 /// in the background shows where it is. `MENAGERIE_PROGRESS=off` silences both.
 ///
 /// A component that runs in parts (`phase`: net 3 of 5) gets one overall bar and an ETA for the
-/// whole run: `distilled-eval [######    ] part 3/5 · net 3 · 40% · 120/300 · 12 s elapsed · ETA 30 s`.
+/// whole run: `distilled-eval [######    ] part 3/5 · net 3 · training · 40% 120/300 · 12 s elapsed · 10.0/s · ETA 30 s`.
 /// Recorded metrics (`record`) are printed as lines of their own above the bar, so they stay in the
 /// scrollback, and kept in `log` for log.csv (always, even with the bar off).
 final class StderrProgress: ProgressSink, @unchecked Sendable {

@@ -40,6 +40,9 @@ import TestSupport
         let lines = r.stderr.split(separator: "\n").filter { $0.hasPrefix("[test-probe] part ") && $0.contains(" · epoch ") }
         #expect(lines.count == 6, "\(r.stderr)")
         #expect(lines.first?.contains("part 1/2 · first half · epoch 1 · loss 1 · accuracy 0.25") == true, "\(r.stderr)")
+        // stderr is a pipe: each new part is announced on a line of its own.
+        #expect(r.stderr.contains("[test-probe] part 1/2 · first half after ") && r.stderr.contains("[test-probe] part 2/2 · second half after "),
+                "\(r.stderr)")
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))) as? [String: Any]
         let files = (manifest?["artifacts"] as? [[String: Any]])?.compactMap { $0["file"] as? String } ?? []
         #expect(files.contains("log.csv"), "result.json lists log.csv: \(files)")
