@@ -157,8 +157,10 @@ extension BioCLIPComponent {
                 step += 1
                 request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs) (\(type))")
             }
-            curve += "\(epoch + 1),\(lossSum / Double(steps)),\(model.logitScale.variable.scalars.first ?? 0),\(Int(Date().timeIntervalSince(started)))\n"
-            history.append((lossSum / Double(steps), Double(model.logitScale.variable.scalars.first ?? 0)))
+            let logitScale = Double(model.logitScale.variable.scalars.first ?? 0)
+            request.host.record(epoch: epoch + 1, ["loss": lossSum / Double(steps), "logit_scale": logitScale])
+            curve += "\(epoch + 1),\(lossSum / Double(steps)),\(logitScale),\(Int(Date().timeIntervalSince(started)))\n"
+            history.append((lossSum / Double(steps), logitScale))
         }
         // The open_clip folder: config, weights (open_clip's state-dict names), tokenizer, labels.
         let dir = request.host.scratchDirectory + "/model"

@@ -65,7 +65,10 @@ extension CoreInferComponent {
             let value = Double(loss.scalars[0])
             if step == 0 { first = value }
             last = value
-            if step % 10 == 0 || step == o.steps - 1 { curve += "\(step),\(value)\n" }
+            if step % 10 == 0 || step == o.steps - 1 {
+                curve += "\(step),\(value)\n"
+                request.host.record(step: step, ["loss": value])
+            }
             request.host.progress(step + 1, of: o.steps, "loss \(String(format: "%.3f", value))")
         }
         let dir = request.host.scratchDirectory + "/model"

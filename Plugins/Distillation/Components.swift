@@ -129,9 +129,20 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
         guard s.batchReal > 0, s.lrImage > 0, s.iterations >= 0 else { throw MenagerieError.invalidArgument("batch_real and lr_image must be > 0, iterations ≥ 0") }
         let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
         var log: [(Int, Double)] = []
+        // The loss as a metric ~25 times per run (curve.csv keeps every iteration): the mean since the last row.
+        let every = max(1, s.iterations / 25)
+        var sum = 0.0
+        let keep = { (it: Int, loss: Double) in
+            log.append((it, loss))
+            sum += loss
+            if (it + 1) % every == 0 || it + 1 == s.iterations {
+                host.record(step: it + 1, unit: "iteration", ["loss": sum / Double((it % every) + 1)])
+                sum = 0
+            }
+        }
         let result = method == .dm
-            ? try Distillers.distributionMatching(data, normalized: normalized, settings: s, host: host) { log.append(($0, $1)) }
-            : try Distillers.gradientMatching(data, normalized: normalized, settings: s, host: host) { log.append(($0, $1)) }
+            ? try Distillers.distributionMatching(data, normalized: normalized, settings: s, host: host, log: keep)
+            : try Distillers.gradientMatching(data, normalized: normalized, settings: s, host: host, log: keep)
         curve = log
         images = normalizer.denormalize(result, channels: data.channels, plane: plane)
     }
@@ -267,14 +278,15 @@ extension DMComponent {
         evaluation.seed = request.host.seed
         var rows: [(String, Double, Double)] = []
         var artifacts: [String] = []
-        for (name, method, target) in [("random", Method.random, "none"), ("random, unbiased target", Method.random, "balanced-attribute"), ("DM", Method.dm, "none")] {
+        for (i, (name, method, target)) in [("random", Method.random, "none"), ("random, unbiased target", Method.random, "balanced-attribute"), ("DM", Method.dm, "none")].enumerated() {
+            request.host.phase(i + 1, of: 3, name)
             var options = o
             options.target = target
             var curve: [(Int, Double)] = []
             let t0 = Date()
             let set = try distil(method, data: train, options: options, seed: request.host.seed, host: request.host, curve: &curve)
             let seconds = Date().timeIntervalSince(t0)
-            let accuracy = try Protocols.hardLabel(set, normalizer: set.normalizer()!, test: test, settings: evaluation, host: request.host)[0]
+            let accuracy = try Protocols.hardLabel(set, normalizer: set.normalizer()!, test: test, settings: evaluation, host: request.host, parts: false)[0]
             let file = "grid_" + name.replacingOccurrences(of: ", ", with: "_").replacingOccurrences(of: " ", with: "_").lowercased() + ".png"
             try set.grid().write(to: dir + "/" + file)
             artifacts += Figure.files(file)

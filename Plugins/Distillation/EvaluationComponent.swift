@@ -199,11 +199,14 @@ struct DistilledEvalComponent: Metric {
         let test = try RealData.load(request.host, dataset: "cmnist-dd", options: baseOptions, split: "test", size: 28, attribute: "", limit: o.test_limit)
         var rows: [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] = []
         var csv = "rho,method,target,mean,std,accuracies,distill_seconds\n"
+        let runs = methods.map { ($0, "none") } + specific.map { ($0, "balanced-attribute") }
+        var part = 0
         for rho in o.rhos {
             let options = baseOptions + ["rho=\(rho)"]
             let train = try RealData.load(request.host, dataset: "cmnist-dd", options: options, split: "train", size: 28, attribute: "colors")
-            let runs = methods.map { ($0, "none") } + specific.map { ($0, "balanced-attribute") }
             for (method, target) in runs {
+                part += 1
+                request.host.phase(part, of: o.rhos.count * runs.count, "rho \(rho) \(method.rawValue)" + (target == "none" ? "" : " (target)"))
                 var d = DistillOptions()
                 d.dataset = "cmnist-dd"
                 d.dataset_options = options
@@ -221,7 +224,7 @@ struct DistilledEvalComponent: Metric {
                 let t0 = Date()
                 let set = try distil(method, data: train, options: d, seed: request.host.seed, host: request.host, curve: &curve)
                 let seconds = Date().timeIntervalSince(t0)
-                let acc = try Protocols.hardLabel(set, normalizer: set.normalizer()!, test: test, settings: s, host: request.host)
+                let acc = try Protocols.hardLabel(set, normalizer: set.normalizer()!, test: test, settings: s, host: request.host, parts: false)
                 let (mean, std) = meanStd(acc)
                 let name = method.rawValue + (target == "none" ? "" : " (target)")
                 rows.append((rho, name, mean, std, seconds))

@@ -59,13 +59,15 @@ public enum Protocols {
     }
 
     /// Trains a fresh ConvNet-3 on (images, labels) with the hard-label schedule (SGD, lr × 0.1 at
-    /// half the epochs) and returns it.
+    /// half the epochs) and returns it. Progress: `done` of `total` epochs counted from `offset`
+    /// (one bar over several nets, or one per net when each is a part).
     static func trainHard(images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: MenagerieKit.Host,
-                          label: String) throws -> ConvNet {
+                          label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil) throws -> ConvNet {
         let (n, c, size) = (images.shape[0], images.shape[1], images.shape[2])
         let net = try checkedConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
         let optimizer = SGD(net.parameters, learningRate: Float(s.lr), momentum: Float(s.momentum), weightDecay: Float(s.weightDecay))
         var rng = SeededGenerator(seed: seed &+ 99)
+        var lossSum = 0.0, seen = 0
         for epoch in 0..<s.epochs {
             try host.checkCancelled()
             optimizer.learningRate = Schedule.step(milestones: [s.epochs / 2], gamma: 0.1).rate(base: Float(s.lr), step: epoch, total: s.epochs)
@@ -75,23 +77,38 @@ public enum Protocols {
                 let idx = Array(order[start..<min(n, start + s.batch)])
                 var x = Variable(gatherImages(images, idx))
                 if let dsa = s.dsa { x = DSA.apply(dsa.draw(size: size, rng: &rng), x) }
-                optimizer.minimize(crossEntropy(net(x), labels: idx.map { labels[$0] }))
+                let loss = crossEntropy(net(x), labels: idx.map { labels[$0] })
+                optimizer.minimize(loss)
+                lossSum += Double(loss.scalars[0]) * Double(idx.count)
+                seen += idx.count
             }
-            if epoch % 10 == 9 { host.progress(epoch + 1, of: s.epochs, label) }
+            // Every epoch of a short run, else the mean of every 10 epochs (300 lines per net would bury the screen).
+            if s.epochs <= 50 || epoch % 10 == 9 || epoch == s.epochs - 1 {
+                let mean = lossSum / Double(max(seen, 1))
+                if let netNumber { host.record(epoch: epoch + 1, ["net": Double(netNumber), "train_loss": mean]) } else { host.record(epoch: epoch + 1, ["train_loss": mean]) }
+                lossSum = 0
+                seen = 0
+            }
+            if epoch % 10 == 9 || epoch == s.epochs - 1 { host.progress(offset + epoch + 1, of: total ?? s.epochs, label) }
         }
         net.isTraining = false
         return net
     }
 
-    /// Protocol 1 (DC/DSA/DM, the bias study): hard labels; accuracy of `nets` networks.
-    public static func hardLabel(_ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: MenagerieKit.Host) throws -> [Double] {
+    /// Protocol 1 (DC/DSA/DM, the bias study): hard labels; accuracy of `nets` networks. With
+    /// `parts`, each net is a part of the run (`host.phase`); a study that has parts of its own passes
+    /// false and gets one bar over the nets.
+    public static func hardLabel(_ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: MenagerieKit.Host,
+                                 parts: Bool = true) throws -> [Double] {
         try checkShape(set, test)
         let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: set.channels, plane: set.channels * set.size * set.size),
                            shape: set.images.shape)
         let testNormalized = normalizer.normalize(test.images, channels: test.channels, plane: test.plane)
         return try (0..<s.nets).map { k in
+            if parts { host.phase(k + 1, of: s.nets, "net \(k + 1)") }
             let net = try trainHard(images: x, labels: set.labels, classes: set.classes.count, settings: s, seed: s.seed &+ UInt64(k) &* 1_000_003,
-                                    host: host, label: "evaluating net \(k + 1)/\(s.nets)")
+                                    host: host, label: parts ? "training" : "evaluating net \(k + 1)/\(s.nets)",
+                                    offset: parts ? 0 : k * s.epochs, total: parts ? s.epochs : s.nets * s.epochs, netNumber: parts ? nil : k + 1)
             return accuracy(net, test: test, normalized: testNormalized)
         }
     }
@@ -99,19 +116,21 @@ public enum Protocols {
     /// Protocol 2 (RDED-style soft labels): the teacher's logits on each (augmented) batch of the
     /// distilled images are the targets; KL at temperature T, AdamW with cosine decay.
     public static func softLabel(_ set: DistilledSet, teacher: ConvNet, normalizer: Normalizer, test: RealData, settings s: Settings,
-                                 host: MenagerieKit.Host) throws -> [Double] {
+                                 host: MenagerieKit.Host, parts: Bool = true) throws -> [Double] {
         try checkShape(set, test)
         let (n, c, size) = (set.count, set.channels, set.size)
         let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: c, plane: c * size * size), shape: set.images.shape)
         let testNormalized = normalizer.normalize(test.images, channels: test.channels, plane: test.plane)
         teacher.isTraining = false
         return try (0..<s.nets).map { k in
+            if parts { host.phase(k + 1, of: s.nets, "soft-label net \(k + 1)") }
             let seed = s.seed &+ UInt64(k) &* 1_000_003
             let net = try checkedConvNet(channels: c, classes: set.classes.count, width: s.width, depth: s.depth, imageSize: size, seed: seed)
             let optimizer = AdamW(net.parameters, learningRate: Float(s.softLR), weightDecay: Float(s.softWeightDecay))
             var rng = SeededGenerator(seed: seed &+ 99)
             let steps = s.epochs * ((n + s.batch - 1) / s.batch)
             var step = 0
+            var lossSum = 0.0, seen = 0
             for epoch in 0..<s.epochs {
                 try host.checkCancelled()
                 var order = Array(0..<n)
@@ -122,10 +141,22 @@ public enum Protocols {
                     if let dsa = s.dsa { xb = DSA.apply(dsa.draw(size: size, rng: &rng), xb) }
                     let targets = GradMode.disabled { teacher(xb) }.detached()
                     optimizer.learningRate = Schedule.cosine(warmup: 0, floor: 0).rate(base: Float(s.softLR), step: step, total: steps)
-                    optimizer.minimize(distillationKL(student: net(xb), teacher: targets, temperature: Float(s.temperature)))
+                    let loss = distillationKL(student: net(xb), teacher: targets, temperature: Float(s.temperature))
+                    optimizer.minimize(loss)
+                    lossSum += Double(loss.scalars[0]) * Double(idx.count)
+                    seen += idx.count
                     step += 1
                 }
-                if epoch % 10 == 9 { host.progress(epoch + 1, of: s.epochs, "soft-label net \(k + 1)/\(s.nets)") }
+                if s.epochs <= 50 || epoch % 10 == 9 || epoch == s.epochs - 1 {
+                    let mean = lossSum / Double(max(seen, 1))
+                    if parts { host.record(epoch: epoch + 1, ["kd_loss": mean]) } else { host.record(epoch: epoch + 1, ["net": Double(k + 1), "kd_loss": mean]) }
+                    lossSum = 0
+                    seen = 0
+                }
+                if epoch % 10 == 9 || epoch == s.epochs - 1 {
+                    host.progress(parts ? epoch + 1 : k * s.epochs + epoch + 1, of: parts ? s.epochs : s.nets * s.epochs,
+                                  parts ? "training" : "soft-label net \(k + 1)/\(s.nets)")
+                }
             }
             net.isTraining = false
             return accuracy(net, test: test, normalized: testNormalized)

@@ -203,7 +203,9 @@ func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int
             step += 1
             host.progress(step, of: total, "epoch \(epoch + 1)/\(epochs)")
         }
-        try endOfEpoch(epoch, lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
+        let loss = lossSum / Double(max(seen, 1)), accuracy = Double(correct) / Double(max(seen, 1))
+        host.record(epoch: epoch + 1, ["train_loss": loss, "train_accuracy": accuracy])
+        try endOfEpoch(epoch, loss, accuracy)
     }
 }
 

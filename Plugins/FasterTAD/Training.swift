@@ -127,7 +127,9 @@ extension FasterTADComponent {
                 step += 1
                 host.progress(step, of: total, "train")
             }
-            try epochEnd(epoch, sums.map { $0 / Double(stepsPerEpoch) })
+            let means = sums.map { $0 / Double(stepsPerEpoch) }
+            host.record(epoch: epoch, ["loss": means[0], "boundary_loss": means[1], "classification_loss": means[2], "regression_loss": means[3]])
+            try epochEnd(epoch, means)
         }
     }
 }

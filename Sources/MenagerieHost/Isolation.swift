@@ -337,7 +337,7 @@ final class IsolatedChild: @unchecked Sendable {
 
     /// One call: request out, progress frames in, the response last.
     func invoke(component: String, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)],
-                timeout: Double?, progress: ((Int64, Int64, String) -> Void)?) throws -> InvocationResult {
+                timeout: Double?, events: ProgressSink?) throws -> InvocationResult {
         let what = "'\(component)' \(operation) (isolated, pid \(pid))"
         guard alive else { throw HostError(.failed, "\(what): the isolation process has ended") }
         let (fd, table) = try SharedTensors.write(inputs)
@@ -351,7 +351,23 @@ final class IsolatedChild: @unchecked Sendable {
             if let (frame, attached) = try channel.takeFrame() {
                 switch frame["type"]?.stringValue {
                 case "progress":
-                    progress?(Int64(frame["done"]?.doubleValue ?? 0), Int64(frame["total"]?.doubleValue ?? 0), frame["label"]?.stringValue ?? "")
+                    events?.progress(component: component, done: Self.integer(frame["done"]), total: Self.integer(frame["total"]),
+                                     label: frame["label"]?.stringValue ?? "")
+                    continue
+                case "phase":
+                    let index = Self.integer(frame["index"]), count = Self.integer(frame["count"])
+                    if count > 0, (1...count).contains(index) {
+                        events?.phase(component: component, index: index, count: count, name: frame["name"]?.stringValue ?? "")
+                    }
+                    continue
+                case "record":
+                    // Checked like an in-process record; JSON has no NaN, so null stands for it.
+                    let names = frame["names"]?.arrayValue ?? [], values = frame["values"]?.arrayValue ?? []
+                    if names.count == values.count, names.count <= MetricsRow.maxMetrics,
+                       let row = MetricsRow.checked(unit: frame["unit"]?.stringValue, step: Self.integer(frame["step"]),
+                                                    names: names.map(\.stringValue), values: values.map { $0.doubleValue ?? .nan }) {
+                        events?.record(component: component, row: row)
+                    }
                     continue
                 case "response":
                     return try decodeResponse(frame, fd: attached, what: what)
@@ -380,6 +396,12 @@ final class IsolatedChild: @unchecked Sendable {
                 if !more { throw death(what) }
             }
         }
+    }
+
+    /// A count from the child: a finite number within Int64, else 0.
+    static func integer(_ v: JSONValue?) -> Int64 {
+        guard let d = v?.doubleValue, d.isFinite, abs(d) < 9e18 else { return 0 }
+        return Int64(d)
     }
 
     private func decodeResponse(_ frame: JSONValue, fd: Int32?, what: String) throws -> InvocationResult {
@@ -423,6 +445,15 @@ public enum IsolationServer {
             last = now
             try? channel.send(["type": "progress", "component": .string(component), "done": .number(Double(done)),
                                "total": .number(Double(total)), "label": .string(label)])
+        }
+        func phase(component: String, index: Int64, count: Int64, name: String) {
+            try? channel.send(["type": "phase", "component": .string(component), "index": .number(Double(index)),
+                               "count": .number(Double(count)), "name": .string(name)])
+        }
+        func record(component: String, row: MetricsRow) {
+            try? channel.send(["type": "record", "component": .string(component), "unit": .string(row.unit), "step": .number(Double(row.step)),
+                               "names": .array(row.metrics.map { .string($0.name) }),
+                               "values": .array(row.metrics.map { $0.value.isFinite ? .number($0.value) : .null })])
         }
     }
 

@@ -180,7 +180,7 @@ public enum Lifecycle {
         if let temporary { visit(temporary, prefix: "menagerie-run-") }
         for o in outputs {
             visit(o, prefix: ".menagerie-partial-")
-            visit((o as NSString).deletingLastPathComponent.isEmpty ? "." : (o as NSString).deletingLastPathComponent, prefix: ".menagerie-partial-")
+            visit(parentPath(o).isEmpty ? "." : parentPath(o), prefix: ".menagerie-partial-")
         }
         return removed
     }

@@ -67,9 +67,9 @@ public struct RunOutput {
             }
         } else {
             // The nearest existing ancestor must be a writable folder.
-            var ancestor = (path as NSString).deletingLastPathComponent
+            var ancestor = parentPath(path)
             while !ancestor.isEmpty, !FileManager.default.fileExists(atPath: ancestor) {
-                ancestor = (ancestor as NSString).deletingLastPathComponent
+                ancestor = parentPath(ancestor)
             }
             let existing = ancestor.isEmpty ? "." : ancestor
             guard FileManager.default.fileExists(atPath: existing, isDirectory: &isDir), isDir.boolValue else {
@@ -87,7 +87,7 @@ public struct RunOutput {
     @discardableResult
     public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [Artifact]) throws -> JSONValue {
         let exists = FileManager.default.fileExists(atPath: directory)
-        let parent = (directory as NSString).deletingLastPathComponent.isEmpty ? "." : (directory as NSString).deletingLastPathComponent
+        let parent = parentPath(directory).isEmpty ? "." : parentPath(directory)
         if !exists {
             do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
                 throw HostError(.failed, "--out \(directory) cannot be created: \(error.localizedDescription)")
@@ -227,4 +227,17 @@ extension RunOutput {
             "artifacts": .array(result.tensors.map { ["name": .string($0.name), "type": "tensor", "dtype": .string($0.tensor.dtype.name)] }),
         ]
     }
+}
+
+/// The folder that holds `path` ("" for a bare name, "/" for a top-level one), without
+/// `NSString.deletingLastPathComponent`, which traps on some short names in this Foundation
+/// (`--out m` crashed the CLI).
+func parentPath(_ path: String) -> String {
+    var p = Substring(path)
+    while p.count > 1, p.hasSuffix("/") { p = p.dropLast() }
+    guard let slash = p.lastIndex(of: "/") else { return "" }
+    if slash == p.startIndex { return "/" }
+    var parent = p[..<slash]
+    while parent.count > 1, parent.hasSuffix("/") { parent = parent.dropLast() }
+    return String(parent)
 }

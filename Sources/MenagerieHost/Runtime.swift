@@ -8,11 +8,6 @@ import Tensors
 /// Set by the SIGINT handler (and by tests); plugins see it through `is_cancelled`.
 public let cancellationFlag = Atomic<Bool>(false)
 
-/// Receives progress reports of plugins (the CLI draws a bar on stderr).
-public protocol ProgressSink: AnyObject, Sendable {
-    func progress(component: String, done: Int64, total: Int64, label: String)
-}
-
 /// The result of one invocation, with tensors copied out of the callee's memory.
 public struct InvocationResult: Sendable {
     public let result: JSONValue
@@ -26,6 +21,10 @@ public struct InvocationResult: Sendable {
 public struct Artifact: Sendable, Equatable {
     public let path: String
     public let name: String
+    public init(path: String, name: String) {
+        self.path = path
+        self.name = name
+    }
 }
 
 /// The in-process side of the host: loads plugins for use, implements the host-services table,
@@ -206,10 +205,9 @@ public final class Runtime: @unchecked Sendable {
     /// An isolated call, with progress reported as the component's own.
     func invokeIsolated(_ h: Handle, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)]) throws -> InvocationResult {
         let c = try child()
+        defer { progressSink?.ended(component: h.component) }
         return try c.invoke(component: h.component, operation: operation, options: options, inputs: inputs,
-                            timeout: isolationLimits.timeout) { [weak self] done, total, label in
-            self?.progressSink?.progress(component: h.component, done: done, total: total, label: label)
-        }
+                            timeout: isolationLimits.timeout, events: progressSink)
     }
 
     /// The scratch folder of the plugin providing `component` (artifacts are written there).
@@ -276,6 +274,7 @@ public final class Runtime: @unchecked Sendable {
         mutex.lock()
         current.removeLast()
         mutex.unlock()
+        progressSink?.ended(component: h.component)
         return status
     }
 
@@ -382,7 +381,22 @@ public final class Runtime: @unchecked Sendable {
                 }
             },
             scratch_dir: scratch,
-            seed: seed)
+            seed: seed,
+            phase: { ctx, index, count, name in
+                let rt = Runtime.from(ctx)
+                guard count > 0, (1...count).contains(index) else { return }
+                rt.progressSink?.phase(component: rt.currentComponent, index: index, count: count, name: name.map { String(cString: $0) } ?? "")
+            },
+            record: { ctx, unit, step, count, names, values in
+                let rt = Runtime.from(ctx)
+                // Nothing the plugin passed is trusted: the count is bounded before any pointer is read.
+                guard count > 0, count <= UInt64(MetricsRow.maxMetrics), let names, let values else { return }
+                let n = Int(count)
+                let row = MetricsRow.checked(unit: unit.map { String(cString: $0) }, step: step,
+                                             names: (0..<n).map { names[$0].map { String(cString: $0) } },
+                                             values: (0..<n).map { values[$0] })
+                if let row { rt.progressSink?.record(component: rt.currentComponent, row: row) }
+            })
     }
 
     static func from(_ ctx: UnsafeMutableRawPointer?) -> Runtime {

@@ -31,6 +31,42 @@ public struct Host: @unchecked Sendable {
         progress(s.context, Int64(done), Int64(total), label)
     }
 
+    /// Says the operation is now in part `index` (1-based) of `count`, e.g. `phase(3, of: 5, "net 3")`
+    /// before training the third of five networks: the CLI shows one overall bar ("part 3/5 · net 3")
+    /// with an ETA for the whole run, and log.csv names the part of every recorded row. A host older
+    /// than ABI 1.1 does not have the service; the call then does nothing.
+    public func phase(_ index: Int, of count: Int, _ name: String = "") {
+        guard let p = services, p.pointee.struct_size >= Self.servicesSize(through: \.phase), let phase = p.pointee.phase else { return }
+        phase(p.pointee.context, Int64(index), Int64(count), name)
+    }
+
+    /// Records one row of metrics at `step` (counted in `unit`: "epoch", "step"), in the given order:
+    /// `record(epoch: 3, ["loss": 0.41, "accuracy": 0.88])`. The CLI prints it as a line on stderr that
+    /// stays in the scrollback, and writes it to log.csv in the run's output folder. Nothing happens
+    /// on a host older than ABI 1.1.
+    public func record(step: Int, unit: String = "step", _ metrics: KeyValuePairs<String, Double>) {
+        guard let p = services, p.pointee.struct_size >= Self.servicesSize(through: \.record), let record = p.pointee.record,
+              !metrics.isEmpty else { return }
+        let names: [UnsafeMutablePointer<CChar>?] = metrics.map { strdup($0.key) }
+        defer { names.forEach { free($0) } }
+        let values = metrics.map(\.value)
+        names.map { $0.map { UnsafePointer($0) } }.withUnsafeBufferPointer { n in
+            values.withUnsafeBufferPointer { v in
+                record(p.pointee.context, unit, Int64(step), UInt64(values.count), n.baseAddress, v.baseAddress)
+            }
+        }
+    }
+
+    /// `record(step:unit:_:)` with the unit "epoch" (1-based epochs, as people count them).
+    public func record(epoch: Int, _ metrics: KeyValuePairs<String, Double>) {
+        record(step: epoch, unit: "epoch", metrics)
+    }
+
+    /// The table size that covers a field (a 1.0 host hands a shorter table than a 1.1 one).
+    static func servicesSize<T>(through field: KeyPath<mng_host_services, T>) -> UInt32 {
+        UInt32(MemoryLayout<mng_host_services>.offset(of: field)! + MemoryLayout<T>.size)
+    }
+
     public var isCancelled: Bool {
         guard let s = services?.pointee, let f = s.is_cancelled else { return false }
         return f(s.context) != 0

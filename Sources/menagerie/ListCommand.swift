@@ -112,10 +112,10 @@ func wrappedTable(_ rows: [[String]], columns: Int) -> String {
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "A component's summary, paper, operations and options.")
 
-    @Argument(help: "The component id (see `menagerie list`).")
+    @Argument(help: "The component id (see `menagerie list`).", completion: .custom { ShellCompletion.components($0, $1, $2) })
     var component: String
 
-    @Option(name: .long, help: "Only this operation (its tensors), and the options.")
+    @Option(name: .long, help: "Only this operation (its tensors), and the options.", completion: .custom { ShellCompletion.operations($0, $1, $2) })
     var op: String?
 
     @Flag(name: .long, help: "Print JSON on stdout.")

@@ -31,8 +31,17 @@ struct Menagerie: ParsableCommand {
         if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
             GEMM.setThreads(Int(n))
         }
-        // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
         let args = Array(CommandLine.arguments.dropFirst())
+        // bash and zsh need a few changes to ArgumentParser's scripts for KEY=VALUE options (CompletionScripts).
+        if args == ["--generate-completion-script", "bash"] || args == ["--generate-completion-script=bash"] {
+            print(BashCompletion.script())
+            Foundation.exit(0)
+        }
+        if args == ["--generate-completion-script", "zsh"] || args == ["--generate-completion-script=zsh"], let script = ZshCompletion.script() {
+            print(script)
+            Foundation.exit(0)
+        }
+        // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
         if args.first == "run", args.contains(where: { $0 == "--help" || $0 == "-h" }),
            let component = args.dropFirst().first(where: { !$0.hasPrefix("-") }) {
             do {

@@ -12,22 +12,25 @@ struct RunCommand: ParsableCommand {
             result.json and its artifacts there atomically; Ctrl-C cancels and leaves no partial output.
             """)
 
-    @Argument(help: "The component id (see `menagerie list`).")
+    @Argument(help: "The component id (see `menagerie list`).", completion: .custom { ShellCompletion.components($0, $1, $2) })
     var component: String
 
-    @Argument(help: "The operation (default: the component's first).")
+    @Argument(help: "The operation (default: the component's first).", completion: .custom { ShellCompletion.operations($0, $1, $2) })
     var operation: String?
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"))
+    @Option(name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"),
+            completion: .custom { ShellCompletion.setValues($0, $1, $2) })
     var sets: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"))
+    @Option(name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"),
+            completion: .file(extensions: ["json"]))
     var config: String?
 
-    @Option(name: .customLong("input"), help: ArgumentHelp("An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.", valueName: "NAME=PATH"))
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.", valueName: "NAME=PATH"),
+            completion: .custom { ShellCompletion.inputValues($0, $1, $2) })
     var inputs: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"))
+    @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"), completion: .directory)
     var out: String?
 
     @Option(name: .long, help: "The run's seed: the default of the component's own seed option, and the seed of the host services.")
@@ -71,7 +74,8 @@ struct RunCommand: ParsableCommand {
             // table or CSV the user asked for with format=…); it is not kept in result.json.
             let display = result.result["display"]?.stringValue
             if let output {
-                let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: result.artifacts)
+                let artifacts = result.artifacts + (try metricsLog(progress.log, scratch: runtime.scratchRoot, beside: result))
+                let final = try output.commit(manifest: manifest, tensors: result.tensors, artifacts: artifacts)
                 let files = final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? []
                 // Top-level entries, folders once ("images/"), in the manifest's order.
                 var tops: [String] = []
@@ -99,6 +103,21 @@ struct RunCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// The metrics the run recorded as log.csv (metrics-log.csv when the component wrote a log.csv of
+/// its own), ready to be committed with the artifacts; nothing when none were recorded.
+func metricsLog(_ log: MetricsLog, scratch: String, beside result: InvocationResult) throws -> [Artifact] {
+    guard !log.isEmpty else { return [] }
+    let taken = Set(result.artifacts.map(\.name) + result.tensors.map { $0.name + ".npy" })
+    let name = taken.contains("log.csv") ? "metrics-log.csv" : "log.csv"
+    let folder = scratch + "/.menagerie-log"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let path = folder + "/" + name
+    guard FileManager.default.createFile(atPath: path, contents: Data(log.csv().utf8)) else {
+        throw HostError(.failed, "cannot write \(path)")
+    }
+    return [Artifact(path: path, name: name)]
 }
 
 /// Runs `body` with a runtime (shut down and its scratch folder removed afterwards), a progress bar
@@ -223,79 +242,4 @@ struct IsolateChildCommand: ParsableCommand {
 /// signal, or a plugin that does not stop in time, ends the process after removing its folders.
 func installInterruptHandler() {
     Lifecycle.installSignalHandling()
-}
-
-/// Progress on stderr: a bar redrawn in place when stderr is a terminal; otherwise (a log file, a
-/// pipe, CI) one plain line every `MENAGERIE_PROGRESS_INTERVAL` seconds (default 30) so a long run
-/// in the background shows where it is. `MENAGERIE_PROGRESS=off` silences both.
-final class StderrProgress: ProgressSink, @unchecked Sendable {
-    let terminal = isatty(STDERR_FILENO) != 0
-    let enabled = ProcessInfo.processInfo.environment["MENAGERIE_PROGRESS"] != "off"
-    /// Nanoseconds between plain lines when stderr is not a terminal.
-    let interval: UInt64 = {
-        let seconds = ProcessInfo.processInfo.environment["MENAGERIE_PROGRESS_INTERVAL"].flatMap(Double.init) ?? 30
-        return UInt64(max(seconds, 0.1) * 1e9)
-    }()
-    let started = DispatchTime.now().uptimeNanoseconds
-    var last: UInt64 = DispatchTime.now().uptimeNanoseconds
-    var drawn = false
-
-    /// When the current bar (component + label) started, for its rate and ETA.
-    var barKey = ""
-    var barStarted: UInt64 = DispatchTime.now().uptimeNanoseconds
-
-    func progress(component: String, done: Int64, total: Int64, label: String) {
-        guard enabled else { return }
-        let now = DispatchTime.now().uptimeNanoseconds
-        let key = component + "\u{0}" + label
-        if key != barKey || done == 0 {
-            barKey = key
-            barStarted = now
-        }
-        if terminal {
-            guard now - last > 100_000_000 || done == total else { return }
-        } else {
-            guard now - last >= interval else { return }
-        }
-        last = now
-        // Rate and ETA from this bar's own start (a new label starts a new bar).
-        let seconds = Double(now - barStarted) / 1e9
-        var timing = " " + elapsed(Double(now - started) / 1e9)
-        if seconds > 0.5, done > 0 {
-            let rate = Double(done) / seconds
-            timing += rate >= 1 ? String(format: ", %.1f/s", rate) : String(format: ", %.1f s each", 1 / rate)
-            if total > done { timing += ", ETA " + elapsed(Double(total - done) / rate) }
-        }
-        if !terminal {
-            var line = "[\(component)]" + (label.isEmpty ? "" : " " + label)
-            line += total > 0 ? String(format: " %.0f%% (%lld/%lld)", min(1, Double(done) / Double(total)) * 100, done, total) : " \(done)"
-            line += " after" + timing + "\n"
-            FileHandle.standardError.write(Data(line.utf8))
-            return
-        }
-        let width = 30
-        var line = "\r\(component) "
-        if total > 0 {
-            let f = min(1, Double(done) / Double(total))
-            let filled = Int(f * Double(width))
-            line += "[" + String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled) + "] "
-            line += String(format: "%3.0f%% %lld/%lld", f * 100, done, total)
-        } else {
-            line += "\(done)"
-        }
-        if !label.isEmpty { line += " " + label }
-        line += timing
-        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
-        drawn = true
-    }
-
-    private func elapsed(_ seconds: Double) -> String {
-        let s = Int(seconds)
-        return s >= 3600 ? "\(s / 3600) h \(s % 3600 / 60) min" : s >= 60 ? "\(s / 60) min \(s % 60) s" : "\(s) s"
-    }
-
-    func finish() {
-        if drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        drawn = false
-    }
 }

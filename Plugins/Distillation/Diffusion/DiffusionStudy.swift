@@ -26,9 +26,12 @@ extension DistilledEvalComponent {
         let teacher = try loadOrTrainTeacher(o, train: train, normalizer: normalizer, settings: s, host: host, artifacts: &artifacts)
         struct Row { var method: String; var ipc: Int; var proto: String; var mean: Double; var std: Double; var seconds: Double }
         var rows: [Row] = []
+        var part = 0
         for ipc in o.ipcs {
             for name in o.diffusion_methods {
                 try host.checkCancelled()
+                part += 1
+                host.phase(part, of: o.ipcs.count * o.diffusion_methods.count, "\(name) ipc \(ipc)")
                 let t0 = Date()
                 var set: DistilledSet
                 switch name {
@@ -64,10 +67,10 @@ extension DistilledEvalComponent {
                 let generated = Date().timeIntervalSince(t0)
                 try set.grid().write(to: dir + "/grid_\(name)_ipc\(ipc).png")
                 artifacts += Figure.files("grid_\(name)_ipc\(ipc).png")
-                let hard = try Protocols.hardLabel(set, normalizer: normalizer, test: test, settings: s, host: host)
+                let hard = try Protocols.hardLabel(set, normalizer: normalizer, test: test, settings: s, host: host, parts: false)
                 let (hm, hs) = meanStd(hard)
                 rows.append(Row(method: name, ipc: ipc, proto: "hard", mean: hm, std: hs, seconds: generated))
-                let soft = try Protocols.softLabel(set, teacher: teacher, normalizer: normalizer, test: test, settings: s, host: host)
+                let soft = try Protocols.softLabel(set, teacher: teacher, normalizer: normalizer, test: test, settings: s, host: host, parts: false)
                 let (sm, ss) = meanStd(soft)
                 rows.append(Row(method: name, ipc: ipc, proto: "soft", mean: sm, std: ss, seconds: generated))
                 host.log(.info, "diffusion-study: \(name) IPC \(ipc): hard \(String(format: "%.3f", hm)), soft \(String(format: "%.3f", sm))")

@@ -146,6 +146,7 @@ struct LatentDiffusionTraining {
         let aeOpt = AdamW(model.autoencoder.parameters, learningRate: autoencoderLR, weightDecay: 0)
         let aeSchedule = Schedule.cosine(warmup: autoencoderSteps / 20, floor: 0.05)
         var running = 0.0
+        host.phase(1, of: 2, "autoencoder")
         for step in 0..<autoencoderSteps {
             try host.checkCancelled()
             aeOpt.learningRate = aeSchedule.rate(base: autoencoderLR, step: step, total: autoencoderSteps)
@@ -164,7 +165,8 @@ struct LatentDiffusionTraining {
             running = step == 0 ? Double(loss.scalars[0]) : 0.95 * running + 0.05 * Double(loss.scalars[0])
             if (step + 1) % 50 == 0 || step + 1 == autoencoderSteps {
                 curve.append(Curve(phase: "autoencoder", step: step + 1, loss: running, seconds: Date().timeIntervalSince(started)))
-                host.progress(step + 1, of: autoencoderSteps + ditSteps, "autoencoder")
+                host.record(step: step + 1, ["loss": running])
+                host.progress(step + 1, of: autoencoderSteps, "autoencoder")
             }
         }
         model.autoencoder.isTraining = false
@@ -183,6 +185,7 @@ struct LatentDiffusionTraining {
         let schedule = Schedule.cosine(warmup: ditSteps / 20, floor: 0.1)
         let ddim = DDIM(schedule: model.schedule, steps: model.schedule.steps)
         running = 0
+        host.phase(2, of: 2, "dit")
         for step in 0..<ditSteps {
             try host.checkCancelled()
             opt.learningRate = schedule.rate(base: lr, step: step, total: ditSteps)
@@ -206,7 +209,8 @@ struct LatentDiffusionTraining {
             running = step == 0 ? Double(loss.scalars[0]) : 0.98 * running + 0.02 * Double(loss.scalars[0])
             if (step + 1) % 50 == 0 || step + 1 == ditSteps {
                 curve.append(Curve(phase: "dit", step: step + 1, loss: running, seconds: Date().timeIntervalSince(started)))
-                host.progress(autoencoderSteps + step + 1, of: autoencoderSteps + ditSteps, "dit")
+                host.record(step: step + 1, ["loss": running])
+                host.progress(step + 1, of: ditSteps, "dit")
             }
             if let folder, checkpointEvery > 0, (step + 1) % checkpointEvery == 0, step + 1 < ditSteps {
                 model.dit.isTraining = false

@@ -10,6 +10,7 @@
  *    static mng_plugin_descriptor that lives as long as the process.
  *  - Versioning: same abi_major required; the host's abi_minor must be >= the plugin's.
  *    Every struct begins with (or carries) struct_size and only grows by appending fields.
+ *    1.1 appended phase and record to mng_host_services.
  *  - Tensors are row-major, contiguous, named. Inputs are borrowed for the duration of
  *    one invoke call; outputs belong to the plugin until free_response.
  *  - JSON (UTF-8, NUL-terminated) carries metadata, options and results only; bulk data
@@ -26,7 +27,7 @@ extern "C" {
 #endif
 
 #define MENAGERIE_ABI_MAJOR 1
-#define MENAGERIE_ABI_MINOR 0
+#define MENAGERIE_ABI_MINOR 1
 #define MENAGERIE_ENTRY_SYMBOL "menagerie_plugin_v1"
 
 /* Toolchain string of a plugin that does not use the Swift runtime (C, C++, Rust...). */
@@ -131,7 +132,22 @@ typedef struct mng_host_services {
 
     const char *scratch_dir;    /* a private writable folder for this run */
     uint64_t seed;              /* the run's seed (--seed) */
+
+    /* ---- ABI 1.1: call these only when struct_size covers them (MNG_HAS_SERVICE); a 1.0 host
+     * hands a shorter table. ---- */
+    /* The operation is now in part `index` (1-based) of `count` (e.g. net 3 of 5 trained in
+     * sequence); `name` says which ("net 3"). Progress reported afterwards belongs to that part. */
+    void (*phase)(void *context, int64_t index, int64_t count, const char *name);
+    /* One row of metrics at `step` of the current part (e.g. the mean loss of an epoch): `count`
+     * names and values. `unit` names the step ("epoch", "step"; NULL: "step"). The CLI prints the
+     * row as a line on stderr and writes it to log.csv in --out. */
+    void (*record)(void *context, const char *unit, int64_t step, uint64_t count,
+                   const char *const *names, const double *values);
 } mng_host_services;
+
+/* Whether a host-services table `s` carries the function `field` (added in a later minor). */
+#define MNG_HAS_SERVICE(s, field) \
+    ((s) != NULL && (s)->struct_size >= offsetof(mng_host_services, field) + sizeof((s)->field) && (s)->field != NULL)
 
 /* ---- the plugin descriptor ------------------------------------------------------------ */
 typedef struct mng_plugin_descriptor {

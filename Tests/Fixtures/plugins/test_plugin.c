@@ -16,7 +16,11 @@
  * progress, stops early when cancelled), and misbehaviours for the reliability tests: "exit"
  * (exit(0) mid-call), "abort", "segv", "hang" (sleeps forever), "bad_count" (tensor_count
  * 2^63 + 5), "bad_shape" (a [2^40, 2^40, 2^40] tensor), "alloc" (touches 1 GiB of heap),
- * "print" (writes to stdout and stderr, then succeeds).
+ * "print" (writes to stdout and stderr, then succeeds), and with an ABI 1.1 header "record" (two
+ * parts of three epochs, each recording loss and accuracy) and "bad_record" (records the host must
+ * drop: a huge count, NULL arrays, a NULL name, a negative step, twice the same name; then one
+ * good row). Compiled against Tests/Fixtures/plugins/abi-1.0/menagerie.h it is a 1.0 plugin
+ * without these two.
  */
 #include "menagerie.h"
 
@@ -70,6 +74,13 @@ __attribute__((constructor)) static void chatter(void) {
 }
 #endif
 
+#ifdef MNG_HAS_SERVICE
+#define RECORD_OPERATIONS ",{\"name\":\"record\",\"summary\":\"records metrics in two parts\",\"inputs\":[],\"outputs\":[]}" \
+    ",{\"name\":\"bad_record\",\"summary\":\"records the host must drop\",\"inputs\":[],\"outputs\":[]}"
+#else
+#define RECORD_OPERATIONS ""
+#endif
+
 static const char METADATA[] =
     "{\"name\":\"" TEST_ID "\",\"version\":\"" TEST_VERSION "\",\"summary\":\"host test plugin\",\"license\":\"MIT\","
     "\"authors\":[\"tests\"],\"paper\":{\"title\":\"A test paper\",\"url\":\"https://example.org/paper\"},"
@@ -85,7 +96,8 @@ static const char METADATA[] =
     "{\"name\":\"alloc\",\"summary\":\"touches 1 GiB\",\"inputs\":[],\"outputs\":[]},"
     "{\"name\":\"print\",\"summary\":\"prints\",\"inputs\":[],\"outputs\":[]},"
     "{\"name\":\"bad_count\",\"summary\":\"tensor_count 2^63+5\",\"inputs\":[],\"outputs\":[]},"
-    "{\"name\":\"bad_shape\",\"summary\":\"a 2^120-element shape\",\"inputs\":[],\"outputs\":[]}],"
+    "{\"name\":\"bad_shape\",\"summary\":\"a 2^120-element shape\",\"inputs\":[],\"outputs\":[]}"
+    RECORD_OPERATIONS "],"
     "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
     "\"count\":{\"type\":\"integer\",\"default\":3},\"ratio\":{\"type\":\"number\",\"default\":0.5},"
     "\"name\":{\"type\":\"string\",\"default\":\"x\",\"enum\":[\"x\",\"y\"]},\"flag\":{\"type\":\"boolean\",\"default\":false},"
@@ -223,6 +235,35 @@ static int32_t plugin_invoke(void *state, const char *component, const char *ope
         snprintf(buf, sizeof buf, "{\"done\":%d}", done);
         return set_text(r, done < 50 ? MNG_CANCELLED : MNG_OK, done < 50 ? "test-probe: cancelled" : buf);
     }
+#ifdef MNG_HAS_SERVICE
+    if (strcmp(operation, "record") == 0 || strcmp(operation, "bad_record") == 0) {
+        if (!MNG_HAS_SERVICE(services, phase) || !MNG_HAS_SERVICE(services, record))
+            return set_text(r, MNG_UNSUPPORTED, "test-probe: this host has no phase/record services (ABI 1.0)");
+        const char *names[2] = {"loss", "accuracy"};
+        if (strcmp(operation, "bad_record") == 0) {
+            const char *unnamed[2] = {"loss", NULL}, *twice[2] = {"loss", "loss"};
+            double values[2] = {1, 2};
+            services->record(services->context, "epoch", 1, ((uint64_t)1 << 62) + 1, names, values);
+            services->record(services->context, "epoch", 1, 2, NULL, values);
+            services->record(services->context, "epoch", 1, 2, names, NULL);
+            services->record(services->context, "epoch", 1, 2, unnamed, values);
+            services->record(services->context, "epoch", -1, 2, names, values);
+            services->record(services->context, "epoch", 1, 2, twice, values);
+            services->phase(services->context, 7, 3, "index beyond count");
+            services->record(services->context, "epoch", 1, 2, names, values);
+            return set_text(r, MNG_OK, "{\"recorded\":1}");
+        }
+        for (int part = 1; part <= 2; part++) {
+            services->phase(services->context, part, 2, part == 1 ? "first half" : "second half");
+            for (int epoch = 1; epoch <= 3; epoch++) {
+                double values[2] = {1.0 / (part * epoch), 0.25 * epoch};
+                services->record(services->context, "epoch", epoch, 2, names, values);
+                services->progress(services->context, epoch, 3, "training");
+            }
+        }
+        return set_text(r, MNG_OK, "{\"recorded\":6}");
+    }
+#endif
     char buf[256];
     snprintf(buf, sizeof buf, "test-probe has no operation '%s'. Operations: echo, fail, nested, progress.", operation);
     return set_text(r, MNG_NOT_FOUND, buf);
