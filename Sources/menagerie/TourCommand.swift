@@ -70,6 +70,10 @@ struct TourCommand: ParsableCommand {
                runtime: Runtime, progress: StderrProgress) -> Stop {
         let (plugin, c) = stop
         writeError("[\(index + 1)/\(count)] \(c.id) …")
+        // The stop is part i of the tour on the component's progress bar (until the component
+        // reports parts of its own).
+        progress.phase(component: c.id, index: Int64(index + 1), count: Int64(count), name: "tour")
+        defer { progress.ended(component: c.id) }
         let started = Date()
         let folder = root + "/" + c.id
         defer { progress.finish() }
