@@ -58,7 +58,7 @@ let package = Package(
 
         // Numerical and file layers.
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
-        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
@@ -88,6 +88,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Formats", "NN", "Tensors", "CCrypto", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),

@@ -155,6 +155,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return t
     }
 
+    /// Calls `body` with the tensor's bytes exactly as stored (any dtype of the format).
+    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let e = try entry(name)
+        return try withExtendedLifetime(file) { try body(UnsafeRawBufferPointer(start: file.bytes + dataStart + e.begin, count: e.end - e.begin)) }
+    }
+
     /// The tensor as float32: F32 as stored (no copy when aligned), F16, BF16 and F64 converted.
     public func float32(_ name: String) throws -> Tensor {
         let t = try tensor(name)
