@@ -88,7 +88,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["MenagerieKit"], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets", "TestSupport"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Formats", "NN", "Tensors", "CCrypto", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Formats", "NN", "Tensors", "Imaging", "CCrypto", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),

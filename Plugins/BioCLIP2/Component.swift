@@ -317,7 +317,7 @@ struct BioCLIPComponent: Backbone {
 let differentiableCLIPs = ProcessCache<CLIPModule>()
 
 func differentiableCLIP(folder: String) throws -> CLIPModule {
-    try differentiableCLIPs.value(folder, stamp: folder + "/open_clip_model.safetensors") {
+    try differentiableCLIPs.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") {
         let m: CLIPModule
         do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
         m.isTraining = false
@@ -330,7 +330,7 @@ let loadedModels = ProcessCache<BioCLIP>()
 
 func loadedModel(folder: String) throws -> BioCLIP {
     let folder = (folder as NSString).expandingTildeInPath
-    return try loadedModels.value(folder, stamp: folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
+    return try loadedModels.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
 }
 
 /// The model shipped with the plugin (trained here on synthetic-tol; see Docs/methods/bioclip2.md).

@@ -33,7 +33,7 @@ public final class TorchFile: @unchecked Sendable {
     public static let maxNesting = 64
     /// At most this many values are visited while naming (a pickle whose shared references
     /// multiply its paths is refused instead of walked for ever).
-    public static let maxVisits = 1 << 24
+    public static let maxVisits = 1 << 22
 
     public init(path: String) throws {
         let file = try MappedFile(path: path)

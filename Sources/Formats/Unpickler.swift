@@ -42,7 +42,7 @@ struct Unpickler {
     enum Flavor { case torch, plain }
 
     static let maxStack = 1 << 22
-    static let maxMemo = 1 << 22
+    static let maxMemo = 1 << 20
     static let maxMarks = 1 << 16
 
     let bytes: UnsafeRawBufferPointer

@@ -118,6 +118,30 @@ torch.save({"w": torch.ones(2), "x": Payload(os.system, f"touch {marker}-torch")
 # 5. A legacy (torch < 1.6 format) checkpoint.
 torch.save({"w": torch.ones(2)}, os.path.join(here, "legacy.pt"), _use_new_zipfile_serialization=False)
 
+# 5b. Damaged archives, rewritten with zipfile (stored, CRCs recomputed unless said): a storage record
+#     shorter than its tensor, a missing storage record, and one flipped byte in a storage (bad CRC).
+import zipfile
+def rewrite(src, dst, change):
+    with zipfile.ZipFile(src) as z:
+        items = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as z:
+        for name, data in items:
+            data = change(name, data)
+            if data is not None:
+                z.writestr(name, data)
+wrapped = os.path.join(here, "wrapped.pth")
+rewrite(wrapped, os.path.join(here, "short-storage.pt"), lambda n, d: d[: len(d) // 2] if n.endswith("/data/0") else d)
+rewrite(wrapped, os.path.join(here, "missing-record.pt"), lambda n, d: None if n.endswith("/data/1") else d)
+with open(wrapped, "rb") as f:
+    raw = bytearray(f.read())
+with zipfile.ZipFile(wrapped) as z:
+    info = next(i for i in z.infolist() if i.filename.endswith("/data/0"))
+    header = info.header_offset
+name_len, extra_len = int.from_bytes(raw[header + 26:header + 28], "little"), int.from_bytes(raw[header + 28:header + 30], "little")
+raw[header + 30 + name_len + extra_len] ^= 0x40
+with open(os.path.join(here, "bad-crc.pt"), "wb") as f:
+    f.write(raw)
+
 # 6. timm and Hugging Face folders with .bin weights instead of .safetensors (same tensors as the
 #    safetensors fixtures), timm's under {"model": …} with DataParallel's "module." prefix.
 vit = os.path.join(here, "vit-cam-tiny-pt")
