@@ -71,7 +71,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "COpenBLAS",
+            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "Formats", "Tensors", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -215,4 +215,45 @@ public enum SafeTensors {
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to path: String) throws {
         try AtomicFile.write(try encode(tensors, metadata: metadata), to: path)
     }
+
+    /// One tensor to stream: its safetensors dtype name ("F32", "I16", …), shape and byte count.
+    public struct StreamEntry: Sendable {
+        public let name: String
+        public let dtype: String
+        public let shape: [Int]
+        public let byteCount: Int
+        public init(name: String, dtype: String, shape: [Int], byteCount: Int) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.byteCount = byteCount
+        }
+    }
+
+    /// Writes `entries` atomically, asking `bytes(i)` for each tensor's contiguous bytes (any tensor
+    /// whose byte count is the entry's) only when it is written: one tensor in memory at a time.
+    public static func stream(_ entries: [StreamEntry], metadata: [String: String] = [:], to path: String,
+                              bytes: (Int) throws -> Tensor) throws {
+        var header: [String: JSONValue] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        var offset = 0
+        for e in entries {
+            guard header[e.name] == nil, e.name != "__metadata__" else { throw FormatError(path: path, "duplicate tensor name '\(e.name)'") }
+            guard SafeTensorsFile.dtypeSizes[e.dtype] != nil else { throw FormatError(path: path, "unknown safetensors dtype '\(e.dtype)'") }
+            header[e.name] = ["dtype": .string(e.dtype), "shape": .array(e.shape.map { .number(Double($0)) }),
+                              "data_offsets": [.number(Double(offset)), .number(Double(offset + e.byteCount))]]
+            offset += e.byteCount
+        }
+        var text = JSONValue.object(header).compactText
+        text += String(repeating: " ", count: (8 - (8 + text.utf8.count) % 8) % 8)
+        try AtomicFile.stream(to: path) { write in
+            try withUnsafeBytes(of: UInt64(text.utf8.count).littleEndian) { try write($0) }
+            try Array(text.utf8).withUnsafeBytes { try write($0) }
+            for (i, e) in entries.enumerated() {
+                let t = try bytes(i)
+                guard t.byteCount == e.byteCount else { throw FormatError(path: path, "tensor '\(e.name)' has \(t.byteCount) bytes, \(e.byteCount) expected") }
+                try t.withUnsafeBytes { try write($0) }
+            }
+        }
+    }
 }
