@@ -212,6 +212,7 @@ public final class TorchFile: @unchecked Sendable {
         let raw = try contiguous(t, name: name)
         switch t.dtype {
         case .i16, .i8:
+            try Limits.allocation(count: t.count, elementSize: 4, what: "tensor '\(name)' widened to i32", source: path)
             var out = Tensor(zeros: .int32, shape: t.shape)
             raw.withUnsafeBytes { src in
                 out.withUnsafeMutableBytes { dst in
@@ -252,6 +253,8 @@ public final class TorchFile: @unchecked Sendable {
         let dtype = TorchFile.tensorDType(t.dtype) ?? .uint8
         let shape = TorchFile.tensorDType(t.dtype) == nil ? [t.count * t.dtype.size] : t.shape
         let bytes = t.count * t.dtype.size
+        // An empty tensor's offset is not bounded by its storage: it reads nothing.
+        guard t.count > 0 else { return Tensor(zeros: dtype, shape: shape) }
         return try withStorage(t.storage) { storage in
             let base = storage + t.offset * t.dtype.size
             if case .mapped = storages[t.storage].source, t.isContiguous, Int(bitPattern: base) % t.dtype.size == 0 {
