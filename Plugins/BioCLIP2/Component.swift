@@ -46,7 +46,7 @@ struct BioCLIPComponent: Backbone {
         var split = "test"
         var sizes = [6, 12, 24]
         static let help: [String: String] = [
-            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors); empty: the embedded model",
+            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin); empty: the embedded model",
             "images": "predict/embed: a PNG/TIFF/JPEG file or a folder of them (also --input images=DIR)",
             "rank": "predict: kingdom, phylum, class, order, family, genus or species (Tree-of-Life labels)",
             "cls": "predict: custom labels, a comma-separated list or a file with one per line (80 OpenAI templates)",

@@ -96,7 +96,7 @@ func loadClassifier(folder: String) throws -> any CAMClassifier {
 let loadedClassifiers = ProcessCache<ViTClassifier>()
 
 func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
-    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: folder + "/model.safetensors") {
+    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors") {
         try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
     }
 }

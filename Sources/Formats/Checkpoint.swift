@@ -40,9 +40,13 @@ public final class Checkpoint: @unchecked Sendable {
     /// The extensions read as PyTorch checkpoints or pickles.
     public static let torchExtensions: Set<String> = ["pt", "pth", "bin", "ckpt", "pkl", "pickle"]
 
-    /// The first of `files` that exists in `folder`, as a path.
+    /// The first of `files` that exists in `folder` (as anything but a folder: a FIFO of that name
+    /// is found, and refused with its own message when opened), as a path.
     public static func weightsFile(in folder: String, _ files: [String] = huggingFaceFiles) -> String? {
-        files.lazy.map { folder + "/" + $0 }.first { RegularFile.isRegular($0) }
+        files.lazy.map { folder + "/" + $0 }.first { path in
+            var st = stat()
+            return stat(path, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR
+        }
     }
 
     /// `path` is a weights file, an index `.json`, or a folder holding one of `huggingFaceFiles`.

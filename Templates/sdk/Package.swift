@@ -15,7 +15,7 @@ let package = Package(
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib"),
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
-        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),

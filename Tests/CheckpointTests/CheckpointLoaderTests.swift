@@ -34,6 +34,15 @@ import TestSupport
         #expect(try bin.forward(ids, cache: bin.makeCache()) == st.forward(ids, cache: st.makeCache()))
     }
 
+    @Test func openCLIPFoldersFindTheirPytorchBin() throws {
+        let dir = TempDir("openclip")
+        #expect(Checkpoint.weightsFile(in: dir.path, Checkpoint.openCLIPFiles) == nil)
+        try FileManager.default.copyItem(atPath: fixtures + "/torch/wrapped.pth", toPath: dir.path + "/open_clip_pytorch_model.bin")
+        let found = try #require(Checkpoint.weightsFile(in: dir.path, Checkpoint.openCLIPFiles))
+        #expect(found == dir.path + "/open_clip_pytorch_model.bin")
+        #expect(try Checkpoint(path: found).names == ["layer.bias", "layer.weight"])
+    }
+
     @Test func aFolderWithoutWeightsNamesWhatItLookedFor() throws {
         let dir = TempDir("ckpt")
         #expect(throws: FormatError.self) { try Checkpoint(path: dir.path) }
