@@ -11,7 +11,8 @@ import Tensors
 /// checked the first time one of its tensors is read.
 ///
 /// Tensors are named by their path in the pickled object: dict keys and list indices joined by
-/// '.' (`{"model": {"blocks": [{"w": t}]}}` → `model.blocks.0.w`).
+/// '.' (`{"model": {"blocks": [{"w": t}]}}` → `model.blocks.0.w`); a file holding one bare tensor
+/// names it `tensor`.
 public final class TorchFile: @unchecked Sendable {
     public let path: String
     /// Every tensor and array, by full name, in the order the pickle holds them.
@@ -135,7 +136,7 @@ public final class TorchFile: @unchecked Sendable {
         guard depth <= maxNesting else { throw FormatError(path: path, "nests containers more than \(maxNesting) deep (or in a cycle) at '\(prefix.prefix(200))': refused") }
         func join(_ key: String) -> String { prefix.isEmpty ? key : prefix + "." + key }
         switch value {
-        case .tensor(let i): found.append((prefix, i))
+        case .tensor(let i): found.append((prefix.isEmpty ? "tensor" : prefix, i))   // torch.save(a_tensor): "tensor"
         case .dict(let d):
             let dict = r.dicts[d]
             for (k, v) in zip(dict.keys, dict.values) {

@@ -50,6 +50,9 @@ import TestSupport
         #expect(file.wrapper == "state_dict" && file.modulePrefixed)
         #expect(try Set(file.stateDict().keys) == ["layer.weight", "layer.bias"])
         #expect(throws: FormatError.self) { try file.stateDict(key: "ema") }
+        let bare = try TorchFile(path: Self.dir + "/bare.pt")
+        #expect(bare.names == ["tensor"] && bare.tensors["tensor"]!.offset == 1)
+        #expect(try bare.tensor("tensor").integers() == [1, 2, 3, 4])   // torch.arange(5)[1:]
         let p4 = try TorchFile(path: Self.dir + "/protocol4.pt")
         #expect(p4.wrapper == nil && p4.modulePrefixed)
         #expect(try p4.float32("module.layer.bias").scalars(as: Float.self) == file.float32("state_dict.module.layer.bias").scalars(as: Float.self))

@@ -77,6 +77,7 @@ sd = {"module.layer.weight": torch.randn(3, 2), "module.layer.bias": torch.randn
 torch.save({"state_dict": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}, os.path.join(here, "wrapped.pth"))
 torch.save(sd, os.path.join(here, "protocol4.pt"), pickle_protocol=4)
 save_file(expected(torch.load(os.path.join(here, "wrapped.pth"), weights_only=True)), os.path.join(here, "wrapped-expected.safetensors"))
+torch.save(torch.arange(5, dtype=torch.int64)[1:], os.path.join(here, "bare.pt"))   # one tensor, not in a container
 
 # 3. Plain pickles of numpy arrays and lists (CoreInfer's cluster files), protocols 2, 4 and 5.
 arrays = {
