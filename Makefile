@@ -32,6 +32,7 @@ demo: build
 
 # The tests drive the real CLI and the real plugin .so files of this build, so build them first.
 test: build
+	@scripts/bootstrap --test
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
 

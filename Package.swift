@@ -53,13 +53,15 @@ let package = Package(
                        providers: [.apt(["libffi-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
+                       providers: [.apt(["libfreetype-dev", "libfontconfig-dev", "fonts-dejavu-core"])]),
         .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
         // Numerical and file layers.
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
         .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
-        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG"]),
+        .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
 

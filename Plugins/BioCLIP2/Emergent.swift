@@ -37,10 +37,10 @@ extension BioCLIPComponent {
         let report = try analyse(bio, data: data, split: o.split, host: request.host, energy: 0.9)
         let dir = request.host.scratchDirectory
         try AtomicFile.write("metric,value\n" + report.rows.map { "\($0.name),\($0.value)" }.joined(separator: "\n") + "\n", to: dir + "/emergent.csv")
-        try PNG.write(plotSpecies(report), to: dir + "/species_means.png")
-        try PNG.write(plotVariants(report), to: dir + "/variants.png")
+        try plotSpecies(report).write(to: dir + "/species_means.png")
+        try plotVariants(report).write(to: dir + "/variants.png")
         return Response(result: .object(Dictionary(uniqueKeysWithValues: report.rows.map { ($0.name, JSONValue.number($0.value)) })),
-                        artifacts: ["emergent.csv", "species_means.png", "variants.png"])
+                        artifacts: ["emergent.csv"] + Figure.files("species_means.png") + Figure.files("variants.png"))
     }
 
     func analyse(_ bio: BioCLIP, data: DatasetOptionsProxy, split: String, host: MenagerieKit.Host, energy: Double) throws -> EmergentReport {
@@ -161,39 +161,24 @@ extension BioCLIPComponent {
         return report
     }
 
-    /// Species means on their first two principal directions, coloured by the trait (blue → red).
-    func plotSpecies(_ r: EmergentReport) -> Image {
-        var canvas = Canvas(width: 420, height: 440)
-        canvas.text("SPECIES MEANS, PC1/PC2, COLOUR: " + r.traitName.uppercased().replacingOccurrences(of: "_", with: " "), x: 10, y: 8)
-        let xs = r.speciesMeans2D.map(\.0), ys = r.speciesMeans2D.map(\.1)
-        guard let x0 = xs.min(), let x1 = xs.max(), let y0 = ys.min(), let y1 = ys.max() else { return canvas.image }
-        let t0 = r.trait.min() ?? 0, t1 = r.trait.max() ?? 1
-        canvas.line(20, 430, 410, 430, (120, 120, 120))
-        canvas.line(20, 30, 20, 430, (120, 120, 120))
-        for (i, (x, y)) in r.speciesMeans2D.enumerated() {
-            let px = 25 + Int((x - x0) / max(x1 - x0, 1e-12) * 375), py = 425 - Int((y - y0) / max(y1 - y0, 1e-12) * 385)
-            let t = r.trait.indices.contains(i) ? (r.trait[i] - t0) / max(t1 - t0, 1e-12) : 0.5
-            canvas.fill(x0: px - 4, y0: py - 4, x1: px + 5, y1: py + 5, (UInt8(40 + 215 * t), 60, UInt8(255 - 215 * t)))
-        }
-        return canvas.image
+    /// Species means on their first two principal directions, coloured by the trait (viridis, with
+    /// a colour bar).
+    func plotSpecies(_ r: EmergentReport) -> Figure {
+        var plot = ScatterPlot(title: "Species means on the first two principal components", xLabel: "PC1", yLabel: "PC2")
+        plot.valued = (r.speciesMeans2D.map { (x: $0.0, y: $0.1) }, r.speciesMeans2D.indices.map { r.trait.indices.contains($0) ? r.trait[$0] : .nan },
+                       r.traitName.replacingOccurrences(of: "_", with: " "))
+        return plot.figure()
     }
 
-    /// Per species, the female→male mean difference: along PC1 (x) and its part orthogonal to it (y).
-    func plotVariants(_ r: EmergentReport) -> Image {
-        var canvas = Canvas(width: 420, height: 440)
-        canvas.text("SEX VARIANTS: X = PC1, Y = DIFFERENCE OFF PC1", x: 10, y: 8)
-        let points = r.variantArrows.flatMap { [$0.from, $0.to] }
-        guard let x0 = points.map(\.0).min(), let x1 = points.map(\.0).max(), let y1 = points.map(\.1).max() else { return canvas.image }
-        canvas.line(20, 430, 410, 430, (120, 120, 120))
-        func px(_ p: (Double, Double)) -> (Int, Int) {
-            (25 + Int((p.0 - x0) / max(x1 - x0, 1e-12) * 375), 425 - Int(p.1 / max(y1, 1e-12) * 385))
-        }
-        for a in r.variantArrows {
-            let (fx, fy) = px(a.from), (tx, ty) = px(a.to)
-            canvas.line(fx, fy, tx, ty, (200, 80, 40))
-            canvas.fill(x0: fx - 2, y0: fy - 2, x1: fx + 3, y1: fy + 3, (40, 80, 200))
-        }
-        return canvas.image
+    /// Per species, the female→male difference of mean embeddings: its component along PC1 (x) and
+    /// the length of its part orthogonal to PC1 (y); the female mean sits at y = 0.
+    func plotVariants(_ r: EmergentReport) -> Figure {
+        var plot = ScatterPlot(title: "Sex variants: female → male mean difference per species",
+                               xLabel: "position along PC1 of the species means", yLabel: "difference orthogonal to PC1")
+        plot.groups = [.init("female mean", points: r.variantArrows.map { (x: $0.from.0, y: $0.from.1) }, color: LinePlot.color(0)),
+                       .init("male mean", points: r.variantArrows.map { (x: $0.to.0, y: $0.to.1) }, color: LinePlot.color(3))]
+        plot.segments = ("difference", r.variantArrows.map { ($0.from, $0.to) }, Color(170, 170, 170))
+        return plot.figure()
     }
 }
 
@@ -222,31 +207,24 @@ extension BioCLIPComponent {
             let value = { (name: String) in report.rows.first { $0.name == name }?.value ?? .nan }
             series.append((size, accuracy["species"]?.doubleValue ?? .nan, value("intra_variance_in_inter_subspace"), value("variant_sex_orthogonality")))
             try FileManager.default.removeItem(atPath: dir + "/model")
-            try? FileManager.default.removeItem(atPath: dir + "/curve.csv")
+            for file in ["curve.csv"] + Figure.files("curve.png") { try? FileManager.default.removeItem(atPath: dir + "/" + file) }
         }
         try AtomicFile.write(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n") + "\n", to: dir + "/scale.csv")
-        // Three panels: species accuracy, ρ, sex-variant orthogonality against the data size.
-        var canvas = Canvas(width: 660, height: 260)
-        let panels: [(String, [Double])] = [("SPECIES ACC", series.map(\.accuracy)), ("RHO", series.map(\.rho)), ("ORTHOGONALITY", series.map(\.orthogonality))]
-        for (p, (title, values)) in panels.enumerated() {
-            let x0 = 20 + p * 215
-            canvas.text(title, x: x0, y: 8)
-            canvas.line(x0, 240, x0 + 190, 240, (120, 120, 120))
-            canvas.line(x0, 30, x0, 240, (120, 120, 120))
-            let finite = values.filter { $0.isFinite }
-            let lo = min(finite.min() ?? 0, 0), hi = max(finite.max() ?? 1, 1e-9)
-            var previous: (Int, Int)? = nil
-            for (i, v) in values.enumerated() where v.isFinite {
-                let x = x0 + 15 + i * 160 / max(values.count - 1, 1), y = 235 - Int((v - lo) / (hi - lo) * 195)
-                canvas.fill(x0: x - 3, y0: y - 3, x1: x + 4, y1: y + 4, (40, 80, 200))
-                if let q = previous { canvas.line(q.0, q.1, x, y, (40, 80, 200)) }
-                previous = (x, y)
-                canvas.text("\(series[i].size)", x: x - 5, y: 246)
-            }
+        // Three panels against the data size: species accuracy, ρ, sex-variant orthogonality.
+        var figure = Figure(width: 960, height: 330)
+        figure.title("Data-scale study: zero-shot and emergent properties vs training images per species")
+        let panels: [(String, String, [Double])] = [("Species zero-shot accuracy", "accuracy", series.map(\.accuracy)),
+                                                    ("Intra-species variance in the inter-species subspace", "ρ", series.map(\.rho)),
+                                                    ("Sex-variant orthogonality", "orthogonality", series.map(\.orthogonality))]
+        for (p, (title, label, values)) in panels.enumerated() {
+            var plot = LinePlot(title: title, xLabel: "training images per species", yLabel: label,
+                                series: [.init(label, points: zip(series.map { Double($0.size) }, values).map { ($0, $1) }, color: LinePlot.color(p))])
+            plot.xTicks = series.map { (Double($0.size), "\($0.size)") }
+            plot.draw(into: &figure, box: Rect(x: Double(p) * 320, y: 30, width: 320, height: 300), panelTitle: title)
         }
-        try PNG.write(canvas.image, to: dir + "/scale.png")
+        try figure.write(to: dir + "/scale.png")
         return Response(result: ["sizes": .array(o.sizes.map { .number(Double($0)) }), "table": .string(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n"))],
-                        artifacts: ["scale.csv", "scale.png"])
+                        artifacts: ["scale.csv"] + Figure.files("scale.png"))
     }
 }
 

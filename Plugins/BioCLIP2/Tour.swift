@@ -55,15 +55,15 @@ extension BioCLIPComponent {
         }
         let report = try analyse(bio, data: data, split: "test", host: request.host, energy: 0.9)
         try AtomicFile.write("metric,value\n" + report.rows.map { "\($0.name),\($0.value)" }.joined(separator: "\n") + "\n", to: dir + "/emergent.csv")
-        try PNG.write(plotSpecies(report), to: dir + "/species_means.png")
-        try PNG.write(plotVariants(report), to: dir + "/variants.png")
+        try plotSpecies(report).write(to: dir + "/species_means.png")
+        try plotVariants(report).write(to: dir + "/variants.png")
         var result: [String: JSONValue] = [:]
         result["short_training"] = trained.result
         result["embedded_top1_on_8_images"] = .number(Double(hits) / 8)
         result["emergent"] = .object(Dictionary(uniqueKeysWithValues: report.rows.map { ($0.name, JSONValue.number($0.value)) }))
         return Response(result: .object(result),
                         artifacts: ["short_training_curve.csv", "predictions_species.csv", "predictions_genus.csv", "emergent.csv",
-                                    "species_means.png", "variants.png"] + names)
+                                   ] + Figure.files("species_means.png") + Figure.files("variants.png") + names)
     }
 
     /// The predictions with file names relative to the tour's output folder.

@@ -127,6 +127,7 @@ extension BioCLIPComponent {
         let steps = trainCount / o.trainBatch, total = steps * o.epochs
         let schedule = Schedule.cosine(warmup: o.warmup * steps, floor: 0)
         var curve = "epoch,loss,logit_scale,seconds\n"
+        var history: [(loss: Double, scale: Double)] = []
         let started = Date()
         var step = 0
         let (mean, std) = (config.mean, config.std)
@@ -157,6 +158,7 @@ extension BioCLIPComponent {
                 request.host.progress(step, of: total, "epoch \(epoch + 1)/\(o.epochs) (\(type))")
             }
             curve += "\(epoch + 1),\(lossSum / Double(steps)),\(model.logitScale.variable.scalars.first ?? 0),\(Int(Date().timeIntervalSince(started)))\n"
+            history.append((lossSum / Double(steps), Double(model.logitScale.variable.scalars.first ?? 0)))
         }
         // The open_clip folder: config, weights (open_clip's state-dict names), tokenizer, labels.
         let dir = request.host.scratchDirectory + "/model"
@@ -165,6 +167,9 @@ extension BioCLIPComponent {
         try model.save(to: dir + "/open_clip_model.safetensors", metadata: ["format": "pt"], dtype: dtype)
         try AtomicFile.write(openCLIPConfigJSON(config).prettyText + "\n", to: dir + "/open_clip_config.json")
         try AtomicFile.write(curve, to: request.host.scratchDirectory + "/curve.csv")
+        try LinePlot.trainingCurves(title: "CLIP training on \(o.dataset): symmetric InfoNCE over \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
+                                    loss: history.map(\.loss), lossLabel: "contrastive loss", metrics: [("ln logit scale", history.map(\.scale))],
+                                    metricLabel: "ln logit scale").write(to: request.host.scratchDirectory + "/curve.png")
         let bio = try BioCLIP(folder: dir)
         let labelFiles = try writeTreeOfLife(bio, classes: classes, templates: ["a photo of {}."], to: dir)
         let accuracy = try zeroShotAccuracy(bio, data: data, classes: classes, split: o.split, described: described)
@@ -178,7 +183,7 @@ extension BioCLIPComponent {
         result["logit_scale"] = .number(Double(bio.model.logitScale))
         result["zero_shot_accuracy"] = .object(Dictionary(uniqueKeysWithValues: accuracy.map { ($0.key.label, JSONValue.number($0.value)) }))
         return Response(result: .object(result), artifacts: ["model/open_clip_model.safetensors", "model/open_clip_config.json"]
-                            + labelFiles.map { "model/" + $0 } + ["curve.csv"])
+                            + labelFiles.map { "model/" + $0 } + ["curve.csv"] + Figure.files("curve.png"))
     }
 
     /// Zero-shot top-1 accuracy at every rank on a split: species probabilities against the

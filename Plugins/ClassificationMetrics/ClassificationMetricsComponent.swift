@@ -76,32 +76,30 @@ struct ClassificationMetricsComponent: Metric {
             rel += "\(b.lower),\(b.upper),\(b.count),\(b.accuracy.map { String($0) } ?? ""),\(b.confidence.map { String($0) } ?? "")\n"
         }
         try rel.write(toFile: dir + "/reliability.csv", atomically: true, encoding: .utf8)
-        try PNG.write(reliabilityDiagram(report), to: dir + "/reliability.png")
-        return try Response(encoding: report, artifacts: ["confusion.csv", "reliability.csv", "reliability.png"])
+        try reliabilityDiagram(report).write(to: dir + "/reliability.png")
+        return try Response(encoding: report, artifacts: ["confusion.csv", "reliability.csv"] + Figure.files("reliability.png"))
     }
 
-    /// Accuracy per confidence bin (blue) against the diagonal of perfect calibration (grey).
-    func reliabilityDiagram(_ report: ClassificationReport) -> Image {
-        let w = 420, h = 440, left = 50, top = 50, size = 340
-        var canvas = Canvas(width: w, height: h)
-        canvas.text(String(format: "RELIABILITY  ECE %.3f", report.ece), x: left, y: 16, scale: 2)
-        canvas.fill(x0: left, y0: top, x1: left + size, y1: top + size, (245, 245, 245))
-        let bins = report.reliability.count
-        for (b, bin) in report.reliability.enumerated() {
-            guard let acc = bin.accuracy, let conf = bin.confidence else { continue }
-            let x0 = left + b * size / bins + 1, x1 = left + (b + 1) * size / bins - 1
-            canvas.fill(x0: x0, y0: top + size - Int(acc * Double(size)), x1: x1, y1: top + size, (52, 101, 164))
-            let yc = top + size - Int(conf * Double(size))
-            canvas.line(x0, yc, x1, yc, (204, 0, 0), thickness: 2)
+    /// Accuracy per confidence bin (bars) and the bin's mean confidence (markers) against the
+    /// diagonal of perfect calibration.
+    func reliabilityDiagram(_ report: ClassificationReport) -> Figure {
+        var f = Figure(width: 480, height: 480)
+        f.title(String(format: "Reliability diagram (ECE %.3f)", report.ece))
+        let axes = f.axes(in: Rect(x: 0, y: 30, width: 480, height: 450), title: nil, xLabel: "confidence", yLabel: "accuracy",
+                          x: 0...1, y: 0...1, series: 3)
+        for bin in report.reliability {
+            guard let acc = bin.accuracy else { continue }
+            let x0 = axes.px(bin.lower), x1 = axes.px(bin.upper)
+            f.rect(Rect(x: x0 + 1, y: axes.py(acc), width: max(x1 - x0 - 2, 0.5), height: axes.py(0) - axes.py(acc)), fill: LinePlot.color(0))
         }
-        canvas.line(left, top + size, left + size, top, (128, 128, 128))
-        canvas.line(left, top, left, top + size, (0, 0, 0))
-        canvas.line(left, top + size, left + size, top + size, (0, 0, 0))
-        canvas.text("0", x: left - 4, y: top + size + 8, scale: 1)
-        canvas.text("1", x: left + size - 4, y: top + size + 8, scale: 1)
-        canvas.text("CONFIDENCE", x: left + size / 2 - 30, y: top + size + 20, scale: 1)
-        canvas.text("ACCURACY", x: 4, y: top - 14, scale: 1)
-        return canvas.image
+        let confidence = report.reliability.compactMap { b in b.confidence.flatMap { c in b.accuracy.map { (c, $0) } } }
+        for (c, a) in confidence { f.circle(axes.point(c, a), radius: 3.5, fill: LinePlot.color(3)) }
+        f.line([axes.point(0, 0), axes.point(1, 1)], Color(120, 120, 120), width: 1.2, dash: [5, 4])
+        f.legend([("accuracy per bin", .box(LinePlot.color(0))), ("(mean confidence, accuracy)", .marker(LinePlot.color(3))),
+                  ("perfect calibration", .line(Color(120, 120, 120), dashed: true))], in: axes,
+                 avoid: confidence.map { axes.point($0.0, $0.1) } + [axes.point(0.1, 0.1), axes.point(0.9, 0.9)])
+        f.endAxes()
+        return f
     }
 }
 

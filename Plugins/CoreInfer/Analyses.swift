@@ -147,18 +147,10 @@ extension CoreInferComponent {
         let dir = request.host.scratchDirectory
         try AtomicFile.write("prefix_fraction,core_overlap_with_final\n" + zip(fractions, overlap).map { "\($0),\($1)" }.joined(separator: "\n") + "\n",
                              to: dir + "/stability.csv")
-        var canvas = Canvas(width: 360, height: 240)
-        canvas.text("CORE OVERLAP VS PREFIX FRACTION", x: 10, y: 6)
-        canvas.line(30, 220, 350, 220, (120, 120, 120))
-        canvas.line(30, 20, 30, 220, (120, 120, 120))
-        var previous: (Int, Int)? = nil
-        for (f, v) in zip(fractions, overlap) {
-            let x = 30 + Int(f * 310), y = 220 - Int(v * 190)
-            canvas.fill(x0: x - 3, y0: y - 3, x1: x + 4, y1: y + 4, (40, 80, 200))
-            if let q = previous { canvas.line(q.0, q.1, x, y, (40, 80, 200)) }
-            previous = (x, y)
-        }
-        try PNG.write(canvas.image, to: dir + "/stability.png")
+        let plot = LinePlot(title: "Stability of sentence-level core neurons", xLabel: "fraction of the prompt seen",
+                            yLabel: "overlap with the final core set", series: [.init("core overlap", points: zip(fractions, overlap).map { ($0, $1) }, color: LinePlot.color(0))],
+                            xRange: 0...1.02, yRange: 0...1.02)
+        try plot.write(to: dir + "/stability.png")
         let summary: [(String, Double)] = [("texts", Double(texts.count)), ("converted_layers", Double(layers.count)), ("beta", o.beta), ("alpha", o.alpha),
                                            ("stability_overlap_at_50pct", overlap[4]), ("stability_overlap_at_80pct", overlap[7]),
                                            ("jaccard_within_topic", mean(within)), ("jaccard_across_topics", mean(across)),
@@ -166,6 +158,6 @@ extension CoreInferComponent {
                                            ("greedy_agreement", Double(agree) / Double(max(compared, 1)))]
         try AtomicFile.write("metric,value\n" + summary.map { "\($0.0),\($0.1)" }.joined(separator: "\n") + "\n", to: dir + "/analysis.csv")
         return Response(result: .object(Dictionary(uniqueKeysWithValues: summary.map { ($0.0, JSONValue.number($0.1)) })),
-                        artifacts: ["analysis.csv", "stability.csv", "stability.png"])
+                        artifacts: ["analysis.csv", "stability.csv"] + Figure.files("stability.png"))
     }
 }

@@ -7,24 +7,21 @@ import Tensors
 // is no real data to ship), reads it back through the same code a user's files go through, and
 // shows what it read as a grid with the labels, plus the files themselves.
 
-/// Reads the first `count` items of `split` and draws them as a grid, labelled with class names.
-func sheet(_ source: ItemSource, split: Int, count: Int, columns: Int) throws -> Image {
-    var tiles: [Image] = []
-    let s = source.size, scale = max(1, 64 / s)
+/// Reads the first `count` items of `split` and shows them as a grid captioned with their class
+/// names, titled with what was read.
+func sheet(_ source: ItemSource, split: Int, count: Int, columns: Int, title: String) throws -> ImageGrid {
+    var tiles: [Image] = [], captions: [String] = []
+    let s = source.size
     for i in 0..<min(count, source.count(split: split)) {
         let item = try source.item(split: split, index: i)
-        var canvas = Canvas(width: s * scale, height: s * scale + 10)
-        for y in 0..<(s * scale) {
-            for x in 0..<(s * scale) {
-                let p = (y / scale) * s + x / scale
-                let v = (0..<3).map { c in UInt8(min(255, max(0, item.pixels[(source.channels == 1 ? 0 : c) * s * s + p] * 255))) }
-                canvas.set(x, y, (v[0], v[1], v[2]))
-            }
+        var px = [UInt8](repeating: 0, count: s * s * 3)
+        for p in 0..<(s * s) {
+            for c in 0..<3 { px[3 * p + c] = UInt8(min(255, max(0, item.pixels[(source.channels == 1 ? 0 : c) * s * s + p] * 255))) }
         }
-        canvas.text(String(source.classNames[item.label].prefix(10)), x: 1, y: s * scale + 2)
-        tiles.append(canvas.image)
+        tiles.append(Image(width: s, height: s, channels: 3, pixels: px))
+        captions.append(source.classNames[item.label])
     }
-    return try Overlay.grid(tiles, columns: columns)
+    return ImageGrid(title: title, images: tiles, columns: columns, captions: captions, tileSize: 64)
 }
 
 /// An 8-bit RGB image of a filled shape: class 0 squares, 1 discs, 2 triangles, in a class colour,
@@ -70,12 +67,12 @@ extension ImageFolderComponent {
         try AtomicFile.write(csv, to: root + "/taxonomy.csv")
         let source = try ImageFolderSource(root: root, size: 32, squash: false, taxonomyPath: root + "/taxonomy.csv",
                                            valFraction: 0, testFraction: 0.34, seed: 0, skipBad: false)
-        try PNG.write(try sheet(source, split: 0, count: 12, columns: 6), to: dir + "/image_folder_batch.png")
+        try sheet(source, split: 0, count: 12, columns: 6, title: "image-folder: the first training items as read back (32 px)").write(to: dir + "/image_folder_batch.png")
         let files = try FileManager.default.subpathsOfDirectory(atPath: root).filter { $0.hasSuffix(".png") || $0.hasSuffix(".csv") }.sorted()
         return Response(result: ["classes": .array(source.classNames.map { .string($0) }),
                                  "train": .number(Double(source.count(split: 0))), "test": .number(Double(source.count(split: 2))),
                                  "rank_nodes_family": .number(Double(Set(source.rankLabels!.map { $0[4] }).count))],
-                        artifacts: ["image_folder_batch.png"] + files.map { "shapes/" + $0 })
+                        artifacts: Figure.files("image_folder_batch.png") + files.map { "shapes/" + $0 })
     }
 }
 
@@ -104,10 +101,10 @@ extension MNISTComponent {
             try AtomicFile.write(idx(0x801, [UInt32(n)], labels), to: "\(dir)/\(prefix)-labels-idx1-ubyte")
         }
         let source = try MNISTSource(root: dir, valCount: 5)
-        try PNG.write(try sheet(source, split: 2, count: 10, columns: 10), to: dir + "/mnist_test_batch.png")
+        try sheet(source, split: 2, count: 10, columns: 10, title: "mnist-idx: the test split as read back from the IDX files").write(to: dir + "/mnist_test_batch.png")
         return Response(result: ["train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
                                  "test": .number(Double(source.count(split: 2)))],
-                        artifacts: ["mnist_test_batch.png", "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                        artifacts: Figure.files("mnist_test_batch.png") + ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
     }
 }
@@ -132,9 +129,9 @@ extension CIFAR10Component {
             names.append(name + ".bin")
         }
         let source = try CIFAR10Source(root: dir, valCount: 4, skipBad: false)
-        try PNG.write(try sheet(source, split: 0, count: 16, columns: 8), to: dir + "/cifar_train_batch.png")
+        try sheet(source, split: 0, count: 16, columns: 8, title: "cifar10-binary: the first training records as read back").write(to: dir + "/cifar_train_batch.png")
         return Response(result: ["train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
                                  "test": .number(Double(source.count(split: 2)))],
-                        artifacts: ["cifar_train_batch.png"] + names)
+                        artifacts: Figure.files("cifar_train_batch.png") + names)
     }
 }

@@ -105,19 +105,22 @@ struct CCIFARComponent: Dataset {
         let o = request.options
         let src = try base(o, host: request.host, split: "test")
         // One image per class, under each corruption: rows classes, columns corruptions.
-        var tiles: [Image] = []
+        var tiles: [[Image?]] = [], rowHeaders: [String] = []
         let s = src.size, plane = 3 * s * s
         for y in 0..<10 {
             guard let i = src.labels.firstIndex(of: y) else { continue }
+            rowHeaders.append("class \(y)")
+            tiles.append([])
             for c in Corruption.allCases {
                 var rng = SeededGenerator(seed: UInt64(i))
                 let x = c.apply(Array(src.images[(i * plane)..<((i + 1) * plane)]), size: s, severity: o.severity + 1, rng: &rng)
                 var px = [UInt8](repeating: 0, count: s * s * 3)
                 for p in 0..<(s * s) { for ch in 0..<3 { px[3 * p + ch] = UInt8(max(0, min(255, x[ch * s * s + p] * 255))) } }
-                tiles.append(Image(width: s, height: s, channels: 3, pixels: px))
+                tiles[tiles.count - 1].append(Image(width: s, height: s, channels: 3, pixels: px))
             }
         }
-        try PNG.write(try Overlay.grid(tiles, columns: 10), to: request.host.scratchDirectory + "/corruptions.png")
-        return Response(result: ["columns": .array(Corruption.allCases.map { .string($0.name) }), "images": .string(src.name)], artifacts: ["corruptions.png"])
+        try ImageGrid(title: "CIFAR-10-C style corruptions at severity \(o.severity + 1)", columnHeaders: Corruption.allCases.map(\.name),
+                      rowHeaders: rowHeaders, tiles: tiles, tileSize: 64).write(to: request.host.scratchDirectory + "/corruptions.png")
+        return Response(result: ["columns": .array(Corruption.allCases.map { .string($0.name) }), "images": .string(src.name)], artifacts: Figure.files("corruptions.png"))
     }
 }

@@ -145,9 +145,11 @@ struct CMNISTComponent: Dataset {
             for p in 0..<plane { for ch in 0..<3 { px[3 * p + ch] = UInt8(max(0, min(255, s.images[k * 3 * plane + ch * plane + p] * 255))) } }
             return Image(width: o.size, height: o.size, channels: 3, pixels: px)
         }
-        try PNG.write(try Overlay.grid(tiles, columns: 10), to: dir + "/contact_sheet.png")
+        try ImageGrid(title: "Colored MNIST (ρ \(o.rho)): 10 training images per digit", columnHeaders: [],
+                      rowHeaders: (0..<10).map { "digit \($0)" }, tiles: (0..<10).map { d in tiles[(d * 10)..<(d * 10 + 10)].map { Optional($0) } }, tileSize: 40)
+            .write(to: dir + "/contact_sheet.png")
         return Response(result: ["counts": .array(counts.map { .array($0.map { .number(Double($0)) }) }), "digits": .string(src.name),
-                                 "rho": .number(o.rho)], artifacts: ["counts.csv", "contact_sheet.png"])
+                                 "rho": .number(o.rho)], artifacts: ["counts.csv"] + Figure.files("contact_sheet.png"))
     }
 }
 

@@ -78,14 +78,17 @@ public struct DistilledSet: Sendable {
         return set
     }
 
-    /// One row per class, `ipc` columns (at most 20 shown), pixels clamped to [0, 1].
-    public func grid() throws -> Image {
+    /// One row per class (headed by its name), `ipc` columns (at most 20 shown), pixels clamped
+    /// to [0, 1]; `title` defaults to the method, dataset and images per class.
+    public func grid(title: String? = nil) throws -> ImageGrid {
         let c = channels, s = size, plane = s * s
         let v = try images.scalars(as: Float.self)
-        var tiles: [Image] = []
+        var tiles: [[Image?]] = [], rowHeaders: [String] = []
         let perRow = min(20, max(1, labels.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }.values.max() ?? 1))
         for k in classes.indices where labels.contains(k) {
             let members = labels.indices.filter { labels[$0] == k }.prefix(perRow)
+            rowHeaders.append(classes[k])
+            tiles.append([])
             for j in 0..<perRow {
                 var px = [UInt8](repeating: 255, count: plane * 3)
                 if j < members.count {
@@ -97,9 +100,10 @@ public struct DistilledSet: Sendable {
                         }
                     }
                 }
-                tiles.append(Image(width: s, height: s, channels: 3, pixels: px))
+                tiles[tiles.count - 1].append(j < members.count ? Image(width: s, height: s, channels: 3, pixels: px) : nil)
             }
         }
-        return try Overlay.grid(tiles, columns: perRow)
+        return ImageGrid(title: title ?? "\(method) · \(dataset) · \(ipc) image\(ipc == 1 ? "" : "s") per class", rowHeaders: rowHeaders, tiles: tiles,
+                         tileSize: Double(min(max(size * 2, 48), 96)))
     }
 }

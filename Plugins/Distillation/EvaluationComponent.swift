@@ -178,16 +178,15 @@ struct DistilledEvalComponent: Metric {
         }
         var names: [String] = []
         for r in rows where !names.contains(r.method) { names.append(r.method) }
-        let plot = LinePlot(title: "CMNIST-DD: ACCURACY VS RHO (IPC \(o.ipc))", xLabel: "BIAS-ALIGNED RATIO RHO", yLabel: "TEST ACCURACY (UNBIASED)",
-                            series: names.enumerated().map { i, name in
-                                .init(name.uppercased(), points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i))
-                            }, xRange: 0...1, yRange: 0...1)
-        var p = plot
-        p.height = 480
-        try PNG.write(p.render(), to: dir + "/bias_study.png")
+        var plot = LinePlot(title: "CMNIST-DD: unbiased test accuracy vs bias ratio (\(o.ipc) images per class)", xLabel: "bias-aligned ratio ρ",
+                            yLabel: "test accuracy (unbiased split)", series: names.enumerated().map { i, name in
+                                .init(name, points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i), dashed: i >= 10)
+                            }, xRange: 0...1.02, yRange: 0...1)
+        plot.height = 480
+        try plot.write(to: dir + "/bias_study.png")
         var table: [String: JSONValue] = [:]
         for name in names { table[name] = .array(rows.filter { $0.method == name }.map { .array([.number($0.rho), .number($0.mean), .number($0.std)]) }) }
-        let artifacts = ["bias_study.csv", "bias_study.png"] + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
+        let artifacts = ["bias_study.csv"] + Figure.files("bias_study.png") + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
         return Response(result: ["rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
                                  "digits": "cmnist-dd (built-in renderer)"], artifacts: artifacts)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Imaging
 import Formats
 import MenagerieKit
 import NN
@@ -38,7 +39,7 @@ struct ConvNetClassifierComponent: Backbone {
         OperationSpec("embed", summary: "flattened features before the classifier",
                       inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "normalised images")],
                       outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "features")]),
-        OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv"),
+        OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
     ]
 
     func embed(_ request: Request<Options>) throws -> Response {
@@ -83,6 +84,7 @@ struct ConvNetClassifierComponent: Backbone {
         let schedule = Schedule.step(milestones: [total / 2], gamma: 0.1)
         var curve = "epoch,train_loss,train_accuracy,seconds\n"
         var lastTrain = 0.0
+        var history: [(loss: Double, accuracy: Double)] = []
         let started = Date()
         model.isTraining = true
         try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
@@ -90,6 +92,7 @@ struct ConvNetClassifierComponent: Backbone {
                           logits: { model(Variable(normalize($0, mean: mean, std: std))) }) { epoch, loss, accuracy in
             lastTrain = accuracy
             curve += "\(epoch + 1),\(loss),\(accuracy),\(Int(Date().timeIntervalSince(started)))\n"
+            history.append((Double(loss), accuracy))
         }
         // Test accuracy at the end (the protocol's single evaluation).
         model.isTraining = false
@@ -106,10 +109,13 @@ struct ConvNetClassifierComponent: Backbone {
         ]
         try AtomicFile.write(config.prettyText + "\n", to: dir + "/config.json")
         try AtomicFile.write(curve, to: dir + "/curve.csv")
+        try LinePlot.trainingCurves(title: "ConvNet-\(o.depth) on \(o.dataset): \(o.epochs) epochs (\(testSplit) accuracy \(String(format: "%.3f", testAccuracy)))",
+                                    epochs: history.indices.map { Double($0 + 1) }, loss: history.map(\.loss), metrics: [("train", history.map(\.accuracy))])
+            .write(to: dir + "/curve.png")
         return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain),
                                  "\(testSplit)_accuracy": .number(testAccuracy), "epochs": .number(Double(o.epochs)),
                                  "seconds": .number(Date().timeIntervalSince(started)),
                                  "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["model.safetensors", "config.json", "curve.csv"])
+                        artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
     }
 }

@@ -127,6 +127,7 @@ struct PromptCAMComponent: Explainer {
                              "head_ranking": .array(ranking.map { .number(Double($0)) })])
             if i < pictures.count {
                 var tiles = [pictures[i]]
+                let headers = ["image"] + ranking.enumerated().map { "head \($0.element) (#\($0.offset + 1))" }
                 for hh in ranking {
                     var m = Array(maps[((i * h + hh) * s * s)..<((i * h + hh + 1) * s * s)])
                     let lo = m.min()!, hi = m.max()!
@@ -134,8 +135,11 @@ struct PromptCAMComponent: Explainer {
                     tiles.append(try Overlay.heatmap(on: pictures[i], map: m))
                 }
                 let name = String(format: "heads_%03d.png", i)
-                try PNG.write(try Overlay.grid(tiles, columns: tiles.count), to: request.host.scratchDirectory + "/" + name)
-                artifacts.append(name)
+                var grid = ImageGrid(title: "Prompt-CAM heads for class \(query[i]), most to least important", columnHeaders: headers,
+                                     tiles: [tiles.map { Optional($0) }], tileSize: 80)
+                grid.colorBar = (0...1, "attention (min–max scaled)", { Color.jet($0) })
+                try grid.write(to: request.host.scratchDirectory + "/" + name)
+                artifacts += Figure.files(name)
             }
         }
         return Response(result: ["images": .number(Double(n)), "heads": .number(Double(h)), "per_image": .array(perImage),
@@ -216,24 +220,28 @@ extension PromptCAMComponent {
         queries.append(min(3, classes - 1))
         let h = vit.config.heads, g = vit.config.grid
         let all = try maps.scalars(as: Float.self) + cross.scalars(as: Float.self)
-        var tiles: [Image] = []
+        var tiles: [[Image?]] = []
         for (row, i) in (shown + [shown[0]]).enumerated() {
             let picture = Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
                 (0..<3).map { c in UInt8((raw[(i * 3 + c) * plane + p] * 255).rounded()) } })
             let ranking = model.rankHeads(try normalised([i]), target: queries[row])
-            tiles.append(picture)
+            tiles.append([picture])
             for hh in ranking {
                 let low = try Tensor(Array(all[((row * h + hh) * g * g)..<((row * h + hh + 1) * g * g)]), shape: [1, 1, g, g])
                 var m = try GradMode.disabled { Variable(low).upsampleBilinear(height: s, width: s) }.value.scalars(as: Float.self)
                 let lo = m.min()!, hi = m.max()!
                 for j in m.indices { m[j] = (m[j] - lo) / (hi - lo + 1e-7) }
-                tiles.append(try Overlay.heatmap(on: picture, map: m))
+                tiles[row].append(try Overlay.heatmap(on: picture, map: m))
             }
         }
         let dir = request.host.scratchDirectory
-        try PNG.write(try Overlay.grid(tiles, columns: 1 + h), to: dir + "/trait_maps.png")
+        let rowHeaders = shown.indices.map { "class \(queries[$0]), own prompt" } + ["class \(queries[0]) with class \(queries[shown.count])'s prompt"]
+        var grid = ImageGrid(title: "Prompt-CAM trait maps: the last block's heads, most to least important",
+                             columnHeaders: ["image"] + (0..<h).map { "head #\($0 + 1)" }, rowHeaders: rowHeaders, tiles: tiles, tileSize: 72)
+        grid.colorBar = (0...1, "attention (min–max scaled)", { Color.jet($0) })
+        try grid.write(to: dir + "/trait_maps.png")
         return Response(result: ["test_accuracy": .number(accuracy), "test_images": .number(Double(picked.count)), "classes": .number(Double(classes)),
                                  "trait_maps": "rows: the first genus's species with their own prompt, then species 0 queried with species 3's prompt; columns: the image, then the last block's heads from most to least important (greedy blurring)"],
-                        artifacts: ["trait_maps.png"])
+                        artifacts: Figure.files("trait_maps.png"))
     }
 }

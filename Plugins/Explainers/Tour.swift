@@ -26,15 +26,15 @@ extension FinerCAMComponent {
         let report = try compareOnSyntheticTol(classifier, promptCAM: promptCAM, host: request.host, perSpecies: max(1, request.options.perSpecies))
         let dir = request.host.scratchDirectory
         try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
-        try PNG.write(report.sheet, to: dir + "/overlays.png")
+        try report.sheet.write(to: dir + "/overlays.png")
         return Response(result: report.summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
-                        artifacts: ["metrics.csv", "overlays.png"])
+                        artifacts: ["metrics.csv"] + Figure.files("overlays.png"))
     }
 }
 
 struct Comparison {
     var csv: String
-    var sheet: Image
+    var sheet: ImageGrid
     var summary: JSONValue
     var maps: [Tensor]
 }
@@ -59,7 +59,7 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
                                          "size": .number(Double(s))])
     let all = try batch.tensors["images"]!.scalars(as: Float.self), allMasks = try batch.tensors["masks"]!.scalars(as: UInt8.self)
     let labels = try batch.tensors["labels"]!.integers()
-    var pixels: [Float] = [], masks: [[Bool]] = [], targets: [Int] = [], pictures: [Image] = []
+    var pixels: [Float] = [], masks: [[Bool]] = [], targets: [Int] = [], pictures: [Image] = [], rowNames: [String] = []
     let plane = s * s
     for species in classes.indices {
         for j in 0..<min(perSpecies, testPer) {
@@ -69,6 +69,7 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
             let part = partIndex[classes[species]["distinguishing_part"]?.stringValue ?? ""] ?? 5
             masks.append(allMasks[(i * plane)..<((i + 1) * plane)].map { Int($0) == part })
             targets.append(labels[i])
+            rowNames.append(classes[species]["name"]?.stringValue ?? "species \(species)")
             pictures.append(Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
                 (0..<3).map { c in UInt8((raw[c * plane + p] * 255).rounded()) } }))
         }
@@ -116,15 +117,17 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
         }
     }
     // Overlays: the first 8 species, columns image | Grad-CAM | Finer-CAM | (Prompt-CAM) | part mask.
-    var tiles: [Image] = []
+    var tiles: [[Image?]] = []
     let shown = [try maps[0].scalars(as: Float.self), try maps[1].scalars(as: Float.self)] + (promptCAM == nil ? [] : [try maps[3].scalars(as: Float.self)])
     for i in 0..<min(8, n) {
         let mask = Image(width: s, height: s, channels: 3, pixels: masks[i].flatMap { $0 ? [255, 255, 255] : [30, 30, 30] })
-        tiles.append(pictures[i])
-        for m in shown { tiles.append(try Overlay.heatmap(on: pictures[i], map: Array(m[(i * plane)..<((i + 1) * plane)]))) }
-        tiles.append(mask)
+        tiles.append([pictures[i]] + (try shown.map { m in try Overlay.heatmap(on: pictures[i], map: Array(m[(i * plane)..<((i + 1) * plane)])) }) + [mask])
     }
+    var sheet = ImageGrid(title: "Where each explainer looks (target: the true species)",
+                          columnHeaders: ["image", "Grad-CAM", "Finer-CAM"] + (promptCAM == nil ? [] : ["Prompt-CAM"]) + ["part mask"],
+                          rowHeaders: (0..<min(8, n)).map { rowNames.indices.contains($0) ? rowNames[$0] : "image \($0 + 1)" }, tiles: tiles, tileSize: 80)
+    sheet.colorBar = (0...1, "map value (JET)", { Color.jet($0) })
     summary["images"] = .number(Double(n))
     summary["note"] = "pointing game: the map's peak in the part that tells the species from its siblings; relative drop masks the top 5 % pixels with 0 in normalised space"
-    return Comparison(csv: csv, sheet: try Overlay.grid(tiles, columns: shown.count + 2), summary: .object(summary), maps: maps)
+    return Comparison(csv: csv, sheet: sheet, summary: .object(summary), maps: maps)
 }

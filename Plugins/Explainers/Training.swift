@@ -130,6 +130,7 @@ struct ViTClassifierComponent: Backbone {
         let schedule = Schedule.cosine(warmup: o.warmup * stepsPerEpoch, floor: 0.01)
         var curve = "epoch,train_loss,train_accuracy,val_accuracy,seconds\n"
         var lastVal = 0.0, lastTrain = 0.0
+        var history: [(loss: Double, train: Double, val: Double)] = []
         let started = Date()
         model.isTraining = true
         try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
@@ -140,6 +141,7 @@ struct ViTClassifierComponent: Backbone {
             lastVal = try evaluateAccuracy(data, dataset: o.dataset, split: "val", count: valCount) { model.forward(Variable(normalize($0))).logits }
             model.isTraining = true
             curve += "\(epoch + 1),\(loss),\(lastTrain),\(lastVal),\(Int(Date().timeIntervalSince(started)))\n"
+            history.append((Double(loss), lastTrain, lastVal))
             request.host.log(.info, "epoch \(epoch + 1): loss \(String(format: "%.3f", loss)), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
         }
         model.isTraining = false
@@ -147,10 +149,13 @@ struct ViTClassifierComponent: Backbone {
         try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
         try AtomicFile.write(timmConfig(config, classes: classes), to: dir + "/config.json")
         try AtomicFile.write(curve, to: dir + "/curve.csv")
+        try LinePlot.trainingCurves(title: "ViT classifier on \(o.dataset): \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
+                                    loss: history.map(\.loss), metrics: [("train", history.map(\.train)), ("val", history.map(\.val))])
+            .write(to: dir + "/curve.png")
         return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
                                  "epochs": .number(Double(o.epochs)), "seconds": .number(Date().timeIntervalSince(started)),
                                  "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["model.safetensors", "config.json", "curve.csv"])
+                        artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
     }
 }
 

@@ -270,10 +270,10 @@ struct FasterTADComponent: Detector {
         var written: [String] = []
         for (id, dets) in predictions.videos.prefix(count) {
             let v = gt[id]
-            let img = Timeline.render(video: id, duration: v?.duration ?? 0, groundTruth: v?.annotations ?? [], detections: dets, classes: classes)
+            let figure = Timeline.figure(video: id, duration: v?.duration ?? 0, groundTruth: v?.annotations ?? [], detections: dets, classes: classes)
             let name = "timelines/\(id.replacingOccurrences(of: "/", with: "_")).png"
-            try PNG.write(img, to: dir + "/" + name)
-            written.append(name)
+            try figure.write(to: dir + "/" + name)
+            written += Figure.files(name)
         }
         return written
     }

@@ -107,10 +107,15 @@ struct ProposalMetricComponent: Metric {
                 + r.thresholds.indices.map { String(format: "%.6f", r.recall[$0][j]) }.joined(separator: ",") + "\n"
         }
         try AtomicFile.write(csv, to: dir + "/ar_an.csv")
-        let plot = LinePlot(title: "AR VS AN", xLabel: "AVERAGE NUMBER OF PROPOSALS PER VIDEO", yLabel: "AVERAGE RECALL",
-                            series: [.init("AR (TIOU 0.5:0.95)", points: zip(r.proposalsPerVideo, r.averageRecall).map { ($0, $1) }, color: LinePlot.color(0))],
+        var plot = LinePlot(title: "Average recall vs average number of proposals (AR@AN)", xLabel: "average number of proposals per video",
+                            yLabel: "average recall (tIoU 0.50:0.05:0.95)",
+                            series: [.init("AR", points: zip(r.proposalsPerVideo, r.averageRecall).map { ($0, $1) }, color: LinePlot.color(0), markers: false)],
                             xRange: 0...max(r.proposalsPerVideo.last ?? 1, 1), yRange: 0...1)
-        try PNG.write(plot.render(), to: dir + "/ar_an.png")
+        plot.series += r.thresholds.indices.filter { [0, 5, 9].contains($0) }.map { k in
+            .init(String(format: "recall @ tIoU %.2f", r.thresholds[k]), points: zip(r.proposalsPerVideo, r.recall[k]).map { ($0, $1) },
+                  color: LinePlot.color(k == 0 ? 1 : k == 5 ? 2 : 3), dashed: true, markers: false)
+        }
+        try plot.write(to: dir + "/ar_an.png")
         // AR at the usual budgets, read where the curve's grid lands on them.
         var at: [String: JSONValue] = [:]
         for an in [1.0, 5, 10, 50, 100] {
@@ -120,6 +125,6 @@ struct ProposalMetricComponent: Metric {
             "AR_at_AN": .object(at), "AUC": .number(r.auc), "AUC_percent": .number(r.aucPercent),
             "max_average_proposals": .number(r.proposalsPerVideo.last ?? 0), "tiou_thresholds": .array(r.thresholds.map { .number($0) }),
         ]
-        return Response(result: result, artifacts: ["ar_an.csv", "ar_an.png"])
+        return Response(result: result, artifacts: ["ar_an.csv"] + Figure.files("ar_an.png"))
     }
 }

@@ -124,37 +124,51 @@ struct SyntheticActionsComponent: Dataset {
         try AtomicFile.write(d.classNames.joined(separator: "\n") + "\n", to: dir + "/classes.txt")
         var artifacts = ["ground_truth.json", "classes.txt", "features"] + (o.aux ? ["aux_features"] : [])
         if o.preview > 0 {
-            try PNG.write(preview(d, count: o.preview), to: dir + "/preview.png")
-            artifacts.append("preview.png")
+            try preview(d, count: o.preview).write(to: dir + "/preview.png")
+            artifacts += Figure.files("preview.png")
         }
         return Response(result: ["videos": .number(Double(d.videos.count)), "classes": .array(d.classNames.map { .string($0) }),
                                  "ground_truth": "ground_truth.json", "features": "features"], artifacts: artifacts)
     }
 
-    /// A few videos as feature heat-maps (time across, channels down) over their ground truth.
-    func preview(_ d: SyntheticActions, count: Int) -> Image {
+    /// A few videos as feature heat-maps (time across, the first 32 channels up, viridis) with their
+    /// ground-truth actions as coloured bars above each, a legend of the classes and a colour bar.
+    func preview(_ d: SyntheticActions, count: Int) -> Figure {
         let shown = Array(d.videos.prefix(count).enumerated())
-        let rowH = 48, width = 760, left = 8
-        var c = Canvas(width: width, height: 30 + shown.count * (rowH + 22))
-        c.text("SYNTHETIC-ACTIONS: FEATURES (FIRST 32 CHANNELS) AND GROUND TRUTH", x: 8, y: 8)
+        let panel = 150.0, width = 820.0, legendColumns = 4
+        let legendHeight = Double((d.classNames.count + legendColumns - 1) / legendColumns) * 16 + 12
+        var f = Figure(width: width, height: 34 + Double(shown.count) * panel + legendHeight)
+        f.title("synthetic-actions: snippet features and ground truth")
+        var firstAxes: Axes?
         for (row, (i, v)) in shown.enumerated() {
-            let f = d.features(i), ch = d.config.channels, y0 = 26 + row * (rowH + 22)
-            let w = width - 2 * left
-            let lo = f.min() ?? 0, hi = f.max() ?? 1
-            for x in 0..<w {
-                let t = min(v.snippets - 1, x * v.snippets / w)
-                for yy in 0..<min(32, ch) {
-                    let u = (f[t * ch + yy] - lo) / max(hi - lo, 1e-6)
-                    let g = UInt8(max(0, min(255, u * 255)))
-                    c.fill(x0: left + x, y0: y0 + yy, x1: left + x + 1, y1: y0 + yy + 1, (g, g, g))
+            let features = d.features(i), ch = d.config.channels, shownChannels = min(32, ch)
+            let lo = features.min() ?? 0, hi = features.max() ?? 1
+            var px = [UInt8](repeating: 0, count: v.snippets * shownChannels * 3)
+            for t in 0..<v.snippets {
+                for c in 0..<shownChannels {
+                    let col = Color.viridis(Double((features[t * ch + c] - lo) / max(hi - lo, 1e-6)))
+                    let k = 3 * ((shownChannels - 1 - c) * v.snippets + t)
+                    (px[k], px[k + 1], px[k + 2]) = (col.r, col.g, col.b)
                 }
             }
+            let box = Rect(x: 0, y: 34 + Double(row) * panel, width: width - 80, height: panel)
+            let axes = f.axes(in: box, title: v.id, xLabel: "time (s)", yLabel: "channel", x: 0...v.duration, y: 0...Double(shownChannels),
+                              grid: false, series: row == 0 ? d.classNames.count : 1)
+            f.image(Image(width: v.snippets, height: shownChannels, channels: 3, pixels: px), in: axes.frame)
             for a in v.actions {
-                let x0 = left + Int(a.start / v.duration * Double(w)), x1 = left + Int(a.end / v.duration * Double(w))
-                c.fill(x0: x0, y0: y0 + 34, x1: max(x1, x0 + 1), y1: y0 + 44, LinePlot.color(a.label))
+                let x0 = axes.px(a.start), x1 = max(axes.px(a.end), x0 + 1)
+                f.rect(Rect(x: x0, y: axes.frame.y - 7, width: x1 - x0, height: 6), fill: LinePlot.color(a.label))
             }
-            c.text(v.id, x: left, y: y0 + 48)
+            if row == 0 {
+                firstAxes = axes
+                f.legend(d.classNames.enumerated().map { ($0.element, .box(LinePlot.color($0.offset))) },
+                         at: Point(axes.frame.x, f.height - legendHeight + 4), columns: legendColumns)
+            }
+            f.endAxes()
         }
-        return c.image
+        if let a = firstAxes {
+            f.colorBar(in: Rect(x: width - 70, y: a.frame.y, width: 60, height: a.frame.height), range: 0...1, label: "feature (min–max scaled)", colormap: Color.viridis)
+        }
+        return f
     }
 }

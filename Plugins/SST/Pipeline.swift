@@ -211,7 +211,7 @@ struct SSTComponent: Segmenter {
         artifacts.append("order.csv")
         if !losses.isEmpty {
             try writeLossCurve(losses, dir: dir)
-            artifacts += ["finetune.csv", "finetune.png"]
+            artifacts += ["finetune.csv"] + Figure.files("finetune.png")
         }
         var result: [String: JSONValue] = [
             "queries": .number(Double(queries.count)), "traits": .number(Double(channels - 1)), "grid": .array([.number(Double(features.rows)), .number(Double(features.cols))]),
@@ -232,9 +232,9 @@ struct SSTComponent: Segmenter {
     func writeLossCurve(_ losses: [Float], dir: String) throws {
         try AtomicFile.write("step,cycle_loss\n" + losses.enumerated().map { "\($0.offset + 1),\(String(format: "%.6f", $0.element))" }.joined(separator: "\n") + "\n",
                              to: dir + "/finetune.csv")
-        let plot = LinePlot(title: "CYCLE-CONSISTENT FINE-TUNING", xLabel: "STEP", yLabel: "BCE + DICE",
-                            series: [.init("PALINDROME LOSS", points: losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(0))])
-        try PNG.write(plot.render(), to: dir + "/finetune.png")
+        let plot = LinePlot(title: "Cycle-consistent fine-tuning (support → queries → support)", xLabel: "step", yLabel: "BCE + Dice loss",
+                            series: [.init("palindrome loss", points: losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(0))])
+        try plot.write(to: dir + "/finetune.png")
     }
 
     /// Per-trait IoU of the predicted masks against true masks named like the queries, by the C
@@ -324,22 +324,24 @@ struct SSTComponent: Segmenter {
         var csv = "rank,file,score\n"
         for (r, q) in ranked.enumerated() { csv += "\(r + 1),\(csvField((files[q] as NSString).lastPathComponent)),\(String(format: "%.6f", scores[q]))\n" }
         try AtomicFile.write(csv, to: dir + "/retrieval.csv")
-        var tiles: [Image] = []
-        for q in ranked.prefix(max(0, o.top)) {
+        var tiles: [[Image?]] = [], names: [String] = []
+        for (r, q) in ranked.prefix(max(0, o.top)).enumerated() {
             let image = try queries[q].rgb().resized(width: o.size, height: o.size, filter: .bilinear)
             let shown = o.trait > 0 ? forwardMasks[q].map { $0 == o.trait ? $0 : 0 } : forwardMasks[q]
-            tiles += [image, try Overlay.labels(on: image, mask: shown)]
+            tiles.append([image, try Overlay.labels(on: image, mask: shown)])
+            names.append("#\(r + 1) " + String(format: "%.3f", scores[q]))
         }
         var artifacts = ["retrieval.csv"]
         if !tiles.isEmpty {
-            try PNG.write(try Overlay.grid(tiles, columns: 2), to: dir + "/retrieved.png")
-            artifacts.append("retrieved.png")
+            try ImageGrid(title: "Retrieved images, best first (\(o.trait > 0 ? "trait \(o.trait)" : "all traits"), \(o.ranking) ranking)",
+                          columnHeaders: ["image", "tracked parts"], rowHeaders: names, tiles: tiles).write(to: dir + "/retrieved.png")
+            artifacts += Figure.files("retrieved.png")
         }
         var result: [String: JSONValue] = ["queries": .number(Double(files.count)), "ranking": .string(o.ranking),
                                            "best": .string((files[ranked[0]] as NSString).lastPathComponent), "best_score": .number(scores[ranked[0]])]
         if let first = losses.first, let last = losses.last {
             try writeLossCurve(losses, dir: dir)
-            artifacts += ["finetune.csv", "finetune.png"]
+            artifacts += ["finetune.csv"] + Figure.files("finetune.png")
             result["finetune_loss"] = .array([.number(Double(first)), .number(Double(last))])
         }
         return Response(result: .object(result), artifacts: artifacts)

@@ -125,7 +125,7 @@ extension SSTComponent {
             for r in [0, 2] where r != base.radius { var s = base; s.radius = r; variants.append(("radius=\(r)\(r == 0 ? " (all)" : "")", s)) }
         }
         var rows: [StudyRow] = []
-        var tiles: [Image] = [], artifacts: [String] = []
+        var tiles: [[Image]] = [], tileRows: [String] = [], artifacts: [String] = []
         var curves: [(String, [Float])] = []
         let dir = request.host.scratchDirectory
         let shownQueries = min(4, data.groups[0].queries.count)
@@ -145,11 +145,13 @@ extension SSTComponent {
                     if v == 0 {
                         let group = data.groups[0], shown = group.queries.prefix(shownQueries)
                         if tiles.isEmpty {
-                            tiles += [data.images[group.support]] + shown.map { data.images[$0] }
-                            tiles += try ([group.support] + shown).map { try Overlay.labels(on: data.images[$0], mask: data.masks[$0]) }
+                            tiles.append([data.images[group.support]] + shown.map { data.images[$0] })
+                            tiles.append(try ([group.support] + shown).map { try Overlay.labels(on: data.images[$0], mask: data.masks[$0]) })
+                            tileRows += ["image", "ground truth"]
                         }
-                        tiles += [try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
-                            + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) })
+                        tiles.append([try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
+                            + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) }))
+                        tileRows.append(backbone + (finetune ? " + fine-tuning" : ""))
                     }
                 }
             }
@@ -164,16 +166,18 @@ extension SSTComponent {
         try AtomicFile.write(csv, to: dir + "/study.csv")
         artifacts.append("study.csv")
         if !tiles.isEmpty {
-            try PNG.write(try Overlay.grid(tiles, columns: 1 + shownQueries), to: dir + "/study_examples.png")
-            artifacts.append("study_examples.png")
+            try ImageGrid(title: "One-shot part segmentation: support (left) and tracked queries of the first species",
+                          columnHeaders: ["support"] + (0..<shownQueries).map { "query \($0 + 1)" }, rowHeaders: tileRows, tiles: tiles.map { $0.map { Optional($0) } })
+                .write(to: dir + "/study_examples.png")
+            artifacts += Figure.files("study_examples.png")
         }
         if !curves.isEmpty {
-            let plot = LinePlot(title: "CYCLE LOSS (FIRST SPECIES)", xLabel: "STEP", yLabel: "BCE + DICE",
+            let plot = LinePlot(title: "Cycle-consistency loss while fine-tuning (first species)", xLabel: "step", yLabel: "BCE + Dice loss",
                                 series: curves.enumerated().map { i, c in
-                                    .init(c.0.uppercased(), points: c.1.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(i))
+                                    .init(c.0, points: c.1.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(i))
                                 })
-            try PNG.write(plot.render(), to: dir + "/study_finetune.png")
-            artifacts.append("study_finetune.png")
+            try plot.write(to: dir + "/study_finetune.png")
+            artifacts += Figure.files("study_finetune.png")
         }
         var summary: [String: JSONValue] = [:]
         for r in rows { summary["\(r.backbone) \(r.variant)\(r.finetuned ? " +finetune" : "")"] = .number((r.mIoU * 1e4).rounded() / 1e4) }

@@ -75,8 +75,8 @@ extension SyntheticTreeOfLifeComponent {
         try AtomicFile.write(pairs, to: dir + "/sibling_pairs.csv")
         try AtomicFile.write(taxonomy, to: dir + "/taxonomy.csv")
         let sheetSplit = splits.first ?? 0
-        try PNG.write(try contactSheet(d, split: sheetSplit, perSpecies: max(1, sheetPerSpecies)), to: dir + "/contact_sheet.png")
-        artifacts += ["metadata.csv", "traits.csv", "sibling_pairs.csv", "taxonomy.csv", "contact_sheet.png"]
+        try contactSheet(d, split: sheetSplit, perSpecies: max(1, sheetPerSpecies)).write(to: dir + "/contact_sheet.png")
+        artifacts += ["metadata.csv", "traits.csv", "sibling_pairs.csv", "taxonomy.csv"] + Figure.files("contact_sheet.png")
         return Response(result: ["images": .number(Double(written)), "classes": .number(Double(w.species.count)),
                                  "splits": .array(splits.map { .string(splitNames[$0]) }), "size": .number(Double(d.size)),
                                  "contact_sheet": "contact_sheet.png", "metadata": "metadata.csv"],
@@ -84,9 +84,9 @@ extension SyntheticTreeOfLifeComponent {
     }
 
     /// One row per species: its first images of `split`, then their masks in label colours.
-    func contactSheet(_ d: SyntheticTreeOfLife, split: Int, perSpecies k: Int) throws -> Image {
+    func contactSheet(_ d: SyntheticTreeOfLife, split: Int, perSpecies k: Int) throws -> ImageGrid {
         let per = min(k, max(1, d.perSpecies[split]))
-        var tiles: [Image] = []
+        var tiles: [[Image?]] = []
         for s in d.world.species.indices {
             var row: [Image] = [], masks: [Image] = []
             for j in 0..<per {
@@ -101,9 +101,12 @@ extension SyntheticTreeOfLifeComponent {
                 }
                 masks.append(Image(width: d.size, height: d.size, channels: 3, pixels: m))
             }
-            tiles += row + masks
+            tiles.append(row + masks)
         }
-        return try Overlay.grid(tiles, columns: 2 * per)
+        let splitName = ["train", "val", "test"].indices.contains(split) ? ["train", "val", "test"][split] : "split \(split)"
+        return ImageGrid(title: "synthetic-tol \(splitName) split: \(per) image\(per == 1 ? "" : "s") per species and their part masks",
+                         columnHeaders: (0..<per).map { "image \($0 + 1)" } + (0..<per).map { "parts \($0 + 1)" },
+                         rowHeaders: d.world.species.map(\.binomial), tiles: tiles, tileSize: Double(min(max(d.size, 48), 96)))
     }
 }
 

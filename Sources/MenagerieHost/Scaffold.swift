@@ -14,7 +14,7 @@ public struct Scaffold: Sendable {
 
     /// Every template, its kind's example and what it computes (for the generated page).
     static let examples: [Kind: (summary: String, formula: String, run: String)] = [
-        .metric: ("mean absolute and root-mean-square error", "MAE = (1/n) Σ|p − t|, RMSE = √((1/n) Σ(p − t)²), skipping targets equal to `ignoreValue`.",
+        .metric: ("mean absolute and root-mean-square error", "MAE = (1/n) Σ|p − t|, RMSE = √((1/n) Σ(p − t)²), skipping targets equal to `ignore_value`.",
                   "menagerie run NAME --input prediction=p.npy --input target=t.npy"),
         .dataset: ("seeded Gaussian blobs", "`classes` clusters with centres on a circle of radius 3, N(centre, spread²) noise; `describe` and `batch`.",
                    "menagerie run NAME batch --set samples=90 --out out"),
@@ -28,7 +28,7 @@ public struct Scaffold: Sendable {
                      "menagerie run NAME --input weights=w.npy --input input=x.npy"),
         .segmenter: ("Otsu thresholding", "The threshold maximising the between-class variance of the gray-level histogram (Otsu 1979).",
                      "menagerie run NAME --input image=gray.png --out out"),
-        .detector: ("threshold segments of a 1-D score", "Maximal runs with score > threshold, at least `minLength` long, scored by their mean.",
+        .detector: ("threshold segments of a 1-D score", "Maximal runs with score > threshold, at least `min_length` long, scored by their mean.",
                     "menagerie run NAME --input scores=s.npy"),
         .generator: ("samples of a diagonal Gaussian", "x ~ N(mean, diag(std²)), seeded by --seed.",
                      "menagerie run NAME --set count=4 --seed 1"),

@@ -21,7 +21,19 @@ public enum PluginResources {
     /// The file mapped at `address` in this process (from /proc/self/maps; Glibc's dladdr is not
     /// exported to Swift without _GNU_SOURCE).
     static func fileMapping(_ address: UInt) -> String? {
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        // procfs reports size 0: read to the end with read(2) rather than trusting the size, and
+        // decode leniently (a mapped file's name need not be UTF-8).
+        let fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n > 0 { bytes += chunk[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        let maps = String(decoding: bytes, as: UTF8.self)
         for line in maps.split(separator: "\n") {
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             guard fields.count == 6 else { continue }

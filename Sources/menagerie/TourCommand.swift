@@ -40,12 +40,20 @@ struct TourCommand: ParsableCommand {
         let registry = try global.registry()
         let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
         guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
+        let started = Date()
         let results = try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
             stops.enumerated().compactMap { i, stop in
                 cancellationFlag.load(ordering: .relaxed) ? nil : visit(stop, index: i, of: stops.count, root: root, runtime: runtime, progress: progress)
             }
         }
-        try writeIndex(results, to: root + "/index.html")
+        let docs = Self.methodDocs()
+        let entries = zip(stops, results).map { stop, result in
+            TourReport.Entry(stop: result, kind: stop.component.kind, summary: stop.component.summary,
+                             docs: docs.flatMap { Self.methodPage(in: $0, component: stop.component.id, plugin: stop.plugin.metadata?.name ?? "") })
+        }
+        let report = TourReport(entries: entries, root: root, seed: seed, version: Menagerie.configuration.version,
+                                totalSeconds: Date().timeIntervalSince(started))
+        try Data(report.html().utf8).write(to: URL(fileURLWithPath: root + "/index.html"), options: .atomic)
 
         if json { try printJSON(results) } else {
             print(table([["COMPONENT", "STATUS", "SECONDS", "OUTPUTS"]] + results.map {
@@ -91,32 +99,22 @@ struct TourCommand: ParsableCommand {
         return v.compactText
     }
 
-    /// A page linking every stop's files, showing its images.
-    func writeIndex(_ stops: [Stop], to path: String) throws {
-        var html = "<!doctype html><meta charset=utf-8><title>Menagerie tour</title>"
-        html += "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}img{max-width:24em;border:1px solid #ccc;margin:.3em}"
-        html += "td,th{padding:.2em .6em;text-align:left}</style><h1>Menagerie tour</h1>"
-        for s in stops {
-            html += "<h2>\(escape(s.component)) <small>(\(escape(s.plugin)), \(String(format: "%.2f", s.seconds)) s)</small></h2>"
-            if let e = s.error { html += "<p style=color:#b00>failed: \(escape(e))</p>"; continue }
-            if !s.highlights.isEmpty {
-                html += "<table>" + s.highlights.keys.sorted().map { "<tr><th>\(escape($0))<td>\(escape(format(s.highlights[$0]!)))" }.joined() + "</table>"
+    /// The folder of the method pages: Docs/methods of the source tree this binary was built in, or
+    /// share/menagerie/docs/methods of an installation.
+    static func methodDocs() -> String? {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = (exe as NSString).deletingLastPathComponent
+        for _ in 0..<6 {
+            for candidate in [dir + "/Docs/methods", dir + "/share/menagerie/docs/methods"] where FileManager.default.fileExists(atPath: candidate + "/README.md") {
+                return candidate
             }
-            // Top-level files are shown; files in folders (an exported dataset) are counted per folder.
-            var folders: [String: Int] = [:]
-            for f in s.files {
-                if let slash = f.firstIndex(of: "/") { folders[String(f[..<slash]), default: 0] += 1; continue }
-                let rel = "\(s.component)/\(f)"
-                html += f.hasSuffix(".png") ? "<a href=\"\(rel)\"><img src=\"\(rel)\" alt=\"\(f)\"></a>" : "<p><a href=\"\(rel)\">\(escape(f))</a></p>"
-            }
-            for (folder, n) in folders.sorted(by: { $0.key < $1.key }) {
-                html += "<p><a href=\"\(s.component)/\(folder)/\">\(escape(folder))/</a> (\(n) files)</p>"
-            }
+            dir = (dir as NSString).deletingLastPathComponent
         }
-        try Data(html.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        return nil
     }
 
-    func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    /// The method page of a component: its own (`<id>.md`), else its plugin's.
+    static func methodPage(in docs: String, component: String, plugin: String) -> String? {
+        [component, plugin].map { "\(docs)/\($0).md" }.first { FileManager.default.fileExists(atPath: $0) }
     }
 }

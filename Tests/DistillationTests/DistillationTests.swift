@@ -132,7 +132,9 @@ import TestSupport
         #expect(back.labels == [0, 0, 1, 1] && back.classes == ["cat", "dog"] && back.method == "dm" && back.ipc == 2)
         #expect(try back.softLabels?.scalars(as: Float.self) == set.softLabels?.scalars(as: Float.self))
         #expect(back.extra["mean"] == "[0.5,0.5,0.5]")
-        #expect(try back.grid().width > 0)
+        let grid = try back.grid()
+        #expect(grid.tiles.count == Set(back.labels).count && grid.rowHeaders == Set(back.labels).sorted().map { back.classes[$0] })
+        #expect(grid.figure().raster(scale: 1).width > 0)
     }
 
     @Test func objectivesThroughTheCLI() throws {

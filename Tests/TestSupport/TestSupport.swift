@@ -47,6 +47,11 @@ public struct CommandResult: Sendable {
     public let stdout: String
     public let stderr: String
     public var output: String { stdout + stderr }
+    public init(status: Int32, stdout: String, stderr: String) {
+        self.status = status
+        self.stdout = stdout
+        self.stderr = stderr
+    }
 }
 
 /// Runs an executable and waits (stdin closed).

@@ -310,8 +310,8 @@ extension D3HRComponent {
         let realIndex = o.classes.flatMap { train.byClass[$0].prefix(o.ipc) }
         let real = DistilledSet(images: train.batch(realIndex), labels: realIndex.map { train.labels[$0] }, classes: train.classes,
                                 method: "real", dataset: o.dataset, ipc: o.ipc)
-        try PNG.write(try real.grid(), to: dir + "/real.png")
-        artifacts.append("real.png")
+        try real.grid().write(to: dir + "/real.png")
+        artifacts += Figure.files("real.png")
         for (name, method, base) in [("plain", DiffusionMethod.plain, "plain"), ("d3hr", .d3hr, "plain"), ("concord", .concord, "plain")] {
             var options = o
             options.base = base
@@ -319,8 +319,8 @@ extension D3HRComponent {
             let t0 = Date()
             let set = try diffusionDistil(method, options: options, request: host, log: &log)
             log["seconds"] = .number(Date().timeIntervalSince(t0))
-            try PNG.write(try set.grid(), to: dir + "/\(name).png")
-            artifacts.append("\(name).png")
+            try set.grid().write(to: dir + "/\(name).png")
+            artifacts += Figure.files("\(name).png")
             result[name] = .object(log)
         }
         // The inversion round trip on 16 real images.
@@ -336,8 +336,8 @@ extension D3HRComponent {
         result["inversion_relative_error_760"] = .number((err / power).squareRoot())
         let roundTrip = DistilledSet(images: try Tensor(model.decode(back, count: idx.count), shape: [idx.count, c.channels, c.imageSize, c.imageSize]),
                                      labels: labels, classes: train.classes, method: "inverted", dataset: o.dataset, ipc: o.ipc)
-        try PNG.write(try roundTrip.grid(), to: dir + "/inversion_round_trip.png")
-        artifacts.append("inversion_round_trip.png")
+        try roundTrip.grid().write(to: dir + "/inversion_round_trip.png")
+        artifacts += Figure.files("inversion_round_trip.png")
         result["note"] = "real.png: training images; plain/d3hr/concord.png: 4 generated images per species; inversion_round_trip.png: real latents inverted to t=760 and sampled back (compare with real.png)"
         return Response(result: .object(result), artifacts: artifacts)
     }

@@ -62,8 +62,8 @@ extension DistilledEvalComponent {
                     throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr)")
                 }
                 let generated = Date().timeIntervalSince(t0)
-                try PNG.write(try set.grid(), to: dir + "/grid_\(name)_ipc\(ipc).png")
-                artifacts.append("grid_\(name)_ipc\(ipc).png")
+                try set.grid().write(to: dir + "/grid_\(name)_ipc\(ipc).png")
+                artifacts += Figure.files("grid_\(name)_ipc\(ipc).png")
                 let hard = try Protocols.hardLabel(set, normalizer: normalizer, test: test, settings: s, host: host)
                 let (hm, hs) = meanStd(hard)
                 rows.append(Row(method: name, ipc: ipc, proto: "hard", mean: hm, std: hs, seconds: generated))
@@ -80,13 +80,14 @@ extension DistilledEvalComponent {
         try AtomicFile.write(csv, to: dir + "/diffusion_study.csv")
         artifacts.append("diffusion_study.csv")
         for proto in ["hard", "soft"] {
-            let plot = LinePlot(title: "\(dataset.uppercased()): \(proto.uppercased())-LABEL PROTOCOL", xLabel: "IMAGES PER CLASS", yLabel: "TEST ACCURACY",
-                                series: o.diffusion_methods.enumerated().map { i, name in
-                                    .init(name.uppercased(), points: rows.filter { $0.method == name && $0.proto == proto }.map { (Double($0.ipc), $0.mean) },
+            var plot = LinePlot(title: "\(dataset): test accuracy of the distilled sets, \(proto)-label protocol", xLabel: "images per class",
+                                yLabel: "test accuracy", series: o.diffusion_methods.enumerated().map { i, name in
+                                    .init(name, points: rows.filter { $0.method == name && $0.proto == proto }.map { (Double($0.ipc), $0.mean) },
                                           color: LinePlot.color(i))
                                 })
-            try PNG.write(plot.render(), to: dir + "/diffusion_study_\(proto).png")
-            artifacts.append("diffusion_study_\(proto).png")
+            plot.xTicks = Array(Set(rows.map(\.ipc))).sorted().map { (Double($0), "\($0)") }
+            try plot.write(to: dir + "/diffusion_study_\(proto).png")
+            artifacts += Figure.files("diffusion_study_\(proto).png")
         }
         var table: [String: JSONValue] = [:]
         for r in rows { table["\(r.method) ipc\(r.ipc) \(r.proto)"] = .number((r.mean * 1e4).rounded() / 1e4) }

@@ -151,10 +151,10 @@ struct LatentDiffusionComponent: Backbone {
         var set = DistilledSet(images: images, labels: labels, classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
                                method: "diffusion", dataset: c.dataset, ipc: o.per_class)
         set.extra["guidance"] = "\(o.guidance)"
-        try PNG.write(try set.grid(), to: request.host.scratchDirectory + "/samples.png")
+        try set.grid().write(to: request.host.scratchDirectory + "/samples.png")
         return Response(result: ["images": .number(Double(labels.count)), "seconds": .number(seconds),
                                  "images_per_s": .number(Double(labels.count) / seconds)],
-                        tensors: [("images", images), ("labels", Tensor(labels.map(Int64.init)))], artifacts: ["samples.png"])
+                        tensors: [("images", images), ("labels", Tensor(labels.map(Int64.init)))], artifacts: Figure.files("samples.png"))
     }
 
     func invert(_ request: Request<Options>) throws -> Response {
