@@ -61,6 +61,7 @@ import TestSupport
         #expect(message { _ = try TorchFile(path: Self.dir + "/short-storage.pt") }.contains("truncated or corrupt"))
         #expect(message { _ = try TorchFile(path: Self.dir + "/missing-record.pt") }.contains("storage '1' has no record"))
         #expect(message { _ = try TorchFile(path: Self.dir + "/legacy.pt") }.contains("legacy PyTorch checkpoint"))
+        #expect(message { _ = try TorchFile(path: Self.dir + "/big-endian.pt") }.contains("big-endian"))
         let text = try pickle(Array("not a checkpoint".utf8), "x.pt")
         #expect(message { _ = try TorchFile(path: text) }.contains("neither a PyTorch zip checkpoint nor a pickle"))
     }

@@ -27,6 +27,8 @@ import TestSupport
         try expectSame(file, try SafeTensorsFile(path: Self.dir + "/tensors-expected.safetensors"))
         #expect(file.format == "torch")
         #expect(file.wrapper == "model")
+        // The same archive with ZIP64 extra fields and end records reads the same.
+        try expectSame(try TorchFile(path: Self.dir + "/zip64.pt"), try SafeTensorsFile(path: Self.dir + "/tensors-expected.safetensors"))
         // Views: a transposed tensor and a strided slice with an offset stay views until read.
         #expect(file.tensors["model.transposed"]!.isContiguous == false)
         #expect(file.tensors["model.strided"]!.offset > 0)

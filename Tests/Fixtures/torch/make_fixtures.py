@@ -62,11 +62,14 @@ model = {
     "shared_a": shared[2:8],
     "shared_b": shared.view(4, 5)[1:, 2:],
     "param": torch.nn.Parameter(torch.randn(2, 2)),
+    "param_state": torch.nn.Parameter(torch.randn(3)),
     "nested": {"a": torch.randn(2), "b": [torch.ones(3, dtype=torch.int64), {"c": torch.randn(1, 1, 2)}]},
 }
+model["param_state"].note = "extra state"   # pickled through _rebuild_parameter_with_state
 checkpoint = {"model": model, "epoch": 7, "note": "fixture", "lr": 0.125, "flags": [True, None, b"\x00\x01"]}
 torch.save(checkpoint, os.path.join(here, "tensors.pt"))
 loaded = torch.load(os.path.join(here, "tensors.pt"), weights_only=True)
+assert b"_rebuild_parameter_with_state" in open(os.path.join(here, "tensors.pt"), "rb").read()
 assert loaded["model"]["shared_a"].untyped_storage().data_ptr() == loaded["model"]["shared_b"].untyped_storage().data_ptr()
 assert not loaded["model"]["transposed"].is_contiguous() and loaded["model"]["strided"].storage_offset() > 0
 save_file(expected(loaded), os.path.join(here, "tensors-expected.safetensors"))
@@ -132,6 +135,17 @@ def rewrite(src, dst, change):
                 z.writestr(name, data)
 wrapped = os.path.join(here, "wrapped.pth")
 rewrite(wrapped, os.path.join(here, "short-storage.pt"), lambda n, d: d[: len(d) // 2] if n.endswith("/data/0") else d)
+rewrite(wrapped, os.path.join(here, "big-endian.pt"), lambda n, d: b"big" if n.endswith("/byteorder") else d)
+# ZIP64: zipfile writes ZIP64 extra fields and end records past ZIP64_LIMIT; lowered, every record gets them.
+limit = zipfile.ZIP64_LIMIT
+zipfile.ZIP64_LIMIT = 16
+rewrite(os.path.join(here, "tensors.pt"), os.path.join(here, "zip64.pt"), lambda n, d: d)
+zipfile.ZIP64_LIMIT = limit
+# …and the classic end record's fields set to their "see ZIP64" values, as a >4 GiB archive has them.
+with open(os.path.join(here, "zip64.pt"), "r+b") as f:
+    f.seek(-22 + 8, os.SEEK_END)
+    f.write(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+assert len(torch.load(os.path.join(here, "zip64.pt"), weights_only=True)["model"]) == len(model)
 rewrite(wrapped, os.path.join(here, "missing-record.pt"), lambda n, d: None if n.endswith("/data/1") else d)
 with open(wrapped, "rb") as f:
     raw = bytearray(f.read())
