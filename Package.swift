@@ -69,7 +69,7 @@ let package = Package(
 
         // Numerical and file layers.
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
-        .target(name: "Formats", dependencies: ["Tensors"]),
+        .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
@@ -98,6 +98,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: [], path: "Tests/TestSupport"),
         .testTarget(name: "MenagerieKitTests", dependencies: ["MenagerieKit", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzTargets", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Formats", "NN", "Tensors", "Imaging", "CCrypto", "TestSupport"]),
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "Tensors", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),

@@ -37,6 +37,16 @@ put("json", "deep.json", "[" * 64 + "]" * 64)
 for f in ["f32_2x3.npy", "u8_2x2x3.npy", "f64_scalar.npy", "bool_3.npy", "i64_4.npy", "f32_fortran.npy"]:
     copy("npy", "npy/" + f)
 
+# pickle and torch: the fixtures written by Tests/Fixtures/torch/make_fixtures.py (torch, numpy),
+# the hostile ones included, and a few hand-made pickles of the opcodes the fixtures do not use.
+for f in ("arrays-p2.pkl", "arrays-p4.pkl", "arrays-p5.pkl", "evil-os-system.pkl", "evil-popen.pkl"):
+    copy("pickle", os.path.join("torch", f))
+put("pickle", "containers.pkl", bytes([0x80, 2, 0x7D, 0x71, 0, 0x28, 0x58, 1, 0, 0, 0, 0x61, 0x5D, 0x28, 0x4B, 1, 0x8A, 1, 0xFF,
+                                       0x88, 0x4E, 0x65, 0x58, 1, 0, 0, 0, 0x62, 0x68, 0, 0x75, 0x2E]))
+for f in ("wrapped.pth", "protocol4.pt", "tensors.pt", "evil.pt", "legacy.pt", "short-storage.pt", "missing-record.pt", "bad-crc.pt",
+          "zip64.pt", "big-endian.pt"):
+    copy("torch", os.path.join("torch", f))
+
 # safetensors: written by the reference implementation.
 put("safetensors", "two.safetensors", save({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([7], dtype=np.int64)}))
 put("safetensors", "empty_and_meta.safetensors",

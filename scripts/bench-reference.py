@@ -237,6 +237,37 @@ def main():
             add("coreinfer.dense_decode", "tokens/s", {"median": 32 / (decode_ms["median"] / 1000), "min": 32 / (decode_ms["max"] / 1000),
                                                        "max": 32 / (decode_ms["min"] / 1000)})
 
+    if wanted("load.pt."):
+        # open_clip ViT-L/14's state dict (427.6 M float32, 1.71 GB) saved by torch, loaded with
+        # mmap=True, weights_only=True (the names and shapes of LoadBenchmarks.swift, warm page cache).
+        import os, tempfile
+        shapes = {"positional_embedding": [77, 768], "text_projection": [768, 768], "logit_scale": [],
+                  "visual.class_embedding": [1024], "visual.positional_embedding": [257, 1024], "visual.proj": [1024, 768],
+                  "visual.conv1.weight": [1024, 3, 14, 14]}
+        for n, w in (("visual.ln_pre", 1024), ("visual.ln_post", 1024), ("ln_final", 768)):
+            shapes[n + ".weight"] = [w]; shapes[n + ".bias"] = [w]
+        def block(p, w):
+            for n in ("ln_1", "ln_2"):
+                shapes[p + n + ".weight"] = [w]; shapes[p + n + ".bias"] = [w]
+            shapes.update({p + "attn.in_proj_weight": [3 * w, w], p + "attn.in_proj_bias": [3 * w], p + "attn.out_proj.weight": [w, w],
+                           p + "attn.out_proj.bias": [w], p + "mlp.c_fc.weight": [4 * w, w], p + "mlp.c_fc.bias": [4 * w],
+                           p + "mlp.c_proj.weight": [w, 4 * w], p + "mlp.c_proj.bias": [w]})
+        for l in range(24):
+            block(f"visual.transformer.resblocks.{l}.", 1024)
+        shapes["token_embedding.weight"] = [49408, 768]
+        for l in range(12):
+            block(f"transformer.resblocks.{l}.", 768)
+        path = os.path.join(tempfile.gettempdir(), f"menagerie-bench-ref-vit-l14-{os.getpid()}.pt")
+        torch.save({k: torch.randn(v) * 0.02 for k, v in shapes.items()}, path)
+        try:
+            load = lambda: torch.load(path, mmap=True, weights_only=True)
+            reps = max(3, args.repeats // 4)
+            add("load.pt.open", "ms", timed(load, reps))
+            add("load.pt.first_tensor", "ms", timed(lambda: next(iter(load().values())).sum(), reps))
+            add("load.pt.all_tensors", "ms", timed(lambda: [t.sum() for t in load().values()], reps))
+        finally:
+            os.unlink(path)
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 

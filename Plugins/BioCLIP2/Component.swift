@@ -46,7 +46,7 @@ struct BioCLIPComponent: Backbone {
         var split = "test"
         var sizes = [6, 12, 24]
         static let help: [String: String] = [
-            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors); empty: the embedded model",
+            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin); empty: the embedded model",
             "images": "predict/embed: a PNG/TIFF/JPEG file or a folder of them (also --input images=DIR)",
             "rank": "predict: kingdom, phylum, class, order, family, genus or species (Tree-of-Life labels)",
             "cls": "predict: custom labels, a comma-separated list or a file with one per line (80 OpenAI templates)",
@@ -317,7 +317,7 @@ struct BioCLIPComponent: Backbone {
 let differentiableCLIPs = ProcessCache<CLIPModule>()
 
 func differentiableCLIP(folder: String) throws -> CLIPModule {
-    try differentiableCLIPs.value(folder, stamp: folder + "/open_clip_model.safetensors") {
+    try differentiableCLIPs.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") {
         let m: CLIPModule
         do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
         m.isTraining = false
@@ -330,7 +330,7 @@ let loadedModels = ProcessCache<BioCLIP>()
 
 func loadedModel(folder: String) throws -> BioCLIP {
     let folder = (folder as NSString).expandingTildeInPath
-    return try loadedModels.value(folder, stamp: folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
+    return try loadedModels.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
 }
 
 /// The model shipped with the plugin (trained here on synthetic-tol; see Docs/methods/bioclip2.md).

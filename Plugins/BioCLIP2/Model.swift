@@ -24,15 +24,15 @@ public final class BioCLIP: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
             throw FormatError(path: folder, "is not a folder: give an open_clip model folder (open_clip_config.json + open_clip_model.safetensors)")
         }
-        let configPath = folder + "/open_clip_config.json", weights = folder + "/open_clip_model.safetensors"
+        let configPath = folder + "/open_clip_config.json"
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path: configPath, "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors")
         }
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw FormatError(path: weights, "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors")
+        guard let weights = Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) else {
+            throw FormatError(path: folder + "/open_clip_model.safetensors", "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
         }
         let config = try OpenCLIPConfig.load(path: configPath)
-        model = try CLIPModel(config: config, checkpoint: SafeTensorsCheckpoint(path: weights))
+        model = try CLIPModel(config: config, checkpoint: Checkpoint(path: weights))
         let local = folder + "/bpe_simple_vocab_16e6.txt.gz"
         let vocabulary = FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = try BioCLIP.tokenizer(vocabulary, contextLength: config.text.contextLength)

@@ -42,7 +42,7 @@ struct CoreInferComponent: Generator {
         var signature = 0.27
         var clusters = ""
         static let help = [
-            "model_dir": "a Hugging Face model folder: config.json, model.safetensors (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
+            "model_dir": "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
             "prompt": "the prompt text", "max_new_tokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "top_k": "sample among the k most likely tokens (0: all)", "top_p": "nucleus sampling: the smallest set with this much probability",

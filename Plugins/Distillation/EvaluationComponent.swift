@@ -141,7 +141,7 @@ struct DistilledEvalComponent: Metric {
                             artifacts: inout [String]) throws -> ConvNet {
         let net = try checkedConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
         if !o.teacher.isEmpty {
-            do { try net.load(from: try SafeTensorsCheckpoint(path: o.teacher)) } catch {
+            do { try net.load(from: try Checkpoint(path: o.teacher)) } catch {
                 throw MenagerieError.invalidArgument("teacher '\(o.teacher)' does not fit a ConvNet-\(s.depth) of width \(s.width) on \(train.channels)×\(train.size)²: \(error)")
             }
             return net

@@ -24,11 +24,10 @@ public struct ViTClassifier: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
         }
-        let weights = folder + "/model.safetensors"
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw FormatError(path: weights, "not found: a classifier folder holds timm's config.json and model.safetensors")
+        guard let weights = Checkpoint.weightsFile(in: folder) else {
+            throw FormatError(path: folder + "/model.safetensors", "not found: a classifier folder holds timm's config.json and model.safetensors (or pytorch_model.bin, model.pt)")
         }
-        let checkpoint = try SafeTensorsCheckpoint(path: weights)
+        let checkpoint = try Checkpoint(path: weights)
         var cfg = try ViTConfig.timm(configPath: configPath, checkpoint: checkpoint)
         if imageSize != 0 {
             guard imageSize > 0, imageSize % cfg.patchSize == 0 else {
@@ -97,7 +96,7 @@ func loadClassifier(folder: String) throws -> any CAMClassifier {
 let loadedClassifiers = ProcessCache<ViTClassifier>()
 
 func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
-    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: folder + "/model.safetensors") {
+    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors") {
         try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
     }
 }

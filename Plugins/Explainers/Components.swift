@@ -13,7 +13,7 @@ protocol CAMOptions: ComponentOptions {
 }
 
 private let sharedHelp = [
-    "classifier": "a folder with timm's config.json and model.safetensors (a ViT classifier)",
+    "classifier": "a folder with timm's config.json and model.safetensors or pytorch_model.bin (a ViT classifier)",
     "images": "a PNG/TIFF/JPEG file or a folder of them (sorted by name); or pass the tensor input 'images'",
     "target": "the class to explain (-1: each image's top class)",
     "layer": "the block whose norm1 output is the target layer (-1: the last)",

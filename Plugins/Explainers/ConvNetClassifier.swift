@@ -32,7 +32,7 @@ public struct ConvNetClassifier: @unchecked Sendable, CAMClassifier {
             throw FormatError(path: configPath, "mean and std must be finite and std positive, got \(mean) and \(std)")
         }
         model = ConvNet(channels: channels, classes: classes, width: width, depth: depth, imageSize: size)
-        try model.load(from: SafeTensorsCheckpoint(path: folder + "/model.safetensors"))
+        try model.load(from: Checkpoint(path: folder + "/model.safetensors"))
         model.isTraining = false
     }
 

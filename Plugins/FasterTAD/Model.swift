@@ -191,7 +191,7 @@ final class FasterTADNet: Module {
         }
         try config.validate(source: configPath)
         let net = FasterTADNet(config, seed: 0)
-        do { try net.load(from: try SafeTensorsCheckpoint(path: folder + "/model.safetensors")) } catch let e as FormatError {
+        do { try net.load(from: try Checkpoint(path: folder + "/model.safetensors")) } catch let e as FormatError {
             throw MenagerieError.invalidArgument("'\(folder)/model.safetensors' does not match its config.json: \(e)")
         }
         net.isTraining = false

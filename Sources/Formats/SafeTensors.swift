@@ -155,6 +155,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return t
     }
 
+    /// Calls `body` with the tensor's bytes exactly as stored (any dtype of the format).
+    public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let e = try entry(name)
+        return try withExtendedLifetime(file) { try body(UnsafeRawBufferPointer(start: file.bytes + dataStart + e.begin, count: e.end - e.begin)) }
+    }
+
     /// The tensor as float32: F32 as stored (no copy when aligned), F16, BF16 and F64 converted.
     public func float32(_ name: String) throws -> Tensor {
         let t = try tensor(name)
@@ -209,64 +215,45 @@ public enum SafeTensors {
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:], to path: String) throws {
         try AtomicFile.write(try encode(tensors, metadata: metadata), to: path)
     }
-}
 
-/// A checkpoint split over several files by `model.safetensors.index.json`
-/// (`{"metadata": {...}, "weight_map": {"tensor name": "model-00001-of-00002.safetensors"}}`), or a
-/// single `.safetensors` file. Shards are mapped on first use.
-public final class SafeTensorsCheckpoint: @unchecked Sendable {
-    public let path: String
-    let weightMap: [String: String]
-    let directory: String
-    private var shards: [String: SafeTensorsFile] = [:]
-    private let lock = NSLock()
-
-    /// `path` is a `.safetensors` file, an index `.json`, or a folder holding `model.safetensors` or
-    /// `model.safetensors.index.json`.
-    public init(path: String) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw FormatError(path: path, "does not exist") }
-        var file = path
-        if isDir.boolValue {
-            if FileManager.default.fileExists(atPath: path + "/model.safetensors.index.json") { file = path + "/model.safetensors.index.json" }
-            else if FileManager.default.fileExists(atPath: path + "/model.safetensors") { file = path + "/model.safetensors" }
-            else { throw FormatError(path: path, "holds neither model.safetensors nor model.safetensors.index.json") }
+    /// One tensor to stream: its safetensors dtype name ("F32", "I16", …), shape and byte count.
+    public struct StreamEntry: Sendable {
+        public let name: String
+        public let dtype: String
+        public let shape: [Int]
+        public let byteCount: Int
+        public init(name: String, dtype: String, shape: [Int], byteCount: Int) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.byteCount = byteCount
         }
-        self.path = file
-        self.directory = (file as NSString).deletingLastPathComponent
-        if file.hasSuffix(".json") {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw FormatError(path: file, "cannot read") }
-            let index: JSONValue
-            do { index = try JSONValue.parse(text, source: file) } catch { throw FormatError(path: file, "\(error)") }
-            guard let map = index["weight_map"]?.objectValue else { throw FormatError(path: file, "has no \"weight_map\" object") }
-            var m: [String: String] = [:]
-            for (k, v) in map {
-                guard let shard = v.stringValue, !shard.contains("/") else { throw FormatError(path: file, "weight_map entry '\(k)' is not a file name") }
-                m[k] = shard
+    }
+
+    /// Writes `entries` atomically, asking `bytes(i)` for each tensor's contiguous bytes (any tensor
+    /// whose byte count is the entry's) only when it is written: one tensor in memory at a time.
+    public static func stream(_ entries: [StreamEntry], metadata: [String: String] = [:], to path: String,
+                              bytes: (Int) throws -> Tensor) throws {
+        var header: [String: JSONValue] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+        var offset = 0
+        for e in entries {
+            guard header[e.name] == nil, e.name != "__metadata__" else { throw FormatError(path: path, "duplicate tensor name '\(e.name)'") }
+            guard SafeTensorsFile.dtypeSizes[e.dtype] != nil else { throw FormatError(path: path, "unknown safetensors dtype '\(e.dtype)'") }
+            header[e.name] = ["dtype": .string(e.dtype), "shape": .array(e.shape.map { .number(Double($0)) }),
+                              "data_offsets": [.number(Double(offset)), .number(Double(offset + e.byteCount))]]
+            offset += e.byteCount
+        }
+        var text = JSONValue.object(header).compactText
+        text += String(repeating: " ", count: (8 - (8 + text.utf8.count) % 8) % 8)
+        try AtomicFile.stream(to: path) { write in
+            try withUnsafeBytes(of: UInt64(text.utf8.count).littleEndian) { try write($0) }
+            try Array(text.utf8).withUnsafeBytes { try write($0) }
+            for (i, e) in entries.enumerated() {
+                let t = try bytes(i)
+                guard t.byteCount == e.byteCount else { throw FormatError(path: path, "tensor '\(e.name)' has \(t.byteCount) bytes, \(e.byteCount) expected") }
+                try t.withUnsafeBytes { try write($0) }
             }
-            weightMap = m
-        } else {
-            let single = try SafeTensorsFile(path: file)
-            let name = (file as NSString).lastPathComponent
-            weightMap = Dictionary(uniqueKeysWithValues: single.names.map { ($0, name) })
-            shards[name] = single
         }
     }
-
-    public var names: [String] { weightMap.keys.sorted() }
-
-    func shard(for name: String) throws -> SafeTensorsFile {
-        guard let file = weightMap[name] else { throw FormatError(path: path, "no tensor '\(name)' in the checkpoint") }
-        lock.lock()
-        defer { lock.unlock() }
-        if let s = shards[file] { return s }
-        let s = try SafeTensorsFile(path: directory + "/" + file)
-        shards[file] = s
-        return s
-    }
-
-    public func entry(_ name: String) throws -> SafeTensorsFile.Entry { try shard(for: name).entry(name) }
-    public func tensor(_ name: String) throws -> Tensor { try shard(for: name).tensor(name) }
-    public func float32(_ name: String) throws -> Tensor { try shard(for: name).float32(name) }
-    public func float32(_ name: String, shape: [Int]) throws -> Tensor { try shard(for: name).float32(name, shape: shape) }
 }

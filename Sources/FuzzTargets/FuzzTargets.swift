@@ -13,7 +13,7 @@ import FasterTAD
 /// expected outcome); it must never trap, hang or allocate without bound.
 public enum FuzzTargets {
     /// Target names, in the order `make fuzz` runs them.
-    public static let names = ["json", "npy", "safetensors", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet"]
+    public static let names = ["json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet"]
 
     /// Runs `target` on `data`; errors thrown by the parser are the expected outcome and ignored.
     /// Returns false for an unknown target.
@@ -24,6 +24,8 @@ public enum FuzzTargets {
             case "json": try json(data)
             case "npy": try npy(data)
             case "safetensors": try safetensors(data)
+            case "pickle": try pickled(data, suffix: ".pkl")
+            case "torch": try pickled(data, suffix: ".pt")
             case "png": try png(data)
             case "tiff": try tiff(data)
             case "jpeg": try jpeg(data)
@@ -71,6 +73,20 @@ public enum FuzzTargets {
                 _ = t?.count
                 _ = try? file.float32(name)
             }
+        }
+    }
+
+    /// A plain pickle (".pkl") or a torch zip checkpoint (".pt"): the restricted unpickler, the zip
+    /// reader, the state-dict rule and every tensor read (CRC, strided gather, widening).
+    static func pickled(_ data: Data, suffix: String) throws {
+        try withFile(data, suffix: suffix) { path in
+            let file = try TorchFile(path: path)
+            for name in file.names {
+                _ = try? file.tensor(name).count
+                _ = try? file.rawTensor(name)
+            }
+            _ = try? file.stateDict()
+            _ = try? Checkpoint(path: path).names
         }
     }
 

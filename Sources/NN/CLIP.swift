@@ -148,15 +148,15 @@ public final class CLIPModel: @unchecked Sendable {
     public let logitScale: Float
     let eps: Float = 1e-5
 
-    /// Loads `open_clip_config.json` and `open_clip_model.safetensors` from `folder`.
+    /// Loads `open_clip_config.json` and `open_clip_model.safetensors` (or a `.bin`/`.pt` of
+    /// `Checkpoint.openCLIPFiles`) from `folder`.
     public convenience init(folder: String) throws {
         let config = try OpenCLIPConfig.load(path: folder + "/open_clip_config.json")
-        let weights = FileManager.default.fileExists(atPath: folder + "/open_clip_model.safetensors")
-            ? folder + "/open_clip_model.safetensors" : folder
-        try self.init(config: config, checkpoint: SafeTensorsCheckpoint(path: weights))
+        let weights = Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder
+        try self.init(config: config, checkpoint: Checkpoint(path: weights))
     }
 
-    public init(config: OpenCLIPConfig, checkpoint: SafeTensorsCheckpoint) throws {
+    public init(config: OpenCLIPConfig, checkpoint: Checkpoint) throws {
         self.config = config
         let v = config.vision, t = config.text
         let w = StateDictLoader(checkpoint)

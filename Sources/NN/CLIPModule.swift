@@ -47,12 +47,13 @@ public final class CLIPModule: Module {
         logitScale = Parameter(Tensor.filled(Float(log(1 / 0.07)), shape: []), decays: false)
     }
 
-    /// Loads `open_clip_config.json` + `open_clip_model.safetensors` from `folder`.
+    /// Loads `open_clip_config.json` + `open_clip_model.safetensors` (or a `.bin`/`.pt` of
+    /// `Checkpoint.openCLIPFiles`) from `folder`.
     public convenience init(folder: String) throws {
         let config = try OpenCLIPConfig.load(path: folder + "/open_clip_config.json")
         self.init(config: config)
-        let weights = FileManager.default.fileExists(atPath: folder + "/open_clip_model.safetensors") ? folder + "/open_clip_model.safetensors" : folder
-        let checkpoint = try SafeTensorsCheckpoint(path: weights)
+        let weights = Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder
+        let checkpoint = try Checkpoint(path: weights)
         let loader = StateDictLoader(checkpoint)
         var values: [(Parameter, Tensor)] = []
         for (name, p) in namedParameters { values.append((p, loader.float32(name, p.shape))) }

@@ -41,7 +41,7 @@ public final class DecoderLM: @unchecked Sendable {
     public init(folder: String) throws {
         let config = try DecoderConfig.load(path: folder)
         self.config = config
-        let checkpoint = try SafeTensorsCheckpoint(path: folder)
+        let checkpoint = try Checkpoint(path: folder)
         let w = StateDictLoader(checkpoint)
         let c = config, d = c.hiddenSize, dff = c.intermediateSize
         let qd = c.heads * c.headDim, kvd = c.keyValueHeads * c.headDim
@@ -68,7 +68,7 @@ public final class DecoderLM: @unchecked Sendable {
                                     up: w.float32(q + "fc1.weight", [dff, d]), upb: c.mlpBias ? w.float32(q + "fc1.bias", [dff]) : nil, gate: nil,
                                     down: w.float32(q + "fc2.weight", [d, dff]), downb: c.mlpBias ? w.float32(q + "fc2.bias", [d]) : nil))
             }
-            head = checkpoint.names.contains("lm_head.weight") && !c.tieWordEmbeddings ? w.float32("lm_head.weight", [c.vocabSize, e]) : embed
+            head = checkpoint.contains("lm_head.weight") && !c.tieWordEmbeddings ? w.float32("lm_head.weight", [c.vocabSize, e]) : embed
             try w.finish(allowUnused: { $0 == "lm_head.weight" })
         case .llama:
             let p = "model."
@@ -91,7 +91,7 @@ public final class DecoderLM: @unchecked Sendable {
                                     gate: w.float32(q + "mlp.gate_proj.weight", [dff, d]),
                                     down: w.float32(q + "mlp.down_proj.weight", [d, dff]), downb: c.mlpBias ? w.float32(q + "mlp.down_proj.bias", [d]) : nil))
             }
-            head = c.tieWordEmbeddings || !checkpoint.names.contains("lm_head.weight") ? embed : w.float32("lm_head.weight", [c.vocabSize, d])
+            head = c.tieWordEmbeddings || !checkpoint.contains("lm_head.weight") ? embed : w.float32("lm_head.weight", [c.vocabSize, d])
             try w.finish()
         }
         self.layers = layers

@@ -51,7 +51,7 @@ extension Module {
 
     /// Loads every parameter and buffer by name; all missing, wrong-shaped and unexpected tensors
     /// are reported in one error.
-    public func load(from checkpoint: SafeTensorsCheckpoint, prefix: String = "") throws {
+    public func load(from checkpoint: Checkpoint, prefix: String = "") throws {
         let loader = StateDictLoader(checkpoint, prefix: prefix)
         var values: [(Parameter, Tensor)] = []
         for (name, p) in namedParameters { values.append((p, loader.float32(name, p.shape))) }

@@ -4,12 +4,12 @@ import Tensors
 /// Loads named tensors into a model and reports every problem at once: missing tensors,
 /// wrong shapes, and (on `finish`) tensors of the checkpoint the model did not use.
 public final class StateDictLoader {
-    public let checkpoint: SafeTensorsCheckpoint
+    public let checkpoint: Checkpoint
     public let prefix: String
     private(set) var used = Set<String>()
     private var problems: [String] = []
 
-    public init(_ checkpoint: SafeTensorsCheckpoint, prefix: String = "") {
+    public init(_ checkpoint: Checkpoint, prefix: String = "") {
         self.checkpoint = checkpoint
         self.prefix = prefix
     }
@@ -32,7 +32,7 @@ public final class StateDictLoader {
     }
 
     /// Whether the checkpoint has `prefix + name` (for optional parts such as biases).
-    public func has(_ name: String) -> Bool { checkpoint.names.contains(prefix + name) }
+    public func has(_ name: String) -> Bool { checkpoint.contains(prefix + name) }
 
     /// Throws one error listing every problem; tensors under `prefix` that were not used count as
     /// unexpected unless `allowUnused` says they may be ignored (e.g. a training-only head).

@@ -36,7 +36,7 @@ public final class ViTModel: Module {
 
     /// Loads timm weights for `config` (every mismatch reported in one error). A checkpoint trained
     /// at another image size has its position embedding resampled to this config's grid.
-    public convenience init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
+    public convenience init(config: ViTConfig, checkpoint: Checkpoint) throws {
         self.init(config: config)
         let loader = StateDictLoader(checkpoint)
         var values: [(Parameter, Tensor)] = []

@@ -50,7 +50,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// from the tensors (width, depth, patch size, MLP ratio, class/register tokens, layer scale,
     /// qkv bias, image size from the position embedding), and the head count from the architecture
     /// name (tiny 3, small 6, base 12, large 16, huge 16, giant 16; DINOv2 giant 24), else width / 64.
-    public static func timm(configPath: String, checkpoint: SafeTensorsCheckpoint? = nil) throws -> ViTConfig {
+    public static func timm(configPath: String, checkpoint: Checkpoint? = nil) throws -> ViTConfig {
         let json: JSONValue
         do { json = try JSONValue.parse(try RegularFile.text(configPath, limit: 16 << 20), source: configPath) } catch let e as FormatError {
             throw e
@@ -145,7 +145,7 @@ struct TimmShapes {
     var width, patch, inChannels, depth, hidden, positionRows, registerTokens, classes: Int?
     var qkvBias, classToken, layerScale, fcNorm: Bool
 
-    init(_ checkpoint: SafeTensorsCheckpoint) {
+    init(_ checkpoint: Checkpoint) {
         func shape(_ name: String) -> [Int]? { try? checkpoint.entry(name).shape }
         let names = Set(checkpoint.names)
         let proj = shape("patch_embed.proj.weight")
@@ -194,7 +194,7 @@ public final class VisionTransformer: @unchecked Sendable {
     let headW, headB: Tensor?
 
     /// Loads timm weights (`model.safetensors` or a sharded index) for `config`.
-    public init(config: ViTConfig, checkpoint: SafeTensorsCheckpoint) throws {
+    public init(config: ViTConfig, checkpoint: Checkpoint) throws {
         self.config = config
         let c = config, d = c.width
         guard !c.layerScale, c.registerTokens == 0, !c.noEmbedClass else {

@@ -229,6 +229,7 @@ struct BenchCommand: ParsableCommand {
         try detectionBenchmarks(into: &records, runtime: runtime, registry: registry)
         try distillationBenchmarks(into: &records, runtime: runtime, registry: registry)
         try segmentationBenchmarks(into: &records, runtime: runtime, registry: registry)
+        try loadBenchmarks(into: &records)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
         }

@@ -17,7 +17,7 @@ struct Menagerie: ParsableCommand {
             """,
         version: "0.1.0 (plugin ABI \(abiVersion.major).\(abiVersion.minor), \(swiftToolchain))",
         subcommands: [ListCommand.self, PluginsCommand.self, InfoCommand.self, RunCommand.self, NewCommand.self,
-                      ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self,
+                      ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self, InspectCommand.self, ConvertCommand.self,
                       ProbeCommand.self, ValidateChildCommand.self, IsolateChildCommand.self])
 
     /// Parses, runs, and maps every error to exit code 1 (failure) or 2 (usage), with the message on stderr.

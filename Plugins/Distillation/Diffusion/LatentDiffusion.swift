@@ -38,7 +38,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         let model: LatentDiffusionModel
         do { model = try LatentDiffusionModel(config: config) } catch { throw MenagerieError.invalidArgument("'\(configPath)': \(error)") }
         do {
-            let checkpoint = try SafeTensorsCheckpoint(path: weights)
+            let checkpoint = try Checkpoint(path: weights)
             try model.autoencoder.load(from: checkpoint, prefix: "autoencoder.")
             try model.dit.load(from: checkpoint, prefix: "dit.")
         } catch { throw MenagerieError.invalidArgument("\(error)") }
