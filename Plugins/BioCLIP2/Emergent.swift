@@ -43,7 +43,7 @@ extension BioCLIPComponent {
                         artifacts: ["emergent.csv"] + Figure.files("species_means.png") + Figure.files("variants.png"))
     }
 
-    func analyse(_ bio: BioCLIP, data: DatasetOptionsProxy, split: String, host: MenagerieKit.Host, energy: Double) throws -> EmergentReport {
+    func analyse(_ bio: BioCLIP, data: DatasetOptionsProxy, split: String, host: PluginHost, energy: Double) throws -> EmergentReport {
         let described = try data.describe()
         guard let classes = described["classes"]?.arrayValue, let count = described["splits"]?[split]?.intValue, count > 0 else {
             throw MenagerieError.invalidArgument("the dataset describes no classes or no '\(split)' split")

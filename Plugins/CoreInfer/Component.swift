@@ -172,7 +172,7 @@ struct CoreInferComponent: Generator {
 
     /// Samples up to `budget` tokens after `first` (the logits of the last prompt position).
     func decode(_ model: DecoderLM, tokenizer: ByteLevelBPETokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
-                options o: Options, rng: inout SeededGenerator, stream: Bool, host: MenagerieKit.Host) throws -> ([Int32], Double, String) {
+                options o: Options, rng: inout SeededGenerator, stream: Bool, host: PluginHost) throws -> ([Int32], Double, String) {
         var logits = first, out: [Int32] = [], printed = ""
         let eos = Set(model.config.eosTokenIDs.map(Int32.init))
         let t0 = Date()

@@ -44,7 +44,7 @@ struct CCIFARComponent: Dataset {
         OperationSpec("export", summary: "a sheet: each class under each corruption"),
     ]
 
-    func base(_ o: Options, host: MenagerieKit.Host, split: String) throws -> (images: [Float], labels: [Int], channels: Int, size: Int, name: String) {
+    func base(_ o: Options, host: PluginHost, split: String) throws -> (images: [Float], labels: [Int], channels: Int, size: Int, name: String) {
         try validateBias(rho: o.rho, severity: o.severity, component: Self.id)
         if !o.root.isEmpty {
             let d = try SplitCache.shared.load(dataset: "cifar10-binary", options: ["root=" + o.root], size: 32, split: split, host: host)
@@ -67,7 +67,7 @@ struct CCIFARComponent: Dataset {
                                  "corruptions": .array(Corruption.allCases.map { .object(["name": .string($0.name), "faithful": .bool($0.faithful)]) })])
     }
 
-    func samples(_ o: Options, split: String, indices: [Int], host: MenagerieKit.Host) throws -> (images: [Float], labels: [Int], attrs: [Int]) {
+    func samples(_ o: Options, split: String, indices: [Int], host: PluginHost) throws -> (images: [Float], labels: [Int], attrs: [Int]) {
         let src = try base(o, host: host, split: split)
         guard src.channels == 3 else { throw MenagerieError.invalidArgument("'\(Self.id)' needs RGB images") }
         let attrs = biasedAttributes(labels: src.labels, classes: 10, rho: split == "train" ? o.rho : 0)

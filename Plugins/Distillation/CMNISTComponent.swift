@@ -57,7 +57,7 @@ struct CMNISTComponent: Dataset {
         guard o.per_class > 0, o.test_per_class > 0 else { throw MenagerieError.invalidArgument("per_class and test_per_class must be > 0") }
     }
 
-    func source(_ o: Options, split: String, host: MenagerieKit.Host) throws -> Source {
+    func source(_ o: Options, split: String, host: PluginHost) throws -> Source {
         if !o.root.isEmpty {
             guard o.size == 28 else { throw MenagerieError.invalidArgument("MNIST digits are 28×28: use size=28 with root=") }
             let data = try SplitCache.shared.load(dataset: "mnist-idx", options: ["root=" + o.root], size: 28, split: split, host: host)
@@ -86,7 +86,7 @@ struct CMNISTComponent: Dataset {
     }
 
     /// Images, labels, colours of the split's `indices`.
-    func samples(_ o: Options, split: String, indices: [Int], host: MenagerieKit.Host) throws -> (images: [Float], labels: [Int], colors: [Int]) {
+    func samples(_ o: Options, split: String, indices: [Int], host: PluginHost) throws -> (images: [Float], labels: [Int], colors: [Int]) {
         let src = try source(o, split: split, host: host)
         let colors = biasedAttributes(labels: src.labels, classes: 10, rho: split == "train" ? o.rho : 0)
         let plane = 3 * o.size * o.size
@@ -173,14 +173,14 @@ final class SplitCache: @unchecked Sendable {
     static let shared = SplitCache()
     private let cache = ProcessCache<(images: [Float], labels: [Int], channels: Int, size: Int)>()
 
-    func load(dataset: String, options: [String], size: Int, split: String, host: MenagerieKit.Host) throws
+    func load(dataset: String, options: [String], size: Int, split: String, host: PluginHost) throws
         -> (images: [Float], labels: [Int], channels: Int, size: Int) {
         try cache.value(([dataset, split, "\(size)"] + options).joined(separator: "|")) {
             try Self.read(dataset: dataset, options: options, size: size, split: split, host: host)
         }
     }
 
-    private static func read(dataset: String, options: [String], size: Int, split: String, host: MenagerieKit.Host) throws
+    private static func read(dataset: String, options: [String], size: Int, split: String, host: PluginHost) throws
         -> (images: [Float], labels: [Int], channels: Int, size: Int) {
         let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let total = try proxy.describe()["splits"]?[split]?.intValue ?? 0

@@ -68,7 +68,7 @@ func balancedAttributeWeights(_ data: RealData) throws -> [Float] {
 }
 
 /// Distils `data` with `method`: the core shared by the components and the bias study.
-func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: UInt64, host: MenagerieKit.Host,
+func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: UInt64, host: PluginHost,
             curve: inout [(Int, Double)]) throws -> DistilledSet {
     guard o.ipc > 0 else { throw MenagerieError.invalidArgument("ipc must be > 0") }
     for (k, members) in data.byClass.enumerated() where members.count < o.ipc {

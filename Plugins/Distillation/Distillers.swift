@@ -156,7 +156,7 @@ public enum Distillers {
     /// DM: every iteration a fresh randomly initialised ConvNet (frozen); per class, the squared
     /// distance between the mean embeddings of a real batch and the class's synthetic images (both
     /// through the same DSA draw); SGD on the images (lr 1, momentum 0.5 by default).
-    public static func distributionMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: MenagerieKit.Host,
+    public static func distributionMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
                                             log: (Int, Double) -> Void) throws -> [Float] {
         var rng = SeededGenerator(seed: s.seed)
         let k = data.classes.count, plane = data.plane
@@ -185,7 +185,7 @@ public enum Distillers {
     /// gradient distance between cross-entropy gradients on a real batch and on the class's
     /// synthetic images (second order through the synthetic gradients), one SGD step on the images
     /// (lr 0.1, momentum 0.5), then `inner` epochs of the network on the synthetic set.
-    public static func gradientMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: MenagerieKit.Host,
+    public static func gradientMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
                                         log: (Int, Double) -> Void) throws -> [Float] {
         var rng = SeededGenerator(seed: s.seed)
         let k = data.classes.count

@@ -137,7 +137,7 @@ struct DistilledEvalComponent: Metric {
                                  "seconds": .number(Date().timeIntervalSince(t0))], artifacts: artifacts)
     }
 
-    func loadOrTrainTeacher(_ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: MenagerieKit.Host,
+    func loadOrTrainTeacher(_ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: PluginHost,
                             artifacts: inout [String]) throws -> ConvNet {
         let net = try checkedConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
         if !o.teacher.isEmpty {

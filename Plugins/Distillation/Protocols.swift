@@ -61,7 +61,7 @@ public enum Protocols {
     /// Trains a fresh ConvNet-3 on (images, labels) with the hard-label schedule (SGD, lr × 0.1 at
     /// half the epochs) and returns it. Progress: `done` of `total` epochs counted from `offset`
     /// (one bar over several nets, or one per net when each is a part).
-    static func trainHard(images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: MenagerieKit.Host,
+    static func trainHard(images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: PluginHost,
                           label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil) throws -> ConvNet {
         let (n, c, size) = (images.shape[0], images.shape[1], images.shape[2])
         let net = try checkedConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
@@ -98,7 +98,7 @@ public enum Protocols {
     /// Protocol 1 (DC/DSA/DM, the bias study): hard labels; accuracy of `nets` networks. With
     /// `parts`, each net is a part of the run (`host.phase`); a study that has parts of its own passes
     /// false and gets one bar over the nets.
-    public static func hardLabel(_ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: MenagerieKit.Host,
+    public static func hardLabel(_ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: PluginHost,
                                  parts: Bool = true) throws -> [Double] {
         try checkShape(set, test)
         let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: set.channels, plane: set.channels * set.size * set.size),
@@ -116,7 +116,7 @@ public enum Protocols {
     /// Protocol 2 (RDED-style soft labels): the teacher's logits on each (augmented) batch of the
     /// distilled images are the targets; KL at temperature T, AdamW with cosine decay.
     public static func softLabel(_ set: DistilledSet, teacher: ConvNet, normalizer: Normalizer, test: RealData, settings s: Settings,
-                                 host: MenagerieKit.Host, parts: Bool = true) throws -> [Double] {
+                                 host: PluginHost, parts: Bool = true) throws -> [Double] {
         try checkShape(set, test)
         let (n, c, size) = (set.count, set.channels, set.size)
         let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: c, plane: c * size * size), shape: set.images.shape)

@@ -29,7 +29,7 @@ public struct RealData: Sendable {
     }
 
     /// Reads `split` of `dataset` through the host (batches of 512), at most `limit` images (0: all).
-    public static func load(_ host: MenagerieKit.Host, dataset: String, options: [String], split: String, size: Int, attribute: String,
+    public static func load(_ host: PluginHost, dataset: String, options: [String], split: String, size: Int, attribute: String,
                             limit: Int = 0) throws -> RealData {
         let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let description = try proxy.describe()

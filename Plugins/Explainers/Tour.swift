@@ -43,7 +43,7 @@ struct Comparison {
 /// `perSpecies` test images of every species, explaining the true class; and Prompt-CAM when given
 /// (its map: the mean over heads of the true class prompt's last-block attention, scored with the
 /// Prompt-CAM model's own logits).
-func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: MenagerieKit.Host,
+func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: PluginHost,
                            perSpecies: Int) throws -> Comparison {
     let s = classifier.config.imageSize
     let data = try DatasetProxy(host, id: "synthetic-tol")

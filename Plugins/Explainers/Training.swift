@@ -181,7 +181,7 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
 /// `logits`, one optimizer step per batch at the schedule's rate, cancellation and progress.
 /// `endOfEpoch` gets each epoch's mean loss and training accuracy.
 func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int, batch: Int, epochs: Int, baseRate: Float,
-                   schedule: Schedule, optimizer: any Optimizer, host: MenagerieKit.Host, logits: (Tensor) -> Variable,
+                   schedule: Schedule, optimizer: any Optimizer, host: PluginHost, logits: (Tensor) -> Variable,
                    endOfEpoch: (_ epoch: Int, _ loss: Double, _ accuracy: Double) throws -> Void) throws {
     let stepsPerEpoch = (trainCount + batch - 1) / batch, total = stepsPerEpoch * epochs
     var step = 0

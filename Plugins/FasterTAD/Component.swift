@@ -170,7 +170,7 @@ struct FasterTADComponent: Detector {
     }
 
     /// The data the options name: a folder in ActivityNet layout, or the embedded generator.
-    func dataset(_ o: Options, subsets: [String], snippets: Int, classes: [String]?, host: MenagerieKit.Host) throws -> TADDataset {
+    func dataset(_ o: Options, subsets: [String], snippets: Int, classes: [String]?, host: PluginHost) throws -> TADDataset {
         if o.data.isEmpty && o.ground_truth.isEmpty {
             // The generator's seed is part of the data, fixed so train and detect see the same videos.
             return TADDataset.synthetic(try syntheticConfig(o, seed: 0), snippets: snippets, aux: o.aux)
@@ -249,7 +249,7 @@ struct FasterTADComponent: Detector {
     }
 
     /// Detections of `videos` in seconds, batched, with progress.
-    func runDetector(_ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: MenagerieKit.Host) throws -> ActivityNet.Predictions {
+    func runDetector(_ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: PluginHost) throws -> ActivityNet.Predictions {
         var out: [(id: String, detections: [ActivityNet.Detection])] = []
         let batch = 32
         for start in stride(from: 0, to: videos.count, by: batch) {

@@ -68,7 +68,7 @@ extension FasterTADComponent {
     }
 
     /// A training run without files (the tour's second detector).
-    func trainQuietly(_ data: TADDataset, options o: Options, seed: UInt64, host: MenagerieKit.Host) throws -> FasterTADNet {
+    func trainQuietly(_ data: TADDataset, options o: Options, seed: UInt64, host: PluginHost) throws -> FasterTADNet {
         var config = FasterTADConfig(classes: data.classes, input_channels: data.channels)
         config.aux_channels = data.auxChannels
         config.snippets = data.snippets

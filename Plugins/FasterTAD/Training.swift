@@ -96,7 +96,7 @@ extension FasterTADComponent {
     /// The training loop: AdamW (cosine decay after one warm-up epoch, gradients clipped at norm 5),
     /// shuffled batches of videos; `epochEnd` gets each epoch's mean losses (total, boundary,
     /// classification, regression).
-    func fit(_ net: FasterTADNet, videos train: [TADVideo], options o: Options, seed: UInt64, host: MenagerieKit.Host,
+    func fit(_ net: FasterTADNet, videos train: [TADVideo], options o: Options, seed: UInt64, host: PluginHost,
              epochEnd: (Int, [Double]) throws -> Void) throws {
         let optimizer = AdamW(net.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weight_decay))
         var options = TAD.TrainingOptions()

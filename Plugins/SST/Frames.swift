@@ -105,7 +105,7 @@ struct FeatureSource {
         return rgb.resizedFloatCHW(width: size, height: size, filter: .bilinear)
     }
 
-    func extract(_ images: [Image], host: MenagerieKit.Host) throws -> PatchFeatures {
+    func extract(_ images: [Image], host: PluginHost) throws -> PatchFeatures {
         try validate()
         let plane = size * size
         if backbone == Self.pixelsID {
@@ -147,7 +147,7 @@ struct TrackerCall {
     var options: [String: JSONValue]
 
     /// Masks [size × size] of frames 1… of `order` (order[0] is the labelled frame).
-    func run(_ features: PatchFeatures, order: [Int], labels: LabelMask, size: Int, host: MenagerieKit.Host) throws -> [[Int]] {
+    func run(_ features: PatchFeatures, order: [Int], labels: LabelMask, size: Int, host: PluginHost) throws -> [[Int]] {
         let component = try SegmenterProxy(host, id: tracker)
         var o = options
         o["height"] = .number(Double(size))

@@ -136,7 +136,7 @@ struct SSTComponent: Segmenter {
     /// Fine-tunes a projection head when asked and returns the frames' features through it, with
     /// the loss curve.
     func tuned(_ features: PatchFeatures, support: Int, labels: [Float], channels: Int, unlabelled: [[Float]], o: Options,
-               settings: PropagationSettings, host: MenagerieKit.Host) throws -> (PatchFeatures, [Float]) {
+               settings: PropagationSettings, host: PluginHost) throws -> (PatchFeatures, [Float]) {
         guard o.finetune_steps > 0 else { return (features, []) }
         guard !unlabelled.isEmpty else { throw MenagerieError.invalidArgument("fine-tuning needs unlabelled images (unlabelled= or queries)") }
         let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(bitPattern: Int64(o.seed)))
@@ -239,7 +239,7 @@ struct SSTComponent: Segmenter {
 
     /// Per-trait IoU of the predicted masks against true masks named like the queries, by the C
     /// `segmentation-metrics` plugin through the host.
-    func scoreAgainstTruth(_ predicted: [Int: LabelMask], files: [String], o: Options, channels: Int, host: MenagerieKit.Host) throws -> ([Double], String) {
+    func scoreAgainstTruth(_ predicted: [Int: LabelMask], files: [String], o: Options, channels: Int, host: PluginHost) throws -> ([Double], String) {
         let truthFolder = (o.truth as NSString).expandingTildeInPath
         var prediction: [Int64] = [], target: [Int64] = []
         var shape: (Int, Int)?

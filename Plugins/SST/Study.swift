@@ -26,7 +26,7 @@ extension SSTComponent {
     }
 
     /// Pulls test and training images of the first `species` species from synthetic-tol.
-    func studyData(_ o: Options, host: MenagerieKit.Host) throws -> StudyData {
+    func studyData(_ o: Options, host: PluginHost) throws -> StudyData {
         guard o.species > 0, o.per_species > 0, o.image_size >= 16 else {
             throw MenagerieError.invalidArgument("species and per_species must be positive, image_size ≥ 16")
         }
@@ -80,7 +80,7 @@ extension SSTComponent {
     /// Tracks every species' queries with `settings` (and a head tuned per species when `steps` > 0);
     /// returns per-part IoU and the first species' predictions.
     func studyRun(_ data: StudyData, features: PatchFeatures, settings s: PropagationSettings, o: Options, finetune: Bool,
-                  host: MenagerieKit.Host) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]]) {
+                  host: PluginHost) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]]) {
         let size = data.size, plane = size * size
         var prediction: [Int64] = [], target: [Int64] = [], first: [[Int]] = [], losses: [[Float]] = []
         var options = o

@@ -54,11 +54,11 @@ extension Component {
 public struct Request<Options: ComponentOptions>: Sendable {
     public let options: Options
     public let inputs: Inputs
-    public let host: Host
+    public let host: PluginHost
     public let component: String
     public let operation: String
 
-    public init(options: Options, inputs: Inputs, host: Host, component: String, operation: String) {
+    public init(options: Options, inputs: Inputs, host: PluginHost, component: String, operation: String) {
         self.options = options
         self.inputs = inputs
         self.host = host

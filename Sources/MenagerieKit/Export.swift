@@ -31,9 +31,9 @@ extension Plugin {
 
 /// The state behind one `init` of this image's plugin.
 final class PluginState: @unchecked Sendable {
-    let host: Host
+    let host: PluginHost
     var instances: [String: any Component] = [:]
-    init(host: Host, components: [any Component.Type]) {
+    init(host: PluginHost, components: [any Component.Type]) {
         self.host = host
         for c in components { instances[c.id] = c.init() }
     }
@@ -72,7 +72,7 @@ public func export(_ plugin: any Plugin.Type) -> UnsafeRawPointer {
         toolchain: UnsafePointer(strdup(swiftToolchain)), metadata_json: UnsafePointer(strdup(metadata)),
         init: { services, state, error in
             guard let type = exportedType, let state else { return Int32(MNG_ERROR.rawValue) }
-            let s = PluginState(host: Host(services: services), components: type.components)
+            let s = PluginState(host: PluginHost(services: services), components: type.components)
             state.pointee = Unmanaged.passRetained(s).toOpaque()
             error?.pointee = nil
             return Int32(MNG_OK.rawValue)
@@ -132,7 +132,7 @@ public func export(_ plugin: any Plugin.Type) -> UnsafeRawPointer {
 }
 
 /// Opens the component's concrete type to decode its options and run the operation.
-private func perform<C: Component>(_ component: C, operation: String, options: JSONValue, inputs: Inputs, host: Host) throws -> Response {
+private func perform<C: Component>(_ component: C, operation: String, options: JSONValue, inputs: Inputs, host: PluginHost) throws -> Response {
     let decoded = try C.Options.decode(options, component: C.id)
     let request = Request(options: decoded, inputs: inputs, host: host, component: C.id, operation: operation)
     return try component.perform(operation, request)

@@ -88,7 +88,7 @@ import TestSupport
         s.dsa = nil
         var losses: [Double] = []
         _ = try Distillers.distributionMatching(data, normalized: normalizer.normalize(data.images, channels: 3, plane: data.plane), settings: s,
-                                                host: MenagerieKit.Host(services: nil)) { losses.append($1) }
+                                                host: PluginHost(services: nil)) { losses.append($1) }
         let first = losses.prefix(8).reduce(0, +) / 8, last = losses.suffix(8).reduce(0, +) / 8
         #expect(losses.count == 40 && last < 0.85 * first, "DM loss \(first) → \(last): \(losses)")
     }

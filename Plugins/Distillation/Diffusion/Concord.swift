@@ -115,7 +115,7 @@ struct CLIPBridge {
     let std: [Float]
     let dimension: Int
 
-    init(host: MenagerieKit.Host, id: String, options: [String: JSONValue]) throws {
+    init(host: PluginHost, id: String, options: [String: JSONValue]) throws {
         component = try BackboneProxy(host, id: id)
         self.options = options
         var o = options

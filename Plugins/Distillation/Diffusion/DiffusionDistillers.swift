@@ -53,7 +53,7 @@ struct DiffusionDistillOptions: ComponentOptions {
 enum DiffusionMethod: String { case plain = "diffusion-dd", d3hr, concord }
 
 /// Generates a distilled set with one of the diffusion methods.
-func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptions, request host: MenagerieKit.Host,
+func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptions, request host: PluginHost,
                      log: inout [String: JSONValue]) throws -> DistilledSet {
     let model = try loadDiffusion(o.model), c = model.config
     guard o.ipc > 0, o.steps > 0, o.batch > 0 else { throw MenagerieError.invalidArgument("ipc, steps and batch must be positive") }

@@ -130,7 +130,7 @@ struct LatentDiffusionTraining {
 
     struct Curve { var phase: String; var step: Int; var loss: Double; var seconds: Double }
 
-    func run(model: LatentDiffusionModel, images: [Float], labels: [Int], host: MenagerieKit.Host, folder: String?) throws -> [Curve] {
+    func run(model: LatentDiffusionModel, images: [Float], labels: [Int], host: PluginHost, folder: String?) throws -> [Curve] {
         let c = model.config, n = labels.count, plane = c.channels * c.imageSize * c.imageSize
         var rng = SeededGenerator(seed: seed)
         var curve: [Curve] = []

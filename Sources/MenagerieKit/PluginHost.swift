@@ -5,7 +5,7 @@ import Tensors
 
 /// The host's services as a plugin sees them: logging, progress, cancellation, other components,
 /// a scratch folder and the run's seed. Wraps the `mng_host_services` table handed to `init`.
-public struct Host: @unchecked Sendable {
+public struct PluginHost: @unchecked Sendable {
     public let services: UnsafePointer<mng_host_services>?
 
     public init(services: UnsafePointer<mng_host_services>?) { self.services = services }
@@ -111,7 +111,7 @@ public struct Host: @unchecked Sendable {
 
 /// A swift-log handler that forwards to the host services' `log`.
 public struct HostLogHandler: LogHandler {
-    let host: Host
+    let host: PluginHost
     public var logLevel: Logger.Level = .trace
     public var metadata: Logger.Metadata = [:]
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -127,9 +127,9 @@ public struct HostLogHandler: LogHandler {
 public struct ComponentProxy: @unchecked Sendable {
     public let id: String
     let handle: OpaquePointer
-    let host: Host
+    let host: PluginHost
 
-    init(id: String, handle: OpaquePointer, host: Host) {
+    init(id: String, handle: OpaquePointer, host: PluginHost) {
         self.id = id
         self.handle = handle
         self.host = host
@@ -196,7 +196,7 @@ public protocol KindProxy: Sendable {
 
 extension KindProxy {
     /// Resolves `id` through the host and checks that it is of this proxy's kind.
-    public init(_ host: Host, id: String) throws { self.init(component: try host.resolve(id, kind: Self.kind)) }
+    public init(_ host: PluginHost, id: String) throws { self.init(component: try host.resolve(id, kind: Self.kind)) }
 
     /// Calls the kind's primary operation.
     public func callPrimary(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
@@ -307,7 +307,7 @@ public struct DatasetOptionsProxy {
     public let base: DatasetProxy
     public let extra: [String: JSONValue]
 
-    public init(_ host: Host, id: String, size: Int, options: [String]) throws {
+    public init(_ host: PluginHost, id: String, size: Int, options: [String]) throws {
         var extra = try keyValueOptions(options, option: "datasetOptions")
         if extra["size"] == nil { extra["size"] = .number(Double(size)) }
         base = try DatasetProxy(host, id: id)
@@ -322,3 +322,7 @@ public struct DatasetOptionsProxy {
     public func describe(options: JSONValue = .object([:])) throws -> JSONValue { try base.describe(options: merged(options)) }
     public func batch(options: JSONValue) throws -> ComponentProxy.Result { try base.batch(options: merged(options)) }
 }
+
+/// The name `PluginHost` had before (it collided with `Foundation.Host`).
+@available(*, deprecated, renamed: "PluginHost")
+public typealias Host = PluginHost
