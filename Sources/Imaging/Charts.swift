@@ -64,7 +64,7 @@ public struct LinePlot: Sendable {
         // one visible as a border around it.
         let n = series.count
         for (i, s) in series.enumerated() {
-            let width = n > 1 ? 2 + 2.2 * Double(n - 1 - i) / Double(n - 1) : 2, radius = width / 2 + 2
+            let width = n > 1 ? 1.8 + 1.5 * Double(n - 1 - i) / Double(n - 1) : 2, radius = width / 2 + 2
             var run: [Point] = []
             for p in s.points {
                 if p.x.isFinite && p.y.isFinite { run.append(axes.point(p.x, p.y)) } else { f.line(run, s.color, width: width, dash: s.dashed ? [6, 4] : nil); run = [] }

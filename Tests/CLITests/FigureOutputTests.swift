@@ -24,7 +24,16 @@ import TestSupport
             ("convnet", ["convnet-classifier", "train", "--set", "dataset=cmnist-dd", "--set", "epochs=2", "--set", "width=16",
                          "--set", "dataset_options=per_class=20,test_per_class=5", "--set", "size=28"], ["curve.svg"]),
         ]
-        for (name, args, expected) in cases {
+        // The bias study redrawn from a table (its own CSV layout): three methods over three ρ.
+        var csv = "rho,method,target,mean,std,accuracies,distill_seconds\n"
+        for (k, rho) in [0.5, 0.8, 0.95].enumerated() {
+            for (m, method) in ["random-selection", "dm", "dc"].enumerated() {
+                csv += "\(rho),\(method),none,\(0.9 - 0.1 * Double(k) - 0.05 * Double(m)),0.01,0.9;0.89,1.5\n"
+            }
+        }
+        try csv.write(toFile: dir.path + "/bias_study.csv", atomically: true, encoding: .utf8)
+        let all = cases + [("bias", ["distilled-eval", "bias-study", "--set", "from_csv=\(dir.path)/bias_study.csv"], ["bias_study.svg"])]
+        for (name, args, expected) in all {
             let (svgs, problems) = try figures(name, args)
             #expect(Set(expected).isSubset(of: Set(svgs)), "\(name) wrote \(svgs)")
             #expect(problems.isEmpty, "\(name): \(problems)")
