@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 
 /// An sRGB colour.
@@ -149,9 +150,21 @@ public struct Figure: Sendable {
     }
 
     /// Writes `path` (a PNG at `scale`× the figure's size) and the SVG beside it (same name, .svg),
-    /// each atomically.
+    /// each atomically. A figure's size follows its data (a grid's rows, a legend's entries), so it
+    /// is checked first: beyond `Limits.maxImagePixels` at 1× it is refused with an error; when only
+    /// the 2× PNG would be beyond it, the PNG is written at 1×.
     public func write(to path: String, scale: Int = 2) throws {
-        try PNG.write(raster(scale: scale), to: path)
+        guard width.isFinite, height.isFinite, width >= 1, height >= 1, width <= 1e6, height <= 1e6 else {
+            throw FormatError(path: path, "a figure of \(width)×\(height) units cannot be drawn")
+        }
+        let w = Int(width.rounded(.up)), h = Int(height.rounded(.up)), limit = Limits.maxImagePixels
+        guard w * h <= limit else {
+            throw FormatError(path: path, "the figure would be \(w)×\(h) pixels, over the limit of \(limit): show fewer items "
+                + "(rows, images per row) or set MENAGERIE_MAX_PIXELS to raise it")
+        }
+        let s = w * h * scale * scale <= limit ? max(scale, 1) : 1
+        _ = try Limits.allocation(count: w * h * s * s * 3, elementSize: MemoryLayout<Float>.size, what: "the figure's raster", source: path)
+        try PNG.write(raster(scale: s), to: path)
         let svgPath = (path.hasSuffix(".png") ? String(path.dropLast(4)) : path) + ".svg"
         try Data(svg().utf8).write(to: URL(fileURLWithPath: svgPath), options: .atomic)
     }

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Imaging
 import Testing
@@ -79,6 +80,15 @@ import TestSupport
         // A grid of two tiles without any header fails.
         try ImageGrid(title: "x", images: [tile, tile], columns: 2).write(to: dir.path + "/bare.png")
         #expect(!figureProblems(svgAt: dir.path + "/bare.svg").isEmpty)
+    }
+
+    @Test func aFigureTooLargeForThePixelLimitIsRefusedNotDrawn() throws {
+        let dir = TempDir("figure-huge")
+        let tile = Image(width: 2, height: 2, channels: 3, pixels: [UInt8](repeating: 100, count: 12))
+        // 300 × 300 tiles of 96 units: about 30,000 × 30,800 units, 10× the pixel limit at 1×.
+        let grid = ImageGrid(title: "huge", images: Array(repeating: tile, count: 90_000), columns: 300)
+        #expect(throws: FormatError.self) { try grid.write(to: dir.path + "/huge.png") }
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/huge.png"))
     }
 
     @Test func viridisMatchesMatplotlibAtItsEnds() {
