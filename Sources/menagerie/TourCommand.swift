@@ -87,7 +87,7 @@ struct TourCommand: ParsableCommand {
             let final = try output.commit(manifest: manifest, tensors: r.tensors, artifacts: r.artifacts)
             let files = ["result.json"] + (final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? [])
             let highlights = (final["result"]?.objectValue ?? [:]).filter { $0.value.doubleValue != nil || $0.value.stringValue != nil }
-            let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(format(highlights[$0]!))" }.joined(separator: " ")
+            let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(TourReport.format(highlights[$0]!))" }.joined(separator: " ")
             writeError(String(format: "      ok in %.2f s  %@", seconds, shown))
             return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
                         files: files, highlights: highlights, error: nil)
@@ -96,11 +96,6 @@ struct TourCommand: ParsableCommand {
             return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
                         folder: folder, files: [], highlights: [:], error: "\(error)")
         }
-    }
-
-    func format(_ v: JSONValue) -> String {
-        if let d = v.doubleValue { return d.rounded() == d ? String(Int(d)) : String(format: "%.4g", d) }
-        return v.compactText
     }
 
     /// The folder of the method pages: Docs/methods of the source tree this binary was built in, or

@@ -57,7 +57,7 @@ struct TourReport {
         let numbers = s.highlights.filter { $0.key != "note" }
         if !numbers.isEmpty {
             h += "<table class=numbers><caption>Key numbers (result.json)</caption>"
-                + numbers.keys.sorted().map { "<tr><th>\(esc($0))</th><td>\(esc(format(numbers[$0]!)))</td></tr>" }.joined() + "</table>\n"
+                + numbers.keys.sorted().map { "<tr><th>\(esc($0))</th><td>\(esc(Self.format(numbers[$0]!)))</td></tr>" }.joined() + "</table>\n"
         }
         if let note = s.highlights["note"]?.stringValue { h += "<p class=note>\(esc(note))</p>\n" }
         let top = s.files.filter { !$0.contains("/") }
@@ -146,7 +146,8 @@ struct TourReport {
         return w > 0 && w < 100_000 ? w : nil
     }
 
-    func format(_ v: JSONValue) -> String {
+    /// A number as an integer when it is one, else to 4 significant digits; text as it is.
+    static func format(_ v: JSONValue) -> String {
         if let d = v.doubleValue { return d.rounded() == d && abs(d) < 1e15 ? String(Int(d)) : String(format: "%.4g", d) }
         return v.stringValue ?? v.compactText
     }
