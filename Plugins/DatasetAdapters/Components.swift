@@ -87,61 +87,71 @@ struct ImageFolderComponent: Dataset {
     }
 }
 
-struct MNISTComponent: Dataset {
-    struct Options: ComponentOptions {
-        var root = ""
-        var valCount = 0
-        var size = 0
-        var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
-        var skip_bad = false
-        static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)", "valCount": "the last valCount training images form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
-        static let choices = ["split": ["train", "val", "test"]]
-    }
+/// A dataset in fixed binary files with its own train/test split. MNIST's IDX files and CIFAR-10's
+/// binary batches share their options and behaviour: one component type, one row per format.
+protocol SplitFilesFormat: Sendable {
+    static var id: String { get }
+    static var summary: String { get }
+    /// Channels of the returned images ("1" or "3"), for the output spec.
+    static var channels: String { get }
+    static var batchSummary: String { get }
+    static var describeSummary: String { get }
+    /// The source at its own size, and the files it skipped.
+    static func open(root: String, valCount: Int, skipBad: Bool) throws -> (source: ItemSource, skipped: [Skipped])
+    /// Writes files of this format on embedded data into `scratch` and reads them back (the tour).
+    static func tour(scratch: String, seed: UInt64) throws -> Response
+}
+
+enum MNISTFormat: SplitFilesFormat {
     static let id = "mnist-idx"
     static let summary = "MNIST from its original IDX files (train-images-idx3-ubyte …)"
-    static let operations = [
-        OperationSpec("batch", summary: "digits and labels of one slice of a split", outputs: batchOutputs(channels: "1", ranks: false)),
-        OperationSpec("describe", summary: "classes and split sizes"),
-    ]
-
-    func source(_ o: Options) throws -> ItemSource {
-        let root = try requireRoot(o.root, Self.id)
-        return try ResizedSource.make(try reading { try MNISTSource(root: root, valCount: o.valCount) }, size: o.size, component: Self.id)
-    }
-
-    func describe(_ request: Request<Options>) throws -> Response { Batching.describe(try source(request.options), name: Self.id) }
-
-    func batch(_ request: Request<Options>) throws -> Response {
-        let o = request.options
-        return try Batching.batch(try source(o), component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
-                                  epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad)
+    static let channels = "1"
+    static let batchSummary = "digits and labels of one slice of a split", describeSummary = "classes and split sizes"
+    static func open(root: String, valCount: Int, skipBad: Bool) throws -> (source: ItemSource, skipped: [Skipped]) {
+        (try MNISTSource(root: root, valCount: valCount), [])
     }
 }
 
-struct CIFAR10Component: Dataset {
-    struct Options: ComponentOptions {
-        var root = ""
-        var valCount = 0
-        var size = 0
-        var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
-        var skip_bad = false
-        static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)", "valCount": "the last valCount training records form the val split"]) { a, _ in a }
-        static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
-        static let choices = ["split": ["train", "val", "test"]]
-    }
+enum CIFAR10Format: SplitFilesFormat {
     static let id = "cifar10-binary"
     static let summary = "CIFAR-10 from its binary version (data_batch_N.bin, test_batch.bin)"
-    static let operations = [
-        OperationSpec("batch", summary: "images and labels of one slice of a split", outputs: batchOutputs(channels: "3", ranks: false)),
-        OperationSpec("describe", summary: "classes, split sizes, skipped files"),
-    ]
+    static let channels = "3"
+    static let batchSummary = "images and labels of one slice of a split", describeSummary = "classes, split sizes, skipped files"
+    static func open(root: String, valCount: Int, skipBad: Bool) throws -> (source: ItemSource, skipped: [Skipped]) {
+        let files = try CIFAR10Source(root: root, valCount: valCount, skipBad: skipBad)
+        return (files, files.skipped)
+    }
+}
+
+struct SplitFilesOptions: ComponentOptions {
+    var root = ""
+    var valCount = 0
+    var size = 0
+    var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
+    var skip_bad = false
+    static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)",
+                                         "valCount": "the last valCount training items form the val split"]) { a, _ in a }
+    static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
+    static let choices = ["split": ["train", "val", "test"]]
+}
+
+/// `mnist-idx` and `cifar10-binary`: the row `Format` of the table above.
+struct SplitFilesComponent<Format: SplitFilesFormat>: Dataset {
+    typealias Options = SplitFilesOptions
+    static var id: String { Format.id }
+    static var summary: String { Format.summary }
+    static var operations: [OperationSpec] {
+        [OperationSpec("batch", summary: Format.batchSummary, outputs: batchOutputs(channels: Format.channels, ranks: false)),
+         OperationSpec("describe", summary: Format.describeSummary)]
+    }
+    static var inTour: Bool { true }
+    func tour(_ request: Request<Options>) throws -> Response { try Format.tour(scratch: request.host.scratchDirectory, seed: request.host.seed) }
 
     /// The source at the asked size, and the files it skipped.
     func source(_ o: Options) throws -> (source: ItemSource, skipped: [Skipped]) {
         let root = try requireRoot(o.root, Self.id)
-        let files = try reading { try CIFAR10Source(root: root, valCount: o.valCount, skipBad: o.skip_bad) }
-        return (try ResizedSource.make(files, size: o.size, component: Self.id), files.skipped)
+        let files = try reading { try Format.open(root: root, valCount: o.valCount, skipBad: o.skip_bad) }
+        return (try ResizedSource.make(files.source, size: o.size, component: Self.id), files.skipped)
     }
 
     func describe(_ request: Request<Options>) throws -> Response {
@@ -164,5 +174,6 @@ public enum DatasetAdaptersPlugin: Plugin {
     public static let summary = "Real data in its own formats: image folders with taxonomy, MNIST IDX, CIFAR-10 binary"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [ImageFolderComponent.self, MNISTComponent.self, CIFAR10Component.self]
+    public static let components: [any Component.Type] = [ImageFolderComponent.self, SplitFilesComponent<MNISTFormat>.self,
+                                                          SplitFilesComponent<CIFAR10Format>.self]
 }

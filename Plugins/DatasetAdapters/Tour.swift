@@ -76,13 +76,10 @@ extension ImageFolderComponent {
     }
 }
 
-extension MNISTComponent {
-    static var inTour: Bool { true }
-
+extension MNISTFormat {
     /// Digits drawn with the 5×7 font at ×3 with a seeded offset, written as IDX files.
-    func tour(_ request: Request<Options>) throws -> Response {
-        let dir = request.host.scratchDirectory
-        var rng = SeededGenerator(seed: request.host.seed)
+    static func tour(scratch dir: String, seed: UInt64) throws -> Response {
+        var rng = SeededGenerator(seed: seed)
         func idx(_ magic: UInt32, _ dims: [UInt32], _ bytes: [UInt8]) -> Data {
             var d = Data()
             for v in [magic] + dims { withUnsafeBytes(of: v.bigEndian) { d.append(contentsOf: $0) } }
@@ -109,13 +106,10 @@ extension MNISTComponent {
     }
 }
 
-extension CIFAR10Component {
-    static var inTour: Bool { true }
-
+extension CIFAR10Format {
     /// Shapes as three CIFAR-10 "classes" (airplane, automobile, bird), written as binary batches.
-    func tour(_ request: Request<Options>) throws -> Response {
-        let dir = request.host.scratchDirectory
-        var rng = SeededGenerator(seed: request.host.seed)
+    static func tour(scratch dir: String, seed: UInt64) throws -> Response {
+        var rng = SeededGenerator(seed: seed)
         var names: [String] = []
         for (b, name) in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"].enumerated() {
             var d = Data()

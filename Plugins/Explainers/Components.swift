@@ -96,59 +96,61 @@ private let explainOutputs = [
 ]
 private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)]
 
-struct GradCAMComponent: Explainer {
-    struct Options: CAMOptions {
-        var classifier = "", images = "", target = -1, layer = -1
-        static let help = sharedHelp
+/// The five base CAMs as one table: component id and summary per method. Each is exported as
+/// `BaseCAMComponent<Tag>`; the tags below only name the row at the type level (components are types).
+extension BaseMethod {
+    var componentID: String {
+        switch self {
+        case .gradcam: "grad-cam"
+        case .layercam: "layer-cam"
+        case .scorecam: "score-cam"
+        case .gradcampp: "grad-cam-pp"
+        case .hirescam: "hires-cam"
+        }
     }
-    static let id = "grad-cam"
-    static let summary = "Grad-CAM on a ViT classifier's token grid (pytorch-grad-cam's definition)"
-    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
-    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .gradcam, finer: nil) }
+    var componentSummary: String {
+        switch self {
+        case .gradcam: "Grad-CAM on a ViT classifier's token grid (pytorch-grad-cam's definition)"
+        case .layercam: "Layer-CAM on a ViT classifier's token grid (positive gradients weight each position)"
+        case .scorecam: "Score-CAM on a ViT classifier's token grid (channel weights from masked-input scores, no gradients)"
+        case .gradcampp: "Grad-CAM++ on a ViT token grid or CNN feature map (positive gradients with higher-order weights)"
+        case .hirescam: "HiResCAM on a ViT token grid or CNN feature map (gradients times activations, position by position)"
+        }
+    }
+    /// The exported component of this method.
+    var component: any Component.Type {
+        switch self {
+        case .gradcam: BaseCAMComponent<GradCAMTag>.self
+        case .layercam: BaseCAMComponent<LayerCAMTag>.self
+        case .scorecam: BaseCAMComponent<ScoreCAMTag>.self
+        case .gradcampp: BaseCAMComponent<GradCAMPlusPlusTag>.self
+        case .hirescam: BaseCAMComponent<HiResCAMTag>.self
+        }
+    }
 }
 
-struct LayerCAMComponent: Explainer {
-    struct Options: CAMOptions {
-        var classifier = "", images = "", target = -1, layer = -1
-        static let help = sharedHelp
-    }
-    static let id = "layer-cam"
-    static let summary = "Layer-CAM on a ViT classifier's token grid (positive gradients weight each position)"
-    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
-    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .layercam, finer: nil) }
+protocol BaseCAMTag: Sendable { static var method: BaseMethod { get } }
+enum GradCAMTag: BaseCAMTag { static let method = BaseMethod.gradcam }
+enum LayerCAMTag: BaseCAMTag { static let method = BaseMethod.layercam }
+enum ScoreCAMTag: BaseCAMTag { static let method = BaseMethod.scorecam }
+enum GradCAMPlusPlusTag: BaseCAMTag { static let method = BaseMethod.gradcampp }
+enum HiResCAMTag: BaseCAMTag { static let method = BaseMethod.hirescam }
+
+/// The options every base CAM takes.
+struct BaseCAMOptions: CAMOptions {
+    var classifier = "", images = "", target = -1, layer = -1
+    static let help = sharedHelp
 }
 
-struct ScoreCAMComponent: Explainer {
-    struct Options: CAMOptions {
-        var classifier = "", images = "", target = -1, layer = -1
-        static let help = sharedHelp
+/// A base CAM explainer (`grad-cam`, `layer-cam`, …): the row `Tag.method` of the table above.
+struct BaseCAMComponent<Tag: BaseCAMTag>: Explainer {
+    typealias Options = BaseCAMOptions
+    static var id: String { Tag.method.componentID }
+    static var summary: String { Tag.method.componentSummary }
+    static var operations: [OperationSpec] {
+        [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
     }
-    static let id = "score-cam"
-    static let summary = "Score-CAM on a ViT classifier's token grid (channel weights from masked-input scores, no gradients)"
-    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
-    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .scorecam, finer: nil) }
-}
-
-struct GradCAMPlusPlusComponent: Explainer {
-    struct Options: CAMOptions {
-        var classifier = "", images = "", target = -1, layer = -1
-        static let help = sharedHelp
-    }
-    static let id = "grad-cam-pp"
-    static let summary = "Grad-CAM++ on a ViT token grid or CNN feature map (positive gradients with higher-order weights)"
-    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
-    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .gradcampp, finer: nil) }
-}
-
-struct HiResCAMComponent: Explainer {
-    struct Options: CAMOptions {
-        var classifier = "", images = "", target = -1, layer = -1
-        static let help = sharedHelp
-    }
-    static let id = "hires-cam"
-    static let summary = "HiResCAM on a ViT token grid or CNN feature map (gradients times activations, position by position)"
-    static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
-    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: .hirescam, finer: nil) }
+    func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: Tag.method, finer: nil) }
 }
 
 struct FinerCAMComponent: Explainer {
@@ -189,7 +191,6 @@ public enum ExplainersPlugin: Plugin {
     public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM, Score-CAM, Grad-CAM++, HiResCAM, Finer-CAM and Prompt-CAM"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [GradCAMComponent.self, LayerCAMComponent.self, ScoreCAMComponent.self, GradCAMPlusPlusComponent.self, HiResCAMComponent.self,
-                                                          FinerCAMComponent.self,
+    public static let components: [any Component.Type] = BaseMethod.allCases.map(\.component) + [FinerCAMComponent.self,
                                                           ViTClassifierComponent.self, ConvNetClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
 }

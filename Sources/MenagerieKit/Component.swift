@@ -118,20 +118,81 @@ public struct Response: Sendable {
 }
 
 // MARK: - One protocol per kind
+//
+// A kind is a protocol naming its primary operation as a method, and one extension giving the kind
+// and routing that operation to the method (`primary`). `perform` is shared: the primary operation
+// goes to `primary`, everything else to `performCommon` (tour, extra operations, "did you mean").
+// Only `Dataset`, with three operations of its own, routes by hand.
 
-/// Computes scores from predictions and references (`evaluate`).
-public protocol Metric: Component {
-    func evaluate(_ request: Request<Options>) throws -> Response
+/// A component of a kind whose own operation is the primary one (every kind but `Dataset`).
+public protocol PrimaryOperationKind: Component {
+    /// The kind's primary operation (`Kind.primaryOperation`), e.g. a metric's `evaluate`.
+    func primary(_ request: Request<Options>) throws -> Response
 }
-extension Metric {
-    public static var kind: Kind { .metric }
+extension PrimaryOperationKind {
     public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "evaluate" ? try evaluate(request) : try performCommon(operation, request)
+        operation == Self.kind.primaryOperation ? try primary(request) : try performCommon(operation, request)
     }
 }
 
-/// Serves data: `describe` (classes, splits, sizes as JSON) and `batch` (tensors); optionally
-/// `export` (files in the run's output folder that other tools read).
+/// Computes scores from predictions and references (`evaluate`).
+public protocol Metric: PrimaryOperationKind { func evaluate(_ request: Request<Options>) throws -> Response }
+extension Metric {
+    public static var kind: Kind { .metric }
+    public func primary(_ request: Request<Options>) throws -> Response { try evaluate(request) }
+}
+
+/// Maps inputs (images, text tokens) to features (`embed`).
+public protocol Backbone: PrimaryOperationKind { func embed(_ request: Request<Options>) throws -> Response }
+extension Backbone {
+    public static var kind: Kind { .backbone }
+    public func primary(_ request: Request<Options>) throws -> Response { try embed(request) }
+}
+
+/// A training loss (`loss`): value, and gradients when asked.
+public protocol Objective: PrimaryOperationKind { func loss(_ request: Request<Options>) throws -> Response }
+extension Objective {
+    public static var kind: Kind { .objective }
+    public func primary(_ request: Request<Options>) throws -> Response { try loss(request) }
+}
+
+/// Condenses a dataset into a small synthetic set (`distill`).
+public protocol Distiller: PrimaryOperationKind { func distill(_ request: Request<Options>) throws -> Response }
+extension Distiller {
+    public static var kind: Kind { .distiller }
+    public func primary(_ request: Request<Options>) throws -> Response { try distill(request) }
+}
+
+/// Explains a prediction with saliency maps (`explain`).
+public protocol Explainer: PrimaryOperationKind { func explain(_ request: Request<Options>) throws -> Response }
+extension Explainer {
+    public static var kind: Kind { .explainer }
+    public func primary(_ request: Request<Options>) throws -> Response { try explain(request) }
+}
+
+/// Produces label masks (`segment`).
+public protocol Segmenter: PrimaryOperationKind { func segment(_ request: Request<Options>) throws -> Response }
+extension Segmenter {
+    public static var kind: Kind { .segmenter }
+    public func primary(_ request: Request<Options>) throws -> Response { try segment(request) }
+}
+
+/// Finds and classifies segments or boxes (`detect`).
+public protocol Detector: PrimaryOperationKind { func detect(_ request: Request<Options>) throws -> Response }
+extension Detector {
+    public static var kind: Kind { .detector }
+    public func primary(_ request: Request<Options>) throws -> Response { try detect(request) }
+}
+
+/// Produces samples: images, latents or text (`generate`).
+public protocol Generator: PrimaryOperationKind { func generate(_ request: Request<Options>) throws -> Response }
+extension Generator {
+    public static var kind: Kind { .generator }
+    public func primary(_ request: Request<Options>) throws -> Response { try generate(request) }
+}
+
+/// Serves data: `describe` (classes, splits, sizes as JSON) and `batch` (tensors, the primary
+/// operation); optionally `export` (files in the run's output folder that other tools read).
 public protocol Dataset: Component {
     func describe(_ request: Request<Options>) throws -> Response
     func batch(_ request: Request<Options>) throws -> Response
@@ -149,82 +210,5 @@ extension Dataset {
         case "export" where Self.operations.contains(where: { $0.name == "export" }): try export(request)
         default: try performCommon(operation, request)
         }
-    }
-}
-
-/// Maps inputs (images, text tokens) to features (`embed`).
-public protocol Backbone: Component {
-    func embed(_ request: Request<Options>) throws -> Response
-}
-extension Backbone {
-    public static var kind: Kind { .backbone }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "embed" ? try embed(request) : try performCommon(operation, request)
-    }
-}
-
-/// A training loss (`loss`): value, and gradients when asked.
-public protocol Objective: Component {
-    func loss(_ request: Request<Options>) throws -> Response
-}
-extension Objective {
-    public static var kind: Kind { .objective }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "loss" ? try loss(request) : try performCommon(operation, request)
-    }
-}
-
-/// Condenses a dataset into a small synthetic set (`distill`).
-public protocol Distiller: Component {
-    func distill(_ request: Request<Options>) throws -> Response
-}
-extension Distiller {
-    public static var kind: Kind { .distiller }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "distill" ? try distill(request) : try performCommon(operation, request)
-    }
-}
-
-/// Explains a prediction with saliency maps (`explain`).
-public protocol Explainer: Component {
-    func explain(_ request: Request<Options>) throws -> Response
-}
-extension Explainer {
-    public static var kind: Kind { .explainer }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "explain" ? try explain(request) : try performCommon(operation, request)
-    }
-}
-
-/// Produces label masks (`segment`).
-public protocol Segmenter: Component {
-    func segment(_ request: Request<Options>) throws -> Response
-}
-extension Segmenter {
-    public static var kind: Kind { .segmenter }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "segment" ? try segment(request) : try performCommon(operation, request)
-    }
-}
-
-/// Finds and classifies segments or boxes (`detect`).
-public protocol Detector: Component {
-    func detect(_ request: Request<Options>) throws -> Response
-}
-extension Detector {
-    public static var kind: Kind { .detector }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "detect" ? try detect(request) : try performCommon(operation, request)
-    }
-}
-
-/// Produces samples: images, latents or text (`generate`).
-public protocol Generator: Component {
-    func generate(_ request: Request<Options>) throws -> Response
-}
-extension Generator {
-    public static var kind: Kind { .generator }
-    public func perform(_ operation: String, _ request: Request<Options>) throws -> Response {
-        operation == "generate" ? try generate(request) : try performCommon(operation, request)
     }
 }

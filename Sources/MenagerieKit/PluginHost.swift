@@ -186,103 +186,85 @@ public struct ComponentProxy: @unchecked Sendable {
     }
 }
 
-/// A typed proxy: a component of a known kind, called by its primary operation.
-/// `MetricProxy(host, id: "segmentation-metrics").evaluate(inputs: …)` and so on for every kind.
-public protocol KindProxy: Sendable {
-    static var kind: Kind { get }
-    var component: ComponentProxy { get }
-    init(component: ComponentProxy)
-}
+/// Names a kind at the type level (`KindProxy<MetricTag>`); one caseless enum per kind.
+public protocol KindTag: Sendable { static var kind: Kind { get } }
 
-extension KindProxy {
+/// A typed proxy: a component of a known kind, resolved through the host (which checks the kind)
+/// and called by its primary operation. `MetricProxy(host, id: "segmentation-metrics").evaluate(inputs: …)`
+/// and so on for every kind; the per-kind names below are one-line aliases of `callPrimary`.
+public struct KindProxy<Tag: KindTag>: Sendable {
+    public static var kind: Kind { Tag.kind }
+    public let component: ComponentProxy
+    public init(component: ComponentProxy) { self.component = component }
     /// Resolves `id` through the host and checks that it is of this proxy's kind.
-    public init(_ host: PluginHost, id: String) throws { self.init(component: try host.resolve(id, kind: Self.kind)) }
+    public init(_ host: PluginHost, id: String) throws { self.init(component: try host.resolve(id, kind: Tag.kind)) }
 
     /// Calls the kind's primary operation.
     public func callPrimary(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
-        try component.invoke(Self.kind.primaryOperation, options: options, inputs: inputs)
+        try component.invoke(Tag.kind.primaryOperation, options: options, inputs: inputs)
     }
 }
 
-public struct MetricProxy: KindProxy {
-    public static let kind = Kind.metric
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+public enum MetricTag: KindTag { public static let kind = Kind.metric }
+public enum DatasetTag: KindTag { public static let kind = Kind.dataset }
+public enum BackboneTag: KindTag { public static let kind = Kind.backbone }
+public enum ObjectiveTag: KindTag { public static let kind = Kind.objective }
+public enum DistillerTag: KindTag { public static let kind = Kind.distiller }
+public enum ExplainerTag: KindTag { public static let kind = Kind.explainer }
+public enum SegmenterTag: KindTag { public static let kind = Kind.segmenter }
+public enum DetectorTag: KindTag { public static let kind = Kind.detector }
+public enum GeneratorTag: KindTag { public static let kind = Kind.generator }
+
+public typealias MetricProxy = KindProxy<MetricTag>
+public typealias DatasetProxy = KindProxy<DatasetTag>
+public typealias BackboneProxy = KindProxy<BackboneTag>
+public typealias ObjectiveProxy = KindProxy<ObjectiveTag>
+public typealias DistillerProxy = KindProxy<DistillerTag>
+public typealias ExplainerProxy = KindProxy<ExplainerTag>
+public typealias SegmenterProxy = KindProxy<SegmenterTag>
+public typealias DetectorProxy = KindProxy<DetectorTag>
+public typealias GeneratorProxy = KindProxy<GeneratorTag>
+
+extension KindProxy where Tag == MetricTag {
     public func evaluate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct DatasetProxy: KindProxy {
-    public static let kind = Kind.dataset
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
-    public func describe(options: JSONValue = .object([:])) throws -> JSONValue {
-        try component.invoke("describe", options: options).result
-    }
-    public func batch(options: JSONValue = .object([:])) throws -> ComponentProxy.Result {
-        try callPrimary(options: options)
-    }
+extension KindProxy where Tag == DatasetTag {
+    public func describe(options: JSONValue = .object([:])) throws -> JSONValue { try component.invoke("describe", options: options).result }
+    public func batch(options: JSONValue = .object([:])) throws -> ComponentProxy.Result { try callPrimary(options: options) }
 }
-
-public struct BackboneProxy: KindProxy {
-    public static let kind = Kind.backbone
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == BackboneTag {
     public func embed(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct ObjectiveProxy: KindProxy {
-    public static let kind = Kind.objective
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == ObjectiveTag {
     public func loss(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct DistillerProxy: KindProxy {
-    public static let kind = Kind.distiller
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == DistillerTag {
     public func distill(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct ExplainerProxy: KindProxy {
-    public static let kind = Kind.explainer
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == ExplainerTag {
     public func explain(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct SegmenterProxy: KindProxy {
-    public static let kind = Kind.segmenter
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == SegmenterTag {
     public func segment(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct DetectorProxy: KindProxy {
-    public static let kind = Kind.detector
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == DetectorTag {
     public func detect(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)]) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
 }
-
-public struct GeneratorProxy: KindProxy {
-    public static let kind = Kind.generator
-    public let component: ComponentProxy
-    public init(component: ComponentProxy) { self.component = component }
+extension KindProxy where Tag == GeneratorTag {
     public func generate(options: JSONValue = .object([:]), inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
         try callPrimary(options: options, inputs: inputs)
     }
