@@ -34,9 +34,10 @@ public enum PluginBenchmarks {
     /// `asked`: `{"records": [{"name", "unit", "samples", "target"?, "ratio_target"?, "reference"?}],
     /// "notes"?: [String]}`, or, for one benchmark asked, `{"samples": [...], "unit"?: …}`. Every
     /// sample must be a finite number ≥ 0; a record must be of a name asked for. A name asked for and
-    /// not reported is returned in `missing` (a workload the plugin could not run here).
+    /// not reported is returned in `missing` (a workload the plugin could not run here). A bad record
+    /// is left out and described in `errors` (naming the plugin); the good ones are kept.
     public static func parse(_ result: JSONValue, asked: [Declared], component: String, plugin: String) throws
-        -> (records: [BenchmarkRecord], notes: [String], missing: [String]) {
+        -> (records: [BenchmarkRecord], notes: [String], missing: [String], errors: [String]) {
         func bad(_ what: String) -> HostError {
             HostError(.failed, "plugin '\(plugin)', component '\(component)': bad benchmark result: \(what)")
         }
@@ -52,40 +53,44 @@ public enum PluginBenchmarks {
         } else {
             throw bad("no \"records\" array (nor \"samples\" for the one benchmark asked)")
         }
-        var records: [BenchmarkRecord] = []
+        var records: [BenchmarkRecord] = [], errors: [String] = [], seen = Set<String>()
         for item in items {
-            guard let name = item["name"]?.stringValue else { throw bad("a record without a \"name\"") }
-            guard let spec = asked.first(where: { $0.spec.name == name })?.spec else {
-                throw bad("'\(name)' was not asked for (asked: \(asked.map(\.spec.name).joined(separator: ", ")))")
-            }
-            guard !records.contains(where: { $0.name == name }) else { throw bad("'\(name)' reported twice") }
-            guard let values = item["samples"]?.arrayValue else { throw bad("'\(name)' has no \"samples\" array") }
-            guard !values.isEmpty else { throw bad("'\(name)' has no samples") }
-            var samples: [Double] = []
-            for (i, v) in values.enumerated() {
-                guard let x = v.doubleValue, x.isFinite else {
-                    throw bad("sample \(i + 1) of '\(name)' is \(v.compactText), not a finite number (NaN travels as null)")
+            do {
+                guard let name = item["name"]?.stringValue else { throw bad("a record without a \"name\"") }
+                guard let spec = asked.first(where: { $0.spec.name == name })?.spec else {
+                    throw bad("'\(name)' was not asked for (asked: \(asked.map(\.spec.name).joined(separator: ", ")))")
                 }
-                guard x >= 0 else { throw bad("sample \(i + 1) of '\(name)' is negative (\(x))") }
-                samples.append(x)
-            }
-            var unit = spec.unit
-            if let u = item["unit"] {
-                guard let s = u.stringValue, !s.isEmpty else { throw bad("'\(name)' has a unit that is not a non-empty string") }
-                unit = s
-            }
-            var r = BenchmarkRecord(name: name, unit: unit, samples: samples, target: item["target"]?.doubleValue ?? spec.target)
-            r.ratioTarget = item["ratio_target"]?.doubleValue ?? spec.ratioTarget
-            if let ref = item["reference"], ref != .null {
-                guard let tool = ref["tool"]?.stringValue, let m = ref["median"]?.doubleValue, m.isFinite, m > 0 else {
-                    throw bad("'\(name)' has a reference that is not {\"tool\": string, \"median\": number > 0}")
+                guard seen.insert(name).inserted else { throw bad("'\(name)' reported twice") }
+                guard let values = item["samples"]?.arrayValue else { throw bad("'\(name)' has no \"samples\" array") }
+                guard !values.isEmpty else { throw bad("'\(name)' has no samples") }
+                var samples: [Double] = []
+                for (i, v) in values.enumerated() {
+                    guard let x = v.doubleValue, x.isFinite else {
+                        throw bad("sample \(i + 1) of '\(name)' is \(v.compactText), not a finite number (NaN travels as null)")
+                    }
+                    guard x >= 0 else { throw bad("sample \(i + 1) of '\(name)' is negative (\(x))") }
+                    samples.append(x)
                 }
-                r.reference = .init(tool: tool, median: m)
+                var unit = spec.unit
+                if let u = item["unit"] {
+                    guard let s = u.stringValue, !s.isEmpty else { throw bad("'\(name)' has a unit that is not a non-empty string") }
+                    unit = s
+                }
+                var r = BenchmarkRecord(name: name, unit: unit, samples: samples, target: item["target"]?.doubleValue ?? spec.target)
+                r.ratioTarget = item["ratio_target"]?.doubleValue ?? spec.ratioTarget
+                if let ref = item["reference"], ref != .null {
+                    guard let tool = ref["tool"]?.stringValue, let m = ref["median"]?.doubleValue, m.isFinite, m > 0 else {
+                        throw bad("'\(name)' has a reference that is not {\"tool\": string, \"median\": number > 0}")
+                    }
+                    r.reference = .init(tool: tool, median: m)
+                }
+                records.append(r)
+            } catch {
+                errors.append("\(error)")
             }
-            records.append(r)
         }
         let notes = (top["notes"]?.arrayValue ?? []).compactMap(\.stringValue)
-        let missing = asked.map(\.spec.name).filter { n in !records.contains { $0.name == n } }
-        return (records, notes, missing)
+        let missing = asked.map(\.spec.name).filter { n in !seen.contains(n) }
+        return (records, notes, missing, errors)
     }
 }

@@ -66,6 +66,10 @@ extension BenchCommand {
                                               options: PluginBenchmarks.request(names: asked.map(\.spec.name), repeats: repeats))
                 }
                 let parsed = try PluginBenchmarks.parse(result.result, asked: asked, component: component, plugin: plugin)
+                for e in parsed.errors {
+                    failures += 1
+                    warn(e)
+                }
                 for note in parsed.notes { warn("\(component): \(note)") }
                 for name in parsed.missing { warn("\(name): not measured (plugin '\(plugin)', component '\(component)' reported nothing for it)") }
                 for r in parsed.records {
