@@ -32,6 +32,10 @@ import TestSupport
         let (lo, mid, hi) = (record["min"] as! Double, record["median"] as! Double, record["max"] as! Double)
         #expect(lo >= 1 && lo <= mid && mid <= hi && hi < 1000, "usleep(1000) measured \(lo)…\(hi) ms")
 
+        // `info` shows them too (the metadata's "benchmarks" of the component).
+        let info = try cli.run("info", "bench-probe")
+        #expect(info.status == 0 && info.stdout.contains("benchmarks (menagerie bench NAME):") && info.stdout.contains("test.sleep"), "\(info.stdout)")
+
         // The table shows the declared target.
         let table = try cli.run("bench", "test.sleep", "--repeats", "2")
         #expect(table.status == 0 && table.stdout.contains("test.sleep") && table.stdout.contains("≤ 5"), "\(table.stdout)")
