@@ -61,6 +61,10 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
+    }
+
     func wanted(_ n: String) -> Bool { name == nil || fnmatch(name!, n, 0) == 0 }
 
     func record(_ name: String, unit: String, _ samples: [Double], target: Double? = nil) -> Record {
