@@ -3,7 +3,8 @@
 // across a versioned C ABI (Sources/CMenagerie/include/menagerie.h).
 //
 // Layers (nothing imports upward, no plugin imports another plugin or the host):
-//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → Formats → Tensors → C shims
+//   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → Formats → Tensors → C shims; the CLI imports no
+//   model layer (NN, Imaging, Text): benchmarks live in the plugins that own their workloads
 //   plugins → MenagerieKit + the layers they use (NN · Imaging · Text · Formats · Tensors); each target
 //   declares exactly the modules it imports (Tests/CLITests/PackageDependencyTests.swift checks it)
 import PackageDescription
@@ -81,7 +82,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "NN", "Imaging", "Formats", "Tensors", "COpenBLAS",
+            "MenagerieHost", "MenagerieKit", "Formats", "Tensors", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -239,7 +239,7 @@ def main():
 
     if wanted("load.pt."):
         # open_clip ViT-L/14's state dict (427.6 M float32, 1.71 GB) saved by torch, loaded with
-        # mmap=True, weights_only=True (the names and shapes of LoadBenchmarks.swift, warm page cache).
+        # mmap=True, weights_only=True (the names and shapes of Plugins/BioCLIP2/Benchmarks.swift, warm page cache).
         import os, tempfile
         shapes = {"positional_embedding": [77, 768], "text_projection": [768, 768], "logit_scale": [],
                   "visual.class_embedding": [1024], "visual.positional_embedding": [257, 1024], "visual.proj": [1024, 768],

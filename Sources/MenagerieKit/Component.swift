@@ -21,10 +21,19 @@ public protocol Component: Sendable {
     func tour(_ request: Request<Options>) throws -> Response
     /// Runs an operation listed in `operations` that the kind itself does not define.
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response
+    /// The benchmarks this component measures (`menagerie bench`); empty by default.
+    static var benchmarks: [BenchmarkSpec] { get }
+    /// Measures the benchmarks `run.names` (a subset of `benchmarks`) in this process and appends
+    /// their records to `run.records`. Called through the reserved operation `benchmark`.
+    func benchmark(_ run: BenchmarkRun) throws
 }
 
 extension Component {
     public static var inTour: Bool { false }
+    public static var benchmarks: [BenchmarkSpec] { [] }
+    public func benchmark(_ run: BenchmarkRun) throws {
+        throw MenagerieError.unsupported("'\(Self.id)' declares benchmarks but does not implement benchmark(_:)")
+    }
     public func tour(_ request: Request<Options>) throws -> Response {
         throw MenagerieError.unsupported("'\(Self.id)' has no tour")
     }
@@ -46,7 +55,7 @@ extension Component {
 
     static var info: ComponentInfo {
         ComponentInfo(id: id, kind: kind.rawValue, summary: summary, operations: operations,
-                      options: Options.schema, tour: inTour ? true : nil)
+                      options: Options.schema, tour: inTour ? true : nil, benchmarks: benchmarks.isEmpty ? nil : benchmarks)
     }
 }
 

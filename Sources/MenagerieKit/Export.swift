@@ -131,8 +131,12 @@ public func export(_ plugin: any Plugin.Type) -> UnsafeRawPointer {
     return UnsafeRawPointer(d)
 }
 
-/// Opens the component's concrete type to decode its options and run the operation.
+/// Opens the component's concrete type to decode its options and run the operation. The reserved
+/// operation `benchmark` of a component that declares benchmarks runs them (`Benchmark.swift`).
 private func perform<C: Component>(_ component: C, operation: String, options: JSONValue, inputs: Inputs, host: PluginHost) throws -> Response {
+    if operation == "benchmark", !C.benchmarks.isEmpty, !C.operations.contains(where: { $0.name == "benchmark" }) {
+        return try runBenchmark(component, options: options, host: host)
+    }
     let decoded = try C.Options.decode(options, component: C.id)
     let request = Request(options: decoded, inputs: inputs, host: host, component: C.id, operation: operation)
     return try component.perform(operation, request)

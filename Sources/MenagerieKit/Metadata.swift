@@ -73,14 +73,18 @@ public struct ComponentInfo: Codable, Sendable, Equatable {
     public var options: JSONValue
     /// True when the component has a `tour` operation that runs on embedded data.
     public var tour: Bool?
+    /// The benchmarks it measures through the reserved operation `benchmark` (absent: none).
+    public var benchmarks: [BenchmarkSpec]?
 
-    public init(id: String, kind: String, summary: String, operations: [OperationSpec], options: JSONValue, tour: Bool? = nil) {
+    public init(id: String, kind: String, summary: String, operations: [OperationSpec], options: JSONValue, tour: Bool? = nil,
+                benchmarks: [BenchmarkSpec]? = nil) {
         self.id = id
         self.kind = kind
         self.summary = summary
         self.operations = operations
         self.options = options
         self.tour = tour
+        self.benchmarks = benchmarks
     }
 }
 
@@ -119,8 +123,15 @@ public struct PluginMetadata: Codable, Sendable, Equatable {
         }
         if version.isEmpty { out.append("plugin '\(name)' has an empty version") }
         if components.isEmpty { out.append("plugin '\(name)' declares no components") }
-        var seen = Set<String>()
+        var seen = Set<String>(), benchmarkNames = Set<String>()
         for c in components {
+            for b in c.benchmarks ?? [] {
+                if !PluginMetadata.isValidName(b.name) {
+                    out.append("benchmark name '\(b.name)' of '\(c.id)' must be lower-case letters, digits, '.', '_' or '-'")
+                }
+                if !benchmarkNames.insert(b.name).inserted { out.append("benchmark '\(b.name)' is declared twice") }
+                if b.unit.isEmpty { out.append("benchmark '\(b.name)' of '\(c.id)' has no unit") }
+            }
             if !PluginMetadata.isValidName(c.id) {
                 out.append("component id '\(c.id)' must be lower-case letters, digits, '.', '_' or '-'")
             }

@@ -1,14 +1,16 @@
 import ArgumentParser
 import Foundation
-import Imaging
 import MenagerieHost
 import MenagerieKit
-import NN
 import Tensors
 
 /// `menagerie bench`: measures, never asserts. Every benchmark prints the same record shape:
 /// `{"name", "unit", "median", "min", "max", "reference": {"tool", "median"} | null, "ratio"}`
 /// (ratio = ours / reference; lower is better for times).
+///
+/// The host measures only itself here (scans, handshakes, `list`, the invoke paths, the machine's
+/// sgemm rate); every other benchmark is declared by the component that owns its workload, in its
+/// metadata, and run through the reserved operation `benchmark` (Docs/benchmarks.md).
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench", abstract: "Run the benchmarks and print min/median/max.")
 
@@ -20,6 +22,9 @@ struct BenchCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Print the records as a JSON array on stdout.")
     var json = false
+
+    @Flag(name: .long, help: "List the benchmarks (the host's and those the plugins declare) without running them.")
+    var list = false
 
     @Option(name: .long, help: "PyTorch's numbers for the same workloads (written by `make bench-reference`; default $MENAGERIE_BENCH_REFERENCE).")
     var reference: String?
@@ -56,6 +61,10 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    func validate() throws {
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
+    }
+
     func wanted(_ n: String) -> Bool { name == nil || fnmatch(name!, n, 0) == 0 }
 
     func record(_ name: String, unit: String, _ samples: [Double], target: Double? = nil) -> Record {
@@ -68,6 +77,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let registry = try global.registry()
+        if list { return try listBenchmarks(registry: registry) }
         let plugins = registry.entries.filter { $0.status == .ok }
         var records: [Record] = []
         let exe = SearchPath.executablePath
@@ -146,95 +156,21 @@ struct BenchCommand: ParsableCommand {
             records.append(record("invoke.isolated", unit: "µs", samples, target: 1000))
         }
 
-        // synthetic-tol generation rate through the host (render + tensors + transfer), at 64 and
-        // 224 px, on one thread and on all (the plugin renders a batch's images in parallel).
-        if registry.components.contains(where: { $0.component.id == "synthetic-tol" }) {
-            let all = GEMM.threads
-            for (size, count) in [(64, 256), (224, 32)] {
-                for threads in Set([1, all]).sorted() where wanted("synthetic_tol.generate_\(size).threads_\(threads)") {
-                    GEMM.setThreads(threads)
-                    defer { GEMM.setThreads(all) }
-                    let options: JSONValue = ["size": .number(Double(size)), "count": .number(Double(count)), "shuffle": false]
-                    _ = try runtime.invoke("synthetic-tol", operation: "batch", options: options)
-                    var samples: [Double] = []
-                    for r in 0..<max(3, repeats / 4) {
-                        var o = options
-                        if case .object(var m) = o { m["start"] = .number(Double((r * count) % 1024)); o = .object(m) }
-                        let t0 = now()
-                        _ = try runtime.invoke("synthetic-tol", operation: "batch", options: o)
-                        samples.append(Double(count) / ((now() - t0) / 1000))
-                    }
-                    var rec = record("synthetic_tol.generate_\(size).threads_\(threads)", unit: "images/s", samples)
-                    if size == 64 && threads == 1 { rec.target = 1000 }
-                    records.append(rec)
-                }
-            }
-        }
+        if wanted("sgemm.1024") { records.append(sgemmBenchmark()) }
 
-        // Prompt-CAM training throughput: one epoch over 128 synthetic-tol images (64 species × 2)
-        // with the embedded backbone, through the host (prompts + head only; the backbone frozen).
-        if wanted("prompt_cam.train"), registry.components.contains(where: { $0.component.id == "prompt-cam" }),
-           registry.components.contains(where: { $0.component.id == "synthetic-tol" }) {
-            let options: JSONValue = ["epochs": 1, "lr": 0.05, "datasetOptions": ["trainPerSpecies=2", "valPerSpecies=0"]]
-            var samples: [Double] = []
-            for _ in 0..<max(2, repeats / 10) {
-                let t0 = now()
-                _ = try runtime.invoke("prompt-cam", operation: "train", options: options)
-                samples.append(128 / ((now() - t0) / 1000))
-            }
-            records.append(record("prompt_cam.train", unit: "images/s", samples))
-        }
+        // The plugins' benchmarks: each component measures its own in a fresh isolated child per
+        // family (`vit_l14.*`, `load.*`, …), so peak-memory rows see only their own family's work.
+        let failures = try pluginBenchmarks(into: &records, registry: registry)
 
-        // BioCLIP 2 with the embedded model: text-embedding throughput under the 80 templates (100
-        // labels, no cache), then predict for 100 images against 10,000 custom labels: the first call
-        // computes and caches the 800,000 template texts (`bioclip2.predict_10k_cold`, one sample), the
-        // next ones read the cache (`bioclip2.predict_10k_cached`).
-        if (wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold")),
-           registry.components.contains(where: { $0.component.id == "bioclip2" }) {
-            let dir = runtime.scratchRoot + "/bench-bioclip2"
-            try FileManager.default.createDirectory(atPath: dir + "/images", withIntermediateDirectories: true)
-            var rng = SeededGenerator(seed: 7)
-            for i in 0..<100 {
-                let pixels = (0..<(64 * 64 * 3)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-                try PNG.write(Image(width: 64, height: 64, channels: 3, pixels: pixels), to: dir + String(format: "/images/%03d.png", i))
-            }
-            try (0..<100).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels100.txt", atomically: true, encoding: .utf8)
-            try (0..<10_000).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels10k.txt", atomically: true, encoding: .utf8)
-            if wanted("bioclip2.text_embed") {
-                var samples: [Double] = []
-                for _ in 0..<2 {
-                    let t0 = now()
-                    _ = try runtime.invoke("bioclip2", operation: "predict", options: ["images": .string(dir + "/images/000.png"), "cls": .string(dir + "/labels100.txt"),
-                                                                                         "cache": "none"])
-                    samples.append(8000 / ((now() - t0) / 1000))
-                }
-                records.append(record("bioclip2.text_embed", unit: "texts/s", samples))
-            }
-            if wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold") {
-                let options: JSONValue = ["images": .string(dir + "/images"), "cls": .string(dir + "/labels10k.txt"), "cache": .string(dir + "/cache")]
-                let t0 = now()
-                _ = try runtime.invoke("bioclip2", operation: "predict", options: options)
-                records.append(record("bioclip2.predict_10k_cold", unit: "ms", [now() - t0]))
-                var samples: [Double] = []
-                for _ in 0..<max(2, repeats / 5) {
-                    let t1 = now()
-                    _ = try runtime.invoke("bioclip2", operation: "predict", options: options)
-                    samples.append(now() - t1)
-                }
-                records.append(record("bioclip2.predict_10k_cached", unit: "ms", samples))
-            }
-        }
-
-        try modelBenchmarks(into: &records, runtime: runtime, registry: registry)
-        try detectionBenchmarks(into: &records, runtime: runtime, registry: registry)
-        try distillationBenchmarks(into: &records, runtime: runtime, registry: registry)
-        try segmentationBenchmarks(into: &records, runtime: runtime, registry: registry)
-        try loadBenchmarks(into: &records)
         if let referencePath = reference ?? ProcessInfo.processInfo.environment["MENAGERIE_BENCH_REFERENCE"] {
             records = try attachReference(records, from: referencePath)
         }
 
-        if json { return try printJSON(records) }
+        if json {
+            try printJSON(records)
+            if failures > 0 { throw ExitCode.failure }
+            return
+        }
         let hasReference = records.contains { $0.reference != nil }
         var rows = [["BENCHMARK", "UNIT", "MEDIAN", "MIN", "MAX"] + (hasReference ? ["REFERENCE", "RATIO"] : []) + ["TARGET"]]
         for r in records {
@@ -249,5 +185,6 @@ struct BenchCommand: ParsableCommand {
         }
         print(table(rows))
         print("(\(repeats) repetitions each\(hasReference ? "; RATIO = our time / reference time (rates inverted), lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))")
+        if failures > 0 { throw ExitCode.failure }
     }
 }

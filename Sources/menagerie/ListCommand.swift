@@ -168,6 +168,10 @@ struct InfoCommand: ParsableCommand {
             rows.append(["  " + name, type, def, help])
         }
         if !rows.isEmpty { print(wrappedTable([["  NAME", "TYPE", "DEFAULT", "DESCRIPTION"]] + rows, columns: columns)) }
+        if let benchmarks = c.benchmarks, !benchmarks.isEmpty, op == nil {
+            print("\nbenchmarks (menagerie bench NAME):")
+            print(wrappedTable([["  NAME", "UNIT", "WHAT IS TIMED"]] + benchmarks.map { ["  " + $0.name, $0.unit, $0.summary] }, columns: columns))
+        }
         print("\nrun: menagerie run \(c.id) [\(c.operations.first?.name ?? "")] --set KEY=VALUE --input NAME=FILE --out DIR")
     }
 }

@@ -61,6 +61,18 @@ import TestSupport
         #expect(problems.isEmpty, "Package.swift: \(problems.joined(separator: "; "))")
     }
 
+    /// The host knows no model (ARCHITECTURE.md): the CLI neither declares nor imports the model
+    /// layers; benchmarks of models live in the plugins that own them.
+    @Test func theCLIDependsOnNoModelLayer() throws {
+        let cli = try #require(try targets().first { $0.name == "menagerie" })
+        #expect(cli.dependencies.isDisjoint(with: ["NN", "Imaging", "Text"]), "menagerie depends on \(cli.dependencies.sorted())")
+        let root = TestPaths.sourceRoot + "/" + cli.path
+        for f in (FileManager.default.enumerator(atPath: root)?.allObjects as? [String] ?? []) where f.hasSuffix(".swift") {
+            let imported = Self.imports(try String(contentsOfFile: root + "/" + f, encoding: .utf8))
+            #expect(imported.isDisjoint(with: ["NN", "Imaging", "Text"]), "\(cli.path)/\(f) imports \(imported.sorted())")
+        }
+    }
+
     @Test func theImportHeaderStopsAtTheFirstDeclaration() {
         let source = "// c\nimport Foundation\n@testable import NN\n#if canImport(FoundationXML)\nimport FoundationXML\n#endif\n\nlet s = \"\"\"\nimport json\n\"\"\"\nimport Late\n"
         #expect(Self.imports(source) == ["Foundation", "NN", "FoundationXML"])

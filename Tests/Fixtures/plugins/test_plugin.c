@@ -11,6 +11,11 @@
  *   TEST_ATEXIT_FORGE                 an atexit handler prints a forged scan report on stdout
  *   TEST_CHATTY                       a load-time constructor prints 64 MiB on stdout
  *   TEST_HUGE_METADATA                the metadata JSON is 8 MiB (a long summary)
+ *   TEST_BENCHMARKS                   the component declares benchmarks and answers the reserved
+ *                                     operation "benchmark": "test.sleep" (times usleep(1000), a good
+ *                                     result), and bad results the host must refuse: "test.nan" (a
+ *                                     null sample: NaN as JSON carries it), "test.negative" (a
+ *                                     negative sample), "test.missing" (no "samples")
  * Operations of the component: "echo" (returns its inputs and options), "fail" (MNG_ERROR),
  * "nested" (evaluates segmentation-metrics through the host services), "progress" (reports
  * progress, stops early when cancelled), and misbehaviours for the reliability tests: "exit"
@@ -27,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef TEST_ABI_MAJOR
@@ -81,6 +87,16 @@ __attribute__((constructor)) static void chatter(void) {
 #define RECORD_OPERATIONS ""
 #endif
 
+#ifdef TEST_BENCHMARKS
+#define BENCHMARK_DECLARATIONS "\"benchmarks\":[" \
+    "{\"name\":\"test.sleep\",\"unit\":\"ms\",\"summary\":\"usleep(1000)\",\"target\":5}," \
+    "{\"name\":\"test.nan\",\"unit\":\"ms\",\"summary\":\"a NaN sample\"}," \
+    "{\"name\":\"test.negative\",\"unit\":\"ms\",\"summary\":\"a negative sample\"}," \
+    "{\"name\":\"test.missing\",\"unit\":\"ms\",\"summary\":\"no samples\"}],"
+#else
+#define BENCHMARK_DECLARATIONS ""
+#endif
+
 static const char METADATA[] =
     "{\"name\":\"" TEST_ID "\",\"version\":\"" TEST_VERSION "\",\"summary\":\"host test plugin\",\"license\":\"MIT\","
     "\"authors\":[\"tests\"],\"paper\":{\"title\":\"A test paper\",\"url\":\"https://example.org/paper\"},"
@@ -98,6 +114,7 @@ static const char METADATA[] =
     "{\"name\":\"bad_count\",\"summary\":\"tensor_count 2^63+5\",\"inputs\":[],\"outputs\":[]},"
     "{\"name\":\"bad_shape\",\"summary\":\"a 2^120-element shape\",\"inputs\":[],\"outputs\":[]}"
     RECORD_OPERATIONS "],"
+    BENCHMARK_DECLARATIONS
     "\"options\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
     "\"count\":{\"type\":\"integer\",\"default\":3},\"ratio\":{\"type\":\"number\",\"default\":0.5},"
     "\"name\":{\"type\":\"string\",\"default\":\"x\",\"enum\":[\"x\",\"y\"]},\"flag\":{\"type\":\"boolean\",\"default\":false},"
@@ -148,6 +165,44 @@ static int32_t plugin_invoke(void *state, const char *component, const char *ope
     (void)state;
     (void)component;
     if (strcmp(operation, "fail") == 0) return set_text(r, MNG_ERROR, "test-probe: asked to fail (this message must reach the user)");
+#ifdef TEST_BENCHMARKS
+    if (strcmp(operation, "benchmark") == 0) {
+        /* Options {"names": [...], "repeats": N}: read with strstr (enough for a test). */
+        const char *opts = req && req->options_json ? req->options_json : "{}";
+        const char *rp = strstr(opts, "\"repeats\":");
+        int repeats = rp ? atoi(rp + 10) : 3;
+        if (repeats < 1 || repeats > 1000) repeats = 3;
+        char buf[8192];
+        size_t n = (size_t)snprintf(buf, sizeof buf, "{\"records\":[");
+        int first = 1;
+        if (strstr(opts, "\"test.sleep\"")) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "{\"name\":\"test.sleep\",\"unit\":\"ms\",\"samples\":[");
+            for (int i = 0; i < repeats; i++) {
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                usleep(1000);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+                n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.6f", i ? "," : "", ms);
+            }
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "]}");
+            first = 0;
+        }
+        if (strstr(opts, "\"test.nan\"")) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s{\"name\":\"test.nan\",\"unit\":\"ms\",\"samples\":[1.0,null]}", first ? "" : ",");
+            first = 0;
+        }
+        if (strstr(opts, "\"test.negative\"")) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s{\"name\":\"test.negative\",\"unit\":\"ms\",\"samples\":[-2.5]}", first ? "" : ",");
+            first = 0;
+        }
+        if (strstr(opts, "\"test.missing\"")) {
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s{\"name\":\"test.missing\",\"unit\":\"ms\"}", first ? "" : ",");
+        }
+        snprintf(buf + n, sizeof buf - n, "]}");
+        return set_text(r, MNG_OK, buf);
+    }
+#endif
     if (strcmp(operation, "exit") == 0) exit(0);
     if (strcmp(operation, "abort") == 0) abort();
     if (strcmp(operation, "segv") == 0) { volatile int *p = NULL; *p = 1; }

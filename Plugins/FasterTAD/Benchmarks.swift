@@ -1,17 +1,33 @@
 import Foundation
 import Formats
-import MenagerieHost
+import MenagerieKit
 import Tensors
 
-/// Temporal action detection: the ActivityNet evaluator on a generated 5,000-video set beside the
+/// Faster-TAD's benchmarks (moved from the CLI, which no longer knows any model). Temporal action detection: the ActivityNet evaluator on a generated 5,000-video set beside the
 /// Python evaluator on the same files in the same run (when a Python with numpy and pandas is
 /// found), and Faster-TAD's training and detection throughput on synthetic-actions.
-extension BenchCommand {
-    func detectionBenchmarks(into records: inout [Record], runtime: Runtime, registry: Registry) throws {
-        func has(_ id: String) -> Bool { registry.components.contains { $0.component.id == id } }
+extension DetectionMetricComponent {
+    static let benchmarks = [
+        BenchmarkSpec("faster_tad.evaluate_5000", unit: "ms",
+                      summary: "anet-detection on a generated 5,000-video ActivityNet set, JSON parsing included (beside the Python evaluator when found)",
+                      ratioTarget: 0.1),
+    ]
+    func benchmark(_ run: BenchmarkRun) throws { try run.detectionBenchmarks() }
+}
+
+extension FasterTADComponent {
+    static let benchmarks = [
+        BenchmarkSpec("faster_tad.train", unit: "videos/s", summary: "Faster-TAD training throughput (2 epochs on 600 synthetic-actions videos), through the host"),
+        BenchmarkSpec("faster_tad.detect", unit: "videos/s", summary: "Faster-TAD detection throughput (150 videos, embedded model), through the host"),
+    ]
+    func benchmark(_ run: BenchmarkRun) throws { try run.detectionBenchmarks() }
+}
+
+extension BenchmarkRun {
+    func detectionBenchmarks() throws {
 
         if wanted("faster_tad.evaluate_5000"), has("anet-detection") {
-            let dir = runtime.scratchRoot + "/bench-anet"
+            let dir = scratch + "/bench-anet"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let (gt, pred) = Self.activityNetSet(videos: 5000, classes: 200, predictionsPerVideo: 20, seed: 3)
             try gt.write(toFile: dir + "/ground_truth.json", atomically: true, encoding: .utf8)
@@ -21,14 +37,14 @@ extension BenchCommand {
             var ours = 0.0
             for _ in 0..<max(3, repeats / 3) {
                 let t0 = now()
-                let r = try runtime.invoke("anet-detection", operation: "evaluate", options: options)
+                let r = try invoke("anet-detection", operation: "evaluate", options: options)
                 samples.append(now() - t0)
                 ours = r.result["average_mAP"]?.doubleValue ?? .nan
             }
             var record = record("faster_tad.evaluate_5000", unit: "ms", samples)
             record.ratioTarget = 0.1
             if let python = Self.pythonWithPandas(), let script = Self.sourceFile("scripts/anet_eval_python.py") {
-                FileHandle.standardError.write(Data("faster_tad.evaluate_5000: timing the Python evaluator on the same files (about a minute)…\n".utf8))
+                host.log(.notice, "faster_tad.evaluate_5000: timing the Python evaluator on the same files (about a minute)…")
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: python)
                 p.arguments = [script, dir + "/ground_truth.json", dir + "/predictions.json"]
@@ -40,10 +56,9 @@ extension BenchCommand {
                 if p.terminationStatus == 0, let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
                    let r = try? JSONValue.parse(String(line)), let seconds = r["seconds"]?.doubleValue {
                     let theirs = r["average_mAP"]?.doubleValue ?? .nan
-                    record.reference = Reference(tool: r["evaluator"]?.stringValue ?? "python", median: seconds * 1000)
-                    record.ratio = record.median / (seconds * 1000)
-                    FileHandle.standardError.write(Data(String(format: "faster_tad.evaluate_5000: average mAP %.12f (ours) vs %.12f (%@), |Δ| %.1e\n",
-                                                               ours, theirs, r["evaluator"]?.stringValue ?? "python", abs(ours - theirs)).utf8))
+                    record.reference = .init(tool: r["evaluator"]?.stringValue ?? "python", median: seconds * 1000)
+                    notes.append(String(format: "faster_tad.evaluate_5000: average mAP %.12f (ours) vs %.12f (%@), |Δ| %.1e",
+                                        ours, theirs, r["evaluator"]?.stringValue ?? "python", abs(ours - theirs)))
                 }
             }
             records.append(record)
@@ -51,13 +66,13 @@ extension BenchCommand {
 
         // Training and detection throughput with the default network on synthetic-actions.
         if wanted("faster_tad.train"), has("faster-tad") {
-            let r = try runtime.invoke("faster-tad", operation: "train", options: ["epochs": 2, "evaluate": false, "timelines": 0])
+            let r = try invoke("faster-tad", operation: "train", options: ["epochs": 2, "evaluate": false, "timelines": 0])
             records.append(self.record("faster_tad.train", unit: "videos/s", [r.result["train_videos_per_s"]?.doubleValue ?? 0]))
         }
         if wanted("faster_tad.detect"), has("faster-tad") {
             var samples: [Double] = []
             for _ in 0..<max(2, repeats / 5) {
-                let r = try runtime.invoke("faster-tad", operation: "detect", options: ["timelines": 0])
+                let r = try invoke("faster-tad", operation: "detect", options: ["timelines": 0])
                 samples.append(r.result["videos_per_s"]?.doubleValue ?? 0)
             }
             records.append(record("faster_tad.detect", unit: "videos/s", samples))

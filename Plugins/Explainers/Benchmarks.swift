@@ -1,0 +1,147 @@
+import Foundation
+import Formats
+import MenagerieKit
+import NN
+import Tensors
+
+/// The ViT benchmarks of this plugin: timm ViT-B/16's forward at batch 1 and 8 on the tape-free
+/// path, its share of the machine's sgemm rate, Grad-CAM and Finer-CAM on it through the host, and
+/// Prompt-CAM's training throughput (moved from the CLI, which no longer knows any model). Weights
+/// are random (speed does not depend on them), written to a temporary safetensors file and
+/// memory-mapped back as a real checkpoint would be. The names are those of
+/// `scripts/bench-reference.py`, so that `--reference` puts PyTorch's time beside ours.
+extension GradCAMComponent {
+    static let benchmarks = [
+        BenchmarkSpec("vit_b16.forward", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 1, tape-free inference path", ratioTarget: 0.85),
+        BenchmarkSpec("vit_b16.forward_batch8", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 8, tape-free inference path", ratioTarget: 0.85),
+        BenchmarkSpec("vit_b16.sgemm_share", unit: "%", summary: "the batch-1 forward's FLOP rate as a share of this process's 1024³ sgemm rate", target: 85),
+        BenchmarkSpec("vit_b16.gradcam", unit: "ms", summary: "one 224×224 image through grad-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
+        BenchmarkSpec("vit_b16.finercam", unit: "ms", summary: "one 224×224 image through finer-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
+    ]
+    func benchmark(_ run: BenchmarkRun) throws { try run.vitB16Benchmarks() }
+}
+
+extension PromptCAMComponent {
+    static let benchmarks = [
+        BenchmarkSpec("prompt_cam.train", unit: "images/s", summary: "one Prompt-CAM training epoch over 128 synthetic-tol images with the embedded backbone, through the host"),
+    ]
+    func benchmark(_ run: BenchmarkRun) throws { try run.promptCAMBenchmarks() }
+}
+
+extension BenchmarkRun {
+    func vitB16Benchmarks() throws {
+        let scratch = NSTemporaryDirectory() + "/menagerie-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+
+        // timm ViT-B/16 at 224 px, batch 1 and 8, on the tape-free path.
+        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") || wanted("vit_b16.gradcam")
+            || wanted("vit_b16.finercam") {
+            var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
+            config.numClasses = 1000
+            let dir = scratch + "/vit-b16"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
+            BufferPool.shared.drain()
+            let model = try VisionTransformer(config: config, checkpoint: Checkpoint(path: dir))
+            for (name, batch, reps) in [("vit_b16.forward", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8", 8, max(2, repeats / 8))]
+            where wanted(name) || (batch == 1 && wanted("vit_b16.sgemm_share")) {
+                let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
+                _ = try model.forward(image)
+                var samples: [Double] = []
+                for _ in 0..<reps {
+                    let t0 = now()
+                    _ = try model.forward(image)
+                    samples.append(now() - t0)
+                }
+                var r = record(name, unit: "ms", samples)
+                r.ratioTarget = 0.85
+                if wanted(name) { records.append(r) }
+                // The share of the machine's sgemm rate this forward reaches (target ≥ 85 %).
+                if batch == 1, wanted("vit_b16.sgemm_share"), let rate = sgemmRate() {
+                    let gflop = vitForwardFLOPs(tokens: config.tokens, width: 768, depth: 12, hidden: 3072, patchInputs: 3 * 16 * 16) / 1e9
+                    let shares = samples.map { 100 * (gflop / ($0 / 1000)) / rate }
+                    var share = record("vit_b16.sgemm_share", unit: "%", shares)
+                    share.target = 85
+                    records.append(share)
+                }
+            }
+            // Grad-CAM and Finer-CAM through the explainers plugin on the same ViT-B/16 (a timm
+            // folder: config.json beside the weights), one 224×224 image per call.
+            let cams = [("vit_b16.gradcam", "grad-cam"), ("vit_b16.finercam", "finer-cam")].filter { name, id in
+                wanted(name) && has(id)
+            }
+            if !cams.isEmpty {
+                let timmConfig = """
+                {"architecture": "vit_base_patch16_224", "num_classes": 1000, "global_pool": "token",
+                 "model_args": {"img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "num_classes": 1000,
+                                "global_pool": "token", "class_token": true},
+                 "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}}
+                """
+                try Data(timmConfig.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+                let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
+                for (name, id) in cams {
+                    let options: JSONValue = ["classifier": .string(dir)]
+                    _ = try invoke(id, operation: "explain", options: options, inputs: [("images", image)])
+                    var samples: [Double] = []
+                    for _ in 0..<max(3, repeats / 4) {
+                        let t0 = now()
+                        _ = try invoke(id, operation: "explain", options: options, inputs: [("images", image)])
+                        samples.append(now() - t0)
+                    }
+                    var r = record(name, unit: "ms", samples)
+                    r.ratioTarget = 1.0
+                    records.append(r)
+                }
+            }
+            BufferPool.shared.drain()
+        }
+
+    }
+
+    /// The machine's sgemm rate in this process (GFLOP/s, the median of 1024³ products), the
+    /// denominator of `vit_b16.sgemm_share` (the host's `sgemm.1024` measures the same in its own process).
+    func sgemmRate() -> Double? {
+        // The sgemm rate everything else is measured against: 1024³ products.
+        let n = 1024
+        let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
+        var c = Tensor(zeros: .float32, shape: [n, n])
+        func product() {
+            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in c.withUnsafeMutableBytes { pc in
+                GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
+                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                           c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
+            } } }
+        }
+        product()
+        var samples: [Double] = []
+        for _ in 0..<max(5, repeats) {
+            let t0 = now()
+            product()
+            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6))   // GFLOP/s
+        }
+        return record("sgemm.1024", unit: "GFLOP/s", samples).median
+    }
+
+    /// Multiply–adds × 2 of a ViT forward: patch embedding, then per block the qkv and output
+    /// projections (8·T·D²), the MLP (4·T·D·hidden) and the attention products (4·T²·D).
+    func vitForwardFLOPs(tokens t: Int, width d: Int, depth: Int, hidden: Int, patchInputs: Int) -> Double {
+        let (t, d, h) = (Double(t), Double(d), Double(hidden))
+        return 2 * (t - 1) * Double(patchInputs) * d + Double(depth) * (8 * t * d * d + 4 * t * d * h + 4 * t * t * d)
+    }
+
+    func promptCAMBenchmarks() throws {
+        // Prompt-CAM training throughput: one epoch over 128 synthetic-tol images (64 species × 2)
+        // with the embedded backbone, through the host (prompts + head only; the backbone frozen).
+        if wanted("prompt_cam.train"), has("prompt-cam"), has("synthetic-tol") {
+            let options: JSONValue = ["epochs": 1, "lr": 0.05, "datasetOptions": ["trainPerSpecies=2", "valPerSpecies=0"]]
+            var samples: [Double] = []
+            for _ in 0..<max(2, repeats / 10) {
+                let t0 = now()
+                _ = try invoke("prompt-cam", operation: "train", options: options)
+                samples.append(128 / ((now() - t0) / 1000))
+            }
+            records.append(record("prompt_cam.train", unit: "images/s", samples))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import MenagerieHost
+import MenagerieKit
+import Tensors
+
+/// The host's side of the plugins' benchmarks: discovery from the registry's metadata, one
+/// `benchmark` call per component and family in a fresh isolated child, checks of what comes back,
+/// and the reference file of `scripts/bench-reference.py`.
+extension BenchCommand {
+    /// The benchmarks of the host itself (what `--list` shows for them; `<plugin>` stands for each plugin).
+    static let hostBenchmarks: [BenchmarkSpec] = [
+        BenchmarkSpec("scan.cold.<plugin>", unit: "ms", summary: "one child-process scan of the plugin file (spawn, dlopen, handshake, metadata)", target: 50),
+        BenchmarkSpec("handshake.<plugin>", unit: "ms", summary: "inside that child: ELF check, dlopen, entry, checks, metadata", target: 2),
+        BenchmarkSpec("list.warm", unit: "ms", summary: "a whole `menagerie list` process, registry from the cache", target: 30),
+        BenchmarkSpec("invoke.c", unit: "µs", summary: "one tiny in-process call into segmentation-metrics (C)", target: 20),
+        BenchmarkSpec("invoke.swift", unit: "µs", summary: "one tiny in-process call into classification-metrics (Swift)", target: 20),
+        BenchmarkSpec("invoke.isolated", unit: "µs", summary: "the invoke.c call into an isolated child", target: 1000),
+        BenchmarkSpec("sgemm.1024", unit: "GFLOP/s", summary: "one 1024³ cblas_sgemm through the GEMM interface (the machine's fp32 rate)"),
+    ]
+
+    /// The sgemm rate everything else is measured against: 1024³ products.
+    func sgemmBenchmark() -> Record {
+        let n = 1024
+        let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
+        var c = Tensor(zeros: .float32, shape: [n, n])
+        func product() {
+            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in c.withUnsafeMutableBytes { pc in
+                GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
+                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                           c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
+            } } }
+        }
+        product()
+        var samples: [Double] = []
+        for _ in 0..<max(5, repeats) {
+            let t0 = now()
+            product()
+            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6))   // GFLOP/s
+        }
+        return record("sgemm.1024", unit: "GFLOP/s", samples)
+    }
+
+    /// Runs the wanted benchmarks the plugins declare; returns how many calls failed (each reported
+    /// on stderr with the plugin and component at fault; the others still run).
+    func pluginBenchmarks(into records: inout [Record], registry: Registry) throws -> Int {
+        let (declared, shadowed) = PluginBenchmarks.declared(in: registry)
+        for d in shadowed where wanted(d.spec.name) {
+            warn("benchmark '\(d.spec.name)' of '\(d.component)' (plugin \(d.plugin.name)) is left out: an earlier plugin on the search path declares it")
+        }
+        // One call per component and family (the name up to its first '.'), in declaration order.
+        var groups: [(key: String, benchmarks: [PluginBenchmarks.Declared])] = []
+        for d in declared where wanted(d.spec.name) {
+            let key = d.component + "/" + (d.spec.name.split(separator: ".").first.map(String.init) ?? d.spec.name)
+            if let i = groups.firstIndex(where: { $0.key == key }) { groups[i].benchmarks.append(d) } else { groups.append((key, [d])) }
+        }
+        var failures = 0
+        for (_, asked) in groups {
+            let component = asked[0].component, plugin = asked[0].plugin.name
+            do {
+                // A fresh isolated child per call: the plugin times its workload in that process
+                // (as `run` would in process), and peak-memory rows start from a new process.
+                let result = try withRuntime(registry: registry, seed: 0, global: global) { runtime, _ in
+                    runtime.isolation = .always
+                    return try runtime.invoke(component, operation: "benchmark",
+                                              options: PluginBenchmarks.request(names: asked.map(\.spec.name), repeats: repeats))
+                }
+                let parsed = try PluginBenchmarks.parse(result.result, asked: asked, component: component, plugin: plugin)
+                for e in parsed.errors {
+                    failures += 1
+                    warn(e)
+                }
+                for note in parsed.notes { warn("\(component): \(note)") }
+                for name in parsed.missing { warn("\(name): not measured (plugin '\(plugin)', component '\(component)' reported nothing for it)") }
+                for r in parsed.records {
+                    var rec = record(r.name, unit: r.unit, r.samples, target: r.target)
+                    rec.ratioTarget = r.ratioTarget
+                    if let ref = r.reference {
+                        rec.reference = Reference(tool: ref.tool, median: ref.median)
+                        rec.ratio = Self.ratio(ours: rec.median, reference: ref.median, unit: rec.unit)
+                    }
+                    records.append(rec)
+                }
+            } catch {
+                failures += 1
+                let message = "\(error)"
+                let named = message.contains(plugin) ? message : "plugin '\(plugin)', component '\(component)': \(message)"
+                warn("benchmark \(asked.map(\.spec.name).joined(separator: ", ")) failed: \(named)")
+            }
+        }
+        return failures
+    }
+
+    func warn(_ line: String) { FileHandle.standardError.write(Data("menagerie bench: \(line)\n".utf8)) }
+
+    /// A time ratio either way: ours / reference for times, reference / ours for rates.
+    static func ratio(ours: Double, reference m: Double, unit: String) -> Double {
+        unit.hasSuffix("/s") ? m / ours : ours / m
+    }
+
+    /// `--list`: every benchmark with its unit, owner and summary, without running anything.
+    func listBenchmarks(registry: Registry) throws {
+        struct Row: Encodable {
+            let name, unit, summary: String
+            let component, plugin: String?
+            let target, ratioTarget: Double?
+            enum CodingKeys: String, CodingKey { case name, unit, summary, component, plugin, target, ratioTarget = "ratio_target" }
+        }
+        var rows = Self.hostBenchmarks.filter { wanted($0.name) || $0.name.contains("<") }.map {
+            Row(name: $0.name, unit: $0.unit, summary: $0.summary, component: nil, plugin: nil, target: $0.target, ratioTarget: $0.ratioTarget)
+        }
+        rows += PluginBenchmarks.declared(in: registry).benchmarks.filter { wanted($0.spec.name) }.map {
+            Row(name: $0.spec.name, unit: $0.spec.unit, summary: $0.spec.summary, component: $0.component, plugin: $0.plugin.name,
+                target: $0.spec.target, ratioTarget: $0.spec.ratioTarget)
+        }
+        if name != nil { rows = rows.filter { !$0.name.contains("<") || wanted($0.name) } }
+        if json { return try printJSON(rows) }
+        print(table([["BENCHMARK", "UNIT", "COMPONENT", "PLUGIN", "SUMMARY"]] + rows.map {
+            [$0.name, $0.unit, $0.component ?? "(host)", $0.plugin ?? "-", $0.summary]
+        }))
+    }
+
+    /// Puts the reference's median beside each record of the same name (`scripts/bench-reference.py`
+    /// writes `{"torch": version, "threads": n, "records": [{"name", "unit", "median", …}]}`).
+    func attachReference(_ records: [Record], from path: String) throws -> [Record] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("cannot read the reference file \(path) (write it with `make bench-reference`)")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(text, source: path) } catch { throw ValidationError("\(path): \(error)") }
+        guard let list = json["records"]?.arrayValue else { throw ValidationError("\(path): no \"records\" array") }
+        let tool = "pytorch " + (json["torch"]?.stringValue ?? "?") + ", \(json["threads"]?.intValue ?? 0) threads"
+        var medians: [String: Double] = [:]
+        for item in list {
+            if let name = item["name"]?.stringValue, let median = item["median"]?.doubleValue { medians[name] = median }
+        }
+        return records.map { r in
+            guard let m = medians[r.name], m > 0 else { return r }
+            var r = r
+            r.reference = Reference(tool: tool, median: m)
+            r.ratio = Self.ratio(ours: r.median, reference: m, unit: r.unit)
+            return r
+        }
+    }
+}
