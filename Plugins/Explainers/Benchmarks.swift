@@ -10,16 +10,19 @@ import Tensors
 /// are random (speed does not depend on them), written to a temporary safetensors file and
 /// memory-mapped back as a real checkpoint would be. The names are those of
 /// `scripts/bench-reference.py`, so that `--reference` puts PyTorch's time beside ours.
-extension GradCAMComponent {
-    static let benchmarks = [
+/// Declared by `grad-cam` (a row of the base-CAM table; the other rows declare none).
+extension BaseCAMComponent {
+    static var benchmarks: [BenchmarkSpec] { Tag.method == .gradcam ? vitB16Benchmarks : [] }
+    func benchmark(_ run: BenchmarkRun) throws { try run.vitB16Benchmarks() }
+}
+
+private let vitB16Benchmarks = [
         BenchmarkSpec("vit_b16.forward", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 1, tape-free inference path", ratioTarget: 0.85),
         BenchmarkSpec("vit_b16.forward_batch8", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 8, tape-free inference path", ratioTarget: 0.85),
         BenchmarkSpec("vit_b16.sgemm_share", unit: "%", summary: "the batch-1 forward's FLOP rate as a share of this process's 1024³ sgemm rate", target: 85),
         BenchmarkSpec("vit_b16.gradcam", unit: "ms", summary: "one 224×224 image through grad-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
         BenchmarkSpec("vit_b16.finercam", unit: "ms", summary: "one 224×224 image through finer-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
-    ]
-    func benchmark(_ run: BenchmarkRun) throws { try run.vitB16Benchmarks() }
-}
+]
 
 extension PromptCAMComponent {
     static let benchmarks = [
