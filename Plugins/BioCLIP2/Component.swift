@@ -314,12 +314,12 @@ struct BioCLIPComponent: Backbone {
 
 /// Differentiable copies of loaded models (the vector-Jacobian product of `embed`), by folder and
 /// the weights' identity.
-let differentiableCLIPs = ProcessCache<CLIPModule>()
+let differentiableCLIPs = ProcessCache<CLIP>()
 
-func differentiableCLIP(folder: String) throws -> CLIPModule {
+func differentiableCLIP(folder: String) throws -> CLIP {
     try differentiableCLIPs.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") {
-        let m: CLIPModule
-        do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let m: CLIP
+        do { m = try CLIP(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
         m.isTraining = false
         return m
     }

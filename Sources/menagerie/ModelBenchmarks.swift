@@ -150,9 +150,9 @@ extension BenchCommand {
             config.numClasses = 1000
             let dir = scratch + "/vit-b16"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
+            try ViT(config: config, seed: 1).save(to: dir + "/model.safetensors")
             BufferPool.shared.drain()
-            let model = try VisionTransformer(config: config, checkpoint: Checkpoint(path: dir))
+            let model = try ViT(config: config, checkpoint: Checkpoint(path: dir))
             for (name, batch, reps) in [("vit_b16.forward", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8", 8, max(2, repeats / 8))]
             where wanted(name) || (batch == 1 && wanted("vit_b16.sgemm_share")) {
                 let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
@@ -213,11 +213,11 @@ extension BenchCommand {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try Data(Self.vitL14Config.utf8).write(to: URL(fileURLWithPath: dir + "/open_clip_config.json"))
             let config = try OpenCLIPConfig.load(path: dir + "/open_clip_config.json")
-            try CLIPModule(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
+            try CLIP(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
             BufferPool.shared.drain()
             let weightBytes = Double((try FileManager.default.attributesOfItem(atPath: dir + "/open_clip_model.safetensors")[.size] as? NSNumber)?.intValue ?? 0)
             let before = PeakMemory.resetAndRead()
-            let model = try CLIPModel(folder: dir)
+            let model = try CLIP(folder: dir)
             let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
             // Eight prompts of random tokens, each ending in the end-of-text token (the largest id).
             var idValues = [Int32](repeating: 1, count: 8 * 77)
