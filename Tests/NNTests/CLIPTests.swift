@@ -49,7 +49,7 @@ import TestSupport
         let text = try model.encodeText(try Tensor(padded, shape: [ids.count, 77]))
         let textErr = relativeError(try text.scalars(), matrix(e["text_features"]))
         #expect(textErr < 1e-4, "relative error \(textErr)")
-        #expect(abs(expf(model.logitScale) - Float(e["logit_scale"]!.doubleValue!)) < 1e-4)
+        #expect(abs(expf(model.logitScaleValue) - Float(e["logit_scale"]!.doubleValue!)) < 1e-4)
 
         let imageFeatures = try Tensor(matrix(e["image_features"]).flatMap { $0 }, shape: [3, 32])
         let logits: [Float] = try model.logits(imageFeatures: imageFeatures, textFeatures: text).scalars()
