@@ -87,11 +87,11 @@ extension BenchmarkRun {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try Data(Self.vitL14Config.utf8).write(to: URL(fileURLWithPath: dir + "/open_clip_config.json"))
             let config = try OpenCLIPConfig.load(path: dir + "/open_clip_config.json")
-            try CLIPModule(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
+            try CLIP(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
             BufferPool.shared.drain()
             let weightBytes = Double((try FileManager.default.attributesOfItem(atPath: dir + "/open_clip_model.safetensors")[.size] as? NSNumber)?.intValue ?? 0)
             let before = PeakMemory.resetAndRead()
-            let model = try CLIPModel(folder: dir)
+            let model = try CLIP(folder: dir)
             let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
             // Eight prompts of random tokens, each ending in the end-of-text token (the largest id).
             var idValues = [Int32](repeating: 1, count: 8 * 77)

@@ -113,7 +113,8 @@ struct BioCLIPComponent: Backbone {
             guard upstream.dtype == .float32, upstream.shape == [input.shape[0], bio.config.embedDim] else {
                 throw MenagerieError.invalidArgument("input 'grad_embedding' must be f32 [\(input.shape[0]), \(bio.config.embedDim)], got \(upstream.shape)")
             }
-            let module = try differentiableCLIP(folder: bio.folder)
+            // The loaded CLIP's differentiable path: one model serves inference and gradients.
+            let module = bio.model
             let x = Variable(input.owned(), requiresGrad: true)
             let e = GradMode.with(true) { module.encodeImage(x) }
             let grad = Autograd.gradients(of: (e * Variable(upstream.owned())).sum(), wrt: [x])[0]!
@@ -309,19 +310,6 @@ struct BioCLIPComponent: Backbone {
         do { return try TreeOfLifeLabels(npy: npy, json: json, dimension: bio.config.embedDim) } catch let e as FormatError {
             throw MenagerieError.invalidArgument("\(e)")
         }
-    }
-}
-
-/// Differentiable copies of loaded models (the vector-Jacobian product of `embed`), by folder and
-/// the weights' identity.
-let differentiableCLIPs = ProcessCache<CLIPModule>()
-
-func differentiableCLIP(folder: String) throws -> CLIPModule {
-    try differentiableCLIPs.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") {
-        let m: CLIPModule
-        do { m = try CLIPModule(folder: folder) } catch { throw MenagerieError.invalidArgument("\(error)") }
-        m.isTraining = false
-        return m
     }
 }
 

@@ -10,7 +10,7 @@ import Text
 /// `open_clip_model.safetensors`, any ViT image tower, with the CLIP tokenizer (the folder's own
 /// `bpe_simple_vocab_16e6.txt.gz` when it has one, else the one shipped with the plugin).
 public final class BioCLIP: @unchecked Sendable {
-    public let model: CLIPModel
+    public let model: CLIP
     public let tokenizer: CLIPTokenizer
     public let folder: String
     /// What identifies these weights in caches: the folder, the weights' size and modification time.
@@ -32,7 +32,7 @@ public final class BioCLIP: @unchecked Sendable {
             throw FormatError(path: folder + "/open_clip_model.safetensors", "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
         }
         let config = try OpenCLIPConfig.load(path: configPath)
-        model = try CLIPModel(config: config, checkpoint: Checkpoint(path: weights))
+        model = try CLIP(config: config, checkpoint: Checkpoint(path: weights))
         let local = folder + "/bpe_simple_vocab_16e6.txt.gz"
         let vocabulary = FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = try BioCLIP.tokenizer(vocabulary, contextLength: config.text.contextLength)
@@ -160,7 +160,7 @@ public final class BioCLIP: @unchecked Sendable {
             for j in 0..<e { x[i * e + j] *= inv }
         }
         var logits = [Float](repeating: 0, count: n * c)
-        GEMM.sgemm(transposeB: true, m: n, n: c, k: e, alpha: expf(model.logitScale), a: x, lda: e, b: w, ldb: e, c: &logits, ldc: c)
+        GEMM.sgemm(transposeB: true, m: n, n: c, k: e, alpha: expf(model.logitScaleValue), a: x, lda: e, b: w, ldb: e, c: &logits, ldc: c)
         for i in 0..<n {
             let row = logits[(i * c)..<((i + 1) * c)]
             let m = row.max() ?? 0

@@ -115,7 +115,7 @@ extension BioCLIPComponent {
                                     text: .init(contextLength: 77, vocabSize: 49408, width: o.textWidth, heads: o.textWidth / 32, layers: o.textLayers, mlpRatio: 4),
                                     quickGELU: false, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711])
         do { try config.validate(source: "options of '\(Self.id)'") } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let model = CLIPModule(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
+        let model = CLIP(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         for (name, p) in model.namedParameters {
             p.decays = !(p.shape.count < 2 || name.contains("ln_") || name.hasSuffix("bias") || name == "logit_scale")
         }
@@ -182,7 +182,7 @@ extension BioCLIPComponent {
         result["seconds"] = .number(Date().timeIntervalSince(started))
         result["split"] = .string(o.split)
         result["parameters"] = .number(Double(parameters))
-        result["logit_scale"] = .number(Double(bio.model.logitScale))
+        result["logit_scale"] = .number(Double(bio.model.logitScaleValue))
         result["zero_shot_accuracy"] = .object(Dictionary(uniqueKeysWithValues: accuracy.map { ($0.key.label, JSONValue.number($0.value)) }))
         return Response(result: .object(result), artifacts: ["model/open_clip_model.safetensors", "model/open_clip_config.json"]
                             + labelFiles.map { "model/" + $0 } + ["curve.csv"] + Figure.files("curve.png"))

@@ -42,7 +42,7 @@ extension CoreInferComponent {
         do { config = try DecoderConfig(json: json, path: "options of '\(Self.id)'") } catch let e as FormatError {
             throw MenagerieError.invalidArgument("\(e)")
         }
-        let model = LlamaModule(config: config, seed: request.host.seed)
+        let model = DecoderLM(config: config, seed: request.host.seed)
         for (name, p) in model.namedParameters { p.decays = p.shape.count >= 2 && !name.contains("norm") }
         let optimizer = AdamW(model.parameters, learningRate: Float(o.lr), beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1)
         let schedule = Schedule.cosine(warmup: max(1, o.steps / 20), floor: 0.1)
@@ -59,7 +59,7 @@ extension CoreInferComponent {
                 targets += stream[(s + 1)...(s + o.context)]
             }
             optimizer.learningRate = schedule.rate(base: Float(o.lr), step: step, total: o.steps)
-            let logits = model(inputs).reshaped([o.batch * o.context, config.vocabSize])
+            let logits = try model(inputs).reshaped([o.batch * o.context, config.vocabSize])
             let loss = crossEntropy(logits, labels: targets)
             optimizer.minimize(loss)
             let value = Double(loss.scalars[0])

@@ -44,9 +44,9 @@ extension BenchmarkRun {
             config.numClasses = 1000
             let dir = scratch + "/vit-b16"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            try ViTModel(config: config, seed: 1).save(to: dir + "/model.safetensors")
+            try ViT(config: config, seed: 1).save(to: dir + "/model.safetensors")
             BufferPool.shared.drain()
-            let model = try VisionTransformer(config: config, checkpoint: Checkpoint(path: dir))
+            let model = try ViT(config: config, checkpoint: Checkpoint(path: dir))
             for (name, batch, reps) in [("vit_b16.forward", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8", 8, max(2, repeats / 8))]
             where wanted(name) || (batch == 1 && wanted("vit_b16.sgemm_share")) {
                 let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])

@@ -8,7 +8,7 @@ import Tensors
 /// A timm ViT classifier from a folder holding timm's `config.json` (`model_args`,
 /// `pretrained_cfg`) and `model.safetensors`, with its preprocessing.
 public struct ViTClassifier: @unchecked Sendable {
-    public let model: ViTModel
+    public let model: ViT
     public let config: ViTConfig
     public let mean: [Float]
     public let std: [Float]
@@ -51,7 +51,7 @@ public struct ViTClassifier: @unchecked Sendable {
             throw FormatError(path: configPath, "pretrained_cfg mean and std must be finite and std positive, got \(mean) and \(std)")
         }
         interpolation = pre?["interpolation"]?.stringValue == "bilinear" ? .bilinear : .bicubic
-        model = try ViTModel(config: cfg, checkpoint: checkpoint)
+        model = try ViT(config: cfg, checkpoint: checkpoint)
         model.isTraining = false
         config = cfg
         self.folder = folder

@@ -93,7 +93,7 @@ struct LinearProbeComponent: Backbone {
         // The classifier: the backbone's parameters by name, the trained head.
         var config = backbone.config
         config.numClasses = classes
-        let probe = ViTModel(config: config)
+        let probe = ViT(config: config)
         let source = Dictionary(uniqueKeysWithValues: backbone.model.namedParameters.map { ($0.0, $0.1) })
         for (name, p) in probe.namedParameters {
             if name == "head.weight" { p.assign(head.weight.value) } else if name == "head.bias" { p.assign(head.bias!.value) } else if let q = source[name] { p.assign(q.value) }

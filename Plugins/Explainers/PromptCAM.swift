@@ -11,12 +11,12 @@ import Tensors
 /// by P_{l+1}, except after the last, where they are kept: logit_c = w·LN(z_c) + b (LN the ViT's final
 /// norm, Linear(D → 1) shared). Prompts start at U(±√(6/(3·p² + D))). No attention mask.
 public final class PromptCAMModel: @unchecked Sendable {
-    public let backbone: ViTModel
+    public let backbone: ViT
     public let prompts: Parameter          // [L, C, D]
     public let head: Linear                // D → 1
     public let classes: Int
 
-    public init(backbone: ViTModel, classes: Int, seed: UInt64 = 0) {
+    public init(backbone: ViT, classes: Int, seed: UInt64 = 0) {
         self.backbone = backbone
         self.classes = classes
         let c = backbone.config

@@ -120,7 +120,7 @@ struct ViTClassifierComponent: Backbone {
             try config.validate(source: "options of '\(Self.id)'", keys: ["img_size": "size", "patch_size": "patch", "embed_dim": "width",
                                                                         "depth": "depth", "num_heads": "heads", "num_classes": "classes"])
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        let model = ViTModel(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
+        let model = ViT(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         // No weight decay on biases, norm gains, the class token and position embedding.
         for (name, p) in model.namedParameters where name.hasSuffix(".bias") || name.contains("norm") || name == "cls_token" || name == "pos_embed" {
             p.decays = false

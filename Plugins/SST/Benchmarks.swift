@@ -32,7 +32,7 @@ extension BenchmarkRun {
             try FileManager.default.createDirectory(atPath: dir + "/queries", withIntermediateDirectories: true)
             var config = ViTConfig(imageSize: 224, patchSize: 16, width: 384, depth: 12, heads: 6)
             config.numClasses = 0
-            try ViTModel(config: config, seed: 2).save(to: dir + "/model.safetensors")
+            try ViT(config: config, seed: 2).save(to: dir + "/model.safetensors")
             let timmConfig = """
             {"architecture": "vit_small_patch16_224", "num_classes": 0, "global_pool": "token",
              "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}}

@@ -53,6 +53,18 @@ public final class MultiheadAttention: Module {
         out = Linear(width, width, rng: &rng)
     }
 
+    /// Packed attention around existing projections (qkv [3D, D], out [D, D]).
+    init(width: Int, heads: Int, qkv: Linear, out: Linear, names: Names) {
+        precondition(width % heads == 0, "width \(width) is not divisible by \(heads) heads")
+        self.width = width
+        self.heads = heads
+        packed = true
+        self.names = names
+        self.qkv = qkv
+        (q, k, v) = (nil, nil, nil)
+        self.out = out
+    }
+
     public var namedParameters: [(String, Parameter)] {
         var p: [(String, Parameter)] = []
         if let qkv { p += [(names.qkvWeight, qkv.weight)] + (qkv.bias.map { [(names.qkvBias, $0)] } ?? []) }
@@ -102,55 +114,5 @@ public final class MultiheadAttention: Module {
         lastAttention = keepAttention ? attention : nil
         let mixed = matmul(attention, vh).permuted([0, 2, 1, 3]).reshaped([n, t, d])
         return out(mixed)
-    }
-}
-
-/// A pre-norm transformer block (differentiable): x + attn(LN1 x), then x + MLP(LN2 x).
-public final class TransformerBlock: Module {
-    public let norm1: LayerNorm, norm2: LayerNorm
-    public let attention: MultiheadAttention
-    public let fc1: Linear, fc2: Linear
-    /// Per-channel gains of the two residual branches (timm `ls1.gamma`, `ls2.gamma`; DINOv2).
-    public let layerScale1: Parameter?, layerScale2: Parameter?
-    public let activation: Activation
-    public let naming: BlockNaming
-    public var isTraining = true
-
-    public init(width: Int, heads: Int, hidden: Int, qkvBias: Bool = true, eps: Float = 1e-6, activation: Activation = .gelu,
-                naming: BlockNaming = .timm, layerScale: Bool = false, rng: inout SeededGenerator) {
-        norm1 = LayerNorm(width, eps: eps)
-        layerScale1 = layerScale ? Parameter(Tensor.filled(1e-5, shape: [width]), decays: false) : nil
-        layerScale2 = layerScale ? Parameter(Tensor.filled(1e-5, shape: [width]), decays: false) : nil
-        norm2 = LayerNorm(width, eps: eps)
-        var names = MultiheadAttention.Names()
-        names.qkvWeight = naming.qkvWeight
-        names.qkvBias = naming.qkvBias
-        names.out = naming.proj
-        attention = MultiheadAttention(width: width, heads: heads, bias: qkvBias, rng: &rng, names: names)
-        fc1 = Linear(width, hidden, rng: &rng)
-        fc2 = Linear(hidden, width, rng: &rng)
-        self.activation = activation
-        self.naming = naming
-    }
-
-    public var namedParameters: [(String, Parameter)] {
-        // The attention's names are relative to the block (e.g. "attn.qkv.weight").
-        prefixed(naming.norm1 + ".", norm1.namedParameters) + attention.namedParameters
-            + prefixed(naming.norm2 + ".", norm2.namedParameters) + prefixed(naming.fc1 + ".", fc1.namedParameters)
-            + prefixed(naming.fc2 + ".", fc2.namedParameters)
-            + (layerScale1.map { [("ls1.gamma", $0)] } ?? []) + (layerScale2.map { [("ls2.gamma", $0)] } ?? [])
-    }
-
-    /// `norm1Tap` receives the output of the first LayerNorm (Grad-CAM's usual ViT target layer).
-    public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil,
-                               norm1Tap: ((Variable) -> Void)? = nil) -> Variable {
-        let normed = norm1(x)
-        norm1Tap?(normed)
-        let attended = attention(normed, causal: causal, cache: cache)
-        let h = x + (layerScale1.map { attended * $0.variable } ?? attended)
-        let y = fc1(norm2(h))
-        let a = activation == .gelu ? y.gelu() : y.quickGELU()
-        let mlp = fc2(a)
-        return h + (layerScale2.map { mlp * $0.variable } ?? mlp)
     }
 }

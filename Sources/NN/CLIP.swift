@@ -129,24 +129,43 @@ public struct OpenCLIPConfig: Sendable, Equatable {
     }
 }
 
-/// An open_clip CLIP model (ViT image tower + causal text transformer), read by open_clip's
-/// state-dict names, for inference.
+/// open_clip's CLIP (ViT image tower + causal text transformer), one definition for training and
+/// inference, its parameters named as open_clip's state dict (`visual.conv1.weight`,
+/// `visual.transformer.resblocks.N.attn.in_proj_weight`, `token_embedding.weight`, `logit_scale`, …).
 ///
 /// encode_image: conv1 patches ; [class_embedding; patches] + positional_embedding ; ln_pre ;
 ///   blocks ; ln_post ; token 0 ; · proj.
 /// encode_text: token_embedding[ids] + positional_embedding ; causal blocks ; ln_final ;
 ///   the token at argmax(ids) (the end-of-text token) ; · text_projection.
 /// LayerNorm eps is torch's default 1e-5.
-public final class CLIPModel: @unchecked Sendable {
+///
+/// Two paths on the same parameters: `encodeImage(_: Variable)`, `encodeText(_: [[Int]])` and
+/// `logits(image:text:)` record the graph (BioCLIP 2 training, CONCORD's gradient through the image
+/// encoder); `encodeImage(_: Tensor)`, `encodeText(_: Tensor)` and `logits(imageFeatures:textFeatures:)`
+/// are the no-grad fast path (fused sgemm kernels), reading the current parameter tensors.
+public final class CLIP: Module {
     public let config: OpenCLIPConfig
-    let conv1: Tensor, classEmbedding: Tensor, visualPos: Tensor, lnPreW: Tensor, lnPreB: Tensor
-    let lnPostW: Tensor, lnPostB: Tensor, visualProj: Tensor
-    public let visual: TransformerStack
-    let tokenEmbedding: Tensor, textPos: Tensor, lnFinalW: Tensor, lnFinalB: Tensor, textProjection: Tensor
-    public let text: TransformerStack
-    /// The learned temperature, as stored (logits use exp(logitScale)).
-    public let logitScale: Float
+    // Image tower.
+    public let conv1: Parameter                  // [width, 3, p, p], no bias
+    public let classEmbedding: Parameter         // [width]
+    public let visualPositional: Parameter       // [tokens, width]
+    public let lnPre: LayerNorm, lnPost: LayerNorm
+    public let visualBlocks: [TransformerBlock]
+    public let visualProjection: Parameter       // [width, embed]
+    // Text tower.
+    public let tokenEmbedding: Parameter         // [vocab, width]
+    public let textPositional: Parameter         // [context, width]
+    public let textBlocks: [TransformerBlock]
+    public let lnFinal: LayerNorm
+    public let textProjection: Parameter         // [width, embed]
+    public let logitScale: Parameter             // [] (log of the temperature's inverse)
+    public var isTraining = true
     let eps: Float = 1e-5
+
+    /// A fresh model with seeded random parameters.
+    public convenience init(config: OpenCLIPConfig, seed: UInt64 = 0) {
+        self.init(config: config, source: ParameterSource(seed: seed))
+    }
 
     /// Loads `open_clip_config.json` and `open_clip_model.safetensors` (or a `.bin`/`.pt` of
     /// `Checkpoint.openCLIPFiles`) from `folder`.
@@ -156,33 +175,97 @@ public final class CLIPModel: @unchecked Sendable {
         try self.init(config: config, checkpoint: Checkpoint(path: weights))
     }
 
-    public init(config: OpenCLIPConfig, checkpoint: Checkpoint) throws {
-        self.config = config
-        let v = config.vision, t = config.text
-        let w = StateDictLoader(checkpoint)
-        let act: Activation = config.quickGELU ? .quickGELU : .gelu
-        conv1 = try w.float32("visual.conv1.weight", [v.width, 3, v.patchSize, v.patchSize]).reshaped([v.width, 3 * v.patchSize * v.patchSize])
-        classEmbedding = w.float32("visual.class_embedding", [v.width])
-        visualPos = w.float32("visual.positional_embedding", [v.tokens, v.width])
-        lnPreW = w.float32("visual.ln_pre.weight", [v.width])
-        lnPreB = w.float32("visual.ln_pre.bias", [v.width])
-        visual = TransformerStack(loader: w, prefix: "visual.transformer.resblocks.", naming: .openCLIP, depth: v.layers, width: v.width,
-                                  heads: v.heads, hidden: v.hidden, qkvBias: true, eps: 1e-5, activation: act)
-        lnPostW = w.float32("visual.ln_post.weight", [v.width])
-        lnPostB = w.float32("visual.ln_post.bias", [v.width])
-        visualProj = w.float32("visual.proj", [v.width, config.embedDim])
-        tokenEmbedding = w.float32("token_embedding.weight", [t.vocabSize, t.width])
-        textPos = w.float32("positional_embedding", [t.contextLength, t.width])
-        text = TransformerStack(loader: w, prefix: "transformer.resblocks.", naming: .openCLIP, depth: t.layers, width: t.width,
-                                heads: t.heads, hidden: t.hidden, qkvBias: true, eps: 1e-5, activation: act)
-        lnFinalW = w.float32("ln_final.weight", [t.width])
-        lnFinalB = w.float32("ln_final.bias", [t.width])
-        textProjection = w.float32("text_projection", [t.width, config.embedDim])
-        let scale = w.float32("logit_scale", [])
-        logitScale = try scale.scalars(as: Float.self).first ?? 0
-        // BioCLIP 2's continual_proj serves training on replay data only; inference uses visual.proj.
-        try w.finish(allowUnused: { $0 == "visual.continual_proj" || $0.hasPrefix("visual.continual_proj.") || $0 == "attn_mask" })
+    /// Loads open_clip weights for `config` (every mismatch reported in one error; the tensors stay
+    /// memory-mapped until an optimizer replaces them). BioCLIP 2's `visual.continual_proj` (training
+    /// on replay data only) and a stored `attn_mask` are ignored.
+    public convenience init(config: OpenCLIPConfig, checkpoint: Checkpoint) throws {
+        let loader = StateDictLoader(checkpoint)
+        self.init(config: config, source: ParameterSource(loader: loader))
+        try loader.finish(allowUnused: { $0 == "visual.continual_proj" || $0.hasPrefix("visual.continual_proj.") || $0 == "attn_mask" })
     }
+
+    init(config c: OpenCLIPConfig, source s: ParameterSource) {
+        config = c
+        let v = c.vision, t = c.text
+        let act: Activation = c.quickGELU ? .quickGELU : .gelu
+        conv1 = s.uniform("visual.conv1.weight", [v.width, 3, v.patchSize, v.patchSize], bound: 1 / Float(3 * v.patchSize * v.patchSize).squareRoot())
+        classEmbedding = s.uniform("visual.class_embedding", [v.width], bound: 0.02, decays: false)
+        visualPositional = s.uniform("visual.positional_embedding", [v.tokens, v.width], bound: 0.02, decays: false)
+        lnPre = s.layerNorm("visual.ln_pre", v.width, eps: 1e-5)
+        lnPost = s.layerNorm("visual.ln_post", v.width, eps: 1e-5)
+        visualBlocks = (0..<v.layers).map { i in
+            TransformerBlock(source: s, prefix: "visual.transformer.resblocks.\(i).", width: v.width, heads: v.heads, hidden: v.hidden,
+                             qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
+        }
+        visualProjection = s.uniform("visual.proj", [v.width, c.embedDim], bound: 1 / Float(v.width).squareRoot())
+        tokenEmbedding = s.uniform("token_embedding.weight", [t.vocabSize, t.width], bound: 0.02)
+        textPositional = s.uniform("positional_embedding", [t.contextLength, t.width], bound: 0.01, decays: false)
+        textBlocks = (0..<t.layers).map { i in
+            TransformerBlock(source: s, prefix: "transformer.resblocks.\(i).", width: t.width, heads: t.heads, hidden: t.hidden,
+                             qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
+        }
+        lnFinal = s.layerNorm("ln_final", t.width, eps: 1e-5)
+        textProjection = s.uniform("text_projection", [t.width, c.embedDim], bound: 1 / Float(t.width).squareRoot())
+        logitScale = s.filled("logit_scale", [], Float(log(1 / 0.07)))
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        var p: [(String, Parameter)] = [("visual.conv1.weight", conv1), ("visual.class_embedding", classEmbedding),
+                                        ("visual.positional_embedding", visualPositional)]
+        p += prefixed("visual.ln_pre.", lnPre.namedParameters)
+        for (i, b) in visualBlocks.enumerated() { p += prefixed("visual.transformer.resblocks.\(i).", b.namedParameters) }
+        p += prefixed("visual.ln_post.", lnPost.namedParameters) + [("visual.proj", visualProjection)]
+        p += [("token_embedding.weight", tokenEmbedding), ("positional_embedding", textPositional)]
+        for (i, b) in textBlocks.enumerated() { p += prefixed("transformer.resblocks.\(i).", b.namedParameters) }
+        p += prefixed("ln_final.", lnFinal.namedParameters) + [("text_projection", textProjection), ("logit_scale", logitScale)]
+        return p
+    }
+
+    /// The learned temperature's logarithm as a number (logits use exp of it).
+    public var logitScaleValue: Float { (try? logitScale.value.scalars(as: Float.self).first) ?? 0 }
+
+    // MARK: Differentiable path
+
+    /// Unnormalised image features [N, embed] of normalised images [N, 3, S, S] (records the graph).
+    public func encodeImage(_ images: Variable) -> Variable {
+        let v = config.vision
+        let n = images.shape[0], g = v.grid
+        var x = conv2d(images, weight: conv1.variable, bias: nil, stride: (v.patchSize, v.patchSize))
+            .reshaped([n, v.width, g * g]).transposed()                                    // [N, L, D]
+        x = concat([classEmbedding.variable.reshaped([1, 1, v.width]).broadcast(to: [n, 1, v.width]), x], axis: 1)
+        x = lnPre(x + visualPositional.variable)
+        for block in visualBlocks { x = block(x) }
+        let pooled = lnPost(x.slice(axis: 1, 0..<1).reshaped([n, v.width]))
+        return matmul(pooled, visualProjection.variable)
+    }
+
+    /// Unnormalised text features [N, embed] of token ids [N, context] (pooled at the largest id,
+    /// the end-of-text token, first occurrence; records the graph).
+    public func encodeText(_ ids: [[Int]]) throws -> Variable {
+        let t = config.text
+        guard ids.allSatisfy({ $0.count == t.contextLength && $0.allSatisfy { (0..<t.vocabSize).contains($0) } }) else {
+            throw TensorError("token ids must be rows of \(t.contextLength) ids in 0..<\(t.vocabSize)")
+        }
+        let n = ids.count
+        let eot = ids.map { row in row.indices.max { row[$0] < row[$1] || (row[$0] == row[$1] && $0 > $1) }! }
+        // Positions after the last end-of-text token of the batch cannot reach any pooled output
+        // under the causal mask: they are left out (same values and gradients, less work).
+        let used = (eot.max() ?? 0) + 1
+        var x = tokenEmbedding.variable.gatherRows(ids.flatMap { $0.prefix(used) }).reshaped([n, used, t.width])
+            + textPositional.variable.slice(axis: 0, 0..<used)
+        for block in textBlocks { x = block(x, causal: true) }
+        x = lnFinal(x)
+        let pooled = x.reshaped([n * used, t.width]).gatherRows(eot.enumerated().map { $0.offset * used + $0.element })
+        return matmul(pooled, textProjection.variable)
+    }
+
+    /// exp(logit_scale) · normalize(image) · normalize(text)ᵀ (records the graph).
+    public func logits(image: Variable, text: Variable) -> Variable {
+        func normalize(_ f: Variable) -> Variable { f / ((f * f).sum(axis: -1, keepDims: true) + 1e-12).sqrt() }
+        return matmul(normalize(image), normalize(text), transposeB: true) * logitScale.variable.exp()
+    }
+
+    // MARK: No-grad fast path
 
     /// Unnormalised image features [N, embedDim] of images [N, 3, S, S] (normalised with config.mean/std).
     public func encodeImage(_ images: Tensor) throws -> Tensor { try encodeImage(images, patchTokens: false).embedding }
@@ -198,25 +281,28 @@ public final class CLIPModel: @unchecked Sendable {
         let n = images.shape[0], d = v.width, t = v.tokens, g = v.grid
         let patches = unfoldPatches(try images.scalars(), batch: n, channels: 3, size: v.imageSize, patch: v.patchSize)
         var embedded = [Float](repeating: 0, count: n * g * g * d)
-        try conv1.withFloats { cw in
+        try conv1.value.withFloats { cw in      // [width, 3, p, p] read as [width, 3·p·p]
             Kernels.linear(patches, rows: n * g * g, inFeatures: 3 * v.patchSize * v.patchSize, weight: cw, bias: nil, outFeatures: d, into: &embedded)
         }
-        let cls: [Float] = try classEmbedding.scalars(), pos: [Float] = try visualPos.scalars()
         var x = [Float](repeating: 0, count: n * t * d)
-        for b in 0..<n {
-            for tok in 0..<t {
-                for j in 0..<d {
-                    x[(b * t + tok) * d + j] = (tok == 0 ? cls[j] : embedded[(b * g * g + tok - 1) * d + j]) + pos[tok * d + j]
+        try classEmbedding.value.withFloats { cls in try visualPositional.value.withFloats { pos in
+            for b in 0..<n {
+                for tok in 0..<t {
+                    for j in 0..<d {
+                        x[(b * t + tok) * d + j] = (tok == 0 ? cls[j] : embedded[(b * g * g + tok - 1) * d + j]) + pos[tok * d + j]
+                    }
                 }
             }
-        }
+        } }
         var normed = x
-        try lnPreW.withFloats { gw in try lnPreB.withFloats { gb in Kernels.layerNorm(x, rows: n * t, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
+        try lnPre.weight.value.withFloats { gw in try lnPre.bias.value.withFloats { gb in
+            Kernels.layerNorm(x, rows: n * t, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
+        } }
         x = normed
-        try visual.forward(&x, batch: n, tokens: t)
+        try TransformerStack(visualBlocks).forward(&x, batch: n, tokens: t)
         var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[b * t * d + j] } }
-        let embedding = try normalizeAndProject(pooled, rows: n, width: d, gain: lnPostW, bias: lnPostB, projection: visualProj)
+        let embedding = try normalizeAndProject(pooled, rows: n, width: d, norm: lnPost, projection: visualProjection)
         guard patchTokens else { return (embedding, nil) }
         var gridTokens = [Float](repeating: 0, count: n * g * g * d)
         for b in 0..<n {
@@ -226,18 +312,20 @@ public final class CLIPModel: @unchecked Sendable {
             }
         }
         var normedPatches = gridTokens
-        try lnPostW.withFloats { gw in try lnPostB.withFloats { gb in
+        try lnPost.weight.value.withFloats { gw in try lnPost.bias.value.withFloats { gb in
             Kernels.layerNorm(gridTokens, rows: n * g * g, width: d, gamma: gw, beta: gb, eps: eps, into: &normedPatches)
         } }
         return (embedding, try Tensor(normedPatches, shape: [n, g, g, d]))
     }
 
     /// LN(pooled) · projection ([rows, width] → [rows, embedDim]), the end of both towers.
-    func normalizeAndProject(_ pooled: [Float], rows n: Int, width d: Int, gain: Tensor, bias: Tensor, projection: Tensor) throws -> Tensor {
+    func normalizeAndProject(_ pooled: [Float], rows n: Int, width d: Int, norm: LayerNorm, projection: Parameter) throws -> Tensor {
         var normed = pooled
-        try gain.withFloats { gw in try bias.withFloats { gb in Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed) } }
+        try norm.weight.value.withFloats { gw in try norm.bias.value.withFloats { gb in
+            Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
+        } }
         var out = [Float](repeating: 0, count: n * config.embedDim)
-        try projection.withFloats { p in
+        try projection.value.withFloats { p in
             GEMM.sgemm(m: n, n: config.embedDim, k: d, a: normed, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
         }
         return try Tensor(out, shape: [n, config.embedDim])
@@ -265,20 +353,19 @@ public final class CLIPModel: @unchecked Sendable {
             return best
         }
         let used = (eot.max() ?? 0) + 1
-        let pos: [Float] = try textPos.scalars()
         var x = [Float](repeating: 0, count: n * used * d)
-        try tokenEmbedding.withFloats { emb in
+        try tokenEmbedding.value.withFloats { emb in try textPositional.value.withFloats { pos in
             for b in 0..<n {
                 for tok in 0..<used {
                     let id = tokens[b * t + tok]
                     for j in 0..<d { x[(b * used + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
                 }
             }
-        }
-        try text.forward(&x, batch: n, tokens: used, causal: true)
+        } }
+        try TransformerStack(textBlocks).forward(&x, batch: n, tokens: used, causal: true)
         var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[(b * used + eot[b]) * d + j] } }
-        return try normalizeAndProject(pooled, rows: n, width: d, gain: lnFinalW, bias: lnFinalB, projection: textProjection)
+        return try normalizeAndProject(pooled, rows: n, width: d, norm: lnFinal, projection: textProjection)
     }
 
     /// logits[i, j] = exp(logitScale) · ⟨f_i/‖f_i‖, g_j/‖g_j‖⟩ for image features f and text features g.
@@ -297,7 +384,7 @@ public final class CLIPModel: @unchecked Sendable {
         normalize(&g)
         let ni = f.count / e, nt = g.count / e
         var out = [Float](repeating: 0, count: ni * nt)
-        GEMM.sgemm(transposeB: true, m: ni, n: nt, k: e, alpha: expf(logitScale), a: f, lda: e, b: g, ldb: e, c: &out, ldc: nt)
+        GEMM.sgemm(transposeB: true, m: ni, n: nt, k: e, alpha: expf(logitScaleValue), a: f, lda: e, b: g, ldb: e, c: &out, ldc: nt)
         return try Tensor(out, shape: [ni, nt])
     }
 }

@@ -2,27 +2,37 @@ import Foundation
 import Formats
 import Tensors
 
-/// A decoder-only language model (OPT or LLaMA, Hugging Face layout) for inference with a key-value
-/// cache, batch 1. Weights are read by the `transformers` state-dict names and kept as the
-/// memory-mapped f32 (or converted) tensors of the checkpoint.
+/// A decoder-only language model (OPT or LLaMA, Hugging Face layout), one definition for training
+/// and inference, its parameters named as the `transformers` state dict, so `save` writes a folder
+/// (with `config.json`) that `init(folder:)` and `transformers` read.
 ///
 /// OPT (pre-LN): x = E[ids] (· project_in) + P[pos + 2]; per layer x += Wo·attn(LN₁x) ;
-///   x += W2·ReLU(W1·LN₂x + b1) + b2; final LN (· project_out); logits = x·Eᵀ (or lm_head).
+///   x += W2·act(W1·LN₂x + b1) + b2; final LN (· project_out); logits = x·Eᵀ (or lm_head).
 /// LLaMA: x = E[ids]; per layer x += Wo·attn(RMS₁x) with RoPE on q, k (rotate-half form, inv_freq =
 ///   θ^(−2i/d)) and grouped-query heads; x += Wdown·(SiLU(Wgate·RMS₂x) ⊙ Wup·RMS₂x); RMS; lm_head.
-public final class DecoderLM: @unchecked Sendable {
+///
+/// Two paths on the same parameters: `callAsFunction(_: [[Int]])` records the graph (training:
+/// logits of whole sequences); `forward(_:cache:)` is the no-grad fast path for decoding, batch 1,
+/// with a key-value cache and CoreInfer's sparse FFN (`setSparse`), reading the current parameter
+/// tensors (memory-mapped as loaded until an optimizer replaces them).
+public final class DecoderLM: Module {
     public let config: DecoderConfig
 
-    struct Layer {
-        var q: Tensor, k: Tensor, v: Tensor, o: Tensor
-        var qb: Tensor?, kb: Tensor?, vb: Tensor?, ob: Tensor?
-        var norm1: Tensor, norm1b: Tensor?, norm2: Tensor, norm2b: Tensor?
-        // OPT: up = fc1 [dff, D] (+ b), down = fc2 [D, dff] (+ b). LLaMA: gate, up, down.
-        var up: Tensor, upb: Tensor?, gate: Tensor?, down: Tensor, downb: Tensor?
+    /// One decoder layer's parameters. OPT: up = fc1, down = fc2, no gate; LLaMA: gate, up, down.
+    public struct Layer {
+        public let norm1: Parameter, norm1Bias: Parameter?, norm2: Parameter, norm2Bias: Parameter?
+        public let q: Linear, k: Linear, v: Linear, o: Linear
+        public let gate: Linear?, up: Linear, down: Linear
     }
-    let layers: [Layer]
-    let embed: Tensor, positions: Tensor?, finalNorm: Tensor, finalNormB: Tensor?, head: Tensor
-    let projectIn: Tensor?, projectOut: Tensor?
+    public let layers: [Layer]
+    public let embed: Parameter
+    /// OPT's learned positions [maxPositions + 2, D].
+    public let positions: Parameter?
+    public let finalNorm: Parameter, finalNormBias: Parameter?
+    /// The output projection: `embed` itself when the embeddings are tied.
+    public let head: Parameter
+    public let projectIn: Parameter?, projectOut: Parameter?
+    public var isTraining = true
     let ropeInv: [Float]
 
     /// Per layer, an optional replacement of the FFN's neurons: only `neurons` are computed, from
@@ -31,6 +41,7 @@ public final class DecoderLM: @unchecked Sendable {
         public let neurons: [Int]
         let up: [Float], upb: [Float]?, gate: [Float]?, down: [Float]   // [k, D], [k], [k, D], [D, k]
     }
+    /// Gathered copies: call `setSparse` again after the weights change.
     public var sparse: [SparseFFN?]
     /// When set, called with (layer, activations [T, dff]) after every FFN during a forward pass:
     /// OPT's fc1 output before ReLU, LLaMA's SiLU(gate)·up (the input of down_proj).
@@ -38,66 +49,181 @@ public final class DecoderLM: @unchecked Sendable {
     /// When set, called with the seconds each FFN took (benchmarks: the FFN's share of a step).
     public var ffnTimer: ((Double) -> Void)?
 
-    public init(folder: String) throws {
+    /// A fresh model with seeded random parameters (N(0, 0.02) embeddings and head, torch's Linear
+    /// initialisation, unit norms).
+    public convenience init(config: DecoderConfig, seed: UInt64 = 0) {
+        self.init(config: config, source: ParameterSource(seed: seed), tiedHead: config.tieWordEmbeddings)
+    }
+
+    /// Loads `config.json` and the weights (safetensors, sharded or `pytorch_model.bin`) of a
+    /// Hugging Face folder; every mismatch is reported in one error.
+    public convenience init(folder: String) throws {
         let config = try DecoderConfig.load(path: folder)
-        self.config = config
         let checkpoint = try Checkpoint(path: folder)
-        let w = StateDictLoader(checkpoint)
-        let c = config, d = c.hiddenSize, dff = c.intermediateSize
+        let loader = StateDictLoader(checkpoint)
+        let hasHead = checkpoint.contains("lm_head.weight")
+        switch config.architecture {
+        case .opt:
+            self.init(config: config, source: ParameterSource(loader: loader), tiedHead: !(hasHead && !config.tieWordEmbeddings))
+            try loader.finish(allowUnused: { $0 == "lm_head.weight" })
+        case .llama:
+            self.init(config: config, source: ParameterSource(loader: loader), tiedHead: config.tieWordEmbeddings || !hasHead)
+            try loader.finish()
+        }
+    }
+
+    init(config c: DecoderConfig, source s: ParameterSource, tiedHead: Bool) {
+        config = c
+        let d = c.hiddenSize, dff = c.intermediateSize
         let qd = c.heads * c.headDim, kvd = c.keyValueHeads * c.headDim
+        func normal(_ name: String, _ shape: [Int]) -> Parameter {
+            s.parameter(name, shape) { rng in Tensor.make(shape) { p in for i in 0..<shape.reduce(1, *) { p[i] = Float(rng.nextNormal()) * 0.02 } } }
+        }
         var layers: [Layer] = []
         switch c.architecture {
         case .opt:
-            let p = "model.decoder."
-            let e = c.wordEmbedProjDim
-            embed = w.float32(p + "embed_tokens.weight", [c.vocabSize, e])
-            positions = w.float32(p + "embed_positions.weight", [c.maxPositions + 2, d])
-            projectIn = e != d ? w.float32(p + "project_in.weight", [d, e]) : nil
-            projectOut = e != d ? w.float32(p + "project_out.weight", [e, d]) : nil
-            finalNorm = w.float32(p + "final_layer_norm.weight", [d])
-            finalNormB = w.float32(p + "final_layer_norm.bias", [d])
+            let p = "model.decoder.", e = c.wordEmbedProjDim
+            embed = normal(p + "embed_tokens.weight", [c.vocabSize, e])
+            positions = normal(p + "embed_positions.weight", [c.maxPositions + 2, d])
+            projectIn = e != d ? normal(p + "project_in.weight", [d, e]) : nil
+            projectOut = e != d ? normal(p + "project_out.weight", [e, d]) : nil
+            head = tiedHead ? embed : normal("lm_head.weight", [c.vocabSize, e])
+            finalNorm = s.filled(p + "final_layer_norm.weight", [d], 1)
+            finalNormBias = s.filled(p + "final_layer_norm.bias", [d], 0)
             for l in 0..<c.layers {
                 let q = p + "layers.\(l)."
-                func b(_ n: String, _ s: Int) -> Tensor? { c.attentionBias ? w.float32(q + n, [s]) : nil }
-                layers.append(Layer(q: w.float32(q + "self_attn.q_proj.weight", [qd, d]), k: w.float32(q + "self_attn.k_proj.weight", [kvd, d]),
-                                    v: w.float32(q + "self_attn.v_proj.weight", [kvd, d]), o: w.float32(q + "self_attn.out_proj.weight", [d, qd]),
-                                    qb: b("self_attn.q_proj.bias", qd), kb: b("self_attn.k_proj.bias", kvd), vb: b("self_attn.v_proj.bias", kvd),
-                                    ob: b("self_attn.out_proj.bias", d),
-                                    norm1: w.float32(q + "self_attn_layer_norm.weight", [d]), norm1b: w.float32(q + "self_attn_layer_norm.bias", [d]),
-                                    norm2: w.float32(q + "final_layer_norm.weight", [d]), norm2b: w.float32(q + "final_layer_norm.bias", [d]),
-                                    up: w.float32(q + "fc1.weight", [dff, d]), upb: c.mlpBias ? w.float32(q + "fc1.bias", [dff]) : nil, gate: nil,
-                                    down: w.float32(q + "fc2.weight", [d, dff]), downb: c.mlpBias ? w.float32(q + "fc2.bias", [d]) : nil))
+                layers.append(Layer(norm1: s.filled(q + "self_attn_layer_norm.weight", [d], 1), norm1Bias: s.filled(q + "self_attn_layer_norm.bias", [d], 0),
+                                    norm2: s.filled(q + "final_layer_norm.weight", [d], 1), norm2Bias: s.filled(q + "final_layer_norm.bias", [d], 0),
+                                    q: s.linear(q + "self_attn.q_proj", d, qd, bias: c.attentionBias), k: s.linear(q + "self_attn.k_proj", d, kvd, bias: c.attentionBias),
+                                    v: s.linear(q + "self_attn.v_proj", d, kvd, bias: c.attentionBias), o: s.linear(q + "self_attn.out_proj", qd, d, bias: c.attentionBias),
+                                    gate: nil, up: s.linear(q + "fc1", d, dff, bias: c.mlpBias), down: s.linear(q + "fc2", dff, d, bias: c.mlpBias)))
             }
-            head = checkpoint.contains("lm_head.weight") && !c.tieWordEmbeddings ? w.float32("lm_head.weight", [c.vocabSize, e]) : embed
-            try w.finish(allowUnused: { $0 == "lm_head.weight" })
         case .llama:
             let p = "model."
-            embed = w.float32(p + "embed_tokens.weight", [c.vocabSize, d])
+            embed = normal(p + "embed_tokens.weight", [c.vocabSize, d])
+            head = tiedHead ? embed : normal("lm_head.weight", [c.vocabSize, d])
             positions = nil
             projectIn = nil
             projectOut = nil
-            finalNorm = w.float32(p + "norm.weight", [d])
-            finalNormB = nil
+            finalNorm = s.filled(p + "norm.weight", [d], 1)
+            finalNormBias = nil
             for l in 0..<c.layers {
                 let q = p + "layers.\(l)."
-                func b(_ n: String, _ s: Int) -> Tensor? { c.attentionBias ? w.float32(q + n, [s]) : nil }
-                layers.append(Layer(q: w.float32(q + "self_attn.q_proj.weight", [qd, d]), k: w.float32(q + "self_attn.k_proj.weight", [kvd, d]),
-                                    v: w.float32(q + "self_attn.v_proj.weight", [kvd, d]), o: w.float32(q + "self_attn.o_proj.weight", [d, qd]),
-                                    qb: b("self_attn.q_proj.bias", qd), kb: b("self_attn.k_proj.bias", kvd), vb: b("self_attn.v_proj.bias", kvd),
-                                    ob: b("self_attn.o_proj.bias", d),
-                                    norm1: w.float32(q + "input_layernorm.weight", [d]), norm1b: nil,
-                                    norm2: w.float32(q + "post_attention_layernorm.weight", [d]), norm2b: nil,
-                                    up: w.float32(q + "mlp.up_proj.weight", [dff, d]), upb: c.mlpBias ? w.float32(q + "mlp.up_proj.bias", [dff]) : nil,
-                                    gate: w.float32(q + "mlp.gate_proj.weight", [dff, d]),
-                                    down: w.float32(q + "mlp.down_proj.weight", [d, dff]), downb: c.mlpBias ? w.float32(q + "mlp.down_proj.bias", [d]) : nil))
+                let norm1 = s.filled(q + "input_layernorm.weight", [d], 1), norm2 = s.filled(q + "post_attention_layernorm.weight", [d], 1)
+                let (wq, wk) = (s.linear(q + "self_attn.q_proj", d, qd, bias: c.attentionBias), s.linear(q + "self_attn.k_proj", d, kvd, bias: c.attentionBias))
+                let (wv, wo) = (s.linear(q + "self_attn.v_proj", d, kvd, bias: c.attentionBias), s.linear(q + "self_attn.o_proj", qd, d, bias: c.attentionBias))
+                let gate = s.linear(q + "mlp.gate_proj", d, dff, bias: c.mlpBias), up = s.linear(q + "mlp.up_proj", d, dff, bias: c.mlpBias)
+                layers.append(Layer(norm1: norm1, norm1Bias: nil, norm2: norm2, norm2Bias: nil, q: wq, k: wk, v: wv, o: wo,
+                                    gate: gate, up: up, down: s.linear(q + "mlp.down_proj", dff, d, bias: c.mlpBias)))
             }
-            head = c.tieWordEmbeddings || !checkpoint.contains("lm_head.weight") ? embed : w.float32("lm_head.weight", [c.vocabSize, d])
-            try w.finish()
         }
         self.layers = layers
         let half = c.headDim / 2
         ropeInv = (0..<half).map { Float(1 / pow(c.ropeTheta, Double(2 * $0) / Double(c.headDim))) }
         sparse = Array(repeating: nil, count: c.layers)
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        let llama = config.architecture == .llama
+        let p = llama ? "model." : "model.decoder."
+        var out: [(String, Parameter)] = [(p + "embed_tokens.weight", embed)]
+        if head !== embed { out.append(("lm_head.weight", head)) }
+        if let positions { out.append((p + "embed_positions.weight", positions)) }
+        if let projectIn { out.append((p + "project_in.weight", projectIn)) }
+        if let projectOut { out.append((p + "project_out.weight", projectOut)) }
+        out.append((p + (llama ? "norm.weight" : "final_layer_norm.weight"), finalNorm))
+        if let finalNormBias { out.append((p + "final_layer_norm.bias", finalNormBias)) }
+        for (i, l) in layers.enumerated() {
+            let n = p + "layers.\(i)."
+            let (n1, n2) = llama ? ("input_layernorm", "post_attention_layernorm") : ("self_attn_layer_norm", "final_layer_norm")
+            out += [(n + n1 + ".weight", l.norm1)] + (l.norm1Bias.map { [(n + n1 + ".bias", $0)] } ?? [])
+            out += [(n + n2 + ".weight", l.norm2)] + (l.norm2Bias.map { [(n + n2 + ".bias", $0)] } ?? [])
+            out += prefixed(n + "self_attn.q_proj.", l.q.namedParameters) + prefixed(n + "self_attn.k_proj.", l.k.namedParameters)
+            out += prefixed(n + "self_attn.v_proj.", l.v.namedParameters)
+            out += prefixed(n + (llama ? "self_attn.o_proj." : "self_attn.out_proj."), l.o.namedParameters)
+            if let gate = l.gate { out += prefixed(n + "mlp.gate_proj.", gate.namedParameters) }
+            out += prefixed(n + (llama ? "mlp.up_proj." : "fc1."), l.up.namedParameters)
+            out += prefixed(n + (llama ? "mlp.down_proj." : "fc2."), l.down.namedParameters)
+        }
+        return out
+    }
+
+    // MARK: Differentiable path
+
+    /// Logits [B, T, V] of token ids [B][T] (equal lengths, positions 0…T−1), recording the graph.
+    public func callAsFunction(_ ids: [[Int]]) throws -> Variable {
+        let c = config, b = ids.count, t = ids.first?.count ?? 0, d = c.hiddenSize, hd = c.headDim, h = c.heads, kv = c.keyValueHeads
+        guard b > 0, t > 0, ids.allSatisfy({ $0.count == t && $0.allSatisfy { (0..<c.vocabSize).contains($0) } }) else {
+            throw TensorError("token ids must be \(b) non-empty rows of equal length with ids in 0..<\(c.vocabSize)")
+        }
+        guard t <= c.maxPositions else { throw TensorError("\(t) tokens exceed the model's context of \(c.maxPositions) positions") }
+        let eps = Float(c.normEps), llama = c.architecture == .llama
+        func norm(_ x: Variable, _ w: Parameter, _ bias: Parameter?) -> Variable {
+            llama ? x.rmsNorm(weight: w.variable, eps: eps) : x.layerNorm(weight: w.variable, bias: bias?.variable, eps: eps)
+        }
+        var x = embed.variable.gatherRows(ids.flatMap { $0 })
+        if let projectIn { x = matmul(x, projectIn.variable, transposeB: true) }
+        x = x.reshaped([b, t, d])
+        if let positions { x = x + positions.variable.slice(axis: 0, 2..<(t + 2)) }
+        // RoPE tables [1, T, 1, hd] (cos and sin of pos · inv_freq, halves repeated).
+        let half = hd / 2
+        let inv = (0..<half).map { 1 / pow(c.ropeTheta, Double(2 * $0) / Double(hd)) }
+        let angles = (0..<t).flatMap { p in (0..<hd).map { Double(p) * inv[$0 % half] } }
+        let cosT = Variable(Tensor.make([1, t, 1, hd]) { p in for i in angles.indices { p[i] = Float(cos(angles[i])) } })
+        let sinT = Variable(Tensor.make([1, t, 1, hd]) { p in for i in angles.indices { p[i] = Float(sin(angles[i])) } })
+        func rope(_ v: Variable) -> Variable {
+            guard llama else { return v }
+            let rotated = concat([-v.slice(axis: 3, half..<hd), v.slice(axis: 3, 0..<half)], axis: 3)
+            return v * cosT + rotated * sinT
+        }
+        let mask = Variable(Tensor.make([t, t]) { m in for i in 0..<t { for j in (i + 1)..<max(t, i + 1) { m[i * t + j] = -.infinity } } })
+        let group = h / kv
+        for layer in layers {
+            let a = norm(x, layer.norm1, layer.norm1Bias)
+            let q = rope(layer.q(a).reshaped([b, t, h, hd])).permuted([0, 2, 1, 3])
+            func expand(_ y: Variable) -> Variable {
+                group == 1 ? y : y.reshaped([b, t, kv, 1, hd]).broadcast(to: [b, t, kv, group, hd]).reshaped([b, t, h, hd])
+            }
+            let k = expand(rope(layer.k(a).reshaped([b, t, kv, hd]))).permuted([0, 2, 1, 3])
+            let v = expand(layer.v(a).reshaped([b, t, kv, hd])).permuted([0, 2, 1, 3])
+            let scores = matmul(q * (1 / Float(hd).squareRoot()), k, transposeB: true) + mask
+            let mixed = matmul(scores.softmax(), v).permuted([0, 2, 1, 3]).reshaped([b, t, h * hd])
+            x = x + layer.o(mixed)
+            let f = norm(x, layer.norm2, layer.norm2Bias)
+            if let gate = layer.gate {
+                x = x + layer.down(gate(f).silu() * layer.up(f))
+            } else {
+                let u = layer.up(f)
+                let act: Variable
+                switch c.activation {
+                case .relu: act = u.relu()
+                case .gelu: act = u.gelu()
+                case .geluTanh: act = u.geluTanh()
+                case .silu: act = u.silu()
+                }
+                x = x + layer.down(act)
+            }
+        }
+        var y = norm(x, finalNorm, finalNormBias)
+        if let projectOut { y = matmul(y, projectOut.variable, transposeB: true) }
+        return matmul(y, head.variable, transposeB: true)
+    }
+
+    // MARK: No-grad fast path
+
+    /// One layer's current parameter tensors (references, no copies).
+    struct Weights {
+        var q: Tensor, k: Tensor, v: Tensor, o: Tensor
+        var qb: Tensor?, kb: Tensor?, vb: Tensor?, ob: Tensor?
+        var norm1: Tensor, norm1b: Tensor?, norm2: Tensor, norm2b: Tensor?
+        var up: Tensor, upb: Tensor?, gate: Tensor?, down: Tensor, downb: Tensor?
+
+        init(_ l: Layer) {
+            (q, k, v, o) = (l.q.weight.value, l.k.weight.value, l.v.weight.value, l.o.weight.value)
+            (qb, kb, vb, ob) = (l.q.bias?.value, l.k.bias?.value, l.v.bias?.value, l.o.bias?.value)
+            (norm1, norm1b, norm2, norm2b) = (l.norm1.value, l.norm1Bias?.value, l.norm2.value, l.norm2Bias?.value)
+            (up, upb, gate, down, downb) = (l.up.weight.value, l.up.bias?.value, l.gate?.weight.value, l.down.weight.value, l.down.bias?.value)
+        }
     }
 
     /// Keys and values of every layer so far: [layer][position · kvDim].
@@ -120,7 +246,7 @@ public final class DecoderLM: @unchecked Sendable {
         if let bad = ids.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) { throw FormatError(path: "prompt", "token id \(bad) is outside the vocabulary of \(c.vocabSize)") }
         var x = try embedTokens(ids, past: past)
         var h = [Float](repeating: 0, count: t * d)
-        for (l, layer) in layers.enumerated() {
+        for (l, layer) in layers.map(Weights.init).enumerated() {
             try norm(x, rows: t, weight: layer.norm1, bias: layer.norm1b, into: &h)
             let attn = try attention(h, rows: t, layer: layer, index: l, cache: cache, past: past)
             for i in 0..<(t * d) { x[i] += attn[i] }
@@ -134,20 +260,20 @@ public final class DecoderLM: @unchecked Sendable {
         let rows = allLogits ? t : 1
         let last = Array(x[((t - rows) * d)..<(t * d)])
         var normed = [Float](repeating: 0, count: rows * d)
-        try norm(last, rows: rows, weight: finalNorm, bias: finalNormB, into: &normed)
-        if let projectOut { normed = try linear(normed, rows: rows, weight: projectOut, bias: nil) }
-        return try linear(normed, rows: rows, weight: head, bias: nil)
+        try norm(last, rows: rows, weight: finalNorm.value, bias: finalNormBias?.value, into: &normed)
+        if let projectOut { normed = try linear(normed, rows: rows, weight: projectOut.value, bias: nil) }
+        return try linear(normed, rows: rows, weight: head.value, bias: nil)
     }
 
     func embedTokens(_ ids: [Int32], past: Int) throws -> [Float] {
         let c = config, d = c.hiddenSize, e = embed.shape[1]
         var x = [Float](repeating: 0, count: ids.count * e)
-        try embed.withFloats { w in
+        try embed.value.withFloats { w in
             for (i, id) in ids.enumerated() { for j in 0..<e { x[i * e + j] = w[Int(id) * e + j] } }
         }
-        if let projectIn { x = try linear(x, rows: ids.count, weight: projectIn, bias: nil) }
+        if let projectIn { x = try linear(x, rows: ids.count, weight: projectIn.value, bias: nil) }
         if let positions {
-            try positions.withFloats { p in
+            try positions.value.withFloats { p in
                 for i in 0..<ids.count { for j in 0..<d { x[i * d + j] += p[(past + i + 2) * d + j] } }
             }
         }
@@ -192,7 +318,7 @@ public final class DecoderLM: @unchecked Sendable {
         }
     }
 
-    func attention(_ h: [Float], rows t: Int, layer: Layer, index l: Int, cache: Cache, past: Int) throws -> [Float] {
+    func attention(_ h: [Float], rows t: Int, layer: Weights, index l: Int, cache: Cache, past: Int) throws -> [Float] {
         let c = config, hd = c.headDim, heads = c.heads, kvHeads = c.keyValueHeads
         var q = try linear(h, rows: t, weight: layer.q, bias: layer.qb)
         var k = try linear(h, rows: t, weight: layer.k, bias: layer.kb)
@@ -248,7 +374,7 @@ public final class DecoderLM: @unchecked Sendable {
         }
     }
 
-    func ffn(_ h: [Float], rows t: Int, layer: Layer, index l: Int) throws -> [Float] {
+    func ffn(_ h: [Float], rows t: Int, layer: Weights, index l: Int) throws -> [Float] {
         let c = config, d = c.hiddenSize
         if let s = sparse[l] {
             // The kept neurons only, from the gathered contiguous weights.
@@ -297,7 +423,7 @@ public final class DecoderLM: @unchecked Sendable {
     /// decoding runs dense products on smaller matrices. `nil` restores the dense FFN.
     public func setSparse(layer l: Int, neurons: [Int]?) throws {
         guard let neurons else { sparse[l] = nil; return }
-        let layer = layers[l], d = config.hiddenSize, dff = config.intermediateSize
+        let layer = Weights(layers[l]), d = config.hiddenSize, dff = config.intermediateSize
         guard neurons.allSatisfy({ (0..<dff).contains($0) }) else { throw FormatError(path: "core neurons", "an index is outside 0..<\(dff)") }
         func rows(_ t: Tensor) throws -> [Float] {
             try t.withFloats { w in neurons.flatMap { n in (0..<d).map { w[n * d + $0] } } }

@@ -15,6 +15,12 @@ public final class Linear: Module {
         self.bias = bias ? Parameter(uniform([outFeatures], bound: bound, &rng), decays: false) : nil
     }
 
+    /// A layer around existing parameters (weight [out, in], bias [out]).
+    public init(weight: Parameter, bias: Parameter?) {
+        self.weight = weight
+        self.bias = bias
+    }
+
     public var namedParameters: [(String, Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
     public func callAsFunction(_ x: Variable) -> Variable { linear(x, weight: weight.variable, bias: bias?.variable) }
 }
@@ -34,6 +40,16 @@ public final class Conv2d: Module {
         let bound = 1 / Float(fanIn).squareRoot()
         weight = Parameter(uniform([outChannels, inChannels / groups, kernel, kernel], bound: bound, &rng))
         self.bias = bias ? Parameter(uniform([outChannels], bound: bound, &rng), decays: false) : nil
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        self.groups = groups
+    }
+
+    /// A layer around existing parameters (weight [out, in/groups, kh, kw], bias [out]).
+    public init(weight: Parameter, bias: Parameter?, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) {
+        self.weight = weight
+        self.bias = bias
         self.stride = (stride, stride)
         self.padding = (padding, padding)
         self.dilation = (dilation, dilation)
@@ -81,6 +97,13 @@ public final class LayerNorm: Module {
     public init(_ width: Int, eps: Float = 1e-5) {
         weight = Parameter(Tensor.filled(1, shape: [width]), decays: false)
         bias = Parameter(Tensor.filled(0, shape: [width]), decays: false)
+        self.eps = eps
+    }
+
+    /// A layer around existing parameters (gain and shift [width]).
+    public init(weight: Parameter, bias: Parameter, eps: Float = 1e-5) {
+        self.weight = weight
+        self.bias = bias
         self.eps = eps
     }
 

@@ -46,3 +46,53 @@ public final class StateDictLoader {
         }
     }
 }
+
+/// Where a model's parameters come from while it is built: seeded random values (a fresh model,
+/// drawn in a fixed order) or the tensors of a checkpoint, by state-dict name (memory-mapped, no
+/// random value allocated first, every mismatch collected by the loader).
+final class ParameterSource {
+    var rng: SeededGenerator
+    let loader: StateDictLoader?
+
+    init(seed: UInt64) {
+        rng = SeededGenerator(seed: seed)
+        loader = nil
+    }
+
+    init(loader: StateDictLoader) {
+        rng = SeededGenerator(seed: 0)
+        self.loader = loader
+    }
+
+    /// The tensor `name` of `shape` from the checkpoint, else `random(&rng)`.
+    func tensor(_ name: String, _ shape: [Int], _ random: (inout SeededGenerator) -> Tensor) -> Tensor {
+        if let loader { return loader.float32(name, shape) }
+        return random(&rng)
+    }
+
+    func parameter(_ name: String, _ shape: [Int], decays: Bool = true, _ random: (inout SeededGenerator) -> Tensor) -> Parameter {
+        Parameter(tensor(name, shape, random), decays: decays)
+    }
+
+    /// U(±bound) when fresh.
+    func uniform(_ name: String, _ shape: [Int], bound: Float, decays: Bool = true) -> Parameter {
+        parameter(name, shape, decays: decays) { NN.uniform(shape, bound: bound, &$0) }
+    }
+
+    /// `value` everywhere when fresh (normalisation gains and shifts, layer scales: no decay).
+    func filled(_ name: String, _ shape: [Int], _ value: Float) -> Parameter {
+        parameter(name, shape, decays: false) { _ in Tensor.filled(value, shape: shape) }
+    }
+
+    /// torch nn.Linear `prefix.weight` [out, in] and `prefix.bias` (U(±1/√in) when fresh).
+    func linear(_ prefix: String, _ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) -> Linear {
+        let bound = 1 / Float(inFeatures).squareRoot()
+        let w = uniform(prefix + ".weight", [outFeatures, inFeatures], bound: bound)
+        return Linear(weight: w, bias: bias ? uniform(prefix + ".bias", [outFeatures], bound: bound, decays: false) : nil)
+    }
+
+    /// LayerNorm `prefix.weight`, `prefix.bias` (1 and 0 when fresh).
+    func layerNorm(_ prefix: String, _ width: Int, eps: Float) -> LayerNorm {
+        LayerNorm(weight: filled(prefix + ".weight", [width], 1), bias: filled(prefix + ".bias", [width], 0), eps: eps)
+    }
+}

@@ -22,48 +22,95 @@ public enum Activation: String, Sendable {
     case quickGELU = "quick_gelu"
 }
 
-/// A stack of pre-norm transformer blocks (inference):
-/// x ← x + W_o·attn(LN1(x)) ;  x ← x + W_2·act(W_1·LN2(x)), attention = softmax(q kᵀ/√d_head + mask)·v
-/// per head, q, k, v from one packed [3D, D] projection.
-public final class TransformerStack: @unchecked Sendable {
-    public let width: Int
-    public let heads: Int
-    public let hidden: Int
-    public let eps: Float
+/// A pre-norm transformer block, one definition for training and inference:
+/// x ← x + γ₁·W_o·attn(LN1(x)) ;  x ← x + γ₂·W_2·act(W_1·LN2(x)), attention = softmax(q kᵀ/√d_head + mask)·v
+/// per head, q, k, v from one packed [3D, D] projection, γ the optional layer scale (DINOv2).
+/// `callAsFunction` records the graph (autograd); `TransformerStack` runs a list of blocks on the
+/// same parameters without a tape (fused sgemm kernels, buffers reused from block to block).
+public final class TransformerBlock: Module {
+    public let norm1: LayerNorm, norm2: LayerNorm
+    public let attention: MultiheadAttention
+    public let fc1: Linear, fc2: Linear
+    /// Per-channel gains of the two residual branches (timm `ls1.gamma`, `ls2.gamma`; DINOv2).
+    public let layerScale1: Parameter?, layerScale2: Parameter?
     public let activation: Activation
+    public let naming: BlockNaming
+    public var isTraining = true
 
-    struct Block {
-        var norm1w, norm1b, qkvw, projw, projb, norm2w, norm2b, fc1w, fc1b, fc2w, fc2b: Tensor
-        var qkvb: Tensor?
+    public convenience init(width: Int, heads: Int, hidden: Int, qkvBias: Bool = true, eps: Float = 1e-6, activation: Activation = .gelu,
+                            naming: BlockNaming = .timm, layerScale: Bool = false, rng: inout SeededGenerator) {
+        let source = ParameterSource(seed: 0)
+        source.rng = rng
+        self.init(source: source, prefix: "", width: width, heads: heads, hidden: hidden, qkvBias: qkvBias, eps: eps,
+                  activation: activation, naming: naming, layerScale: layerScale)
+        rng = source.rng
     }
-    let blocks: [Block]
 
-    /// Loads `depth` blocks named `prefix + "\(i)." + naming.*`.
-    public init(loader w: StateDictLoader, prefix: String, naming: BlockNaming, depth: Int, width d: Int, heads: Int,
-                hidden h: Int, qkvBias: Bool, eps: Float, activation: Activation) {
-        self.width = d
-        self.heads = heads
-        self.hidden = h
-        self.eps = eps
+    /// The block's parameters named `prefix + naming.*`, fresh or from a checkpoint.
+    init(source s: ParameterSource, prefix p: String, width d: Int, heads: Int, hidden h: Int, qkvBias: Bool, eps: Float,
+         activation: Activation, naming: BlockNaming, layerScale: Bool) {
+        norm1 = s.layerNorm(p + naming.norm1, d, eps: eps)
+        layerScale1 = layerScale ? s.filled(p + "ls1.gamma", [d], 1e-5) : nil
+        layerScale2 = layerScale ? s.filled(p + "ls2.gamma", [d], 1e-5) : nil
+        norm2 = s.layerNorm(p + naming.norm2, d, eps: eps)
+        var names = MultiheadAttention.Names()
+        names.qkvWeight = naming.qkvWeight
+        names.qkvBias = naming.qkvBias
+        names.out = naming.proj
+        let bound = 1 / Float(d).squareRoot()
+        let qkvWeight = s.uniform(p + naming.qkvWeight, [3 * d, d], bound: bound)
+        let qkv = Linear(weight: qkvWeight, bias: qkvBias ? s.uniform(p + naming.qkvBias, [3 * d], bound: bound, decays: false) : nil)
+        attention = MultiheadAttention(width: d, heads: heads, qkv: qkv, out: s.linear(p + naming.proj, d, d), names: names)
+        fc1 = s.linear(p + naming.fc1, d, h)
+        fc2 = s.linear(p + naming.fc2, h, d)
         self.activation = activation
-        blocks = (0..<depth).map { i in
-            let p = prefix + "\(i)."
-            return Block(norm1w: w.float32(p + naming.norm1 + ".weight", [d]), norm1b: w.float32(p + naming.norm1 + ".bias", [d]),
-                         qkvw: w.float32(p + naming.qkvWeight, [3 * d, d]), projw: w.float32(p + naming.proj + ".weight", [d, d]),
-                         projb: w.float32(p + naming.proj + ".bias", [d]), norm2w: w.float32(p + naming.norm2 + ".weight", [d]),
-                         norm2b: w.float32(p + naming.norm2 + ".bias", [d]), fc1w: w.float32(p + naming.fc1 + ".weight", [h, d]),
-                         fc1b: w.float32(p + naming.fc1 + ".bias", [h]), fc2w: w.float32(p + naming.fc2 + ".weight", [d, h]),
-                         fc2b: w.float32(p + naming.fc2 + ".bias", [d]), qkvb: qkvBias ? w.float32(p + naming.qkvBias, [3 * d]) : nil)
-        }
+        self.naming = naming
     }
+
+    public var namedParameters: [(String, Parameter)] {
+        // The attention's names are relative to the block (e.g. "attn.qkv.weight").
+        prefixed(naming.norm1 + ".", norm1.namedParameters) + attention.namedParameters
+            + prefixed(naming.norm2 + ".", norm2.namedParameters) + prefixed(naming.fc1 + ".", fc1.namedParameters)
+            + prefixed(naming.fc2 + ".", fc2.namedParameters)
+            + (layerScale1.map { [("ls1.gamma", $0)] } ?? []) + (layerScale2.map { [("ls2.gamma", $0)] } ?? [])
+    }
+
+    /// The differentiable forward. `norm1Tap` receives the output of the first LayerNorm (Grad-CAM's
+    /// usual ViT target layer).
+    public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil,
+                               norm1Tap: ((Variable) -> Void)? = nil) -> Variable {
+        let normed = norm1(x)
+        norm1Tap?(normed)
+        let attended = attention(normed, causal: causal, cache: cache)
+        let h = x + (layerScale1.map { attended * $0.variable } ?? attended)
+        let y = fc1(norm2(h))
+        let a = activation == .gelu ? y.gelu() : y.quickGELU()
+        let mlp = fc2(a)
+        return h + (layerScale2.map { mlp * $0.variable } ?? mlp)
+    }
+}
+
+/// The no-grad fast path of a list of `TransformerBlock`s: the same computation as calling them
+/// one after the other, on buffers [n·t, width] updated in place, with cblas sgemm products and the
+/// attention's (image, head) pairs shared out over the threads. It reads the blocks' current
+/// parameter tensors (no copy), so it always sees the weights an optimizer step left.
+public struct TransformerStack {
+    public let blocks: [TransformerBlock]
+
+    public init(_ blocks: [TransformerBlock]) { self.blocks = blocks }
 
     public var depth: Int { blocks.count }
 
     /// Runs every block in place on x [n, t, width]. With `causal`, token i attends to tokens ≤ i.
     /// `observe(i, x)` sees the input of block i (for taps such as Grad-CAM's target layer).
+    /// Throws when a block has an attention `scoreTransform` (only the differentiable path applies it).
     public func forward(_ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false,
                         observe: ((Int, [Float]) -> Void)? = nil) throws {
-        var ws = Workspace(rows: n * t, width: width, hidden: hidden, tokens: t)
+        guard let first = blocks.first else { return }
+        if blocks.contains(where: { $0.attention.scoreTransform != nil }) {
+            throw TensorError("an attention scoreTransform is set: the no-grad fast path does not apply it (use the differentiable forward)")
+        }
+        var ws = Workspace(rows: n * t, width: first.attention.width, hidden: first.fc1.weight.shape[0], tokens: t)
         for (i, block) in blocks.enumerated() {
             observe?(i, x)
             try apply(block, to: &x, batch: n, tokens: t, causal: causal, workspace: &ws)
@@ -86,15 +133,21 @@ public final class TransformerStack: @unchecked Sendable {
         }
     }
 
-    func apply(_ bk: Block, to x: inout [Float], batch n: Int, tokens t: Int, causal: Bool, workspace ws: inout Workspace) throws {
-        let d = width, hd = d / heads, rows = n * t
-        try bk.norm1w.withFloats { w in try bk.norm1b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y) } }
+    func apply(_ bk: TransformerBlock, to x: inout [Float], batch n: Int, tokens t: Int, causal: Bool, workspace ws: inout Workspace) throws {
+        let heads = bk.attention.heads, d = bk.attention.width, hidden = bk.fc1.weight.shape[0], hd = d / heads, rows = n * t
+        guard let qkvLayer = bk.attention.qkv, bk.fc1.bias != nil, bk.fc2.bias != nil, bk.attention.out.bias != nil else {
+            throw TensorError("the fast path needs a packed qkv projection and biased output, fc1 and fc2 layers")
+        }
+        let eps = bk.norm1.eps
+        try bk.norm1.weight.value.withFloats { w in try bk.norm1.bias.value.withFloats { b in
+            Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y)
+        } }
         var qkv = ws.qkv
         defer { ws.qkv = qkv }
         ws.qkv = []
-        try bk.qkvw.withFloats { w in
-            if let qb = bk.qkvb {
-                try qb.withFloats { b in Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
+        try qkvLayer.weight.value.withFloats { w in
+            if let qb = qkvLayer.bias {
+                try qb.value.withFloats { b in Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
             } else {
                 Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: nil, outFeatures: 3 * d, into: &qkv)
             }
@@ -126,28 +179,38 @@ public final class TransformerStack: @unchecked Sendable {
                 }
             }
         }
-        try residualLinear(attended, rows: rows, inFeatures: d, weight: bk.projw, bias: bk.projb, into: &x)
-        try bk.norm2w.withFloats { w in try bk.norm2b.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y) } }
+        try residual(attended, rows: rows, width: d, inFeatures: d, layer: bk.attention.out, gain: bk.layerScale1, into: &x, scratch: &ws.y)
+        try bk.norm2.weight.value.withFloats { w in try bk.norm2.bias.value.withFloats { b in
+            Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: bk.norm2.eps, into: &ws.y)
+        } }
         var mid = ws.mid
         ws.mid = []
         defer { ws.mid = mid }
-        try bk.fc1w.withFloats { w in try bk.fc1b.withFloats { b in
+        try bk.fc1.weight.value.withFloats { w in try bk.fc1.bias!.value.withFloats { b in
             Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
         } }
-        switch activation {
+        switch bk.activation {
         case .gelu: Kernels.geluExact(&mid, count: mid.count)
         case .quickGELU: Kernels.quickGELU(&mid, count: mid.count)
         }
-        try residualLinear(mid, rows: rows, inFeatures: hidden, weight: bk.fc2w, bias: bk.fc2b, into: &x)
+        try residual(mid, rows: rows, width: d, inFeatures: hidden, layer: bk.fc2, gain: bk.layerScale2, into: &x, scratch: &ws.y)
     }
 
-    /// x += a·Wᵀ + b, the product accumulated straight into x (sgemm with beta = 1).
-    func residualLinear(_ a: [Float], rows: Int, inFeatures k: Int, weight: Tensor, bias: Tensor, into x: inout [Float]) throws {
-        let d = width
-        try weight.withFloats { w in try bias.withFloats { b in
-            for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
-            x.withUnsafeMutableBufferPointer { xp in
-                GEMM.sgemm(transposeB: true, m: rows, n: d, k: k, a: a, lda: k, b: w, ldb: k, beta: 1, c: xp.baseAddress!, ldc: d)
+    /// x += a·Wᵀ + b, the product accumulated straight into x (sgemm with beta = 1); with a layer
+    /// scale γ, x += γ ⊙ (a·Wᵀ + b) through `scratch` [rows, width].
+    func residual(_ a: [Float], rows: Int, width d: Int, inFeatures k: Int, layer: Linear, gain: Parameter?,
+                  into x: inout [Float], scratch: inout [Float]) throws {
+        try layer.weight.value.withFloats { w in try layer.bias!.value.withFloats { b in
+            guard let gain else {
+                for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
+                x.withUnsafeMutableBufferPointer { xp in
+                    GEMM.sgemm(transposeB: true, m: rows, n: d, k: k, a: a, lda: k, b: w, ldb: k, beta: 1, c: xp.baseAddress!, ldc: d)
+                }
+                return
+            }
+            Kernels.linear(a, rows: rows, inFeatures: k, weight: w, bias: b, outFeatures: d, into: &scratch)
+            try gain.value.withFloats { g in
+                for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * scratch[r * d + j] } }
             }
         } }
     }

@@ -12,7 +12,7 @@ import TestSupport
     let folder = TestPaths.fixtures + "/openclip-tiny"
 
     @Test func inputGradientMatchesFiniteDifferences() throws {
-        let model = try CLIPModel(folder: folder)
+        let model = try CLIP(folder: folder)
         let s = model.config.vision.imageSize, e = model.config.embedDim
         var rng = SeededGenerator(seed: 2)
         let x = (0..<(3 * s * s)).map { _ in Float(rng.nextNormal()) * 0.5 }

@@ -23,8 +23,8 @@ import TestSupport
         }
         let config = try ViTConfig.timm(configPath: pt + "/config.json", checkpoint: a)
         let image = try PNG.read(path: st + "/image.png").normalizedCHW(mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5])
-        let fromPT: [Float] = try VisionTransformer(config: config, checkpoint: a).forward(image).logits.scalars()
-        let fromST: [Float] = try VisionTransformer(config: config, checkpoint: b).forward(image).logits.scalars()
+        let fromPT: [Float] = try ViT(config: config, checkpoint: a).forward(image).logits.scalars()
+        let fromST: [Float] = try ViT(config: config, checkpoint: b).forward(image).logits.scalars()
         #expect(fromPT == fromST)
     }
 

@@ -29,7 +29,7 @@ import TestSupport
     }
 
     @Test func imageFeaturesMatchOpenCLIP() throws {
-        let model = try CLIPModel(folder: folder)
+        let model = try CLIP(folder: folder)
         let e = try expected()
         let names = e["images"]!.arrayValue!.map { $0.stringValue! }
         var pixels: [Float] = []
@@ -42,14 +42,14 @@ import TestSupport
     }
 
     @Test func textFeaturesLogitsAndProbabilitiesMatchOpenCLIP() throws {
-        let model = try CLIPModel(folder: folder)
+        let model = try CLIP(folder: folder)
         let e = try expected()
         let ids = e["token_ids"]!.arrayValue!.map { $0.arrayValue!.map { Int64($0.intValue!) } }
         let padded = ids.flatMap { $0 + [Int64](repeating: 0, count: 77 - $0.count) }
         let text = try model.encodeText(try Tensor(padded, shape: [ids.count, 77]))
         let textErr = relativeError(try text.scalars(), matrix(e["text_features"]))
         #expect(textErr < 1e-4, "relative error \(textErr)")
-        #expect(abs(expf(model.logitScale) - Float(e["logit_scale"]!.doubleValue!)) < 1e-4)
+        #expect(abs(expf(model.logitScaleValue) - Float(e["logit_scale"]!.doubleValue!)) < 1e-4)
 
         let imageFeatures = try Tensor(matrix(e["image_features"]).flatMap { $0 }, shape: [3, 32])
         let logits: [Float] = try model.logits(imageFeatures: imageFeatures, textFeatures: text).scalars()
@@ -67,17 +67,17 @@ import TestSupport
     }
 
     @Test func badTokenIdsAreRefused() throws {
-        let model = try CLIPModel(folder: folder)
+        let model = try CLIP(folder: folder)
         #expect(throws: TensorError.self) { try model.encodeText(try Tensor([Int64](repeating: 0, count: 76), shape: [1, 76])) }
         #expect(throws: TensorError.self) { try model.encodeText(try Tensor([Int64(49408)] + [Int64](repeating: 0, count: 76), shape: [1, 77])) }
     }
 }
 
-@Suite struct CLIPModuleTests {
+@Suite struct CLIPDifferentiableTests {
     let folder = TestPaths.fixtures + "/openclip-tiny"
 
     @Test func differentiableCLIPMatchesOpenCLIPAndCarriesGradients() throws {
-        let module = try CLIPModule(folder: folder)
+        let module = try CLIP(folder: folder)
         let e = try JSONValue.parse(String(contentsOfFile: folder + "/expected.json", encoding: .utf8))
         var pixels: [Float] = []
         for name in e["images"]!.arrayValue!.map({ $0.stringValue! }) {

@@ -177,57 +177,132 @@ struct TimmShapes {
     }
 }
 
-/// A timm Vision Transformer forward pass on the CPU (inference; no gradient tape). Weights are
-/// read by timm's names (`patch_embed.proj.weight`, `blocks.N.attn.qkv.weight`, …), shapes checked
-/// against the config, every mismatch reported at once.
+/// A timm Vision Transformer, one definition for training and inference, its parameters named as
+/// timm's state dict (`patch_embed.proj.weight`, `cls_token`, `reg_token`, `pos_embed`,
+/// `blocks.N.attn.qkv.weight`, `blocks.N.ls1.gamma`, `norm` or `fc_norm`, `head`).
 ///
-/// tokens = [cls; patches·W_e + b_e] + pos ; blocks (see `TransformerStack`) ; LN ; pool (class token
-/// or mean of patch tokens) ; head.
-public final class VisionTransformer: @unchecked Sendable {
+/// tokens = [cls; registers; patches·W_e + b_e] + pos (with `noEmbedClass`, pos on the patches
+/// only) ; blocks (`TransformerBlock`) ; LN ; pool (class token or mean of the patch tokens; with
+/// `fcNorm` the LN after pooling) ; head.
+///
+/// Two forwards on the same parameters: `forward(_: Variable)` records the graph (training,
+/// Grad-CAM / Finer-CAM on token grids, Prompt-CAM's attention maps); `forward(_: Tensor)` is the
+/// no-grad fast path (fused sgemm kernels, no tape), which reads the current parameter tensors.
+public final class ViT: Module {
     public let config: ViTConfig
-    let patchWeight: Tensor   // [D, C·p·p]
-    let patchBias: Tensor
-    let clsToken: Tensor?
-    let posEmbed: Tensor      // [T, D]
-    public let stack: TransformerStack
-    let normW, normB: Tensor  // final norm (on tokens, or after pooling when fcNorm)
-    let headW, headB: Tensor?
-
-    /// Loads timm weights (`model.safetensors` or a sharded index) for `config`.
-    public init(config: ViTConfig, checkpoint: Checkpoint) throws {
-        self.config = config
-        let c = config, d = c.width
-        guard !c.layerScale, c.registerTokens == 0, !c.noEmbedClass else {
-            throw FormatError(path: checkpoint.path, "layer scale and register tokens (DINOv2) are supported by ViTModel, not by this inference path")
-        }
-        let w = StateDictLoader(checkpoint)
-        patchWeight = try w.float32("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize]).reshaped([d, c.inChannels * c.patchSize * c.patchSize])
-        patchBias = w.float32("patch_embed.proj.bias", [d])
-        clsToken = c.classToken ? w.float32("cls_token", [1, 1, d]) : nil
-        // A checkpoint trained at another image size: resample its position embedding to this grid.
-        if let e = try? checkpoint.entry("pos_embed"), e.shape.count == 3, e.shape[2] == d, e.shape[1] != c.tokens {
-            posEmbed = try resamplePositionEmbedding(w.float32("pos_embed", e.shape), prefixTokens: c.classToken ? 1 : 0, to: c.grid)
-                .reshaped([c.tokens, d])
-        } else {
-            posEmbed = try w.float32("pos_embed", [1, c.tokens, d]).reshaped([c.tokens, d])
-        }
-        stack = TransformerStack(loader: w, prefix: "blocks.", naming: .timm, depth: c.depth, width: d, heads: c.heads,
-                                 hidden: c.hidden, qkvBias: c.qkvBias, eps: c.layerNormEps, activation: .gelu)
-        let normName = c.fcNorm ? "fc_norm" : "norm"
-        normW = w.float32(normName + ".weight", [d])
-        normB = w.float32(normName + ".bias", [d])
-        if c.numClasses > 0 {
-            headW = w.float32("head.weight", [c.numClasses, d])
-            headB = w.float32("head.bias", [c.numClasses])
-        } else {
-            headW = nil
-            headB = nil
-        }
-        try w.finish()
+    public let patchEmbed: Conv2d
+    public let clsToken: Parameter?
+    /// DINOv2's register tokens [1, R, D], after the class token.
+    public let regToken: Parameter?
+    public let posEmbed: Parameter
+    public let blocks: [TransformerBlock]
+    public let norm: LayerNorm
+    public let head: Linear?
+    public var isTraining = true {
+        didSet { for m in [patchEmbed, norm] as [Module] + blocks + (head.map { [$0] } ?? []) { m.isTraining = isTraining } }
     }
 
-    /// What a forward pass returns.
+    /// A fresh model with seeded random parameters.
+    public convenience init(config: ViTConfig, seed: UInt64 = 0) {
+        self.init(config: config, source: ParameterSource(seed: seed), positionEmbedding: nil)
+    }
+
+    /// Loads timm weights for `config` (every mismatch reported in one error; the tensors stay
+    /// memory-mapped until an optimizer replaces them). A checkpoint trained at another image size
+    /// has its position embedding resampled to this config's grid.
+    public convenience init(config: ViTConfig, checkpoint: Checkpoint) throws {
+        let loader = StateDictLoader(checkpoint)
+        let c = config
+        var position: Tensor?
+        if let e = try? checkpoint.entry("pos_embed"), e.shape != [1, c.positionTokens, c.width], e.shape.count == 3, e.shape[2] == c.width {
+            position = try resamplePositionEmbedding(loader.float32("pos_embed", e.shape), prefixTokens: c.noEmbedClass ? 0 : c.prefixTokens, to: c.grid)
+        }
+        self.init(config: config, source: ParameterSource(loader: loader), positionEmbedding: position)
+        try loader.finish()
+    }
+
+    init(config c: ViTConfig, source s: ParameterSource, positionEmbedding: Tensor?) {
+        config = c
+        let fanIn = c.inChannels * c.patchSize * c.patchSize, bound = 1 / Float(fanIn).squareRoot()
+        let patchWeight = s.uniform("patch_embed.proj.weight", [c.width, c.inChannels, c.patchSize, c.patchSize], bound: bound)
+        patchEmbed = Conv2d(weight: patchWeight, bias: s.uniform("patch_embed.proj.bias", [c.width], bound: bound, decays: false),
+                            stride: c.patchSize)
+        clsToken = c.classToken ? s.uniform("cls_token", [1, 1, c.width], bound: 0.02, decays: false) : nil
+        regToken = c.registerTokens > 0 ? s.uniform("reg_token", [1, c.registerTokens, c.width], bound: 0.02, decays: false) : nil
+        if let positionEmbedding {
+            posEmbed = Parameter(positionEmbedding, decays: false)
+        } else {
+            posEmbed = s.uniform("pos_embed", [1, c.positionTokens, c.width], bound: 0.02, decays: false)
+        }
+        blocks = (0..<c.depth).map { i in
+            TransformerBlock(source: s, prefix: "blocks.\(i).", width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias,
+                             eps: c.layerNormEps, activation: .gelu, naming: .timm, layerScale: c.layerScale)
+        }
+        norm = s.layerNorm(c.fcNorm ? "fc_norm" : "norm", c.width, eps: c.layerNormEps)
+        head = c.numClasses > 0 ? s.linear("head", c.width, c.numClasses) : nil
+    }
+
+    public var namedParameters: [(String, Parameter)] {
+        var p = prefixed("patch_embed.proj.", patchEmbed.namedParameters)
+        if let clsToken { p.append(("cls_token", clsToken)) }
+        if let regToken { p.append(("reg_token", regToken)) }
+        p.append(("pos_embed", posEmbed))
+        for (i, b) in blocks.enumerated() { p += prefixed("blocks.\(i).", b.namedParameters) }
+        p += prefixed(config.fcNorm ? "fc_norm." : "norm.", norm.namedParameters)
+        if let head { p += prefixed("head.", head.namedParameters) }
+        return p
+    }
+
+    /// The blocks' no-grad fast path.
+    public var stack: TransformerStack { TransformerStack(blocks) }
+
     public struct Output {
+        /// [N, classes] (or the pooled features when there is no head).
+        public var logits: Variable
+        public var pooled: Variable
+        /// Per block, the output of its first LayerNorm [N, T, D] (Grad-CAM's usual ViT target layer).
+        public var norm1Outputs: [Variable]
+        /// Per block, the post-softmax attention [N, H, T, T] when `keepAttention`.
+        public var attentions: [Variable]
+        /// The patch tokens after the last block and the final norm, prefix tokens dropped [N, L, D]
+        /// (DINO's features for label propagation).
+        public var patchTokens: Variable
+    }
+
+    /// The differentiable forward: images [N, C, S, S] (normalised) through the network, recording
+    /// the graph when gradients are on.
+    public func forward(_ images: Variable, keepAttention: Bool = false) -> Output {
+        let c = config
+        let n = images.shape[0], d = c.width, g = c.grid
+        var x = patchEmbed(images).reshaped([n, d, g * g]).transposed()                  // [N, L, D]
+        // timm `_pos_embed`: the position embedding is added after prepending the class and register
+        // tokens, or (no_embed_class) to the patch tokens alone before.
+        if c.noEmbedClass { x = x + posEmbed.variable }
+        var prefixTokens: [Variable] = []
+        if let clsToken { prefixTokens.append(clsToken.variable.broadcast(to: [n, 1, d])) }
+        if let regToken { prefixTokens.append(regToken.variable.broadcast(to: [n, c.registerTokens, d])) }
+        if !prefixTokens.isEmpty { x = concat(prefixTokens + [x], axis: 1) }
+        if !c.noEmbedClass { x = x + posEmbed.variable }
+        var norm1: [Variable] = [], attentions: [Variable] = []
+        for block in blocks {
+            block.attention.keepAttention = keepAttention
+            x = block(x, norm1Tap: { norm1.append($0) })
+            if keepAttention, let a = block.attention.lastAttention { attentions.append(a) }
+        }
+        let prefix = c.prefixTokens
+        let patchTokens = norm(x.slice(axis: 1, prefix..<c.tokens))
+        var pooled: Variable
+        if c.fcNorm {
+            pooled = norm(c.globalPool == "avg" ? x.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : x.slice(axis: 1, 0..<1).reshaped([n, d]))
+        } else {
+            let normed = norm(x)
+            pooled = c.globalPool == "avg" ? normed.slice(axis: 1, prefix..<c.tokens).mean(axis: 1) : normed.slice(axis: 1, 0..<1).reshaped([n, d])
+        }
+        return Output(logits: head.map { $0(pooled) } ?? pooled, pooled: pooled, norm1Outputs: norm1, attentions: attentions, patchTokens: patchTokens)
+    }
+
+    /// What the fast path returns.
+    public struct Inference {
         /// [N, numClasses], or the pooled features [N, D] when the model has no head.
         public var logits: Tensor
         /// [N, D] after pooling (and fc_norm).
@@ -236,42 +311,57 @@ public final class VisionTransformer: @unchecked Sendable {
         public var blockInputs: [Tensor]
     }
 
-    /// Runs images `[N, C, H, W]` (already normalised) through the network.
-    public func forward(_ images: Tensor, keepBlockInputs: Bool = false) throws -> Output {
+    /// The no-grad fast path: images `[N, C, H, W]` (already normalised) through the network, with
+    /// the same result as `forward(Variable(images))` to float precision. Records no graph.
+    public func forward(_ images: Tensor, keepBlockInputs: Bool = false) throws -> Inference {
         let c = config
         guard images.dtype == .float32, images.rank == 4, images.shape[1] == c.inChannels,
               images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
             throw TensorError("images must be f32 [N, \(c.inChannels), \(c.imageSize), \(c.imageSize)], got \(images.dtype.name) \(images.shape)")
         }
         let n = images.shape[0], d = c.width, t = c.tokens, g = c.grid
-        let prefix = c.classToken ? 1 : 0
+        let prefix = c.prefixTokens
         let patchDim = c.inChannels * c.patchSize * c.patchSize
         let patches = unfoldPatches(try images.scalars(), batch: n, channels: c.inChannels, size: c.imageSize, patch: c.patchSize)
         var embedded = [Float](repeating: 0, count: n * g * g * d)
-        try patchWeight.withFloats { pw in
-            try patchBias.withFloats { pb in
-                Kernels.linear(patches, rows: n * g * g, inFeatures: patchDim, weight: pw, bias: pb, outFeatures: d, into: &embedded)
+        try patchEmbed.weight.value.withFloats { pw in       // [D, C, p, p] read as [D, C·p·p]
+            if let bias = patchEmbed.bias {
+                try bias.value.withFloats { pb in
+                    Kernels.linear(patches, rows: n * g * g, inFeatures: patchDim, weight: pw, bias: pb, outFeatures: d, into: &embedded)
+                }
+            } else {
+                Kernels.linear(patches, rows: n * g * g, inFeatures: patchDim, weight: pw, bias: nil, outFeatures: d, into: &embedded)
             }
         }
-        let pos: [Float] = try posEmbed.scalars()
-        let cls: [Float] = try clsToken?.scalars() ?? []
         var x = [Float](repeating: 0, count: n * t * d)
-        for b in 0..<n {
-            for tok in 0..<t {
-                for j in 0..<d {
-                    let v: Float = tok < prefix ? cls[j] : embedded[(b * g * g + tok - prefix) * d + j]
-                    x[(b * t + tok) * d + j] = v + pos[tok * d + j]
+        try posEmbed.value.withFloats { pos in
+            // Position row of token `tok` (nil: none, the prefix tokens under no_embed_class).
+            func row(_ tok: Int) -> Int? { c.noEmbedClass ? (tok < prefix ? nil : tok - prefix) : tok }
+            let cls: [Float] = try clsToken?.value.scalars() ?? [], reg: [Float] = try regToken?.value.scalars() ?? []
+            let classes = c.classToken ? 1 : 0
+            for b in 0..<n {
+                for tok in 0..<t {
+                    let out = (b * t + tok) * d
+                    if tok < classes {
+                        for j in 0..<d { x[out + j] = cls[j] }
+                    } else if tok < prefix {
+                        for j in 0..<d { x[out + j] = reg[(tok - classes) * d + j] }
+                    } else {
+                        for j in 0..<d { x[out + j] = embedded[(b * g * g + tok - prefix) * d + j] }
+                    }
+                    if let r = row(tok) { for j in 0..<d { x[out + j] += pos[r * d + j] } }
                 }
             }
         }
         var blockInputs: [Tensor] = []
         try stack.forward(&x, batch: n, tokens: t, observe: keepBlockInputs ? { _, input in
-            blockInputs.append(try! Tensor(input, shape: [n, t, d]))
+            blockInputs.append(Tensor.make([n, t, d]) { out in for i in 0..<input.count { out[i] = input[i] } })
         } : nil)
+        let eps = norm.eps
         if !c.fcNorm {
             var normed = [Float](repeating: 0, count: x.count)
-            try normW.withFloats { nw in try normB.withFloats { nb in
-                Kernels.layerNorm(x, rows: n * t, width: d, gamma: nw, beta: nb, eps: c.layerNormEps, into: &normed)
+            try norm.weight.value.withFloats { nw in try norm.bias.value.withFloats { nb in
+                Kernels.layerNorm(x, rows: n * t, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
             } }
             x = normed
         }
@@ -287,19 +377,23 @@ public final class VisionTransformer: @unchecked Sendable {
         }
         if c.fcNorm {
             var normed = [Float](repeating: 0, count: pooled.count)
-            try normW.withFloats { nw in try normB.withFloats { nb in
-                Kernels.layerNorm(pooled, rows: n, width: d, gamma: nw, beta: nb, eps: c.layerNormEps, into: &normed)
+            try norm.weight.value.withFloats { nw in try norm.bias.value.withFloats { nb in
+                Kernels.layerNorm(pooled, rows: n, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
             } }
             pooled = normed
         }
         var logits = pooled
-        if let headW, let headB {
+        if let head {
             logits = [Float](repeating: 0, count: n * c.numClasses)
-            try headW.withFloats { hw in try headB.withFloats { hb in
-                Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: hb, outFeatures: c.numClasses, into: &logits)
-            } }
+            try head.weight.value.withFloats { hw in
+                if let hb = head.bias {
+                    try hb.value.withFloats { b in Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: b, outFeatures: c.numClasses, into: &logits) }
+                } else {
+                    Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: nil, outFeatures: c.numClasses, into: &logits)
+                }
+            }
         }
-        return Output(logits: try Tensor(logits, shape: [n, headW == nil ? d : c.numClasses]), pooled: try Tensor(pooled, shape: [n, d]),
-                      blockInputs: blockInputs)
+        return Inference(logits: try Tensor(logits, shape: [n, head == nil ? d : c.numClasses]), pooled: try Tensor(pooled, shape: [n, d]),
+                         blockInputs: blockInputs)
     }
 }

@@ -6,8 +6,8 @@ import Tensors
 import Testing
 import TestSupport
 
-/// Parity with timm: the `vit-cam-tiny` fixture (random weights, timm 1.0.31, torch 2.15 CPU).
-@Suite struct VisionTransformerTests {
+/// Parity with timm of `ViT`'s no-grad fast path: the `vit-cam-tiny` fixture (random weights, timm 1.0.31, torch 2.15 CPU).
+@Suite struct ViTFastPathTests {
     let folder = TestPaths.fixtures + "/vit-cam-tiny"
 
     func expected() throws -> JSONValue {
@@ -23,7 +23,7 @@ import TestSupport
     @Test func logitsMatchTimmWithin1e4() throws {
         let config = try ViTConfig.timm(configPath: folder + "/config.json")
         #expect(config.globalPool == "avg" && !config.fcNorm && config.classToken && config.numClasses == 6)
-        let model = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         let raw = try JSONValue.parse(String(contentsOfFile: folder + "/config.json", encoding: .utf8))
         let out = try model.forward(try input(raw))
         let logits: [Float] = try out.logits.scalars()
@@ -35,7 +35,7 @@ import TestSupport
 
     @Test func aBatchGivesEachImageItsOwnLogits() throws {
         let config = try ViTConfig.timm(configPath: folder + "/config.json")
-        let model = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         let raw = try JSONValue.parse(String(contentsOfFile: folder + "/config.json", encoding: .utf8))
         let one: [Float] = try input(raw).scalars()
         let flipped = Array(one.reversed())
@@ -52,7 +52,7 @@ import TestSupport
         config.depth = 3
         config.numClasses = 7
         do {
-            _ = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+            _ = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
             Issue.record("a wrong config was accepted")
         } catch {
             let message = "\(error)"

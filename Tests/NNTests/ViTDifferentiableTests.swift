@@ -6,7 +6,7 @@ import Tensors
 import Testing
 import TestSupport
 
-@Suite struct ViTModelTests {
+@Suite struct ViTDifferentiableTests {
     let folder = TestPaths.fixtures + "/vit-cam-tiny"
 
     func input() throws -> Tensor {
@@ -18,13 +18,13 @@ import TestSupport
 
     @Test func differentiableViTMatchesTimmAndTheInferencePath() throws {
         let config = try ViTConfig.timm(configPath: folder + "/config.json")
-        let model = try ViTModel(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         let x = try input()
         let out = GradMode.disabled { model.forward(Variable(x)) }
         let reference = try JSONValue.parse(String(contentsOfFile: folder + "/expected.json", encoding: .utf8))["logits"]!
             .arrayValue!.map { Float($0.doubleValue!) }
         #expect(zip(out.logits.scalars, reference).map { abs($0 - $1) }.max()! < 1e-4)
-        let fast = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder)).forward(x)
+        let fast = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder)).forward(x)
         #expect(zip(out.logits.scalars, try fast.logits.scalars(as: Float.self)).map { abs($0 - $1) }.max()! < 1e-5)
     }
 
@@ -32,7 +32,7 @@ import TestSupport
     /// input) and with respect to the image, the latter checked against finite differences.
     @Test func gradientsReachTheTargetLayerAndTheImage() throws {
         let config = try ViTConfig.timm(configPath: folder + "/config.json")
-        let model = try ViTModel(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         let x = try input()
         let image = Variable(x, requiresGrad: true)
         let out = model.forward(image, keepAttention: true)
@@ -100,11 +100,11 @@ import TestSupport
         let folder = TestPaths.fixtures + "/vit-cam-tiny"
         var config = try ViTConfig.timm(configPath: folder + "/config.json")
         config.imageSize = 48                        // grid 6 instead of 4
-        let model = try ViTModel(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         #expect(model.posEmbed.shape == [1, 37, 48])
         let out = GradMode.disabled { model.forward(Variable(Tensor.filled(0.1, shape: [1, 3, 48, 48]))) }
         #expect(out.logits.shape == [1, 6] && out.logits.scalars.allSatisfy(\.isFinite))
-        let fast = try VisionTransformer(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
+        let fast = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
             .forward(Tensor.filled(0.1, shape: [1, 3, 48, 48]))
         #expect(zip(out.logits.scalars, try fast.logits.scalars(as: Float.self)).map { abs($0 - $1) }.max()! < 1e-5)
     }
