@@ -35,7 +35,7 @@ extension Tensor {
     public static func makeUninitialized(_ shape: [Int], _ body: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         let storage = TensorStorage(uninitialized: shape.reduce(1, *) * 4)
         body(storage.bytes.assumingMemoryBound(to: Float.self))
-        return try! Tensor(dtype: .float32, shape: shape, storage: storage)
+        return Tensor(dtype: .float32, shape: shape, exactStorage: storage)
     }
 }
 

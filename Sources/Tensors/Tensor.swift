@@ -150,9 +150,19 @@ public struct Tensor: @unchecked Sendable {
         scalars.withUnsafeBytes { storage.bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
+    /// A tensor holding `scalars` in row-major order, for callers that build the values and the
+    /// shape together: a count that does not match the shape is a programming error (precondition),
+    /// not a thrown error. Use the throwing `init(_:shape:)` for counts that come from outside.
+    public init<T: TensorScalar>(shape: [Int], scalars: [T]) {
+        let n = shape.reduce(1, *)
+        precondition(n == scalars.count, "shape \(shape) holds \(n) elements but \(scalars.count) were given")
+        self.init(zeros: T.dtype, shape: shape)
+        scalars.withUnsafeBytes { storage.bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
     /// A 1-D tensor of `scalars`.
     public init<T: TensorScalar>(_ scalars: [T]) {
-        try! self.init(scalars, shape: [scalars.count])
+        self.init(shape: [scalars.count], scalars: scalars)
     }
 
     /// Wraps existing bytes without copying (see `TensorStorage(borrowing:)`).
@@ -161,6 +171,14 @@ public struct Tensor: @unchecked Sendable {
         guard shape.allSatisfy({ $0 >= 0 }), n <= storage.byteCount else {
             throw TensorError("shape \(shape) of \(dtype.name) needs \(n) bytes; storage has \(storage.byteCount)")
         }
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
+    }
+
+    /// Wraps storage allocated here for exactly this shape (no check to fail).
+    init(dtype: DType, shape: [Int], exactStorage storage: TensorStorage) {
+        assert(shape.reduce(1, *) * dtype.size <= storage.byteCount)
         self.dtype = dtype
         self.shape = shape
         self.storage = storage
@@ -213,6 +231,26 @@ public struct Tensor: @unchecked Sendable {
             storage = copy
         }
         return try body(UnsafeMutableRawBufferPointer(start: storage.bytes, count: byteCount))
+    }
+
+    /// Rewrites every float32 element with one pass of `body(destination, source)`, where
+    /// `destination[i]` is computed from `source[i]` (and state of the caller's own). Copy on
+    /// write: when this tensor owns its storage and nothing else refers to it, `destination` and
+    /// `source` are the same memory (in place, no allocation); when the storage is shared (another
+    /// tensor, a graph) or borrowed (a memory-mapped checkpoint), `body` writes a fresh buffer that
+    /// this tensor then holds: the old memory is never written through. Optimizers use this.
+    public mutating func updateFloats(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
+        precondition(dtype == .float32, "updateFloats needs f32, got \(dtype.name)")
+        let n = count
+        if storage.isOwned && isKnownUniquelyReferenced(&storage) {
+            let p = storage.bytes.assumingMemoryBound(to: Float.self)
+            try body(UnsafeMutableBufferPointer(start: p, count: n), UnsafeBufferPointer(start: p, count: n))
+        } else {
+            let fresh = TensorStorage(uninitialized: n * 4)
+            try body(UnsafeMutableBufferPointer(start: fresh.bytes.assumingMemoryBound(to: Float.self), count: n),
+                     UnsafeBufferPointer(start: storage.bytes.assumingMemoryBound(to: Float.self), count: n))
+            storage = fresh
+        }
     }
 
     /// Same elements, new shape with the same element count.
