@@ -10,6 +10,7 @@ import Tensors
 /// Layer l's input is [P_l (C×D), CLS, patches]; after each block the C prompt outputs are replaced
 /// by P_{l+1}, except after the last, where they are kept: logit_c = w·LN(z_c) + b (LN the ViT's final
 /// norm, Linear(D → 1) shared). Prompts start at U(±√(6/(3·p² + D))). No attention mask.
+// @unchecked: its parameters lock their own state; the modules are used by one training or explaining call at a time.
 public final class PromptCAMModel: @unchecked Sendable {
     public let backbone: ViTModel
     public let prompts: Parameter          // [L, C, D]

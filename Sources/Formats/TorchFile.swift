@@ -13,6 +13,7 @@ import Tensors
 /// Tensors are named by their path in the pickled object: dict keys and list indices joined by
 /// '.' (`{"model": {"blocks": [{"w": t}]}}` → `model.blocks.0.w`); a file holding one bare tensor
 /// names it `tensor`.
+// @unchecked: immutable after init (the mapping is read-only) except `verified`, which is touched only under `lock`.
 public final class TorchFile: @unchecked Sendable {
     public let path: String
     /// Every tensor and array, by full name, in the order the pickle holds them.

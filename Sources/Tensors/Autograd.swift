@@ -8,8 +8,7 @@ import Synchronization
 /// backward function. The backward functions are written with the same differentiable ops, so
 /// differentiating a gradient works (`createGraph: true`), which dataset condensation by gradient
 /// matching needs. With `GradMode.disabled { … }` (inference) nothing is recorded: no tape cost.
-// @unchecked: `grad` lives behind a Mutex; `requiresGrad`, `node` (and the closures it holds) never
-// change after init; `value` changes only through `updateLeaf`, serialised by the owning Parameter's lock.
+// @unchecked: `grad` is behind a Mutex, `node` and its closures are immutable, `value` changes only in `updateLeaf` under the owning Parameter's lock.
 public final class Variable: @unchecked Sendable {
     /// The value. Fixed for every Variable but a trainable leaf, which an optimizer updates in
     /// place (`updateLeaf`, copy on write) between steps.

@@ -15,6 +15,7 @@ import Formats
 ///      `<start_of_text>` (49406) and `<end_of_text>` (49407).
 /// tokenize(texts): [SOT] + ids + [EOT], truncated to the context length with EOT kept last,
 /// zero-padded.
+// @unchecked: immutable after init except `cache`, which is touched only under `lock`.
 public final class CLIPTokenizer: @unchecked Sendable {
     public let vocabularySize: Int
     public let startOfText: Int32

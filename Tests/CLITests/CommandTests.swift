@@ -17,7 +17,7 @@ import TestSupport
         let rows = try cli.json("plugins", "--json") as! [[String: Any]]
         let byName = Dictionary(uniqueKeysWithValues: rows.compactMap { r in (r["name"] as? String).map { ($0, r) } })
         #expect(byName["classification-metrics"]?["status"] as? String == "ok")
-        #expect(byName["classification-metrics"]?["abi"] as? String == "1.1")
+        #expect(byName["classification-metrics"]?["abi"] as? String == "1.2")
         #expect((byName["classification-metrics"]?["toolchain"] as? String)?.hasPrefix("swift-") == true)
         #expect(byName["segmentation-metrics"]?["status"] as? String == "ok")
         #expect(byName["segmentation-metrics"]?["toolchain"] as? String == "none")

@@ -7,6 +7,7 @@ import Tensors
 /// A class-conditional latent diffusion model: the autoencoder, the DiT denoiser, the noise
 /// schedule. A folder holds `config.json` (`LatentDiffusionConfig`) and `model.safetensors`
 /// (`autoencoder.*`, `dit.*`).
+// @unchecked: `config` is set only in init; training updates parameters through their own locks, one call at a time.
 public final class LatentDiffusionModel: @unchecked Sendable {
     public private(set) var config: LatentDiffusionConfig
     public let autoencoder: LatentAutoencoder
