@@ -51,7 +51,7 @@ public final class SGD: Optimizer {
                     let grad = UncheckedBox(grad), b = UncheckedBox(b)
                     p.update { dst, src in
                         let io = UncheckedBox((dst, src))
-                        Parallel.chunks(dst.count) { range in
+                        Parallel.chunks(dst.count, grain: 1 << 18) { range in
                             let (dst, src) = io.value, grad = grad.value, b = b.value
                             for j in range {
                                 var d = grad[j]
@@ -108,7 +108,7 @@ public final class AdamW: Optimizer {
                         let box = UncheckedBox((graw.bindMemory(to: Float.self), mb, vb))
                         p.update { dst, src in
                             let io = UncheckedBox((dst, src))
-                            Parallel.chunks(dst.count) { range in
+                            Parallel.chunks(dst.count, grain: 1 << 18) { range in
                                 let (dst, src) = io.value, (grad, m, v) = box.value
                                 for j in range {
                                     var theta = src[j]
