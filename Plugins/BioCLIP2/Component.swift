@@ -53,7 +53,7 @@ struct BioCLIPComponent: Backbone {
             "bins": "predict: CSV class,bin: custom labels whose probabilities are summed per bin",
             "subset": "predict: CSV whose first column is named a rank (or species_epithet, common_name): restrict the Tree-of-Life labels to its values",
             "tol": "predict: folder with txt_emb_species.npy + txt_emb_species.json (default: the model folder)",
-            "k": "predict: predictions per image", "format": "predict: print the predictions on stdout as csv, table or json instead of the summary (none: the summary; the files either way)",
+            "k": "predict: predictions per image", "format": "predict: return the predictions as csv, table or json text that the CLI shows instead of the summary (none: the summary; the files either way)",
             "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
             "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
             "texts": "embed: texts → their embeddings [T, E] (tensor output), with the model's image size, mean and std in the result",

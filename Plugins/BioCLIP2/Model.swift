@@ -9,6 +9,7 @@ import Text
 /// An open_clip model folder (BioCLIP 2's Hugging Face layout): `open_clip_config.json` and
 /// `open_clip_model.safetensors`, any ViT image tower, with the CLIP tokenizer (the folder's own
 /// `bpe_simple_vocab_16e6.txt.gz` when it has one, else the one shipped with the plugin).
+// @unchecked: immutable after loading; the model's weights are only read (inference), the tokenizer locks its own cache.
 public final class BioCLIP: @unchecked Sendable {
     public let model: CLIP
     public let tokenizer: CLIPTokenizer

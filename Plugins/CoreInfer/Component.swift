@@ -51,7 +51,7 @@ struct CoreInferComponent: Generator {
             "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "save_core": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
-            "stream": "print the text to stdout as it is generated (turn off with --json)",
+            "stream": "stream the text as it is generated through the host (the CLI shows it on stdout; on stderr with --json)",
             "tokenizer": "train: a byte-level BPE tokenizer.json (default: the shipped 512-token one)",
             "hidden": "train: model width", "layers": "train: decoder layers", "heads": "train: attention heads", "kv_heads": "train: key-value heads",
             "ffn": "train: SwiGLU inner width", "max_positions": "train: the context the model accepts", "context": "train: tokens per training window",
@@ -183,7 +183,7 @@ struct CoreInferComponent: Generator {
             out.append(id)
             let text = tokenizer.decode(out, skipSpecial: true)
             if stream, !text.hasSuffix("\u{FFFD}"), text.count > printed.count, text.hasPrefix(printed) {
-                FileHandle.standardOutput.write(Data(String(text.dropFirst(printed.count)).utf8))
+                host.emitText(String(text.dropFirst(printed.count)))
                 printed = text
             }
             if o.stop.contains(where: { !$0.isEmpty && text.hasSuffix($0) }) { break }
@@ -191,7 +191,7 @@ struct CoreInferComponent: Generator {
             logits = try model.forward([id], cache: cache)
         }
         let seconds = Date().timeIntervalSince(t0)
-        if stream && !printed.isEmpty { FileHandle.standardOutput.write(Data("\n".utf8)) }
+        if stream && !printed.isEmpty { host.emitText("\n") }
         return (out, seconds, tokenizer.decode(out, skipSpecial: true))
     }
 

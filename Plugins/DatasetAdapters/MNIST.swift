@@ -58,6 +58,7 @@ public struct MNISTSource: ItemSource {
 }
 
 /// An IDX file of unsigned bytes, memory-mapped and validated (magic, rank, size).
+// @unchecked: immutable; `data` points into the read-only memory map that `file` keeps alive.
 struct IDX: @unchecked Sendable {
     let file: MappedFile
     let dims: [Int]

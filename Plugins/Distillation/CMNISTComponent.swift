@@ -45,6 +45,7 @@ struct CMNISTComponent: Dataset {
     ]
 
     /// A split's digits (grey, S × S) and labels, in sample order.
+    // @unchecked: built once per call and not mutated afterwards; `digit` reads immutable arrays only.
     struct Source: @unchecked Sendable {
         var labels: [Int]
         var digit: (Int) -> [Float]
@@ -169,7 +170,7 @@ func batchOrder(component: String, split: String, total: Int, start: Int, count:
 
 /// Dataset splits read once per process through another dataset component (`mnist-idx`,
 /// `cifar10-binary`, `synthetic-tol`): images [N, C, S, S] in [0, 1] and labels, in sample order.
-final class SplitCache: @unchecked Sendable {
+final class SplitCache: Sendable {
     static let shared = SplitCache()
     private let cache = ProcessCache<(images: [Float], labels: [Int], channels: Int, size: Int)>()
 

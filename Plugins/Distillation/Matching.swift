@@ -28,7 +28,7 @@ public enum Matching {
         let n = real.shape[0]
         let realMean: Variable
         if let weights {
-            let w = Variable(try! Tensor(weights, shape: [1, n]))
+            let w = Variable(Tensor(shape: [1, n], scalars: weights))
             realMean = matmul(w, real).reshaped([real.shape[1]])
         } else {
             realMean = real.mean(axis: 0)

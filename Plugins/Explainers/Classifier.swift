@@ -7,6 +7,7 @@ import Tensors
 
 /// A timm ViT classifier from a folder holding timm's `config.json` (`model_args`,
 /// `pretrained_cfg`) and `model.safetensors`, with its preprocessing.
+// @unchecked: immutable after loading; the ViT's weights are only read (inference).
 public struct ViTClassifier: @unchecked Sendable {
     public let model: ViT
     public let config: ViTConfig

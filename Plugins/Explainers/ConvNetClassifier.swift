@@ -8,6 +8,7 @@ import Tensors
 /// `config.json` — `{"architecture": "convnet", "in_channels", "num_classes", "net_width",
 /// "net_depth", "image_size", "mean", "std"}` — and `model.safetensors` with the reference code's
 /// names (`features.N.*`, `classifier.*`). Target layers are the blocks' ReLU outputs.
+// @unchecked: immutable after loading; the ConvNet is only read (inference, evaluation mode).
 public struct ConvNetClassifier: @unchecked Sendable, CAMClassifier {
     public let model: ConvNet
     public let channels: Int, classes: Int, width: Int, depth: Int, size: Int

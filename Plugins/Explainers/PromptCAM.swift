@@ -10,6 +10,7 @@ import Tensors
 /// Layer l's input is [P_l (C×D), CLS, patches]; after each block the C prompt outputs are replaced
 /// by P_{l+1}, except after the last, where they are kept: logit_c = w·LN(z_c) + b (LN the ViT's final
 /// norm, Linear(D → 1) shared). Prompts start at U(±√(6/(3·p² + D))). No attention mask.
+// @unchecked: its parameters lock their own state; the modules are used by one training or explaining call at a time.
 public final class PromptCAMModel: @unchecked Sendable {
     public let backbone: ViT
     public let prompts: Parameter          // [L, C, D]
@@ -23,7 +24,7 @@ public final class PromptCAMModel: @unchecked Sendable {
         var rng = SeededGenerator(seed: seed)
         let bound = Float((6.0 / Double(3 * c.patchSize * c.patchSize + c.width)).squareRoot())
         let count = c.depth * classes * c.width
-        prompts = Parameter(try! Tensor((0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) * bound }, shape: [c.depth, classes, c.width]),
+        prompts = Parameter(Tensor(shape: [c.depth, classes, c.width], scalars: (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) * bound }),
                             decays: false)
         head = Linear(c.width, 1, rng: &rng)
         // The backbone is frozen: its parameters become constants (no gradients computed for them).
@@ -87,7 +88,7 @@ public final class PromptCAMModel: @unchecked Sendable {
                 for p in 0..<patches { maps[(i * h + hh) * patches + p] = a[row + prefix + p] }
             }
         }
-        return (try! Tensor(maps, shape: [n, h, c.grid, c.grid]), out.logits.value)
+        return (Tensor(shape: [n, h, c.grid, c.grid], scalars: maps), out.logits.value)
     }
 
     /// Heads of the last block in order of importance for `target` on one image: greedily blur the

@@ -53,7 +53,7 @@ public enum TAD {
         let n = Float(labels.count), np = max(pos.reduce(0, +), 1)
         let ratio = n / np
         let c1 = 0.5 * ratio, c0 = ratio > 1 ? 0.5 * ratio / (ratio - 1) : 0.5
-        let mask = Variable(try! Tensor(pos, shape: p.shape))
+        let mask = Variable(Tensor(shape: p.shape, scalars: pos))
         let eps: Float = 1e-6
         let term = c1 * mask * (p + eps).log() + c0 * (1 - mask) * ((1 - p) + eps).log()
         return -term.mean()
@@ -63,8 +63,8 @@ public enum TAD {
     static func smoothL1(_ d: Variable, beta: Float) -> Variable {
         let v = d.value
         let values: [Float] = try! v.scalars()
-        let small = Variable(try! Tensor(values.map { abs($0) < beta ? Float(1) : 0 }, shape: v.shape))
-        let sign = Variable(try! Tensor(values.map { $0 >= 0 ? Float(1) : -1 }, shape: v.shape))
+        let small = Variable(Tensor(shape: v.shape, scalars: values.map { abs($0) < beta ? Float(1) : 0 }))
+        let sign = Variable(Tensor(shape: v.shape, scalars: values.map { $0 >= 0 ? Float(1) : -1 }))
         return (small * (d * d) * (0.5 / beta) + (1 - small) * (sign * d - 0.5 * beta)).sum()
     }
 
@@ -172,8 +172,8 @@ public enum TAD {
         let lc = crossEntropy(logits, labels: labels)
         let positive = labels.map { $0 > 0 ? Float(1) : 0 }
         let np = max(positive.reduce(0, +), 1)
-        let mask = Variable(try! Tensor(positive.flatMap { [$0, $0] }, shape: [labels.count, 2]))
-        let target = Variable(try! Tensor(assignments.flatMap(\.targets), shape: [labels.count, 2]))
+        let mask = Variable(Tensor(shape: [labels.count, 2], scalars: positive.flatMap { [$0, $0] }))
+        let target = Variable(Tensor(shape: [labels.count, 2], scalars: assignments.flatMap(\.targets)))
         let lr = smoothL1((offsets - target) * mask, beta: 1.0 / 9) / np
         let total = boundaryWeight * lb + lc + regressionWeight * lr
         return Losses(total: total, boundary: lb.scalars[0], classification: lc.scalars[0], regression: lr.scalars[0])

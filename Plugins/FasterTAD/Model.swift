@@ -109,7 +109,7 @@ final class FasterTADNet: Module {
         classifier = Linear(config.head_hidden, config.classes.count + 1, rng: &rng)
         regressor = Linear(config.head_hidden, 2, rng: &rng)
         // Small initial offsets, as detection heads start (torchvision: N(0, 0.001)).
-        regressor.weight.assign(try! Tensor(regressor.weight.value.scalars(as: Float.self).map { $0 * 0.01 }, shape: regressor.weight.shape))
+        regressor.weight.assign(Tensor(shape: regressor.weight.shape, scalars: regressor.weight.variable.scalars.map { $0 * 0.01 }))
     }
 
     var namedParameters: [(String, Parameter)] {

@@ -29,7 +29,7 @@ public final class ProjectionHead: Module {
 
     /// Projects a frame's features [P, D] (no gradient).
     public func project(_ features: [Float], patches: Int) -> [Float] {
-        GradMode.disabled { self(Variable(try! Tensor(features, shape: [patches, inputs]))) }.scalars
+        GradMode.disabled { self(Variable(Tensor(shape: [patches, inputs], scalars: features))) }.scalars
     }
 }
 
@@ -60,7 +60,7 @@ public func softPropagate(query: Variable, source: Variable, labels: Variable, r
             if values[q * p + s] >= threshold { keep[q * p + s] = 1 }
         }
     }
-    let mask = Variable(try! Tensor(keep, shape: [p, p]))
+    let mask = Variable(Tensor(shape: [p, p], scalars: keep))
     let a = (similarity * Float(1 / settings.temperature)).exp() * mask
     let weights = a / a.sum(axis: 1, keepDims: true)
     return matmul(weights, labels)
@@ -89,8 +89,8 @@ public func bceDice(_ prediction: Variable, _ target: Tensor) -> Variable {
 public func cycleLoss(head: ProjectionHead, support: [Float], labels: Tensor, unlabelled: [Float], rows: Int, cols: Int,
                settings: PropagationSettings, soft: Bool) -> Variable {
     let p = rows * cols
-    let z0 = l2Normalized(head(Variable(try! Tensor(support, shape: [p, head.inputs]))))
-    let z1 = l2Normalized(head(Variable(try! Tensor(unlabelled, shape: [p, head.inputs]))))
+    let z0 = l2Normalized(head(Variable(Tensor(shape: [p, head.inputs], scalars: support))))
+    let z1 = l2Normalized(head(Variable(Tensor(shape: [p, head.inputs], scalars: unlabelled))))
     var forward = softPropagate(query: z1, source: z0, labels: Variable(labels), rows: rows, cols: cols, settings: settings)
     if !soft {
         let c = labels.shape[1], v = forward.scalars
@@ -120,7 +120,7 @@ public struct CycleTuning: Sendable {
     public func run(head: ProjectionHead, support: [Float], labels: [Float], channels: Int, unlabelled: [[Float]], rows: Int, cols: Int,
                     settings: PropagationSettings, cancelled: () throws -> Void = {}) rethrows -> [Float] {
         precondition(!unlabelled.isEmpty, "cycle tuning needs unlabelled frames")
-        let target = try! Tensor(labels, shape: [rows * cols, channels])
+        let target = Tensor(shape: [rows * cols, channels], scalars: labels)
         let optimizer = AdamW(head.parameters, learningRate: learningRate, weightDecay: 0.01)
         let schedule = Schedule.cosine(warmup: 0, floor: 0.01)
         var rng = SeededGenerator(seed: seed)

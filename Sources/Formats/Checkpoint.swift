@@ -9,6 +9,7 @@ import Tensors
 /// In a PyTorch checkpoint the state dict is found by the rule of `TorchFile`
 /// (Docs/checkpoints.md): the dict under "state_dict" or "model" when the file wraps it so,
 /// without the "module." prefix DataParallel adds.
+// @unchecked: immutable after init; its shards are read-only memory maps.
 public final class Checkpoint: @unchecked Sendable {
     /// One tensor's name, shape and stored type (safetensors' names: "F32", "BF16", …).
     public struct Entry: Sendable, Equatable {

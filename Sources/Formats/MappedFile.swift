@@ -2,6 +2,7 @@ import Foundation
 
 /// A read-only memory map of a whole file, unmapped when the last reference goes.
 /// Tensors read from it borrow its pages (and keep it alive): a checkpoint is never copied whole.
+// @unchecked: immutable after init; the mapping is PROT_READ (never written) and unmapped only in deinit.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let bytes: UnsafeRawPointer

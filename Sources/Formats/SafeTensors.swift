@@ -12,6 +12,7 @@ import Tensors
 /// and fits the file, the header is UTF-8 JSON starting with '{', every dtype is known, shape × dtype
 /// size equals the byte range (overflow-checked), and the ranges, sorted, are contiguous from 0 to
 /// the end of the file (no gap, overlap or trailing byte).
+// @unchecked: immutable after init; the bytes are a read-only memory map (PROT_READ), never written.
 public final class SafeTensorsFile: @unchecked Sendable {
     /// One tensor's place in the file.
     public struct Entry: Sendable, Equatable {

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tensors
 
 /// A PyTorch checkpoint (`.pt`, `.pth`, `.bin`, `.ckpt`: torch's zip format, torch ≥ 1.6) or a plain
@@ -13,7 +14,8 @@ import Tensors
 /// Tensors are named by their path in the pickled object: dict keys and list indices joined by
 /// '.' (`{"model": {"blocks": [{"w": t}]}}` → `model.blocks.0.w`); a file holding one bare tensor
 /// names it `tensor`.
-public final class TorchFile: @unchecked Sendable {
+/// Sendable: immutable after init (the mapping is read-only) but for `verified`, a Mutex.
+public final class TorchFile: Sendable {
     public let path: String
     /// Every tensor and array, by full name, in the order the pickle holds them.
     public let names: [String]
@@ -27,8 +29,8 @@ public final class TorchFile: @unchecked Sendable {
     let storages: [StorageBytes]
     let file: MappedFile
     let archive: ZipArchive?
-    private var verified: Set<Int> = []
-    private let lock = NSLock()
+    /// Storages whose CRC was checked (once, on first read).
+    private let verified = Mutex<Set<Int>>([])
 
     /// Nesting deeper than this (or a cycle) is refused while naming the tensors.
     public static let maxNesting = 64
@@ -194,11 +196,12 @@ public final class TorchFile: @unchecked Sendable {
             return try data.withUnsafeBytes { try body($0.baseAddress ?? file.bytes) }
         case .mapped(let offset, let record):
             if let record, let archive {
-                lock.lock()
-                defer { lock.unlock() }
-                if !verified.contains(index) {
-                    try archive.verify(archive.records[record]!, in: UnsafeRawBufferPointer(start: file.bytes, count: file.count))
-                    verified.insert(index)
+                let file = file
+                try verified.withLock { verified in
+                    if !verified.contains(index) {
+                        try archive.verify(archive.records[record]!, in: UnsafeRawBufferPointer(start: file.bytes, count: file.count))
+                        verified.insert(index)
+                    }
                 }
             }
             return try body(file.bytes + offset)

@@ -19,7 +19,7 @@ public struct Image: Sendable, Equatable {
 
     /// The image as a `[height, width, channels]` u8 tensor (`[height, width]` for gray).
     public var tensor: Tensor {
-        try! Tensor(pixels, shape: channels == 1 ? [height, width] : [height, width, channels])
+        Tensor(shape: channels == 1 ? [height, width] : [height, width, channels], scalars: pixels)
     }
 
     /// An image from a u8 tensor of shape `[H, W]` or `[H, W, C]` with C in 1, 3, 4.

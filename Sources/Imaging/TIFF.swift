@@ -1,6 +1,7 @@
 import CTIFF
 import Foundation
 import Formats
+import Synchronization
 import Tensors
 
 /// TIFF files through libtiff: 8/16-bit unsigned and 32-bit float samples, 1–4 channels, strips or
@@ -241,8 +242,8 @@ public enum TIFF {
 
     // MARK: libtiff messages
 
-    nonisolated(unsafe) private static var message: String?
-    private static let lock = NSLock()
+    /// libtiff's last error message (its handlers are process-wide).
+    private static let message = Mutex<String?>(nil)
     private static let installed: Void = {
         _ = TIFFSetErrorHandler { module, fmt, args in if let args { TIFF.record(module, fmt, args) } }
         _ = TIFFSetWarningHandler { _, _, _ in }
@@ -254,20 +255,15 @@ public enum TIFF {
         var buffer = [CChar](repeating: 0, count: 512)
         if let fmt { _ = vsnprintf(&buffer, buffer.count, fmt, args) }
         let text = cText(buffer)
-        lock.lock()
-        message = (module.map { String(cString: $0) + ": " } ?? "") + text
-        lock.unlock()
+        let full = (module.map { String(cString: $0) + ": " } ?? "") + text
+        message.withLock { $0 = full }
     }
 
     static func clearMessage() {
-        lock.lock()
-        message = nil
-        lock.unlock()
+        message.withLock { $0 = nil }
     }
 
     static func lastMessage() -> String? {
-        lock.lock()
-        defer { lock.unlock() }
-        return message
+        message.withLock { $0 }
     }
 }

@@ -132,6 +132,7 @@ final class FrameChannel {
 // MARK: - tensors in shared memory
 
 /// A read-only (or read-write) mapping of a memfd; tensors borrowing it keep it alive.
+// @unchecked: immutable after init; the mapping is unmapped only in deinit, and its writers fill disjoint tensors before it is sent.
 final class SharedMapping: @unchecked Sendable {
     let base: UnsafeMutableRawPointer?
     let size: Int
@@ -219,6 +220,7 @@ enum SharedTensors {
 // MARK: - the host side
 
 /// The child process serving isolated calls for one runtime.
+// @unchecked: `tail` and `alive` are touched only by the thread making the (one at a time) isolated call, and by `shutdown` under the Runtime's `mutex` afterwards.
 final class IsolatedChild: @unchecked Sendable {
     let pid: pid_t
     let channel: FrameChannel
@@ -369,6 +371,9 @@ final class IsolatedChild: @unchecked Sendable {
                         events?.record(component: component, row: row)
                     }
                     continue
+                case "text":
+                    if let text = frame["text"]?.stringValue { events?.text(component: component, text) }
+                    continue
                 case "response":
                     return try decodeResponse(frame, fd: attached, what: what)
                 default:
@@ -434,26 +439,36 @@ public enum IsolationServer {
         _ = setrlimit(Int32(RLIMIT_DATA.rawValue), &r)
     }
 
+    // @unchecked: the channel (not Sendable) is only written inside `sending`'s lock, so frames from several plugin threads never interleave.
     final class ForwardingProgress: ProgressSink, @unchecked Sendable {
         let channel: FrameChannel
-        var last: UInt64 = 0
+        /// Held while a frame is sent; holds when the last progress frame went.
+        private let sending = Mutex<UInt64>(0)
         init(channel: FrameChannel) { self.channel = channel }
+        private func send(_ frame: JSONValue) {
+            sending.withLock { _ in try? channel.send(frame) }
+        }
         func progress(component: String, done: Int64, total: Int64, label: String) {
             // At most 20 frames a second (and always the last one).
             let now = DispatchTime.now().uptimeNanoseconds
-            guard now - last > 50_000_000 || done == total else { return }
-            last = now
-            try? channel.send(["type": "progress", "component": .string(component), "done": .number(Double(done)),
-                               "total": .number(Double(total)), "label": .string(label)])
+            sending.withLock { last in
+                guard (now > last && now - last > 50_000_000) || done == total else { return }
+                last = now
+                try? channel.send(["type": "progress", "component": .string(component), "done": .number(Double(done)),
+                                   "total": .number(Double(total)), "label": .string(label)])
+            }
         }
         func phase(component: String, index: Int64, count: Int64, name: String) {
-            try? channel.send(["type": "phase", "component": .string(component), "index": .number(Double(index)),
-                               "count": .number(Double(count)), "name": .string(name)])
+            send(["type": "phase", "component": .string(component), "index": .number(Double(index)),
+                  "count": .number(Double(count)), "name": .string(name)])
         }
         func record(component: String, row: MetricsRow) {
-            try? channel.send(["type": "record", "component": .string(component), "unit": .string(row.unit), "step": .number(Double(row.step)),
-                               "names": .array(row.metrics.map { .string($0.name) }),
-                               "values": .array(row.metrics.map { $0.value.isFinite ? .number($0.value) : .null })])
+            send(["type": "record", "component": .string(component), "unit": .string(row.unit), "step": .number(Double(row.step)),
+                  "names": .array(row.metrics.map { .string($0.name) }),
+                  "values": .array(row.metrics.map { $0.value.isFinite ? .number($0.value) : .null })])
+        }
+        func text(component: String, _ text: String) {
+            send(["type": "text", "component": .string(component), "text": .string(text)])
         }
     }
 

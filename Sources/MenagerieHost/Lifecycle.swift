@@ -29,7 +29,8 @@ public enum Lifecycle {
     // MARK: signals
 
     private static let signalPipe = Mutex<[Int32]>([])
-    nonisolated(unsafe) private static var writeEnd: Int32 = -1
+    /// The pipe's write end for the signal handler (an Atomic: lock-free, so async-signal-safe).
+    private static let writeEnd = Atomic<Int32>(-1)
 
     /// Installs the SIGINT/SIGTERM handling once per process. `onFirst` runs (on a helper thread)
     /// when the first signal arrives.
@@ -45,7 +46,7 @@ public enum Lifecycle {
         }
         guard fresh else { return }
         let fds = signalPipe.withLock { $0 }
-        writeEnd = fds[1]
+        writeEnd.store(fds[1], ordering: .releasing)
         // A parent may have left the signals blocked or ignored (both are inherited across exec).
         var set = sigset_t()
         sigemptyset(&set)
@@ -55,7 +56,7 @@ public enum Lifecycle {
         // The handler only writes the signal number: everything else happens on the watcher thread.
         let handler: @convention(c) (Int32) -> Void = { sig in
             var byte = UInt8(truncatingIfNeeded: sig)
-            _ = write(Lifecycle.writeEnd, &byte, 1)
+            _ = write(Lifecycle.writeEnd.load(ordering: .acquiring), &byte, 1)
         }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)

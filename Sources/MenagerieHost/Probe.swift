@@ -45,6 +45,7 @@ public struct ProbeReport: Codable, Sendable, Equatable {
 /// Opens a plugin in THIS process and checks its descriptor. Runs inside the child process of a
 /// scan (`menagerie _probe PATH`) and, for use, inside the host after a successful scan.
 public enum Handshake {
+    // @unchecked: immutable; the dlopen handle and descriptor live as long as the process (never dlclose'd), and the descriptor is read-only.
     public struct Opened: @unchecked Sendable {
         public let handle: UnsafeMutableRawPointer
         public let descriptor: UnsafePointer<mng_plugin_descriptor>

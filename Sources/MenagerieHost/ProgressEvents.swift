@@ -10,12 +10,15 @@ public protocol ProgressSink: AnyObject, Sendable {
     func record(component: String, row: MetricsRow)
     /// The component's call returned: its part, if any, is over.
     func ended(component: String)
+    /// Text the component streams for the user (ABI 1.2 `emit_text`), as given.
+    func text(component: String, _ text: String)
 }
 
 extension ProgressSink {
     public func phase(component: String, index: Int64, count: Int64, name: String) {}
     public func record(component: String, row: MetricsRow) {}
     public func ended(component: String) {}
+    public func text(component: String, _ text: String) {}
 }
 
 /// One `record` call of a plugin, checked: at most `maxMetrics` metrics, names of at most 64

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import MenagerieKit
 
 /// One plugin file as the registry knows it.
@@ -44,12 +45,6 @@ public struct Registry: Sendable {
     /// How many files this construction had to scan (0 when everything came from the cache).
     public let scanned: Int
 
-    struct CacheFile: Codable {
-        var version: Int
-        var host: String
-        var entries: [RegistryEntry]
-    }
-
     /// Changes whenever a cached verdict could differ: the ABI or the toolchain of the host.
     static var hostKey: String { "abi-\(abiVersion.major).\(abiVersion.minor)/\(swiftToolchain)" }
 
@@ -66,70 +61,45 @@ public struct Registry: Sendable {
         self.scanned = 0
     }
 
-    /// Lists, checks and (when new or changed) scans every candidate file.
+    /// Lists, checks and (when new or changed) scans every candidate file, in steps (each a type
+    /// of its own below, testable alone): read the cache (`RegistryCache.read`), discover the files
+    /// (`RegistryDiscovery`), trust them (`RegistryTrust.check`), scan the new or changed ones in a
+    /// child (`RegistryScan`), apply the lock file (`RegistryTrust.pin`), give each component id
+    /// to its first plugin (`Registry.assignOwners`), and write the cache back (`RegistryCache.write`).
     ///
     /// - trust and lock checks run on every call (a `chmod` does not change mtime);
-    /// - the scan itself runs in a child (`probe`), so a crash or hang marks the file failed.
+    /// - the scan itself runs in a child (`probe`), so a crash or hang marks the file failed;
+    /// - a cache that cannot be read or written is a warning on `logger` (a corrupt one is rebuilt),
+    ///   never an error: the registry is then built from the files themselves.
     public init(searchPath: SearchPath, cachePath: String = Registry.defaultCachePath(), rescan: Bool = false,
-                lock: (file: LockFile, path: String)? = nil, probe: ChildProbe = ChildProbe()) {
+                lock: (file: LockFile, path: String)? = nil, probe: ChildProbe = ChildProbe(),
+                logger: Logger = Logger(label: "menagerie")) {
         self.searchPath = searchPath
         self.cachePath = cachePath
-        var cached: [String: RegistryEntry] = [:]
-        var keep: [RegistryEntry] = []
-        if !rescan, let data = FileManager.default.contents(atPath: cachePath),
-           let file = try? JSONValue.decode(CacheFile.self, from: String(decoding: data, as: UTF8.self)), file.version == 1, file.host == Registry.hostKey {
-            for e in file.entries { cached[e.path] = e }
-        }
-        var result: [RegistryEntry] = []
-        var toProbe: [(Int, String)] = []
-        for (path, folder) in searchPath.candidates() {
-            var st = stat()
-            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
-            let mtime = "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-            var entry = RegistryEntry(path: path, size: Int64(st.st_size), mtime: mtime, origin: folder.origin,
-                                      status: .ok, reason: nil, abi: nil, toolchain: nil, sha256: nil, metadata: nil)
-            if let c = cached[path], c.size == entry.size, c.mtime == entry.mtime {
-                entry = c
-                entry.origin = folder.origin
-            } else {
-                toProbe.append((result.count, path))
-            }
-            result.append(entry)
-        }
+        let cache = RegistryCache(path: cachePath, logger: logger)
+        let loaded: RegistryCache.Contents = rescan ? .missing : cache.read()
+        let cached = loaded.entries
+        var (result, toProbe) = RegistryDiscovery.entries(searchPath, cached: cached)
         // Trust first: an untrusted file is not even loaded in a child.
-        var untrusted = Set<Int>()
-        for (i, e) in result.enumerated() {
-            if let p = Trust.problem(path: e.path) {
-                result[i].status = .failed
-                result[i].reason = p
-                result[i].metadata = nil
-                untrusted.insert(i)
-            }
+        let untrusted = RegistryTrust.check(&result)
+        let probed = toProbe.filter { !untrusted.contains($0) }
+        let transient = RegistryScan.scan(&result, indices: probed, probe: probe)
+        if let lock { RegistryTrust.pin(&result, lock: lock) }
+        Registry.assignOwners(&result)
+        self.entries = result
+        self.scanned = probed.count
+
+        // Persist: current entries plus cached ones outside this search path whose files still exist.
+        if !probed.isEmpty || rescan || loaded.needsRewrite {
+            let current = Set(result.map(\.path))
+            let keep = cached.values.filter { !current.contains($0.path) && FileManager.default.fileExists(atPath: $0.path) }
+            cache.write(RegistryCache.cacheable(result, untrusted: untrusted, transient: transient) + keep)
         }
-        let probePaths = toProbe.filter { !untrusted.contains($0.0) }
-        let reports = probe.probe(probePaths.map(\.1))
-        var transient = Set<Int>()
-        for (i, path) in probePaths {
-            let r = reports[path] ?? .failed("no scan report")
-            if r.transient == true { transient.insert(i) }
-            result[i].status = r.ok ? .ok : .failed
-            result[i].reason = r.reason
-            result[i].abi = r.abi
-            result[i].toolchain = r.toolchain
-            result[i].metadata = r.metadata
-            result[i].sha256 = nil
-        }
-        // Lock file: pins every plugin outside the built-in folder.
-        if let lock {
-            for i in result.indices where !result[i].builtIn && result[i].status == .ok {
-                if result[i].sha256 == nil { result[i].sha256 = try? FileDigest.sha256(path: result[i].path) }
-                if let p = lock.file.problem(path: result[i].path, digest: result[i].sha256 ?? "", lockPath: lock.path) {
-                    result[i].status = .failed
-                    result[i].reason = p
-                }
-            }
-        }
-        // A component id belongs to the first plugin in search order that declares it.
+    }
+
+    /// A component id belongs to the first plugin in search order that declares it; a later plugin
+    /// declaring it fails, naming the first.
+    static func assignOwners(_ result: inout [RegistryEntry]) {
         var owner: [String: String] = [:]
         for i in result.indices where result[i].status == .ok {
             let ids = result[i].metadata?.components.map(\.id) ?? []
@@ -139,28 +109,6 @@ public struct Registry: Sendable {
                 continue
             }
             for id in ids { owner[id] = result[i].path }
-        }
-        self.entries = result
-        self.scanned = probePaths.count
-
-        // Persist: current entries plus cached ones outside this search path whose files still exist.
-        let current = Set(result.map(\.path))
-        keep = cached.values.filter { !current.contains($0.path) && FileManager.default.fileExists(atPath: $0.path) }
-        if probePaths.count > 0 || rescan || !FileManager.default.fileExists(atPath: cachePath) {
-            // Trust and lock verdicts are recomputed on every run; cache only what the scan learned.
-            let cacheable = result.enumerated().map { i, e -> RegistryEntry in
-                var e = e
-                if untrusted.contains(i) { e.status = .failed; e.reason = "not scanned (untrusted)"; e.size = -1 }
-                // A verdict that may not recur (a timeout) is kept for this command only.
-                if transient.contains(i) { e.size = -1 }
-                return e
-            }
-            let file = CacheFile(version: 1, host: Registry.hostKey, entries: (cacheable + keep).sorted { $0.path < $1.path })
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            try? FileManager.default.createDirectory(atPath: (cachePath as NSString).deletingLastPathComponent,
-                                                     withIntermediateDirectories: true)
-            if let data = try? encoder.encode(file) { try? AtomicFile.write(data, to: cachePath) }
         }
     }
 
@@ -184,5 +132,181 @@ public struct Registry: Sendable {
         }
         message += " Run `menagerie list` to see the components."
         throw HostError(.notFound, message)
+    }
+}
+
+/// Step: the plugin files on the search path, each with its size and mtime; a cached verdict is
+/// reused when path, size and mtime (to the nanosecond) agree.
+public enum RegistryDiscovery {
+    /// The entries in search order and the indices of those that need a scan (new or changed).
+    public static func entries(_ searchPath: SearchPath, cached: [String: RegistryEntry]) -> (entries: [RegistryEntry], toScan: [Int]) {
+        var result: [RegistryEntry] = []
+        var toScan: [Int] = []
+        for (path, folder) in searchPath.candidates() {
+            var st = stat()
+            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            let mtime = "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
+            var entry = RegistryEntry(path: path, size: Int64(st.st_size), mtime: mtime, origin: folder.origin,
+                                      status: .ok, reason: nil, abi: nil, toolchain: nil, sha256: nil, metadata: nil)
+            if let c = cached[path], c.size == entry.size, c.mtime == entry.mtime {
+                entry = c
+                entry.origin = folder.origin
+            } else {
+                toScan.append(result.count)
+            }
+            result.append(entry)
+        }
+        return (result, toScan)
+    }
+}
+
+/// Step: trust (owner and mode of the file and its folders, `Trust`) and the lock file's pins.
+public enum RegistryTrust {
+    /// Marks every untrusted entry failed with the reason; returns their indices.
+    @discardableResult
+    public static func check(_ entries: inout [RegistryEntry]) -> Set<Int> {
+        var untrusted = Set<Int>()
+        for i in entries.indices {
+            if let p = Trust.problem(path: entries[i].path) {
+                entries[i].status = .failed
+                entries[i].reason = p
+                entries[i].metadata = nil
+                untrusted.insert(i)
+            }
+        }
+        return untrusted
+    }
+
+    /// The lock file pins every plugin outside the built-in folder: one that is not pinned, has
+    /// another digest, or cannot be read to compute its digest, fails with the reason.
+    public static func pin(_ entries: inout [RegistryEntry], lock: (file: LockFile, path: String)) {
+        for i in entries.indices where !entries[i].builtIn && entries[i].status == .ok {
+            if entries[i].sha256 == nil {
+                do {
+                    entries[i].sha256 = try FileDigest.sha256(path: entries[i].path)
+                } catch {
+                    entries[i].status = .failed
+                    entries[i].reason = "cannot compute its SHA-256 for the lock file \(lock.path): \(error)"
+                    continue
+                }
+            }
+            if let p = lock.file.problem(path: entries[i].path, digest: entries[i].sha256 ?? "", lockPath: lock.path) {
+                entries[i].status = .failed
+                entries[i].reason = p
+            }
+        }
+    }
+}
+
+/// Step: the scan of new or changed files, each in a child process (`ChildProbe`).
+public enum RegistryScan {
+    /// Scans `indices` of `entries` and records each verdict; returns the indices whose verdict
+    /// may not recur (a timeout), which are not cached.
+    public static func scan(_ entries: inout [RegistryEntry], indices: [Int], probe: ChildProbe) -> Set<Int> {
+        let reports = probe.probe(indices.map { entries[$0].path })
+        var transient = Set<Int>()
+        for i in indices {
+            let r = reports[entries[i].path] ?? .failed("no scan report")
+            if r.transient == true { transient.insert(i) }
+            entries[i].status = r.ok ? .ok : .failed
+            entries[i].reason = r.reason
+            entries[i].abi = r.abi
+            entries[i].toolchain = r.toolchain
+            entries[i].metadata = r.metadata
+            entries[i].sha256 = nil
+        }
+        return transient
+    }
+}
+
+/// Step: the cache file, `$XDG_CACHE_HOME/menagerie/registry.json`, written atomically. A cache
+/// that cannot be read or decoded is reported as a warning and rebuilt; one of another host (ABI
+/// or toolchain) or format version is silently replaced; a write that fails is a warning (the
+/// next command scans again).
+public struct RegistryCache {
+    public let path: String
+    public let logger: Logger
+    static let version = 1
+
+    public init(path: String, logger: Logger) {
+        self.path = path
+        self.logger = logger
+    }
+
+    struct File: Codable {
+        var version: Int
+        var host: String
+        var entries: [RegistryEntry]
+    }
+
+    public enum Contents: Equatable {
+        /// No cache file (or `--rescan`).
+        case missing
+        /// Written by another host (ABI, toolchain) or format version: replaced.
+        case stale
+        /// Unreadable or not a cache: rebuilt (the reason was logged).
+        case corrupt(String)
+        case entries([String: RegistryEntry])
+
+        public var entries: [String: RegistryEntry] {
+            if case .entries(let e) = self { return e }
+            return [:]
+        }
+        /// Whether the file must be written even when nothing was scanned.
+        public var needsRewrite: Bool {
+            if case .entries = self { return false }
+            return true
+        }
+    }
+
+    /// The cached entries by path.
+    public func read() -> Contents {
+        guard FileManager.default.fileExists(atPath: path) else { return .missing }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            return corrupt("cannot read it (\(error.localizedDescription))")
+        }
+        let file: File
+        do {
+            file = try JSONValue.decode(File.self, from: String(decoding: data, as: UTF8.self))
+        } catch {
+            return corrupt("it is not a registry cache (\(error))")
+        }
+        guard file.version == Self.version, file.host == Registry.hostKey else { return .stale }
+        var byPath: [String: RegistryEntry] = [:]
+        for e in file.entries { byPath[e.path] = e }
+        return .entries(byPath)
+    }
+
+    private func corrupt(_ reason: String) -> Contents {
+        logger.warning("the plugin registry cache \(path) is unusable: \(reason); scanning every plugin again and rewriting it")
+        return .corrupt(reason)
+    }
+
+    /// Writes `entries` (sorted by path) atomically; a failure is a warning.
+    public func write(_ entries: [RegistryEntry]) {
+        let file = File(version: Self.version, host: Registry.hostKey, entries: entries.sorted { $0.path < $1.path })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try AtomicFile.write(try encoder.encode(file), to: path)
+        } catch {
+            logger.warning("cannot write the plugin registry cache \(path): \(error); the next command scans the plugins again")
+        }
+    }
+
+    /// What is cached of this run's entries: trust and lock verdicts are recomputed on every run,
+    /// so only what the scan learned is kept; an untrusted file (not scanned) and a verdict that may
+    /// not recur (a timeout) get size −1, so they never match a file and are scanned again.
+    static func cacheable(_ entries: [RegistryEntry], untrusted: Set<Int>, transient: Set<Int>) -> [RegistryEntry] {
+        entries.enumerated().map { i, e -> RegistryEntry in
+            var e = e
+            if untrusted.contains(i) { e.status = .failed; e.reason = "not scanned (untrusted)"; e.size = -1 }
+            if transient.contains(i) { e.size = -1 }
+            return e
+        }
     }
 }

@@ -29,19 +29,51 @@ public struct Artifact: Sendable, Equatable {
 
 /// The in-process side of the host: loads plugins for use, implements the host-services table,
 /// routes invocations (including plugin → host → plugin) and responses.
+///
+/// State ownership: the settings below live in `settings` (a Mutex); the tables of loaded plugins,
+/// handles and responses in `mutex` (an NSRecursiveLock, because a plugin's call through the host
+/// re-enters the runtime on the same thread).
+// @unchecked: every mutable field is behind `settings` (Mutex) or `mutex` (recursive lock); the rest is `let`.
 public final class Runtime: @unchecked Sendable {
     public let registry: Registry
     public let seed: UInt64
     public let scratchRoot: String
     public let lock: (file: LockFile, path: String)?
-    public var logger: Logger
-    public weak var progressSink: ProgressSink?
+
+    private struct Settings {
+        var logger: Logger
+        weak var progressSink: ProgressSink?
+        var isolation: Isolation.Policy = .fromEnvironment
+        var isolationLimits: Isolation.Limits = .fromEnvironment
+        var safeMode = false
+    }
+    private let settings: Mutex<Settings>
+
+    /// Where plugins' `log` messages and the host's warnings go.
+    public var logger: Logger {
+        get { settings.withLock { $0.logger } }
+        set { settings.withLock { $0.logger = newValue } }
+    }
+    /// Receives progress, parts, metric rows and streamed text (held weakly).
+    public var progressSink: ProgressSink? {
+        get { settings.withLock { $0.progressSink } }
+        set { settings.withLock { $0.progressSink = newValue } }
+    }
     /// Which plugins run in a child process (`Isolation`), and its limits.
-    public var isolation: Isolation.Policy = .fromEnvironment
-    public var isolationLimits: Isolation.Limits = .fromEnvironment
+    public var isolation: Isolation.Policy {
+        get { settings.withLock { $0.isolation } }
+        set { settings.withLock { $0.isolation = newValue } }
+    }
+    public var isolationLimits: Isolation.Limits {
+        get { settings.withLock { $0.isolationLimits } }
+        set { settings.withLock { $0.isolationLimits = newValue } }
+    }
     /// Passed to the isolation child so it loads plugins under the same rules.
-    public var safeMode = false
-    private var isolatedChild: IsolatedChild?
+    public var safeMode: Bool {
+        get { settings.withLock { $0.safeMode } }
+        set { settings.withLock { $0.safeMode = newValue } }
+    }
+    private var isolatedChild: IsolatedChild?     // under `mutex`
 
     final class LoadedPlugin {
         let entry: RegistryEntry
@@ -95,7 +127,7 @@ public final class Runtime: @unchecked Sendable {
         self.registry = registry
         self.seed = seed
         self.lock = lock
-        self.logger = logger
+        self.settings = Mutex(Settings(logger: logger))
         let created = scratchRoot == nil
         if let scratchRoot {
             self.scratchRoot = scratchRoot
@@ -396,6 +428,16 @@ public final class Runtime: @unchecked Sendable {
                                              names: (0..<n).map { names[$0].map { String(cString: $0) } },
                                              values: (0..<n).map { values[$0] })
                 if let row { rt.progressSink?.record(component: rt.currentComponent, row: row) }
+            },
+            emit_text: { ctx, text in
+                let rt = Runtime.from(ctx)
+                guard let text else { return }
+                let string = String(cString: text)
+                if let sink = rt.progressSink {
+                    sink.text(component: rt.currentComponent, string)
+                } else {
+                    rt.logger.info("\(string)", metadata: ["component": "\(rt.currentComponent)"])
+                }
             })
     }
 

@@ -38,6 +38,7 @@ extension Tensor {
 
 /// Owns the C view (names, shapes, the `mng_tensor` array) of a list of Swift tensors, for as long
 /// as the C side may read it. Used for requests (host → plugin) and responses (plugin → host).
+// @unchecked: immutable after init (the C arrays are only read by the other side) and freed in deinit.
 public final class TensorArena: @unchecked Sendable {
     public let tensors: [(name: String, tensor: Tensor)]
     public let array: UnsafeMutablePointer<mng_tensor>?

@@ -30,6 +30,7 @@ extension Plugin {
 }
 
 /// The state behind one `init` of this image's plugin.
+// @unchecked: `instances` is filled in init and only read afterwards; the host is an immutable table.
 final class PluginState: @unchecked Sendable {
     let host: PluginHost
     var instances: [String: any Component] = [:]
@@ -54,6 +55,7 @@ final class ResponseBox {
 
 /// This image's exported plugin. Each plugin image links its own copy of the SDK, so this global
 /// is per plugin.
+// nonisolated(unsafe): both are written once, under `exportLock`, before the descriptor is handed out, and only read afterwards.
 nonisolated(unsafe) private var exportedType: (any Plugin.Type)?
 nonisolated(unsafe) private var exportedDescriptor: UnsafeMutablePointer<mng_plugin_descriptor>?
 private let exportLock = NSLock()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The options of a component: a `Codable` struct whose `init()` holds the defaults.
 ///
@@ -128,31 +129,23 @@ extension ComponentOptions {
 }
 
 /// Schema and defaults of each options type, computed on first use.
-final class OptionsCache: @unchecked Sendable {
+final class OptionsCache: Sendable {
     static let shared = OptionsCache()
-    struct Entry {
+    struct Entry: Sendable {
         let schema: JSONValue
         /// Keyed by the snake_case option keys.
         let defaults: [String: JSONValue]
         /// snake_case key → the Swift coding key.
         let codingKeys: [String: String]
     }
-    private var entries: [ObjectIdentifier: Entry] = [:]
-    private let lock = NSLock()
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
 
     func entry<O: ComponentOptions>(for type: O.Type) -> Entry {
-        lock.lock()
-        if let e = entries[ObjectIdentifier(type)] {
-            lock.unlock()
-            return e
-        }
-        lock.unlock()
+        if let e = entries.withLock({ $0[ObjectIdentifier(type)] }) { return e }
         var defaults: [String: JSONValue] = [:]
         for (k, v) in (try? JSONValue(encoding: O()))?.objectValue ?? [:] { defaults[snakeCase(k)] = v }
         let e = Entry(schema: O.computeSchema(), defaults: defaults, codingKeys: O.codingKeys())
-        lock.lock()
-        entries[ObjectIdentifier(type)] = e
-        lock.unlock()
+        entries.withLock { $0[ObjectIdentifier(type)] = e }
         return e
     }
 }

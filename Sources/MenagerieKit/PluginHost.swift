@@ -5,6 +5,7 @@ import Tensors
 
 /// The host's services as a plugin sees them: logging, progress, cancellation, other components,
 /// a scratch folder and the run's seed. Wraps the `mng_host_services` table handed to `init`.
+// @unchecked: a pointer to the host's table, which is immutable and valid until shutdown; the ABI makes every service thread-safe.
 public struct PluginHost: @unchecked Sendable {
     public let services: UnsafePointer<mng_host_services>?
 
@@ -60,6 +61,22 @@ public struct PluginHost: @unchecked Sendable {
     /// `record(step:unit:_:)` with the unit "epoch" (1-based epochs, as people count them).
     public func record(epoch: Int, _ metrics: KeyValuePairs<String, Double>) {
         record(step: epoch, unit: "epoch", metrics)
+    }
+
+    /// Streams text to the user as it is produced (e.g. tokens as a model generates them), written
+    /// as given, without a newline added. The CLI writes it to stdout in text mode and to stderr with
+    /// `--json` (stdout stays one JSON document). A plugin never prints itself. On a host older than
+    /// ABI 1.2 nothing happens: return the whole text in the result too.
+    public func emitText(_ text: String) {
+        guard let p = services, p.pointee.struct_size >= Self.servicesSize(through: \.emit_text),
+              let emit = p.pointee.emit_text, !text.isEmpty else { return }
+        emit(p.pointee.context, text)
+    }
+
+    /// Whether the host has the `emitText` service (ABI 1.2 and later).
+    public var canEmitText: Bool {
+        guard let p = services else { return false }
+        return p.pointee.struct_size >= Self.servicesSize(through: \.emit_text) && p.pointee.emit_text != nil
     }
 
     /// The table size that covers a field (a 1.0 host hands a shorter table than a 1.1 one).
@@ -124,6 +141,7 @@ public struct HostLogHandler: LogHandler {
 }
 
 /// A component of another plugin, called through the host as if it were local.
+// @unchecked: immutable; the handle is valid until the process exits and is only passed back to the thread-safe host services.
 public struct ComponentProxy: @unchecked Sendable {
     public let id: String
     let handle: OpaquePointer

@@ -8,6 +8,7 @@ import Foundation
 /// new weights written into the same folder — the entry is built again. Building happens outside
 /// the lock, so a slow load does not hold up other keys; two threads asking for the same missing
 /// key may both build it, and the last one is kept.
+// @unchecked: `entries` is touched only under `lock`; a Value is shared with every caller, who must not mutate it (models, decoded files).
 public final class ProcessCache<Value>: @unchecked Sendable {
     private var entries: [String: (stamp: String, value: Value)] = [:]
     private let lock = NSLock()

@@ -184,8 +184,8 @@ public final class BatchNorm: Module {
                 rm[i] = (1 - momentum) * rm[i] + momentum * m[i]
                 rv[i] = (1 - momentum) * rv[i] + momentum * v[i] * n / max(n - 1, 1)
             }
-            runningMean = try! Tensor(rm, shape: [c])
-            runningVar = try! Tensor(rv, shape: [c])
+            runningMean = Tensor(shape: [c], scalars: rm)
+            runningVar = Tensor(shape: [c], scalars: rv)
             batchesTracked += 1
         } else {
             mean = Variable(runningMean)
@@ -212,7 +212,7 @@ public final class Dropout: Module {
     public func callAsFunction(_ x: Variable) -> Variable {
         guard isTraining, p > 0 else { return x }
         let keep = 1 - p
-        let mask = try! Tensor((0..<x.count).map { _ in Float(rng.nextUniform()) < keep ? 1 / keep : 0 }, shape: x.shape)
+        let mask = Tensor(shape: x.shape, scalars: (0..<x.count).map { _ in Float(rng.nextUniform()) < keep ? 1 / keep : 0 })
         return x * Variable(mask)
     }
 }

@@ -1,16 +1,32 @@
 import Formats
 import Foundation
+import Synchronization
 import Tensors
 
-/// A trainable tensor. Modules hold parameters; optimizers replace `variable` after each step.
-public final class Parameter: @unchecked Sendable {
-    public var variable: Variable
-    /// Whether weight decay applies (false for biases and normalisation gains, the usual rule).
-    public var decays: Bool
+/// A trainable tensor. Modules hold parameters; optimizers update them in place.
+///
+/// Sendable without `@unchecked`: its whole state (the leaf and the decay flag) lives in a Mutex,
+/// and every read or write goes through it (an uncontended lock per access, not per element).
+public final class Parameter: Sendable {
+    private struct State {
+        var variable: Variable
+        var decays: Bool
+    }
+    private let state: Mutex<State>
 
     public init(_ value: Tensor, decays: Bool = true) {
-        variable = Variable(value, requiresGrad: true)
-        self.decays = decays
+        state = Mutex(State(variable: Variable(value, requiresGrad: true), decays: decays))
+    }
+
+    /// The leaf that a forward pass records. Setting it replaces the leaf (e.g. a frozen copy).
+    public var variable: Variable {
+        get { state.withLock { $0.variable } }
+        set { state.withLock { $0.variable = newValue } }
+    }
+    /// Whether weight decay applies (false for biases and normalisation gains, the usual rule).
+    public var decays: Bool {
+        get { state.withLock { $0.decays } }
+        set { state.withLock { $0.decays = newValue } }
     }
 
     public var value: Tensor { variable.value }
@@ -18,6 +34,23 @@ public final class Parameter: @unchecked Sendable {
 
     /// Replaces the value (a fresh leaf that requires a gradient).
     public func assign(_ t: Tensor) { variable = Variable(t, requiresGrad: true) }
+
+    /// One optimizer update: `body(destination, source)` writes every new element from the old one
+    /// (`Tensor.updateFloats`). In place when the parameter owns its storage alone; a value shared
+    /// with another tensor or borrowed from a memory-mapped checkpoint is copied once, on the first
+    /// update, never written through. The leaf stays the same object when it requires a gradient;
+    /// a frozen leaf (`requiresGrad == false`) is replaced by a trainable one, as `assign` does.
+    public func update(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeBufferPointer<Float>) -> Void) {
+        state.withLock { s in
+            if s.variable.requiresGrad && s.variable.isLeaf {
+                s.variable.updateLeaf(body)
+            } else {
+                var t = s.variable.value
+                t.updateFloats(body)
+                s.variable = Variable(t, requiresGrad: true)
+            }
+        }
+    }
 }
 
 /// A network part with named parameters and buffers, addressable by PyTorch state-dict names.
@@ -71,5 +104,5 @@ public func prefixed(_ prefix: String, _ items: [(String, Parameter)]) -> [(Stri
 /// Uniform U(−bound, bound) initial values from a seeded generator.
 func uniform(_ shape: [Int], bound: Float, _ rng: inout SeededGenerator) -> Tensor {
     let n = shape.reduce(1, *)
-    return try! Tensor((0..<n).map { _ in Float(rng.nextUniform() * 2 - 1) * bound }, shape: shape)
+    return Tensor(shape: shape, scalars: (0..<n).map { _ in Float(rng.nextUniform() * 2 - 1) * bound })
 }

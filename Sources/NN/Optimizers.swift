@@ -18,6 +18,8 @@ extension Optimizer {
 
 /// SGD with momentum, Nesterov and (coupled, L2) weight decay, as torch.optim.SGD:
 /// g ← g + wd·θ ; b ← μ·b + g ; θ ← θ − lr·(nesterov ? g + μ·b : b).
+/// Parameters are updated in place (`Parameter.update`: copy on write, so a memory-mapped value is
+/// copied once, on its first update); momentum buffers belong to the optimizer.
 public final class SGD: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
@@ -34,26 +36,44 @@ public final class SGD: Optimizer {
     }
 
     public func step(_ gradients: [Variable?]) {
+        let lr = learningRate, mu = momentum, nesterov = nesterov
         for (i, p) in parameters.enumerated() {
             guard let g = gradients[i] else { continue }
-            var theta: [Float] = try! p.value.scalars()
-            var grad = g.scalars
             let wd = p.decays ? weightDecay : 0
-            if wd != 0 { for j in grad.indices { grad[j] += wd * theta[j] } }
-            if momentum != 0 {
-                var b = buffers[i] ?? grad
-                if buffers[i] != nil { for j in b.indices { b[j] = momentum * b[j] + grad[j] } }
-                buffers[i] = b
-                if nesterov { for j in grad.indices { grad[j] += momentum * b[j] } } else { grad = b }
+            let gradient = g.value
+            precondition(gradient.count == p.value.count, "gradient \(gradient.shape) for parameter \(p.shape)")
+            let first = buffers[i] == nil
+            var buffer = mu != 0 ? (buffers[i] ?? [Float](repeating: 0, count: gradient.count)) : []
+            buffers[i] = nil                       // keeps `buffer` uniquely referenced: no copy
+            gradient.withUnsafeBytes { graw in
+                let grad = graw.bindMemory(to: Float.self)
+                buffer.withUnsafeMutableBufferPointer { b in
+                    let grad = UncheckedBox(grad), b = UncheckedBox(b)
+                    p.update { dst, src in
+                        let io = UncheckedBox((dst, src))
+                        Parallel.chunks(dst.count, grain: 1 << 18) { range in
+                            let (dst, src) = io.value, grad = grad.value, b = b.value
+                            for j in range {
+                                var d = grad[j]
+                                if wd != 0 { d += wd * src[j] }
+                                if mu != 0 {
+                                    b[j] = first ? d : mu * b[j] + d
+                                    if nesterov { d += mu * b[j] } else { d = b[j] }
+                                }
+                                dst[j] = src[j] - lr * d
+                            }
+                        }
+                    }
+                }
             }
-            for j in theta.indices { theta[j] -= learningRate * grad[j] }
-            p.assign(try! Tensor(theta, shape: p.shape))
+            if mu != 0 { buffers[i] = buffer }
         }
     }
 }
 
 /// AdamW (Loshchilov & Hutter), as torch.optim.AdamW: θ ← θ·(1 − lr·wd) ; m, v moments with bias
 /// correction ; θ ← θ − lr·m̂/(√v̂ + eps). Weight decay skips parameters with `decays == false`.
+/// Parameters are updated in place, as `SGD` does.
 public final class AdamW: Optimizer {
     public let parameters: [Parameter]
     public var learningRate: Float
@@ -76,18 +96,33 @@ public final class AdamW: Optimizer {
     public func step(_ gradients: [Variable?]) {
         t += 1
         let c1 = 1 - powf(beta1, Float(t)), c2 = 1 - powf(beta2, Float(t))
+        let lr = learningRate, beta1 = beta1, beta2 = beta2, eps = eps
         for (i, p) in parameters.enumerated() {
             guard let g = gradients[i] else { continue }
-            var theta: [Float] = try! p.value.scalars()
-            let grad = g.scalars
+            let gradient = g.value
+            precondition(gradient.count == m[i].count, "gradient \(gradient.shape) for parameter \(p.shape)")
             let decay = p.decays ? 1 - learningRate * weightDecay : 1
-            for j in theta.indices {
-                theta[j] *= decay
-                m[i][j] = beta1 * m[i][j] + (1 - beta1) * grad[j]
-                v[i][j] = beta2 * v[i][j] + (1 - beta2) * grad[j] * grad[j]
-                theta[j] -= learningRate * (m[i][j] / c1) / ((v[i][j] / c2).squareRoot() + eps)
+            gradient.withUnsafeBytes { graw in
+                m[i].withUnsafeMutableBufferPointer { mb in
+                    v[i].withUnsafeMutableBufferPointer { vb in
+                        let box = UncheckedBox((graw.bindMemory(to: Float.self), mb, vb))
+                        p.update { dst, src in
+                            let io = UncheckedBox((dst, src))
+                            Parallel.chunks(dst.count, grain: 1 << 18) { range in
+                                let (dst, src) = io.value, (grad, m, v) = box.value
+                                for j in range {
+                                    var theta = src[j]
+                                    theta *= decay
+                                    m[j] = beta1 * m[j] + (1 - beta1) * grad[j]
+                                    v[j] = beta2 * v[j] + (1 - beta2) * grad[j] * grad[j]
+                                    theta -= lr * (m[j] / c1) / ((v[j] / c2).squareRoot() + eps)
+                                    dst[j] = theta
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            p.assign(try! Tensor(theta, shape: p.shape))
         }
     }
 }

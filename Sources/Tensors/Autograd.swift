@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Reverse-mode automatic differentiation on float32 tensors.
 ///
@@ -7,10 +8,17 @@ import Foundation
 /// backward function. The backward functions are written with the same differentiable ops, so
 /// differentiating a gradient works (`createGraph: true`), which dataset condensation by gradient
 /// matching needs. With `GradMode.disabled { … }` (inference) nothing is recorded: no tape cost.
+// @unchecked: `grad` is behind a Mutex, `node` and its closures are immutable, `value` changes only in `updateLeaf` under the owning Parameter's lock.
 public final class Variable: @unchecked Sendable {
-    public let value: Tensor
+    /// The value. Fixed for every Variable but a trainable leaf, which an optimizer updates in
+    /// place (`updateLeaf`, copy on write) between steps.
+    public private(set) var value: Tensor
+    private let gradient = Mutex<Variable?>(nil)
     /// The gradient accumulated by `backward()` (for leaves that require one).
-    public var grad: Variable?
+    public var grad: Variable? {
+        get { gradient.withLock { $0 } }
+        set { gradient.withLock { $0 = newValue } }
+    }
     public let requiresGrad: Bool
     let node: Node?
 
@@ -20,6 +28,23 @@ public final class Variable: @unchecked Sendable {
         self.value = value
         self.requiresGrad = requiresGrad
         self.node = nil
+    }
+
+    /// Rewrites a leaf's value elementwise (`Tensor.updateFloats`: in place when its storage is
+    /// owned and unshared, else into a fresh buffer, never through a memory-mapped file). The
+    /// caller serialises updates and must not update a leaf while another thread reads it (the
+    /// `Parameter` that owns the leaf does both under its lock). A graph recorded earlier sees the
+    /// new value: run its backward before the update, as every optimizer step does.
+    public func updateLeaf(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
+        precondition(node == nil, "updateLeaf on a value computed by an op; only leaves are updated")
+        try value.updateFloats(body)
+    }
+
+    /// Adds `g` to `grad` (or sets it), in one step under the gradient's lock.
+    func accumulateGradient(_ g: Variable, createGraph: Bool) {
+        gradient.withLock { grad in
+            grad = grad.map { a in GradMode.with(createGraph) { a + g } } ?? g
+        }
     }
 
     /// A leaf from Swift floats.
@@ -48,7 +73,7 @@ public final class Variable: @unchecked Sendable {
         let grads = Autograd.gradients(of: self, wrt: leaves, seed: seed, createGraph: createGraph)
         for (leaf, g) in zip(leaves, grads) {
             guard let g else { continue }
-            leaf.grad = leaf.grad.map { a in GradMode.with(createGraph) { a + g } } ?? g
+            leaf.accumulateGradient(g, createGraph: createGraph)
         }
     }
 

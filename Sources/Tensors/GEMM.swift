@@ -25,12 +25,12 @@ public struct OpenBLASBackend: GEMMBackend {
 }
 
 public enum GEMM {
-    nonisolated(unsafe) private static var current: any GEMMBackend = OpenBLASBackend()
+    private static let current = Mutex<any GEMMBackend>(OpenBLASBackend())
 
-    /// The backend in use. Set it once at start-up, before any computation.
+    /// The backend in use. Set it once at start-up, before any computation (a lock per product).
     public static var backend: any GEMMBackend {
-        get { current }
-        set { current = newValue }
+        get { current.withLock { $0 } }
+        set { current.withLock { $0 = newValue } }
     }
 
     /// OpenBLAS threads for the whole process (host and plugins share one OpenBLAS).

@@ -25,6 +25,7 @@ public enum Parallel {
 
 /// Carries a non-Sendable value (a buffer's base pointer) into `Parallel.chunks`, whose workers
 /// touch disjoint parts of it.
+// @unchecked by design: it carries a buffer pointer into Parallel.chunks, whose workers write disjoint ranges of it.
 public struct UncheckedBox<T>: @unchecked Sendable {
     public let value: T
     public init(_ value: T) { self.value = value }
@@ -35,7 +36,7 @@ extension Tensor {
     public static func makeUninitialized(_ shape: [Int], _ body: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
         let storage = TensorStorage(uninitialized: shape.reduce(1, *) * 4)
         body(storage.bytes.assumingMemoryBound(to: Float.self))
-        return try! Tensor(dtype: .float32, shape: shape, storage: storage)
+        return Tensor(dtype: .float32, shape: shape, exactStorage: storage)
     }
 }
 

@@ -1,7 +1,9 @@
 import Foundation
+import Synchronization
 
 /// Contiguous bytes behind a tensor: either owned (allocated here, freed on deinit) or
 /// borrowed (memory that someone else owns for a known lifetime, such as an ABI input).
+// @unchecked: every field is `let`; the bytes are written only through a Tensor that holds the storage uniquely (copy on write) or by the kernel filling it before it is shared.
 public final class TensorStorage: @unchecked Sendable {
     public let bytes: UnsafeMutableRawPointer
     public let byteCount: Int
@@ -45,16 +47,19 @@ public final class TensorStorage: @unchecked Sendable {
 /// quarter steps of their leading power of two, so that workloads whose shapes vary a little from
 /// step to step (a detector's proposal count) reuse buffers instead of filling the pool with sizes
 /// that never come back (measured: Faster-TAD training peaked at 2.8 GB resident before, 0.42 GB after, and ran 10 % faster).
-public final class BufferPool: @unchecked Sendable {
+/// Sendable: the free lists live in a Mutex (addresses as integers); `limit` is a `let`.
+public final class BufferPool: Sendable {
     public static let shared = BufferPool()
     static let minimum = 1 << 16
-    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
-    private var kept = 0
+    private struct State {
+        /// Size class → addresses of free buffers of that size.
+        var free: [Int: [UInt]] = [:]
+        var kept = 0
+    }
+    private let state = Mutex(State())
     private let limit: Int
-    private var mutex = pthread_mutex_t()
 
     init() {
-        pthread_mutex_init(&mutex, nil)
         let mb = ProcessInfo.processInfo.environment["MENAGERIE_POOL_MB"].flatMap(Int.init) ?? 4096
         limit = max(0, mb) << 20
     }
@@ -69,13 +74,12 @@ public final class BufferPool: @unchecked Sendable {
     func take(_ requested: Int) -> UnsafeMutableRawPointer {
         let size = BufferPool.sizeClass(requested)
         if size >= BufferPool.minimum {
-            pthread_mutex_lock(&mutex)
-            if let p = free[size]?.popLast() {
-                kept -= size
-                pthread_mutex_unlock(&mutex)
+            let hit: UInt? = state.withLock { s in
+                guard let p = s.free[size]?.popLast() else { return nil }
+                s.kept -= size
                 return p
             }
-            pthread_mutex_unlock(&mutex)
+            if let hit, let p = UnsafeMutableRawPointer(bitPattern: hit) { return p }
         }
         return UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     }
@@ -83,33 +87,32 @@ public final class BufferPool: @unchecked Sendable {
     func give(_ p: UnsafeMutableRawPointer, _ requested: Int) {
         let size = BufferPool.sizeClass(requested)
         if size >= BufferPool.minimum {
-            pthread_mutex_lock(&mutex)
-            if kept + size <= limit {
-                free[size, default: []].append(p)
-                kept += size
-                pthread_mutex_unlock(&mutex)
-                return
+            let address = UInt(bitPattern: p)
+            let limit = limit
+            let pooled = state.withLock { s -> Bool in
+                guard s.kept + size <= limit else { return false }
+                s.free[size, default: []].append(address)
+                s.kept += size
+                return true
             }
-            pthread_mutex_unlock(&mutex)
+            if pooled { return }
         }
         p.deallocate()
     }
 
     /// Returns every kept buffer to the system.
     public func drain() {
-        pthread_mutex_lock(&mutex)
-        for list in free.values { list.forEach { $0.deallocate() } }
-        free = [:]
-        kept = 0
-        pthread_mutex_unlock(&mutex)
+        let all = state.withLock { s -> [UInt] in
+            let all = s.free.values.flatMap { $0 }
+            s.free = [:]
+            s.kept = 0
+            return all
+        }
+        for a in all { UnsafeMutableRawPointer(bitPattern: a)?.deallocate() }
     }
 
     /// Bytes currently kept for reuse.
-    public var keptBytes: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return kept
-    }
+    public var keptBytes: Int { state.withLock { $0.kept } }
 }
 
 /// Errors raised when a tensor's declared shape and bytes or types do not agree.
@@ -122,7 +125,7 @@ public struct TensorError: Error, CustomStringConvertible, Sendable {
 ///
 /// This is the plain data tensor that crosses plugin boundaries and is read from files;
 /// it carries no autograd state.
-public struct Tensor: @unchecked Sendable {
+public struct Tensor: Sendable {
     public let dtype: DType
     public let shape: [Int]
     public private(set) var storage: TensorStorage
@@ -150,9 +153,19 @@ public struct Tensor: @unchecked Sendable {
         scalars.withUnsafeBytes { storage.bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
+    /// A tensor holding `scalars` in row-major order, for callers that build the values and the
+    /// shape together: a count that does not match the shape is a programming error (precondition),
+    /// not a thrown error. Use the throwing `init(_:shape:)` for counts that come from outside.
+    public init<T: TensorScalar>(shape: [Int], scalars: [T]) {
+        let n = shape.reduce(1, *)
+        precondition(n == scalars.count, "shape \(shape) holds \(n) elements but \(scalars.count) were given")
+        self.init(zeros: T.dtype, shape: shape)
+        scalars.withUnsafeBytes { storage.bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+
     /// A 1-D tensor of `scalars`.
     public init<T: TensorScalar>(_ scalars: [T]) {
-        try! self.init(scalars, shape: [scalars.count])
+        self.init(shape: [scalars.count], scalars: scalars)
     }
 
     /// Wraps existing bytes without copying (see `TensorStorage(borrowing:)`).
@@ -161,6 +174,14 @@ public struct Tensor: @unchecked Sendable {
         guard shape.allSatisfy({ $0 >= 0 }), n <= storage.byteCount else {
             throw TensorError("shape \(shape) of \(dtype.name) needs \(n) bytes; storage has \(storage.byteCount)")
         }
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = storage
+    }
+
+    /// Wraps storage allocated here for exactly this shape (no check to fail).
+    init(dtype: DType, shape: [Int], exactStorage storage: TensorStorage) {
+        assert(shape.reduce(1, *) * dtype.size <= storage.byteCount)
         self.dtype = dtype
         self.shape = shape
         self.storage = storage
@@ -213,6 +234,26 @@ public struct Tensor: @unchecked Sendable {
             storage = copy
         }
         return try body(UnsafeMutableRawBufferPointer(start: storage.bytes, count: byteCount))
+    }
+
+    /// Rewrites every float32 element with one pass of `body(destination, source)`, where
+    /// `destination[i]` is computed from `source[i]` (and state of the caller's own). Copy on
+    /// write: when this tensor owns its storage and nothing else refers to it, `destination` and
+    /// `source` are the same memory (in place, no allocation); when the storage is shared (another
+    /// tensor, a graph) or borrowed (a memory-mapped checkpoint), `body` writes a fresh buffer that
+    /// this tensor then holds: the old memory is never written through. Optimizers use this.
+    public mutating func updateFloats(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeBufferPointer<Float>) throws -> Void) rethrows {
+        precondition(dtype == .float32, "updateFloats needs f32, got \(dtype.name)")
+        let n = count
+        if storage.isOwned && isKnownUniquelyReferenced(&storage) {
+            let p = storage.bytes.assumingMemoryBound(to: Float.self)
+            try body(UnsafeMutableBufferPointer(start: p, count: n), UnsafeBufferPointer(start: p, count: n))
+        } else {
+            let fresh = TensorStorage(uninitialized: n * 4)
+            try body(UnsafeMutableBufferPointer(start: fresh.bytes.assumingMemoryBound(to: Float.self), count: n),
+                     UnsafeBufferPointer(start: storage.bytes.assumingMemoryBound(to: Float.self), count: n))
+            storage = fresh
+        }
     }
 
     /// Same elements, new shape with the same element count.

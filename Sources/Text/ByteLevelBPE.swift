@@ -7,6 +7,7 @@ import Formats
 /// occurrences of the best pair, left to right), vocabulary ids; the post-processor's template
 /// (special tokens around the sequence); decoding back through the byte alphabet, invalid UTF-8
 /// replaced by U+FFFD.
+// @unchecked: the `var`s are set only in init (read-only afterwards) except `cache`, which is touched only under `lock`.
 public final class ByteLevelBPETokenizer: @unchecked Sendable {
     public let path: String
     public private(set) var vocabulary: [String: Int32] = [:]

@@ -1,5 +1,6 @@
 import Foundation
 import Formats
+import Synchronization
 
 /// The OpenAI CLIP tokenizer (open_clip's `SimpleTokenizer`, "lower" cleaning): byte-level BPE over
 /// the merges of `bpe_simple_vocab_16e6.txt.gz`.
@@ -15,7 +16,8 @@ import Formats
 ///      `<start_of_text>` (49406) and `<end_of_text>` (49407).
 /// tokenize(texts): [SOT] + ids + [EOT], truncated to the context length with EOT kept last,
 /// zero-padded.
-public final class CLIPTokenizer: @unchecked Sendable {
+/// Sendable: immutable after init but for the word cache, which is a Mutex.
+public final class CLIPTokenizer: Sendable {
     public let vocabularySize: Int
     public let startOfText: Int32
     public let endOfText: Int32
@@ -24,8 +26,7 @@ public final class CLIPTokenizer: @unchecked Sendable {
     private let merges: MergeTable
     private let decoderTable: [String]
     private let byteOfCharacter: [Character: UInt8]
-    private var cache: [String: [Int32]] = [:]
-    private let lock = NSLock()
+    private let cache = Mutex<[String: [Int32]]>([:])
 
     /// `path`: `bpe_simple_vocab_16e6.txt.gz` (or the uncompressed text).
     public init(vocabulary path: String, contextLength: Int = 77) throws {
@@ -137,18 +138,17 @@ public final class CLIPTokenizer: @unchecked Sendable {
     }
 
     private func bpe(_ piece: String) -> [Int32] {
-        lock.lock()
-        if let hit = cache[piece] { lock.unlock(); return hit }
-        lock.unlock()
+        if let hit = cache.withLock({ $0[piece] }) { return hit }
         let utf8 = Array(piece.utf8)
         guard !utf8.isEmpty else { return [] }
         var word = utf8.map { CLIPTokenizer.idOfByte[Int($0)] }
         word[word.count - 1] += 256                                            // the `</w>` form
         word = merges.apply(word)
-        lock.lock()
-        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
-        cache[piece] = word
-        lock.unlock()
+        let merged = word
+        cache.withLock { cache in
+            if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+            cache[piece] = merged
+        }
         return word
     }
 

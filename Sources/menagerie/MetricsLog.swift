@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import MenagerieHost
 
 /// The metric rows a run recorded (`host.record`), written as log.csv in `--out`:
@@ -6,32 +7,25 @@ import MenagerieHost
 /// order first seen (a cell is empty when that row did not record the metric). `part` is the
 /// 1-based part (`host.phase`) or empty; `<unit>` is the rows' unit (`epoch`, `step`, `iteration`),
 /// or two columns `unit,step` when the rows use several.
-final class MetricsLog: @unchecked Sendable {
-    struct Row {
+final class MetricsLog: Sendable {
+    struct Row: Sendable {
         let component: String
         let part: (index: Int, name: String)?
         let row: MetricsRow
         let elapsed: Double
     }
-    private let lock = NSLock()
-    private var rows: [Row] = []
+    private let recorded = Mutex<[Row]>([])
 
-    var isEmpty: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return rows.isEmpty
-    }
+    var isEmpty: Bool { recorded.withLock { $0.isEmpty } }
 
     func append(component: String, part: (Int, String)?, row: MetricsRow, elapsed: Double) {
-        lock.lock()
-        rows.append(Row(component: component, part: part, row: row, elapsed: elapsed))
-        lock.unlock()
+        let r = Row(component: component, part: part, row: row, elapsed: elapsed)
+        recorded.withLock { $0.append(r) }
     }
 
     /// The CSV text.
     func csv() -> String {
-        lock.lock()
-        defer { lock.unlock() }
+        let rows = recorded.withLock { $0 }
         var names: [String] = []
         for r in rows { for m in r.row.metrics.map(\.name) where !names.contains(m) { names.append(m) } }
         // One unit for every row names the step column ("epoch"); mixed units get a column of their own.

@@ -60,7 +60,7 @@ struct RunCommand: ParsableCommand {
         let started = Date()
         // The artifacts live in the plugin's scratch folder until committed, so the commit happens
         // while the runtime (which removes that folder on shutdown) is still up.
-        try withRuntime(registry: registry, seed: seed, global: global, isolation: isolation) { runtime, progress in
+        try withRuntime(registry: registry, seed: seed, global: global, isolation: isolation, json: json) { runtime, progress in
             let result: InvocationResult
             do {
                 defer { progress.finish() }
@@ -122,7 +122,7 @@ func metricsLog(_ log: MetricsLog, scratch: String, beside result: InvocationRes
 
 /// Runs `body` with a runtime (shut down and its scratch folder removed afterwards), a progress bar
 /// on stderr and Ctrl-C wired to the cancellation flag.
-func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, isolation: IsolationOptions? = nil,
+func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, isolation: IsolationOptions? = nil, json: Bool = false,
                     _ body: (Runtime, StderrProgress) throws -> T) throws -> T {
     Lifecycle.sweep()     // scratch folders of runs that were killed outright
     let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
@@ -132,7 +132,7 @@ func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, iso
         runtime.shutdown()
         runtime.removeScratch()
     }
-    let progress = StderrProgress()
+    let progress = StderrProgress(textToStderr: json)   // --json: stdout is one JSON document
     runtime.progressSink = progress
     installInterruptHandler()
     return try body(runtime, progress)

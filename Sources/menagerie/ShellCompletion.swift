@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import MenagerieHost
 import MenagerieKit
 
@@ -18,7 +19,9 @@ enum ShellCompletion {
     /// The registry as `list` reads it (cache first); nil when it cannot be read.
     static func registry() -> Registry? {
         let safe = ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["MENAGERIE_SAFE_MODE"]?.lowercased() ?? "")
-        return Registry(searchPath: SearchPath(safeMode: safe))
+        var quiet = Logger(label: "menagerie")      // a completion never writes warnings into the command line
+        quiet.logLevel = .critical
+        return Registry(searchPath: SearchPath(safeMode: safe), logger: quiet)
     }
 
     /// Component ids starting with `prefix`.

@@ -9,7 +9,13 @@ import MenagerieHost
 /// whole run: `distilled-eval [######    ] part 3/5 · net 3 · training · 40% 120/300 · 12 s elapsed · 10.0/s · ETA 30 s`.
 /// Recorded metrics (`record`) are printed as lines of their own above the bar, so they stay in the
 /// scrollback, and kept in `log` for log.csv (always, even with the bar off).
+// @unchecked: the `let`s are immutable; every `var` is read and written only while `lock` is held.
 final class StderrProgress: ProgressSink, @unchecked Sendable {
+    /// Where text a plugin streams (`emit_text`) goes: stdout in text mode; stderr with `--json`,
+    /// so that stdout stays one JSON document.
+    let textToStderr: Bool
+    init(textToStderr: Bool = false) { self.textToStderr = textToStderr }
+
     let terminal = isatty(STDERR_FILENO) != 0
     let enabled = ProcessInfo.processInfo.environment["MENAGERIE_PROGRESS"] != "off"
     /// Nanoseconds between plain lines when stderr is not a terminal.
@@ -152,6 +158,17 @@ final class StderrProgress: ProgressSink, @unchecked Sendable {
     }
 
     private func write(_ text: String) { FileHandle.standardError.write(Data(text.utf8)) }
+
+    /// Streamed text, written as given, after the bar (if drawn) is cleared so the two do not mix.
+    func text(component: String, _ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if terminal, drawnLine != nil {
+            write("\r\u{1B}[K")
+            drawnLine = nil
+        }
+        (textToStderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(text.utf8))
+    }
 
     func finish() {
         lock.lock()

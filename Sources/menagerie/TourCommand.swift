@@ -41,7 +41,7 @@ struct TourCommand: ParsableCommand {
         let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
         guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
         let started = Date()
-        let results = try withRuntime(registry: registry, seed: seed, global: global) { runtime, progress in
+        let results = try withRuntime(registry: registry, seed: seed, global: global, json: json) { runtime, progress in
             stops.enumerated().compactMap { i, stop in
                 cancellationFlag.load(ordering: .relaxed) ? nil : visit(stop, index: i, of: stops.count, root: root, runtime: runtime, progress: progress)
             }

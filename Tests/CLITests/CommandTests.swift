@@ -17,12 +17,35 @@ import TestSupport
         let rows = try cli.json("plugins", "--json") as! [[String: Any]]
         let byName = Dictionary(uniqueKeysWithValues: rows.compactMap { r in (r["name"] as? String).map { ($0, r) } })
         #expect(byName["classification-metrics"]?["status"] as? String == "ok")
-        #expect(byName["classification-metrics"]?["abi"] as? String == "1.1")
+        #expect(byName["classification-metrics"]?["abi"] as? String == "1.2")
         #expect((byName["classification-metrics"]?["toolchain"] as? String)?.hasPrefix("swift-") == true)
         #expect(byName["segmentation-metrics"]?["status"] as? String == "ok")
         #expect(byName["segmentation-metrics"]?["toolchain"] as? String == "none")
         #expect(byName["classification-metrics"]?["origin"] as? String == "built-in")
         #expect(byName["test-probe"]?["origin"] as? String == "MENAGERIE_PLUGIN_PATH")
+    }
+
+    /// Registry cache step: a corrupt cache is a warning and is rebuilt; an unwritable one is a
+    /// warning and the command still works.
+    @Test func aBadRegistryCacheIsAWarningNotAnError() throws {
+        let cache = cli.home.path + "/cache/menagerie/registry.json"
+        try FileManager.default.createDirectory(atPath: cli.home.path + "/cache/menagerie", withIntermediateDirectories: true)
+        try "{ not json".write(toFile: cache, atomically: true, encoding: .utf8)
+        let corrupt = try cli.run("list", "--json")
+        #expect(corrupt.status == 0, "\(corrupt.stderr)")
+        #expect(corrupt.stderr.contains("the plugin registry cache \(cache) is unusable"))
+        #expect((try? JSONSerialization.jsonObject(with: Data(corrupt.stdout.utf8))) != nil)
+        let rebuilt = try String(contentsOfFile: cache, encoding: .utf8)
+        #expect(rebuilt.contains("\"host\"") && rebuilt.contains("libtestprobe.so"))
+        let warm = try cli.run("list")
+        #expect(warm.status == 0 && !warm.stderr.contains("registry cache"), "\(warm.stderr)")
+
+        let blocked = CLI(pluginPath: [dir.path + "/plugins"])
+        try "a file where the cache folder should be".write(toFile: blocked.home.path + "/cache", atomically: true, encoding: .utf8)
+        let unwritable = try blocked.run("list")
+        #expect(unwritable.status == 0, "\(unwritable.stderr)")
+        #expect(unwritable.stderr.contains("cannot write the plugin registry cache"))
+        #expect(unwritable.stdout.contains("test-probe"))
     }
 
     @Test func rescanScansEveryFileAgain() throws {

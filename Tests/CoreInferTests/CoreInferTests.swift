@@ -67,6 +67,26 @@ import TestSupport
         #expect(tokens.shape == [p.input_ids.count + 8])
     }
 
+    /// ABI 1.2 `emit_text`: the streamed text reaches stdout in text mode; with --json stdout stays
+    /// one JSON document (the stream goes to stderr), in process and isolated alike.
+    @Test func streamedTextGoesThroughTheHost() throws {
+        let cli = CLI()
+        let folder = TestPaths.fixtures + "/llama-tiny"
+        let p = try expected("llama-tiny").prompts[0]
+        let args = ["run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
+                    "--set", "max_new_tokens=16", "--set", "stream=true"]
+        let text = try cli.run(args)
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.hasPrefix(p.greedy_text + "\n"), "\(text.stdout)")
+        for extra in [["--json"], ["--json", "--isolate"]] {
+            let json = try cli.run(args + extra)
+            #expect(json.status == 0, "\(json.stderr)")
+            let parsed = try JSONValue.parse(json.stdout)
+            #expect(parsed["result"]?["text"]?.stringValue == p.greedy_text)
+            #expect(json.stderr.contains(p.greedy_text), "\(extra): \(json.stderr)")
+        }
+    }
+
     @Test func badInputsAreNamed() throws {
         let dir = TempDir("coreinfer-bad")
         let cli = CLI()

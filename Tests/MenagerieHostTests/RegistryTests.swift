@@ -42,6 +42,30 @@ import TestSupport
         #expect(registry(rescan: true, folder: folder).scanned == builtIns + 2)
     }
 
+    @Test func aCorruptCacheIsRebuiltAndTheStepsWorkAlone() throws {
+        let folder = dir.sub("corrupt")
+        try buildCPlugin(named: "libc.so", in: folder, defines: ["TEST_ID=\"c-probe\""])
+        let cachePath = dir.path + "/cache/registry.json"
+        try FileManager.default.createDirectory(atPath: dir.path + "/cache", withIntermediateDirectories: true)
+        try Data([0xFF, 0x00, 0x7B]).write(to: URL(fileURLWithPath: cachePath))
+        let builtIns = SearchPath(executable: TestPaths.menagerie, safeMode: true).candidates().count
+        #expect(registry(folder: folder).scanned == builtIns + 1)         // everything scanned again
+        #expect(registry(folder: folder).scanned == 0)                    // and the cache was rewritten
+
+        // Discovery alone: a cached entry with the same size and mtime is reused, others are to scan.
+        let sp = SearchPath(executable: TestPaths.menagerie, environment: ["MENAGERIE_PLUGIN_PATH": folder, "HOME": dir.path], safeMode: false)
+        let (fresh, toScan) = RegistryDiscovery.entries(sp, cached: [:])
+        #expect(toScan.count == fresh.count && fresh.contains { $0.path == folder + "/libc.so" })
+        let reused = RegistryDiscovery.entries(sp, cached: Dictionary(uniqueKeysWithValues: fresh.map { ($0.path, $0) }))
+        #expect(reused.toScan.isEmpty)
+        // Trust alone: a group-writable file fails with the fix named.
+        chmod(folder + "/libc.so", 0o775)
+        var entries = fresh
+        let untrusted = RegistryTrust.check(&entries)
+        #expect(untrusted.count == 1 && entries[untrusted.first!].reason?.contains("chmod") == true)
+        chmod(folder + "/libc.so", 0o755)
+    }
+
     @Test func duplicateComponentIdsKeepTheFirstOnTheSearchPath() throws {
         let one = dir.sub("one"), two = dir.sub("two")
         try buildCPlugin(named: "libx.so", in: one)

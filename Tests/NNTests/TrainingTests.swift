@@ -135,4 +135,60 @@ import TestSupport
             #expect("\(error)".contains("classifier.weight: shape [4, 32] in the checkpoint, [5, 32] expected"))
         }
     }
+
+    /// The address of a parameter's elements (to tell an in-place update from a copy).
+    private func address(_ p: Parameter) -> UInt { p.value.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) } }
+
+    @Test func optimizerStepsMatchHandValuesAndUpdateInPlace() throws {
+        // SGD, momentum 0.9, weight decay 0.1, Nesterov, lr 0.1, θ0 = [1, −2, 0.5, 4], g = [0.5, −1, 2, 0]:
+        // d = g + 0.1·θ = [0.6, −1.2, 2.05, 0.4] ; b = d ; d' = d + 0.9·b = 1.9·d ; θ1 = θ0 − 0.1·d'.
+        let p = Parameter(Tensor(shape: [4], scalars: [Float(1), -2, 0.5, 4]))
+        let before = address(p)
+        let snapshot = p.value                              // a copy a caller kept: must not change
+        let sgd = SGD([p], learningRate: 0.1, momentum: 0.9, weightDecay: 0.1, nesterov: true)
+        sgd.step([Variable(Tensor(shape: [4], scalars: [Float(0.5), -1, 2, 0]))])
+        let theta1: [Float] = [0.886, -1.772, 0.1105, 3.924]
+        #expect(zip(try p.value.scalars(as: Float.self), theta1).allSatisfy { abs($0 - $1) < 1e-6 })
+        #expect(try snapshot.scalars(as: Float.self) == [1, -2, 0.5, 4])
+        // The snapshot shared the storage, so the first step wrote a fresh buffer; the second,
+        // with nothing else holding it, writes in place.
+        let afterFirst = address(p)
+        #expect(afterFirst != before)
+        sgd.step([Variable(Tensor(shape: [4], scalars: [Float(0), 0, 0, 0]))])
+        #expect(address(p) == afterFirst)
+
+        // AdamW, lr 0.1, no decay, the same gradient twice: m̂ = g and v̂ = g² after each step (bias
+        // correction), so each coordinate moves by lr against the sign of its gradient.
+        let q = Parameter(Tensor(shape: [2], scalars: [Float(1), -2]))
+        let adam = AdamW([q], learningRate: 0.1, weightDecay: 0)
+        let start = address(q)
+        let g = Tensor(shape: [2], scalars: [Float(0.5), -0.25])
+        adam.step([Variable(g)])
+        #expect(zip(try q.value.scalars(as: Float.self), [Float(0.9), -1.9]).allSatisfy { abs($0 - $1) < 1e-6 })
+        adam.step([Variable(g)])
+        #expect(zip(try q.value.scalars(as: Float.self), [Float(0.8), -1.8]).allSatisfy { abs($0 - $1) < 1e-6 })
+        #expect(address(q) == start)                        // owned and unshared: updated in place
+    }
+
+    @Test func aMemoryMappedCheckpointIsCopiedOnceAndNeverWrittenThrough() throws {
+        let dir = TempDir("mapped")
+        let path = dir.path + "/linear.safetensors"
+        var rng = SeededGenerator(seed: 3)
+        try Linear(3, 2, rng: &rng).save(to: path)
+        let original = try Data(contentsOf: URL(fileURLWithPath: path))
+        var rng2 = SeededGenerator(seed: 4)
+        let layer = Linear(3, 2, rng: &rng2)
+        try layer.load(from: SafeTensorsCheckpoint(path: path))
+        #expect(!layer.weight.value.storage.isOwned)       // borrowed from the mapping
+        let loaded = try layer.weight.value.scalars(as: Float.self)
+        let sgd = SGD(layer.parameters, learningRate: 0.5)
+        let ones = layer.parameters.map { Variable(Tensor.filled(1, shape: $0.shape)) }
+        sgd.step(ones)
+        #expect(layer.weight.value.storage.isOwned)        // copied on the first update
+        #expect(try layer.weight.value.scalars(as: Float.self) == loaded.map { $0 - 0.5 })
+        let copied = address(layer.weight)
+        sgd.step(ones)
+        #expect(address(layer.weight) == copied)           // and only once
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original)
+    }
 }

@@ -7,6 +7,7 @@ import Tensors
 /// A class-conditional latent diffusion model: the autoencoder, the DiT denoiser, the noise
 /// schedule. A folder holds `config.json` (`LatentDiffusionConfig`) and `model.safetensors`
 /// (`autoencoder.*`, `dit.*`).
+// @unchecked: `config` is set only in init; training updates parameters through their own locks, one call at a time.
 public final class LatentDiffusionModel: @unchecked Sendable {
     public private(set) var config: LatentDiffusionConfig
     public let autoencoder: LatentAutoencoder
@@ -69,7 +70,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         out.reserveCapacity(n * c.latentDimension)
         for start in stride(from: 0, to: n, by: batch) {
             let m = min(batch, n - start)
-            let x = Variable(try! Tensor(Array(images[(start * plane)..<((start + m) * plane)]), shape: [m, c.channels, c.imageSize, c.imageSize]))
+            let x = Variable(Tensor(shape: [m, c.channels, c.imageSize, c.imageSize], scalars: Array(images[(start * plane)..<((start + m) * plane)])))
             out += GradMode.disabled { autoencoder.encode(x) * c.scaleFactor }.scalars
         }
         return out
@@ -81,7 +82,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         var out: [Float] = []
         for start in stride(from: 0, to: n, by: batch) {
             let m = min(batch, n - start)
-            let z = Variable(try! Tensor(Array(latents[(start * d)..<((start + m) * d)]), shape: [m, c.latentChannels, c.latentSize, c.latentSize]))
+            let z = Variable(Tensor(shape: [m, c.latentChannels, c.latentSize, c.latentSize], scalars: Array(latents[(start * d)..<((start + m) * d)])))
             out += GradMode.disabled { autoencoder.decode(z * (1 / c.scaleFactor)) }.scalars
         }
         return out
@@ -94,7 +95,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         out.reserveCapacity(x.count)
         for start in stride(from: 0, to: n, by: batch) {
             let m = min(batch, n - start)
-            let z = Variable(try! Tensor(Array(x[(start * d)..<((start + m) * d)]), shape: [m, c.latentChannels, c.latentSize, c.latentSize]))
+            let z = Variable(Tensor(shape: [m, c.latentChannels, c.latentSize, c.latentSize], scalars: Array(x[(start * d)..<((start + m) * d)])))
             out += GradMode.disabled { dit(z, timesteps: [Int](repeating: t, count: m), classes: Array(classes[start..<(start + m)])) }.scalars
         }
         return out

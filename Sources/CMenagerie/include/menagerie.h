@@ -10,7 +10,7 @@
  *    static mng_plugin_descriptor that lives as long as the process.
  *  - Versioning: same abi_major required; the host's abi_minor must be >= the plugin's.
  *    Every struct begins with (or carries) struct_size and only grows by appending fields.
- *    1.1 appended phase and record to mng_host_services.
+ *    1.1 appended phase and record to mng_host_services; 1.2 appended emit_text.
  *  - Tensors are row-major, contiguous, named. Inputs are borrowed for the duration of
  *    one invoke call; outputs belong to the plugin until free_response.
  *  - JSON (UTF-8, NUL-terminated) carries metadata, options and results only; bulk data
@@ -27,7 +27,7 @@ extern "C" {
 #endif
 
 #define MENAGERIE_ABI_MAJOR 1
-#define MENAGERIE_ABI_MINOR 1
+#define MENAGERIE_ABI_MINOR 2
 #define MENAGERIE_ENTRY_SYMBOL "menagerie_plugin_v1"
 
 /* Toolchain string of a plugin that does not use the Swift runtime (C, C++, Rust...). */
@@ -143,6 +143,12 @@ typedef struct mng_host_services {
      * row as a line on stderr and writes it to log.csv in --out. */
     void (*record)(void *context, const char *unit, int64_t step, uint64_t count,
                    const char *const *names, const double *values);
+
+    /* ---- ABI 1.2 (MNG_HAS_SERVICE(s, emit_text)) ---- */
+    /* Text for the user, streamed as it is produced (e.g. tokens as a model generates them):
+     * UTF-8, written as given (no newline added). A plugin never prints to stdout itself; the
+     * CLI writes this text to stdout, or to stderr with --json (stdout stays one JSON document). */
+    void (*emit_text)(void *context, const char *text);
 } mng_host_services;
 
 /* Whether a host-services table `s` carries the function `field` (added in a later minor). */
