@@ -82,6 +82,7 @@ public struct BenchmarkRecord: Sendable {
 ///     }
 /// }
 /// ```
+// @unchecked: one `benchmark` call owns it on the calling thread; `records` and `notes` are never shared while it runs.
 public final class BenchmarkRun: @unchecked Sendable {
     /// The declared benchmarks asked for (the CLI's glob applied).
     public let names: [String]

@@ -216,7 +216,8 @@ public struct TransformerStack {
     }
 }
 
-/// The attention loop's buffers, shared by its threads (each writes its own heads and scores).
+/// The attention loop's buffers, shared by its threads.
+// @unchecked: each thread writes only its own heads' rows and its own scores block; the loop ends before the buffers are read.
 private struct UncheckedPointers: @unchecked Sendable {
     let qkv: UnsafePointer<Float>
     let out: UnsafeMutablePointer<Float>
