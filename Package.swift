@@ -19,11 +19,16 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", [], ["Imaging", "Tensors"]),
     ("DatasetAdapters", "Plugins/DatasetAdapters", [], ["Formats", "Imaging", "Tensors"]),
     ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"], ["Formats", "Imaging", "NN", "Tensors"]),
-    ("BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
+    (
+        "BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"],
+        ["Formats", "Imaging", "NN", "Tensors", "Text"]
+    ),
     ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"], ["Formats", "Imaging", "NN", "Tensors"]),
-    ("Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
-     ["Formats", "Imaging", "NN", "Tensors"]),
+    (
+        "Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
+        ["Formats", "Imaging", "NN", "Tensors"]
+    ),
     ("SST", "Plugins/SST", [], ["Formats", "Imaging", "NN", "Tensors"]),
 ]
 
@@ -51,22 +56,30 @@ let package = Package(
         .target(name: "CMenagerie", path: "Sources/CMenagerie"),
         // The host's fd passing and shared memory (isolated invocations).
         .target(name: "CHostSupport", path: "Sources/CHostSupport"),
-        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
-                       providers: [.apt(["libpng-dev"])]),
-        .systemLibrary(name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4",
-                       providers: [.apt(["libtiff-dev"])]),
-        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
-                       providers: [.apt(["libjpeg-dev"])]),
-        .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
-                       providers: [.apt(["libffi-dev"])]),
-        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
-                       providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
-                       providers: [.apt(["libfreetype-dev", "libfontconfig-dev", "fonts-dejavu-core"])]),
-        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
-                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+            providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(
+            name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4",
+            providers: [.apt(["libtiff-dev"])]),
+        .systemLibrary(
+            name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+            providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(
+            name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi",
+            providers: [.apt(["libffi-dev"])]),
+        .systemLibrary(
+            name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
+            providers: [.apt(["libfreetype-dev", "libfontconfig-dev", "fonts-dejavu-core"])]),
+        .systemLibrary(
+            name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
 
         // Numerical and file layers.
         .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
@@ -77,19 +90,24 @@ let package = Package(
 
         // The SDK and the host.
         .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "MenagerieHost", dependencies: [
-            "MenagerieKit", "CMenagerie", "CHostSupport", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
-            .product(name: "Logging", package: "swift-log"),
-        ]),
-        .executableTarget(name: "menagerie", dependencies: [
-            "MenagerieHost", "MenagerieKit", "Formats", "Tensors", "COpenBLAS",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .target(
+            name: "MenagerieHost",
+            dependencies: [
+                "MenagerieKit", "CMenagerie", "CHostSupport", "CCrypto", "CFFI", "Formats", "Imaging", "Tensors",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "menagerie",
+            dependencies: [
+                "MenagerieHost", "MenagerieKit", "Formats", "Tensors", "COpenBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
 
         // Built-in plugins.
-        .target(name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics",
-                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("m")]),
+        .target(
+            name: "SegmentationMetrics", dependencies: ["CMenagerie"], path: "Plugins/SegmentationMetrics",
+            linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("m")]),
 
         // The parsers of outside files as fuzz targets (a test tool: Fuzz/ drives it with libFuzzer,
         // FuzzReplayTests replays the committed corpora).
@@ -115,10 +133,14 @@ let package = Package(
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
         .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
         .testTarget(name: "DistillationTests", dependencies: ["Distillation", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport"]),
-    ] + swiftPlugins.flatMap { plugin -> [Target] in [
-        // The method itself (tests link it), and the entry symbol alone (the .so links both).
-        .target(name: plugin.product, dependencies: ["MenagerieKit"] + plugin.uses.map { .target(name: $0) }, path: plugin.path, exclude: ["Entry"],
-                resources: plugin.resources.map { .copy($0) }),
-        .target(name: plugin.product + "Entry", dependencies: ["MenagerieKit", .target(name: plugin.product)], path: plugin.path + "/Entry"),
-    ] }
+    ]
+        + swiftPlugins.flatMap { plugin -> [Target] in
+            [
+                // The method itself (tests link it), and the entry symbol alone (the .so links both).
+                .target(
+                    name: plugin.product, dependencies: ["MenagerieKit"] + plugin.uses.map { .target(name: $0) }, path: plugin.path, exclude: ["Entry"],
+                    resources: plugin.resources.map { .copy($0) }),
+                .target(name: plugin.product + "Entry", dependencies: ["MenagerieKit", .target(name: plugin.product)], path: plugin.path + "/Entry"),
+            ]
+        }
 )

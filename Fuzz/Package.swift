@@ -9,10 +9,11 @@ let package = Package(
     dependencies: [.package(name: "Menagerie", path: "..")],
     targets: [
         .target(name: "CFuzzer", path: "Sources/CFuzzer"),
-        .executableTarget(name: "menagerie-fuzz", dependencies: ["CFuzzer", .product(name: "FuzzTargets", package: "Menagerie")],
-                          path: "Sources/menagerie-fuzz",
-                          // No Swift top-level main: `menagerie_fuzz_main` (what SwiftPM makes main on
-                          // Linux) runs libFuzzer's driver.
-                          swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
+        .executableTarget(
+            name: "menagerie-fuzz", dependencies: ["CFuzzer", .product(name: "FuzzTargets", package: "Menagerie")],
+            path: "Sources/menagerie-fuzz",
+            // No Swift top-level main: `menagerie_fuzz_main` (what SwiftPM makes main on
+            // Linux) runs libFuzzer's driver.
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
     ]
 )

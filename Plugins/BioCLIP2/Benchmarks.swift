@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -12,14 +12,19 @@ import Tensors
 /// the peak-memory rows see only their own family's work.
 extension BioCLIPComponent {
     static let benchmarks = [
-        BenchmarkSpec("bioclip2.text_embed", unit: "texts/s", summary: "the embedded model's text embeddings of 100 labels × 80 templates (no cache), through the host"),
-        BenchmarkSpec("bioclip2.predict_10k_cold", unit: "ms", summary: "predict for 100 PNG images against 10,000 labels, first call (computes and caches 800,000 template texts)"),
+        BenchmarkSpec(
+            "bioclip2.text_embed", unit: "texts/s", summary: "the embedded model's text embeddings of 100 labels × 80 templates (no cache), through the host"),
+        BenchmarkSpec(
+            "bioclip2.predict_10k_cold", unit: "ms",
+            summary: "predict for 100 PNG images against 10,000 labels, first call (computes and caches 800,000 template texts)"),
         BenchmarkSpec("bioclip2.predict_10k_cached", unit: "ms", summary: "the same predict with the text cache"),
         BenchmarkSpec("vit_l14.image_forward", unit: "ms", summary: "open_clip ViT-L-14 image tower at batch 1 (random weights)", ratioTarget: 0.85),
         BenchmarkSpec("vit_l14.text_forward_batch8", unit: "ms", summary: "open_clip ViT-L-14 text tower at batch 8 × 77 tokens", ratioTarget: 0.85),
-        BenchmarkSpec("vit_l14.peak_memory", unit: "× weights", summary: "rise of VmHWM while loading the 1.7 GB checkpoint and running both towers, over its size",
-                      target: 1.3),
-        BenchmarkSpec("load.pt.open", unit: "ms", summary: "open_clip ViT-L/14's state dict (1.71 GB, torch zip layout) parsed, every view known", ratioTarget: 1.0),
+        BenchmarkSpec(
+            "vit_l14.peak_memory", unit: "× weights", summary: "rise of VmHWM while loading the 1.7 GB checkpoint and running both towers, over its size",
+            target: 1.3),
+        BenchmarkSpec(
+            "load.pt.open", unit: "ms", summary: "open_clip ViT-L/14's state dict (1.71 GB, torch zip layout) parsed, every view known", ratioTarget: 1.0),
         BenchmarkSpec("load.pt.first_tensor", unit: "ms", summary: "open, then the first tensor read (CRC-32 checked)", ratioTarget: 1.0),
         BenchmarkSpec("load.pt.all_tensors", unit: "ms", summary: "open, then every tensor read (every CRC-32 checked)", ratioTarget: 1.0),
         BenchmarkSpec("load.pt.peak_rss", unit: "× file", summary: "growth of the resident set while reading every tensor, over the file size", target: 1.1),
@@ -38,8 +43,9 @@ extension BenchmarkRun {
         // labels, no cache), then predict for 100 images against 10,000 custom labels: the first call
         // computes and caches the 800,000 template texts (`bioclip2.predict_10k_cold`, one sample), the
         // next ones read the cache (`bioclip2.predict_10k_cached`).
-        if (wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold")),
-           has("bioclip2") {
+        if wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold"),
+            has("bioclip2")
+        {
             let dir = scratch + "/bench-bioclip2"
             try FileManager.default.createDirectory(atPath: dir + "/images", withIntermediateDirectories: true)
             var rng = SeededGenerator(seed: 7)
@@ -47,14 +53,20 @@ extension BenchmarkRun {
                 let pixels = (0..<(64 * 64 * 3)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
                 try PNG.write(Image(width: 64, height: 64, channels: 3, pixels: pixels), to: dir + String(format: "/images/%03d.png", i))
             }
-            try (0..<100).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels100.txt", atomically: true, encoding: .utf8)
-            try (0..<10_000).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(toFile: dir + "/labels10k.txt", atomically: true, encoding: .utf8)
+            try (0..<100).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(
+                toFile: dir + "/labels100.txt", atomically: true, encoding: .utf8)
+            try (0..<10_000).map { "Genus\($0 / 10) species\($0)" }.joined(separator: "\n").write(
+                toFile: dir + "/labels10k.txt", atomically: true, encoding: .utf8)
             if wanted("bioclip2.text_embed") {
                 var samples: [Double] = []
                 for _ in 0..<2 {
                     let t0 = now()
-                    _ = try invoke("bioclip2", operation: "predict", options: ["images": .string(dir + "/images/000.png"), "cls": .string(dir + "/labels100.txt"),
-                                                                                         "cache": "none"])
+                    _ = try invoke(
+                        "bioclip2", operation: "predict",
+                        options: [
+                            "images": .string(dir + "/images/000.png"), "cls": .string(dir + "/labels100.txt"),
+                            "cache": "none",
+                        ])
                     samples.append(8000 / ((now() - t0) / 1000))
                 }
                 records.append(record("bioclip2.text_embed", unit: "texts/s", samples))
@@ -89,7 +101,8 @@ extension BenchmarkRun {
             let config = try OpenCLIPConfig.load(path: dir + "/open_clip_config.json")
             try CLIP(config: config, seed: 1).save(to: dir + "/open_clip_model.safetensors")
             BufferPool.shared.drain()
-            let weightBytes = Double((try FileManager.default.attributesOfItem(atPath: dir + "/open_clip_model.safetensors")[.size] as? NSNumber)?.intValue ?? 0)
+            let weightBytes = Double(
+                (try FileManager.default.attributesOfItem(atPath: dir + "/open_clip_model.safetensors")[.size] as? NSNumber)?.intValue ?? 0)
             let before = PeakMemory.resetAndRead()
             let model = try CLIP(folder: dir)
             let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
@@ -125,9 +138,9 @@ extension BenchmarkRun {
 
     /// open_clip's `ViT-L-14.json` model config.
     static let vitL14Config = """
-    {"model_cfg": {"embed_dim": 768, "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
-     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}}}
-    """
+        {"model_cfg": {"embed_dim": 768, "vision_cfg": {"image_size": 224, "layers": 24, "width": 1024, "patch_size": 14},
+         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 12}}}
+        """
 }
 
 /// Loading a PyTorch checkpoint: open_clip ViT-L/14's state dict (427.6 M float32 parameters,
@@ -143,18 +156,30 @@ extension BenchmarkRun {
         var t: [TorchCheckpointWriter.Tensor] = []
         func add(_ name: String, _ shape: [Int]) { t.append(.init(name: name, shape: shape)) }
         func block(_ p: String, _ w: Int) {
-            for n in ["ln_1", "ln_2"] { add(p + n + ".weight", [w]); add(p + n + ".bias", [w]) }
-            add(p + "attn.in_proj_weight", [3 * w, w]); add(p + "attn.in_proj_bias", [3 * w])
-            add(p + "attn.out_proj.weight", [w, w]); add(p + "attn.out_proj.bias", [w])
-            add(p + "mlp.c_fc.weight", [4 * w, w]); add(p + "mlp.c_fc.bias", [4 * w])
-            add(p + "mlp.c_proj.weight", [w, 4 * w]); add(p + "mlp.c_proj.bias", [w])
+            for n in ["ln_1", "ln_2"] {
+                add(p + n + ".weight", [w])
+                add(p + n + ".bias", [w])
+            }
+            add(p + "attn.in_proj_weight", [3 * w, w])
+            add(p + "attn.in_proj_bias", [3 * w])
+            add(p + "attn.out_proj.weight", [w, w])
+            add(p + "attn.out_proj.bias", [w])
+            add(p + "mlp.c_fc.weight", [4 * w, w])
+            add(p + "mlp.c_fc.bias", [4 * w])
+            add(p + "mlp.c_proj.weight", [w, 4 * w])
+            add(p + "mlp.c_proj.bias", [w])
         }
-        add("positional_embedding", [77, 768]); add("text_projection", [768, 768]); add("logit_scale", [])
-        add("visual.class_embedding", [1024]); add("visual.positional_embedding", [257, 1024]); add("visual.proj", [1024, 768])
+        add("positional_embedding", [77, 768])
+        add("text_projection", [768, 768])
+        add("logit_scale", [])
+        add("visual.class_embedding", [1024])
+        add("visual.positional_embedding", [257, 1024])
+        add("visual.proj", [1024, 768])
         add("visual.conv1.weight", [1024, 3, 14, 14])
         for n in ["visual.ln_pre", "visual.ln_post", "ln_final"] {
             let w = n == "ln_final" ? 768 : 1024
-            add(n + ".weight", [w]); add(n + ".bias", [w])
+            add(n + ".weight", [w])
+            add(n + ".bias", [w])
         }
         for l in 0..<24 { block("visual.transformer.resblocks.\(l).", 1024) }
         add("token_embedding.weight", [49408, 768])
@@ -169,7 +194,9 @@ extension BenchmarkRun {
         try TorchCheckpointWriter.write(tensors, to: path) { i, buffer in
             var x = UInt32(truncatingIfNeeded: i &* 2_654_435_761) | 1
             for k in buffer.indices {
-                x ^= x << 13; x ^= x >> 17; x ^= x << 5
+                x ^= x << 13
+                x ^= x >> 17
+                x ^= x << 5
                 buffer[k] = Float(Int32(bitPattern: x >> 8) - (1 << 23)) * 1e-9
             }
         }
@@ -180,7 +207,9 @@ extension BenchmarkRun {
         for _ in 0..<reps {
             var t0 = now()
             let f = try TorchFile(path: path)
-            guard f.names.count == tensors.count else { throw MenagerieError.failed("the written checkpoint reads back with \(f.names.count) tensors, not \(tensors.count)") }
+            guard f.names.count == tensors.count else {
+                throw MenagerieError.failed("the written checkpoint reads back with \(f.names.count) tensors, not \(tensors.count)")
+            }
             open.append(now() - t0)
             t0 = now()
             let f2 = try TorchFile(path: path)

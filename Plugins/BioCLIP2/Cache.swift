@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import Tensors
 
@@ -11,8 +11,14 @@ struct TextEmbeddingCache {
 
     /// `option`: a folder, "none" (no cache), or empty for `$XDG_CACHE_HOME/menagerie/bioclip2`.
     init(option: String) {
-        if option == "none" { directory = nil; return }
-        if !option.isEmpty { directory = (option as NSString).expandingTildeInPath; return }
+        if option == "none" {
+            directory = nil
+            return
+        }
+        if !option.isEmpty {
+            directory = (option as NSString).expandingTildeInPath
+            return
+        }
         let env = ProcessInfo.processInfo.environment
         let base = env["XDG_CACHE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? ((env["HOME"] ?? NSHomeDirectory()) + "/.cache")
         directory = base + "/menagerie/bioclip2"
@@ -34,10 +40,11 @@ struct TextEmbeddingCache {
 
     func load(identity: String, templates: [String], labels: [String], dimension e: Int) -> [Float]? {
         guard let p = path(identity: identity, templates: templates, labels: labels), FileManager.default.fileExists(atPath: p),
-              let file = try? SafeTensorsFile(path: p), file.metadata["identity"] == identity,
-              let stored = file.metadata["labels"], let data = stored.data(using: .utf8),
-              let list = try? JSONSerialization.jsonObject(with: data) as? [String], list == labels,
-              let t = try? file.tensor("embeddings"), t.shape == [labels.count, e] else { return nil }
+            let file = try? SafeTensorsFile(path: p), file.metadata["identity"] == identity,
+            let stored = file.metadata["labels"], let data = stored.data(using: .utf8),
+            let list = try? JSONSerialization.jsonObject(with: data) as? [String], list == labels,
+            let t = try? file.tensor("embeddings"), t.shape == [labels.count, e]
+        else { return nil }
         return try? t.scalars(as: Float.self)
     }
 
@@ -45,11 +52,16 @@ struct TextEmbeddingCache {
     func store(_ embeddings: [Float], identity: String, templates: [String], labels: [String], dimension e: Int) {
         guard let dir = directory, let p = path(identity: identity, templates: templates, labels: labels) else { return }
         guard (try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)) != nil,
-              let labelsJSON = try? JSONSerialization.data(withJSONObject: labels), let t = try? Tensor(embeddings, shape: [labels.count, e]) else { return }
+            let labelsJSON = try? JSONSerialization.data(withJSONObject: labels), let t = try? Tensor(embeddings, shape: [labels.count, e])
+        else { return }
         let tmp = p + ".partial-\(getpid())"
         do {
-            try SafeTensors.write([("embeddings", t)], metadata: ["identity": identity, "labels": String(decoding: labelsJSON, as: UTF8.self),
-                                                                  "templates": "\(templates.count)"], to: tmp)
+            try SafeTensors.write(
+                [("embeddings", t)],
+                metadata: [
+                    "identity": identity, "labels": String(decoding: labelsJSON, as: UTF8.self),
+                    "templates": "\(templates.count)",
+                ], to: tmp)
             _ = rename(tmp, p)
         } catch { try? FileManager.default.removeItem(atPath: tmp) }
     }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -46,14 +46,17 @@ struct BioCLIPComponent: Backbone {
         var split = "test"
         var sizes = [6, 12, 24]
         static let help: [String: String] = [
-            "model": "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin); empty: the embedded model",
+            "model":
+                "an open_clip model folder (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin); empty: the embedded model",
             "images": "predict/embed: a PNG/TIFF/JPEG file or a folder of them (also --input images=DIR)",
             "rank": "predict: kingdom, phylum, class, order, family, genus or species (Tree-of-Life labels)",
             "cls": "predict: custom labels, a comma-separated list or a file with one per line (80 OpenAI templates)",
             "bins": "predict: CSV class,bin: custom labels whose probabilities are summed per bin",
             "subset": "predict: CSV whose first column is named a rank (or species_epithet, common_name): restrict the Tree-of-Life labels to its values",
             "tol": "predict: folder with txt_emb_species.npy + txt_emb_species.json (default: the model folder)",
-            "k": "predict: predictions per image", "format": "predict: return the predictions as csv, table or json text that the CLI shows instead of the summary (none: the summary; the files either way)",
+            "k": "predict: predictions per image",
+            "format":
+                "predict: return the predictions as csv, table or json text that the CLI shows instead of the summary (none: the summary; the files either way)",
             "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
             "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
             "texts": "embed: texts → their embeddings [T, E] (tensor output), with the model's image size, mean and std in the result",
@@ -73,26 +76,44 @@ struct BioCLIPComponent: Backbone {
             "textWidth": 1...65536, "textLayers": 1...1024, "embedDim": 1...65536, "epochs": 1...1e6, "trainBatch": 1...1e6,
             "lr": 0...1e3, "weightDecay": 0...1e3, "warmup": 0...1e6, "sizes": 1...1e9,
         ]
-        static let choices = ["saveDtype": ["f32", "f16", "bf16"], "rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"], "output": ["json", "npy", "safetensors"]]
+        static let choices = [
+            "saveDtype": ["f32", "f16", "bf16"], "rank": Rank.allCases.map(\.label), "format": ["none", "csv", "table", "json"],
+            "output": ["json", "npy", "safetensors"],
+        ]
     }
 
     static let id = "bioclip2"
-    static let summary = "BioCLIP 2: zero-shot Tree-of-Life classification and embeddings from open_clip weights; hierarchical CLIP training; emergent-property analyses"
+    static let summary =
+        "BioCLIP 2: zero-shot Tree-of-Life classification and embeddings from open_clip weights; hierarchical CLIP training; emergent-property analyses"
     static let operations = [
-        OperationSpec("embed", summary: "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / [0,1] pixels / token ids i64 [N,L] → embedding [N,E] (+ patch tokens)",
-                      inputs: [TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
-                               TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×H×W", summary: "RGB in [0, 1], any size: resized and normalised as the model's preprocessing", optional: true),
-                               TensorSpec("grad_embedding", dtypes: ["f32"], shape: "N×E", summary: "with image 'input': the upstream gradient; returns grad_input = ∂(Σ grad·embedding)/∂input", optional: true),
-                               TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)],
-                      outputs: [TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)"),
-                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)"),
-                                TensorSpec("grad_input", dtypes: ["f32"], shape: "N×3×S×S", summary: "the vector-Jacobian product (with grad_embedding)")]),
-        OperationSpec("predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
-                      inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)]),
+        OperationSpec(
+            "embed",
+            summary:
+                "image files → embeddings.json (pybioclip's layout), or tensors: images f32 [N,3,S,S] / [0,1] pixels / token ids i64 [N,L] → embedding [N,E] (+ patch tokens)",
+            inputs: [
+                TensorSpec("input", dtypes: ["f32", "i64"], shape: "N×3×S×S or N×L", summary: "normalised images or token ids", optional: true),
+                TensorSpec(
+                    "pixels", dtypes: ["f32"], shape: "N×3×H×W", summary: "RGB in [0, 1], any size: resized and normalised as the model's preprocessing",
+                    optional: true),
+                TensorSpec(
+                    "grad_embedding", dtypes: ["f32"], shape: "N×E",
+                    summary: "with image 'input': the upstream gradient; returns grad_input = ∂(Σ grad·embedding)/∂input", optional: true),
+                TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true),
+            ],
+            outputs: [
+                TensorSpec("embedding", dtypes: ["f32"], shape: "N×E", summary: "unnormalised embeddings (tensor input only)"),
+                TensorSpec(
+                    "tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)"),
+                TensorSpec("grad_input", dtypes: ["f32"], shape: "N×3×S×S", summary: "the vector-Jacobian product (with grad_embedding)"),
+            ]),
+        OperationSpec(
+            "predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
+            inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)]),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
         OperationSpec("train", summary: "hierarchical contrastive training on a dataset → an open_clip model folder, zero-shot accuracy per rank"),
         OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (emergent.csv, plots)"),
-        OperationSpec("scale", summary: "the data-scale experiment: train at several dataset sizes, accuracy and emergent metrics of each (scale.csv, scale.png)"),
+        OperationSpec(
+            "scale", summary: "the data-scale experiment: train at several dataset sizes, accuracy and emergent metrics of each (scale.csv, scale.png)"),
     ]
 
     func embed(_ request: Request<Options>) throws -> Response {
@@ -100,9 +121,12 @@ struct BioCLIPComponent: Backbone {
         let bio = try loadModel(o)
         if !o.texts.isEmpty {
             let rows = try bio.textFeatures(o.texts)
-            return Response(result: ["count": .number(Double(o.texts.count)), "image_size": .number(Double(bio.imageSize)),
-                                     "mean": .array(bio.config.mean.map { .number(Double($0)) }), "std": .array(bio.config.std.map { .number(Double($0)) })],
-                            tensors: [("embedding", try Tensor(rows, shape: [o.texts.count, bio.config.embedDim]))])
+            return Response(
+                result: [
+                    "count": .number(Double(o.texts.count)), "image_size": .number(Double(bio.imageSize)),
+                    "mean": .array(bio.config.mean.map { .number(Double($0)) }), "std": .array(bio.config.std.map { .number(Double($0)) }),
+                ],
+                tensors: [("embedding", try Tensor(rows, shape: [o.texts.count, bio.config.embedDim]))])
         }
         if let upstream = request.inputs["grad_embedding"] {
             let input = try request.inputs.require("input", dtypes: [.float32], rank: 4)
@@ -118,16 +142,18 @@ struct BioCLIPComponent: Backbone {
             let x = Variable(input.owned(), requiresGrad: true)
             let e = GradMode.with(true) { module.encodeImage(x) }
             let grad = Autograd.gradients(of: (e * Variable(upstream.owned())).sum(), wrt: [x])[0]!
-            return Response(result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0]))],
-                            tensors: [("embedding", e.value), ("grad_input", grad.value)])
+            return Response(
+                result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0]))],
+                tensors: [("embedding", e.value), ("grad_input", grad.value)])
         }
         if let pixels = request.inputs["pixels"] {
             guard pixels.dtype == .float32, pixels.rank == 4, pixels.shape[1] == 3 else {
                 throw MenagerieError.invalidArgument("input 'pixels' must be f32 [N, 3, H, W] RGB in [0, 1], got \(pixels.dtype.name) \(pixels.shape)")
             }
             let (e, t) = try bio.imageFeatures(try bio.preprocess(pixels: pixels.owned()), batch: max(1, o.batch), patchTokens: true)
-            return Response(result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0])), "grid": .number(Double(t!.shape[1]))],
-                            tensors: [("embedding", e), ("tokens", t!)])
+            return Response(
+                result: ["embedding": .number(Double(e.shape[1])), "count": .number(Double(e.shape[0])), "grid": .number(Double(t!.shape[1]))],
+                tensors: [("embedding", e), ("tokens", t!)])
         }
         if let input = request.inputs["input"] {
             var out: Tensor, tokens: Tensor?
@@ -138,8 +164,9 @@ struct BioCLIPComponent: Backbone {
                     out = try bio.model.encodeText(input.owned())
                 }
             } catch { throw MenagerieError.invalidArgument("input 'input' of '\(Self.id)': \(error)") }
-            return Response(result: ["embedding": .number(Double(out.shape[1])), "count": .number(Double(out.shape[0]))],
-                            tensors: [("embedding", out)] + (tokens.map { [("tokens", $0)] } ?? []))
+            return Response(
+                result: ["embedding": .number(Double(out.shape[1])), "count": .number(Double(out.shape[0]))],
+                tensors: [("embedding", out)] + (tokens.map { [("tokens", $0)] } ?? []))
         }
         let files = try imageFiles(o)
         var rows: [Float] = []
@@ -160,21 +187,26 @@ struct BioCLIPComponent: Backbone {
             artifacts = ["embeddings.npy", "files.txt"]
         case "safetensors":
             let list = String(decoding: try JSONSerialization.data(withJSONObject: files), as: UTF8.self)
-            try SafeTensors.write([("embeddings", try Tensor(rows, shape: [files.count, e]))], metadata: ["files": list, "model": modelName(o, bio)],
-                                  to: dir + "/embeddings.safetensors")
+            try SafeTensors.write(
+                [("embeddings", try Tensor(rows, shape: [files.count, e]))], metadata: ["files": list, "model": modelName(o, bio)],
+                to: dir + "/embeddings.safetensors")
             artifacts = ["embeddings.safetensors"]
         default:
             // pybioclip: {"model": …, "embeddings": {path: [floats]}} (unnormalised), in file order.
             var text = "{\"model\": " + jsonString(modelName(o, bio)) + ", \"embeddings\": {"
             for (i, f) in files.enumerated() {
-                text += (i == 0 ? "" : ", ") + jsonString(f) + ": [" + rows[(i * e)..<((i + 1) * e)].map { pythonFloat(Double($0)) }.joined(separator: ", ") + "]"
+                text +=
+                    (i == 0 ? "" : ", ") + jsonString(f) + ": [" + rows[(i * e)..<((i + 1) * e)].map { pythonFloat(Double($0)) }.joined(separator: ", ") + "]"
             }
             text += "}}\n"
             try AtomicFile.write(text, to: dir + "/embeddings.json")
             artifacts = ["embeddings.json"]
         }
-        return Response(result: ["images": .number(Double(files.count)), "dimension": .number(Double(e)), "model": .string(modelName(o, bio)),
-                                 "seconds": .number(Date().timeIntervalSince(started))], artifacts: artifacts)
+        return Response(
+            result: [
+                "images": .number(Double(files.count)), "dimension": .number(Double(e)), "model": .string(modelName(o, bio)),
+                "seconds": .number(Date().timeIntervalSince(started)),
+            ], artifacts: artifacts)
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
@@ -194,9 +226,12 @@ struct BioCLIPComponent: Backbone {
         let o = request.options
         guard o.k > 0 else { throw MenagerieError.invalidArgument("option 'k' must be positive") }
         guard [o.cls, o.bins].filter({ !$0.isEmpty }).count <= 1, o.subset.isEmpty || (o.cls.isEmpty && o.bins.isEmpty) else {
-            throw MenagerieError.invalidArgument("give at most one of cls, bins or subset (subset restricts the Tree-of-Life labels; cls and bins replace them)")
+            throw MenagerieError.invalidArgument(
+                "give at most one of cls, bins or subset (subset restricts the Tree-of-Life labels; cls and bins replace them)")
         }
-        guard let rank = Rank(label: o.rank) else { throw MenagerieError.invalidArgument("rank must be one of \(Rank.allCases.map(\.label).joined(separator: ", "))") }
+        guard let rank = Rank(label: o.rank) else {
+            throw MenagerieError.invalidArgument("rank must be one of \(Rank.allCases.map(\.label).joined(separator: ", "))")
+        }
         let bio = try loadModel(o)
         let files = try imageFiles(o)
         let started = Date()
@@ -256,9 +291,11 @@ struct BioCLIPComponent: Backbone {
             }
             request.host.progress(min(files.count, start + chunk.count), of: files.count, "predict")
         }
-        let csv = ([header.joined(separator: ",")] + predictions.map { p in
-            ([p.file] + p.columns.map(\.value)).map(csvField).joined(separator: ",") + "," + pythonFloat(p.score)
-        }).joined(separator: "\n") + "\n"
+        let csv =
+            ([header.joined(separator: ",")]
+            + predictions.map { p in
+                ([p.file] + p.columns.map(\.value)).map(csvField).joined(separator: ",") + "," + pythonFloat(p.score)
+            }).joined(separator: "\n") + "\n"
         try AtomicFile.write(csv, to: request.host.scratchDirectory + "/predictions.csv")
         let objects: [JSONValue] = predictions.map { p in
             var obj: [String: JSONValue] = ["file_name": .string(p.file), "score": .number(p.score)]
@@ -274,10 +311,12 @@ struct BioCLIPComponent: Backbone {
         case "table": display = table(header: header, rows: predictions.map { [$0.file] + $0.columns.map(\.value) + [String(format: "%.6f", $0.score)] })
         default: display = nil
         }
-        var result: [String: JSONValue] = ["model": .string(modelName(o, bio)), "images": .number(Double(files.count)), "labels": .number(Double(count)),
-                                           "mode": .string(!o.bins.isEmpty ? "bins" : !o.cls.isEmpty ? "custom labels" : "tree of life, rank \(rank.label)"),
-                                           "text_embedding_cache": .string(cacheState), "seconds": .number(Date().timeIntervalSince(started)),
-                                           "predictions": .array(objects)]
+        var result: [String: JSONValue] = [
+            "model": .string(modelName(o, bio)), "images": .number(Double(files.count)), "labels": .number(Double(count)),
+            "mode": .string(!o.bins.isEmpty ? "bins" : !o.cls.isEmpty ? "custom labels" : "tree of life, rank \(rank.label)"),
+            "text_embedding_cache": .string(cacheState), "seconds": .number(Date().timeIntervalSince(started)),
+            "predictions": .array(objects),
+        ]
         if let display { result["display"] = .string(display) }
         return Response(result: .object(result), artifacts: ["predictions.csv"])
     }
@@ -304,8 +343,9 @@ struct BioCLIPComponent: Backbone {
         let folder = o.tol.isEmpty ? bio.folder : (o.tol as NSString).expandingTildeInPath
         let npy = folder + "/txt_emb_species.npy", json = folder + "/txt_emb_species.json"
         guard FileManager.default.fileExists(atPath: npy), FileManager.default.fileExists(atPath: json) else {
-            throw MenagerieError.invalidArgument("Tree-of-Life labels need txt_emb_species.npy and txt_emb_species.json in \(folder) "
-                + "(download them with the model, or pass --set tol=FOLDER; for custom labels use --set cls=…)")
+            throw MenagerieError.invalidArgument(
+                "Tree-of-Life labels need txt_emb_species.npy and txt_emb_species.json in \(folder) "
+                    + "(download them with the model, or pass --set tol=FOLDER; for custom labels use --set cls=…)")
         }
         do { return try TreeOfLifeLabels(npy: npy, json: json, dimension: bio.config.embedDim) } catch let e as FormatError {
             throw MenagerieError.invalidArgument("\(e)")
@@ -318,7 +358,9 @@ let loadedModels = ProcessCache<BioCLIP>()
 
 func loadedModel(folder: String) throws -> BioCLIP {
     let folder = (folder as NSString).expandingTildeInPath
-    return try loadedModels.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") { try BioCLIP(folder: folder) }
+    return try loadedModels.value(folder, stamp: Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) ?? folder + "/open_clip_model.safetensors") {
+        try BioCLIP(folder: folder)
+    }
 }
 
 /// The model shipped with the plugin (trained here on synthetic-tol; see Docs/methods/bioclip2.md).
@@ -331,7 +373,9 @@ func jsonString(_ s: String) -> String { JSONValue.string(s).compactText }
 func table(header: [String], rows: [[String]]) -> String {
     var widths = header.map(\.count)
     for r in rows { for (i, v) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], v.count) } }
-    func line(_ r: [String]) -> String { r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+    func line(_ r: [String]) -> String {
+        r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
     return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
 }
 

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -39,8 +39,9 @@ extension BioCLIPComponent {
         try AtomicFile.write("metric,value\n" + report.rows.map { "\($0.name),\($0.value)" }.joined(separator: "\n") + "\n", to: dir + "/emergent.csv")
         try plotSpecies(report).write(to: dir + "/species_means.png")
         try plotVariants(report).write(to: dir + "/variants.png")
-        return Response(result: .object(Dictionary(uniqueKeysWithValues: report.rows.map { ($0.name, JSONValue.number($0.value)) })),
-                        artifacts: ["emergent.csv"] + Figure.files("species_means.png") + Figure.files("variants.png"))
+        return Response(
+            result: .object(Dictionary(uniqueKeysWithValues: report.rows.map { ($0.name, JSONValue.number($0.value)) })),
+            artifacts: ["emergent.csv"] + Figure.files("species_means.png") + Figure.files("variants.png"))
     }
 
     func analyse(_ bio: BioCLIP, data: DatasetOptionsProxy, split: String, host: PluginHost, energy: Double) throws -> EmergentReport {
@@ -53,7 +54,9 @@ extension BioCLIPComponent {
         var z: [[Double]] = [], species: [Int] = [], variants: [String: [Int]] = [:]
         for start in stride(from: 0, to: count, by: 128) {
             try host.checkCancelled()
-            let b = try data.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(128, count - start))), "shuffle": false])
+            let b = try data.batch(options: [
+                "split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(128, count - start))), "shuffle": false,
+            ])
             let x = normalizeChannels(b.tensors["images"]!, mean: bio.config.mean, std: bio.config.std)
             let f = try bio.imageFeatures(x, batch: 64).scalars(as: Float.self)
             let e = bio.config.embedDim
@@ -81,7 +84,13 @@ extension BioCLIPComponent {
         // Principal directions of the species means via the Gram matrix (s × s).
         let k0 = centred.count
         var gram = [Double](repeating: 0, count: k0 * k0)
-        for i in 0..<k0 { for j in 0...i { let v = dot(centred[i], centred[j]); gram[i * k0 + j] = v; gram[j * k0 + i] = v } }
+        for i in 0..<k0 {
+            for j in 0...i {
+                let v = dot(centred[i], centred[j])
+                gram[i * k0 + j] = v
+                gram[j * k0 + i] = v
+            }
+        }
         let (values, vectors) = try LinearAlgebra.symmetricEigen(gram, n: k0)
         let total = values.filter { $0 > 0 }.reduce(0, +)
         var directions: [[Double]] = [], cumulative = 0.0
@@ -95,9 +104,12 @@ extension BioCLIPComponent {
             if cumulative >= energy * total { break }
         }
         let kUsed = directions.count
-        func project(_ v: [Double]) -> [Double] {        // P_U v
+        func project(_ v: [Double]) -> [Double] { // P_U v
             var out = [Double](repeating: 0, count: d)
-            for u in directions { let c = dot(u, v); for j in 0..<d { out[j] += c * u[j] } }
+            for u in directions {
+                let c = dot(u, v)
+                for j in 0..<d { out[j] += c * u[j] }
+            }
             return out
         }
         var report = EmergentReport()
@@ -115,7 +127,10 @@ extension BioCLIPComponent {
         // Explained-variance ratio ρ of the within-species scatter in U.
         var inU = 0.0
         for (idx, sp) in present.enumerated() {
-            for i in bySpecies[sp]! { let r = zip(z[i], means[idx]).map { $0 - $1 }; inU += project(r).map { $0 * $0 }.reduce(0, +) }
+            for i in bySpecies[sp]! {
+                let r = zip(z[i], means[idx]).map { $0 - $1 }
+                inU += project(r).map { $0 * $0 }.reduce(0, +)
+            }
         }
         report.rows.append(("intra_variance_in_inter_subspace", inU / max(within, 1e-300)))
         report.rows.append(("random_direction_baseline", Double(kUsed) / Double(d)))
@@ -128,7 +143,10 @@ extension BioCLIPComponent {
             guard values.allSatisfy({ !$0.isNaN }), Set(values).count > 1 else { continue }
             report.rows.append(("trait_\(name)_pc1_abs_spearman", abs(spearman(pc1, values))))
             report.rows.append(("trait_\(name)_probe_spearman", spearman(ridgeLOO(centred, values, lambda: 1e-2), values)))
-            if report.traitName.isEmpty || name == "beak_length" { report.traitName = name; report.trait = values }
+            if report.traitName.isEmpty || name == "beak_length" {
+                report.traitName = name
+                report.trait = values
+            }
         }
         // Variants within species.
         let complement = 1 - Double(kUsed) / Double(d)
@@ -165,18 +183,23 @@ extension BioCLIPComponent {
     /// a colour bar).
     func plotSpecies(_ r: EmergentReport) -> Figure {
         var plot = ScatterPlot(title: "Species means on the first two principal components", xLabel: "PC1", yLabel: "PC2")
-        plot.valued = (r.speciesMeans2D.map { (x: $0.0, y: $0.1) }, r.speciesMeans2D.indices.map { r.trait.indices.contains($0) ? r.trait[$0] : .nan },
-                       r.traitName.replacingOccurrences(of: "_", with: " "))
+        plot.valued = (
+            r.speciesMeans2D.map { (x: $0.0, y: $0.1) }, r.speciesMeans2D.indices.map { r.trait.indices.contains($0) ? r.trait[$0] : .nan },
+            r.traitName.replacingOccurrences(of: "_", with: " ")
+        )
         return plot.figure()
     }
 
     /// Per species, the female→male difference of mean embeddings: its component along PC1 (x) and
     /// the length of its part orthogonal to PC1 (y); the female mean sits at y = 0.
     func plotVariants(_ r: EmergentReport) -> Figure {
-        var plot = ScatterPlot(title: "Sex variants: female → male mean difference per species",
-                               xLabel: "position along PC1 of the species means", yLabel: "difference orthogonal to PC1")
-        plot.groups = [.init("female mean", points: r.variantArrows.map { (x: $0.from.0, y: $0.from.1) }, color: LinePlot.color(0)),
-                       .init("male mean", points: r.variantArrows.map { (x: $0.to.0, y: $0.to.1) }, color: LinePlot.color(3))]
+        var plot = ScatterPlot(
+            title: "Sex variants: female → male mean difference per species",
+            xLabel: "position along PC1 of the species means", yLabel: "difference orthogonal to PC1")
+        plot.groups = [
+            .init("female mean", points: r.variantArrows.map { (x: $0.from.0, y: $0.from.1) }, color: LinePlot.color(0)),
+            .init("male mean", points: r.variantArrows.map { (x: $0.to.0, y: $0.to.1) }, color: LinePlot.color(3)),
+        ]
         plot.segments = ("difference", r.variantArrows.map { ($0.from, $0.to) }, Color(170, 170, 170))
         return plot.figure()
     }
@@ -202,8 +225,9 @@ extension BioCLIPComponent {
             let accuracy = run.result["zero_shot_accuracy"]?.objectValue ?? [:]
             if lines.isEmpty { header += Rank.allCases.map { "zero_shot_" + $0.label } + report.rows.map(\.name) }
             let images = (run.result["classes"]?.doubleValue ?? 0) * Double(size)
-            lines.append((["\(size)", "\(Int(images))"] + Rank.allCases.map { "\(accuracy[$0.label]?.doubleValue ?? .nan)" }
-                          + report.rows.map { "\($0.value)" }).joined(separator: ","))
+            lines.append(
+                (["\(size)", "\(Int(images))"] + Rank.allCases.map { "\(accuracy[$0.label]?.doubleValue ?? .nan)" }
+                    + report.rows.map { "\($0.value)" }).joined(separator: ","))
             let value = { (name: String) in report.rows.first { $0.name == name }?.value ?? .nan }
             series.append((size, accuracy["species"]?.doubleValue ?? .nan, value("intra_variance_in_inter_subspace"), value("variant_sex_orthogonality")))
             try FileManager.default.removeItem(atPath: dir + "/model")
@@ -213,18 +237,24 @@ extension BioCLIPComponent {
         // Three panels against the data size: species accuracy, ρ, sex-variant orthogonality.
         var figure = Figure(width: 960, height: 330)
         figure.title("Data-scale study: zero-shot and emergent properties vs training images per species")
-        let panels: [(String, String, [Double])] = [("Species zero-shot accuracy", "accuracy", series.map(\.accuracy)),
-                                                    ("Intra-species variance in the inter-species subspace", "ρ", series.map(\.rho)),
-                                                    ("Sex-variant orthogonality", "orthogonality", series.map(\.orthogonality))]
+        let panels: [(String, String, [Double])] = [
+            ("Species zero-shot accuracy", "accuracy", series.map(\.accuracy)),
+            ("Intra-species variance in the inter-species subspace", "ρ", series.map(\.rho)),
+            ("Sex-variant orthogonality", "orthogonality", series.map(\.orthogonality)),
+        ]
         for (p, (title, label, values)) in panels.enumerated() {
-            var plot = LinePlot(title: title, xLabel: "training images per species", yLabel: label,
-                                series: [.init(label, points: zip(series.map { Double($0.size) }, values).map { ($0, $1) }, color: LinePlot.color(p))])
+            var plot = LinePlot(
+                title: title, xLabel: "training images per species", yLabel: label,
+                series: [.init(label, points: zip(series.map { Double($0.size) }, values).map { ($0, $1) }, color: LinePlot.color(p))])
             plot.xTicks = series.map { (Double($0.size), "\($0.size)") }
             plot.draw(into: &figure, box: Rect(x: Double(p) * 320, y: 30, width: 320, height: 300), panelTitle: title)
         }
         try figure.write(to: dir + "/scale.png")
-        return Response(result: ["sizes": .array(o.sizes.map { .number(Double($0)) }), "table": .string(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n"))],
-                        artifacts: ["scale.csv"] + Figure.files("scale.png"))
+        return Response(
+            result: [
+                "sizes": .array(o.sizes.map { .number(Double($0)) }), "table": .string(header.joined(separator: ",") + "\n" + lines.joined(separator: "\n")),
+            ],
+            artifacts: ["scale.csv"] + Figure.files("scale.png"))
     }
 }
 
@@ -255,7 +285,13 @@ public func ridgeLOO(_ x: [[Double]], _ y: [Double], lambda: Double) -> [Double]
     let n = x.count
     func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map(*).reduce(0, +) }
     var gram = [[Double]](repeating: [Double](repeating: 0, count: n), count: n)
-    for i in 0..<n { for j in 0...i { let v = dot(x[i], x[j]); gram[i][j] = v; gram[j][i] = v } }
+    for i in 0..<n {
+        for j in 0...i {
+            let v = dot(x[i], x[j])
+            gram[i][j] = v
+            gram[j][i] = v
+        }
+    }
     let ybar = y.reduce(0, +) / Double(n)
     return (0..<n).map { held in
         let keep = (0..<n).filter { $0 != held }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import Tensors
 
@@ -43,7 +43,9 @@ public struct TreeOfLifeLabels: Sendable {
             rows = values
         }
         let parsed: JSONValue
-        do { parsed = try JSONValue.parse(try RegularFile.text(json), source: json) } catch let e as FormatError { throw e } catch { throw FormatError(path: json, "\(error)") }
+        do { parsed = try JSONValue.parse(try RegularFile.text(json), source: json) } catch let e as FormatError { throw e } catch {
+            throw FormatError(path: json, "\(error)")
+        }
         guard let list = parsed.arrayValue else { throw FormatError(path: json, "must be a JSON list of [[7 taxa], common name] entries") }
         guard list.count == n else { throw FormatError(path: json, "names \(list.count) labels but \(npy) holds \(n) embeddings") }
         var names: [(taxa: [String], common: String)] = []
@@ -81,11 +83,17 @@ public struct TreeOfLifeLabels: Sendable {
         var keep: [Int] = [], seen = Set<String>()
         for i in 0..<count {
             let v = classification(i, rank: .species).first { $0.column == column }?.value ?? ""
-            if wanted.contains(v) { keep.append(i); seen.insert(v) }
+            if wanted.contains(v) {
+                keep.append(i)
+                seen.insert(v)
+            }
         }
         let unknown = values.filter { !seen.contains($0) }
         guard unknown.isEmpty else {
-            throw FormatError(path: source, "unknown \(column) value\(unknown.count == 1 ? "" : "s"): \(unknown.prefix(10).joined(separator: ", "))\(unknown.count > 10 ? ", …" : ""). Only values of the label set may be used")
+            throw FormatError(
+                path: source,
+                "unknown \(column) value\(unknown.count == 1 ? "" : "s"): \(unknown.prefix(10).joined(separator: ", "))\(unknown.count > 10 ? ", …" : ""). Only values of the label set may be used"
+            )
         }
         let e = dimension
         return TreeOfLifeLabels(names: keep.map { names[$0] }, embeddings: keep.flatMap { embeddings[($0 * e)..<(($0 + 1) * e)] }, dimension: e)
@@ -112,7 +120,10 @@ public func rankPredictions(file: String, probs: [Float], labels: TreeOfLifeLabe
     for i in probs.indices where probs[i] > minProb {
         let c = labels.classification(i, rank: rank)
         let name = c.map(\.value).joined(separator: " ")
-        if sums[name] == nil { firstSeen.append(name); columns[name] = c }
+        if sums[name] == nil {
+            firstSeen.append(name)
+            columns[name] = c
+        }
         sums[name, default: 0] += Double(probs[i])
     }
     let ranked = firstSeen.enumerated().sorted { a, b in sums[a.element]! > sums[b.element]! || (sums[a.element]! == sums[b.element]! && a.offset < b.offset) }
@@ -182,24 +193,48 @@ public func readCSV(_ path: String) throws -> (header: [String], rows: [[String]
     var rows: [[String]] = [], field = "", row: [String] = [], quoted = false
     var chars = Array(text.unicodeScalars).makeIterator()
     var pending: Unicode.Scalar? = nil
-    func next() -> Unicode.Scalar? { if let p = pending { pending = nil; return p }; return chars.next() }
+    func next() -> Unicode.Scalar? {
+        if let p = pending {
+            pending = nil
+            return p
+        }
+        return chars.next()
+    }
     while let c = next() {
         if quoted {
             if c == "\"" {
-                if let d = next() { if d == "\"" { field.unicodeScalars.append("\"") } else { quoted = false; pending = d } } else { quoted = false }
-            } else { field.unicodeScalars.append(c) }
+                if let d = next() {
+                    if d == "\"" {
+                        field.unicodeScalars.append("\"")
+                    } else {
+                        quoted = false
+                        pending = d
+                    }
+                } else {
+                    quoted = false
+                }
+            } else {
+                field.unicodeScalars.append(c)
+            }
         } else if c == "\"" && field.isEmpty {
             quoted = true
         } else if c == "," {
-            row.append(field); field = ""
+            row.append(field)
+            field = ""
         } else if c == "\n" || c == "\r" {
             if c == "\r" { if let d = next(), d != "\n" { pending = d } }
-            row.append(field); field = ""
+            row.append(field)
+            field = ""
             if !(row.count == 1 && row[0].isEmpty) { rows.append(row) }
             row = []
-        } else { field.unicodeScalars.append(c) }
+        } else {
+            field.unicodeScalars.append(c)
+        }
     }
-    if !field.isEmpty || !row.isEmpty { row.append(field); rows.append(row) }
+    if !field.isEmpty || !row.isEmpty {
+        row.append(field)
+        rows.append(row)
+    }
     guard let header = rows.first else { throw FormatError(path: path, "is empty: it needs a header row") }
     return (header, Array(rows.dropFirst()))
 }
@@ -211,7 +246,9 @@ public func readBins(_ path: String) throws -> (classes: [String], bins: [String
     var classes: [String] = [], bins: [String] = []
     for (i, r) in rows.enumerated() {
         guard r.count >= 2, !r[0].trimmingCharacters(in: .whitespaces).isEmpty else { throw FormatError(path: path, "row \(i + 2) has no class") }
-        guard !r[1].trimmingCharacters(in: .whitespaces).isEmpty else { throw FormatError(path: path, "row \(i + 2) (\(r[0])) has an empty bin: every class needs one") }
+        guard !r[1].trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw FormatError(path: path, "row \(i + 2) (\(r[0])) has an empty bin: every class needs one")
+        }
         classes.append(r[0].trimmingCharacters(in: .whitespaces))
         bins.append(r[1].trimmingCharacters(in: .whitespaces))
     }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -30,12 +30,15 @@ public final class BioCLIP: @unchecked Sendable {
             throw FormatError(path: configPath, "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors")
         }
         guard let weights = Checkpoint.weightsFile(in: folder, Checkpoint.openCLIPFiles) else {
-            throw FormatError(path: folder + "/open_clip_model.safetensors", "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
+            throw FormatError(
+                path: folder + "/open_clip_model.safetensors",
+                "is missing: an open_clip model folder holds open_clip_config.json and open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
         }
         let config = try OpenCLIPConfig.load(path: configPath)
         model = try CLIP(config: config, checkpoint: Checkpoint(path: weights))
         let local = folder + "/bpe_simple_vocab_16e6.txt.gz"
-        let vocabulary = FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
+        let vocabulary =
+            FileManager.default.fileExists(atPath: local) ? local : try PluginResources.path(module: "BioCLIP2", item: "bpe_simple_vocab_16e6.txt.gz")
         tokenizer = try BioCLIP.tokenizer(vocabulary, contextLength: config.text.contextLength)
         self.folder = folder
         identity = folder + "|" + fileIdentity(weights)
@@ -97,9 +100,11 @@ public final class BioCLIP: @unchecked Sendable {
         let v = try pixels.scalars(as: Float.self), plane = h * w
         if h == imageSize && w == imageSize { return normalizeChannels(pixels, mean: config.mean, std: config.std) }
         let images = (0..<n).map { i in
-            Image(width: w, height: h, channels: 3, pixels: (0..<(plane * 3)).map { k in
-                UInt8(max(0, min(255, (v[(i * 3 + k % 3) * plane + k / 3] * 255).rounded())))
-            })
+            Image(
+                width: w, height: h, channels: 3,
+                pixels: (0..<(plane * 3)).map { k in
+                    UInt8(max(0, min(255, (v[(i * 3 + k % 3) * plane + k / 3] * 255).rounded())))
+                })
         }
         return try preprocess(images)
     }
@@ -166,7 +171,10 @@ public final class BioCLIP: @unchecked Sendable {
             let row = logits[(i * c)..<((i + 1) * c)]
             let m = row.max() ?? 0
             var z: Double = 0
-            for j in 0..<c { logits[i * c + j] = expf(logits[i * c + j] - m); z += Double(logits[i * c + j]) }
+            for j in 0..<c {
+                logits[i * c + j] = expf(logits[i * c + j] - m)
+                z += Double(logits[i * c + j])
+            }
             for j in 0..<c { logits[i * c + j] = Float(Double(logits[i * c + j]) / z) }
         }
         return logits

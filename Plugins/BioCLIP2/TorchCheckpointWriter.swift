@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// Writes a float32 state dict in torch's zip checkpoint layout (what `torch.save(state_dict)`
 /// writes: `archive/data.pkl` pickling an OrderedDict of `_rebuild_tensor_v2` calls over persistent
@@ -18,8 +18,13 @@ struct TorchCheckpointWriter {
         func global(_ module: String, _ name: String) { pickle += [0x63] + Array("\(module)\n\(name)\n".utf8) }
         func string(_ s: String) { pickle += [0x58] + le32(s.utf8.count) + Array(s.utf8) }
         func int(_ n: Int) { pickle += [0x4A] + le32(n) }
-        func ints(_ values: [Int]) { pickle.append(0x28); values.forEach(int); pickle.append(0x74) }
-        global("collections", "OrderedDict"); pickle += [0x29, 0x52]
+        func ints(_ values: [Int]) {
+            pickle.append(0x28)
+            values.forEach(int)
+            pickle.append(0x74)
+        }
+        global("collections", "OrderedDict")
+        pickle += [0x29, 0x52]
         for (i, t) in tensors.enumerated() {
             let count = t.shape.reduce(1, *)
             var strides = [Int](repeating: 1, count: t.shape.count)
@@ -27,10 +32,20 @@ struct TorchCheckpointWriter {
             string(t.name)
             global("torch._utils", "_rebuild_tensor_v2")
             pickle.append(0x28)
-            pickle.append(0x28); string("storage"); global("torch", "FloatStorage"); string(String(i)); string("cpu"); int(count); pickle += [0x74, 0x51]
-            int(0); ints(t.shape); ints(strides); pickle.append(0x89)
-            global("collections", "OrderedDict"); pickle += [0x29, 0x52]
-            pickle += [0x74, 0x52, 0x73]   // TUPLE, REDUCE, SETITEM
+            pickle.append(0x28)
+            string("storage")
+            global("torch", "FloatStorage")
+            string(String(i))
+            string("cpu")
+            int(count)
+            pickle += [0x74, 0x51]
+            int(0)
+            ints(t.shape)
+            ints(strides)
+            pickle.append(0x89)
+            global("collections", "OrderedDict")
+            pickle += [0x29, 0x52]
+            pickle += [0x74, 0x52, 0x73] // TUPLE, REDUCE, SETITEM
         }
         pickle.append(0x2E)
 

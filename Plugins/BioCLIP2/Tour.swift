@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -61,9 +61,11 @@ extension BioCLIPComponent {
         result["short_training"] = trained.result
         result["embedded_top1_on_8_images"] = .number(Double(hits) / 8)
         result["emergent"] = .object(Dictionary(uniqueKeysWithValues: report.rows.map { ($0.name, JSONValue.number($0.value)) }))
-        return Response(result: .object(result),
-                        artifacts: ["short_training_curve.csv", "predictions_species.csv", "predictions_genus.csv", "emergent.csv",
-                                   ] + Figure.files("species_means.png") + Figure.files("variants.png") + names)
+        return Response(
+            result: .object(result),
+            artifacts: [
+                "short_training_curve.csv", "predictions_species.csv", "predictions_genus.csv", "emergent.csv",
+            ] + Figure.files("species_means.png") + Figure.files("variants.png") + names)
     }
 
     /// The predictions with file names relative to the tour's output folder.

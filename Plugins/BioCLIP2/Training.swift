@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -8,7 +8,7 @@ import Text
 
 /// The classes of a dataset component as BioCLIP captions need them: seven ranks, common name.
 struct TaxonomicClass {
-    var taxa: [String]          // kingdom … genus, species epithet
+    var taxa: [String] // kingdom … genus, species epithet
     var common: String
     var taxonomic: String { taxa.joined(separator: " ") }
     var scientific: String { taxa[5] + " " + taxa[6] }
@@ -91,8 +91,10 @@ extension BioCLIPComponent {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         // Positivity first: `size % patch` with patch 0 would trap.
-        for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("layers", o.layers), ("textWidth", o.textWidth),
-                             ("textLayers", o.textLayers), ("embedDim", o.embedDim), ("epochs", o.epochs)] where value <= 0 {
+        for (key, value) in [
+            ("size", o.size), ("patch", o.patch), ("width", o.width), ("layers", o.layers), ("textWidth", o.textWidth),
+            ("textLayers", o.textLayers), ("embedDim", o.embedDim), ("epochs", o.epochs),
+        ] where value <= 0 {
             throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.warmup >= 0, o.warmup <= 1_000_000, o.trainBatch <= 1_000_000, o.epochs <= 1_000_000 else {
@@ -110,10 +112,11 @@ extension BioCLIPComponent {
         guard let trainCount = described["splits"]?["train"]?.intValue, trainCount >= o.trainBatch else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has fewer training images than one batch of \(o.trainBatch)")
         }
-        let config = OpenCLIPConfig(embedDim: o.embedDim,
-                                    vision: .init(imageSize: o.size, patchSize: o.patch, width: o.width, layers: o.layers, heads: o.width / 32, mlpRatio: 4),
-                                    text: .init(contextLength: 77, vocabSize: 49408, width: o.textWidth, heads: o.textWidth / 32, layers: o.textLayers, mlpRatio: 4),
-                                    quickGELU: false, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711])
+        let config = OpenCLIPConfig(
+            embedDim: o.embedDim,
+            vision: .init(imageSize: o.size, patchSize: o.patch, width: o.width, layers: o.layers, heads: o.width / 32, mlpRatio: 4),
+            text: .init(contextLength: 77, vocabSize: 49408, width: o.textWidth, heads: o.textWidth / 32, layers: o.textLayers, mlpRatio: 4),
+            quickGELU: false, mean: [0.48145466, 0.4578275, 0.40821073], std: [0.26862954, 0.26130258, 0.27577711])
         do { try config.validate(source: "options of '\(Self.id)'") } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         let model = CLIP(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         for (name, p) in model.namedParameters {
@@ -136,8 +139,10 @@ extension BioCLIPComponent {
             var lossSum = 0.0
             for b in 0..<steps {
                 try request.host.checkCancelled()
-                let batch = try data.batch(options: ["split": "train", "start": .number(Double(b * o.trainBatch)), "count": .number(Double(o.trainBatch)),
-                                                     "shuffle": true, "epoch": .number(Double(epoch))])
+                let batch = try data.batch(options: [
+                    "split": "train", "start": .number(Double(b * o.trainBatch)), "count": .number(Double(o.trainBatch)),
+                    "shuffle": true, "epoch": .number(Double(epoch)),
+                ])
                 guard let images = batch.tensors["images"], let labels = batch.tensors["labels"] else {
                     throw MenagerieError.invalidArgument("dataset '\(o.dataset)' batch returned no images/labels")
                 }
@@ -169,9 +174,11 @@ extension BioCLIPComponent {
         try model.save(to: dir + "/open_clip_model.safetensors", metadata: ["format": "pt"], dtype: dtype)
         try AtomicFile.write(openCLIPConfigJSON(config).prettyText + "\n", to: dir + "/open_clip_config.json")
         try AtomicFile.write(curve, to: request.host.scratchDirectory + "/curve.csv")
-        try LinePlot.trainingCurves(title: "CLIP training on \(o.dataset): symmetric InfoNCE over \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
-                                    loss: history.map(\.loss), lossLabel: "contrastive loss", metrics: [("ln logit scale", history.map(\.scale))],
-                                    metricLabel: "ln logit scale").write(to: request.host.scratchDirectory + "/curve.png")
+        try LinePlot.trainingCurves(
+            title: "CLIP training on \(o.dataset): symmetric InfoNCE over \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
+            loss: history.map(\.loss), lossLabel: "contrastive loss", metrics: [("ln logit scale", history.map(\.scale))],
+            metricLabel: "ln logit scale"
+        ).write(to: request.host.scratchDirectory + "/curve.png")
         let bio = try BioCLIP(folder: dir)
         let labelFiles = try writeTreeOfLife(bio, classes: classes, templates: ["a photo of {}."], to: dir)
         let accuracy = try zeroShotAccuracy(bio, data: data, classes: classes, split: o.split, described: described)
@@ -184,8 +191,10 @@ extension BioCLIPComponent {
         result["parameters"] = .number(Double(parameters))
         result["logit_scale"] = .number(Double(bio.model.logitScaleValue))
         result["zero_shot_accuracy"] = .object(Dictionary(uniqueKeysWithValues: accuracy.map { ($0.key.label, JSONValue.number($0.value)) }))
-        return Response(result: .object(result), artifacts: ["model/open_clip_model.safetensors", "model/open_clip_config.json"]
-                            + labelFiles.map { "model/" + $0 } + ["curve.csv"] + Figure.files("curve.png"))
+        return Response(
+            result: .object(result),
+            artifacts: ["model/open_clip_model.safetensors", "model/open_clip_config.json"]
+                + labelFiles.map { "model/" + $0 } + ["curve.csv"] + Figure.files("curve.png"))
     }
 
     /// Zero-shot top-1 accuracy at every rank on a split: species probabilities against the
@@ -197,8 +206,10 @@ extension BioCLIPComponent {
         let labels = TreeOfLifeLabels(names: classes.map { ($0.taxa, $0.common) }, embeddings: weights, dimension: bio.config.embedDim)
         var correct = [Rank: Int]()
         for start in stride(from: 0, to: count, by: 128) {
-            let batch = try data.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(128, count - start))),
-                                                 "shuffle": false, "size": .number(Double(bio.imageSize))])
+            let batch = try data.batch(options: [
+                "split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(128, count - start))),
+                "shuffle": false, "size": .number(Double(bio.imageSize)),
+            ])
             let y = try batch.tensors["labels"]!.integers()
             let x = normalizeChannels(batch.tensors["images"]!, mean: bio.config.mean, std: bio.config.std)
             let probs = try bio.probabilities(imageFeatures: try bio.imageFeatures(x, batch: 64), classes: weights, count: classes.count)
@@ -220,14 +231,20 @@ func openCLIPConfigJSON(_ c: OpenCLIPConfig) -> JSONValue {
     [
         "model_cfg": [
             "embed_dim": .number(Double(c.embedDim)), "quick_gelu": .bool(c.quickGELU),
-            "vision_cfg": ["image_size": .number(Double(c.vision.imageSize)), "layers": .number(Double(c.vision.layers)),
-                           "width": .number(Double(c.vision.width)), "head_width": .number(Double(c.vision.width / c.vision.heads)),
-                           "patch_size": .number(Double(c.vision.patchSize)), "mlp_ratio": .number(c.vision.mlpRatio)],
-            "text_cfg": ["context_length": .number(Double(c.text.contextLength)), "vocab_size": .number(Double(c.text.vocabSize)),
-                         "width": .number(Double(c.text.width)), "heads": .number(Double(c.text.heads)), "layers": .number(Double(c.text.layers)),
-                         "mlp_ratio": .number(c.text.mlpRatio)],
+            "vision_cfg": [
+                "image_size": .number(Double(c.vision.imageSize)), "layers": .number(Double(c.vision.layers)),
+                "width": .number(Double(c.vision.width)), "head_width": .number(Double(c.vision.width / c.vision.heads)),
+                "patch_size": .number(Double(c.vision.patchSize)), "mlp_ratio": .number(c.vision.mlpRatio),
+            ],
+            "text_cfg": [
+                "context_length": .number(Double(c.text.contextLength)), "vocab_size": .number(Double(c.text.vocabSize)),
+                "width": .number(Double(c.text.width)), "heads": .number(Double(c.text.heads)), "layers": .number(Double(c.text.layers)),
+                "mlp_ratio": .number(c.text.mlpRatio),
+            ],
         ],
-        "preprocess_cfg": ["mean": .array(c.mean.map { .number(Double($0)) }), "std": .array(c.std.map { .number(Double($0)) }),
-                           "interpolation": "bilinear", "resize_mode": "squash"],
+        "preprocess_cfg": [
+            "mean": .array(c.mean.map { .number(Double($0)) }), "std": .array(c.std.map { .number(Double($0)) }),
+            "interpolation": "bilinear", "resize_mode": "squash",
+        ],
     ]
 }

@@ -37,7 +37,9 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
 public enum ClassificationMetricsError: Error, CustomStringConvertible {
     case shape(String)
     public var description: String {
-        switch self { case .shape(let s): s }
+        switch self {
+        case .shape(let s): s
+        }
     }
 }
 
@@ -46,8 +48,10 @@ public let maxBins = 1_000_000
 
 /// Computes the report. `scores` is N×C row-major; `probabilities` says whether the rows are already
 /// probabilities (otherwise a softmax is applied per row).
-public func classificationReport(scores: [Double], samples n: Int, classes c: Int, labels: [Int],
-                                 topK: [Int], bins: Int, probabilities: Bool) throws -> ClassificationReport {
+public func classificationReport(
+    scores: [Double], samples n: Int, classes c: Int, labels: [Int],
+    topK: [Int], bins: Int, probabilities: Bool
+) throws -> ClassificationReport {
     guard n > 0, c > 0, !n.multipliedReportingOverflow(by: c).overflow, scores.count == n * c else {
         throw ClassificationMetricsError.shape("scores must be N×C with N, C > 0; got \(scores.count) values for N=\(n), C=\(c)")
     }
@@ -60,12 +64,14 @@ public func classificationReport(scores: [Double], samples n: Int, classes c: In
     guard bins > 0, bins <= maxBins else { throw ClassificationMetricsError.shape("bins must lie in 1…\(maxBins), got \(bins)") }
     // NaN or ±inf would poison every comparison and the bin index (an Int conversion that traps).
     if let bad = scores.firstIndex(where: { !$0.isFinite }) {
-        throw ClassificationMetricsError.shape("scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a finite number: "
-            + "every score must be finite")
+        throw ClassificationMetricsError.shape(
+            "scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a finite number: "
+                + "every score must be finite")
     }
     if probabilities, let bad = scores.firstIndex(where: { $0 < 0 || $0 > 1 }) {
-        throw ClassificationMetricsError.shape("scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a probability in 0…1 "
-            + "(scores=probabilities); pass scores=logits for unnormalised scores")
+        throw ClassificationMetricsError.shape(
+            "scores[\(bad / c), \(bad % c)] (flat index \(bad)) = \(scores[bad]) is not a probability in 0…1 "
+                + "(scores=probabilities); pass scores=logits for unnormalised scores")
     }
 
     var confusion = [[Int]](repeating: [Int](repeating: 0, count: c), count: c)
@@ -115,12 +121,15 @@ public func classificationReport(scores: [Double], samples n: Int, classes c: In
         let acc = count > 0 ? Double(binCorrect[b]) / Double(count) : nil
         let conf = count > 0 ? binConfidence[b] / Double(count) : nil
         if let acc, let conf { ece += Double(count) / Double(n) * abs(acc - conf) }
-        reliability.append(.init(lower: Double(b) / Double(bins), upper: Double(b + 1) / Double(bins),
-                                 count: count, accuracy: acc, confidence: conf))
+        reliability.append(
+            .init(
+                lower: Double(b) / Double(bins), upper: Double(b + 1) / Double(bins),
+                count: count, accuracy: acc, confidence: conf))
     }
     var top: [String: Double] = [:]
     for (t, k) in topK.enumerated() { top["\(k)"] = Double(topHits[t]) / Double(n) }
-    return ClassificationReport(samples: n, classes: c, accuracy: Double(correct) / Double(n), topK: top,
-                                perClassRecall: recall, balancedAccuracy: present.reduce(0, +) / Double(present.count),
-                                ece: ece, reliability: reliability, confusion: confusion)
+    return ClassificationReport(
+        samples: n, classes: c, accuracy: Double(correct) / Double(n), topK: top,
+        perClassRecall: recall, balancedAccuracy: present.reduce(0, +) / Double(present.count),
+        ece: ece, reliability: reliability, confusion: confusion)
 }

@@ -22,10 +22,13 @@ struct ClassificationMetricsComponent: Metric {
     public static let summary = "Top-k accuracy, confusion matrix, per-class recall and expected calibration error"
     static let inTour = true
     static let operations = [
-        OperationSpec("evaluate", summary: "score class predictions against integer labels",
-                      inputs: [TensorSpec("scores", dtypes: ["f32", "f64"], shape: "N×C", summary: "logits or probabilities per class"),
-                               TensorSpec("labels", dtypes: ["i32", "i64", "u8"], shape: "N", summary: "true class index per sample")],
-                      outputs: [TensorSpec("confusion", dtypes: ["i64"], shape: "C×C", summary: "rows: true class, columns: predicted class")]),
+        OperationSpec(
+            "evaluate", summary: "score class predictions against integer labels",
+            inputs: [
+                TensorSpec("scores", dtypes: ["f32", "f64"], shape: "N×C", summary: "logits or probabilities per class"),
+                TensorSpec("labels", dtypes: ["i32", "i64", "u8"], shape: "N", summary: "true class index per sample"),
+            ],
+            outputs: [TensorSpec("confusion", dtypes: ["i64"], shape: "C×C", summary: "rows: true class, columns: predicted class")])
     ]
 
     func evaluate(_ request: Request<Options>) throws -> Response {
@@ -38,11 +41,12 @@ struct ClassificationMetricsComponent: Metric {
         guard o.bins > 0 else { throw MenagerieError.invalidArgument("option 'bins' of '\(Self.id)' must be positive, got \(o.bins)") }
         let report: ClassificationReport
         do {
-            report = try classificationReport(scores: try scores.doubles(), samples: scores.shape[0], classes: scores.shape[1],
-                                              labels: try labels.integers(), topK: o.topK, bins: o.bins,
-                                              probabilities: o.scores == "probabilities")
+            report = try classificationReport(
+                scores: try scores.doubles(), samples: scores.shape[0], classes: scores.shape[1],
+                labels: try labels.integers(), topK: o.topK, bins: o.bins,
+                probabilities: o.scores == "probabilities")
         } catch let e as ClassificationMetricsError {
-            throw MenagerieError.invalidArgument("\(e)")   // the host names the component and operation
+            throw MenagerieError.invalidArgument("\(e)") // the host names the component and operation
         }
         let c = report.classes
         let confusion = try Tensor(report.confusion.flatMap { $0.map(Int64.init) }, shape: [c, c])
@@ -65,8 +69,9 @@ struct ClassificationMetricsComponent: Metric {
             // Scale up: an over-confident network (ECE > 0).
             for j in 0..<c { scores[i * c + j] *= 2.0 }
         }
-        let report = try classificationReport(scores: scores, samples: n, classes: c, labels: labels,
-                                              topK: request.options.topK, bins: request.options.bins, probabilities: false)
+        let report = try classificationReport(
+            scores: scores, samples: n, classes: c, labels: labels,
+            topK: request.options.topK, bins: request.options.bins, probabilities: false)
         let dir = request.host.scratchDirectory
         var csv = "true\\predicted," + (0..<c).map(String.init).joined(separator: ",") + "\n"
         for (k, row) in report.confusion.enumerated() { csv += "\(k)," + row.map(String.init).joined(separator: ",") + "\n" }
@@ -85,8 +90,9 @@ struct ClassificationMetricsComponent: Metric {
     func reliabilityDiagram(_ report: ClassificationReport) -> Figure {
         var f = Figure(width: 480, height: 480)
         f.title(String(format: "Reliability diagram (ECE %.3f)", report.ece))
-        let axes = f.axes(in: Rect(x: 0, y: 30, width: 480, height: 450), title: nil, xLabel: "confidence", yLabel: "accuracy",
-                          x: 0...1, y: 0...1, series: 3)
+        let axes = f.axes(
+            in: Rect(x: 0, y: 30, width: 480, height: 450), title: nil, xLabel: "confidence", yLabel: "accuracy",
+            x: 0...1, y: 0...1, series: 3)
         for bin in report.reliability {
             guard let acc = bin.accuracy else { continue }
             let x0 = axes.px(bin.lower), x1 = axes.px(bin.upper)
@@ -95,9 +101,12 @@ struct ClassificationMetricsComponent: Metric {
         let confidence = report.reliability.compactMap { b in b.confidence.flatMap { c in b.accuracy.map { (c, $0) } } }
         for (c, a) in confidence { f.circle(axes.point(c, a), radius: 3.5, fill: LinePlot.color(3)) }
         f.line([axes.point(0, 0), axes.point(1, 1)], Color(120, 120, 120), width: 1.2, dash: [5, 4])
-        f.legend([("accuracy per bin", .box(LinePlot.color(0))), ("(mean confidence, accuracy)", .marker(LinePlot.color(3))),
-                  ("perfect calibration", .line(Color(120, 120, 120), dashed: true))], in: axes,
-                 avoid: confidence.map { axes.point($0.0, $0.1) } + [axes.point(0.1, 0.1), axes.point(0.9, 0.9)])
+        f.legend(
+            [
+                ("accuracy per bin", .box(LinePlot.color(0))), ("(mean confidence, accuracy)", .marker(LinePlot.color(3))),
+                ("perfect calibration", .line(Color(120, 120, 120), dashed: true)),
+            ], in: axes,
+            avoid: confidence.map { axes.point($0.0, $0.1) } + [axes.point(0.1, 0.1), axes.point(0.9, 0.9)])
         f.endAxes()
         return f
     }

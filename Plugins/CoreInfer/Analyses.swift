@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -18,7 +18,9 @@ struct Corpus {
 
     init(path: String) throws {
         let json: JSONValue
-        do { json = try JSONValue.parse(try RegularFile.text(path), source: path) } catch let e as FormatError { throw e } catch { throw FormatError(path: path, "\(error)") }
+        do { json = try JSONValue.parse(try RegularFile.text(path), source: path) } catch let e as FormatError { throw e } catch {
+            throw FormatError(path: path, "\(error)")
+        }
         guard let t = json["topics"]?.objectValue, !t.isEmpty else { throw FormatError(path: path, "needs {\"topics\": {name: [texts]}}") }
         topics = try t.keys.sorted().map { name in
             guard let texts = t[name]?.arrayValue?.compactMap(\.stringValue), texts.count >= 2 else {
@@ -57,7 +59,8 @@ extension CoreInferComponent {
             model.activationHook = { l, a, _ in if layers.contains(l) { acts[l] = a } }
             defer { model.activationHook = nil }
             _ = try model.forward(ids, cache: model.makeCache())
-            return Dictionary(uniqueKeysWithValues: layers.map { ($0, sentenceCoreNeurons(acts[$0]!, tokens: ids.count, dff: dff, alpha: o.alpha, beta: o.beta)) })
+            return Dictionary(
+                uniqueKeysWithValues: layers.map { ($0, sentenceCoreNeurons(acts[$0]!, tokens: ids.count, dff: dff, alpha: o.alpha, beta: o.beta)) })
         }
         let texts = corpus.topics.flatMap { t in t.texts.map { (topic: t.name, ids: tokenizer.encode($0)) } }.filter { $0.ids.count >= 8 }
         guard texts.count >= 2 else { throw MenagerieError.invalidArgument("the corpus has fewer than two texts of 8 tokens or more") }
@@ -107,7 +110,7 @@ extension CoreInferComponent {
             func nll(sparse: [Int: [Int]]?) throws -> (Double, [Int32]) {
                 for l in layers { try model.setSparse(layer: l, neurons: nil) }
                 let cache = model.makeCache()
-                let last = try model.forward(prompt, cache: cache)            // the prompt always runs densely
+                let last = try model.forward(prompt, cache: cache) // the prompt always runs densely
                 if let sparse { for l in layers { try model.setSparse(layer: l, neurons: sparse[l]!) } }
                 // Teacher-forced continuation: logits of position p predict rest[p].
                 var logits = last, total = 0.0
@@ -145,19 +148,25 @@ extension CoreInferComponent {
         let pplDense = exp(nllDense / Double(max(counted, 1))), pplSparse = exp(nllSparse / Double(max(counted, 1)))
 
         let dir = request.host.scratchDirectory
-        try AtomicFile.write("prefix_fraction,core_overlap_with_final\n" + zip(fractions, overlap).map { "\($0),\($1)" }.joined(separator: "\n") + "\n",
-                             to: dir + "/stability.csv")
-        let plot = LinePlot(title: "Stability of sentence-level core neurons", xLabel: "fraction of the prompt seen",
-                            yLabel: "overlap with the final core set", series: [.init("core overlap", points: zip(fractions, overlap).map { ($0, $1) }, color: LinePlot.color(0))],
-                            xRange: 0...1.02, yRange: 0...1.02)
+        try AtomicFile.write(
+            "prefix_fraction,core_overlap_with_final\n" + zip(fractions, overlap).map { "\($0),\($1)" }.joined(separator: "\n") + "\n",
+            to: dir + "/stability.csv")
+        let plot = LinePlot(
+            title: "Stability of sentence-level core neurons", xLabel: "fraction of the prompt seen",
+            yLabel: "overlap with the final core set",
+            series: [.init("core overlap", points: zip(fractions, overlap).map { ($0, $1) }, color: LinePlot.color(0))],
+            xRange: 0...1.02, yRange: 0...1.02)
         try plot.write(to: dir + "/stability.png")
-        let summary: [(String, Double)] = [("texts", Double(texts.count)), ("converted_layers", Double(layers.count)), ("beta", o.beta), ("alpha", o.alpha),
-                                           ("stability_overlap_at_50pct", overlap[4]), ("stability_overlap_at_80pct", overlap[7]),
-                                           ("jaccard_within_topic", mean(within)), ("jaccard_across_topics", mean(across)),
-                                           ("perplexity_dense", pplDense), ("perplexity_sparse", pplSparse),
-                                           ("greedy_agreement", Double(agree) / Double(max(compared, 1)))]
+        let summary: [(String, Double)] = [
+            ("texts", Double(texts.count)), ("converted_layers", Double(layers.count)), ("beta", o.beta), ("alpha", o.alpha),
+            ("stability_overlap_at_50pct", overlap[4]), ("stability_overlap_at_80pct", overlap[7]),
+            ("jaccard_within_topic", mean(within)), ("jaccard_across_topics", mean(across)),
+            ("perplexity_dense", pplDense), ("perplexity_sparse", pplSparse),
+            ("greedy_agreement", Double(agree) / Double(max(compared, 1))),
+        ]
         try AtomicFile.write("metric,value\n" + summary.map { "\($0.0),\($0.1)" }.joined(separator: "\n") + "\n", to: dir + "/analysis.csv")
-        return Response(result: .object(Dictionary(uniqueKeysWithValues: summary.map { ($0.0, JSONValue.number($0.1)) })),
-                        artifacts: ["analysis.csv", "stability.csv"] + Figure.files("stability.png"))
+        return Response(
+            result: .object(Dictionary(uniqueKeysWithValues: summary.map { ($0.0, JSONValue.number($0.1)) })),
+            artifacts: ["analysis.csv", "stability.csv"] + Figure.files("stability.png"))
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -10,12 +10,14 @@ import Tensors
 /// family in a fresh isolated child).
 extension CoreInferComponent {
     static let benchmarks = [
-        BenchmarkSpec("coreinfer.dense_decode", unit: "tokens/s", summary: "greedy decode of 32 tokens after a 32-token prompt, random 199M-parameter LLaMA, dense",
-                      ratioTarget: 0.5),
+        BenchmarkSpec(
+            "coreinfer.dense_decode", unit: "tokens/s", summary: "greedy decode of 32 tokens after a 32-token prompt, random 199M-parameter LLaMA, dense",
+            ratioTarget: 0.5),
         BenchmarkSpec("coreinfer.sparse_decode", unit: "tokens/s", summary: "the same on 40 % of the FFN neurons in layers 3–9"),
         BenchmarkSpec("coreinfer.ffn_share", unit: "%", summary: "the FFN's share of a dense decode step"),
-        BenchmarkSpec("coreinfer.peak_memory", unit: "× (weights + cache)", summary: "VmHWM rise while loading and decoding, over weights plus KV cache",
-                      target: 1.2),
+        BenchmarkSpec(
+            "coreinfer.peak_memory", unit: "× (weights + cache)", summary: "VmHWM rise while loading and decoding, over weights plus KV cache",
+            target: 1.2),
         BenchmarkSpec("coreinfer.speedup_of_bound", unit: "%", summary: "the sparse speedup over its Amdahl bound", target: 90),
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.coreInferBenchmarks() }
@@ -37,26 +39,30 @@ extension BenchmarkRun {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             let (d, layers, heads, kv, dff, vocab) = (1024, 12, 16, 4, 2816, 32000)
             let config = """
-            {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": \(d), "intermediate_size": \(dff),
-             "num_hidden_layers": \(layers), "num_attention_heads": \(heads), "num_key_value_heads": \(kv), "head_dim": \(d / heads),
-             "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": \(vocab),
-             "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu"}
-            """
+                {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": \(d), "intermediate_size": \(dff),
+                 "num_hidden_layers": \(layers), "num_attention_heads": \(heads), "num_key_value_heads": \(kv), "head_dim": \(d / heads),
+                 "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "vocab_size": \(vocab),
+                 "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu"}
+                """
             try config.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
             var rng = SeededGenerator(seed: 5)
             func normal(_ shape: [Int]) throws -> Tensor {
                 try Tensor((0..<shape.reduce(1, *)).map { _ in Float(rng.nextUniform() * 2 - 1) * 0.03 }, shape: shape)
             }
-            var tensors: [(name: String, tensor: Tensor)] = [("model.embed_tokens.weight", try normal([vocab, d])), ("lm_head.weight", try normal([vocab, d])),
-                                                             ("model.norm.weight", Tensor.filled(1, shape: [d]))]
+            var tensors: [(name: String, tensor: Tensor)] = [
+                ("model.embed_tokens.weight", try normal([vocab, d])), ("lm_head.weight", try normal([vocab, d])),
+                ("model.norm.weight", Tensor.filled(1, shape: [d])),
+            ]
             let hd = d / heads
             for l in 0..<layers {
                 let p = "model.layers.\(l)."
-                tensors += [(p + "input_layernorm.weight", Tensor.filled(1, shape: [d])), (p + "post_attention_layernorm.weight", Tensor.filled(1, shape: [d])),
-                            (p + "self_attn.q_proj.weight", try normal([heads * hd, d])), (p + "self_attn.k_proj.weight", try normal([kv * hd, d])),
-                            (p + "self_attn.v_proj.weight", try normal([kv * hd, d])), (p + "self_attn.o_proj.weight", try normal([d, heads * hd])),
-                            (p + "mlp.gate_proj.weight", try normal([dff, d])), (p + "mlp.up_proj.weight", try normal([dff, d])),
-                            (p + "mlp.down_proj.weight", try normal([d, dff]))]
+                tensors += [
+                    (p + "input_layernorm.weight", Tensor.filled(1, shape: [d])), (p + "post_attention_layernorm.weight", Tensor.filled(1, shape: [d])),
+                    (p + "self_attn.q_proj.weight", try normal([heads * hd, d])), (p + "self_attn.k_proj.weight", try normal([kv * hd, d])),
+                    (p + "self_attn.v_proj.weight", try normal([kv * hd, d])), (p + "self_attn.o_proj.weight", try normal([d, heads * hd])),
+                    (p + "mlp.gate_proj.weight", try normal([dff, d])), (p + "mlp.up_proj.weight", try normal([dff, d])),
+                    (p + "mlp.down_proj.weight", try normal([d, dff])),
+                ]
             }
             try SafeTensors.write(tensors, to: folder + "/model.safetensors")
             let weightBytes = Double(tensors.reduce(0) { $0 + $1.tensor.count * 4 })
@@ -96,7 +102,7 @@ extension BenchmarkRun {
                 sparse.append(try decode(sparse: true).rate)
             }
             var denseRecord = record("coreinfer.dense_decode", unit: "tokens/s", dense)
-            denseRecord.ratioTarget = 0.5                // ≥ 2× transformers' tokens/s
+            denseRecord.ratioTarget = 0.5 // ≥ 2× transformers' tokens/s
             records.append(denseRecord)
             records.append(record("coreinfer.sparse_decode", unit: "tokens/s", sparse))
             let f = shares.sorted()[shares.count / 2], converted = 7.0 / Double(layers)

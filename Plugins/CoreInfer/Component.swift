@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -42,13 +42,15 @@ struct CoreInferComponent: Generator {
         var signature = 0.27
         var clusters = ""
         static let help = [
-            "model_dir": "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
+            "model_dir":
+                "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
             "prompt": "the prompt text", "max_new_tokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "top_k": "sample among the k most likely tokens (0: all)", "top_p": "nucleus sampling: the smallest set with this much probability",
             "stop": "stop strings: generation ends when the text ends with one (it is kept)",
             "mode": "dense (no sparsity), stability (the prompt's own core neurons) or similarity (the neurons of the nearest offline cluster)",
-            "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons", "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
+            "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons",
+            "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "save_core": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
             "stream": "stream the text as it is generated through the host (the CLI shows it on stdout; on stderr with --json)",
@@ -71,11 +73,15 @@ struct CoreInferComponent: Generator {
     }
     static let id = "coreinfer"
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
-    static let operations = [OperationSpec("generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
-                                           outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
-                             OperationSpec("cluster", summary: "similarity-guided CoreInfer offline: KMeans clusters of corpus signatures and their neurons → clusters.json"),
-                             OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
-                             OperationSpec("analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement")]
+    static let operations = [
+        OperationSpec(
+            "generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
+            outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
+        OperationSpec("cluster", summary: "similarity-guided CoreInfer offline: KMeans clusters of corpus signatures and their neurons → clusters.json"),
+        OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
+        OperationSpec(
+            "analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement"),
+    ]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
         switch operation {
@@ -96,7 +102,8 @@ struct CoreInferComponent: Generator {
         let promptIDs = tokenizer.encode(o.prompt)
         guard !promptIDs.isEmpty else { throw MenagerieError.invalidArgument("the prompt encodes to no tokens") }
         guard promptIDs.count < model.config.maxPositions else {
-            throw MenagerieError.invalidArgument("the prompt has \(promptIDs.count) tokens; the model's context is \(model.config.maxPositions) (max_position_embeddings)")
+            throw MenagerieError.invalidArgument(
+                "the prompt has \(promptIDs.count) tokens; the model's context is \(model.config.maxPositions) (max_position_embeddings)")
         }
         let budget = min(o.max_new_tokens, model.config.maxPositions - promptIDs.count)
         let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
@@ -113,8 +120,11 @@ struct CoreInferComponent: Generator {
         var core: [Int: [Int]] = [:]
         var clusterIndex: Int? = nil
         if o.mode == "similarity" {
-            guard !o.clusters.isEmpty else { throw MenagerieError.invalidArgument("mode=similarity needs --set clusters=clusters.json (from the cluster operation)") }
-            let (c, neurons) = try similarityNeurons(o.clusters, activations: activations, tokens: promptIDs.count, alpha: o.alpha, dff: model.config.intermediateSize)
+            guard !o.clusters.isEmpty else {
+                throw MenagerieError.invalidArgument("mode=similarity needs --set clusters=clusters.json (from the cluster operation)")
+            }
+            let (c, neurons) = try similarityNeurons(
+                o.clusters, activations: activations, tokens: promptIDs.count, alpha: o.alpha, dff: model.config.intermediateSize)
             clusterIndex = c
             for (l, list) in neurons where l < model.config.layers {
                 core[l] = list
@@ -130,10 +140,12 @@ struct CoreInferComponent: Generator {
             }
         }
         var rng = SeededGenerator(seed: request.host.seed)
-        let (generated, decodeSeconds, text) = try decode(model, tokenizer: tokenizer, cache: cache, first: logits, prompt: promptIDs, budget: budget,
-                                                          options: o, rng: &rng, stream: o.stream, host: request.host)
+        let (generated, decodeSeconds, text) = try decode(
+            model, tokenizer: tokenizer, cache: cache, first: logits, prompt: promptIDs, budget: budget,
+            options: o, rng: &rng, stream: o.stream, host: request.host)
         var result: [String: JSONValue] = [
-            "mode": .string(o.mode), "prompt_ids": .array(promptIDs.map { .number(Double($0)) }), "generated_ids": .array(generated.map { .number(Double($0)) }),
+            "mode": .string(o.mode), "prompt_ids": .array(promptIDs.map { .number(Double($0)) }),
+            "generated_ids": .array(generated.map { .number(Double($0)) }),
             "text": .string(text), "prefill_tokens_per_s": .number(Double(promptIDs.count) / max(prefillSeconds, 1e-9)),
             "decode_tokens_per_s": .number(Double(generated.count) / max(decodeSeconds, 1e-9)),
             "architecture": .string(model.config.architecture.rawValue),
@@ -144,7 +156,8 @@ struct CoreInferComponent: Generator {
             result["kept_neurons_per_layer"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.number(Double($0.value.count))) }))
             result["ffn_neurons"] = .number(Double(model.config.intermediateSize))
             if o.save_core {
-                result["core_neurons"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.array($0.value.map { .number(Double($0)) })) }))
+                result["core_neurons"] = .object(
+                    Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.array($0.value.map { .number(Double($0)) })) }))
             }
             if o.compare && !generated.isEmpty {
                 // The same number of tokens, densely, from the same prefill state, greedy: speed and agreement.
@@ -155,8 +168,9 @@ struct CoreInferComponent: Generator {
                 dense.temperature = 0
                 dense.stop = []
                 var denseRNG = SeededGenerator(seed: 0)
-                let (denseIDs, denseSeconds, _) = try decode(model, tokenizer: tokenizer, cache: denseCache, first: logits, prompt: promptIDs, budget: generated.count,
-                                                             options: dense, rng: &denseRNG, stream: false, host: request.host)
+                let (denseIDs, denseSeconds, _) = try decode(
+                    model, tokenizer: tokenizer, cache: denseCache, first: logits, prompt: promptIDs, budget: generated.count,
+                    options: dense, rng: &denseRNG, stream: false, host: request.host)
                 let denseRate = Double(denseIDs.count) / max(denseSeconds, 1e-9)
                 result["dense_decode_tokens_per_s"] = .number(denseRate)
                 result["speedup"] = .number((Double(generated.count) / max(decodeSeconds, 1e-9)) / max(denseRate, 1e-9))
@@ -171,8 +185,10 @@ struct CoreInferComponent: Generator {
     }
 
     /// Samples up to `budget` tokens after `first` (the logits of the last prompt position).
-    func decode(_ model: DecoderLM, tokenizer: ByteLevelBPETokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
-                options o: Options, rng: inout SeededGenerator, stream: Bool, host: PluginHost) throws -> ([Int32], Double, String) {
+    func decode(
+        _ model: DecoderLM, tokenizer: ByteLevelBPETokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
+        options o: Options, rng: inout SeededGenerator, stream: Bool, host: PluginHost
+    ) throws -> ([Int32], Double, String) {
         var logits = first, out: [Int32] = [], printed = ""
         let eos = Set(model.config.eosTokenIDs.map(Int32.init))
         let t0 = Date()
@@ -207,14 +223,24 @@ struct CoreInferComponent: Generator {
         p = p.map { $0 / z }
         if o.top_p < 1 {
             var cumulative = 0.0, keep = 0
-            while keep < p.count { cumulative += p[keep]; keep += 1; if cumulative >= o.top_p { break } }
+            while keep < p.count {
+                cumulative += p[keep]
+                keep += 1
+                if cumulative >= o.top_p { break }
+            }
             order = Array(order.prefix(keep))
             p = Array(p.prefix(keep))
             let z2 = p.reduce(0, +)
             p = p.map { $0 / z2 }
         }
         var u = rng.nextUniform(), chosen = order.last!
-        for (i, q) in p.enumerated() { u -= q; if u <= 0 { chosen = order[i]; break } }
+        for (i, q) in p.enumerated() {
+            u -= q
+            if u <= 0 {
+                chosen = order[i]
+                break
+            }
+        }
         return Int32(chosen)
     }
 
@@ -225,11 +251,14 @@ struct CoreInferComponent: Generator {
         do {
             let model = try DecoderLM(folder: folder)
             let tokenizerPath = folder + "/tokenizer.json"
-            guard FileManager.default.fileExists(atPath: tokenizerPath) else { throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json") }
+            guard FileManager.default.fileExists(atPath: tokenizerPath) else {
+                throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json")
+            }
             let tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath)
             // Every id the tokenizer can produce must index the model's embedding.
             guard tokenizer.vocabularySize <= model.config.vocabSize else {
-                throw FormatError(path: tokenizerPath, "has ids up to \(tokenizer.vocabularySize - 1), beyond the model's vocab_size \(model.config.vocabSize) (config.json)")
+                throw FormatError(
+                    path: tokenizerPath, "has ids up to \(tokenizer.vocabularySize - 1), beyond the model's vocab_size \(model.config.vocabSize) (config.json)")
             }
             return (model, tokenizer)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }

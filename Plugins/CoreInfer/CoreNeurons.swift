@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// CoreInfer's stability-guided sentence core neurons (Wang et al. 2024) of one layer from its FFN
 /// activations X [tokens, dff] during prefill:

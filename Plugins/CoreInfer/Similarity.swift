@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -63,7 +63,7 @@ extension CoreInferComponent {
             var best = -Double.infinity, at = 1
             for i in 1..<(runs.count - 1) {
                 let second = runs[i + 1].inertia - 2 * runs[i].inertia + runs[i - 1].inertia
-                if second > best { (best, at) = (second, i + 1) }     // k = i + 1
+                if second > best { (best, at) = (second, i + 1) } // k = i + 1
             }
             k = max(4, at)
         }
@@ -91,21 +91,28 @@ extension CoreInferComponent {
             let majority = Dictionary(grouping: members, by: { topics[$0] }).max { $0.value.count < $1.value.count }?.value.count ?? 0
             agree += majority
         }
-        return Response(result: ["clusters": .number(Double(k)), "texts": .number(Double(signatures.count)), "signature_layer": .number(Double(deep)),
-                                 "signature_size": .number(Double(m)), "inertia": .array(runs.map { .number($0.inertia) }),
-                                 "topic_purity": .number(Double(agree) / Double(signatures.count))],
-                        artifacts: ["clusters.json"])
+        return Response(
+            result: [
+                "clusters": .number(Double(k)), "texts": .number(Double(signatures.count)), "signature_layer": .number(Double(deep)),
+                "signature_size": .number(Double(m)), "inertia": .array(runs.map { .number($0.inertia) }),
+                "topic_purity": .number(Double(agree) / Double(signatures.count)),
+            ],
+            artifacts: ["clusters.json"])
     }
 
     /// The neurons of the cluster nearest to the prompt's signature.
-    func similarityNeurons(_ clustersPath: String, activations: [Int: [Float]], tokens: Int, alpha: Double, dff: Int) throws -> (cluster: Int, neurons: [Int: [Int]]) {
+    func similarityNeurons(_ clustersPath: String, activations: [Int: [Float]], tokens: Int, alpha: Double, dff: Int) throws -> (
+        cluster: Int, neurons: [Int: [Int]]
+    ) {
         let path = (clustersPath as NSString).expandingTildeInPath
         let data: Data
         do { data = try RegularFile.read(path, limit: 1 << 28) } catch {
             throw MenagerieError.invalidArgument("clusters: \(error) (make it with the cluster operation)")
         }
         let file: ClusterFile
-        do { file = try JSONDecoder().decode(ClusterFile.self, from: data) } catch { throw MenagerieError.invalidArgument("clusters: \(path) is not a clusters file: \(error)") }
+        do { file = try JSONDecoder().decode(ClusterFile.self, from: data) } catch {
+            throw MenagerieError.invalidArgument("clusters: \(path) is not a clusters file: \(error)")
+        }
         guard file.dff == dff, let acts = activations[file.layer] else {
             throw MenagerieError.invalidArgument("clusters: \(path) was made for another model (d_ff \(file.dff), layer \(file.layer))")
         }
@@ -114,11 +121,14 @@ extension CoreInferComponent {
             throw MenagerieError.invalidArgument("clusters: \(path): 'signatureSize' = \(file.signatureSize) must lie in 0…\(dff) (d_ff)")
         }
         guard !file.centroids.isEmpty, file.neurons.count == file.centroids.count else {
-            throw MenagerieError.invalidArgument("clusters: \(path): \(file.centroids.count) centroids but \(file.neurons.count) neuron lists (one per centroid needed)")
+            throw MenagerieError.invalidArgument(
+                "clusters: \(path): \(file.centroids.count) centroids but \(file.neurons.count) neuron lists (one per centroid needed)")
         }
         for (c, lists) in file.neurons.enumerated() {
             for (layer, list) in lists {
-                guard Int(layer) != nil else { throw MenagerieError.invalidArgument("clusters: \(path): neurons[\(c)] has a layer key '\(layer)' that is not an integer") }
+                guard Int(layer) != nil else {
+                    throw MenagerieError.invalidArgument("clusters: \(path): neurons[\(c)] has a layer key '\(layer)' that is not an integer")
+                }
                 if let bad = list.first(where: { !(0..<dff).contains($0) }) {
                     throw MenagerieError.invalidArgument("clusters: \(path): neurons[\(c)][\"\(layer)\"] holds neuron \(bad), outside 0..<\(dff) (d_ff)")
                 }
@@ -142,7 +152,13 @@ func kMeans(_ points: [[Double]], k: Int, seed: UInt64) -> (centroids: [[Double]
         let d = points.map { p in centroids.map { distance(p, $0) }.min()! }
         let total = d.reduce(0, +)
         var u = rng.nextUniform() * total, pick = points.count - 1
-        for (i, v) in d.enumerated() { u -= v; if u <= 0 { pick = i; break } }
+        for (i, v) in d.enumerated() {
+            u -= v
+            if u <= 0 {
+                pick = i
+                break
+            }
+        }
         centroids.append(points[pick])
     }
     var assignments = [Int](repeating: -1, count: points.count)

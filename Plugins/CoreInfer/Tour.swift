@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -22,8 +22,10 @@ extension CoreInferComponent {
         let sparse = try generate(Request(options: o, inputs: request.inputs, host: request.host, component: Self.id, operation: "generate"))
         let analysis = try analyze(Request(options: o, inputs: request.inputs, host: request.host, component: Self.id, operation: "analyze"))
         var result = analysis.result.objectValue ?? [:]
-        for key in ["text", "speedup", "decode_tokens_per_s", "dense_decode_tokens_per_s", "prefill_tokens_per_s", "greedy_agreement_prefix",
-                    "kept_neurons_per_layer"] {
+        for key in [
+            "text", "speedup", "decode_tokens_per_s", "dense_decode_tokens_per_s", "prefill_tokens_per_s", "greedy_agreement_prefix",
+            "kept_neurons_per_layer",
+        ] {
             result["generate_" + key] = sparse.result[key]
         }
         result["prompt"] = .string(o.prompt)

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -14,21 +14,28 @@ extension CoreInferComponent {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         // Positivity first: `hidden % heads` with heads 0 would trap.
-        for (key, value) in [("hidden", o.hidden), ("layers", o.layers), ("heads", o.heads), ("kv_heads", o.kv_heads), ("ffn", o.ffn),
-                             ("max_positions", o.max_positions), ("steps", o.steps), ("batch", o.batch)] where value <= 0 {
+        for (key, value) in [
+            ("hidden", o.hidden), ("layers", o.layers), ("heads", o.heads), ("kv_heads", o.kv_heads), ("ffn", o.ffn),
+            ("max_positions", o.max_positions), ("steps", o.steps), ("batch", o.batch),
+        ] where value <= 0 {
             throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.hidden % o.heads == 0, o.heads % o.kv_heads == 0, o.context >= 8, o.context <= 1_048_576 else {
-            throw MenagerieError.invalidArgument("hidden (\(o.hidden)) must be a multiple of heads (\(o.heads)), heads of kv_heads (\(o.kv_heads)); context (\(o.context)) in 8…1048576")
+            throw MenagerieError.invalidArgument(
+                "hidden (\(o.hidden)) must be a multiple of heads (\(o.heads)), heads of kv_heads (\(o.kv_heads)); context (\(o.context)) in 8…1048576")
         }
         let corpus = try loadCorpus(o)
-        let tokenizerPath = o.tokenizer.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
+        let tokenizerPath =
+            o.tokenizer.isEmpty
+            ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
         let tokenizer: ByteLevelBPETokenizer
         do { tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         let eos = tokenizer.vocabulary["</s>"].map(Int.init) ?? 1
         var stream: [Int] = []
         for t in corpus.topics { for text in t.texts { stream += tokenizer.encode(text).map(Int.init) + [eos] } }
-        guard stream.count > o.context + 1 else { throw MenagerieError.invalidArgument("the corpus has \(stream.count) tokens: fewer than one window of \(o.context)") }
+        guard stream.count > o.context + 1 else {
+            throw MenagerieError.invalidArgument("the corpus has \(stream.count) tokens: fewer than one window of \(o.context)")
+        }
         let json: JSONValue = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": .number(Double(o.hidden)),
             "intermediate_size": .number(Double(o.ffn)), "num_hidden_layers": .number(Double(o.layers)),
@@ -78,9 +85,12 @@ extension CoreInferComponent {
         try AtomicFile.write(json.prettyText + "\n", to: dir + "/config.json")
         try FileManager.default.copyItem(atPath: tokenizerPath, toPath: dir + "/tokenizer.json")
         try AtomicFile.write(curve, to: request.host.scratchDirectory + "/curve.csv")
-        return Response(result: ["steps": .number(Double(o.steps)), "first_loss": .number(first), "final_loss": .number(last),
-                                 "corpus_tokens": .number(Double(stream.count)), "seconds": .number(Date().timeIntervalSince(started)),
-                                 "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["model/config.json", "model/model.safetensors", "model/tokenizer.json", "curve.csv"])
+        return Response(
+            result: [
+                "steps": .number(Double(o.steps)), "first_loss": .number(first), "final_loss": .number(last),
+                "corpus_tokens": .number(Double(stream.count)), "seconds": .number(Date().timeIntervalSince(started)),
+                "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) })),
+            ],
+            artifacts: ["model/config.json", "model/model.safetensors", "model/tokenizer.json", "curve.csv"])
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// CIFAR-10 in its binary version (Krizhevsky 2009): `data_batch_1.bin` … `data_batch_5.bin` and
 /// `test_batch.bin`, each a run of 3073-byte records (a label byte, then 1024 red, 1024 green and
@@ -26,7 +26,10 @@ public struct CIFAR10Source: ItemSource {
             let f = try MappedFile(path: path)
             guard f.count > 0 && f.count % Self.record == 0 else {
                 let e = FormatError(path: path, "truncated or not CIFAR-10 binary: \(f.count) bytes is not a whole number of \(Self.record)-byte records")
-                if skipBad { skipped.append(Skipped(file: path, reason: "\(e)")); return nil }
+                if skipBad {
+                    skipped.append(Skipped(file: path, reason: "\(e)"))
+                    return nil
+                }
                 throw e
             }
             return f
@@ -39,7 +42,8 @@ public struct CIFAR10Source: ItemSource {
             throw FormatError(path: root, "valCount \(valCount) must be below the \(trainCount) training records")
         }
         self.valCount = valCount
-        let meta = (try? RegularFile.text(root + "/batches.meta.txt", limit: 1 << 20))?
+        let meta =
+            (try? RegularFile.text(root + "/batches.meta.txt", limit: 1 << 20))?
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } ?? []
         classNames = meta.count == 10 ? meta : ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
         self.skipped = skipped
@@ -53,7 +57,10 @@ public struct CIFAR10Source: ItemSource {
             i = split == 0 ? index : trainCount - valCount + index
             for f in train {
                 let n = f.count / Self.record
-                if i < n { file = f; break }
+                if i < n {
+                    file = f
+                    break
+                }
                 i -= n
             }
         }

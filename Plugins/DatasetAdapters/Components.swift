@@ -14,10 +14,12 @@ private let batchHelp = [
 private let batchRanges: [String: ClosedRange<Double>] = ["start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
 
 private func batchOutputs(channels: String, ranks: Bool) -> [TensorSpec] {
-    [TensorSpec("images", dtypes: ["f32"], shape: "N×\(channels)×S×S", summary: "pixels in [0, 1]"),
-     TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "class index"),
-     TensorSpec("index", dtypes: ["i64"], shape: "N", summary: "the image's index in its split")]
-    + (ranks ? [TensorSpec("rank_labels", dtypes: ["i64"], shape: "N×7", summary: "node index per rank, kingdom … species (with a taxonomy)")] : [])
+    [
+        TensorSpec("images", dtypes: ["f32"], shape: "N×\(channels)×S×S", summary: "pixels in [0, 1]"),
+        TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "class index"),
+        TensorSpec("index", dtypes: ["i64"], shape: "N", summary: "the image's index in its split"),
+    ]
+        + (ranks ? [TensorSpec("rank_labels", dtypes: ["i64"], shape: "N×7", summary: "node index per rank, kingdom … species (with a taxonomy)")] : [])
 }
 
 private func requireRoot(_ root: String, _ id: String) throws -> String {
@@ -52,8 +54,9 @@ struct ImageFolderComponent: Dataset {
     static let id = "image-folder"
     static let summary = "Class-per-folder PNG/TIFF/JPEG images, with an optional seven-rank taxonomy CSV"
     static let operations = [
-        OperationSpec("batch", summary: "images and labels (and rank labels with a taxonomy) of one slice of a split",
-                      outputs: batchOutputs(channels: "3", ranks: true)),
+        OperationSpec(
+            "batch", summary: "images and labels (and rank labels with a taxonomy) of one slice of a split",
+            outputs: batchOutputs(channels: "3", ranks: true)),
         OperationSpec("describe", summary: "classes (with taxonomy), split sizes, skipped items"),
     ]
 
@@ -61,10 +64,11 @@ struct ImageFolderComponent: Dataset {
         guard (8...1024).contains(o.size) else { throw MenagerieError.invalidArgument("option 'size' of '\(Self.id)' must lie in 8…1024, got \(o.size)") }
         let root = try requireRoot(o.root, Self.id)
         return try reading {
-            try ImageFolderSource(root: root, size: o.size, squash: o.resize == "squash",
-                                  taxonomyPath: o.taxonomy.isEmpty ? nil : (o.taxonomy as NSString).expandingTildeInPath,
-                                  valFraction: o.valFraction, testFraction: o.testFraction,
-                                  seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad)
+            try ImageFolderSource(
+                root: root, size: o.size, squash: o.resize == "squash",
+                taxonomyPath: o.taxonomy.isEmpty ? nil : (o.taxonomy as NSString).expandingTildeInPath,
+                valFraction: o.valFraction, testFraction: o.testFraction,
+                seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad)
         }
     }
 
@@ -72,18 +76,21 @@ struct ImageFolderComponent: Dataset {
         let s = try source(request.options)
         var extra: [String: JSONValue] = [:]
         if let tax = s.taxonomy {
-            extra["taxonomy"] = .array(zip(tax, s.commonNames ?? []).map { lineage, common in
-                .object(Dictionary(uniqueKeysWithValues: zip(ImageFolderSource.rankNames, lineage.map { JSONValue.string($0) }))
-                        .merging(["common_name": .string(common)]) { a, _ in a })
-            })
+            extra["taxonomy"] = .array(
+                zip(tax, s.commonNames ?? []).map { lineage, common in
+                    .object(
+                        Dictionary(uniqueKeysWithValues: zip(ImageFolderSource.rankNames, lineage.map { JSONValue.string($0) }))
+                            .merging(["common_name": .string(common)]) { a, _ in a })
+                })
         }
         return Batching.describe(s, name: Self.id, extra: extra, skipped: s.skipped)
     }
 
     func batch(_ request: Request<Options>) throws -> Response {
         let o = request.options, s = try source(o)
-        return try Batching.batch(s, component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
-                                  epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: s.skipped)
+        return try Batching.batch(
+            s, component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
+            epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: s.skipped)
     }
 }
 
@@ -129,8 +136,10 @@ struct SplitFilesOptions: ComponentOptions {
     var size = 0
     var split = "train", start = 0, count = 64, shuffle = true, epoch = 0, seed = 0
     var skip_bad = false
-    static let help = batchHelp.merging(["size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)",
-                                         "valCount": "the last valCount training items form the val split"]) { a, _ in a }
+    static let help = batchHelp.merging([
+        "size": "side of the returned images (0: the files' own; others resample, antialiased bilinear)",
+        "valCount": "the last valCount training items form the val split",
+    ]) { a, _ in a }
     static let ranges = batchRanges.merging(["valCount": 0...1e12, "size": 0...1024]) { a, _ in a }
     static let choices = ["split": ["train", "val", "test"]]
 }
@@ -141,8 +150,10 @@ struct SplitFilesComponent<Format: SplitFilesFormat>: Dataset {
     static var id: String { Format.id }
     static var summary: String { Format.summary }
     static var operations: [OperationSpec] {
-        [OperationSpec("batch", summary: Format.batchSummary, outputs: batchOutputs(channels: Format.channels, ranks: false)),
-         OperationSpec("describe", summary: Format.describeSummary)]
+        [
+            OperationSpec("batch", summary: Format.batchSummary, outputs: batchOutputs(channels: Format.channels, ranks: false)),
+            OperationSpec("describe", summary: Format.describeSummary),
+        ]
     }
     static var inTour: Bool { true }
     func tour(_ request: Request<Options>) throws -> Response { try Format.tour(scratch: request.host.scratchDirectory, seed: request.host.seed) }
@@ -162,8 +173,9 @@ struct SplitFilesComponent<Format: SplitFilesFormat>: Dataset {
     func batch(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let (s, skipped) = try source(o)
-        return try Batching.batch(s, component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
-                                  epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: skipped)
+        return try Batching.batch(
+            s, component: Self.id, split: o.split, start: o.start, count: o.count, shuffle: o.shuffle,
+            epoch: o.epoch, seed: UInt64(bitPattern: Int64(o.seed)), skipBad: o.skip_bad, skippedBefore: skipped)
     }
 }
 
@@ -174,6 +186,8 @@ public enum DatasetAdaptersPlugin: Plugin {
     public static let summary = "Real data in its own formats: image folders with taxonomy, MNIST IDX, CIFAR-10 binary"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = [ImageFolderComponent.self, SplitFilesComponent<MNISTFormat>.self,
-                                                          SplitFilesComponent<CIFAR10Format>.self]
+    public static let components: [any Component.Type] = [
+        ImageFolderComponent.self, SplitFilesComponent<MNISTFormat>.self,
+        SplitFilesComponent<CIFAR10Format>.self,
+    ]
 }

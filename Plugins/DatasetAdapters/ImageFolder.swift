@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
 
@@ -27,11 +27,15 @@ public struct ImageFolderSource: ItemSource {
     public let skipped: [Skipped]
     static let rankNames = ["kingdom", "phylum", "class", "order", "family", "genus", "species"]
 
-    public init(root: String, size: Int, squash: Bool, taxonomyPath: String?, valFraction: Double, testFraction: Double,
-                seed: UInt64, skipBad: Bool) throws {
+    public init(
+        root: String, size: Int, squash: Bool, taxonomyPath: String?, valFraction: Double, testFraction: Double,
+        seed: UInt64, skipBad: Bool
+    ) throws {
         let fm = FileManager.default
         var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: root, isDirectory: &isDir) else { throw FormatError(path: root, "no such folder (set root=PATH to a class-per-folder image tree)") }
+        guard fm.fileExists(atPath: root, isDirectory: &isDir) else {
+            throw FormatError(path: root, "no such folder (set root=PATH to a class-per-folder image tree)")
+        }
         guard isDir.boolValue else { throw FormatError(path: root, "is a file; root must be a folder of class folders") }
         func subfolders(_ path: String) throws -> [String] {
             try fm.contentsOfDirectory(atPath: path).filter { name in
@@ -186,7 +190,9 @@ public struct ImageFolderSource: ItemSource {
             }
             guard let c = classIndex[cls] else { continue }
             if let previous = perClass[c], previous != lineage {
-                throw FormatError(path: path, "row \(line) gives class '\(cls)' the ranks \(lineage.joined(separator: " > ")), an earlier row \(previous.joined(separator: " > "))")
+                throw FormatError(
+                    path: path,
+                    "row \(line) gives class '\(cls)' the ranks \(lineage.joined(separator: " > ")), an earlier row \(previous.joined(separator: " > "))")
             }
             perClass[c] = lineage
             if let commonColumn { common[c] = row[commonColumn] }
@@ -210,15 +216,29 @@ enum CSV {
             let ch = chars[i]
             if inQuotes {
                 if ch == "\"" {
-                    if i + 1 < chars.count && chars[i + 1] == "\"" { field.unicodeScalars.append("\""); i += 1 } else { inQuotes = false; afterQuote = true }
-                } else { field.unicodeScalars.append(ch) }
+                    if i + 1 < chars.count && chars[i + 1] == "\"" {
+                        field.unicodeScalars.append("\"")
+                        i += 1
+                    } else {
+                        inQuotes = false
+                        afterQuote = true
+                    }
+                } else {
+                    field.unicodeScalars.append(ch)
+                }
             } else if ch == "\"" && field.isEmpty && !afterQuote {
                 inQuotes = true
             } else if ch == "," {
-                row.append(field); field = ""; afterQuote = false
+                row.append(field)
+                field = ""
+                afterQuote = false
             } else if ch == "\n" || ch == "\r" {
                 if ch == "\r" && i + 1 < chars.count && chars[i + 1] == "\n" { i += 1 }
-                row.append(field); rows.append(row); row = []; field = ""; afterQuote = false
+                row.append(field)
+                rows.append(row)
+                row = []
+                field = ""
+                afterQuote = false
             } else {
                 if afterQuote { throw FormatError(path: path, "row \(rows.count + 1): text after a closing quote") }
                 field.unicodeScalars.append(ch)

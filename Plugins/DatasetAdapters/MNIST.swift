@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// MNIST in its original IDX files (LeCun et al.): `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (the `.idx3-ubyte` spelling is accepted too;
@@ -31,7 +31,9 @@ public struct MNISTSource: ItemSource {
                 throw FormatError(path: labels.file.path, "holds \(labels.dims[0]) labels but \(images.file.path) holds \(images.dims[0]) images")
             }
             guard images.dims[1] > 0 else { throw FormatError(path: images.file.path, "images are \(images.dims[1])×\(images.dims[2]) pixels: empty") }
-            guard images.dims[1] == images.dims[2] else { throw FormatError(path: images.file.path, "images are \(images.dims[1])×\(images.dims[2]); square images expected") }
+            guard images.dims[1] == images.dims[2] else {
+                throw FormatError(path: images.file.path, "images are \(images.dims[1])×\(images.dims[2]); square images expected")
+            }
         }
         guard trainImages.dims[1] == testImages.dims[1] else {
             throw FormatError(path: testImages.file.path, "images are \(testImages.dims[1]) px but the training images are \(trainImages.dims[1]) px")
@@ -48,7 +50,8 @@ public struct MNISTSource: ItemSource {
     }
 
     public func item(split: Int, index: Int) throws -> (pixels: [Float], label: Int) {
-        let (images, labels, i) = split == 2 ? (testImages, testLabels, index) : (trainImages, trainLabels, split == 0 ? index : trainImages.dims[0] - valCount + index)
+        let (images, labels, i) =
+            split == 2 ? (testImages, testLabels, index) : (trainImages, trainLabels, split == 0 ? index : trainImages.dims[0] - valCount + index)
         let plane = size * size
         let base = images.data + i * plane
         let label = Int(labels.data.load(fromByteOffset: i, as: UInt8.self))
@@ -73,7 +76,8 @@ struct IDX: @unchecked Sendable {
         guard file.count >= 4 + 4 * rank else { throw FormatError(path: path, "truncated: \(file.count) bytes cannot hold an IDX header of rank \(rank)") }
         let magic = u32(0)
         guard magic == 0x0800 | rank else {
-            throw FormatError(path: path, String(format: "not an IDX file of unsigned bytes and rank %d (magic 0x%08x, expected 0x%08x)", rank, magic, 0x0800 | rank))
+            throw FormatError(
+                path: path, String(format: "not an IDX file of unsigned bytes and rank %d (magic 0x%08x, expected 0x%08x)", rank, magic, 0x0800 | rank))
         }
         dims = (0..<rank).map { u32(4 + 4 * $0) }
         // Each dimension is < 2^32, so their product can overflow: checked, then compared with the
@@ -86,7 +90,8 @@ struct IDX: @unchecked Sendable {
         let (need, overflow) = header.addingReportingOverflow(elements)
         guard !overflow, file.count == need else {
             if overflow || file.count < need {
-                throw FormatError(path: path, "truncated: the header's dimensions \(dims) need \(overflow ? "more than 2^63" : "\(need)") bytes, the file has \(file.count)")
+                throw FormatError(
+                    path: path, "truncated: the header's dimensions \(dims) need \(overflow ? "more than 2^63" : "\(need)") bytes, the file has \(file.count)")
             }
             throw FormatError(path: path, "has trailing bytes: the header \(dims) needs \(need) bytes, the file has \(file.count)")
         }

@@ -1,6 +1,6 @@
 import Foundation
-import MenagerieKit
 import Imaging
+import MenagerieKit
 import Tensors
 
 /// What every adapter provides: classes, split sizes, and one item at a time. Items are read when
@@ -38,8 +38,10 @@ enum Batching {
 
     /// Reads the slice; with `skipBad` an unreadable item is left out and reported, otherwise its
     /// error (naming the file) ends the call.
-    static func batch(_ source: ItemSource, component: String, split name: String, start: Int, count: Int, shuffle: Bool,
-                      epoch: Int, seed: UInt64, skipBad: Bool, skippedBefore: [Skipped] = []) throws -> Response {
+    static func batch(
+        _ source: ItemSource, component: String, split name: String, start: Int, count: Int, shuffle: Bool,
+        epoch: Int, seed: UInt64, skipBad: Bool, skippedBefore: [Skipped] = []
+    ) throws -> Response {
         guard let split = splitNames.firstIndex(of: name) else {
             throw MenagerieError.invalidArgument("option 'split' of '\(component)' must be train, val or test, got '\(name)'")
         }
@@ -73,10 +75,13 @@ enum Batching {
             tensors.append(("rank_labels", try Tensor(labels.flatMap { ranks[Int($0)].map(Int64.init) }, shape: [n, 7])))
         }
         let skippedJSON: [JSONValue] = skipped.map { .object(["file": .string($0.file), "reason": .string($0.reason)]) }
-        return Response(result: ["split": .string(name), "start": .number(Double(start)), "count": .number(Double(n)),
-                                 "total": .number(Double(total)), "classes": .number(Double(source.classNames.count)),
-                                 "skipped": .number(Double(skipped.count)), "skipped_items": .array(skippedJSON)],
-                        tensors: tensors)
+        return Response(
+            result: [
+                "split": .string(name), "start": .number(Double(start)), "count": .number(Double(n)),
+                "total": .number(Double(total)), "classes": .number(Double(source.classNames.count)),
+                "skipped": .number(Double(skipped.count)), "skipped_items": .array(skippedJSON),
+            ],
+            tensors: tensors)
     }
 
     static func describe(_ source: ItemSource, name: String, extra: [String: JSONValue] = [:], skipped: [Skipped] = []) -> Response {

@@ -62,17 +62,23 @@ extension ImageFolderComponent {
                 let px = shapeImage(kind: k, size: 48, rng: &rng)
                 try PNG.write(Image(width: 48, height: 48, channels: 3, pixels: px), to: String(format: "%@/%@/%02d.png", root, name, i))
             }
-            csv += "\(name),Geometria,Planaria,Polygonia,Formiformes,\(k == 1 ? "Curvidae" : "Angulidae"),\(name.capitalized)us,\(name.capitalized)us vulgaris,common \(name)\n"
+            csv +=
+                "\(name),Geometria,Planaria,Polygonia,Formiformes,\(k == 1 ? "Curvidae" : "Angulidae"),\(name.capitalized)us,\(name.capitalized)us vulgaris,common \(name)\n"
         }
         try AtomicFile.write(csv, to: root + "/taxonomy.csv")
-        let source = try ImageFolderSource(root: root, size: 32, squash: false, taxonomyPath: root + "/taxonomy.csv",
-                                           valFraction: 0, testFraction: 0.34, seed: 0, skipBad: false)
-        try sheet(source, split: 0, count: 12, columns: 6, title: "image-folder: the first training items as read back (32 px)").write(to: dir + "/image_folder_batch.png")
+        let source = try ImageFolderSource(
+            root: root, size: 32, squash: false, taxonomyPath: root + "/taxonomy.csv",
+            valFraction: 0, testFraction: 0.34, seed: 0, skipBad: false)
+        try sheet(source, split: 0, count: 12, columns: 6, title: "image-folder: the first training items as read back (32 px)").write(
+            to: dir + "/image_folder_batch.png")
         let files = try FileManager.default.subpathsOfDirectory(atPath: root).filter { $0.hasSuffix(".png") || $0.hasSuffix(".csv") }.sorted()
-        return Response(result: ["classes": .array(source.classNames.map { .string($0) }),
-                                 "train": .number(Double(source.count(split: 0))), "test": .number(Double(source.count(split: 2))),
-                                 "rank_nodes_family": .number(Double(Set(source.rankLabels!.map { $0[4] }).count))],
-                        artifacts: Figure.files("image_folder_batch.png") + files.map { "shapes/" + $0 })
+        return Response(
+            result: [
+                "classes": .array(source.classNames.map { .string($0) }),
+                "train": .number(Double(source.count(split: 0))), "test": .number(Double(source.count(split: 2))),
+                "rank_nodes_family": .number(Double(Set(source.rankLabels!.map { $0[4] }).count)),
+            ],
+            artifacts: Figure.files("image_folder_batch.png") + files.map { "shapes/" + $0 })
     }
 }
 
@@ -98,11 +104,17 @@ extension MNISTFormat {
             try AtomicFile.write(idx(0x801, [UInt32(n)], labels), to: "\(dir)/\(prefix)-labels-idx1-ubyte")
         }
         let source = try MNISTSource(root: dir, valCount: 5)
-        try sheet(source, split: 2, count: 10, columns: 10, title: "mnist-idx: the test split as read back from the IDX files").write(to: dir + "/mnist_test_batch.png")
-        return Response(result: ["train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
-                                 "test": .number(Double(source.count(split: 2)))],
-                        artifacts: Figure.files("mnist_test_batch.png") + ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])
+        try sheet(source, split: 2, count: 10, columns: 10, title: "mnist-idx: the test split as read back from the IDX files").write(
+            to: dir + "/mnist_test_batch.png")
+        return Response(
+            result: [
+                "train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
+                "test": .number(Double(source.count(split: 2))),
+            ],
+            artifacts: Figure.files("mnist_test_batch.png") + [
+                "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+            ])
     }
 }
 
@@ -117,15 +129,19 @@ extension CIFAR10Format {
                 let label = (b + r) % 3
                 let px = shapeImage(kind: label, size: 32, rng: &rng)
                 d.append(UInt8(label))
-                for c in 0..<3 { d.append(contentsOf: stride(from: c, to: px.count, by: 3).map { px[$0] }) }   // planes
+                for c in 0..<3 { d.append(contentsOf: stride(from: c, to: px.count, by: 3).map { px[$0] }) } // planes
             }
             try AtomicFile.write(d, to: "\(dir)/\(name).bin")
             names.append(name + ".bin")
         }
         let source = try CIFAR10Source(root: dir, valCount: 4, skipBad: false)
-        try sheet(source, split: 0, count: 16, columns: 8, title: "cifar10-binary: the first training records as read back").write(to: dir + "/cifar_train_batch.png")
-        return Response(result: ["train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
-                                 "test": .number(Double(source.count(split: 2)))],
-                        artifacts: Figure.files("cifar_train_batch.png") + names)
+        try sheet(source, split: 0, count: 16, columns: 8, title: "cifar10-binary: the first training records as read back").write(
+            to: dir + "/cifar_train_batch.png")
+        return Response(
+            result: [
+                "train": .number(Double(source.count(split: 0))), "val": .number(Double(source.count(split: 1))),
+                "test": .number(Double(source.count(split: 2))),
+            ],
+            artifacts: Figure.files("cifar_train_batch.png") + names)
     }
 }

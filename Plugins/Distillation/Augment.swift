@@ -39,14 +39,16 @@ public struct DSA: Sendable {
         case "cutout":
             let side = Int(Double(s) * cutout + 0.5)
             let ox = Int(rng.next() % UInt64(s + (1 - side % 2))), oy = Int(rng.next() % UInt64(s + (1 - side % 2)))
-            return .spatial(name: "cutout", matrix: Tensor.make([s * s, s * s]) { m in
-                for y in 0..<s {
-                    for x in 0..<s {
-                        let inside = (oy - side / 2..<oy + side / 2).contains(y) && (ox - side / 2..<ox + side / 2).contains(x)
-                        if !inside { m[(y * s + x) * s * s + y * s + x] = 1 }
+            return .spatial(
+                name: "cutout",
+                matrix: Tensor.make([s * s, s * s]) { m in
+                    for y in 0..<s {
+                        for x in 0..<s {
+                            let inside = (oy - side / 2..<oy + side / 2).contains(y) && (ox - side / 2..<ox + side / 2).contains(x)
+                            if !inside { m[(y * s + x) * s * s + y * s + x] = 1 }
+                        }
                     }
-                }
-            })
+                })
         case "flip":
             let flip = u() < 0.5
             return .spatial(name: "flip", matrix: Self.resample(s) { x, y in (Double(flip ? s - 1 - x : x), Double(y)) })

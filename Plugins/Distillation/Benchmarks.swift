@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -10,16 +10,18 @@ import Tensors
 /// epoch of ConvNet-3 on 100 images.
 extension DMComponent {
     static let benchmarks = [
-        BenchmarkSpec("distill.dm_iteration", unit: "ms", summary: "one DM iteration at 3×28×28, 10 classes, IPC 10, 256 real images per class (dm's own loop rate)",
-                      ratioTarget: 1.0),
+        BenchmarkSpec(
+            "distill.dm_iteration", unit: "ms", summary: "one DM iteration at 3×28×28, 10 classes, IPC 10, 256 real images per class (dm's own loop rate)",
+            ratioTarget: 1.0)
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
 }
 
 extension DCComponent {
     static let benchmarks = [
-        BenchmarkSpec("distill.dc_outer_step", unit: "ms", summary: "one DC outer step (per-class gradient matching, second order) at the same shapes",
-                      ratioTarget: 1.0),
+        BenchmarkSpec(
+            "distill.dc_outer_step", unit: "ms", summary: "one DC outer step (per-class gradient matching, second order) at the same shapes",
+            ratioTarget: 1.0)
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
 }
@@ -27,8 +29,9 @@ extension DCComponent {
 extension DistilledEvalComponent {
     static let benchmarks = [
         BenchmarkSpec("distill.eval_epoch", unit: "ms", summary: "one protocol-1 training step of ConvNet-3 on 100 distilled 3×28×28 images", ratioTarget: 1.0),
-        BenchmarkSpec("convnet3.train_step", unit: "ms", summary: "one SGD step of ConvNet-3 (momentum 0.9, weight decay 5e-4) at batch 256 on 32×32×3",
-                      ratioTarget: 1.0),
+        BenchmarkSpec(
+            "convnet3.train_step", unit: "ms", summary: "one SGD step of ConvNet-3 (momentum 0.9, weight decay 5e-4) at batch 256 on 32×32×3",
+            ratioTarget: 1.0),
     ]
     func benchmark(_ run: BenchmarkRun) throws {
         try run.distillationBenchmarks()
@@ -38,29 +41,33 @@ extension DistilledEvalComponent {
 
 extension LatentDiffusionComponent {
     static let benchmarks = [
-        BenchmarkSpec("diffusion.denoiser_step_64", unit: "ms", summary: "one DDIM step with CFG 4 on 64 latents of the embedded latent diffusion model"),
+        BenchmarkSpec("diffusion.denoiser_step_64", unit: "ms", summary: "one DDIM step with CFG 4 on 64 latents of the embedded latent diffusion model")
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
 }
 
 extension PlainDiffusionComponent {
     static let benchmarks = [
-        BenchmarkSpec("diffusion.generate", unit: "images/s", summary: "diffusion-dd generating 16 images (4 classes × IPC 4, 50 steps, CFG 4)"),
+        BenchmarkSpec("diffusion.generate", unit: "images/s", summary: "diffusion-dd generating 16 images (4 classes × IPC 4, 50 steps, CFG 4)")
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
 }
 
 extension ConcordComponent {
     static let benchmarks = [
-        BenchmarkSpec("diffusion.generate_concord", unit: "images/s", summary: "concord generating 16 images (decode + CLIP forward and backward through the host at every step)"),
+        BenchmarkSpec(
+            "diffusion.generate_concord", unit: "images/s",
+            summary: "concord generating 16 images (decode + CLIP forward and backward through the host at every step)")
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
 }
 
 extension BenchmarkRun {
     func distillationBenchmarks() throws {
-        let data: JSONValue = ["dataset": "cmnist-dd", "dataset_options": ["per_class=300", "test_per_class=10"], "ipc": 10, "batch_real": 256,
-                               "augment": "none"]
+        let data: JSONValue = [
+            "dataset": "cmnist-dd", "dataset_options": ["per_class=300", "test_per_class=10"], "ipc": 10, "batch_real": 256,
+            "augment": "none",
+        ]
         func perIteration(_ id: String, _ extra: [String: JSONValue], iterations: Int) throws -> [Double] {
             var options = data.objectValue!
             for (k, v) in extra { options[k] = v }
@@ -99,7 +106,7 @@ extension BenchmarkRun {
             r.ratioTarget = 1.0
             records.append(r)
         }
-    
+
         // The embedded latent diffusion model (synthetic-tol, 32 px): one DDIM step with CFG on 64
         // latents, and generation throughput (50 steps, CFG 4) without and with CONCORD's guidance.
         if wanted("diffusion.denoiser_step_64"), has("latent-diffusion") {
@@ -129,7 +136,7 @@ extension BenchmarkRun {
             let labels = (0..<batch).map { $0 % 10 }
             let net = ConvNet(channels: 3, classes: 10)
             let opt = SGD(net.parameters, learningRate: 0.01, momentum: 0.9, weightDecay: 5e-4)
-            opt.minimize(crossEntropy(net(x), labels: labels))     // warm-up: fills the buffer pool
+            opt.minimize(crossEntropy(net(x), labels: labels)) // warm-up: fills the buffer pool
             var samples: [Double] = []
             for _ in 0..<max(3, repeats / 4) {
                 let t0 = now()

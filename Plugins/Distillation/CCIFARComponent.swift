@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -30,16 +30,21 @@ struct CCIFARComponent: Dataset {
             "shuffle": "batch: seeded shuffle", "epoch": "batch: the shuffle's epoch",
         ]
         static let choices = ["split": ["train", "test"]]
-        static let ranges: [String: ClosedRange<Double>] = ["severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
-                                                            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12,
+        ]
     }
     static let id = "ccifar10-dd"
     static let summary = "Corrupted CIFAR-10 with a corruption bias of ratio ρ (Biased-DD's CCIFAR10-DD); synthetic-tol when no CIFAR files are given"
     static let operations = [
-        OperationSpec("batch", summary: "corrupted images, labels, the corruption attribute, aligned flags",
-                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×32×32"), TensorSpec("labels", dtypes: ["i64"], shape: "N"),
-                                TensorSpec("corruptions", dtypes: ["i64"], shape: "N", summary: "0 snow … 9 saturate"),
-                                TensorSpec("aligned", dtypes: ["i64"], shape: "N")]),
+        OperationSpec(
+            "batch", summary: "corrupted images, labels, the corruption attribute, aligned flags",
+            outputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×3×32×32"), TensorSpec("labels", dtypes: ["i64"], shape: "N"),
+                TensorSpec("corruptions", dtypes: ["i64"], shape: "N", summary: "0 snow … 9 saturate"),
+                TensorSpec("aligned", dtypes: ["i64"], shape: "N"),
+            ]),
         OperationSpec("describe", summary: "classes, split sizes, the corruptions and which are approximations"),
         OperationSpec("export", summary: "a sheet: each class under each corruption"),
     ]
@@ -50,8 +55,10 @@ struct CCIFARComponent: Dataset {
             let d = try SplitCache.shared.load(dataset: "cifar10-binary", options: ["root=" + o.root], size: 32, split: split, host: host)
             return (d.images, d.labels, d.channels, d.size, "cifar10-binary (\(o.root))")
         }
-        let tree = ["phyla=2", "classesPerPhylum=1", "ordersPerClass=1", "familiesPerOrder=1", "generaPerFamily=1", "speciesPerGenus=5",
-                    "trainPerSpecies=\(o.per_class)", "valPerSpecies=0", "testPerSpecies=\(o.test_per_class)"]
+        let tree = [
+            "phyla=2", "classesPerPhylum=1", "ordersPerClass=1", "familiesPerOrder=1", "generaPerFamily=1", "speciesPerGenus=5",
+            "trainPerSpecies=\(o.per_class)", "valPerSpecies=0", "testPerSpecies=\(o.test_per_class)",
+        ]
         let d = try SplitCache.shared.load(dataset: "synthetic-tol", options: tree, size: 32, split: split, host: host)
         return (d.images, d.labels, d.channels, d.size, "synthetic-tol (10 species, 32 px)")
     }
@@ -61,10 +68,12 @@ struct CCIFARComponent: Dataset {
         let train = try base(o, host: request.host, split: "train"), test = try base(o, host: request.host, split: "test")
         let k = (train.labels.max() ?? 0) + 1
         guard k == 10 else { throw MenagerieError.invalidArgument("'\(Self.id)' needs 10 classes (one per corruption); the source has \(k)") }
-        return Response(result: ["classes": .array((0..<10).map { .string("class \($0)") }), "channels": 3, "size": 32,
-                                 "splits": ["train": .number(Double(train.labels.count)), "test": .number(Double(test.labels.count))],
-                                 "rho": .number(o.rho), "severity": .number(Double(o.severity)), "images": .string(train.name), "attribute": "corruptions",
-                                 "corruptions": .array(Corruption.allCases.map { .object(["name": .string($0.name), "faithful": .bool($0.faithful)]) })])
+        return Response(result: [
+            "classes": .array((0..<10).map { .string("class \($0)") }), "channels": 3, "size": 32,
+            "splits": ["train": .number(Double(train.labels.count)), "test": .number(Double(test.labels.count))],
+            "rho": .number(o.rho), "severity": .number(Double(o.severity)), "images": .string(train.name), "attribute": "corruptions",
+            "corruptions": .array(Corruption.allCases.map { .object(["name": .string($0.name), "faithful": .bool($0.faithful)]) }),
+        ])
     }
 
     func samples(_ o: Options, split: String, indices: [Int], host: PluginHost) throws -> (images: [Float], labels: [Int], attrs: [Int]) {
@@ -92,13 +101,17 @@ struct CCIFARComponent: Dataset {
         let o = request.options
         let src = try base(o, host: request.host, split: o.split)
         let total = src.labels.count
-        let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
-                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 9)
+        let picked = try batchOrder(
+            component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
+            seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 9)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
-        return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)), "images": .string(src.name)],
-                        tensors: [("images", try Tensor(s.images, shape: [picked.count, 3, src.size, src.size])),
-                                  ("labels", Tensor(s.labels.map(Int64.init))), ("corruptions", Tensor(s.attrs.map(Int64.init))),
-                                  ("aligned", Tensor(zip(s.labels, s.attrs).map { Int64($0 == $1 ? 1 : 0) }))])
+        return Response(
+            result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)), "images": .string(src.name)],
+            tensors: [
+                ("images", try Tensor(s.images, shape: [picked.count, 3, src.size, src.size])),
+                ("labels", Tensor(s.labels.map(Int64.init))), ("corruptions", Tensor(s.attrs.map(Int64.init))),
+                ("aligned", Tensor(zip(s.labels, s.attrs).map { Int64($0 == $1 ? 1 : 0) })),
+            ])
     }
 
     func export(_ request: Request<Options>) throws -> Response {
@@ -119,8 +132,11 @@ struct CCIFARComponent: Dataset {
                 tiles[tiles.count - 1].append(Image(width: s, height: s, channels: 3, pixels: px))
             }
         }
-        try ImageGrid(title: "CIFAR-10-C style corruptions at severity \(o.severity + 1)", columnHeaders: Corruption.allCases.map(\.name),
-                      rowHeaders: rowHeaders, tiles: tiles, tileSize: 64).write(to: request.host.scratchDirectory + "/corruptions.png")
-        return Response(result: ["columns": .array(Corruption.allCases.map { .string($0.name) }), "images": .string(src.name)], artifacts: Figure.files("corruptions.png"))
+        try ImageGrid(
+            title: "CIFAR-10-C style corruptions at severity \(o.severity + 1)", columnHeaders: Corruption.allCases.map(\.name),
+            rowHeaders: rowHeaders, tiles: tiles, tileSize: 64
+        ).write(to: request.host.scratchDirectory + "/corruptions.png")
+        return Response(
+            result: ["columns": .array(Corruption.allCases.map { .string($0.name) }), "images": .string(src.name)], artifacts: Figure.files("corruptions.png"))
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -29,17 +29,22 @@ struct CMNISTComponent: Dataset {
             "shuffle": "batch: seeded shuffle of the split", "epoch": "batch: the shuffle's epoch",
         ]
         static let choices = ["split": ["train", "test"]]
-        static let ranges: [String: ClosedRange<Double>] = ["severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
-                                                            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12,
+        ]
     }
     static let id = "cmnist-dd"
     static let summary = "Coloured digits with a colour bias of ratio ρ (Biased-DD's CMNIST-DD): MNIST IDX when given, else rendered digits"
     static let operations = [
-        OperationSpec("batch", summary: "coloured digits, labels, colour attribute and whether each is bias-aligned",
-                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1]"),
-                                TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "digit"),
-                                TensorSpec("colors", dtypes: ["i64"], shape: "N", summary: "colour index (the bias attribute)"),
-                                TensorSpec("aligned", dtypes: ["i64"], shape: "N", summary: "1 when the colour equals the digit")]),
+        OperationSpec(
+            "batch", summary: "coloured digits, labels, colour attribute and whether each is bias-aligned",
+            outputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1]"),
+                TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "digit"),
+                TensorSpec("colors", dtypes: ["i64"], shape: "N", summary: "colour index (the bias attribute)"),
+                TensorSpec("aligned", dtypes: ["i64"], shape: "N", summary: "1 when the colour equals the digit"),
+            ]),
         OperationSpec("describe", summary: "classes, split sizes, ρ, severity, the digit source"),
         OperationSpec("export", summary: "a contact sheet (rows: digits) and counts per (class, colour) as CSV"),
     ]
@@ -70,20 +75,24 @@ struct CMNISTComponent: Dataset {
         var rng = SeededGenerator(seed: seed)
         order.shuffle(using: &rng)
         let labels = order, size = o.size
-        return Source(labels: labels, digit: { i in
-            var r = SeededGenerator(seed: seed &+ UInt64(i) &* 0xD1B5_4A32_D192_ED03)
-            return DigitRenderer.render(labels[i], size: size, rng: &r)
-        }, name: "built-in renderer")
+        return Source(
+            labels: labels,
+            digit: { i in
+                var r = SeededGenerator(seed: seed &+ UInt64(i) &* 0xD1B5_4A32_D192_ED03)
+                return DigitRenderer.render(labels[i], size: size, rng: &r)
+            }, name: "built-in renderer")
     }
 
     func describe(_ request: Request<Options>) throws -> Response {
         let o = request.options
         try validate(o)
         let train = try source(o, split: "train", host: request.host), test = try source(o, split: "test", host: request.host)
-        return Response(result: ["classes": .array((0..<10).map { .string("\($0)") }), "channels": 3, "size": .number(Double(o.size)),
-                                 "splits": ["train": .number(Double(train.labels.count)), "test": .number(Double(test.labels.count))],
-                                 "rho": .number(o.rho), "severity": .number(Double(o.severity)), "digits": .string(train.name),
-                                 "attribute": "colors"])
+        return Response(result: [
+            "classes": .array((0..<10).map { .string("\($0)") }), "channels": 3, "size": .number(Double(o.size)),
+            "splits": ["train": .number(Double(train.labels.count)), "test": .number(Double(test.labels.count))],
+            "rho": .number(o.rho), "severity": .number(Double(o.severity)), "digits": .string(train.name),
+            "attribute": "colors",
+        ])
     }
 
     /// Images, labels, colours of the split's `indices`.
@@ -111,14 +120,20 @@ struct CMNISTComponent: Dataset {
         try validate(o)
         let src = try source(o, split: o.split, host: request.host)
         let total = src.labels.count
-        let picked = try batchOrder(component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
-                                    seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 5)
+        let picked = try batchOrder(
+            component: Self.id, split: o.split, total: total, start: o.start, count: o.count, shuffle: o.shuffle,
+            seed: UInt64(bitPattern: Int64(o.seed)) &+ UInt64(bitPattern: Int64(o.epoch)) &* 7919 &+ 5)
         let s = try samples(o, split: o.split, indices: picked, host: request.host)
-        return Response(result: ["split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)),
-                                 "digits": .string(src.name)],
-                        tensors: [("images", try Tensor(s.images, shape: [picked.count, 3, o.size, o.size])),
-                                  ("labels", Tensor(s.labels.map(Int64.init))), ("colors", Tensor(s.colors.map(Int64.init))),
-                                  ("aligned", Tensor(zip(s.labels, s.colors).map { Int64($0 == $1 ? 1 : 0) }))])
+        return Response(
+            result: [
+                "split": .string(o.split), "count": .number(Double(picked.count)), "total": .number(Double(total)),
+                "digits": .string(src.name),
+            ],
+            tensors: [
+                ("images", try Tensor(s.images, shape: [picked.count, 3, o.size, o.size])),
+                ("labels", Tensor(s.labels.map(Int64.init))), ("colors", Tensor(s.colors.map(Int64.init))),
+                ("aligned", Tensor(zip(s.labels, s.colors).map { Int64($0 == $1 ? 1 : 0) })),
+            ])
     }
 
     func export(_ request: Request<Options>) throws -> Response {
@@ -146,11 +161,16 @@ struct CMNISTComponent: Dataset {
             for p in 0..<plane { for ch in 0..<3 { px[3 * p + ch] = UInt8(max(0, min(255, s.images[k * 3 * plane + ch * plane + p] * 255))) } }
             return Image(width: o.size, height: o.size, channels: 3, pixels: px)
         }
-        try ImageGrid(title: "Colored MNIST (ρ \(o.rho)): 10 training images per digit", columnHeaders: [],
-                      rowHeaders: (0..<10).map { "digit \($0)" }, tiles: (0..<10).map { d in tiles[(d * 10)..<(d * 10 + 10)].map { Optional($0) } }, tileSize: 40)
-            .write(to: dir + "/contact_sheet.png")
-        return Response(result: ["counts": .array(counts.map { .array($0.map { .number(Double($0)) }) }), "digits": .string(src.name),
-                                 "rho": .number(o.rho)], artifacts: ["counts.csv"] + Figure.files("contact_sheet.png"))
+        try ImageGrid(
+            title: "Colored MNIST (ρ \(o.rho)): 10 training images per digit", columnHeaders: [],
+            rowHeaders: (0..<10).map { "digit \($0)" }, tiles: (0..<10).map { d in tiles[(d * 10)..<(d * 10 + 10)].map { Optional($0) } }, tileSize: 40
+        )
+        .write(to: dir + "/contact_sheet.png")
+        return Response(
+            result: [
+                "counts": .array(counts.map { .array($0.map { .number(Double($0)) }) }), "digits": .string(src.name),
+                "rho": .number(o.rho),
+            ], artifacts: ["counts.csv"] + Figure.files("contact_sheet.png"))
     }
 }
 
@@ -175,21 +195,25 @@ final class SplitCache: Sendable {
     private let cache = ProcessCache<(images: [Float], labels: [Int], channels: Int, size: Int)>()
 
     func load(dataset: String, options: [String], size: Int, split: String, host: PluginHost) throws
-        -> (images: [Float], labels: [Int], channels: Int, size: Int) {
+        -> (images: [Float], labels: [Int], channels: Int, size: Int)
+    {
         try cache.value(([dataset, split, "\(size)"] + options).joined(separator: "|")) {
             try Self.read(dataset: dataset, options: options, size: size, split: split, host: host)
         }
     }
 
     private static func read(dataset: String, options: [String], size: Int, split: String, host: PluginHost) throws
-        -> (images: [Float], labels: [Int], channels: Int, size: Int) {
+        -> (images: [Float], labels: [Int], channels: Int, size: Int)
+    {
         let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let total = try proxy.describe()["splits"]?[split]?.intValue ?? 0
         guard total > 0 else { throw MenagerieError.invalidArgument("'\(dataset)' (\(options.joined(separator: " "))) has no '\(split)' split") }
         var images: [Float] = [], labels: [Int] = [], channels = 0, side = 0
         for start in stride(from: 0, to: total, by: 2048) {
-            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(2048, total - start))),
-                                              "shuffle": false])
+            let b = try proxy.batch(options: [
+                "split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(2048, total - start))),
+                "shuffle": false,
+            ])
             guard let x = b.tensors["images"], x.rank == 4, let y = b.tensors["labels"] else {
                 throw MenagerieError.invalidArgument("'\(dataset)' batch returned no images / labels")
             }

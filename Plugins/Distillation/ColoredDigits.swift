@@ -55,8 +55,12 @@ public func colourise(_ digit: [Float], size: Int, colour: Int, severity: Int, r
 /// on the unit square) with per-sample point jitter, slant, scale, offset and pen thickness,
 /// rasterised with anti-aliased edges.
 public enum DigitRenderer {
-    static func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, from a0: Double = 0, to a1: Double = 2 * .pi, n: Int = 18) -> [(Double, Double)] {
-        (0...n).map { i in let a = a0 + (a1 - a0) * Double(i) / Double(n); return (cx + rx * sin(a), cy - ry * cos(a)) }
+    static func ellipse(_ cx: Double, _ cy: Double, _ rx: Double, _ ry: Double, from a0: Double = 0, to a1: Double = 2 * .pi, n: Int = 18) -> [(Double, Double)]
+    {
+        (0...n).map { i in
+            let a = a0 + (a1 - a0) * Double(i) / Double(n)
+            return (cx + rx * sin(a), cy - ry * cos(a))
+        }
     }
 
     static let strokes: [[[(Double, Double)]]] = [

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -34,9 +34,11 @@ struct DistillOptions: ComponentOptions {
         "batch_real": "real images per class per matching step", "lr_image": "SGD rate on the images (−1: DM 1.0, DC/DSA 0.1)",
         "momentum_image": "SGD momentum on the images", "initialisation": "real (random real images of the class) or noise",
         "augment": "default (DSA for DM and DSA, none for DC), dsa or none", "width": "ConvNet width", "depth": "ConvNet depth",
-        "outer_loop": "DC/DSA: outer loop (0: the per-IPC reference schedule)", "inner_loop": "DC/DSA: network epochs on the synthetic set between image updates",
+        "outer_loop": "DC/DSA: outer loop (0: the per-IPC reference schedule)",
+        "inner_loop": "DC/DSA: network epochs on the synthetic set between image updates",
         "lr_net": "DC/DSA: the network's SGD rate", "batch_train": "DC/DSA: batch of the network's training on the synthetic set",
-        "target": "none, or balanced-attribute: distil toward the distribution in which every value of `attribute` is equally likely within a class (task-specific distillation)",
+        "target":
+            "none, or balanced-attribute: distil toward the distribution in which every value of `attribute` is equally likely within a class (task-specific distillation)",
         "attribute": "the dataset tensor naming each image's bias attribute (cmnist-dd: colors)",
         "feature_epochs": "herding: epochs of hard-label training of the feature network on the real data first (0: random features)",
     ]
@@ -68,8 +70,10 @@ func balancedAttributeWeights(_ data: RealData) throws -> [Float] {
 }
 
 /// Distils `data` with `method`: the core shared by the components and the bias study.
-func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: UInt64, host: PluginHost,
-            curve: inout [(Int, Double)]) throws -> DistilledSet {
+func distil(
+    _ method: Method, data: RealData, options o: DistillOptions, seed: UInt64, host: PluginHost,
+    curve: inout [(Int, Double)]
+) throws -> DistilledSet {
     guard o.ipc > 0 else { throw MenagerieError.invalidArgument("ipc must be > 0") }
     for (k, members) in data.byClass.enumerated() where members.count < o.ipc {
         throw MenagerieError.invalidArgument("ipc \(o.ipc) is larger than class '\(data.classes[k])' of '\(data.dataset)' (\(members.count) training images)")
@@ -84,16 +88,18 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
         images = data.batch(Distillers.randomSelection(data, ipc: o.ipc, weights: weights, rng: &rng)).scalarsOrEmpty
     case .herding:
         let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
-        let net = try checkedConvNet(channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
+        let net = try checkedConvNet(
+            channels: data.channels, classes: data.classes.count, width: o.width, depth: o.depth, imageSize: data.size, seed: seed &+ 3)
         if o.feature_epochs > 0 {
             var s = Protocols.Settings()
             s.epochs = o.feature_epochs
             s.width = o.width
             s.depth = o.depth
             s.dsa = nil
-            let trained = try Protocols.trainHard(images: try Tensor(normalized, shape: [data.count, data.channels, data.size, data.size]),
-                                                  labels: data.labels, classes: data.classes.count, settings: s, seed: seed &+ 3, host: host,
-                                                  label: "herding features")
+            let trained = try Protocols.trainHard(
+                images: try Tensor(normalized, shape: [data.count, data.channels, data.size, data.size]),
+                labels: data.labels, classes: data.classes.count, settings: s, seed: seed &+ 3, host: host,
+                label: "herding features")
             for (a, b) in zip(net.parameters, trained.parameters) { a.assign(b.value) }
         }
         var features: [Float] = [], dim = 0
@@ -126,7 +132,9 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
         s.lrNet = o.lr_net
         s.batchTrain = o.batch_train
         s.weights = weights
-        guard s.batchReal > 0, s.lrImage > 0, s.iterations >= 0 else { throw MenagerieError.invalidArgument("batch_real and lr_image must be > 0, iterations ≥ 0") }
+        guard s.batchReal > 0, s.lrImage > 0, s.iterations >= 0 else {
+            throw MenagerieError.invalidArgument("batch_real and lr_image must be > 0, iterations ≥ 0")
+        }
         let normalized = normalizer.normalize(data.images, channels: data.channels, plane: plane)
         var log: [(Int, Double)] = []
         // The loss as a metric ~25 times per run (curve.csv keeps every iteration): the mean since the last row.
@@ -140,15 +148,17 @@ func distil(_ method: Method, data: RealData, options o: DistillOptions, seed: U
                 sum = 0
             }
         }
-        let result = method == .dm
+        let result =
+            method == .dm
             ? try Distillers.distributionMatching(data, normalized: normalized, settings: s, host: host, log: keep)
             : try Distillers.gradientMatching(data, normalized: normalized, settings: s, host: host, log: keep)
         curve = log
         images = normalizer.denormalize(result, channels: data.channels, plane: plane)
     }
     let labels = (0..<data.classes.count).flatMap { [Int](repeating: $0, count: o.ipc) }
-    var set = DistilledSet(images: try Tensor(images, shape: [labels.count, data.channels, data.size, data.size]), labels: labels,
-                           classes: data.classes, method: method.rawValue, dataset: data.dataset, ipc: o.ipc)
+    var set = DistilledSet(
+        images: try Tensor(images, shape: [labels.count, data.channels, data.size, data.size]), labels: labels,
+        classes: data.classes, method: method.rawValue, dataset: data.dataset, ipc: o.ipc)
     set.extra["mean"] = JSONValue.array(normalizer.mean.map { .number(Double($0)) }).compactText
     set.extra["std"] = JSONValue.array(normalizer.std.map { .number(Double($0)) }).compactText
     set.extra["dataset_options"] = JSONValue.array(o.dataset_options.map { .string($0) }).compactText
@@ -163,14 +173,17 @@ extension Tensor {
 extension DistilledSet {
     /// The normaliser saved with the set (the training data's statistics).
     func normalizer() -> Normalizer? {
-        guard let m = extra["mean"].flatMap({ try? JSONValue.parse($0).arrayValue }), let s = extra["std"].flatMap({ try? JSONValue.parse($0).arrayValue }) else { return nil }
+        guard let m = extra["mean"].flatMap({ try? JSONValue.parse($0).arrayValue }), let s = extra["std"].flatMap({ try? JSONValue.parse($0).arrayValue })
+        else { return nil }
         return Normalizer(mean: m.compactMap { $0.doubleValue.map(Float.init) }, std: s.compactMap { $0.doubleValue.map(Float.init) })
     }
 }
 
 /// What every distiller's `distill` returns besides its files.
-let distilledSetOutputs = [TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
-                           TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes")]
+let distilledSetOutputs = [
+    TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
+    TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes"),
+]
 
 extension DistilledSet {
     /// Writes `distilled.safetensors` and `grid.png` into `dir`; returns their names.
@@ -191,14 +204,18 @@ protocol DistillerMethod: Distiller where Options == DistillOptions {
 
 extension DistillerMethod {
     static var operations: [OperationSpec] {
-        [OperationSpec("distill", summary: "distil the dataset's train split at `ipc` images per class → distilled.safetensors, grid.png",
-                       outputs: distilledSetOutputs)]
+        [
+            OperationSpec(
+                "distill", summary: "distil the dataset's train split at `ipc` images per class → distilled.safetensors, grid.png",
+                outputs: distilledSetOutputs)
+        ]
     }
 
     func distill(_ request: Request<DistillOptions>) throws -> Response {
         let o = request.options
-        let data = try RealData.load(request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size,
-                                     attribute: o.target == "none" ? "" : o.attribute, limit: o.limit)
+        let data = try RealData.load(
+            request.host, dataset: o.dataset, options: o.dataset_options, split: "train", size: o.size,
+            attribute: o.target == "none" ? "" : o.attribute, limit: o.limit)
         var curve: [(Int, Double)] = []
         let t0 = Date()
         let set = try distil(Self.method, data: data, options: o, seed: request.host.seed, host: request.host, curve: &curve)
@@ -209,9 +226,11 @@ extension DistillerMethod {
             try AtomicFile.write("iteration,loss\n" + curve.map { "\($0.0),\($0.1)" }.joined(separator: "\n") + "\n", to: dir + "/curve.csv")
             artifacts.append("curve.csv")
         }
-        var result: [String: JSONValue] = ["method": .string(Self.method.rawValue), "ipc": .number(Double(o.ipc)), "images": .number(Double(set.count)),
-                                           "dataset": .string(o.dataset), "seconds": .number(seconds), "target": .string(o.target),
-                                           "distilled": "distilled.safetensors"]
+        var result: [String: JSONValue] = [
+            "method": .string(Self.method.rawValue), "ipc": .number(Double(o.ipc)), "images": .number(Double(set.count)),
+            "dataset": .string(o.dataset), "seconds": .number(seconds), "target": .string(o.target),
+            "distilled": "distilled.safetensors",
+        ]
         if !curve.isEmpty {
             result["iterations"] = .number(Double(curve.count))
             result["iterations_per_s"] = .number(Double(curve.count) / max(seconds, 1e-9))
@@ -278,7 +297,9 @@ extension DMComponent {
         evaluation.seed = request.host.seed
         var rows: [(String, Double, Double)] = []
         var artifacts: [String] = []
-        for (i, (name, method, target)) in [("random", Method.random, "none"), ("random, unbiased target", Method.random, "balanced-attribute"), ("DM", Method.dm, "none")].enumerated() {
+        for (i, (name, method, target)) in [
+            ("random", Method.random, "none"), ("random, unbiased target", Method.random, "balanced-attribute"), ("DM", Method.dm, "none"),
+        ].enumerated() {
             request.host.phase(i + 1, of: 3, name)
             var options = o
             options.target = target
@@ -295,15 +316,19 @@ extension DMComponent {
         var csv = "set,unbiased_test_accuracy,distill_seconds\n"
         for r in rows { csv += "\(csvField(r.0)),\(String(format: "%.4f", r.1)),\(String(format: "%.1f", r.2))\n" }
         try AtomicFile.write(csv, to: dir + "/summary.csv")
-        var bars = BarChart(title: "CMNIST-DD (ρ 0.95, 10 images per class): unbiased test accuracy", xLabel: "training set",
-                            yLabel: "test accuracy (unbiased split)", categories: rows.map(\.0), series: [("accuracy", rows.map(\.1))])
+        var bars = BarChart(
+            title: "CMNIST-DD (ρ 0.95, 10 images per class): unbiased test accuracy", xLabel: "training set",
+            yLabel: "test accuracy (unbiased split)", categories: rows.map(\.0), series: [("accuracy", rows.map(\.1))])
         bars.yRange = 0...1
         bars.reference = (0.1, "chance (10 classes)")
         try bars.write(to: dir + "/summary.png")
         artifacts += ["summary.csv"] + Figure.files("summary.png")
-        return Response(result: ["accuracies": .object(Dictionary(uniqueKeysWithValues: rows.map { ($0.0, JSONValue.number($0.1)) })),
-                                 "rho": 0.95, "ipc": 10, "note": "one net, 30 epochs, 20 DM iterations: a demonstration; Docs/methods/distillation.md has the measured tables"],
-                        artifacts: artifacts)
+        return Response(
+            result: [
+                "accuracies": .object(Dictionary(uniqueKeysWithValues: rows.map { ($0.0, JSONValue.number($0.1)) })),
+                "rho": 0.95, "ipc": 10, "note": "one net, 30 epochs, 20 DM iterations: a demonstration; Docs/methods/distillation.md has the measured tables",
+            ],
+            artifacts: artifacts)
     }
 }
 
@@ -311,8 +336,9 @@ extension DMComponent {
 /// first through `ConvNet.validate` (`Limits`): a clear error instead of a trap or a huge allocation.
 func checkedConvNet(channels: Int, classes: Int, width: Int, depth: Int, imageSize: Int, seed: UInt64) throws -> ConvNet {
     do {
-        try ConvNet.validate(channels: channels, classes: classes, width: width, depth: depth, imageSize: imageSize, source: "ConvNet-3",
-                             keys: ["net_width": "width", "net_depth": "depth", "image_size": "size", "in_channels": "channels", "num_classes": "classes"])
+        try ConvNet.validate(
+            channels: channels, classes: classes, width: width, depth: depth, imageSize: imageSize, source: "ConvNet-3",
+            keys: ["net_width": "width", "net_depth": "depth", "image_size": "size", "in_channels": "channels", "num_classes": "classes"])
     } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     return ConvNet(channels: channels, classes: classes, width: width, depth: depth, imageSize: imageSize, seed: seed)
 }

@@ -64,8 +64,10 @@ public enum Corruption: Int, CaseIterable, Sendable {
             let dy = Self.smoothNoise(size: s, sigma: c.1 * scale, rng: &rng).map { $0 * Float(c.0 * scale) }
             return Self.resample(x, size: s) { px, py in (Double(px) + Double(dx[py * s + px]), Double(py) + Double(dy[py * s + px])) }
         case .snow:
-            let c = [(0.1, 0.3, 3.0, 0.5, 10.0, 4.0, 0.8), (0.2, 0.3, 2.0, 0.5, 12.0, 4.0, 0.7), (0.55, 0.3, 4.0, 0.9, 12.0, 8.0, 0.7),
-                     (0.55, 0.3, 4.5, 0.85, 12.0, 8.0, 0.65), (0.55, 0.3, 2.5, 0.85, 12.0, 12.0, 0.55)][k]
+            let c = [
+                (0.1, 0.3, 3.0, 0.5, 10.0, 4.0, 0.8), (0.2, 0.3, 2.0, 0.5, 12.0, 4.0, 0.7), (0.55, 0.3, 4.0, 0.9, 12.0, 8.0, 0.7),
+                (0.55, 0.3, 4.5, 0.85, 12.0, 8.0, 0.65), (0.55, 0.3, 2.5, 0.85, 12.0, 12.0, 0.55),
+            ][k]
             let hw = s * s
             // Flakes: thresholded noise, smeared along one random direction.
             // (The reference zooms the flake layer by c[2]; at this size that is sparser, larger flakes.)
@@ -73,13 +75,15 @@ public enum Corruption: Int, CaseIterable, Sendable {
             flakes = flakes.map { $0 < Float(c.3) ? 0 : $0 }
             let angle = rng.nextUniform() * Double.pi, length = Int(c.4 * Double(s) / 32)
             var smeared = [Float](repeating: 0, count: hw)
-            for y in 0..<s { for x0 in 0..<s where flakes[y * s + x0] > 0 {
-                for t in 0..<max(1, length) {
-                    let px = x0 + Int(Double(t) * cos(angle)), py = y + Int(Double(t) * sin(angle))
-                    let fade = 1 - Float(t) / Float(max(1, length))
-                    if px >= 0 && px < s && py >= 0 && py < s { smeared[py * s + px] = max(smeared[py * s + px], fade * flakes[y * s + x0]) }
+            for y in 0..<s {
+                for x0 in 0..<s where flakes[y * s + x0] > 0 {
+                    for t in 0..<max(1, length) {
+                        let px = x0 + Int(Double(t) * cos(angle)), py = y + Int(Double(t) * sin(angle))
+                        let fade = 1 - Float(t) / Float(max(1, length))
+                        if px >= 0 && px < s && py >= 0 && py < s { smeared[py * s + px] = max(smeared[py * s + px], fade * flakes[y * s + x0]) }
+                    }
                 }
-            } }
+            }
             var out = x
             for p in 0..<hw {
                 let grey = (0.299 * x[p] + 0.587 * x[hw + p] + 0.114 * x[2 * hw + p]) * 1.5 + 0.5
@@ -120,9 +124,7 @@ public enum Corruption: Int, CaseIterable, Sendable {
             let mx = max(r, g, b), mn = min(r, g, b), d = mx - mn
             var h: Float = 0
             if d > 0 {
-                if mx == r { h = ((g - b) / d).truncatingRemainder(dividingBy: 6) }
-                else if mx == g { h = (b - r) / d + 2 }
-                else { h = (r - g) / d + 4 }
+                if mx == r { h = ((g - b) / d).truncatingRemainder(dividingBy: 6) } else if mx == g { h = (b - r) / d + 2 } else { h = (r - g) / d + 4 }
                 h /= 6
                 if h < 0 { h += 1 }
             }
@@ -131,7 +133,9 @@ public enum Corruption: Int, CaseIterable, Sendable {
             let i = Int(h2 * 6) % 6, fr = h2 * 6 - Float(Int(h2 * 6))
             let pp = v2 * (1 - s2), q = v2 * (1 - fr * s2), t = v2 * (1 - (1 - fr) * s2)
             let (r2, g2, b2): (Float, Float, Float) = [(v2, t, pp), (q, v2, pp), (pp, v2, t), (pp, q, v2), (t, pp, v2), (v2, pp, q)][i]
-            out[p] = r2; out[hw + p] = g2; out[2 * hw + p] = b2
+            out[p] = r2
+            out[hw + p] = g2
+            out[2 * hw + p] = b2
         }
         return out
     }
@@ -174,14 +178,18 @@ public enum Corruption: Int, CaseIterable, Sendable {
         while step >= 2 {
             let half = step / 2
             wibble /= decay
-            for y in stride(from: 0, to: n, by: step) { for x in stride(from: 0, to: n, by: step) {
-                let avg = (at(y, x) + at(y, x + step) + at(y + step, x) + at(y + step, x + step)) / 4
-                m[(y + half) * n + x + half] = avg + wibble * (rng.nextUniform() * 2 - 1)
-            } }
-            for y in stride(from: 0, to: n, by: half) { for x in stride(from: (y / half) % 2 == 0 ? half : 0, to: n, by: step) {
-                let avg = (at(y - half, x) + at(y + half, x) + at(y, x - half) + at(y, x + half)) / 4
-                m[y * n + x] = avg + wibble * (rng.nextUniform() * 2 - 1)
-            } }
+            for y in stride(from: 0, to: n, by: step) {
+                for x in stride(from: 0, to: n, by: step) {
+                    let avg = (at(y, x) + at(y, x + step) + at(y + step, x) + at(y + step, x + step)) / 4
+                    m[(y + half) * n + x + half] = avg + wibble * (rng.nextUniform() * 2 - 1)
+                }
+            }
+            for y in stride(from: 0, to: n, by: half) {
+                for x in stride(from: (y / half) % 2 == 0 ? half : 0, to: n, by: step) {
+                    let avg = (at(y - half, x) + at(y + half, x) + at(y, x - half) + at(y, x + half)) / 4
+                    m[y * n + x] = avg + wibble * (rng.nextUniform() * 2 - 1)
+                }
+            }
             step = half
         }
         let lo = m.min()!, hi = m.max()!
@@ -197,16 +205,26 @@ public enum Corruption: Int, CaseIterable, Sendable {
         let r = max(1, Int(3 * sigma)), kernel = (-r...r).map { Float(exp(-Double($0 * $0) / (2 * sigma * sigma))) }
         let total = kernel.reduce(0, +)
         var tmp = raw, out = raw
-        for y in 0..<s { for x in 0..<s {
-            var v: Float = 0
-            for (i, w) in kernel.enumerated() { let xx = min(max(x + i - r, 0), s - 1); v += w * raw[y * s + xx] }
-            tmp[y * s + x] = v / total
-        } }
-        for y in 0..<s { for x in 0..<s {
-            var v: Float = 0
-            for (i, w) in kernel.enumerated() { let yy = min(max(y + i - r, 0), s - 1); v += w * tmp[yy * s + x] }
-            out[y * s + x] = v / total
-        } }
+        for y in 0..<s {
+            for x in 0..<s {
+                var v: Float = 0
+                for (i, w) in kernel.enumerated() {
+                    let xx = min(max(x + i - r, 0), s - 1)
+                    v += w * raw[y * s + xx]
+                }
+                tmp[y * s + x] = v / total
+            }
+        }
+        for y in 0..<s {
+            for x in 0..<s {
+                var v: Float = 0
+                for (i, w) in kernel.enumerated() {
+                    let yy = min(max(y + i - r, 0), s - 1)
+                    v += w * tmp[yy * s + x]
+                }
+                out[y * s + x] = v / total
+            }
+        }
         return out
     }
 
@@ -214,18 +232,20 @@ public enum Corruption: Int, CaseIterable, Sendable {
     static func resample(_ x: [Float], size s: Int, _ source: (Int, Int) -> (Double, Double)) -> [Float] {
         let hw = s * s, channels = x.count / hw
         var out = x
-        for py in 0..<s { for px in 0..<s {
-            let (fx, fy) = source(px, py)
-            let cx = min(max(fx, 0), Double(s - 1)), cy = min(max(fy, 0), Double(s - 1))
-            let x0 = Int(cx), y0 = Int(cy), x1 = min(x0 + 1, s - 1), y1 = min(y0 + 1, s - 1)
-            let wx = Float(cx - Double(x0)), wy = Float(cy - Double(y0))
-            for ch in 0..<channels {
-                let b = ch * hw
-                let top = (1 - wx) * x[b + y0 * s + x0] + wx * x[b + y0 * s + x1]
-                let bottom = (1 - wx) * x[b + y1 * s + x0] + wx * x[b + y1 * s + x1]
-                out[b + py * s + px] = (1 - wy) * top + wy * bottom
+        for py in 0..<s {
+            for px in 0..<s {
+                let (fx, fy) = source(px, py)
+                let cx = min(max(fx, 0), Double(s - 1)), cy = min(max(fy, 0), Double(s - 1))
+                let x0 = Int(cx), y0 = Int(cy), x1 = min(x0 + 1, s - 1), y1 = min(y0 + 1, s - 1)
+                let wx = Float(cx - Double(x0)), wy = Float(cy - Double(y0))
+                for ch in 0..<channels {
+                    let b = ch * hw
+                    let top = (1 - wx) * x[b + y0 * s + x0] + wx * x[b + y0 * s + x1]
+                    let bottom = (1 - wx) * x[b + y1 * s + x0] + wx * x[b + y1 * s + x1]
+                    out[b + py * s + px] = (1 - wy) * top + wy * bottom
+                }
             }
-        } }
+        }
         return out
     }
 }
@@ -234,9 +254,12 @@ public enum Corruption: Int, CaseIterable, Sendable {
 /// standard luminance/chrominance tables scaled by quality (libjpeg's rule), dequantisation, inverse
 /// DCT, back to RGB. (Entropy coding is lossless and changes nothing.)
 enum JPEGQuantizer {
-    static let luma: [Int] = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-                              18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-    static let chroma: [Int] = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99]
+    static let luma: [Int] = [
+        16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+        18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    ]
+    static let chroma: [Int] =
+        [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99]
         + [Int](repeating: 99, count: 32)
 
     static func table(_ base: [Int], quality q: Int) -> [Double] {
@@ -257,21 +280,27 @@ enum JPEGQuantizer {
         var cosine = [Double](repeating: 0, count: 64)
         for u in 0..<8 { for i in 0..<8 { cosine[u * 8 + i] = cos(Double(2 * i + 1) * Double(u) * Double.pi / 16) * (u == 0 ? (0.125).squareRoot() : 0.5) } }
         for c in 0..<3 {
-            for by in stride(from: 0, to: s, by: 8) { for bx in stride(from: 0, to: s, by: 8) {
-                var block = [Double](repeating: 0, count: 64)
-                for i in 0..<8 { for j in 0..<8 { block[i * 8 + j] = ycc[c][min(by + i, s - 1) * s + min(bx + j, s - 1)] - 128 } }
-                var coef = [Double](repeating: 0, count: 64)
-                for u in 0..<8 { for v in 0..<8 {
-                    var sum = 0.0
-                    for i in 0..<8 { for j in 0..<8 { sum += cosine[u * 8 + i] * cosine[v * 8 + j] * block[i * 8 + j] } }
-                    coef[u * 8 + v] = (sum / tables[c][u * 8 + v]).rounded() * tables[c][u * 8 + v]
-                } }
-                for i in 0..<8 { for j in 0..<8 where by + i < s && bx + j < s {
-                    var sum = 0.0
-                    for u in 0..<8 { for v in 0..<8 { sum += cosine[u * 8 + i] * cosine[v * 8 + j] * coef[u * 8 + v] } }
-                    ycc[c][(by + i) * s + bx + j] = sum + 128
-                } }
-            } }
+            for by in stride(from: 0, to: s, by: 8) {
+                for bx in stride(from: 0, to: s, by: 8) {
+                    var block = [Double](repeating: 0, count: 64)
+                    for i in 0..<8 { for j in 0..<8 { block[i * 8 + j] = ycc[c][min(by + i, s - 1) * s + min(bx + j, s - 1)] - 128 } }
+                    var coef = [Double](repeating: 0, count: 64)
+                    for u in 0..<8 {
+                        for v in 0..<8 {
+                            var sum = 0.0
+                            for i in 0..<8 { for j in 0..<8 { sum += cosine[u * 8 + i] * cosine[v * 8 + j] * block[i * 8 + j] } }
+                            coef[u * 8 + v] = (sum / tables[c][u * 8 + v]).rounded() * tables[c][u * 8 + v]
+                        }
+                    }
+                    for i in 0..<8 {
+                        for j in 0..<8 where by + i < s && bx + j < s {
+                            var sum = 0.0
+                            for u in 0..<8 { for v in 0..<8 { sum += cosine[u * 8 + i] * cosine[v * 8 + j] * coef[u * 8 + v] } }
+                            ycc[c][(by + i) * s + bx + j] = sum + 128
+                        }
+                    }
+                }
+            }
         }
         var out = x
         for p in 0..<hw {

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -72,8 +72,9 @@ public struct DistilledSet: Sendable {
         guard labels.allSatisfy({ (0..<classes.count).contains($0) }) else {
             throw MenagerieError.invalidArgument("'\(path)': labels must lie in 0..<\(classes.count)")
         }
-        var set = DistilledSet(images: images, labels: labels, softLabels: soft, classes: classes, method: file.metadata["method"] ?? "unknown",
-                               dataset: file.metadata["dataset"] ?? "unknown", ipc: Int(file.metadata["ipc"] ?? "") ?? 0)
+        var set = DistilledSet(
+            images: images, labels: labels, softLabels: soft, classes: classes, method: file.metadata["method"] ?? "unknown",
+            dataset: file.metadata["dataset"] ?? "unknown", ipc: Int(file.metadata["ipc"] ?? "") ?? 0)
         set.extra = file.metadata.filter { !["method", "dataset", "ipc", "classes", "format"].contains($0.key) }
         return set
     }
@@ -103,7 +104,8 @@ public struct DistilledSet: Sendable {
                 tiles[tiles.count - 1].append(j < members.count ? Image(width: s, height: s, channels: 3, pixels: px) : nil)
             }
         }
-        return ImageGrid(title: title ?? "\(method) · \(dataset) · \(ipc) image\(ipc == 1 ? "" : "s") per class", rowHeaders: rowHeaders, tiles: tiles,
-                         tileSize: Double(min(max(size * 2, 48), 96)))
+        return ImageGrid(
+            title: title ?? "\(method) · \(dataset) · \(ipc) image\(ipc == 1 ? "" : "s") per class", rowHeaders: rowHeaders, tiles: tiles,
+            tileSize: Double(min(max(size * 2, 48), 96)))
     }
 }

@@ -20,7 +20,11 @@ public struct Normalizer: Sendable, Equatable {
         for i in 0..<data.count {
             for ch in 0..<c {
                 let base = (i * c + ch) * hw
-                for p in 0..<hw { let v = Double(data.images[base + p]); sum[ch] += v; sq[ch] += v * v }
+                for p in 0..<hw {
+                    let v = Double(data.images[base + p])
+                    sum[ch] += v
+                    sq[ch] += v * v
+                }
             }
         }
         let n = Double(data.count * hw)
@@ -30,13 +34,23 @@ public struct Normalizer: Sendable, Equatable {
 
     public func normalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
         var out = x
-        for i in 0..<(x.count / plane) { for p in 0..<plane { let ch = (p / (plane / c)); out[i * plane + p] = (x[i * plane + p] - mean[ch]) / std[ch] } }
+        for i in 0..<(x.count / plane) {
+            for p in 0..<plane {
+                let ch = (p / (plane / c))
+                out[i * plane + p] = (x[i * plane + p] - mean[ch]) / std[ch]
+            }
+        }
         return out
     }
 
     public func denormalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
         var out = x
-        for i in 0..<(x.count / plane) { for p in 0..<plane { let ch = (p / (plane / c)); out[i * plane + p] = x[i * plane + p] * std[ch] + mean[ch] } }
+        for i in 0..<(x.count / plane) {
+            for p in 0..<plane {
+                let ch = (p / (plane / c))
+                out[i * plane + p] = x[i * plane + p] * std[ch] + mean[ch]
+            }
+        }
         return out
     }
 }
@@ -104,8 +118,14 @@ public enum Distillers {
                 var best = -1, bestDistance = Double.infinity
                 for i in members where !used.contains(i) {
                     var dist = 0.0
-                    for d in 0..<dim { let e = mu[d] - (sum[d] + Double(features[i * dim + d])) / Double(k); dist += e * e }
-                    if dist < bestDistance { bestDistance = dist; best = i }
+                    for d in 0..<dim {
+                        let e = mu[d] - (sum[d] + Double(features[i * dim + d])) / Double(k)
+                        dist += e * e
+                    }
+                    if dist < bestDistance {
+                        bestDistance = dist
+                        best = i
+                    }
                 }
                 chosen.append(best)
                 used.insert(best)
@@ -118,7 +138,8 @@ public enum Distillers {
     /// A random batch of class `c` (the reference's `get_images`: a permutation's first n), with
     /// the batch's normalised weights when distilling toward a target distribution.
     static func classBatch(_ data: RealData, normalized: [Float], class c: Int, count n: Int, weights: [Float]?, rng: inout SeededGenerator)
-        -> (Tensor, [Float]?) {
+        -> (Tensor, [Float]?)
+    {
         var members = data.byClass[c]
         members.shuffle(using: &rng)
         let picked = Array(members.prefix(n))
@@ -130,8 +151,10 @@ public enum Distillers {
 
     /// Class `c`'s real batch and synthetic images, both through the same DSA draw when augmenting
     /// (the synthetic slice stays differentiable), with the real batch's target weights.
-    static func matchedBatches(_ data: RealData, normalized: [Float], synthetic: Variable, class c: Int, settings s: DistillSettings,
-                               rng: inout SeededGenerator) -> (real: Variable, synthetic: Variable, weights: [Float]?) {
+    static func matchedBatches(
+        _ data: RealData, normalized: [Float], synthetic: Variable, class c: Int, settings s: DistillSettings,
+        rng: inout SeededGenerator
+    ) -> (real: Variable, synthetic: Variable, weights: [Float]?) {
         let (real, w) = classBatch(data, normalized: normalized, class: c, count: s.batchReal, weights: s.weights, rng: &rng)
         var syn = synthetic.slice(axis: 0, (c * s.ipc)..<((c + 1) * s.ipc))
         var realX = Variable(real)
@@ -156,15 +179,19 @@ public enum Distillers {
     /// DM: every iteration a fresh randomly initialised ConvNet (frozen); per class, the squared
     /// distance between the mean embeddings of a real batch and the class's synthetic images (both
     /// through the same DSA draw); SGD on the images (lr 1, momentum 0.5 by default).
-    public static func distributionMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
-                                            log: (Int, Double) -> Void) throws -> [Float] {
+    public static func distributionMatching(
+        _ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
+        log: (Int, Double) -> Void
+    ) throws -> [Float] {
         var rng = SeededGenerator(seed: s.seed)
         let k = data.classes.count, plane = data.plane
-        let image = Parameter(try Tensor(initialise(data, normalized: normalized, settings: s, rng: &rng), shape: [k * s.ipc, data.channels, data.size, data.size]))
+        let image = Parameter(
+            try Tensor(initialise(data, normalized: normalized, settings: s, rng: &rng), shape: [k * s.ipc, data.channels, data.size, data.size]))
         let optimizer = SGD([image], learningRate: Float(s.lrImage), momentum: Float(s.momentumImage))
         for it in 0..<s.iterations {
             try host.checkCancelled()
-            let net = try checkedConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
+            let net = try checkedConvNet(
+                channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
             var loss: Variable? = nil
             for c in 0..<k {
                 let (realX, syn, w) = matchedBatches(data, normalized: normalized, synthetic: image.variable, class: c, settings: s, rng: &rng)
@@ -185,26 +212,32 @@ public enum Distillers {
     /// gradient distance between cross-entropy gradients on a real batch and on the class's
     /// synthetic images (second order through the synthetic gradients), one SGD step on the images
     /// (lr 0.1, momentum 0.5), then `inner` epochs of the network on the synthetic set.
-    public static func gradientMatching(_ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
-                                        log: (Int, Double) -> Void) throws -> [Float] {
+    public static func gradientMatching(
+        _ data: RealData, normalized: [Float], settings s: DistillSettings, host: PluginHost,
+        log: (Int, Double) -> Void
+    ) throws -> [Float] {
         var rng = SeededGenerator(seed: s.seed)
         let k = data.classes.count
         guard let loops = s.outerLoop > 0 ? (s.outerLoop, max(s.innerLoop, 0)) : dcLoops(ipc: s.ipc) else {
             throw MenagerieError.invalidArgument("DC has no reference loop schedule for ipc \(s.ipc) (1, 10, 20, 30, 40, 50); give outer_loop and inner_loop")
         }
-        let image = Parameter(try Tensor(initialise(data, normalized: normalized, settings: s, rng: &rng), shape: [k * s.ipc, data.channels, data.size, data.size]))
+        let image = Parameter(
+            try Tensor(initialise(data, normalized: normalized, settings: s, rng: &rng), shape: [k * s.ipc, data.channels, data.size, data.size]))
         let optimizer = SGD([image], learningRate: Float(s.lrImage), momentum: Float(s.momentumImage))
         let synLabels = (0..<k).flatMap { [Int](repeating: $0, count: s.ipc) }
         for it in 0..<s.iterations {
             try host.checkCancelled()
-            let net = try checkedConvNet(channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
+            let net = try checkedConvNet(
+                channels: data.channels, classes: k, width: s.width, depth: s.depth, imageSize: data.size, seed: s.seed &+ UInt64(it) &* 7919 &+ 1)
             let netOptimizer = SGD(net.parameters, learningRate: Float(s.lrNet))
             var lastLoss = 0.0
             for ol in 0..<loops.0 {
                 var loss: Variable? = nil
                 for c in 0..<k {
                     let (realX, syn, w) = matchedBatches(data, normalized: normalized, synthetic: image.variable, class: c, settings: s, rng: &rng)
-                    let gReal = Matching.gradients(net, images: realX, labels: [Int](repeating: c, count: realX.shape[0]), weights: w, createGraph: false).map { $0.detached() }
+                    let gReal = Matching.gradients(net, images: realX, labels: [Int](repeating: c, count: realX.shape[0]), weights: w, createGraph: false).map {
+                        $0.detached()
+                    }
                     let gSyn = Matching.gradients(net, images: syn, labels: [Int](repeating: c, count: s.ipc), createGraph: true)
                     let d = Matching.gradientDistance(real: gReal, synthetic: gSyn)
                     loss = loss.map { $0 + d } ?? d

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -46,7 +46,8 @@ struct DistilledEvalComponent: Metric {
         var clip = "bioclip2"
         var clip_options: [String] = []
         static let help = [
-            "ipcs": "diffusion-study: images per class compared", "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
+            "ipcs": "diffusion-study: images per class compared",
+            "diffusion_methods": "diffusion-study: random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr",
             "diffusion_model": "diffusion-study: the latent diffusion folder (empty: the embedded synthetic-tol model)",
             "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
             "concepts": "diffusion-study: CONCORD's concepts JSON (empty: the file shipped for synthetic-tol or cmnist-dd)",
@@ -66,7 +67,8 @@ struct DistilledEvalComponent: Metric {
             "task_specific": "bias-study: distillers also run toward the unbiased attribute distribution (target=balanced-attribute)",
             "ipc": "bias-study: images per class", "severity": "bias-study: colour-noise severity 1…4",
             "dm_iterations": "bias-study: DM iterations", "dc_iterations": "bias-study: DC/DSA iterations",
-            "dc_inner_loop": "bias-study: DC/DSA network epochs between image updates (outer loop 10 as the reference at IPC 10; the reference inner loop is 50)",
+            "dc_inner_loop":
+                "bias-study: DC/DSA network epochs between image updates (outer loop 10 as the reference at IPC 10; the reference inner loop is 50)",
             "batch_real": "bias-study: real images per class per matching step", "per_class": "bias-study: rendered training digits per class",
         ]
         static let choices = ["protocol": ["hard", "soft"], "augment": ["dsa", "none"]]
@@ -81,8 +83,14 @@ struct DistilledEvalComponent: Metric {
     static let summary = "Evaluates distilled sets: ConvNet-3 trained from scratch on them (hard or soft labels), tested on the real test split"
     static let operations = [
         OperationSpec("evaluate", summary: "accuracy of `nets` networks trained on the distilled set → mean, std, per-net accuracies"),
-        OperationSpec("diffusion-study", summary: "random selection, DM, plain diffusion, D^3HR and CONCORD at each IPC under both protocols → diffusion_study.csv, plots"),
-        OperationSpec("bias-study", summary: "for each ρ: distil cmnist-dd with each method (and toward the unbiased target), evaluate on the unbiased test split → bias_study.csv, bias_study.png"),
+        OperationSpec(
+            "diffusion-study", summary: "random selection, DM, plain diffusion, D^3HR and CONCORD at each IPC under both protocols → diffusion_study.csv, plots"
+        ),
+        OperationSpec(
+            "bias-study",
+            summary:
+                "for each ρ: distil cmnist-dd with each method (and toward the unbiased target), evaluate on the unbiased test split → bias_study.csv, bias_study.png"
+        ),
     ]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
@@ -111,7 +119,8 @@ struct DistilledEvalComponent: Metric {
         guard !o.distilled.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set distilled=distilled.safetensors") }
         let set = try DistilledSet.read(o.distilled)
         let dataset = o.dataset.isEmpty ? set.dataset : o.dataset
-        let datasetOptions = o.dataset_options.isEmpty
+        let datasetOptions =
+            o.dataset_options.isEmpty
             ? (set.extra["dataset_options"].flatMap { try? JSONValue.parse($0).arrayValue?.compactMap(\.stringValue) } ?? []) : o.dataset_options
         let test = try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "test", size: set.size, attribute: "", limit: o.test_limit)
         let s = try settings(o, seed: request.host.seed)
@@ -126,30 +135,40 @@ struct DistilledEvalComponent: Metric {
             accuracies = try Protocols.softLabel(set, teacher: teacher, normalizer: normalizer!, test: test, settings: s, host: request.host)
         } else {
             if normalizer == nil {
-                normalizer = Normalizer(try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: ""))
+                normalizer = Normalizer(
+                    try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: ""))
             }
             accuracies = try Protocols.hardLabel(set, normalizer: normalizer!, test: test, settings: s, host: request.host)
         }
         let (mean, std) = meanStd(accuracies)
-        return Response(result: ["protocol": .string(o.protocol), "accuracies": .array(accuracies.map { .number($0) }), "mean": .number(mean),
-                                 "std": .number(std), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
-                                 "method": .string(set.method), "ipc": .number(Double(set.ipc)), "test_images": .number(Double(test.count)),
-                                 "seconds": .number(Date().timeIntervalSince(t0))], artifacts: artifacts)
+        return Response(
+            result: [
+                "protocol": .string(o.protocol), "accuracies": .array(accuracies.map { .number($0) }), "mean": .number(mean),
+                "std": .number(std), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+                "method": .string(set.method), "ipc": .number(Double(set.ipc)), "test_images": .number(Double(test.count)),
+                "seconds": .number(Date().timeIntervalSince(t0)),
+            ], artifacts: artifacts)
     }
 
-    func loadOrTrainTeacher(_ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: PluginHost,
-                            artifacts: inout [String]) throws -> ConvNet {
-        let net = try checkedConvNet(channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
+    func loadOrTrainTeacher(
+        _ o: Options, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: PluginHost,
+        artifacts: inout [String]
+    ) throws -> ConvNet {
+        let net = try checkedConvNet(
+            channels: train.channels, classes: train.classes.count, width: s.width, depth: s.depth, imageSize: train.size, seed: s.seed &+ 77)
         if !o.teacher.isEmpty {
             do { try net.load(from: try Checkpoint(path: o.teacher)) } catch {
-                throw MenagerieError.invalidArgument("teacher '\(o.teacher)' does not fit a ConvNet-\(s.depth) of width \(s.width) on \(train.channels)×\(train.size)²: \(error)")
+                throw MenagerieError.invalidArgument(
+                    "teacher '\(o.teacher)' does not fit a ConvNet-\(s.depth) of width \(s.width) on \(train.channels)×\(train.size)²: \(error)")
             }
             return net
         }
         var t = s
         t.epochs = o.teacher_epochs
-        let x = try Tensor(normalizer.normalize(train.images, channels: train.channels, plane: train.plane), shape: [train.count, train.channels, train.size, train.size])
-        let teacher = try Protocols.trainHard(images: x, labels: train.labels, classes: train.classes.count, settings: t, seed: s.seed &+ 77, host: host, label: "teacher")
+        let x = try Tensor(
+            normalizer.normalize(train.images, channels: train.channels, plane: train.plane), shape: [train.count, train.channels, train.size, train.size])
+        let teacher = try Protocols.trainHard(
+            images: x, labels: train.labels, classes: train.classes.count, settings: t, seed: s.seed &+ 77, host: host, label: "teacher")
         try teacher.save(to: host.scratchDirectory + "/teacher.safetensors")
         artifacts.append("teacher.safetensors")
         return teacher
@@ -161,7 +180,9 @@ struct DistilledEvalComponent: Metric {
         guard o.rhos.allSatisfy({ (0...1).contains($0) }), !o.rhos.isEmpty else { throw MenagerieError.invalidArgument("rhos must lie in [0, 1]") }
         guard (1...4).contains(o.severity) else { throw MenagerieError.invalidArgument("severity must be 1…4") }
         let methods = try o.methods.map { name -> Method in
-            guard let m = Method(rawValue: name) else { throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, herding, dc, dsa, dm)") }
+            guard let m = Method(rawValue: name) else {
+                throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, herding, dc, dsa, dm)")
+            }
             return m
         }
         let specific = try o.task_specific.map { name -> Method in
@@ -178,21 +199,29 @@ struct DistilledEvalComponent: Metric {
         }
         var names: [String] = []
         for r in rows where !names.contains(r.method) { names.append(r.method) }
-        var plot = LinePlot(title: "CMNIST-DD: unbiased test accuracy vs bias ratio (\(o.ipc) images per class)", xLabel: "bias-aligned ratio ρ",
-                            yLabel: "test accuracy (unbiased split)", series: names.enumerated().map { i, name in
-                                .init(name, points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i), dashed: i >= 10)
-                            }, xRange: 0...1.02, yRange: 0...1)
+        var plot = LinePlot(
+            title: "CMNIST-DD: unbiased test accuracy vs bias ratio (\(o.ipc) images per class)", xLabel: "bias-aligned ratio ρ",
+            yLabel: "test accuracy (unbiased split)",
+            series: names.enumerated().map { i, name in
+                .init(name, points: rows.filter { $0.method == name }.map { ($0.rho, $0.mean) }, color: LinePlot.color(i), dashed: i >= 10)
+            }, xRange: 0...1.02, yRange: 0...1)
         plot.height = 480
         try plot.write(to: dir + "/bias_study.png")
         var table: [String: JSONValue] = [:]
         for name in names { table[name] = .array(rows.filter { $0.method == name }.map { .array([.number($0.rho), .number($0.mean), .number($0.std)]) }) }
-        let artifacts = ["bias_study.csv"] + Figure.files("bias_study.png") + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
-        return Response(result: ["rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
-                                 "digits": "cmnist-dd (built-in renderer)"], artifacts: artifacts)
+        let artifacts =
+            ["bias_study.csv"] + Figure.files("bias_study.png")
+            + (try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("distilled_") }.sorted())
+        return Response(
+            result: [
+                "rows": .object(table), "ipc": .number(Double(o.ipc)), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+                "digits": "cmnist-dd (built-in renderer)",
+            ], artifacts: artifacts)
     }
     /// Runs every (ρ, method, target) of the study, writing bias_study.csv as it goes.
     func runStudy(_ o: Options, methods: [Method], specific: [Method], request: Request<Options>) throws
-        -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)] {
+        -> [(rho: Double, method: String, mean: Double, std: Double, seconds: Double)]
+    {
         let dir = request.host.scratchDirectory
         let s = try settings(o, seed: request.host.seed)
         let baseOptions = ["severity=\(o.severity)", "per_class=\(o.per_class)"]
@@ -228,7 +257,8 @@ struct DistilledEvalComponent: Metric {
                 let (mean, std) = meanStd(acc)
                 let name = method.rawValue + (target == "none" ? "" : " (target)")
                 rows.append((rho, name, mean, std, seconds))
-                csv += String(format: "%g,%@,%@,%.4f,%.4f,", rho, method.rawValue, target, mean, std)
+                csv +=
+                    String(format: "%g,%@,%@,%.4f,%.4f,", rho, method.rawValue, target, mean, std)
                     + "\"" + acc.map { String(format: "%.4f", $0) }.joined(separator: " ") + "\"" + String(format: ",%.1f\n", seconds)
                 request.host.log(.info, String(format: "ρ %.2f %@: %.2f ± %.2f %%", rho, name, 100 * mean, 100 * std))
                 try AtomicFile.write(csv, to: dir + "/bias_study.csv")

@@ -29,7 +29,8 @@ public enum Protocols {
     static func checkShape(_ set: DistilledSet, _ test: RealData) throws {
         guard set.channels == test.channels, set.size == test.size else {
             throw MenagerieError.invalidArgument(
-                "the distilled set holds \(set.channels)×\(set.size)×\(set.size) images; the evaluation network for '\(test.dataset)' expects \(test.channels)×\(test.size)×\(test.size)")
+                "the distilled set holds \(set.channels)×\(set.size)×\(set.size) images; the evaluation network for '\(test.dataset)' expects \(test.channels)×\(test.size)×\(test.size)"
+            )
         }
         guard set.classes.count == test.classes.count else {
             throw MenagerieError.invalidArgument("the distilled set has \(set.classes.count) classes; '\(test.dataset)' has \(test.classes.count)")
@@ -61,8 +62,10 @@ public enum Protocols {
     /// Trains a fresh ConvNet-3 on (images, labels) with the hard-label schedule (SGD, lr × 0.1 at
     /// half the epochs) and returns it. Progress: `done` of `total` epochs counted from `offset`
     /// (one bar over several nets, or one per net when each is a part).
-    static func trainHard(images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: PluginHost,
-                          label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil) throws -> ConvNet {
+    static func trainHard(
+        images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: PluginHost,
+        label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil
+    ) throws -> ConvNet {
         let (n, c, size) = (images.shape[0], images.shape[1], images.shape[2])
         let net = try checkedConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
         let optimizer = SGD(net.parameters, learningRate: Float(s.lr), momentum: Float(s.momentum), weightDecay: Float(s.weightDecay))
@@ -85,7 +88,11 @@ public enum Protocols {
             // Every epoch of a short run, else the mean of every 10 epochs (300 lines per net would bury the screen).
             if s.epochs <= 50 || epoch % 10 == 9 || epoch == s.epochs - 1 {
                 let mean = lossSum / Double(max(seen, 1))
-                if let netNumber { host.record(epoch: epoch + 1, ["net": Double(netNumber), "train_loss": mean]) } else { host.record(epoch: epoch + 1, ["train_loss": mean]) }
+                if let netNumber {
+                    host.record(epoch: epoch + 1, ["net": Double(netNumber), "train_loss": mean])
+                } else {
+                    host.record(epoch: epoch + 1, ["train_loss": mean])
+                }
                 lossSum = 0
                 seen = 0
             }
@@ -98,25 +105,31 @@ public enum Protocols {
     /// Protocol 1 (DC/DSA/DM, the bias study): hard labels; accuracy of `nets` networks. With
     /// `parts`, each net is a part of the run (`host.phase`); a study that has parts of its own passes
     /// false and gets one bar over the nets.
-    public static func hardLabel(_ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: PluginHost,
-                                 parts: Bool = true) throws -> [Double] {
+    public static func hardLabel(
+        _ set: DistilledSet, normalizer: Normalizer, test: RealData, settings s: Settings, host: PluginHost,
+        parts: Bool = true
+    ) throws -> [Double] {
         try checkShape(set, test)
-        let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: set.channels, plane: set.channels * set.size * set.size),
-                           shape: set.images.shape)
+        let x = try Tensor(
+            normalizer.normalize(try set.images.scalars(as: Float.self), channels: set.channels, plane: set.channels * set.size * set.size),
+            shape: set.images.shape)
         let testNormalized = normalizer.normalize(test.images, channels: test.channels, plane: test.plane)
         return try (0..<s.nets).map { k in
             if parts { host.phase(k + 1, of: s.nets, "net \(k + 1)") }
-            let net = try trainHard(images: x, labels: set.labels, classes: set.classes.count, settings: s, seed: s.seed &+ UInt64(k) &* 1_000_003,
-                                    host: host, label: parts ? "training" : "evaluating net \(k + 1)/\(s.nets)",
-                                    offset: parts ? 0 : k * s.epochs, total: parts ? s.epochs : s.nets * s.epochs, netNumber: parts ? nil : k + 1)
+            let net = try trainHard(
+                images: x, labels: set.labels, classes: set.classes.count, settings: s, seed: s.seed &+ UInt64(k) &* 1_000_003,
+                host: host, label: parts ? "training" : "evaluating net \(k + 1)/\(s.nets)",
+                offset: parts ? 0 : k * s.epochs, total: parts ? s.epochs : s.nets * s.epochs, netNumber: parts ? nil : k + 1)
             return accuracy(net, test: test, normalized: testNormalized)
         }
     }
 
     /// Protocol 2 (RDED-style soft labels): the teacher's logits on each (augmented) batch of the
     /// distilled images are the targets; KL at temperature T, AdamW with cosine decay.
-    public static func softLabel(_ set: DistilledSet, teacher: ConvNet, normalizer: Normalizer, test: RealData, settings s: Settings,
-                                 host: PluginHost, parts: Bool = true) throws -> [Double] {
+    public static func softLabel(
+        _ set: DistilledSet, teacher: ConvNet, normalizer: Normalizer, test: RealData, settings s: Settings,
+        host: PluginHost, parts: Bool = true
+    ) throws -> [Double] {
         try checkShape(set, test)
         let (n, c, size) = (set.count, set.channels, set.size)
         let x = try Tensor(normalizer.normalize(try set.images.scalars(as: Float.self), channels: c, plane: c * size * size), shape: set.images.shape)
@@ -149,13 +162,18 @@ public enum Protocols {
                 }
                 if s.epochs <= 50 || epoch % 10 == 9 || epoch == s.epochs - 1 {
                     let mean = lossSum / Double(max(seen, 1))
-                    if parts { host.record(epoch: epoch + 1, ["kd_loss": mean]) } else { host.record(epoch: epoch + 1, ["net": Double(k + 1), "kd_loss": mean]) }
+                    if parts {
+                        host.record(epoch: epoch + 1, ["kd_loss": mean])
+                    } else {
+                        host.record(epoch: epoch + 1, ["net": Double(k + 1), "kd_loss": mean])
+                    }
                     lossSum = 0
                     seen = 0
                 }
                 if epoch % 10 == 9 || epoch == s.epochs - 1 {
-                    host.progress(parts ? epoch + 1 : k * s.epochs + epoch + 1, of: parts ? s.epochs : s.nets * s.epochs,
-                                  parts ? "training" : "soft-label net \(k + 1)/\(s.nets)")
+                    host.progress(
+                        parts ? epoch + 1 : k * s.epochs + epoch + 1, of: parts ? s.epochs : s.nets * s.epochs,
+                        parts ? "training" : "soft-label net \(k + 1)/\(s.nets)")
                 }
             }
             net.isTraining = false

@@ -29,35 +29,43 @@ public struct RealData: Sendable {
     }
 
     /// Reads `split` of `dataset` through the host (batches of 512), at most `limit` images (0: all).
-    public static func load(_ host: PluginHost, dataset: String, options: [String], split: String, size: Int, attribute: String,
-                            limit: Int = 0) throws -> RealData {
+    public static func load(
+        _ host: PluginHost, dataset: String, options: [String], split: String, size: Int, attribute: String,
+        limit: Int = 0
+    ) throws -> RealData {
         let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         let description = try proxy.describe()
         let classes: [String] = (description["classes"]?.arrayValue ?? []).map { $0.stringValue ?? $0["name"]?.stringValue ?? "?" }
         guard !classes.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(dataset)' describes no classes") }
         guard classes.count >= 2 else { throw MenagerieError.invalidArgument("dataset '\(dataset)' has one class; distillation needs at least two") }
         let total = description["splits"]?[split]?.intValue ?? 0
-        guard total > 0 else { throw MenagerieError.invalidArgument("dataset '\(dataset)' has no '\(split)' images (splits: \(description["splits"]?.compactText ?? "none"))") }
+        guard total > 0 else {
+            throw MenagerieError.invalidArgument("dataset '\(dataset)' has no '\(split)' images (splits: \(description["splits"]?.compactText ?? "none"))")
+        }
         let n = limit > 0 ? min(limit, total) : total
         var images: [Float] = [], labels: [Int] = [], attrs: [Int] = []
         var channels = 0, side = 0
         var hasAttribute = !attribute.isEmpty
         for start in stride(from: 0, to: n, by: 512) {
             try host.checkCancelled()
-            let b = try proxy.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(512, n - start))),
-                                              "shuffle": false])
+            let b = try proxy.batch(options: [
+                "split": .string(split), "start": .number(Double(start)), "count": .number(Double(min(512, n - start))),
+                "shuffle": false,
+            ])
             guard let x = b.tensors["images"], x.rank == 4, let y = b.tensors["labels"] else {
                 throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned no images [N, C, H, W] / labels")
             }
             // Another plugin's response: its labels index classes and its images are gathered by row.
             let batchLabels = try y.integers()
             guard batchLabels.count == x.shape[0], x.shape[2] == x.shape[3], start == 0 || (x.shape[1] == channels && x.shape[2] == side) else {
-                throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned images \(x.shape) with \(batchLabels.count) labels "
-                    + "(one label per image and square images of one size are needed)")
+                throw MenagerieError.invalidArgument(
+                    "dataset '\(dataset)' batch returned images \(x.shape) with \(batchLabels.count) labels "
+                        + "(one label per image and square images of one size are needed)")
             }
             if let bad = batchLabels.firstIndex(where: { !(0..<classes.count).contains($0) }) {
-                throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned label \(batchLabels[bad]) at index \(start + bad), "
-                    + "outside its \(classes.count) classes 0..<\(classes.count)")
+                throw MenagerieError.invalidArgument(
+                    "dataset '\(dataset)' batch returned label \(batchLabels[bad]) at index \(start + bad), "
+                        + "outside its \(classes.count) classes 0..<\(classes.count)")
             }
             channels = x.shape[1]
             side = x.shape[2]
@@ -71,8 +79,9 @@ public struct RealData: Sendable {
         if !attribute.isEmpty && !hasAttribute {
             throw MenagerieError.invalidArgument("dataset '\(dataset)' serves no '\(attribute)' tensor (needed by attribute=/target=)")
         }
-        return RealData(images: images, labels: labels, attributes: hasAttribute ? attrs : nil, classes: classes, channels: channels,
-                        size: side, dataset: dataset)
+        return RealData(
+            images: images, labels: labels, attributes: hasAttribute ? attrs : nil, classes: classes, channels: channels,
+            size: side, dataset: dataset)
     }
 
     /// The images at `indices` as a tensor [n, C, S, S].
@@ -84,6 +93,7 @@ public struct RealData: Sendable {
 func gatherRows(_ values: [Float], _ indices: [Int], shape: [Int]) -> Tensor {
     let plane = shape.reduce(1, *)
     return Tensor.make([indices.count] + shape) { o in
-        values.withUnsafeBufferPointer { src in for (k, i) in indices.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) } }
+        values.withUnsafeBufferPointer { src in for (k, i) in indices.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) }
+        }
     }
 }

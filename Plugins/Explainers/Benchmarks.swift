@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -17,16 +17,20 @@ extension BaseCAMComponent {
 }
 
 private let vitB16Benchmarks = [
-        BenchmarkSpec("vit_b16.forward", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 1, tape-free inference path", ratioTarget: 0.85),
-        BenchmarkSpec("vit_b16.forward_batch8", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 8, tape-free inference path", ratioTarget: 0.85),
-        BenchmarkSpec("vit_b16.sgemm_share", unit: "%", summary: "the batch-1 forward's FLOP rate as a share of this process's 1024³ sgemm rate", target: 85),
-        BenchmarkSpec("vit_b16.gradcam", unit: "ms", summary: "one 224×224 image through grad-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
-        BenchmarkSpec("vit_b16.finercam", unit: "ms", summary: "one 224×224 image through finer-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
+    BenchmarkSpec("vit_b16.forward", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 1, tape-free inference path", ratioTarget: 0.85),
+    BenchmarkSpec("vit_b16.forward_batch8", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 8, tape-free inference path", ratioTarget: 0.85),
+    BenchmarkSpec("vit_b16.sgemm_share", unit: "%", summary: "the batch-1 forward's FLOP rate as a share of this process's 1024³ sgemm rate", target: 85),
+    BenchmarkSpec(
+        "vit_b16.gradcam", unit: "ms", summary: "one 224×224 image through grad-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
+    BenchmarkSpec(
+        "vit_b16.finercam", unit: "ms", summary: "one 224×224 image through finer-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
 ]
 
 extension PromptCAMComponent {
     static let benchmarks = [
-        BenchmarkSpec("prompt_cam.train", unit: "images/s", summary: "one Prompt-CAM training epoch over 128 synthetic-tol images with the embedded backbone, through the host"),
+        BenchmarkSpec(
+            "prompt_cam.train", unit: "images/s",
+            summary: "one Prompt-CAM training epoch over 128 synthetic-tol images with the embedded backbone, through the host")
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.promptCAMBenchmarks() }
 }
@@ -39,7 +43,8 @@ extension BenchmarkRun {
 
         // timm ViT-B/16 at 224 px, batch 1 and 8, on the tape-free path.
         if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") || wanted("vit_b16.gradcam")
-            || wanted("vit_b16.finercam") {
+            || wanted("vit_b16.finercam")
+        {
             var config = ViTConfig(imageSize: 224, patchSize: 16, width: 768, depth: 12, heads: 12)
             config.numClasses = 1000
             let dir = scratch + "/vit-b16"
@@ -76,11 +81,11 @@ extension BenchmarkRun {
             }
             if !cams.isEmpty {
                 let timmConfig = """
-                {"architecture": "vit_base_patch16_224", "num_classes": 1000, "global_pool": "token",
-                 "model_args": {"img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "num_classes": 1000,
-                                "global_pool": "token", "class_token": true},
-                 "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}}
-                """
+                    {"architecture": "vit_base_patch16_224", "num_classes": 1000, "global_pool": "token",
+                     "model_args": {"img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12, "num_classes": 1000,
+                                    "global_pool": "token", "class_token": true},
+                     "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic"}}
+                    """
                 try Data(timmConfig.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
                 let image = Tensor.filled(0.5, shape: [1, 3, 224, 224])
                 for (name, id) in cams {
@@ -110,18 +115,23 @@ extension BenchmarkRun {
         let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
         var c = Tensor(zeros: .float32, shape: [n, n])
         func product() {
-            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in c.withUnsafeMutableBytes { pc in
-                GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
-                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
-                           c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
-            } } }
+            a.withUnsafeBytes { pa in
+                b.withUnsafeBytes { pb in
+                    c.withUnsafeMutableBytes { pc in
+                        GEMM.sgemm(
+                            m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
+                            b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                            c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
+                    }
+                }
+            }
         }
         product()
         var samples: [Double] = []
         for _ in 0..<max(5, repeats) {
             let t0 = now()
             product()
-            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6))   // GFLOP/s
+            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6)) // GFLOP/s
         }
         return record("sgemm.1024", unit: "GFLOP/s", samples).median
     }

@@ -73,8 +73,16 @@ public enum ActivationLayout: Sendable {
     /// CNN feature maps [N, D, height, width].
     case channels(height: Int, width: Int)
 
-    var height: Int { switch self { case .tokens(_, let h, _), .channels(let h, _): h } }
-    var width: Int { switch self { case .tokens(_, _, let w), .channels(_, let w): w } }
+    var height: Int {
+        switch self {
+        case .tokens(_, let h, _), .channels(let h, _): h
+        }
+    }
+    var width: Int {
+        switch self {
+        case .tokens(_, _, let w), .channels(_, let w): w
+        }
+    }
 
     /// Flat index of channel k at position p of item i, for an activation tensor of `shape`.
     func index(_ i: Int, _ k: Int, _ p: Int, shape: [Int]) -> Int {
@@ -109,8 +117,10 @@ extension ViTClassifier: CAMClassifier {
 /// Runs `method` on `images` (normalised [N, C, S, S]) with the target layer `layer` (ViT:
 /// `blocks[layer].norm1` output; ConvNet: block `layer`'s ReLU output; default the last).
 /// `targets[i]` nil: the top class. With `finer`, the score is Finer-CAM's.
-public func explain(_ classifier: some CAMClassifier, images: Tensor, method: BaseMethod, targets: [Int?], finer: FinerOptions?,
-                    layer: Int = -1) throws -> Explanation {
+public func explain(
+    _ classifier: some CAMClassifier, images: Tensor, method: BaseMethod, targets: [Int?], finer: FinerOptions?,
+    layer: Int = -1
+) throws -> Explanation {
     let n = images.shape[0], size = classifier.inputSize
     guard images.rank == 4, images.shape[1] == classifier.inputChannels, images.shape[2] == size, images.shape[3] == size else {
         throw CAMError("images must be [N, \(classifier.inputChannels), \(size), \(size)] for this model, got \(images.shape)")
@@ -178,10 +188,13 @@ public func explain(_ classifier: some CAMClassifier, images: Tensor, method: Ba
         let pixels = try images.scalars(as: Float.self), per = images.count / max(n, 1)
         for i in 0..<n {
             let row = Array(y[(i * classes)..<((i + 1) * classes)])
-            scoreWeights.append(try scoreCAMWeights(classifier, image: Array(pixels[(i * per)..<((i + 1) * per)]), channels: d, layout: layout,
-                                                    activation: { k, p in a[at(i, k, p)] }, score: { logits in
-                                                        finerScore(logits, target: chosen[i], comparisons: comparisons[i], finer: finer, original: row)
-                                                    }))
+            scoreWeights.append(
+                try scoreCAMWeights(
+                    classifier, image: Array(pixels[(i * per)..<((i + 1) * per)]), channels: d, layout: layout,
+                    activation: { k, p in a[at(i, k, p)] },
+                    score: { logits in
+                        finerScore(logits, target: chosen[i], comparisons: comparisons[i], finer: finer, original: row)
+                    }))
         }
     } else {
         let grads = Autograd.gradients(of: score!.sum(), wrt: [target])[0]
@@ -265,8 +278,10 @@ func finerScore(_ logits: [Float], target t: Int, comparisons: [Int], finer: Fin
 /// Score-CAM's channel weights for one image: each activation channel, upsampled to the input with
 /// align_corners = True bilinear and min–max scaled (+1e-8), masks the input; the masked inputs go
 /// through the model 16 at a time; the weights are the softmax of their scores over channels.
-func scoreCAMWeights(_ classifier: some CAMClassifier, image: [Float], channels d: Int, layout: ActivationLayout,
-                     activation act: (Int, Int) -> Float, score: ([Float]) -> Float) throws -> [Float] {
+func scoreCAMWeights(
+    _ classifier: some CAMClassifier, image: [Float], channels d: Int, layout: ActivationLayout,
+    activation act: (Int, Int) -> Float, score: ([Float]) -> Float
+) throws -> [Float] {
     let s = classifier.inputSize, plane = s * s, ch = classifier.inputChannels
     let (gh, gw) = (layout.height, layout.width)
     // Interpolation taps along one axis for align_corners = True.

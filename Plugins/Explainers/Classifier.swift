@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -26,7 +26,9 @@ public struct ViTClassifier: @unchecked Sendable {
             throw FormatError(path: configPath, "not found: a classifier folder holds timm's config.json and model.safetensors")
         }
         guard let weights = Checkpoint.weightsFile(in: folder) else {
-            throw FormatError(path: folder + "/model.safetensors", "not found: a classifier folder holds timm's config.json and model.safetensors (or pytorch_model.bin, model.pt)")
+            throw FormatError(
+                path: folder + "/model.safetensors",
+                "not found: a classifier folder holds timm's config.json and model.safetensors (or pytorch_model.bin, model.pt)")
         }
         let checkpoint = try Checkpoint(path: weights)
         var cfg = try ViTConfig.timm(configPath: configPath, checkpoint: checkpoint)
@@ -72,9 +74,14 @@ public struct ViTClassifier: @unchecked Sendable {
         var out: [Float] = []
         out.reserveCapacity(images.count * 3 * s * s)
         for img in images {
-            let rgb = img.channels == 3 ? img : Image(width: img.width, height: img.height, channels: 3,
-                                                      pixels: (0..<(img.width * img.height)).flatMap { p in
-                                                          (0..<3).map { c in img.pixels[p * img.channels + (img.channels >= 3 ? c : 0)] } })
+            let rgb =
+                img.channels == 3
+                ? img
+                : Image(
+                    width: img.width, height: img.height, channels: 3,
+                    pixels: (0..<(img.width * img.height)).flatMap { p in
+                        (0..<3).map { c in img.pixels[p * img.channels + (img.channels >= 3 ? c : 0)] }
+                    })
             out += try rgb.normalizedCHW(mean: mean, std: std).scalars(as: Float.self)
         }
         return try Tensor(out, shape: [images.count, 3, s, s])
@@ -86,7 +93,8 @@ public struct ViTClassifier: @unchecked Sendable {
 func loadClassifier(folder: String) throws -> any CAMClassifier {
     let configPath = folder + "/config.json"
     if RegularFile.isRegular(configPath), let text = try? RegularFile.text(configPath, limit: 16 << 20),
-       let json = try? JSONValue.parse(text), json["architecture"]?.stringValue == "convnet" {
+        let json = try? JSONValue.parse(text), json["architecture"]?.stringValue == "convnet"
+    {
         return try ConvNetClassifier(folder: folder)
     }
     return try loadedClassifier(folder: folder)
@@ -97,7 +105,9 @@ func loadClassifier(folder: String) throws -> any CAMClassifier {
 let loadedClassifiers = ProcessCache<ViTClassifier>()
 
 func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
-    try loadedClassifiers.value(folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors") {
+    try loadedClassifiers.value(
+        folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors"
+    ) {
         try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -22,7 +22,9 @@ private let sharedHelp = [
 /// Loads the images (option path or tensor input), runs the method, writes overlays and maps.
 func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: BaseMethod, finer: FinerOptions?) throws -> Response {
     let o = request.options
-    guard !o.classifier.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs --set classifier=FOLDER (timm ViT or ConvNet config.json + model.safetensors)") }
+    guard !o.classifier.isEmpty else {
+        throw MenagerieError.invalidArgument("'\(component)' needs --set classifier=FOLDER (timm ViT or ConvNet config.json + model.safetensors)")
+    }
     let classifier: any CAMClassifier
     do { classifier = try loadClassifier(folder: (o.classifier as NSString).expandingTildeInPath) } catch let e as FormatError {
         throw MenagerieError.invalidArgument("\(e)")
@@ -31,15 +33,20 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     let images: Tensor
     if let given = request.inputs["images"] {
         guard given.dtype == .float32, given.rank == 4 else {
-            throw MenagerieError.invalidArgument("input 'images' of '\(component)' must be f32 [N, 3, S, S] (normalised), got \(given.dtype.name) \(given.shape)")
+            throw MenagerieError.invalidArgument(
+                "input 'images' of '\(component)' must be f32 [N, 3, S, S] (normalised), got \(given.dtype.name) \(given.shape)")
         }
         images = given.owned()
     } else {
-        guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)") }
+        guard !o.images.isEmpty else {
+            throw MenagerieError.invalidArgument(
+                "'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)")
+        }
         let path = (o.images as NSString).expandingTildeInPath
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
-        files = isDir.boolValue
+        files =
+            isDir.boolValue
             ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
                 .sorted().map { path + "/" + $0 }
             : [path]
@@ -58,8 +65,9 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     let n = images.shape[0]
     let result: Explanation
     do {
-        result = try explain(classifier, images: images, method: method, targets: Array(repeating: o.target < 0 ? nil : o.target, count: n),
-                             finer: finer, layer: o.layer)
+        result = try explain(
+            classifier, images: images, method: method, targets: Array(repeating: o.target < 0 ? nil : o.target, count: n),
+            finer: finer, layer: o.layer)
     } catch let e as CAMError { throw MenagerieError.invalidArgument("'\(component)': \(e)") }
     // Overlays on the (resized) input images: JET with image weight 0.5 (show_cam_on_image).
     var artifacts: [String] = []
@@ -67,8 +75,12 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
     let maps = try result.maps.scalars(as: Float.self)
     for i in 0..<n where i < pictures.count {
         let name = String(format: "overlay_%03d.png", i)
-        let rgb = pictures[i].channels == 3 ? pictures[i] : Image(width: s, height: s, channels: 3,
-                                                                   pixels: (0..<(s * s)).flatMap { p in [UInt8](repeating: pictures[i].pixels[p * pictures[i].channels], count: 3) })
+        let rgb =
+            pictures[i].channels == 3
+            ? pictures[i]
+            : Image(
+                width: s, height: s, channels: 3,
+                pixels: (0..<(s * s)).flatMap { p in [UInt8](repeating: pictures[i].pixels[p * pictures[i].channels], count: 3) })
         try PNG.write(try Overlay.heatmap(on: rgb, map: Array(maps[(i * s * s)..<((i + 1) * s * s)])), to: request.host.scratchDirectory + "/" + name)
         artifacts.append(name)
     }
@@ -81,12 +93,19 @@ func runCAM<O: CAMOptions>(_ request: Request<O>, component: String, method: Bas
         if !result.comparisons[i].isEmpty { item["comparisons"] = .array(result.comparisons[i].map { .number(Double($0)) }) }
         return .object(item)
     }
-    var summary: [String: JSONValue] = ["method": .string(component), "images": .number(Double(n)), "per_image": .array(perImage),
-                                        "maps": "maps.npy: float32 N×S×S in input order, min–max scaled",
-                                        "target_layer": .string(classifier is ConvNetClassifier ? "features block \(o.layer): its ReLU output (before pooling)"
-                                                                                  : "blocks[\(o.layer)].norm1 output, CLS dropped")]
+    var summary: [String: JSONValue] = [
+        "method": .string(component), "images": .number(Double(n)), "per_image": .array(perImage),
+        "maps": "maps.npy: float32 N×S×S in input order, min–max scaled",
+        "target_layer": .string(
+            classifier is ConvNetClassifier
+                ? "features block \(o.layer): its ReLU output (before pooling)"
+                : "blocks[\(o.layer)].norm1 output, CLS dropped"),
+    ]
     if !notes.isEmpty { summary["notes"] = .array(notes.map { .string($0) }) }
-    if let finer { summary["alpha"] = .number(Double(finer.alpha)); summary["weighting"] = .string(finer.weighting) }
+    if let finer {
+        summary["alpha"] = .number(Double(finer.alpha))
+        summary["weighting"] = .string(finer.weighting)
+    }
     return Response(result: .object(summary), tensors: [("maps", result.maps), ("grid", result.grid)], artifacts: artifacts)
 }
 
@@ -94,7 +113,11 @@ private let explainOutputs = [
     TensorSpec("maps", dtypes: ["f32"], shape: "N×S×S", summary: "the class-activation maps at input size, in input order"),
     TensorSpec("grid", dtypes: ["f32"], shape: "N×h×w", summary: "the maps on the token grid, before resizing"),
 ]
-private let explainInputs = [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)]
+private let explainInputs = [
+    TensorSpec(
+        "images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)",
+        optional: true)
+]
 
 /// The five base CAMs as one table: component id and summary per method. Each is exported as
 /// `BaseCAMComponent<Tag>`; the tags below only name the row at the type level (components are types).
@@ -177,7 +200,9 @@ struct FinerCAMComponent: Explainer {
     static let operations = [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
     func explain(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        guard let base = BaseMethod(rawValue: o.base) else { throw MenagerieError.invalidArgument("option 'base' must be one of " + BaseMethod.allCases.map(\.rawValue).joined(separator: ", ")) }
+        guard let base = BaseMethod(rawValue: o.base) else {
+            throw MenagerieError.invalidArgument("option 'base' must be one of " + BaseMethod.allCases.map(\.rawValue).joined(separator: ", "))
+        }
         guard o.ranks.allSatisfy({ $0 >= 0 }), !o.ranks.isEmpty else { throw MenagerieError.invalidArgument("option 'ranks' needs non-negative positions") }
         let finer = FinerOptions(alpha: Float(o.alpha), ranks: o.mode == "compare" ? [1] : o.ranks, weighting: o.weighting)
         return try runCAM(request, component: Self.id, method: base, finer: finer)
@@ -191,6 +216,9 @@ public enum ExplainersPlugin: Plugin {
     public static let summary = "Class-activation explanations: Grad-CAM, Layer-CAM, Score-CAM, Grad-CAM++, HiResCAM, Finer-CAM and Prompt-CAM"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let components: [any Component.Type] = BaseMethod.allCases.map(\.component) + [FinerCAMComponent.self,
-                                                          ViTClassifierComponent.self, ConvNetClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self]
+    public static let components: [any Component.Type] =
+        BaseMethod.allCases.map(\.component) + [
+            FinerCAMComponent.self,
+            ViTClassifierComponent.self, ConvNetClassifierComponent.self, LinearProbeComponent.self, PromptCAMComponent.self,
+        ]
 }

@@ -1,6 +1,6 @@
+import Formats
 import Foundation
 import Imaging
-import Formats
 import MenagerieKit
 import NN
 import Tensors
@@ -30,15 +30,18 @@ struct ConvNetClassifierComponent: Backbone {
             "lr": "train: SGD learning rate", "momentum": "train: SGD momentum", "weightDecay": "train: SGD weight decay",
             "seed": "train: initialisation and shuffles", "classifier": "embed: a ConvNet folder written by train",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["size": 1...65536, "width": 1...65536, "depth": 1...30, "epochs": 1...1e6,
-                                                            "batch": 1...1e6, "lr": 0...1e3, "momentum": 0...1, "weightDecay": 0...1e3]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "size": 1...65536, "width": 1...65536, "depth": 1...30, "epochs": 1...1e6,
+            "batch": 1...1e6, "lr": 0...1e3, "momentum": 0...1, "weightDecay": 0...1e3,
+        ]
     }
     static let id = "convnet-classifier"
     static let summary = "ConvNet-3 (instance norm, average pooling): train on a dataset component, embed images"
     static let operations = [
-        OperationSpec("embed", summary: "flattened features before the classifier",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "normalised images")],
-                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "features")]),
+        OperationSpec(
+            "embed", summary: "flattened features before the classifier",
+            inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "normalised images")],
+            outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "features")]),
         OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
     ]
 
@@ -61,13 +64,15 @@ struct ConvNetClassifierComponent: Backbone {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard o.epochs > 0, o.batch > 0, o.width > 0, o.depth > 0, o.size > 0, o.size >> o.depth > 0 else {
-            throw MenagerieError.invalidArgument("epochs, batch, width, depth and size must be positive and size ≥ 2^depth "
-                + "(got epochs=\(o.epochs), batch=\(o.batch), width=\(o.width), depth=\(o.depth), size=\(o.size))")
+            throw MenagerieError.invalidArgument(
+                "epochs, batch, width, depth and size must be positive and size ≥ 2^depth "
+                    + "(got epochs=\(o.epochs), batch=\(o.batch), width=\(o.width), depth=\(o.depth), size=\(o.size))")
         }
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let described = try data.describe(options: [:])
         guard let classes = described["classes"]?.arrayValue?.count, classes > 1,
-              let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
+            let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0
+        else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
         }
         let testSplit = described["splits"]?["test"]?.intValue ?? 0 > 0 ? "test" : "val"
@@ -75,8 +80,9 @@ struct ConvNetClassifierComponent: Backbone {
         let channels = try labelledBatch(data, dataset: o.dataset, split: "train", start: 0, count: 1, epoch: nil).0.shape[1]
         let mean = [Float](repeating: 0.5, count: channels), std = mean
         do {
-            try ConvNet.validate(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, source: "options of '\(Self.id)'",
-                                 keys: ["net_width": "width", "net_depth": "depth", "image_size": "size"])
+            try ConvNet.validate(
+                channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, source: "options of '\(Self.id)'",
+                keys: ["net_width": "width", "net_depth": "depth", "image_size": "size"])
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         let model = ConvNet(channels: channels, classes: classes, width: o.width, depth: o.depth, imageSize: o.size, seed: UInt64(bitPattern: Int64(o.seed)))
         let optimizer = SGD(model.parameters, learningRate: Float(o.lr), momentum: Float(o.momentum), weightDecay: Float(o.weightDecay))
@@ -87,9 +93,11 @@ struct ConvNetClassifierComponent: Backbone {
         var history: [(loss: Double, accuracy: Double)] = []
         let started = Date()
         model.isTraining = true
-        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
-                          schedule: schedule, optimizer: optimizer, host: request.host,
-                          logits: { model(Variable(normalize($0, mean: mean, std: std))) }) { epoch, loss, accuracy in
+        try fitClassifier(
+            data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+            schedule: schedule, optimizer: optimizer, host: request.host,
+            logits: { model(Variable(normalize($0, mean: mean, std: std))) }
+        ) { epoch, loss, accuracy in
             lastTrain = accuracy
             curve += "\(epoch + 1),\(loss),\(accuracy),\(Int(Date().timeIntervalSince(started)))\n"
             history.append((Double(loss), accuracy))
@@ -109,13 +117,18 @@ struct ConvNetClassifierComponent: Backbone {
         ]
         try AtomicFile.write(config.prettyText + "\n", to: dir + "/config.json")
         try AtomicFile.write(curve, to: dir + "/curve.csv")
-        try LinePlot.trainingCurves(title: "ConvNet-\(o.depth) on \(o.dataset): \(o.epochs) epochs (\(testSplit) accuracy \(String(format: "%.3f", testAccuracy)))",
-                                    epochs: history.indices.map { Double($0 + 1) }, loss: history.map(\.loss), metrics: [("train", history.map(\.accuracy))])
-            .write(to: dir + "/curve.png")
-        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain),
-                                 "\(testSplit)_accuracy": .number(testAccuracy), "epochs": .number(Double(o.epochs)),
-                                 "seconds": .number(Date().timeIntervalSince(started)),
-                                 "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
+        try LinePlot.trainingCurves(
+            title: "ConvNet-\(o.depth) on \(o.dataset): \(o.epochs) epochs (\(testSplit) accuracy \(String(format: "%.3f", testAccuracy)))",
+            epochs: history.indices.map { Double($0 + 1) }, loss: history.map(\.loss), metrics: [("train", history.map(\.accuracy))]
+        )
+        .write(to: dir + "/curve.png")
+        return Response(
+            result: [
+                "classes": .number(Double(classes)), "train_accuracy": .number(lastTrain),
+                "\(testSplit)_accuracy": .number(testAccuracy), "epochs": .number(Double(o.epochs)),
+                "seconds": .number(Date().timeIntervalSince(started)),
+                "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) })),
+            ],
+            artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
     }
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -32,9 +32,10 @@ struct LinearProbeComponent: Backbone {
     static let id = "linear-probe"
     static let summary = "A linear probe on a frozen ViT backbone's pooled features, saved as a timm classifier folder"
     static let operations = [
-        OperationSpec("embed", summary: "logits of normalised images",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
-                      outputs: [TensorSpec("logits", dtypes: ["f32"], shape: "N×C", summary: "class scores")]),
+        OperationSpec(
+            "embed", summary: "logits of normalised images",
+            inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
+            outputs: [TensorSpec("logits", dtypes: ["f32"], shape: "N×C", summary: "class scores")]),
         OperationSpec("train", summary: "train the probe; writes config.json, model.safetensors"),
     ]
 
@@ -96,7 +97,13 @@ struct LinearProbeComponent: Backbone {
         let probe = ViT(config: config)
         let source = Dictionary(uniqueKeysWithValues: backbone.model.namedParameters.map { ($0.0, $0.1) })
         for (name, p) in probe.namedParameters {
-            if name == "head.weight" { p.assign(head.weight.value) } else if name == "head.bias" { p.assign(head.bias!.value) } else if let q = source[name] { p.assign(q.value) }
+            if name == "head.weight" {
+                p.assign(head.weight.value)
+            } else if name == "head.bias" {
+                p.assign(head.bias!.value)
+            } else if let q = source[name] {
+                p.assign(q.value)
+            }
         }
         let dir = request.host.scratchDirectory
         try probe.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
@@ -109,8 +116,11 @@ struct LinearProbeComponent: Backbone {
             cfgText = JSONValue.object(root).prettyText + "\n"
         }
         try AtomicFile.write(cfgText, to: dir + "/config.json")
-        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(accuracy(train, trainLabels)),
-                                 "val_accuracy": .number(accuracy(val, valLabels)), "features": .number(Double(backbone.config.width))],
-                        artifacts: ["config.json", "model.safetensors"])
+        return Response(
+            result: [
+                "classes": .number(Double(classes)), "train_accuracy": .number(accuracy(train, trainLabels)),
+                "val_accuracy": .number(accuracy(val, valLabels)), "features": .number(Double(backbone.config.width)),
+            ],
+            artifacts: ["config.json", "model.safetensors"])
     }
 }

@@ -19,17 +19,23 @@ public struct CAMMetrics: Sendable {
     public var insertionAUC: [Double]
 }
 
-public func faithfulness(_ classifier: ViTClassifier, images: Tensor, maps: Tensor, targets: [Int], similar: [Int],
-                         fraction: Double = 0.05, steps: Int = 16) throws -> CAMMetrics {
-    try faithfulness(images: images, maps: maps, targets: targets, similar: similar, classes: classifier.config.numClasses,
-                     fraction: fraction, steps: steps) { batch in
+public func faithfulness(
+    _ classifier: ViTClassifier, images: Tensor, maps: Tensor, targets: [Int], similar: [Int],
+    fraction: Double = 0.05, steps: Int = 16
+) throws -> CAMMetrics {
+    try faithfulness(
+        images: images, maps: maps, targets: targets, similar: similar, classes: classifier.config.numClasses,
+        fraction: fraction, steps: steps
+    ) { batch in
         GradMode.disabled { classifier.model.forward(Variable(batch)).logits }
     }
 }
 
 /// The same metrics for any model given as `logits(images [B, 3, S, S]) → [B, classes]` (e.g. Prompt-CAM).
-public func faithfulness(images: Tensor, maps: Tensor, targets: [Int], similar: [Int], classes: Int,
-                         fraction: Double = 0.05, steps: Int = 16, logits: (Tensor) throws -> Variable) throws -> CAMMetrics {
+public func faithfulness(
+    images: Tensor, maps: Tensor, targets: [Int], similar: [Int], classes: Int,
+    fraction: Double = 0.05, steps: Int = 16, logits: (Tensor) throws -> Variable
+) throws -> CAMMetrics {
     let n = images.shape[0], s = images.shape[2], plane = s * s
     guard maps.shape == [n, s, s] else { throw CAMError("maps \(maps.shape) do not match images \(images.shape)") }
     let pixels = try images.scalars(as: Float.self), m = try maps.scalars(as: Float.self)

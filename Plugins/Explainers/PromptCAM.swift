@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
 
@@ -13,8 +13,8 @@ import Tensors
 // @unchecked: its parameters lock their own state; the modules are used by one training or explaining call at a time.
 public final class PromptCAMModel: @unchecked Sendable {
     public let backbone: ViT
-    public let prompts: Parameter          // [L, C, D]
-    public let head: Linear                // D → 1
+    public let prompts: Parameter // [L, C, D]
+    public let head: Linear // D → 1
     public let classes: Int
 
     public init(backbone: ViT, classes: Int, seed: UInt64 = 0) {
@@ -24,8 +24,9 @@ public final class PromptCAMModel: @unchecked Sendable {
         var rng = SeededGenerator(seed: seed)
         let bound = Float((6.0 / Double(3 * c.patchSize * c.patchSize + c.width)).squareRoot())
         let count = c.depth * classes * c.width
-        prompts = Parameter(Tensor(shape: [c.depth, classes, c.width], scalars: (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) * bound }),
-                            decays: false)
+        prompts = Parameter(
+            Tensor(shape: [c.depth, classes, c.width], scalars: (0..<count).map { _ in Float(rng.nextUniform() * 2 - 1) * bound }),
+            decays: false)
         head = Linear(c.width, 1, rng: &rng)
         // The backbone is frozen: its parameters become constants (no gradients computed for them).
         for p in backbone.parameters { p.variable = Variable(p.value) }
@@ -36,7 +37,7 @@ public final class PromptCAMModel: @unchecked Sendable {
     public var trainable: [Parameter] { [prompts] + head.parameters }
 
     public struct Output {
-        public var logits: Variable                  // [N, C]
+        public var logits: Variable // [N, C]
         /// Last block's post-softmax attention [N, H, T, T] when kept (T = C + 1 + patches).
         public var attention: Variable?
     }
@@ -47,27 +48,29 @@ public final class PromptCAMModel: @unchecked Sendable {
         let n = images.shape[0], d = c.width, g = c.grid, k = classes
         var x = b.patchEmbed(images).reshaped([n, d, g * g]).transposed()
         if let cls = b.clsToken { x = concat([cls.variable.broadcast(to: [n, 1, d]), x], axis: 1) }
-        x = x + b.posEmbed.variable                                              // [N, T0, D]
+        x = x + b.posEmbed.variable // [N, T0, D]
         let t0 = x.shape[1]
         var out = x
         for (l, block) in b.blocks.enumerated() {
             let p = prompts.variable.slice(axis: 0, l..<(l + 1)).reshaped([1, k, d]).broadcast(to: [n, k, d])
             let last = l == b.blocks.count - 1
             block.attention.keepAttention = last && keepAttention
-            block.attention.scoreTransform = last && !blur.isEmpty ? { scores in
-                // Zero the chosen (head, query) rows: uniform attention for that prompt in that head.
-                let (h, t) = (scores.shape[1], scores.shape[2])
-                let keep = Tensor.make([1, h, t, 1]) { m in
-                    for i in 0..<(h * t) { m[i] = 1 }
-                    for (hh, q) in blur { m[hh * t + q] = 0 }
-                }
-                return scores * Variable(keep)
-            } : nil
+            block.attention.scoreTransform =
+                last && !blur.isEmpty
+                ? { scores in
+                    // Zero the chosen (head, query) rows: uniform attention for that prompt in that head.
+                    let (h, t) = (scores.shape[1], scores.shape[2])
+                    let keep = Tensor.make([1, h, t, 1]) { m in
+                        for i in 0..<(h * t) { m[i] = 1 }
+                        for (hh, q) in blur { m[hh * t + q] = 0 }
+                    }
+                    return scores * Variable(keep)
+                } : nil
             out = block(concat([p, x], axis: 1))
             block.attention.scoreTransform = nil
             if !last { x = out.slice(axis: 1, k..<(k + t0)) }
         }
-        let z = b.norm(out.slice(axis: 1, 0..<k))                                // [N, C, D]
+        let z = b.norm(out.slice(axis: 1, 0..<k)) // [N, C, D]
         let logits = head(z).reshaped([n, k])
         let attention = keepAttention ? b.blocks.last!.attention.lastAttention : nil
         b.blocks.last!.attention.keepAttention = false
@@ -110,8 +113,9 @@ public final class PromptCAMModel: @unchecked Sendable {
     }
 
     public func save(to path: String) throws {
-        try SafeTensors.write([("prompts", prompts.value), ("head.weight", head.weight.value), ("head.bias", head.bias!.value)],
-                              metadata: ["format": "prompt-cam"], to: path)
+        try SafeTensors.write(
+            [("prompts", prompts.value), ("head.weight", head.weight.value), ("head.bias", head.bias!.value)],
+            metadata: ["format": "prompt-cam"], to: path)
     }
 
     public func load(from path: String) throws {

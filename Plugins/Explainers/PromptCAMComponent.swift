@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -32,15 +32,22 @@ struct PromptCAMComponent: Explainer {
             "lr": "train: SGD learning rate (momentum 0.9, cosine schedule with warm-up)", "weightDecay": "train: SGD weight decay",
             "warmup": "train: warm-up epochs", "seed": "train: prompt and head initialisation",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["query": -1...16_777_216, "epochs": 1...1e6, "batch": 1...1e6, "lr": 0...1e3,
-                                                            "weightDecay": 0...1e3, "warmup": 0...1e6]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "query": -1...16_777_216, "epochs": 1...1e6, "batch": 1...1e6, "lr": 0...1e3,
+            "weightDecay": 0...1e3, "warmup": 0...1e6,
+        ]
     }
     static let id = "prompt-cam"
     static let summary = "Prompt-CAM: class prompts on a frozen ViT; per-head trait maps ranked by blurring (Chowdhury et al., CVPR 2025)"
     static let operations = [
-        OperationSpec("explain", summary: "per-head trait maps, head ranking, a grid PNG per image",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)],
-                      outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
+        OperationSpec(
+            "explain", summary: "per-head trait maps, head ranking, a grid PNG per image",
+            inputs: [
+                TensorSpec(
+                    "images", dtypes: ["f32"], shape: "N×3×S×S",
+                    summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)
+            ],
+            outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
         OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
     ]
 
@@ -55,7 +62,8 @@ struct PromptCAMComponent: Explainer {
         let s = vit.config.imageSize
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: s, options: o.datasetOptions)
         let described = try data.describe(options: [:])
-        guard let classes = described["classes"]?.arrayValue?.count, classes > 1, let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
+        guard let classes = described["classes"]?.arrayValue?.count, classes > 1, let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0
+        else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
         }
         let valCount = described["splits"]?["val"]?.intValue ?? 0
@@ -74,9 +82,11 @@ struct PromptCAMComponent: Explainer {
         var curve = "epoch,train_loss,train_accuracy,val_accuracy\n"
         var lastTrain = 0.0, lastVal = Double.nan
         let started = Date()
-        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
-                          schedule: schedule, optimizer: optimizer, host: request.host,
-                          logits: { model.forward(Variable(normalise($0))).logits }) { epoch, loss, accuracy in
+        try fitClassifier(
+            data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+            schedule: schedule, optimizer: optimizer, host: request.host,
+            logits: { model.forward(Variable(normalise($0))).logits }
+        ) { epoch, loss, accuracy in
             lastTrain = accuracy
             if valCount > 0 {
                 lastVal = try evaluateAccuracy(data, dataset: o.dataset, split: "val", count: valCount) { model.forward(Variable(normalise($0))).logits }
@@ -86,10 +96,13 @@ struct PromptCAMComponent: Explainer {
         let dir = request.host.scratchDirectory
         try model.save(to: dir + "/prompts.safetensors")
         try AtomicFile.write(curve, to: dir + "/curve.csv")
-        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
-                                 "seconds": .number(Date().timeIntervalSince(started)), "backbone": .string(vit.folder),
-                                 "trainable_parameters": .number(Double(model.trainable.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["prompts.safetensors", "curve.csv"])
+        return Response(
+            result: [
+                "classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
+                "seconds": .number(Date().timeIntervalSince(started)), "backbone": .string(vit.folder),
+                "trainable_parameters": .number(Double(model.trainable.reduce(0) { $0 + $1.shape.reduce(1, *) })),
+            ],
+            artifacts: ["prompts.safetensors", "curve.csv"])
     }
 
     func explain(_ request: Request<Options>) throws -> Response {
@@ -102,9 +115,11 @@ struct PromptCAMComponent: Explainer {
         do { promptShape = try SafeTensorsFile(path: promptsFile).entry("prompts").shape } catch { throw MenagerieError.invalidArgument("\(error)") }
         // [depth, classes, width] of this backbone, checked before the shape sizes the model.
         guard promptShape.count == 3, promptShape[0] == vit.config.depth, promptShape[2] == vit.config.width,
-              Limits.vocabulary.contains(promptShape[1]) else {
-            throw MenagerieError.invalidArgument("\(promptsFile): tensor 'prompts' has shape \(promptShape); this backbone needs "
-                + "[\(vit.config.depth), classes, \(vit.config.width)] with 1…\(Limits.vocabulary.upperBound) classes")
+            Limits.vocabulary.contains(promptShape[1])
+        else {
+            throw MenagerieError.invalidArgument(
+                "\(promptsFile): tensor 'prompts' has shape \(promptShape); this backbone needs "
+                    + "[\(vit.config.depth), classes, \(vit.config.width)] with 1…\(Limits.vocabulary.upperBound) classes")
         }
         classes = promptShape[1]
         let model = PromptCAMModel(backbone: vit.model, classes: classes)
@@ -121,10 +136,13 @@ struct PromptCAMComponent: Explainer {
         var perImage: [JSONValue] = [], artifacts: [String] = []
         let maps = try up.scalars(as: Float.self)
         for i in 0..<n {
-            let ranking = model.rankHeads(try Tensor(Array(try images.scalars(as: Float.self)[(i * 3 * s * s)..<((i + 1) * 3 * s * s)]), shape: [1, 3, s, s]),
-                                          target: query[i])
-            perImage.append(["predicted": .number(Double(predicted[i])), "query": .number(Double(query[i])),
-                             "head_ranking": .array(ranking.map { .number(Double($0)) })])
+            let ranking = model.rankHeads(
+                try Tensor(Array(try images.scalars(as: Float.self)[(i * 3 * s * s)..<((i + 1) * 3 * s * s)]), shape: [1, 3, s, s]),
+                target: query[i])
+            perImage.append([
+                "predicted": .number(Double(predicted[i])), "query": .number(Double(query[i])),
+                "head_ranking": .array(ranking.map { .number(Double($0)) }),
+            ])
             if i < pictures.count {
                 var tiles = [pictures[i]]
                 let headers = ["image"] + ranking.enumerated().map { "head \($0.element) (#\($0.offset + 1))" }
@@ -135,16 +153,20 @@ struct PromptCAMComponent: Explainer {
                     tiles.append(try Overlay.heatmap(on: pictures[i], map: m))
                 }
                 let name = String(format: "heads_%03d.png", i)
-                var grid = ImageGrid(title: "Prompt-CAM heads for class \(query[i]), most to least important", columnHeaders: headers,
-                                     tiles: [tiles.map { Optional($0) }], tileSize: 80)
+                var grid = ImageGrid(
+                    title: "Prompt-CAM heads for class \(query[i]), most to least important", columnHeaders: headers,
+                    tiles: [tiles.map { Optional($0) }], tileSize: 80)
                 grid.colorBar = (0...1, "attention (min–max scaled)", { Color.jet($0) })
                 try grid.write(to: request.host.scratchDirectory + "/" + name)
                 artifacts += Figure.files(name)
             }
         }
-        return Response(result: ["images": .number(Double(n)), "heads": .number(Double(h)), "per_image": .array(perImage),
-                                 "maps": "maps.npy: the last block's attention of the query prompt over the patches, per head, at input size"],
-                        tensors: [("maps", up)], artifacts: artifacts)
+        return Response(
+            result: [
+                "images": .number(Double(n)), "heads": .number(Double(h)), "per_image": .array(perImage),
+                "maps": "maps.npy: the last block's attention of the query prompt over the patches, per head, at input size",
+            ],
+            tensors: [("maps", up)], artifacts: artifacts)
     }
 }
 
@@ -152,15 +174,20 @@ struct PromptCAMComponent: Explainer {
 func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClassifier, optionPath: String, component: String) throws -> (Tensor, [Image]) {
     if let given = request.inputs["images"] {
         guard given.dtype == .float32, given.rank == 4 else {
-            throw MenagerieError.invalidArgument("input 'images' of '\(component)' must be f32 [N, 3, S, S] (normalised), got \(given.dtype.name) \(given.shape)")
+            throw MenagerieError.invalidArgument(
+                "input 'images' of '\(component)' must be f32 [N, 3, S, S] (normalised), got \(given.dtype.name) \(given.shape)")
         }
         return (given.owned(), [])
     }
-    guard !optionPath.isEmpty else { throw MenagerieError.invalidArgument("'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)") }
+    guard !optionPath.isEmpty else {
+        throw MenagerieError.invalidArgument(
+            "'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)")
+    }
     let path = (optionPath as NSString).expandingTildeInPath
     var isDir: ObjCBool = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
-    let files = isDir.boolValue
+    let files =
+        isDir.boolValue
         ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted().map { path + "/" + $0 }
         : [path]
@@ -193,7 +220,9 @@ extension PromptCAMComponent {
         let data = try DatasetProxy(request.host, id: "synthetic-tol")
         let described = try data.describe(options: ["size": .number(Double(s))])
         let testPer = (described["splits"]?["test"]?.intValue ?? 0) / max(classes, 1)
-        let batch = try data.batch(options: ["split": "test", "start": 0, "count": .number(Double(testPer * classes)), "shuffle": false, "size": .number(Double(s))])
+        let batch = try data.batch(options: [
+            "split": "test", "start": 0, "count": .number(Double(testPer * classes)), "shuffle": false, "size": .number(Double(s)),
+        ])
         let raw = try batch.tensors["images"]!.scalars(as: Float.self), labels = try batch.tensors["labels"]!.integers()
         var picked: [Int] = []
         for species in 0..<classes { picked += (0..<min(2, testPer)).map { species * testPer + $0 } }
@@ -222,8 +251,11 @@ extension PromptCAMComponent {
         let all = try maps.scalars(as: Float.self) + cross.scalars(as: Float.self)
         var tiles: [[Image?]] = []
         for (row, i) in (shown + [shown[0]]).enumerated() {
-            let picture = Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
-                (0..<3).map { c in UInt8((raw[(i * 3 + c) * plane + p] * 255).rounded()) } })
+            let picture = Image(
+                width: s, height: s, channels: 3,
+                pixels: (0..<plane).flatMap { p in
+                    (0..<3).map { c in UInt8((raw[(i * 3 + c) * plane + p] * 255).rounded()) }
+                })
             let ranking = model.rankHeads(try normalised([i]), target: queries[row])
             tiles.append([picture])
             for hh in ranking {
@@ -236,12 +268,17 @@ extension PromptCAMComponent {
         }
         let dir = request.host.scratchDirectory
         let rowHeaders = shown.indices.map { "class \(queries[$0]), own prompt" } + ["class \(queries[0]) with class \(queries[shown.count])'s prompt"]
-        var grid = ImageGrid(title: "Prompt-CAM trait maps: the last block's heads, most to least important",
-                             columnHeaders: ["image"] + (0..<h).map { "head #\($0 + 1)" }, rowHeaders: rowHeaders, tiles: tiles, tileSize: 72)
+        var grid = ImageGrid(
+            title: "Prompt-CAM trait maps: the last block's heads, most to least important",
+            columnHeaders: ["image"] + (0..<h).map { "head #\($0 + 1)" }, rowHeaders: rowHeaders, tiles: tiles, tileSize: 72)
         grid.colorBar = (0...1, "attention (min–max scaled)", { Color.jet($0) })
         try grid.write(to: dir + "/trait_maps.png")
-        return Response(result: ["test_accuracy": .number(accuracy), "test_images": .number(Double(picked.count)), "classes": .number(Double(classes)),
-                                 "trait_maps": "rows: the first genus's species with their own prompt, then species 0 queried with species 3's prompt; columns: the image, then the last block's heads from most to least important (greedy blurring)"],
-                        artifacts: Figure.files("trait_maps.png"))
+        return Response(
+            result: [
+                "test_accuracy": .number(accuracy), "test_images": .number(Double(picked.count)), "classes": .number(Double(classes)),
+                "trait_maps":
+                    "rows: the first genus's species with their own prompt, then species 0 queried with species 3's prompt; columns: the image, then the last block's heads from most to least important (greedy blurring)",
+            ],
+            artifacts: Figure.files("trait_maps.png"))
     }
 }

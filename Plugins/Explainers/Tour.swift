@@ -27,8 +27,9 @@ extension FinerCAMComponent {
         let dir = request.host.scratchDirectory
         try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
         try report.sheet.write(to: dir + "/overlays.png")
-        return Response(result: report.summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
-                        artifacts: ["metrics.csv"] + Figure.files("overlays.png"))
+        return Response(
+            result: report.summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
+            artifacts: ["metrics.csv"] + Figure.files("overlays.png"))
     }
 }
 
@@ -43,8 +44,10 @@ struct Comparison {
 /// `perSpecies` test images of every species, explaining the true class; and Prompt-CAM when given
 /// (its map: the mean over heads of the true class prompt's last-block attention, scored with the
 /// Prompt-CAM model's own logits).
-func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: PluginHost,
-                           perSpecies: Int) throws -> Comparison {
+func compareOnSyntheticTol(
+    _ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: PluginHost,
+    perSpecies: Int
+) throws -> Comparison {
     let s = classifier.config.imageSize
     let data = try DatasetProxy(host, id: "synthetic-tol")
     let described = try data.describe(options: ["size": .number(Double(s))])
@@ -52,11 +55,14 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
         throw MenagerieError.invalidArgument("synthetic-tol did not describe its classes")
     }
     guard classes.count == classifier.config.numClasses else {
-        throw MenagerieError.invalidArgument("the classifier has \(classifier.config.numClasses) classes, synthetic-tol \(classes.count): train one on it first")
+        throw MenagerieError.invalidArgument(
+            "the classifier has \(classifier.config.numClasses) classes, synthetic-tol \(classes.count): train one on it first")
     }
     let partIndex = ["head": 1, "body": 2, "wings_fins": 3, "tail": 4, "appendage": 5]
-    let batch = try data.batch(options: ["split": "test", "start": 0, "count": .number(Double(testPer * classes.count)), "shuffle": false,
-                                         "size": .number(Double(s))])
+    let batch = try data.batch(options: [
+        "split": "test", "start": 0, "count": .number(Double(testPer * classes.count)), "shuffle": false,
+        "size": .number(Double(s)),
+    ])
     let all = try batch.tensors["images"]!.scalars(as: Float.self), allMasks = try batch.tensors["masks"]!.scalars(as: UInt8.self)
     let labels = try batch.tensors["labels"]!.integers()
     var pixels: [Float] = [], masks: [[Bool]] = [], targets: [Int] = [], pictures: [Image] = [], rowNames: [String] = []
@@ -70,14 +76,20 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
             masks.append(allMasks[(i * plane)..<((i + 1) * plane)].map { Int($0) == part })
             targets.append(labels[i])
             rowNames.append(classes[species]["name"]?.stringValue ?? "species \(species)")
-            pictures.append(Image(width: s, height: s, channels: 3, pixels: (0..<plane).flatMap { p in
-                (0..<3).map { c in UInt8((raw[c * plane + p] * 255).rounded()) } }))
+            pictures.append(
+                Image(
+                    width: s, height: s, channels: 3,
+                    pixels: (0..<plane).flatMap { p in
+                        (0..<3).map { c in UInt8((raw[c * plane + p] * 255).rounded()) }
+                    }))
         }
     }
     let n = targets.count
     let images = try Tensor(pixels, shape: [n, 3, s, s])
-    let methods: [(String, FinerOptions?)] = [("grad-cam", nil), ("finer-cam", FinerOptions(alpha: 1, ranks: [1, 2, 3])),
-                                              ("finer-cam compare", FinerOptions(alpha: 1, ranks: [1]))]
+    let methods: [(String, FinerOptions?)] = [
+        ("grad-cam", nil), ("finer-cam", FinerOptions(alpha: 1, ranks: [1, 2, 3])),
+        ("finer-cam compare", FinerOptions(alpha: 1, ranks: [1])),
+    ]
     var csv = "method,images,accuracy,pointing_game,energy_in_part,relative_drop_5pct,deletion_auc,insertion_auc\n"
     var summary: [String: JSONValue] = [:]
     var maps: [Tensor] = []
@@ -86,14 +98,20 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
         let accuracy = Double((0..<n).filter { i in (0..<c).max { logits[i * c + $0] < logits[i * c + $1] }! == targets[i] }.count) / Double(n)
         // The most similar class: the closest logit to the target's.
         let similar = (0..<n).map { i in
-            (0..<c).filter { $0 != targets[i] }.min { abs(logits[i * c + $0] - logits[i * c + targets[i]]) < abs(logits[i * c + $1] - logits[i * c + targets[i]]) }!
+            (0..<c).filter { $0 != targets[i] }.min {
+                abs(logits[i * c + $0] - logits[i * c + targets[i]]) < abs(logits[i * c + $1] - logits[i * c + targets[i]])
+            }!
         }
         let f = try metrics(similar)
         let p = try pointingGame(maps: m, masks: masks)
-        let row: [Double] = [accuracy, Double(p.hits.filter { $0 }.count) / Double(n), mean(p.energy), mean(f.relativeDrop), mean(f.deletionAUC), mean(f.insertionAUC)]
+        let row: [Double] = [
+            accuracy, Double(p.hits.filter { $0 }.count) / Double(n), mean(p.energy), mean(f.relativeDrop), mean(f.deletionAUC), mean(f.insertionAUC),
+        ]
         csv += "\(name),\(n)," + row.map { String(format: "%.4f", $0) }.joined(separator: ",") + "\n"
-        summary[name.replacingOccurrences(of: " ", with: "_")] = .object(Dictionary(uniqueKeysWithValues: zip(
-            ["accuracy", "pointing_game", "energy_in_part", "relative_drop_5pct", "deletion_auc", "insertion_auc"], row.map { JSONValue.number($0) })))
+        summary[name.replacingOccurrences(of: " ", with: "_")] = .object(
+            Dictionary(
+                uniqueKeysWithValues: zip(
+                    ["accuracy", "pointing_game", "energy_in_part", "relative_drop_5pct", "deletion_auc", "insertion_auc"], row.map { JSONValue.number($0) })))
         maps.append(m)
     }
     for (name, finer) in methods {
@@ -123,11 +141,13 @@ func compareOnSyntheticTol(_ classifier: ViTClassifier, promptCAM: PromptCAMMode
         let mask = Image(width: s, height: s, channels: 3, pixels: masks[i].flatMap { $0 ? [255, 255, 255] : [30, 30, 30] })
         tiles.append([pictures[i]] + (try shown.map { m in try Overlay.heatmap(on: pictures[i], map: Array(m[(i * plane)..<((i + 1) * plane)])) }) + [mask])
     }
-    var sheet = ImageGrid(title: "Where each explainer looks (target: the true species)",
-                          columnHeaders: ["image", "Grad-CAM", "Finer-CAM"] + (promptCAM == nil ? [] : ["Prompt-CAM"]) + ["part mask"],
-                          rowHeaders: (0..<min(8, n)).map { rowNames.indices.contains($0) ? rowNames[$0] : "image \($0 + 1)" }, tiles: tiles, tileSize: 80)
+    var sheet = ImageGrid(
+        title: "Where each explainer looks (target: the true species)",
+        columnHeaders: ["image", "Grad-CAM", "Finer-CAM"] + (promptCAM == nil ? [] : ["Prompt-CAM"]) + ["part mask"],
+        rowHeaders: (0..<min(8, n)).map { rowNames.indices.contains($0) ? rowNames[$0] : "image \($0 + 1)" }, tiles: tiles, tileSize: 80)
     sheet.colorBar = (0...1, "map value (JET)", { Color.jet($0) })
     summary["images"] = .number(Double(n))
-    summary["note"] = "pointing game: the map's peak in the part that tells the species from its siblings; relative drop masks the top 5 % pixels with 0 in normalised space"
+    summary["note"] =
+        "pointing game: the map's peak in the part that tells the species from its siblings; relative drop masks the top 5 % pixels with 0 in normalised space"
     return Comparison(csv: csv, sheet: sheet, summary: .object(summary), maps: maps)
 }

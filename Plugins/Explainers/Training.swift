@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -45,11 +45,20 @@ struct ViTClassifierComponent: Backbone {
     static let id = "vit-classifier"
     static let summary = "A small ViT classifier: train on a dataset component (timm layout out), embed images"
     static let operations = [
-        OperationSpec("embed", summary: "pooled features and patch tokens of normalised images, or of [0, 1] pixels normalised here",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "images normalised with the model's mean/std, at its size", optional: true),
-                               TensorSpec("pixels", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1], any square size that is a multiple of the patch size: normalised with the model's mean/std, the model run at that size", optional: true)],
-                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features"),
-                                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×D", summary: "patch tokens after the final norm (label propagation's features)")]),
+        OperationSpec(
+            "embed", summary: "pooled features and patch tokens of normalised images, or of [0, 1] pixels normalised here",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "images normalised with the model's mean/std, at its size", optional: true),
+                TensorSpec(
+                    "pixels", dtypes: ["f32"], shape: "N×3×S×S",
+                    summary:
+                        "RGB in [0, 1], any square size that is a multiple of the patch size: normalised with the model's mean/std, the model run at that size",
+                    optional: true),
+            ],
+            outputs: [
+                TensorSpec("features", dtypes: ["f32"], shape: "N×D", summary: "pooled features"),
+                TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×D", summary: "patch tokens after the final norm (label propagation's features)"),
+            ]),
         OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
     ]
 
@@ -63,7 +72,8 @@ struct ViTClassifierComponent: Backbone {
                 throw MenagerieError.invalidArgument("input 'pixels' must be f32 [N, 3, S, S] RGB in [0, 1], got \(pixels.dtype.name) \(pixels.shape)")
             }
             guard size == 0 || size == pixels.shape[2] else {
-                throw MenagerieError.invalidArgument("option imageSize=\(size) differs from the size of input 'pixels' (\(pixels.shape[2])): resize the pixels or leave imageSize 0")
+                throw MenagerieError.invalidArgument(
+                    "option imageSize=\(size) differs from the size of input 'pixels' (\(pixels.shape[2])): resize the pixels or leave imageSize 0")
             }
             size = pixels.shape[2]
         }
@@ -78,14 +88,18 @@ struct ViTClassifierComponent: Backbone {
         } else {
             images = try request.inputs.require("images", dtypes: [.float32], rank: 4).owned()
             guard images.shape[1] == 3, images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
-                throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this model, got \(images.shape) (or pass 'pixels')")
+                throw MenagerieError.invalidArgument(
+                    "input 'images' must be [N, 3, \(c.imageSize), \(c.imageSize)] for this model, got \(images.shape) (or pass 'pixels')")
             }
         }
         let out = GradMode.disabled { classifier.model.forward(Variable(images)) }
         let tokens = try out.patchTokens.value.reshaped([images.shape[0], c.grid, c.grid, out.patchTokens.shape[2]])
-        return Response(result: ["features": .number(Double(out.pooled.shape[1])), "grid": .number(Double(c.grid)),
-                                 "patch": .number(Double(c.patchSize))],
-                        tensors: [("features", out.pooled.value), ("tokens", tokens)])
+        return Response(
+            result: [
+                "features": .number(Double(out.pooled.shape[1])), "grid": .number(Double(c.grid)),
+                "patch": .number(Double(c.patchSize)),
+            ],
+            tensors: [("features", out.pooled.value), ("tokens", tokens)])
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
@@ -95,8 +109,10 @@ struct ViTClassifierComponent: Backbone {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         // Positivity first: `size % patch` with patch 0 would trap.
-        for (key, value) in [("size", o.size), ("patch", o.patch), ("width", o.width), ("depth", o.depth), ("heads", o.heads),
-                             ("epochs", o.epochs), ("batch", o.batch)] where value <= 0 {
+        for (key, value) in [
+            ("size", o.size), ("patch", o.patch), ("width", o.width), ("depth", o.depth), ("heads", o.heads),
+            ("epochs", o.epochs), ("batch", o.batch),
+        ] where value <= 0 {
             throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.warmup >= 0, o.warmup <= 1_000_000, o.batch <= 1_000_000, o.epochs <= 1_000_000 else {
@@ -108,7 +124,8 @@ struct ViTClassifierComponent: Backbone {
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: o.size, options: o.datasetOptions)
         let described = try data.describe(options: [:])
         guard let classes = described["classes"]?.arrayValue?.count, classes > 1,
-              let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0 else {
+            let trainCount = described["splits"]?["train"]?.intValue, trainCount > 0
+        else {
             throw MenagerieError.invalidArgument("dataset '\(o.dataset)' describes no classes or no training images")
         }
         let valCount = described["splits"]?["val"]?.intValue ?? 0
@@ -117,8 +134,12 @@ struct ViTClassifierComponent: Backbone {
         config.globalPool = "avg"
         config.fcNorm = false
         do {
-            try config.validate(source: "options of '\(Self.id)'", keys: ["img_size": "size", "patch_size": "patch", "embed_dim": "width",
-                                                                        "depth": "depth", "num_heads": "heads", "num_classes": "classes"])
+            try config.validate(
+                source: "options of '\(Self.id)'",
+                keys: [
+                    "img_size": "size", "patch_size": "patch", "embed_dim": "width",
+                    "depth": "depth", "num_heads": "heads", "num_classes": "classes",
+                ])
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         let model = ViT(config: config, seed: UInt64(bitPattern: Int64(o.seed)))
         // No weight decay on biases, norm gains, the class token and position embedding.
@@ -133,36 +154,47 @@ struct ViTClassifierComponent: Backbone {
         var history: [(loss: Double, train: Double, val: Double)] = []
         let started = Date()
         model.isTraining = true
-        try fitClassifier(data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
-                          schedule: schedule, optimizer: optimizer, host: request.host,
-                          logits: { model.forward(Variable(normalize($0))).logits }) { epoch, loss, accuracy in
+        try fitClassifier(
+            data, dataset: o.dataset, trainCount: trainCount, batch: o.batch, epochs: o.epochs, baseRate: Float(o.lr),
+            schedule: schedule, optimizer: optimizer, host: request.host,
+            logits: { model.forward(Variable(normalize($0))).logits }
+        ) { epoch, loss, accuracy in
             lastTrain = accuracy
             model.isTraining = false
             lastVal = try evaluateAccuracy(data, dataset: o.dataset, split: "val", count: valCount) { model.forward(Variable(normalize($0))).logits }
             model.isTraining = true
             curve += "\(epoch + 1),\(loss),\(lastTrain),\(lastVal),\(Int(Date().timeIntervalSince(started)))\n"
             history.append((Double(loss), lastTrain, lastVal))
-            request.host.log(.info, "epoch \(epoch + 1): loss \(String(format: "%.3f", loss)), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
+            request.host.log(
+                .info,
+                "epoch \(epoch + 1): loss \(String(format: "%.3f", loss)), train \(String(format: "%.3f", lastTrain)), val \(String(format: "%.3f", lastVal))")
         }
         model.isTraining = false
         let dir = request.host.scratchDirectory
         try model.save(to: dir + "/model.safetensors", metadata: ["format": "pt"])
         try AtomicFile.write(timmConfig(config, classes: classes), to: dir + "/config.json")
         try AtomicFile.write(curve, to: dir + "/curve.csv")
-        try LinePlot.trainingCurves(title: "ViT classifier on \(o.dataset): \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
-                                    loss: history.map(\.loss), metrics: [("train", history.map(\.train)), ("val", history.map(\.val))])
-            .write(to: dir + "/curve.png")
-        return Response(result: ["classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
-                                 "epochs": .number(Double(o.epochs)), "seconds": .number(Date().timeIntervalSince(started)),
-                                 "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }))],
-                        artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
+        try LinePlot.trainingCurves(
+            title: "ViT classifier on \(o.dataset): \(o.epochs) epochs", epochs: history.indices.map { Double($0 + 1) },
+            loss: history.map(\.loss), metrics: [("train", history.map(\.train)), ("val", history.map(\.val))]
+        )
+        .write(to: dir + "/curve.png")
+        return Response(
+            result: [
+                "classes": .number(Double(classes)), "train_accuracy": .number(lastTrain), "val_accuracy": .number(lastVal),
+                "epochs": .number(Double(o.epochs)), "seconds": .number(Date().timeIntervalSince(started)),
+                "parameters": .number(Double(model.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) })),
+            ],
+            artifacts: ["model.safetensors", "config.json", "curve.csv"] + Figure.files("curve.png"))
     }
 }
 
 /// One labelled batch of a dataset component: images [N, C, H, W] in [0, 1] and class indices.
 func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, start: Int, count: Int, epoch: Int?) throws -> (Tensor, [Int]) {
-    var options: [String: JSONValue] = ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
-                                        "shuffle": .bool(epoch != nil)]
+    var options: [String: JSONValue] = [
+        "split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
+        "shuffle": .bool(epoch != nil),
+    ]
     if let epoch { options["epoch"] = .number(Double(epoch)) }
     let b = try data.batch(options: .object(options))
     guard let images = b.tensors["images"], images.rank == 4, let labels = b.tensors["labels"] else {
@@ -171,8 +203,9 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
     // Another plugin's response: one label per image, checked before it indexes anything.
     let y = try labels.integers()
     guard y.count == images.shape[0], y.allSatisfy({ $0 >= 0 }) else {
-        throw MenagerieError.invalidArgument("dataset '\(dataset)' batch returned \(images.shape[0]) images with \(y.count) labels "
-            + "(one non-negative class index per image is needed)")
+        throw MenagerieError.invalidArgument(
+            "dataset '\(dataset)' batch returned \(images.shape[0]) images with \(y.count) labels "
+                + "(one non-negative class index per image is needed)")
     }
     return (images, y)
 }
@@ -180,9 +213,11 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
 /// The supervised loop the explainers' trainers share: shuffled training batches, cross-entropy of
 /// `logits`, one optimizer step per batch at the schedule's rate, cancellation and progress.
 /// `endOfEpoch` gets each epoch's mean loss and training accuracy.
-func fitClassifier(_ data: DatasetOptionsProxy, dataset: String, trainCount: Int, batch: Int, epochs: Int, baseRate: Float,
-                   schedule: Schedule, optimizer: any Optimizer, host: PluginHost, logits: (Tensor) -> Variable,
-                   endOfEpoch: (_ epoch: Int, _ loss: Double, _ accuracy: Double) throws -> Void) throws {
+func fitClassifier(
+    _ data: DatasetOptionsProxy, dataset: String, trainCount: Int, batch: Int, epochs: Int, baseRate: Float,
+    schedule: Schedule, optimizer: any Optimizer, host: PluginHost, logits: (Tensor) -> Variable,
+    endOfEpoch: (_ epoch: Int, _ loss: Double, _ accuracy: Double) throws -> Void
+) throws {
     let stepsPerEpoch = (trainCount + batch - 1) / batch, total = stepsPerEpoch * epochs
     var step = 0
     for epoch in 0..<epochs {
@@ -237,12 +272,16 @@ func timmConfig(_ c: ViTConfig, classes: Int) -> String {
     let json: JSONValue = [
         "architecture": "vision_transformer", "num_classes": .number(Double(classes)), "num_features": .number(Double(c.width)),
         "global_pool": .string(c.globalPool),
-        "model_args": ["img_size": .number(Double(c.imageSize)), "patch_size": .number(Double(c.patchSize)), "embed_dim": .number(Double(c.width)),
-                       "depth": .number(Double(c.depth)), "num_heads": .number(Double(c.heads)), "num_classes": .number(Double(classes)),
-                       "global_pool": .string(c.globalPool), "class_token": .bool(c.classToken), "fc_norm": .bool(c.fcNorm),
-                       "mlp_ratio": .number(c.mlpRatio), "qkv_bias": .bool(c.qkvBias)],
-        "pretrained_cfg": ["input_size": [3, .number(Double(c.imageSize)), .number(Double(c.imageSize))],
-                           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "crop_pct": 1.0],
+        "model_args": [
+            "img_size": .number(Double(c.imageSize)), "patch_size": .number(Double(c.patchSize)), "embed_dim": .number(Double(c.width)),
+            "depth": .number(Double(c.depth)), "num_heads": .number(Double(c.heads)), "num_classes": .number(Double(classes)),
+            "global_pool": .string(c.globalPool), "class_token": .bool(c.classToken), "fc_norm": .bool(c.fcNorm),
+            "mlp_ratio": .number(c.mlpRatio), "qkv_bias": .bool(c.qkvBias),
+        ],
+        "pretrained_cfg": [
+            "input_size": [3, .number(Double(c.imageSize)), .number(Double(c.imageSize))],
+            "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "crop_pct": 1.0,
+        ],
     ]
     return json.prettyText + "\n"
 }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 
 /// ActivityNet-1.3 JSON files: ground truth `{"version", "taxonomy", "database": {video: {"subset",
@@ -113,7 +113,8 @@ public enum ActivityNet {
         guard let database = json["database"]?.objectValue else {
             let keys = json.objectValue.map { $0.keys.sorted().joined(separator: ", ") } ?? "not an object"
             throw MenagerieError.invalidArgument(
-                "ground-truth file '\(path)' has no 'database' object (top level: \(keys)); an ActivityNet ground truth is {\"version\", \"taxonomy\", \"database\": {video: {\"subset\", \"duration\", \"annotations\"}}}")
+                "ground-truth file '\(path)' has no 'database' object (top level: \(keys)); an ActivityNet ground truth is {\"version\", \"taxonomy\", \"database\": {video: {\"subset\", \"duration\", \"annotations\"}}}"
+            )
         }
         var videos: [Video] = []
         videos.reserveCapacity(database.count)
@@ -142,7 +143,8 @@ public enum ActivityNet {
         guard let results = json["results"]?.objectValue else {
             let keys = json.objectValue.map { $0.keys.sorted().joined(separator: ", ") } ?? "not an object"
             throw MenagerieError.invalidArgument(
-                "predictions file '\(path)' has no 'results' object (top level: \(keys)); ActivityNet predictions are {\"version\", \"results\": {video: [{\"label\", \"score\", \"segment\"}]}, \"external_data\"}")
+                "predictions file '\(path)' has no 'results' object (top level: \(keys)); ActivityNet predictions are {\"version\", \"results\": {video: [{\"label\", \"score\", \"segment\"}]}, \"external_data\"}"
+            )
         }
         var videos: [(id: String, detections: [Detection])] = []
         videos.reserveCapacity(results.count)

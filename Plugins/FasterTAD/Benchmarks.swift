@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import Tensors
 
@@ -8,16 +8,18 @@ import Tensors
 /// found), and Faster-TAD's training and detection throughput on synthetic-actions.
 extension DetectionMetricComponent {
     static let benchmarks = [
-        BenchmarkSpec("faster_tad.evaluate_5000", unit: "ms",
-                      summary: "anet-detection on a generated 5,000-video ActivityNet set, JSON parsing included (beside the Python evaluator when found)",
-                      ratioTarget: 0.1),
+        BenchmarkSpec(
+            "faster_tad.evaluate_5000", unit: "ms",
+            summary: "anet-detection on a generated 5,000-video ActivityNet set, JSON parsing included (beside the Python evaluator when found)",
+            ratioTarget: 0.1)
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.detectionBenchmarks() }
 }
 
 extension FasterTADComponent {
     static let benchmarks = [
-        BenchmarkSpec("faster_tad.train", unit: "videos/s", summary: "Faster-TAD training throughput (2 epochs on 600 synthetic-actions videos), through the host"),
+        BenchmarkSpec(
+            "faster_tad.train", unit: "videos/s", summary: "Faster-TAD training throughput (2 epochs on 600 synthetic-actions videos), through the host"),
         BenchmarkSpec("faster_tad.detect", unit: "videos/s", summary: "Faster-TAD detection throughput (150 videos, embedded model), through the host"),
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.detectionBenchmarks() }
@@ -54,11 +56,14 @@ extension BenchmarkRun {
                 let data = pipe.fileHandleForReading.readDataToEndOfFile()
                 p.waitUntilExit()
                 if p.terminationStatus == 0, let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
-                   let r = try? JSONValue.parse(String(line)), let seconds = r["seconds"]?.doubleValue {
+                    let r = try? JSONValue.parse(String(line)), let seconds = r["seconds"]?.doubleValue
+                {
                     let theirs = r["average_mAP"]?.doubleValue ?? .nan
                     record.reference = .init(tool: r["evaluator"]?.stringValue ?? "python", median: seconds * 1000)
-                    notes.append(String(format: "faster_tad.evaluate_5000: average mAP %.12f (ours) vs %.12f (%@), |Δ| %.1e",
-                                        ours, theirs, r["evaluator"]?.stringValue ?? "python", abs(ours - theirs)))
+                    notes.append(
+                        String(
+                            format: "faster_tad.evaluate_5000: average mAP %.12f (ours) vs %.12f (%@), |Δ| %.1e",
+                            ours, theirs, r["evaluator"]?.stringValue ?? "python", abs(ours - theirs)))
                 }
             }
             records.append(record)
@@ -85,7 +90,10 @@ extension BenchmarkRun {
     static func activityNetSet(videos: Int, classes: Int, predictionsPerVideo: Int, seed: UInt64) -> (String, String) {
         var rng = SeededGenerator(seed: seed)
         var serial = 0.0
-        func score(_ s: Double) -> Double { serial += 1; return s + serial * 1e-10 }
+        func score(_ s: Double) -> Double {
+            serial += 1
+            return s + serial * 1e-10
+        }
         var gt = "{\"version\": \"VERSION 1.3\", \"taxonomy\": [], \"database\": {"
         var pred = "{\"version\": \"VERSION 1.3\", \"external_data\": {}, \"results\": {"
         for v in 0..<videos {
@@ -97,15 +105,21 @@ extension BenchmarkRun {
                 anns.append(String(format: "{\"segment\": [%.2f, %.2f], \"label\": \"class %d\"}", s, e, label))
                 let len = e - s
                 let shown = rng.nextUniform() < 0.7 ? label : Int(rng.next() % UInt64(classes))
-                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", shown, score(0.3 + 0.7 * rng.nextUniform()),
-                                   s + 0.1 * len * rng.nextNormal(), e + 0.1 * len * rng.nextNormal()))
+                dets.append(
+                    String(
+                        format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", shown, score(0.3 + 0.7 * rng.nextUniform()),
+                        s + 0.1 * len * rng.nextNormal(), e + 0.1 * len * rng.nextNormal()))
             }
             while dets.count < predictionsPerVideo {
                 let s = rng.nextUniform() * duration, e = min(duration, s + rng.nextUniform() * duration * 0.5)
-                dets.append(String(format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", Int(rng.next() % UInt64(classes)),
-                                   score(0.6 * rng.nextUniform()), s, e))
+                dets.append(
+                    String(
+                        format: "{\"label\": \"class %d\", \"score\": %.10f, \"segment\": [%.2f, %.2f]}", Int(rng.next() % UInt64(classes)),
+                        score(0.6 * rng.nextUniform()), s, e))
             }
-            gt += (v > 0 ? ", " : "") + "\"\(id)\": {\"subset\": \"validation\", \"duration\": \(String(format: "%.2f", duration)), \"annotations\": [\(anns.joined(separator: ", "))]}"
+            gt +=
+                (v > 0 ? ", " : "")
+                + "\"\(id)\": {\"subset\": \"validation\", \"duration\": \(String(format: "%.2f", duration)), \"annotations\": [\(anns.joined(separator: ", "))]}"
             pred += (v > 0 ? ", " : "") + "\"\(id)\": [\(dets.joined(separator: ", "))]"
         }
         return (gt + "}}\n", pred + "}}\n")

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -69,7 +69,8 @@ struct FasterTADComponent: Detector {
         var fusion_iou = 0.55
 
         static let help = [
-            "data": "an ActivityNet folder: ground_truth.json, features/ (one <video>.npy or .safetensors, T×C), optional aux_features/ (empty: the embedded synthetic-actions)",
+            "data":
+                "an ActivityNet folder: ground_truth.json, features/ (one <video>.npy or .safetensors, T×C), optional aux_features/ (empty: the embedded synthetic-actions)",
             "ground_truth": "the ground-truth JSON (default: <data>/ground_truth.json)", "features": "the feature folder (default: <data>/features)",
             "aux_features": "the auxiliary (atomic) feature folder (default: <data>/aux_features when present)",
             "aux": "use the auxiliary feature stream when there is one (the Auxiliary-Features Block)",
@@ -85,7 +86,8 @@ struct FasterTADComponent: Detector {
             "max_duration": "train: longest proposal as a fraction of the video",
             "epochs": "train: passes over the training videos", "batch": "train: videos per step", "lr": "train: AdamW peak learning rate (cosine decay)",
             "weight_decay": "train: AdamW weight decay", "boundary_weight": "train: weight of the boundary loss",
-            "regression_weight": "train: weight of the offset loss", "fake_proposals": "train: inject ground-truth-derived proposals (Fake-Proposal Generation)",
+            "regression_weight": "train: weight of the offset loss",
+            "fake_proposals": "train: inject ground-truth-derived proposals (Fake-Proposal Generation)",
             "fake_per_gt": "train: jittered copies per ground truth", "fake_jitter": "train: jitter std of fake proposal bounds, × the segment length",
             "random_proposals": "train: random segments per video (background examples)", "rois_per_video": "train: RoIs sampled per video",
             "positive_iou": "train: tIoU with a ground truth that makes a RoI positive", "boundary_proposals": "train: the network's own proposals per video",
@@ -94,7 +96,8 @@ struct FasterTADComponent: Detector {
             "save_dtype": "train: weights written as f32 or f16",
             "proposals": "detect: proposals per video into the RoI head", "labels_per_proposal": "detect: best classes kept per proposal",
             "boundary_power": "detect: score = p(class) · (p_start · p_end)^this", "sigma": "detect: Soft-NMS Gaussian σ (score · exp(−tIoU²/σ))",
-            "nms": "detect/ensemble: gaussian or linear Soft-NMS, or hard NMS", "nms_threshold": "detect: only segments overlapping more than this are decayed (the NMS threshold for linear/hard)",
+            "nms": "detect/ensemble: gaussian or linear Soft-NMS, or hard NMS",
+            "nms_threshold": "detect: only segments overlapping more than this are decayed (the NMS threshold for linear/hard)",
             "top_n": "detect: detections kept per video", "timelines": "PNG timelines written (ground truth vs detections), 0: none",
             "predictions": "evaluate: an ActivityNet predictions JSON (empty: detect with the model first)",
             "tiou_thresholds": "evaluate: tIoU thresholds (default 0.50:0.05:0.95)",
@@ -103,7 +106,9 @@ struct FasterTADComponent: Detector {
             "mode": "ensemble: merge (pool + Soft-NMS) or fusion (weighted segment fusion + Soft-NMS)",
             "fusion_iou": "ensemble: tIoU at which fusion joins segments",
         ]
-        static let choices = ["save_dtype": ["f32", "f16"], "nms": ["gaussian", "linear", "hard"], "unknown_labels": ["error", "ignore"], "mode": ["merge", "fusion"]]
+        static let choices = [
+            "save_dtype": ["f32", "f16"], "nms": ["gaussian", "linear", "hard"], "unknown_labels": ["error", "ignore"], "mode": ["merge", "fusion"],
+        ]
         static let ranges: [String: ClosedRange<Double>] = [
             "videos": 1...1e6, "val_videos": 0...1e6, "classes": 1...1e5, "channels": 1...65536, "noise": 0...1e6,
             "snippets": 8...4096, "hidden": 1...65536, "heads": 1...65536, "roi_channels": 1...65536, "roi_points": 1...4096,
@@ -120,11 +125,16 @@ struct FasterTADComponent: Detector {
     static let summary = "Faster-TAD: temporal action detection in one network (Chen et al. 2022) on snippet features, ActivityNet in and out"
     static let inTour = true
     static let operations = [
-        OperationSpec("detect", summary: "detect actions in every video of the subset → predictions.json (ActivityNet), timelines",
-                      inputs: [TensorSpec("features", dtypes: ["f32"], shape: "T×C", summary: "one video's snippet features (instead of a data folder)", optional: true),
-                               TensorSpec("aux", dtypes: ["f32"], shape: "T×Ca", summary: "its auxiliary (atomic) stream, for models that take one", optional: true)],
-                      outputs: [TensorSpec("segments", dtypes: ["f64"], shape: "K×3", summary: "start, end (fractions of the video), score — with --input features"),
-                                TensorSpec("labels", dtypes: ["i64"], shape: "K", summary: "class index — with --input features")]),
+        OperationSpec(
+            "detect", summary: "detect actions in every video of the subset → predictions.json (ActivityNet), timelines",
+            inputs: [
+                TensorSpec("features", dtypes: ["f32"], shape: "T×C", summary: "one video's snippet features (instead of a data folder)", optional: true),
+                TensorSpec("aux", dtypes: ["f32"], shape: "T×Ca", summary: "its auxiliary (atomic) stream, for models that take one", optional: true),
+            ],
+            outputs: [
+                TensorSpec("segments", dtypes: ["f64"], shape: "K×3", summary: "start, end (fractions of the video), score — with --input features"),
+                TensorSpec("labels", dtypes: ["i64"], shape: "K", summary: "class index — with --input features"),
+            ]),
         OperationSpec("train", summary: "train on a data folder or synthetic-actions → model/ (config.json, model.safetensors), curve.csv, mAP"),
         OperationSpec("evaluate", summary: "ActivityNet detection mAP of predictions (or of the model's detections) against the ground truth"),
         OperationSpec("ensemble", summary: "combine several detectors' predictions files (merge + Soft-NMS, or weighted fusion)"),
@@ -144,8 +154,9 @@ struct FasterTADComponent: Detector {
         guard o.sigma > 0, o.top_n > 0, (0...1).contains(o.nms_threshold) else {
             throw MenagerieError.invalidArgument("sigma and top_n must be > 0 and nms_threshold in [0, 1]")
         }
-        return SoftNMS(sigma: o.sigma, method: SoftNMS.Method(rawValue: o.nms) ?? .gaussian, threshold: o.nms_threshold, topN: o.top_n,
-                       minScore: 0, perLabel: true)
+        return SoftNMS(
+            sigma: o.sigma, method: SoftNMS.Method(rawValue: o.nms) ?? .gaussian, threshold: o.nms_threshold, topN: o.top_n,
+            minScore: 0, perLabel: true)
     }
 
     func inference(_ o: Options) throws -> TAD.InferenceOptions {
@@ -211,9 +222,12 @@ struct FasterTADComponent: Detector {
         try AtomicFile.write(ActivityNet.json(predictions), to: dir + "/predictions.json")
         var artifacts = ["predictions.json"]
         artifacts += try writeTimelines(data, predictions: predictions, count: o.timelines, classes: net.config.classes, dir: dir)
-        return Response(result: ["videos": .number(Double(videos.count)), "detections": .number(Double(predictions.count)),
-                                 "videos_per_s": .number(Double(videos.count) / max(seconds, 1e-9)), "source": .string(data.source),
-                                 "predictions": "predictions.json"], artifacts: artifacts)
+        return Response(
+            result: [
+                "videos": .number(Double(videos.count)), "detections": .number(Double(predictions.count)),
+                "videos_per_s": .number(Double(videos.count) / max(seconds, 1e-9)), "source": .string(data.source),
+                "predictions": "predictions.json",
+            ], artifacts: artifacts)
     }
 
     func detectTensor(_ net: FasterTADNet, _ x: Tensor, aux: Tensor?, options: TAD.InferenceOptions) throws -> Response {
@@ -229,12 +243,16 @@ struct FasterTADComponent: Detector {
             }
             a = rescaleSnippets(try aux.converted(to: .float32).scalars(as: Float.self), snippets: aux.shape[0], channels: c.aux_channels, to: c.snippets)
         }
-        let video = TADVideo(id: "input", subset: "", duration: 1, features: rescaleSnippets(values, snippets: x.shape[0], channels: c.input_channels, to: c.snippets),
-                             aux: a, segments: [])
+        let video = TADVideo(
+            id: "input", subset: "", duration: 1, features: rescaleSnippets(values, snippets: x.shape[0], channels: c.input_channels, to: c.snippets),
+            aux: a, segments: [])
         let dets = TAD.detect(net, videos: [video], options: options)[0]
-        return Response(result: ["detections": .number(Double(dets.count)), "classes": .array(c.classes.map { .string($0) })],
-                        tensors: [("segments", try Tensor(dets.flatMap { [$0.start, $0.end, $0.score] }, shape: [dets.count, 3])),
-                                  ("labels", Tensor(dets.map { Int64($0.label) }))])
+        return Response(
+            result: ["detections": .number(Double(dets.count)), "classes": .array(c.classes.map { .string($0) })],
+            tensors: [
+                ("segments", try Tensor(dets.flatMap { [$0.start, $0.end, $0.score] }, shape: [dets.count, 3])),
+                ("labels", Tensor(dets.map { Int64($0.label) })),
+            ])
     }
 
     func checkCompatible(_ net: FasterTADNet, _ data: TADDataset) throws {
@@ -242,21 +260,28 @@ struct FasterTADComponent: Detector {
             throw MenagerieError.invalidArgument("the features have \(data.channels) channels; the model expects \(net.config.input_channels)")
         }
         guard data.auxChannels == net.config.aux_channels else {
-            throw MenagerieError.invalidArgument(net.config.aux_channels > 0
-                ? "the model takes a \(net.config.aux_channels)-channel auxiliary stream; give aux_features= (the data has \(data.auxChannels))"
-                : "the model takes no auxiliary stream; pass --set aux=false")
+            throw MenagerieError.invalidArgument(
+                net.config.aux_channels > 0
+                    ? "the model takes a \(net.config.aux_channels)-channel auxiliary stream; give aux_features= (the data has \(data.auxChannels))"
+                    : "the model takes no auxiliary stream; pass --set aux=false")
         }
     }
 
     /// Detections of `videos` in seconds, batched, with progress.
-    func runDetector(_ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: PluginHost) throws -> ActivityNet.Predictions {
+    func runDetector(_ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: PluginHost) throws
+        -> ActivityNet.Predictions
+    {
         var out: [(id: String, detections: [ActivityNet.Detection])] = []
         let batch = 32
         for start in stride(from: 0, to: videos.count, by: batch) {
             try host.checkCancelled()
             let part = Array(videos[start..<min(videos.count, start + batch)])
             for (v, dets) in zip(part, TAD.detect(net, videos: part, options: options)) {
-                out.append((v.id, dets.map { ActivityNet.Detection(start: $0.start * v.duration, end: $0.end * v.duration, score: $0.score, label: classes[$0.label]) }))
+                out.append(
+                    (
+                        v.id,
+                        dets.map { ActivityNet.Detection(start: $0.start * v.duration, end: $0.end * v.duration, score: $0.score, label: classes[$0.label]) }
+                    ))
             }
             host.progress(min(videos.count, start + batch), of: videos.count, "detect")
         }
@@ -306,10 +331,14 @@ struct FasterTADComponent: Detector {
             groundTruth = try ActivityNet.readGroundTruth(o.ground_truth.isEmpty ? o.data + "/ground_truth.json" : o.ground_truth)
             predictions = try ActivityNet.readPredictions(o.predictions)
         }
-        var r = try DetectionMetricComponent.report(groundTruth: groundTruth, predictions: predictions, subset: o.subset,
-                                                    thresholds: o.tiou_thresholds, unknownLabels: o.unknown_labels, dir: dir)
+        var r = try DetectionMetricComponent.report(
+            groundTruth: groundTruth, predictions: predictions, subset: o.subset,
+            thresholds: o.tiou_thresholds, unknownLabels: o.unknown_labels, dir: dir)
         artifacts += r.artifacts
-        if let detectRate, case .object(var obj) = r.result { obj["detect_videos_per_s"] = .number(detectRate); r.result = .object(obj) }
+        if let detectRate, case .object(var obj) = r.result {
+            obj["detect_videos_per_s"] = .number(detectRate)
+            r.result = .object(obj)
+        }
         r.artifacts = artifacts
         return r
     }
@@ -319,7 +348,8 @@ struct FasterTADComponent: Detector {
     func ensemble(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard o.members.count >= 2 else {
-            throw MenagerieError.invalidArgument("ensemble needs at least two predictions files: --set 'members=[\"a/predictions.json\",\"b/predictions.json\"]'")
+            throw MenagerieError.invalidArgument(
+                "ensemble needs at least two predictions files: --set 'members=[\"a/predictions.json\",\"b/predictions.json\"]'")
         }
         let weights = o.weights.isEmpty ? [Double](repeating: 1, count: o.members.count) : o.weights
         guard weights.count == o.members.count, weights.allSatisfy({ $0 > 0 }) else {
@@ -329,15 +359,21 @@ struct FasterTADComponent: Detector {
         let combined = combine(files, weights: weights, mode: Ensemble.Mode(rawValue: o.mode) ?? .merge, fusionIoU: o.fusion_iou, nms: try nms(o))
         let dir = request.host.scratchDirectory
         try AtomicFile.write(ActivityNet.json(combined), to: dir + "/predictions.json")
-        var result: [String: JSONValue] = ["members": .number(Double(files.count)), "mode": .string(o.mode),
-                                           "videos": .number(Double(combined.videos.count)), "detections": .number(Double(combined.count)),
-                                           "predictions": "predictions.json"]
+        var result: [String: JSONValue] = [
+            "members": .number(Double(files.count)), "mode": .string(o.mode),
+            "videos": .number(Double(combined.videos.count)), "detections": .number(Double(combined.count)),
+            "predictions": "predictions.json",
+        ]
         if !o.ground_truth.isEmpty || !o.data.isEmpty {
             let gt = try ActivityNet.readGroundTruth(o.ground_truth.isEmpty ? o.data + "/ground_truth.json" : o.ground_truth)
             let thresholds = o.tiou_thresholds.isEmpty ? ActivityNetEvaluation.defaultThresholds : o.tiou_thresholds
             let unknown = ActivityNetEvaluation.UnknownLabels(rawValue: o.unknown_labels) ?? .error
-            let members = try files.map { try ActivityNetEvaluation.detection(groundTruth: gt, predictions: $0, subset: o.subset, thresholds: thresholds, unknownLabels: unknown).averageMAP }
-            let r = try ActivityNetEvaluation.detection(groundTruth: gt, predictions: combined, subset: o.subset, thresholds: thresholds, unknownLabels: unknown)
+            let members = try files.map {
+                try ActivityNetEvaluation.detection(groundTruth: gt, predictions: $0, subset: o.subset, thresholds: thresholds, unknownLabels: unknown)
+                    .averageMAP
+            }
+            let r = try ActivityNetEvaluation.detection(
+                groundTruth: gt, predictions: combined, subset: o.subset, thresholds: thresholds, unknownLabels: unknown)
             result["member_average_mAP"] = .array(members.map { .number($0) })
             result["average_mAP"] = .number(r.averageMAP)
             result["mAP"] = .array(r.mAP.map { .number($0) })
@@ -356,16 +392,23 @@ struct FasterTADComponent: Detector {
                 if seen.insert(id).inserted { order.append(id) }
                 var lists = byVideo[id] ?? [[ScoredSegment]](repeating: [], count: files.count)
                 for d in dets {
-                    let l = labelIndex[d.label] ?? { labelIndex[d.label] = labels.count; labels.append(d.label); return labels.count - 1 }()
+                    let l =
+                        labelIndex[d.label]
+                        ?? {
+                            labelIndex[d.label] = labels.count
+                            labels.append(d.label)
+                            return labels.count - 1
+                        }()
                     lists[m].append(ScoredSegment(start: d.start, end: d.end, score: d.score, label: l))
                 }
                 byVideo[id] = lists
             }
         }
-        return ActivityNet.Predictions(videos: order.map { id in
-            let merged = Ensemble.combine(byVideo[id]!, weights: weights, mode: mode, fusionIoU: fusionIoU, nms: nms)
-            return (id, merged.map { ActivityNet.Detection(start: $0.start, end: $0.end, score: $0.score, label: labels[$0.label]) })
-        })
+        return ActivityNet.Predictions(
+            videos: order.map { id in
+                let merged = Ensemble.combine(byVideo[id]!, weights: weights, mode: mode, fusionIoU: fusionIoU, nms: nms)
+                return (id, merged.map { ActivityNet.Detection(start: $0.start, end: $0.end, score: $0.score, label: labels[$0.label]) })
+            })
     }
 }
 
@@ -376,8 +419,11 @@ public enum FasterTADPlugin: Plugin {
     public static let summary = "Temporal action detection: Faster-TAD, the exact ActivityNet-1.3 evaluation (mAP, AR@AN) and synthetic-actions"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let paper: Paper? = Paper(title: "Faster-TAD: Towards Temporal Action Detection with Proposal Generation and Classification in a Unified Network",
-                                            url: "https://arxiv.org/abs/2204.02674")
-    public static let components: [any Component.Type] = [FasterTADComponent.self, DetectionMetricComponent.self,
-                                                          ProposalMetricComponent.self, SyntheticActionsComponent.self]
+    public static let paper: Paper? = Paper(
+        title: "Faster-TAD: Towards Temporal Action Detection with Proposal Generation and Classification in a Unified Network",
+        url: "https://arxiv.org/abs/2204.02674")
+    public static let components: [any Component.Type] = [
+        FasterTADComponent.self, DetectionMetricComponent.self,
+        ProposalMetricComponent.self, SyntheticActionsComponent.self,
+    ]
 }

@@ -40,28 +40,33 @@ struct TADDataset: Sendable {
                     let v = data.videos[i]
                     let f = rescaleSnippets(data.features(i), snippets: v.snippets, channels: config.channels, to: snippets)
                     let a = aux ? rescaleSnippets(data.atomicFeatures(i), snippets: v.snippets, channels: SyntheticActions.atomicChannels, to: snippets) : []
-                    box.value[i] = TADVideo(id: v.id, subset: v.subset, duration: v.duration, features: f, aux: a,
-                                              segments: v.actions.map { ($0.start / v.duration, $0.end / v.duration, $0.label) })
+                    box.value[i] = TADVideo(
+                        id: v.id, subset: v.subset, duration: v.duration, features: f, aux: a,
+                        segments: v.actions.map { ($0.start / v.duration, $0.end / v.duration, $0.label) })
                 }
             }
         }
-        return TADDataset(classes: names, channels: config.channels, auxChannels: aux ? SyntheticActions.atomicChannels : 0,
-                          snippets: snippets, videos: videos.map { $0! }, groundTruth: data.groundTruth(),
-                          source: "synthetic-actions (seed \(config.seed))")
+        return TADDataset(
+            classes: names, channels: config.channels, auxChannels: aux ? SyntheticActions.atomicChannels : 0,
+            snippets: snippets, videos: videos.map { $0! }, groundTruth: data.groundTruth(),
+            source: "synthetic-actions (seed \(config.seed))")
     }
 
     /// An ActivityNet-layout folder: the ground truth JSON, a feature folder (one T × C file per
     /// video) and optionally an auxiliary feature folder. Videos of `subsets` without features are
     /// an error naming them; `classes` (when given, e.g. from a trained model) fixes the label order.
-    static func folder(groundTruth gtPath: String, features: String, aux: String?, subsets: [String], snippets: Int,
-                       classes fixed: [String]? = nil) throws -> TADDataset {
+    static func folder(
+        groundTruth gtPath: String, features: String, aux: String?, subsets: [String], snippets: Int,
+        classes fixed: [String]? = nil
+    ) throws -> TADDataset {
         let gt = try ActivityNet.readGroundTruth(gtPath)
         let folder = try FeatureFolder(features)
         let auxFolder = try aux.map { try FeatureFolder($0) }
         let chosen = gt.videos.filter { subsets.contains("all") || subsets.contains($0.subset) }
         guard !chosen.isEmpty else {
             let present = Set(gt.videos.map(\.subset)).sorted()
-            throw MenagerieError.invalidArgument("'\(gtPath)' has no video in subset \(subsets.joined(separator: " or ")) (present: \(present.joined(separator: ", ")))")
+            throw MenagerieError.invalidArgument(
+                "'\(gtPath)' has no video in subset \(subsets.joined(separator: " or ")) (present: \(present.joined(separator: ", ")))")
         }
         var classes = fixed ?? []
         if fixed == nil {
@@ -72,7 +77,9 @@ struct TADDataset: Sendable {
         let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
         let missing = chosen.filter { folder.file(for: $0.id) == nil }.map(\.id)
         guard missing.isEmpty else {
-            throw MenagerieError.notFound("\(missing.count) of \(chosen.count) videos have no features in '\(features)' (first: \(missing.prefix(5).joined(separator: ", "))); each needs <id>.npy or <id>.safetensors")
+            throw MenagerieError.notFound(
+                "\(missing.count) of \(chosen.count) videos have no features in '\(features)' (first: \(missing.prefix(5).joined(separator: ", "))); each needs <id>.npy or <id>.safetensors"
+            )
         }
         var channels = -1, auxChannels = 0
         var videos: [TADVideo] = []
@@ -99,12 +106,15 @@ struct TADDataset: Sendable {
                 }
                 segs.append((max(0, ann.start / v.duration), min(1, ann.end / v.duration), c))
             }
-            videos.append(TADVideo(id: v.id, subset: v.subset, duration: v.duration,
-                                   features: rescaleSnippets(f.values, snippets: f.snippets, channels: f.channels, to: snippets),
-                                   aux: a, segments: segs))
+            videos.append(
+                TADVideo(
+                    id: v.id, subset: v.subset, duration: v.duration,
+                    features: rescaleSnippets(f.values, snippets: f.snippets, channels: f.channels, to: snippets),
+                    aux: a, segments: segs))
         }
-        return TADDataset(classes: classes, channels: channels, auxChannels: auxChannels, snippets: snippets, videos: videos,
-                          groundTruth: gt, source: gtPath)
+        return TADDataset(
+            classes: classes, channels: channels, auxChannels: auxChannels, snippets: snippets, videos: videos,
+            groundTruth: gt, source: gtPath)
     }
 }
 

@@ -90,11 +90,15 @@ public enum TAD {
     /// The second stage's training RoIs of one video: the network's own proposals, fake proposals
     /// (ground truth and jittered copies — the Fake-Proposal Generation Block), random segments;
     /// labelled by their best-overlapping ground truth, positives capped at a fraction.
-    static func assign(_ video: TADVideo, boundary: ArraySlice<Float>, config: FasterTADConfig, options o: TrainingOptions,
-                       rng: inout SeededGenerator) -> Assignment {
+    static func assign(
+        _ video: TADVideo, boundary: ArraySlice<Float>, config: FasterTADConfig, options o: TrainingOptions,
+        rng: inout SeededGenerator
+    ) -> Assignment {
         let t = config.snippets
-        var pool: [(Double, Double)] = candidates(start: boundary.prefix(t), end: boundary.suffix(t), maxDuration: config.max_duration,
-                                                  top: o.boundaryProposals).map { ($0.s, $0.e) }
+        var pool: [(Double, Double)] = candidates(
+            start: boundary.prefix(t), end: boundary.suffix(t), maxDuration: config.max_duration,
+            top: o.boundaryProposals
+        ).map { ($0.s, $0.e) }
         if o.fakeProposals {
             for g in video.segments {
                 pool.append((g.start, g.end))
@@ -115,7 +119,10 @@ public enum TAD {
             var best = -1, bestIoU = 0.0
             for (k, g) in video.segments.enumerated() {
                 let iou = ActivityNetEvaluation.tIoU(p.0, p.1, g.start, g.end)
-                if iou > bestIoU { bestIoU = iou; best = k }
+                if iou > bestIoU {
+                    bestIoU = iou
+                    best = k
+                }
             }
             if best >= 0 && bestIoU >= o.positiveIoU { positives.append((i, best)) } else { negatives.append(i) }
         }
@@ -147,8 +154,10 @@ public enum TAD {
     }
 
     /// One batch's loss: balanced boundary BCE + RoI cross-entropy + smooth-L1 offsets on positives.
-    static func loss(_ net: FasterTADNet, videos: [TADVideo], options: TrainingOptions, boundaryWeight: Float, regressionWeight: Float,
-                     rng: inout SeededGenerator) -> Losses {
+    static func loss(
+        _ net: FasterTADNet, videos: [TADVideo], options: TrainingOptions, boundaryWeight: Float, regressionWeight: Float,
+        rng: inout SeededGenerator
+    ) -> Losses {
         let c = net.config, t = c.snippets
         let (x, a) = packFeatures(videos, channels: c.input_channels, auxChannels: c.aux_channels, snippets: t)
         let trunk = net.trunk(Variable(x), aux: a.map { Variable($0) })
@@ -195,8 +204,9 @@ public enum TAD {
             let trunk = net.trunk(Variable(x), aux: a.map { Variable($0) })
             let probs: [Float] = trunk.boundary.scalars
             let cands = videos.indices.map { b in
-                candidates(start: probs[(b * 2 * t)..<(b * 2 * t + t)], end: probs[(b * 2 * t + t)..<((b + 1) * 2 * t)],
-                           maxDuration: c.max_duration, top: o.proposals)
+                candidates(
+                    start: probs[(b * 2 * t)..<(b * 2 * t + t)], end: probs[(b * 2 * t + t)..<((b + 1) * 2 * t)],
+                    maxDuration: c.max_duration, top: o.proposals)
             }
             guard cands.contains(where: { !$0.isEmpty }) else { return videos.map { _ in [] } }
             let (logits, offsets) = net.head(trunk, proposals: cands.map { $0.map { ($0.s, $0.e) } })
@@ -208,8 +218,12 @@ public enum TAD {
                     let len = prop.e - prop.s
                     var s = prop.s + Double(d[row * 2]) * c.regression_scale * len
                     var e = prop.e + Double(d[row * 2 + 1]) * c.regression_scale * len
-                    s = min(max(s, 0), 1); e = min(max(e, 0), 1)
-                    if e <= s { s = prop.s; e = prop.e }
+                    s = min(max(s, 0), 1)
+                    e = min(max(e, 0), 1)
+                    if e <= s {
+                        s = prop.s
+                        e = prop.e
+                    }
                     let fg = (0..<k).sorted { p[row * (k + 1) + $0 + 1] > p[row * (k + 1) + $1 + 1] }
                     let boundary = pow(max(prop.score, 1e-12), o.boundaryPower)
                     for cls in fg.prefix(o.labelsPerProposal) {

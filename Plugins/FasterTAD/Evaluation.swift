@@ -53,12 +53,16 @@ public enum ActivityNetEvaluation {
     /// official code raises (KeyError); `ignore` drops them and reports how many.
     public enum UnknownLabels: String, Sendable { case error, ignore }
 
-    public static func detection(groundTruth: ActivityNet.GroundTruth, predictions: ActivityNet.Predictions, subset: String = "validation",
-                          thresholds: [Double] = defaultThresholds, unknownLabels: UnknownLabels = .error) throws -> DetectionResult {
+    public static func detection(
+        groundTruth: ActivityNet.GroundTruth, predictions: ActivityNet.Predictions, subset: String = "validation",
+        thresholds: [Double] = defaultThresholds, unknownLabels: UnknownLabels = .error
+    ) throws -> DetectionResult {
         let videos = groundTruth.subset(subset)
         guard !videos.isEmpty else {
             let subsets = Set(groundTruth.videos.map(\.subset)).sorted()
-            throw MenagerieError.invalidArgument("the ground truth has no video in subset '\(subset)' (subsets present: \(subsets.joined(separator: ", "))); pass --set subset=NAME or subset=all")
+            throw MenagerieError.invalidArgument(
+                "the ground truth has no video in subset '\(subset)' (subsets present: \(subsets.joined(separator: ", "))); pass --set subset=NAME or subset=all"
+            )
         }
         let labels = groundTruth.labels(subset: subset)
         guard !labels.isEmpty else { throw MenagerieError.invalidArgument("the ground truth has no annotation in subset '\(subset)'") }
@@ -83,12 +87,21 @@ public enum ActivityNetEvaluation {
         var ignored = 0
         for (id, dets) in predictions.videos {
             let vi: Int
-            if let i = videoIndex[id] { vi = i } else { vi = videoIndex.count; videoIndex[id] = vi }
+            if let i = videoIndex[id] {
+                vi = i
+            } else {
+                vi = videoIndex.count
+                videoIndex[id] = vi
+            }
             for (k, d) in dets.enumerated() {
                 guard let c = labelIndex[d.label] else {
-                    if unknownLabels == .ignore { ignored += 1; continue }
+                    if unknownLabels == .ignore {
+                        ignored += 1
+                        continue
+                    }
                     throw MenagerieError.invalidArgument(
-                        "prediction \(k) of video '\(id)' has label '\(d.label)', which is not a ground-truth class of subset '\(subset)' (\(labels.count) classes: \(labels.prefix(8).joined(separator: ", "))\(labels.count > 8 ? ", …" : "")).\(didYouMean(d.label, in: labels)) The official evaluator raises here too; pass --set unknown_labels=ignore to drop such predictions.")
+                        "prediction \(k) of video '\(id)' has label '\(d.label)', which is not a ground-truth class of subset '\(subset)' (\(labels.count) classes: \(labels.prefix(8).joined(separator: ", "))\(labels.count > 8 ? ", …" : "")).\(didYouMean(d.label, in: labels)) The official evaluator raises here too; pass --set unknown_labels=ignore to drop such predictions."
+                    )
                 }
                 predByClass[c].append((vi, d.start, d.end, d.score))
             }
@@ -105,20 +118,26 @@ public enum ActivityNetEvaluation {
         var ap = [[Double]](repeating: [Double](repeating: 0, count: labels.count), count: nt)
         for t in 0..<nt { for c in 0..<labels.count { ap[t][c] = apByClass[c][t] } }
         let mAP = ap.map { $0.reduce(0, +) / Double(labels.count) }
-        return DetectionResult(thresholds: thresholds, labels: labels, ap: ap, mAP: mAP, averageMAP: mAP.reduce(0, +) / Double(nt),
-                               groundTruthCount: npos.reduce(0, +), predictionCount: predByClass.reduce(0) { $0 + $1.count },
-                               ignoredPredictions: ignored,
-                               classesWithoutPredictions: labels.indices.filter { predByClass[$0].isEmpty }.map { labels[$0] })
+        return DetectionResult(
+            thresholds: thresholds, labels: labels, ap: ap, mAP: mAP, averageMAP: mAP.reduce(0, +) / Double(nt),
+            groundTruthCount: npos.reduce(0, +), predictionCount: predByClass.reduce(0) { $0 + $1.count },
+            ignoredPredictions: ignored,
+            classesWithoutPredictions: labels.indices.filter { predByClass[$0].isEmpty }.map { labels[$0] })
     }
 
     /// `compute_average_precision_detection` for one class.
-    static func classAP(gt: [Int: [(Double, Double)]], npos: Int, predictions: [(video: Int, start: Double, end: Double, score: Double)],
-                        thresholds: [Double]) -> [Double] {
+    static func classAP(
+        gt: [Int: [(Double, Double)]], npos: Int, predictions: [(video: Int, start: Double, end: Double, score: Double)],
+        thresholds: [Double]
+    ) -> [Double] {
         let nt = thresholds.count, np = predictions.count
         guard np > 0 else { return [Double](repeating: 0, count: nt) }
         // Flat ids for the ground truth of this class, to lock per threshold.
         var gtOffset: [Int: Int] = [:], total = 0
-        for (v, list) in gt.sorted(by: { $0.key < $1.key }) { gtOffset[v] = total; total += list.count }
+        for (v, list) in gt.sorted(by: { $0.key < $1.key }) {
+            gtOffset[v] = total
+            total += list.count
+        }
         var lock = [Bool](repeating: false, count: nt * max(total, 1))
         // Descending score; ties keep input order.
         let order = predictions.indices.sorted { a, b in
@@ -180,8 +199,10 @@ public enum ActivityNetEvaluation {
 
     /// `average_recall_vs_avg_nr_proposals` (`maxAverageProposals` 0: all proposals, the official
     /// default None).
-    public static func proposals(groundTruth: ActivityNet.GroundTruth, proposals: ActivityNet.Predictions, subset: String = "validation",
-                          thresholds: [Double] = defaultThresholds, maxAverageProposals: Double = 100) throws -> ProposalResult {
+    public static func proposals(
+        groundTruth: ActivityNet.GroundTruth, proposals: ActivityNet.Predictions, subset: String = "validation",
+        thresholds: [Double] = defaultThresholds, maxAverageProposals: Double = 100
+    ) throws -> ProposalResult {
         let videos = groundTruth.subset(subset).filter { !$0.annotations.isEmpty }
         guard !videos.isEmpty else { throw MenagerieError.invalidArgument("the ground truth has no annotated video in subset '\(subset)'") }
         // The official code lists videos from the ground-truth frame, so a video id appears once.
@@ -209,7 +230,10 @@ public enum ActivityNetEvaluation {
             totalKept += kept
             var m = [Double](repeating: 0, count: gts.count * kept)
             for (r, g) in gts.enumerated() {
-                for c in 0..<kept { let p = list[sorted[c]]; m[r * kept + c] = tIoU(p.start, p.end, g.start, g.end) }
+                for c in 0..<kept {
+                    let p = list[sorted[c]]
+                    m[r * kept + c] = tIoU(p.start, p.end, g.start, g.end)
+                }
             }
             scores.append((gts.count, kept, m))
         }
@@ -225,7 +249,12 @@ public enum ActivityNetEvaluation {
             for s in scores {
                 // The first column at which each ground truth is matched (cols when never).
                 var first = [Int](repeating: s.cols, count: s.rows)
-                for r in 0..<s.rows { for c in 0..<s.cols where s.tiou[r * s.cols + c] >= thr { first[r] = c; break } }
+                for r in 0..<s.rows {
+                    for c in 0..<s.cols where s.tiou[r * s.cols + c] >= thr {
+                        first[r] = c
+                        break
+                    }
+                }
                 for j in 0..<100 {
                     let n = Limits.clampedCount(Double(s.cols) * pcn[j], atMost: s.cols)
                     matches[j] += Double(first.filter { $0 < n }.count)
@@ -237,7 +266,8 @@ public enum ActivityNetEvaluation {
         let perVideo = pcn.map { $0 * (Double(totalKept) / nv) }
         var auc = 0.0
         for j in 1..<100 { auc += (perVideo[j] - perVideo[j - 1]) * (avg[j] + avg[j - 1]) / 2 }
-        return ProposalResult(thresholds: thresholds, recall: recall, averageRecall: avg, proposalsPerVideo: perVideo,
-                              auc: auc, aucPercent: 100 * auc / perVideo[99])
+        return ProposalResult(
+            thresholds: thresholds, recall: recall, averageRecall: avg, proposalsPerVideo: perVideo,
+            auc: auc, aucPercent: 100 * auc / perVideo[99])
     }
 }

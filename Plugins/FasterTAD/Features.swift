@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import Tensors
 
@@ -41,7 +41,8 @@ struct FeatureFolder: Sendable {
             let st = try SafeTensorsFile(path: file)
             let name = st.entries["features"] != nil ? "features" : (st.entries.count == 1 ? st.entries.keys.first! : "")
             guard !name.isEmpty else {
-                throw MenagerieError.invalidArgument("'\(file)' holds \(st.entries.count) tensors (\(st.entries.keys.sorted().joined(separator: ", "))); name the snippet features 'features'")
+                throw MenagerieError.invalidArgument(
+                    "'\(file)' holds \(st.entries.count) tensors (\(st.entries.keys.sorted().joined(separator: ", "))); name the snippet features 'features'")
             }
             t = try st.float32(name)
         }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 
@@ -32,23 +32,28 @@ struct DetectionMetricComponent: Metric {
         }
         let gt = try ActivityNet.readGroundTruth(o.ground_truth)
         let predictions = try ActivityNet.readPredictions(o.predictions)
-        return try Self.report(groundTruth: gt, predictions: predictions, subset: o.subset, thresholds: o.tiou_thresholds,
-                               unknownLabels: o.unknown_labels, dir: request.host.scratchDirectory)
+        return try Self.report(
+            groundTruth: gt, predictions: predictions, subset: o.subset, thresholds: o.tiou_thresholds,
+            unknownLabels: o.unknown_labels, dir: request.host.scratchDirectory)
     }
 
     /// Evaluates and writes `per_class.csv`; the result holds `tiou_thresholds`, `mAP`, `average_mAP`.
-    static func report(groundTruth: ActivityNet.GroundTruth, predictions: ActivityNet.Predictions, subset: String, thresholds: [Double],
-                       unknownLabels: String, dir: String) throws -> Response {
+    static func report(
+        groundTruth: ActivityNet.GroundTruth, predictions: ActivityNet.Predictions, subset: String, thresholds: [Double],
+        unknownLabels: String, dir: String
+    ) throws -> Response {
         let thr = thresholds.isEmpty ? ActivityNetEvaluation.defaultThresholds : thresholds
         guard thr.allSatisfy({ $0 > 0 && $0 <= 1 }) else { throw MenagerieError.invalidArgument("tiou_thresholds must lie in (0, 1], got \(thr)") }
         let t0 = Date()
-        let r = try ActivityNetEvaluation.detection(groundTruth: groundTruth, predictions: predictions, subset: subset, thresholds: thr,
-                                                    unknownLabels: ActivityNetEvaluation.UnknownLabels(rawValue: unknownLabels) ?? .error)
+        let r = try ActivityNetEvaluation.detection(
+            groundTruth: groundTruth, predictions: predictions, subset: subset, thresholds: thr,
+            unknownLabels: ActivityNetEvaluation.UnknownLabels(rawValue: unknownLabels) ?? .error)
         let seconds = Date().timeIntervalSince(t0)
         var csv = "class," + thr.map { String(format: "AP@%.2f", $0) }.joined(separator: ",") + ",average\n"
         for (c, name) in r.labels.enumerated() {
             let aps = thr.indices.map { r.ap[$0][c] }
-            csv += csvField(name) + "," + aps.map { String(format: "%.6f", $0) }.joined(separator: ",")
+            csv +=
+                csvField(name) + "," + aps.map { String(format: "%.6f", $0) }.joined(separator: ",")
                 + String(format: ",%.6f\n", aps.reduce(0, +) / Double(aps.count))
         }
         try AtomicFile.write(csv, to: dir + "/per_class.csv")
@@ -77,7 +82,8 @@ struct ProposalMetricComponent: Metric {
         var tiou_thresholds: [Double] = []
         var max_proposals = 100.0
         static let help = [
-            "ground_truth": "ActivityNet ground-truth JSON", "proposals": "proposals JSON: {results: {video: [{score, segment}]}} (labels ignored; detections files work)",
+            "ground_truth": "ActivityNet ground-truth JSON",
+            "proposals": "proposals JSON: {results: {video: [{score, segment}]}} (labels ignored; detections files work)",
             "subset": "the ground-truth subset evaluated", "tiou_thresholds": "tIoU thresholds (default 0.50:0.05:0.95)",
             "max_proposals": "the largest average number of proposals per video (the challenge uses 100; 0: all)",
         ]
@@ -94,26 +100,30 @@ struct ProposalMetricComponent: Metric {
         }
         guard o.max_proposals >= 0 else { throw MenagerieError.invalidArgument("max_proposals must be ≥ 0") }
         let thr = o.tiou_thresholds.isEmpty ? ActivityNetEvaluation.defaultThresholds : o.tiou_thresholds
-        let r = try ActivityNetEvaluation.proposals(groundTruth: try ActivityNet.readGroundTruth(o.ground_truth),
-                                                    proposals: try ActivityNet.readPredictions(o.proposals, requireLabels: false),
-                                                    subset: o.subset, thresholds: thr, maxAverageProposals: o.max_proposals)
+        let r = try ActivityNetEvaluation.proposals(
+            groundTruth: try ActivityNet.readGroundTruth(o.ground_truth),
+            proposals: try ActivityNet.readPredictions(o.proposals, requireLabels: false),
+            subset: o.subset, thresholds: thr, maxAverageProposals: o.max_proposals)
         return try Self.write(r, dir: request.host.scratchDirectory)
     }
 
     static func write(_ r: ActivityNetEvaluation.ProposalResult, dir: String) throws -> Response {
         var csv = "average_proposals,average_recall," + r.thresholds.map { String(format: "recall@%.2f", $0) }.joined(separator: ",") + "\n"
         for j in r.proposalsPerVideo.indices {
-            csv += String(format: "%.4f,%.6f,", r.proposalsPerVideo[j], r.averageRecall[j])
+            csv +=
+                String(format: "%.4f,%.6f,", r.proposalsPerVideo[j], r.averageRecall[j])
                 + r.thresholds.indices.map { String(format: "%.6f", r.recall[$0][j]) }.joined(separator: ",") + "\n"
         }
         try AtomicFile.write(csv, to: dir + "/ar_an.csv")
-        var plot = LinePlot(title: "Average recall vs average number of proposals (AR@AN)", xLabel: "average number of proposals per video",
-                            yLabel: "average recall (tIoU 0.50:0.05:0.95)",
-                            series: [.init("AR", points: zip(r.proposalsPerVideo, r.averageRecall).map { ($0, $1) }, color: LinePlot.color(0), markers: false)],
-                            xRange: 0...max(r.proposalsPerVideo.last ?? 1, 1), yRange: 0...1)
+        var plot = LinePlot(
+            title: "Average recall vs average number of proposals (AR@AN)", xLabel: "average number of proposals per video",
+            yLabel: "average recall (tIoU 0.50:0.05:0.95)",
+            series: [.init("AR", points: zip(r.proposalsPerVideo, r.averageRecall).map { ($0, $1) }, color: LinePlot.color(0), markers: false)],
+            xRange: 0...max(r.proposalsPerVideo.last ?? 1, 1), yRange: 0...1)
         plot.series += r.thresholds.indices.filter { [0, 5, 9].contains($0) }.map { k in
-            .init(String(format: "recall @ tIoU %.2f", r.thresholds[k]), points: zip(r.proposalsPerVideo, r.recall[k]).map { ($0, $1) },
-                  color: LinePlot.color(k == 0 ? 1 : k == 5 ? 2 : 3), dashed: true, markers: false)
+            .init(
+                String(format: "recall @ tIoU %.2f", r.thresholds[k]), points: zip(r.proposalsPerVideo, r.recall[k]).map { ($0, $1) },
+                color: LinePlot.color(k == 0 ? 1 : k == 5 ? 2 : 3), dashed: true, markers: false)
         }
         try plot.write(to: dir + "/ar_an.png")
         // AR at the usual budgets, read where the curve's grid lands on them.

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -41,22 +41,28 @@ struct FasterTADConfig: Codable, Equatable, Sendable {
         try need(snippets >= 8, "'snippets' must be ≥ 8")
         try need(hidden > 0 && heads > 0 && hidden % heads == 0, "'hidden' (\(hidden)) must be a positive multiple of 'heads' (\(heads))")
         try need(roi_channels > 0 && roi_points > 0 && context_points >= 0 && head_hidden > 0 && aux_hidden > 0, "RoI sizes must be positive")
-        try need(context >= 0 && max_duration > 0 && max_duration <= 1 && regression_scale > 0, "'context' ≥ 0, 'max_duration' in (0, 1], 'regression_scale' > 0")
+        try need(
+            context >= 0 && max_duration > 0 && max_duration <= 1 && regression_scale > 0, "'context' ≥ 0, 'max_duration' in (0, 1], 'regression_scale' > 0")
         // Upper bounds (a corrupt or hostile config.json): each size, then the parameter memory.
-        let bounds: [(String, Int, Int)] = [("input_channels", input_channels, 1 << 20), ("aux_channels", aux_channels, 1 << 20), ("snippets", snippets, 1 << 16),
-                                    ("hidden", hidden, 1 << 16), ("aux_hidden", aux_hidden, 1 << 16), ("heads", heads, 1 << 16),
-                                    ("roi_channels", roi_channels, 1 << 16), ("roi_points", roi_points, 1 << 12), ("context_points", context_points, 1 << 12),
-                                    ("head_hidden", head_hidden, 1 << 16), ("classes", classes.count, 1 << 20)]
+        let bounds: [(String, Int, Int)] = [
+            ("input_channels", input_channels, 1 << 20), ("aux_channels", aux_channels, 1 << 20), ("snippets", snippets, 1 << 16),
+            ("hidden", hidden, 1 << 16), ("aux_hidden", aux_hidden, 1 << 16), ("heads", heads, 1 << 16),
+            ("roi_channels", roi_channels, 1 << 16), ("roi_points", roi_points, 1 << 12), ("context_points", context_points, 1 << 12),
+            ("head_hidden", head_hidden, 1 << 16), ("classes", classes.count, 1 << 20),
+        ]
         for (key, value, upper) in bounds {
             try need(value <= upper, "'\(key)' = \(value) is out of range: it must be at most \(upper)")
         }
         try need(context.isFinite && context <= 100, "'context' = \(context) must be a finite number in 0…100")
         try need(regression_scale.isFinite, "'regression_scale' = \(regression_scale) must be finite")
         do {
-            let terms: [[Int]] = [[3, input_channels + hidden, hidden], [3, aux_channels + aux_hidden, aux_hidden], [4, hidden, hidden],
-                                  [samplePoints, roi_channels, head_hidden], [2, head_hidden, head_hidden], [classes.count + 3, head_hidden]]
-            try Limits.parameters(terms,
-                                  what: "the Faster-TAD network's parameters", source: source)
+            let terms: [[Int]] = [
+                [3, input_channels + hidden, hidden], [3, aux_channels + aux_hidden, aux_hidden], [4, hidden, hidden],
+                [samplePoints, roi_channels, head_hidden], [2, head_hidden, head_hidden], [classes.count + 3, head_hidden],
+            ]
+            try Limits.parameters(
+                terms,
+                what: "the Faster-TAD network's parameters", source: source)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 }
@@ -132,13 +138,13 @@ final class FasterTADNet: Module {
 
     /// features [B, C, T] (and aux [B, Ca, T]) → the shared trunk.
     func trunk(_ features: Variable, aux: Variable?) -> Trunk {
-        var x = base2(base1(features).relu()).relu()                                    // [B, H, T]
+        var x = base2(base1(features).relu()).relu() // [B, H, T]
         if let aux1, let fuse, let aux { x = fuse(concat([x, aux1(aux).relu()], axis: 1)).relu() }
-        let seq = x.permuted([0, 2, 1])                                                  // [B, T, H]
+        let seq = x.permuted([0, 2, 1]) // [B, T, H]
         let ctx = seq + attention(contextNorm(seq))
-        let c = ctx.permuted([0, 2, 1])                                                  // [B, H, T]
+        let c = ctx.permuted([0, 2, 1]) // [B, H, T]
         let boundary = boundary2(boundary1(c).relu()).sigmoid()
-        let roi = roiProject(c).relu().permuted([0, 2, 1])                                // [B, T, R]
+        let roi = roiProject(c).relu().permuted([0, 2, 1]) // [B, T, R]
         return Trunk(roi: roi, boundary: boundary)
     }
 
@@ -151,9 +157,13 @@ final class FasterTADNet: Module {
                 let len = max(e - s, 1e-6), ext = config.context * len
                 for j in 0..<p {
                     let u: Double
-                    if j < cp { u = s - ext + (Double(j) + 0.5) / Double(cp) * ext }
-                    else if j < cp + inside { u = s + (Double(j - cp) + 0.5) / Double(inside) * len }
-                    else { u = e + (Double(j - cp - inside) + 0.5) / Double(cp) * ext }
+                    if j < cp {
+                        u = s - ext + (Double(j) + 0.5) / Double(cp) * ext
+                    } else if j < cp + inside {
+                        u = s + (Double(j - cp) + 0.5) / Double(inside) * len
+                    } else {
+                        u = e + (Double(j - cp - inside) + 0.5) / Double(cp) * ext
+                    }
                     let pos = min(max(u * Double(t) - 0.5, 0), Double(t - 1))
                     let i0 = Int(pos), i1 = min(i0 + 1, t - 1), w = Float(pos - Double(i0))
                     m[(r * p + j) * t + i0] += 1 - w
@@ -168,7 +178,7 @@ final class FasterTADNet: Module {
         var parts: [Variable] = []
         for (b, list) in proposals.enumerated() where !list.isEmpty {
             let f = trunk.roi.slice(axis: 0, b..<(b + 1)).reshaped([config.snippets, config.roi_channels])
-            let sampled = matmul(Variable(roiMatrix(list)), f)                           // [R·P, C]
+            let sampled = matmul(Variable(roiMatrix(list)), f) // [R·P, C]
             parts.append(sampled.reshaped([list.count, config.samplePoints * config.roi_channels]))
         }
         let x = parts.count == 1 ? parts[0] : concat(parts, axis: 0)

@@ -47,8 +47,9 @@ public struct SoftNMS: Sendable {
         for s in input { groups[s.label, default: []].append(s) }
         let kept = groups.keys.sorted().flatMap { run(groups[$0]!) }
         // Merge the labels' survivors, best first, ties by label then order.
-        return Array(kept.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
-            .prefix(topN).map(\.element))
+        return Array(
+            kept.enumerated().sorted { $0.element.score != $1.element.score ? $0.element.score > $1.element.score : $0.offset < $1.offset }
+                .prefix(topN).map(\.element))
     }
 
     private func run(_ input: [ScoredSegment]) -> [ScoredSegment] {
@@ -70,7 +71,7 @@ public struct SoftNMS: Sendable {
                     switch method {
                     case .gaussian: s.score *= exp(-(iou * iou) / sigma)
                     case .linear: s.score *= 1 - iou
-                    case .hard: continue  // suppressed outright
+                    case .hard: continue // suppressed outright
                     }
                 }
                 pool[w] = s
@@ -101,7 +102,9 @@ public enum Ensemble {
             var clusters: [(fused: ScoredSegment, members: [ScoredSegment])] = []
             for i in order {
                 let s = pooled[i]
-                if let c = clusters.firstIndex(where: { $0.fused.label == s.label && ActivityNetEvaluation.tIoU($0.fused.start, $0.fused.end, s.start, s.end) >= fusionIoU }) {
+                if let c = clusters.firstIndex(where: {
+                    $0.fused.label == s.label && ActivityNetEvaluation.tIoU($0.fused.start, $0.fused.end, s.start, s.end) >= fusionIoU
+                }) {
                     clusters[c].members.append(s)
                     let m = clusters[c].members
                     let wsum = m.reduce(0) { $0 + $1.score }

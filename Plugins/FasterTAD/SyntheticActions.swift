@@ -48,8 +48,10 @@ public struct SyntheticActions: Sendable {
     public var classNames: [String] { (0..<config.classes).map { Self.className($0) } }
 
     static func className(_ k: Int) -> String {
-        let verbs = ["Jumping", "Throwing", "Climbing", "Swimming", "Dancing", "Rowing", "Juggling", "Skating",
-                     "Surfing", "Boxing", "Cooking", "Painting", "Sawing", "Knitting", "Diving", "Fencing"]
+        let verbs = [
+            "Jumping", "Throwing", "Climbing", "Swimming", "Dancing", "Rowing", "Juggling", "Skating",
+            "Surfing", "Boxing", "Cooking", "Painting", "Sawing", "Knitting", "Diving", "Fencing",
+        ]
         let pair = k / 2, member = k % 2
         let verb = verbs[pair % verbs.count] + (pair >= verbs.count ? " \(pair / verbs.count + 1)" : "")
         return verb + (member == 0 ? " (slow)" : " (fast)")
@@ -103,8 +105,10 @@ public struct SyntheticActions: Sendable {
                 actions.append((s * config.secondsPerSnippet, e * config.secondsPerSnippet, Int(rng.next() % UInt64(config.classes))))
                 cursor = e
             }
-            videos.append(Video(id: String(format: "v_%05d", i), subset: subset, snippets: t,
-                                duration: Double(t) * config.secondsPerSnippet, actions: actions))
+            videos.append(
+                Video(
+                    id: String(format: "v_%05d", i), subset: subset, snippets: t,
+                    duration: Double(t) * config.secondsPerSnippet, actions: actions))
         }
         self.videos = videos
     }
@@ -155,7 +159,10 @@ public struct SyntheticActions: Sendable {
         for a in v.actions {
             let s = Int((a.start / sps).rounded()), e = Int((a.end / sps).rounded()), len = e - s
             let edge = max(1, min(4, len / 5))
-            for i in s..<e { let p = i - s; atom[i] = p < edge ? 1 : (p >= len - edge ? 3 : 2) }
+            for i in s..<e {
+                let p = i - s
+                atom[i] = p < edge ? 1 : (p >= len - edge ? 3 : 2)
+            }
         }
         var rng = SeededGenerator(seed: config.seed &+ UInt64(index) &* 0x8CB9_2BA7_2F3D_8DD7 &+ 7)
         var out = [Float](repeating: 0, count: t * Self.atomicChannels)
@@ -171,9 +178,11 @@ public struct SyntheticActions: Sendable {
 
     public func groundTruth() -> ActivityNet.GroundTruth {
         let names = classNames
-        return ActivityNet.GroundTruth(videos: videos.map { v in
-            ActivityNet.Video(id: v.id, subset: v.subset, duration: v.duration,
-                              annotations: v.actions.map { ActivityNet.Annotation(start: $0.start, end: $0.end, label: names[$0.label]) })
-        })
+        return ActivityNet.GroundTruth(
+            videos: videos.map { v in
+                ActivityNet.Video(
+                    id: v.id, subset: v.subset, duration: v.duration,
+                    annotations: v.actions.map { ActivityNet.Annotation(start: $0.start, end: $0.end, label: names[$0.label]) })
+            })
     }
 }

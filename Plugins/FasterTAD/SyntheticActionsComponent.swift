@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -39,21 +39,26 @@ struct SyntheticActionsComponent: Dataset {
     static let id = "synthetic-actions"
     static let summary = "Snippet-feature videos with planted actions (atomic onset/body/offset prototypes, drift, noise), ActivityNet layout on export"
     static let operations = [
-        OperationSpec("batch", summary: "features of a slice of a subset, rescaled to a fixed snippet count, with the ground truth",
-                      outputs: [TensorSpec("features", dtypes: ["f32"], shape: "N×T×C", summary: "snippet features"),
-                                TensorSpec("aux", dtypes: ["f32"], shape: "N×T×4", summary: "atomic stream: background, onset, body, offset"),
-                                TensorSpec("segments", dtypes: ["f64"], shape: "M×4", summary: "video (in the batch), start s, end s, class"),
-                                TensorSpec("durations", dtypes: ["f64"], shape: "N", summary: "seconds")]),
+        OperationSpec(
+            "batch", summary: "features of a slice of a subset, rescaled to a fixed snippet count, with the ground truth",
+            outputs: [
+                TensorSpec("features", dtypes: ["f32"], shape: "N×T×C", summary: "snippet features"),
+                TensorSpec("aux", dtypes: ["f32"], shape: "N×T×4", summary: "atomic stream: background, onset, body, offset"),
+                TensorSpec("segments", dtypes: ["f64"], shape: "M×4", summary: "video (in the batch), start s, end s, class"),
+                TensorSpec("durations", dtypes: ["f64"], shape: "N", summary: "seconds"),
+            ]),
         OperationSpec("describe", summary: "classes, subsets, sizes, the generator's settings"),
         OperationSpec("export", summary: "ActivityNet layout: ground_truth.json, features/<video>.npy (T×C), aux_features/, classes.txt, preview.png"),
     ]
 
     func generator(_ o: Options) throws -> SyntheticActions {
         guard (2...64).contains(o.classes), (4...4096).contains(o.channels), o.videos >= 0, o.val_videos >= 0, o.videos + o.val_videos > 0,
-              o.min_snippets >= 16, o.max_snippets >= o.min_snippets, o.max_snippets <= 100_000, (1...16).contains(o.max_actions),
-              o.noise >= 0, o.drift >= 0, o.seconds_per_snippet > 0 else {
+            o.min_snippets >= 16, o.max_snippets >= o.min_snippets, o.max_snippets <= 100_000, (1...16).contains(o.max_actions),
+            o.noise >= 0, o.drift >= 0, o.seconds_per_snippet > 0
+        else {
             throw MenagerieError.invalidArgument(
-                "'\(Self.id)': classes 2…64, channels 4…4096, videos/val_videos ≥ 0 (not both 0), 16 ≤ min_snippets ≤ max_snippets, max_actions 1…16, noise/drift ≥ 0, seconds_per_snippet > 0")
+                "'\(Self.id)': classes 2…64, channels 4…4096, videos/val_videos ≥ 0 (not both 0), 16 ≤ min_snippets ≤ max_snippets, max_actions 1…16, noise/drift ≥ 0, seconds_per_snippet > 0"
+            )
         }
         var c = SyntheticActions.Config()
         c.seed = UInt64(bitPattern: Int64(o.seed))
@@ -87,7 +92,8 @@ struct SyntheticActionsComponent: Dataset {
         guard (8...4096).contains(o.snippets) else { throw MenagerieError.invalidArgument("snippets must lie in 8…4096, got \(o.snippets)") }
         let indices = d.videos.indices.filter { d.videos[$0].subset == o.subset }
         guard o.start >= 0, o.count > 0, o.start < indices.count else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' subset '\(o.subset)' has \(indices.count) videos; start \(o.start) with count \(o.count) selects none")
+            throw MenagerieError.invalidArgument(
+                "'\(Self.id)' subset '\(o.subset)' has \(indices.count) videos; start \(o.start) with count \(o.count) selects none")
         }
         let picked = Array(indices[o.start..<min(indices.count, o.start + o.count)])
         let c = d.config.channels, t = o.snippets, a = SyntheticActions.atomicChannels
@@ -99,12 +105,17 @@ struct SyntheticActionsComponent: Dataset {
             for s in v.actions { segments += [Double(k), s.start, s.end, Double(s.label)] }
             durations.append(v.duration)
         }
-        return Response(result: ["subset": .string(o.subset), "start": .number(Double(o.start)), "count": .number(Double(picked.count)),
-                                 "total": .number(Double(indices.count)), "ids": .array(picked.map { .string(d.videos[$0].id) })],
-                        tensors: [("features", try Tensor(features, shape: [picked.count, t, c])),
-                                  ("aux", try Tensor(aux, shape: [picked.count, t, a])),
-                                  ("segments", try Tensor(segments, shape: [segments.count / 4, 4])),
-                                  ("durations", Tensor(durations))])
+        return Response(
+            result: [
+                "subset": .string(o.subset), "start": .number(Double(o.start)), "count": .number(Double(picked.count)),
+                "total": .number(Double(indices.count)), "ids": .array(picked.map { .string(d.videos[$0].id) }),
+            ],
+            tensors: [
+                ("features", try Tensor(features, shape: [picked.count, t, c])),
+                ("aux", try Tensor(aux, shape: [picked.count, t, a])),
+                ("segments", try Tensor(segments, shape: [segments.count / 4, 4])),
+                ("durations", Tensor(durations)),
+            ])
     }
 
     func export(_ request: Request<Options>) throws -> Response {
@@ -113,7 +124,10 @@ struct SyntheticActionsComponent: Dataset {
         try FileManager.default.createDirectory(atPath: dir + "/features", withIntermediateDirectories: true)
         if o.aux { try FileManager.default.createDirectory(atPath: dir + "/aux_features", withIntermediateDirectories: true) }
         for (i, v) in d.videos.enumerated() {
-            if i % 64 == 0 { try request.host.checkCancelled(); request.host.progress(i, of: d.videos.count, "export") }
+            if i % 64 == 0 {
+                try request.host.checkCancelled()
+                request.host.progress(i, of: d.videos.count, "export")
+            }
             try NPY.encode(try Tensor(d.features(i), shape: [v.snippets, d.config.channels])).write(to: URL(fileURLWithPath: "\(dir)/features/\(v.id).npy"))
             if o.aux {
                 try NPY.encode(try Tensor(d.atomicFeatures(i), shape: [v.snippets, SyntheticActions.atomicChannels]))
@@ -127,8 +141,11 @@ struct SyntheticActionsComponent: Dataset {
             try preview(d, count: o.preview).write(to: dir + "/preview.png")
             artifacts += Figure.files("preview.png")
         }
-        return Response(result: ["videos": .number(Double(d.videos.count)), "classes": .array(d.classNames.map { .string($0) }),
-                                 "ground_truth": "ground_truth.json", "features": "features"], artifacts: artifacts)
+        return Response(
+            result: [
+                "videos": .number(Double(d.videos.count)), "classes": .array(d.classNames.map { .string($0) }),
+                "ground_truth": "ground_truth.json", "features": "features",
+            ], artifacts: artifacts)
     }
 
     /// A few videos as feature heat-maps (time across, the first 32 channels up, viridis) with their
@@ -152,8 +169,9 @@ struct SyntheticActionsComponent: Dataset {
                 }
             }
             let box = Rect(x: 0, y: 34 + Double(row) * panel, width: width - 80, height: panel)
-            let axes = f.axes(in: box, title: v.id, xLabel: "time (s)", yLabel: "channel", x: 0...v.duration, y: 0...Double(shownChannels),
-                              grid: false, series: row == 0 ? d.classNames.count : 1)
+            let axes = f.axes(
+                in: box, title: v.id, xLabel: "time (s)", yLabel: "channel", x: 0...v.duration, y: 0...Double(shownChannels),
+                grid: false, series: row == 0 ? d.classNames.count : 1)
             f.image(Image(width: v.snippets, height: shownChannels, channels: 3, pixels: px), in: axes.frame)
             for a in v.actions {
                 let x0 = axes.px(a.start), x1 = max(axes.px(a.end), x0 + 1)
@@ -161,13 +179,16 @@ struct SyntheticActionsComponent: Dataset {
             }
             if row == 0 {
                 firstAxes = axes
-                f.legend(d.classNames.enumerated().map { ($0.element, .box(LinePlot.color($0.offset))) },
-                         at: Point(axes.frame.x, f.height - legendHeight + 4), columns: legendColumns)
+                f.legend(
+                    d.classNames.enumerated().map { ($0.element, .box(LinePlot.color($0.offset))) },
+                    at: Point(axes.frame.x, f.height - legendHeight + 4), columns: legendColumns)
             }
             f.endAxes()
         }
         if let a = firstAxes {
-            f.colorBar(in: Rect(x: width - 70, y: a.frame.y, width: 60, height: a.frame.height), range: 0...1, label: "feature (min–max scaled)", colormap: Color.viridis)
+            f.colorBar(
+                in: Rect(x: width - 70, y: a.frame.y, width: 60, height: a.frame.height), range: 0...1, label: "feature (min–max scaled)",
+                colormap: Color.viridis)
         }
         return f
     }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -12,8 +12,10 @@ extension FasterTADComponent {
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         // Positivity first: the model's `hidden % heads` and the batching divide by these.
-        for (key, value) in [("hidden", o.hidden), ("heads", o.heads), ("roi_channels", o.roi_channels), ("roi_points", o.roi_points),
-                             ("head_hidden", o.head_hidden)] where value <= 0 {
+        for (key, value) in [
+            ("hidden", o.hidden), ("heads", o.heads), ("roi_channels", o.roi_channels), ("roi_points", o.roi_points),
+            ("head_hidden", o.head_hidden),
+        ] where value <= 0 {
             throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
         guard o.epochs > 0, o.batch > 0, o.lr > 0, o.weight_decay >= 0 else {
@@ -21,8 +23,10 @@ extension FasterTADComponent {
         }
         guard (8...4096).contains(o.snippets) else { throw MenagerieError.invalidArgument("snippets must lie in 8…4096, got \(o.snippets)") }
         guard o.fake_per_gt >= 0, o.fake_jitter >= 0, o.random_proposals >= 0, o.rois_per_video > 0, o.boundary_proposals >= 0,
-              (0...1).contains(o.positive_iou) else {
-            throw MenagerieError.invalidArgument("fake_per_gt, fake_jitter, random_proposals, boundary_proposals ≥ 0; rois_per_video > 0; positive_iou in [0, 1]")
+            (0...1).contains(o.positive_iou)
+        else {
+            throw MenagerieError.invalidArgument(
+                "fake_per_gt, fake_jitter, random_proposals, boundary_proposals ≥ 0; rois_per_video > 0; positive_iou in [0, 1]")
         }
         let seed = request.host.seed
         let subsets = o.evaluate ? [o.train_subset, o.subset] : [o.train_subset]
@@ -52,8 +56,11 @@ extension FasterTADComponent {
         try fit(net, videos: train, options: o, seed: seed, host: request.host) { epoch, mean in
             last = mean
             curve += String(format: "%d,%.5f,%.5f,%.5f,%.5f,%.2f\n", epoch, mean[0], mean[1], mean[2], mean[3], Date().timeIntervalSince(t0))
-            request.host.log(.info, String(format: "epoch %d/%d: loss %.4f (boundary %.4f, classification %.4f, regression %.4f)",
-                                           epoch, o.epochs, mean[0], mean[1], mean[2], mean[3]))
+            request.host.log(
+                .info,
+                String(
+                    format: "epoch %d/%d: loss %.4f (boundary %.4f, classification %.4f, regression %.4f)",
+                    epoch, o.epochs, mean[0], mean[1], mean[2], mean[3]))
             if o.checkpoint_every > 0 && epoch % o.checkpoint_every == 0 && epoch < o.epochs {
                 let name = "checkpoints/epoch-\(epoch)"
                 try net.save(folder: dir + "/" + name)
@@ -62,8 +69,9 @@ extension FasterTADComponent {
         }
         let seconds = Date().timeIntervalSince(t0)
         net.isTraining = false
-        try net.save(folder: dir + "/model", metadata: ["source": data.source, "epochs": "\(o.epochs)"],
-                     dtype: o.save_dtype == "f16" ? .float16 : .float32)
+        try net.save(
+            folder: dir + "/model", metadata: ["source": data.source, "epochs": "\(o.epochs)"],
+            dtype: o.save_dtype == "f16" ? .float16 : .float32)
         try AtomicFile.write(curve, to: dir + "/curve.csv")
         artifacts += ["model", "curve.csv"]
         var result: [String: JSONValue] = [
@@ -96,8 +104,10 @@ extension FasterTADComponent {
     /// The training loop: AdamW (cosine decay after one warm-up epoch, gradients clipped at norm 5),
     /// shuffled batches of videos; `epochEnd` gets each epoch's mean losses (total, boundary,
     /// classification, regression).
-    func fit(_ net: FasterTADNet, videos train: [TADVideo], options o: Options, seed: UInt64, host: PluginHost,
-             epochEnd: (Int, [Double]) throws -> Void) throws {
+    func fit(
+        _ net: FasterTADNet, videos train: [TADVideo], options o: Options, seed: UInt64, host: PluginHost,
+        epochEnd: (Int, [Double]) throws -> Void
+    ) throws {
         let optimizer = AdamW(net.parameters, learningRate: Float(o.lr), weightDecay: Float(o.weight_decay))
         var options = TAD.TrainingOptions()
         options.boundaryProposals = o.boundary_proposals
@@ -118,8 +128,9 @@ extension FasterTADComponent {
                 try host.checkCancelled()
                 let picked = order[(b * o.batch)..<min(train.count, (b + 1) * o.batch)].map { train[$0] }
                 optimizer.learningRate = Schedule.cosine(warmup: stepsPerEpoch, floor: 0).rate(base: Float(o.lr), step: step, total: total)
-                let l = TAD.loss(net, videos: picked, options: options, boundaryWeight: Float(o.boundary_weight),
-                                 regressionWeight: Float(o.regression_weight), rng: &rng)
+                let l = TAD.loss(
+                    net, videos: picked, options: options, boundaryWeight: Float(o.boundary_weight),
+                    regressionWeight: Float(o.regression_weight), rng: &rng)
                 var grads = Autograd.gradients(of: l.total, wrt: optimizer.parameters.map(\.variable))
                 _ = clipGradients(&grads, maxNorm: 5)
                 optimizer.step(grads)

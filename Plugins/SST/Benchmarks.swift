@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -11,7 +11,9 @@ import Tensors
 /// alone per query (the `stm-tracker` on [8, 14, 14, 384] features: support + 7 queries).
 extension SSTComponent {
     static let benchmarks = [
-        BenchmarkSpec("sst.query_224_vit_s16", unit: "s", summary: "seconds per query of `sst segment` on files at 224 px with a ViT-S/16 (support + 7 queries, masks and overlays written)"),
+        BenchmarkSpec(
+            "sst.query_224_vit_s16", unit: "s",
+            summary: "seconds per query of `sst segment` on files at 224 px with a ViT-S/16 (support + 7 queries, masks and overlays written)"),
         BenchmarkSpec("sst.feature_share", unit: "% of query", summary: "the share of that query time spent on features"),
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.segmentationBenchmarks() }
@@ -19,7 +21,7 @@ extension SSTComponent {
 
 extension STMTrackerComponent {
     static let benchmarks = [
-        BenchmarkSpec("sst.propagation_224", unit: "ms", summary: "the stm-tracker alone per query on [8, 14, 14, 384] features, through the host", target: 50),
+        BenchmarkSpec("sst.propagation_224", unit: "ms", summary: "the stm-tracker alone per query on [8, 14, 14, 384] features, through the host", target: 50)
     ]
     func benchmark(_ run: BenchmarkRun) throws { try run.segmentationBenchmarks() }
 }
@@ -27,16 +29,16 @@ extension STMTrackerComponent {
 extension BenchmarkRun {
     func segmentationBenchmarks() throws {
         let queries = 7
-        if (wanted("sst.query_224_vit_s16") || wanted("sst.feature_share")), has("sst"), has("vit-classifier") {
+        if wanted("sst.query_224_vit_s16") || wanted("sst.feature_share"), has("sst"), has("vit-classifier") {
             let dir = scratch + "/bench-sst"
             try FileManager.default.createDirectory(atPath: dir + "/queries", withIntermediateDirectories: true)
             var config = ViTConfig(imageSize: 224, patchSize: 16, width: 384, depth: 12, heads: 6)
             config.numClasses = 0
             try ViT(config: config, seed: 2).save(to: dir + "/model.safetensors")
             let timmConfig = """
-            {"architecture": "vit_small_patch16_224", "num_classes": 0, "global_pool": "token",
-             "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}}
-            """
+                {"architecture": "vit_small_patch16_224", "num_classes": 0, "global_pool": "token",
+                 "pretrained_cfg": {"input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic"}}
+                """
             try timmConfig.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8)
             BufferPool.shared.drain()
             var rng = SeededGenerator(seed: 5)
@@ -58,9 +60,11 @@ extension BenchmarkRun {
             try PNG.write(support, to: dir + "/support.png")
             try PNG.write(Image(width: 224, height: 224, channels: 1, pixels: mask), to: dir + "/mask.png")
             for q in 0..<queries { try PNG.write(scene().0, to: dir + "/queries/q\(q).png") }
-            let options: JSONValue = ["support": .string(dir + "/support.png"), "mask": .string(dir + "/mask.png"), "queries": .string(dir + "/queries"),
-                                      "backbone": "vit-classifier", "backbone_options": .array([.string("classifier=" + dir)]), "size": 224]
-            _ = try invoke("sst", operation: "segment", options: options)   // warm: the model loads once per process
+            let options: JSONValue = [
+                "support": .string(dir + "/support.png"), "mask": .string(dir + "/mask.png"), "queries": .string(dir + "/queries"),
+                "backbone": "vit-classifier", "backbone_options": .array([.string("classifier=" + dir)]), "size": 224,
+            ]
+            _ = try invoke("sst", operation: "segment", options: options) // warm: the model loads once per process
             var perQuery: [Double] = [], shares: [Double] = []
             for _ in 0..<max(2, repeats / 5) {
                 let r = try invoke("sst", operation: "segment", options: options)

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -18,20 +18,26 @@ struct STMTrackerComponent: Segmenter {
         var width = 0
         static let help = [
             "temperature": "τ of exp(⟨f_q, f_s⟩/τ)", "top_k": "sources kept per query patch, jointly across context frames",
-            "radius": "neighbourhood in patches (|Δrow|, |Δcol| ≤ radius; 0: everywhere)", "queue": "recent soft predictions kept as context besides the first frame",
+            "radius": "neighbourhood in patches (|Δrow|, |Δcol| ≤ radius; 0: everywhere)",
+            "queue": "recent soft predictions kept as context besides the first frame",
             "parts": "number of trait labels (1…parts, 0 background); 0: the largest label in the support mask",
             "height": "output mask height (0: the support mask's)", "width": "output mask width (0: the support mask's)",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["temperature": 1e-12...1e12, "top_k": 1...1e9, "radius": 0...1e9, "queue": 0...1e6,
-                                                            "parts": 0...65535, "height": 0...65536, "width": 0...65536]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "temperature": 1e-12...1e12, "top_k": 1...1e9, "radius": 0...1e9, "queue": 0...1e6,
+            "parts": 0...65535, "height": 0...65536, "width": 0...65536,
+        ]
     }
     static let id = "stm-tracker"
     static let summary = "Space-time-memory label propagation over patch features (DINO's video segmentation; SST's tracker without SAM 2)"
     static let operations = [
-        OperationSpec("segment", summary: "propagate the support mask (frame 0) through the query frames, in order",
-                      inputs: [TensorSpec("features", dtypes: ["f32"], shape: "F×R×C×D", summary: "patch features, frame 0 = the labelled support"),
-                               TensorSpec("labels", dtypes: ["u8", "i32", "i64"], shape: "H×W", summary: "the support's trait mask: 0 background, 1…parts")],
-                      outputs: [TensorSpec("masks", dtypes: ["i64"], shape: "(F−1)×H×W", summary: "each query's label mask")]),
+        OperationSpec(
+            "segment", summary: "propagate the support mask (frame 0) through the query frames, in order",
+            inputs: [
+                TensorSpec("features", dtypes: ["f32"], shape: "F×R×C×D", summary: "patch features, frame 0 = the labelled support"),
+                TensorSpec("labels", dtypes: ["u8", "i32", "i64"], shape: "H×W", summary: "the support's trait mask: 0 background, 1…parts"),
+            ],
+            outputs: [TensorSpec("masks", dtypes: ["i64"], shape: "(F−1)×H×W", summary: "each query's label mask")])
     ]
 
     func segment(_ request: Request<Options>) throws -> Response {
@@ -52,11 +58,13 @@ struct STMTrackerComponent: Segmenter {
             throw MenagerieError.invalidArgument("temperature and top_k must be > 0; radius and queue ≥ 0")
         }
         let values = try f.scalars(as: Float.self), plane = rows * cols * dim
-        let memory = SpaceTimeMemory(settings: settings, rows: rows, cols: cols, dim: dim, features: Array(values[0..<plane]),
-                                     labels: patchLabels(labels, height: h, width: w, rows: rows, cols: cols, channels: channels), channels: channels)
+        let memory = SpaceTimeMemory(
+            settings: settings, rows: rows, cols: cols, dim: dim, features: Array(values[0..<plane]),
+            labels: patchLabels(labels, height: h, width: w, rows: rows, cols: cols, channels: channels), channels: channels)
         let (oh, ow) = (o.height > 0 ? o.height : h, o.width > 0 ? o.width : w)
         do {
-            try Limits.allocation(shape: [rows, cols, channels], elementSize: 4, what: "the support's soft labels (\(channels) channels)", source: "input 'labels'")
+            try Limits.allocation(
+                shape: [rows, cols, channels], elementSize: 4, what: "the support's soft labels (\(channels) channels)", source: "input 'labels'")
             try Limits.allocation(shape: [frames - 1, oh, ow], elementSize: 8, what: "the output masks", source: "options 'height' × 'width'")
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         var out: [Int64] = []
@@ -65,14 +73,16 @@ struct STMTrackerComponent: Segmenter {
             let seg = memory.propagate(Array(values[(k * plane)..<((k + 1) * plane)]))
             out += labelImage(seg, rows: rows, cols: cols, channels: channels, height: oh, width: ow).map(Int64.init)
         }
-        return Response(result: ["frames": .number(Double(frames - 1)), "parts": .number(Double(channels - 1))],
-                        tensors: [("masks", try Tensor(out, shape: [frames - 1, oh, ow]))])
+        return Response(
+            result: ["frames": .number(Double(frames - 1)), "parts": .number(Double(channels - 1))],
+            tensors: [("masks", try Tensor(out, shape: [frames - 1, oh, ow]))])
     }
 
     /// Validates a trait mask; returns the channel count (parts + background).
     static func checkMask(_ labels: [Int], parts: Int, name: String) throws -> Int {
         guard let top = labels.max(), top > 0 else {
-            throw MenagerieError.invalidArgument("the mask '\(name)' holds no trait label (all background): label the traits 1, 2, … and leave 0 for the background")
+            throw MenagerieError.invalidArgument(
+                "the mask '\(name)' holds no trait label (all background): label the traits 1, 2, … and leave 0 for the background")
         }
         guard labels.allSatisfy({ $0 >= 0 }) else { throw MenagerieError.invalidArgument("the mask '\(name)' has negative labels") }
         guard top <= 65535 else {
@@ -89,10 +99,12 @@ struct STMTrackerComponent: Segmenter {
 public enum SSTPlugin: Plugin {
     public static let name = "sst"
     public static let version = "0.1.0"
-    public static let summary = "SST (static segmentation by tracking): one-shot trait segmentation, cycle-consistent fine-tuning, trait retrieval; the label-propagation tracker"
+    public static let summary =
+        "SST (static segmentation by tracking): one-shot trait segmentation, cycle-consistent fine-tuning, trait retrieval; the label-propagation tracker"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
-    public static let paper: Paper? = Paper(title: "Static Segmentation by Tracking: A Frustratingly Label-Efficient Approach to Fine-Grained Segmentation",
-                                            url: "https://arxiv.org/abs/2501.06749")
+    public static let paper: Paper? = Paper(
+        title: "Static Segmentation by Tracking: A Frustratingly Label-Efficient Approach to Fine-Grained Segmentation",
+        url: "https://arxiv.org/abs/2501.06749")
     public static let components: [any Component.Type] = [SSTComponent.self, STMTrackerComponent.self]
 }

@@ -13,10 +13,11 @@ public final class ProjectionHead: Module {
         var rng = SeededGenerator(seed: seed)
         linear = Linear(inputs, outputs, rng: &rng)
         if inputs == outputs {
-            linear.weight.assign(Tensor.make([outputs, inputs]) { p in
-                for i in 0..<(inputs * outputs) { p[i] = 0 }
-                for i in 0..<inputs { p[i * inputs + i] = 1 }
-            })
+            linear.weight.assign(
+                Tensor.make([outputs, inputs]) { p in
+                    for i in 0..<(inputs * outputs) { p[i] = 0 }
+                    for i in 0..<inputs { p[i * inputs + i] = 1 }
+                })
             linear.bias?.assign(Tensor.filled(0, shape: [outputs]))
         }
     }
@@ -44,7 +45,7 @@ public func l2Normalized(_ x: Variable) -> Variable {
 /// `query` [P, D'], `source` [P, D'] unit rows; `labels` [P, C] → [P, C].
 public func softPropagate(query: Variable, source: Variable, labels: Variable, rows: Int, cols: Int, settings: PropagationSettings) -> Variable {
     let p = rows * cols
-    let similarity = matmul(query, source, transposeB: true)                          // [P, P]
+    let similarity = matmul(query, source, transposeB: true) // [P, P]
     let values = similarity.scalars
     let k = min(settings.topK, p), r = settings.radius
     var keep = [Float](repeating: 0, count: p * p)
@@ -86,21 +87,24 @@ public func bceDice(_ prediction: Variable, _ target: Tensor) -> Variable {
 /// reset, that prediction propagated back, compared with the support's labels. `soft` keeps the
 /// intermediate prediction differentiable (METHODS.md); false thresholds it as the released OC-CCL
 /// does (`pred > 0` on SAM 2's logits; here the argmax one-hot).
-public func cycleLoss(head: ProjectionHead, support: [Float], labels: Tensor, unlabelled: [Float], rows: Int, cols: Int,
-               settings: PropagationSettings, soft: Bool) -> Variable {
+public func cycleLoss(
+    head: ProjectionHead, support: [Float], labels: Tensor, unlabelled: [Float], rows: Int, cols: Int,
+    settings: PropagationSettings, soft: Bool
+) -> Variable {
     let p = rows * cols
     let z0 = l2Normalized(head(Variable(Tensor(shape: [p, head.inputs], scalars: support))))
     let z1 = l2Normalized(head(Variable(Tensor(shape: [p, head.inputs], scalars: unlabelled))))
     var forward = softPropagate(query: z1, source: z0, labels: Variable(labels), rows: rows, cols: cols, settings: settings)
     if !soft {
         let c = labels.shape[1], v = forward.scalars
-        forward = Variable(Tensor.make([p, c]) { o in
-            for i in 0..<p {
-                var best = 0
-                for k in 1..<c where v[i * c + k] > v[i * c + best] { best = k }
-                for k in 0..<c { o[i * c + k] = k == best ? 1 : 0 }
-            }
-        })
+        forward = Variable(
+            Tensor.make([p, c]) { o in
+                for i in 0..<p {
+                    var best = 0
+                    for k in 1..<c where v[i * c + k] > v[i * c + best] { best = k }
+                    for k in 0..<c { o[i * c + k] = k == best ? 1 : 0 }
+                }
+            })
     }
     let back = softPropagate(query: z0, source: z1, labels: forward, rows: rows, cols: cols, settings: settings)
     return bceDice(back, labels)
@@ -117,8 +121,10 @@ public struct CycleTuning: Sendable {
     public var seed: UInt64 = 0
     public init() {}
 
-    public func run(head: ProjectionHead, support: [Float], labels: [Float], channels: Int, unlabelled: [[Float]], rows: Int, cols: Int,
-                    settings: PropagationSettings, cancelled: () throws -> Void = {}) rethrows -> [Float] {
+    public func run(
+        head: ProjectionHead, support: [Float], labels: [Float], channels: Int, unlabelled: [[Float]], rows: Int, cols: Int,
+        settings: PropagationSettings, cancelled: () throws -> Void = {}
+    ) rethrows -> [Float] {
         precondition(!unlabelled.isEmpty, "cycle tuning needs unlabelled frames")
         let target = Tensor(shape: [rows * cols, channels], scalars: labels)
         let optimizer = AdamW(head.parameters, learningRate: learningRate, weightDecay: 0.01)

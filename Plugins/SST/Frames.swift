@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -26,7 +26,8 @@ struct LabelMask {
         if pixels.rank == 3 {
             let c = pixels.shape[2]
             guard c == 1 || (0..<(h * w)).allSatisfy({ p in (1..<min(c, 3)).allSatisfy { values[p * c + $0] == values[p * c] } }) else {
-                throw MenagerieError.invalidArgument("mask '\(path)' is a colour image: a label mask has one channel, the label of each pixel (0 background, 1, 2, … traits)")
+                throw MenagerieError.invalidArgument(
+                    "mask '\(path)' is a colour image: a label mask has one channel, the label of each pixel (0 background, 1, 2, … traits)")
             }
             values = (0..<(h * w)).map { values[$0 * c] }
         }
@@ -113,9 +114,17 @@ struct FeatureSource {
             let frames = try images.map { image -> [Float] in
                 let px = try pixels(image)
                 var out = [Float](repeating: 0, count: g * g * dim)
-                for i in 0..<g { for j in 0..<g { for c in 0..<3 { for dy in 0..<patch { for dx in 0..<patch {
-                    out[(i * g + j) * dim + (c * patch + dy) * patch + dx] = px[c * plane + (i * patch + dy) * size + j * patch + dx]
-                } } } } }
+                for i in 0..<g {
+                    for j in 0..<g {
+                        for c in 0..<3 {
+                            for dy in 0..<patch {
+                                for dx in 0..<patch {
+                                    out[(i * g + j) * dim + (c * patch + dy) * patch + dx] = px[c * plane + (i * patch + dy) * size + j * patch + dx]
+                                }
+                            }
+                        }
+                    }
+                }
                 return out
             }
             return PatchFeatures(rows: g, cols: g, dim: dim, frames: frames)
@@ -129,8 +138,9 @@ struct FeatureSource {
             let px = try Tensor(chunk.flatMap { try pixels($0) }, shape: [chunk.count, 3, size, size])
             let r = try component.embed(options: .object(options), inputs: [("pixels", px)])
             guard let tokens = r.tensors["tokens"], tokens.rank == 4, tokens.dtype == .float32, tokens.shape[0] == chunk.count else {
-                throw MenagerieError.invalidArgument("backbone '\(backbone)' returned no patch tokens [N, G, G, D] from embed with 'pixels': "
-                    + "use a backbone that does (vit-classifier, bioclip2) or backbone=pixels")
+                throw MenagerieError.invalidArgument(
+                    "backbone '\(backbone)' returned no patch tokens [N, G, G, D] from embed with 'pixels': "
+                        + "use a backbone that does (vit-classifier, bioclip2) or backbone=pixels")
             }
             let t = try tokens.scalars(as: Float.self), per = tokens.count / chunk.count
             grid = (tokens.shape[1], tokens.shape[2], tokens.shape[3])

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -47,20 +47,23 @@ struct SSTComponent: Segmenter {
         var sweep = true
         static let help = [
             "support": "the labelled support image (PNG/TIFF/JPEG)", "mask": "its trait mask: a one-channel PNG/TIFF, 0 background, 1…K traits",
-            "queries": "a folder (or one file) of query images (PNG/TIFF/JPEG)", "order": "pseudo-video order: files (sorted names) or similarity (to the support, most similar first)",
+            "queries": "a folder (or one file) of query images (PNG/TIFF/JPEG)",
+            "order": "pseudo-video order: files (sorted names) or similarity (to the support, most similar first)",
             "backbone": "patch features: a backbone component whose embed returns tokens (vit-classifier, bioclip2), or pixels (raw RGB patches)",
             "backbone_options": "key=value options for the backbone (e.g. classifier=~/dinov2-small, model=~/bioclip-2)",
             "size": "images are resized to size × size for the features (masks come back at each query's own size)",
             "patch": "patch side of backbone=pixels", "tracker": "the tracker component (segment: features + labels → masks)",
             "temperature": "tracker τ", "top_k": "tracker: sources kept per query patch", "radius": "tracker: neighbourhood in patches (0: all)",
-            "queue": "tracker: recent soft predictions kept as context", "parts": "names of traits 1…K (checked against the mask; empty: the mask's largest label)",
+            "queue": "tracker: recent soft predictions kept as context",
+            "parts": "names of traits 1…K (checked against the mask; empty: the mask's largest label)",
             "finetune_steps": "cycle-consistent fine-tuning steps of a projection head on the features (0: none)",
             "finetune_lr": "fine-tuning AdamW rate (cosine to 1 %)", "finetune_pairs": "palindromes per step",
             "finetune_soft": "keep the intermediate prediction soft and differentiable (false: hard, as the released OC-CCL)",
             "head_dim": "projection head width (0: the feature width, identity start)",
             "unlabelled": "folder of unlabelled images for fine-tuning (empty: the queries)", "format": "mask files: png or tiff",
             "truth": "segment: folder of true masks named like the queries → per-trait IoU (segmentation-metrics)",
-            "ranking": "retrieve: paper (query → support reconstruction, IoU descending) or released (the released code: reconstruction on the query, ascending)",
+            "ranking":
+                "retrieve: paper (query → support reconstruction, IoU descending) or released (the released code: reconstruction on the query, ascending)",
             "trait": "retrieve: the trait label scored (0: mean IoU over the support's traits)", "top": "retrieve: overlays of the first N",
             "seed": "fine-tuning pairs", "species": "study: species with one labelled image each", "per_species": "study: query images per species",
             "unlabelled_per_species": "study: unlabelled training images per species for fine-tuning", "image_size": "study: synthetic-tol image side",
@@ -97,8 +100,10 @@ struct SSTComponent: Segmenter {
     }
 
     func trackerCall(_ o: Options, _ s: PropagationSettings) -> TrackerCall {
-        var options: [String: JSONValue] = ["temperature": .number(s.temperature), "top_k": .number(Double(s.topK)),
-                                            "radius": .number(Double(s.radius)), "queue": .number(Double(s.queue))]
+        var options: [String: JSONValue] = [
+            "temperature": .number(s.temperature), "top_k": .number(Double(s.topK)),
+            "radius": .number(Double(s.radius)), "queue": .number(Double(s.queue)),
+        ]
         if !o.parts.isEmpty { options["parts"] = .number(Double(o.parts.count)) }
         return TrackerCall(tracker: o.tracker, options: options)
     }
@@ -126,8 +131,9 @@ struct SSTComponent: Segmenter {
         let image = try readImage(supportPath)
         let mask = try LabelMask.read(maskPath)
         guard mask.width == image.width, mask.height == image.height else {
-            throw MenagerieError.invalidArgument("mask '\(maskPath)' is \(mask.width)×\(mask.height) but the support image '\(supportPath)' is "
-                + "\(image.width)×\(image.height): the mask must label the support image pixel for pixel")
+            throw MenagerieError.invalidArgument(
+                "mask '\(maskPath)' is \(mask.width)×\(mask.height) but the support image '\(supportPath)' is "
+                    + "\(image.width)×\(image.height): the mask must label the support image pixel for pixel")
         }
         let channels = try STMTrackerComponent.checkMask(mask.labels, parts: o.parts.count, name: maskPath)
         return (image, mask, channels)
@@ -135,8 +141,10 @@ struct SSTComponent: Segmenter {
 
     /// Fine-tunes a projection head when asked and returns the frames' features through it, with
     /// the loss curve.
-    func tuned(_ features: PatchFeatures, support: Int, labels: [Float], channels: Int, unlabelled: [[Float]], o: Options,
-               settings: PropagationSettings, host: PluginHost) throws -> (PatchFeatures, [Float]) {
+    func tuned(
+        _ features: PatchFeatures, support: Int, labels: [Float], channels: Int, unlabelled: [[Float]], o: Options,
+        settings: PropagationSettings, host: PluginHost
+    ) throws -> (PatchFeatures, [Float]) {
         guard o.finetune_steps > 0 else { return (features, []) }
         guard !unlabelled.isEmpty else { throw MenagerieError.invalidArgument("fine-tuning needs unlabelled images (unlabelled= or queries)") }
         let head = ProjectionHead(inputs: features.dim, outputs: o.head_dim > 0 ? o.head_dim : features.dim, seed: UInt64(bitPattern: Int64(o.seed)))
@@ -146,8 +154,9 @@ struct SSTComponent: Segmenter {
         tuning.pairs = o.finetune_pairs
         tuning.soft = o.finetune_soft
         tuning.seed = UInt64(bitPattern: Int64(o.seed))
-        let losses = try tuning.run(head: head, support: features.frames[support], labels: labels, channels: channels, unlabelled: unlabelled,
-                                    rows: features.rows, cols: features.cols, settings: settings, cancelled: { try host.checkCancelled() })
+        let losses = try tuning.run(
+            head: head, support: features.frames[support], labels: labels, channels: channels, unlabelled: unlabelled,
+            rows: features.rows, cols: features.cols, settings: settings, cancelled: { try host.checkCancelled() })
         var out = features
         out.dim = head.outputs
         out.frames = features.frames.map { head.project($0, patches: features.patches) }
@@ -160,9 +169,11 @@ struct SSTComponent: Segmenter {
         let s = features.descriptor(0)
         let similarity = (0..<n).map { f in Double(zip(features.descriptor(f), s).reduce(Float(0)) { $0 + $1.0 * $1.1 }) }
         let queries = Array(1..<n)
-        let ordered = mode == "similarity" ? queries.enumerated().sorted { a, b in
-            similarity[a.element] != similarity[b.element] ? similarity[a.element] > similarity[b.element] : a.offset < b.offset
-        }.map(\.element) : queries
+        let ordered =
+            mode == "similarity"
+            ? queries.enumerated().sorted { a, b in
+                similarity[a.element] != similarity[b.element] ? similarity[a.element] > similarity[b.element] : a.offset < b.offset
+            }.map(\.element) : queries
         return ([0] + ordered, similarity)
     }
 
@@ -181,11 +192,13 @@ struct SSTComponent: Segmenter {
         let featureStart = Date()
         var features = try src.extract([supportImage] + queries + (try extraFiles.map(readImage)), host: request.host)
         let featureSeconds = Date().timeIntervalSince(featureStart)
-        let labels = patchLabels(supportMask.labels, height: supportMask.height, width: supportMask.width, rows: features.rows, cols: features.cols, channels: channels)
+        let labels = patchLabels(
+            supportMask.labels, height: supportMask.height, width: supportMask.width, rows: features.rows, cols: features.cols, channels: channels)
         let unlabelled = extraFiles.isEmpty ? Array(features.frames[1...queries.count]) : Array(features.frames[(queries.count + 1)...])
         features.frames = Array(features.frames.prefix(queries.count + 1))
-        let (tunedFeatures, losses) = try tuned(features, support: 0, labels: labels, channels: channels, unlabelled: unlabelled, o: o,
-                                                settings: s, host: request.host)
+        let (tunedFeatures, losses) = try tuned(
+            features, support: 0, labels: labels, channels: channels, unlabelled: unlabelled, o: o,
+            settings: s, host: request.host)
         let (order, similarity) = self.order(tunedFeatures, mode: o.order)
         let trackStart = Date()
         let masks = try trackerCall(o, s).run(tunedFeatures, order: order, labels: supportMask, size: o.size, host: request.host)
@@ -214,7 +227,8 @@ struct SSTComponent: Segmenter {
             artifacts += ["finetune.csv"] + Figure.files("finetune.png")
         }
         var result: [String: JSONValue] = [
-            "queries": .number(Double(queries.count)), "traits": .number(Double(channels - 1)), "grid": .array([.number(Double(features.rows)), .number(Double(features.cols))]),
+            "queries": .number(Double(queries.count)), "traits": .number(Double(channels - 1)),
+            "grid": .array([.number(Double(features.rows)), .number(Double(features.cols))]),
             "feature_seconds": .number(featureSeconds), "tracking_seconds": .number(trackSeconds), "seconds": .number(Date().timeIntervalSince(started)),
         ]
         if let last = losses.last, let first = losses.first { result["finetune_loss"] = .array([.number(Double(first)), .number(Double(last))]) }
@@ -230,10 +244,12 @@ struct SSTComponent: Segmenter {
     }
 
     func writeLossCurve(_ losses: [Float], dir: String) throws {
-        try AtomicFile.write("step,cycle_loss\n" + losses.enumerated().map { "\($0.offset + 1),\(String(format: "%.6f", $0.element))" }.joined(separator: "\n") + "\n",
-                             to: dir + "/finetune.csv")
-        let plot = LinePlot(title: "Cycle-consistent fine-tuning (support → queries → support)", xLabel: "step", yLabel: "BCE + Dice loss",
-                            series: [.init("palindrome loss", points: losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(0))])
+        try AtomicFile.write(
+            "step,cycle_loss\n" + losses.enumerated().map { "\($0.offset + 1),\(String(format: "%.6f", $0.element))" }.joined(separator: "\n") + "\n",
+            to: dir + "/finetune.csv")
+        let plot = LinePlot(
+            title: "Cycle-consistent fine-tuning (support → queries → support)", xLabel: "step", yLabel: "BCE + Dice loss",
+            series: [.init("palindrome loss", points: losses.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(0))])
         try plot.write(to: dir + "/finetune.png")
     }
 
@@ -245,7 +261,8 @@ struct SSTComponent: Segmenter {
         var shape: (Int, Int)?
         for (q, file) in files.enumerated() {
             let stem = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
-            guard let path = ["png", "tif", "tiff"].map({ truthFolder + "/" + stem + "." + $0 }).first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+            guard let path = ["png", "tif", "tiff"].map({ truthFolder + "/" + stem + "." + $0 }).first(where: { FileManager.default.fileExists(atPath: $0) })
+            else {
                 throw MenagerieError.invalidArgument("truth: no mask named \(stem).png/.tif in \(truthFolder) for query '\(file)'")
             }
             let truth = try LabelMask.read(path)
@@ -261,8 +278,9 @@ struct SSTComponent: Segmenter {
         let (w, h) = shape!
         let metric = try MetricProxy(host, id: "segmentation-metrics")
         let classes = max(channels, Int(target.max() ?? 0) + 1)
-        let r = try metric.evaluate(options: ["classes": .number(Double(classes))],
-                                    inputs: [("prediction", try Tensor(prediction, shape: [files.count, h, w])), ("target", try Tensor(target, shape: [files.count, h, w]))])
+        let r = try metric.evaluate(
+            options: ["classes": .number(Double(classes))],
+            inputs: [("prediction", try Tensor(prediction, shape: [files.count, h, w])), ("target", try Tensor(target, shape: [files.count, h, w]))])
         let iou = try r.tensors["iou"]?.doubles() ?? []
         var csv = "label,trait,iou\n"
         for (k, v) in iou.enumerated() {
@@ -290,13 +308,15 @@ struct SSTComponent: Segmenter {
         let files = try listImages(o.queries, option: "queries")
         let queries = try files.map(readImage)
         var s = try settings(o)
-        s.queue = 0   // two-frame videos: no queue
+        s.queue = 0 // two-frame videos: no queue
         let src = try source(o, size: o.size)
         let extracted = try src.extract([supportImage] + queries, host: request.host)
         // Fine-tuning (finetune_steps > 0) as in `segment`: the queries are the unlabelled frames.
-        let labels = patchLabels(supportMask.labels, height: supportMask.height, width: supportMask.width, rows: extracted.rows, cols: extracted.cols, channels: channels)
-        let (features, losses) = try tuned(extracted, support: 0, labels: labels, channels: channels, unlabelled: Array(extracted.frames[1...]), o: o,
-                                           settings: s, host: request.host)
+        let labels = patchLabels(
+            supportMask.labels, height: supportMask.height, width: supportMask.width, rows: extracted.rows, cols: extracted.cols, channels: channels)
+        let (features, losses) = try tuned(
+            extracted, support: 0, labels: labels, channels: channels, unlabelled: Array(extracted.frames[1...]), o: o,
+            settings: s, host: request.host)
         let call = trackerCall(o, s)
         let supportAtSize = supportMask.resized(width: o.size, height: o.size)
         let traits = o.trait > 0 ? [o.trait] : Array(Set(supportMask.labels.filter { $0 > 0 })).sorted()
@@ -308,7 +328,7 @@ struct SSTComponent: Segmenter {
             let predicted = LabelMask(width: o.size, height: o.size, labels: forward)
             let reconstruction: [Int]
             if predicted.labels.allSatisfy({ $0 == 0 }) {
-                reconstruction = predicted.labels   // nothing carried over: nothing to reconstruct
+                reconstruction = predicted.labels // nothing carried over: nothing to reconstruct
             } else if o.ranking == "released" {
                 reconstruction = try call.run(features, order: [0, q], labels: predicted, size: o.size, host: request.host)[0]
             } else {
@@ -333,12 +353,16 @@ struct SSTComponent: Segmenter {
         }
         var artifacts = ["retrieval.csv"]
         if !tiles.isEmpty {
-            try ImageGrid(title: "Retrieved images, best first (\(o.trait > 0 ? "trait \(o.trait)" : "all traits"), \(o.ranking) ranking)",
-                          columnHeaders: ["image", "tracked parts"], rowHeaders: names, tiles: tiles).write(to: dir + "/retrieved.png")
+            try ImageGrid(
+                title: "Retrieved images, best first (\(o.trait > 0 ? "trait \(o.trait)" : "all traits"), \(o.ranking) ranking)",
+                columnHeaders: ["image", "tracked parts"], rowHeaders: names, tiles: tiles
+            ).write(to: dir + "/retrieved.png")
             artifacts += Figure.files("retrieved.png")
         }
-        var result: [String: JSONValue] = ["queries": .number(Double(files.count)), "ranking": .string(o.ranking),
-                                           "best": .string((files[ranked[0]] as NSString).lastPathComponent), "best_score": .number(scores[ranked[0]])]
+        var result: [String: JSONValue] = [
+            "queries": .number(Double(files.count)), "ranking": .string(o.ranking),
+            "best": .string((files[ranked[0]] as NSString).lastPathComponent), "best_score": .number(scores[ranked[0]]),
+        ]
         if let first = losses.first, let last = losses.last {
             try writeLossCurve(losses, dir: dir)
             artifacts += ["finetune.csv"] + Figure.files("finetune.png")

@@ -66,8 +66,9 @@ public final class SpaceTimeMemory {
         stacked.withUnsafeBufferPointer { sp in
             q.withUnsafeBufferPointer { qp in
                 a.withUnsafeMutableBufferPointer { ap in
-                    GEMM.sgemm(transposeA: false, transposeB: true, m: s, n: p, k: dim, alpha: 1, a: sp.baseAddress!, lda: dim,
-                               b: qp.baseAddress!, ldb: dim, beta: 0, c: ap.baseAddress!, ldc: p)
+                    GEMM.sgemm(
+                        transposeA: false, transposeB: true, m: s, n: p, k: dim, alpha: 1, a: sp.baseAddress!, lda: dim,
+                        b: qp.baseAddress!, ldb: dim, beta: 0, c: ap.baseAddress!, ldc: p)
                 }
             }
         }
@@ -104,14 +105,15 @@ public final class SpaceTimeMemory {
     public func propagate(_ query: [Float]) -> [Float] {
         let p = rows * cols, c = channels
         let a = affinity(query: query)
-        let labels = ([firstLabels] + recent.map(\.labels)).flatMap { $0 }   // [S, C]
+        let labels = ([firstLabels] + recent.map(\.labels)).flatMap { $0 } // [S, C]
         var seg = [Float](repeating: 0, count: p * c)
         // seg [P, C] = Aᵀ [P, S] · labels [S, C]
         a.withUnsafeBufferPointer { ap in
             labels.withUnsafeBufferPointer { lp in
                 seg.withUnsafeMutableBufferPointer { out in
-                    GEMM.sgemm(transposeA: true, transposeB: false, m: p, n: c, k: labels.count / c, alpha: 1, a: ap.baseAddress!, lda: p,
-                               b: lp.baseAddress!, ldb: c, beta: 0, c: out.baseAddress!, ldc: c)
+                    GEMM.sgemm(
+                        transposeA: true, transposeB: false, m: p, n: c, k: labels.count / c, alpha: 1, a: ap.baseAddress!, lda: p,
+                        b: lp.baseAddress!, ldb: c, beta: 0, c: out.baseAddress!, ldc: c)
                 }
             }
         }
@@ -142,7 +144,10 @@ public func labelImage(_ seg: [Float], rows: Int, cols: Int, channels c: Int, he
     }
     for k in 0..<c {
         var lo = Float.infinity, hi = -Float.infinity
-        for i in 0..<(height * width) { lo = min(lo, up[i * c + k]); hi = max(hi, up[i * c + k]) }
+        for i in 0..<(height * width) {
+            lo = min(lo, up[i * c + k])
+            hi = max(hi, up[i * c + k])
+        }
         guard hi > 0 else { continue }
         for i in 0..<(height * width) { up[i * c + k] = (up[i * c + k] - lo) / max(hi - lo, 1e-12) }
     }

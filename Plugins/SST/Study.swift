@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -13,7 +13,7 @@ extension SSTComponent {
     static let studyParts = ["background", "head", "body", "wings_fins", "tail", "appendage"]
 
     struct SpeciesGroup {
-        var support: Int            // index into images
+        var support: Int // index into images
         var queries: [Int]
         var unlabelled: [Int]
     }
@@ -41,8 +41,10 @@ extension SSTComponent {
                 if done { break }
                 try host.checkCancelled()
                 let count = min(128, total - start)
-                let b = try data.batch(options: ["split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
-                                                 "shuffle": false, "size": .number(Double(o.image_size))])
+                let b = try data.batch(options: [
+                    "split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
+                    "shuffle": false, "size": .number(Double(o.image_size)),
+                ])
                 guard let images = b.tensors["images"], let labels = b.tensors["labels"], let masks = b.tensors["masks"] else {
                     throw MenagerieError.failed("synthetic-tol returned no images / labels / masks")
                 }
@@ -74,13 +76,18 @@ extension SSTComponent {
         var variant: String
         var finetuned: Bool
         var iou: [Double]
-        var mIoU: Double { let v = iou.dropFirst().filter { !$0.isNaN }; return v.reduce(0, +) / Double(max(v.count, 1)) }
+        var mIoU: Double {
+            let v = iou.dropFirst().filter { !$0.isNaN }
+            return v.reduce(0, +) / Double(max(v.count, 1))
+        }
     }
 
     /// Tracks every species' queries with `settings` (and a head tuned per species when `steps` > 0);
     /// returns per-part IoU and the first species' predictions.
-    func studyRun(_ data: StudyData, features: PatchFeatures, settings s: PropagationSettings, o: Options, finetune: Bool,
-                  host: PluginHost) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]]) {
+    func studyRun(
+        _ data: StudyData, features: PatchFeatures, settings s: PropagationSettings, o: Options, finetune: Bool,
+        host: PluginHost
+    ) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]]) {
         let size = data.size, plane = size * size
         var prediction: [Int64] = [], target: [Int64] = [], first: [[Int]] = [], losses: [[Float]] = []
         var options = o
@@ -92,8 +99,9 @@ extension SSTComponent {
             var video = PatchFeatures(rows: features.rows, cols: features.cols, dim: features.dim, frames: frames.map { features.frames[$0] })
             if options.finetune_steps > 0 && !group.unlabelled.isEmpty {
                 let labels = patchLabels(support.labels, height: size, width: size, rows: video.rows, cols: video.cols, channels: channels)
-                let (tuned, curve) = try tuned(video, support: 0, labels: labels, channels: channels,
-                                               unlabelled: group.unlabelled.map { features.frames[$0] }, o: options, settings: s, host: host)
+                let (tuned, curve) = try tuned(
+                    video, support: 0, labels: labels, channels: channels,
+                    unlabelled: group.unlabelled.map { features.frames[$0] }, o: options, settings: s, host: host)
                 video = tuned
                 losses.append(curve)
             }
@@ -108,8 +116,9 @@ extension SSTComponent {
         }
         let n = prediction.count / plane
         let metric = try MetricProxy(host, id: "segmentation-metrics")
-        let r = try metric.evaluate(options: ["classes": .number(Double(Self.studyParts.count))],
-                                    inputs: [("prediction", try Tensor(prediction, shape: [n, size, size])), ("target", try Tensor(target, shape: [n, size, size]))])
+        let r = try metric.evaluate(
+            options: ["classes": .number(Double(Self.studyParts.count))],
+            inputs: [("prediction", try Tensor(prediction, shape: [n, size, size])), ("target", try Tensor(target, shape: [n, size, size]))])
         return (try r.tensors["iou"]?.doubles() ?? [], first, losses)
     }
 
@@ -120,9 +129,21 @@ extension SSTComponent {
         let base = try settings(o)
         var variants: [(String, PropagationSettings)] = [("default", base)]
         if o.sweep {
-            for q in [0, 3] where q != base.queue { var s = base; s.queue = q; variants.append(("queue=\(q)", s)) }
-            for k in [1, 20] where k != base.topK { var s = base; s.topK = k; variants.append(("top_k=\(k)", s)) }
-            for r in [0, 2] where r != base.radius { var s = base; s.radius = r; variants.append(("radius=\(r)\(r == 0 ? " (all)" : "")", s)) }
+            for q in [0, 3] where q != base.queue {
+                var s = base
+                s.queue = q
+                variants.append(("queue=\(q)", s))
+            }
+            for k in [1, 20] where k != base.topK {
+                var s = base
+                s.topK = k
+                variants.append(("top_k=\(k)", s))
+            }
+            for r in [0, 2] where r != base.radius {
+                var s = base
+                s.radius = r
+                variants.append(("radius=\(r)\(r == 0 ? " (all)" : "")", s))
+            }
         }
         var rows: [StudyRow] = []
         var tiles: [[Image]] = [], tileRows: [String] = [], artifacts: [String] = []
@@ -133,7 +154,9 @@ extension SSTComponent {
             var opt = o
             opt.backbone = backbone
             let features: PatchFeatures
-            do { features = try source(opt, size: data.size).extract(data.images, host: request.host) } catch let e as MenagerieError where e.status == .notFound {
+            do { features = try source(opt, size: data.size).extract(data.images, host: request.host) } catch let e as MenagerieError
+                where e.status == .notFound
+            {
                 request.host.log(.warning, "study: backbone '\(backbone)' is not installed; skipped (\(e.message))")
                 continue
             }
@@ -149,8 +172,9 @@ extension SSTComponent {
                             tiles.append(try ([group.support] + shown).map { try Overlay.labels(on: data.images[$0], mask: data.masks[$0]) })
                             tileRows += ["image", "ground truth"]
                         }
-                        tiles.append([try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
-                            + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) }))
+                        tiles.append(
+                            [try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
+                                + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) }))
                         tileRows.append(backbone + (finetune ? " + fine-tuning" : ""))
                     }
                 }
@@ -160,30 +184,39 @@ extension SSTComponent {
         guard !rows.isEmpty else { throw MenagerieError.notFound("study: none of the backbones \(o.backbones) is installed") }
         var csv = "backbone,variant,finetuned," + Self.studyParts.joined(separator: ",") + ",mIoU_parts\n"
         for r in rows {
-            csv += "\(csvField(r.backbone)),\(csvField(r.variant)),\(r.finetuned)," + r.iou.map { $0.isNaN ? "" : String(format: "%.4f", $0) }.joined(separator: ",")
+            csv +=
+                "\(csvField(r.backbone)),\(csvField(r.variant)),\(r.finetuned),"
+                + r.iou.map { $0.isNaN ? "" : String(format: "%.4f", $0) }.joined(separator: ",")
                 + String(format: ",%.4f", r.mIoU) + "\n"
         }
         try AtomicFile.write(csv, to: dir + "/study.csv")
         artifacts.append("study.csv")
         if !tiles.isEmpty {
-            try ImageGrid(title: "One-shot part segmentation: support (left) and tracked queries of the first species",
-                          columnHeaders: ["support"] + (0..<shownQueries).map { "query \($0 + 1)" }, rowHeaders: tileRows, tiles: tiles.map { $0.map { Optional($0) } })
-                .write(to: dir + "/study_examples.png")
+            try ImageGrid(
+                title: "One-shot part segmentation: support (left) and tracked queries of the first species",
+                columnHeaders: ["support"] + (0..<shownQueries).map { "query \($0 + 1)" }, rowHeaders: tileRows, tiles: tiles.map { $0.map { Optional($0) } }
+            )
+            .write(to: dir + "/study_examples.png")
             artifacts += Figure.files("study_examples.png")
         }
         if !curves.isEmpty {
-            let plot = LinePlot(title: "Cycle-consistency loss while fine-tuning (first species)", xLabel: "step", yLabel: "BCE + Dice loss",
-                                series: curves.enumerated().map { i, c in
-                                    .init(c.0, points: c.1.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(i))
-                                })
+            let plot = LinePlot(
+                title: "Cycle-consistency loss while fine-tuning (first species)", xLabel: "step", yLabel: "BCE + Dice loss",
+                series: curves.enumerated().map { i, c in
+                    .init(c.0, points: c.1.enumerated().map { (Double($0.offset + 1), Double($0.element)) }, color: LinePlot.color(i))
+                })
             try plot.write(to: dir + "/study_finetune.png")
             artifacts += Figure.files("study_finetune.png")
         }
         var summary: [String: JSONValue] = [:]
         for r in rows { summary["\(r.backbone) \(r.variant)\(r.finetuned ? " +finetune" : "")"] = .number((r.mIoU * 1e4).rounded() / 1e4) }
-        return Response(result: ["species": .number(Double(data.groups.count)), "queries": .number(Double(data.groups.reduce(0) { $0 + $1.queries.count })),
-                                 "mIoU_parts": .object(summary), "seconds": .number(Date().timeIntervalSince(started)),
-                                 "note": "study_examples.png rows: images, true parts, then per backbone the predictions (without, with fine-tuning); the first column is the labelled support"],
-                        artifacts: artifacts)
+        return Response(
+            result: [
+                "species": .number(Double(data.groups.count)), "queries": .number(Double(data.groups.reduce(0) { $0 + $1.queries.count })),
+                "mIoU_parts": .object(summary), "seconds": .number(Date().timeIntervalSince(started)),
+                "note":
+                    "study_examples.png rows: images, true parts, then per backbone the predictions (without, with fine-tuning); the first column is the labelled support",
+            ],
+            artifacts: artifacts)
     }
 }

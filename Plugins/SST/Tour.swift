@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -51,8 +51,11 @@ extension SSTComponent {
         let retrieved = try retrieve(Request(options: ret, inputs: request.inputs, host: request.host, component: Self.id, operation: "retrieve"))
 
         let studied = try study(Request(options: o, inputs: request.inputs, host: request.host, component: Self.id, operation: "study"))
-        return Response(result: ["segment": segmented.result, "retrieve": retrieved.result, "study": studied.result,
-                                 "data": .string("tour-data/ (support.png, support_mask.png, queries/, truth/, other/): run `menagerie run sst` on it yourself")],
-                        artifacts: segmented.artifacts + retrieved.artifacts + studied.artifacts + ["tour-data"])
+        return Response(
+            result: [
+                "segment": segmented.result, "retrieve": retrieved.result, "study": studied.result,
+                "data": .string("tour-data/ (support.png, support_mask.png, queries/, truth/, other/): run `menagerie run sst` on it yourself"),
+            ],
+            artifacts: segmented.artifacts + retrieved.artifacts + studied.artifacts + ["tour-data"])
     }
 }

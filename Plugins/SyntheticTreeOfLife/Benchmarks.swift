@@ -10,9 +10,10 @@ import Tensors
 extension SyntheticTreeOfLifeComponent {
     static let benchmarks = [64, 224].flatMap { size in
         Set([1, GEMM.threads]).sorted().map { threads in
-            BenchmarkSpec("synthetic_tol.generate_\(size).threads_\(threads)", unit: "images/s",
-                          summary: "synthetic-tol `batch` calls of \(size) px images on \(threads) thread\(threads == 1 ? "" : "s") through the host",
-                          target: size == 64 && threads == 1 ? 1000 : nil)
+            BenchmarkSpec(
+                "synthetic_tol.generate_\(size).threads_\(threads)", unit: "images/s",
+                summary: "synthetic-tol `batch` calls of \(size) px images on \(threads) thread\(threads == 1 ? "" : "s") through the host",
+                target: size == 64 && threads == 1 ? 1000 : nil)
         }
     }
     func benchmark(_ run: BenchmarkRun) throws { try run.syntheticTreeOfLifeBenchmarks() }
@@ -33,7 +34,10 @@ extension BenchmarkRun {
                     var samples: [Double] = []
                     for r in 0..<max(3, repeats / 4) {
                         var o = options
-                        if case .object(var m) = o { m["start"] = .number(Double((r * count) % 1024)); o = .object(m) }
+                        if case .object(var m) = o {
+                            m["start"] = .number(Double((r * count) % 1024))
+                            o = .object(m)
+                        }
                         let t0 = now()
                         _ = try invoke("synthetic-tol", operation: "batch", options: o)
                         samples.append(Double(count) / ((now() - t0) / 1000))

@@ -48,14 +48,17 @@ struct SyntheticTreeOfLifeComponent: Dataset {
     public static let summary = "A synthetic tree of life: rendered organisms with a 7-rank taxonomy, traits, variants and part masks"
     static let inTour = true
     static let operations = [
-        OperationSpec("batch", summary: "images, labels at every rank, part masks and variant labels of one slice of a split",
-                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1]"),
-                                TensorSpec("masks", dtypes: ["u8"], shape: "N×S×S", summary: "part labels: 0 background, 1 head, 2 body, 3 wings/fins, 4 tail, 5 appendage"),
-                                TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "species index"),
-                                TensorSpec("rank_labels", dtypes: ["i64"], shape: "N×7", summary: "node index per rank, kingdom … species"),
-                                TensorSpec("sex", dtypes: ["i64"], shape: "N", summary: "0 female, 1 male"),
-                                TensorSpec("stage", dtypes: ["i64"], shape: "N", summary: "0 juvenile, 1 adult"),
-                                TensorSpec("index", dtypes: ["i64"], shape: "N", summary: "the image's index in its split")]),
+        OperationSpec(
+            "batch", summary: "images, labels at every rank, part masks and variant labels of one slice of a split",
+            outputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "RGB in [0, 1]"),
+                TensorSpec("masks", dtypes: ["u8"], shape: "N×S×S", summary: "part labels: 0 background, 1 head, 2 body, 3 wings/fins, 4 tail, 5 appendage"),
+                TensorSpec("labels", dtypes: ["i64"], shape: "N", summary: "species index"),
+                TensorSpec("rank_labels", dtypes: ["i64"], shape: "N×7", summary: "node index per rank, kingdom … species"),
+                TensorSpec("sex", dtypes: ["i64"], shape: "N", summary: "0 female, 1 male"),
+                TensorSpec("stage", dtypes: ["i64"], shape: "N", summary: "0 juvenile, 1 adult"),
+                TensorSpec("index", dtypes: ["i64"], shape: "N", summary: "the image's index in its split"),
+            ]),
         OperationSpec("describe", summary: "classes with taxonomy, common names, traits; sibling pairs; parts; variants; splits"),
         OperationSpec("export", summary: "PNG images and masks, metadata.csv, traits.csv, sibling_pairs.csv and a contact sheet"),
     ]
@@ -69,20 +72,24 @@ struct SyntheticTreeOfLifeComponent: Dataset {
         guard (16...224).contains(o.size) else {
             throw MenagerieError.invalidArgument("option 'size' of '\(Self.id)' must lie in 16…224, got \(o.size)")
         }
-        for (v, n) in [(o.phyla, "phyla"), (o.classesPerPhylum, "classesPerPhylum"), (o.ordersPerClass, "ordersPerClass"),
-                       (o.familiesPerOrder, "familiesPerOrder"), (o.generaPerFamily, "generaPerFamily"), (o.speciesPerGenus, "speciesPerGenus")] {
+        for (v, n) in [
+            (o.phyla, "phyla"), (o.classesPerPhylum, "classesPerPhylum"), (o.ordersPerClass, "ordersPerClass"),
+            (o.familiesPerOrder, "familiesPerOrder"), (o.generaPerFamily, "generaPerFamily"), (o.speciesPerGenus, "speciesPerGenus"),
+        ] {
             try positive(v, n)
         }
-        let shape = TreeShape(phyla: o.phyla, classesPerPhylum: o.classesPerPhylum, ordersPerClass: o.ordersPerClass,
-                              familiesPerOrder: o.familiesPerOrder, generaPerFamily: o.generaPerFamily, speciesPerGenus: o.speciesPerGenus)
+        let shape = TreeShape(
+            phyla: o.phyla, classesPerPhylum: o.classesPerPhylum, ordersPerClass: o.ordersPerClass,
+            familiesPerOrder: o.familiesPerOrder, generaPerFamily: o.generaPerFamily, speciesPerGenus: o.speciesPerGenus)
         guard shape.speciesCount <= 10_000 else {
             throw MenagerieError.invalidArgument("the tree shape gives \(shape.speciesCount) species; at most 10000 are supported")
         }
         for (v, n) in [(o.trainPerSpecies, "trainPerSpecies"), (o.valPerSpecies, "valPerSpecies"), (o.testPerSpecies, "testPerSpecies")] {
             guard (0...100_000).contains(v) else { throw MenagerieError.invalidArgument("option '\(n)' of '\(Self.id)' must lie in 0…100000, got \(v)") }
         }
-        return SyntheticTreeOfLife(seed: UInt64(bitPattern: Int64(o.seed)), shape: shape, size: o.size,
-                                   perSpecies: [o.trainPerSpecies, o.valPerSpecies, o.testPerSpecies])
+        return SyntheticTreeOfLife(
+            seed: UInt64(bitPattern: Int64(o.seed)), shape: shape, size: o.size,
+            perSpecies: [o.trainPerSpecies, o.valPerSpecies, o.testPerSpecies])
     }
 
     func describe(_ request: Request<Options>) throws -> Response {
@@ -99,10 +106,13 @@ struct SyntheticTreeOfLifeComponent: Dataset {
         }
         let picked = Array(d.order(split: split, shuffle: o.shuffle, epoch: o.epoch)[o.start..<min(total, o.start + o.count)])
         let (tensors, _) = try makeBatch(d, split: split, indices: picked)
-        return Response(result: ["split": .string(o.split), "start": .number(Double(o.start)), "count": .number(Double(picked.count)),
-                                 "total": .number(Double(total)), "classes": .number(Double(d.world.species.count)),
-                                 "size": .number(Double(d.size))],
-                        tensors: tensors)
+        return Response(
+            result: [
+                "split": .string(o.split), "start": .number(Double(o.start)), "count": .number(Double(picked.count)),
+                "total": .number(Double(total)), "classes": .number(Double(d.world.species.count)),
+                "size": .number(Double(d.size)),
+            ],
+            tensors: tensors)
     }
 
     /// Renders the images of `indices` (split order) on all threads into batch tensors.
@@ -127,19 +137,25 @@ struct SyntheticTreeOfLifeComponent: Dataset {
             }
         }
         let species = samples.map { d.world.species[$0.species] }
-        return ([("images", try Tensor(images, shape: [n, 3, s, s])),
-                 ("masks", try Tensor(masks, shape: [n, s, s])),
-                 ("labels", Tensor(species.map { Int64($0.index) })),
-                 ("rank_labels", try Tensor(species.flatMap { $0.nodes.map(Int64.init) }, shape: [n, 7])),
-                 ("sex", Tensor(samples.map { Int64($0.variant.sex) })),
-                 ("stage", Tensor(samples.map { Int64($0.variant.stage) })),
-                 ("index", Tensor(indices.map(Int64.init)))], samples)
+        return (
+            [
+                ("images", try Tensor(images, shape: [n, 3, s, s])),
+                ("masks", try Tensor(masks, shape: [n, s, s])),
+                ("labels", Tensor(species.map { Int64($0.index) })),
+                ("rank_labels", try Tensor(species.flatMap { $0.nodes.map(Int64.init) }, shape: [n, 7])),
+                ("sex", Tensor(samples.map { Int64($0.variant.sex) })),
+                ("stage", Tensor(samples.map { Int64($0.variant.stage) })),
+                ("index", Tensor(indices.map(Int64.init))),
+            ], samples
+        )
     }
 
     func export(_ request: Request<Options>) throws -> Response {
         let o = request.options, d = try dataset(o)
         let splits: [Int]
-        if o.splits == "all" { splits = [0, 1, 2] } else {
+        if o.splits == "all" {
+            splits = [0, 1, 2]
+        } else {
             splits = try o.splits.split(separator: ",").map { name in
                 guard let i = splitNames.firstIndex(of: name.trimmingCharacters(in: .whitespaces)) else {
                     throw MenagerieError.invalidArgument("option 'splits' of '\(Self.id)': unknown split '\(name)' (train, val, test or all)")
@@ -158,7 +174,6 @@ struct SyntheticTreeOfLifeComponent: Dataset {
         return try writeExport(try dataset(o), splits: [2], perSpecies: 4, sheetPerSpecies: 4, request: request)
     }
 }
-
 
 /// The plugin: its identity and components (the entry symbol is in `Entry/`, so that tests can link
 /// this module beside other plugins).

@@ -11,10 +11,12 @@ extension SyntheticTreeOfLifeComponent {
             for (r, name) in zip(ranks, s.lineage) { lineage[r] = .string(name) }
             var traits: [String: JSONValue] = [:]
             for (name, v) in zip(World.traitNames, w.traits(s)) { traits[name] = .number(v) }
-            return .object(["index": .number(Double(s.index)), "name": .string(s.binomial), "common_name": .string(s.commonName),
-                            "taxonomy": .object(lineage), "traits": .object(traits),
-                            "body_plan": .string(s.appearance.winged ? "winged" : "finned"),
-                            "distinguishing_part": .string(s.distinguishingPart.name)])
+            return .object([
+                "index": .number(Double(s.index)), "name": .string(s.binomial), "common_name": .string(s.commonName),
+                "taxonomy": .object(lineage), "traits": .object(traits),
+                "body_plan": .string(s.appearance.winged ? "winged" : "finned"),
+                "distinguishing_part": .string(s.distinguishingPart.name),
+            ])
         }
         return .object([
             "name": "synthetic-tol", "seed": .number(Double(w.seed)), "size": .number(Double(d.size)),
@@ -54,7 +56,8 @@ extension SyntheticTreeOfLifeComponent {
             try PNG.write(Image(width: d.size, height: d.size, channels: 3, pixels: r.rgb), to: "\(dir)/images/\(folder)/\(name)")
             try PNG.write(Image(width: d.size, height: d.size, channels: 1, pixels: r.mask), to: "\(dir)/masks/\(folder)/\(name)")
             artifacts += ["images/\(folder)/\(name)", "masks/\(folder)/\(name)"]
-            metadata += "images/\(folder)/\(name),masks/\(folder)/\(name),\(splitNames[job.split]),"
+            metadata +=
+                "images/\(folder)/\(name),masks/\(folder)/\(name),\(splitNames[job.split]),"
                 + sp.lineage.map(csvField).joined(separator: ",") + "," + csvField(sp.commonName) + ","
                 + w.traits(sp).map { String(format: "%.4f", $0) }.joined(separator: ",")
                 + ",\(sample.variant.sex == 0 ? "female" : "male"),\(sample.variant.stage == 0 ? "juvenile" : "adult")\n"
@@ -63,7 +66,8 @@ extension SyntheticTreeOfLifeComponent {
         request.host.progress(jobs.count, of: jobs.count, "rendering")
         var traits = "species_index,species,common_name," + World.traitNames.joined(separator: ",") + ",distinguishing_part\n"
         for s in w.species {
-            traits += "\(s.index),\(csvField(s.binomial)),\(csvField(s.commonName)),"
+            traits +=
+                "\(s.index),\(csvField(s.binomial)),\(csvField(s.commonName)),"
                 + w.traits(s).map { String(format: "%.4f", $0) }.joined(separator: ",") + ",\(s.distinguishingPart.name)\n"
         }
         var pairs = "species_a,species_b,name_a,name_b,part\n"
@@ -77,10 +81,13 @@ extension SyntheticTreeOfLifeComponent {
         let sheetSplit = splits.first ?? 0
         try contactSheet(d, split: sheetSplit, perSpecies: max(1, sheetPerSpecies)).write(to: dir + "/contact_sheet.png")
         artifacts += ["metadata.csv", "traits.csv", "sibling_pairs.csv", "taxonomy.csv"] + Figure.files("contact_sheet.png")
-        return Response(result: ["images": .number(Double(written)), "classes": .number(Double(w.species.count)),
-                                 "splits": .array(splits.map { .string(splitNames[$0]) }), "size": .number(Double(d.size)),
-                                 "contact_sheet": "contact_sheet.png", "metadata": "metadata.csv"],
-                        artifacts: artifacts)
+        return Response(
+            result: [
+                "images": .number(Double(written)), "classes": .number(Double(w.species.count)),
+                "splits": .array(splits.map { .string(splitNames[$0]) }), "size": .number(Double(d.size)),
+                "contact_sheet": "contact_sheet.png", "metadata": "metadata.csv",
+            ],
+            artifacts: artifacts)
     }
 
     /// One row per species: its first images of `split`, then their masks in label colours.
@@ -91,7 +98,9 @@ extension SyntheticTreeOfLifeComponent {
             var row: [Image] = [], masks: [Image] = []
             for j in 0..<per {
                 let index = s * d.perSpecies[split] + j
-                let r = d.perSpecies[split] > j ? d.render(d.sample(split: split, index: index))
+                let r =
+                    d.perSpecies[split] > j
+                    ? d.render(d.sample(split: split, index: index))
                     : Rendering(size: d.size, rgb: [UInt8](repeating: 255, count: d.size * d.size * 3), mask: [UInt8](repeating: 0, count: d.size * d.size))
                 row.append(Image(width: d.size, height: d.size, channels: 3, pixels: r.rgb))
                 var m = [UInt8](repeating: 0, count: d.size * d.size * 3)
@@ -104,9 +113,9 @@ extension SyntheticTreeOfLifeComponent {
             tiles.append(row + masks)
         }
         let splitName = ["train", "val", "test"].indices.contains(split) ? ["train", "val", "test"][split] : "split \(split)"
-        return ImageGrid(title: "synthetic-tol \(splitName) split: \(per) image\(per == 1 ? "" : "s") per species and their part masks",
-                         columnHeaders: (0..<per).map { "image \($0 + 1)" } + (0..<per).map { "parts \($0 + 1)" },
-                         rowHeaders: d.world.species.map(\.binomial), tiles: tiles, tileSize: Double(min(max(d.size, 48), 96)))
+        return ImageGrid(
+            title: "synthetic-tol \(splitName) split: \(per) image\(per == 1 ? "" : "s") per species and their part masks",
+            columnHeaders: (0..<per).map { "image \($0 + 1)" } + (0..<per).map { "parts \($0 + 1)" },
+            rowHeaders: d.world.species.map(\.binomial), tiles: tiles, tileSize: Double(min(max(d.size, 48), 96)))
     }
 }
-

@@ -37,7 +37,7 @@ public func renderOrganism(_ species: Species, variant: Variant, pose: Pose, siz
 
     let s = Double(size)
     let stageScale = variant.stage == 0 ? 0.75 : 1.0
-    let u = s * pose.scale * stageScale                      // the organism's unit, in pixels
+    let u = s * pose.scale * stageScale // the organism's unit, in pixels
     r.centre = ((0.5 + pose.dx) * s, (0.55 + pose.dy) * s)
     let rx = a.bodySize * a.elongation.squareRoot() * u, ry = a.bodySize / a.elongation.squareRoot() * u
     let saturation = variant.sex == 1 ? 0.78 : 0.45
@@ -84,8 +84,10 @@ public func renderOrganism(_ species: Species, variant: Variant, pose: Pose, siz
     // The appendage's geometry depends on its own trait and the body's frame only (not on the
     // head's size), so siblings that differ in the head do not differ in the appendage.
     let beak = a.beakLength * 0.17 * u, anchor = hc.0 + 0.4 * ry, half = 0.045 * u
-    r.triangle((anchor, hc.1 - half), (anchor, hc.1 + half), (anchor + 0.1 * ry + beak, hc.1 + 0.2 * half),
-               part: .appendage) { _, _ in a.winged ? (235, 170, 40) : (150, 140, 130) }
+    r.triangle(
+        (anchor, hc.1 - half), (anchor, hc.1 + half), (anchor + 0.1 * ry + beak, hc.1 + 0.2 * half),
+        part: .appendage
+    ) { _, _ in a.winged ? (235, 170, 40) : (150, 140, 130) }
     return Rendering(size: size, rgb: r.rgb, mask: r.mask)
 }
 

@@ -24,8 +24,10 @@ public enum Part: Int, CaseIterable, Sendable {
 public struct TreeShape: Sendable, Equatable {
     public var phyla = 2, classesPerPhylum = 1, ordersPerClass = 2, familiesPerOrder = 2, generaPerFamily = 2, speciesPerGenus = 4
     public var speciesCount: Int { phyla * classesPerPhylum * ordersPerClass * familiesPerOrder * generaPerFamily * speciesPerGenus }
-    public init(phyla: Int = 2, classesPerPhylum: Int = 1, ordersPerClass: Int = 2, familiesPerOrder: Int = 2, generaPerFamily: Int = 2,
-                speciesPerGenus: Int = 4) {
+    public init(
+        phyla: Int = 2, classesPerPhylum: Int = 1, ordersPerClass: Int = 2, familiesPerOrder: Int = 2, generaPerFamily: Int = 2,
+        speciesPerGenus: Int = 4
+    ) {
         (self.phyla, self.classesPerPhylum, self.ordersPerClass) = (phyla, classesPerPhylum, ordersPerClass)
         (self.familiesPerOrder, self.generaPerFamily, self.speciesPerGenus) = (familiesPerOrder, generaPerFamily, speciesPerGenus)
     }
@@ -136,15 +138,19 @@ public struct World: Sendable {
                                 let epithet = names.epithet(&rng)
                                 let binomial = genus + " " + epithet
                                 nodeNames[6].append(binomial)
-                                var common = "\(NameMaker.tier(part, t, winged: winged)) \(colour) \(winged ? names.birdNoun(genusIndex) : names.fishNoun(genusIndex))"
+                                var common =
+                                    "\(NameMaker.tier(part, t, winged: winged)) \(colour) \(winged ? names.birdNoun(genusIndex) : names.fishNoun(genusIndex))"
                                 if usedCommon.contains(common) { common += " of \(genus)" }
                                 usedCommon.insert(common)
-                                species.append(Species(
-                                    index: species.count,
-                                    lineage: ["Animalia", phylum, className, order, family, genus, binomial],
-                                    nodes: [0, nodeNames[1].count - 1, nodeNames[2].count - 1, nodeNames[3].count - 1,
-                                            nodeNames[4].count - 1, genusIndex, species.count],
-                                    commonName: common, appearance: base, siblingIndex: k, distinguishingPart: part))
+                                species.append(
+                                    Species(
+                                        index: species.count,
+                                        lineage: ["Animalia", phylum, className, order, family, genus, binomial],
+                                        nodes: [
+                                            0, nodeNames[1].count - 1, nodeNames[2].count - 1, nodeNames[3].count - 1,
+                                            nodeNames[4].count - 1, genusIndex, species.count,
+                                        ],
+                                        commonName: common, appearance: base, siblingIndex: k, distinguishingPart: part))
                             }
                         }
                     }
@@ -221,7 +227,10 @@ struct NameMaker {
         switch part {
         case .appendage: return ["Stub-billed", "Short-billed", "Long-billed", "Sickle-billed"][level]
         case .tail: return ["Bob-tailed", "Short-tailed", "Long-tailed", "Streamer-tailed"][level]
-        case .limbs: return (winged ? ["Small-winged", "Trim-winged", "Broad-winged", "Great-winged"] : ["Small-finned", "Trim-finned", "Broad-finned", "Sail-finned"])[level]
+        case .limbs:
+            return
+                (winged ? ["Small-winged", "Trim-winged", "Broad-winged", "Great-winged"] : ["Small-finned", "Trim-finned", "Broad-finned", "Sail-finned"])[
+                    level]
         default: return ["Pinheaded", "Small-headed", "Large-headed", "Bigheaded"][level]
         }
     }

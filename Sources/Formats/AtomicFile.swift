@@ -30,7 +30,9 @@ public enum AtomicFile {
         let dir = url.deletingLastPathComponent().path
         let tmp = dir + "/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FormatError(path: path, "cannot write into \(dir) (\(String(cString: strerror(errno)))): check that the folder exists and is writable") }
+        guard fd >= 0 else {
+            throw FormatError(path: path, "cannot write into \(dir) (\(String(cString: strerror(errno)))): check that the folder exists and is writable")
+        }
         do {
             try body { buffer in
                 var done = 0

@@ -33,11 +33,15 @@ public final class Checkpoint: @unchecked Sendable {
     private let lock = NSLock()
 
     /// The weight files a timm or Hugging Face folder may hold, in the order they are preferred.
-    public static let huggingFaceFiles = ["model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
-                                          "pytorch_model.bin", "model.pt", "model.pth", "model.bin"]
+    public static let huggingFaceFiles = [
+        "model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
+        "pytorch_model.bin", "model.pt", "model.pth", "model.bin",
+    ]
     /// The weight files of an open_clip folder (Hugging Face's open_clip layout), in order of preference.
-    public static let openCLIPFiles = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_model.pt",
-                                       "open_clip_model.pth", "open_clip_model.bin"]
+    public static let openCLIPFiles = [
+        "open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_model.pt",
+        "open_clip_model.pth", "open_clip_model.bin",
+    ]
     /// The extensions read as PyTorch checkpoints or pickles.
     public static let torchExtensions: Set<String> = ["pt", "pth", "bin", "ckpt", "pkl", "pickle"]
 
@@ -70,7 +74,9 @@ public final class Checkpoint: @unchecked Sendable {
             guard let map = index["weight_map"]?.objectValue else { throw FormatError(path: file, "has no \"weight_map\" object") }
             var m: [String: String] = [:]
             for (k, v) in map {
-                guard let shard = v.stringValue, !shard.contains("/"), !shard.isEmpty else { throw FormatError(path: file, "weight_map entry '\(k)' is not a file name") }
+                guard let shard = v.stringValue, !shard.contains("/"), !shard.isEmpty else {
+                    throw FormatError(path: file, "weight_map entry '\(k)' is not a file name")
+                }
                 m[k] = shard
             }
             weightMap = m

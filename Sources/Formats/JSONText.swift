@@ -40,7 +40,12 @@ enum JSONText {
         func error(_ m: String) -> ParseError {
             var line = 1, column = 1
             for k in 0..<min(i, bytes.count) {
-                if bytes[k] == 10 { line += 1; column = 1 } else { column += 1 }
+                if bytes[k] == 10 {
+                    line += 1
+                    column = 1
+                } else {
+                    column += 1
+                }
             }
             return ParseError(message: m, line: line, column: column)
         }
@@ -69,7 +74,10 @@ enum JSONText {
                 var keys: [String] = []
                 defer { if recording { keyOrder[path] = keys } }
                 skipSpace()
-                if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return .object(object) }
+                if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
+                    i += 1
+                    return .object(object)
+                }
                 while true {
                     skipSpace()
                     guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw error("expected a quoted key") }
@@ -88,15 +96,24 @@ enum JSONText {
                     }
                     skipSpace()
                     guard i < bytes.count else { throw error("unexpected end of text in an object") }
-                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if bytes[i] == UInt8(ascii: "}") { i += 1; return .object(object) }
+                    if bytes[i] == UInt8(ascii: ",") {
+                        i += 1
+                        continue
+                    }
+                    if bytes[i] == UInt8(ascii: "}") {
+                        i += 1
+                        return .object(object)
+                    }
                     throw error("expected ',' or '}' in an object")
                 }
             case UInt8(ascii: "["):
                 i += 1
                 var array: [JSONValue] = []
                 skipSpace()
-                if i < bytes.count, bytes[i] == UInt8(ascii: "]") { i += 1; return .array(array) }
+                if i < bytes.count, bytes[i] == UInt8(ascii: "]") {
+                    i += 1
+                    return .array(array)
+                }
                 while true {
                     skipSpace()
                     pathThroughArray += 1
@@ -104,8 +121,14 @@ enum JSONText {
                     array.append(try value(depth: depth + 1))
                     skipSpace()
                     guard i < bytes.count else { throw error("unexpected end of text in an array") }
-                    if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if bytes[i] == UInt8(ascii: "]") { i += 1; return .array(array) }
+                    if bytes[i] == UInt8(ascii: ",") {
+                        i += 1
+                        continue
+                    }
+                    if bytes[i] == UInt8(ascii: "]") {
+                        i += 1
+                        return .array(array)
+                    }
                     throw error("expected ',' or ']' in an array")
                 }
             case UInt8(ascii: "\""): return .string(try string())
@@ -120,19 +143,31 @@ enum JSONText {
             let start = i
             if i < bytes.count, bytes[i] == UInt8(ascii: "-") { i += 1 }
             var digits = 0
-            while i < bytes.count, (48...57).contains(bytes[i]) { i += 1; digits += 1 }
-            guard digits > 0 else { i = start; throw error("expected a value") }
+            while i < bytes.count, (48...57).contains(bytes[i]) {
+                i += 1
+                digits += 1
+            }
+            guard digits > 0 else {
+                i = start
+                throw error("expected a value")
+            }
             if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
                 i += 1
                 var frac = 0
-                while i < bytes.count, (48...57).contains(bytes[i]) { i += 1; frac += 1 }
+                while i < bytes.count, (48...57).contains(bytes[i]) {
+                    i += 1
+                    frac += 1
+                }
                 guard frac > 0 else { throw error("expected digits after '.'") }
             }
             if i < bytes.count, bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E") {
                 i += 1
                 if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
                 var exp = 0
-                while i < bytes.count, (48...57).contains(bytes[i]) { i += 1; exp += 1 }
+                while i < bytes.count, (48...57).contains(bytes[i]) {
+                    i += 1
+                    exp += 1
+                }
                 guard exp > 0 else { throw error("expected digits in the exponent") }
             }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
@@ -173,9 +208,16 @@ enum JSONText {
             while true {
                 guard i < bytes.count else { throw error("unterminated string") }
                 let c = bytes[i]
-                if c == UInt8(ascii: "\"") { i += 1; return String(decoding: out, as: UTF8.self) }
+                if c == UInt8(ascii: "\"") {
+                    i += 1
+                    return String(decoding: out, as: UTF8.self)
+                }
                 if c < 32 { throw error("control character in a string") }
-                if c != UInt8(ascii: "\\") { out.append(c); i += 1; continue }
+                if c != UInt8(ascii: "\\") {
+                    out.append(c)
+                    i += 1
+                    continue
+                }
                 i += 1
                 guard i < bytes.count else { throw error("unterminated escape") }
                 let e = bytes[i]
@@ -221,7 +263,10 @@ enum JSONText {
         case .number(let n): out += numberText(n)
         case .string(let s): writeString(s, into: &out)
         case .array(let a):
-            if a.isEmpty { out += "[]"; return }
+            if a.isEmpty {
+                out += "[]"
+                return
+            }
             out += "["
             for (k, e) in a.enumerated() {
                 if k > 0 { out += "," }
@@ -231,7 +276,10 @@ enum JSONText {
             if pretty { out += "\n" + String(repeating: "  ", count: indent) }
             out += "]"
         case .object(let o):
-            if o.isEmpty { out += "{}"; return }
+            if o.isEmpty {
+                out += "{}"
+                return
+            }
             out += "{"
             for (k, key) in o.keys.sorted().enumerated() {
                 if k > 0 { out += "," }

@@ -11,12 +11,19 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
-        if c.decodeNil() { self = .null }
-        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let n = try? c.decode(Double.self) { self = .number(n) }
-        else if let s = try? c.decode(String.self) { self = .string(s) }
-        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
-        else { self = .object(try c.decode([String: JSONValue].self)) }
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .bool(b)
+        } else if let n = try? c.decode(Double.self) {
+            self = .number(n)
+        } else if let s = try? c.decode(String.self) {
+            self = .string(s)
+        } else if let a = try? c.decode([JSONValue].self) {
+            self = .array(a)
+        } else {
+            self = .object(try c.decode([String: JSONValue].self))
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -44,7 +51,8 @@ public enum JSONValue: Codable, Equatable, Sendable, CustomStringConvertible {
     /// keep: for every object at depth ≤ `keyOrderDepth` (the root is depth 0) reached through
     /// object keys only, its keys as written, under its key path (`[]` for the root).
     public static func parse(_ text: String, source: String = "JSON", keyOrderDepth: Int) throws
-        -> (value: JSONValue, keyOrder: [[String]: [String]]) {
+        -> (value: JSONValue, keyOrder: [[String]: [String]])
+    {
         do { return try JSONText.parse(text, keyOrderDepth: keyOrderDepth) } catch let e as JSONText.ParseError {
             throw JSONParseError(source: source, detail: e.description)
         }
@@ -117,7 +125,8 @@ public struct JSONParseError: Error, CustomStringConvertible, Sendable {
 }
 
 extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
-    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral {
+    ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
+{
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .number(Double(value)) }
     public init(floatLiteral value: Double) { self = .number(value) }

@@ -64,7 +64,10 @@ struct JSONValueDecoder: Decoder {
             return (array[currentIndex], codingPath + [Index(currentIndex)])
         }
         mutating func decodeNil() throws -> Bool {
-            if !isAtEnd, array[currentIndex] == .null { currentIndex += 1; return true }
+            if !isAtEnd, array[currentIndex] == .null {
+                currentIndex += 1
+                return true
+            }
             return false
         }
         mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {

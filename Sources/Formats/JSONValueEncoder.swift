@@ -13,11 +13,17 @@ final class JSONValueEncoder: Encoder {
             return scalar
         }
         func makeObject() -> Node {
-            if object == nil { object = [:]; array = nil }
+            if object == nil {
+                object = [:]
+                array = nil
+            }
             return self
         }
         func makeArray() -> Node {
-            if array == nil { array = []; object = nil }
+            if array == nil {
+                array = []
+                object = nil
+            }
             return self
         }
     }
@@ -105,10 +111,16 @@ final class JSONValueEncoder: Encoder {
 private func encodeValue<T: Encodable>(_ value: T, path: [CodingKey]) throws -> JSONValue {
     let t = T.self
     if t == Int.self { return .number(Double(unsafeBitCast(value, to: Int.self))) }
-    if t == Double.self { let v = unsafeBitCast(value, to: Double.self); return v.isFinite ? .number(v) : .null }
+    if t == Double.self {
+        let v = unsafeBitCast(value, to: Double.self)
+        return v.isFinite ? .number(v) : .null
+    }
     if t == String.self { return .string(value as! String) }
     if t == Bool.self { return .bool(unsafeBitCast(value, to: Bool.self)) }
-    if t == Float.self { let v = unsafeBitCast(value, to: Float.self); return v.isFinite ? .number(Double(v)) : .null }
+    if t == Float.self {
+        let v = unsafeBitCast(value, to: Float.self)
+        return v.isFinite ? .number(Double(v)) : .null
+    }
     if t == Int64.self { return .number(Double(unsafeBitCast(value, to: Int64.self))) }
     if t == Int32.self { return .number(Double(unsafeBitCast(value, to: Int32.self))) }
     if t == UInt64.self { return .number(Double(unsafeBitCast(value, to: UInt64.self))) }

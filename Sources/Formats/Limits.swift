@@ -12,8 +12,10 @@ public enum Limits {
 
     /// An integer `key` of a JSON object (a config, a header, options) that must lie in `range`.
     /// Missing → `defaultValue` when given, otherwise an error naming the key.
-    public static func int(_ value: JSONValue?, key: String, in range: ClosedRange<Int>, source: String,
-                           default defaultValue: Int? = nil) throws -> Int {
+    public static func int(
+        _ value: JSONValue?, key: String, in range: ClosedRange<Int>, source: String,
+        default defaultValue: Int? = nil
+    ) throws -> Int {
         guard let value, value != .null else {
             if let defaultValue { return defaultValue }
             throw FormatError(path: source, "'\(key)' is missing (an integer in \(describe(range)) is required)")
@@ -40,10 +42,14 @@ public enum Limits {
     }
 
     /// A finite floating-point value in `range` (NaN and ±inf refused).
-    public static func finite(_ value: Double, key: String, in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude,
-                              source: String) throws -> Double {
+    public static func finite(
+        _ value: Double, key: String, in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude,
+        source: String
+    ) throws -> Double {
         guard value.isFinite, range.contains(value) else {
-            let allowed = range == -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude ? "a finite number" : "a finite number in \(range.lowerBound)…\(range.upperBound)"
+            let allowed =
+                range == -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude
+                ? "a finite number" : "a finite number in \(range.lowerBound)…\(range.upperBound)"
             throw FormatError(path: source, "'\(key)' = \(value) is not \(allowed)")
         }
         return value
@@ -96,8 +102,10 @@ public enum Limits {
         let limit = allocationLimit
         guard !o, bytes <= limit else {
             let shown = o ? "more than 2^63 bytes" : formatBytes(bytes)
-            throw FormatError(path: source, "\(what) would need \(shown), more than the limit of \(formatBytes(limit)) "
-                + "(the machine's memory; set MENAGERIE_MAX_ALLOCATION=BYTES to change it): a corrupt or hostile value?")
+            throw FormatError(
+                path: source,
+                "\(what) would need \(shown), more than the limit of \(formatBytes(limit)) "
+                    + "(the machine's memory; set MENAGERIE_MAX_ALLOCATION=BYTES to change it): a corrupt or hostile value?")
         }
         return bytes
     }
@@ -157,15 +165,20 @@ public enum Limits {
         guard width > 0, height > 0 else { throw FormatError(path: source, "image size \(width)×\(height) is empty or negative") }
         let (n, o) = width.multipliedReportingOverflow(by: height)
         guard !o, n <= maxImagePixels else {
-            throw FormatError(path: source, "\(width)×\(height) pixels exceed the limit of \(maxImagePixels) "
-                + "(a decompression bomb? set MENAGERIE_MAX_PIXELS to raise it)")
+            throw FormatError(
+                path: source,
+                "\(width)×\(height) pixels exceed the limit of \(maxImagePixels) "
+                    + "(a decompression bomb? set MENAGERIE_MAX_PIXELS to raise it)")
         }
     }
 
     public static func formatBytes(_ n: Int) -> String {
         let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
         var v = Double(n), i = 0
-        while v >= 1024, i < units.count - 1 { v /= 1024; i += 1 }
+        while v >= 1024, i < units.count - 1 {
+            v /= 1024
+            i += 1
+        }
         return i == 0 ? "\(n) bytes" : String(format: "%.1f %@", v, units[i])
     }
 }

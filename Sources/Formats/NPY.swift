@@ -38,8 +38,9 @@ public enum NPY {
     public static func read(path: String) throws -> Tensor {
         // Memory-mapped (only regular files: a FIFO or device is refused); the data is copied out.
         let file = try MappedFile(path: path)
-        let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: file.bytes), count: file.count,
-                        deallocator: .custom { _, _ in withExtendedLifetime(file) {} })
+        let data = Data(
+            bytesNoCopy: UnsafeMutableRawPointer(mutating: file.bytes), count: file.count,
+            deallocator: .custom { _, _ in withExtendedLifetime(file) {} })
         return try decode(data, path: path)
     }
 
@@ -70,7 +71,7 @@ public enum NPY {
             throw FormatError(path: path, ".npy header length \(headerLength) exceeds numpy's limit of \(maxHeaderLength) bytes: corrupt or not a .npy file")
         }
         guard headerStart + headerLength <= data.count,
-              let header = String(data: data.subdata(in: headerStart..<(headerStart + headerLength)), encoding: .utf8)
+            let header = String(data: data.subdata(in: headerStart..<(headerStart + headerLength)), encoding: .utf8)
         else { throw FormatError(path: path, "truncated or non-text .npy header") }
 
         guard let descr = field("descr", in: header)?.trimmingCharacters(in: CharacterSet(charactersIn: "'\" ")) else {
@@ -126,8 +127,8 @@ public enum NPY {
 
     /// Encodes a tensor as `.npy` (version 1.0).
     public static func encode(_ tensor: Tensor) -> Data {
-        let shapeText = tensor.shape.isEmpty ? "()" :
-            tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
+        let shapeText =
+            tensor.shape.isEmpty ? "()" : tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
         var header = "{'descr': '\(descr(tensor.dtype))', 'fortran_order': False, 'shape': \(shapeText), }"
         let total = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"

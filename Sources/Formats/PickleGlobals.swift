@@ -11,14 +11,20 @@ import Foundation
 /// (`numpy.core.multiarray._reconstruct` or `numpy._core…`, `numpy.ndarray`, `numpy.dtype`,
 /// `scalar`, `numpy.core.numeric._frombuffer`). Anything else is refused by name.
 enum PickleGlobals {
-    static let containers: Set<String> = ["collections.OrderedDict", "builtins.set", "builtins.frozenset", "__builtin__.set",
-                                          "__builtin__.frozenset", "_codecs.encode"]
-    static let torch: Set<String> = ["torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-                                     "torch._utils._rebuild_parameter_with_state", "torch.Size", "torch.UntypedStorage",
-                                     "torch.storage.UntypedStorage"]
-    static let numpy: Set<String> = ["numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
-                                     "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-                                     "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer"]
+    static let containers: Set<String> = [
+        "collections.OrderedDict", "builtins.set", "builtins.frozenset", "__builtin__.set",
+        "__builtin__.frozenset", "_codecs.encode",
+    ]
+    static let torch: Set<String> = [
+        "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state", "torch.Size", "torch.UntypedStorage",
+        "torch.storage.UntypedStorage",
+    ]
+    static let numpy: Set<String> = [
+        "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray",
+        "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+        "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
+    ]
 
     static func resolve(module: String, name: String, flavor: Unpickler.Flavor, path: String) throws -> PickleValue {
         let full = module + "." + name
@@ -31,8 +37,10 @@ enum PickleGlobals {
             return .global(full)
         }
         let shown = full.count > 200 ? String(full.prefix(200)) + "…" : full
-        throw FormatError(path: path, "refusing global '\(shown)' — only tensors and containers are loaded"
-            + (flavor == .plain && full.hasPrefix("torch.") ? " (torch objects are read from torch's zip checkpoints, not plain pickles)" : ""))
+        throw FormatError(
+            path: path,
+            "refusing global '\(shown)' — only tensors and containers are loaded"
+                + (flavor == .plain && full.hasPrefix("torch.") ? " (torch objects are read from torch's zip checkpoints, not plain pickles)" : ""))
     }
 
     // MARK: argument helpers
@@ -46,7 +54,9 @@ enum PickleGlobals {
     }
     static func arguments(_ v: PickleValue, of name: String, counts: ClosedRange<Int>, _ u: Unpickler) throws -> [PickleValue] {
         guard case .tuple(let i) = v, counts.contains(u.result.tuples[i].count) else {
-            throw u.failAt("\(name) called with \(v.kind == "tuple" ? "\(items(v, u)!.count) arguments" : "a \(v.kind)"); expected \(counts.lowerBound == counts.upperBound ? "\(counts.lowerBound)" : "\(counts.lowerBound)–\(counts.upperBound)") arguments")
+            throw u.failAt(
+                "\(name) called with \(v.kind == "tuple" ? "\(items(v, u)!.count) arguments" : "a \(v.kind)"); expected \(counts.lowerBound == counts.upperBound ? "\(counts.lowerBound)" : "\(counts.lowerBound)–\(counts.upperBound)") arguments"
+            )
         }
         return u.result.tuples[i]
     }
@@ -175,14 +185,19 @@ enum PickleGlobals {
     static func persistentLoad(_ pid: PickleValue, in u: inout Unpickler) throws -> PickleValue {
         guard u.flavor == .torch, let load = u.loadStorage else { throw u.failAt("a persistent id in a plain pickle: not a torch checkpoint record") }
         guard let p = items(pid, u), p.count == 5, case .string("storage") = p[0], case .global(let type) = p[1],
-              case .string(let key) = p[2], case .int(let numel) = p[4] else {
+            case .string(let key) = p[2], case .int(let numel) = p[4]
+        else {
             throw u.failAt("a persistent id that is not ('storage', type, key, location, numel)")
         }
         let typeName = String(type.dropFirst("torch.".count))
         let dtype: StoredDType
-        if let d = StoredDType.torchStorages[typeName] { dtype = d }
-        else if type.hasSuffix("UntypedStorage") { dtype = .u8 }
-        else { throw u.failAt("'\(type)' is not a storage type") }
+        if let d = StoredDType.torchStorages[typeName] {
+            dtype = d
+        } else if type.hasSuffix("UntypedStorage") {
+            dtype = .u8
+        } else {
+            throw u.failAt("'\(type)' is not a storage type")
+        }
         guard numel >= 0, numel < 1 << 56 else { throw u.failAt("storage '\(key)' has \(numel) elements") }
         if let s = u.storageIndex[key] {
             guard u.result.storages[s].count >= numel * dtype.size else {
@@ -215,7 +230,9 @@ enum PickleGlobals {
             let (needed, o) = (last + 1).multipliedReportingOverflow(by: dtype.size)
             let available = u.result.storages[storage].count
             guard !o, needed <= available else {
-                throw u.fail("a tensor of size \(shape), stride \(strides), offset \(offset) needs \(o ? "more than 2^63" : "\(needed)") bytes of storage '\(key)', which holds \(available): truncated or corrupt checkpoint")
+                throw u.fail(
+                    "a tensor of size \(shape), stride \(strides), offset \(offset) needs \(o ? "more than 2^63" : "\(needed)") bytes of storage '\(key)', which holds \(available): truncated or corrupt checkpoint"
+                )
             }
         }
         u.result.tensors.append(StoredTensor(dtype: dtype, shape: shape, strides: strides, offset: offset, storage: storage, count: count))

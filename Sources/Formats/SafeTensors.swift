@@ -31,9 +31,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
     let dataStart: Int
 
     /// Element sizes of the dtypes of the format.
-    static let dtypeSizes: [String: Int] = ["F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
-                                            "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
-                                            "F8_E4M3": 1, "F8_E5M2": 1]
+    static let dtypeSizes: [String: Int] = [
+        "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+        "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+        "F8_E4M3": 1, "F8_E5M2": 1,
+    ]
     /// The reference implementation's MAX_HEADER_SIZE.
     static let maxHeader = 100_000_000
 
@@ -80,7 +82,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
                 shape.append(v)
             }
             guard let offsets = value["data_offsets"]?.arrayValue, offsets.count == 2,
-                  let begin = offsets[0].intValue, let end = offsets[1].intValue else {
+                let begin = offsets[0].intValue, let end = offsets[1].intValue
+            else {
                 throw fail("tensor '\(name)' needs \"data_offsets\": [begin, end]")
             }
             guard 0 <= begin, begin <= end, end <= dataSize else {
@@ -91,7 +94,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
             do { count = try Limits.elements(shape, what: "tensor '\(name)'", source: path) } catch let e as FormatError { throw fail(e.problem) }
             let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
             guard !overflow, bytes == end - begin else {
-                throw fail("tensor '\(name)': shape \(shape) of \(dtype) needs \(overflow ? "more than 2^63" : "\(bytes)") bytes, data_offsets give \(end - begin)")
+                throw fail(
+                    "tensor '\(name)': shape \(shape) of \(dtype) needs \(overflow ? "more than 2^63" : "\(bytes)") bytes, data_offsets give \(end - begin)")
             }
             entries[name] = Entry(name: name, fileDType: dtype, shape: shape, begin: begin, end: end)
         }
@@ -104,16 +108,21 @@ public final class SafeTensorsFile: @unchecked Sendable {
         for e in sorted {
             guard e.begin == position else {
                 if let previous, e.begin < position {
-                    throw fail("tensors '\(previous.name)' and '\(e.name)' overlap (bytes \(previous.begin)..<\(previous.end) and \(e.begin)..<\(e.end)): the data section must hold the tensors back to back")
+                    throw fail(
+                        "tensors '\(previous.name)' and '\(e.name)' overlap (bytes \(previous.begin)..<\(previous.end) and \(e.begin)..<\(e.end)): the data section must hold the tensors back to back"
+                    )
                 }
-                throw fail("tensor '\(e.name)' begins at byte \(e.begin) of the data section, but the tensors before it end at \(position): a gap (the data section must hold the tensors back to back)")
+                throw fail(
+                    "tensor '\(e.name)' begins at byte \(e.begin) of the data section, but the tensors before it end at \(position): a gap (the data section must hold the tensors back to back)"
+                )
             }
             position = e.end
             previous = e
         }
         guard position == dataSize else {
-            throw fail("the tensors end at byte \(position) of the data section, but it holds \(dataSize) bytes: "
-                + (position < dataSize ? "\(dataSize - position) trailing bytes (a padded or corrupt file)" : "truncated file"))
+            throw fail(
+                "the tensors end at byte \(position) of the data section, but it holds \(dataSize) bytes: "
+                    + (position < dataSize ? "\(dataSize - position) trailing bytes (a padded or corrupt file)" : "truncated file"))
         }
         self.entries = entries
         self.metadata = metadata
@@ -199,8 +208,10 @@ public enum SafeTensors {
             case .float16: dtype = "F16"
             case .bfloat16: dtype = "BF16"
             }
-            header[name] = ["dtype": .string(dtype), "shape": .array(t.shape.map { .number(Double($0)) }),
-                            "data_offsets": [.number(Double(offset)), .number(Double(offset + t.byteCount))]]
+            header[name] = [
+                "dtype": .string(dtype), "shape": .array(t.shape.map { .number(Double($0)) }),
+                "data_offsets": [.number(Double(offset)), .number(Double(offset + t.byteCount))],
+            ]
             offset += t.byteCount
         }
         var text = JSONValue.object(header).compactText
@@ -233,16 +244,20 @@ public enum SafeTensors {
 
     /// Writes `entries` atomically, asking `bytes(i)` for each tensor's contiguous bytes (any tensor
     /// whose byte count is the entry's) only when it is written: one tensor in memory at a time.
-    public static func stream(_ entries: [StreamEntry], metadata: [String: String] = [:], to path: String,
-                              bytes: (Int) throws -> Tensor) throws {
+    public static func stream(
+        _ entries: [StreamEntry], metadata: [String: String] = [:], to path: String,
+        bytes: (Int) throws -> Tensor
+    ) throws {
         var header: [String: JSONValue] = [:]
         if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
         var offset = 0
         for e in entries {
             guard header[e.name] == nil, e.name != "__metadata__" else { throw FormatError(path: path, "duplicate tensor name '\(e.name)'") }
             guard SafeTensorsFile.dtypeSizes[e.dtype] != nil else { throw FormatError(path: path, "unknown safetensors dtype '\(e.dtype)'") }
-            header[e.name] = ["dtype": .string(e.dtype), "shape": .array(e.shape.map { .number(Double($0)) }),
-                              "data_offsets": [.number(Double(offset)), .number(Double(offset + e.byteCount))]]
+            header[e.name] = [
+                "dtype": .string(e.dtype), "shape": .array(e.shape.map { .number(Double($0)) }),
+                "data_offsets": [.number(Double(offset)), .number(Double(offset + e.byteCount))],
+            ]
             offset += e.byteCount
         }
         var text = JSONValue.object(header).compactText

@@ -50,15 +50,19 @@ public final class TorchFile: Sendable {
             result = try TorchFile.unpickleArchive(archive, all, path: path)
             format = "torch"
         } else if all.count >= 2, all[0] == 0x80, all.count > 2, all[2] == 0x8A, TorchFile.isLegacyTorch(all) {
-            throw FormatError(path: path, "is a legacy PyTorch checkpoint (torch < 1.6, or saved with _use_new_zipfile_serialization=False), which is not read: "
-                + "re-save it with a recent torch: torch.save(torch.load(f, weights_only=True), 'new.pt')")
+            throw FormatError(
+                path: path,
+                "is a legacy PyTorch checkpoint (torch < 1.6, or saved with _use_new_zipfile_serialization=False), which is not read: "
+                    + "re-save it with a recent torch: torch.save(torch.load(f, weights_only=True), 'new.pt')")
         } else if all.count >= 2, all[0] == 0x80 {
             archive = nil
             var u = Unpickler(bytes: all, base: 0, path: path, flavor: .plain)
             result = try u.run()
             format = "pickle"
         } else if all.count > 262, String(decoding: UnsafeRawBufferPointer(rebasing: all[257..<262]), as: UTF8.self) == "ustar" {
-            throw FormatError(path: path, "is a tar archive (torch's oldest checkpoint format), which is not read: re-save it with a recent torch: torch.save(torch.load(f), 'new.pt')")
+            throw FormatError(
+                path: path,
+                "is a tar archive (torch's oldest checkpoint format), which is not read: re-save it with a recent torch: torch.save(torch.load(f), 'new.pt')")
         } else {
             throw FormatError(path: path, "is neither a PyTorch zip checkpoint nor a pickle (protocol 2–5): not a checkpoint, or corrupt")
         }
@@ -69,8 +73,12 @@ public final class TorchFile: Sendable {
         var tensors: [String: StoredTensor] = [:]
         var names: [String] = []
         for (name, index) in found {
-            guard let t = result.tensors[index] else { throw FormatError(path: path, "numpy array '\(name)' has no data (its BUILD is missing): corrupt pickle") }
-            guard tensors[name] == nil else { throw FormatError(path: path, "two tensors are named '\(name)' (keys that contain '.' collide with nested keys)") }
+            guard let t = result.tensors[index] else {
+                throw FormatError(path: path, "numpy array '\(name)' has no data (its BUILD is missing): corrupt pickle")
+            }
+            guard tensors[name] == nil else {
+                throw FormatError(path: path, "two tensors are named '\(name)' (keys that contain '.' collide with nested keys)")
+            }
             tensors[name] = t
             names.append(name)
         }
@@ -81,7 +89,10 @@ public final class TorchFile: Sendable {
         var wrapper: String?
         if case .dict(let d) = result.root {
             for key in ["state_dict", "model"] {
-                if let i = result.dicts[d].index[.string(key)], case .dict = result.dicts[d].values[i] { wrapper = key; break }
+                if let i = result.dicts[d].index[.string(key)], case .dict = result.dicts[d].values[i] {
+                    wrapper = key
+                    break
+                }
             }
         }
         self.wrapper = wrapper
@@ -97,7 +108,9 @@ public final class TorchFile: Sendable {
 
     static func unpickleArchive(_ archive: ZipArchive, _ all: UnsafeRawBufferPointer, path: String) throws -> PickleResult {
         guard let pickle = archive.names.first(where: { $0.hasSuffix("/data.pkl") && !$0.dropLast(9).contains("/") }) else {
-            let hint = archive.names.contains { $0.hasSuffix("constants.pkl") } ? " (a TorchScript archive: save the module's state_dict() with torch.save instead)" : ""
+            let hint =
+                archive.names.contains { $0.hasSuffix("constants.pkl") }
+                ? " (a TorchScript archive: save the module's state_dict() with torch.save instead)" : ""
             throw FormatError(path: path, "is a zip archive without <name>/data.pkl: not a PyTorch checkpoint" + hint)
         }
         let prefix = String(pickle.dropLast("data.pkl".count))
@@ -107,7 +120,10 @@ public final class TorchFile: Sendable {
             try archive.verify(order, in: all)
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: all[order.offset..<(order.offset + order.count)]), as: UTF8.self)
             guard text == "little" else {
-                throw FormatError(path: path, "stores its tensors \(text == "big" ? "big-endian" : "in byte order '\(text.prefix(20))'"); only little-endian checkpoints are read: re-save it on a little-endian machine")
+                throw FormatError(
+                    path: path,
+                    "stores its tensors \(text == "big" ? "big-endian" : "in byte order '\(text.prefix(20))'"); only little-endian checkpoints are read: re-save it on a little-endian machine"
+                )
             }
         }
         if let version = archive.records[prefix + "version"] ?? archive.records[prefix + ".data/version"] {
@@ -117,13 +133,18 @@ public final class TorchFile: Sendable {
                 throw FormatError(path: path, "has archive format version '\(text.trimmingCharacters(in: .whitespacesAndNewlines))'; versions 1–10 are read")
             }
         }
-        var u = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: all[pickleRecord.offset..<(pickleRecord.offset + pickleRecord.count)]),
-                          base: pickleRecord.offset, path: path, flavor: .torch) { key, dtype, numel in
+        var u = Unpickler(
+            bytes: UnsafeRawBufferPointer(rebasing: all[pickleRecord.offset..<(pickleRecord.offset + pickleRecord.count)]),
+            base: pickleRecord.offset, path: path, flavor: .torch
+        ) { key, dtype, numel in
             guard !key.contains("/"), let record = archive.records[prefix + "data/" + key] else {
                 throw FormatError(path: path, "storage '\(key)' has no record \(prefix)data/\(key): truncated or corrupt checkpoint")
             }
             guard numel * dtype.size <= record.count else {
-                throw FormatError(path: path, "storage '\(key)' should hold \(numel) elements of \(dtype.rawValue) (\(numel * dtype.size) bytes) but its record has \(record.count) bytes: truncated or corrupt checkpoint")
+                throw FormatError(
+                    path: path,
+                    "storage '\(key)' should hold \(numel) elements of \(dtype.rawValue) (\(numel * dtype.size) bytes) but its record has \(record.count) bytes: truncated or corrupt checkpoint"
+                )
             }
             return StorageBytes(source: .mapped(offset: record.offset, record: record.name), count: record.count, key: key)
         }
@@ -131,14 +152,20 @@ public final class TorchFile: Sendable {
     }
 
     /// Collects (name, tensor index) pairs below `value`.
-    static func walk(_ value: PickleValue, _ prefix: String, depth: Int, _ r: PickleResult, into found: inout [(String, Int)],
-                     visits: inout Int, path: String) throws {
+    static func walk(
+        _ value: PickleValue, _ prefix: String, depth: Int, _ r: PickleResult, into found: inout [(String, Int)],
+        visits: inout Int, path: String
+    ) throws {
         visits += 1
-        guard visits <= maxVisits else { throw FormatError(path: path, "holds more than \(maxVisits) values once shared references are followed: refused as hostile") }
-        guard depth <= maxNesting else { throw FormatError(path: path, "nests containers more than \(maxNesting) deep (or in a cycle) at '\(prefix.prefix(200))': refused") }
+        guard visits <= maxVisits else {
+            throw FormatError(path: path, "holds more than \(maxVisits) values once shared references are followed: refused as hostile")
+        }
+        guard depth <= maxNesting else {
+            throw FormatError(path: path, "nests containers more than \(maxNesting) deep (or in a cycle) at '\(prefix.prefix(200))': refused")
+        }
         func join(_ key: String) -> String { prefix.isEmpty ? key : prefix + "." + key }
         switch value {
-        case .tensor(let i): found.append((prefix.isEmpty ? "tensor" : prefix, i))   // torch.save(a_tensor): "tensor"
+        case .tensor(let i): found.append((prefix.isEmpty ? "tensor" : prefix, i)) // torch.save(a_tensor): "tensor"
         case .dict(let d):
             let dict = r.dicts[d]
             for (k, v) in zip(dict.keys, dict.values) {
@@ -262,7 +289,8 @@ public final class TorchFile: Sendable {
         return try withStorage(t.storage) { storage in
             let base = storage + t.offset * t.dtype.size
             if case .mapped = storages[t.storage].source, t.isContiguous, Int(bitPattern: base) % t.dtype.size == 0 {
-                return try Tensor(dtype: dtype, shape: shape, storage: TensorStorage(borrowing: UnsafeMutableRawPointer(mutating: base), byteCount: bytes, owner: file))
+                return try Tensor(
+                    dtype: dtype, shape: shape, storage: TensorStorage(borrowing: UnsafeMutableRawPointer(mutating: base), byteCount: bytes, owner: file))
             }
             try Limits.allocation(count: t.count, elementSize: t.dtype.size, what: "tensor '\(name)'", source: path)
             var out = Tensor(zeros: dtype, shape: shape)
@@ -275,7 +303,10 @@ public final class TorchFile: Sendable {
     static func gather(_ t: StoredTensor, from src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer) {
         guard t.count > 0 else { return }
         let size = t.dtype.size, rank = t.shape.count
-        guard rank > 0 else { dst.copyMemory(from: src, byteCount: size); return }
+        guard rank > 0 else {
+            dst.copyMemory(from: src, byteCount: size)
+            return
+        }
         let inner = t.shape[rank - 1], innerStride = t.strides[rank - 1] * size
         var index = [Int](repeating: 0, count: rank)
         var out = dst

@@ -22,7 +22,10 @@ public struct PickleDict: Sendable {
     var index: [PickleValue: Int] = [:]
 
     mutating func set(_ key: PickleValue, _ value: PickleValue) {
-        if let i = index[key] { values[i] = value; return }
+        if let i = index[key] {
+            values[i] = value
+            return
+        }
         index[key] = keys.count
         keys.append(key)
         values.append(value)
@@ -61,8 +64,10 @@ struct Unpickler {
     var storageIndex: [String: Int] = [:]
     var dtypes: [(code: String, order: Character)] = []
 
-    init(bytes: UnsafeRawBufferPointer, base: Int, path: String, flavor: Flavor,
-         loadStorage: ((String, StoredDType, Int) throws -> StorageBytes)? = nil) {
+    init(
+        bytes: UnsafeRawBufferPointer, base: Int, path: String, flavor: Flavor,
+        loadStorage: ((String, StoredDType, Int) throws -> StorageBytes)? = nil
+    ) {
         self.bytes = bytes
         self.base = base
         self.path = path
@@ -198,26 +203,52 @@ struct Unpickler {
             case 0x43: try push(try blob(try u8())) // SHORT_BINBYTES
             case 0x42: try push(try blob(try u32())) // BINBYTES
             case 0x8E, 0x96: try push(try blob(try length64())) // BINBYTES8, BYTEARRAY8
-            case 0x5D: result.lists.append([]); try push(.list(result.lists.count - 1)) // EMPTY_LIST
-            case 0x6C: result.lists.append(try popMark()); try push(.list(result.lists.count - 1)) // LIST
-            case 0x61: let v = try pop(); try append(to: try top(), [v]) // APPEND
-            case 0x65: let items = try popMark(); try append(to: try top(), items) // APPENDS
+            case 0x5D:
+                result.lists.append([])
+                try push(.list(result.lists.count - 1)) // EMPTY_LIST
+            case 0x6C:
+                result.lists.append(try popMark())
+                try push(.list(result.lists.count - 1)) // LIST
+            case 0x61:
+                let v = try pop()
+                try append(to: try top(), [v]) // APPEND
+            case 0x65:
+                let items = try popMark()
+                try append(to: try top(), items) // APPENDS
             case 0x29: try push(newTuple([])) // EMPTY_TUPLE
             case 0x74: try push(newTuple(try popMark())) // TUPLE
-            case 0x85: let a = try pop(); try push(newTuple([a])) // TUPLE1
-            case 0x86: let b = try pop(), a = try pop(); try push(newTuple([a, b])) // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(newTuple([a, b, c])) // TUPLE3
-            case 0x7D: result.dicts.append(PickleDict()); try push(.dict(result.dicts.count - 1)) // EMPTY_DICT
+            case 0x85:
+                let a = try pop()
+                try push(newTuple([a])) // TUPLE1
+            case 0x86:
+                let b = try pop(), a = try pop()
+                try push(newTuple([a, b])) // TUPLE2
+            case 0x87:
+                let c = try pop(), b = try pop(), a = try pop()
+                try push(newTuple([a, b, c])) // TUPLE3
+            case 0x7D:
+                result.dicts.append(PickleDict())
+                try push(.dict(result.dicts.count - 1)) // EMPTY_DICT
             case 0x64: // DICT
                 let items = try popMark()
                 result.dicts.append(PickleDict())
                 try setItems(of: .dict(result.dicts.count - 1), items)
                 try push(.dict(result.dicts.count - 1))
-            case 0x73: let v = try pop(), k = try pop(); try setItems(of: try top(), [k, v]) // SETITEM
-            case 0x75: let items = try popMark(); try setItems(of: try top(), items) // SETITEMS
-            case 0x8F: result.sets.append([]); try push(.set(result.sets.count - 1)) // EMPTY_SET
-            case 0x90: let items = try popMark(); try append(to: try top(), items) // ADDITEMS
-            case 0x91: result.sets.append(try popMark()); try push(.set(result.sets.count - 1)) // FROZENSET
+            case 0x73:
+                let v = try pop(), k = try pop()
+                try setItems(of: try top(), [k, v]) // SETITEM
+            case 0x75:
+                let items = try popMark()
+                try setItems(of: try top(), items) // SETITEMS
+            case 0x8F:
+                result.sets.append([])
+                try push(.set(result.sets.count - 1)) // EMPTY_SET
+            case 0x90:
+                let items = try popMark()
+                try append(to: try top(), items) // ADDITEMS
+            case 0x91:
+                result.sets.append(try popMark())
+                try push(.set(result.sets.count - 1)) // FROZENSET
             case 0x71: try memoize(try u8(), try top()) // BINPUT
             case 0x72: try memoize(try u32(), try top()) // LONG_BINPUT
             case 0x94: try memoize(memo.count, try top()) // MEMOIZE
@@ -246,8 +277,10 @@ struct Unpickler {
                 try push(try PickleGlobals.persistentLoad(pid, in: &self))
             default:
                 let name = Unpickler.refusedNames[UInt8(op)].map { "opcode \($0)" } ?? String(format: "unknown opcode 0x%02x", op)
-                throw FormatError(path: path, "pickle byte \(opcodeAt): \(name) is not allowed — only tensors and containers are loaded"
-                    + (sawProtocol ? "" : " (a protocol 0/1 pickle? protocols 2–5 are read)"))
+                throw FormatError(
+                    path: path,
+                    "pickle byte \(opcodeAt): \(name) is not allowed — only tensors and containers are loaded"
+                        + (sawProtocol ? "" : " (a protocol 0/1 pickle? protocols 2–5 are read)"))
             }
         }
     }

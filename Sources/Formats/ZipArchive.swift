@@ -48,7 +48,10 @@ public struct ZipArchive: Sendable {
         var end = -1
         var i = n - 22
         while i >= max(0, n - 22 - 65_535) {
-            if try reader.u32(i) == ZipArchive.endSignature, try Int(reader.u16(i + 20)) == n - 22 - i { end = i; break }
+            if try reader.u32(i) == ZipArchive.endSignature, try Int(reader.u16(i + 20)) == n - 22 - i {
+                end = i
+                break
+            }
             i -= 1
         }
         guard end >= 0 else { throw fail("has no zip end-of-central-directory record: the file is truncated or not a zip archive") }
@@ -161,7 +164,7 @@ public struct ZipArchive: Sendable {
     static func serialCRC(_ b: UnsafeRawBufferPointer) -> uLong {
         var crc = crc32(0, nil, 0)
         var offset = 0
-        while offset < b.count {   // zlib takes 32-bit lengths
+        while offset < b.count { // zlib takes 32-bit lengths
             let chunk = min(b.count - offset, 1 << 30)
             crc = crc32(crc, (b.baseAddress! + offset).assumingMemoryBound(to: Bytef.self), uInt(chunk))
             offset += chunk
@@ -187,8 +190,14 @@ struct ByteReader {
             throw FormatError(path: path, "a \(width)-byte field at byte \(offset) lies beyond the end of the \(bytes.count)-byte file: truncated or corrupt")
         }
     }
-    func u16(_ offset: Int) throws -> UInt16 { try check(offset, 2); return UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
-    func u32(_ offset: Int) throws -> UInt32 { try check(offset, 4); return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
+    func u16(_ offset: Int) throws -> UInt16 {
+        try check(offset, 2)
+        return UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+    func u32(_ offset: Int) throws -> UInt32 {
+        try check(offset, 4)
+        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+    }
     /// An unsigned 64-bit size or offset, refused beyond 2^62.
     func int64(_ offset: Int, what: String) throws -> Int {
         try check(offset, 8)

@@ -1,11 +1,11 @@
-import Foundation
-import Formats
-import Imaging
-import Text
-import NN
-import MenagerieKit
 import DatasetAdapters
 import FasterTAD
+import Formats
+import Foundation
+import Imaging
+import MenagerieKit
+import NN
+import Text
 
 /// The parsers of files that come from outside, each as a function of the file's bytes: what the
 /// libFuzzer driver (Fuzz/, `make fuzz`) calls, and what `FuzzReplayTests` runs over the committed
@@ -13,7 +13,9 @@ import FasterTAD
 /// expected outcome); it must never trap, hang or allocate without bound.
 public enum FuzzTargets {
     /// Target names, in the order `make fuzz` runs them.
-    public static let names = ["json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet"]
+    public static let names = [
+        "json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet",
+    ]
 
     /// Runs `target` on `data`; errors thrown by the parser are the expected outcome and ignored.
     /// Returns false for an unknown target.
@@ -142,8 +144,10 @@ public enum FuzzTargets {
         let images = Data(bytes[4..<(4 + n)]), labels = Data(bytes[(4 + n)...])
         let dir = scratch + "/idx"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for (name, content) in [("train-images-idx3-ubyte", images), ("t10k-images-idx3-ubyte", images),
-                                ("train-labels-idx1-ubyte", labels), ("t10k-labels-idx1-ubyte", labels)] {
+        for (name, content) in [
+            ("train-images-idx3-ubyte", images), ("t10k-images-idx3-ubyte", images),
+            ("train-labels-idx1-ubyte", labels), ("t10k-labels-idx1-ubyte", labels),
+        ] {
             try write(content, to: dir + "/" + name)
         }
         let source = try MNISTSource(root: dir, valCount: 1)

@@ -54,10 +54,12 @@ extension Figure {
     /// Draws a panel in `box` — title, axis labels, ticks (nice numbers, or `xTicks`/`yTicks` as
     /// (value, label)), light grid and frame — and returns its axes. Series count goes in the group's
     /// `data-series` so the legend check knows when one is required.
-    public mutating func axes(in box: Rect, title: String?, xLabel: String, yLabel: String,
-                              x: ClosedRange<Double>, y: ClosedRange<Double>,
-                              xTicks: [(Double, String)]? = nil, yTicks: [(Double, String)]? = nil,
-                              grid: Bool = true, series: Int = 1) -> Axes {
+    public mutating func axes(
+        in box: Rect, title: String?, xLabel: String, yLabel: String,
+        x: ClosedRange<Double>, y: ClosedRange<Double>,
+        xTicks: [(Double, String)]? = nil, yTicks: [(Double, String)]? = nil,
+        grid: Bool = true, series: Int = 1
+    ) -> Axes {
         let tickSize = 11.0, labelSize = 12.5
         let yt = yTicks ?? zip(Axes.ticks(y), Axes.labels(Axes.ticks(y))).map { ($0, $1) }
         let xt = xTicks ?? zip(Axes.ticks(x), Axes.labels(Axes.ticks(x))).map { ($0, $1) }
@@ -113,8 +115,9 @@ extension Figure {
         let rows = (entries.count + cols - 1) / cols
         group("legend") { fig in
             if frame {
-                fig.rect(Rect(x: at.x, y: at.y, width: Double(cols) * colWidth - 4, height: Double(rows) * row + 8), fill: .white,
-                         stroke: Color(200, 200, 200), strokeWidth: 0.8)
+                fig.rect(
+                    Rect(x: at.x, y: at.y, width: Double(cols) * colWidth - 4, height: Double(rows) * row + 8), fill: .white,
+                    stroke: Color(200, 200, 200), strokeWidth: 0.8)
             }
             for (i, (name, swatch)) in entries.enumerated() {
                 let x = at.x + Double(i % cols) * colWidth, cy = at.y + 4 + row * (Double(i / cols) + 0.5)
@@ -135,8 +138,9 @@ extension Figure {
             let steps = 64
             for k in 0..<steps {
                 let t = (Double(k) + 0.5) / Double(steps)
-                fig.rect(Rect(x: bar.x, y: bar.maxY - Double(k + 1) * bar.height / Double(steps), width: bar.width, height: bar.height / Double(steps) + 0.3),
-                         fill: colormap(t))
+                fig.rect(
+                    Rect(x: bar.x, y: bar.maxY - Double(k + 1) * bar.height / Double(steps), width: bar.width, height: bar.height / Double(steps) + 0.3),
+                    fill: colormap(t))
             }
             fig.rect(bar, fill: nil, stroke: .axis, strokeWidth: 0.8)
             let ticks = Axes.ticks(range, target: 4)

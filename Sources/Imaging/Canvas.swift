@@ -41,8 +41,14 @@ public struct Canvas: Sendable {
             fill(x0: x - r, y0: y - r, x1: x - r + thickness, y1: y - r + thickness, c)
             if x == x1 && y == y1 { break }
             let e2 = 2 * err
-            if e2 >= dy { err += dy; x += sx }
-            if e2 <= dx { err += dx; y += sy }
+            if e2 >= dy {
+                err += dy
+                x += sx
+            }
+            if e2 <= dx {
+                err += dx
+                y += sy
+            }
         }
     }
 

@@ -30,8 +30,10 @@ public struct LinePlot: Sendable {
     public var width = 640.0
     public var height = 420.0
 
-    public init(title: String, xLabel: String, yLabel: String, series: [Series],
-                xRange: ClosedRange<Double>? = nil, yRange: ClosedRange<Double>? = nil) {
+    public init(
+        title: String, xLabel: String, yLabel: String, series: [Series],
+        xRange: ClosedRange<Double>? = nil, yRange: ClosedRange<Double>? = nil
+    ) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
@@ -56,9 +58,10 @@ public struct LinePlot: Sendable {
         // Non-finite points (a diverged loss) are not drawn; lines break around them.
         let finite = series.flatMap { $0.points.filter { $0.x.isFinite && $0.y.isFinite } }
         let legendHeight = legendBelow ? Double(legendRows) * 16 + 10 : 0
-        let axes = f.axes(in: box.inset(bottom: legendHeight), title: panelTitle, xLabel: xLabel, yLabel: yLabel,
-                          x: xRange ?? Axes.range(finite.map(\.x), margin: 0.03), y: yRange ?? Axes.range(finite.map(\.y)),
-                          xTicks: xTicks, series: series.count)
+        let axes = f.axes(
+            in: box.inset(bottom: legendHeight), title: panelTitle, xLabel: xLabel, yLabel: yLabel,
+            x: xRange ?? Axes.range(finite.map(\.x), margin: 0.03), y: yRange ?? Axes.range(finite.map(\.y)),
+            xTicks: xTicks, series: series.count)
         var drawn: [Point] = []
         // Earlier series are drawn wider, so a later one lying exactly on top leaves the earlier
         // one visible as a border around it.
@@ -67,7 +70,12 @@ public struct LinePlot: Sendable {
             let width = n > 1 ? 1.8 + 1.5 * Double(n - 1 - i) / Double(n - 1) : 2, radius = width / 2 + 2
             var run: [Point] = []
             for p in s.points {
-                if p.x.isFinite && p.y.isFinite { run.append(axes.point(p.x, p.y)) } else { f.line(run, s.color, width: width, dash: s.dashed ? [6, 4] : nil); run = [] }
+                if p.x.isFinite && p.y.isFinite {
+                    run.append(axes.point(p.x, p.y))
+                } else {
+                    f.line(run, s.color, width: width, dash: s.dashed ? [6, 4] : nil)
+                    run = []
+                }
             }
             f.line(run, s.color, width: width, dash: s.dashed ? [6, 4] : nil)
             let pts = s.points.filter { $0.x.isFinite && $0.y.isFinite }.map { axes.point($0.x, $0.y) }
@@ -126,9 +134,10 @@ public struct ScatterPlot: Sendable {
         var all = groups.flatMap(\.points) + (valued?.points ?? [])
         all += (segments?.pairs ?? []).flatMap { [(x: $0.0.0, y: $0.0.1), (x: $0.1.0, y: $0.1.1)] }
         let right = valued == nil ? 0.0 : 70
-        let axes = f.axes(in: Rect(x: 0, y: 30, width: width - right, height: height - 30), title: nil, xLabel: xLabel, yLabel: yLabel,
-                          x: Axes.range(all.map(\.x)), y: Axes.range(all.map(\.y)),
-                          series: groups.count + (segments == nil ? 0 : 1) + (valued == nil ? 0 : 1))
+        let axes = f.axes(
+            in: Rect(x: 0, y: 30, width: width - right, height: height - 30), title: nil, xLabel: xLabel, yLabel: yLabel,
+            x: Axes.range(all.map(\.x)), y: Axes.range(all.map(\.y)),
+            series: groups.count + (segments == nil ? 0 : 1) + (valued == nil ? 0 : 1))
         var drawn: [Point] = []
         if let segments {
             for (a, b) in segments.pairs { f.line([axes.point(a.0, a.1), axes.point(b.0, b.1)], segments.color, width: 1.5) }
@@ -155,8 +164,9 @@ public struct ScatterPlot: Sendable {
         if entries.count > 1 || (entries.count == 1 && valued != nil) { f.legend(entries, in: axes, avoid: drawn) }
         f.endAxes()
         if let valued {
-            f.colorBar(in: Rect(x: width - right + 8, y: axes.frame.y, width: right - 14, height: axes.frame.height), range: range,
-                       label: valued.valueLabel, colormap: Color.viridis)
+            f.colorBar(
+                in: Rect(x: width - right + 8, y: axes.frame.y, width: right - 14, height: axes.frame.height), range: range,
+                label: valued.valueLabel, colormap: Color.viridis)
         }
         return f
     }
@@ -193,16 +203,18 @@ public struct BarChart: Sendable {
         let values = series.flatMap(\.values) + [reference?.value].compactMap { $0 }
         let y = yRange ?? Axes.range(values, margin: 0.12, including: [0])
         let n = Double(categories.count)
-        let axes = f.axes(in: Rect(x: 0, y: 30, width: width, height: height - 30), title: nil, xLabel: xLabel, yLabel: yLabel,
-                          x: -0.5...(n - 0.5), y: y, xTicks: categories.enumerated().map { (Double($0.offset), $0.element) },
-                          series: series.count)
+        let axes = f.axes(
+            in: Rect(x: 0, y: 30, width: width, height: height - 30), title: nil, xLabel: xLabel, yLabel: yLabel,
+            x: -0.5...(n - 0.5), y: y, xTicks: categories.enumerated().map { (Double($0.offset), $0.element) },
+            series: series.count)
         let groupWidth = 0.75, barWidth = groupWidth / Double(max(series.count, 1))
         for (s, entry) in series.enumerated() {
             for (c, v) in entry.values.enumerated() where v.isFinite && c < categories.count {
                 let x0 = Double(c) - groupWidth / 2 + Double(s) * barWidth
                 let top = axes.py(max(v, 0)), base = axes.py(min(v, 0))
-                f.rect(Rect(x: axes.px(x0), y: top, width: axes.px(x0 + barWidth) - axes.px(x0) - 1, height: max(base - top, 0.5)),
-                       fill: series.count == 1 ? Color.series(c) : Color.series(s))
+                f.rect(
+                    Rect(x: axes.px(x0), y: top, width: axes.px(x0 + barWidth) - axes.px(x0) - 1, height: max(base - top, 0.5)),
+                    fill: series.count == 1 ? Color.series(c) : Color.series(s))
                 f.text(String(format: valueFormat, v), at: Point(axes.px(x0 + barWidth / 2), top - 4), size: 10, color: .axis, anchor: .middle, role: "value")
             }
         }
@@ -225,17 +237,23 @@ public struct BarChart: Sendable {
 extension LinePlot {
     /// A training run's curves: the loss per epoch, and beside it the metrics (accuracies) per epoch
     /// when there are any.
-    public static func trainingCurves(title: String, epochs: [Double], loss: [Double], lossLabel: String = "training loss",
-                                      metrics: [(name: String, values: [Double])] = [], metricLabel: String = "accuracy") -> Figure {
+    public static func trainingCurves(
+        title: String, epochs: [Double], loss: [Double], lossLabel: String = "training loss",
+        metrics: [(name: String, values: [Double])] = [], metricLabel: String = "accuracy"
+    ) -> Figure {
         let panels = metrics.isEmpty ? 1 : 2, panelWidth = 440.0
         var f = Figure(width: panelWidth * Double(panels), height: 360)
         f.title(title)
-        var lossPlot = LinePlot(title: "", xLabel: "epoch", yLabel: lossLabel, series: [.init(lossLabel, points: zip(epochs, loss).map { ($0, $1) }, color: .series(0))])
+        var lossPlot = LinePlot(
+            title: "", xLabel: "epoch", yLabel: lossLabel, series: [.init(lossLabel, points: zip(epochs, loss).map { ($0, $1) }, color: .series(0))])
         if epochs.count <= 12 { lossPlot.xTicks = epochs.map { ($0, String(format: "%g", $0)) } }
         lossPlot.draw(into: &f, box: Rect(x: 0, y: 30, width: panelWidth, height: 330), panelTitle: "loss")
         if !metrics.isEmpty {
-            var m = LinePlot(title: "", xLabel: "epoch", yLabel: metricLabel,
-                             series: metrics.enumerated().map { .init($0.element.name, points: zip(epochs, $0.element.values).map { ($0, $1) }, color: .series($0.offset + 1)) })
+            var m = LinePlot(
+                title: "", xLabel: "epoch", yLabel: metricLabel,
+                series: metrics.enumerated().map {
+                    .init($0.element.name, points: zip(epochs, $0.element.values).map { ($0, $1) }, color: .series($0.offset + 1))
+                })
             m.xTicks = lossPlot.xTicks
             m.draw(into: &f, box: Rect(x: panelWidth, y: 30, width: panelWidth, height: 330), panelTitle: metricLabel)
         }

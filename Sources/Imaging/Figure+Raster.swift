@@ -211,7 +211,10 @@ struct Raster {
             while remaining > left {
                 let t = left / remaining
                 let p = Point(a.x + (b.x - a.x) * t, a.y + (b.y - a.y) * t)
-                if on { current.append(p); pieces.append(current) }
+                if on {
+                    current.append(p)
+                    pieces.append(current)
+                }
                 current = [p]
                 remaining -= left
                 a = p

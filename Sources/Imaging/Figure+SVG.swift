@@ -5,27 +5,31 @@ extension Figure {
     /// as embedded PNGs, every role as a `class`.
     public func svg() -> String {
         var out = """
-        <svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="\(n(width))" height="\(n(height))" \
-        viewBox="0 0 \(n(width)) \(n(height))" data-figure="\(kind.rawValue)" font-family="\(Typeface.cssFamily)">
-        <rect width="100%" height="100%" fill="#ffffff"/>
+            <svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="\(n(width))" height="\(n(height))" \
+            viewBox="0 0 \(n(width)) \(n(height))" data-figure="\(kind.rawValue)" font-family="\(Typeface.cssFamily)">
+            <rect width="100%" height="100%" fill="#ffffff"/>
 
-        """
+            """
         var depth = 0
         for mark in marks {
             let pad = String(repeating: "  ", count: depth + 1)
             switch mark {
             case let .polyline(points, color, width, dash):
                 let d = dash.map { " stroke-dasharray=\"\($0.map(n).joined(separator: " "))\"" } ?? ""
-                out += pad + "<polyline points=\"\(points.map { "\(n($0.x)),\(n($0.y))" }.joined(separator: " "))\" fill=\"none\" "
+                out +=
+                    pad + "<polyline points=\"\(points.map { "\(n($0.x)),\(n($0.y))" }.joined(separator: " "))\" fill=\"none\" "
                     + "stroke=\"\(color.hex)\" stroke-width=\"\(n(width))\" stroke-linejoin=\"round\" stroke-linecap=\"round\"\(d)/>\n"
             case let .polygon(points, color, opacity):
-                out += pad + "<polygon points=\"\(points.map { "\(n($0.x)),\(n($0.y))" }.joined(separator: " "))\" fill=\"\(color.hex)\""
+                out +=
+                    pad + "<polygon points=\"\(points.map { "\(n($0.x)),\(n($0.y))" }.joined(separator: " "))\" fill=\"\(color.hex)\""
                     + (opacity < 1 ? " fill-opacity=\"\(n(opacity))\"" : "") + "/>\n"
             case let .rect(r, fill, stroke, strokeWidth):
-                out += pad + "<rect x=\"\(n(r.x))\" y=\"\(n(r.y))\" width=\"\(n(r.width))\" height=\"\(n(r.height))\" fill=\"\(fill?.hex ?? "none")\""
+                out +=
+                    pad + "<rect x=\"\(n(r.x))\" y=\"\(n(r.y))\" width=\"\(n(r.width))\" height=\"\(n(r.height))\" fill=\"\(fill?.hex ?? "none")\""
                     + (stroke.map { " stroke=\"\($0.hex)\" stroke-width=\"\(n(strokeWidth))\"" } ?? "") + "/>\n"
             case let .circle(c, radius, fill, stroke):
-                out += pad + "<circle cx=\"\(n(c.x))\" cy=\"\(n(c.y))\" r=\"\(n(radius))\" fill=\"\(fill.hex)\""
+                out +=
+                    pad + "<circle cx=\"\(n(c.x))\" cy=\"\(n(c.y))\" r=\"\(n(radius))\" fill=\"\(fill.hex)\""
                     + (stroke.map { " stroke=\"\($0.hex)\" stroke-width=\"1\"" } ?? "") + "/>\n"
             case let .text(s, at, size, bold, color, anchor, vertical, role):
                 var attrs = "x=\"\(n(at.x))\" y=\"\(n(at.y))\" font-size=\"\(n(size))\" fill=\"\(color.hex)\""
@@ -36,7 +40,8 @@ extension Figure {
                 out += pad + "<text \(attrs)>\(escaped(s))</text>\n"
             case let .image(image, r, smooth):
                 let data = (try? PNG.encode(image))?.base64EncodedString() ?? ""
-                out += pad + "<image x=\"\(n(r.x))\" y=\"\(n(r.y))\" width=\"\(n(r.width))\" height=\"\(n(r.height))\" preserveAspectRatio=\"none\""
+                out +=
+                    pad + "<image x=\"\(n(r.x))\" y=\"\(n(r.y))\" width=\"\(n(r.width))\" height=\"\(n(r.height))\" preserveAspectRatio=\"none\""
                     + (smooth ? "" : " style=\"image-rendering:pixelated\"") + " href=\"data:image/png;base64,\(data)\"/>\n"
             case let .begin(role, attributes):
                 let extra = attributes.sorted { $0.key < $1.key }.map { " \($0.key)=\"\(escaped($0.value))\"" }.joined()

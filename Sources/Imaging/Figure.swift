@@ -14,8 +14,10 @@ public struct Color: Sendable, Equatable {
 
     /// matplotlib's `tab10` palette, for series i.
     public static func series(_ i: Int) -> Color {
-        let p: [(UInt8, UInt8, UInt8)] = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                                          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+        let p: [(UInt8, UInt8, UInt8)] = [
+            (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        ]
         return Color(p[((i % p.count) + p.count) % p.count])
     }
 
@@ -23,13 +25,15 @@ public struct Color: Sendable, Equatable {
     /// of matplotlib's table (within 5/255 per channel).
     public static func viridis(_ t: Double) -> Color {
         let t = t.isFinite ? min(max(t, 0), 1) : 0
-        let c: [(Double, Double, Double)] = [(0.2777273272234177, 0.005407344544966578, 0.3340998053353061),
-                                             (0.1050930431085774, 1.404613529898575, 1.384590162594685),
-                                             (-0.3308618287255563, 0.214847559468213, 0.09509516302823659),
-                                             (-4.634230498983486, -5.799100973351585, -19.33244095627987),
-                                             (6.228269936347081, 14.17993336680509, 56.69055260068105),
-                                             (4.776384997670288, -13.74514537774601, -65.35303263337234),
-                                             (-5.435455855934631, 4.645852612178535, 26.3124352495832)]
+        let c: [(Double, Double, Double)] = [
+            (0.2777273272234177, 0.005407344544966578, 0.3340998053353061),
+            (0.1050930431085774, 1.404613529898575, 1.384590162594685),
+            (-0.3308618287255563, 0.214847559468213, 0.09509516302823659),
+            (-4.634230498983486, -5.799100973351585, -19.33244095627987),
+            (6.228269936347081, 14.17993336680509, 56.69055260068105),
+            (4.776384997670288, -13.74514537774601, -65.35303263337234),
+            (-5.435455855934631, 4.645852612178535, 26.3124352495832),
+        ]
         var r = 0.0, g = 0.0, b = 0.0
         for k in c.indices.reversed() { (r, g, b) = (c[k].0 + t * r, c[k].1 + t * g, c[k].2 + t * b) }
         func byte(_ v: Double) -> UInt8 { UInt8((min(max(v, 0), 1) * 255).rounded()) }
@@ -113,8 +117,10 @@ public struct Figure: Sendable {
 
     /// Text with its alphabetic baseline at `at.y`; `vertical` reads bottom to top (rotated −90°
     /// about `at`). `role` names what it is (`title`, `xlabel`, `ylabel`, `legend`, `header`, …).
-    public mutating func text(_ s: String, at: Point, size: Double = 12, bold: Bool = false, color: Color = .ink,
-                              anchor: Anchor = .start, vertical: Bool = false, role: String? = nil) {
+    public mutating func text(
+        _ s: String, at: Point, size: Double = 12, bold: Bool = false, color: Color = .ink,
+        anchor: Anchor = .start, vertical: Bool = false, role: String? = nil
+    ) {
         guard !s.isEmpty else { return }
         marks.append(.text(s, at, size: size, bold: bold, color, anchor, vertical: vertical, role: role))
     }
@@ -159,8 +165,10 @@ public struct Figure: Sendable {
         }
         let w = Int(width.rounded(.up)), h = Int(height.rounded(.up)), limit = Limits.maxImagePixels
         guard w * h <= limit else {
-            throw FormatError(path: path, "the figure would be \(w)×\(h) pixels, over the limit of \(limit): show fewer items "
-                + "(rows, images per row) or set MENAGERIE_MAX_PIXELS to raise it")
+            throw FormatError(
+                path: path,
+                "the figure would be \(w)×\(h) pixels, over the limit of \(limit): show fewer items "
+                    + "(rows, images per row) or set MENAGERIE_MAX_PIXELS to raise it")
         }
         let s = w * h * scale * scale <= limit ? max(scale, 1) : 1
         _ = try Limits.allocation(count: w * h * s * s * 3, elementSize: MemoryLayout<Float>.size, what: "the figure's raster", source: path)

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// Image files given as a path: one PNG/TIFF/JPEG file, or a folder of them (sorted by name).
 public enum ImageFiles {

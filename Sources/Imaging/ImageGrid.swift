@@ -44,8 +44,9 @@ public struct ImageGrid: Sendable {
         f.title(title)
         let x0 = 12 + rowHeaderWidth, y0 = titleHeight + headerHeight
         for (c, header) in columnHeaders.enumerated() {
-            f.text(fitted(header, to: cell + gap - 2, size: headerSize), at: Point(x0 + Double(c) * (cell + gap) + cell / 2, y0 - 7),
-                   size: headerSize, bold: true, anchor: .middle, role: "header")
+            f.text(
+                fitted(header, to: cell + gap - 2, size: headerSize), at: Point(x0 + Double(c) * (cell + gap) + cell / 2, y0 - 7),
+                size: headerSize, bold: true, anchor: .middle, role: "header")
         }
         for (r, row) in tiles.enumerated() {
             let top = y0 + Double(r) * (cell + gap + captionHeight)
@@ -59,13 +60,16 @@ public struct ImageGrid: Sendable {
                 let left = x0 + Double(c) * (cell + gap)
                 f.image(tile, in: Rect(x: left + (cell - w) / 2, y: top + (cell - h) / 2, width: w, height: h))
                 if let caption = captions?[safe: r]?[safe: c] {
-                    f.text(fitted(caption, to: cell + gap - 2, size: 10), at: Point(left + cell / 2, top + cell + 12), size: 10, color: .axis, anchor: .middle, role: "caption")
+                    f.text(
+                        fitted(caption, to: cell + gap - 2, size: 10), at: Point(left + cell / 2, top + cell + 12), size: 10, color: .axis, anchor: .middle,
+                        role: "caption")
                 }
             }
         }
         if let colorBar {
-            f.colorBar(in: Rect(x: width - barWidth + 6, y: y0, width: barWidth - 12, height: min(Double(rows) * (cell + gap) - gap, 240)),
-                       range: colorBar.range, label: colorBar.label, colormap: colorBar.colormap)
+            f.colorBar(
+                in: Rect(x: width - barWidth + 6, y: y0, width: barWidth - 12, height: min(Double(rows) * (cell + gap) - gap, 240)),
+                range: colorBar.range, label: colorBar.label, colormap: colorBar.colormap)
         }
         return f
     }

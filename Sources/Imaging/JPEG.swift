@@ -1,6 +1,6 @@
 import CJPEG
-import Foundation
 import Formats
+import Foundation
 
 /// JPEG files through libjpeg(-turbo): baseline and progressive, grey or colour (YCbCr → RGB with
 /// libjpeg's default islow IDCT and fancy upsampling, as Pillow). libjpeg's longjmp error handling

@@ -33,8 +33,10 @@ public enum Overlay {
 
     /// A colour per label (0 is left uncoloured); label 255 is shown white.
     public static func labelColour(_ label: Int) -> (UInt8, UInt8, UInt8) {
-        let palette: [(UInt8, UInt8, UInt8)] = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-                                                (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+        let palette: [(UInt8, UInt8, UInt8)] = [
+            (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+        ]
         if label == 255 { return (255, 255, 255) }
         return palette[((label - 1) % (palette.count - 1) + (palette.count - 1)) % (palette.count - 1) + 1]
     }

@@ -1,6 +1,6 @@
 import CPNG
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// PNG files through libpng's simplified API (no setjmp/longjmp crosses Swift frames).
@@ -50,7 +50,8 @@ public enum PNG {
         var size: png_alloc_size_t = 0
         // libpng takes 32-bit sizes and a C int stride.
         guard img.width > 0, img.height > 0, img.width <= Int(Int32.max), img.height <= Int(Int32.max),
-              img.width.multipliedReportingOverflow(by: img.channels).partialValue <= Int(Int32.max) else {
+            img.width.multipliedReportingOverflow(by: img.channels).partialValue <= Int(Int32.max)
+        else {
             throw FormatError(path: "<png>", "cannot encode a \(img.width)×\(img.height) image as PNG")
         }
         let stride = Int32(img.width * img.channels)
@@ -103,8 +104,10 @@ public enum PNG {
         let shape = channels == 1 ? [Int(height), Int(width)] : [Int(height), Int(width), Int(channels)]
         let samples = UnsafeBufferPointer(start: raw, count: count)
         // 8-bit files were widened by ×257 (v·257 = v << 8 | v), so the division is exact.
-        let pixels = depth <= 8 ? try Tensor(samples.map { UInt8($0 / 257) }, shape: shape)
-                                : try Tensor(samples.map { Int32($0) }, shape: shape)
+        let pixels =
+            depth <= 8
+            ? try Tensor(samples.map { UInt8($0 / 257) }, shape: shape)
+            : try Tensor(samples.map { Int32($0) }, shape: shape)
         return Samples(pixels: pixels, bitDepth: Int(depth))
     }
 

@@ -1,6 +1,6 @@
 import CTIFF
-import Foundation
 import Formats
+import Foundation
 import Synchronization
 import Tensors
 
@@ -57,7 +57,8 @@ public enum TIFF {
         }
         let isFloat = format == UInt16(SAMPLEFORMAT_IEEEFP)
         let exactSamples = (bits == 8 || bits == 16) && format == UInt16(SAMPLEFORMAT_UINT) || (bits == 32 && isFloat)
-        let exact = planar == UInt16(PLANARCONFIG_CONTIG) && exactSamples
+        let exact =
+            planar == UInt16(PLANARCONFIG_CONTIG) && exactSamples
             && (photometric == UInt16(PHOTOMETRIC_MINISBLACK) && (1...2).contains(channels)
                 || photometric == UInt16(PHOTOMETRIC_RGB) && (3...4).contains(channels))
         var tile: (width: Int, height: Int)?
@@ -123,8 +124,10 @@ public enum TIFF {
         }
         func bound(_ side: Int) -> Int { max((side + 15) / 16 * 16, maxTilePadding) }
         guard tw > 0, th > 0, Int(tw) <= bound(width), Int(th) <= bound(height) else {
-            throw FormatError(path: path, "TIFF tile \(tw)×\(th) does not fit a \(width)×\(height) image "
-                + "(tiles must be positive and at most the image's size rounded up to 16, or \(maxTilePadding))")
+            throw FormatError(
+                path: path,
+                "TIFF tile \(tw)×\(th) does not fit a \(width)×\(height) image "
+                    + "(tiles must be positive and at most the image's size rounded up to 16, or \(maxTilePadding))")
         }
         let tileBytes = TIFFTileSize64(tif)
         guard tileBytes > 0, tileBytes <= UInt64(Int.max) else {
@@ -158,8 +161,9 @@ public enum TIFF {
                 if channels == 4 { out[i * channels + 3] = UInt8(truncatingIfNeeded: p >> 24) }
             }
         }
-        return Page(width: width, height: height, channels: channels, bitsPerSample: 8,
-                    pixels: try Tensor(bytes, shape: [height, width, channels]))
+        return Page(
+            width: width, height: height, channels: channels, bitsPerSample: 8,
+            pixels: try Tensor(bytes, shape: [height, width, channels]))
     }
 
     /// Writes u8 (8-bit), i32 with values in 0…65535 (16-bit) or f32 (32-bit float) samples,

@@ -4,18 +4,20 @@ import Foundation
 /// dlerror's (which, for another architecture, misleadingly says "cannot open shared object file").
 public enum ELFCheck {
     #if arch(x86_64)
-    static let hostMachine: UInt16 = 62
-    static let hostArch = "x86-64"
+        static let hostMachine: UInt16 = 62
+        static let hostArch = "x86-64"
     #elseif arch(arm64)
-    static let hostMachine: UInt16 = 183
-    static let hostArch = "AArch64"
+        static let hostMachine: UInt16 = 183
+        static let hostArch = "AArch64"
     #else
-    static let hostMachine: UInt16 = 0
-    static let hostArch = "this architecture"
+        static let hostMachine: UInt16 = 0
+        static let hostArch = "this architecture"
     #endif
 
-    static let machines: [UInt16: String] = [3: "x86 (32-bit)", 40: "ARM (32-bit)", 62: "x86-64", 183: "AArch64",
-                                             243: "RISC-V", 8: "MIPS", 21: "PowerPC64"]
+    static let machines: [UInt16: String] = [
+        3: "x86 (32-bit)", 40: "ARM (32-bit)", 62: "x86-64", 183: "AArch64",
+        243: "RISC-V", 8: "MIPS", 21: "PowerPC64",
+    ]
 
     /// Returns nil when the file is a loadable shared object for this machine, else the reason.
     public static func problem(path: String) -> String? {
@@ -30,8 +32,9 @@ public enum ELFCheck {
             return "not a shared library: no ELF magic number at the start of the file"
         }
         guard header[4] == 2 else {
-            return header[4] == 1 ? "a 32-bit ELF (ELFCLASS32): rebuild the plugin as a 64-bit \(hostArch) shared library"
-                                  : "unknown ELF class \(header[4])"
+            return header[4] == 1
+                ? "a 32-bit ELF (ELFCLASS32): rebuild the plugin as a 64-bit \(hostArch) shared library"
+                : "unknown ELF class \(header[4])"
         }
         guard header[5] == 1 else { return "a big-endian ELF: rebuild the plugin for little-endian \(hostArch)" }
         let type = UInt16(header[16]) | UInt16(header[17]) << 8

@@ -68,16 +68,36 @@ public enum ForeignCall {
             let slot = slots + i * 16
             func bad() -> HostError { HostError(.usage, "argument \(i + 1) '\(text)' is not a valid \(type.rawValue)") }
             switch type {
-            case .i8: guard let v = Int8(text) else { throw bad() }; slot.storeBytes(of: v, as: Int8.self)
-            case .i16: guard let v = Int16(text) else { throw bad() }; slot.storeBytes(of: v, as: Int16.self)
-            case .i32: guard let v = Int32(text) else { throw bad() }; slot.storeBytes(of: v, as: Int32.self)
-            case .i64: guard let v = Int64(text) else { throw bad() }; slot.storeBytes(of: v, as: Int64.self)
-            case .u8: guard let v = UInt8(text) else { throw bad() }; slot.storeBytes(of: v, as: UInt8.self)
-            case .u16: guard let v = UInt16(text) else { throw bad() }; slot.storeBytes(of: v, as: UInt16.self)
-            case .u32: guard let v = UInt32(text) else { throw bad() }; slot.storeBytes(of: v, as: UInt32.self)
-            case .u64: guard let v = UInt64(text) else { throw bad() }; slot.storeBytes(of: v, as: UInt64.self)
-            case .f32: guard let v = Float(text) else { throw bad() }; slot.storeBytes(of: v, as: Float.self)
-            case .f64: guard let v = Double(text) else { throw bad() }; slot.storeBytes(of: v, as: Double.self)
+            case .i8:
+                guard let v = Int8(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Int8.self)
+            case .i16:
+                guard let v = Int16(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Int16.self)
+            case .i32:
+                guard let v = Int32(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Int32.self)
+            case .i64:
+                guard let v = Int64(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Int64.self)
+            case .u8:
+                guard let v = UInt8(text) else { throw bad() }
+                slot.storeBytes(of: v, as: UInt8.self)
+            case .u16:
+                guard let v = UInt16(text) else { throw bad() }
+                slot.storeBytes(of: v, as: UInt16.self)
+            case .u32:
+                guard let v = UInt32(text) else { throw bad() }
+                slot.storeBytes(of: v, as: UInt32.self)
+            case .u64:
+                guard let v = UInt64(text) else { throw bad() }
+                slot.storeBytes(of: v, as: UInt64.self)
+            case .f32:
+                guard let v = Float(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Float.self)
+            case .f64:
+                guard let v = Double(text) else { throw bad() }
+                slot.storeBytes(of: v, as: Double.self)
             case .ptr:
                 let hex = text.hasPrefix("0x") ? String(text.dropFirst(2)) : text
                 guard let v = UInt(hex, radix: text.hasPrefix("0x") ? 16 : 10) else { throw bad() }

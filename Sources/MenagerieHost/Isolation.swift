@@ -48,8 +48,9 @@ public enum Isolation {
         }
         public static var fromEnvironment: Limits {
             let env = ProcessInfo.processInfo.environment
-            return Limits(timeout: env["MENAGERIE_ISOLATE_TIMEOUT"].flatMap(Double.init).flatMap { $0 > 0 ? $0 : nil },
-                          memory: env["MENAGERIE_ISOLATE_MEMORY"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil })
+            return Limits(
+                timeout: env["MENAGERIE_ISOLATE_TIMEOUT"].flatMap(Double.init).flatMap { $0 > 0 ? $0 : nil },
+                memory: env["MENAGERIE_ISOLATE_MEMORY"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil })
         }
     }
 
@@ -85,7 +86,10 @@ final class FrameChannel {
         let payload = Array(JSONValue.object(object).compactText.utf8)
         var frame = [UInt8](repeating: 0, count: 4)
         let n = UInt32(payload.count)
-        frame[0] = UInt8(n & 0xFF); frame[1] = UInt8(n >> 8 & 0xFF); frame[2] = UInt8(n >> 16 & 0xFF); frame[3] = UInt8(n >> 24)
+        frame[0] = UInt8(n & 0xFF)
+        frame[1] = UInt8(n >> 8 & 0xFF)
+        frame[2] = UInt8(n >> 16 & 0xFF)
+        frame[3] = UInt8(n >> 24)
         frame += payload
         let rc = frame.withUnsafeBytes { mng_send_with_fd(fd, $0.baseAddress, $0.count, descriptor) }
         guard rc == 0 else { throw HostError(.failed, "isolated plugin channel: send failed: \(String(cString: strerror(-rc)))") }
@@ -162,9 +166,11 @@ enum SharedTensors {
         }
         var table: [JSONValue] = []
         for (i, (name, t)) in tensors.enumerated() {
-            table.append(["name": .string(name), "dtype": .number(Double(t.dtype.rawValue)),
-                          "shape": .array(t.shape.map { .number(Double($0)) }), "offset": .number(Double(offsets[i])),
-                          "nbytes": .number(Double(t.byteCount))])
+            table.append([
+                "name": .string(name), "dtype": .number(Double(t.dtype.rawValue)),
+                "shape": .array(t.shape.map { .number(Double($0)) }), "offset": .number(Double(offsets[i])),
+                "nbytes": .number(Double(t.byteCount)),
+            ])
         }
         guard total > 0 else { return (-1, ["size": 0, "tensors": .array(table)]) }
         let fd = mng_memfd("menagerie-tensors", UInt64(total))
@@ -195,8 +201,9 @@ enum SharedTensors {
         var out: [(String, Tensor)] = []
         for e in entries {
             guard let name = e["name"]?.stringValue, let code = e["dtype"]?.intValue, let dtype = DType(rawValue: Int32(truncatingIfNeeded: code)),
-                  let dims = e["shape"]?.arrayValue, dims.count <= 32, let offset = e["offset"]?.intValue, let nbytes = e["nbytes"]?.intValue,
-                  offset >= 0, nbytes >= 0, offset <= size, nbytes <= size - offset else {
+                let dims = e["shape"]?.arrayValue, dims.count <= 32, let offset = e["offset"]?.intValue, let nbytes = e["nbytes"]?.intValue,
+                offset >= 0, nbytes >= 0, offset <= size, nbytes <= size - offset
+            else {
                 throw HostError(.failed, "\(owner): a malformed tensor entry \(e.compactText)")
             }
             var shape: [Int] = []
@@ -234,7 +241,8 @@ final class IsolatedChild: @unchecked Sendable {
         guard rc == 0 else { throw HostError(.failed, "socketpair failed: \(String(cString: strerror(-rc)))") }
         var outPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0 else {
-            close(sockets[0]); close(sockets[1])
+            close(sockets[0])
+            close(sockets[1])
             throw HostError(.failed, "pipe() failed: \(String(cString: strerror(errno)))")
         }
         var actions = posix_spawn_file_actions_t()
@@ -243,7 +251,7 @@ final class IsolatedChild: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
-        posix_spawn_file_actions_adddup2(&actions, sockets[1], 3)   // dup2 clears close-on-exec
+        posix_spawn_file_actions_adddup2(&actions, sockets[1], 3) // dup2 clears close-on-exec
         for fd in outPipe where fd > 3 { posix_spawn_file_actions_addclose(&actions, fd) }
 
         var env = ProcessInfo.processInfo.environment
@@ -257,7 +265,8 @@ final class IsolatedChild: @unchecked Sendable {
         close(outPipe[1])
         close(sockets[1])
         guard spawned == 0 else {
-            close(outPipe[0]); close(sockets[0])
+            close(outPipe[0])
+            close(sockets[0])
             throw HostError(.failed, "cannot start the isolation process \(executable): \(String(cString: strerror(spawned)))")
         }
         self.pid = pid
@@ -311,7 +320,10 @@ final class IsolatedChild: @unchecked Sendable {
         var status: Int32 = 0
         var reaped = false
         for _ in 0..<200 {
-            if waitpid(pid, &status, WNOHANG) == pid { reaped = true; break }
+            if waitpid(pid, &status, WNOHANG) == pid {
+                reaped = true
+                break
+            }
             usleep(5_000)
         }
         if !reaped {
@@ -338,23 +350,29 @@ final class IsolatedChild: @unchecked Sendable {
     }
 
     /// One call: request out, progress frames in, the response last.
-    func invoke(component: String, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)],
-                timeout: Double?, events: ProgressSink?) throws -> InvocationResult {
+    func invoke(
+        component: String, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)],
+        timeout: Double?, events: ProgressSink?
+    ) throws -> InvocationResult {
         let what = "'\(component)' \(operation) (isolated, pid \(pid))"
         guard alive else { throw HostError(.failed, "\(what): the isolation process has ended") }
         let (fd, table) = try SharedTensors.write(inputs)
         defer { if fd >= 0 { close(fd) } }
         do {
-            try channel.send(["op": "invoke", "component": .string(component), "operation": .string(operation),
-                              "options": .string(options.compactText), "inputs": table], attaching: fd)
+            try channel.send(
+                [
+                    "op": "invoke", "component": .string(component), "operation": .string(operation),
+                    "options": .string(options.compactText), "inputs": table,
+                ], attaching: fd)
         } catch { throw death(what) }
         let deadline = timeout.map { DispatchTime.now().uptimeNanoseconds + UInt64($0 * 1e9) }
         while true {
             if let (frame, attached) = try channel.takeFrame() {
                 switch frame["type"]?.stringValue {
                 case "progress":
-                    events?.progress(component: component, done: Self.integer(frame["done"]), total: Self.integer(frame["total"]),
-                                     label: frame["label"]?.stringValue ?? "")
+                    events?.progress(
+                        component: component, done: Self.integer(frame["done"]), total: Self.integer(frame["total"]),
+                        label: frame["label"]?.stringValue ?? "")
                     continue
                 case "phase":
                     let index = Self.integer(frame["index"]), count = Self.integer(frame["count"])
@@ -366,8 +384,10 @@ final class IsolatedChild: @unchecked Sendable {
                     // Checked like an in-process record; JSON has no NaN, so null stands for it.
                     let names = frame["names"]?.arrayValue ?? [], values = frame["values"]?.arrayValue ?? []
                     if names.count == values.count, names.count <= MetricsRow.maxMetrics,
-                       let row = MetricsRow.checked(unit: frame["unit"]?.stringValue, step: Self.integer(frame["step"]),
-                                                    names: names.map(\.stringValue), values: values.map { $0.doubleValue ?? .nan }) {
+                        let row = MetricsRow.checked(
+                            unit: frame["unit"]?.stringValue, step: Self.integer(frame["step"]),
+                            names: names.map(\.stringValue), values: values.map { $0.doubleValue ?? .nan })
+                    {
                         events?.record(component: component, row: row)
                     }
                     continue
@@ -387,7 +407,8 @@ final class IsolatedChild: @unchecked Sendable {
                 guard now < deadline else {
                     kill(pid, SIGKILL)
                     _ = death(what)
-                    throw HostError(.failed, "\(what) timed out after \(timeout!) s (MENAGERIE_ISOLATE_TIMEOUT / --timeout) and was killed; nothing was written")
+                    throw HostError(
+                        .failed, "\(what) timed out after \(timeout!) s (MENAGERIE_ISOLATE_TIMEOUT / --timeout) and was killed; nothing was written")
                 }
                 wait = Int32(min(Double(deadline - now) / 1e6, 1000).rounded(.up))
             }
@@ -454,18 +475,24 @@ public enum IsolationServer {
             sending.withLock { last in
                 guard (now > last && now - last > 50_000_000) || done == total else { return }
                 last = now
-                try? channel.send(["type": "progress", "component": .string(component), "done": .number(Double(done)),
-                                   "total": .number(Double(total)), "label": .string(label)])
+                try? channel.send([
+                    "type": "progress", "component": .string(component), "done": .number(Double(done)),
+                    "total": .number(Double(total)), "label": .string(label),
+                ])
             }
         }
         func phase(component: String, index: Int64, count: Int64, name: String) {
-            send(["type": "phase", "component": .string(component), "index": .number(Double(index)),
-                  "count": .number(Double(count)), "name": .string(name)])
+            send([
+                "type": "phase", "component": .string(component), "index": .number(Double(index)),
+                "count": .number(Double(count)), "name": .string(name),
+            ])
         }
         func record(component: String, row: MetricsRow) {
-            send(["type": "record", "component": .string(component), "unit": .string(row.unit), "step": .number(Double(row.step)),
-                  "names": .array(row.metrics.map { .string($0.name) }),
-                  "values": .array(row.metrics.map { $0.value.isFinite ? .number($0.value) : .null })])
+            send([
+                "type": "record", "component": .string(component), "unit": .string(row.unit), "step": .number(Double(row.step)),
+                "names": .array(row.metrics.map { .string($0.name) }),
+                "values": .array(row.metrics.map { $0.value.isFinite ? .number($0.value) : .null }),
+            ])
         }
         func text(component: String, _ text: String) {
             send(["type": "text", "component": .string(component), "text": .string(text)])
@@ -484,12 +511,15 @@ public enum IsolationServer {
             do {
                 let inputs = try SharedTensors.read(fd: fd, table: frame["inputs"] ?? .object([:]), owner: "isolated request")
                 let options = try JSONValue.parse(frame["options"]?.stringValue ?? "{}", source: "options")
-                let r = try runtime.invoke(frame["component"]?.stringValue ?? "", operation: frame["operation"]?.stringValue ?? "",
-                                           options: options, inputs: inputs)
+                let r = try runtime.invoke(
+                    frame["component"]?.stringValue ?? "", operation: frame["operation"]?.stringValue ?? "",
+                    options: options, inputs: inputs)
                 let (f, table) = try SharedTensors.write(r.tensors)
                 outFD = f
-                reply = ["type": "response", "ok": true, "result": .string(r.result.compactText), "outputs": table,
-                         "artifacts": .array(r.artifacts.map { ["path": .string($0.path), "name": .string($0.name)] })]
+                reply = [
+                    "type": "response", "ok": true, "result": .string(r.result.compactText), "outputs": table,
+                    "artifacts": .array(r.artifacts.map { ["path": .string($0.path), "name": .string($0.name)] }),
+                ]
             } catch let e as HostError {
                 let kind = e.kind == .usage ? "usage" : e.kind == .notFound ? "notFound" : "failed"
                 reply = ["type": "response", "ok": false, "kind": .string(kind), "message": .string(e.message)]

@@ -110,8 +110,10 @@ public enum Lifecycle {
             guard Lifecycle.invoking.load(ordering: .relaxed) > 0 else { return }
             let label = UnsafePointer<CChar>(bitPattern: Lifecycle.invokingLabel.load(ordering: .relaxed)).map { String(cString: $0) } ?? "a plugin"
             Lifecycle.removeRegistered()
-            FileHandle.standardError.write(Data(("error: \(label) called exit() while running: the run did not finish and wrote nothing "
-                + "(a plugin must return an error instead; `--isolate` runs it in a child process)\n").utf8))
+            FileHandle.standardError.write(
+                Data(
+                    ("error: \(label) called exit() while running: the run did not finish and wrote nothing "
+                        + "(a plugin must return an error instead; `--isolate` runs it in a child process)\n").utf8))
             _exit(1)
         }
     }()
@@ -159,7 +161,8 @@ public enum Lifecycle {
             return start != 0 && now != start
         }
         guard let attrs = try? FileManager.default.attributesOfItem(atPath: folder),
-              let modified = attrs[.modificationDate] as? Date else { return false }
+            let modified = attrs[.modificationDate] as? Date
+        else { return false }
         return Date().timeIntervalSince(modified) > 3600
     }
 

@@ -43,7 +43,8 @@ public struct LockFile: Sendable, Codable, Equatable {
         guard let pinned = plugins[path] else {
             return "not pinned in the lock file \(lockPath): add it with `menagerie plugins --write-lock` after checking it"
         }
-        return pinned.lowercased() == digest ? nil
+        return pinned.lowercased() == digest
+            ? nil
             : "SHA-256 mismatch against the lock file \(lockPath): pinned \(pinned.prefix(16))…, file is \(digest.prefix(16))…; the file changed since it was pinned"
     }
 }

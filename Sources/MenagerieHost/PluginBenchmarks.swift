@@ -37,7 +37,8 @@ public enum PluginBenchmarks {
     /// not reported is returned in `missing` (a workload the plugin could not run here). A bad record
     /// is left out and described in `errors` (naming the plugin); the good ones are kept.
     public static func parse(_ result: JSONValue, asked: [Declared], component: String, plugin: String) throws
-        -> (records: [BenchmarkRecord], notes: [String], missing: [String], errors: [String]) {
+        -> (records: [BenchmarkRecord], notes: [String], missing: [String], errors: [String])
+    {
         func bad(_ what: String) -> HostError {
             HostError(.failed, "plugin '\(plugin)', component '\(component)': bad benchmark result: \(what)")
         }

@@ -64,15 +64,20 @@ public enum Handshake {
             return .failure(HostError(.failed, "dlopen failed: \(message)"))
         }
         guard let sym = dlsym(handle, MENAGERIE_ENTRY_SYMBOL) else {
-            return .failure(HostError(.failed, "missing entry symbol '\(MENAGERIE_ENTRY_SYMBOL)': not a Menagerie plugin, "
-                + "or built without `@_cdecl(\"\(MENAGERIE_ENTRY_SYMBOL)\")` (Swift) / an exported function of that name (C)"))
+            return .failure(
+                HostError(
+                    .failed,
+                    "missing entry symbol '\(MENAGERIE_ENTRY_SYMBOL)': not a Menagerie plugin, "
+                        + "or built without `@_cdecl(\"\(MENAGERIE_ENTRY_SYMBOL)\")` (Swift) / an exported function of that name (C)"))
         }
         let entry = unsafeBitCast(sym, to: mng_entry_fn.self)
         guard let d = entry() else { return .failure(HostError(.failed, "\(MENAGERIE_ENTRY_SYMBOL)() returned NULL")) }
         let hostMajor = UInt32(MENAGERIE_ABI_MAJOR), hostMinor = UInt32(MENAGERIE_ABI_MINOR)
         let abi = "\(d.pointee.abi_major).\(d.pointee.abi_minor)"
-        if let problem = versionProblem(pluginMajor: d.pointee.abi_major, pluginMinor: d.pointee.abi_minor,
-                                        hostMajor: hostMajor, hostMinor: hostMinor) {
+        if let problem = versionProblem(
+            pluginMajor: d.pointee.abi_major, pluginMinor: d.pointee.abi_minor,
+            hostMajor: hostMajor, hostMinor: hostMinor)
+        {
             return .failure(HostError(.refused, problem))
         }
         guard d.pointee.struct_size >= UInt32(MemoryLayout<mng_plugin_descriptor>.offset(of: \.shutdown)! + 8) else {
@@ -80,8 +85,11 @@ public enum Handshake {
         }
         let toolchain = d.pointee.toolchain.map { String(cString: $0) } ?? ""
         if toolchain != MENAGERIE_TOOLCHAIN_NONE && toolchain != swiftToolchain {
-            return .failure(HostError(.refused, "built with toolchain \(toolchain.isEmpty ? "(unnamed)" : toolchain), but this host runs "
-                + "\(swiftToolchain): Swift plugins share the host's Swift runtime, so rebuild the plugin with \(swiftToolchain)"))
+            return .failure(
+                HostError(
+                    .refused,
+                    "built with toolchain \(toolchain.isEmpty ? "(unnamed)" : toolchain), but this host runs "
+                        + "\(swiftToolchain): Swift plugins share the host's Swift runtime, so rebuild the plugin with \(swiftToolchain)"))
         }
         guard let metaPtr = d.pointee.metadata_json else { return .failure(HostError(.failed, "descriptor has no metadata_json")) }
         // Bounded: the metadata is cached and read by every command.
@@ -182,8 +190,9 @@ public struct ChildProbe: Sendable {
         let outcome = child.wait(timeout: timeout)
         switch outcome.termination {
         case .timedOut:
-            var r = ProbeReport.failed("timed out after \(timeout) s while loading (a hang in a load-time constructor?); "
-                + "raise MENAGERIE_SCAN_TIMEOUT if the plugin is just slow (it is scanned again next time)")
+            var r = ProbeReport.failed(
+                "timed out after \(timeout) s while loading (a hang in a load-time constructor?); "
+                    + "raise MENAGERIE_SCAN_TIMEOUT if the plugin is just slow (it is scanned again next time)")
             r.transient = true
             return r
         case .signal(let sig):
@@ -195,7 +204,8 @@ public struct ChildProbe: Sendable {
             }
             // The report is the first line on the report pipe; anything after it is not the scanner's.
             if let line = outcome.report.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first,
-               let report = try? JSONValue.decode(ProbeReport.self, from: String(decoding: line, as: UTF8.self)) {
+                let report = try? JSONValue.decode(ProbeReport.self, from: String(decoding: line, as: UTF8.self))
+            {
                 return report
             }
             return .failed("the scan process exited with status \(code) without a report" + lastLine(outcome.stderr))
@@ -209,6 +219,8 @@ public struct ChildProbe: Sendable {
 }
 
 func signalName(_ sig: Int32) -> String {
-    [SIGSEGV: "SIGSEGV", SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGILL: "SIGILL", SIGFPE: "SIGFPE",
-     SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP", SIGTERM: "SIGTERM"][sig] ?? "signal \(sig)"
+    [
+        SIGSEGV: "SIGSEGV", SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGILL: "SIGILL", SIGFPE: "SIGFPE",
+        SIGKILL: "SIGKILL", SIGTRAP: "SIGTRAP", SIGTERM: "SIGTERM",
+    ][sig] ?? "signal \(sig)"
 }

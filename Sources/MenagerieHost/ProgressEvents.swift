@@ -43,9 +43,12 @@ public struct MetricsRow: Sendable, Equatable {
         var metrics: [(String, Double)] = []
         for (raw, value) in zip(names, values) {
             guard let raw, !raw.isEmpty else { return nil }
-            let name = String(String(raw.unicodeScalars.map { c -> Character in
-                c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || "_.-".unicodeScalars.contains(c)) ? Character(c) : "_"
-            }).prefix(64))
+            let name = String(
+                String(
+                    raw.unicodeScalars.map { c -> Character in
+                        c.isASCII && (c.properties.isAlphabetic || ("0"..."9").contains(c) || "_.-".unicodeScalars.contains(c)) ? Character(c) : "_"
+                    }
+                ).prefix(64))
             guard seen.insert(name).inserted else { return nil }
             metrics.append((name, value))
         }

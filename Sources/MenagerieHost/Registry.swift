@@ -19,8 +19,10 @@ public struct RegistryEntry: Codable, Sendable, Equatable {
 
     public enum Status: String, Codable, Sendable { case ok, failed }
 
-    public init(path: String, size: Int64, mtime: String, origin: String, status: Status, reason: String?,
-                abi: String?, toolchain: String?, sha256: String?, metadata: PluginMetadata?) {
+    public init(
+        path: String, size: Int64, mtime: String, origin: String, status: Status, reason: String?,
+        abi: String?, toolchain: String?, sha256: String?, metadata: PluginMetadata?
+    ) {
         self.path = path
         self.size = size
         self.mtime = mtime
@@ -71,9 +73,11 @@ public struct Registry: Sendable {
     /// - the scan itself runs in a child (`probe`), so a crash or hang marks the file failed;
     /// - a cache that cannot be read or written is a warning on `logger` (a corrupt one is rebuilt),
     ///   never an error: the registry is then built from the files themselves.
-    public init(searchPath: SearchPath, cachePath: String = Registry.defaultCachePath(), rescan: Bool = false,
-                lock: (file: LockFile, path: String)? = nil, probe: ChildProbe = ChildProbe(),
-                logger: Logger = Logger(label: "menagerie")) {
+    public init(
+        searchPath: SearchPath, cachePath: String = Registry.defaultCachePath(), rescan: Bool = false,
+        lock: (file: LockFile, path: String)? = nil, probe: ChildProbe = ChildProbe(),
+        logger: Logger = Logger(label: "menagerie")
+    ) {
         self.searchPath = searchPath
         self.cachePath = cachePath
         let cache = RegistryCache(path: cachePath, logger: logger)
@@ -125,7 +129,9 @@ public struct Registry: Sendable {
         if let hit = components.first(where: { $0.component.id == id }) { return hit }
         let ids = components.map(\.component.id)
         var message = "no component '\(id)'.\(didYouMean(id, in: ids))"
-        if let bad = failed.first(where: { ($0.path as NSString).lastPathComponent.lowercased().contains(id.replacingOccurrences(of: "-", with: "").lowercased()) }) {
+        if let bad = failed.first(where: {
+            ($0.path as NSString).lastPathComponent.lowercased().contains(id.replacingOccurrences(of: "-", with: "").lowercased())
+        }) {
             message += " (plugin \(bad.path) failed to load: \(bad.reason ?? "unknown reason"); see `menagerie plugins --failed`)"
         } else if !failed.isEmpty {
             message += " \(failed.count) plugin file\(failed.count == 1 ? "" : "s") failed to load and may provide it: see `menagerie plugins --failed`."
@@ -146,8 +152,9 @@ public enum RegistryDiscovery {
             var st = stat()
             guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             let mtime = "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
-            var entry = RegistryEntry(path: path, size: Int64(st.st_size), mtime: mtime, origin: folder.origin,
-                                      status: .ok, reason: nil, abi: nil, toolchain: nil, sha256: nil, metadata: nil)
+            var entry = RegistryEntry(
+                path: path, size: Int64(st.st_size), mtime: mtime, origin: folder.origin,
+                status: .ok, reason: nil, abi: nil, toolchain: nil, sha256: nil, metadata: nil)
             if let c = cached[path], c.size == entry.size, c.mtime == entry.mtime {
                 entry = c
                 entry.origin = folder.origin
@@ -306,7 +313,11 @@ public struct RegistryCache {
     static func cacheable(_ entries: [RegistryEntry], untrusted: Set<Int>, transient: Set<Int>) -> [RegistryEntry] {
         entries.enumerated().map { i, e -> RegistryEntry in
             var e = e
-            if untrusted.contains(i) { e.status = .failed; e.reason = "not scanned (untrusted)"; e.size = -1 }
+            if untrusted.contains(i) {
+                e.status = .failed
+                e.reason = "not scanned (untrusted)"
+                e.size = -1
+            }
             if transient.contains(i) { e.size = -1 }
             return e
         }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import Tensors
@@ -28,8 +28,10 @@ public enum InputFile {
             case "png": return try PNG.read(path: path).tensor
             case "jpg", "jpeg": return try JPEG.read(path: path).tensor
             default:
-                throw HostError(.usage, "input '\(name)': \(path) has an unsupported extension '.\(ext)'; use "
-                    + supportedExtensions.map { "." + $0 }.joined(separator: " or ") + " (numpy: np.save('x.npy', array))")
+                throw HostError(
+                    .usage,
+                    "input '\(name)': \(path) has an unsupported extension '.\(ext)'; use "
+                        + supportedExtensions.map { "." + $0 }.joined(separator: " or ") + " (numpy: np.save('x.npy', array))")
             }
         } catch let e as FormatError {
             throw HostError(.usage, "input '\(name)': \(e)")
@@ -62,8 +64,10 @@ public struct RunOutput {
                 throw HostError(.usage, "--out \(directory) is not writable: choose another folder or fix its permissions")
             }
             if !replace, FileManager.default.fileExists(atPath: path + "/result.json") {
-                throw HostError(.usage, "--out \(directory) holds the outputs of another run (result.json): choose a new folder, "
-                    + "or pass --force to replace that run's outputs")
+                throw HostError(
+                    .usage,
+                    "--out \(directory) holds the outputs of another run (result.json): choose a new folder, "
+                        + "or pass --force to replace that run's outputs")
             }
         } else {
             // The nearest existing ancestor must be a writable folder.
@@ -128,8 +132,10 @@ public struct RunOutput {
             guard FileManager.default.createFile(atPath: staging + "/" + file, contents: NPY.encode(t)) else {
                 throw HostError(.failed, "cannot write \(staging)/\(file)")
             }
-            listed.append(["name": .string(name), "file": .string(file), "type": "tensor", "dtype": .string(t.dtype.name),
-                           "shape": .array(t.shape.map { .number(Double($0)) })])
+            listed.append([
+                "name": .string(name), "file": .string(file), "type": "tensor", "dtype": .string(t.dtype.name),
+                "shape": .array(t.shape.map { .number(Double($0)) }),
+            ])
         }
         for artifact in artifacts {
             let file = artifact.name
@@ -165,8 +171,10 @@ public struct RunOutput {
             var fromIsDir: ObjCBool = false, targetIsDir: ObjCBool = false
             _ = fm.fileExists(atPath: staging + "/" + name, isDirectory: &fromIsDir)
             if fm.fileExists(atPath: directory + "/" + name, isDirectory: &targetIsDir), fromIsDir.boolValue != targetIsDir.boolValue {
-                throw HostError(.failed, "\(directory)/\(name) is a \(targetIsDir.boolValue ? "folder" : "file") where this run writes a "
-                    + "\(fromIsDir.boolValue ? "folder" : "file"); remove it or choose another --out")
+                throw HostError(
+                    .failed,
+                    "\(directory)/\(name) is a \(targetIsDir.boolValue ? "folder" : "file") where this run writes a "
+                        + "\(fromIsDir.boolValue ? "folder" : "file"); remove it or choose another --out")
             }
         }
         let trash = staging + "/.replaced"
@@ -174,7 +182,8 @@ public struct RunOutput {
         // The earlier run's own outputs (its manifest's artifacts) go too: nothing of it stays beside the new run.
         var earlier: [String] = []
         if let data = fm.contents(atPath: directory + "/result.json"),
-           let old = try? JSONValue.parse(String(decoding: data, as: UTF8.self), source: "result.json") {
+            let old = try? JSONValue.parse(String(decoding: data, as: UTF8.self), source: "result.json")
+        {
             let files = old["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? []
             let tops = Set(files.compactMap { $0.split(separator: "/").first.map(String.init) })
             earlier = tops.filter { !names.contains($0) && $0 != "result.json" && !$0.hasPrefix(".") && fm.fileExists(atPath: directory + "/" + $0) }.sorted()
@@ -209,19 +218,23 @@ public struct RunOutput {
 extension RunOutput {
     /// The `result.json` of one call: what ran, with which options and seed, and what it returned
     /// (the artifact list is filled in by `commit`).
-    public static func manifest(component: String, operation: String, plugin: RegistryEntry, options: JSONValue,
-                                seed: UInt64, inputs: [String: String], result: InvocationResult, seconds: Double,
-                                version: String) -> JSONValue {
+    public static func manifest(
+        component: String, operation: String, plugin: RegistryEntry, options: JSONValue,
+        seed: UInt64, inputs: [String: String], result: InvocationResult, seconds: Double,
+        version: String
+    ) -> JSONValue {
         var r = result.result
         if case .object(var o) = r {
             o.removeValue(forKey: "artifacts")
-            o.removeValue(forKey: "display")      // text for the terminal, not a result
+            o.removeValue(forKey: "display") // text for the terminal, not a result
             r = .object(o)
         }
         return [
             "component": .string(component), "operation": .string(operation),
-            "plugin": ["name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? ""),
-                       "path": .string(plugin.path)],
+            "plugin": [
+                "name": .string(plugin.metadata?.name ?? ""), "version": .string(plugin.metadata?.version ?? ""),
+                "path": .string(plugin.path),
+            ],
             "options": options, "seed": .number(Double(seed)), "inputs": .object(inputs.mapValues { .string($0) }),
             "result": r, "seconds": .number((seconds * 1000).rounded() / 1000), "menagerie": .string(version),
             "artifacts": .array(result.tensors.map { ["name": .string($0.name), "type": "tensor", "dtype": .string($0.tensor.dtype.name)] }),

@@ -24,8 +24,10 @@ public struct RunRequest: Sendable {
     /// One rule for seeds: the run's `seed` is the default of every component's `seed` option; an
     /// explicit option wins. Several `--input NAME=PATH` of one name, or a glob (`photos/*.jpg`), go
     /// to the component as one folder of links when NAME is a folder option.
-    public init(registry: Registry, component id: String, operation: String?, config: String?, sets: [String], inputs: [String],
-                seed: UInt64 = 0) throws {
+    public init(
+        registry: Registry, component id: String, operation: String?, config: String?, sets: [String], inputs: [String],
+        seed: UInt64 = 0
+    ) throws {
         let (plugin, component) = try registry.component(id)
         self.plugin = plugin
         self.component = component
@@ -110,8 +112,10 @@ public struct RunRequest: Sendable {
         if let spec, op != "tour" {
             let missing = spec.inputs.filter { !$0.optional && paths[$0.name] == nil }.map(\.name)
             if !missing.isEmpty {
-                throw HostError(.usage, "'\(id)' \(op) needs " + missing.map { "--input \($0)=FILE" }.joined(separator: " ")
-                    + " (" + InputFile.supportedExtensions.map { "." + $0 }.joined(separator: ", ") + ")")
+                throw HostError(
+                    .usage,
+                    "'\(id)' \(op) needs " + missing.map { "--input \($0)=FILE" }.joined(separator: " ")
+                        + " (" + InputFile.supportedExtensions.map { "." + $0 }.joined(separator: ", ") + ")")
             }
         }
         // The run's seed is the default of the component's own seed option.

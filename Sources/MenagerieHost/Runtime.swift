@@ -73,7 +73,7 @@ public final class Runtime: @unchecked Sendable {
         get { settings.withLock { $0.safeMode } }
         set { settings.withLock { $0.safeMode = newValue } }
     }
-    private var isolatedChild: IsolatedChild?     // under `mutex`
+    private var isolatedChild: IsolatedChild? // under `mutex`
 
     final class LoadedPlugin {
         let entry: RegistryEntry
@@ -103,7 +103,8 @@ public final class Runtime: @unchecked Sendable {
             self.entry = entry
             self.component = component
             self.label = strdup("component '\(component)' (plugin \(entry.name), \(entry.path))")
-            self.metadataCString = plugin?.metadataCString
+            self.metadataCString =
+                plugin?.metadataCString
                 ?? strdup(entry.metadata.flatMap { try? String(decoding: JSONEncoder().encode($0), as: UTF8.self) } ?? "{}")
         }
     }
@@ -122,8 +123,10 @@ public final class Runtime: @unchecked Sendable {
     private var strings: [UnsafeMutablePointer<CChar>] = []
     private var current: [String] = []
 
-    public init(registry: Registry, seed: UInt64 = 0, scratchRoot: String? = nil,
-                lock: (file: LockFile, path: String)? = nil, logger: Logger = Logger(label: "menagerie")) throws {
+    public init(
+        registry: Registry, seed: UInt64 = 0, scratchRoot: String? = nil,
+        lock: (file: LockFile, path: String)? = nil, logger: Logger = Logger(label: "menagerie")
+    ) throws {
         self.registry = registry
         self.seed = seed
         self.lock = lock
@@ -228,8 +231,9 @@ public final class Runtime: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         if let c = isolatedChild, c.alive { return c }
-        let c = try IsolatedChild(executable: SearchPath.executablePath, scratchRoot: scratchRoot, seed: seed, safeMode: safeMode,
-                                  lockPath: lock?.path, limits: isolationLimits)
+        let c = try IsolatedChild(
+            executable: SearchPath.executablePath, scratchRoot: scratchRoot, seed: seed, safeMode: safeMode,
+            lockPath: lock?.path, limits: isolationLimits)
         isolatedChild = c
         return c
     }
@@ -238,8 +242,9 @@ public final class Runtime: @unchecked Sendable {
     func invokeIsolated(_ h: Handle, operation: String, options: JSONValue, inputs: [(name: String, tensor: Tensor)]) throws -> InvocationResult {
         let c = try child()
         defer { progressSink?.ended(component: h.component) }
-        return try c.invoke(component: h.component, operation: operation, options: options, inputs: inputs,
-                            timeout: isolationLimits.timeout, events: progressSink)
+        return try c.invoke(
+            component: h.component, operation: operation, options: options, inputs: inputs,
+            timeout: isolationLimits.timeout, events: progressSink)
     }
 
     /// The scratch folder of the plugin providing `component` (artifacts are written there).
@@ -252,16 +257,19 @@ public final class Runtime: @unchecked Sendable {
     // MARK: invoking
 
     /// Invokes `operation` of `component` with JSON options and tensors; copies the results out.
-    public func invoke(_ component: String, operation: String, options: JSONValue = .object([:]),
-                       inputs: [(name: String, tensor: Tensor)] = []) throws -> InvocationResult {
+    public func invoke(
+        _ component: String, operation: String, options: JSONValue = .object([:]),
+        inputs: [(name: String, tensor: Tensor)] = []
+    ) throws -> InvocationResult {
         let h = try handle(for: component)
         guard let plugin = h.plugin else { return try invokeIsolated(h, operation: operation, options: options, inputs: inputs) }
         let arena = TensorArena(inputs)
         var response = mng_response()
         response.struct_size = UInt32(MemoryLayout<mng_response>.size)
         let status = options.compactText.withCString { opts -> Int32 in
-            var request = mng_request(struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0, options_json: opts,
-                                      tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
+            var request = mng_request(
+                struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0, options_json: opts,
+                tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
             return call(h, operation: operation, request: &request, response: &response)
         }
         defer { plugin.opened.descriptor.pointee.free_response!(plugin.state, &response) }
@@ -322,7 +330,8 @@ public final class Runtime: @unchecked Sendable {
         let status: Int32
         do {
             let inputs = try borrowTensors(request.pointee.tensors, count: request.pointee.tensor_count, owner: "a request to '\(h.component)'")
-            let options = try JSONValue.parse(request.pointee.options_json.map { String(cString: $0) } ?? "{}", source: "the options of a request to '\(h.component)'")
+            let options = try JSONValue.parse(
+                request.pointee.options_json.map { String(cString: $0) } ?? "{}", source: "the options of a request to '\(h.component)'")
             let r = try invokeIsolated(h, operation: operation, options: options, inputs: inputs)
             arena = TensorArena(r.tensors)
             response.pointee.result_json = text(r.result.compactText)
@@ -364,8 +373,9 @@ public final class Runtime: @unchecked Sendable {
             },
             progress: { ctx, done, total, label in
                 let rt = Runtime.from(ctx)
-                rt.progressSink?.progress(component: rt.currentComponent, done: done, total: total,
-                                          label: label.map { String(cString: $0) } ?? "")
+                rt.progressSink?.progress(
+                    component: rt.currentComponent, done: done, total: total,
+                    label: label.map { String(cString: $0) } ?? "")
             },
             is_cancelled: { _ in cancellationFlag.load(ordering: .relaxed) ? 1 : 0 },
             resolve: { ctx, id, errorOut in
@@ -424,9 +434,10 @@ public final class Runtime: @unchecked Sendable {
                 // Nothing the plugin passed is trusted: the count is bounded before any pointer is read.
                 guard count > 0, count <= UInt64(MetricsRow.maxMetrics), let names, let values else { return }
                 let n = Int(count)
-                let row = MetricsRow.checked(unit: unit.map { String(cString: $0) }, step: step,
-                                             names: (0..<n).map { names[$0].map { String(cString: $0) } },
-                                             values: (0..<n).map { values[$0] })
+                let row = MetricsRow.checked(
+                    unit: unit.map { String(cString: $0) }, step: step,
+                    names: (0..<n).map { names[$0].map { String(cString: $0) } },
+                    values: (0..<n).map { values[$0] })
                 if let row { rt.progressSink?.record(component: rt.currentComponent, row: row) }
             },
             emit_text: { ctx, text in

@@ -14,24 +14,42 @@ public struct Scaffold: Sendable {
 
     /// Every template, its kind's example and what it computes (for the generated page).
     static let examples: [Kind: (summary: String, formula: String, run: String)] = [
-        .metric: ("mean absolute and root-mean-square error", "MAE = (1/n) Σ|p − t|, RMSE = √((1/n) Σ(p − t)²), skipping targets equal to `ignore_value`.",
-                  "menagerie run NAME --input prediction=p.npy --input target=t.npy"),
-        .dataset: ("seeded Gaussian blobs", "`classes` clusters with centres on a circle of radius 3, N(centre, spread²) noise; `describe` and `batch`.",
-                   "menagerie run NAME batch --set samples=90 --out out"),
-        .backbone: ("a seeded Gaussian random projection", "e = x·R/√k with R ~ N(0, 1) (Johnson–Lindenstrauss).",
-                    "menagerie run NAME --input input=x.npy --set dim=8"),
-        .objective: ("softmax cross-entropy with its gradient", "L = −(1/N) Σ log softmax(z_i)[y_i]; ∂L/∂z = (softmax(z) − onehot(y))/N, with optional label smoothing.",
-                     "menagerie run NAME --input logits=z.npy --input labels=y.npy"),
-        .distiller: ("class means as a one-image-per-class distilled set", "x̂_c = mean of the samples of class c.",
-                     "menagerie run NAME --input data=x.npy --input labels=y.npy --out out"),
-        .explainer: ("gradient × input saliency of a linear classifier", "S = |W_t ⊙ x| / max, t = the target or predicted class.",
-                     "menagerie run NAME --input weights=w.npy --input input=x.npy"),
-        .segmenter: ("Otsu thresholding", "The threshold maximising the between-class variance of the gray-level histogram (Otsu 1979).",
-                     "menagerie run NAME --input image=gray.png --out out"),
-        .detector: ("threshold segments of a 1-D score", "Maximal runs with score > threshold, at least `min_length` long, scored by their mean.",
-                    "menagerie run NAME --input scores=s.npy"),
-        .generator: ("samples of a diagonal Gaussian", "x ~ N(mean, diag(std²)), seeded by --seed.",
-                     "menagerie run NAME --set count=4 --seed 1"),
+        .metric: (
+            "mean absolute and root-mean-square error", "MAE = (1/n) Σ|p − t|, RMSE = √((1/n) Σ(p − t)²), skipping targets equal to `ignore_value`.",
+            "menagerie run NAME --input prediction=p.npy --input target=t.npy"
+        ),
+        .dataset: (
+            "seeded Gaussian blobs", "`classes` clusters with centres on a circle of radius 3, N(centre, spread²) noise; `describe` and `batch`.",
+            "menagerie run NAME batch --set samples=90 --out out"
+        ),
+        .backbone: (
+            "a seeded Gaussian random projection", "e = x·R/√k with R ~ N(0, 1) (Johnson–Lindenstrauss).",
+            "menagerie run NAME --input input=x.npy --set dim=8"
+        ),
+        .objective: (
+            "softmax cross-entropy with its gradient", "L = −(1/N) Σ log softmax(z_i)[y_i]; ∂L/∂z = (softmax(z) − onehot(y))/N, with optional label smoothing.",
+            "menagerie run NAME --input logits=z.npy --input labels=y.npy"
+        ),
+        .distiller: (
+            "class means as a one-image-per-class distilled set", "x̂_c = mean of the samples of class c.",
+            "menagerie run NAME --input data=x.npy --input labels=y.npy --out out"
+        ),
+        .explainer: (
+            "gradient × input saliency of a linear classifier", "S = |W_t ⊙ x| / max, t = the target or predicted class.",
+            "menagerie run NAME --input weights=w.npy --input input=x.npy"
+        ),
+        .segmenter: (
+            "Otsu thresholding", "The threshold maximising the between-class variance of the gray-level histogram (Otsu 1979).",
+            "menagerie run NAME --input image=gray.png --out out"
+        ),
+        .detector: (
+            "threshold segments of a 1-D score", "Maximal runs with score > threshold, at least `min_length` long, scored by their mean.",
+            "menagerie run NAME --input scores=s.npy"
+        ),
+        .generator: (
+            "samples of a diagonal Gaussian", "x ~ N(mean, diag(std²)), seeded by --seed.",
+            "menagerie run NAME --set count=4 --seed 1"
+        ),
     ]
 
     public init(name: String, kind: Kind, language: Language, templates: String, sdk: String) throws {
@@ -52,13 +70,15 @@ public struct Scaffold: Sendable {
 
     var substitutions: [String: String] {
         let example = Scaffold.examples[kind]!
-        return ["NAME": name, "MODULE": module, "SONAME": soName, "KIND": kind.rawValue, "OPERATION": kind.primaryOperation,
-                "SUMMARY": language == .c ? "Summary statistics (example \(kind.rawValue))" : example.summary.prefix(1).uppercased() + example.summary.dropFirst(),
-                "FORMULA": language == .c ? "Mean, population standard deviation, minimum and maximum of `x`, and z = (x − mean)/std." : example.formula,
-                "RUN_EXAMPLE": language == .c ? "menagerie run \(name) --input x=x.npy" : example.run.replacingOccurrences(of: "NAME", with: name),
-                "AUTHOR": ProcessInfo.processInfo.environment["USER"] ?? "you",
-                "SDK_PATH": sdk, "SDK_PACKAGE": (sdk as NSString).lastPathComponent.lowercased(),
-                "INCLUDE_DIR": sdk + "/Sources/CMenagerie/include"]
+        return [
+            "NAME": name, "MODULE": module, "SONAME": soName, "KIND": kind.rawValue, "OPERATION": kind.primaryOperation,
+            "SUMMARY": language == .c ? "Summary statistics (example \(kind.rawValue))" : example.summary.prefix(1).uppercased() + example.summary.dropFirst(),
+            "FORMULA": language == .c ? "Mean, population standard deviation, minimum and maximum of `x`, and z = (x − mean)/std." : example.formula,
+            "RUN_EXAMPLE": language == .c ? "menagerie run \(name) --input x=x.npy" : example.run.replacingOccurrences(of: "NAME", with: name),
+            "AUTHOR": ProcessInfo.processInfo.environment["USER"] ?? "you",
+            "SDK_PATH": sdk, "SDK_PACKAGE": (sdk as NSString).lastPathComponent.lowercased(),
+            "INCLUDE_DIR": sdk + "/Sources/CMenagerie/include",
+        ]
     }
 
     func render(_ template: String) throws -> String {
@@ -79,14 +99,18 @@ public struct Scaffold: Sendable {
         let files: [(String, String)]
         switch language {
         case .swift:
-            files = [("Package.swift", "swift/Package.swift.tmpl"), (".gitignore", "swift/gitignore.tmpl"),
-                     ("Sources/\(module)/Plugin.swift", "swift/Plugin.swift.tmpl"),
-                     ("Sources/\(module)/\(module)Component.swift", "swift/kinds/\(kind.rawValue).swift.tmpl"),
-                     ("Tests/\(module)Tests/\(module)Tests.swift", "swift/kinds/\(kind.rawValue).test.tmpl"),
-                     ("Docs/\(name).md", "swift/Doc.md.tmpl")]
+            files = [
+                ("Package.swift", "swift/Package.swift.tmpl"), (".gitignore", "swift/gitignore.tmpl"),
+                ("Sources/\(module)/Plugin.swift", "swift/Plugin.swift.tmpl"),
+                ("Sources/\(module)/\(module)Component.swift", "swift/kinds/\(kind.rawValue).swift.tmpl"),
+                ("Tests/\(module)Tests/\(module)Tests.swift", "swift/kinds/\(kind.rawValue).test.tmpl"),
+                ("Docs/\(name).md", "swift/Doc.md.tmpl"),
+            ]
         case .c:
-            files = [("\(soName).c", "c/plugin.c.tmpl"), ("test_\(soName).c", "c/test.c.tmpl"), ("Makefile", "c/Makefile.tmpl"),
-                     ("Docs/\(name).md", "c/Doc.md.tmpl")]
+            files = [
+                ("\(soName).c", "c/plugin.c.tmpl"), ("test_\(soName).c", "c/test.c.tmpl"), ("Makefile", "c/Makefile.tmpl"),
+                ("Docs/\(name).md", "c/Doc.md.tmpl"),
+            ]
         }
         let rendered = try files.map { ($0.0, try render($0.1)) }
         for (rel, text) in rendered {

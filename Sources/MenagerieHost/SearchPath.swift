@@ -9,15 +9,17 @@ import Foundation
 public struct SearchPath: Sendable {
     public struct Folder: Sendable, Codable, Equatable {
         public let path: String
-        public let origin: String   // "built-in", "MENAGERIE_PLUGIN_PATH", "user"
+        public let origin: String // "built-in", "MENAGERIE_PLUGIN_PATH", "user"
         public var builtIn: Bool { origin == "built-in" }
     }
 
     public let folders: [Folder]
     public let safeMode: Bool
 
-    public init(executable: String = SearchPath.executablePath, environment: [String: String] = ProcessInfo.processInfo.environment,
-                safeMode: Bool) {
+    public init(
+        executable: String = SearchPath.executablePath, environment: [String: String] = ProcessInfo.processInfo.environment,
+        safeMode: Bool
+    ) {
         self.safeMode = safeMode
         var folders = [Folder(path: SearchPath.builtInFolder(executable: executable), origin: "built-in")]
         if !safeMode {

@@ -42,8 +42,10 @@ public final class SpawnedChild: @unchecked Sendable {
     /// Starts `executable` with `arguments`. The environment is inherited, plus `extraEnvironment`
     /// (a crashing child skips Swift's backtracer: `SWIFT_BACKTRACE=enable=no`).
     /// With `reportPipe`, the child's fd 3 is the write end of a pipe read into `Outcome.report`.
-    public init(_ executable: String, _ arguments: [String],
-                extraEnvironment: [String: String] = ["SWIFT_BACKTRACE": "enable=no"], reportPipe: Bool = false) throws {
+    public init(
+        _ executable: String, _ arguments: [String],
+        extraEnvironment: [String: String] = ["SWIFT_BACKTRACE": "enable=no"], reportPipe: Bool = false
+    ) throws {
         var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0], repPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0, !reportPipe || pipe(&repPipe) == 0 else {
             throw HostError(.failed, "pipe() failed: \(String(cString: strerror(errno)))")
@@ -97,10 +99,15 @@ public final class SpawnedChild: @unchecked Sendable {
                 let got = read(f.fd, &buffer, buffer.count)
                 if got > 0 {
                     // Past a stream's cap the bytes are read (so the child never blocks) and dropped.
-                    if f.fd == outFD { if out.count < caps.output { out.append(contentsOf: buffer[0..<min(got, caps.output - out.count)]) } }
-                    else if f.fd == errFD { if err.count < caps.output { err.append(contentsOf: buffer[0..<min(got, caps.output - err.count)]) } }
-                    else if rep.count + got <= caps.report { rep.append(contentsOf: buffer[0..<got]) }
-                    else { reportTruncated = true }
+                    if f.fd == outFD {
+                        if out.count < caps.output { out.append(contentsOf: buffer[0..<min(got, caps.output - out.count)]) }
+                    } else if f.fd == errFD {
+                        if err.count < caps.output { err.append(contentsOf: buffer[0..<min(got, caps.output - err.count)]) }
+                    } else if rep.count + got <= caps.report {
+                        rep.append(contentsOf: buffer[0..<got])
+                    } else {
+                        reportTruncated = true
+                    }
                 } else {
                     open.removeAll { $0 == f.fd }
                 }
@@ -117,19 +124,26 @@ public final class SpawnedChild: @unchecked Sendable {
         close(errFD)
         if let reportFD { close(reportFD) }
         let termination: Termination
-        if timedOut { termination = .timedOut }
-        else if status & 0x7F == 0 { termination = .exit((status >> 8) & 0xFF) }
-        else { termination = .signal(status & 0x7F) }
-        return Outcome(termination: termination, stdout: String(decoding: out, as: UTF8.self),
-                       stderr: String(decoding: err, as: UTF8.self), report: rep, reportTruncated: reportTruncated)
+        if timedOut {
+            termination = .timedOut
+        } else if status & 0x7F == 0 {
+            termination = .exit((status >> 8) & 0xFF)
+        } else {
+            termination = .signal(status & 0x7F)
+        }
+        return Outcome(
+            termination: termination, stdout: String(decoding: out, as: UTF8.self),
+            stderr: String(decoding: err, as: UTF8.self), report: rep, reportTruncated: reportTruncated)
     }
 }
 
 /// posix_spawn of `executable` with `arguments` and `environment`, the file actions given; the child
 /// starts with no blocked signals and default handlers, whatever the calling thread has. Returns
 /// posix_spawn's status and the pid.
-func spawn(_ executable: String, _ arguments: [String], environment: [String: String],
-           actions: inout posix_spawn_file_actions_t) -> (Int32, pid_t) {
+func spawn(
+    _ executable: String, _ arguments: [String], environment: [String: String],
+    actions: inout posix_spawn_file_actions_t
+) -> (Int32, pid_t) {
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer {

@@ -1,6 +1,6 @@
 import CMenagerie
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 extension Tensor {
@@ -58,8 +58,9 @@ public final class TensorArena: @unchecked Sendable {
             let shape = UnsafeMutablePointer<Int64>.allocate(capacity: max(t.rank, 1))
             for (d, v) in t.shape.enumerated() { shape[d] = Int64(v) }
             shapes.append(shape)
-            arr[i] = mng_tensor(name: UnsafePointer(cname), dtype: t.dtype.rawValue, rank: Int32(t.rank),
-                                shape: UnsafePointer(shape), data: t.storage.bytes, nbytes: UInt64(t.byteCount))
+            arr[i] = mng_tensor(
+                name: UnsafePointer(cname), dtype: t.dtype.rawValue, rank: Int32(t.rank),
+                shape: UnsafePointer(shape), data: t.storage.bytes, nbytes: UInt64(t.byteCount))
         }
         array = arr
     }

@@ -121,8 +121,10 @@ public final class BenchmarkRun: @unchecked Sendable {
     public func has(_ id: String) -> Bool { (try? host.resolve(id)) != nil }
 
     /// Calls a component (of this plugin or another) through the host, as `menagerie run` would.
-    public func invoke(_ component: String, operation: String, options: JSONValue = .object([:]),
-                       inputs: [(name: String, tensor: Tensor)] = []) throws -> ComponentProxy.Result {
+    public func invoke(
+        _ component: String, operation: String, options: JSONValue = .object([:]),
+        inputs: [(name: String, tensor: Tensor)] = []
+    ) throws -> ComponentProxy.Result {
         try host.resolve(component).invoke(operation, options: options, inputs: inputs)
     }
 

@@ -54,8 +54,9 @@ extension Component {
     }
 
     static var info: ComponentInfo {
-        ComponentInfo(id: id, kind: kind.rawValue, summary: summary, operations: operations,
-                      options: Options.schema, tour: inTour ? true : nil, benchmarks: benchmarks.isEmpty ? nil : benchmarks)
+        ComponentInfo(
+            id: id, kind: kind.rawValue, summary: summary, operations: operations,
+            options: Options.schema, tour: inTour ? true : nil, benchmarks: benchmarks.isEmpty ? nil : benchmarks)
     }
 }
 
@@ -94,7 +95,7 @@ public struct Inputs: Sendable {
             let given = tensors.keys.sorted()
             throw MenagerieError.invalidArgument(
                 "'\(component)' needs an input tensor '\(name)' (pass --input \(name)=FILE.npy)."
-                + (given.isEmpty ? "" : " Given: \(given.joined(separator: ", ")).") + didYouMean(name, in: given))
+                    + (given.isEmpty ? "" : " Given: \(given.joined(separator: ", ")).") + didYouMean(name, in: given))
         }
         if !dtypes.isEmpty && !dtypes.contains(t.dtype) {
             throw MenagerieError.invalidArgument(

@@ -24,8 +24,9 @@ public protocol Plugin {
 extension Plugin {
     public static var paper: Paper? { nil }
     public static var metadata: PluginMetadata {
-        PluginMetadata(name: name, version: version, summary: summary, license: license, authors: authors,
-                       paper: paper, components: components.map { $0.info })
+        PluginMetadata(
+            name: name, version: version, summary: summary, license: license, authors: authors,
+            paper: paper, components: components.map { $0.info })
     }
 }
 
@@ -68,67 +69,70 @@ public func export(_ plugin: any Plugin.Type) -> UnsafeRawPointer {
     exportedType = plugin
     let metadata = String(decoding: try! JSONEncoder.sorted.encode(plugin.metadata), as: UTF8.self)
     let d = UnsafeMutablePointer<mng_plugin_descriptor>.allocate(capacity: 1)
-    d.initialize(to: mng_plugin_descriptor(
-        abi_major: abiVersion.major, abi_minor: abiVersion.minor,
-        struct_size: UInt32(MemoryLayout<mng_plugin_descriptor>.size), reserved: 0,
-        toolchain: UnsafePointer(strdup(swiftToolchain)), metadata_json: UnsafePointer(strdup(metadata)),
-        init: { services, state, error in
-            guard let type = exportedType, let state else { return Int32(MNG_ERROR.rawValue) }
-            let s = PluginState(host: PluginHost(services: services), components: type.components)
-            state.pointee = Unmanaged.passRetained(s).toOpaque()
-            error?.pointee = nil
-            return Int32(MNG_OK.rawValue)
-        },
-        invoke: { state, component, operation, request, response in
-            guard let response else { return Int32(MNG_INVALID_ARGUMENT.rawValue) }
-            guard let state else {
-                return fail(response, MenagerieError.failed("invoke called before init"))
-            }
-            let s = Unmanaged<PluginState>.fromOpaque(state).takeUnretainedValue()
-            let componentID = component.map { String(cString: $0) } ?? ""
-            let operationName = operation.map { String(cString: $0) } ?? ""
-            do {
-                guard let instance = s.instances[componentID] else {
-                    throw MenagerieError.notFound("this plugin has no component '\(componentID)'."
-                        + didYouMean(componentID, in: Array(s.instances.keys)))
-                }
-                guard let request else { throw MenagerieError.invalidArgument("request is NULL") }
-                let optionsText = request.pointee.options_json.map { String(cString: $0) } ?? "{}"
-                let options = try JSONValue.parse(optionsText, source: "options of '\(componentID)'")
-                let tensors = try borrowTensors(request.pointee.tensors, count: request.pointee.tensor_count, owner: componentID)
-                let inputs = Inputs(Dictionary(tensors, uniquingKeysWith: { a, _ in a }), component: componentID)
-                let out = try perform(instance, operation: operationName.isEmpty ? type(of: instance).operations[0].name : operationName,
-                                      options: options, inputs: inputs, host: s.host)
-                var result = out.result
-                if !out.artifacts.isEmpty, case .object(var o) = result {
-                    o["artifacts"] = .array(out.artifacts.map { .string($0) })
-                    result = .object(o)
-                }
-                let box = ResponseBox(out.tensors)
-                response.pointee.status = Int32(MNG_OK.rawValue)
-                response.pointee.error = nil
-                response.pointee.result_json = box.keep(result.compactText)
-                response.pointee.tensors = UnsafePointer(box.arena.array)
-                response.pointee.tensor_count = UInt64(out.tensors.count)
-                response.pointee.owner = Unmanaged.passRetained(box).toOpaque()
+    d.initialize(
+        to: mng_plugin_descriptor(
+            abi_major: abiVersion.major, abi_minor: abiVersion.minor,
+            struct_size: UInt32(MemoryLayout<mng_plugin_descriptor>.size), reserved: 0,
+            toolchain: UnsafePointer(strdup(swiftToolchain)), metadata_json: UnsafePointer(strdup(metadata)),
+            init: { services, state, error in
+                guard let type = exportedType, let state else { return Int32(MNG_ERROR.rawValue) }
+                let s = PluginState(host: PluginHost(services: services), components: type.components)
+                state.pointee = Unmanaged.passRetained(s).toOpaque()
+                error?.pointee = nil
                 return Int32(MNG_OK.rawValue)
-            } catch {
-                return fail(response, error)
-            }
-        },
-        free_response: { _, response in
-            guard let response, let owner = response.pointee.owner else { return }
-            Unmanaged<ResponseBox>.fromOpaque(owner).release()
-            response.pointee.owner = nil
-            response.pointee.tensors = nil
-            response.pointee.tensor_count = 0
-            response.pointee.result_json = nil
-            response.pointee.error = nil
-        },
-        shutdown: { state in
-            guard let state else { return }
-            Unmanaged<PluginState>.fromOpaque(state).release()
-        }))
+            },
+            invoke: { state, component, operation, request, response in
+                guard let response else { return Int32(MNG_INVALID_ARGUMENT.rawValue) }
+                guard let state else {
+                    return fail(response, MenagerieError.failed("invoke called before init"))
+                }
+                let s = Unmanaged<PluginState>.fromOpaque(state).takeUnretainedValue()
+                let componentID = component.map { String(cString: $0) } ?? ""
+                let operationName = operation.map { String(cString: $0) } ?? ""
+                do {
+                    guard let instance = s.instances[componentID] else {
+                        throw MenagerieError.notFound(
+                            "this plugin has no component '\(componentID)'."
+                                + didYouMean(componentID, in: Array(s.instances.keys)))
+                    }
+                    guard let request else { throw MenagerieError.invalidArgument("request is NULL") }
+                    let optionsText = request.pointee.options_json.map { String(cString: $0) } ?? "{}"
+                    let options = try JSONValue.parse(optionsText, source: "options of '\(componentID)'")
+                    let tensors = try borrowTensors(request.pointee.tensors, count: request.pointee.tensor_count, owner: componentID)
+                    let inputs = Inputs(Dictionary(tensors, uniquingKeysWith: { a, _ in a }), component: componentID)
+                    let out = try perform(
+                        instance, operation: operationName.isEmpty ? type(of: instance).operations[0].name : operationName,
+                        options: options, inputs: inputs, host: s.host)
+                    var result = out.result
+                    if !out.artifacts.isEmpty, case .object(var o) = result {
+                        o["artifacts"] = .array(out.artifacts.map { .string($0) })
+                        result = .object(o)
+                    }
+                    let box = ResponseBox(out.tensors)
+                    response.pointee.status = Int32(MNG_OK.rawValue)
+                    response.pointee.error = nil
+                    response.pointee.result_json = box.keep(result.compactText)
+                    response.pointee.tensors = UnsafePointer(box.arena.array)
+                    response.pointee.tensor_count = UInt64(out.tensors.count)
+                    response.pointee.owner = Unmanaged.passRetained(box).toOpaque()
+                    return Int32(MNG_OK.rawValue)
+                } catch {
+                    return fail(response, error)
+                }
+            },
+            free_response: { _, response in
+                guard let response, let owner = response.pointee.owner else { return }
+                Unmanaged<ResponseBox>.fromOpaque(owner).release()
+                response.pointee.owner = nil
+                response.pointee.tensors = nil
+                response.pointee.tensor_count = 0
+                response.pointee.result_json = nil
+                response.pointee.error = nil
+            },
+            shutdown: { state in
+                guard let state else { return }
+                Unmanaged<PluginState>.fromOpaque(state).release()
+            }))
     exportedDescriptor = d
     return UnsafeRawPointer(d)
 }
@@ -145,7 +149,8 @@ private func perform<C: Component>(_ component: C, operation: String, options: J
 }
 
 private func fail(_ response: UnsafeMutablePointer<mng_response>, _ error: Error) -> Int32 {
-    let typed = error as? MenagerieError
+    let typed =
+        error as? MenagerieError
         ?? (error is JSONParseError ? MenagerieError.invalidArgument("\(error)") : MenagerieError.failed("\(error)"))
     let box = ResponseBox([])
     response.pointee.status = typed.status.rawValue

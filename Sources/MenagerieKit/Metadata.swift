@@ -76,8 +76,10 @@ public struct ComponentInfo: Codable, Sendable, Equatable {
     /// The benchmarks it measures through the reserved operation `benchmark` (absent: none).
     public var benchmarks: [BenchmarkSpec]?
 
-    public init(id: String, kind: String, summary: String, operations: [OperationSpec], options: JSONValue, tour: Bool? = nil,
-                benchmarks: [BenchmarkSpec]? = nil) {
+    public init(
+        id: String, kind: String, summary: String, operations: [OperationSpec], options: JSONValue, tour: Bool? = nil,
+        benchmarks: [BenchmarkSpec]? = nil
+    ) {
         self.id = id
         self.kind = kind
         self.summary = summary
@@ -98,8 +100,10 @@ public struct PluginMetadata: Codable, Sendable, Equatable {
     public var paper: Paper?
     public var components: [ComponentInfo]
 
-    public init(name: String, version: String, summary: String, license: String, authors: [String],
-                paper: Paper?, components: [ComponentInfo]) {
+    public init(
+        name: String, version: String, summary: String, license: String, authors: [String],
+        paper: Paper?, components: [ComponentInfo]
+    ) {
         self.name = name
         self.version = version
         self.summary = summary

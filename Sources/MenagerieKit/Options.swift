@@ -43,8 +43,9 @@ extension ComponentOptions {
         let defaults = (try? JSONValue(encoding: Self())) ?? .object([:])
         var properties: [String: JSONValue] = [:]
         for (key, value) in defaults.objectValue ?? [:] {
-            properties[snakeCase(key)] = propertySchema(type: value.schemaType, items: value.arrayValue?.first?.schemaType,
-                                                        defaultValue: value, key: key)
+            properties[snakeCase(key)] = propertySchema(
+                type: value.schemaType, items: value.arrayValue?.first?.schemaType,
+                defaultValue: value, key: key)
         }
         // Optionals that default to nil are not encoded: find them by reflection.
         for child in Mirror(reflecting: Self()).children {
@@ -68,10 +69,14 @@ extension ComponentOptions {
         return keys
     }
 
-    private static func propertySchema(type: String, items: String?, defaultValue: JSONValue, key: String,
-                                       nullable: Bool = false) -> JSONValue {
-        var p: [String: JSONValue] = ["type": nullable ? .array([.string(type), "null"]) : .string(type),
-                                      "default": defaultValue]
+    private static func propertySchema(
+        type: String, items: String?, defaultValue: JSONValue, key: String,
+        nullable: Bool = false
+    ) -> JSONValue {
+        var p: [String: JSONValue] = [
+            "type": nullable ? .array([.string(type), "null"]) : .string(type),
+            "default": defaultValue,
+        ]
         // An integral default of a Float/Double property still accepts fractions.
         if type == "integer", let mirrorType = swiftTypeName(of: key), ["Float", "Double"].contains(mirrorType) {
             p["type"] = nullable ? ["number", "null"] : "number"

@@ -47,7 +47,8 @@ public struct PluginHost: @unchecked Sendable {
     /// on a host older than ABI 1.1.
     public func record(step: Int, unit: String = "step", _ metrics: KeyValuePairs<String, Double>) {
         guard let p = services, p.pointee.struct_size >= Self.servicesSize(through: \.record), let record = p.pointee.record,
-              !metrics.isEmpty else { return }
+            !metrics.isEmpty
+        else { return }
         let names: [UnsafeMutablePointer<CChar>?] = metrics.map { strdup($0.key) }
         defer { names.forEach { free($0) } }
         let values = metrics.map(\.value)
@@ -69,7 +70,8 @@ public struct PluginHost: @unchecked Sendable {
     /// ABI 1.2 nothing happens: return the whole text in the result too.
     public func emitText(_ text: String) {
         guard let p = services, p.pointee.struct_size >= Self.servicesSize(through: \.emit_text),
-              let emit = p.pointee.emit_text, !text.isEmpty else { return }
+            let emit = p.pointee.emit_text, !text.isEmpty
+        else { return }
         emit(p.pointee.context, text)
     }
 
@@ -179,8 +181,9 @@ public struct ComponentProxy: @unchecked Sendable {
         var response = mng_response()
         response.struct_size = UInt32(MemoryLayout<mng_response>.size)
         let status = optionsText.withCString { opts -> Int32 in
-            var request = mng_request(struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0,
-                                      options_json: opts, tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
+            var request = mng_request(
+                struct_size: UInt32(MemoryLayout<mng_request>.size), reserved: 0,
+                options_json: opts, tensors: UnsafePointer(arena.array), tensor_count: UInt64(inputs.count))
             return invoke(s.context, handle, operation, &request, &response)
         }
         defer { free(s.context, &response) }

@@ -19,7 +19,10 @@ public final class ProcessCache<Value>: @unchecked Sendable {
     public func value(_ key: String, stamp file: String? = nil, build: () throws -> Value) throws -> Value {
         let stamp = file.map(fileIdentity) ?? ""
         lock.lock()
-        if let hit = entries[key], hit.stamp == stamp { lock.unlock(); return hit.value }
+        if let hit = entries[key], hit.stamp == stamp {
+            lock.unlock()
+            return hit.value
+        }
         lock.unlock()
         let value = try build()
         lock.lock()

@@ -29,7 +29,10 @@ public enum PluginResources {
         var bytes: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(fd, &chunk, chunk.count)
-            if n > 0 { bytes += chunk[0..<n]; continue }
+            if n > 0 {
+                bytes += chunk[0..<n]
+                continue
+            }
             if n < 0 && errno == EINTR { continue }
             break
         }

@@ -8,21 +8,21 @@ import CMenagerie
 /// `#if compiler(...)` checks, newest first; extend the list when a new toolchain ships.
 public let swiftToolchain: String = {
     #if compiler(>=6.5)
-    return "swift-6.5-or-later"
+        return "swift-6.5-or-later"
     #elseif compiler(>=6.4)
-    return "swift-6.4"
+        return "swift-6.4"
     #elseif compiler(>=6.3.2)
-    return "swift-6.3.2"
+        return "swift-6.3.2"
     #elseif compiler(>=6.3.1)
-    return "swift-6.3.1"
+        return "swift-6.3.1"
     #elseif compiler(>=6.3)
-    return "swift-6.3"
+        return "swift-6.3"
     #elseif compiler(>=6.2)
-    return "swift-6.2"
+        return "swift-6.2"
     #elseif compiler(>=6.1)
-    return "swift-6.1"
+        return "swift-6.1"
     #else
-    return "swift-6.0"
+        return "swift-6.0"
     #endif
 }()
 

@@ -3,7 +3,7 @@ import Tensors
 
 /// Keys and values of earlier positions, for incremental (autoregressive) decoding.
 public final class KVCache {
-    public internal(set) var keys: Variable?     // [N, H, T, hd]
+    public internal(set) var keys: Variable? // [N, H, T, hd]
     public internal(set) var values: Variable?
     public init() {}
     public var length: Int { keys?.shape[2] ?? 0 }
@@ -79,10 +79,10 @@ public final class MultiheadAttention: Module {
     public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil) -> Variable {
         let (n, t, d) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = d / heads
-        func split(_ y: Variable) -> Variable { y.reshaped([n, t, heads, hd]).permuted([0, 2, 1, 3]) }   // [N, H, T, hd]
+        func split(_ y: Variable) -> Variable { y.reshaped([n, t, heads, hd]).permuted([0, 2, 1, 3]) } // [N, H, T, hd]
         var qh: Variable, kh: Variable, vh: Variable
         if let qkv {
-            let all = qkv(x).reshaped([n, t, 3, heads, hd]).permuted([2, 0, 3, 1, 4])   // [3, N, H, T, hd]
+            let all = qkv(x).reshaped([n, t, 3, heads, hd]).permuted([2, 0, 3, 1, 4]) // [3, N, H, T, hd]
             qh = all.slice(axis: 0, 0..<1).reshaped([n, heads, t, hd])
             kh = all.slice(axis: 0, 1..<2).reshaped([n, heads, t, hd])
             vh = all.slice(axis: 0, 2..<3).reshaped([n, heads, t, hd])
@@ -102,7 +102,7 @@ public final class MultiheadAttention: Module {
         }
         let total = past + t
         // q scaled before the product (as timm's non-fused path): a T×hd pass instead of T×T.
-        var scores = matmul(qh * (1 / Float(hd).squareRoot()), kh, transposeB: true)   // [N, H, T, total]
+        var scores = matmul(qh * (1 / Float(hd).squareRoot()), kh, transposeB: true) // [N, H, T, total]
         if causal {
             let mask = Tensor.make([t, total]) { m in
                 for i in 0..<t { for j in 0..<total where j > past + i { m[i * total + j] = -.infinity } }

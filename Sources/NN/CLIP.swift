@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// open_clip's `model_cfg` (from `open_clip_config.json`), for ViT image towers and the CLIP text
@@ -28,7 +28,9 @@ public struct OpenCLIPConfig: Sendable, Equatable {
         public var mlpRatio: Double
         public var hidden: Int { Int((Double(width) * mlpRatio).rounded()) }
         public init(contextLength: Int = 77, vocabSize: Int = 49408, width: Int, heads: Int, layers: Int, mlpRatio: Double = 4) {
-            (self.contextLength, self.vocabSize, self.width, self.heads, self.layers, self.mlpRatio) = (contextLength, vocabSize, width, heads, layers, mlpRatio)
+            (self.contextLength, self.vocabSize, self.width, self.heads, self.layers, self.mlpRatio) = (
+                contextLength, vocabSize, width, heads, layers, mlpRatio
+            )
         }
     }
     public var embedDim: Int
@@ -38,8 +40,10 @@ public struct OpenCLIPConfig: Sendable, Equatable {
     public var mean: [Float]
     public var std: [Float]
 
-    public init(embedDim: Int, vision: Vision, text: Text, quickGELU: Bool = false,
-                mean: [Float] = [0.48145466, 0.4578275, 0.40821073], std: [Float] = [0.26862954, 0.26130258, 0.27577711]) {
+    public init(
+        embedDim: Int, vision: Vision, text: Text, quickGELU: Bool = false,
+        mean: [Float] = [0.48145466, 0.4578275, 0.40821073], std: [Float] = [0.26862954, 0.26130258, 0.27577711]
+    ) {
         (self.embedDim, self.vision, self.text, self.quickGELU, self.mean, self.std) = (embedDim, vision, text, quickGELU, mean, std)
     }
 
@@ -70,22 +74,25 @@ public struct OpenCLIPConfig: Sendable, Equatable {
         guard vWidth % headWidth == 0 else {
             throw FormatError(path: path, "'vision_cfg.width' = \(vWidth) is not a multiple of 'vision_cfg.head_width' = \(headWidth)")
         }
-        let vision = Vision(imageSize: try need(v["image_size"], "vision_cfg.image_size"), patchSize: try need(v["patch_size"], "vision_cfg.patch_size"),
-                            width: vWidth, layers: try need(v["layers"], "vision_cfg.layers"), heads: vWidth / headWidth,
-                            mlpRatio: try ratio(v["mlp_ratio"], "vision_cfg.mlp_ratio"))
+        let vision = Vision(
+            imageSize: try need(v["image_size"], "vision_cfg.image_size"), patchSize: try need(v["patch_size"], "vision_cfg.patch_size"),
+            width: vWidth, layers: try need(v["layers"], "vision_cfg.layers"), heads: vWidth / headWidth,
+            mlpRatio: try ratio(v["mlp_ratio"], "vision_cfg.mlp_ratio"))
         let tWidth = try need(t["width"], "text_cfg.width")
-        let textCfg = Text(contextLength: try optional(t["context_length"], "text_cfg.context_length", default: 77),
-                           vocabSize: try optional(t["vocab_size"], "text_cfg.vocab_size", default: 49408, in: Limits.vocabulary),
-                           width: tWidth, heads: try optional(t["heads"], "text_cfg.heads", default: 8), layers: try need(t["layers"], "text_cfg.layers"),
-                           mlpRatio: try ratio(t["mlp_ratio"], "text_cfg.mlp_ratio"))
+        let textCfg = Text(
+            contextLength: try optional(t["context_length"], "text_cfg.context_length", default: 77),
+            vocabSize: try optional(t["vocab_size"], "text_cfg.vocab_size", default: 49408, in: Limits.vocabulary),
+            width: tWidth, heads: try optional(t["heads"], "text_cfg.heads", default: 8), layers: try need(t["layers"], "text_cfg.layers"),
+            mlpRatio: try ratio(t["mlp_ratio"], "text_cfg.mlp_ratio"))
         let pre = json["preprocess_cfg"]
         let mean = pre?["mean"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.48145466, 0.4578275, 0.40821073]
         let std = pre?["std"]?.arrayValue?.compactMap { $0.doubleValue.map(Float.init) } ?? [0.26862954, 0.26130258, 0.27577711]
         guard mean.count == 3, std.count == 3, (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
             throw FormatError(path: path, "preprocess_cfg mean and std need 3 finite values each (std positive), got \(mean) and \(std)")
         }
-        let config = OpenCLIPConfig(embedDim: try need(cfg["embed_dim"], "embed_dim"), vision: vision, text: textCfg,
-                                    quickGELU: cfg["quick_gelu"]?.boolValue ?? false, mean: mean, std: std)
+        let config = OpenCLIPConfig(
+            embedDim: try need(cfg["embed_dim"], "embed_dim"), vision: vision, text: textCfg,
+            quickGELU: cfg["quick_gelu"]?.boolValue ?? false, mean: mean, std: std)
         try config.validate(source: path)
         return config
     }
@@ -117,15 +124,17 @@ public struct OpenCLIPConfig: Sendable, Equatable {
         let tHidden = try Limits.scaled(text.width, by: text.mlpRatio, key: "text_cfg.mlp_ratio", source: source)
         let g = vision.imageSize / vision.patchSize
         let tokens = try Limits.product([g, g], what: "the vision token grid", source: source) + 1
-        try Limits.parameters([
-            [vision.width, 3, vision.patchSize, vision.patchSize], [tokens, vision.width], [vision.layers, 4, vision.width, vision.width],
-            [vision.layers, 2, vision.width, vHidden], [vision.width, embedDim],
-            [text.vocabSize, text.width], [text.contextLength, text.width], [text.layers, 4, text.width, text.width],
-            [text.layers, 2, text.width, tHidden], [text.width, embedDim],
-        ], what: "the CLIP model's parameters", source: source)
+        try Limits.parameters(
+            [
+                [vision.width, 3, vision.patchSize, vision.patchSize], [tokens, vision.width], [vision.layers, 4, vision.width, vision.width],
+                [vision.layers, 2, vision.width, vHidden], [vision.width, embedDim],
+                [text.vocabSize, text.width], [text.contextLength, text.width], [text.layers, 4, text.width, text.width],
+                [text.layers, 2, text.width, tHidden], [text.width, embedDim],
+            ], what: "the CLIP model's parameters", source: source)
         try Limits.allocation(shape: [vision.heads, tokens, tokens], elementSize: 4, what: "the attention scores of one image", source: source)
-        try Limits.allocation(shape: [text.heads, text.contextLength, text.contextLength], elementSize: 4,
-                              what: "the attention scores of one text", source: source)
+        try Limits.allocation(
+            shape: [text.heads, text.contextLength, text.contextLength], elementSize: 4,
+            what: "the attention scores of one text", source: source)
     }
 }
 
@@ -146,19 +155,19 @@ public struct OpenCLIPConfig: Sendable, Equatable {
 public final class CLIP: Module {
     public let config: OpenCLIPConfig
     // Image tower.
-    public let conv1: Parameter                  // [width, 3, p, p], no bias
-    public let classEmbedding: Parameter         // [width]
-    public let visualPositional: Parameter       // [tokens, width]
+    public let conv1: Parameter // [width, 3, p, p], no bias
+    public let classEmbedding: Parameter // [width]
+    public let visualPositional: Parameter // [tokens, width]
     public let lnPre: LayerNorm, lnPost: LayerNorm
     public let visualBlocks: [TransformerBlock]
-    public let visualProjection: Parameter       // [width, embed]
+    public let visualProjection: Parameter // [width, embed]
     // Text tower.
-    public let tokenEmbedding: Parameter         // [vocab, width]
-    public let textPositional: Parameter         // [context, width]
+    public let tokenEmbedding: Parameter // [vocab, width]
+    public let textPositional: Parameter // [context, width]
     public let textBlocks: [TransformerBlock]
     public let lnFinal: LayerNorm
-    public let textProjection: Parameter         // [width, embed]
-    public let logitScale: Parameter             // [] (log of the temperature's inverse)
+    public let textProjection: Parameter // [width, embed]
+    public let logitScale: Parameter // [] (log of the temperature's inverse)
     public var isTraining = true
     let eps: Float = 1e-5
 
@@ -194,15 +203,17 @@ public final class CLIP: Module {
         lnPre = s.layerNorm("visual.ln_pre", v.width, eps: 1e-5)
         lnPost = s.layerNorm("visual.ln_post", v.width, eps: 1e-5)
         visualBlocks = (0..<v.layers).map { i in
-            TransformerBlock(source: s, prefix: "visual.transformer.resblocks.\(i).", width: v.width, heads: v.heads, hidden: v.hidden,
-                             qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
+            TransformerBlock(
+                source: s, prefix: "visual.transformer.resblocks.\(i).", width: v.width, heads: v.heads, hidden: v.hidden,
+                qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
         }
         visualProjection = s.uniform("visual.proj", [v.width, c.embedDim], bound: 1 / Float(v.width).squareRoot())
         tokenEmbedding = s.uniform("token_embedding.weight", [t.vocabSize, t.width], bound: 0.02)
         textPositional = s.uniform("positional_embedding", [t.contextLength, t.width], bound: 0.01, decays: false)
         textBlocks = (0..<t.layers).map { i in
-            TransformerBlock(source: s, prefix: "transformer.resblocks.\(i).", width: t.width, heads: t.heads, hidden: t.hidden,
-                             qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
+            TransformerBlock(
+                source: s, prefix: "transformer.resblocks.\(i).", width: t.width, heads: t.heads, hidden: t.hidden,
+                qkvBias: true, eps: 1e-5, activation: act, naming: .openCLIP, layerScale: false)
         }
         lnFinal = s.layerNorm("ln_final", t.width, eps: 1e-5)
         textProjection = s.uniform("text_projection", [t.width, c.embedDim], bound: 1 / Float(t.width).squareRoot())
@@ -210,8 +221,10 @@ public final class CLIP: Module {
     }
 
     public var namedParameters: [(String, Parameter)] {
-        var p: [(String, Parameter)] = [("visual.conv1.weight", conv1), ("visual.class_embedding", classEmbedding),
-                                        ("visual.positional_embedding", visualPositional)]
+        var p: [(String, Parameter)] = [
+            ("visual.conv1.weight", conv1), ("visual.class_embedding", classEmbedding),
+            ("visual.positional_embedding", visualPositional),
+        ]
         p += prefixed("visual.ln_pre.", lnPre.namedParameters)
         for (i, b) in visualBlocks.enumerated() { p += prefixed("visual.transformer.resblocks.\(i).", b.namedParameters) }
         p += prefixed("visual.ln_post.", lnPost.namedParameters) + [("visual.proj", visualProjection)]
@@ -231,7 +244,7 @@ public final class CLIP: Module {
         let v = config.vision
         let n = images.shape[0], g = v.grid
         var x = conv2d(images, weight: conv1.variable, bias: nil, stride: (v.patchSize, v.patchSize))
-            .reshaped([n, v.width, g * g]).transposed()                                    // [N, L, D]
+            .reshaped([n, v.width, g * g]).transposed() // [N, L, D]
         x = concat([classEmbedding.variable.reshaped([1, 1, v.width]).broadcast(to: [n, 1, v.width]), x], axis: 1)
         x = lnPre(x + visualPositional.variable)
         for block in visualBlocks { x = block(x) }
@@ -251,7 +264,8 @@ public final class CLIP: Module {
         // Positions after the last end-of-text token of the batch cannot reach any pooled output
         // under the causal mask: they are left out (same values and gradients, less work).
         let used = (eot.max() ?? 0) + 1
-        var x = tokenEmbedding.variable.gatherRows(ids.flatMap { $0.prefix(used) }).reshaped([n, used, t.width])
+        var x =
+            tokenEmbedding.variable.gatherRows(ids.flatMap { $0.prefix(used) }).reshaped([n, used, t.width])
             + textPositional.variable.slice(axis: 0, 0..<used)
         for block in textBlocks { x = block(x, causal: true) }
         x = lnFinal(x)
@@ -281,23 +295,27 @@ public final class CLIP: Module {
         let n = images.shape[0], d = v.width, t = v.tokens, g = v.grid
         let patches = unfoldPatches(try images.scalars(), batch: n, channels: 3, size: v.imageSize, patch: v.patchSize)
         var embedded = [Float](repeating: 0, count: n * g * g * d)
-        try conv1.value.withFloats { cw in      // [width, 3, p, p] read as [width, 3·p·p]
+        try conv1.value.withFloats { cw in // [width, 3, p, p] read as [width, 3·p·p]
             Kernels.linear(patches, rows: n * g * g, inFeatures: 3 * v.patchSize * v.patchSize, weight: cw, bias: nil, outFeatures: d, into: &embedded)
         }
         var x = [Float](repeating: 0, count: n * t * d)
-        try classEmbedding.value.withFloats { cls in try visualPositional.value.withFloats { pos in
-            for b in 0..<n {
-                for tok in 0..<t {
-                    for j in 0..<d {
-                        x[(b * t + tok) * d + j] = (tok == 0 ? cls[j] : embedded[(b * g * g + tok - 1) * d + j]) + pos[tok * d + j]
+        try classEmbedding.value.withFloats { cls in
+            try visualPositional.value.withFloats { pos in
+                for b in 0..<n {
+                    for tok in 0..<t {
+                        for j in 0..<d {
+                            x[(b * t + tok) * d + j] = (tok == 0 ? cls[j] : embedded[(b * g * g + tok - 1) * d + j]) + pos[tok * d + j]
+                        }
                     }
                 }
             }
-        } }
+        }
         var normed = x
-        try lnPre.weight.value.withFloats { gw in try lnPre.bias.value.withFloats { gb in
-            Kernels.layerNorm(x, rows: n * t, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
-        } }
+        try lnPre.weight.value.withFloats { gw in
+            try lnPre.bias.value.withFloats { gb in
+                Kernels.layerNorm(x, rows: n * t, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
+            }
+        }
         x = normed
         try TransformerStack(visualBlocks).forward(&x, batch: n, tokens: t)
         var pooled = [Float](repeating: 0, count: n * d)
@@ -312,18 +330,22 @@ public final class CLIP: Module {
             }
         }
         var normedPatches = gridTokens
-        try lnPost.weight.value.withFloats { gw in try lnPost.bias.value.withFloats { gb in
-            Kernels.layerNorm(gridTokens, rows: n * g * g, width: d, gamma: gw, beta: gb, eps: eps, into: &normedPatches)
-        } }
+        try lnPost.weight.value.withFloats { gw in
+            try lnPost.bias.value.withFloats { gb in
+                Kernels.layerNorm(gridTokens, rows: n * g * g, width: d, gamma: gw, beta: gb, eps: eps, into: &normedPatches)
+            }
+        }
         return (embedding, try Tensor(normedPatches, shape: [n, g, g, d]))
     }
 
     /// LN(pooled) · projection ([rows, width] → [rows, embedDim]), the end of both towers.
     func normalizeAndProject(_ pooled: [Float], rows n: Int, width d: Int, norm: LayerNorm, projection: Parameter) throws -> Tensor {
         var normed = pooled
-        try norm.weight.value.withFloats { gw in try norm.bias.value.withFloats { gb in
-            Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
-        } }
+        try norm.weight.value.withFloats { gw in
+            try norm.bias.value.withFloats { gb in
+                Kernels.layerNorm(pooled, rows: n, width: d, gamma: gw, beta: gb, eps: eps, into: &normed)
+            }
+        }
         var out = [Float](repeating: 0, count: n * config.embedDim)
         try projection.value.withFloats { p in
             GEMM.sgemm(m: n, n: config.embedDim, k: d, a: normed, lda: d, b: p, ldb: config.embedDim, c: &out, ldc: config.embedDim)
@@ -354,14 +376,16 @@ public final class CLIP: Module {
         }
         let used = (eot.max() ?? 0) + 1
         var x = [Float](repeating: 0, count: n * used * d)
-        try tokenEmbedding.value.withFloats { emb in try textPositional.value.withFloats { pos in
-            for b in 0..<n {
-                for tok in 0..<used {
-                    let id = tokens[b * t + tok]
-                    for j in 0..<d { x[(b * used + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
+        try tokenEmbedding.value.withFloats { emb in
+            try textPositional.value.withFloats { pos in
+                for b in 0..<n {
+                    for tok in 0..<used {
+                        let id = tokens[b * t + tok]
+                        for j in 0..<d { x[(b * used + tok) * d + j] = emb[id * d + j] + pos[tok * d + j] }
+                    }
                 }
             }
-        } }
+        }
         try TransformerStack(textBlocks).forward(&x, batch: n, tokens: used, causal: true)
         var pooled = [Float](repeating: 0, count: n * d)
         for b in 0..<n { for j in 0..<d { pooled[b * d + j] = x[(b * used + eot[b]) * d + j] } }

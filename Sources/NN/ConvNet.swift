@@ -33,8 +33,10 @@ public final class ConvNet: Module {
     /// positive and in range, the image at least 2^depth pixels wide (every block halves it), and the
     /// parameter and activation memory within `Limits.allocation`. `keys` names the sizes as the
     /// source spells them (`config.json`'s by default).
-    public static func validate(channels: Int, classes: Int, width: Int, depth: Int, imageSize: Int, source: String,
-                                keys: [String: String] = [:]) throws {
+    public static func validate(
+        channels: Int, classes: Int, width: Int, depth: Int, imageSize: Int, source: String,
+        keys: [String: String] = [:]
+    ) throws {
         func name(_ k: String) -> String { keys[k] ?? k }
         _ = try Limits.check(channels, key: name("in_channels"), in: 1...4096, source: source)
         _ = try Limits.check(classes, key: name("num_classes"), in: Limits.vocabulary, source: source)
@@ -47,11 +49,14 @@ public final class ConvNet: Module {
             size = (size + 2 * pad - 2) / 2
         }
         guard size >= 1 else {
-            throw FormatError(path: source, "'\(name("image_size"))' = \(imageSize) is too small for '\(name("net_depth"))' = \(depth) "
-                + "(each block halves the image: at least 2^depth pixels are needed)")
+            throw FormatError(
+                path: source,
+                "'\(name("image_size"))' = \(imageSize) is too small for '\(name("net_depth"))' = \(depth) "
+                    + "(each block halves the image: at least 2^depth pixels are needed)")
         }
-        try Limits.parameters([[depth, width, width, 9], [channels, width, 9], [width, size, size, classes]],
-                              what: "the ConvNet's parameters", source: source)
+        try Limits.parameters(
+            [[depth, width, width, 9], [channels, width, 9], [width, size, size, classes]],
+            what: "the ConvNet's parameters", source: source)
         try Limits.allocation(shape: [width, imageSize, imageSize], elementSize: 4, what: "the ConvNet's first activation of one image", source: source)
     }
 

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// A decoder-only language model (OPT or LLaMA, Hugging Face layout), one definition for training
@@ -39,7 +39,7 @@ public final class DecoderLM: Module {
     /// weights gathered once into contiguous matrices (CoreInfer's decoding).
     public struct SparseFFN: Sendable {
         public let neurons: [Int]
-        let up: [Float], upb: [Float]?, gate: [Float]?, down: [Float]   // [k, D], [k], [k, D], [D, k]
+        let up: [Float], upb: [Float]?, gate: [Float]?, down: [Float] // [k, D], [k], [k, D], [D, k]
     }
     /// Gathered copies: call `setSparse` again after the weights change.
     public var sparse: [SparseFFN?]
@@ -92,11 +92,13 @@ public final class DecoderLM: Module {
             finalNormBias = s.filled(p + "final_layer_norm.bias", [d], 0)
             for l in 0..<c.layers {
                 let q = p + "layers.\(l)."
-                layers.append(Layer(norm1: s.filled(q + "self_attn_layer_norm.weight", [d], 1), norm1Bias: s.filled(q + "self_attn_layer_norm.bias", [d], 0),
-                                    norm2: s.filled(q + "final_layer_norm.weight", [d], 1), norm2Bias: s.filled(q + "final_layer_norm.bias", [d], 0),
-                                    q: s.linear(q + "self_attn.q_proj", d, qd, bias: c.attentionBias), k: s.linear(q + "self_attn.k_proj", d, kvd, bias: c.attentionBias),
-                                    v: s.linear(q + "self_attn.v_proj", d, kvd, bias: c.attentionBias), o: s.linear(q + "self_attn.out_proj", qd, d, bias: c.attentionBias),
-                                    gate: nil, up: s.linear(q + "fc1", d, dff, bias: c.mlpBias), down: s.linear(q + "fc2", dff, d, bias: c.mlpBias)))
+                layers.append(
+                    Layer(
+                        norm1: s.filled(q + "self_attn_layer_norm.weight", [d], 1), norm1Bias: s.filled(q + "self_attn_layer_norm.bias", [d], 0),
+                        norm2: s.filled(q + "final_layer_norm.weight", [d], 1), norm2Bias: s.filled(q + "final_layer_norm.bias", [d], 0),
+                        q: s.linear(q + "self_attn.q_proj", d, qd, bias: c.attentionBias), k: s.linear(q + "self_attn.k_proj", d, kvd, bias: c.attentionBias),
+                        v: s.linear(q + "self_attn.v_proj", d, kvd, bias: c.attentionBias), o: s.linear(q + "self_attn.out_proj", qd, d, bias: c.attentionBias),
+                        gate: nil, up: s.linear(q + "fc1", d, dff, bias: c.mlpBias), down: s.linear(q + "fc2", dff, d, bias: c.mlpBias)))
             }
         case .llama:
             let p = "model."
@@ -113,8 +115,10 @@ public final class DecoderLM: Module {
                 let (wq, wk) = (s.linear(q + "self_attn.q_proj", d, qd, bias: c.attentionBias), s.linear(q + "self_attn.k_proj", d, kvd, bias: c.attentionBias))
                 let (wv, wo) = (s.linear(q + "self_attn.v_proj", d, kvd, bias: c.attentionBias), s.linear(q + "self_attn.o_proj", qd, d, bias: c.attentionBias))
                 let gate = s.linear(q + "mlp.gate_proj", d, dff, bias: c.mlpBias), up = s.linear(q + "mlp.up_proj", d, dff, bias: c.mlpBias)
-                layers.append(Layer(norm1: norm1, norm1Bias: nil, norm2: norm2, norm2Bias: nil, q: wq, k: wk, v: wv, o: wo,
-                                    gate: gate, up: up, down: s.linear(q + "mlp.down_proj", dff, d, bias: c.mlpBias)))
+                layers.append(
+                    Layer(
+                        norm1: norm1, norm1Bias: nil, norm2: norm2, norm2Bias: nil, q: wq, k: wk, v: wv, o: wo,
+                        gate: gate, up: up, down: s.linear(q + "mlp.down_proj", dff, d, bias: c.mlpBias)))
             }
         }
         self.layers = layers
@@ -243,7 +247,9 @@ public final class DecoderLM: Module {
         guard past + t <= c.maxPositions else {
             throw FormatError(path: "prompt", "\(past + t) tokens exceed the model's context of \(c.maxPositions) positions")
         }
-        if let bad = ids.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) { throw FormatError(path: "prompt", "token id \(bad) is outside the vocabulary of \(c.vocabSize)") }
+        if let bad = ids.first(where: { $0 < 0 || Int($0) >= c.vocabSize }) {
+            throw FormatError(path: "prompt", "token id \(bad) is outside the vocabulary of \(c.vocabSize)")
+        }
         var x = try embedTokens(ids, past: past)
         var h = [Float](repeating: 0, count: t * d)
         for (l, layer) in layers.map(Weights.init).enumerated() {
@@ -288,7 +294,9 @@ public final class DecoderLM: Module {
             x.withUnsafeBufferPointer { xp in
                 y.withUnsafeMutableBufferPointer { yp in
                     if let bias {
-                        try? bias.withFloats { b in Kernels.linear(xp.baseAddress!, rows: rows, inFeatures: inF, weight: w, bias: b, outFeatures: out, into: yp.baseAddress!) }
+                        try? bias.withFloats { b in
+                            Kernels.linear(xp.baseAddress!, rows: rows, inFeatures: inF, weight: w, bias: b, outFeatures: out, into: yp.baseAddress!)
+                        }
                     } else {
                         Kernels.linear(xp.baseAddress!, rows: rows, inFeatures: inF, weight: w, bias: nil, outFeatures: out, into: yp.baseAddress!)
                     }
@@ -302,8 +310,11 @@ public final class DecoderLM: Module {
         let d = weight.shape[0], eps = Float(config.normEps)
         if config.architecture == .opt {
             try weight.withFloats { g in
-                if let bias { try bias.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: g, beta: b, eps: eps, into: &y) } }
-                else { Kernels.layerNorm(x, rows: rows, width: d, gamma: g, beta: nil, eps: eps, into: &y) }
+                if let bias {
+                    try bias.withFloats { b in Kernels.layerNorm(x, rows: rows, width: d, gamma: g, beta: b, eps: eps, into: &y) }
+                } else {
+                    Kernels.layerNorm(x, rows: rows, width: d, gamma: g, beta: nil, eps: eps, into: &y)
+                }
             }
             return
         }
@@ -346,7 +357,10 @@ public final class DecoderLM: Module {
                     m = max(m, scores[j])
                 }
                 var z: Float = 0
-                for j in 0..<visible { scores[j] = expf(scores[j] - m); z += scores[j] }
+                for j in 0..<visible {
+                    scores[j] = expf(scores[j] - m)
+                    z += scores[j]
+                }
                 for j in 0..<visible {
                     let p = scores[j] / z
                     for e in 0..<hd { out[(i * heads + head) * hd + e] += p * values[j * kvd + kh * hd + e] }
@@ -380,39 +394,60 @@ public final class DecoderLM: Module {
             // The kept neurons only, from the gathered contiguous weights.
             let k = s.neurons.count
             var a = [Float](repeating: 0, count: t * k)
-            s.up.withUnsafeBufferPointer { w in h.withUnsafeBufferPointer { x in a.withUnsafeMutableBufferPointer { y in
-                if let ub = s.upb { ub.withUnsafeBufferPointer { b in Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: b.baseAddress!, outFeatures: k, into: y.baseAddress!) } }
-                else { Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!) }
-            } } }
+            s.up.withUnsafeBufferPointer { w in
+                h.withUnsafeBufferPointer { x in
+                    a.withUnsafeMutableBufferPointer { y in
+                        if let ub = s.upb {
+                            ub.withUnsafeBufferPointer { b in
+                                Kernels.linear(
+                                    x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: b.baseAddress!, outFeatures: k, into: y.baseAddress!)
+                            }
+                        } else {
+                            Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!)
+                        }
+                    }
+                }
+            }
             if let gate = s.gate {
                 var g = [Float](repeating: 0, count: t * k)
-                gate.withUnsafeBufferPointer { w in h.withUnsafeBufferPointer { x in g.withUnsafeMutableBufferPointer { y in
-                    Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!)
-                } } }
+                gate.withUnsafeBufferPointer { w in
+                    h.withUnsafeBufferPointer { x in
+                        g.withUnsafeMutableBufferPointer { y in
+                            Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!)
+                        }
+                    }
+                }
                 for i in 0..<(t * k) { a[i] *= g[i] / (1 + expf(-g[i])) }
             } else {
                 for i in 0..<(t * k) { a[i] = max(a[i], 0) }
             }
             var y = [Float](repeating: 0, count: t * d)
-            s.down.withUnsafeBufferPointer { w in a.withUnsafeBufferPointer { x in y.withUnsafeMutableBufferPointer { out in
-                Kernels.linear(x.baseAddress!, rows: t, inFeatures: k, weight: w.baseAddress!, bias: nil, outFeatures: d, into: out.baseAddress!)
-            } } }
+            s.down.withUnsafeBufferPointer { w in
+                a.withUnsafeBufferPointer { x in
+                    y.withUnsafeMutableBufferPointer { out in
+                        Kernels.linear(x.baseAddress!, rows: t, inFeatures: k, weight: w.baseAddress!, bias: nil, outFeatures: d, into: out.baseAddress!)
+                    }
+                }
+            }
             if let db = layer.downb { try db.withFloats { b in for r in 0..<t { for j in 0..<d { y[r * d + j] += b[j] } } } }
             return y
         }
         var a = try linear(h, rows: t, weight: layer.up, bias: layer.upb)
         if let gate = layer.gate {
             let g = try linear(h, rows: t, weight: gate, bias: nil)
-            for i in 0..<a.count { a[i] *= g[i] / (1 + expf(-g[i])) }     // SiLU(gate) · up
+            for i in 0..<a.count { a[i] *= g[i] / (1 + expf(-g[i])) } // SiLU(gate) · up
             activationHook?(l, a, t)
         } else {
-            activationHook?(l, a, t)                                    // fc1 output before ReLU
+            activationHook?(l, a, t) // fc1 output before ReLU
             switch c.activation {
             case .relu: for i in 0..<a.count { a[i] = max(a[i], 0) }
             case .gelu:
                 a.withUnsafeMutableBufferPointer { Kernels.geluExact($0.baseAddress!, count: $0.count) }
             case .geluTanh:
-                for i in 0..<a.count { let v = a[i]; a[i] = 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v))) }
+                for i in 0..<a.count {
+                    let v = a[i]
+                    a[i] = 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+                }
             case .silu: for i in 0..<a.count { a[i] /= (1 + expf(-a[i])) }
             }
         }
@@ -422,7 +457,10 @@ public final class DecoderLM: Module {
     /// Gathers the rows (columns of the down projection) of `neurons` in layer `l` once, so that
     /// decoding runs dense products on smaller matrices. `nil` restores the dense FFN.
     public func setSparse(layer l: Int, neurons: [Int]?) throws {
-        guard let neurons else { sparse[l] = nil; return }
+        guard let neurons else {
+            sparse[l] = nil
+            return
+        }
         let layer = Weights(layers[l]), d = config.hiddenSize, dff = config.intermediateSize
         guard neurons.allSatisfy({ (0..<dff).contains($0) }) else { throw FormatError(path: "core neurons", "an index is outside 0..<\(dff)") }
         func rows(_ t: Tensor) throws -> [Float] {

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// A Hugging Face decoder-only language model's `config.json` (OPT and LLaMA families), with every
 /// size read from the file. Keys follow `transformers` (v4 and v5: `rope_theta` at the top level
@@ -93,9 +93,11 @@ public struct DecoderConfig: Sendable, Equatable {
         padTokenID = try optionalID("pad_token_id")
         if let list = json["eos_token_id"]?.arrayValue {
             eosTokenIDs = try list.enumerated().compactMap { i, v in try tokenID(v, "eos_token_id[\(i)]") }
-        } else { eosTokenIDs = try optionalID("eos_token_id").map { [$0] } ?? [] }
+        } else {
+            eosTokenIDs = try optionalID("eos_token_id").map { [$0] } ?? []
+        }
         dtype = json["torch_dtype"]?.stringValue ?? json["dtype"]?.stringValue
-        tieWordEmbeddings = try bool("tie_word_embeddings", default: true)   // transformers' PretrainedConfig default
+        tieWordEmbeddings = try bool("tie_word_embeddings", default: true) // transformers' PretrainedConfig default
 
         func readActivation(_ key: String, default d: String) throws -> Activation {
             let name = json[key]?.stringValue ?? d
@@ -142,8 +144,9 @@ public struct DecoderConfig: Sendable, Equatable {
             if let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue, kind != "default" {
                 throw FormatError(path: path, "RoPE type '\(kind)' is not supported (only the default, unscaled RoPE)")
             }
-            ropeTheta = try Limits.finite(rope?["rope_theta"]?.doubleValue ?? json["rope_theta"]?.doubleValue ?? 10_000,   // transformers' default
-                                          key: "rope_theta", in: 1...1e12, source: path)
+            ropeTheta = try Limits.finite(
+                rope?["rope_theta"]?.doubleValue ?? json["rope_theta"]?.doubleValue ?? 10_000, // transformers' default
+                key: "rope_theta", in: 1...1e12, source: path)
             wordEmbedProjDim = hiddenSize
             layerNormBefore = true
             attentionBias = try bool("attention_bias", default: false)
@@ -171,11 +174,12 @@ public struct DecoderConfig: Sendable, Equatable {
         }
         let qDim = try Limits.product([heads, headDim], what: "num_attention_heads × head_dim", source: source)
         let kvDim = try Limits.product([keyValueHeads, headDim], what: "num_key_value_heads × head_dim", source: source)
-        try Limits.parameters([
-            [vocabSize, wordEmbedProjDim], [tieWordEmbeddings ? 0 : vocabSize, wordEmbedProjDim],
-            [architecture == .opt ? maxPositions : 0, hiddenSize],
-            [layers, hiddenSize, qDim], [layers, 2, hiddenSize, kvDim], [layers, qDim, hiddenSize],
-            [layers, architecture == .llama ? 3 : 2, hiddenSize, intermediateSize],
-        ], what: "the model's parameters", source: source)
+        try Limits.parameters(
+            [
+                [vocabSize, wordEmbedProjDim], [tieWordEmbeddings ? 0 : vocabSize, wordEmbedProjDim],
+                [architecture == .opt ? maxPositions : 0, hiddenSize],
+                [layers, hiddenSize, qDim], [layers, 2, hiddenSize, kvDim], [layers, qDim, hiddenSize],
+                [layers, architecture == .llama ? 3 : 2, hiddenSize, intermediateSize],
+            ], what: "the model's parameters", source: source)
     }
 }

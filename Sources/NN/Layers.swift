@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// y = x·Wᵀ + b, W [out, in] (torch nn.Linear and its default initialisation:
@@ -33,8 +33,10 @@ public final class Conv2d: Module {
     public let stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), groups: Int
     public var isTraining = true
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
-                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+    public init(
+        _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+        groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator
+    ) {
         precondition(inChannels % groups == 0 && outChannels % groups == 0, "channels must divide into groups")
         let fanIn = inChannels / groups * kernel * kernel
         let bound = 1 / Float(fanIn).squareRoot()
@@ -70,8 +72,10 @@ public final class Conv1d: Module {
     public let stride: Int, padding: Int, dilation: Int, groups: Int
     public var isTraining = true
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
-                groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator) {
+    public init(
+        _ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+        groups: Int = 1, bias: Bool = true, rng: inout SeededGenerator
+    ) {
         precondition(inChannels % groups == 0 && outChannels % groups == 0, "channels must divide into groups")
         let bound = 1 / Float(inChannels / groups * kernel).squareRoot()
         weight = Parameter(uniform([outChannels, inChannels / groups, kernel], bound: bound, &rng))

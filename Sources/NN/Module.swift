@@ -91,7 +91,7 @@ extension Module {
         var buffers: [(String, Tensor)] = []
         for (name, b) in namedBuffers { buffers.append((name, loader.float32(name, b.shape))) }
         try loader.finish()
-        for (p, t) in values { p.assign(t) }        // memory-mapped: no copy until the first update
+        for (p, t) in values { p.assign(t) } // memory-mapped: no copy until the first update
         for (name, t) in buffers { loadBuffer(name, t) }
     }
 }

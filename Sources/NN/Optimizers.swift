@@ -44,7 +44,7 @@ public final class SGD: Optimizer {
             precondition(gradient.count == p.value.count, "gradient \(gradient.shape) for parameter \(p.shape)")
             let first = buffers[i] == nil
             var buffer = mu != 0 ? (buffers[i] ?? [Float](repeating: 0, count: gradient.count)) : []
-            buffers[i] = nil                       // keeps `buffer` uniquely referenced: no copy
+            buffers[i] = nil // keeps `buffer` uniquely referenced: no copy
             gradient.withUnsafeBytes { graw in
                 let grad = graw.bindMemory(to: Float.self)
                 buffer.withUnsafeMutableBufferPointer { b in
@@ -81,8 +81,10 @@ public final class AdamW: Optimizer {
     var m: [[Float]], v: [[Float]]
     var t = 0
 
-    public init(_ parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
-                weightDecay: Float = 0.01) {
+    public init(
+        _ parameters: [Parameter], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
+        weightDecay: Float = 0.01
+    ) {
         self.parameters = parameters
         self.learningRate = learningRate
         self.beta1 = beta1

@@ -15,7 +15,7 @@ public func resamplePositionEmbedding(_ pos: Tensor, prefixTokens prefix: Int, t
         throw TensorError("the position embedding has \(gridTokens) grid tokens, not a square grid (prefix \(prefix))")
     }
     if g0 == g { return pos }
-    let m = bicubicMatrix(from: g0, to: g)                 // [g, g0]
+    let m = bicubicMatrix(from: g0, to: g) // [g, g0]
     let p: [Float] = try pos.scalars()
     var out = [Float](repeating: 0, count: (prefix + g * g) * d)
     for t in 0..<(prefix * d) { out[t] = p[t] }
@@ -37,8 +37,8 @@ public func resamplePositionEmbedding(_ pos: Tensor, prefixTokens prefix: Int, t
 /// PyTorch's 1-D bicubic interpolation weights [out, in] (upsample_bicubic2d, align_corners=False).
 func bicubicMatrix(from n: Int, to m: Int) -> [Float] {
     let a = -0.75
-    func cubic1(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 }          // |x| ≤ 1
-    func cubic2(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }    // 1 < |x| < 2
+    func cubic1(_ x: Double) -> Double { ((a + 2) * x - (a + 3)) * x * x + 1 } // |x| ≤ 1
+    func cubic2(_ x: Double) -> Double { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a } // 1 < |x| < 2
     var w = [Float](repeating: 0, count: m * n)
     let scale = Double(n) / Double(m)
     for i in 0..<m {

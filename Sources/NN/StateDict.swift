@@ -41,8 +41,10 @@ public final class StateDictLoader {
         var all = problems
         all += unexpected.map { "\($0): unexpected (not part of this model)" }
         guard all.isEmpty else {
-            throw FormatError(path: checkpoint.path, "does not match the model (\(all.count) problem\(all.count == 1 ? "" : "s")):\n  "
-                + all.joined(separator: "\n  "))
+            throw FormatError(
+                path: checkpoint.path,
+                "does not match the model (\(all.count) problem\(all.count == 1 ? "" : "s")):\n  "
+                    + all.joined(separator: "\n  "))
         }
     }
 }

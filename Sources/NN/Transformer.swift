@@ -6,12 +6,14 @@ public struct BlockNaming: Sendable {
     public var norm1, qkvWeight, qkvBias, proj, norm2, fc1, fc2: String
 
     /// timm `Block`: `norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`.
-    public static let timm = BlockNaming(norm1: "norm1", qkvWeight: "attn.qkv.weight", qkvBias: "attn.qkv.bias", proj: "attn.proj",
-                                         norm2: "norm2", fc1: "mlp.fc1", fc2: "mlp.fc2")
+    public static let timm = BlockNaming(
+        norm1: "norm1", qkvWeight: "attn.qkv.weight", qkvBias: "attn.qkv.bias", proj: "attn.proj",
+        norm2: "norm2", fc1: "mlp.fc1", fc2: "mlp.fc2")
     /// open_clip `ResidualAttentionBlock` (torch `nn.MultiheadAttention`): `ln_1`, `attn.in_proj_*`,
     /// `attn.out_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`.
-    public static let openCLIP = BlockNaming(norm1: "ln_1", qkvWeight: "attn.in_proj_weight", qkvBias: "attn.in_proj_bias",
-                                             proj: "attn.out_proj", norm2: "ln_2", fc1: "mlp.c_fc", fc2: "mlp.c_proj")
+    public static let openCLIP = BlockNaming(
+        norm1: "ln_1", qkvWeight: "attn.in_proj_weight", qkvBias: "attn.in_proj_bias",
+        proj: "attn.out_proj", norm2: "ln_2", fc1: "mlp.c_fc", fc2: "mlp.c_proj")
 }
 
 /// The MLP activation of a transformer.
@@ -37,18 +39,23 @@ public final class TransformerBlock: Module {
     public let naming: BlockNaming
     public var isTraining = true
 
-    public convenience init(width: Int, heads: Int, hidden: Int, qkvBias: Bool = true, eps: Float = 1e-6, activation: Activation = .gelu,
-                            naming: BlockNaming = .timm, layerScale: Bool = false, rng: inout SeededGenerator) {
+    public convenience init(
+        width: Int, heads: Int, hidden: Int, qkvBias: Bool = true, eps: Float = 1e-6, activation: Activation = .gelu,
+        naming: BlockNaming = .timm, layerScale: Bool = false, rng: inout SeededGenerator
+    ) {
         let source = ParameterSource(seed: 0)
         source.rng = rng
-        self.init(source: source, prefix: "", width: width, heads: heads, hidden: hidden, qkvBias: qkvBias, eps: eps,
-                  activation: activation, naming: naming, layerScale: layerScale)
+        self.init(
+            source: source, prefix: "", width: width, heads: heads, hidden: hidden, qkvBias: qkvBias, eps: eps,
+            activation: activation, naming: naming, layerScale: layerScale)
         rng = source.rng
     }
 
     /// The block's parameters named `prefix + naming.*`, fresh or from a checkpoint.
-    init(source s: ParameterSource, prefix p: String, width d: Int, heads: Int, hidden h: Int, qkvBias: Bool, eps: Float,
-         activation: Activation, naming: BlockNaming, layerScale: Bool) {
+    init(
+        source s: ParameterSource, prefix p: String, width d: Int, heads: Int, hidden h: Int, qkvBias: Bool, eps: Float,
+        activation: Activation, naming: BlockNaming, layerScale: Bool
+    ) {
         norm1 = s.layerNorm(p + naming.norm1, d, eps: eps)
         layerScale1 = layerScale ? s.filled(p + "ls1.gamma", [d], 1e-5) : nil
         layerScale2 = layerScale ? s.filled(p + "ls2.gamma", [d], 1e-5) : nil
@@ -77,8 +84,10 @@ public final class TransformerBlock: Module {
 
     /// The differentiable forward. `norm1Tap` receives the output of the first LayerNorm (Grad-CAM's
     /// usual ViT target layer).
-    public func callAsFunction(_ x: Variable, causal: Bool = false, cache: KVCache? = nil,
-                               norm1Tap: ((Variable) -> Void)? = nil) -> Variable {
+    public func callAsFunction(
+        _ x: Variable, causal: Bool = false, cache: KVCache? = nil,
+        norm1Tap: ((Variable) -> Void)? = nil
+    ) -> Variable {
         let normed = norm1(x)
         norm1Tap?(normed)
         let attended = attention(normed, causal: causal, cache: cache)
@@ -104,8 +113,10 @@ public struct TransformerStack {
     /// Runs every block in place on x [n, t, width]. With `causal`, token i attends to tokens ≤ i.
     /// `observe(i, x)` sees the input of block i (for taps such as Grad-CAM's target layer).
     /// Throws when a block has an attention `scoreTransform` (only the differentiable path applies it).
-    public func forward(_ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false,
-                        observe: ((Int, [Float]) -> Void)? = nil) throws {
+    public func forward(
+        _ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false,
+        observe: ((Int, [Float]) -> Void)? = nil
+    ) throws {
         guard let first = blocks.first else { return }
         if blocks.contains(where: { $0.attention.scoreTransform != nil }) {
             throw TensorError("an attention scoreTransform is set: the no-grad fast path does not apply it (use the differentiable forward)")
@@ -139,9 +150,11 @@ public struct TransformerStack {
             throw TensorError("the fast path needs a packed qkv projection and biased output, fc1 and fc2 layers")
         }
         let eps = bk.norm1.eps
-        try bk.norm1.weight.value.withFloats { w in try bk.norm1.bias.value.withFloats { b in
-            Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y)
-        } }
+        try bk.norm1.weight.value.withFloats { w in
+            try bk.norm1.bias.value.withFloats { b in
+                Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y)
+            }
+        }
         var qkv = ws.qkv
         defer { ws.qkv = qkv }
         ws.qkv = []
@@ -168,27 +181,33 @@ public struct TransformerStack {
                         for item in items {
                             let (b, hh) = item.quotientAndRemainder(dividingBy: heads)
                             let base = pointers.qkv + b * t * 3 * d
-                            GEMM.sgemm(transposeB: true, m: t, n: t, k: hd, alpha: scale, a: base + hh * hd, lda: 3 * d,
-                                       b: base + d + hh * hd, ldb: 3 * d, c: s, ldc: t)
+                            GEMM.sgemm(
+                                transposeB: true, m: t, n: t, k: hd, alpha: scale, a: base + hh * hd, lda: 3 * d,
+                                b: base + d + hh * hd, ldb: 3 * d, c: s, ldc: t)
                             if causal { for r in 0..<t { for col in (r + 1)..<max(t, r + 1) { s[r * t + col] = -.infinity } } }
                             Kernels.softmaxRows(s, rows: t, width: t)
-                            GEMM.sgemm(m: t, n: hd, k: t, a: s, lda: t, b: base + 2 * d + hh * hd, ldb: 3 * d,
-                                       c: pointers.out + b * t * d + hh * hd, ldc: d)
+                            GEMM.sgemm(
+                                m: t, n: hd, k: t, a: s, lda: t, b: base + 2 * d + hh * hd, ldb: 3 * d,
+                                c: pointers.out + b * t * d + hh * hd, ldc: d)
                         }
                     }
                 }
             }
         }
         try residual(attended, rows: rows, width: d, inFeatures: d, layer: bk.attention.out, gain: bk.layerScale1, into: &x, scratch: &ws.y)
-        try bk.norm2.weight.value.withFloats { w in try bk.norm2.bias.value.withFloats { b in
-            Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: bk.norm2.eps, into: &ws.y)
-        } }
+        try bk.norm2.weight.value.withFloats { w in
+            try bk.norm2.bias.value.withFloats { b in
+                Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: bk.norm2.eps, into: &ws.y)
+            }
+        }
         var mid = ws.mid
         ws.mid = []
         defer { ws.mid = mid }
-        try bk.fc1.weight.value.withFloats { w in try bk.fc1.bias!.value.withFloats { b in
-            Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
-        } }
+        try bk.fc1.weight.value.withFloats { w in
+            try bk.fc1.bias!.value.withFloats { b in
+                Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
+            }
+        }
         switch bk.activation {
         case .gelu: Kernels.geluExact(&mid, count: mid.count)
         case .quickGELU: Kernels.quickGELU(&mid, count: mid.count)
@@ -198,21 +217,25 @@ public struct TransformerStack {
 
     /// x += a·Wᵀ + b, the product accumulated straight into x (sgemm with beta = 1); with a layer
     /// scale γ, x += γ ⊙ (a·Wᵀ + b) through `scratch` [rows, width].
-    func residual(_ a: [Float], rows: Int, width d: Int, inFeatures k: Int, layer: Linear, gain: Parameter?,
-                  into x: inout [Float], scratch: inout [Float]) throws {
-        try layer.weight.value.withFloats { w in try layer.bias!.value.withFloats { b in
-            guard let gain else {
-                for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
-                x.withUnsafeMutableBufferPointer { xp in
-                    GEMM.sgemm(transposeB: true, m: rows, n: d, k: k, a: a, lda: k, b: w, ldb: k, beta: 1, c: xp.baseAddress!, ldc: d)
+    func residual(
+        _ a: [Float], rows: Int, width d: Int, inFeatures k: Int, layer: Linear, gain: Parameter?,
+        into x: inout [Float], scratch: inout [Float]
+    ) throws {
+        try layer.weight.value.withFloats { w in
+            try layer.bias!.value.withFloats { b in
+                guard let gain else {
+                    for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
+                    x.withUnsafeMutableBufferPointer { xp in
+                        GEMM.sgemm(transposeB: true, m: rows, n: d, k: k, a: a, lda: k, b: w, ldb: k, beta: 1, c: xp.baseAddress!, ldc: d)
+                    }
+                    return
                 }
-                return
+                Kernels.linear(a, rows: rows, inFeatures: k, weight: w, bias: b, outFeatures: d, into: &scratch)
+                try gain.value.withFloats { g in
+                    for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * scratch[r * d + j] } }
+                }
             }
-            Kernels.linear(a, rows: rows, inFeatures: k, weight: w, bias: b, outFeatures: d, into: &scratch)
-            try gain.value.withFloats { g in
-                for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * scratch[r * d + j] } }
-            }
-        } }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// The shape of a timm / open_clip style Vision Transformer, read from a config file (and, for what
@@ -62,7 +62,7 @@ public struct ViTConfig: Sendable, Equatable {
         // by the checkpoint's or the default); inferred values are range-checked too.
         func int(_ key: String, _ inferred: Int? = nil, _ fallback: Int? = nil, in range: ClosedRange<Int> = Limits.dimension) throws -> Int {
             if var v = args[key] ?? json[key], v != .null {
-                if let list = v.arrayValue, let last = list.last { v = last }   // img_size as [H, W]
+                if let list = v.arrayValue, let last = list.last { v = last } // img_size as [H, W]
                 return try Limits.int(v, key: key, in: range, source: configPath)
             }
             if let inferred { return try Limits.check(inferred, key: key, in: range, source: configPath) }
@@ -75,8 +75,9 @@ public struct ViTConfig: Sendable, Equatable {
         }
         let width = try int("embed_dim", shapes?.width)
         let patch = try int("patch_size", shapes?.patch, 16)
-        var c = ViTConfig(imageSize: try int("img_size", inputSize ?? shapes?.imageSize(patch: patch), 224), patchSize: patch, width: width,
-                          depth: try int("depth", shapes?.depth), heads: try int("num_heads", timmHeads(architecture: architecture, width: width)))
+        var c = ViTConfig(
+            imageSize: try int("img_size", inputSize ?? shapes?.imageSize(patch: patch), 224), patchSize: patch, width: width,
+            depth: try int("depth", shapes?.depth), heads: try int("num_heads", timmHeads(architecture: architecture, width: width)))
         c.inChannels = try int("in_chans", shapes?.inChannels, 3)
         if let r = args["mlp_ratio"], r != .null {
             guard let ratio = r.doubleValue else { throw FormatError(path: configPath, "'mlp_ratio' = \(r.compactText) is not a number") }
@@ -87,9 +88,10 @@ public struct ViTConfig: Sendable, Equatable {
         c.qkvBias = args["qkv_bias"]?.boolValue ?? shapes?.qkvBias ?? true
         c.classToken = args["class_token"]?.boolValue ?? shapes?.classToken ?? true
         c.registerTokens = try int("reg_tokens", shapes?.registerTokens, 0, in: 0...Limits.dimension.upperBound)
-        c.noEmbedClass = args["no_embed_class"]?.boolValue ?? shapes?.positionRows.map { rows in
-            c.prefixTokens > 0 && isSquare(rows) && !isSquare(rows - c.prefixTokens)
-        } ?? false
+        c.noEmbedClass =
+            args["no_embed_class"]?.boolValue ?? shapes?.positionRows.map { rows in
+                c.prefixTokens > 0 && isSquare(rows) && !isSquare(rows - c.prefixTokens)
+            } ?? false
         c.layerScale = args["init_values"].map { $0.doubleValue != nil } ?? shapes?.layerScale ?? false
         c.globalPool = args["global_pool"]?.stringValue ?? json["global_pool"]?.stringValue ?? "token"
         c.numClasses = try int("num_classes", shapes?.classes, 0, in: 0...Limits.vocabulary.upperBound)
@@ -105,8 +107,10 @@ public struct ViTConfig: Sendable, Equatable {
     /// within `Limits.allocation`. `keys` names the sizes as the source spells them (timm's by default).
     public func validate(source: String, keys: [String: String] = [:]) throws {
         func name(_ k: String) -> String { keys[k] ?? k }
-        for (k, v) in [("img_size", imageSize), ("patch_size", patchSize), ("embed_dim", width), ("depth", depth),
-                       ("num_heads", heads), ("in_chans", inChannels)] {
+        for (k, v) in [
+            ("img_size", imageSize), ("patch_size", patchSize), ("embed_dim", width), ("depth", depth),
+            ("num_heads", heads), ("in_chans", inChannels),
+        ] {
             _ = try Limits.check(v, key: name(k), in: Limits.dimension, source: source)
         }
         _ = try Limits.check(registerTokens, key: name("reg_tokens"), in: 0...Limits.dimension.upperBound, source: source)
@@ -120,8 +124,11 @@ public struct ViTConfig: Sendable, Equatable {
         let hidden = try Limits.scaled(width, by: mlpRatio, key: name("mlp_ratio"), source: source)
         let g = imageSize / patchSize
         let tokens = try Limits.product([g, g], what: "the token grid", source: source) + prefixTokens
-        try Limits.parameters([[width, inChannels, patchSize, patchSize], [tokens, width], [depth, 4, width, width],
-                               [depth, 2, width, hidden], [numClasses, width]], what: "the ViT's parameters", source: source)
+        try Limits.parameters(
+            [
+                [width, inChannels, patchSize, patchSize], [tokens, width], [depth, 4, width, width],
+                [depth, 2, width, hidden], [numClasses, width],
+            ], what: "the ViT's parameters", source: source)
         try Limits.allocation(shape: [heads, tokens, tokens], elementSize: 4, what: "the ViT's attention scores of one image", source: source)
     }
 
@@ -129,7 +136,9 @@ public struct ViTConfig: Sendable, Equatable {
     /// (every standard timm ViT up to large has 64-channel heads).
     static func timmHeads(architecture: String, width: Int) -> Int? {
         let name = architecture.lowercased()
-        let table: [(String, Int)] = [("_tiny_", 3), ("_small_", 6), ("_base_", 12), ("_large_", 16), ("_huge_", 16), ("_giant_", name.contains("dinov2") ? 24 : 16)]
+        let table: [(String, Int)] = [
+            ("_tiny_", 3), ("_small_", 6), ("_base_", 12), ("_large_", 16), ("_huge_", 16), ("_giant_", name.contains("dinov2") ? 24 : 16),
+        ]
         if let (_, h) = table.first(where: { name.contains($0.0) }) { return h }
         return width % 64 == 0 && width >= 64 ? width / 64 : nil
     }
@@ -225,8 +234,9 @@ public final class ViT: Module {
         config = c
         let fanIn = c.inChannels * c.patchSize * c.patchSize, bound = 1 / Float(fanIn).squareRoot()
         let patchWeight = s.uniform("patch_embed.proj.weight", [c.width, c.inChannels, c.patchSize, c.patchSize], bound: bound)
-        patchEmbed = Conv2d(weight: patchWeight, bias: s.uniform("patch_embed.proj.bias", [c.width], bound: bound, decays: false),
-                            stride: c.patchSize)
+        patchEmbed = Conv2d(
+            weight: patchWeight, bias: s.uniform("patch_embed.proj.bias", [c.width], bound: bound, decays: false),
+            stride: c.patchSize)
         clsToken = c.classToken ? s.uniform("cls_token", [1, 1, c.width], bound: 0.02, decays: false) : nil
         regToken = c.registerTokens > 0 ? s.uniform("reg_token", [1, c.registerTokens, c.width], bound: 0.02, decays: false) : nil
         if let positionEmbedding {
@@ -235,8 +245,9 @@ public final class ViT: Module {
             posEmbed = s.uniform("pos_embed", [1, c.positionTokens, c.width], bound: 0.02, decays: false)
         }
         blocks = (0..<c.depth).map { i in
-            TransformerBlock(source: s, prefix: "blocks.\(i).", width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias,
-                             eps: c.layerNormEps, activation: .gelu, naming: .timm, layerScale: c.layerScale)
+            TransformerBlock(
+                source: s, prefix: "blocks.\(i).", width: c.width, heads: c.heads, hidden: c.hidden, qkvBias: c.qkvBias,
+                eps: c.layerNormEps, activation: .gelu, naming: .timm, layerScale: c.layerScale)
         }
         norm = s.layerNorm(c.fcNorm ? "fc_norm" : "norm", c.width, eps: c.layerNormEps)
         head = c.numClasses > 0 ? s.linear("head", c.width, c.numClasses) : nil
@@ -274,7 +285,7 @@ public final class ViT: Module {
     public func forward(_ images: Variable, keepAttention: Bool = false) -> Output {
         let c = config
         let n = images.shape[0], d = c.width, g = c.grid
-        var x = patchEmbed(images).reshaped([n, d, g * g]).transposed()                  // [N, L, D]
+        var x = patchEmbed(images).reshaped([n, d, g * g]).transposed() // [N, L, D]
         // timm `_pos_embed`: the position embedding is added after prepending the class and register
         // tokens, or (no_embed_class) to the patch tokens alone before.
         if c.noEmbedClass { x = x + posEmbed.variable }
@@ -316,7 +327,8 @@ public final class ViT: Module {
     public func forward(_ images: Tensor, keepBlockInputs: Bool = false) throws -> Inference {
         let c = config
         guard images.dtype == .float32, images.rank == 4, images.shape[1] == c.inChannels,
-              images.shape[2] == c.imageSize, images.shape[3] == c.imageSize else {
+            images.shape[2] == c.imageSize, images.shape[3] == c.imageSize
+        else {
             throw TensorError("images must be f32 [N, \(c.inChannels), \(c.imageSize), \(c.imageSize)], got \(images.dtype.name) \(images.shape)")
         }
         let n = images.shape[0], d = c.width, t = c.tokens, g = c.grid
@@ -324,7 +336,7 @@ public final class ViT: Module {
         let patchDim = c.inChannels * c.patchSize * c.patchSize
         let patches = unfoldPatches(try images.scalars(), batch: n, channels: c.inChannels, size: c.imageSize, patch: c.patchSize)
         var embedded = [Float](repeating: 0, count: n * g * g * d)
-        try patchEmbed.weight.value.withFloats { pw in       // [D, C, p, p] read as [D, C·p·p]
+        try patchEmbed.weight.value.withFloats { pw in // [D, C, p, p] read as [D, C·p·p]
             if let bias = patchEmbed.bias {
                 try bias.value.withFloats { pb in
                     Kernels.linear(patches, rows: n * g * g, inFeatures: patchDim, weight: pw, bias: pb, outFeatures: d, into: &embedded)
@@ -354,15 +366,20 @@ public final class ViT: Module {
             }
         }
         var blockInputs: [Tensor] = []
-        try stack.forward(&x, batch: n, tokens: t, observe: keepBlockInputs ? { _, input in
-            blockInputs.append(Tensor.make([n, t, d]) { out in for i in 0..<input.count { out[i] = input[i] } })
-        } : nil)
+        try stack.forward(
+            &x, batch: n, tokens: t,
+            observe: keepBlockInputs
+                ? { _, input in
+                    blockInputs.append(Tensor.make([n, t, d]) { out in for i in 0..<input.count { out[i] = input[i] } })
+                } : nil)
         let eps = norm.eps
         if !c.fcNorm {
             var normed = [Float](repeating: 0, count: x.count)
-            try norm.weight.value.withFloats { nw in try norm.bias.value.withFloats { nb in
-                Kernels.layerNorm(x, rows: n * t, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
-            } }
+            try norm.weight.value.withFloats { nw in
+                try norm.bias.value.withFloats { nb in
+                    Kernels.layerNorm(x, rows: n * t, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
+                }
+            }
             x = normed
         }
         var pooled = [Float](repeating: 0, count: n * d)
@@ -377,9 +394,11 @@ public final class ViT: Module {
         }
         if c.fcNorm {
             var normed = [Float](repeating: 0, count: pooled.count)
-            try norm.weight.value.withFloats { nw in try norm.bias.value.withFloats { nb in
-                Kernels.layerNorm(pooled, rows: n, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
-            } }
+            try norm.weight.value.withFloats { nw in
+                try norm.bias.value.withFloats { nb in
+                    Kernels.layerNorm(pooled, rows: n, width: d, gamma: nw, beta: nb, eps: eps, into: &normed)
+                }
+            }
             pooled = normed
         }
         var logits = pooled
@@ -387,13 +406,15 @@ public final class ViT: Module {
             logits = [Float](repeating: 0, count: n * c.numClasses)
             try head.weight.value.withFloats { hw in
                 if let hb = head.bias {
-                    try hb.value.withFloats { b in Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: b, outFeatures: c.numClasses, into: &logits) }
+                    try hb.value.withFloats { b in Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: b, outFeatures: c.numClasses, into: &logits)
+                    }
                 } else {
                     Kernels.linear(pooled, rows: n, inFeatures: d, weight: hw, bias: nil, outFeatures: c.numClasses, into: &logits)
                 }
             }
         }
-        return Inference(logits: try Tensor(logits, shape: [n, head == nil ? d : c.numClasses]), pooled: try Tensor(pooled, shape: [n, d]),
-                         blockInputs: blockInputs)
+        return Inference(
+            logits: try Tensor(logits, shape: [n, head == nil ? d : c.numClasses]), pooled: try Tensor(pooled, shape: [n, d]),
+            blockInputs: blockInputs)
     }
 }

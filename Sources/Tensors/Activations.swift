@@ -101,16 +101,19 @@ extension Variable {
                 return [s * (g - (g * s).sum(axis: -1, keepDims: true))]
             }
             let gp = g.value.fp, sp = result.value.fp
-            return [Variable(Tensor.makeUninitialized(self.shape) { o in
-                Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(w, 1))) { range in
-                    for r in range {
-                        let (gr, sr, orow) = (gp + r * w, sp + r * w, o + r * w)
-                        var dot: Float = 0
-                        for i in 0..<w { dot += gr[i] * sr[i] }
-                        for i in 0..<w { orow[i] = sr[i] * (gr[i] - dot) }
-                    }
-                }
-            })]
+            return [
+                Variable(
+                    Tensor.makeUninitialized(self.shape) { o in
+                        Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(w, 1))) { range in
+                            for r in range {
+                                let (gr, sr, orow) = (gp + r * w, sp + r * w, o + r * w)
+                                var dot: Float = 0
+                                for i in 0..<w { dot += gr[i] * sr[i] }
+                                for i in 0..<w { orow[i] = sr[i] * (gr[i] - dot) }
+                            }
+                        }
+                    })
+            ]
         }
     }
 
@@ -142,16 +145,19 @@ extension Variable {
                 return [g - self.softmax() * g.sum(axis: -1, keepDims: true)]
             }
             let gp = g.value.fp, yp = result.value.fp
-            return [Variable(Tensor.makeUninitialized(self.shape) { o in
-                Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(w, 1))) { range in
-                    for r in range {
-                        let (gr, yr, orow) = (gp + r * w, yp + r * w, o + r * w)
-                        var total: Float = 0
-                        for i in 0..<w { total += gr[i] }
-                        for i in 0..<w { orow[i] = gr[i] - Foundation.exp(yr[i]) * total }
-                    }
-                }
-            })]
+            return [
+                Variable(
+                    Tensor.makeUninitialized(self.shape) { o in
+                        Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(w, 1))) { range in
+                            for r in range {
+                                let (gr, yr, orow) = (gp + r * w, yp + r * w, o + r * w)
+                                var total: Float = 0
+                                for i in 0..<w { total += gr[i] }
+                                for i in 0..<w { orow[i] = gr[i] - Foundation.exp(yr[i]) * total }
+                            }
+                        }
+                    })
+            ]
         }
     }
 }

@@ -167,7 +167,10 @@ public enum Autograd {
         var order: [Variable] = [], visited = Set<ObjectIdentifier>()
         var stack: [(Variable, Bool)] = [(output, false)]
         while let (v, expanded) = stack.popLast() {
-            if expanded { order.append(v); continue }
+            if expanded {
+                order.append(v)
+                continue
+            }
             guard visited.insert(ObjectIdentifier(v)).inserted else { continue }
             stack.append((v, true))
             for input in v.node?.inputs ?? [] where input.requiresGrad && !visited.contains(ObjectIdentifier(input)) {

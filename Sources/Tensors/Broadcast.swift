@@ -33,7 +33,10 @@ enum Shapes {
     @inline(__always)
     static func forEachRow(_ shape: [Int], _ sa: [Int], _ sb: [Int], _ body: (Int, Int, Int, Int, Int, Int) -> Void) {
         let r = shape.count
-        if r == 0 { body(0, 0, 0, 1, 0, 0); return }
+        if r == 0 {
+            body(0, 0, 0, 1, 0, 0)
+            return
+        }
         let inner = shape[r - 1]
         let rows = shape.dropLast().reduce(1, *)
         if inner == 0 || rows == 0 { return }

@@ -13,8 +13,10 @@ public struct Window2D: Sendable, Equatable {
     }
 
     public func outputSize(_ h: Int, _ w: Int) -> (Int, Int) {
-        ((h + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1,
-         (w + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1)
+        (
+            (h + 2 * padding.0 - dilation.0 * (kernel.0 - 1) - 1) / stride.0 + 1,
+            (w + 2 * padding.1 - dilation.1 * (kernel.1 - 1) - 1) / stride.1 + 1
+        )
     }
 
     public static func == (a: Window2D, b: Window2D) -> Bool {
@@ -162,8 +164,10 @@ public func concat(_ parts: [Variable], axis: Int) -> Variable {
 
 /// 2-D convolution (torch `F.conv2d`): x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O].
 /// im2col + one matrix product per group, so it is differentiable to any order.
-public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
-                   dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Variable {
+public func conv2d(
+    _ x: Variable, weight: Variable, bias: Variable?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+    dilation: (Int, Int) = (1, 1), groups: Int = 1
+) -> Variable {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
     precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
@@ -174,8 +178,8 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: (In
     for gi in 0..<groups {
         let xg = groups == 1 ? x : x.slice(axis: 1, (gi * cg)..<((gi + 1) * cg))
         let wg = groups == 1 ? weight : weight.slice(axis: 0, (gi * og)..<((gi + 1) * og))
-        let cols = xg.unfold(window)                                           // [N, cg·kh·kw, L]
-        outs.append(matmulShared(wg.reshaped([og, cg * kh * kw]), cols))      // [N, og, L]
+        let cols = xg.unfold(window) // [N, cg·kh·kw, L]
+        outs.append(matmulShared(wg.reshaped([og, cg * kh * kw]), cols)) // [N, og, L]
     }
     var y = (groups == 1 ? outs[0] : concat(outs, axis: 1)).reshaped([n, o, oh, ow])
     if let bias { y = y + bias.reshaped([1, o, 1, 1]) }
@@ -184,9 +188,10 @@ public func conv2d(_ x: Variable, weight: Variable, bias: Variable?, stride: (In
 
 /// 1-D convolution: x [N, C, L], weight [O, C/groups, k] (a 2-D convolution of height 1).
 public func conv1d(_ x: Variable, weight: Variable, bias: Variable?, stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1) -> Variable {
-    let y = conv2d(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),
-                   weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]), bias: bias,
-                   stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups: groups)
+    let y = conv2d(
+        x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),
+        weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]), bias: bias,
+        stride: (1, stride), padding: (0, padding), dilation: (1, dilation), groups: groups)
     return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
 }
 
@@ -254,7 +259,7 @@ extension Variable {
 
     func pool(_ k: Int, _ s: Int) -> Variable {
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
-        return reshaped([n * c, 1, h, w]).unfold(Window2D(kernel: (k, k), stride: (s, s)))   // [N·C, k·k, L]
+        return reshaped([n * c, 1, h, w]).unfold(Window2D(kernel: (k, k), stride: (s, s))) // [N·C, k·k, L]
     }
 
     func pooledShape(_ k: Int, _ s: Int) -> [Int] {
@@ -266,10 +271,10 @@ extension Variable {
     /// `F.interpolate(mode="bilinear")` without antialias), as two products with constant matrices.
     public func upsampleBilinear(height oh: Int, width ow: Int) -> Variable {
         let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3])
-        let rows = Variable(interpolationMatrix(from: h, to: oh))   // [oh, h]
-        let cols = Variable(interpolationMatrix(from: w, to: ow))   // [ow, w]
-        let x = matmul(reshaped([n * c * h, w]), cols, transposeB: true)             // [N·C·H, ow]
-        let t = x.reshaped([n * c, h, ow]).transposed().reshaped([n * c * ow, h])  // [N·C·ow, h]
+        let rows = Variable(interpolationMatrix(from: h, to: oh)) // [oh, h]
+        let cols = Variable(interpolationMatrix(from: w, to: ow)) // [ow, w]
+        let x = matmul(reshaped([n * c * h, w]), cols, transposeB: true) // [N·C·H, ow]
+        let t = x.reshaped([n * c, h, ow]).transposed().reshaped([n * c * ow, h]) // [N·C·ow, h]
         let y = matmul(t, rows, transposeB: true).reshaped([n * c, ow, oh]).transposed()
         return y.reshaped([n, c, oh, ow])
     }
@@ -298,8 +303,9 @@ public func matmulShared(_ a: Variable, _ b: Variable) -> Variable {
     let (batch, k2, n) = (b.shape[0], b.shape[1], b.shape[2])
     precondition(a.shape.count == 2 && b.shape.count == 3 && k == k2, "matmulShared: \(a.shape) × \(b.shape)")
     let out = Tensor.make([batch, m, n]) { o in
-        GEMM.batched(batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: 0, b: b.value.fp, ldb: n, strideB: k * n,
-                     c: o, ldc: n, strideC: m * n)
+        GEMM.batched(
+            batch: batch, m: m, n: n, k: k, a: a.value.fp, lda: k, strideA: 0, b: b.value.fp, ldb: n, strideB: k * n,
+            c: o, ldc: n, strideC: m * n)
     }
     return record("matmulShared", out, [a, b]) { g in
         [Autograd.needsGradient(0) ? matmulSumNT(g, b) : nil, Autograd.needsGradient(1) ? matmulShared(a.transposed(), g) : nil]

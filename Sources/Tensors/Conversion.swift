@@ -15,9 +15,9 @@ extension Tensor {
                 for i in 0..<n {
                     let bits = p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)
                     #if arch(x86_64) || arch(arm64)
-                    dst[i] = half ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16)
+                        dst[i] = half ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16)
                     #else
-                    dst[i] = Float(bitPattern: UInt32(bits) << 16)
+                        dst[i] = Float(bitPattern: UInt32(bits) << 16)
                     #endif
                 }
             }
@@ -27,9 +27,9 @@ extension Tensor {
         switch dtype {
         case .float16:
             #if arch(x86_64) || arch(arm64)
-            for i in 0..<n { values[i] = Double(Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
+                for i in 0..<n { values[i] = Double(Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))) }
             #else
-            throw TensorError("f16 is not supported on this architecture")
+                throw TensorError("f16 is not supported on this architecture")
             #endif
         case .bfloat16:
             for i in 0..<n { values[i] = Double(Float(bitPattern: UInt32(p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)) }
@@ -47,7 +47,7 @@ extension Tensor {
             case .bool: for i in 0..<n { raw.storeBytes(of: UInt8(values[i] != 0 ? 1 : 0), toByteOffset: i, as: UInt8.self) }
             case .float16:
                 #if arch(x86_64) || arch(arm64)
-                for i in 0..<n { raw.storeBytes(of: Float16(Float(values[i])).bitPattern, toByteOffset: 2 * i, as: UInt16.self) }
+                    for i in 0..<n { raw.storeBytes(of: Float16(Float(values[i])).bitPattern, toByteOffset: 2 * i, as: UInt16.self) }
                 #endif
             case .bfloat16:
                 // Round to nearest even on the upper 16 bits.

@@ -7,20 +7,24 @@ import Synchronization
 public protocol GEMMBackend: Sendable {
     var name: String { get }
     /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C, op = transpose when the flag is set.
-    func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
-               a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-               beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int)
+    func sgemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int)
 }
 
 /// fp32 through OpenBLAS's `cblas_sgemm` (~190 GFLOP/s on this 2-core machine at 1024³).
 public struct OpenBLASBackend: GEMMBackend {
     public init() {}
     public var name: String { "openblas-fp32" }
-    public func sgemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
-                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    public func sgemm(
+        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(
+            CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }
 
@@ -46,32 +50,42 @@ public enum GEMM {
 
     /// C = alpha · op(A) · op(B) + beta · C (row-major). Cost: 2·m·n·k flops.
     @inlinable
-    public static func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
-                             a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    public static func sgemm(
+        transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
         guard m > 0, n > 0 else { return }
         if k == 0 {
             for i in 0..<m { for j in 0..<n { c[i * ldc + j] = beta == 0 ? 0 : beta * c[i * ldc + j] } }
             return
         }
-        backend.sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-                      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        backend.sgemm(
+            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+            a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// y = A·x + beta·y for A [m, n] row-major (OpenBLAS `cblas_sgemv`; not routed through the
     /// backend: matrix–vector products are memory-bound and BLAS-agnostic).
-    public static func sgemv(m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
-                             beta: Float = 0, y: UnsafeMutablePointer<Float>) {
+    public static func sgemv(
+        m: Int, n: Int, alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
+        beta: Float = 0, y: UnsafeMutablePointer<Float>
+    ) {
         guard m > 0 else { return }
-        guard n > 0 else { for i in 0..<m { y[i] = beta == 0 ? 0 : beta * y[i] }; return }
+        guard n > 0 else {
+            for i in 0..<m { y[i] = beta == 0 ? 0 : beta * y[i] }
+            return
+        }
         cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
     }
 
     /// `batch` independent products with fixed strides between consecutive A, B and C matrices.
-    public static func batched(transposeA: Bool = false, transposeB: Bool = false, batch: Int, m: Int, n: Int, k: Int,
-                               alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
-                               b: UnsafePointer<Float>, ldb: Int, strideB: Int,
-                               beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int) {
+    public static func batched(
+        transposeA: Bool = false, transposeB: Bool = false, batch: Int, m: Int, n: Int, k: Int,
+        alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
+        b: UnsafePointer<Float>, ldb: Int, strideB: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
+    ) {
         // Many small products: a share of them per thread, each single-threaded, beats splitting
         // every small product across threads (whose start/stop then dominates).
         if batch >= 2 * GEMM.threads && 2 * m * n * k < 1 << 28 {
@@ -79,23 +93,27 @@ public enum GEMM {
             concurrently(batch) { _, items in
                 let (a, b, c) = pointers.value
                 for i in items {
-                    sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-                          a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
+                    sgemm(
+                        transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                        a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
                 }
             }
             return
         }
         for i in 0..<batch {
-            sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-                  a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
+            sgemm(
+                transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+                a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb, beta: beta, c: c + i * strideC, ldc: ldc)
         }
     }
 
     /// C[m×n] = Σ_i A_i · B_iᵀ for A_i [m×k] and B_i [n×k] stored back to back (a convolution's
     /// weight gradient). With several threads, each sums its share of items into its own block,
     /// single-threaded, and the blocks are added in a fixed order (same bits for the same threads).
-    public static func sumOfProductsNT(batch: Int, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
-                                       c: UnsafeMutablePointer<Float>) {
+    public static func sumOfProductsNT(
+        batch: Int, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+        c: UnsafeMutablePointer<Float>
+    ) {
         let threads = GEMM.threads
         if threads > 1 && batch >= 2 * threads && 2 * m * n * k < 1 << 28 {
             let partials = UnsafeMutablePointer<Float>.allocate(capacity: threads * m * n)
@@ -105,8 +123,9 @@ public enum GEMM {
             concurrently(batch, threads: threads) { t, items in
                 let (a, b, partials) = pointers.value
                 for i in items {
-                    sgemm(transposeB: true, m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * n * k, ldb: k,
-                          beta: 1, c: partials + t * m * n, ldc: n)
+                    sgemm(
+                        transposeB: true, m: m, n: n, k: k, a: a + i * m * k, lda: k, b: b + i * n * k, ldb: k,
+                        beta: 1, c: partials + t * m * n, ldc: n)
                 }
             }
             c.update(from: partials, count: m * n)
@@ -127,7 +146,10 @@ public enum GEMM {
     /// depend on scheduling.
     public static func concurrently(_ count: Int, threads requested: Int? = nil, _ body: (Int, Range<Int>) -> Void) {
         let threads = requested ?? GEMM.threads
-        guard threads > 1 && count > 1 else { body(0, 0..<count); return }
+        guard threads > 1 && count > 1 else {
+            body(0, 0..<count)
+            return
+        }
         openblas_set_num_threads(1)
         defer { openblas_set_num_threads(Int32(GEMM.threads)) }
         let per = (count + threads - 1) / threads

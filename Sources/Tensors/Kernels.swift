@@ -4,8 +4,10 @@ import Foundation
 /// autograd ops' forward passes). Each names the formula it computes.
 public enum Kernels {
     /// y[r, :] = x[r, :] · Wᵀ + b for a weight stored [out, in] (PyTorch's nn.Linear layout).
-    public static func linear(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                              outFeatures: Int, into y: UnsafeMutablePointer<Float>) {
+    public static func linear(
+        _ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        outFeatures: Int, into y: UnsafeMutablePointer<Float>
+    ) {
         if let bias {
             for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
         }
@@ -14,30 +16,36 @@ public enum Kernels {
             GEMM.sgemv(m: outFeatures, n: inFeatures, a: weight, lda: inFeatures, x: x, beta: bias == nil ? 0 : 1, y: y)
             return
         }
-        GEMM.sgemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight, ldb: inFeatures,
-                   beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
+        GEMM.sgemm(
+            transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: weight, ldb: inFeatures,
+            beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures)
     }
 
     /// Layer normalisation over the last dimension: y = (x − mean) / √(var + eps) · γ + β,
     /// with the biased variance (as torch.nn.LayerNorm). Accumulates in Double.
-    public static func layerNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?,
-                                 eps: Float, into y: UnsafeMutablePointer<Float>) {
+    public static func layerNorm(
+        _ x: UnsafePointer<Float>, rows: Int, width: Int, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?,
+        eps: Float, into y: UnsafeMutablePointer<Float>
+    ) {
         Parallel.chunks(rows, grain: Swift.max(1, (1 << 14) / Swift.max(width, 1))) { range in
-          for r in range {
-            let xr = x + r * width, yr = y + r * width
-            var sum = 0.0
-            for i in 0..<width { sum += Double(xr[i]) }
-            let mean = sum / Double(width)
-            var sq = 0.0
-            for i in 0..<width { let d = Double(xr[i]) - mean; sq += d * d }
-            let inv = 1 / (sq / Double(width) + Double(eps)).squareRoot()
-            for i in 0..<width {
-                var v = Float((Double(xr[i]) - mean) * inv)
-                if let gamma { v *= gamma[i] }
-                if let beta { v += beta[i] }
-                yr[i] = v
+            for r in range {
+                let xr = x + r * width, yr = y + r * width
+                var sum = 0.0
+                for i in 0..<width { sum += Double(xr[i]) }
+                let mean = sum / Double(width)
+                var sq = 0.0
+                for i in 0..<width {
+                    let d = Double(xr[i]) - mean
+                    sq += d * d
+                }
+                let inv = 1 / (sq / Double(width) + Double(eps)).squareRoot()
+                for i in 0..<width {
+                    var v = Float((Double(xr[i]) - mean) * inv)
+                    if let gamma { v *= gamma[i] }
+                    if let beta { v += beta[i] }
+                    yr[i] = v
+                }
             }
-          }
         }
     }
 
@@ -56,7 +64,10 @@ public enum Kernels {
                 i += 4
             }
             var m = max(max(m0, m1), max(m2, m3))
-            while i < width { m = max(m, xr[i]); i += 1 }
+            while i < width {
+                m = max(m, xr[i])
+                i += 1
+            }
             for i in 0..<width { xr[i] -= m }
             fastExp(xr, count: width)
             let inv = 1 / vectorSum(xr, width)

@@ -25,14 +25,17 @@ extension Variable {
         precondition(weight.map { $0.count == c } ?? true, "groupNorm weight \(weight!.shape) does not match \(c) channels")
         precondition(bias.map { $0.count == c } ?? true, "groupNorm bias \(bias!.shape) does not match \(c) channels")
         let spatial = count / Swift.max(n * c, 1)
-        return normalized(rows: n * groups, groupLength: (c / groups) * spatial, channelLength: spatial, channels: c,
-                          weight: weight, bias: bias, eps: eps)
+        return normalized(
+            rows: n * groups, groupLength: (c / groups) * spatial, channelLength: spatial, channels: c,
+            weight: weight, bias: bias, eps: eps)
     }
 
     /// The shared fused path. The tensor is `rows` groups of `groupLength` contiguous elements; the
     /// affine channel of element j of row r is ((r·groupLength + j) / channelLength) % channels.
-    private func normalized(rows: Int, groupLength m: Int, channelLength s: Int, channels c: Int,
-                            weight: Variable?, bias: Variable?, eps: Float) -> Variable {
+    private func normalized(
+        rows: Int, groupLength m: Int, channelLength s: Int, channels c: Int,
+        weight: Variable?, bias: Variable?, eps: Float
+    ) -> Variable {
         let x = value.fp
         let gamma = weight?.value.fp, beta = bias?.value.fp
         // mean and 1/σ per row.
@@ -72,8 +75,9 @@ extension Variable {
             }
             // Frozen affine parameters (inputs 1, 2) need no gradient: skip their reductions.
             let wantAffine = (hasWeight && Autograd.needsGradient(1)) || (hasBias && Autograd.needsGradient(hasWeight ? 2 : 1))
-            let (dx, dgamma, dbeta) = normBackwardKernel(g.value, x: self.value, stats: stats, rows: rows, m: m, s: s, c: c,
-                                                         gamma: weight?.value, wantAffine: wantAffine)
+            let (dx, dgamma, dbeta) = normBackwardKernel(
+                g.value, x: self.value, stats: stats, rows: rows, m: m, s: s, c: c,
+                gamma: weight?.value, wantAffine: wantAffine)
             var grads: [Variable?] = [Variable(dx)]
             if hasWeight { grads.append(wantAffine ? Variable(try! dgamma!.reshaped(weight!.shape)) : nil) }
             if hasBias { grads.append(wantAffine ? Variable(try! dbeta!.reshaped(bias!.shape)) : nil) }
@@ -83,8 +87,10 @@ extension Variable {
 }
 
 @inline(__always)
-private func normalizeRow(_ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, m: Int, s: Int, c: Int, firstChannel: Int,
-                          mu: Float, rs: Float, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?) {
+private func normalizeRow(
+    _ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>, m: Int, s: Int, c: Int, firstChannel: Int,
+    mu: Float, rs: Float, gamma: UnsafePointer<Float>?, beta: UnsafePointer<Float>?
+) {
     if s == 1 {
         // Layer norm: the channel is the position in the row.
         for j in 0..<m {
@@ -102,8 +108,10 @@ private func normalizeRow(_ x: UnsafePointer<Float>, _ o: UnsafeMutablePointer<F
 }
 
 /// First-order backward of the fused normalisation: ∂x, and ∂γ, ∂β per channel when wanted.
-private func normBackwardKernel(_ g: Tensor, x: Tensor, stats: [Float], rows: Int, m: Int, s: Int, c: Int,
-                                gamma: Tensor?, wantAffine: Bool) -> (Tensor, Tensor?, Tensor?) {
+private func normBackwardKernel(
+    _ g: Tensor, x: Tensor, stats: [Float], rows: Int, m: Int, s: Int, c: Int,
+    gamma: Tensor?, wantAffine: Bool
+) -> (Tensor, Tensor?, Tensor?) {
     let gp = g.fp, xp = x.fp, gam = gamma?.fp
     // Per-row partial sums of ∂y·x̂ and ∂y per channel: [rows, channels-in-row] so threads never share.
     let perRow = s == 1 ? m : m / s
@@ -126,7 +134,10 @@ private func normBackwardKernel(_ g: Tensor, x: Tensor, stats: [Float], rows: In
                                 let xh = (xr[j] - mu) * rs, dxh = gr[j] * (gam?[j] ?? 1)
                                 a += dxh
                                 b += dxh * xh
-                                if let pg, let pb { pg[r * m + j] = gr[j] * xh; pb[r * m + j] = gr[j] }
+                                if let pg, let pb {
+                                    pg[r * m + j] = gr[j] * xh
+                                    pb[r * m + j] = gr[j]
+                                }
                             }
                         } else {
                             var ch = first
@@ -140,7 +151,10 @@ private func normBackwardKernel(_ g: Tensor, x: Tensor, stats: [Float], rows: In
                                 sgx *= rs
                                 a += gc * sg
                                 b += gc * sgx
-                                if let pg, let pb { pg[r * perRow + k] = sgx; pb[r * perRow + k] = sg }
+                                if let pg, let pb {
+                                    pg[r * perRow + k] = sgx
+                                    pb[r * perRow + k] = sg
+                                }
                                 ch = ch + 1 == c ? 0 : ch + 1
                             }
                         }

@@ -86,9 +86,12 @@ extension Variable {
             if !GradMode.enabled {
                 // First order: one fused pass, g where x > 0.
                 let gp = g.value.fp, xp = self.value.fp
-                return [Variable(Tensor.makeUninitialized(self.shape) { o in
-                    Parallel.chunks(self.count) { r in for i in r { o[i] = xp[i] > 0 ? gp[i] : 0 } }
-                })]
+                return [
+                    Variable(
+                        Tensor.makeUninitialized(self.shape) { o in
+                            Parallel.chunks(self.count) { r in for i in r { o[i] = xp[i] > 0 ? gp[i] : 0 } }
+                        })
+                ]
             }
             return [g * Variable(self.value.mapFloats { $0 > 0 ? 1 : 0 })]
         }
@@ -203,8 +206,9 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
         precondition(ar == 2 || !transposeA, "matmul: a transposed A with leading axes needs a B with the same leading axes")
         let rows = lead.reduce(1, *) * m
         let out = Tensor.makeUninitialized(lead + [m, n]) { o in
-            GEMM.sgemm(transposeA: transposeA, transposeB: transposeB, m: rows, n: n, k: k,
-                       a: a.value.fp, lda: aCols, b: b.value.fp, ldb: bCols, c: o, ldc: n)
+            GEMM.sgemm(
+                transposeA: transposeA, transposeB: transposeB, m: rows, n: n, k: k,
+                a: a.value.fp, lda: aCols, b: b.value.fp, ldb: bCols, c: o, ldc: n)
         }
         return record("matmul", out, [a, b]) { g in
             let g2 = g.reshaped([rows, n]), a2 = transposeA ? a : a.reshaped([rows, k])
@@ -213,16 +217,20 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
             case (false, false): return [wantA ? matmul(g, b, transposeB: true) : nil, wantB ? matmul(a2, g2, transposeA: true) : nil]
             case (false, true): return [wantA ? matmul(g, b) : nil, wantB ? matmul(g2, a2, transposeA: true) : nil]
             case (true, false): return [wantA ? matmul(b, g, transposeB: true) : nil, wantB ? matmul(a, g) : nil]
-            case (true, true): return [wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
-                                       wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil]
+            case (true, true):
+                return [
+                    wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
+                    wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil,
+                ]
             }
         }
     }
     precondition(lead == Array(b.shape.dropLast(2)), "matmul: batch dimensions differ in \(a.shape) × \(b.shape)")
     let batch = lead.reduce(1, *)
     let out = Tensor.makeUninitialized(lead + [m, n]) { o in
-        GEMM.batched(transposeA: transposeA, transposeB: transposeB, batch: batch, m: m, n: n, k: k,
-                     a: a.value.fp, lda: aCols, strideA: m * k, b: b.value.fp, ldb: bCols, strideB: k * n, c: o, ldc: n, strideC: m * n)
+        GEMM.batched(
+            transposeA: transposeA, transposeB: transposeB, batch: batch, m: m, n: n, k: k,
+            a: a.value.fp, lda: aCols, strideA: m * k, b: b.value.fp, ldb: bCols, strideB: k * n, c: o, ldc: n, strideC: m * n)
     }
     return record("bmm", out, [a, b]) { g in
         let (wantA, wantB) = (Autograd.needsGradient(0), Autograd.needsGradient(1))
@@ -230,8 +238,11 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
         case (false, false): return [wantA ? matmul(g, b, transposeB: true) : nil, wantB ? matmul(a, g, transposeA: true) : nil]
         case (false, true): return [wantA ? matmul(g, b) : nil, wantB ? matmul(g, a, transposeA: true) : nil]
         case (true, false): return [wantA ? matmul(b, g, transposeB: true) : nil, wantB ? matmul(a, g) : nil]
-        case (true, true): return [wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
-                                   wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil]
+        case (true, true):
+            return [
+                wantA ? matmul(b, g, transposeA: true, transposeB: true) : nil,
+                wantB ? matmul(g, a, transposeA: true, transposeB: true) : nil,
+            ]
         }
     }
 }

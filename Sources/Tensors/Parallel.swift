@@ -11,7 +11,10 @@ public enum Parallel {
     @inline(__always)
     public static func chunks(_ count: Int, grain: Int = 1 << 15, _ body: (Range<Int>) -> Void) {
         let t = Swift.min(threads, count / Swift.max(grain, 1))
-        if t <= 1 { body(0..<count); return }
+        if t <= 1 {
+            body(0..<count)
+            return
+        }
         let per = (count + t - 1) / t
         withoutActuallyEscaping(body) { body in
             let box = UncheckedBox(body)
@@ -50,7 +53,10 @@ func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
         i += 16
     }
     var t = s.sum()
-    while i < n { t += p[i]; i += 1 }
+    while i < n {
+        t += p[i]
+        i += 1
+    }
     return t
 }
 
@@ -66,6 +72,10 @@ func vectorCentredSquares(_ p: UnsafePointer<Float>, _ n: Int, _ c: Float) -> Fl
         i += 16
     }
     var t = q.sum()
-    while i < n { let d = p[i] - c; t += d * d; i += 1 }
+    while i < n {
+        let d = p[i] - c
+        t += d * d
+        i += 1
+    }
     return t
 }

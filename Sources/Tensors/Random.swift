@@ -43,4 +43,3 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         return (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2)
     }
 }
-

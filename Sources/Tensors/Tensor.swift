@@ -250,8 +250,9 @@ public struct Tensor: Sendable {
             try body(UnsafeMutableBufferPointer(start: p, count: n), UnsafeBufferPointer(start: p, count: n))
         } else {
             let fresh = TensorStorage(uninitialized: n * 4)
-            try body(UnsafeMutableBufferPointer(start: fresh.bytes.assumingMemoryBound(to: Float.self), count: n),
-                     UnsafeBufferPointer(start: storage.bytes.assumingMemoryBound(to: Float.self), count: n))
+            try body(
+                UnsafeMutableBufferPointer(start: fresh.bytes.assumingMemoryBound(to: Float.self), count: n),
+                UnsafeBufferPointer(start: storage.bytes.assumingMemoryBound(to: Float.self), count: n))
             storage = fresh
         }
     }

@@ -27,7 +27,13 @@ struct MergeTable {
             merged.reserveCapacity(word.count)
             var i = 0
             while i < word.count {
-                if i + 1 < word.count && word[i] == first && word[i + 1] == second { merged.append(merge.id); i += 2 } else { merged.append(word[i]); i += 1 }
+                if i + 1 < word.count && word[i] == first && word[i + 1] == second {
+                    merged.append(merge.id)
+                    i += 2
+                } else {
+                    merged.append(word[i])
+                    i += 1
+                }
             }
             word = merged
         }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// A Hugging Face `tokenizer.json` with a byte-level BPE model (GPT-2, OPT, LLaMA-3 style):
 /// added tokens split out first (longest match), the ByteLevel pre-tokenizer (optional prefix space,
@@ -17,7 +17,7 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
     private var merges = MergeTable()
     private var addPrefixSpace = false
     private var prefix: [Int32] = [], suffix: [Int32] = []
-    private let byteSymbol: [Int32]                 // vocabulary id of each byte's symbol (−1 if absent)
+    private let byteSymbol: [Int32] // vocabulary id of each byte's symbol (−1 if absent)
     private let byteOfCharacter: [Character: UInt8]
     private var cache: [String: [Int32]] = [:]
     private let lock = NSLock()
@@ -73,7 +73,8 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         byteOfCharacter = bytes
         for (rank, m) in (model["merges"]?.arrayValue ?? []).enumerated() {
             // "a b" (tokenizers < 0.20) or ["a", "b"].
-            let pair: [String] = m.stringValue.map { $0.split(separator: " ", maxSplits: 1).map(String.init) } ?? (m.arrayValue?.compactMap(\.stringValue) ?? [])
+            let pair: [String] =
+                m.stringValue.map { $0.split(separator: " ", maxSplits: 1).map(String.init) } ?? (m.arrayValue?.compactMap(\.stringValue) ?? [])
             guard pair.count == 2, let a = vocabulary[pair[0]], let b = vocabulary[pair[1]], let merged = vocabulary[pair[0] + pair[1]] else {
                 throw FormatError(path: path, "merge \(rank) (\(m.compactText)) names a token the vocabulary lacks")
             }
@@ -83,7 +84,10 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         if let post = json["post_processor"], post["type"]?.stringValue == "TemplateProcessing", let single = post["single"]?.arrayValue {
             var seenSequence = false
             for piece in single {
-                if piece["Sequence"] != nil { seenSequence = true; continue }
+                if piece["Sequence"] != nil {
+                    seenSequence = true
+                    continue
+                }
                 guard let name = piece["SpecialToken"]?["id"]?.stringValue else { continue }
                 var special: [Int32] = vocabulary[name].map { [$0] } ?? []
                 if let list = post["special_tokens"]?[name]?["ids"]?.arrayValue {
@@ -136,7 +140,11 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             if s[i] == "'" {
                 for c in ["s", "t", "re", "ve", "m", "ll", "d"] {
                     let l = Array(c.unicodeScalars)
-                    if i + 1 + l.count <= s.count && Array(s[(i + 1)..<(i + 1 + l.count)]) == l { emit(i, i + 1 + l.count); i += 1 + l.count; continue scan }
+                    if i + 1 + l.count <= s.count && Array(s[(i + 1)..<(i + 1 + l.count)]) == l {
+                        emit(i, i + 1 + l.count)
+                        i += 1 + l.count
+                        continue scan
+                    }
                 }
             }
             for cls in [letter, number, other] as [(Unicode.Scalar) -> Bool] {
@@ -153,14 +161,23 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             // Whitespace: a run up to the end, or leaving its last character to the next piece.
             var k = i
             while k < s.count && space(s[k]) { k += 1 }
-            if k == s.count || k - i == 1 { emit(i, k == s.count ? k : i + 1); i = k == s.count ? k : i + 1 } else { emit(i, k - 1); i = k - 1 }
+            if k == s.count || k - i == 1 {
+                emit(i, k == s.count ? k : i + 1)
+                i = k == s.count ? k : i + 1
+            } else {
+                emit(i, k - 1)
+                i = k - 1
+            }
         }
         return out
     }
 
     private func bpe(_ piece: String) -> [Int32] {
         lock.lock()
-        if let hit = cache[piece] { lock.unlock(); return hit }
+        if let hit = cache[piece] {
+            lock.unlock()
+            return hit
+        }
         lock.unlock()
         let word = merges.apply(piece.utf8.map { byteSymbol[Int($0)] })
         lock.lock()

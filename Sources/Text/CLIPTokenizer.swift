@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Synchronization
 
 /// The OpenAI CLIP tokenizer (open_clip's `SimpleTokenizer`, "lower" cleaning): byte-level BPE over
@@ -50,7 +50,7 @@ public final class CLIPTokenizer: Sendable {
         vocab += ["<start_of_text>", "<end_of_text>"]
         var index: [String: Int32] = [:]
         index.reserveCapacity(vocab.count)
-        for (i, v) in vocab.enumerated() { index[v] = Int32(i) }   // later duplicates win, as dict(zip(...))
+        for (i, v) in vocab.enumerated() { index[v] = Int32(i) } // later duplicates win, as dict(zip(...))
         var table = MergeTable()
         for (rank, (a, b)) in pairs.enumerated() {
             guard let ia = index[a], let ib = index[b], let merged = index[a + b] else {
@@ -99,8 +99,14 @@ public final class CLIPTokenizer: Sendable {
     public func encode(_ text: String) -> [Int32] {
         var out: [Int32] = []
         for piece in CLIPTokenizer.pieces(of: CLIPTokenizer.clean(text)) {
-            if piece == "<start_of_text>" { out.append(startOfText); continue }
-            if piece == "<end_of_text>" { out.append(endOfText); continue }
+            if piece == "<start_of_text>" {
+                out.append(startOfText)
+                continue
+            }
+            if piece == "<end_of_text>" {
+                out.append(endOfText)
+                continue
+            }
             out += bpe(piece)
         }
         return out
@@ -130,7 +136,10 @@ public final class CLIPTokenizer: Sendable {
             }
             var s = symbol
             var marked = false
-            if s.hasSuffix("</w>") { s.removeLast(4); marked = true }
+            if s.hasSuffix("</w>") {
+                s.removeLast(4)
+                marked = true
+            }
             for c in s { if let b = byteOfCharacter[c] { bytes.append(b) } }
             if marked { bytes.append(0x20) }
         }
@@ -142,7 +151,7 @@ public final class CLIPTokenizer: Sendable {
         let utf8 = Array(piece.utf8)
         guard !utf8.isEmpty else { return [] }
         var word = utf8.map { CLIPTokenizer.idOfByte[Int($0)] }
-        word[word.count - 1] += 256                                            // the `</w>` form
+        word[word.count - 1] += 256 // the `</w>` form
         word = merges.apply(word)
         let merged = word
         cache.withLock { cache in

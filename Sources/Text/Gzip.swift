@@ -1,6 +1,6 @@
 import CZlib
-import Foundation
 import Formats
+import Foundation
 
 /// gzip (and zlib) decompression through the system zlib.
 public enum Gzip {
@@ -33,7 +33,8 @@ public enum Gzip {
                 out.append(contentsOf: buffer[0..<(buffer.count - Int(stream.avail_out))])
                 // A decompression bomb stops at the allocation limit (or 4 GiB), not at the machine's memory.
                 if out.count > min(Limits.allocationLimit, 1 << 32) {
-                    throw FormatError(path: source, "decompresses to more than \(Limits.formatBytes(min(Limits.allocationLimit, 1 << 32))): a decompression bomb?")
+                    throw FormatError(
+                        path: source, "decompresses to more than \(Limits.formatBytes(min(Limits.allocationLimit, 1 << 32))): a decompression bomb?")
                 }
                 if status == Z_STREAM_END {
                     // Concatenated members: start the next one if input remains.

@@ -28,15 +28,15 @@ public enum TextCleaner {
             var scalars = String.UnicodeScalarView()
             for c in text.unicodeScalars {
                 let v = c.value
-                if (0x80...0x9F).contains(v) {                                      // fix_c1_controls
+                if (0x80...0x9F).contains(v) { // fix_c1_controls
                     scalars.append(windows1252[Int(v - 0x80)])
-                } else if let lig = ligatures[v] {                                   // fix_latin_ligatures
+                } else if let lig = ligatures[v] { // fix_latin_ligatures
                     scalars.append(contentsOf: lig.unicodeScalars)
-                } else if v == 0x3000 {                                              // fix_character_width
+                } else if v == 0x3000 { // fix_character_width
                     scalars.append(" ")
                 } else if (0xFF01..<0xFFF0).contains(v) {
                     scalars.append(contentsOf: (String(c) as NSString).precomposedStringWithCompatibilityMapping.unicodeScalars)
-                } else if v == 0x02BC || (0x2018...0x201B).contains(v) {             // uncurl_quotes
+                } else if v == 0x02BC || (0x2018...0x201B).contains(v) { // uncurl_quotes
                     scalars.append("'")
                 } else if (0x201C...0x201F).contains(v) {
                     scalars.append("\"")
@@ -71,7 +71,10 @@ public enum TextCleaner {
             if s[i] == "\u{1B}", i + 1 < s.count, s[i + 1] == "[" {
                 var j = i + 2
                 while j < s.count, s[j] == ";" || ("0"..."9").contains(s[j]) { j += 1 }
-                if j < s.count, s[j].isASCII, s[j].properties.isAlphabetic { i = j + 1; continue }
+                if j < s.count, s[j].isASCII, s[j].properties.isAlphabetic {
+                    i = j + 1
+                    continue
+                }
             }
             out.append(s[i])
             i += 1
@@ -101,7 +104,11 @@ public enum TextCleaner {
         var out = String.UnicodeScalarView()
         var i = 0
         while i < s.count {
-            guard s[i] == "&", i + 1 < s.count else { out.append(s[i]); i += 1; continue }
+            guard s[i] == "&", i + 1 < s.count else {
+                out.append(s[i])
+                i += 1
+                continue
+            }
             if s[i + 1] == "#" {
                 // &#digits;? or &#xhex;?
                 var j = i + 2
@@ -117,7 +124,9 @@ public enum TextCleaner {
                     i = semicolon ? j + 1 : j
                     continue
                 }
-                out.append(s[i]); i += 1; continue
+                out.append(s[i])
+                i += 1
+                continue
             }
             // &name;? : up to 32 characters other than \t \n \f space < & # ;
             var j = i + 1
@@ -156,7 +165,8 @@ public enum TextCleaner {
         if let v = invalidCharrefs[n] { return v }
         if (0xD800...0xDFFF).contains(n) || n > 0x10FFFF { return "\u{FFFD}" }
         if (0x1...0x8).contains(n) || (0xE...0x1F).contains(n) || (0x7F...0x9F).contains(n) || (0xFDD0...0xFDEF).contains(n)
-            || n == 0xB || (n & 0xFFFF) == 0xFFFE || (n & 0xFFFF) == 0xFFFF {
+            || n == 0xB || (n & 0xFFFF) == 0xFFFE || (n & 0xFFFF) == 0xFFFF
+        {
             return ""
         }
         return Unicode.Scalar(n).map { String($0) } ?? "\u{FFFD}"
@@ -188,7 +198,8 @@ public enum TextCleaner {
             guard let tab = line.firstIndex(of: "\t") else { continue }
             let escaped = String(line[line.index(after: tab)...])
             guard let data = "\"\(escaped)\"".data(using: .utf8),
-                  let value = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) as? String else { continue }
+                let value = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed) as? String
+            else { continue }
             table[String(line[..<tab])] = value
         }
         return table

@@ -118,10 +118,14 @@ struct BenchCommand: ParsableCommand {
         }
         // Each call carries options JSON in, a result JSON and tensors out; the work itself is trivial.
         let tiny: [(String, String, JSONValue, [(name: String, tensor: Tensor)])] = [
-            ("segmentation-metrics", "invoke.c", ["classes": 2],
-             [("prediction", try Tensor([UInt8(1)], shape: [1, 1])), ("target", try Tensor([UInt8(1)], shape: [1, 1]))]),
-            ("classification-metrics", "invoke.swift", ["bins": 1, "topK": [1]],
-             [("scores", try Tensor([Float(0.2), 0.8], shape: [1, 2])), ("labels", Tensor([Int32(1)]))]),
+            (
+                "segmentation-metrics", "invoke.c", ["classes": 2],
+                [("prediction", try Tensor([UInt8(1)], shape: [1, 1])), ("target", try Tensor([UInt8(1)], shape: [1, 1]))]
+            ),
+            (
+                "classification-metrics", "invoke.swift", ["bins": 1, "topK": [1]],
+                [("scores", try Tensor([Float(0.2), 0.8], shape: [1, 2])), ("labels", Tensor([Int32(1)]))]
+            ),
         ]
         for (component, benchName, options, inputs) in tiny where wanted(benchName) && registry.components.contains(where: { $0.component.id == component }) {
             let calls = 200
@@ -145,7 +149,7 @@ struct BenchCommand: ParsableCommand {
                 isolated.removeScratch()
             }
             let (_, _, options, inputs) = tiny[0]
-            _ = try isolated.invoke("segmentation-metrics", operation: "evaluate", options: options, inputs: inputs)    // starts the child
+            _ = try isolated.invoke("segmentation-metrics", operation: "evaluate", options: options, inputs: inputs) // starts the child
             let calls = 200
             var samples: [Double] = []
             for _ in 0..<repeats {
@@ -180,11 +184,15 @@ struct BenchCommand: ParsableCommand {
             }
             // Rates and shares are better high, times and sizes better low.
             let higherIsBetter = r.unit.hasSuffix("/s") || r.unit == "%"
-            row.append(r.target.map { (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" } ?? "-")
+            row.append(
+                r.target.map { (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" }
+                    ?? "-")
             rows.append(row)
         }
         print(table(rows))
-        print("(\(repeats) repetitions each\(hasReference ? "; RATIO = our time / reference time (rates inverted), lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))")
+        print(
+            "(\(repeats) repetitions each\(hasReference ? "; RATIO = our time / reference time (rates inverted), lower is better" : "; no reference: run `make bench-reference` for PyTorch side by side"))"
+        )
         if failures > 0 { throw ExitCode.failure }
     }
 }

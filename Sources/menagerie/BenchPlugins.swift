@@ -25,18 +25,23 @@ extension BenchCommand {
         let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
         var c = Tensor(zeros: .float32, shape: [n, n])
         func product() {
-            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in c.withUnsafeMutableBytes { pc in
-                GEMM.sgemm(m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
-                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
-                           c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
-            } } }
+            a.withUnsafeBytes { pa in
+                b.withUnsafeBytes { pb in
+                    c.withUnsafeMutableBytes { pc in
+                        GEMM.sgemm(
+                            m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
+                            b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                            c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
+                    }
+                }
+            }
         }
         product()
         var samples: [Double] = []
         for _ in 0..<max(5, repeats) {
             let t0 = now()
             product()
-            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6))   // GFLOP/s
+            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6)) // GFLOP/s
         }
         return record("sgemm.1024", unit: "GFLOP/s", samples)
     }
@@ -62,8 +67,9 @@ extension BenchCommand {
                 // (as `run` would in process), and peak-memory rows start from a new process.
                 let result = try withRuntime(registry: registry, seed: 0, global: global) { runtime, _ in
                     runtime.isolation = .always
-                    return try runtime.invoke(component, operation: "benchmark",
-                                              options: PluginBenchmarks.request(names: asked.map(\.spec.name), repeats: repeats))
+                    return try runtime.invoke(
+                        component, operation: "benchmark",
+                        options: PluginBenchmarks.request(names: asked.map(\.spec.name), repeats: repeats))
                 }
                 let parsed = try PluginBenchmarks.parse(result.result, asked: asked, component: component, plugin: plugin)
                 for e in parsed.errors {
@@ -110,14 +116,18 @@ extension BenchCommand {
             Row(name: $0.name, unit: $0.unit, summary: $0.summary, component: nil, plugin: nil, target: $0.target, ratioTarget: $0.ratioTarget)
         }
         rows += PluginBenchmarks.declared(in: registry).benchmarks.filter { wanted($0.spec.name) }.map {
-            Row(name: $0.spec.name, unit: $0.spec.unit, summary: $0.spec.summary, component: $0.component, plugin: $0.plugin.name,
+            Row(
+                name: $0.spec.name, unit: $0.spec.unit, summary: $0.spec.summary, component: $0.component, plugin: $0.plugin.name,
                 target: $0.spec.target, ratioTarget: $0.spec.ratioTarget)
         }
         if name != nil { rows = rows.filter { !$0.name.contains("<") || wanted($0.name) } }
         if json { return try printJSON(rows) }
-        print(table([["BENCHMARK", "UNIT", "COMPONENT", "PLUGIN", "SUMMARY"]] + rows.map {
-            [$0.name, $0.unit, $0.component ?? "(host)", $0.plugin ?? "-", $0.summary]
-        }))
+        print(
+            table(
+                [["BENCHMARK", "UNIT", "COMPONENT", "PLUGIN", "SUMMARY"]]
+                    + rows.map {
+                        [$0.name, $0.unit, $0.component ?? "(host)", $0.plugin ?? "-", $0.summary]
+                    }))
     }
 
     /// Puts the reference's median beside each record of the same name (`scripts/bench-reference.py`

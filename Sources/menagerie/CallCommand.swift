@@ -29,7 +29,9 @@ struct CallCommand: ParsableCommand {
         let sig = try ForeignCall.Signature(parsing: signature)
         let path: String
         if plugin.contains("/") {
-            path = (plugin as NSString).standardizingPath.hasPrefix("/") ? (plugin as NSString).standardizingPath
+            path =
+                (plugin as NSString).standardizingPath.hasPrefix("/")
+                ? (plugin as NSString).standardizingPath
                 : FileManager.default.currentDirectoryPath + "/" + plugin
             if let p = Trust.problem(path: path) { throw HostError(.refused, p) }
             // An unscanned file is first opened in a child: a crash at load is reported, not suffered.
@@ -37,7 +39,11 @@ struct CallCommand: ParsableCommand {
             guard report?.ok == true else { throw HostError(.failed, "\(path): \(report?.reason ?? "scan failed")") }
         } else {
             let registry = try global.registry()
-            guard let entry = registry.entries.first(where: { $0.status == .ok && ($0.metadata?.name == plugin || $0.metadata?.components.contains { $0.id == plugin } == true) }) else {
+            guard
+                let entry = registry.entries.first(where: {
+                    $0.status == .ok && ($0.metadata?.name == plugin || $0.metadata?.components.contains { $0.id == plugin } == true)
+                })
+            else {
                 let names = registry.entries.compactMap(\.metadata?.name)
                 throw HostError(.notFound, "no plugin '\(plugin)'.\(didYouMean(plugin, in: names)) Run `menagerie plugins`.")
             }
@@ -58,4 +64,3 @@ struct CallCommand: ParsableCommand {
         if sig.returns != .void { print(out) }
     }
 }
-

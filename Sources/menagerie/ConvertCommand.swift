@@ -1,6 +1,6 @@
 import ArgumentParser
-import Foundation
 import Formats
+import Foundation
 import MenagerieHost
 import Tensors
 
@@ -84,15 +84,20 @@ struct ConvertCommand: ParsableCommand {
         let ext = (name as NSString).pathExtension.lowercased()
         guard ["bin", "pt", "pth", "ckpt"].contains(ext) else { return nil }
         var stem = (name as NSString).deletingPathExtension
-        if stem.hasPrefix("open_clip_pytorch_model") { stem = "open_clip_model" + stem.dropFirst("open_clip_pytorch_model".count) }
-        else if stem.hasPrefix("pytorch_model") { stem = "model" + stem.dropFirst("pytorch_model".count) }
+        if stem.hasPrefix("open_clip_pytorch_model") {
+            stem = "open_clip_model" + stem.dropFirst("open_clip_pytorch_model".count)
+        } else if stem.hasPrefix("pytorch_model") {
+            stem = "model" + stem.dropFirst("pytorch_model".count)
+        }
         return stem + ".safetensors"
     }
 
     func convertFolder(_ target: DType?) throws {
         guard !FileManager.default.fileExists(atPath: output) else { throw HostError(.usage, "\(output) exists: choose a new folder (nothing is overwritten)") }
         let files = try FileManager.default.contentsOfDirectory(atPath: input).sorted()
-        let staging = (output as NSString).deletingLastPathComponent.isEmpty ? ".\(output).tmp-\(getpid())"
+        let staging =
+            (output as NSString).deletingLastPathComponent.isEmpty
+            ? ".\(output).tmp-\(getpid())"
             : (output as NSString).deletingLastPathComponent + "/." + (output as NSString).lastPathComponent + ".tmp-\(getpid())"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
         var converted: [String] = [], copied = 0
@@ -101,7 +106,7 @@ struct ConvertCommand: ParsableCommand {
                 if f == "pytorch_model.bin.index.json" {
                     try convertIndex(input + "/" + f, to: staging + "/model.safetensors.index.json")
                 } else if let name = ConvertCommand.convertedName(f) {
-                    guard !files.contains(name) else { continue }   // the folder already has it
+                    guard !files.contains(name) else { continue } // the folder already has it
                     _ = try ConvertCommand.convert(input + "/" + f, to: staging + "/" + name, key: key, dtype: target)
                     converted.append("\(f) → \(name)")
                 } else {
@@ -123,11 +128,16 @@ struct ConvertCommand: ParsableCommand {
     func convertIndex(_ path: String, to out: String) throws {
         do {
             var index = try JSONValue.parse(try RegularFile.text(path, limit: 256 << 20), source: path)
-            guard case .object(var top) = index, let map = top["weight_map"]?.objectValue else { throw HostError(.failed, "\(path) has no \"weight_map\" object") }
-            top["weight_map"] = .object(try map.mapValues {
-                guard let s = $0.stringValue, let n = ConvertCommand.convertedName(s) else { throw HostError(.failed, "\(path): weight_map entry \($0.compactText) is not a .bin file name") }
-                return .string(n)
-            })
+            guard case .object(var top) = index, let map = top["weight_map"]?.objectValue else {
+                throw HostError(.failed, "\(path) has no \"weight_map\" object")
+            }
+            top["weight_map"] = .object(
+                try map.mapValues {
+                    guard let s = $0.stringValue, let n = ConvertCommand.convertedName(s) else {
+                        throw HostError(.failed, "\(path): weight_map entry \($0.compactText) is not a .bin file name")
+                    }
+                    return .string(n)
+                })
             index = .object(top)
             try AtomicFile.write(index.prettyText + "\n", to: out)
         } catch let e as FormatError { throw HostError(.failed, "\(e)") }

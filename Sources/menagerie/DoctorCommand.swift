@@ -5,8 +5,9 @@ import MenagerieHost
 import MenagerieKit
 
 struct DoctorCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "doctor",
-                                                    abstract: "Check BLAS, threads, the search path, the cache and permissions.")
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check BLAS, threads, the search path, the cache and permissions.")
 
     @Flag(name: .long, help: "Print JSON on stdout.")
     var json = false
@@ -33,7 +34,8 @@ struct DoctorCommand: ParsableCommand {
         let threads = Int(openblas_get_num_threads())
         checks.append(Check(name: "blas", ok: true, detail: "OpenBLAS \(config); \(threads) thread(s) (set with MENAGERIE_THREADS or OPENBLAS_NUM_THREADS)"))
         let (gflops, error) = sgemmCheck(n: 256)
-        checks.append(Check(name: "sgemm", ok: error < 1e-3, detail: String(format: "256³ in %.1f GFLOP/s, max error %.2e against a direct sum", gflops, error)))
+        checks.append(
+            Check(name: "sgemm", ok: error < 1e-3, detail: String(format: "256³ in %.1f GFLOP/s, max error %.2e against a direct sum", gflops, error)))
 
         let searchPath = SearchPath(safeMode: global.isSafeMode)
         for f in searchPath.folders {
@@ -41,26 +43,39 @@ struct DoctorCommand: ParsableCommand {
             let exists = FileManager.default.fileExists(atPath: f.path, isDirectory: &isDir) && isDir.boolValue
             let count = (try? FileManager.default.contentsOfDirectory(atPath: f.path).filter { $0.hasSuffix(".so") }.count) ?? 0
             let trust = exists ? Trust.check(f.path, what: "folder") : nil
-            checks.append(Check(name: "search path (\(f.origin))", ok: trust == nil,
-                                detail: exists ? "\(f.path): \(count) .so file(s)" + (trust.map { "; \($0)" } ?? "") : "\(f.path): absent (fine)"))
+            checks.append(
+                Check(
+                    name: "search path (\(f.origin))", ok: trust == nil,
+                    detail: exists ? "\(f.path): \(count) .so file(s)" + (trust.map { "; \($0)" } ?? "") : "\(f.path): absent (fine)"))
         }
         if global.isSafeMode { checks.append(Check(name: "safe mode", ok: true, detail: "on: built-in plugins only")) }
         let lock = try global.lockFile()
-        checks.append(Check(name: "lock file", ok: true, detail: lock.map { "\($0.path): \($0.file.plugins.count) pinned plugin(s)" } ?? "none (\(LockFile.defaultPath()) absent)"))
+        checks.append(
+            Check(
+                name: "lock file", ok: true,
+                detail: lock.map { "\($0.path): \($0.file.plugins.count) pinned plugin(s)" } ?? "none (\(LockFile.defaultPath()) absent)"))
         let registry = try global.registry()
-        checks.append(Check(name: "registry cache", ok: FileManager.default.isWritableFile(atPath: (registry.cachePath as NSString).deletingLastPathComponent),
-                            detail: "\(registry.cachePath): \(registry.entries.count) plugin(s), \(registry.failed.count) failed, \(registry.scanned) scanned now"))
+        checks.append(
+            Check(
+                name: "registry cache", ok: FileManager.default.isWritableFile(atPath: (registry.cachePath as NSString).deletingLastPathComponent),
+                detail: "\(registry.cachePath): \(registry.entries.count) plugin(s), \(registry.failed.count) failed, \(registry.scanned) scanned now"))
         for e in registry.failed { checks.append(Check(name: "plugin", ok: false, detail: "\(e.path): \(e.reason ?? "")")) }
         checks.append(Check(name: "scratch", ok: access(NSTemporaryDirectory(), W_OK) == 0, detail: "temporary folder \(NSTemporaryDirectory())"))
         if clean {
             let removed = Lifecycle.sweep(outputs: outputs)
-            checks.append(Check(name: "clean", ok: true, detail: removed.isEmpty ? "no stale folders"
-                                : "removed \(removed.count) stale folder(s): " + removed.joined(separator: ", ")))
+            checks.append(
+                Check(
+                    name: "clean", ok: true,
+                    detail: removed.isEmpty
+                        ? "no stale folders"
+                        : "removed \(removed.count) stale folder(s): " + removed.joined(separator: ", ")))
         } else if !outputs.isEmpty {
             throw ValidationError("output folders are only read with --clean")
         }
 
-        if json { try printJSON(checks) } else {
+        if json {
+            try printJSON(checks)
+        } else {
             print(table(checks.map { [$0.ok ? "ok" : "FAIL", $0.name, $0.detail] }))
         }
         if checks.contains(where: { !$0.ok }) { throw ExitCode(1) }

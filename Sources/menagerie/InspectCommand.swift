@@ -1,6 +1,6 @@
 import ArgumentParser
-import Foundation
 import Formats
+import Foundation
 import MenagerieHost
 
 /// `menagerie inspect FILE`: the tensors of a weights file without loading a model.
@@ -24,7 +24,9 @@ struct InspectCommand: ParsableCommand {
         /// The wrapper key the loaders take the state dict from, and whether they drop "module.".
         let stateDictKey: String?
         let modulePrefix: Bool
-        enum CodingKeys: String, CodingKey { case file, format, tensors, totalBytes = "total_bytes", stateDictKey = "state_dict_key", modulePrefix = "module_prefix" }
+        enum CodingKeys: String, CodingKey {
+            case file, format, tensors, totalBytes = "total_bytes", stateDictKey = "state_dict_key", modulePrefix = "module_prefix"
+        }
     }
 
     func run() throws {

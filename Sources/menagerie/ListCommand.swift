@@ -26,19 +26,24 @@ struct ListCommand: ParsableCommand {
 
     func run() throws {
         if let kind, Kind(rawValue: kind) == nil {
-            throw HostError(.usage, "unknown kind '\(kind)'.\(didYouMean(kind, in: Kind.allCases.map(\.rawValue))) Kinds: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
+            throw HostError(
+                .usage,
+                "unknown kind '\(kind)'.\(didYouMean(kind, in: Kind.allCases.map(\.rawValue))) Kinds: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))."
+            )
         }
         let registry = try global.registry()
         let rows = registry.components.filter { item in
             (kind == nil || item.component.kind == kind) && (glob == nil || fnmatch(glob!, item.component.id, 0) == 0)
         }.map { p, c in
-            Row(id: c.id, kind: c.kind, plugin: p.metadata?.name ?? "", version: p.metadata?.version ?? "", summary: c.summary,
+            Row(
+                id: c.id, kind: c.kind, plugin: p.metadata?.name ?? "", version: p.metadata?.version ?? "", summary: c.summary,
                 path: p.path, operations: c.operations.map(\.name) + (c.tour == true ? ["tour"] : []), builtIn: p.builtIn)
         }
         if json { return try printJSON(rows) }
         if rows.isEmpty {
-            print("No components" + (glob != nil || kind != nil ? " match." : " found. Search path: ")
-                  + (glob == nil && kind == nil ? registry.searchPath.folders.map(\.path).joined(separator: ":") : ""))
+            print(
+                "No components" + (glob != nil || kind != nil ? " match." : " found. Search path: ")
+                    + (glob == nil && kind == nil ? registry.searchPath.folders.map(\.path).joined(separator: ":") : ""))
         } else {
             print(table([["COMPONENT", "KIND", "PLUGIN", "SUMMARY"]] + rows.map { [$0.id, $0.kind, $0.plugin + " " + $0.version, $0.summary] }))
         }
@@ -80,14 +85,21 @@ struct PluginsCommand: ParsableCommand {
         }
         let entries = registry.entries.filter { !failed || $0.status == .failed }
         let rows = entries.map { e in
-            Row(path: e.path, status: e.status.rawValue, origin: e.origin, name: e.metadata?.name, version: e.metadata?.version,
+            Row(
+                path: e.path, status: e.status.rawValue, origin: e.origin, name: e.metadata?.name, version: e.metadata?.version,
                 abi: e.abi, toolchain: e.toolchain, reason: e.reason, sha256: e.sha256, components: e.metadata?.components.map(\.id) ?? [])
         }
         if json { return try printJSON(rows) }
-        if rows.isEmpty { print(failed ? "No plugin failed to load." : "No plugin files found."); return }
-        print(table([["STATUS", "PLUGIN", "ABI", "ORIGIN", "FILE"]] + rows.map {
-            [$0.status, ($0.name ?? "-") + ($0.version.map { " " + $0 } ?? ""), $0.abi ?? "-", $0.origin, $0.path]
-        }))
+        if rows.isEmpty {
+            print(failed ? "No plugin failed to load." : "No plugin files found.")
+            return
+        }
+        print(
+            table(
+                [["STATUS", "PLUGIN", "ABI", "ORIGIN", "FILE"]]
+                    + rows.map {
+                        [$0.status, ($0.name ?? "-") + ($0.version.map { " " + $0 } ?? ""), $0.abi ?? "-", $0.origin, $0.path]
+                    }))
         for r in rows where r.status == "failed" { print("  \(r.path): \(r.reason ?? "unknown reason")") }
     }
 }
@@ -133,9 +145,14 @@ struct InfoCommand: ParsableCommand {
         let columns = terminalColumns()
         let meta = plugin.metadata!
         if json {
-            let doc: JSONValue = ["component": try JSONValue(encoding: c), "plugin": ["name": .string(meta.name), "version": .string(meta.version),
-                "license": .string(meta.license), "authors": .array(meta.authors.map { .string($0) }),
-                "paper": try JSONValue(encoding: meta.paper), "path": .string(plugin.path), "abi": .string(plugin.abi ?? "")]]
+            let doc: JSONValue = [
+                "component": try JSONValue(encoding: c),
+                "plugin": [
+                    "name": .string(meta.name), "version": .string(meta.version),
+                    "license": .string(meta.license), "authors": .array(meta.authors.map { .string($0) }),
+                    "paper": try JSONValue(encoding: meta.paper), "path": .string(plugin.path), "abi": .string(plugin.abi ?? ""),
+                ],
+            ]
             print(doc.prettyText)
             return
         }
@@ -148,7 +165,9 @@ struct InfoCommand: ParsableCommand {
         for operation in c.operations where op == nil || op == operation.name {
             print("  \(operation.name)\(operation.name == c.operations.first?.name ? " (default)" : "")  \(operation.summary)")
             var rows: [[String]] = []
-            for t in operation.inputs { rows.append(["    in", t.name, t.dtypes.joined(separator: "|"), t.shape, (t.optional ? "(optional) " : "") + t.summary]) }
+            for t in operation.inputs {
+                rows.append(["    in", t.name, t.dtypes.joined(separator: "|"), t.shape, (t.optional ? "(optional) " : "") + t.summary])
+            }
             for t in operation.outputs { rows.append(["    out", t.name, t.dtypes.joined(separator: "|"), t.shape, t.summary]) }
             if !rows.isEmpty { print(wrappedTable(rows, columns: columns)) }
         }
@@ -177,8 +196,9 @@ struct InfoCommand: ParsableCommand {
 }
 
 struct ProbeCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "_probe", abstract: "Scan one plugin file (internal: run by the host in a child process).",
-                                                    shouldDisplay: false)
+    static let configuration = CommandConfiguration(
+        commandName: "_probe", abstract: "Scan one plugin file (internal: run by the host in a child process).",
+        shouldDisplay: false)
     @Argument var path: String
 
     func run() throws {

@@ -16,9 +16,11 @@ struct Menagerie: ParsableCommand {
             Exit codes: 0 ok, 1 failed, 2 usage.
             """,
         version: "0.1.0 (plugin ABI \(abiVersion.major).\(abiVersion.minor), \(swiftToolchain))",
-        subcommands: [ListCommand.self, PluginsCommand.self, InfoCommand.self, RunCommand.self, NewCommand.self,
-                      ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self, InspectCommand.self, ConvertCommand.self,
-                      ProbeCommand.self, ValidateChildCommand.self, IsolateChildCommand.self])
+        subcommands: [
+            ListCommand.self, PluginsCommand.self, InfoCommand.self, RunCommand.self, NewCommand.self,
+            ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self, InspectCommand.self, ConvertCommand.self,
+            ProbeCommand.self, ValidateChildCommand.self, IsolateChildCommand.self,
+        ])
 
     /// Parses, runs, and maps every error to exit code 1 (failure) or 2 (usage), with the message on stderr.
     static func main() {
@@ -43,7 +45,8 @@ struct Menagerie: ParsableCommand {
         }
         // `menagerie run COMPONENT --help`: the component's own operations and options, then the flags.
         if args.first == "run", args.contains(where: { $0 == "--help" || $0 == "-h" }),
-           let component = args.dropFirst().first(where: { !$0.hasPrefix("-") }) {
+            let component = args.dropFirst().first(where: { !$0.hasPrefix("-") })
+        {
             do {
                 let info = try InfoCommand.parse([component] + args.filter { ["--safe-mode", "--rescan"].contains($0) })
                 try info.run()
@@ -83,7 +86,8 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Load built-in plugins only (also MENAGERIE_SAFE_MODE=1).")
     var safeMode = false
 
-    @Option(name: .long, help: "A lock file pinning the SHA-256 of allowed plugins (default: $MENAGERIE_LOCK_FILE or ~/.config/menagerie/plugins.lock if present).")
+    @Option(
+        name: .long, help: "A lock file pinning the SHA-256 of allowed plugins (default: $MENAGERIE_LOCK_FILE or ~/.config/menagerie/plugins.lock if present).")
     var lock: String?
 
     @Flag(name: .long, help: "Ignore the registry cache and scan every plugin again.")

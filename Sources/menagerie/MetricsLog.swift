@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import MenagerieHost
+import Synchronization
 
 /// The metric rows a run recorded (`host.record`), written as log.csv in `--out`:
 /// `part,part_name,component,<unit>,<metric>…,elapsed_s`, one row per record, metric columns in the

@@ -22,12 +22,16 @@ struct NewCommand: ParsableCommand {
 
     func run() throws {
         guard let k = Kind(rawValue: kind) else {
-            throw HostError(.usage, "unknown kind '\(kind)'.\(didYouMean(kind, in: Kind.allCases.map(\.rawValue))) Kinds: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).")
+            throw HostError(
+                .usage,
+                "unknown kind '\(kind)'.\(didYouMean(kind, in: Kind.allCases.map(\.rawValue))) Kinds: \(Kind.allCases.map(\.rawValue).joined(separator: ", "))."
+            )
         }
         guard let language = Scaffold.Language(rawValue: lang) else { throw HostError(.usage, "--lang must be swift or c, not '\(lang)'") }
         // This file is Sources/menagerie/NewCommand.swift: three levels below the source root.
-        let sourceRoot = ((((#filePath as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent as NSString)
-            .deletingLastPathComponent)
+        let sourceRoot =
+            ((((#filePath as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent as NSString)
+                .deletingLastPathComponent)
         let (templates, sdk) = Scaffold.locate(sourceRoot: sourceRoot)
         let scaffold = try Scaffold(name: name, kind: k, language: language, templates: templates, sdk: sdk)
         let (path, files) = try scaffold.write(into: dir)

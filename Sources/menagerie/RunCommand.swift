@@ -18,16 +18,22 @@ struct RunCommand: ParsableCommand {
     @Argument(help: "The operation (default: the component's first).", completion: .custom { ShellCompletion.operations($0, $1, $2) })
     var operation: String?
 
-    @Option(name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"),
-            completion: .custom { ShellCompletion.setValues($0, $1, $2) })
+    @Option(
+        name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"),
+        completion: .custom { ShellCompletion.setValues($0, $1, $2) })
     var sets: [String] = []
 
-    @Option(name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"),
-            completion: .file(extensions: ["json"]))
+    @Option(
+        name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"),
+        completion: .file(extensions: ["json"]))
     var config: String?
 
-    @Option(name: .customLong("input"), help: ArgumentHelp("An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.", valueName: "NAME=PATH"),
-            completion: .custom { ShellCompletion.inputValues($0, $1, $2) })
+    @Option(
+        name: .customLong("input"),
+        help: ArgumentHelp(
+            "An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.",
+            valueName: "NAME=PATH"),
+        completion: .custom { ShellCompletion.inputValues($0, $1, $2) })
     var inputs: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"), completion: .directory)
@@ -49,8 +55,9 @@ struct RunCommand: ParsableCommand {
         // Everything that can be refused is refused before any work starts.
         let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
-        let request = try RunRequest(registry: registry, component: component, operation: operation, config: config,
-                                     sets: sets, inputs: inputs, seed: seed)
+        let request = try RunRequest(
+            registry: registry, component: component, operation: operation, config: config,
+            sets: sets, inputs: inputs, seed: seed)
         defer {
             for f in request.temporaryFolders {
                 try? FileManager.default.removeItem(atPath: f)
@@ -67,9 +74,10 @@ struct RunCommand: ParsableCommand {
                 result = try runtime.invoke(component, operation: request.operation, options: request.options, inputs: request.inputs)
             }
             if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user: nothing was written") }
-            let manifest = RunOutput.manifest(component: request.component.id, operation: request.operation, plugin: request.plugin,
-                                              options: request.effectiveOptions, seed: request.effectiveSeed, inputs: request.inputPaths, result: result,
-                                              seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
+            let manifest = RunOutput.manifest(
+                component: request.component.id, operation: request.operation, plugin: request.plugin,
+                options: request.effectiveOptions, seed: request.effectiveSeed, inputs: request.inputPaths, result: result,
+                seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
             // A component may hand the CLI a text to show instead of the summary (`display`: a
             // table or CSV the user asked for with format=…); it is not kept in result.json.
             let display = result.result["display"]?.stringValue
@@ -84,9 +92,12 @@ struct RunCommand: ParsableCommand {
                     let top = String(parts[0]) + (parts.count > 1 ? "/" : "")
                     if !tops.contains(top) { tops.append(top) }
                 }
-                let wrote = "wrote \(output.directory): result.json" + (files.isEmpty ? "" : " and \(files.count) file\(files.count == 1 ? "" : "s")")
+                let wrote =
+                    "wrote \(output.directory): result.json" + (files.isEmpty ? "" : " and \(files.count) file\(files.count == 1 ? "" : "s")")
                     + (tops.isEmpty ? "" : " (" + tops.prefix(6).joined(separator: ", ") + (tops.count > 6 ? ", …" : "") + ")")
-                if json { print(final.prettyText) } else if let display {
+                if json {
+                    print(final.prettyText)
+                } else if let display {
                     print(display, terminator: display.hasSuffix("\n") ? "" : "\n")
                     writeError(wrote)
                 } else {
@@ -94,7 +105,9 @@ struct RunCommand: ParsableCommand {
                     print(wrote)
                 }
             } else {
-                if json { print(manifest.prettyText) } else {
+                if json {
+                    print(manifest.prettyText)
+                } else {
                     if let display { print(display, terminator: display.hasSuffix("\n") ? "" : "\n") } else { print(summary(result.result)) }
                     for (name, t) in result.tensors { writeError("tensor \(name): \(t.dtype.name) \(t.shape)") }
                     let n = result.tensors.count + result.artifacts.count
@@ -122,9 +135,11 @@ func metricsLog(_ log: MetricsLog, scratch: String, beside result: InvocationRes
 
 /// Runs `body` with a runtime (shut down and its scratch folder removed afterwards), a progress bar
 /// on stderr and Ctrl-C wired to the cancellation flag.
-func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, isolation: IsolationOptions? = nil, json: Bool = false,
-                    _ body: (Runtime, StderrProgress) throws -> T) throws -> T {
-    Lifecycle.sweep()     // scratch folders of runs that were killed outright
+func withRuntime<T>(
+    registry: Registry, seed: UInt64, global: GlobalOptions, isolation: IsolationOptions? = nil, json: Bool = false,
+    _ body: (Runtime, StderrProgress) throws -> T
+) throws -> T {
+    Lifecycle.sweep() // scratch folders of runs that were killed outright
     let runtime = try Runtime(registry: registry, seed: seed, lock: try global.lockFile())
     runtime.safeMode = global.isSafeMode
     if let isolation { try isolation.apply(to: runtime) }
@@ -132,7 +147,7 @@ func withRuntime<T>(registry: Registry, seed: UInt64, global: GlobalOptions, iso
         runtime.shutdown()
         runtime.removeScratch()
     }
-    let progress = StderrProgress(textToStderr: json)   // --json: stdout is one JSON document
+    let progress = StderrProgress(textToStderr: json) // --json: stdout is one JSON document
     runtime.progressSink = progress
     installInterruptHandler()
     return try body(runtime, progress)
@@ -180,7 +195,11 @@ func summary(_ result: JSONValue) -> String {
 
 /// Where plugins run: in this process, or in a child with limits (`Isolation`).
 struct IsolationOptions: ParsableArguments {
-    @Flag(name: .long, help: "Run the plugin in a child process (shared-memory tensors, a crash becomes an error). Default for plugins outside the built-in folder; also MENAGERIE_ISOLATE=1.")
+    @Flag(
+        name: .long,
+        help:
+            "Run the plugin in a child process (shared-memory tensors, a crash becomes an error). Default for plugins outside the built-in folder; also MENAGERIE_ISOLATE=1."
+    )
     var isolate = false
 
     @Flag(name: .customLong("no-isolate"), help: "Run every plugin in this process, trusted third-party ones too (MENAGERIE_ISOLATE=0).")
@@ -189,7 +208,9 @@ struct IsolationOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("With isolation: kill a call that takes longer (MENAGERIE_ISOLATE_TIMEOUT).", valueName: "SECONDS"))
     var timeout: Double?
 
-    @Option(name: .customLong("memory-limit"), help: ArgumentHelp("With isolation: the child's data-segment limit, e.g. 4G (MENAGERIE_ISOLATE_MEMORY, bytes).", valueName: "BYTES"))
+    @Option(
+        name: .customLong("memory-limit"),
+        help: ArgumentHelp("With isolation: the child's data-segment limit, e.g. 4G (MENAGERIE_ISOLATE_MEMORY, bytes).", valueName: "BYTES"))
     var memoryLimit: String?
 
     func apply(to runtime: Runtime) throws {
@@ -222,8 +243,9 @@ struct IsolationOptions: ParsableArguments {
 
 /// `menagerie _isolate`: the child that runs isolated plugins (internal: started by the host).
 struct IsolateChildCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "_isolate", abstract: "Serve isolated plugin calls on fd 3 (internal).",
-                                                    shouldDisplay: false)
+    static let configuration = CommandConfiguration(
+        commandName: "_isolate", abstract: "Serve isolated plugin calls on fd 3 (internal).",
+        shouldDisplay: false)
     @Option var scratch: String
     @Option var seed: UInt64 = 0
     @Option(name: .customLong("memory-limit")) var memoryLimit: Int?

@@ -19,7 +19,7 @@ enum ShellCompletion {
     /// The registry as `list` reads it (cache first); nil when it cannot be read.
     static func registry() -> Registry? {
         let safe = ["1", "true", "yes"].contains(ProcessInfo.processInfo.environment["MENAGERIE_SAFE_MODE"]?.lowercased() ?? "")
-        var quiet = Logger(label: "menagerie")      // a completion never writes warnings into the command line
+        var quiet = Logger(label: "menagerie") // a completion never writes warnings into the command line
         quiet.logLevel = .critical
         return Registry(searchPath: SearchPath(safeMode: safe), logger: quiet)
     }
@@ -44,11 +44,12 @@ enum ShellCompletion {
         }
         let key = String(prefix[..<eq])
         guard let property = properties[key] else { return [] }
-        var values = property["enum"]?.arrayValue?.compactMap { v -> String? in
-            if let s = v.stringValue { return s }
-            if let d = v.doubleValue { return d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
-            return nil
-        } ?? []
+        var values =
+            property["enum"]?.arrayValue?.compactMap { v -> String? in
+                if let s = v.stringValue { return s }
+                if let d = v.doubleValue { return d.rounded() == d && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
+                return nil
+            } ?? []
         let types = property["type"]?.stringValue.map { [$0] } ?? property["type"]?.arrayValue?.compactMap(\.stringValue) ?? []
         if values.isEmpty, types.contains("boolean") { values = ["true", "false"] }
         return values.map { key + "=" + $0 }.filter { $0.hasPrefix(prefix) }

@@ -39,7 +39,9 @@ struct TourCommand: ParsableCommand {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let registry = try global.registry()
         let stops = registry.components.filter { $0.component.tour == true && (only == nil || fnmatch(only!, $0.component.id, 0) == 0) }
-        guard !stops.isEmpty else { throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`") }
+        guard !stops.isEmpty else {
+            throw HostError(.notFound, "no component with a tour" + (only.map { " matches '\($0)'" } ?? "") + "; see `menagerie list`")
+        }
         let started = Date()
         let results = try withRuntime(registry: registry, seed: seed, global: global, json: json) { runtime, progress in
             stops.enumerated().compactMap { i, stop in
@@ -48,17 +50,24 @@ struct TourCommand: ParsableCommand {
         }
         let docs = Self.methodDocs()
         let entries = zip(stops, results).map { stop, result in
-            TourReport.Entry(stop: result, kind: stop.component.kind, summary: stop.component.summary,
-                             docs: docs.flatMap { Self.methodPage(in: $0, component: stop.component.id, plugin: stop.plugin.metadata?.name ?? "") })
+            TourReport.Entry(
+                stop: result, kind: stop.component.kind, summary: stop.component.summary,
+                docs: docs.flatMap { Self.methodPage(in: $0, component: stop.component.id, plugin: stop.plugin.metadata?.name ?? "") })
         }
-        let report = TourReport(entries: entries, root: root, seed: seed, version: Menagerie.configuration.version,
-                                totalSeconds: Date().timeIntervalSince(started))
+        let report = TourReport(
+            entries: entries, root: root, seed: seed, version: Menagerie.configuration.version,
+            totalSeconds: Date().timeIntervalSince(started))
         try Data(report.html().utf8).write(to: URL(fileURLWithPath: root + "/index.html"), options: .atomic)
 
-        if json { try printJSON(results) } else {
-            print(table([["COMPONENT", "STATUS", "SECONDS", "OUTPUTS"]] + results.map {
-                [$0.component, $0.ok ? "ok" : "FAILED", String(format: "%.2f", $0.seconds), $0.ok ? $0.folder : ($0.error ?? "")]
-            }))
+        if json {
+            try printJSON(results)
+        } else {
+            print(
+                table(
+                    [["COMPONENT", "STATUS", "SECONDS", "OUTPUTS"]]
+                        + results.map {
+                            [$0.component, $0.ok ? "ok" : "FAILED", String(format: "%.2f", $0.seconds), $0.ok ? $0.folder : ($0.error ?? "")]
+                        }))
             print("open \(root)/index.html")
         }
         if cancellationFlag.load(ordering: .relaxed) { throw HostError(.failed, "cancelled by the user") }
@@ -66,8 +75,10 @@ struct TourCommand: ParsableCommand {
     }
 
     /// Runs one component's tour into `root/<component>/` and reports how it went.
-    func visit(_ stop: (plugin: RegistryEntry, component: ComponentInfo), index: Int, of count: Int, root: String,
-               runtime: Runtime, progress: StderrProgress) -> Stop {
+    func visit(
+        _ stop: (plugin: RegistryEntry, component: ComponentInfo), index: Int, of count: Int, root: String,
+        runtime: Runtime, progress: StderrProgress
+    ) -> Stop {
         let (plugin, c) = stop
         writeError("[\(index + 1)/\(count)] \(c.id) …")
         // The stop is part i of the tour on the component's progress bar (until the component
@@ -82,19 +93,22 @@ struct TourCommand: ParsableCommand {
             let r = try runtime.invoke(c.id, operation: "tour")
             progress.finish()
             let seconds = Date().timeIntervalSince(started)
-            let manifest = RunOutput.manifest(component: c.id, operation: "tour", plugin: plugin, options: .object(OptionSchema(c.options).defaults),
-                                              seed: seed, inputs: [:], result: r, seconds: seconds, version: Menagerie.configuration.version)
+            let manifest = RunOutput.manifest(
+                component: c.id, operation: "tour", plugin: plugin, options: .object(OptionSchema(c.options).defaults),
+                seed: seed, inputs: [:], result: r, seconds: seconds, version: Menagerie.configuration.version)
             let final = try output.commit(manifest: manifest, tensors: r.tensors, artifacts: r.artifacts)
             let files = ["result.json"] + (final["artifacts"]?.arrayValue?.compactMap { $0["file"]?.stringValue } ?? [])
             let highlights = (final["result"]?.objectValue ?? [:]).filter { $0.value.doubleValue != nil || $0.value.stringValue != nil }
             let shown = highlights.keys.sorted().prefix(5).map { "\($0)=\(TourReport.format(highlights[$0]!))" }.joined(separator: " ")
             writeError(String(format: "      ok in %.2f s  %@", seconds, shown))
-            return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
-                        files: files, highlights: highlights, error: nil)
+            return Stop(
+                component: c.id, plugin: plugin.metadata?.name ?? "", ok: true, seconds: seconds, folder: folder,
+                files: files, highlights: highlights, error: nil)
         } catch {
             writeError("      FAILED: \(error)")
-            return Stop(component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
-                        folder: folder, files: [], highlights: [:], error: "\(error)")
+            return Stop(
+                component: c.id, plugin: plugin.metadata?.name ?? "", ok: false, seconds: Date().timeIntervalSince(started),
+                folder: folder, files: [], highlights: [:], error: "\(error)")
         }
     }
 
@@ -104,7 +118,8 @@ struct TourCommand: ParsableCommand {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var dir = (exe as NSString).deletingLastPathComponent
         for _ in 0..<6 {
-            for candidate in [dir + "/Docs/methods", dir + "/share/menagerie/docs/methods"] where FileManager.default.fileExists(atPath: candidate + "/README.md") {
+            for candidate in [dir + "/Docs/methods", dir + "/share/menagerie/docs/methods"]
+            where FileManager.default.fileExists(atPath: candidate + "/README.md") {
                 return candidate
             }
             dir = (dir as NSString).deletingLastPathComponent

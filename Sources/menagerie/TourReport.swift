@@ -23,21 +23,22 @@ struct TourReport {
     func html() -> String {
         let ok = entries.filter(\.stop.ok).count
         var h = """
-        <!doctype html>
-        <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>Menagerie tour</title>
-        <style>\(Self.css)</style></head><body>
-        <header><h1>Menagerie tour</h1>
-        <p>\(entries.count) components ran on embedded data: \(ok) ok\(ok < entries.count ? ", <b class=bad>\(entries.count - ok) failed</b>" : "") \
-        in \(String(format: "%.0f", totalSeconds)) s. Menagerie \(esc(version)), seed \(seed), \(esc(ISO8601DateFormatter().string(from: Date()))).</p>
-        <p>Reproduce the whole page: <code>menagerie tour --seed \(seed) --out \(esc((root as NSString).lastPathComponent))</code>. \
-        Every figure is a 2× PNG with its SVG beside it; every number below is also in the component's <code>result.json</code>.</p>
-        </header>
-        <nav id="contents"><h2>Contents</h2><ol>
+            <!doctype html>
+            <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>Menagerie tour</title>
+            <style>\(Self.css)</style></head><body>
+            <header><h1>Menagerie tour</h1>
+            <p>\(entries.count) components ran on embedded data: \(ok) ok\(ok < entries.count ? ", <b class=bad>\(entries.count - ok) failed</b>" : "") \
+            in \(String(format: "%.0f", totalSeconds)) s. Menagerie \(esc(version)), seed \(seed), \(esc(ISO8601DateFormatter().string(from: Date()))).</p>
+            <p>Reproduce the whole page: <code>menagerie tour --seed \(seed) --out \(esc((root as NSString).lastPathComponent))</code>. \
+            Every figure is a 2× PNG with its SVG beside it; every number below is also in the component's <code>result.json</code>.</p>
+            </header>
+            <nav id="contents"><h2>Contents</h2><ol>
 
-        """
+            """
         for e in entries {
-            h += "<li><a href=\"#\(anchor(e.stop.component))\">\(esc(e.stop.component))</a> <span class=\(e.stop.ok ? "ok" : "bad")>"
+            h +=
+                "<li><a href=\"#\(anchor(e.stop.component))\">\(esc(e.stop.component))</a> <span class=\(e.stop.ok ? "ok" : "bad")>"
                 + "\(e.stop.ok ? "ok" : "failed") · \(String(format: "%.1f", e.stop.seconds)) s</span> — \(esc(e.summary))</li>\n"
         }
         h += "</ol></nav>\n<main>\n"
@@ -48,15 +49,19 @@ struct TourReport {
 
     private func section(_ e: Entry, figureNumber: inout Int) -> String {
         let s = e.stop, id = s.component
-        var h = "<section id=\"\(anchor(id))\"><h2>\(esc(id)) <small>\(esc(e.kind)) · plugin \(esc(s.plugin)) · \(String(format: "%.1f", s.seconds)) s</small></h2>\n"
+        var h =
+            "<section id=\"\(anchor(id))\"><h2>\(esc(id)) <small>\(esc(e.kind)) · plugin \(esc(s.plugin)) · \(String(format: "%.1f", s.seconds)) s</small></h2>\n"
         h += "<p>\(esc(e.summary)).</p>\n"
         h += "<p class=cmd>Reproduce: <code>menagerie run \(esc(id)) tour --seed \(seed) --out \(esc(id))</code>"
-        if let docs = e.docs { h += " · method page: <a href=\"\(URL(fileURLWithPath: docs).absoluteString)\">\(esc((docs as NSString).lastPathComponent))</a>" }
+        if let docs = e.docs {
+            h += " · method page: <a href=\"\(URL(fileURLWithPath: docs).absoluteString)\">\(esc((docs as NSString).lastPathComponent))</a>"
+        }
         h += "</p>\n"
         if let error = s.error { return h + "<p class=bad>Failed: \(esc(error))</p></section>\n" }
         let numbers = s.highlights.filter { $0.key != "note" }
         if !numbers.isEmpty {
-            h += "<table class=numbers><caption>Key numbers (result.json)</caption>"
+            h +=
+                "<table class=numbers><caption>Key numbers (result.json)</caption>"
                 + numbers.keys.sorted().map { "<tr><th>\(esc($0))</th><td>\(esc(Self.format(numbers[$0]!)))</td></tr>" }.joined() + "</table>\n"
         }
         if let note = s.highlights["note"]?.stringValue { h += "<p class=note>\(esc(note))</p>\n" }
@@ -68,7 +73,8 @@ struct TourReport {
             figureNumber += 1
             let title = hasSVG ? figureTitle(root + "/" + id + "/" + svg) : nil
             let width = pngWidth(root + "/" + rel).map { hasSVG ? $0 / 2 : max($0, 256) }
-            h += "<figure><a href=\"\(rel)\"><img src=\"\(rel)\" alt=\"\(esc(title ?? png))\"\(width.map { " width=\"\($0)\"" } ?? "")"
+            h +=
+                "<figure><a href=\"\(rel)\"><img src=\"\(rel)\" alt=\"\(esc(title ?? png))\"\(width.map { " width=\"\($0)\"" } ?? "")"
                 + (hasSVG ? "" : " class=pixels") + "></a><figcaption>Figure \(figureNumber). \(esc(title ?? png))"
                 + " — <a href=\"\(rel)\">\(esc(png))</a>\(hasSVG ? " · <a href=\"\(id)/\(svg)\">SVG</a>" : "")</figcaption></figure>\n"
         }
@@ -80,7 +86,10 @@ struct TourReport {
             let images = files.filter { $0.hasSuffix(".png") || $0.hasSuffix(".jpg") }.sorted()
             h += "<div class=folder><h3><a href=\"\(id)/\(folder)/\">\(esc(folder))/</a> <small>\(files.count) files</small></h3>"
             if !images.isEmpty {
-                h += "<div class=thumbs>" + images.prefix(10).map { "<a href=\"\(id)/\($0)\"><img src=\"\(id)/\($0)\" alt=\"\(esc($0))\" title=\"\(esc($0))\" class=pixels></a>" }.joined()
+                h +=
+                    "<div class=thumbs>"
+                    + images.prefix(10).map { "<a href=\"\(id)/\($0)\"><img src=\"\(id)/\($0)\" alt=\"\(esc($0))\" title=\"\(esc($0))\" class=pixels></a>" }
+                    .joined()
                     + (images.count > 10 ? "<span>+\(images.count - 10) more</span>" : "") + "</div>"
             }
             let csvs = files.filter { $0.hasSuffix(".csv") && $0.split(separator: "/").count == 2 }.prefix(2)
@@ -98,7 +107,8 @@ struct TourReport {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
         guard let header = lines.first else { return "" }
         let shown = 8
-        var h = "<details\(lines.count <= 12 ? " open" : "")><summary><a href=\"\(rel)\">\(esc((rel as NSString).lastPathComponent))</a> "
+        var h =
+            "<details\(lines.count <= 12 ? " open" : "")><summary><a href=\"\(rel)\">\(esc((rel as NSString).lastPathComponent))</a> "
             + "<small>\(lines.count - 1) rows\(lines.count - 1 > shown ? ", first \(shown) shown" : "")</small></summary><div class=scroll><table class=csv><tr>"
         h += Self.fields(String(header)).map { "<th>\(esc($0))</th>" }.joined() + "</tr>"
         for line in lines.dropFirst().prefix(shown) {
@@ -116,9 +126,27 @@ struct TourReport {
             pending = nil
             if quoted {
                 if c == "\"" {
-                    if let next = chars.next() { if next == "\"" { field.append("\"") } else { quoted = false; pending = next } } else { quoted = false }
-                } else { field.append(c) }
-            } else if c == "\"" { quoted = true } else if c == "," { out.append(field); field = "" } else if c != "\r" { field.append(c) }
+                    if let next = chars.next() {
+                        if next == "\"" {
+                            field.append("\"")
+                        } else {
+                            quoted = false
+                            pending = next
+                        }
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    field.append(c)
+                }
+            } else if c == "\"" {
+                quoted = true
+            } else if c == "," {
+                out.append(field)
+                field = ""
+            } else if c != "\r" {
+                field.append(c)
+            }
         }
         out.append(field)
         return out
@@ -132,7 +160,8 @@ struct TourReport {
 
     private func figureTitle(_ svgPath: String) -> String? {
         guard let text = try? String(contentsOfFile: svgPath, encoding: .utf8),
-              let match = text.firstMatch(of: #/<text [^>]*class="title"[^>]*>([^<]*)</text>/#) else { return nil }
+            let match = text.firstMatch(of: #/<text [^>]*class="title"[^>]*>([^<]*)</text>/#)
+        else { return nil }
         return String(match.1).replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
             .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&amp;", with: "&")
     }
@@ -160,17 +189,17 @@ struct TourReport {
     }
 
     static let css = """
-    body{font:15px/1.5 'DejaVu Sans',system-ui,sans-serif;color:#222;margin:0 auto;max-width:1180px;padding:0 1.5em 4em}\
-    header{border-bottom:1px solid #ddd;margin-bottom:1em}h1{margin:.6em 0 .2em}h2{margin-top:2.2em;border-bottom:1px solid #eee}\
-    h2 small,h3 small,summary small{color:#777;font-weight:normal;font-size:.75em}\
-    nav ol{columns:2;column-gap:2.5em;padding-left:1.4em}nav li{break-inside:avoid;margin:.15em 0}\
-    .ok{color:#2a7a2a}.bad{color:#b00020}code{background:#f4f4f4;padding:.1em .35em;border-radius:3px;font-size:.92em}\
-    .cmd{color:#444}.note{color:#555;font-style:italic}\
-    figure{margin:1.2em .6em 1.2em 0;display:inline-block;vertical-align:top;width:min-content;max-width:100%}figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}\
-    figcaption{font-size:.9em;color:#444;max-width:720px}img.pixels{image-rendering:pixelated}\
-    table{border-collapse:collapse;font-size:.88em}th,td{padding:.2em .7em;border-bottom:1px solid #eee;text-align:left}\
-    table.numbers{margin:.6em 0}table.numbers caption{text-align:left;color:#777;font-size:.9em}td{font-variant-numeric:tabular-nums}\
-    details{margin:.6em 0}.scroll{overflow-x:auto}.folder{margin:1em 0}.thumbs img{width:88px;height:88px;object-fit:contain;\
-    margin:2px;border:1px solid #ddd;background:#fafafa}.thumbs span{color:#777;margin-left:.5em}.files{font-size:.9em}
-    """
+        body{font:15px/1.5 'DejaVu Sans',system-ui,sans-serif;color:#222;margin:0 auto;max-width:1180px;padding:0 1.5em 4em}\
+        header{border-bottom:1px solid #ddd;margin-bottom:1em}h1{margin:.6em 0 .2em}h2{margin-top:2.2em;border-bottom:1px solid #eee}\
+        h2 small,h3 small,summary small{color:#777;font-weight:normal;font-size:.75em}\
+        nav ol{columns:2;column-gap:2.5em;padding-left:1.4em}nav li{break-inside:avoid;margin:.15em 0}\
+        .ok{color:#2a7a2a}.bad{color:#b00020}code{background:#f4f4f4;padding:.1em .35em;border-radius:3px;font-size:.92em}\
+        .cmd{color:#444}.note{color:#555;font-style:italic}\
+        figure{margin:1.2em .6em 1.2em 0;display:inline-block;vertical-align:top;width:min-content;max-width:100%}figure img{max-width:100%;height:auto;border:1px solid #e4e4e4}\
+        figcaption{font-size:.9em;color:#444;max-width:720px}img.pixels{image-rendering:pixelated}\
+        table{border-collapse:collapse;font-size:.88em}th,td{padding:.2em .7em;border-bottom:1px solid #eee;text-align:left}\
+        table.numbers{margin:.6em 0}table.numbers caption{text-align:left;color:#777;font-size:.9em}td{font-variant-numeric:tabular-nums}\
+        details{margin:.6em 0}.scroll{overflow-x:auto}.folder{margin:1em 0}.thumbs img{width:88px;height:88px;object-fit:contain;\
+        margin:2px;border:1px solid #ddd;background:#fafafa}.thumbs span{color:#777;margin-left:.5em}.files{font-size:.9em}
+        """
 }

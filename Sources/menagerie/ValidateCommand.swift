@@ -4,8 +4,9 @@ import MenagerieHost
 import MenagerieKit
 
 struct ValidateCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "validate",
-                                                    abstract: "Check one plugin file out of process: ELF, trust, ABI, metadata, init/invoke/shutdown.")
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check one plugin file out of process: ELF, trust, ABI, metadata, init/invoke/shutdown.")
 
     @Argument(help: "The plugin .so to check.")
     var path: String
@@ -40,7 +41,9 @@ struct ValidateCommand: ParsableCommand {
             case .timedOut: checks.append(Check(name: "load", ok: false, detail: "timed out while loading or invoking"))
             }
         }
-        if json { try printJSON(checks) } else {
+        if json {
+            try printJSON(checks)
+        } else {
             print(table(checks.map { [$0.ok ? "ok" : "FAIL", $0.name, $0.detail] }))
             print(checks.allSatisfy(\.ok) ? "\(abs): valid" : "\(abs): INVALID")
         }
@@ -64,16 +67,22 @@ struct ValidateChildCommand: ParsableCommand {
             return
         }
         checks.append(.init(name: "handshake", ok: true, detail: "ABI \(report.abi ?? "?"), toolchain \(report.toolchain ?? "?")"))
-        checks.append(.init(name: "metadata", ok: true, detail: "\(meta.name) \(meta.version): " + meta.components.map { "\($0.id) (\($0.kind))" }.joined(separator: ", ")))
+        checks.append(
+            .init(
+                name: "metadata", ok: true, detail: "\(meta.name) \(meta.version): " + meta.components.map { "\($0.id) (\($0.kind))" }.joined(separator: ", ")))
         for c in meta.components {
             let schemaOK = OptionSchema(c.options).properties.values.allSatisfy { $0["type"] != nil }
-            checks.append(.init(name: "options of \(c.id)", ok: schemaOK, detail: schemaOK ? "\(OptionSchema(c.options).names.count) typed option(s)" : "every option needs a \"type\""))
+            checks.append(
+                .init(
+                    name: "options of \(c.id)", ok: schemaOK,
+                    detail: schemaOK ? "\(OptionSchema(c.options).names.count) typed option(s)" : "every option needs a \"type\""))
         }
-        let entry = RegistryEntry(path: path, size: 0, mtime: "", origin: "validate", status: .ok, reason: nil,
-                                  abi: report.abi, toolchain: report.toolchain, sha256: nil, metadata: meta)
+        let entry = RegistryEntry(
+            path: path, size: 0, mtime: "", origin: "validate", status: .ok, reason: nil,
+            abi: report.abi, toolchain: report.toolchain, sha256: nil, metadata: meta)
         let registry = Registry(entries: [entry])
         let runtime = try Runtime(registry: registry)
-        runtime.isolation = .never      // this process is already the isolated check
+        runtime.isolation = .never // this process is already the isolated check
         defer { runtime.removeScratch() }
         for c in meta.components {
             do {
@@ -81,7 +90,10 @@ struct ValidateChildCommand: ParsableCommand {
                 checks.append(.init(name: "errors of \(c.id)", ok: false, detail: "an unknown operation did not fail"))
             } catch let e as HostError {
                 let ok = e.message.count > c.id.count + 40
-                checks.append(.init(name: "errors of \(c.id)", ok: ok, detail: ok ? "an unknown operation fails with a message" : "the error message is empty: \(e.message)"))
+                checks.append(
+                    .init(
+                        name: "errors of \(c.id)", ok: ok, detail: ok ? "an unknown operation fails with a message" : "the error message is empty: \(e.message)"
+                    ))
             }
         }
         runtime.shutdown()

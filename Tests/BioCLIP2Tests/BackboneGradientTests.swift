@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// `bioclip2 embed` as the differentiable CLIP backbone CONCORD calls through the host: texts in,
 /// embeddings out; images with `grad_embedding` in, the vector-Jacobian product out — checked
@@ -21,8 +21,9 @@ import TestSupport
         try NPY.encode(try Tensor(x, shape: [1, 3, s, s])).write(to: URL(fileURLWithPath: dir.path + "/x.npy"))
         try NPY.encode(try Tensor(g, shape: [1, e])).write(to: URL(fileURLWithPath: dir.path + "/g.npy"))
         let cli = CLI()
-        let r = try cli.run("run", "bioclip2", "--set", "model=\(folder)", "--input", "input=\(dir.path)/x.npy", "--input", "grad_embedding=\(dir.path)/g.npy",
-                            "--out", dir.sub("out"))
+        let r = try cli.run(
+            "run", "bioclip2", "--set", "model=\(folder)", "--input", "input=\(dir.path)/x.npy", "--input", "grad_embedding=\(dir.path)/g.npy",
+            "--out", dir.sub("out"))
         #expect(r.status == 0, "\(r.stderr)")
         let grad: [Float] = try NPY.read(path: dir.sub("out") + "/grad_input.npy").scalars()
         func objective(_ v: [Float]) throws -> Double {

@@ -1,11 +1,11 @@
 import BioCLIP2
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// BioCLIP 2's inference path against open_clip 3.3.0 on `openclip-tiny` (the architecture scaled
 /// down, random weights), pybioclip's output shapes, rank aggregation and bad inputs.
@@ -103,7 +103,8 @@ import TestSupport
         let rows = try writeTreeOfLife(in: model, dimension: 32)
         for f in ["image0.png", "image1.png", "image2.png"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: dir.sub("images") + "/" + f) }
         let cli = CLI()
-        let r = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "k=3", "--out", dir.sub("species"))
+        let r = try cli.run(
+            "run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "k=3", "--out", dir.sub("species"))
         #expect(r.status == 0, "\(r.stderr)")
         let csv = try String(contentsOfFile: dir.sub("species") + "/predictions.csv", encoding: .utf8).split(separator: "\n")
         #expect(csv[0] == "file_name,kingdom,phylum,class,order,family,genus,species_epithet,species,common_name,score")
@@ -119,12 +120,14 @@ import TestSupport
         let labels = dir.path + "/labels.txt"
         try "Geospiza fortis\nButeo jamaicensis\nQuercus alba\n".write(toFile: labels, atomically: true, encoding: .utf8)
         let cache = dir.sub("cache")
-        let c1 = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
-                             "--set", "cache=\(cache)", "--out", dir.sub("custom"), "--json")
+        let c1 = try cli.run(
+            "run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
+            "--set", "cache=\(cache)", "--out", dir.sub("custom"), "--json")
         #expect(c1.status == 0, "\(c1.stderr)")
         #expect(c1.stdout.contains("miss (stored)"))
-        let c2 = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
-                             "--set", "cache=\(cache)", "--out", dir.sub("custom2"), "--json")
+        let c2 = try cli.run(
+            "run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "cls=\(labels)",
+            "--set", "cache=\(cache)", "--out", dir.sub("custom2"), "--json")
         #expect(c2.stdout.contains("\"hit\""))
         let a = try String(contentsOfFile: dir.sub("custom") + "/predictions.csv", encoding: .utf8)
         #expect(a == (try String(contentsOfFile: dir.sub("custom2") + "/predictions.csv", encoding: .utf8)))
@@ -132,12 +135,15 @@ import TestSupport
 
         let bins = dir.path + "/bins.csv"
         try "class,bin\nGeospiza fortis,bird\nButeo jamaicensis,bird\nQuercus alba,plant\n".write(toFile: bins, atomically: true, encoding: .utf8)
-        let b = try cli.run("run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "bins=\(bins)",
-                            "--set", "cache=none", "--set", "format=csv", "--out", dir.sub("bins"))
+        let b = try cli.run(
+            "run", "bioclip2", "predict", "--set", "model=\(model)", "--input", "images=\(dir.sub("images"))", "--set", "bins=\(bins)",
+            "--set", "cache=none", "--set", "format=csv", "--out", dir.sub("bins"))
         #expect(b.status == 0, "\(b.stderr)")
         let binRows = try String(contentsOfFile: dir.sub("bins") + "/predictions.csv", encoding: .utf8).split(separator: "\n").dropFirst()
         #expect(binRows.count == 6)
-        let perImage = Dictionary(grouping: binRows, by: { $0.split(separator: ",")[0] }).mapValues { $0.map { Double($0.split(separator: ",").last!)! }.reduce(0, +) }
+        let perImage = Dictionary(grouping: binRows, by: { $0.split(separator: ",")[0] }).mapValues {
+            $0.map { Double($0.split(separator: ",").last!)! }.reduce(0, +)
+        }
         #expect(perImage.values.allSatisfy { abs($0 - 1) < 1e-5 })
         #expect(b.stdout.contains("file_name,classification,score"))
 
@@ -156,14 +162,16 @@ import TestSupport
         let dir = TempDir("bioclip-bad")
         let noVision = dir.sub("novision")
         try FileManager.default.copyItem(atPath: folder + "/open_clip_model.safetensors", toPath: noVision + "/open_clip_model.safetensors")
-        try #"{"model_cfg": {"embed_dim": 32, "text_cfg": {"width": 64, "layers": 2}}}"#.write(toFile: noVision + "/open_clip_config.json", atomically: true, encoding: .utf8)
+        try #"{"model_cfg": {"embed_dim": 32, "text_cfg": {"width": 64, "layers": 2}}}"#.write(
+            toFile: noVision + "/open_clip_config.json", atomically: true, encoding: .utf8)
         #expect { try BioCLIP(folder: noVision) } throws: { "\($0)".contains("vision_cfg") && "\($0)".contains("open_clip_config.json") }
 
         let partial = dir.sub("partial")
         try FileManager.default.copyItem(atPath: folder + "/open_clip_config.json", toPath: partial + "/open_clip_config.json")
         let full = try SafeTensorsFile(path: folder + "/open_clip_model.safetensors")
-        try SafeTensors.write(try full.names.filter { $0 != "visual.proj" && $0 != "ln_final.weight" }.map { ($0, try full.tensor($0)) },
-                              to: partial + "/open_clip_model.safetensors")
+        try SafeTensors.write(
+            try full.names.filter { $0 != "visual.proj" && $0 != "ln_final.weight" }.map { ($0, try full.tensor($0)) },
+            to: partial + "/open_clip_model.safetensors")
         #expect { try BioCLIP(folder: partial) } throws: { "\($0)".contains("visual.proj") && "\($0)".contains("ln_final.weight") }
 
         let labels = dir.path + "/labels.txt"
@@ -174,8 +182,9 @@ import TestSupport
         #expect(try readLabels("a, b ,c") == ["a", "b", "c"])
 
         let cli = CLI()
-        let r = try cli.run("run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png", "--set", "cls=\(labels)x",
-                            "--set", "bins=b.csv")
+        let r = try cli.run(
+            "run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png", "--set", "cls=\(labels)x",
+            "--set", "bins=b.csv")
         #expect(r.status != 0 && r.stderr.contains("at most one of cls, bins or subset"))
         let noTol = try cli.run("run", "bioclip2", "predict", "--set", "model=\(folder)", "--input", "images=\(folder)/image0.png")
         #expect(noTol.status != 0 && noTol.stderr.contains("txt_emb_species.npy"))
@@ -187,9 +196,10 @@ import TestSupport
         let dir = TempDir("bioclip-train")
         let cli = CLI()
         let small = #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=8","val_per_species=1","test_per_species=6"]"#
-        let r = try cli.run("run", "bioclip2", "train", "--set", "epochs=3", "--set", "size=16", "--set", "patch=8", "--set", "width=32", "--set", "layers=1",
-                            "--set", "text_width=32", "--set", "text_layers=1", "--set", "embed_dim=48", "--set", "train_batch=32", "--set", "lr=0.002",
-                            "--set", small, "--out", dir.sub("run"), "--json")
+        let r = try cli.run(
+            "run", "bioclip2", "train", "--set", "epochs=3", "--set", "size=16", "--set", "patch=8", "--set", "width=32", "--set", "layers=1",
+            "--set", "text_width=32", "--set", "text_layers=1", "--set", "embed_dim=48", "--set", "train_batch=32", "--set", "lr=0.002",
+            "--set", small, "--out", dir.sub("run"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let model = dir.sub("run") + "/model"
         let bio = try BioCLIP(folder: model)
@@ -199,7 +209,7 @@ import TestSupport
         let manifest = try JSONValue.parse(r.stdout)
         let accuracy = manifest["result"]?["zero_shot_accuracy"]?.objectValue ?? [:]
         #expect(Set(accuracy.keys) == Set(Rank.allCases.map(\.label)))
-        #expect(accuracy["kingdom"]?.doubleValue == 1)                      // one kingdom
+        #expect(accuracy["kingdom"]?.doubleValue == 1) // one kingdom
         let curve = try String(contentsOfFile: dir.sub("run") + "/curve.csv", encoding: .utf8).split(separator: "\n").dropFirst()
         let losses = curve.map { Double($0.split(separator: ",")[1])! }
         #expect(losses.count == 3 && losses.last! < losses.first!, "loss per epoch \(losses)")
@@ -220,7 +230,7 @@ import TestSupport
     @Test func spearmanRidgeAndEigen() throws {
         #expect(abs(spearman([1, 2, 3, 4], [10, 20, 30, 40]) - 1) < 1e-12)
         #expect(abs(spearman([1, 2, 3, 4], [4, 3, 2, 1]) + 1) < 1e-12)
-        #expect(abs(spearman([1, 2, 2, 3], [1, 2, 2, 3]) - 1) < 1e-12)            // ties share ranks
+        #expect(abs(spearman([1, 2, 2, 3], [1, 2, 2, 3]) - 1) < 1e-12) // ties share ranks
         // y is a linear function of x: leave-one-out ridge predictions nearly recover it.
         let x: [[Double]] = (0..<12).map { i in [Double(i), Double(i % 3), 1] }
         let y = x.map { 2 * $0[0] - $0[1] }

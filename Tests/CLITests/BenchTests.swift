@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `menagerie bench` runs the benchmarks plugins declare in their metadata (the CLI knows none of
 /// them): discovery, a run in an isolated child, and bad results refused with the plugin named.

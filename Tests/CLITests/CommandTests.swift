@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The other commands: list, plugins, info, call, doctor, bench, tour; JSON outputs and exit codes.
 @Suite struct CommandTests {
@@ -150,9 +150,11 @@ import TestSupport
 
     @Test func everyJSONOutputParses() throws {
         let tour = dir.path + "/tour"
-        for args in [["list", "--json"], ["plugins", "--json"], ["plugins", "--failed", "--json"], ["info", "segmentation-metrics", "--json"],
-                     ["run", "test-probe", "echo", "--json"], ["doctor", "--json"], ["validate", plugin, "--json"],
-                     ["bench", "invoke.*", "--repeats", "3", "--json"], ["tour", "--out", tour, "--only", "*-metrics", "--json"]] {
+        for args in [
+            ["list", "--json"], ["plugins", "--json"], ["plugins", "--failed", "--json"], ["info", "segmentation-metrics", "--json"],
+            ["run", "test-probe", "echo", "--json"], ["doctor", "--json"], ["validate", plugin, "--json"],
+            ["bench", "invoke.*", "--repeats", "3", "--json"], ["tour", "--out", tour, "--only", "*-metrics", "--json"],
+        ] {
             let r = try cli.run(args)
             #expect(r.status == 0, "\(args): \(r.stderr)")
             #expect((try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8))) != nil, "\(args) printed: \(r.stdout.prefix(200))")

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Shell completion: the bash script `--generate-completion-script bash` prints is sourced into a
 /// real bash, and a TAB is simulated the way bash calls a completion function (COMP_WORDS split at
@@ -43,8 +43,9 @@ import TestSupport
             _menagerie_key_value "${COMP_WORDS[0]}" "$cur" "${COMP_WORDS[COMP_CWORD-1]}"
             printf '%s\n' "${COMPREPLY[@]}"
             """#
-        let r = try runProcess("/bin/bash", ["-c", simulate, "simulate", script, TestPaths.menagerie + " " + line],
-                               environment: cli.environment, directory: dir.path + "/work")
+        let r = try runProcess(
+            "/bin/bash", ["-c", simulate, "simulate", script, TestPaths.menagerie + " " + line],
+            environment: cli.environment, directory: dir.path + "/work")
         guard r.status == 0 else { throw TestSupportError("bash exited \(r.status): \(r.stderr)") }
         return r.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
@@ -61,7 +62,8 @@ import TestSupport
         #expect(try complete("run bioc") == ids.filter { $0.hasPrefix("bioc") })
         #expect(Set(try complete("info ")) == Set(ids))
         let component = try info("bioclip2")
-        let operations = (component["operations"] as! [[String: Any]]).compactMap { $0["name"] as? String } + (component["tour"] as? Bool == true ? ["tour"] : [])
+        let operations =
+            (component["operations"] as! [[String: Any]]).compactMap { $0["name"] as? String } + (component["tour"] as? Bool == true ? ["tour"] : [])
         #expect(Set(try complete("run bioclip2 ")) == Set(operations))
         #expect(try complete("run bioclip2 pre") == operations.filter { $0.hasPrefix("pre") })
         // Options before the component do not hide it.
@@ -119,7 +121,7 @@ import TestSupport
 
     /// The executable answers a completion request quickly (it reads the registry cache).
     @Test func aCompletionRequestIsFast() throws {
-        _ = try cli.run("list")   // the cache is written
+        _ = try cli.run("list") // the cache is written
         let start = Date()
         let r = try cli.run("---completion", "run", "--", "positional@0", "2", "0", "menagerie", "run", "")
         let seconds = Date().timeIntervalSince(start)

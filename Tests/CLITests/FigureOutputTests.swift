@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Figures written outside the tour (exports, training curves) pass the same check as the tour's.
 @Suite struct FigureOutputTests {
@@ -21,8 +21,13 @@ import TestSupport
             ("actions", ["synthetic-actions", "export", "--set", "videos=4", "--set", "val_videos=2", "--set", "preview=2"], ["preview.svg"]),
             ("cmnist", ["cmnist-dd", "export", "--set", "per_class=20", "--set", "test_per_class=5"], ["contact_sheet.svg"]),
             ("ccifar", ["ccifar10-dd", "export"], ["corruptions.svg"]),
-            ("convnet", ["convnet-classifier", "train", "--set", "dataset=cmnist-dd", "--set", "epochs=2", "--set", "width=16",
-                         "--set", "dataset_options=per_class=20,test_per_class=5", "--set", "size=28"], ["curve.svg"]),
+            (
+                "convnet",
+                [
+                    "convnet-classifier", "train", "--set", "dataset=cmnist-dd", "--set", "epochs=2", "--set", "width=16",
+                    "--set", "dataset_options=per_class=20,test_per_class=5", "--set", "size=28",
+                ], ["curve.svg"]
+            ),
         ]
         // The bias study redrawn from a table (its own CSV layout): three methods over three ρ.
         var csv = "rho,method,target,mean,std,accuracies,distill_seconds\n"

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// ABI 1.1 `phase` and `record`: metric lines on stderr, log.csv in --out, in process and isolated;
 /// rows the host cannot trust are dropped; a plugin built against the 1.0 header still runs.
@@ -41,8 +41,9 @@ import TestSupport
         #expect(lines.count == 6, "\(r.stderr)")
         #expect(lines.first?.contains("part 1/2 · first half · epoch 1 · loss 1 · accuracy 0.25") == true, "\(r.stderr)")
         // stderr is a pipe: each new part is announced on a line of its own.
-        #expect(r.stderr.contains("[test-probe] part 1/2 · first half after ") && r.stderr.contains("[test-probe] part 2/2 · second half after "),
-                "\(r.stderr)")
+        #expect(
+            r.stderr.contains("[test-probe] part 1/2 · first half after ") && r.stderr.contains("[test-probe] part 2/2 · second half after "),
+            "\(r.stderr)")
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))) as? [String: Any]
         let files = (manifest?["artifacts"] as? [[String: Any]])?.compactMap { $0["file"] as? String } ?? []
         #expect(files.contains("log.csv"), "result.json lists log.csv: \(files)")
@@ -70,9 +71,13 @@ import TestSupport
     /// host, runs in process and isolated, reports progress; it has no record operation.
     @Test func aPluginOfABI1_0StillRuns() throws {
         let old = TempDir("abi10")
-        let r0 = try runProcess("/usr/bin/cc", ["-shared", "-fPIC", "-O1", "-std=gnu11", "-I", TestPaths.fixtures + "/plugins/abi-1.0",
-                                                "-DTEST_ID=\"old-probe\"", "-o", old.sub("plugins") + "/libold.so",
-                                                TestPaths.fixtures + "/plugins/test_plugin.c"])
+        let r0 = try runProcess(
+            "/usr/bin/cc",
+            [
+                "-shared", "-fPIC", "-O1", "-std=gnu11", "-I", TestPaths.fixtures + "/plugins/abi-1.0",
+                "-DTEST_ID=\"old-probe\"", "-o", old.sub("plugins") + "/libold.so",
+                TestPaths.fixtures + "/plugins/test_plugin.c",
+            ])
         #expect(r0.status == 0, "\(r0.stderr)")
         let oldCLI = CLI(pluginPath: [old.path + "/plugins"])
         let plugins = try oldCLI.json("plugins", "--json") as? [[String: Any]]
@@ -94,8 +99,9 @@ import TestSupport
     @Test func aTrainingComponentLogsEveryEpoch() throws {
         let builtIn = CLI()
         let out = dir.path + "/convnet"
-        let r = try builtIn.run("run", "convnet-classifier", "train", "--set", "epochs=3", "--set", "width=8", "--set", "size=32",
-                                "--set", "dataset_options=[\"train_per_species=4\",\"test_per_species=2\",\"val_per_species=1\"]", "--out", out)
+        let r = try builtIn.run(
+            "run", "convnet-classifier", "train", "--set", "epochs=3", "--set", "width=8", "--set", "size=32",
+            "--set", "dataset_options=[\"train_per_species=4\",\"test_per_species=2\",\"val_per_species=1\"]", "--out", out)
         #expect(r.status == 0, "\(r.stderr)")
         let (header, rows) = try table(out + "/log.csv")
         #expect(header == ["part", "part_name", "component", "epoch", "train_loss", "train_accuracy", "elapsed_s"])

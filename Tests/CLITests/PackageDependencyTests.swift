@@ -1,16 +1,23 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Package.swift tells the truth: every Swift target declares exactly the modules its files import
 /// (no module compiled in only through another target's unused dependency, and no dependency left
 /// unused). Read from `swift package dump-package` and the import headers of the sources.
 @Suite struct PackageDependencyTests {
     /// Toolchain modules a target may import without declaring them.
-    static let toolchain: Set<String> = ["Foundation", "FoundationEssentials", "FoundationXML", "Glibc", "Musl", "Darwin", "Dispatch",
-                                         "Synchronization", "Testing", "XCTest", "_Concurrency"]
+    static let toolchain: Set<String> = [
+        "Foundation", "FoundationEssentials", "FoundationXML", "Glibc", "Musl", "Darwin", "Dispatch",
+        "Synchronization", "Testing", "XCTest", "_Concurrency",
+    ]
 
-    struct Target { var name: String; var path: String; var dependencies: Set<String>; var exclude: [String] }
+    struct Target {
+        var name: String
+        var path: String
+        var dependencies: Set<String>
+        var exclude: [String]
+    }
 
     func targets() throws -> [Target] {
         // Its own scratch folder: `swift test` holds the lock of .build while this runs.
@@ -33,7 +40,12 @@ import TestSupport
         for raw in source.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("//") || line.hasPrefix("#if") || line.hasPrefix("#else") || line.hasPrefix("#endif") { continue }
-            guard let m = line.firstMatch(of: #/^(?:@\w+(?:\([^)]*\))?\s+)*(?:public\s+|internal\s+|package\s+)?import\s+(?:(?:struct|class|enum|func|protocol|typealias|var|let)\s+)?(\w+)/#) else { break }
+            guard
+                let m = line.firstMatch(
+                    of:
+                        #/^(?:@\w+(?:\([^)]*\))?\s+)*(?:public\s+|internal\s+|package\s+)?import\s+(?:(?:struct|class|enum|func|protocol|typealias|var|let)\s+)?(\w+)/#
+                )
+            else { break }
             out.insert(String(m.1))
         }
         return out
@@ -50,7 +62,7 @@ import TestSupport
                 f.hasSuffix(".swift") && !t.exclude.contains { f == $0 || f.hasPrefix($0 + "/") }
                     && !nested.contains { $0 != t.path && (t.path + "/" + f).hasPrefix($0 + "/") }
             }
-            guard !swiftFiles.isEmpty else { continue }   // a C target
+            guard !swiftFiles.isEmpty else { continue } // a C target
             var imported: Set<String> = []
             for f in swiftFiles { imported.formUnion(Self.imports(try String(contentsOfFile: root + "/" + f, encoding: .utf8))) }
             imported.subtract(Self.toolchain)
@@ -74,7 +86,8 @@ import TestSupport
     }
 
     @Test func theImportHeaderStopsAtTheFirstDeclaration() {
-        let source = "// c\nimport Foundation\n@testable import NN\n#if canImport(FoundationXML)\nimport FoundationXML\n#endif\n\nlet s = \"\"\"\nimport json\n\"\"\"\nimport Late\n"
+        let source =
+            "// c\nimport Foundation\n@testable import NN\n#if canImport(FoundationXML)\nimport FoundationXML\n#endif\n\nlet s = \"\"\"\nimport json\n\"\"\"\nimport Late\n"
         #expect(Self.imports(source) == ["Foundation", "NN", "FoundationXML"])
     }
 }

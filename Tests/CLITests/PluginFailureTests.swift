@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Misbehaving plugin files: each is reported with its reason and the host lives on.
 @Suite struct PluginFailureTests {
@@ -8,11 +8,11 @@ import TestSupport
     static func elf32Header() -> Data {
         var h = [UInt8](repeating: 0, count: 64)
         h[0...3] = [0x7F, 0x45, 0x4C, 0x46]
-        h[4] = 1      // ELFCLASS32
-        h[5] = 1      // little-endian
-        h[6] = 1      // version
-        h[16] = 3     // ET_DYN
-        h[18] = 3     // EM_386
+        h[4] = 1 // ELFCLASS32
+        h[5] = 1 // little-endian
+        h[6] = 1 // version
+        h[16] = 3 // ET_DYN
+        h[18] = 3 // EM_386
         return Data(h)
     }
 
@@ -78,7 +78,7 @@ import TestSupport
         try buildCPlugin(named: "libo.so", in: open, defines: ["TEST_ID=\"o-probe\""])
         chmod(open, 0o777)
         let runningAsRoot = geteuid() == 0
-        if runningAsRoot { chown(foreign + "/libf.so", 65534, 65534) }  // nobody
+        if runningAsRoot { chown(foreign + "/libf.so", 65534, 65534) } // nobody
 
         let cli = CLI(pluginPath: [writable, foreign, open])
         let reasons = try failures(cli)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Every command of README.md runs as written, in order, in an empty folder, against the built
 /// executable: the commands of its ```sh, ```bash and ```console blocks (in a console block, the

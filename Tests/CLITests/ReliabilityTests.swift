@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Issue 19's host cases: every misbehaving plugin, signal and leftover ends in a clear error (or a
 /// correct result), never a signal in the host, a hang, a forged component or a partial output.
@@ -23,12 +23,14 @@ import TestSupport
     // MARK: scanning
 
     @Test func stdoutOfAPluginCannotForgeAScanReport() throws {
-        let s = try Setup([("libforge.so", ["TEST_ATEXIT_FORGE", "TEST_ID=\"forge-probe\""]),
-                           ("libchatty.so", ["TEST_CHATTY", "TEST_ID=\"chatty-probe\""])])
+        let s = try Setup([
+            ("libforge.so", ["TEST_ATEXIT_FORGE", "TEST_ID=\"forge-probe\""]),
+            ("libchatty.so", ["TEST_CHATTY", "TEST_ID=\"chatty-probe\""]),
+        ])
         let list = try s.cli.run("list")
         #expect(list.status == 0)
         #expect(list.stdout.contains("forge-probe"))
-        #expect(list.stdout.contains("chatty-probe"))    // 64 MiB on stdout at load do not break the scan
+        #expect(list.stdout.contains("chatty-probe")) // 64 MiB on stdout at load do not break the scan
         #expect(!list.stdout.contains("forged-component"))
     }
 
@@ -67,7 +69,7 @@ import TestSupport
     @Test(arguments: [("abort", "signal 6, SIGABRT"), ("segv", "signal 11, SIGSEGV")])
     func aCrashInAnIsolatedPluginLeavesTheHostAlive(operation: String, expected: String) throws {
         let s = try Setup()
-        let r = try s.cli.run("run", "test-probe", operation)     // third-party: isolated by default
+        let r = try s.cli.run("run", "test-probe", operation) // third-party: isolated by default
         #expect(r.status == 1)
         #expect(r.stderr.contains("'test-probe' \(operation) (isolated"))
         #expect(r.stderr.contains(expected))
@@ -123,7 +125,7 @@ import TestSupport
         #expect(a.stdout == (try s.cli.run("run", "test-probe", "nested")).stdout)
         let printed = try s.cli.run("run", "test-probe", "print", "--isolate")
         #expect(printed.status == 0)
-        #expect(printed.stderr.contains("test-probe prints on stdout"))    // relayed to stderr: stdout stays the result
+        #expect(printed.stderr.contains("test-probe prints on stdout")) // relayed to stderr: stdout stays the result
         #expect(!printed.stdout.contains("prints on"))
     }
 
@@ -148,7 +150,7 @@ import TestSupport
             let n = read(fd, &buffer, buffer.count)
             if n > 0 { seen.append(contentsOf: buffer[0..<n]) } else if !(n < 0 && errno == EINTR) { break }
         }
-        p.terminate()      // SIGTERM
+        p.terminate() // SIGTERM
         seen.append(readAll(fd))
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: seen, as: UTF8.self))
@@ -193,7 +195,7 @@ import TestSupport
         #expect(r.stdout.contains("removed 2 stale folder(s)"))
         #expect(!FileManager.default.fileExists(atPath: staleScratch))
         #expect(!FileManager.default.fileExists(atPath: stalePartial))
-        #expect(FileManager.default.fileExists(atPath: liveScratch))      // a running process's folder stays
+        #expect(FileManager.default.fileExists(atPath: liveScratch)) // a running process's folder stays
         #expect(FileManager.default.fileExists(atPath: otherHost))
         // The next run sweeps too.
         try FileManager.default.createDirectory(atPath: staleScratch, withIntermediateDirectories: true)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `menagerie run`: options typed by the schema, inputs, outputs, composition, cancellation.
 @Suite struct RunTests {
@@ -41,11 +41,13 @@ import TestSupport
     }
 
     @Test func badOptionsAreRefusedBeforeAnyWork() throws {
-        for (set, message) in [("count=1.5", "option 'count' of 'test-probe' must be integer"),
-                               ("name=z", "must be one of \"x\", \"y\""),
-                               ("cuont=3", "Did you mean 'count'?"),
-                               ("sizes=a,b", "option 'sizes' of 'test-probe' must be array"),
-                               ("novalue", "must be KEY=VALUE")] {
+        for (set, message) in [
+            ("count=1.5", "option 'count' of 'test-probe' must be integer"),
+            ("name=z", "must be one of \"x\", \"y\""),
+            ("cuont=3", "Did you mean 'count'?"),
+            ("sizes=a,b", "option 'sizes' of 'test-probe' must be array"),
+            ("novalue", "must be KEY=VALUE"),
+        ] {
             let r = try cli.run("run", "test-probe", "echo", "--set", set, "--out", dir.path + "/never")
             #expect(r.status == 2, "\(set)")
             #expect(r.stderr.contains(message), "\(set): \(r.stderr)")
@@ -78,12 +80,17 @@ import TestSupport
         let r = try cli.run("run", "test-probe", "echo", "--input", "a=\(x)", "--input", "b=\(m)", "--out", out)
         #expect(r.status == 0, "\(r.stderr)")
         // The plugin copied what it borrowed; the host wrote it back as .npy: the bytes must match.
-        let check = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np
-            a, b = np.load('\(out)/a.npy'), np.load('\(out)/b.npy')
-            assert a.dtype == np.float32 and a.shape == (2, 3) and (a == np.load('\(x)')).all()
-            assert b.dtype == np.uint8 and (b == np.load('\(m)')).all()
-            """])
+        let check = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np
+                a, b = np.load('\(out)/a.npy'), np.load('\(out)/b.npy')
+                assert a.dtype == np.float32 and a.shape == (2, 3) and (a == np.load('\(x)')).all()
+                assert b.dtype == np.uint8 and (b == np.load('\(m)')).all()
+                """,
+            ])
         #expect(check.status == 0, "\(check.stderr)")
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))) as! [String: Any]
         let files = (manifest["artifacts"] as! [[String: Any]]).map { $0["file"] as! String }
@@ -115,7 +122,7 @@ import TestSupport
         let r = try cli.run("run", "test-probe", "fail", "--out", out)
         #expect(r.status == 1)
         #expect(r.stderr.contains("asked to fail (this message must reach the user)"))
-        #expect(!FileManager.default.fileExists(atPath: out))      // created only when a run commits
+        #expect(!FileManager.default.fileExists(atPath: out)) // created only when a run commits
     }
 
     @Test func aPluginCallsAnotherThroughTheHost() throws {
@@ -135,7 +142,7 @@ import TestSupport
         process.executableURL = URL(fileURLWithPath: TestPaths.menagerie)
         process.arguments = ["run", "test-probe", "progress", "--out", out]
         var env = cli.environment
-        env["MENAGERIE_LOG_LEVEL"] = "info"          // the plugin logs "a step" per step
+        env["MENAGERIE_LOG_LEVEL"] = "info" // the plugin logs "a step" per step
         process.environment = env
         let err = Pipe()
         process.standardError = err

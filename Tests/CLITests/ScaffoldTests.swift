@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `menagerie new` → build → list → run, for the Swift and the C template.
 @Suite(.serialized) struct ScaffoldTests {
@@ -15,28 +15,30 @@ import TestSupport
         let new = try cli.run("new", "my-metric", "--kind", "metric", "--dir", dir.path)
         #expect(new.status == 0, "\(new.stderr)")
         let package = dir.path + "/my-metric"
-        for f in ["Package.swift", "Sources/MyMetric/Plugin.swift", "Sources/MyMetric/MyMetricComponent.swift",
-                  "Tests/MyMetricTests/MyMetricTests.swift", "Docs/my-metric.md"] {
+        for f in [
+            "Package.swift", "Sources/MyMetric/Plugin.swift", "Sources/MyMetric/MyMetricComponent.swift",
+            "Tests/MyMetricTests/MyMetricTests.swift", "Docs/my-metric.md",
+        ] {
             #expect(FileManager.default.fileExists(atPath: package + "/" + f), "\(f)")
         }
         // A second component that calls the C plugin through the SDK's typed proxy.
         try """
-            import MenagerieKit
-            import Tensors
+        import MenagerieKit
+        import Tensors
 
-            struct ProxyProbe: Metric {
-                static let id = "proxy-probe"
-                static let summary = "calls segmentation-metrics through the host"
-                static let operations = [OperationSpec("evaluate", summary: "nested evaluate")]
-                func evaluate(_ request: Request<NoOptions>) throws -> Response {
-                    let metric = try MetricProxy(request.host, id: "segmentation-metrics")
-                    let mask = try Tensor([UInt8(0), 1, 1, 1], shape: [2, 2])
-                    let out = try metric.evaluate(inputs: [("prediction", mask), ("target", mask)])
-                    return Response(result: ["miou": out.result["miou"] ?? .null,
-                                             "confusionShape": .array(out.tensors["confusion"]!.shape.map { .number(Double($0)) })])
-                }
+        struct ProxyProbe: Metric {
+            static let id = "proxy-probe"
+            static let summary = "calls segmentation-metrics through the host"
+            static let operations = [OperationSpec("evaluate", summary: "nested evaluate")]
+            func evaluate(_ request: Request<NoOptions>) throws -> Response {
+                let metric = try MetricProxy(request.host, id: "segmentation-metrics")
+                let mask = try Tensor([UInt8(0), 1, 1, 1], shape: [2, 2])
+                let out = try metric.evaluate(inputs: [("prediction", mask), ("target", mask)])
+                return Response(result: ["miou": out.result["miou"] ?? .null,
+                                         "confusionShape": .array(out.tensors["confusion"]!.shape.map { .number(Double($0)) })])
             }
-            """.write(toFile: package + "/Sources/MyMetric/ProxyProbe.swift", atomically: true, encoding: .utf8)
+        }
+        """.write(toFile: package + "/Sources/MyMetric/ProxyProbe.swift", atomically: true, encoding: .utf8)
         let pluginFile = package + "/Sources/MyMetric/Plugin.swift"
         let source = try String(contentsOfFile: pluginFile, encoding: .utf8)
         try source.replacingOccurrences(of: "[MyMetricComponent.self]", with: "[MyMetricComponent.self, ProxyProbe.self]")

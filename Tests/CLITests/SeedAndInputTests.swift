@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Issue 20: one seed rule for every component, and many files for one input.
 @Suite struct SeedAndInputTests {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The whole tour, run once: every figure it writes passes the figure check, and its report opens in
 /// headless Chromium with no broken image or link.
@@ -12,7 +12,8 @@ import TestSupport
         var out: String { dir.path + "/tour" }
         init() {
             let cli = CLI()
-            result = (try? cli.run("tour", "--out", dir.path + "/tour", "--json"))
+            result =
+                (try? cli.run("tour", "--out", dir.path + "/tour", "--json"))
                 ?? CommandResult(status: -1, stdout: "", stderr: "could not start menagerie")
         }
     }

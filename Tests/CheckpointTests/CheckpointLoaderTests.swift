@@ -1,10 +1,10 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// The weight loaders take `.bin`/`.pt` where they take `.safetensors`: the torch fixtures hold the
 /// same tensors as the safetensors fixtures (written by make_fixtures.py from them), so the models
@@ -16,7 +16,7 @@ import TestSupport
         let pt = fixtures + "/torch/vit-cam-tiny-pt", st = fixtures + "/vit-cam-tiny"
         #expect(Checkpoint.weightsFile(in: pt) == pt + "/pytorch_model.bin")
         let a = try Checkpoint(path: pt), b = try Checkpoint(path: st)
-        #expect(a.names == b.names)   // {"model": {"module.…"}} unwrapped to timm's names
+        #expect(a.names == b.names) // {"model": {"module.…"}} unwrapped to timm's names
         for name in b.names {
             let x: [Float] = try a.float32(name).scalars(), y: [Float] = try b.float32(name).scalars()
             #expect(x == y, "\(name)")

@@ -1,8 +1,8 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// `menagerie convert` and `menagerie inspect`, driven through the built executable.
 @Suite struct ConvertInspectCLITests {
@@ -18,7 +18,7 @@ import TestSupport
         let r = try menagerie(["convert", Self.dir + "/tensors.pt", out])
         #expect(r.status == 0, "\(r.output)")
         let ours = try SafeTensorsFile(path: out), torch = try SafeTensorsFile(path: Self.dir + "/tensors-expected.safetensors")
-        #expect(ours.names.map { "model." + $0 }.sorted() == torch.names.sorted())   // unwrapped from {"model": …}
+        #expect(ours.names.map { "model." + $0 }.sorted() == torch.names.sorted()) // unwrapped from {"model": …}
         for name in ours.names {
             #expect(try bytes(ours, name) == bytes(torch, "model." + name), "\(name)")
             #expect(try ours.entry(name).fileDType == torch.entry("model." + name).fileDType)
@@ -45,10 +45,11 @@ import TestSupport
         let r = try menagerie(["convert", Self.dir + "/vit-cam-tiny-pt", out])
         #expect(r.status == 0, "\(r.output)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["config.json", "model.safetensors"])
-        let ours = try SafeTensorsFile(path: out + "/model.safetensors"), timm = try SafeTensorsFile(path: TestPaths.fixtures + "/vit-cam-tiny/model.safetensors")
+        let ours = try SafeTensorsFile(path: out + "/model.safetensors"),
+            timm = try SafeTensorsFile(path: TestPaths.fixtures + "/vit-cam-tiny/model.safetensors")
         #expect(ours.names == timm.names)
         for name in timm.names { #expect(try bytes(ours, name) == bytes(timm, name), "\(name)") }
-        #expect(try menagerie(["convert", Self.dir + "/vit-cam-tiny-pt", out]).status == 2)   // never overwrites
+        #expect(try menagerie(["convert", Self.dir + "/vit-cam-tiny-pt", out]).status == 2) // never overwrites
     }
 
     @Test func inspectListsEveryTensor() throws {

@@ -1,7 +1,7 @@
-import Foundation
 import Formats
-import Testing
+import Foundation
 import TestSupport
+import Testing
 
 /// Hostile and damaged inputs: refused with a message naming the file and the fault, never run,
 /// never a crash or a hang.
@@ -54,7 +54,7 @@ import TestSupport
             try wrapped.prefix(cut).write(to: URL(fileURLWithPath: path))
             #expect(throws: FormatError.self, "truncated at \(cut)") { _ = try TorchFile(path: path) }
         }
-        let crc = try TorchFile(path: Self.dir + "/bad-crc.pt")   // the directory is fine; the storage is checked when read
+        let crc = try TorchFile(path: Self.dir + "/bad-crc.pt") // the directory is fine; the storage is checked when read
         let bad = crc.names.first { crc.tensors[$0]!.storage == 0 }!
         #expect(message { _ = try crc.tensor(bad) }.contains("fails its CRC-32 check"))
         #expect(message { _ = try TorchFile(path: Self.dir + "/short-storage.pt") }.contains("its record has 12 bytes"))

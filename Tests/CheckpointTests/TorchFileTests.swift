@@ -1,9 +1,9 @@
 import CCrypto
-import Foundation
 import Formats
+import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Parity of the torch-checkpoint and pickle reader with torch.load(weights_only=True) / pickle.load,
 /// on files written by Tests/Fixtures/torch/make_fixtures.py.
@@ -38,8 +38,10 @@ import TestSupport
         // A contiguous aligned tensor borrows the mapped file.
         #expect(try file.tensor("model.f32").storage.isOwned == false)
         #expect(try file.tensor("model.i16").dtype == .int32)
-        #expect(try file.tensor("model.i16").integers() == (try SafeTensorsFile(path: Self.dir + "/tensors-expected.safetensors")
-            .withBytes("model.i16") { Array($0.bindMemory(to: Int16.self)).map(Int.init) }))
+        #expect(
+            try file.tensor("model.i16").integers()
+                == (try SafeTensorsFile(path: Self.dir + "/tensors-expected.safetensors")
+                    .withBytes("model.i16") { Array($0.bindMemory(to: Int16.self)).map(Int.init) }))
         // The state dict: names under "model", non-tensor values (epoch, note) left out.
         let sd = try file.stateDict()
         #expect(sd["nested.b.1.c"] == "model.nested.b.1.c")
@@ -54,7 +56,7 @@ import TestSupport
         #expect(throws: FormatError.self) { try file.stateDict(key: "ema") }
         let bare = try TorchFile(path: Self.dir + "/bare.pt")
         #expect(bare.names == ["tensor"] && bare.tensors["tensor"]!.offset == 1)
-        #expect(try bare.tensor("tensor").integers() == [1, 2, 3, 4])   // torch.arange(5)[1:]
+        #expect(try bare.tensor("tensor").integers() == [1, 2, 3, 4]) // torch.arange(5)[1:]
         let p4 = try TorchFile(path: Self.dir + "/protocol4.pt")
         #expect(p4.wrapper == nil && p4.modulePrefixed)
         #expect(try p4.float32("module.layer.bias").scalars(as: Float.self) == file.float32("state_dict.module.layer.bias").scalars(as: Float.self))
@@ -71,7 +73,7 @@ import TestSupport
         let file = try TorchFile(path: Self.dir + "/sam2-tiny.pt")
         let json = try JSONValue.parse(String(contentsOfFile: Self.dir + "/sam2-tiny-expected.json", encoding: .utf8))
         let expected = json["tensors"]!.objectValue!
-        #expect(expected.count == 335)   // torch.load's count for this state dict
+        #expect(expected.count == 335) // torch.load's count for this state dict
         #expect(file.names.count == expected.count)
         #expect(file.wrapper == "model")
         #expect(try file.stateDict().count == expected.count)

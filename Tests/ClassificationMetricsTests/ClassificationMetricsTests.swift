@@ -1,27 +1,29 @@
 import ClassificationMetrics
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Hand-computed cases for `classificationReport`, and one run through the CLI.
 @Suite struct ClassificationMetricsTests {
     // 4 samples, 3 classes (probabilities). Predictions (argmax): 0, 1, 1, 0; labels: 0, 1, 0, 0.
-    let probs: [Double] = [0.7, 0.2, 0.1,
-                           0.1, 0.6, 0.3,
-                           0.3, 0.5, 0.2,
-                           0.4, 0.35, 0.25]
+    let probs: [Double] = [
+        0.7, 0.2, 0.1,
+        0.1, 0.6, 0.3,
+        0.3, 0.5, 0.2,
+        0.4, 0.35, 0.25,
+    ]
     let labels = [0, 1, 0, 0]
 
     @Test func accuracyTopKConfusionAndRecall() throws {
         let r = try classificationReport(scores: probs, samples: 4, classes: 3, labels: labels, topK: [1, 2, 3], bins: 10, probabilities: true)
         #expect(r.accuracy == 0.75)
         #expect(r.topK["1"] == 0.75)
-        #expect(r.topK["2"] == 1.0)        // sample 2: class 0 (0.3) is second
+        #expect(r.topK["2"] == 1.0) // sample 2: class 0 (0.3) is second
         #expect(r.topK["3"] == 1.0)
         #expect(r.confusion == [[2, 1, 0], [0, 1, 0], [0, 0, 0]])
         #expect(r.perClassRecall[0] == 2.0 / 3.0)
         #expect(r.perClassRecall[1] == 1.0)
-        #expect(r.perClassRecall[2] == nil)      // class 2 has no samples
+        #expect(r.perClassRecall[2] == nil) // class 2 has no samples
         #expect(r.balancedAccuracy == (2.0 / 3.0 + 1.0) / 2)
     }
 
@@ -58,25 +60,36 @@ import TestSupport
 
     @Test func throughTheCLI() throws {
         let dir = TempDir("cm")
-        let make = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np
-            np.save('\(dir.path)/s.npy', np.array(\(probs), dtype=np.float64).reshape(4, 3))
-            np.save('\(dir.path)/l.npy', np.array(\(labels), dtype=np.int64))
-            """])
+        let make = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np
+                np.save('\(dir.path)/s.npy', np.array(\(probs), dtype=np.float64).reshape(4, 3))
+                np.save('\(dir.path)/l.npy', np.array(\(labels), dtype=np.int64))
+                """,
+            ])
         #expect(make.status == 0)
         let cli = CLI()
-        let r = try cli.run("run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
-                            "--set", "scores=probabilities", "--set", "bins=10", "--set", "top_k=1,2", "--out", dir.path + "/out", "--json")
+        let r = try cli.run(
+            "run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
+            "--set", "scores=probabilities", "--set", "bins=10", "--set", "top_k=1,2", "--out", dir.path + "/out", "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let result = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["result"] as! [String: Any]
         #expect(result["accuracy"] as? Double == 0.75)
         #expect(abs((result["ece"] as! Double) - 0.45) < 1e-12)
         #expect((result["per_class_recall"] as! [Any])[2] is NSNull)
-        let check = try runProcess("/usr/bin/env", ["python3", "-c",
-            "import numpy as np; c = np.load('\(dir.path)/out/confusion.npy'); assert c.dtype == np.int64 and c.tolist() == [[2,1,0],[0,1,0],[0,0,0]], c"])
+        let check = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                "import numpy as np; c = np.load('\(dir.path)/out/confusion.npy'); assert c.dtype == np.int64 and c.tolist() == [[2,1,0],[0,1,0],[0,0,0]], c",
+            ])
         #expect(check.status == 0, "\(check.stderr)")
-        let bad = try cli.run("run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
-                              "--set", "scores=probs")
+        let bad = try cli.run(
+            "run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
+            "--set", "scores=probs")
         #expect(bad.status == 2 && bad.stderr.contains("one of \"logits\", \"probabilities\""))
     }
 }

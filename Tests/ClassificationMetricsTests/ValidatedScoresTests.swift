@@ -1,7 +1,7 @@
 import ClassificationMetrics
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Issue 19: scores from outside are checked before they are compared, exponentiated or binned.
 @Suite struct ValidatedScoresTests {
@@ -33,8 +33,9 @@ import TestSupport
     }
 
     @Test func hugeFiniteLogitsStillScore() throws {
-        let r = try classificationReport(scores: [1e300, -1e300, -1e300, 1e300], samples: 2, classes: 2, labels: [0, 1], topK: [1], bins: 10,
-                                         probabilities: false)
+        let r = try classificationReport(
+            scores: [1e300, -1e300, -1e300, 1e300], samples: 2, classes: 2, labels: [0, 1], topK: [1], bins: 10,
+            probabilities: false)
         #expect(r.accuracy == 1)
     }
 
@@ -47,14 +48,20 @@ import TestSupport
     /// Through the real CLI: a NaN in an .npy of scores is a usage error (exit 2), not SIGILL.
     @Test func nanScoresThroughTheCLI() throws {
         let dir = TempDir("cm-nan")
-        let make = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np
-            np.save('\(dir.path)/s.npy', np.array([[0.1, 0.2], [float('nan'), 1.0]], dtype=np.float32))
-            np.save('\(dir.path)/l.npy', np.array([0, 1], dtype=np.int64))
-            """])
+        let make = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np
+                np.save('\(dir.path)/s.npy', np.array([[0.1, 0.2], [float('nan'), 1.0]], dtype=np.float32))
+                np.save('\(dir.path)/l.npy', np.array([0, 1], dtype=np.int64))
+                """,
+            ])
         try #require(make.status == 0, "\(make.stderr)")
-        let r = try CLI().run("run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
-                              "--out", dir.path + "/out")
+        let r = try CLI().run(
+            "run", "classification-metrics", "--input", "scores=\(dir.path)/s.npy", "--input", "labels=\(dir.path)/l.npy",
+            "--out", dir.path + "/out")
         #expect(r.status == 2, "\(r.output)")
         #expect(r.stderr.contains("scores[1, 0] (flat index 2) = nan is not a finite number"), "\(r.stderr)")
     }

@@ -1,17 +1,22 @@
 import CoreInfer
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
+import TestSupport
 import Testing
 import Text
-import TestSupport
 
 /// CoreInfer's stability-guided core sets against the fixtures (α = 0.2, β = 0.4, every layer), and
 /// `generate` through the CLI: dense greedy text equals transformers', sparse decoding keeps the
 /// chosen fraction of neurons, bad inputs are named.
 @Suite struct CoreInferTests {
-    struct Prompt: Decodable { let input_ids: [Int32]; let core_neurons: [String: [Int]]; let greedy_text: String; let text: String }
+    struct Prompt: Decodable {
+        let input_ids: [Int32]
+        let core_neurons: [String: [Int]]
+        let greedy_text: String
+        let text: String
+    }
     struct Expected: Decodable { let prompts: [Prompt] }
 
     func expected(_ name: String) throws -> Expected {
@@ -50,14 +55,17 @@ import TestSupport
         let cli = CLI()
         let folder = TestPaths.fixtures + "/llama-tiny"
         let p = try expected("llama-tiny").prompts[0]
-        let dense = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
-                                "--set", "max_new_tokens=16", "--set", "stream=false", "--out", dir.sub("dense"), "--json")
+        let dense = try cli.run(
+            "run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
+            "--set", "max_new_tokens=16", "--set", "stream=false", "--out", dir.sub("dense"), "--json")
         #expect(dense.status == 0, "\(dense.stderr)")
         let result = try JSONValue.parse(dense.stdout)["result"]!
         #expect(result["text"]?.stringValue == p.greedy_text)
         #expect(result["prompt_ids"]?.arrayValue?.map { Int32($0.intValue!) } == p.input_ids)
-        let sparse = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "beta=0.4",
-                                 "--set", "start=0", "--set", "end=3", "--set", "save_core=true", "--set", "max_new_tokens=8", "--set", "stream=false", "--out", dir.sub("sparse"), "--json")
+        let sparse = try cli.run(
+            "run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "beta=0.4",
+            "--set", "start=0", "--set", "end=3", "--set", "save_core=true", "--set", "max_new_tokens=8", "--set", "stream=false", "--out", dir.sub("sparse"),
+            "--json")
         #expect(sparse.status == 0, "\(sparse.stderr)")
         let s = try JSONValue.parse(sparse.stdout)["result"]!
         #expect(s["kept_neurons_per_layer"]?["1"]?.intValue == Int(0.4 * 192))
@@ -73,8 +81,10 @@ import TestSupport
         let cli = CLI()
         let folder = TestPaths.fixtures + "/llama-tiny"
         let p = try expected("llama-tiny").prompts[0]
-        let args = ["run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
-                    "--set", "max_new_tokens=16", "--set", "stream=true"]
+        let args = [
+            "run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=\(p.text)", "--set", "mode=dense",
+            "--set", "max_new_tokens=16", "--set", "stream=true",
+        ]
         let text = try cli.run(args)
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.hasPrefix(p.greedy_text + "\n"), "\(text.stdout)")
@@ -93,19 +103,22 @@ import TestSupport
         let folder = TestPaths.fixtures + "/llama-tiny"
         let beta = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=x", "--set", "beta=1.5")
         #expect(beta.status != 0 && beta.stderr.contains("beta must be in (0, 1]"))
-        let long = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=" + String(repeating: "free software ", count: 200))
+        let long = try cli.run(
+            "run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=" + String(repeating: "free software ", count: 200))
         #expect(long.status != 0 && long.stderr.contains("context is 256"))
         // An unknown architecture and a missing tensor.
         let gpt2 = dir.sub("gpt2")
         for f in ["model.safetensors", "tokenizer.json"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: gpt2 + "/" + f) }
-        let config = try String(contentsOfFile: folder + "/config.json", encoding: .utf8).replacingOccurrences(of: "\"model_type\": \"llama\"", with: "\"model_type\": \"gpt2\"")
+        let config = try String(contentsOfFile: folder + "/config.json", encoding: .utf8).replacingOccurrences(
+            of: "\"model_type\": \"llama\"", with: "\"model_type\": \"gpt2\"")
         try config.write(toFile: gpt2 + "/config.json", atomically: true, encoding: .utf8)
         let arch = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(gpt2)", "--set", "prompt=x")
         #expect(arch.status != 0 && arch.stderr.contains("model_type 'gpt2' is not supported"))
         let partial = dir.sub("partial")
         for f in ["config.json", "tokenizer.json"] { try FileManager.default.copyItem(atPath: folder + "/" + f, toPath: partial + "/" + f) }
         let full = try SafeTensorsFile(path: folder + "/model.safetensors")
-        try SafeTensors.write(try full.names.filter { $0 != "model.layers.1.mlp.up_proj.weight" }.map { ($0, try full.tensor($0)) }, to: partial + "/model.safetensors")
+        try SafeTensors.write(
+            try full.names.filter { $0 != "model.layers.1.mlp.up_proj.weight" }.map { ($0, try full.tensor($0)) }, to: partial + "/model.safetensors")
         let missing = try cli.run("run", "coreinfer", "generate", "--set", "model_dir=\(partial)", "--set", "prompt=x")
         #expect(missing.status != 0 && missing.stderr.contains("model.layers.1.mlp.up_proj.weight"))
     }
@@ -114,8 +127,9 @@ import TestSupport
     /// Jaccard values are proportions, perplexities are finite.
     @Test func analysesOnTheEmbeddedCorpus() throws {
         let dir = TempDir("coreinfer-analyze")
-        let r = try CLI().run("run", "coreinfer", "analyze", "--set", "model_dir=\(TestPaths.fixtures)/opt-tiny", "--set", "start=0", "--set", "end=3",
-                              "--out", dir.sub("a"), "--json")
+        let r = try CLI().run(
+            "run", "coreinfer", "analyze", "--set", "model_dir=\(TestPaths.fixtures)/opt-tiny", "--set", "start=0", "--set", "end=3",
+            "--out", dir.sub("a"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let m = try JSONValue.parse(r.stdout)["result"]!
         let curve = try String(contentsOfFile: dir.sub("a") + "/stability.csv", encoding: .utf8).split(separator: "\n").dropFirst()
@@ -131,8 +145,9 @@ import TestSupport
     /// its differentiable logits, a fresh model loads the file by name, and the loss falls.
     @Test func trainWritesAFolderTheRuntimeReads() throws {
         let dir = TempDir("coreinfer-train")
-        let r = try CLI().run("run", "coreinfer", "train", "--set", "hidden=32", "--set", "layers=2", "--set", "heads=4", "--set", "kv_heads=2",
-                              "--set", "ffn=64", "--set", "context=16", "--set", "batch=4", "--set", "steps=30", "--out", dir.sub("t"), "--json")
+        let r = try CLI().run(
+            "run", "coreinfer", "train", "--set", "hidden=32", "--set", "layers=2", "--set", "heads=4", "--set", "kv_heads=2",
+            "--set", "ffn=64", "--set", "context=16", "--set", "batch=4", "--set", "steps=30", "--out", dir.sub("t"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let m = try JSONValue.parse(r.stdout)["result"]!
         #expect((m["final_loss"]?.doubleValue ?? 99) < (m["first_loss"]?.doubleValue ?? 0))
@@ -158,10 +173,11 @@ import TestSupport
         let k = m["clusters"]?.intValue ?? 0
         #expect(k >= 4 && m["texts"]?.intValue == 32)
         let inertia = m["inertia"]?.arrayValue?.map { $0.doubleValue! } ?? []
-        #expect(inertia.count == 10 && inertia.first! >= inertia.last!)       // more clusters never fit worse here
-        let g = try cli.run("run", "coreinfer", "generate", "--set", "mode=similarity", "--set", "clusters=\(dir.sub("c"))/clusters.json",
-                            "--set", "start=0", "--set", "end=4", "--set", "prompt=The planets move", "--set", "max_new_tokens=8",
-                            "--set", "stream=false", "--out", dir.sub("g"), "--json")
+        #expect(inertia.count == 10 && inertia.first! >= inertia.last!) // more clusters never fit worse here
+        let g = try cli.run(
+            "run", "coreinfer", "generate", "--set", "mode=similarity", "--set", "clusters=\(dir.sub("c"))/clusters.json",
+            "--set", "start=0", "--set", "end=4", "--set", "prompt=The planets move", "--set", "max_new_tokens=8",
+            "--set", "stream=false", "--out", dir.sub("g"), "--json")
         #expect(g.status == 0, "\(g.stderr)")
         let r = try JSONValue.parse(g.stdout)["result"]!
         #expect((0..<k).contains(r["cluster"]?.intValue ?? -1))

@@ -1,10 +1,10 @@
 import DatasetAdapters
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Each adapter reads a tiny dataset the test writes in the original format, returns its exact
 /// pixels and labels, and refuses (or with skip_bad, skips and counts) the bad inputs by name.
@@ -24,7 +24,7 @@ import TestSupport
                 if k == 2 {
                     try TIFF.write(Tensor([UInt8](repeating: value, count: 192), shape: [8, 8, 3]), to: "\(folder)/\(k).tif")
                 } else if k == 1 {
-                    try JPEG.write(img, to: "\(folder)/\(k).jpg", quality: 95)   // a flat colour: within 1 of the value
+                    try JPEG.write(img, to: "\(folder)/\(k).jpg", quality: 95) // a flat colour: within 1 of the value
                 } else {
                     try PNG.write(img, to: "\(folder)/\(k).png")
                 }
@@ -43,8 +43,9 @@ import TestSupport
             wren,Animalia,Chordata,Aves,Passeriformes,Troglodytidae,Troglodytes,Troglodytes troglodytes,Wren
             """
         try csv.write(toFile: dir.path + "/tax.csv", atomically: true, encoding: .utf8)
-        let s = try ImageFolderSource(root: root, size: 8, squash: false, taxonomyPath: dir.path + "/tax.csv", valFraction: 0, testFraction: 1.0 / 3,
-                                      seed: 0, skipBad: false)
+        let s = try ImageFolderSource(
+            root: root, size: 8, squash: false, taxonomyPath: dir.path + "/tax.csv", valFraction: 0, testFraction: 1.0 / 3,
+            seed: 0, skipBad: false)
         #expect(s.classNames == ["gull", "heron", "wren"])
         #expect(s.count(split: 0) == 6 && s.count(split: 2) == 3)
         for i in 0..<s.count(split: 0) {
@@ -69,7 +70,10 @@ import TestSupport
         #expect(try s.item(split: 2, index: 0).pixels.count == 3 * 16)
 
         func message(_ body: () throws -> Void) -> String {
-            do { try body(); return "" } catch { return "\(error)" }
+            do {
+                try body()
+                return ""
+            } catch { return "\(error)" }
         }
         func open(_ root: String, taxonomy: String? = nil, skipBad: Bool = false) throws -> ImageFolderSource {
             try ImageFolderSource(root: root, size: 8, squash: false, taxonomyPath: taxonomy, valFraction: 0, testFraction: 0, seed: 0, skipBad: skipBad)
@@ -139,7 +143,8 @@ import TestSupport
         let cli = CLI()
         let native = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "shuffle=false", "--out", dir.path + "/n")
         #expect(native.status == 0, "\(native.stderr)")
-        let same = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "shuffle=false", "--set", "size=28", "--out", dir.path + "/s")
+        let same = try cli.run(
+            "run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "shuffle=false", "--set", "size=28", "--out", dir.path + "/s")
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir.path + "/n/images.npy")) == Data(contentsOf: URL(fileURLWithPath: dir.path + "/s/images.npy")))
         let big = try cli.run("run", "mnist-idx", "batch", "--set", "root=\(root)", "--set", "count=4", "--set", "size=32", "--out", dir.path + "/b", "--json")
         #expect(big.status == 0, "\(big.stderr)")
@@ -153,8 +158,9 @@ import TestSupport
         let cmnist = try cli.run("run", "cmnist-dd", "batch", "--set", "root=\(root)", "--set", "count=8", "--out", dir.path + "/c")
         #expect(cmnist.status == 0, "\(cmnist.stderr)")
         #expect(try NPY.read(path: dir.path + "/c/images.npy").shape == [8, 3, 28, 28])
-        let dm = try cli.run("run", "random-selection", "--set", "dataset=mnist-idx", "--set", "dataset_options=[\"root=\(root)\"]",
-                             "--set", "ipc=1", "--set", "size=32", "--out", dir.path + "/dm")
+        let dm = try cli.run(
+            "run", "random-selection", "--set", "dataset=mnist-idx", "--set", "dataset_options=[\"root=\(root)\"]",
+            "--set", "ipc=1", "--set", "size=32", "--out", dir.path + "/dm")
         #expect(dm.status == 0, "\(dm.stderr)")
     }
 
@@ -163,7 +169,7 @@ import TestSupport
         try writeMNIST(root)
         let s = try MNISTSource(root: root, valCount: 1)
         #expect(s.count(split: 0) == 4 && s.count(split: 1) == 1 && s.count(split: 2) == 3 && s.size == 28)
-        let item = try s.item(split: 1, index: 0)        // training image 4
+        let item = try s.item(split: 1, index: 0) // training image 4
         #expect(item.label == 2 && item.pixels[5] == Float((4 * 37 + 5) % 256) / 255)
         #expect(try s.item(split: 2, index: 2).label == 6)
         // Truncated images, a wrong magic, a label count that disagrees, a missing file.
@@ -171,7 +177,9 @@ import TestSupport
         let full = try Data(contentsOf: URL(fileURLWithPath: images))
         try full.prefix(full.count - 10).write(to: URL(fileURLWithPath: images))
         #expect(throws: FormatError.self) { _ = try MNISTSource(root: root, valCount: 0) }
-        do { _ = try MNISTSource(root: root, valCount: 0) } catch { #expect("\(error)".contains("truncated") && "\(error)".contains("train-images-idx3-ubyte")) }
+        do { _ = try MNISTSource(root: root, valCount: 0) } catch {
+            #expect("\(error)".contains("truncated") && "\(error)".contains("train-images-idx3-ubyte"))
+        }
         try writeMNIST(root, train: 5)
         try writeIDX(root + "/train-labels-idx1-ubyte", magic: 0x801, dims: [4], bytes: [1, 2, 3, 4])
         do { _ = try MNISTSource(root: root, valCount: 0) } catch { #expect("\(error)".contains("holds 4 labels")) }
@@ -195,7 +203,8 @@ import TestSupport
             }
             try d.write(to: URL(fileURLWithPath: "\(root)/\(name).bin"))
         }
-        try "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n".write(toFile: root + "/batches.meta.txt", atomically: true, encoding: .utf8)
+        try "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n".write(
+            toFile: root + "/batches.meta.txt", atomically: true, encoding: .utf8)
     }
 
     @Test func cifarRoundTripTruncationAndSkip() throws {
@@ -203,15 +212,18 @@ import TestSupport
         try writeCIFAR(root)
         let s = try CIFAR10Source(root: root, valCount: 2, skipBad: false)
         #expect(s.count(split: 0) == 8 && s.count(split: 1) == 2 && s.count(split: 2) == 2 && s.classNames[9] == "truck")
-        let item = try s.item(split: 0, index: 3)       // batch 2 (b = 1), record 1
+        let item = try s.item(split: 0, index: 3) // batch 2 (b = 1), record 1
         #expect(item.label == 2 && item.pixels[0] == Float(8) / 255 && item.pixels[1024] == Float((1024 + 8) % 256) / 255)
-        let val = try s.item(split: 1, index: 1)        // the last record of batch 5 (b = 4, r = 1)
+        let val = try s.item(split: 1, index: 1) // the last record of batch 5 (b = 4, r = 1)
         #expect(val.label == 5)
         // A truncated batch file: refused by name, or skipped and counted.
         let path = root + "/data_batch_3.bin"
         let full = try Data(contentsOf: URL(fileURLWithPath: path))
         try full.prefix(full.count - 1).write(to: URL(fileURLWithPath: path))
-        do { _ = try CIFAR10Source(root: root, valCount: 0, skipBad: false); Issue.record("accepted a truncated file") } catch {
+        do {
+            _ = try CIFAR10Source(root: root, valCount: 0, skipBad: false)
+            Issue.record("accepted a truncated file")
+        } catch {
             #expect("\(error)".contains("data_batch_3.bin") && "\(error)".contains("truncated"))
         }
         let skipping = try CIFAR10Source(root: root, valCount: 0, skipBad: true)
@@ -225,11 +237,13 @@ import TestSupport
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: root + "/gull/5.png"))
         let cli = CLI()
         let out = dir.sub("out")
-        let bad = try cli.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
-                              "--set", "test_fraction=0")
+        let bad = try cli.run(
+            "run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
+            "--set", "test_fraction=0")
         #expect(bad.status == 2 && bad.stderr.contains("5.png") && bad.stderr.contains("skip_bad"))
-        let ok = try cli.run("run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
-                             "--set", "test_fraction=0", "--set", "skip_bad=true", "--out", out)
+        let ok = try cli.run(
+            "run", "image-folder", "batch", "--set", "root=\(root)", "--set", "size=8", "--set", "count=20",
+            "--set", "test_fraction=0", "--set", "skip_bad=true", "--out", out)
         #expect(ok.status == 0, "\(ok.stderr)")
         let result = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/result.json"))) as? [String: Any]
         let r = result?["result"] as? [String: Any]
@@ -265,7 +279,10 @@ import TestSupport
     }
 
     func message(_ root: String) -> String {
-        do { _ = try MNISTSource(root: root, valCount: 0); return "" } catch { return String(describing: error) }
+        do {
+            _ = try MNISTSource(root: root, valCount: 0)
+            return ""
+        } catch { return String(describing: error) }
     }
 
     func mnist(images: [UInt32], bytes: [UInt8] = [1, 2, 3, 4]) throws -> String {

@@ -1,16 +1,17 @@
 import Distillation
-import Foundation
 import Formats
+import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// The diffusion components through the CLI with the embedded synthetic-tol model: the DDIM
 /// inversion round trip, a short training run, D^3HR and CONCORD end to end, bad input named.
 @Suite struct DiffusionCLITests {
     func realImages(_ cli: CLI, dir: String, count: Int) throws -> (String, String) {
-        let r = try cli.run("run", "synthetic-tol", "batch", "--set", "split=train", "--set", "count=\(count)", "--set", "size=32", "--set", "shuffle=false",
-                            "--out", dir)
+        let r = try cli.run(
+            "run", "synthetic-tol", "batch", "--set", "split=train", "--set", "count=\(count)", "--set", "size=32", "--set", "shuffle=false",
+            "--out", dir)
         #expect(r.status == 0, "\(r.stderr)")
         return (dir + "/images.npy", dir + "/labels.npy")
     }
@@ -22,8 +23,9 @@ import TestSupport
         let cli = CLI(), dir = TempDir("inv")
         let (images, labels) = try realImages(cli, dir: dir.sub("data"), count: 16)
         for (guidance, bound) in [(1.0, 0.10), (4.0, 0.10)] {
-            let r = try cli.run("run", "latent-diffusion", "invert", "--input", "images=\(images)", "--input", "labels=\(labels)",
-                                "--set", "guidance=\(guidance)", "--out", dir.sub("g\(Int(guidance))"), "--json")
+            let r = try cli.run(
+                "run", "latent-diffusion", "invert", "--input", "images=\(images)", "--input", "labels=\(labels)",
+                "--set", "guidance=\(guidance)", "--out", dir.sub("g\(Int(guidance))"), "--json")
             #expect(r.status == 0, "\(r.stderr)")
             let result = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any]
             let error = result?["relative_error"] as? Double ?? 1
@@ -39,22 +41,25 @@ import TestSupport
     /// from the result, and CONCORD with that model and the concepts file shipped for cmnist-dd.
     @Test func aShortTrainingRunWritesAModelThatSamples() throws {
         let cli = CLI(), dir = TempDir("ldm")
-        let r = try cli.run("run", "latent-diffusion", "train", "--set", "dataset=cmnist-dd", "--set", "dataset_options=[\"per_class=8\"]",
-                            "--set", "size=28", "--set", "autoencoder_steps=3", "--set", "autoencoder_loss=bce", "--set", "dit_steps=3",
-                            "--set", "batch=8", "--set", "dit_depth=1", "--set", "dit_width=32", "--set", "dit_heads=2", "--set", "steps=4",
-                            "--set", "autoencoder_widths=[8,16]", "--out", dir.path)
+        let r = try cli.run(
+            "run", "latent-diffusion", "train", "--set", "dataset=cmnist-dd", "--set", "dataset_options=[\"per_class=8\"]",
+            "--set", "size=28", "--set", "autoencoder_steps=3", "--set", "autoencoder_loss=bce", "--set", "dit_steps=3",
+            "--set", "batch=8", "--set", "dit_depth=1", "--set", "dit_width=32", "--set", "dit_heads=2", "--set", "steps=4",
+            "--set", "autoencoder_widths=[8,16]", "--out", dir.path)
         #expect(r.status == 0, "\(r.stderr)")
         for file in ["model/config.json", "model/model.safetensors", "model/curve.csv", "model/samples.png"] {
             #expect(FileManager.default.fileExists(atPath: dir.path + "/" + file), "\(file)")
         }
-        let s = try cli.run("run", "latent-diffusion", "sample", "--set", "model=\(dir.path)/model", "--set", "classes=[1,2]", "--set", "per_class=3",
-                            "--set", "steps=5", "--out", dir.sub("s"))
+        let s = try cli.run(
+            "run", "latent-diffusion", "sample", "--set", "model=\(dir.path)/model", "--set", "classes=[1,2]", "--set", "per_class=3",
+            "--set", "steps=5", "--out", dir.sub("s"))
         #expect(s.status == 0, "\(s.stderr)")
         let images = try NPY.read(path: dir.sub("s") + "/images.npy")
         #expect(images.shape == [6, 3, 28, 28])
         #expect(try images.scalars(as: Float.self).allSatisfy { (0...1).contains($0) })
-        let concord = try cli.run("run", "concord", "--set", "model=\(dir.path)/model", "--set", "dataset=cmnist-dd", "--set", "dataset_options=[\"per_class=8\"]",
-                                  "--set", "classes=[0,1]", "--set", "ipc=1", "--set", "steps=2", "--out", dir.sub("c"))
+        let concord = try cli.run(
+            "run", "concord", "--set", "model=\(dir.path)/model", "--set", "dataset=cmnist-dd", "--set", "dataset_options=[\"per_class=8\"]",
+            "--set", "classes=[0,1]", "--set", "ipc=1", "--set", "steps=2", "--out", dir.sub("c"))
         #expect(concord.status == 0, "\(concord.stderr)")
         #expect(try SafeTensorsFile(path: dir.sub("c") + "/distilled.safetensors").tensor("labels").integers() == [0, 1])
     }

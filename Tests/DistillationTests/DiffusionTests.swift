@@ -1,10 +1,10 @@
 import Distillation
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// The diffusion distillers' mathematics: schedules, DDIM sampling and inversion, D^3HR's group
 /// score and skewness, CONCORD's concept loss and negative sampling.
@@ -17,7 +17,10 @@ import TestSupport
         for t in 0..<1000 { p *= 1 - (1e-4 + (0.02 - 1e-4) * Double(t) / 999) }
         #expect(abs(linear.alphaBar[999] - p) < 1e-12)
         let cosine = NoiseSchedule(.cosine)
-        func f(_ t: Double) -> Double { let x = (t / 1000 + 0.008) / 1.008 * Double.pi / 2; return cos(x) * cos(x) }
+        func f(_ t: Double) -> Double {
+            let x = (t / 1000 + 0.008) / 1.008 * Double.pi / 2
+            return cos(x) * cos(x)
+        }
         #expect(abs(cosine.alphaBar[499] - f(500) / f(0)) < 1e-9)
         #expect(DDIM(schedule: linear, steps: 50).timesteps == Array(stride(from: 0, to: 1000, by: 20)))
     }
@@ -43,7 +46,7 @@ import TestSupport
         let predict: NoisePredictor = { x, _, classes in x.indices.map { i in Float(classes[i / 2] == 9 ? 1 : 3) } }
         let guided = DDIM.guided(predict, scale: 4, nullClass: 9)
         let e = try guided([0, 0, 0, 0], 0, [1, 2])
-        #expect(e == [9, 9, 9, 9])   // 1 + 4·(3 − 1)
+        #expect(e == [9, 9, 9, 9]) // 1 + 4·(3 − 1)
     }
 
     @Test func skewnessMatchesADirectComputation() {
@@ -69,8 +72,10 @@ import TestSupport
         #expect(abs(groupScore(skewed, dimension: 3, gaussian: g) - (3.0 + 0.1 * gamma)) < 1e-9)
         // The best of many candidate groups scores below a typical one.
         var rng = SeededGenerator(seed: 3)
-        let best = sampleBestGroup(ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 200, rng: &rng)
-        let one = sampleBestGroup(ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 1, rng: &rng)
+        let best = sampleBestGroup(
+            ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 200, rng: &rng)
+        let one = sampleBestGroup(
+            ClassGaussian(mean: [Float](repeating: 0.5, count: 16), std: [Float](repeating: 2, count: 16)), size: 10, candidates: 1, rng: &rng)
         #expect(best.score < one.score)
     }
 
@@ -82,7 +87,11 @@ import TestSupport
 
     @Test func conceptLossGradientMatchesFiniteDifferences() {
         var rng = SeededGenerator(seed: 7)
-        func unit(_ d: Int) -> [Float] { let v = (0..<d).map { _ in Float(rng.nextNormal()) }; let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot(); return v.map { $0 / n } }
+        func unit(_ d: Int) -> [Float] {
+            let v = (0..<d).map { _ in Float(rng.nextNormal()) }
+            let n = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            return v.map { $0 / n }
+        }
         let e = (0..<12).map { _ in Float(rng.nextNormal()) }
         let positives = (0..<3).map { _ in unit(12) }, negatives = (0..<5).map { _ in unit(12) }
         let (loss, gradient) = conceptLoss(embedding: e, positives: positives, negatives: negatives, temperature: 0.05)
@@ -97,8 +106,9 @@ import TestSupport
             var plus = e, minus = e
             plus[j] += 1e-3
             minus[j] -= 1e-3
-            let numeric = (conceptLoss(embedding: plus, positives: positives, negatives: negatives, temperature: 0.05).loss
-                - conceptLoss(embedding: minus, positives: positives, negatives: negatives, temperature: 0.05).loss) / 2e-3
+            let numeric =
+                (conceptLoss(embedding: plus, positives: positives, negatives: negatives, temperature: 0.05).loss
+                    - conceptLoss(embedding: minus, positives: positives, negatives: negatives, temperature: 0.05).loss) / 2e-3
             worst = max(worst, abs(numeric - Double(gradient[j])) / max(abs(numeric), 1e-2))
         }
         #expect(worst < 1e-2, "relative error \(worst)")
@@ -115,9 +125,9 @@ import TestSupport
             counts[negativeClasses(for: 0, count: 1, policy: .weighted, similarity: sim, rng: &rng)[0]] += 1
             randomCounts[negativeClasses(for: 0, count: 1, policy: .random, similarity: sim, rng: &rng)[0]] += 1
         }
-        #expect(counts[0] == 0 && randomCounts[0] == 0)   // never the class itself
+        #expect(counts[0] == 0 && randomCounts[0] == 0) // never the class itself
         for j in 1...4 {
-            let p = Double(j) / 10 / 1.0   // weights 0.1…0.4 sum to 1
+            let p = Double(j) / 10 / 1.0 // weights 0.1…0.4 sum to 1
             #expect(abs(Double(counts[j]) / Double(draws) - p) < 0.015, "weighted \(j): \(counts[j])")
             #expect(abs(Double(randomCounts[j]) / Double(draws) - 0.25) < 0.015, "random \(j): \(randomCounts[j])")
         }

@@ -1,11 +1,11 @@
 import Distillation
 import Formats
-import MenagerieKit
 import Foundation
+import MenagerieKit
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// The distillation frame: CMNIST-DD's colour assignment, DC's distance, DM's descent, DSA's
 /// shared transforms, the distilled-set file, and bad input through the CLI.
@@ -38,9 +38,11 @@ import TestSupport
         let syn = [Variable(try! Tensor([2, 0, 1, 0] as [Float], shape: [2, 2])), Variable(try! Tensor([-5, 1] as [Float], shape: [2]))]
         let d = Matching.gradientDistance(real: real, synthetic: syn).scalars[0]
         #expect(abs(d - 1) < 1e-5)
-        let conv = Matching.gradientDistance(real: [Variable(try! Tensor([1, 2, 3, 4] as [Float], shape: [2, 1, 1, 2]))],
-                                             synthetic: [Variable(try! Tensor([-1, -2, 3, 4] as [Float], shape: [2, 1, 1, 2]))]).scalars[0]
-        #expect(abs(conv - 2) < 1e-5)   // row 0 opposite (1 − (−1)), row 1 identical
+        let conv = Matching.gradientDistance(
+            real: [Variable(try! Tensor([1, 2, 3, 4] as [Float], shape: [2, 1, 1, 2]))],
+            synthetic: [Variable(try! Tensor([-1, -2, 3, 4] as [Float], shape: [2, 1, 1, 2]))]
+        ).scalars[0]
+        #expect(abs(conv - 2) < 1e-5) // row 0 opposite (1 − (−1)), row 1 identical
     }
 
     /// The DC loss is differentiable in the synthetic images through the synthetic gradients
@@ -87,8 +89,10 @@ import TestSupport
         s.width = 32
         s.dsa = nil
         var losses: [Double] = []
-        _ = try Distillers.distributionMatching(data, normalized: normalizer.normalize(data.images, channels: 3, plane: data.plane), settings: s,
-                                                host: PluginHost(services: nil)) { losses.append($1) }
+        _ = try Distillers.distributionMatching(
+            data, normalized: normalizer.normalize(data.images, channels: 3, plane: data.plane), settings: s,
+            host: PluginHost(services: nil)
+        ) { losses.append($1) }
         let first = losses.prefix(8).reduce(0, +) / 8, last = losses.suffix(8).reduce(0, +) / 8
         #expect(losses.count == 40 && last < 0.85 * first, "DM loss \(first) → \(last): \(losses)")
     }
@@ -123,8 +127,9 @@ import TestSupport
         let dir = TempDir("distilled")
         var rng = SeededGenerator(seed: 2)
         let images = try Tensor((0..<(4 * 3 * 16)).map { _ in Float(rng.nextUniform()) }, shape: [4, 3, 4, 4])
-        var set = DistilledSet(images: images, labels: [0, 0, 1, 1], softLabels: try Tensor([0.9, 0.1, 0.8, 0.2, 0.3, 0.7, 0.4, 0.6] as [Float], shape: [4, 2]),
-                               classes: ["cat", "dog"], method: "dm", dataset: "cmnist-dd", ipc: 2)
+        var set = DistilledSet(
+            images: images, labels: [0, 0, 1, 1], softLabels: try Tensor([0.9, 0.1, 0.8, 0.2, 0.3, 0.7, 0.4, 0.6] as [Float], shape: [4, 2]),
+            classes: ["cat", "dog"], method: "dm", dataset: "cmnist-dd", ipc: 2)
         set.extra["mean"] = "[0.5,0.5,0.5]"
         try set.write(to: dir.path + "/d.safetensors")
         let back = try DistilledSet.read(dir.path + "/d.safetensors")
@@ -141,8 +146,9 @@ import TestSupport
         let dir = TempDir("objectives")
         try NPY.encode(try Tensor([0, 0, 2, 0] as [Float], shape: [2, 2])).write(to: URL(fileURLWithPath: dir.path + "/logits.npy"))
         try NPY.encode(Tensor([0, 1] as [Int64])).write(to: URL(fileURLWithPath: dir.path + "/labels.npy"))
-        let r = try CLI().run("run", "cross-entropy", "--input", "logits=\(dir.path)/logits.npy", "--input", "labels=\(dir.path)/labels.npy",
-                              "--out", dir.sub("ce"), "--json")
+        let r = try CLI().run(
+            "run", "cross-entropy", "--input", "logits=\(dir.path)/logits.npy", "--input", "labels=\(dir.path)/labels.npy",
+            "--out", dir.sub("ce"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         // Row 0: ln 2; row 1: ln(1 + e²); mean. Gradient (softmax − onehot)/N.
         let loss = try JSONValue.parse(r.stdout)["result"]!["loss"]!.doubleValue!
@@ -157,8 +163,9 @@ import TestSupport
         let cli = CLI()
         let ipc = try cli.run("run", "random-selection", "distill", "--set", "ipc=30", "--set", "dataset_options=[\"per_class=20\"]")
         #expect(ipc.status != 0 && ipc.stderr.contains("ipc 30 is larger than class"))
-        let one = try cli.run("run", "random-selection", "distill", "--set", "dataset=synthetic-tol", "--set", "size=32",
-                              "--set", "dataset_options=[\"phyla=1\",\"orders_per_class=1\",\"families_per_order=1\",\"genera_per_family=1\",\"species_per_genus=1\"]")
+        let one = try cli.run(
+            "run", "random-selection", "distill", "--set", "dataset=synthetic-tol", "--set", "size=32",
+            "--set", "dataset_options=[\"phyla=1\",\"orders_per_class=1\",\"families_per_order=1\",\"genera_per_family=1\",\"species_per_genus=1\"]")
         #expect(one.status != 0 && one.stderr.contains("has one class"))
         let rho = try cli.run("run", "cmnist-dd", "describe", "--set", "rho=1.5")
         #expect(rho.status != 0 && rho.stderr.contains("'rho'") && rho.stderr.contains("[0, 1]"))
@@ -167,14 +174,17 @@ import TestSupport
         // A CMNIST set evaluated on synthetic-tol (64 classes), and a one-channel set on cmnist-dd (three channels).
         let made = try cli.run("run", "random-selection", "distill", "--set", "ipc=1", "--set", "dataset_options=[\"per_class=5\"]", "--out", dir.sub("r"))
         #expect(made.status == 0, "\(made.stderr)")
-        let classes = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "dataset=synthetic-tol",
-                                  "--set", "dataset_options=[\"test_per_species=1\"]", "--set", "nets=1", "--set", "epochs=1")
+        let classes = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "dataset=synthetic-tol",
+            "--set", "dataset_options=[\"test_per_species=1\"]", "--set", "nets=1", "--set", "epochs=1")
         #expect(classes.status != 0 && classes.stderr.contains("10 classes") && classes.stderr.contains("64"), "\(classes.stderr)")
-        let grey = DistilledSet(images: Tensor(zeros: .float32, shape: [10, 1, 28, 28]), labels: Array(0..<10), classes: (0..<10).map { "\($0)" },
-                                method: "random-selection", dataset: "cmnist-dd", ipc: 1)
+        let grey = DistilledSet(
+            images: Tensor(zeros: .float32, shape: [10, 1, 28, 28]), labels: Array(0..<10), classes: (0..<10).map { "\($0)" },
+            method: "random-selection", dataset: "cmnist-dd", ipc: 1)
         try grey.write(to: dir.path + "/grey.safetensors")
-        let shape = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.path)/grey.safetensors", "--set", "dataset_options=[\"per_class=5\"]",
-                                "--set", "nets=1", "--set", "epochs=1")
+        let shape = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.path)/grey.safetensors", "--set", "dataset_options=[\"per_class=5\"]",
+            "--set", "nets=1", "--set", "epochs=1")
         #expect(shape.status != 0 && shape.stderr.contains("1×28×28") && shape.stderr.contains("expects 3×28×28"), "\(shape.stderr)")
         let missing = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.path)/none.safetensors")
         #expect(missing.status != 0 && missing.stderr.contains("none.safetensors"))
@@ -185,15 +195,17 @@ import TestSupport
         let dir = TempDir("distill-cli")
         let cli = CLI()
         for method in ["random-selection", "herding", "dm"] {
-            let r = try cli.run("run", method, "distill", "--set", "ipc=2", "--set", "dataset_options=[\"per_class=20\",\"test_per_class=10\"]",
-                                "--set", "iterations=3", "--set", "batch_real=16", "--set", "width=16", "--out", dir.sub(method), "--json")
+            let r = try cli.run(
+                "run", method, "distill", "--set", "ipc=2", "--set", "dataset_options=[\"per_class=20\",\"test_per_class=10\"]",
+                "--set", "iterations=3", "--set", "batch_real=16", "--set", "width=16", "--out", dir.sub(method), "--json")
             #expect(r.status == 0, "\(method): \(r.stderr)")
             let set = try DistilledSet.read(dir.sub(method) + "/distilled.safetensors")
             #expect(set.count == 20 && set.labels == (0..<10).flatMap { [$0, $0] } && set.method == method)
             #expect(FileManager.default.fileExists(atPath: dir.sub(method) + "/grid.png"))
         }
-        let e = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("dm"))/distilled.safetensors", "--set", "nets=2", "--set", "epochs=2",
-                            "--set", "width=16", "--out", dir.sub("eval"), "--json")
+        let e = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.sub("dm"))/distilled.safetensors", "--set", "nets=2", "--set", "epochs=2",
+            "--set", "width=16", "--out", dir.sub("eval"), "--json")
         #expect(e.status == 0, "\(e.stderr)")
         let result = try JSONValue.parse(e.stdout)["result"]!
         #expect(result["accuracies"]?.arrayValue?.count == 2 && result["test_images"]?.intValue == 100)
@@ -206,12 +218,16 @@ import TestSupport
         var rng = SeededGenerator(seed: seed)
         // A smooth colour gradient with a square: structure for every corruption to act on.
         var x = [Float](repeating: 0, count: 3 * size * size)
-        for ch in 0..<3 { for y in 0..<size { for c in 0..<size {
-            let ramp: Float = 0.5 * Float(y + c * (ch + 1)) / Float(size * (ch + 2))
-            let square: Float = (8..<20).contains(y) && (10..<22).contains(c) ? 0.2 : 0
-            let noise: Float = 0.05 * Float(rng.nextUniform())
-            x[ch * size * size + y * size + c] = 0.2 + ramp + noise + square
-        } } }
+        for ch in 0..<3 {
+            for y in 0..<size {
+                for c in 0..<size {
+                    let ramp: Float = 0.5 * Float(y + c * (ch + 1)) / Float(size * (ch + 2))
+                    let square: Float = (8..<20).contains(y) && (10..<22).contains(c) ? 0.2 : 0
+                    let noise: Float = 0.05 * Float(rng.nextUniform())
+                    x[ch * size * size + y * size + c] = 0.2 + ramp + noise + square
+                }
+            }
+        }
         return x
     }
 
@@ -246,16 +262,19 @@ import TestSupport
 
     @Test func ccifarAssignsCorruptionsByTheMilestones() throws {
         let cli = CLI()
-        let r = try cli.run("run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200", "--json")
+        let r = try cli.run(
+            "run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200", "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let dir = TempDir("ccifar")
-        let out = try cli.run("run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200",
-                              "--out", dir.sub("b"))
+        let out = try cli.run(
+            "run", "ccifar10-dd", "batch", "--set", "rho=1", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=200",
+            "--out", dir.sub("b"))
         #expect(out.status == 0)
         let labels = try NPY.read(path: dir.sub("b") + "/labels.npy").integers(), attrs = try NPY.read(path: dir.sub("b") + "/corruptions.npy").integers()
         #expect(labels.count == 200 && labels == attrs)
-        let test = try cli.run("run", "ccifar10-dd", "batch", "--set", "split=test", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=40",
-                               "--out", dir.sub("t"))
+        let test = try cli.run(
+            "run", "ccifar10-dd", "batch", "--set", "split=test", "--set", "per_class=20", "--set", "test_per_class=4", "--set", "count=40",
+            "--out", dir.sub("t"))
         #expect(test.status == 0)
         let tl = try NPY.read(path: dir.sub("t") + "/labels.npy").integers(), ta = try NPY.read(path: dir.sub("t") + "/corruptions.npy").integers()
         #expect(zip(tl, ta).allSatisfy { $0 != $1 })
@@ -265,19 +284,23 @@ import TestSupport
     @Test func softLabelProtocolTrainsAndReusesATeacher() throws {
         let dir = TempDir("soft")
         let cli = CLI()
-        let made = try cli.run("run", "random-selection", "distill", "--set", "ipc=2", "--set", "dataset_options=[\"per_class=12\",\"test_per_class=4\"]",
-                               "--out", dir.sub("r"))
+        let made = try cli.run(
+            "run", "random-selection", "distill", "--set", "ipc=2", "--set", "dataset_options=[\"per_class=12\",\"test_per_class=4\"]",
+            "--out", dir.sub("r"))
         #expect(made.status == 0, "\(made.stderr)")
-        let soft = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
-                               "--set", "nets=2", "--set", "epochs=2", "--set", "teacher_epochs=1", "--set", "width=16", "--out", dir.sub("s"), "--json")
+        let soft = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+            "--set", "nets=2", "--set", "epochs=2", "--set", "teacher_epochs=1", "--set", "width=16", "--out", dir.sub("s"), "--json")
         #expect(soft.status == 0, "\(soft.stderr)")
         #expect(try JSONValue.parse(soft.stdout)["result"]?["accuracies"]?.arrayValue?.count == 2)
         #expect(FileManager.default.fileExists(atPath: dir.sub("s") + "/teacher.safetensors"))
-        let reuse = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
-                                "--set", "nets=1", "--set", "epochs=1", "--set", "width=16", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors", "--json")
+        let reuse = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+            "--set", "nets=1", "--set", "epochs=1", "--set", "width=16", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors", "--json")
         #expect(reuse.status == 0, "\(reuse.stderr)")
-        let wrong = try cli.run("run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
-                                "--set", "nets=1", "--set", "epochs=1", "--set", "width=32", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors")
+        let wrong = try cli.run(
+            "run", "distilled-eval", "--set", "distilled=\(dir.sub("r"))/distilled.safetensors", "--set", "protocol=soft",
+            "--set", "nets=1", "--set", "epochs=1", "--set", "width=32", "--set", "teacher=\(dir.sub("s"))/teacher.safetensors")
         #expect(wrong.status != 0 && wrong.stderr.contains("does not fit"))
     }
 }

@@ -2,8 +2,8 @@ import Distillation
 import Formats
 import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Issue 19: a latent diffusion config.json (or the training options that fill one) is validated
 /// before `imageSize % downsampling`, `ditWidth % ditHeads` or any allocation: each case trapped.
@@ -12,7 +12,10 @@ import TestSupport
         var c = LatentDiffusionConfig()
         c.classes = 4
         change(&c)
-        do { try c.validate(); return "" } catch { return String(describing: error) }
+        do {
+            try c.validate()
+            return ""
+        } catch { return String(describing: error) }
     }
 
     @Test func theDefaultConfigIsValid() {
@@ -28,9 +31,18 @@ import TestSupport
         #expect(message { $0.autoencoderWidths = [32, 0] }.contains("'autoencoderWidths[1]' = 0 is out of range"))
         // 100 widths made `1 << 99` = 0 and then `imageSize % 0`.
         #expect(message { $0.autoencoderWidths = Array(repeating: 8, count: 100) }.contains("'autoencoderWidths' has 100 entries"))
-        #expect(message { $0.ditWidth = 100; $0.ditHeads = 3 }.contains("'ditWidth' = 100 is not divisible by 'ditHeads' = 3"))
+        #expect(
+            message {
+                $0.ditWidth = 100
+                $0.ditHeads = 3
+            }.contains("'ditWidth' = 100 is not divisible by 'ditHeads' = 3"))
         #expect(message { $0.scaleFactor = .nan }.contains("'scaleFactor' = nan"))
-        #expect(message { $0.ditWidth = 65536; $0.ditHeads = 1; $0.ditDepth = 1024 }.contains("parameters"))
+        #expect(
+            message {
+                $0.ditWidth = 65536
+                $0.ditHeads = 1
+                $0.ditDepth = 1024
+            }.contains("parameters"))
     }
 
     /// A model folder whose config.json is corrupt: the CLI names the file and the key.
@@ -56,9 +68,13 @@ import TestSupport
 
     func message(images: [Float], labels: [Int64]) throws -> String {
         let path = dir.path + "/set-\(UUID().uuidString).safetensors"
-        try SafeTensors.write([("images", try Tensor(images, shape: [labels.count, 1, 1, 1])), ("labels", try Tensor(labels, shape: [labels.count]))],
-                              to: path)
-        do { _ = try DistilledSet.read(path); return "" } catch { return String(describing: error) }
+        try SafeTensors.write(
+            [("images", try Tensor(images, shape: [labels.count, 1, 1, 1])), ("labels", try Tensor(labels, shape: [labels.count]))],
+            to: path)
+        do {
+            _ = try DistilledSet.read(path)
+            return ""
+        } catch { return String(describing: error) }
     }
 
     @Test func negativeLabelIsRefused() throws {

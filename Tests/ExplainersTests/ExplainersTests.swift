@@ -1,11 +1,11 @@
 import Explainers
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Parity with pytorch-grad-cam 1.5.7 on `vit-cam-tiny` (a random-weight timm ViT, mean-pooled):
 /// Grad-CAM of the top class, Finer-CAM (α = 1, ranks 1–3) and Finer-CAM compare mode (α = 0.6).
@@ -91,7 +91,9 @@ import TestSupport
         let images = try classifier.normalized([PNG.read(path: folder + "/image.png")])
         #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [6], finer: nil) }
         #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [nil], finer: nil, layer: 5) }
-        #expect(throws: CAMError.self) { try explain(classifier, images: Tensor.filled(0, shape: [1, 3, 16, 16]), method: .gradcam, targets: [nil], finer: nil) }
+        #expect(throws: CAMError.self) {
+            try explain(classifier, images: Tensor.filled(0, shape: [1, 3, 16, 16]), method: .gradcam, targets: [nil], finer: nil)
+        }
         let dir = TempDir("cam")
         #expect(throws: FormatError.self) { try ViTClassifier(folder: dir.path) }
     }
@@ -104,8 +106,9 @@ import TestSupport
         try PNG.write(img.resized(width: 48, height: 40), to: dir.sub("in") + "/b.png")
         let cli = CLI()
         // `--input images=DIR`: the host hands a folder to the component's `images` option.
-        let r = try cli.run("run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--input", "images=\(dir.sub("in"))",
-                            "--set", "alpha=0.6", "--set", "mode=compare", "--out", dir.sub("out"))
+        let r = try cli.run(
+            "run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--input", "images=\(dir.sub("in"))",
+            "--set", "alpha=0.6", "--set", "mode=compare", "--out", dir.sub("out"))
         #expect(r.status == 0, "\(r.stderr)")
         let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("out") + "/maps.npy")))
         #expect(maps.shape == [2, 32, 32])
@@ -116,14 +119,15 @@ import TestSupport
         #expect(result.contains("resized from 48×40 to 32×32"))
         let bad = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))", "--set", "target=9")
         #expect(bad.status == 2 && bad.stderr.contains("target class 9"))
-        let twice = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))",
-                                "--input", "images=\(dir.sub("in"))")
+        let twice = try cli.run(
+            "run", "grad-cam", "explain", "--set", "classifier=\(folder)", "--set", "images=\(dir.sub("in"))",
+            "--input", "images=\(dir.sub("in"))")
         #expect(twice.status == 2 && twice.stderr.contains("'images' is given both as --input and as an option"))
     }
 
     /// The pointing game and energy on hand-made maps and masks.
     @Test func pointingGameByHand() throws {
-        let maps = try Tensor([Float(0), 1, 0.5, 0.5,   0.9, 0, 0, 0.1], shape: [2, 2, 2])
+        let maps = try Tensor([Float(0), 1, 0.5, 0.5, 0.9, 0, 0, 0.1], shape: [2, 2, 2])
         let masks = [[false, true, false, false], [false, true, true, true]]
         let r = try pointingGame(maps: maps, masks: masks)
         #expect(r.hits == [true, false])
@@ -168,17 +172,19 @@ import TestSupport
     @Test func trainWritesATimmClassifier() throws {
         let dir = TempDir("vit-train")
         let cli = CLI()
-        let r = try cli.run("run", "vit-classifier", "train", "--set", "epochs=2", "--set", "size=32", "--set", "patch=8", "--set", "width=24",
-                            "--set", "depth=1", "--set", "heads=2", "--set", "batch=16",
-                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=2","test_per_species=1"]"#,
-                            "--out", dir.sub("model"))
+        let r = try cli.run(
+            "run", "vit-classifier", "train", "--set", "epochs=2", "--set", "size=32", "--set", "patch=8", "--set", "width=24",
+            "--set", "depth=1", "--set", "heads=2", "--set", "batch=16",
+            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=2","test_per_species=1"]"#,
+            "--out", dir.sub("model"))
         #expect(r.status == 0, "\(r.stderr)")
         let classifier = try ViTClassifier(folder: dir.sub("model"))
         #expect(classifier.config.numClasses == 16 && classifier.config.imageSize == 32 && classifier.config.width == 24)
         let curve = try String(contentsOfFile: dir.sub("model") + "/curve.csv", encoding: .utf8).split(separator: "\n")
         #expect(curve.count == 3)
         try NPY.encode(Tensor.filled(0.1, shape: [2, 3, 32, 32])).write(to: URL(fileURLWithPath: dir.path + "/x.npy"))
-        let e = try cli.run("run", "vit-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
+        let e = try cli.run(
+            "run", "vit-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
         #expect(e.status == 0, "\(e.stderr)")
         let features = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("emb") + "/features.npy")))
         #expect(features.shape == [2, 24])
@@ -189,10 +195,11 @@ import TestSupport
     @Test func convNetTrainsAndIsExplained() throws {
         let dir = TempDir("cnn-train")
         let cli = CLI()
-        let r = try cli.run("run", "convnet-classifier", "train", "--set", "epochs=6", "--set", "size=16", "--set", "width=8", "--set", "depth=2",
-                            "--set", "batch=32", "--set", "lr=0.05",
-                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=2"]"#,
-                            "--out", dir.sub("model"))
+        let r = try cli.run(
+            "run", "convnet-classifier", "train", "--set", "epochs=6", "--set", "size=16", "--set", "width=8", "--set", "depth=2",
+            "--set", "batch=32", "--set", "lr=0.05",
+            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=2"]"#,
+            "--out", dir.sub("model"))
         #expect(r.status == 0, "\(r.stderr)")
         let rows = try String(contentsOfFile: dir.sub("model") + "/curve.csv", encoding: .utf8).split(separator: "\n").dropFirst()
         let losses = rows.map { Double($0.split(separator: ",")[1])! }
@@ -201,12 +208,14 @@ import TestSupport
         #expect(net.classes == 16 && net.size == 16 && net.width == 8 && net.depth == 2)
         let img = try PNG.read(path: folder + "/image.png")
         try PNG.write(img, to: dir.sub("in") + "/a.png")
-        let e = try cli.run("run", "grad-cam", "explain", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.sub("in"))", "--out", dir.sub("cam"))
+        let e = try cli.run(
+            "run", "grad-cam", "explain", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.sub("in"))", "--out", dir.sub("cam"))
         #expect(e.status == 0, "\(e.stderr)")
         let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("cam") + "/maps.npy")))
         #expect(maps.shape == [1, 16, 16])
         try NPY.encode(Tensor.filled(0.1, shape: [2, 3, 16, 16])).write(to: URL(fileURLWithPath: dir.path + "/x.npy"))
-        let f = try cli.run("run", "convnet-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
+        let f = try cli.run(
+            "run", "convnet-classifier", "embed", "--set", "classifier=\(dir.sub("model"))", "--input", "images=\(dir.path)/x.npy", "--out", dir.sub("emb"))
         #expect(f.status == 0, "\(f.stderr)")
         #expect(try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("emb") + "/features.npy"))).shape == [2, 8 * 4 * 4])
     }
@@ -216,9 +225,10 @@ import TestSupport
     @Test func linearProbeOnAFrozenBackbone() throws {
         let dir = TempDir("probe")
         let cli = CLI()
-        let r = try cli.run("run", "linear-probe", "train", "--set", "backbone=\(folder)", "--set", "epochs=150",
-                            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=1"]"#,
-                            "--json", "--out", dir.sub("probe"))
+        let r = try cli.run(
+            "run", "linear-probe", "train", "--set", "backbone=\(folder)", "--set", "epochs=150",
+            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=6","val_per_species=1","test_per_species=1"]"#,
+            "--json", "--out", dir.sub("probe"))
         #expect(r.status == 0, "\(r.stderr)")
         let probe = try ViTClassifier(folder: dir.sub("probe"))
         #expect(probe.config.numClasses == 16 && probe.config.imageSize == 32)
@@ -285,18 +295,21 @@ import TestSupport
     @Test func promptCAMThroughTheCLI() throws {
         let dir = TempDir("prompt-cam")
         let cli = CLI()
-        let train = try cli.run("run", "prompt-cam", "train", "--set", "backbone=\(folder)", "--set", "epochs=1", "--set", "batch=8",
-                                "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=2","val_per_species=1","test_per_species=1"]"#,
-                                "--out", dir.sub("p"))
+        let train = try cli.run(
+            "run", "prompt-cam", "train", "--set", "backbone=\(folder)", "--set", "epochs=1", "--set", "batch=8",
+            "--set", #"dataset_options=["species_per_genus=2","genera_per_family=1","train_per_species=2","val_per_species=1","test_per_species=1"]"#,
+            "--out", dir.sub("p"))
         #expect(train.status == 0, "\(train.stderr)")
-        let explain = try cli.run("run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
-                                  "--set", "images=\(folder)/image.png", "--set", "query=3", "--out", dir.sub("e"))
+        let explain = try cli.run(
+            "run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
+            "--set", "images=\(folder)/image.png", "--set", "query=3", "--out", dir.sub("e"))
         #expect(explain.status == 0, "\(explain.stderr)")
         let maps = try NPY.decode(Data(contentsOf: URL(fileURLWithPath: dir.sub("e") + "/maps.npy")))
         #expect(maps.shape == [1, 3, 32, 32])
         #expect(FileManager.default.fileExists(atPath: dir.sub("e") + "/heads_000.png"))
-        let bad = try cli.run("run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
-                              "--set", "images=\(folder)/image.png", "--set", "query=99")
+        let bad = try cli.run(
+            "run", "prompt-cam", "explain", "--set", "backbone=\(folder)", "--set", "prompts=\(dir.sub("p"))/prompts.safetensors",
+            "--set", "images=\(folder)/image.png", "--set", "query=99")
         #expect(bad.status == 2 && bad.stderr.contains("query class 99"))
     }
 
@@ -306,7 +319,9 @@ import TestSupport
         let cnn = TestPaths.fixtures + "/convnet-cam-tiny"
         let classifier = try ConvNetClassifier(folder: cnn)
         let json = try JSONValue.parse(String(contentsOfFile: cnn + "/expected.json", encoding: .utf8))
-        func want(_ key: String) -> [Float] { json[key]!.arrayValue!.flatMap { v in v.arrayValue.map { $0.map { Float($0.doubleValue!) } } ?? [Float(v.doubleValue!)] } }
+        func want(_ key: String) -> [Float] {
+            json[key]!.arrayValue!.flatMap { v in v.arrayValue.map { $0.map { Float($0.doubleValue!) } } ?? [Float(v.doubleValue!)] }
+        }
         let img = try PNG.read(path: cnn + "/image.png")
         let images = try img.normalizedCHW(mean: classifier.mean, std: classifier.std).reshaped([1, 3, 32, 32])
         let logits = try classifier.logits(images)

@@ -1,8 +1,8 @@
 import FasterTAD
 import Formats
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Soft-NMS and ensembling on hand-computed cases, the data path (rescaling, synthetic-actions,
 /// ActivityNet export), and the detector trained and run through the CLI.
@@ -96,15 +96,17 @@ import TestSupport
     @Test func trainDetectEvaluateThroughTheCLI() throws {
         let dir = TempDir("faster-tad")
         let cli = CLI()
-        let export = try cli.run("run", "synthetic-actions", "export", "--set", "videos=48", "--set", "val_videos=16", "--set", "channels=24",
-                                 "--set", "classes=4", "--set", "max_snippets=96", "--out", dir.sub("data"), "--json")
+        let export = try cli.run(
+            "run", "synthetic-actions", "export", "--set", "videos=48", "--set", "val_videos=16", "--set", "channels=24",
+            "--set", "classes=4", "--set", "max_snippets=96", "--out", dir.sub("data"), "--json")
         #expect(export.status == 0, "\(export.stderr)")
         let gt = try ActivityNet.readGroundTruth(dir.sub("data") + "/ground_truth.json")
         #expect(gt.videos.count == 64 && gt.labels(subset: "training").count == 4)
 
-        let train = try cli.run("run", "faster-tad", "train", "--set", "data=\(dir.sub("data"))", "--set", "epochs=4", "--set", "hidden=32",
-                                "--set", "heads=2", "--set", "snippets=48", "--set", "roi_channels=16", "--set", "head_hidden=64", "--set", "batch=8",
-                                "--set", "timelines=2", "--set", "checkpoint_every=2", "--out", dir.sub("train"), "--json")
+        let train = try cli.run(
+            "run", "faster-tad", "train", "--set", "data=\(dir.sub("data"))", "--set", "epochs=4", "--set", "hidden=32",
+            "--set", "heads=2", "--set", "snippets=48", "--set", "roi_channels=16", "--set", "head_hidden=64", "--set", "batch=8",
+            "--set", "timelines=2", "--set", "checkpoint_every=2", "--out", dir.sub("train"), "--json")
         #expect(train.status == 0, "\(train.stderr)")
         let result = try JSONValue.parse(train.stdout)["result"]!
         #expect(result["aux_channels"]?.intValue == 4)
@@ -116,27 +118,31 @@ import TestSupport
         #expect(FileManager.default.fileExists(atPath: dir.sub("train") + "/checkpoints/epoch-2/model.safetensors"))
 
         let model = dir.sub("train") + "/model"
-        let detect = try cli.run("run", "faster-tad", "detect", "--set", "data=\(dir.sub("data"))", "--set", "model=\(model)", "--out", dir.sub("detect"), "--json")
+        let detect = try cli.run(
+            "run", "faster-tad", "detect", "--set", "data=\(dir.sub("data"))", "--set", "model=\(model)", "--out", dir.sub("detect"), "--json")
         #expect(detect.status == 0, "\(detect.stderr)")
         let predictions = try ActivityNet.readPredictions(dir.sub("detect") + "/predictions.json")
         #expect(predictions.videos.count == 16 && predictions.videos.allSatisfy { $0.detections.count <= 100 })
-        let evaluate = try cli.run("run", "faster-tad", "evaluate", "--set", "data=\(dir.sub("data"))", "--set", "predictions=\(dir.sub("detect"))/predictions.json",
-                                   "--out", dir.sub("eval"), "--json")
+        let evaluate = try cli.run(
+            "run", "faster-tad", "evaluate", "--set", "data=\(dir.sub("data"))", "--set", "predictions=\(dir.sub("detect"))/predictions.json",
+            "--out", dir.sub("eval"), "--json")
         #expect(evaluate.status == 0, "\(evaluate.stderr)")
         let e = try JSONValue.parse(evaluate.stdout)["result"]!
         #expect(e["average_mAP"]?.doubleValue == result["average_mAP"]?.doubleValue)
 
         // Ensembling a detector with itself under `merge` keeps its detections' order and count bound.
-        let ens = try cli.run("run", "faster-tad", "ensemble", "--set", "members=[\"\(dir.sub("detect"))/predictions.json\",\"\(dir.sub("detect"))/predictions.json\"]",
-                              "--set", "data=\(dir.sub("data"))", "--out", dir.sub("ens"), "--json")
+        let ens = try cli.run(
+            "run", "faster-tad", "ensemble", "--set", "members=[\"\(dir.sub("detect"))/predictions.json\",\"\(dir.sub("detect"))/predictions.json\"]",
+            "--set", "data=\(dir.sub("data"))", "--out", dir.sub("ens"), "--json")
         #expect(ens.status == 0, "\(ens.stderr)")
 
         // One video as tensors: segments [K, 3] within the video, labels [K]; the aux stream is required.
         let one = dir.sub("data") + "/features/v_00050.npy", oneAux = dir.sub("data") + "/aux_features/v_00050.npy"
         let noAux = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--input", "features=\(one)")
         #expect(noAux.status != 0 && noAux.stderr.contains("--input aux="))
-        let tensor = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--input", "features=\(one)", "--input", "aux=\(oneAux)",
-                                 "--out", dir.sub("one"), "--json")
+        let tensor = try cli.run(
+            "run", "faster-tad", "detect", "--set", "model=\(model)", "--input", "features=\(one)", "--input", "aux=\(oneAux)",
+            "--out", dir.sub("one"), "--json")
         #expect(tensor.status == 0, "\(tensor.stderr)")
         let segments = try NPY.read(path: dir.sub("one") + "/segments.npy"), labels = try NPY.read(path: dir.sub("one") + "/labels.npy")
         #expect(segments.rank == 2 && segments.shape[1] == 3 && labels.shape == [segments.shape[0]] && segments.shape[0] > 0)
@@ -146,8 +152,9 @@ import TestSupport
         // Bad input: features of another width, a folder without features, a model folder without config.
         let wrong = try cli.run("run", "faster-tad", "detect", "--set", "model=\(model)", "--out", dir.sub("wrong"))
         #expect(wrong.status != 0 && wrong.stderr.contains("channels"))
-        let noFeatures = try cli.run("run", "faster-tad", "detect", "--set", "ground_truth=\(dir.sub("data"))/ground_truth.json",
-                                     "--set", "features=\(dir.sub("nowhere"))", "--set", "model=\(model)")
+        let noFeatures = try cli.run(
+            "run", "faster-tad", "detect", "--set", "ground_truth=\(dir.sub("data"))/ground_truth.json",
+            "--set", "features=\(dir.sub("nowhere"))", "--set", "model=\(model)")
         #expect(noFeatures.status != 0 && noFeatures.stderr.contains("nowhere"))
         let noModel = try cli.run("run", "faster-tad", "detect", "--set", "model=\(dir.sub("data"))")
         #expect(noModel.status != 0 && noModel.stderr.contains("no config.json"))

@@ -1,20 +1,25 @@
 import FasterTAD
 import Formats
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The ActivityNet evaluation against the official code's output (`anet-small`), hand-computed
 /// cases, and what bad files produce.
 @Suite struct EvaluationTests {
     let fixture = TestPaths.fixtures + "/anet-small"
 
-    struct Expected: Decodable { let tiou_thresholds: [Double]; let mAP: [Double]; let average_mAP: Double }
+    struct Expected: Decodable {
+        let tiou_thresholds: [Double]
+        let mAP: [Double]
+        let average_mAP: Double
+    }
 
     @Test func detectionMatchesTheOfficialEvaluator() throws {
         let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: fixture + "/expected.json")))
-        let r = try ActivityNetEvaluation.detection(groundTruth: try ActivityNet.readGroundTruth(fixture + "/ground_truth.json"),
-                                                    predictions: try ActivityNet.readPredictions(fixture + "/predictions.json"))
+        let r = try ActivityNetEvaluation.detection(
+            groundTruth: try ActivityNet.readGroundTruth(fixture + "/ground_truth.json"),
+            predictions: try ActivityNet.readPredictions(fixture + "/predictions.json"))
         #expect(r.thresholds.count == expected.tiou_thresholds.count)
         for (a, b) in zip(r.thresholds, expected.tiou_thresholds) { #expect(abs(a - b) < 1e-12) }
         for (t, (ours, theirs)) in zip(r.mAP, expected.mAP).enumerated() {
@@ -23,7 +28,12 @@ import TestSupport
         #expect(abs(r.averageMAP - expected.average_mAP) <= 1e-9)
     }
 
-    struct ProposalRun: Decodable { let max_avg_nr_proposals: Double; let average_recall: [Double]; let proposals_per_video: [Double]; let auc: Double }
+    struct ProposalRun: Decodable {
+        let max_avg_nr_proposals: Double
+        let average_recall: [Double]
+        let proposals_per_video: [Double]
+        let auc: Double
+    }
     struct ProposalExpected: Decodable { let runs: [ProposalRun] }
 
     @Test func proposalsMatchTheOfficialEvaluator() throws {
@@ -41,9 +51,10 @@ import TestSupport
     }
 
     func gt(_ annotations: [(String, [(Double, Double, String)])]) -> ActivityNet.GroundTruth {
-        ActivityNet.GroundTruth(videos: annotations.map { id, anns in
-            ActivityNet.Video(id: id, subset: "validation", duration: 100, annotations: anns.map { .init(start: $0.0, end: $0.1, label: $0.2) })
-        })
+        ActivityNet.GroundTruth(
+            videos: annotations.map { id, anns in
+                ActivityNet.Video(id: id, subset: "validation", duration: 100, annotations: anns.map { .init(start: $0.0, end: $0.1, label: $0.2) })
+            })
     }
 
     func predictions(_ list: [(String, [(Double, Double, Double, String)])]) -> ActivityNet.Predictions {
@@ -94,24 +105,40 @@ import TestSupport
         #expect(throws: (any Error).self) { try ActivityNet.readGroundTruth(noDatabase) }
         do { _ = try ActivityNet.readGroundTruth(noDatabase) } catch { #expect("\(error)".contains("no 'database'") && "\(error)".contains("nodb.json")) }
 
-        let backwards = try write(#"{"database": {"vid7": {"subset": "validation", "duration": 9, "annotations": [{"segment": [5, 2], "label": "A"}]}}}"#, dir, "back.json")
-        do { _ = try ActivityNet.readGroundTruth(backwards); Issue.record("end < start accepted") } catch {
+        let backwards = try write(
+            #"{"database": {"vid7": {"subset": "validation", "duration": 9, "annotations": [{"segment": [5, 2], "label": "A"}]}}}"#, dir, "back.json")
+        do {
+            _ = try ActivityNet.readGroundTruth(backwards)
+            Issue.record("end < start accepted")
+        } catch {
             #expect("\(error)".contains("vid7") && "\(error)".contains("end < start"))
         }
         let noResults = try write(#"{"version": "1.3"}"#, dir, "nores.json")
-        do { _ = try ActivityNet.readPredictions(noResults); Issue.record("missing results accepted") } catch { #expect("\(error)".contains("no 'results'")) }
+        do {
+            _ = try ActivityNet.readPredictions(noResults)
+            Issue.record("missing results accepted")
+        } catch { #expect("\(error)".contains("no 'results'")) }
         let broken = try write(#"{"database": {"a": [}"#, dir, "broken.json")
-        do { _ = try ActivityNet.readGroundTruth(broken); Issue.record("broken JSON accepted") } catch { #expect("\(error)".contains("broken.json") && "\(error)".contains("line")) }
+        do {
+            _ = try ActivityNet.readGroundTruth(broken)
+            Issue.record("broken JSON accepted")
+        } catch { #expect("\(error)".contains("broken.json") && "\(error)".contains("line")) }
 
         // A label the ground truth lacks: an error by default (as the official KeyError), dropped with `ignore`.
         let g = gt([("v", [(0, 10, "A")])])
         let p = predictions([("v", [(0, 10, 0.9, "A"), (0, 10, 0.95, "Alpha")])])
-        do { _ = try ActivityNetEvaluation.detection(groundTruth: g, predictions: p); Issue.record("unknown label accepted") } catch {
+        do {
+            _ = try ActivityNetEvaluation.detection(groundTruth: g, predictions: p)
+            Issue.record("unknown label accepted")
+        } catch {
             #expect("\(error)".contains("'Alpha'") && "\(error)".contains("unknown_labels=ignore"))
         }
         let ignored = try ActivityNetEvaluation.detection(groundTruth: g, predictions: p, unknownLabels: .ignore)
         #expect(ignored.ignoredPredictions == 1 && abs(ignored.averageMAP - 1) < 1e-12)
-        do { _ = try ActivityNetEvaluation.detection(groundTruth: g, predictions: p, subset: "testing"); Issue.record("empty subset accepted") } catch {
+        do {
+            _ = try ActivityNetEvaluation.detection(groundTruth: g, predictions: p, subset: "testing")
+            Issue.record("empty subset accepted")
+        } catch {
             #expect("\(error)".contains("subset 'testing'"))
         }
     }
@@ -130,8 +157,9 @@ import TestSupport
     @Test func metricThroughTheCLI() throws {
         let dir = TempDir("anet-cli")
         let cli = CLI()
-        let r = try cli.run("run", "anet-detection", "--set", "ground_truth=\(fixture)/ground_truth.json", "--set", "predictions=\(fixture)/predictions.json",
-                            "--out", dir.sub("out"), "--json")
+        let r = try cli.run(
+            "run", "anet-detection", "--set", "ground_truth=\(fixture)/ground_truth.json", "--set", "predictions=\(fixture)/predictions.json",
+            "--out", dir.sub("out"), "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let saved = try JSONValue.parse(try String(contentsOfFile: dir.sub("out") + "/result.json", encoding: .utf8))
         let result = saved["result"] ?? saved

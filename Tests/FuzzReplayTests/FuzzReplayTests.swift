@@ -1,7 +1,7 @@
 import Foundation
 import FuzzTargets
-import Testing
 import TestSupport
+import Testing
 
 /// The committed fuzz corpora (Fuzz/Corpus/<target>/: seeds and every crash reproducer found so far)
 /// run through the parsers once, without libFuzzer: a reproducer that traps again fails `make test`.

@@ -1,7 +1,7 @@
 import Foundation
 import MenagerieHost
-import Testing
 import TestSupport
+import Testing
 
 /// The registry cache: keyed by path, size and mtime; rebuilt by --rescan.
 @Suite struct RegistryTests {
@@ -9,9 +9,10 @@ import TestSupport
 
     func registry(rescan: Bool = false, folder: String) -> Registry {
         let env = ["MENAGERIE_PLUGIN_PATH": folder, "HOME": dir.path]
-        return Registry(searchPath: SearchPath(executable: TestPaths.menagerie, environment: env, safeMode: false),
-                        cachePath: dir.path + "/cache/registry.json", rescan: rescan,
-                        probe: ChildProbe(executable: TestPaths.menagerie, timeout: 10))
+        return Registry(
+            searchPath: SearchPath(executable: TestPaths.menagerie, environment: env, safeMode: false),
+            cachePath: dir.path + "/cache/registry.json", rescan: rescan,
+            probe: ChildProbe(executable: TestPaths.menagerie, timeout: 10))
     }
 
     @Test func changedFilesAreScannedAgainAndOnlyThey() throws {
@@ -49,8 +50,8 @@ import TestSupport
         try FileManager.default.createDirectory(atPath: dir.path + "/cache", withIntermediateDirectories: true)
         try Data([0xFF, 0x00, 0x7B]).write(to: URL(fileURLWithPath: cachePath))
         let builtIns = SearchPath(executable: TestPaths.menagerie, safeMode: true).candidates().count
-        #expect(registry(folder: folder).scanned == builtIns + 1)         // everything scanned again
-        #expect(registry(folder: folder).scanned == 0)                    // and the cache was rewritten
+        #expect(registry(folder: folder).scanned == builtIns + 1) // everything scanned again
+        #expect(registry(folder: folder).scanned == 0) // and the cache was rewritten
 
         // Discovery alone: a cached entry with the same size and mtime is reused, others are to scan.
         let sp = SearchPath(executable: TestPaths.menagerie, environment: ["MENAGERIE_PLUGIN_PATH": folder, "HOME": dir.path], safeMode: false)
@@ -91,8 +92,9 @@ import TestSupport
 @Suite struct CheckTests {
     @Test func versionRuleNamesBothSidesAndTheOlder() {
         #expect(Handshake.versionProblem(pluginMajor: 1, pluginMinor: 0, hostMajor: 1, hostMinor: 3) == nil)
-        #expect(Handshake.versionProblem(pluginMajor: 1, pluginMinor: 4, hostMajor: 1, hostMinor: 3)?
-            .contains("plugin ABI 1.4 needs a host of ABI ≥ 1.4, this host is 1.3; the host is older") == true)
+        #expect(
+            Handshake.versionProblem(pluginMajor: 1, pluginMinor: 4, hostMajor: 1, hostMinor: 3)?
+                .contains("plugin ABI 1.4 needs a host of ABI ≥ 1.4, this host is 1.3; the host is older") == true)
         #expect(Handshake.versionProblem(pluginMajor: 2, pluginMinor: 0, hostMajor: 1, hostMinor: 0)?.contains("the host is older") == true)
         #expect(Handshake.versionProblem(pluginMajor: 1, pluginMinor: 0, hostMajor: 2, hostMinor: 0)?.contains("the plugin is older") == true)
     }
@@ -107,9 +109,9 @@ import TestSupport
         var header = [UInt8](repeating: 0, count: 64)
         header[0...6] = [0x7F, 0x45, 0x4C, 0x46, 2, 1, 1]
         header[16] = 3
-        header[18] = 183  // AArch64
+        header[18] = 183 // AArch64
         #if arch(x86_64)
-        #expect(try problem(header)?.contains("built for AArch64, but this host is x86-64") == true)
+            #expect(try problem(header)?.contains("built for AArch64, but this host is x86-64") == true)
         #endif
         header[16] = 2
         #expect(try problem(header)?.contains("an executable, not a shared library") == true)

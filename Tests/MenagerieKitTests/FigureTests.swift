@@ -1,8 +1,8 @@
 import Formats
 import Foundation
 import Imaging
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct FigureTests {
     @Test func ticksAreNiceNumbersInsideTheRange() {
@@ -42,12 +42,17 @@ import TestSupport
             for y in y0..<y1 { for x in x0..<x1 where img.pixels[3 * (y * img.width + x)] < 128 { n += 1 } }
             return n
         }
-        #expect(ink(40, 19, 160, 21) == 240)          // the 2-unit line covers rows 18…21 at 2×
+        #expect(ink(40, 19, 160, 21) == 240) // the 2-unit line covers rows 18…21 at 2×
         #expect(ink(40, 24, 160, 30) == 0)
-        #expect(ink(20, 50, 90, 100) > 100)            // the glyphs put ink below the line
+        #expect(ink(20, 50, 90, 100) > 100) // the glyphs put ink below the line
         // Vertical text: its ink is taller than wide, left of x = 95·2 by at most its height.
         var xs: [Int] = [], ys: [Int] = []
-        for y in 0..<120 { for x in 170..<200 where img.pixels[3 * (y * 200 + x)] < 128 { xs.append(x); ys.append(y) } }
+        for y in 0..<120 {
+            for x in 170..<200 where img.pixels[3 * (y * 200 + x)] < 128 {
+                xs.append(x)
+                ys.append(y)
+            }
+        }
         #expect(!xs.isEmpty && (ys.max()! - ys.min()!) > 2 * (xs.max()! - xs.min()!))
         #expect(ys.max()! <= 111)
     }
@@ -73,8 +78,9 @@ import TestSupport
         var scatter = ScatterPlot(title: "Species means", xLabel: "PC1", yLabel: "PC2")
         scatter.valued = ([(0, 0), (1, 2), (2, 1)], [0.1, 0.5, 0.9], "beak length")
         try scatter.write(to: dir.path + "/scatter.png")
-        let bars = BarChart(title: "Accuracy", xLabel: "method", yLabel: "accuracy", categories: ["random", "DM"],
-                            series: [("ipc 10", [0.4, 0.6]), ("ipc 50", [0.5, 0.7])])
+        let bars = BarChart(
+            title: "Accuracy", xLabel: "method", yLabel: "accuracy", categories: ["random", "DM"],
+            series: [("ipc 10", [0.4, 0.6]), ("ipc 50", [0.5, 0.7])])
         try bars.write(to: dir.path + "/bars.png")
         for name in ["grid", "scatter", "bars"] { #expect(figureProblems(svgAt: "\(dir.path)/\(name).svg") == []) }
         // A grid of two tiles without any header fails.

@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct FormatsTests {
     let npy = TestPaths.fixtures + "/npy/"
@@ -42,8 +42,12 @@ import TestSupport
         let dir = TempDir("npy")
         let t = try Tensor([Float(1.5), -2, 3.25, 0, 7, 8], shape: [3, 2])
         try AtomicFile.write(NPY.encode(t), to: dir.path + "/w.npy")
-        let r = try runProcess("/usr/bin/env", ["python3", "-c",
-            "import numpy as np; a = np.load('\(dir.path)/w.npy'); assert a.dtype == np.float32 and a.shape == (3, 2) and a.ravel().tolist() == [1.5, -2, 3.25, 0, 7, 8], a"])
+        let r = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                "import numpy as np; a = np.load('\(dir.path)/w.npy'); assert a.dtype == np.float32 and a.shape == (3, 2) and a.ravel().tolist() == [1.5, -2, 3.25, 0, 7, 8], a",
+            ])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try NPY.decode(NPY.encode(t)).scalars(as: Float.self) == t.scalars(as: Float.self))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["w.npy"])
@@ -122,8 +126,10 @@ extension PNG {
     let dir = TempDir("corrupt")
 
     func mutations(of good: Data) -> [(String, Data)] {
-        var out: [(String, Data)] = [("empty", Data()), ("one byte", good.prefix(1)), ("half", good.prefix(good.count / 2)),
-                                     ("all but one byte", good.prefix(good.count - 1)), ("text", Data("not an image at all".utf8))]
+        var out: [(String, Data)] = [
+            ("empty", Data()), ("one byte", good.prefix(1)), ("half", good.prefix(good.count / 2)),
+            ("all but one byte", good.prefix(good.count - 1)), ("text", Data("not an image at all".utf8)),
+        ]
         for offset in [0, 1, 8, 12, 16, 20, 24, 33] where offset < good.count {
             var d = good
             d[offset] ^= 0xFF
@@ -139,8 +145,13 @@ extension PNG {
         let sixteen = dir.path + "/good16.png"
         try PNG.writeSamples(Tensor((0..<(9 * 7 * 3)).map { Int32($0 * 311) }, shape: [7, 9, 3]), to: sixteen)
         for good in [try PNG.encode(img), try Data(contentsOf: URL(fileURLWithPath: sixteen))] {
-            for reader in [{ (p: String) in let i = try PNG.read(path: p); return [i.height, i.width] },
-                           { (p: String) in Array(try PNG.readSamples(path: p).pixels.shape.prefix(2)) }] {
+            for reader in [
+                { (p: String) in
+                    let i = try PNG.read(path: p)
+                    return [i.height, i.width]
+                },
+                { (p: String) in Array(try PNG.readSamples(path: p).pixels.shape.prefix(2)) },
+            ] {
                 var refused = 0
                 for (label, bytes) in mutations(of: good) {
                     let path = dir.path + "/m.png"
@@ -174,7 +185,7 @@ extension PNG {
         // Headers that lie about the shape.
         for shape in ["(3, -4)", "(99999999999, 2)", "(3 4)", "(4000000000, 4000000000, 4000000000)"] {
             var header = "{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }"
-            header += String(repeating: " ", count: 127 - 10 - header.utf8.count) + "\n"   // 128-byte preamble
+            header += String(repeating: " ", count: 127 - 10 - header.utf8.count) + "\n" // 128-byte preamble
             var d = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0])
             d.append(Data(header.utf8))
             d.append(Data(count: 48))

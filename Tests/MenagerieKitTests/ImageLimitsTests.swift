@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// TIFFs read through libtiff's RGBA path (palette, CMYK, MinIsWhite, bilevel, JPEG-compressed
 /// YCbCr in tiles and strips) against Pillow's decoding, and decompression bombs in every reader
@@ -56,8 +56,10 @@ import TestSupport
     @Test func jpegBombIsRefused() throws {
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: images + "/jpeg_gray.jpg")))
         let sof = try #require((0..<(bytes.count - 9)).first { bytes[$0] == 0xFF && (bytes[$0 + 1] == 0xC0 || bytes[$0 + 1] == 0xC2) })
-        bytes[sof + 5] = 0x40; bytes[sof + 6] = 0x00   // height 16384
-        bytes[sof + 7] = 0x40; bytes[sof + 8] = 0x00   // width 16384
+        bytes[sof + 5] = 0x40
+        bytes[sof + 6] = 0x00 // height 16384
+        bytes[sof + 7] = 0x40
+        bytes[sof + 8] = 0x00 // width 16384
         let path = dir.path + "/bomb.jpg"
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         do {

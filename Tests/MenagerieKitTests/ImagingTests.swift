@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct ImagingTests {
     let dir = TempDir("img")
@@ -30,8 +30,10 @@ import TestSupport
     /// Tiles (edge tiles partly outside the image) are read back into the right places.
     @Test func tiledTIFFsRoundTrip() throws {
         var rng = SeededGenerator(seed: 8)
-        for t in [try Tensor((0..<(37 * 50 * 3)).map { _ in UInt8(rng.next() % 256) }, shape: [37, 50, 3]),
-                  try Tensor((0..<(20 * 33)).map { _ in Float(rng.nextNormal()) }, shape: [20, 33])] {
+        for t in [
+            try Tensor((0..<(37 * 50 * 3)).map { _ in UInt8(rng.next() % 256) }, shape: [37, 50, 3]),
+            try Tensor((0..<(20 * 33)).map { _ in Float(rng.nextNormal()) }, shape: [20, 33]),
+        ] {
             let path = dir.path + "/tiled.tif"
             try TIFF.write(t, to: path, tile: 16)
             let page = try TIFF.read(path: path)
@@ -47,8 +49,10 @@ import TestSupport
         let good = try Data(contentsOf: URL(fileURLWithPath: path))
         var badMagic = good
         badMagic[2] = 0x99
-        let cases: [(String, Data)] = [("empty", Data()), ("text", Data("hello, not a tiff".utf8)), ("bad magic", badMagic),
-                                       ("header only", good.prefix(8)), ("truncated", good.prefix(good.count / 2))]
+        let cases: [(String, Data)] = [
+            ("empty", Data()), ("text", Data("hello, not a tiff".utf8)), ("bad magic", badMagic),
+            ("header only", good.prefix(8)), ("truncated", good.prefix(good.count / 2)),
+        ]
         for (label, bytes) in cases {
             let p = dir.path + "/bad.tif"
             try bytes.write(to: URL(fileURLWithPath: p))
@@ -98,7 +102,7 @@ import TestSupport
     }
 
     @Test func centerCropFollowsTorchvision() throws {
-        let source = try image("source_rgb")                 // 37×29
+        let source = try image("source_rgb") // 37×29
         let crop = source.centerCropped(width: 20, height: 20)
         // torchvision: top = round(4.5) = 4, left = round(8.5) = 8 (Python rounds halves to even).
         let top = 4, left = 8

@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// JPEG through libjpeg-turbo against Pillow 13.0's decoding of the same files
 /// (`Tests/Fixtures/images/make_jpeg.py`), the writer's round trip and bad files.
@@ -32,9 +32,13 @@ import TestSupport
         // A smooth image (JPEG's case) with a little noise.
         let (w, h) = (40, 24)
         var px = [UInt8](repeating: 0, count: w * h * 3)
-        for y in 0..<h { for x in 0..<w { for c in 0..<3 {
-            px[(y * w + x) * 3 + c] = UInt8(max(0, min(255, Double(x * 5 + y * 3 + c * 40) + rng.nextNormal() * 3)))
-        } } }
+        for y in 0..<h {
+            for x in 0..<w {
+                for c in 0..<3 {
+                    px[(y * w + x) * 3 + c] = UInt8(max(0, min(255, Double(x * 5 + y * 3 + c * 40) + rng.nextNormal() * 3)))
+                }
+            }
+        }
         let image = Image(width: w, height: h, channels: 3, pixels: px)
         var errors: [Double] = []
         for quality in [95, 50] {
@@ -47,7 +51,8 @@ import TestSupport
             errors.append(mean)
         }
         #expect(errors[0] < errors[1], "quality 95 must be closer than 50: \(errors)")
-        #expect(try FileManager.default.attributesOfItem(atPath: dir.path + "/q95.jpg")[.size] as! Int
+        #expect(
+            try FileManager.default.attributesOfItem(atPath: dir.path + "/q95.jpg")[.size] as! Int
                 > (try FileManager.default.attributesOfItem(atPath: dir.path + "/q50.jpg")[.size] as! Int))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".") }.isEmpty)
         #expect(throws: (any Error).self) { try JPEG.write(image, to: dir.path + "/bad.jpg", quality: 0) }
@@ -55,7 +60,10 @@ import TestSupport
 
     @Test func badFilesAreRefusedWithTheReason() throws {
         func message(_ path: String) -> String {
-            do { _ = try JPEG.read(path: path); return "read" } catch { return "\(error)" }
+            do {
+                _ = try JPEG.read(path: path)
+                return "read"
+            } catch { return "\(error)" }
         }
         // Cut after 200 bytes: libjpeg alone would pad the image with grey; we refuse it.
         let truncated = message(images + "/truncated.jpg")

@@ -19,8 +19,10 @@ import Testing
     }
 
     @Test func agreesWithFoundationOnWhatItReads() throws {
-        let texts = [#"{"a":[1,-2.5e3,0.125,"x\"y\\z\n",true,false,null],"b":{"c":{}},"d":[]}"#,
-                     #"["\u00e9\ud83d\ude00", "tab\there", 1E2, -0, 123456789012]"#, "  42 ", #""plain""#]
+        let texts = [
+            #"{"a":[1,-2.5e3,0.125,"x\"y\\z\n",true,false,null],"b":{"c":{}},"d":[]}"#,
+            #"["\u00e9\ud83d\ude00", "tab\there", 1E2, -0, 123456789012]"#, "  42 ", #""plain""#,
+        ]
         for t in texts {
             let ours = try JSONValue.parse(t)
             let foundation = try JSONDecoder().decode(JSONValue.self, from: Data(t.utf8))
@@ -32,9 +34,11 @@ import Testing
     }
 
     @Test func errorsSayWhere() {
-        for (text, fragment) in [("{\"a\": }", "line 1, column 7"), ("{\n  \"a\": 1,\n  \"b\" 2\n}", "expected ':' after key \"b\" at line 3"),
-                                 ("[1, 2", "unexpected end of text"), ("{\"a\": tru}", "invalid literal"), ("[01x]", "expected ',' or ']'"),
-                                 ("\"\\q\"", "invalid escape"), ("1 2", "unexpected text after the JSON value")] {
+        for (text, fragment) in [
+            ("{\"a\": }", "line 1, column 7"), ("{\n  \"a\": 1,\n  \"b\" 2\n}", "expected ':' after key \"b\" at line 3"),
+            ("[1, 2", "unexpected end of text"), ("{\"a\": tru}", "invalid literal"), ("[01x]", "expected ',' or ']'"),
+            ("\"\\q\"", "invalid escape"), ("1 2", "unexpected text after the JSON value"),
+        ] {
             do {
                 _ = try JSONValue.parse(text, source: "test")
                 Issue.record("accepted \(text)")
@@ -45,8 +49,9 @@ import Testing
     }
 
     @Test func codableGoesThroughJSONValueBothWays() throws {
-        let value = Outer(name: "n \"q\"", inner: Inner(a: [1, 2], b: nil), list: [Inner(a: [], b: 0.5)], grid: [[1, 2], [3]],
-                          flag: true, missing: nil, map: ["k": 1.5])
+        let value = Outer(
+            name: "n \"q\"", inner: Inner(a: [1, 2], b: nil), list: [Inner(a: [], b: 0.5)], grid: [[1, 2], [3]],
+            flag: true, missing: nil, map: ["k": 1.5])
         let tree = try JSONValue(encoding: value)
         #expect(try tree.decode(Outer.self) == value)
         // Same tree as Foundation's encoder produces.

@@ -1,8 +1,8 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// .npy headers from outside: shape products, header lengths and non-regular files.
 @Suite struct NPYLimitsTests {
@@ -19,17 +19,29 @@ import TestSupport
 
     @Test func hostileHeadersAreRefusedWithTheReason() throws {
         let cases: [(String, Data, String)] = [
-            ("strides overflow behind a zero", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4611686018427387904, 4611686018427387904), }"),
-             "more elements than can be addressed"),
-            ("product overflow", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"),
-             "more elements than can be addressed"),
-            ("bytes overflow", npy(header: "{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }"),
-             "too large to hold in memory"),
-            ("more than the file", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000), }"),
-             "needs 4000000000 bytes of data; the file has 0"),
+            (
+                "strides overflow behind a zero",
+                npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4611686018427387904, 4611686018427387904), }"),
+                "more elements than can be addressed"
+            ),
+            (
+                "product overflow", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }"),
+                "more elements than can be addressed"
+            ),
+            (
+                "bytes overflow", npy(header: "{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952,), }"),
+                "too large to hold in memory"
+            ),
+            (
+                "more than the file", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000), }"),
+                "needs 4000000000 bytes of data; the file has 0"
+            ),
             ("negative", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }"), "bad dimension '-1'"),
-            ("header over numpy's limit", npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }" + String(repeating: " ", count: 20_000), version: 2),
-             "exceeds numpy's limit of 10000 bytes"),
+            (
+                "header over numpy's limit",
+                npy(header: "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }" + String(repeating: " ", count: 20_000), version: 2),
+                "exceeds numpy's limit of 10000 bytes"
+            ),
             ("header past the end", npy(header: "{'descr': '<f4'").prefix(14), "truncated or non-text .npy header"),
         ]
         for (label, bytes, message) in cases {

@@ -16,7 +16,10 @@ struct RangedOptions: ComponentOptions {
     let schema = OptionSchema(RangedOptions.schema)
 
     func message(_ body: () throws -> Void) -> String {
-        do { try body(); return "" } catch { return String(describing: error) }
+        do {
+            try body()
+            return ""
+        } catch { return String(describing: error) }
     }
 
     @Test func rangesBecomeMinimumAndMaximum() {

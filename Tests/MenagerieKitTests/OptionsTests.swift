@@ -19,7 +19,7 @@ struct SampleOptions: ComponentOptions {
 
     @Test func schemaComesFromTheDefaults() {
         #expect(schema.types(of: "count") == ["integer"])
-        #expect(schema.types(of: "ratio") == ["number"])      // a Double default of 1 is still a number
+        #expect(schema.types(of: "ratio") == ["number"]) // a Double default of 1 is still a number
         #expect(schema.types(of: "label") == ["string"])
         #expect(schema.types(of: "target") == ["integer", "null"])
         #expect(schema.types(of: "enabled") == ["boolean"])

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import MenagerieKit
+import Testing
 
 @Suite struct ProcessCacheTests {
     @Test func buildsOncePerKeyAndAgainWhenTheFileChanges() throws {
@@ -11,7 +11,10 @@ import MenagerieKit
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: file))
         let cache = ProcessCache<Int>()
         var builds = 0
-        let build = { () throws -> Int in builds += 1; return builds }
+        let build = { () throws -> Int in
+            builds += 1
+            return builds
+        }
         #expect(try cache.value("a", stamp: file, build: build) == 1)
         #expect(try cache.value("a", stamp: file, build: build) == 1)
         #expect(try cache.value("b", stamp: file, build: build) == 2)

@@ -1,8 +1,8 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct SafeTensorsTests {
     let dir = TempDir("st")
@@ -11,14 +11,19 @@ import TestSupport
         let file = try SafeTensorsFile(path: TestPaths.fixtures + "/vit-cam-tiny/model.safetensors")
         #expect(try file.entry("patch_embed.proj.weight").shape == [48, 3, 8, 8])
         let w = try file.float32("blocks.1.mlp.fc2.weight", shape: [48, 192])
-        #expect(w.storage.isOwned == false)      // borrowed from the mapped file
+        #expect(w.storage.isOwned == false) // borrowed from the mapped file
         // numpy reads the same bytes.
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import json, struct, numpy as np
-            b = open('\(file.path)', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
-            s, e = h['blocks.1.mlp.fc2.weight']['data_offsets']
-            a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4'); print(repr(float(a.sum())), repr(float(a[5])), len([k for k in h if k != '__metadata__']))
-            """])
+        let r = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import json, struct, numpy as np
+                b = open('\(file.path)', 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n])
+                s, e = h['blocks.1.mlp.fc2.weight']['data_offsets']
+                a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4'); print(repr(float(a.sum())), repr(float(a[5])), len([k for k in h if k != '__metadata__']))
+                """,
+            ])
         let parts = r.stdout.split(separator: " ").map { Double($0.trimmingCharacters(in: .whitespacesAndNewlines))! }
         let values: [Float] = try w.scalars()
         #expect(abs(Double(values.reduce(0, +)) - parts[0]) < 1e-3)
@@ -53,13 +58,18 @@ import TestSupport
     }
 
     @Test func numpyAgreesOnHalfPrecision() throws {
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np, json
-            x = np.array([0.1, -2.7, 1e-5, 3.14159, 60000], dtype=np.float32)
-            h = x.astype(np.float16); bf = (x.view(np.uint32) >> 16).astype(np.uint16)
-            print(json.dumps({'h': h.view(np.uint16).tolist(), 'hf': h.astype(np.float32).tolist(),
-                              'bf': bf.tolist(), 'bff': (bf.astype(np.uint32) << 16).view(np.float32).tolist()}))
-            """])
+        let r = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np, json
+                x = np.array([0.1, -2.7, 1e-5, 3.14159, 60000], dtype=np.float32)
+                h = x.astype(np.float16); bf = (x.view(np.uint32) >> 16).astype(np.uint16)
+                print(json.dumps({'h': h.view(np.uint16).tolist(), 'hf': h.astype(np.float32).tolist(),
+                                  'bf': bf.tolist(), 'bff': (bf.astype(np.uint32) << 16).view(np.float32).tolist()}))
+                """,
+            ])
         let j = try JSONValue.parse(r.stdout)
         let hBits = j["h"]!.arrayValue!.map { UInt16($0.intValue!) }, bfBits = j["bf"]!.arrayValue!.map { UInt16($0.intValue!) }
         func tensor(_ bits: [UInt16], _ dtype: DType) throws -> Tensor {
@@ -101,15 +111,40 @@ import TestSupport
             ("unknown dtype", withHeader(header.replacingOccurrences(of: "\"F32\"", with: "\"F33\"")), "unknown dtype 'F33'"),
             ("shape vs bytes", withHeader(header.replacingOccurrences(of: "[2,2]", with: "[2,3]")), "needs 24 bytes, data_offsets give 16"),
             ("negative dimension", withHeader(header.replacingOccurrences(of: "[2,2]", with: "[-2,-2]")), "invalid dimension -2"),
-            ("overlap", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#), "overlap"),
+            (
+                "overlap", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#),
+                "overlap"
+            ),
             // The reference implementation's rule: sorted by offset, back to back, up to the end.
-            ("overlap behind an empty tensor", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}"#, data: Data(count: 20)), "'a' and 'e' overlap"),
-            ("overlap of equal ranges", withHeader(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: Data(count: 8)), "overlap"),
-            ("gap", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, data: Data(count: 12)), "a gap"),
+            (
+                "overlap behind an empty tensor",
+                withHeader(
+                    #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"b":{"dtype":"F32","shape":[4],"data_offsets":[4,20]}}"#,
+                    data: Data(count: 20)), "'a' and 'e' overlap"
+            ),
+            (
+                "overlap of equal ranges",
+                withHeader(
+                    #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: Data(count: 8)),
+                "overlap"
+            ),
+            (
+                "gap",
+                withHeader(
+                    #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#, data: Data(count: 12)),
+                "a gap"
+            ),
             ("not from 0", withHeader(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: Data(count: 8)), "begins at byte 4"),
             ("trailing bytes", good + Data([0]), "1 trailing bytes"),
-            ("byte size overflows", withHeader(#"{"a":{"dtype":"F64","shape":[1073741824,1073741824],"data_offsets":[0,0]}}"#, data: Data()), "needs more than 2^63 bytes"),
-            ("strides overflow behind a zero", withHeader(#"{"a":{"dtype":"F32","shape":[0,549755813887,549755813887],"data_offsets":[0,0]}}"#, data: Data()), "more elements than can be addressed"),
+            (
+                "byte size overflows", withHeader(#"{"a":{"dtype":"F64","shape":[1073741824,1073741824],"data_offsets":[0,0]}}"#, data: Data()),
+                "needs more than 2^63 bytes"
+            ),
+            (
+                "strides overflow behind a zero",
+                withHeader(#"{"a":{"dtype":"F32","shape":[0,549755813887,549755813887],"data_offsets":[0,0]}}"#, data: Data()),
+                "more elements than can be addressed"
+            ),
             ("no offsets", withHeader(#"{"a":{"dtype":"F32","shape":[2]}}"#), "needs \"data_offsets\""),
             ("bad metadata", withHeader(#"{"__metadata__":{"k":1}}"#), "is not a string"),
             ("offsets reversed", withHeader(#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}"#), "occupies bytes"),

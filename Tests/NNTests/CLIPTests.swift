@@ -1,10 +1,10 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Parity with open_clip 3.3.0 on the `openclip-tiny` fixture (BioCLIP 2's architecture, scaled down).
 @Suite struct CLIPTests {

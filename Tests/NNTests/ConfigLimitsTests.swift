@@ -1,8 +1,8 @@
-import Foundation
 import Formats
+import Foundation
 import NN
-import Testing
 import TestSupport
+import Testing
 
 /// Issue 19: every size a model config gives is validated through `Limits` before it divides or
 /// sizes an allocation. Each case was a SIGILL (divide by zero, overflow) or a terabyte allocation.
@@ -17,14 +17,19 @@ import TestSupport
     }
 
     func message(_ body: () throws -> Void) -> String {
-        do { try body(); return "" } catch { return String(describing: error) }
+        do {
+            try body()
+            return ""
+        } catch { return String(describing: error) }
     }
 
     // MARK: timm ViT
 
     func timmConfig(_ args: [String: JSONValue]) -> JSONValue {
-        var modelArgs: [String: JSONValue] = ["img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 6,
-                                        "mlp_ratio": 4.0]
+        var modelArgs: [String: JSONValue] = [
+            "img_size": 32, "patch_size": 8, "embed_dim": 48, "depth": 2, "num_heads": 3, "num_classes": 6,
+            "mlp_ratio": 4.0,
+        ]
         for (k, v) in args { modelArgs[k] = v }
         return ["architecture": "vision_transformer", "num_classes": 6, "model_args": .object(modelArgs)]
     }
@@ -88,20 +93,21 @@ import TestSupport
         #expect(c.vision.heads == 2 && c.text.heads == 2 && c.vision.hidden == 256)
     }
 
-    @Test(arguments: [
-        (["head_width": 0], [:], "'vision_cfg.head_width' = 0 is out of range"),
-        (["patch_size": 0], [:], "'vision_cfg.patch_size' = 0 is out of range"),
-        (["patch_size": -4], [:], "'vision_cfg.patch_size' = -4 is out of range"),
-        (["mlp_ratio": 1e300], [:], "'vision_cfg.mlp_ratio' = 1e+300 is not a finite number"),
-        (["width": 3e9], [:], "'vision_cfg.width' = 3000000000 is out of range"),
-        (["image_size": 36], [:], "'vision_cfg.image_size' = 36 is not a multiple of 'vision_cfg.patch_size' = 8"),
-        ([:], ["context_length": -1], "'text_cfg.context_length' = -1 is out of range"),
-        ([:], ["heads": 0], "'text_cfg.heads' = 0 is out of range"),
-        ([:], ["heads": 4294967296], "'text_cfg.heads' = 4294967296 is out of range"),
-        ([:], ["heads": 3], "'text_cfg.width' = 64 is not divisible by 'text_cfg.heads' = 3"),
-        ([:], ["vocab_size": 1e12], "'text_cfg.vocab_size' = 1000000000000 is out of range"),
-        ([:], ["layers": 1e6, "width": 65536, "heads": 1], "the CLIP model's parameters"),
-    ] as [([String: JSONValue], [String: JSONValue], String)])
+    @Test(
+        arguments: [
+            (["head_width": 0], [:], "'vision_cfg.head_width' = 0 is out of range"),
+            (["patch_size": 0], [:], "'vision_cfg.patch_size' = 0 is out of range"),
+            (["patch_size": -4], [:], "'vision_cfg.patch_size' = -4 is out of range"),
+            (["mlp_ratio": 1e300], [:], "'vision_cfg.mlp_ratio' = 1e+300 is not a finite number"),
+            (["width": 3e9], [:], "'vision_cfg.width' = 3000000000 is out of range"),
+            (["image_size": 36], [:], "'vision_cfg.image_size' = 36 is not a multiple of 'vision_cfg.patch_size' = 8"),
+            ([:], ["context_length": -1], "'text_cfg.context_length' = -1 is out of range"),
+            ([:], ["heads": 0], "'text_cfg.heads' = 0 is out of range"),
+            ([:], ["heads": 4294967296], "'text_cfg.heads' = 4294967296 is out of range"),
+            ([:], ["heads": 3], "'text_cfg.width' = 64 is not divisible by 'text_cfg.heads' = 3"),
+            ([:], ["vocab_size": 1e12], "'text_cfg.vocab_size' = 1000000000000 is out of range"),
+            ([:], ["layers": 1e6, "width": 65536, "heads": 1], "the CLIP model's parameters"),
+        ] as [([String: JSONValue], [String: JSONValue], String)])
     func badOpenCLIPConfigNamesTheKeyAndValue(_ vision: [String: JSONValue], _ text: [String: JSONValue], _ expected: String) throws {
         let path = try write(clipConfig(vision: vision, text: text), "clip.json")
         let m = message { _ = try OpenCLIPConfig.load(path: path) }
@@ -112,8 +118,10 @@ import TestSupport
     // MARK: Hugging Face decoder
 
     func decoder(_ changes: [String: JSONValue]) throws -> String {
-        var c: [String: JSONValue] = ["model_type": "llama", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                                "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64, "rms_norm_eps": 1e-5]
+        var c: [String: JSONValue] = [
+            "model_type": "llama", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
+        ]
         for (k, v) in changes { c[k] = v }
         let path = try write(.object(c), "config.json")
         return message { _ = try DecoderConfig.load(path: path) }
@@ -137,7 +145,10 @@ import TestSupport
     func badDecoderConfigNamesTheKeyAndValue(_ key: String, _ value: JSONValue, _ expected: String) throws {
         // 1e6 layers of a 4096-wide model: every size in range, the parameters ~ 1.5 PB.
         var changes: [String: JSONValue] = [key: value]
-        if key == "num_hidden_layers", value == 1e6 { changes["hidden_size"] = 4096; changes["intermediate_size"] = 11008 }
+        if key == "num_hidden_layers", value == 1e6 {
+            changes["hidden_size"] = 4096
+            changes["intermediate_size"] = 11008
+        }
         let m = try decoder(changes)
         #expect(m.contains(expected), "\(m)")
         #expect(m.contains("config.json"), "\(m)")

@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Parity with timm on a DINOv2-shaped ViT (`dinov2-tiny`: 4 register tokens, layer scale,
 /// no_embed_class, patch 14; random weights, timm 1.0.31) whose config.json, like the configs timm

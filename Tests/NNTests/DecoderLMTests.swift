@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import NN
+import TestSupport
 import Testing
 import Text
-import TestSupport
 
 /// OPT and LLaMA against transformers 5.24 (`opt-tiny`, `llama-tiny`: random weights, a byte-level
 /// BPE trained on MIT-licence text): token ids exact, last logits within 1e-4, the per-position

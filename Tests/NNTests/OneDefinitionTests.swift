@@ -1,10 +1,10 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// One definition per model family: the no-grad fast path and the differentiable path of the SAME
 /// instance agree, and after an optimizer step the fast path computes with the updated weights.

@@ -1,14 +1,14 @@
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct TrainingTests {
     @Test func convNet3ShapesFollowTheReference() {
         let mnist = ConvNet(channels: 1, classes: 10, imageSize: 28)
-        #expect(mnist.classifier.weight.shape == [10, 2048])      // 28 → pad 3 → 32 → 16 → 8 → 4
+        #expect(mnist.classifier.weight.shape == [10, 2048]) // 28 → pad 3 → 32 → 16 → 8 → 4
         #expect(mnist.convs[0].padding == (3, 3) && mnist.convs[1].padding == (1, 1))
         let cifar = ConvNet(channels: 3, classes: 10)
         #expect(cifar.classifier.weight.shape == [10, 2048])
@@ -100,10 +100,10 @@ import TestSupport
             #expect(abs(mean) < 1e-4 && abs(variance - 1) < 1e-3)
         }
         let running: [Float] = try! bn.runningMean.scalars()
-        #expect(running[0] > 0.3 && running[1] < 0)          // 0.1 × batch mean after one step
+        #expect(running[0] > 0.3 && running[1] < 0) // 0.1 × batch mean after one step
         bn.isTraining = false
         let e = bn(x).scalars
-        #expect(abs(e[0] - y[0]) > 0.1)                       // evaluation uses the running statistics
+        #expect(abs(e[0] - y[0]) > 0.1) // evaluation uses the running statistics
         #expect(bn.namedBuffers.map(\.0) == ["running_mean", "running_var", "num_batches_tracked"])
     }
 
@@ -144,7 +144,7 @@ import TestSupport
         // d = g + 0.1·θ = [0.6, −1.2, 2.05, 0.4] ; b = d ; d' = d + 0.9·b = 1.9·d ; θ1 = θ0 − 0.1·d'.
         let p = Parameter(Tensor(shape: [4], scalars: [Float(1), -2, 0.5, 4]))
         let before = address(p)
-        let snapshot = p.value                              // a copy a caller kept: must not change
+        let snapshot = p.value // a copy a caller kept: must not change
         let sgd = SGD([p], learningRate: 0.1, momentum: 0.9, weightDecay: 0.1, nesterov: true)
         sgd.step([Variable(Tensor(shape: [4], scalars: [Float(0.5), -1, 2, 0]))])
         let theta1: [Float] = [0.886, -1.772, 0.1105, 3.924]
@@ -167,7 +167,7 @@ import TestSupport
         #expect(zip(try q.value.scalars(as: Float.self), [Float(0.9), -1.9]).allSatisfy { abs($0 - $1) < 1e-6 })
         adam.step([Variable(g)])
         #expect(zip(try q.value.scalars(as: Float.self), [Float(0.8), -1.8]).allSatisfy { abs($0 - $1) < 1e-6 })
-        #expect(address(q) == start)                        // owned and unshared: updated in place
+        #expect(address(q) == start) // owned and unshared: updated in place
     }
 
     @Test func aMemoryMappedCheckpointIsCopiedOnceAndNeverWrittenThrough() throws {
@@ -179,16 +179,16 @@ import TestSupport
         var rng2 = SeededGenerator(seed: 4)
         let layer = Linear(3, 2, rng: &rng2)
         try layer.load(from: SafeTensorsCheckpoint(path: path))
-        #expect(!layer.weight.value.storage.isOwned)       // borrowed from the mapping
+        #expect(!layer.weight.value.storage.isOwned) // borrowed from the mapping
         let loaded = try layer.weight.value.scalars(as: Float.self)
         let sgd = SGD(layer.parameters, learningRate: 0.5)
         let ones = layer.parameters.map { Variable(Tensor.filled(1, shape: $0.shape)) }
         sgd.step(ones)
-        #expect(layer.weight.value.storage.isOwned)        // copied on the first update
+        #expect(layer.weight.value.storage.isOwned) // copied on the first update
         #expect(try layer.weight.value.scalars(as: Float.self) == loaded.map { $0 - 0.5 })
         let copied = address(layer.weight)
         sgd.step(ones)
-        #expect(address(layer.weight) == copied)           // and only once
+        #expect(address(layer.weight) == copied) // and only once
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == original)
     }
 }

@@ -1,10 +1,10 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct ViTDifferentiableTests {
     let folder = TestPaths.fixtures + "/vit-cam-tiny"
@@ -65,7 +65,7 @@ import TestSupport
         let x = try Variable((0..<(1 * 5 * 8)).map { _ in Float(rng.nextNormal()) }, shape: [1, 5, 8])
         let full = GradMode.disabled { attention(x, causal: true) }.scalars
         var changed = x.scalars
-        for j in 32..<40 { changed[j] += 1 }                     // the last token only
+        for j in 32..<40 { changed[j] += 1 } // the last token only
         let other = GradMode.disabled { attention(try! Variable(changed, shape: [1, 5, 8]), causal: true) }.scalars
         #expect(Array(full[0..<32]) == Array(other[0..<32]))
         // Feeding the tokens one by one through a cache gives the same outputs.
@@ -83,7 +83,12 @@ import TestSupport
     @Test func resamplingKeepsConstantsRampsAndTheClassToken() throws {
         // A 4×4 grid of (constant 3, ramp in x) in 2 channels, plus one class-token row.
         var values: [Float] = [7, -7]
-        for y in 0..<4 { for x in 0..<4 { values += [3, Float(x)]; _ = y } }
+        for y in 0..<4 {
+            for x in 0..<4 {
+                values += [3, Float(x)]
+                _ = y
+            }
+        }
         let pos = try Tensor(values, shape: [1, 17, 2])
         #expect(try resamplePositionEmbedding(pos, prefixTokens: 1, to: 4).scalars(as: Float.self) == values)
         let up = try resamplePositionEmbedding(pos, prefixTokens: 1, to: 8).scalars(as: Float.self)
@@ -93,13 +98,15 @@ import TestSupport
         // [−0.10547, 0.87891, 0.26172, −0.03516] → 1.296875 (by hand); x = 4 is its mirror, 1.703125.
         #expect(abs(up[2 + 2 * (3 * 8 + 3) + 1] - 1.296875) < 1e-5)
         #expect(abs(up[2 + 2 * (3 * 8 + 4) + 1] - 1.703125) < 1e-5)
-        #expect(throws: TensorError.self) { try resamplePositionEmbedding(try Tensor([Float](repeating: 0, count: 2 * 6), shape: [1, 6, 2]), prefixTokens: 1, to: 3) }
+        #expect(throws: TensorError.self) {
+            try resamplePositionEmbedding(try Tensor([Float](repeating: 0, count: 2 * 6), shape: [1, 6, 2]), prefixTokens: 1, to: 3)
+        }
     }
 
     @Test func aCheckpointLoadsAtAnotherImageSize() throws {
         let folder = TestPaths.fixtures + "/vit-cam-tiny"
         var config = try ViTConfig.timm(configPath: folder + "/config.json")
-        config.imageSize = 48                        // grid 6 instead of 4
+        config.imageSize = 48 // grid 6 instead of 4
         let model = try ViT(config: config, checkpoint: SafeTensorsCheckpoint(path: folder))
         #expect(model.posEmbed.shape == [1, 37, 48])
         let out = GradMode.disabled { model.forward(Variable(Tensor.filled(0.1, shape: [1, 3, 48, 48]))) }

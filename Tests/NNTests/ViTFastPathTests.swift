@@ -1,10 +1,10 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Parity with timm of `ViT`'s no-grad fast path: the `vit-cam-tiny` fixture (random weights, timm 1.0.31, torch 2.15 CPU).
 @Suite struct ViTFastPathTests {

@@ -2,8 +2,8 @@ import Formats
 import Foundation
 import SST
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// The label-propagation tracker: identity, shifts, the affinity's top-k and normalisation, and bad
 /// masks through the CLI.
@@ -33,9 +33,10 @@ import TestSupport
         let f = features(rows: rows, cols: cols, seed: 1).flatMap { $0 }
         let patches = patchPattern(rows: rows, cols: cols)
         let mask = blockMask(patches, rows: rows, cols: cols)
-        let memory = SpaceTimeMemory(settings: PropagationSettings(), rows: rows, cols: cols, dim: 32, features: f,
-                                     labels: patchLabels(mask, height: rows * 8, width: cols * 8, rows: rows, cols: cols, channels: 3), channels: 3)
-        for _ in 0..<3 {   // again with its own predictions in the queue
+        let memory = SpaceTimeMemory(
+            settings: PropagationSettings(), rows: rows, cols: cols, dim: 32, features: f,
+            labels: patchLabels(mask, height: rows * 8, width: cols * 8, rows: rows, cols: cols, channels: 3), channels: 3)
+        for _ in 0..<3 { // again with its own predictions in the queue
             let seg = memory.propagate(f)
             // At patch resolution the mask comes back exactly (mIoU 1).
             #expect(labelImage(seg, rows: rows, cols: cols, channels: 3, height: rows, width: cols) == patches)
@@ -55,19 +56,24 @@ import TestSupport
         let (rows, cols, dy, dx) = (10, 12, 2, 3)
         let base = features(rows: rows, cols: cols, seed: 2), fresh = features(rows: rows, cols: cols, seed: 3)
         var shifted: [[Float]] = []
-        for i in 0..<rows { for j in 0..<cols {
-            let si = i - dy, sj = j - dx
-            shifted.append(si >= 0 && sj >= 0 ? base[si * cols + sj] : fresh[i * cols + j])
-        } }
+        for i in 0..<rows {
+            for j in 0..<cols {
+                let si = i - dy, sj = j - dx
+                shifted.append(si >= 0 && sj >= 0 ? base[si * cols + sj] : fresh[i * cols + j])
+            }
+        }
         let patches = patchPattern(rows: rows, cols: cols)
-        let memory = SpaceTimeMemory(settings: PropagationSettings(), rows: rows, cols: cols, dim: 32, features: base.flatMap { $0 },
-                                     labels: patchLabels(blockMask(patches, rows: rows, cols: cols), height: rows * 8, width: cols * 8, rows: rows, cols: cols, channels: 3),
-                                     channels: 3)
+        let memory = SpaceTimeMemory(
+            settings: PropagationSettings(), rows: rows, cols: cols, dim: 32, features: base.flatMap { $0 },
+            labels: patchLabels(blockMask(patches, rows: rows, cols: cols), height: rows * 8, width: cols * 8, rows: rows, cols: cols, channels: 3),
+            channels: 3)
         let seg = memory.propagate(shifted.flatMap { $0 })
         let predicted = labelImage(seg, rows: rows, cols: cols, channels: 3, height: rows, width: cols)
-        for i in dy..<rows { for j in dx..<cols {
-            #expect(predicted[i * cols + j] == patches[(i - dy) * cols + (j - dx)], "patch (\(i), \(j))")
-        } }
+        for i in dy..<rows {
+            for j in dx..<cols {
+                #expect(predicted[i * cols + j] == patches[(i - dy) * cols + (j - dx)], "patch (\(i), \(j))")
+            }
+        }
     }
 
     /// A 1 × 3 grid in 2-D: support features e0, e1, (e0 + e1)/√2; one query e0. With τ = 1, no
@@ -79,7 +85,7 @@ import TestSupport
         s.radius = 0
         let r = Float(0.5).squareRoot()
         let memory = SpaceTimeMemory(settings: s, rows: 1, cols: 3, dim: 2, features: [1, 0, 0, 1, r, r], labels: [1, 0, 0, 1, 0, 1], channels: 2)
-        let a = memory.affinity(query: [1, 0, 1, 0, 1, 0])   // three identical query patches
+        let a = memory.affinity(query: [1, 0, 1, 0, 1, 0]) // three identical query patches
         let e1 = exp(Float(1)), e2 = exp(r)
         for q in 0..<3 {
             #expect(abs(a[0 * 3 + q] - e1 / (e1 + e2)) < 1e-6)

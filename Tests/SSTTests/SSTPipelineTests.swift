@@ -1,11 +1,11 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import NN
 import SST
 import Tensors
-import Testing
 import TestSupport
+import Testing
 
 /// Cycle-consistent fine-tuning (gradients, the loss going down) and the `sst` pipeline on files
 /// through the CLI: masks and overlays written at each query's size, truth scored, retrieval order,
@@ -36,16 +36,18 @@ import TestSupport
         settings.topK = 3
         let memory = SpaceTimeMemory(settings: settings, rows: rows, cols: cols, dim: dim, features: f0, labels: labels, channels: 3)
         let hard = memory.propagate(f1)
-        let soft = softPropagate(query: l2Normalized(Variable(try Tensor(f1, shape: [rows * cols, dim]))),
-                                 source: l2Normalized(Variable(try Tensor(f0, shape: [rows * cols, dim]))),
-                                 labels: Variable(try Tensor(labels, shape: [rows * cols, 3])), rows: rows, cols: cols, settings: settings).scalars
+        let soft = softPropagate(
+            query: l2Normalized(Variable(try Tensor(f1, shape: [rows * cols, dim]))),
+            source: l2Normalized(Variable(try Tensor(f0, shape: [rows * cols, dim]))),
+            labels: Variable(try Tensor(labels, shape: [rows * cols, 3])), rows: rows, cols: cols, settings: settings
+        ).scalars
         #expect(zip(hard, soft).allSatisfy { abs($0 - $1) < 1e-5 })
     }
 
     @Test func cycleLossGradientMatchesFiniteDifferences() throws {
         let (rows, cols, dim) = (3, 3, 4)
         var settings = PropagationSettings()
-        settings.topK = 9       // every source kept: the loss is smooth in the head's weights
+        settings.topK = 9 // every source kept: the loss is smooth in the head's weights
         settings.radius = 0
         settings.temperature = 0.5
         let f0 = partFeatures(rows: rows, cols: cols, dim: dim, parts: stripes(rows: rows, cols: cols, shift: 0), noise: 0.5, seed: 3)
@@ -53,7 +55,8 @@ import TestSupport
         let labels = try Tensor(stripes(rows: rows, cols: cols, shift: 0).flatMap { k in (0..<3).map { Float($0 == k ? 1 : 0) } }, shape: [9, 3])
         let head = ProjectionHead(inputs: dim, outputs: 3, seed: 5)
         func loss() -> Float {
-            GradMode.disabled { cycleLoss(head: head, support: f0, labels: labels, unlabelled: f1, rows: rows, cols: cols, settings: settings, soft: true) }.scalars[0]
+            GradMode.disabled { cycleLoss(head: head, support: f0, labels: labels, unlabelled: f1, rows: rows, cols: cols, settings: settings, soft: true) }
+                .scalars[0]
         }
         let l = cycleLoss(head: head, support: f0, labels: labels, unlabelled: f1, rows: rows, cols: cols, settings: settings, soft: true)
         let grad = Autograd.gradients(of: l, wrt: [head.linear.weight.variable])[0]!.scalars
@@ -79,14 +82,17 @@ import TestSupport
         let (rows, cols, dim) = (6, 6, 16)
         let parts0 = stripes(rows: rows, cols: cols, shift: 0)
         let support = partFeatures(rows: rows, cols: cols, dim: dim, parts: parts0, noise: 1.2, seed: 10)
-        let unlabelled = (0..<4).map { partFeatures(rows: rows, cols: cols, dim: dim, parts: stripes(rows: rows, cols: cols, shift: $0 % 2), noise: 1.2, seed: 20 + UInt64($0)) }
+        let unlabelled = (0..<4).map {
+            partFeatures(rows: rows, cols: cols, dim: dim, parts: stripes(rows: rows, cols: cols, shift: $0 % 2), noise: 1.2, seed: 20 + UInt64($0))
+        }
         let labels = parts0.flatMap { k in (0..<3).map { Float($0 == k ? 1 : 0) } }
         let head = ProjectionHead(inputs: dim, outputs: dim)
         var tuning = CycleTuning()
         tuning.steps = 40
         tuning.learningRate = 3e-2
-        let losses = try tuning.run(head: head, support: support, labels: labels, channels: 3, unlabelled: unlabelled, rows: rows, cols: cols,
-                                settings: PropagationSettings())
+        let losses = try tuning.run(
+            head: head, support: support, labels: labels, channels: 3, unlabelled: unlabelled, rows: rows, cols: cols,
+            settings: PropagationSettings())
         let early = losses.prefix(5).reduce(0, +) / 5, late = losses.suffix(5).reduce(0, +) / 5
         #expect(late < 0.8 * early, "cycle loss \(early) → \(late)")
     }
@@ -136,9 +142,10 @@ import TestSupport
         try writeMask(bigMask, width: 96, height: 96, to: dir.path + "/truth/b_big.png")
         let cli = CLI()
         let out = dir.sub("out")
-        let r = try cli.run("run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png", "--set", "queries=\(dir.path)/q",
-                            "--set", "backbone=pixels", "--set", "size=64", "--set", "patch=8", "--set", "truth=\(dir.path)/truth",
-                            "--set", "parts=[\"red\",\"green\"]", "--out", out, "--json")
+        let r = try cli.run(
+            "run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png", "--set", "queries=\(dir.path)/q",
+            "--set", "backbone=pixels", "--set", "size=64", "--set", "patch=8", "--set", "truth=\(dir.path)/truth",
+            "--set", "parts=[\"red\",\"green\"]", "--out", out, "--json")
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         let result = json?["result"] as? [String: Any]
@@ -151,8 +158,9 @@ import TestSupport
         let iou = try String(contentsOfFile: out + "/iou.csv", encoding: .utf8)
         #expect(iou.contains("red") && iou.contains("green"))
         // TIFF output and fine-tuning on the same run.
-        let tiff = try cli.run("run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png", "--set", "queries=\(dir.path)/q",
-                               "--set", "backbone=pixels", "--set", "size=64", "--set", "format=tiff", "--set", "finetune_steps=5", "--out", dir.sub("tiff"))
+        let tiff = try cli.run(
+            "run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png", "--set", "queries=\(dir.path)/q",
+            "--set", "backbone=pixels", "--set", "size=64", "--set", "format=tiff", "--set", "finetune_steps=5", "--out", dir.sub("tiff"))
         #expect(tiff.status == 0, "\(tiff.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir.sub("tiff") + "/masks/b_big.tif"))
         #expect(FileManager.default.fileExists(atPath: dir.sub("tiff") + "/finetune.csv"))
@@ -170,19 +178,22 @@ import TestSupport
         let cli = CLI()
         for ranking in ["paper", "released"] {
             let out = dir.sub(ranking)
-            let r = try cli.run("run", "sst", "retrieve", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png",
-                                "--set", "queries=\(dir.path)/q", "--set", "backbone=pixels", "--set", "size=64", "--set", "ranking=\(ranking)", "--out", out)
+            let r = try cli.run(
+                "run", "sst", "retrieve", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png",
+                "--set", "queries=\(dir.path)/q", "--set", "backbone=pixels", "--set", "size=64", "--set", "ranking=\(ranking)", "--out", out)
             #expect(r.status == 0, "\(r.stderr)")
             let rows = try String(contentsOfFile: out + "/retrieval.csv", encoding: .utf8).split(separator: "\n").dropFirst()
             #expect(rows.first?.contains(ranking == "paper" ? "match.png" : "noise.png") == true, "\(ranking): \(rows)")
         }
         // Fine-tuning before retrieval (that it lowers the loss is fineTuningLowersTheCycleLoss): the
         // head is trained and used, its curve written, and the matching query still comes first.
-        let tuned = try cli.run("run", "sst", "retrieve", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png",
-                                "--set", "queries=\(dir.path)/q", "--set", "backbone=pixels", "--set", "size=64", "--set", "finetune_steps=20",
-                                "--out", dir.sub("tuned"), "--json")
+        let tuned = try cli.run(
+            "run", "sst", "retrieve", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/mask.png",
+            "--set", "queries=\(dir.path)/q", "--set", "backbone=pixels", "--set", "size=64", "--set", "finetune_steps=20",
+            "--out", dir.sub("tuned"), "--json")
         #expect(tuned.status == 0, "\(tuned.stderr)")
-        let loss = ((try JSONSerialization.jsonObject(with: Data(tuned.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any])?["finetune_loss"] as? [Double]
+        let loss =
+            ((try JSONSerialization.jsonObject(with: Data(tuned.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any])?["finetune_loss"] as? [Double]
         #expect(loss?.count == 2 && loss!.allSatisfy { $0.isFinite && $0 > 0 }, "\(String(describing: loss))")
         let rows = try String(contentsOfFile: dir.sub("tuned") + "/retrieval.csv", encoding: .utf8).split(separator: "\n").dropFirst()
         #expect(rows.first?.contains("match.png") == true, "\(rows)")
@@ -200,8 +211,11 @@ import TestSupport
         try writeMask(mask.map { $0 == 2 ? 7 : $0 }, width: 64, height: 64, to: dir.path + "/seven.png")
         let cli = CLI()
         func run(_ maskFile: String, _ extra: String...) throws -> CommandResult {
-            try cli.run(["run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/\(maskFile)", "--set", "queries=\(dir.path)/q",
-                         "--set", "backbone=pixels", "--set", "size=64"] + extra)
+            try cli.run(
+                [
+                    "run", "sst", "--set", "support=\(dir.path)/support.png", "--set", "mask=\(dir.path)/\(maskFile)", "--set", "queries=\(dir.path)/q",
+                    "--set", "backbone=pixels", "--set", "size=64",
+                ] + extra)
         }
         let short = try run("short.png")
         #expect(short.status != 0 && short.stderr.contains("short.png") && short.stderr.contains("64×32") && short.stderr.contains("pixel for pixel"))

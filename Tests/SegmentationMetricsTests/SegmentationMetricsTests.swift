@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The C plugin through the CLI, against hand-computed IoU and Dice.
 @Suite struct SegmentationMetricsTests {
@@ -8,14 +8,20 @@ import TestSupport
     let cli = CLI()
 
     func evaluate(_ prediction: String, _ target: String, dtype: String = "uint8", _ sets: [String] = []) throws -> (CommandResult, [String: Any]?) {
-        let make = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np
-            np.save('\(dir.path)/p.npy', np.array(\(prediction), dtype=np.\(dtype)))
-            np.save('\(dir.path)/t.npy', np.array(\(target), dtype=np.\(dtype)))
-            """])
+        let make = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np
+                np.save('\(dir.path)/p.npy', np.array(\(prediction), dtype=np.\(dtype)))
+                np.save('\(dir.path)/t.npy', np.array(\(target), dtype=np.\(dtype)))
+                """,
+            ])
         guard make.status == 0 else { throw TestSupportError(make.stderr) }
-        let r = try cli.run(["run", "segmentation-metrics", "--input", "prediction=\(dir.path)/p.npy", "--input", "target=\(dir.path)/t.npy", "--json"]
-                            + sets.flatMap { ["--set", $0] })
+        let r = try cli.run(
+            ["run", "segmentation-metrics", "--input", "prediction=\(dir.path)/p.npy", "--input", "target=\(dir.path)/t.npy", "--json"]
+                + sets.flatMap { ["--set", $0] })
         let result = r.status == 0 ? (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["result"] as? [String: Any] : nil
         return (r, result)
     }
@@ -71,14 +77,22 @@ import TestSupport
     let cli = CLI()
 
     func run(_ sets: [String], label: Int = 0) throws -> CommandResult {
-        let make = try runProcess("/usr/bin/env", ["python3", "-c", """
-            import numpy as np
-            np.save('\(dir.path)/p.npy', np.array([[\(label)]], dtype=np.int32))
-            np.save('\(dir.path)/t.npy', np.array([[\(label)]], dtype=np.int32))
-            """])
+        let make = try runProcess(
+            "/usr/bin/env",
+            [
+                "python3", "-c",
+                """
+                import numpy as np
+                np.save('\(dir.path)/p.npy', np.array([[\(label)]], dtype=np.int32))
+                np.save('\(dir.path)/t.npy', np.array([[\(label)]], dtype=np.int32))
+                """,
+            ])
         guard make.status == 0 else { throw TestSupportError(make.stderr) }
-        return try cli.run(["run", "segmentation-metrics", "--input", "prediction=\(dir.path)/p.npy", "--input", "target=\(dir.path)/t.npy",
-                            "--out", dir.path + "/out"] + sets.flatMap { ["--set", $0] })
+        return try cli.run(
+            [
+                "run", "segmentation-metrics", "--input", "prediction=\(dir.path)/p.npy", "--input", "target=\(dir.path)/t.npy",
+                "--out", dir.path + "/out",
+            ] + sets.flatMap { ["--set", $0] })
     }
 
     @Test func classesBeyondTheSchemaMaximumIsAUsageError() throws {

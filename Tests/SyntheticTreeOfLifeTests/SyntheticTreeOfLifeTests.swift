@@ -1,9 +1,9 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import SyntheticTreeOfLife
-import Testing
 import TestSupport
+import Testing
 
 /// The generator's promises: determinism, a well-formed taxonomy, masks that match the pixels,
 /// siblings that differ in their one recorded part, traits that drive what is drawn.
@@ -36,7 +36,8 @@ import TestSupport
             #expect(s.lineage.count == 7 && s.lineage.allSatisfy { !$0.isEmpty })
             let parts = s.binomial.split(separator: " ")
             // A binomial: capitalised genus (the genus rank's name) and a lower-case epithet.
-            #expect(parts.count == 2 && String(parts[0]) == s.lineage[5] && parts[0].first!.isUppercase && parts[1].allSatisfy { (c: Character) in c.isLowercase })
+            #expect(
+                parts.count == 2 && String(parts[0]) == s.lineage[5] && parts[0].first!.isUppercase && parts[1].allSatisfy { (c: Character) in c.isLowercase })
             #expect(s.lineage[4].hasSuffix("idae") && s.lineage[3].hasSuffix("iformes"))
         }
         // Every species of a genus shares its ancestors' nodes.
@@ -85,7 +86,9 @@ import TestSupport
             #expect(differing > 0, "\(pair): siblings render identically")
             // The part is visible in both (so an explainer can point at it).
             #expect(a.mask.contains(part) && b.mask.contains(part), "\(pair.part.name) is hidden in \(pair.a) or \(pair.b)")
-            #expect(explained == differing, "\(pair.part.name) \(pair.a)/\(pair.b): \(differing - explained) of \(differing) differing pixels lie outside '\(pair.part.name)'")
+            #expect(
+                explained == differing,
+                "\(pair.part.name) \(pair.a)/\(pair.b): \(differing - explained) of \(differing) differing pixels lie outside '\(pair.part.name)'")
             checked += 1
         }
         #expect(checked == 16 * 3)

@@ -59,15 +59,16 @@ import Testing
         gc.check("binaryCrossEntropy", [gc.random([4, 3], scale: 3)]) { binaryCrossEntropy(logits: $0[0], targets: targets) }
         // Its value against −[x log σ(z) + (1 − x) log(1 − σ(z))] (in Double), and finite at |z| = 60.
         let z: [Float] = [-3, -0.5, 0, 0.7, 2, 4], x: [Float] = [0, 1, 0.5, 0.25, 1, 0]
-        let direct = zip(z, x).map { z, x -> Double in
-            let s = 1 / (1 + Foundation.exp(-Double(z)))
-            return -(Double(x) * Foundation.log(s) + (1 - Double(x)) * Foundation.log(1 - s))
-        }.reduce(0, +) / 6
+        let direct =
+            zip(z, x).map { z, x -> Double in
+                let s = 1 / (1 + Foundation.exp(-Double(z)))
+                return -(Double(x) * Foundation.log(s) + (1 - Double(x)) * Foundation.log(1 - s))
+            }.reduce(0, +) / 6
         let bce = binaryCrossEntropy(logits: try! Variable(z, shape: [6]), targets: try! Variable(x, shape: [6])).scalars[0]
         #expect(abs(Double(bce) - direct) < 1e-5, "\(bce) vs \(direct)")
         let extreme = binaryCrossEntropy(logits: try! Variable([60, -60], shape: [2]), targets: try! Variable([0, 1], shape: [2])).scalars[0]
         #expect(abs(extreme - 60) < 1e-3, "\(extreme)")
-        let teacher = gc.random([4, 3]).detached()      // the teacher is a constant of the loss
+        let teacher = gc.random([4, 3]).detached() // the teacher is a constant of the loss
         gc.check("distillationKL", [gc.random([4, 3])]) { distillationKL(student: $0[0], teacher: teacher, temperature: 2) }
     }
 

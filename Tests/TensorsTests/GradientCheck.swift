@@ -13,8 +13,10 @@ struct GradientCheck {
 
     /// Checks every input (at most `probes` elements each). Returns the worst relative error.
     @discardableResult
-    mutating func check(_ name: String, _ inputs: [Variable], probes: Int = 24, tolerance: Float = 2e-2,
-                        sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Variable]) -> Variable) -> Float {
+    mutating func check(
+        _ name: String, _ inputs: [Variable], probes: Int = 24, tolerance: Float = 2e-2,
+        sourceLocation: SourceLocation = #_sourceLocation, _ f: ([Variable]) -> Variable
+    ) -> Float {
         let probe = f(inputs)
         let weights = Variable(try! Tensor((0..<probe.count).map { _ in Float(rng.nextNormal()) }, shape: probe.shape))
         func loss(_ xs: [Variable]) -> Variable { (f(xs) * weights).sum() }

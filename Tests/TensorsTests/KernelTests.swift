@@ -4,12 +4,12 @@ import Testing
 
 @Suite struct KernelTests {
     @Test func fastErfAndExpAgreeWithLibm() {
-        var xs = (0..<20001).map { Float($0 - 10000) / 1250 }          // −8 … 8
+        var xs = (0..<20001).map { Float($0 - 10000) / 1250 } // −8 … 8
         var erfs = xs
         erfs.withUnsafeMutableBufferPointer { Kernels.fastErf($0.baseAddress!, count: $0.count) }
         let erfWorst = zip(xs, erfs).map { abs(erff($0) - $1) }.max()!
         #expect(erfWorst < 1e-6, "erf max abs error \(erfWorst)")
-        xs = (0..<20001).map { Float($0 - 15000) / 200 }               // −75 … 25
+        xs = (0..<20001).map { Float($0 - 15000) / 200 } // −75 … 25
         var exps = xs
         exps.withUnsafeMutableBufferPointer { Kernels.fastExp($0.baseAddress!, count: $0.count) }
         let expWorst = zip(xs, exps).map { abs(expf($0) - $1) / expf($0) }.max()!

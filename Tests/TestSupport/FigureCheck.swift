@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 /// What a figure written by `Imaging.Figure` must show, read back from its SVG: a title; in every
@@ -33,8 +34,14 @@ public func figureProblems(svgAt path: String) -> [String] {
 }
 
 private final class FigureReader: NSObject, XMLParserDelegate {
-    struct Text { var role: String; var text: String }
-    struct AxesGroup { var series: Int; var texts: [Text] = [] }
+    struct Text {
+        var role: String
+        var text: String
+    }
+    struct AxesGroup {
+        var series: Int
+        var texts: [Text] = []
+    }
     var kind: String?
     var texts: [Text] = []
     var axes: [AxesGroup] = []

@@ -56,8 +56,10 @@ public struct CommandResult: Sendable {
 
 /// Runs an executable and waits (stdin closed).
 @discardableResult
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-                       directory: String? = nil) throws -> CommandResult {
+public func runProcess(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+    directory: String? = nil
+) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -79,8 +81,9 @@ public func runProcess(_ executable: String, _ arguments: [String], environment:
     let outData = readAll(out.fileHandleForReading.fileDescriptor)
     group.wait()
     process.waitUntilExit()
-    return CommandResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// Reads a descriptor to its end, retrying on EINTR (FileHandle.readDataToEndOfFile traps on it).
@@ -89,7 +92,10 @@ public func readAll(_ fd: Int32) -> Data {
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
         let n = read(fd, &buffer, buffer.count)
-        if n > 0 { data.append(contentsOf: buffer[0..<n]); continue }
+        if n > 0 {
+            data.append(contentsOf: buffer[0..<n])
+            continue
+        }
         if n < 0 && errno == EINTR { continue }
         return data
     }
@@ -148,8 +154,10 @@ public struct TestSupportError: Error, CustomStringConvertible {
 public func buildCPlugin(named name: String, in dir: String, defines: [String] = [], source: String? = nil) throws -> String {
     let src = source ?? TestPaths.fixtures + "/plugins/test_plugin.c"
     let out = dir + "/" + name
-    let r = try runProcess("/usr/bin/cc", ["-shared", "-fPIC", "-O1", "-std=gnu11", "-I", TestPaths.abiInclude]
-                           + defines.map { "-D" + $0 } + ["-o", out, src])
+    let r = try runProcess(
+        "/usr/bin/cc",
+        ["-shared", "-fPIC", "-O1", "-std=gnu11", "-I", TestPaths.abiInclude]
+            + defines.map { "-D" + $0 } + ["-o", out, src])
     guard r.status == 0 else { throw TestSupportError("cc failed for \(name): \(r.stderr)") }
     return out
 }

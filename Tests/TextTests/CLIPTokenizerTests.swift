@@ -1,7 +1,7 @@
 import Foundation
+import TestSupport
 import Testing
 import Text
-import TestSupport
 
 /// The CLIP tokenizer against open_clip's (Tests/Fixtures/clip-tokenizer/make_cases.py): unicode,
 /// HTML entities, ligatures, fullwidth forms, contractions, truncation, the empty string.
@@ -11,7 +11,10 @@ import TestSupport
 
     init() throws { tokenizer = try CLIPTokenizer(vocabulary: Self.vocabulary) }
 
-    struct Case: Decodable { let text: String; let ids: [Int64] }
+    struct Case: Decodable {
+        let text: String
+        let ids: [Int64]
+    }
     struct Cases: Decodable { let cases: [Case] }
 
     @Test func idsMatchOpenCLIPOnEveryCase() throws {
@@ -37,7 +40,9 @@ import TestSupport
 
     @Test func decodeInvertsEncodeOnCleanText() {
         let text = "a photo of geospiza fortis with common name medium ground finch."
-        #expect(tokenizer.decode(tokenizer.encode(text)).trimmingCharacters(in: .whitespaces) == "a photo of geospiza fortis with common name medium ground finch .")
+        #expect(
+            tokenizer.decode(tokenizer.encode(text)).trimmingCharacters(in: .whitespaces) == "a photo of geospiza fortis with common name medium ground finch ."
+        )
     }
 
     @Test func badVocabularyFilesAreNamed() throws {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 import Text
 
 /// Issue 19: every id of a tokenizer.json lies in 0 ..< 2^24 (Limits.vocabulary) before it sizes
@@ -20,7 +20,10 @@ import Text
     }
 
     func message(_ path: String) -> String {
-        do { _ = try ByteLevelBPETokenizer(path: path); return "" } catch { return String(describing: error) }
+        do {
+            _ = try ByteLevelBPETokenizer(path: path)
+            return ""
+        } catch { return String(describing: error) }
     }
 
     @Test func theFixtureStillLoads() throws {
@@ -62,9 +65,11 @@ import Text
 
     @Test func postProcessorIDOutsideTheVocabIsRefused() throws {
         let path = try variant("post") { json in
-            json["post_processor"] = ["type": "TemplateProcessing",
-                                      "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
-                                      "special_tokens": ["<s>": ["id": "<s>", "ids": [100000], "tokens": ["<s>"]]]]
+            json["post_processor"] = [
+                "type": "TemplateProcessing",
+                "single": [["SpecialToken": ["id": "<s>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                "special_tokens": ["<s>": ["id": "<s>", "ids": [100000], "tokens": ["<s>"]]],
+            ]
         }
         let m = message(path)
         #expect(m.contains("'post_processor.special_tokens[\"<s>\"].ids[0]' = 100000 is out of range: it must lie in 0…509"), "\(m)")

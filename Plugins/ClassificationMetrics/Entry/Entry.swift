@@ -1,5 +1,5 @@
-import MenagerieKit
 import ClassificationMetrics
+import MenagerieKit
 
 /// The one symbol the host looks up (menagerie.h): this plugin's descriptor.
 @_cdecl("menagerie_plugin_v1")

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -22,15 +22,19 @@ public struct ConceptBook: Sendable {
         do { json = try JSONValue.parse(String(decoding: data, as: UTF8.self), source: path) } catch {
             throw MenagerieError.invalidArgument("concepts file '\(path)': \(error)")
         }
-        guard let object = json.objectValue else { throw MenagerieError.invalidArgument("concepts file '\(path)' must be an object {\"0\": [name, [descriptions]], …}") }
+        guard let object = json.objectValue else {
+            throw MenagerieError.invalidArgument("concepts file '\(path)' must be an object {\"0\": [name, [descriptions]], …}")
+        }
         var names = [String](repeating: "", count: classes), descriptions = [[String]](repeating: [], count: classes)
         for k in 0..<classes {
             guard let entry = object[String(k)]?.arrayValue, entry.count == 2, let name = entry[0].stringValue, let list = entry[1].arrayValue else {
-                throw MenagerieError.invalidArgument("concepts file '\(path)' has no entry \"\(k)\": [class_name, [descriptions]] (the model has \(classes) classes)")
+                throw MenagerieError.invalidArgument(
+                    "concepts file '\(path)' has no entry \"\(k)\": [class_name, [descriptions]] (the model has \(classes) classes)")
             }
             let texts = list.compactMap(\.stringValue)
             guard texts.count >= positives else {
-                throw MenagerieError.invalidArgument("concepts file '\(path)': class \(k) ('\(name)') has \(texts.count) descriptions, \(positives) asked (positives=)")
+                throw MenagerieError.invalidArgument(
+                    "concepts file '\(path)': class \(k) ('\(name)') has \(texts.count) descriptions, \(positives) asked (positives=)")
             }
             names[k] = name
             descriptions[k] = Array(texts.prefix(positives))
@@ -69,7 +73,13 @@ public func negativeClasses(for k: Int, count: Int, policy: NegativePolicy, simi
             var pick = pool.count - 1
             if total > 0 {
                 var u = rng.nextUniform() * total
-                for (i, x) in w.enumerated() { u -= x; if u < 0 { pick = i; break } }
+                for (i, x) in w.enumerated() {
+                    u -= x
+                    if u < 0 {
+                        pick = i
+                        break
+                    }
+                }
             } else {
                 pick = Int(rng.next() % UInt64(pool.count))
             }
@@ -122,7 +132,8 @@ struct CLIPBridge {
         o["texts"] = .array([.string("a")])
         let probe = try component.embed(options: .object(o), inputs: [])
         guard let info = probe.result.objectValue, info["image_size"] != nil, let e = probe.tensors["embedding"] else {
-            throw MenagerieError.invalidArgument("backbone '\(id)' does not embed texts with its image size and mean/std (use bioclip2 or an equivalent CLIP backbone)")
+            throw MenagerieError.invalidArgument(
+                "backbone '\(id)' does not embed texts with its image size and mean/std (use bioclip2 or an equivalent CLIP backbone)")
         }
         // The response of another plugin: its numbers are checked like a file's.
         do {
@@ -142,9 +153,12 @@ struct CLIPBridge {
         var o = options
         o["texts"] = .array(prompts.map { .string($0) })
         let r = try component.embed(options: .object(o), inputs: [])
-        guard let e = r.tensors["embedding"], e.rank == 2, e.shape[0] == prompts.count else { throw MenagerieError.failed("the CLIP backbone returned no text embeddings") }
+        guard let e = r.tensors["embedding"], e.rank == 2, e.shape[0] == prompts.count else {
+            throw MenagerieError.failed("the CLIP backbone returned no text embeddings")
+        }
         guard e.shape[1] == dimension else {
-            throw MenagerieError.invalidArgument("the CLIP backbone's text embeddings have \(e.shape[1]) dimensions, its image embeddings \(dimension): they must match")
+            throw MenagerieError.invalidArgument(
+                "the CLIP backbone's text embeddings have \(e.shape[1]) dimensions, its image embeddings \(dimension): they must match")
         }
         let v = try e.scalars(as: Float.self), d = e.shape[1]
         return (0..<prompts.count).map { i in
@@ -162,7 +176,8 @@ struct CLIPBridge {
         let r = try component.embed(options: .object(options), inputs: tensors)
         guard let e = r.tensors["embedding"] else { throw MenagerieError.failed("the CLIP backbone returned no image embedding") }
         guard e.shape.last == dimension else {
-            throw MenagerieError.invalidArgument("the CLIP backbone's image embeddings have \(e.shape.last ?? 0) dimensions, its text embeddings \(dimension): they must match")
+            throw MenagerieError.invalidArgument(
+                "the CLIP backbone's image embeddings have \(e.shape.last ?? 0) dimensions, its text embeddings \(dimension): they must match")
         }
         return (e, r.tensors["grad_input"])
     }
@@ -197,7 +212,9 @@ struct ConceptGuidance {
             for j in 0..<d { upstream[i * d + j] = g[j] }
         }
         let (_, gradInput) = try clip.images(normalised.value, upstream: try Tensor(upstream, shape: [n, d]))
-        guard let gradInput, gradInput.shape == normalised.shape else { throw MenagerieError.failed("the CLIP backbone returned no input gradient (grad_input)") }
+        guard let gradInput, gradInput.shape == normalised.shape else {
+            throw MenagerieError.failed("the CLIP backbone returned no input gradient (grad_input)")
+        }
         let grad = Autograd.gradients(of: (normalised * Variable(gradInput)).sum(), wrt: [xt])[0]!.scalars
         let s = Float((1 - alphaBar).squareRoot() * lambda)
         // ε̂ = ε − √(1−ᾱ)·g with g = −λ∇L, i.e. ε + λ√(1−ᾱ)∇L.

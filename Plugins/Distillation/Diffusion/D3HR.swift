@@ -15,7 +15,12 @@ public struct ClassGaussian: Sendable, Equatable {
         var m = [Double](repeating: 0, count: d), v = m
         for i in 0..<n { for j in 0..<d { m[j] += Double(latents[i * d + j]) } }
         for j in 0..<d { m[j] /= Double(n) }
-        for i in 0..<n { for j in 0..<d { let x = Double(latents[i * d + j]) - m[j]; v[j] += x * x } }
+        for i in 0..<n {
+            for j in 0..<d {
+                let x = Double(latents[i * d + j]) - m[j]
+                v[j] += x * x
+            }
+        }
         mean = m.map(Float.init)
         std = v.map { Float(($0 / Double(max(n - 1, 1))).squareRoot()) }
     }
@@ -53,20 +58,28 @@ public func groupScore(_ group: [Float], dimension d: Int, gaussian g: ClassGaus
         meanTerm += (m - Double(g.mean[j])) * (m - Double(g.mean[j]))
         if k > 1 {
             var v = 0.0
-            for i in 0..<k { let x = Double(group[i * d + j]) - m; v += x * x }
+            for i in 0..<k {
+                let x = Double(group[i * d + j]) - m
+                v += x * x
+            }
             let s = (v / Double(k - 1)).squareRoot()
             stdTerm += (s - Double(g.std[j])) * (s - Double(g.std[j]))
         }
     }
     var skew = 0.0
-    for i in 0..<k { let gamma = latentSkewness(group[(i * d)..<((i + 1) * d)]); skew += gamma * gamma }
+    for i in 0..<k {
+        let gamma = latentSkewness(group[(i * d)..<((i + 1) * d)])
+        skew += gamma * gamma
+    }
     return meanTerm.squareRoot() + stdTerm.squareRoot() + skewWeight * skew.squareRoot()
 }
 
 /// Draws `candidates` groups of `size` latents from N(μ, diag σ²) and keeps the lowest-scoring one.
 /// Returns the group [size, D] and its score.
-public func sampleBestGroup(_ g: ClassGaussian, size: Int, candidates: Int, skewWeight: Double = 0.1,
-                            rng: inout SeededGenerator) -> (group: [Float], score: Double) {
+public func sampleBestGroup(
+    _ g: ClassGaussian, size: Int, candidates: Int, skewWeight: Double = 0.1,
+    rng: inout SeededGenerator
+) -> (group: [Float], score: Double) {
     let d = g.mean.count
     var best: [Float] = [], bestScore = Double.infinity
     var group = [Float](repeating: 0, count: size * d)

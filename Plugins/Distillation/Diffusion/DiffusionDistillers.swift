@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -41,11 +41,14 @@ struct DiffusionDistillOptions: ComponentOptions {
         "sampling_step": "d3hr: the timestep whose class statistics are sampled and where generation starts",
         "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
         "limit": "d3hr: at most this many training images inverted (0: all)",
-        "base": "concord: the generator guided, plain (from noise) or d3hr", "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the file shipped for synthetic-tol or cmnist-dd)",
+        "base": "concord: the generator guided, plain (from noise) or d3hr",
+        "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the file shipped for synthetic-tol or cmnist-dd)",
         "positives": "concord: descriptions per class used as positives", "negatives": "concord: negative classes per sample (K)",
         "policy": "concord: negative classes weighted (by name similarity), similar (top K) or random",
-        "lambda": "concord: guidance strength λ (the paper's 1–2; the released code's 10 saturates this model's images, Docs/methods/diffusion-dd.md)", "temperature": "concord: τ of the concept loss",
-        "clip": "concord: the CLIP backbone component (texts + image embeddings with gradients)", "clip_options": "concord: key=value options for it (e.g. model=~/bioclip-2)",
+        "lambda": "concord: guidance strength λ (the paper's 1–2; the released code's 10 saturates this model's images, Docs/methods/diffusion-dd.md)",
+        "temperature": "concord: τ of the concept loss",
+        "clip": "concord: the CLIP backbone component (texts + image embeddings with gradients)",
+        "clip_options": "concord: key=value options for it (e.g. model=~/bioclip-2)",
     ]
     static let choices = ["base": ["plain", "d3hr"], "policy": NegativePolicy.allCases.map(\.rawValue)]
 }
@@ -53,8 +56,10 @@ struct DiffusionDistillOptions: ComponentOptions {
 enum DiffusionMethod: String { case plain = "diffusion-dd", d3hr, concord }
 
 /// Generates a distilled set with one of the diffusion methods.
-func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptions, request host: PluginHost,
-                     log: inout [String: JSONValue]) throws -> DistilledSet {
+func diffusionDistil(
+    _ method: DiffusionMethod, options o: DiffusionDistillOptions, request host: PluginHost,
+    log: inout [String: JSONValue]
+) throws -> DistilledSet {
     let model = try loadDiffusion(o.model), c = model.config
     guard o.ipc > 0, o.steps > 0, o.batch > 0 else { throw MenagerieError.invalidArgument("ipc, steps and batch must be positive") }
     let ddim = DDIM(schedule: model.schedule, steps: o.steps)
@@ -76,11 +81,13 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
             samplingLevel = try ddim.level(of: o.sampling_step)
         } catch { throw MenagerieError.invalidArgument("inversion_step / sampling_step: \(error)") }
         guard samplingLevel <= inversionLevel else {
-            throw MenagerieError.invalidArgument("sampling_step \(o.sampling_step) lies beyond inversion_step \(o.inversion_step): the statistics exist only up to the inversion")
+            throw MenagerieError.invalidArgument(
+                "sampling_step \(o.sampling_step) lies beyond inversion_step \(o.inversion_step): the statistics exist only up to the inversion")
         }
         let data = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "", limit: o.limit)
         guard data.classes.count == c.classes, data.channels == c.channels else {
-            throw MenagerieError.invalidArgument("dataset '\(o.dataset)' has \(data.classes.count) classes of \(data.channels) channels; the model was trained on \(c.classes) of \(c.channels)")
+            throw MenagerieError.invalidArgument(
+                "dataset '\(o.dataset)' has \(data.classes.count) classes of \(data.channels) channels; the model was trained on \(c.classes) of \(c.channels)")
         }
         realStats = Normalizer(data)
         let began = Date()
@@ -95,16 +102,20 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
             var offset = 0
             for (step, k) in missing.enumerated() {
                 let members = data.byClass[k]
-                guard members.count >= 2 else { throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2") }
+                guard members.count >= 2 else {
+                    throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2")
+                }
                 var atLevel = [Float](repeating: 0, count: members.count * d)
                 // Invert the class in batches sharing its CFG label, keeping the latents at the sampling level.
                 for chunk in stride(from: 0, to: members.count, by: o.batch) {
                     let rows = chunk..<min(members.count, chunk + o.batch)
                     let z = Array(clean[((offset + rows.lowerBound) * d)..<((offset + rows.upperBound) * d)])
-                    _ = try ddim.invert(z, to: inversionLevel, classes: [Int](repeating: k, count: rows.count), predict: predict, record: { level, latent in
-                        guard level == samplingLevel else { return }
-                        for r in 0..<rows.count { for j in 0..<d { atLevel[(rows.lowerBound + r) * d + j] = latent[r * d + j] } }
-                    }, cancelled: { try host.checkCancelled() })
+                    _ = try ddim.invert(
+                        z, to: inversionLevel, classes: [Int](repeating: k, count: rows.count), predict: predict,
+                        record: { level, latent in
+                            guard level == samplingLevel else { return }
+                            for r in 0..<rows.count { for j in 0..<d { atLevel[(rows.lowerBound + r) * d + j] = latent[r * d + j] } }
+                        }, cancelled: { try host.checkCancelled() })
                 }
                 offset += members.count
                 gaussians[k] = ClassGaussian(latents: atLevel, dimension: d)
@@ -131,7 +142,9 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     var guidance: ConceptGuidance?
     if method == .concord {
         guard let policy = NegativePolicy(rawValue: o.policy) else { throw MenagerieError.invalidArgument("policy must be weighted, similar or random") }
-        guard o.positives > 0, o.negatives > 0, o.temperature > 0 else { throw MenagerieError.invalidArgument("positives, negatives and temperature must be positive") }
+        guard o.positives > 0, o.negatives > 0, o.temperature > 0 else {
+            throw MenagerieError.invalidArgument("positives, negatives and temperature must be positive")
+        }
         let path = o.concepts.isEmpty ? try shippedConcepts(dataset: o.dataset) : (o.concepts as NSString).expandingTildeInPath
         let book = try ConceptBook.read(path, classes: c.classes, positives: o.positives)
         let clip = try CLIPBridge(host: host, id: o.clip, options: try keyValueOptions(o.clip_options, option: "clip_options"))
@@ -140,12 +153,16 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
         let prompts = try (0..<c.classes).map { try clip.texts(book.prompts($0)) }
         var negatives: [[[Float]]] = []
         for y in labels {
-            let chosen = negativeClasses(for: y, count: o.negatives, policy: policy, similarity: similarity.enumerated().map { i, row in
-                row.enumerated().map { j, v in i == j ? 0 : v } }, rng: &rng)
+            let chosen = negativeClasses(
+                for: y, count: o.negatives, policy: policy,
+                similarity: similarity.enumerated().map { i, row in
+                    row.enumerated().map { j, v in i == j ? 0 : v }
+                }, rng: &rng)
             negatives.append(chosen.flatMap { prompts[$0] })
         }
-        guidance = ConceptGuidance(model: model, clip: clip, lambda: o.lambda, temperature: o.temperature,
-                                   positives: labels.map { prompts[$0] }, negatives: negatives)
+        guidance = ConceptGuidance(
+            model: model, clip: clip, lambda: o.lambda, temperature: o.temperature,
+            positives: labels.map { prompts[$0] }, negatives: negatives)
     }
 
     // Generation, in batches.
@@ -157,8 +174,9 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
         let x = Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), y = Array(labels[range])
         var guide: ((_ x: [Float], _ level: Int, _ epsilon: [Float]) throws -> [Float])?
         if let g = guidance {
-            let sub = ConceptGuidance(model: g.model, clip: g.clip, lambda: g.lambda, temperature: g.temperature,
-                                      positives: Array(g.positives[range]), negatives: Array(g.negatives[range]))
+            let sub = ConceptGuidance(
+                model: g.model, clip: g.clip, lambda: g.lambda, temperature: g.temperature,
+                positives: Array(g.positives[range]), negatives: Array(g.negatives[range]))
             guide = { x, level, e in
                 let r = try sub.guide(x, epsilon: e, alphaBar: model.schedule.alphaBar[ddim.timesteps[level]])
                 if level == 0 { conceptLosses.append(r.loss) }
@@ -172,13 +190,18 @@ func diffusionDistil(_ method: DiffusionMethod, options o: DiffusionDistillOptio
     log["images_per_s"] = .number(Double(labels.count) / max(Date().timeIntervalSince(began), 1e-9))
     if !conceptLosses.isEmpty { log["final_concept_loss"] = .number(conceptLosses.reduce(0, +) / Double(conceptLosses.count)) }
     let images = model.decode(latents, count: labels.count)
-    var set = DistilledSet(images: try Tensor(images, shape: [labels.count, c.channels, c.imageSize, c.imageSize]), labels: labels,
-                           classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
-                           method: method == .concord ? "concord-\(o.base)" : method.rawValue, dataset: o.dataset, ipc: o.ipc)
+    var set = DistilledSet(
+        images: try Tensor(images, shape: [labels.count, c.channels, c.imageSize, c.imageSize]), labels: labels,
+        classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
+        method: method == .concord ? "concord-\(o.base)" : method.rawValue, dataset: o.dataset, ipc: o.ipc)
     // The normaliser of the evaluation protocols: the real data's statistics when read, else the
     // generated set's own.
-    let normalizer = realStats ?? Normalizer(RealData(images: images, labels: labels, attributes: nil, classes: set.classes,
-                                                      channels: c.channels, size: c.imageSize, dataset: o.dataset))
+    let normalizer =
+        realStats
+        ?? Normalizer(
+            RealData(
+                images: images, labels: labels, attributes: nil, classes: set.classes,
+                channels: c.channels, size: c.imageSize, dataset: o.dataset))
     log["classes"] = .number(Double(chosen.count))
     set.extra["mean"] = JSONValue.array(normalizer.mean.map { .number(Double($0)) }).compactText
     set.extra["std"] = JSONValue.array(normalizer.std.map { .number(Double($0)) }).compactText
@@ -197,8 +220,11 @@ protocol DiffusionDistiller: Distiller where Options == DiffusionDistillOptions 
 
 extension DiffusionDistiller {
     static var operations: [OperationSpec] {
-        [OperationSpec("distill", summary: "generate `ipc` images per class with the latent diffusion model → distilled.safetensors, grid.png",
-                       outputs: distilledSetOutputs)]
+        [
+            OperationSpec(
+                "distill", summary: "generate `ipc` images per class with the latent diffusion model → distilled.safetensors, grid.png",
+                outputs: distilledSetOutputs)
+        ]
     }
 
     func distill(_ request: Request<DiffusionDistillOptions>) throws -> Response {
@@ -236,8 +262,9 @@ struct ConcordComponent: DiffusionDistiller {
     static let id = "concord"
     static let summary = "CONCORD: concept-guided diffusion distillation (contrastive CLIP concept loss at every DDIM step) on plain or D^3HR generation"
     static let operations = [
-        OperationSpec("distill", summary: "generate `ipc` images per class with concept guidance → distilled.safetensors, grid.png",
-                      outputs: distilledSetOutputs),
+        OperationSpec(
+            "distill", summary: "generate `ipc` images per class with concept guidance → distilled.safetensors, grid.png",
+            outputs: distilledSetOutputs),
         OperationSpec("concepts", summary: "write a concepts file {class_idx: [name, [descriptions]]} from the dataset's description → concepts.json"),
     ]
 }
@@ -263,7 +290,9 @@ extension ConcordComponent {
 func shippedConcepts(dataset: String) throws -> String {
     let shipped = ["synthetic-tol", "cmnist-dd"]
     guard shipped.contains(dataset) else {
-        throw MenagerieError.invalidArgument("no concepts file is shipped for dataset '\(dataset)' (only \(shipped.joined(separator: ", "))): pass concepts=FILE, e.g. one written by `menagerie run concord concepts --set dataset=\(dataset)`")
+        throw MenagerieError.invalidArgument(
+            "no concepts file is shipped for dataset '\(dataset)' (only \(shipped.joined(separator: ", "))): pass concepts=FILE, e.g. one written by `menagerie run concord concepts --set dataset=\(dataset)`"
+        )
     }
     return try PluginResources.path(module: "Distillation", item: "concepts-\(dataset).json")
 }
@@ -308,8 +337,9 @@ extension D3HRComponent {
         let train = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "")
         // Real images of the same classes, for comparison.
         let realIndex = o.classes.flatMap { train.byClass[$0].prefix(o.ipc) }
-        let real = DistilledSet(images: train.batch(realIndex), labels: realIndex.map { train.labels[$0] }, classes: train.classes,
-                                method: "real", dataset: o.dataset, ipc: o.ipc)
+        let real = DistilledSet(
+            images: train.batch(realIndex), labels: realIndex.map { train.labels[$0] }, classes: train.classes,
+            method: "real", dataset: o.dataset, ipc: o.ipc)
         try real.grid().write(to: dir + "/real.png")
         artifacts += Figure.files("real.png")
         for (name, method, base) in [("plain", DiffusionMethod.plain, "plain"), ("d3hr", .d3hr, "plain"), ("concord", .concord, "plain")] {
@@ -334,11 +364,13 @@ extension D3HRComponent {
         let back = try ddim.sample(z, from: level, classes: labels, predict: predict)
         let err = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +), power = clean.map { Double($0 * $0) }.reduce(0, +)
         result["inversion_relative_error_760"] = .number((err / power).squareRoot())
-        let roundTrip = DistilledSet(images: try Tensor(model.decode(back, count: idx.count), shape: [idx.count, c.channels, c.imageSize, c.imageSize]),
-                                     labels: labels, classes: train.classes, method: "inverted", dataset: o.dataset, ipc: o.ipc)
+        let roundTrip = DistilledSet(
+            images: try Tensor(model.decode(back, count: idx.count), shape: [idx.count, c.channels, c.imageSize, c.imageSize]),
+            labels: labels, classes: train.classes, method: "inverted", dataset: o.dataset, ipc: o.ipc)
         try roundTrip.grid().write(to: dir + "/inversion_round_trip.png")
         artifacts += Figure.files("inversion_round_trip.png")
-        result["note"] = "real.png: training images; plain/d3hr/concord.png: 4 generated images per species; inversion_round_trip.png: real latents inverted to t=760 and sampled back (compare with real.png)"
+        result["note"] =
+            "real.png: training images; plain/d3hr/concord.png: 4 generated images per species; inversion_round_trip.png: real latents inverted to t=760 and sampled back (compare with real.png)"
         return Response(result: .object(result), artifacts: artifacts)
     }
 }

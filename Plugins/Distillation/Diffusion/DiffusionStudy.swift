@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -24,7 +24,14 @@ extension DistilledEvalComponent {
         let s = try settings(o, seed: host.seed)
         var artifacts: [String] = []
         let teacher = try loadOrTrainTeacher(o, train: train, normalizer: normalizer, settings: s, host: host, artifacts: &artifacts)
-        struct Row { var method: String; var ipc: Int; var proto: String; var mean: Double; var std: Double; var seconds: Double }
+        struct Row {
+            var method: String
+            var ipc: Int
+            var proto: String
+            var mean: Double
+            var std: Double
+            var seconds: Double
+        }
         var rows: [Row] = []
         var part = 0
         for ipc in o.ipcs {
@@ -78,23 +85,30 @@ extension DistilledEvalComponent {
         }
         var csv = "method,ipc,protocol,mean,std,nets,epochs,distill_seconds\n"
         for r in rows {
-            csv += "\(r.method),\(r.ipc),\(r.proto),\(String(format: "%.4f", r.mean)),\(String(format: "%.4f", r.std)),\(o.nets),\(o.epochs),\(String(format: "%.1f", r.seconds))\n"
+            csv +=
+                "\(r.method),\(r.ipc),\(r.proto),\(String(format: "%.4f", r.mean)),\(String(format: "%.4f", r.std)),\(o.nets),\(o.epochs),\(String(format: "%.1f", r.seconds))\n"
         }
         try AtomicFile.write(csv, to: dir + "/diffusion_study.csv")
         artifacts.append("diffusion_study.csv")
         for proto in ["hard", "soft"] {
-            var plot = LinePlot(title: "\(dataset): test accuracy of the distilled sets, \(proto)-label protocol", xLabel: "images per class",
-                                yLabel: "test accuracy", series: o.diffusion_methods.enumerated().map { i, name in
-                                    .init(name, points: rows.filter { $0.method == name && $0.proto == proto }.map { (Double($0.ipc), $0.mean) },
-                                          color: LinePlot.color(i))
-                                })
+            var plot = LinePlot(
+                title: "\(dataset): test accuracy of the distilled sets, \(proto)-label protocol", xLabel: "images per class",
+                yLabel: "test accuracy",
+                series: o.diffusion_methods.enumerated().map { i, name in
+                    .init(
+                        name, points: rows.filter { $0.method == name && $0.proto == proto }.map { (Double($0.ipc), $0.mean) },
+                        color: LinePlot.color(i))
+                })
             plot.xTicks = Array(Set(rows.map(\.ipc))).sorted().map { (Double($0), "\($0)") }
             try plot.write(to: dir + "/diffusion_study_\(proto).png")
             artifacts += Figure.files("diffusion_study_\(proto).png")
         }
         var table: [String: JSONValue] = [:]
         for r in rows { table["\(r.method) ipc\(r.ipc) \(r.proto)"] = .number((r.mean * 1e4).rounded() / 1e4) }
-        return Response(result: ["accuracy": .object(table), "classes": .number(Double(train.classes.count)), "test_images": .number(Double(test.count)),
-                                 "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs))], artifacts: artifacts)
+        return Response(
+            result: [
+                "accuracy": .object(table), "classes": .number(Double(train.classes.count)), "test_images": .number(Double(test.count)),
+                "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+            ], artifacts: artifacts)
     }
 }

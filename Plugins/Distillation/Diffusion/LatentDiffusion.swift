@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import MenagerieKit
 import NN
 import Tensors
@@ -28,7 +28,8 @@ public final class LatentDiffusionModel: @unchecked Sendable {
     public static func load(folder: String) throws -> LatentDiffusionModel {
         let configPath = folder + "/config.json", weights = folder + "/model.safetensors"
         guard FileManager.default.fileExists(atPath: configPath) else {
-            throw MenagerieError.notFound("'\(configPath)' not found: a latent diffusion folder holds config.json and model.safetensors (from `latent-diffusion train`)")
+            throw MenagerieError.notFound(
+                "'\(configPath)' not found: a latent diffusion folder holds config.json and model.safetensors (from `latent-diffusion train`)")
         }
         let data: Data
         do { data = try RegularFile.read(configPath, limit: 16 << 20) } catch { throw MenagerieError.invalidArgument("\(error)") }
@@ -129,7 +130,12 @@ struct LatentDiffusionTraining {
 
     enum AutoencoderLoss: String { case mseL1 = "mse+l1", bce }
 
-    struct Curve { var phase: String; var step: Int; var loss: Double; var seconds: Double }
+    struct Curve {
+        var phase: String
+        var step: Int
+        var loss: Double
+        var seconds: Double
+    }
 
     func run(model: LatentDiffusionModel, images: [Float], labels: [Int], host: PluginHost, folder: String?) throws -> [Curve] {
         let c = model.config, n = labels.count, plane = c.channels * c.imageSize * c.imageSize

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Imaging
 import MenagerieKit
 import NN
@@ -62,11 +62,15 @@ struct LatentDiffusionComponent: Backbone {
             "steps": "DDIM steps (η = 0; the grid 0, T/steps, …)", "guidance": "classifier-free guidance scale (1: none)",
             "per_class": "sample: images per class", "classes": "sample: class indices (empty: all)",
             "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)", "seed": "sampling noise / training",
-            "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: DiT batch", "autoencoder_batch": "train: autoencoder batch",
+            "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: DiT batch",
+            "autoencoder_batch": "train: autoencoder batch",
             "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate",
-            "autoencoder_loss": "train: mse+l1 (the embedded model's) or bce on the output logits (for sparse images such as cmnist-dd's strokes, where mse+l1 collapses to black)", "class_dropout": "train: probability of the null class (CFG)",
+            "autoencoder_loss":
+                "train: mse+l1 (the embedded model's) or bce on the output logits (for sparse images such as cmnist-dd's strokes, where mse+l1 collapses to black)",
+            "class_dropout": "train: probability of the null class (CFG)",
             "schedule": "train: β schedule, linear or cosine (1000 steps)", "dit_width": "train: DiT width", "dit_depth": "train: DiT blocks",
-            "dit_heads": "train: attention heads", "patch": "train: DiT patch on the latent", "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
+            "dit_heads": "train: attention heads", "patch": "train: DiT patch on the latent",
+            "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
             "checkpoint_every": "train: DiT steps between checkpoints (folder/checkpoint)", "save_dtype": "train: f32, f16 or bf16",
         ]
         static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"]]
@@ -79,19 +83,25 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     static let id = "latent-diffusion"
-    static let summary = "A class-conditional latent diffusion model (conv autoencoder + DiT, CFG, DDIM sampling and inversion): train on a dataset, encode, sample, invert"
+    static let summary =
+        "A class-conditional latent diffusion model (conv autoencoder + DiT, CFG, DDIM sampling and inversion): train on a dataset, encode, sample, invert"
     static let operations = [
-        OperationSpec("embed", summary: "images [N, C, S, S] in [0, 1] → latents [N, 4, L, L] (scaled)",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")],
-                      outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")]),
-        OperationSpec("decode", summary: "latents → images in [0, 1]",
-                      inputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")],
-                      outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")]),
+        OperationSpec(
+            "embed", summary: "images [N, C, S, S] in [0, 1] → latents [N, 4, L, L] (scaled)",
+            inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")],
+            outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")]),
+        OperationSpec(
+            "decode", summary: "latents → images in [0, 1]",
+            inputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")],
+            outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")]),
         OperationSpec("sample", summary: "DDIM with CFG from noise: per_class images of each class → images tensor, samples.png"),
-        OperationSpec("invert", summary: "DDIM inversion (with CFG) of images up to to_step, then sampling back: latents and the reconstruction error",
-                      inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
-                               TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes")],
-                      outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step")]),
+        OperationSpec(
+            "invert", summary: "DDIM inversion (with CFG) of images up to to_step, then sampling back: latents and the reconstruction error",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
+                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes"),
+            ],
+            outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step")]),
         OperationSpec("train", summary: "autoencoder then DiT on a dataset → a model folder (config.json, model.safetensors), curve.csv, samples.png"),
     ]
 
@@ -110,8 +120,9 @@ struct LatentDiffusionComponent: Backbone {
         let m = try model(request.options), c = m.config
         let x = try images(request, m, name: "images")
         let z = m.encode(try x.scalars(as: Float.self), count: x.shape[0])
-        return Response(result: ["latent_shape": .array([.number(Double(c.latentChannels)), .number(Double(c.latentSize)), .number(Double(c.latentSize))])],
-                        tensors: [("latents", try Tensor(z, shape: [x.shape[0], c.latentChannels, c.latentSize, c.latentSize]))])
+        return Response(
+            result: ["latent_shape": .array([.number(Double(c.latentChannels)), .number(Double(c.latentSize)), .number(Double(c.latentSize))])],
+            tensors: [("latents", try Tensor(z, shape: [x.shape[0], c.latentChannels, c.latentSize, c.latentSize]))])
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
@@ -143,18 +154,23 @@ struct LatentDiffusionComponent: Backbone {
         let start = (0..<(labels.count * c.latentDimension)).map { _ in Float(rng.nextNormal()) }
         let ddim = DDIM(schedule: m.schedule, steps: o.steps)
         let began = Date()
-        let z = try ddim.sample(start, from: ddim.timesteps.count - 1, classes: labels, predict: m.predictor(guidance: o.guidance),
-                                cancelled: { try request.host.checkCancelled() })
+        let z = try ddim.sample(
+            start, from: ddim.timesteps.count - 1, classes: labels, predict: m.predictor(guidance: o.guidance),
+            cancelled: { try request.host.checkCancelled() })
         let x = m.decode(z, count: labels.count)
         let seconds = Date().timeIntervalSince(began)
         let images = try Tensor(x, shape: [labels.count, c.channels, c.imageSize, c.imageSize])
-        var set = DistilledSet(images: images, labels: labels, classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
-                               method: "diffusion", dataset: c.dataset, ipc: o.per_class)
+        var set = DistilledSet(
+            images: images, labels: labels, classes: c.classNames.isEmpty ? (0..<c.classes).map { "class \($0)" } : c.classNames,
+            method: "diffusion", dataset: c.dataset, ipc: o.per_class)
         set.extra["guidance"] = "\(o.guidance)"
         try set.grid().write(to: request.host.scratchDirectory + "/samples.png")
-        return Response(result: ["images": .number(Double(labels.count)), "seconds": .number(seconds),
-                                 "images_per_s": .number(Double(labels.count) / seconds)],
-                        tensors: [("images", images), ("labels", Tensor(labels.map(Int64.init)))], artifacts: Figure.files("samples.png"))
+        return Response(
+            result: [
+                "images": .number(Double(labels.count)), "seconds": .number(seconds),
+                "images_per_s": .number(Double(labels.count) / seconds),
+            ],
+            tensors: [("images", images), ("labels", Tensor(labels.map(Int64.init)))], artifacts: Figure.files("samples.png"))
     }
 
     func invert(_ request: Request<Options>) throws -> Response {
@@ -174,17 +190,22 @@ struct LatentDiffusionComponent: Backbone {
         let back = try ddim.sample(z, from: level, classes: labels, predict: predict)
         let error = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +) / Double(clean.count)
         let power = clean.map { Double($0 * $0) }.reduce(0, +) / Double(clean.count)
-        return Response(result: ["reconstruction_mse": .number(error), "relative_error": .number((error / max(power, 1e-12)).squareRoot()),
-                                 "level": .number(Double(level))],
-                        tensors: [("latents", try Tensor(z, shape: [labels.count, c.latentChannels, c.latentSize, c.latentSize]))])
+        return Response(
+            result: [
+                "reconstruction_mse": .number(error), "relative_error": .number((error / max(power, 1e-12)).squareRoot()),
+                "level": .number(Double(level)),
+            ],
+            tensors: [("latents", try Tensor(z, shape: [labels.count, c.latentChannels, c.latentSize, c.latentSize]))])
     }
 
     func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
         // Positivity first (before the dataset is read, and before any `%` or `/` by these).
-        for (key, value) in [("size", o.size), ("dit_width", o.dit_width), ("dit_depth", o.dit_depth), ("dit_heads", o.dit_heads),
-                             ("patch", o.patch), ("batch", o.batch), ("autoencoder_batch", o.autoencoder_batch),
-                             ("checkpoint_every", o.checkpoint_every)] + o.autoencoder_widths.enumerated().map({ ("autoencoder_widths[\($0)]", $1) })
+        for (key, value) in [
+            ("size", o.size), ("dit_width", o.dit_width), ("dit_depth", o.dit_depth), ("dit_heads", o.dit_heads),
+            ("patch", o.patch), ("batch", o.batch), ("autoencoder_batch", o.autoencoder_batch),
+            ("checkpoint_every", o.checkpoint_every),
+        ] + o.autoencoder_widths.enumerated().map({ ("autoencoder_widths[\($0)]", $1) })
         where value <= 0 {
             throw MenagerieError.invalidArgument("option '\(key)' = \(value) must be positive")
         }
@@ -205,7 +226,9 @@ struct LatentDiffusionComponent: Backbone {
         config.schedule = o.schedule
         config.dataset = o.dataset + (o.dataset_options.isEmpty ? "" : " " + o.dataset_options.joined(separator: " "))
         let model: LatentDiffusionModel
-        do { model = try LatentDiffusionModel(config: config, seed: UInt64(bitPattern: Int64(o.seed))) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        do { model = try LatentDiffusionModel(config: config, seed: UInt64(bitPattern: Int64(o.seed))) } catch {
+            throw MenagerieError.invalidArgument("\(error)")
+        }
         let dir = request.host.scratchDirectory + "/model"
         var training = LatentDiffusionTraining()
         training.autoencoderSteps = o.autoencoder_steps
@@ -231,11 +254,14 @@ struct LatentDiffusionComponent: Backbone {
         sampling.classes = Array(0..<min(8, config.classes))
         let samples = try sample(Request(options: sampling, inputs: request.inputs, host: request.host, component: Self.id, operation: "sample"))
         try FileManager.default.moveItem(atPath: request.host.scratchDirectory + "/samples.png", toPath: dir + "/samples.png")
-        return Response(result: ["images": .number(Double(data.count)), "classes": .number(Double(config.classes)),
-                                 "scale_factor": .number(Double(model.config.scaleFactor)),
-                                 "autoencoder_loss": .number(curve.last { $0.phase == "autoencoder" }?.loss ?? .nan),
-                                 "dit_loss": .number(curve.last { $0.phase == "dit" }?.loss ?? .nan),
-                                 "seconds": .number(curve.last?.seconds ?? 0), "sample_images_per_s": samples.result["images_per_s"] ?? .null],
-                        artifacts: ["model"])
+        return Response(
+            result: [
+                "images": .number(Double(data.count)), "classes": .number(Double(config.classes)),
+                "scale_factor": .number(Double(model.config.scaleFactor)),
+                "autoencoder_loss": .number(curve.last { $0.phase == "autoencoder" }?.loss ?? .nan),
+                "dit_loss": .number(curve.last { $0.phase == "dit" }?.loss ?? .nan),
+                "seconds": .number(curve.last?.seconds ?? 0), "sample_images_per_s": samples.result["images_per_s"] ?? .null,
+            ],
+            artifacts: ["model"])
     }
 }

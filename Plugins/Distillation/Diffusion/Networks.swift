@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import NN
 import Tensors
 
@@ -56,16 +56,21 @@ public struct LatentDiffusionConfig: Codable, Sendable, Equatable {
         try check("trainSteps", trainSteps, 1...1_000_000)
         guard scaleFactor.isFinite, scaleFactor > 0 else { throw DiffusionError("'scaleFactor' = \(scaleFactor) must be a finite positive number") }
         guard imageSize % downsampling == 0, latentSize % patch == 0, latentSize > 0 else {
-            throw DiffusionError("'imageSize' = \(imageSize) must be a multiple of \(downsampling) (the autoencoder's downsampling) and the latent side \(latentSize) of 'patch' = \(patch)")
+            throw DiffusionError(
+                "'imageSize' = \(imageSize) must be a multiple of \(downsampling) (the autoencoder's downsampling) and the latent side \(latentSize) of 'patch' = \(patch)"
+            )
         }
         guard ditWidth % ditHeads == 0 else { throw DiffusionError("'ditWidth' = \(ditWidth) is not divisible by 'ditHeads' = \(ditHeads)") }
         guard NoiseSchedule.Kind(rawValue: schedule) != nil else { throw DiffusionError("schedule '\(schedule)' is not linear or cosine") }
         do {
             let tokens = (latentSize / patch) * (latentSize / patch)
             let w = autoencoderWidths
-            try Limits.parameters([[w.count * 4, w.max()!, w.max()!, 9], [channels + latentChannels, w.max()!, 18],
-                                   [ditDepth, 12, ditWidth, ditWidth], [tokens, ditWidth], [classes + 1, ditWidth],
-                                   [latentChannels, patch, patch, ditWidth, 2]], what: "the latent diffusion model's parameters", source: "config")
+            try Limits.parameters(
+                [
+                    [w.count * 4, w.max()!, w.max()!, 9], [channels + latentChannels, w.max()!, 18],
+                    [ditDepth, 12, ditWidth, ditWidth], [tokens, ditWidth], [classes + 1, ditWidth],
+                    [latentChannels, patch, patch, ditWidth, 2],
+                ], what: "the latent diffusion model's parameters", source: "config")
             try Limits.allocation(shape: [w.max()!, imageSize, imageSize], elementSize: 4, what: "one image's autoencoder activation", source: "config")
             try Limits.allocation(shape: [ditHeads, tokens, tokens], elementSize: 4, what: "one image's attention scores", source: "config")
         } catch let e as FormatError { throw DiffusionError(e.problem) }
@@ -153,10 +158,11 @@ public final class DiT: Module {
         patchEmbed = Linear(c.latentChannels * p * p, w, rng: &rng)
         timeMLP1 = Linear(Self.frequencyDim, w, rng: &rng)
         timeMLP2 = Linear(w, w, rng: &rng)
-        classTable = Parameter(Tensor.make([c.classes + 1, w]) { t in
-            var r = SeededGenerator(seed: rng.next())
-            for i in 0..<((c.classes + 1) * w) { t[i] = Float(r.nextNormal()) * 0.02 }
-        })
+        classTable = Parameter(
+            Tensor.make([c.classes + 1, w]) { t in
+                var r = SeededGenerator(seed: rng.next())
+                for i in 0..<((c.classes + 1) * w) { t[i] = Float(r.nextNormal()) * 0.02 }
+            })
         func zeroLinear(_ i: Int, _ o: Int, _ rng: inout SeededGenerator) -> Linear {
             let l = Linear(i, o, rng: &rng)
             l.weight.assign(Tensor.filled(0, shape: [o, i]))
@@ -172,10 +178,12 @@ public final class DiT: Module {
     }
 
     public var namedParameters: [(String, Parameter)] {
-        var out = prefixed("x_embedder.", patchEmbed.namedParameters) + prefixed("t_embedder.0.", timeMLP1.namedParameters)
+        var out =
+            prefixed("x_embedder.", patchEmbed.namedParameters) + prefixed("t_embedder.0.", timeMLP1.namedParameters)
             + prefixed("t_embedder.2.", timeMLP2.namedParameters) + [("y_embedder.table", classTable)]
         for (i, b) in blocks.enumerated() {
-            out += prefixed("blocks.\(i).adaLN.", b.modulation.namedParameters) + prefixed("blocks.\(i).attn.", b.attention.namedParameters)
+            out +=
+                prefixed("blocks.\(i).adaLN.", b.modulation.namedParameters) + prefixed("blocks.\(i).attn.", b.attention.namedParameters)
                 + prefixed("blocks.\(i).mlp.fc1.", b.fc1.namedParameters) + prefixed("blocks.\(i).mlp.fc2.", b.fc2.namedParameters)
         }
         return out + prefixed("final.adaLN.", finalModulation.namedParameters) + prefixed("final.linear.", finalLinear.namedParameters)
@@ -220,9 +228,9 @@ public final class DiT: Module {
         var h = patchEmbed(patches) + Variable(positions)
         let temb = timeMLP2(timeMLP1(Variable(Self.timestepFeatures(t))).silu())
         let yemb = matmul(Variable(try! Tensor.oneHot(y, classes: c.classes + 1)), classTable.variable)
-        let cond = (temb + yemb).silu()                                                  // [N, w]
+        let cond = (temb + yemb).silu() // [N, w]
         for b in blocks {
-            let m = b.modulation(cond)                                                  // [N, 6w]
+            let m = b.modulation(cond) // [N, 6w]
             func part(_ k: Int) -> Variable { m.slice(axis: 1, (k * w)..<((k + 1) * w)).reshaped([n, 1, w]) }
             let normed1 = h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (part(1) + 1) + part(0)
             h = h + part(2) * b.attention(normed1)
@@ -231,7 +239,7 @@ public final class DiT: Module {
         }
         let fm = finalModulation(cond)
         let shift = fm.slice(axis: 1, 0..<w).reshaped([n, 1, w]), scale = fm.slice(axis: 1, w..<(2 * w)).reshaped([n, 1, w])
-        let out = finalLinear(h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (scale + 1) + shift)   // [N, g·g, p·p·C]
+        let out = finalLinear(h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (scale + 1) + shift) // [N, g·g, p·p·C]
         return out.reshaped([n, g, g, lc, p, p]).permuted([0, 3, 1, 4, 2, 5]).reshaped([n, lc, c.latentSize, c.latentSize])
     }
 }

@@ -18,11 +18,17 @@ public struct NoiseSchedule: Sendable, Equatable {
         case .linear:
             betas = (0..<steps).map { 1e-4 + (0.02 - 1e-4) * Double($0) / Double(max(steps - 1, 1)) }
         case .cosine:
-            func f(_ t: Double) -> Double { let x = (t / Double(steps) + 0.008) / 1.008 * Double.pi / 2; return cos(x) * cos(x) }
+            func f(_ t: Double) -> Double {
+                let x = (t / Double(steps) + 0.008) / 1.008 * Double.pi / 2
+                return cos(x) * cos(x)
+            }
             betas = (0..<steps).map { min(1 - f(Double($0 + 1)) / f(Double($0)), 0.999) }
         }
         var product = 1.0
-        alphaBar = betas.map { product *= 1 - $0; return product }
+        alphaBar = betas.map {
+            product *= 1 - $0
+            return product
+        }
     }
 
     /// DDIM's timesteps for `count` steps ("leading" spacing: 0, T/count, 2T/count, …), ascending.
@@ -55,7 +61,9 @@ public struct DDIM: Sendable {
     /// The grid index of timestep `t` (which must lie on the grid).
     public func level(of t: Int) throws -> Int {
         guard let i = timesteps.firstIndex(of: t) else {
-            throw DiffusionError("timestep \(t) is not on the DDIM grid (\(timesteps.count) steps: \(timesteps.first ?? 0), \(timesteps.dropFirst().first ?? 0), …, \(timesteps.last ?? 0))")
+            throw DiffusionError(
+                "timestep \(t) is not on the DDIM grid (\(timesteps.count) steps: \(timesteps.first ?? 0), \(timesteps.dropFirst().first ?? 0), …, \(timesteps.last ?? 0))"
+            )
         }
         return i
     }
@@ -85,9 +93,11 @@ public struct DDIM: Sendable {
 
     /// Samples from level `from` (inclusive) down to the clean latent. `guide(x, i, ε)` may replace ε
     /// at each step (CONCORD's concept guidance). `onStep` sees each level's x̂0.
-    public func sample(_ start: [Float], from: Int, classes: [Int], predict: NoisePredictor,
-                       guide: ((_ x: [Float], _ level: Int, _ epsilon: [Float]) throws -> [Float])? = nil,
-                       cancelled: () throws -> Void = {}) throws -> [Float] {
+    public func sample(
+        _ start: [Float], from: Int, classes: [Int], predict: NoisePredictor,
+        guide: ((_ x: [Float], _ level: Int, _ epsilon: [Float]) throws -> [Float])? = nil,
+        cancelled: () throws -> Void = {}
+    ) throws -> [Float] {
         var x = start
         for i in stride(from: from, through: 0, by: -1) {
             try cancelled()
@@ -99,8 +109,10 @@ public struct DDIM: Sendable {
     }
 
     /// Inverts clean latents up to level `to` (inclusive). `record(i, z)` sees the latent at each level.
-    public func invert(_ clean: [Float], to: Int, classes: [Int], predict: NoisePredictor,
-                       record: ((Int, [Float]) throws -> Void)? = nil, cancelled: () throws -> Void = {}) throws -> [Float] {
+    public func invert(
+        _ clean: [Float], to: Int, classes: [Int], predict: NoisePredictor,
+        record: ((Int, [Float]) throws -> Void)? = nil, cancelled: () throws -> Void = {}
+    ) throws -> [Float] {
         var z = clean
         for i in 0...to {
             try cancelled()
