@@ -109,32 +109,7 @@ extension BenchmarkRun {
 
     /// The machine's sgemm rate in this process (GFLOP/s, the median of 1024³ products), the
     /// denominator of `vit_b16.sgemm_share` (the host's `sgemm.1024` measures the same in its own process).
-    func sgemmRate() -> Double? {
-        // The sgemm rate everything else is measured against: 1024³ products.
-        let n = 1024
-        let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
-        var c = Tensor(zeros: .float32, shape: [n, n])
-        func product() {
-            a.withUnsafeBytes { pa in
-                b.withUnsafeBytes { pb in
-                    c.withUnsafeMutableBytes { pc in
-                        GEMM.sgemm(
-                            m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
-                            b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
-                            c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
-                    }
-                }
-            }
-        }
-        product()
-        var samples: [Double] = []
-        for _ in 0..<max(5, repeats) {
-            let t0 = now()
-            product()
-            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6)) // GFLOP/s
-        }
-        return record("sgemm.1024", unit: "GFLOP/s", samples).median
-    }
+    func sgemmRate() -> Double? { record("sgemm.1024", unit: "GFLOP/s", GEMM.measureRate(samples: max(5, repeats))).median }
 
     /// Multiply–adds × 2 of a ViT forward: patch embedding, then per block the qkv and output
     /// projections (8·T·D²), the MLP (4·T·D·hidden) and the attention products (4·T²·D).

@@ -65,6 +65,22 @@ public enum GEMM {
             a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
+    /// This process's sgemm rate in GFLOP/s: `samples` timed n³ products (constant operands) after one
+    /// untimed warm-up. `menagerie bench`'s `sgemm.1024` reports it, and the benchmarks that state a
+    /// share of the machine's rate divide by it.
+    public static func measureRate(samples: Int, size n: Int = 1024) -> [Double] {
+        let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
+        var c = [Float](repeating: 0, count: n * n)
+        func product() { sgemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: &c, ldc: n) }
+        product()
+        return (0..<max(1, samples)).map { _ in
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            product()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return 2 * Double(n) * Double(n) * Double(n) / (seconds * 1e9)
+        }
+    }
+
     /// y = A·x + beta·y for A [m, n] row-major (OpenBLAS `cblas_sgemv`; not routed through the
     /// backend: matrix–vector products are memory-bound and BLAS-agnostic).
     public static func sgemv(

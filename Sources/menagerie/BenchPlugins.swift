@@ -19,32 +19,8 @@ extension BenchCommand {
         BenchmarkSpec("sgemm.1024", unit: "GFLOP/s", summary: "one 1024³ cblas_sgemm through the GEMM interface (the machine's fp32 rate)"),
     ]
 
-    /// The sgemm rate everything else is measured against: 1024³ products.
-    func sgemmBenchmark() -> Record {
-        let n = 1024
-        let a = Tensor.filled(0.5, shape: [n, n]), b = Tensor.filled(0.25, shape: [n, n])
-        var c = Tensor(zeros: .float32, shape: [n, n])
-        func product() {
-            a.withUnsafeBytes { pa in
-                b.withUnsafeBytes { pb in
-                    c.withUnsafeMutableBytes { pc in
-                        GEMM.sgemm(
-                            m: n, n: n, k: n, a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: n,
-                            b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
-                            c: pc.baseAddress!.assumingMemoryBound(to: Float.self), ldc: n)
-                    }
-                }
-            }
-        }
-        product()
-        var samples: [Double] = []
-        for _ in 0..<max(5, repeats) {
-            let t0 = now()
-            product()
-            samples.append(2 * Double(n * n * n) / ((now() - t0) * 1e6)) // GFLOP/s
-        }
-        return record("sgemm.1024", unit: "GFLOP/s", samples)
-    }
+    /// The sgemm rate everything else is measured against: 1024³ products (`GEMM.measureRate`).
+    func sgemmBenchmark() -> Record { record("sgemm.1024", unit: "GFLOP/s", GEMM.measureRate(samples: max(5, repeats))) }
 
     /// Runs the wanted benchmarks the plugins declare; returns how many calls failed (each reported
     /// on stderr with the plugin and component at fault; the others still run).
