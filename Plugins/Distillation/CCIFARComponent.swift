@@ -21,19 +21,14 @@ struct CCIFARComponent: Dataset {
         var count = 64
         var shuffle = true
         var epoch = 0
-        static let help = [
-            "rho": "bias-aligned ratio ρ of the training split (the test split is ρ = 0)",
+        static let help = BiasedDatasetOptions.help.merging([
             "severity": "1…4; corruptions run at Hendrycks severity severity + 1",
             "root": "a folder with CIFAR-10's binary batches (read through cifar10-binary); empty: synthetic-tol, ten species at 32 px",
             "per_class": "synthetic-tol: training images per class", "test_per_class": "synthetic-tol: test images per class",
-            "seed": "corruption randomness", "split": "batch: train or test", "start": "batch: first position", "count": "batch: images",
-            "shuffle": "batch: seeded shuffle", "epoch": "batch: the shuffle's epoch",
-        ]
-        static let choices = ["split": ["train", "test"]]
-        static let ranges: [String: ClosedRange<Double>] = [
-            "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
-            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12,
-        ]
+            "seed": "corruption randomness",
+        ]) { _, own in own }
+        static let choices = BiasedDatasetOptions.choices
+        static let ranges = BiasedDatasetOptions.ranges
     }
     static let id = "ccifar10-dd"
     static let summary = "Corrupted CIFAR-10 with a corruption bias of ratio ρ (Biased-DD's CCIFAR10-DD); synthetic-tol when no CIFAR files are given"

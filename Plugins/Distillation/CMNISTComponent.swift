@@ -4,6 +4,22 @@ import Imaging
 import MenagerieKit
 import Tensors
 
+/// What CMNIST-DD and CCIFAR10-DD share: the bias ratio and the batch slice. The defaults differ per
+/// dataset, so each declares its fields; the help of the shared options, their ranges and choices
+/// are this one table (each dataset adds the help of its own options).
+enum BiasedDatasetOptions {
+    static let help = [
+        "rho": "bias-aligned ratio ρ of the training split: P(attribute = class) (the test split is always ρ = 0: every image bias-conflicting)",
+        "split": "batch: train or test", "start": "batch: first position", "count": "batch: images",
+        "shuffle": "batch: seeded shuffle of the split", "epoch": "batch: the shuffle's epoch",
+    ]
+    static let choices = ["split": ["train", "test"]]
+    static let ranges: [String: ClosedRange<Double>] = [
+        "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
+        "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12,
+    ]
+}
+
 /// `cmnist-dd`: coloured digits with a controlled colour bias (the bias study's CMNIST-DD).
 struct CMNISTComponent: Dataset {
     struct Options: ComponentOptions {
@@ -19,20 +35,14 @@ struct CMNISTComponent: Dataset {
         var count = 64
         var shuffle = true
         var epoch = 0
-        static let help = [
-            "rho": "bias-aligned ratio ρ of the training split: P(colour = class) (the test split is always ρ = 0: every image bias-conflicting)",
+        static let help = BiasedDatasetOptions.help.merging([
             "severity": "1…4: colour noise std 0.05, 0.02, 0.01, 0.005",
             "root": "a folder with MNIST's IDX files (read through mnist-idx); empty: the built-in digit renderer",
             "per_class": "renderer: training digits per class", "test_per_class": "renderer: test digits per class",
             "seed": "renderer and colour noise seed", "size": "image side (28; the renderer draws any size, MNIST is 28)",
-            "split": "batch: train or test", "start": "batch: first position", "count": "batch: images",
-            "shuffle": "batch: seeded shuffle of the split", "epoch": "batch: the shuffle's epoch",
-        ]
-        static let choices = ["split": ["train", "test"]]
-        static let ranges: [String: ClosedRange<Double>] = [
-            "severity": 1...4, "per_class": 1...1e6, "test_per_class": 1...1e6,
-            "size": 1...4096, "start": 0...1e12, "count": 1...1e7, "epoch": 0...1e12,
-        ]
+        ]) { _, own in own }
+        static let choices = BiasedDatasetOptions.choices
+        static let ranges = BiasedDatasetOptions.ranges
     }
     static let id = "cmnist-dd"
     static let summary = "Coloured digits with a colour bias of ratio ρ (Biased-DD's CMNIST-DD): MNIST IDX when given, else rendered digits"

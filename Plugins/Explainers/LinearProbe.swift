@@ -70,8 +70,7 @@ struct LinearProbeComponent: Backbone {
                     throw MenagerieError.invalidArgument("dataset '\(o.dataset)' did not return [N, 3, \(s), \(s)] images")
                 }
                 let x = normalize(images, mean: backbone.mean, std: backbone.std)
-                let pooled = GradMode.disabled { backbone.model.forward(Variable(x)).pooled }
-                feats += try pooled.value.scalars(as: Float.self)
+                feats += try backbone.model.forward(x).pooled.scalars(as: Float.self) // the no-grad fast path
                 labels += try b.tensors["labels"]!.integers()
                 request.host.progress(start + images.shape[0], of: count, "features (\(split))")
             }
