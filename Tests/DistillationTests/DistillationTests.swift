@@ -12,6 +12,22 @@ import Testing
 @Suite struct DistillationTests {
     /// ρ = 0.95, 500 digits of class 0: milestones round(500 · cumsum) = 475, 478, 481, 483, 486,
     /// 489, 492, 494, 497, 500 (half-to-even) → counts 475, 3, 3, 2, 3, 3, 3, 2, 3, 3.
+    /// DM's distance by hand: real rows (1, 2), (3, 4) have mean (2, 3); synthetic rows (0, 0),
+    /// (2, 2), (4, 1) have mean (2, 1); d = (0, 2), loss ‖d‖² = 4 (a sum of the synthetic rows instead
+    /// of their mean would give 16). ∂loss/∂syn_i = −2d/3 = (0, −4/3) for every row. With weights
+    /// (1/4, 3/4) the real side is (2.5, 3.5): d = (0.5, 2.5), loss 6.5.
+    @Test func distributionMatchingDistanceByHand() throws {
+        let real = Variable(Tensor(shape: [2, 2], scalars: [Float(1), 2, 3, 4]))
+        let synthetic = Variable(Tensor(shape: [3, 2], scalars: [Float(0), 0, 2, 2, 4, 1]), requiresGrad: true)
+        let loss = Matching.meanEmbeddingDistance(real: real, synthetic: synthetic)
+        #expect(abs(try loss.value.scalars(as: Float.self)[0] - 4) < 1e-6)
+        let g = try #require(Autograd.gradients(of: loss, wrt: [synthetic])[0])
+        let expected: [Float] = [0, -4.0 / 3, 0, -4.0 / 3, 0, -4.0 / 3]
+        for (a, b) in zip(try g.value.scalars(as: Float.self), expected) { #expect(abs(a - b) < 1e-6) }
+        let weighted = Matching.meanEmbeddingDistance(real: real, synthetic: synthetic, weights: [0.25, 0.75])
+        #expect(abs(try weighted.value.scalars(as: Float.self)[0] - 6.5) < 1e-5)
+    }
+
     @Test func coloursFollowTheMilestones() {
         let labels = (0..<5000).map { $0 % 10 }
         let colours = biasedAttributes(labels: labels, classes: 10, rho: 0.95)

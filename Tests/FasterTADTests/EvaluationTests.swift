@@ -85,6 +85,21 @@ import Testing
         #expect(abs(hitFirst.averageMAP - 1) < 1e-12)
     }
 
+    /// A hit needs tIoU ≥ threshold, as the official evaluator counts it: gt [0, 10] and a prediction
+    /// [0, 5] overlap with tIoU exactly 0.5, a hit at 0.5 and a miss at 0.6 (mAP [1, 0]).
+    @Test func aTIoUEqualToTheThresholdIsAHit() throws {
+        let r = try ActivityNetEvaluation.detection(
+            groundTruth: gt([("v", [(0, 10, "A")])]), predictions: predictions([("v", [(0, 5, 0.9, "A")])]), thresholds: [0.5, 0.6])
+        #expect(ActivityNetEvaluation.tIoU(0, 10, 0, 5) == 0.5)
+        #expect(r.mAP == [1, 0])
+    }
+
+    /// The precision envelope matters: precision 1/2 then 1 at recall 1/2 and 1 gives AP 1 with
+    /// VOC 2011's right-to-left maximum (mprec [0, .5, 1, 0] → [1, 1, 1, 0]), 3/4 without it.
+    @Test func thePrecisionEnvelopeIsTheRightMaximum() {
+        #expect(abs(ActivityNetEvaluation.interpolatedAP(precision: [0.5, 1], recall: [0.5, 1]) - 1) < 1e-12)
+    }
+
     @Test func interpolatedPrecisionIsVOC2011() {
         // mprec [0, 1, .5, 2/3, 0] → right-max [1, 1, 2/3, 2/3, 0]; recall steps at 1/2 and 1.
         #expect(abs(ActivityNetEvaluation.interpolatedAP(precision: [1, 0.5, 2.0 / 3], recall: [0.5, 0.5, 1]) - 5.0 / 6) < 1e-12)
