@@ -25,10 +25,13 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
     ),
     ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"], ["Formats", "Imaging", "NN", "Tensors"]),
+    ("LatentDiffusion", "Plugins/LatentDiffusion", ["Resources/ldm-tol"], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
+    ("D3HR", "Plugins/D3HR", [], ["DistillationKit", "Imaging", "NN", "Tensors"]),
     (
-        "Distillation", "Plugins/Distillation", ["Resources/ldm-tol", "Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
-        ["Formats", "Imaging", "NN", "Tensors"]
+        "Concord", "Plugins/Concord", ["Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
+        ["DistillationKit", "Formats", "NN", "Tensors"]
     ),
+    ("DatasetDistillation", "Plugins/DatasetDistillation", [], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
     ("SST", "Plugins/SST", [], ["Formats", "Imaging", "NN", "Tensors"]),
 ]
 
@@ -42,6 +45,9 @@ let package = Package(
         .library(name: "NN", targets: ["NN"]),
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Text", targets: ["Text"]),
+        // What the distillation plugins share: real data through the host, the distilled-set file, the
+        // client of a diffusion backbone on the host.
+        .library(name: "DistillationKit", targets: ["DistillationKit"]),
         // The C plugin: proof that the header alone is enough.
         .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
         // The file parsers as fuzz targets, for the libFuzzer driver in Fuzz/ (`make fuzz`).
@@ -87,6 +93,8 @@ let package = Package(
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
+        // Shared by the distillation plugins (each links its own copy, as of MenagerieKit).
+        .target(name: "DistillationKit", dependencies: ["MenagerieKit", "Formats", "Imaging", "NN", "Tensors"]),
 
         // The SDK and the host.
         .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),
@@ -132,7 +140,11 @@ let package = Package(
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
         .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
-        .testTarget(name: "DistillationTests", dependencies: ["Distillation", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport"]),
+        .testTarget(
+            name: "DistillationTests",
+            dependencies: [
+                "DatasetDistillation", "LatentDiffusion", "D3HR", "Concord", "DistillationKit", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport",
+            ]),
     ]
         + swiftPlugins.flatMap { plugin -> [Target] in
             [

@@ -117,6 +117,16 @@ public struct PluginHost: @unchecked Sendable {
         return proxy
     }
 
+    /// Resolves a component another one needs, naming what needs it when it is missing: "concord
+    /// with base=d3hr needs component 'd3hr' (plugin d3hr), which is not installed here: …". The
+    /// composition rule: methods find each other through the host, and a missing one is said plainly.
+    public func resolve(_ id: String, kind: Kind? = nil, neededBy purpose: String, plugin: String? = nil) throws -> ComponentProxy {
+        do { return try resolve(id, kind: kind) } catch let e as MenagerieError where e.status == .notFound {
+            let from = plugin.map { " (plugin \($0))" } ?? ""
+            throw MenagerieError.notFound("\(purpose) needs component '\(id)'\(from), which is not installed here: \(e.message)")
+        }
+    }
+
     static func abiLevel(_ level: Logger.Level) -> mng_log_level {
         switch level {
         case .trace: MNG_LOG_TRACE

@@ -1,6 +1,10 @@
-import Distillation
+import Concord
+import D3HR
+import DatasetDistillation
+import DistillationKit
 import Formats
 import Foundation
+import LatentDiffusion
 import NN
 import Tensors
 import TestSupport

@@ -1,6 +1,10 @@
-import Distillation
+import Concord
+import D3HR
+import DatasetDistillation
+import DistillationKit
 import Formats
 import Foundation
+import LatentDiffusion
 import Tensors
 import TestSupport
 import Testing
@@ -49,7 +53,7 @@ import Testing
     @Test func corruptModelFolderThroughTheCLI() throws {
         let dir = TempDir("ldm-limits")
         let folder = dir.sub("model")
-        let shipped = TestPaths.sourceRoot + "/Plugins/Distillation/Resources/ldm-tol"
+        let shipped = TestPaths.sourceRoot + "/Plugins/LatentDiffusion/Resources/ldm-tol"
         try FileManager.default.copyItem(atPath: shipped + "/model.safetensors", toPath: folder + "/model.safetensors")
         let config = try String(contentsOfFile: shipped + "/config.json", encoding: .utf8)
             .replacingOccurrences(of: #""ditHeads" : 4"#, with: #""ditHeads" : 0"#)

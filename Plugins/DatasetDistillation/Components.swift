@@ -1,3 +1,4 @@
+import DistillationKit
 import Formats
 import Foundation
 import Imaging
@@ -164,37 +165,6 @@ func distil(
     set.extra["dataset_options"] = JSONValue.array(o.dataset_options.map { .string($0) }).compactText
     set.extra["target"] = o.target
     return set
-}
-
-extension Tensor {
-    var scalarsOrEmpty: [Float] { (try? scalars(as: Float.self)) ?? [] }
-}
-
-extension DistilledSet {
-    /// The normaliser saved with the set (the training data's statistics).
-    func normalizer() -> Normalizer? {
-        guard let m = extra["mean"].flatMap({ try? JSONValue.parse($0).arrayValue }), let s = extra["std"].flatMap({ try? JSONValue.parse($0).arrayValue })
-        else { return nil }
-        return Normalizer(mean: m.compactMap { $0.doubleValue.map(Float.init) }, std: s.compactMap { $0.doubleValue.map(Float.init) })
-    }
-}
-
-/// What every distiller's `distill` returns besides its files.
-let distilledSetOutputs = [
-    TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
-    TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes"),
-]
-
-extension DistilledSet {
-    /// Writes `distilled.safetensors` and `grid.png` into `dir`; returns their names.
-    func writeRunFiles(to dir: String) throws -> [String] {
-        try write(to: dir + "/distilled.safetensors")
-        try grid().write(to: dir + "/grid.png")
-        return ["distilled.safetensors"] + Figure.files("grid.png")
-    }
-
-    /// The images and labels as a response's tensors.
-    var responseTensors: [(name: String, tensor: Tensor)] { [("images", images), ("labels", Tensor(labels.map(Int64.init)))] }
 }
 
 /// A distiller component: one per method, all with `DistillOptions`.

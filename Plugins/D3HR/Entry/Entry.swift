@@ -1,6 +1,6 @@
-import Distillation
+import D3HR
 import MenagerieKit
 
 /// The one symbol the host looks up (menagerie.h): this plugin's descriptor.
 @_cdecl("menagerie_plugin_v1")
-public func menageriePlugin() -> UnsafeRawPointer { export(DistillationPlugin.self) }
+public func menageriePlugin() -> UnsafeRawPointer { export(D3HRPlugin.self) }

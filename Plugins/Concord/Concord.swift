@@ -1,3 +1,4 @@
+import DistillationKit
 import Formats
 import Foundation
 import MenagerieKit
@@ -183,10 +184,12 @@ struct CLIPBridge {
     }
 }
 
-/// CONCORD's guidance at one DDIM step for a batch: decode(x_t) → CLIP → concept loss per sample;
+/// CONCORD's guidance at one DDIM step for a batch, every model through the host: decode(x_t) by the
+/// diffusion backbone → CLIP's image embedding → concept loss per sample; then back: CLIP's input
+/// gradient, the resize and normalisation here, the decoder's vector–Jacobian product by the backbone;
 /// g = −λ∇_{x_t}L; ε̂ = ε − √(1−ᾱ_t)·g.
 struct ConceptGuidance {
-    let model: LatentDiffusionModel
+    let client: DiffusionClient
     let clip: CLIPBridge
     let lambda: Double
     let temperature: Double
@@ -194,11 +197,17 @@ struct ConceptGuidance {
     let positives: [[[Float]]]
     let negatives: [[[Float]]]
 
+    func slice(_ range: Range<Int>) -> ConceptGuidance {
+        ConceptGuidance(
+            client: client, clip: clip, lambda: lambda, temperature: temperature, positives: Array(positives[range]),
+            negatives: Array(negatives[range]))
+    }
+
     /// Returns the guided ε and the mean concept loss.
     func guide(_ x: [Float], epsilon e: [Float], alphaBar: Double) throws -> (epsilon: [Float], loss: Double) {
-        let c = model.config, n = positives.count
-        let xt = Variable(try Tensor(x, shape: [n, c.latentChannels, c.latentSize, c.latentSize]), requiresGrad: true)
-        var images = model.autoencoder.decode(xt * (1 / c.scaleFactor))
+        let c = client.config, n = positives.count
+        let decoded = Variable(try client.decode(x, count: n), requiresGrad: true)
+        var images = decoded
         if clip.imageSize != c.imageSize { images = images.upsampleBilinear(height: clip.imageSize, width: clip.imageSize) }
         if images.shape[1] == 1 { images = concat([images, images, images], axis: 1) }
         let meanT = Variable(try Tensor(clip.mean, shape: [1, 3, 1, 1])), invStd = Variable(try Tensor(clip.std.map { 1 / $0 }, shape: [1, 3, 1, 1]))
@@ -215,7 +224,10 @@ struct ConceptGuidance {
         guard let gradInput, gradInput.shape == normalised.shape else {
             throw MenagerieError.failed("the CLIP backbone returned no input gradient (grad_input)")
         }
-        let grad = Autograd.gradients(of: (normalised * Variable(gradInput)).sum(), wrt: [xt])[0]!.scalars
+        guard let gradImages = Autograd.gradients(of: (normalised * Variable(gradInput)).sum(), wrt: [decoded])[0] else {
+            throw MenagerieError.failed("no gradient reached the decoded images")
+        }
+        let grad = try client.decodeGradient(x, count: n, upstream: gradImages.value)
         let s = Float((1 - alphaBar).squareRoot() * lambda)
         // ε̂ = ε − √(1−ᾱ)·g with g = −λ∇L, i.e. ε + λ√(1−ᾱ)∇L.
         return (zip(e, grad).map { $0 + s * $1 }, total / Double(n))

@@ -90,10 +90,62 @@ public struct RealData: Sendable {
 
 /// Rows `indices` of a row-major array of rows shaped `shape`, as a tensor [n] + shape: the one
 /// gather behind real batches, distilled-set batches and selections.
-func gatherRows(_ values: [Float], _ indices: [Int], shape: [Int]) -> Tensor {
+public func gatherRows(_ values: [Float], _ indices: [Int], shape: [Int]) -> Tensor {
     let plane = shape.reduce(1, *)
     return Tensor.make([indices.count] + shape) { o in
         values.withUnsafeBufferPointer { src in for (k, i) in indices.enumerated() { (o + k * plane).update(from: src.baseAddress! + i * plane, count: plane) }
         }
+    }
+}
+
+/// Per-channel normalisation of the real training data; distillation runs in this space (as the
+/// reference code, whose images are normalised), distilled sets are saved back in [0, 1] pixels.
+public struct Normalizer: Sendable, Equatable {
+    public var mean: [Float]
+    public var std: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        self.mean = mean
+        self.std = std
+    }
+
+    public init(_ data: RealData) {
+        let c = data.channels, hw = data.size * data.size
+        var sum = [Double](repeating: 0, count: c), sq = sum
+        for i in 0..<data.count {
+            for ch in 0..<c {
+                let base = (i * c + ch) * hw
+                for p in 0..<hw {
+                    let v = Double(data.images[base + p])
+                    sum[ch] += v
+                    sq[ch] += v * v
+                }
+            }
+        }
+        let n = Double(data.count * hw)
+        mean = sum.map { Float($0 / n) }
+        std = zip(sum, sq).map { s, q in Float(max((q / n - (s / n) * (s / n)).squareRoot(), 1e-3)) }
+    }
+
+    public func normalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
+        var out = x
+        for i in 0..<(x.count / plane) {
+            for p in 0..<plane {
+                let ch = (p / (plane / c))
+                out[i * plane + p] = (x[i * plane + p] - mean[ch]) / std[ch]
+            }
+        }
+        return out
+    }
+
+    public func denormalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
+        var out = x
+        for i in 0..<(x.count / plane) {
+            for p in 0..<plane {
+                let ch = (p / (plane / c))
+                out[i * plane + p] = x[i * plane + p] * std[ch] + mean[ch]
+            }
+        }
+        return out
     }
 }

@@ -1,3 +1,4 @@
+import DistillationKit
 import Formats
 import Foundation
 import Imaging

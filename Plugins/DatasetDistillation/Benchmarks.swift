@@ -39,29 +39,6 @@ extension DistilledEvalComponent {
     }
 }
 
-extension LatentDiffusionComponent {
-    static let benchmarks = [
-        BenchmarkSpec("diffusion.denoiser_step_64", unit: "ms", summary: "one DDIM step with CFG 4 on 64 latents of the embedded latent diffusion model")
-    ]
-    func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
-}
-
-extension PlainDiffusionComponent {
-    static let benchmarks = [
-        BenchmarkSpec("diffusion.generate", unit: "images/s", summary: "diffusion-dd generating 16 images (4 classes × IPC 4, 50 steps, CFG 4)")
-    ]
-    func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
-}
-
-extension ConcordComponent {
-    static let benchmarks = [
-        BenchmarkSpec(
-            "diffusion.generate_concord", unit: "images/s",
-            summary: "concord generating 16 images (decode + CLIP forward and backward through the host at every step)")
-    ]
-    func benchmark(_ run: BenchmarkRun) throws { try run.distillationBenchmarks() }
-}
-
 extension BenchmarkRun {
     func distillationBenchmarks() throws {
         let data: JSONValue = [
@@ -105,25 +82,6 @@ extension BenchmarkRun {
             var r = record("distill.eval_epoch", unit: "ms", samples)
             r.ratioTarget = 1.0
             records.append(r)
-        }
-
-        // The embedded latent diffusion model (synthetic-tol, 32 px): one DDIM step with CFG on 64
-        // latents, and generation throughput (50 steps, CFG 4) without and with CONCORD's guidance.
-        if wanted("diffusion.denoiser_step_64"), has("latent-diffusion") {
-            var samples: [Double] = []
-            for _ in 0..<3 {
-                let r = try invoke("latent-diffusion", operation: "sample", options: ["steps": 10, "classes": [0, 1, 2, 3, 4, 5, 6, 7], "per_class": 8])
-                samples.append(1000 * (r.result["seconds"]?.doubleValue ?? .nan) / 10)
-            }
-            records.append(record("diffusion.denoiser_step_64", unit: "ms", samples))
-        }
-        for (name, id) in [("diffusion.generate", "diffusion-dd"), ("diffusion.generate_concord", "concord")] where wanted(name) && has(id) {
-            var samples: [Double] = []
-            for _ in 0..<2 {
-                let r = try invoke(id, operation: "distill", options: ["classes": [0, 8, 16, 24], "ipc": 4])
-                samples.append(r.result["images_per_s"]?.doubleValue ?? 0)
-            }
-            records.append(record(name, unit: "images/s", samples))
         }
     }
 

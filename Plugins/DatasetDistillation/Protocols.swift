@@ -1,3 +1,4 @@
+import DistillationKit
 import Foundation
 import MenagerieKit
 import NN

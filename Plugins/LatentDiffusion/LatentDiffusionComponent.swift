@@ -1,3 +1,4 @@
+import DistillationKit
 import Formats
 import Foundation
 import Imaging
@@ -9,9 +10,9 @@ import Tensors
 /// times loads once).
 let loadedDiffusionModels = ProcessCache<LatentDiffusionModel>()
 
-/// The embedded model: `Menagerie_Distillation.resources/ldm-tol`, trained here on synthetic-tol.
+/// The embedded model: `Menagerie_LatentDiffusion.resources/ldm-tol`, trained here on synthetic-tol.
 func embeddedDiffusionFolder() throws -> String {
-    let folder = try PluginResources.path(module: "Distillation", item: "ldm-tol")
+    let folder = try PluginResources.path(module: "LatentDiffusion", item: "ldm-tol")
     guard FileManager.default.fileExists(atPath: folder + "/model.safetensors") else {
         throw MenagerieError.notFound("the embedded latent diffusion model is missing (\(folder)); pass --set model=FOLDER (from `latent-diffusion train`)")
     }
@@ -37,6 +38,10 @@ struct LatentDiffusionComponent: Backbone {
         var per_class = 4
         var classes: [Int] = []
         var to_step = 760
+        var record_step = -1
+        var round_trip = true
+        var from_step = -1
+        var timestep = 0
         var seed = 0
         // training
         var autoencoder_steps = 800
@@ -61,7 +66,12 @@ struct LatentDiffusionComponent: Backbone {
             "size": "train: image side", "limit": "train: at most this many training images (0: all)",
             "steps": "DDIM steps (η = 0; the grid 0, T/steps, …)", "guidance": "classifier-free guidance scale (1: none)",
             "per_class": "sample: images per class", "classes": "sample: class indices (empty: all)",
-            "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)", "seed": "sampling noise / training",
+            "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)",
+            "record_step": "invert: also return the latents at this timestep as 'recorded' (on the grid, ≤ to_step; −1: none)",
+            "round_trip": "invert: sample back to the clean latents and report the reconstruction error",
+            "from_step": "sample with input latents: the timestep they are at (on the grid; −1: the last)",
+            "timestep": "denoise: the timestep t of the input latents (0…T−1)",
+            "seed": "sampling noise / training",
             "autoencoder_steps": "train: autoencoder steps", "dit_steps": "train: denoiser steps", "batch": "train: DiT batch",
             "autoencoder_batch": "train: autoencoder batch",
             "lr": "train: DiT AdamW rate (cosine)", "autoencoder_lr": "train: autoencoder AdamW rate",
@@ -76,7 +86,8 @@ struct LatentDiffusionComponent: Backbone {
         static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"]]
         static let ranges: [String: ClosedRange<Double>] = [
             "size": 1...65536, "limit": 0...1e9, "steps": 1...1e6, "guidance": -1e6...1e6, "per_class": 1...1e6, "classes": 0...16_777_216,
-            "to_step": 0...1e6, "autoencoder_steps": 0...1e8, "dit_steps": 0...1e8, "batch": 1...1e6, "autoencoder_batch": 1...1e6,
+            "to_step": 0...1e6, "record_step": -1...1e6, "from_step": -1...1e6, "timestep": 0...1e6, "autoencoder_steps": 0...1e8, "dit_steps": 0...1e8,
+            "batch": 1...1e6, "autoencoder_batch": 1...1e6,
             "lr": 0...1e3, "autoencoder_lr": 0...1e3, "class_dropout": 0...1, "dit_width": 1...65536, "dit_depth": 1...1024,
             "dit_heads": 1...65536, "patch": 1...65536, "autoencoder_widths": 1...65536, "checkpoint_every": 1...1e8,
         ]
@@ -91,17 +102,48 @@ struct LatentDiffusionComponent: Backbone {
             inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")],
             outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")]),
         OperationSpec(
-            "decode", summary: "latents → images in [0, 1]",
-            inputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents")],
-            outputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]")]),
-        OperationSpec("sample", summary: "DDIM with CFG from noise: per_class images of each class → images tensor, samples.png"),
+            "config", summary: "the model's sizes, classes and noise schedule (alphas_cumprod): what a distiller needs to drive it through the host"),
         OperationSpec(
-            "invert", summary: "DDIM inversion (with CFG) of images up to to_step, then sampling back: latents and the reconstruction error",
+            "denoise", summary: "ε(x_t, t, y) with classifier-free guidance at one timestep (the diffusion distillers' DDIM loops call it)",
             inputs: [
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "x_t"),
+                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "the classes"),
+            ],
+            outputs: [TensorSpec("epsilon", dtypes: ["f32"], shape: "N×4×L×L", summary: "the guided noise prediction")]),
+        OperationSpec(
+            "decode", summary: "latents → images in [0, 1]; with grad_images, also the gradient of Σ grad_images·images with respect to the latents",
+            inputs: [
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "scaled latents"),
+                TensorSpec("grad_images", dtypes: ["f32"], shape: "N×C×S×S", summary: "an upstream gradient (vector–Jacobian product)", optional: true),
+            ],
+            outputs: [
                 TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
+                TensorSpec("grad_latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "with grad_images: the latents' gradient"),
+            ]),
+        OperationSpec(
+            "sample",
+            summary:
+                "DDIM with CFG: from noise, per_class images of each class → images, samples.png; or from input latents at from_step → clean latents and images",
+            inputs: [
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "start latents (optional: noise otherwise)", optional: true),
+                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes (with latents)", optional: true),
+            ],
+            outputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "with input latents: the clean latents"),
+            ]),
+        OperationSpec(
+            "invert",
+            summary: "DDIM inversion (with CFG) of images (or clean latents) up to to_step; optionally the latents at record_step and the round trip's error",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1] (or pass latents)", optional: true),
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "clean scaled latents (instead of images)", optional: true),
                 TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes"),
             ],
-            outputs: [TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step")]),
+            outputs: [
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step"),
+                TensorSpec("recorded", dtypes: ["f32"], shape: "N×4×L×L", summary: "the latents at record_step"),
+            ]),
         OperationSpec("train", summary: "autoencoder then DiT on a dataset → a model folder (config.json, model.safetensors), curve.csv, samples.png"),
     ]
 
@@ -127,14 +169,9 @@ struct LatentDiffusionComponent: Backbone {
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
         switch operation {
-        case "decode":
-            let m = try model(request.options), c = m.config
-            let z = try request.inputs.require("latents", dtypes: [.float32], rank: 4)
-            guard Array(z.shape.dropFirst()) == [c.latentChannels, c.latentSize, c.latentSize] else {
-                throw MenagerieError.invalidArgument("input 'latents' must be [N, \(c.latentChannels), \(c.latentSize), \(c.latentSize)], got \(z.shape)")
-            }
-            let x = m.decode(try z.scalars(as: Float.self), count: z.shape[0])
-            return Response(result: [:], tensors: [("images", try Tensor(x, shape: [z.shape[0], c.channels, c.imageSize, c.imageSize]))])
+        case "decode": return try decode(request)
+        case "config": return try describeModel(request)
+        case "denoise": return try denoise(request)
         case "sample": return try sample(request)
         case "invert": return try invert(request)
         case "train": return try train(request)
@@ -142,17 +179,102 @@ struct LatentDiffusionComponent: Backbone {
         }
     }
 
+    /// Input `name`: scaled latents [N, c, L, L] of this model, every value finite.
+    func latents(_ request: Request<Options>, _ m: LatentDiffusionModel, name: String = "latents") throws -> Tensor {
+        let c = m.config
+        let z = try request.inputs.require(name, dtypes: [.float32], rank: 4)
+        guard Array(z.shape.dropFirst()) == [c.latentChannels, c.latentSize, c.latentSize] else {
+            throw MenagerieError.invalidArgument("input '\(name)' must be [N, \(c.latentChannels), \(c.latentSize), \(c.latentSize)], got \(z.shape)")
+        }
+        if let bad = try z.scalars(as: Float.self).firstIndex(where: { !$0.isFinite }) {
+            throw MenagerieError.invalidArgument("input '\(name)' holds a non-finite value at flat index \(bad)")
+        }
+        return z.owned()
+    }
+
+    /// Input `labels`: one class per row (the null class `classes` too when `allowNull`).
+    func labels(_ request: Request<Options>, _ m: LatentDiffusionModel, count n: Int, allowNull: Bool = false) throws -> [Int] {
+        let c = m.config
+        let labels = try request.inputs.require("labels", dtypes: [.int64, .int32], rank: 1).integers()
+        let valid = 0..<(c.classes + (allowNull ? 1 : 0))
+        guard labels.count == n, labels.allSatisfy({ valid.contains($0) }) else {
+            throw MenagerieError.invalidArgument(
+                "input 'labels' needs one class in 0..<\(c.classes)\(allowNull ? " (or the null class \(c.nullClass))" : "") per row, got \(labels.count) for \(n) rows"
+            )
+        }
+        return labels
+    }
+
+    /// The grid level of timestep `t` for `steps` DDIM steps; `key` names the option in the error.
+    func level(_ ddim: DDIM, _ t: Int, key: String) throws -> Int {
+        do { return try ddim.level(of: t) } catch { throw MenagerieError.invalidArgument("\(key): \(error)") }
+    }
+
+    func decode(_ request: Request<Options>) throws -> Response {
+        let m = try model(request.options), c = m.config
+        let z = try latents(request, m)
+        let n = z.shape[0]
+        let images = try Tensor(m.decode(try z.scalars(as: Float.self), count: n), shape: [n, c.channels, c.imageSize, c.imageSize])
+        guard request.inputs["grad_images"] != nil else { return Response(result: [:], tensors: [("images", images)]) }
+        let upstream = try request.inputs.require("grad_images", dtypes: [.float32], rank: 4)
+        guard upstream.shape == images.shape else {
+            throw MenagerieError.invalidArgument("input 'grad_images' must be \(images.shape) (the decoded images' shape), got \(upstream.shape)")
+        }
+        let grad = try m.decodeGradient(try z.scalars(as: Float.self), upstream: try upstream.scalars(as: Float.self), count: n)
+        return Response(result: [:], tensors: [("images", images), ("grad_latents", try Tensor(grad, shape: z.shape))])
+    }
+
+    /// `config`: what a distiller driving this model through the host needs.
+    func describeModel(_ request: Request<Options>) throws -> Response {
+        let m = try model(request.options), c = m.config
+        let folder = request.options.model.isEmpty ? try embeddedDiffusionFolder() : (request.options.model as NSString).expandingTildeInPath
+        return Response(result: [
+            "image_size": .number(Double(c.imageSize)), "channels": .number(Double(c.channels)),
+            "latent_shape": .array([.number(Double(c.latentChannels)), .number(Double(c.latentSize)), .number(Double(c.latentSize))]),
+            "classes": .number(Double(c.classes)), "class_names": .array(c.classNames.map { .string($0) }),
+            "null_class": .number(Double(c.nullClass)), "dataset": .string(c.dataset), "schedule": .string(c.schedule),
+            "alphas_cumprod": .array(m.schedule.alphaBar.map { .number($0) }),
+            "identity": .string(fileIdentity(folder + "/model.safetensors")),
+        ])
+    }
+
+    /// `denoise`: ε at one timestep with classifier-free guidance.
+    func denoise(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        let m = try model(o)
+        let z = try latents(request, m)
+        let classes = try labels(request, m, count: z.shape[0], allowNull: true)
+        guard (0..<m.schedule.steps).contains(o.timestep) else {
+            throw MenagerieError.invalidArgument("option 'timestep' = \(o.timestep) is outside the schedule's 0..<\(m.schedule.steps)")
+        }
+        let e = try m.predictor(guidance: o.guidance)(try z.scalars(as: Float.self), o.timestep, classes)
+        return Response(result: [:], tensors: [("epsilon", try Tensor(e, shape: z.shape))])
+    }
+
     func sample(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let m = try model(o), c = m.config
+        guard o.steps > 0 else { throw MenagerieError.invalidArgument("option 'steps' must be positive") }
+        let ddim = DDIM(schedule: m.schedule, steps: o.steps)
+        if request.inputs["latents"] != nil {
+            // From given latents (a distiller's): the clean latents and their images.
+            let start = try latents(request, m)
+            let n = start.shape[0]
+            let classes = try labels(request, m, count: n)
+            let from = o.from_step < 0 ? ddim.timesteps.count - 1 : try level(ddim, o.from_step, key: "from_step")
+            let z = try ddim.sample(
+                try start.scalars(as: Float.self), from: from, classes: classes, predict: m.predictor(guidance: o.guidance),
+                cancelled: { try request.host.checkCancelled() })
+            let images = try Tensor(m.decode(z, count: n), shape: [n, c.channels, c.imageSize, c.imageSize])
+            return Response(result: ["images": .number(Double(n))], tensors: [("latents", try Tensor(z, shape: start.shape)), ("images", images)])
+        }
         let classes = o.classes.isEmpty ? Array(0..<c.classes) : o.classes
-        guard classes.allSatisfy({ (0..<c.classes).contains($0) }), o.per_class > 0, o.steps > 0 else {
-            throw MenagerieError.invalidArgument("classes must lie in 0..<\(c.classes); per_class and steps positive")
+        guard classes.allSatisfy({ (0..<c.classes).contains($0) }), o.per_class > 0 else {
+            throw MenagerieError.invalidArgument("classes must lie in 0..<\(c.classes); per_class positive")
         }
         let labels = classes.flatMap { [Int](repeating: $0, count: o.per_class) }
         var rng = SeededGenerator(seed: UInt64(bitPattern: Int64(o.seed)))
         let start = (0..<(labels.count * c.latentDimension)).map { _ in Float(rng.nextNormal()) }
-        let ddim = DDIM(schedule: m.schedule, steps: o.steps)
         let began = Date()
         let z = try ddim.sample(
             start, from: ddim.timesteps.count - 1, classes: labels, predict: m.predictor(guidance: o.guidance),
@@ -176,26 +298,39 @@ struct LatentDiffusionComponent: Backbone {
     func invert(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let m = try model(o), c = m.config
-        let x = try images(request, m, name: "images")
-        let labels = try request.inputs.require("labels", dtypes: [.int64, .int32], rank: 1).integers()
-        guard labels.count == x.shape[0], labels.allSatisfy({ (0..<c.classes).contains($0) }) else {
-            throw MenagerieError.invalidArgument("input 'labels' needs one class in 0..<\(c.classes) per image")
+        guard o.steps > 0 else { throw MenagerieError.invalidArgument("option 'steps' must be positive") }
+        let clean: [Float], n: Int
+        if request.inputs["latents"] != nil {
+            let z = try latents(request, m)
+            (clean, n) = (try z.scalars(as: Float.self), z.shape[0])
+        } else {
+            let x = try images(request, m, name: "images")
+            (clean, n) = (m.encode(try x.scalars(as: Float.self), count: x.shape[0]), x.shape[0])
         }
+        let classes = try labels(request, m, count: n)
         let ddim = DDIM(schedule: m.schedule, steps: o.steps)
-        let level: Int
-        do { level = try ddim.level(of: o.to_step) } catch { throw MenagerieError.invalidArgument("to_step: \(error)") }
-        let clean = m.encode(try x.scalars(as: Float.self), count: labels.count)
+        let top = try level(ddim, o.to_step, key: "to_step")
+        let recordLevel = o.record_step < 0 ? nil : try level(ddim, o.record_step, key: "record_step")
+        if let recordLevel, recordLevel > top {
+            throw MenagerieError.invalidArgument("record_step \(o.record_step) lies beyond to_step \(o.to_step): the inversion never reaches it")
+        }
         let predict = m.predictor(guidance: o.guidance)
-        let z = try ddim.invert(clean, to: level, classes: labels, predict: predict, cancelled: { try request.host.checkCancelled() })
-        let back = try ddim.sample(z, from: level, classes: labels, predict: predict)
-        let error = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +) / Double(clean.count)
-        let power = clean.map { Double($0 * $0) }.reduce(0, +) / Double(clean.count)
-        return Response(
-            result: [
-                "reconstruction_mse": .number(error), "relative_error": .number((error / max(power, 1e-12)).squareRoot()),
-                "level": .number(Double(level)),
-            ],
-            tensors: [("latents", try Tensor(z, shape: [labels.count, c.latentChannels, c.latentSize, c.latentSize]))])
+        var recorded: [Float] = []
+        let z = try ddim.invert(
+            clean, to: top, classes: classes, predict: predict, record: { i, latent in if i == recordLevel { recorded = latent } },
+            cancelled: { try request.host.checkCancelled() })
+        let shape = [n, c.latentChannels, c.latentSize, c.latentSize]
+        var tensors: [(name: String, tensor: Tensor)] = [("latents", try Tensor(z, shape: shape))]
+        if recordLevel != nil { tensors.append(("recorded", try Tensor(recorded, shape: shape))) }
+        var result: [String: JSONValue] = ["level": .number(Double(top))]
+        if o.round_trip {
+            let back = try ddim.sample(z, from: top, classes: classes, predict: predict, cancelled: { try request.host.checkCancelled() })
+            let error = zip(back, clean).map { Double(($0 - $1) * ($0 - $1)) }.reduce(0, +) / Double(max(clean.count, 1))
+            let power = clean.map { Double($0 * $0) }.reduce(0, +) / Double(max(clean.count, 1))
+            result["reconstruction_mse"] = .number(error)
+            result["relative_error"] = .number((error / max(power, 1e-12)).squareRoot())
+        }
+        return Response(result: .object(result), tensors: tensors)
     }
 
     func train(_ request: Request<Options>) throws -> Response {

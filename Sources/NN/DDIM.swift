@@ -6,7 +6,8 @@ import Tensors
 /// normalised by its value at 0, s = 0.008, β clipped at 0.999 (Nichol & Dhariwal).
 public struct NoiseSchedule: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable { case linear, cosine }
-    public let kind: Kind
+    /// nil for a schedule given by its ᾱ values (another plugin's model, a diffusers scheduler).
+    public let kind: Kind?
     public let steps: Int
     public let alphaBar: [Double]
 
@@ -29,6 +30,23 @@ public struct NoiseSchedule: Sendable, Equatable {
             product *= 1 - $0
             return product
         }
+    }
+
+    /// A schedule given by its ᾱ_t (t = 0…T−1), e.g. a diffusion backbone's `alphas_cumprod` received
+    /// through the host: each value finite in (0, 1] and non-increasing, as a forward process's is.
+    public init(alphaBar: [Double]) throws {
+        guard !alphaBar.isEmpty, alphaBar.count <= 1_000_000 else {
+            throw DiffusionError("alphas_cumprod has \(alphaBar.count) values; a schedule has 1…1000000 timesteps")
+        }
+        if let bad = alphaBar.firstIndex(where: { !($0.isFinite && $0 > 0 && $0 <= 1) }) {
+            throw DiffusionError("alphas_cumprod[\(bad)] = \(alphaBar[bad]) is not in (0, 1]")
+        }
+        if let bad = alphaBar.indices.dropFirst().first(where: { alphaBar[$0] > alphaBar[$0 - 1] }) {
+            throw DiffusionError("alphas_cumprod increases at t = \(bad) (\(alphaBar[bad - 1]) → \(alphaBar[bad])): ᾱ of a forward process never does")
+        }
+        kind = nil
+        steps = alphaBar.count
+        self.alphaBar = alphaBar
     }
 
     /// DDIM's timesteps for `count` steps ("leading" spacing: 0, T/count, 2T/count, …), ascending.
@@ -56,7 +74,8 @@ public struct DDIM: Sendable {
         timesteps = schedule.ddimTimesteps(steps)
     }
 
-    func alphaBar(level i: Int) -> Double { i < 0 ? 1 : schedule.alphaBar[timesteps[i]] }
+    /// ᾱ at grid level i (1 before the first level: the clean latent).
+    public func alphaBar(level i: Int) -> Double { i < 0 ? 1 : schedule.alphaBar[timesteps[i]] }
 
     /// The grid index of timestep `t` (which must lie on the grid).
     public func level(of t: Int) throws -> Int {

@@ -1,59 +1,8 @@
+import DistillationKit
 import Foundation
 import MenagerieKit
 import NN
 import Tensors
-
-/// Per-channel normalisation of the real training data; distillation runs in this space (as the
-/// reference code, whose images are normalised), distilled sets are saved back in [0, 1] pixels.
-public struct Normalizer: Sendable, Equatable {
-    public var mean: [Float]
-    public var std: [Float]
-
-    public init(mean: [Float], std: [Float]) {
-        self.mean = mean
-        self.std = std
-    }
-
-    public init(_ data: RealData) {
-        let c = data.channels, hw = data.size * data.size
-        var sum = [Double](repeating: 0, count: c), sq = sum
-        for i in 0..<data.count {
-            for ch in 0..<c {
-                let base = (i * c + ch) * hw
-                for p in 0..<hw {
-                    let v = Double(data.images[base + p])
-                    sum[ch] += v
-                    sq[ch] += v * v
-                }
-            }
-        }
-        let n = Double(data.count * hw)
-        mean = sum.map { Float($0 / n) }
-        std = zip(sum, sq).map { s, q in Float(max((q / n - (s / n) * (s / n)).squareRoot(), 1e-3)) }
-    }
-
-    public func normalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
-        var out = x
-        for i in 0..<(x.count / plane) {
-            for p in 0..<plane {
-                let ch = (p / (plane / c))
-                out[i * plane + p] = (x[i * plane + p] - mean[ch]) / std[ch]
-            }
-        }
-        return out
-    }
-
-    public func denormalize(_ x: [Float], channels c: Int, plane: Int) -> [Float] {
-        var out = x
-        for i in 0..<(x.count / plane) {
-            for p in 0..<plane {
-                let ch = (p / (plane / c))
-                out[i * plane + p] = x[i * plane + p] * std[ch] + mean[ch]
-            }
-        }
-        return out
-    }
-}
 
 /// What every distiller takes beyond the data.
 public struct DistillSettings: Sendable {

@@ -89,6 +89,24 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         return out
     }
 
+    /// The gradient with respect to the scaled latents [N·D] of Σ upstream·decode(latents), in batches
+    /// of `batch` (the vector–Jacobian product a guided sampler needs).
+    public func decodeGradient(_ latents: [Float], upstream: [Float], count n: Int, batch: Int = 64) -> [Float] {
+        let c = config, d = c.latentDimension, plane = c.channels * c.imageSize * c.imageSize
+        var out: [Float] = []
+        out.reserveCapacity(n * d)
+        for start in stride(from: 0, to: n, by: batch) {
+            let m = min(batch, n - start)
+            let z = Variable(
+                Tensor(shape: [m, c.latentChannels, c.latentSize, c.latentSize], scalars: Array(latents[(start * d)..<((start + m) * d)])),
+                requiresGrad: true)
+            let g = Variable(Tensor(shape: [m, c.channels, c.imageSize, c.imageSize], scalars: Array(upstream[(start * plane)..<((start + m) * plane)])))
+            let images = GradMode.with(true) { autoencoder.decode(z * (1 / c.scaleFactor)) }
+            out += Autograd.gradients(of: (images * g).sum(), wrt: [z])[0]?.scalars ?? [Float](repeating: 0, count: m * d)
+        }
+        return out
+    }
+
     /// ε(x_t, t, y) for flattened latents, batched.
     public func epsilon(_ x: [Float], t: Int, classes: [Int], batch: Int = 256) -> [Float] {
         let c = config, d = c.latentDimension, n = classes.count

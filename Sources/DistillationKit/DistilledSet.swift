@@ -109,3 +109,34 @@ public struct DistilledSet: Sendable {
             tileSize: Double(min(max(size * 2, 48), 96)))
     }
 }
+
+extension Tensor {
+    public var scalarsOrEmpty: [Float] { (try? scalars(as: Float.self)) ?? [] }
+}
+
+extension DistilledSet {
+    /// The normaliser saved with the set (the training data's statistics).
+    public func normalizer() -> Normalizer? {
+        guard let m = extra["mean"].flatMap({ try? JSONValue.parse($0).arrayValue }), let s = extra["std"].flatMap({ try? JSONValue.parse($0).arrayValue })
+        else { return nil }
+        return Normalizer(mean: m.compactMap { $0.doubleValue.map(Float.init) }, std: s.compactMap { $0.doubleValue.map(Float.init) })
+    }
+}
+
+/// What every distiller's `distill` returns besides its files.
+public let distilledSetOutputs = [
+    TensorSpec("images", dtypes: ["f32"], shape: "K·IPC×C×S×S", summary: "the distilled images in [0, 1] pixels"),
+    TensorSpec("labels", dtypes: ["i64"], shape: "K·IPC", summary: "their classes"),
+]
+
+extension DistilledSet {
+    /// Writes `distilled.safetensors` and `grid.png` into `dir`; returns their names.
+    public func writeRunFiles(to dir: String) throws -> [String] {
+        try write(to: dir + "/distilled.safetensors")
+        try grid().write(to: dir + "/grid.png")
+        return ["distilled.safetensors"] + Figure.files("grid.png")
+    }
+
+    /// The images and labels as a response's tensors.
+    public var responseTensors: [(name: String, tensor: Tensor)] { [("images", images), ("labels", Tensor(labels.map(Int64.init)))] }
+}

@@ -1,3 +1,4 @@
+import DistillationKit
 import Formats
 import Foundation
 import Imaging
@@ -12,7 +13,20 @@ extension DistilledEvalComponent {
     func diffusionStudy(_ request: Request<Options>) throws -> Response {
         let o = request.options
         let host = request.host, dir = host.scratchDirectory
-        let model = try loadDiffusion(o.diffusion_model)
+        // Every method of the study is found through the host first: a missing plugin is named before any work.
+        let diffusionRows = ["diffusion-dd", "d3hr", "concord", "concord-d3hr"]
+        for name in o.diffusion_methods where !(["random-selection", "dm"] + diffusionRows).contains(name) {
+            throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr)")
+        }
+        var needed = Set(o.diffusion_methods.filter { diffusionRows.contains($0) }.map { $0 == "concord-d3hr" ? "concord" : $0 })
+        if o.diffusion_methods.contains("concord-d3hr") { needed.insert("d3hr") }
+        let missing = needed.sorted().filter { (try? host.resolve($0, kind: .distiller)) == nil }
+        guard missing.isEmpty else {
+            throw MenagerieError.notFound(
+                "the diffusion study needs \(missing.map { "'\($0)' (plugin \($0 == "diffusion-dd" ? "latent-diffusion" : $0))" }.joined(separator: ", ")), not installed here: "
+                    + "install the plugin or leave the method out with --set 'diffusion_methods=[…]' (`menagerie plugins` lists what is installed)")
+        }
+        let model = try DiffusionClient(host, id: "latent-diffusion", model: o.diffusion_model, neededBy: "the diffusion study")
         let size = model.config.imageSize
         let dataset = o.dataset.isEmpty ? "synthetic-tol" : o.dataset
         let train = try RealData.load(host, dataset: dataset, options: o.dataset_options, split: "train", size: size, attribute: "")
@@ -52,7 +66,7 @@ extension DistilledEvalComponent {
                     d.batch_real = o.batch_real
                     var curve: [(Int, Double)] = []
                     set = try distil(name == "dm" ? .dm : .random, data: train, options: d, seed: host.seed, host: host, curve: &curve)
-                case "diffusion-dd", "d3hr", "concord", "concord-d3hr":
+                default:
                     var d = DiffusionDistillOptions()
                     d.model = o.diffusion_model
                     d.dataset = dataset
@@ -65,11 +79,9 @@ extension DistilledEvalComponent {
                     d.clip_options = o.clip_options
                     d.steps = o.diffusion_steps
                     d.base = name == "concord-d3hr" ? "d3hr" : "plain"
-                    var log: [String: JSONValue] = [:]
-                    let method: DiffusionMethod = name == "diffusion-dd" ? .plain : name == "d3hr" ? .d3hr : .concord
-                    set = try diffusionDistil(method, options: d, request: host, log: &log)
-                default:
-                    throw MenagerieError.invalidArgument("unknown method '\(name)' (random-selection, dm, diffusion-dd, d3hr, concord, concord-d3hr)")
+                    let id = name == "concord-d3hr" ? "concord" : name
+                    let r = try DistillerProxy(host, id: id).distill(options: try JSONValue(encoding: d))
+                    set = try DistilledSet(response: r, from: id, classes: train.classes, dataset: dataset, ipc: ipc)
                 }
                 let generated = Date().timeIntervalSince(t0)
                 try set.grid().write(to: dir + "/grid_\(name)_ipc\(ipc).png")

@@ -127,10 +127,11 @@ struct GradientMatchingObjective: Objective {
 }
 
 /// The plugin: dataset distillation's frame, baselines, objectives, evaluation and the bias study.
-public enum DistillationPlugin: Plugin {
-    public static let name = "distillation"
-    public static let version = "0.1.0"
-    public static let summary = "Dataset distillation: random, herding, DC, DSA, DM; both evaluation protocols; objectives; CMNIST-DD and the bias study"
+public enum DatasetDistillationPlugin: Plugin {
+    public static let name = "dataset-distillation"
+    public static let version = "0.2.0"
+    public static let summary =
+        "Dataset distillation: random, herding, DC, DSA, DM; both evaluation protocols; objectives; CMNIST-DD, CCIFAR10-DD and the bias study; the diffusion study (its methods through the host)"
     public static let license = "MIT"
     public static let authors = ["Menagerie contributors"]
     public static let paper: Paper? = Paper(title: "Exploring the Impact of Dataset Bias on Dataset Distillation", url: "https://arxiv.org/abs/2403.16028")
@@ -138,6 +139,5 @@ public enum DistillationPlugin: Plugin {
         RandomSelectionComponent.self, HerdingComponent.self, DCComponent.self, DSAComponent.self, DMComponent.self,
         DistilledEvalComponent.self, CMNISTComponent.self, CCIFARComponent.self,
         CrossEntropyObjective.self, KDObjective.self, DistributionMatchingObjective.self, GradientMatchingObjective.self,
-        LatentDiffusionComponent.self, PlainDiffusionComponent.self, D3HRComponent.self, ConcordComponent.self,
     ]
 }
