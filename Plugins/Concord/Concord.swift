@@ -206,7 +206,7 @@ struct ConceptGuidance {
     /// Returns the guided ε and the mean concept loss.
     func guide(_ x: [Float], epsilon e: [Float], alphaBar: Double) throws -> (epsilon: [Float], loss: Double) {
         let c = client.config, n = positives.count
-        let decoded = Variable(try client.decode(x, count: n), requiresGrad: true)
+        let decoded = Variable(try client.decode(x, count: n, retainGraph: true), requiresGrad: true)
         var images = decoded
         if clip.imageSize != c.imageSize { images = images.upsampleBilinear(height: clip.imageSize, width: clip.imageSize) }
         if images.shape[1] == 1 { images = concat([images, images, images], axis: 1) }

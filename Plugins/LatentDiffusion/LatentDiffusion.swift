@@ -89,22 +89,12 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         return out
     }
 
-    /// The gradient with respect to the scaled latents [N·D] of Σ upstream·decode(latents), in batches
-    /// of `batch` (the vector–Jacobian product a guided sampler needs).
-    public func decodeGradient(_ latents: [Float], upstream: [Float], count n: Int, batch: Int = 64) -> [Float] {
-        let c = config, d = c.latentDimension, plane = c.channels * c.imageSize * c.imageSize
-        var out: [Float] = []
-        out.reserveCapacity(n * d)
-        for start in stride(from: 0, to: n, by: batch) {
-            let m = min(batch, n - start)
-            let z = Variable(
-                Tensor(shape: [m, c.latentChannels, c.latentSize, c.latentSize], scalars: Array(latents[(start * d)..<((start + m) * d)])),
-                requiresGrad: true)
-            let g = Variable(Tensor(shape: [m, c.channels, c.imageSize, c.imageSize], scalars: Array(upstream[(start * plane)..<((start + m) * plane)])))
-            let images = GradMode.with(true) { autoencoder.decode(z * (1 / c.scaleFactor)) }
-            out += Autograd.gradients(of: (images * g).sum(), wrt: [z])[0]?.scalars ?? [Float](repeating: 0, count: m * d)
-        }
-        return out
+    /// Decodes scaled latents [N·D] recording the graph, for a vector–Jacobian product afterwards.
+    public func decodeGraph(_ latents: [Float], count n: Int) -> DecodeGraph {
+        let c = config
+        let z = Variable(Tensor(shape: [n, c.latentChannels, c.latentSize, c.latentSize], scalars: latents), requiresGrad: true)
+        let images = GradMode.with(true) { autoencoder.decode(z * (1 / c.scaleFactor)) }
+        return DecodeGraph(latents: latents, z: z, images: images)
     }
 
     /// ε(x_t, t, y) for flattened latents, batched.
@@ -245,5 +235,23 @@ struct LatentDiffusionTraining {
         }
         model.dit.isTraining = false
         return curve
+    }
+}
+
+/// One decode with its graph: the images [N, C, S, S] and what the gradient of Σ upstream·images
+/// with respect to the scaled latents needs.
+// @unchecked: built and read by one request at a time (RetainedDecode hands it over under its lock).
+public final class DecodeGraph: @unchecked Sendable {
+    public let latents: [Float]
+    let z: Variable
+    public let images: Variable
+
+    init(latents: [Float], z: Variable, images: Variable) {
+        (self.latents, self.z, self.images) = (latents, z, images)
+    }
+
+    /// ∂(Σ upstream·images)/∂latents, flattened [N·D].
+    public func gradient(upstream: Tensor) -> [Float] {
+        Autograd.gradients(of: (images * Variable(upstream)).sum(), wrt: [z])[0]?.scalars ?? [Float](repeating: 0, count: latents.count)
     }
 }

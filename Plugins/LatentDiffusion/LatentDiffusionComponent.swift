@@ -10,6 +10,27 @@ import Tensors
 /// times loads once).
 let loadedDiffusionModels = ProcessCache<LatentDiffusionModel>()
 
+/// The graph of the last `decode` with retain_graph (a guided sampler decodes, scores the images
+/// elsewhere, then asks for the latents' gradient): one per process, taken by the next `decode` with
+/// grad_images of the same latents and model, dropped by any other decode.
+// @unchecked: every access holds `lock`; the graph is only read after it is taken.
+final class RetainedDecode: @unchecked Sendable {
+    private let lock = NSLock()
+    private var kept: (graph: DecodeGraph, model: String)?
+
+    func keep(_ graph: DecodeGraph, model: String) { lock.withLock { kept = (graph, model) } }
+    func clear() { lock.withLock { kept = nil } }
+    func take(latents: [Float], model: String) -> DecodeGraph? {
+        lock.withLock {
+            defer { kept = nil }
+            guard let k = kept, k.model == model, k.graph.latents == latents else { return nil }
+            return k.graph
+        }
+    }
+}
+
+let retainedDecode = RetainedDecode()
+
 /// The embedded model: `Menagerie_LatentDiffusion.resources/ldm-tol`, trained here on synthetic-tol.
 func embeddedDiffusionFolder() throws -> String {
     let folder = try PluginResources.path(module: "LatentDiffusion", item: "ldm-tol")
@@ -40,6 +61,7 @@ struct LatentDiffusionComponent: Backbone {
         var to_step = 760
         var record_step = -1
         var round_trip = true
+        var retain_graph = false
         var from_step = -1
         var timestep = 0
         var seed = 0
@@ -69,6 +91,8 @@ struct LatentDiffusionComponent: Backbone {
             "to_step": "invert: the timestep the inversion stops at (on the DDIM grid)",
             "record_step": "invert: also return the latents at this timestep as 'recorded' (on the grid, ≤ to_step; −1: none)",
             "round_trip": "invert: sample back to the clean latents and report the reconstruction error",
+            "retain_graph":
+                "decode: keep this decode's graph, so that the next decode of the same latents with grad_images backpropagates through it instead of decoding again",
             "from_step": "sample with input latents: the timestep they are at (on the grid; −1: the last)",
             "timestep": "denoise: the timestep t of the input latents (0…T−1)",
             "seed": "sampling noise / training",
@@ -211,17 +235,29 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     func decode(_ request: Request<Options>) throws -> Response {
-        let m = try model(request.options), c = m.config
+        let o = request.options
+        let m = try model(o), c = m.config
         let z = try latents(request, m)
-        let n = z.shape[0]
-        let images = try Tensor(m.decode(try z.scalars(as: Float.self), count: n), shape: [n, c.channels, c.imageSize, c.imageSize])
-        guard request.inputs["grad_images"] != nil else { return Response(result: [:], tensors: [("images", images)]) }
-        let upstream = try request.inputs.require("grad_images", dtypes: [.float32], rank: 4)
-        guard upstream.shape == images.shape else {
-            throw MenagerieError.invalidArgument("input 'grad_images' must be \(images.shape) (the decoded images' shape), got \(upstream.shape)")
+        let n = z.shape[0], values = try z.scalars(as: Float.self)
+        let shape = [n, c.channels, c.imageSize, c.imageSize]
+        let key = (o.model as NSString).expandingTildeInPath
+        guard request.inputs["grad_images"] != nil else {
+            if o.retain_graph {
+                let graph = m.decodeGraph(values, count: n)
+                retainedDecode.keep(graph, model: key)
+                return Response(result: [:], tensors: [("images", graph.images.value)])
+            }
+            retainedDecode.clear()
+            return Response(result: [:], tensors: [("images", try Tensor(m.decode(values, count: n), shape: shape))])
         }
-        let grad = try m.decodeGradient(try z.scalars(as: Float.self), upstream: try upstream.scalars(as: Float.self), count: n)
-        return Response(result: [:], tensors: [("images", images), ("grad_latents", try Tensor(grad, shape: z.shape))])
+        let upstream = try request.inputs.require("grad_images", dtypes: [.float32], rank: 4)
+        guard upstream.shape == shape else {
+            throw MenagerieError.invalidArgument("input 'grad_images' must be \(shape) (the decoded images' shape), got \(upstream.shape)")
+        }
+        // The kept graph when it decoded exactly these latents with this model; else decode again.
+        let graph = retainedDecode.take(latents: values, model: key) ?? m.decodeGraph(values, count: n)
+        let grad = graph.gradient(upstream: upstream)
+        return Response(result: [:], tensors: [("images", graph.images.value), ("grad_latents", try Tensor(grad, shape: z.shape))])
     }
 
     /// `config`: what a distiller driving this model through the host needs.

@@ -151,9 +151,11 @@ public struct DiffusionClient: Sendable {
         return try checked(r, "latents", shape: [images.shape[0]] + config.latentShape, operation: "embed").scalars(as: Float.self)
     }
 
-    /// Scaled latents [N·D] → images [N, C, S, S] in [0, 1].
-    public func decode(_ latents: [Float], count n: Int) throws -> Tensor {
-        let r = try component.invoke("decode", options: options([:]), inputs: [("latents", try latentTensor(latents, count: n))])
+    /// Scaled latents [N·D] → images [N, C, S, S] in [0, 1]. `retainGraph`: the backbone keeps the
+    /// decode's graph for a `decodeGradient` of the same latents that follows (no second decode).
+    public func decode(_ latents: [Float], count n: Int, retainGraph: Bool = false) throws -> Tensor {
+        let r = try component.invoke(
+            "decode", options: options(retainGraph ? ["retain_graph": true] : [:]), inputs: [("latents", try latentTensor(latents, count: n))])
         return try checked(r, "images", shape: [n, config.channels, config.imageSize, config.imageSize], operation: "decode")
     }
 
