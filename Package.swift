@@ -5,7 +5,8 @@
 // Layers (nothing imports upward, no plugin imports another plugin or the host):
 //   menagerie (CLI) → MenagerieHost → MenagerieKit (SDK) → Formats → Tensors → C shims; the CLI imports no
 //   model layer (NN, Imaging, Text): benchmarks live in the plugins that own their workloads
-//   plugins → MenagerieKit + the layers they use (NN · Imaging · Text · Formats · Tensors); each target
+//   plugins (one per method) → MenagerieKit + the layers they use (NN · Imaging · Text · Formats · Tensors,
+//   and DistillationKit, shared by the distillation plugins); each target
 //   declares exactly the modules it imports (Tests/CLITests/PackageDependencyTests.swift checks it)
 import PackageDescription
 
