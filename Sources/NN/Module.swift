@@ -106,3 +106,9 @@ func uniform(_ shape: [Int], bound: Float, _ rng: inout SeededGenerator) -> Tens
     let n = shape.reduce(1, *)
     return Tensor(shape: shape, scalars: (0..<n).map { _ in Float(rng.nextUniform() * 2 - 1) * bound })
 }
+
+/// Normal N(0, std²) initial values from a seeded generator.
+func normal(_ shape: [Int], std: Float, _ rng: inout SeededGenerator) -> Tensor {
+    let n = shape.reduce(1, *)
+    return Tensor(shape: shape, scalars: (0..<n).map { _ in Float(rng.nextNormal()) * std })
+}

@@ -1,0 +1,161 @@
+import Formats
+import Foundation
+
+/// SAM 2's configuration, read from the official hydra yaml (`sam2.1_hiera_{t,s,b+,l}.yaml`) or a
+/// resolved `config.yaml` (the `model:` mapping); absent keys take the sam2 code's defaults. Every
+/// size is checked before a model is built from it. So far: the image encoder (Hiera trunk, FPN neck,
+/// sine position encodings, `scalp`) and the mask decoder's high-resolution projections.
+public struct SAM2Config: Sendable, Equatable {
+    public struct Trunk: Sendable, Equatable {
+        public var embedDim = 96
+        public var numHeads = 1
+        public var stages = [2, 3, 16, 3]
+        public var qPool = 3
+        public var qStride = 2
+        public var dimMul = 2.0
+        public var headMul = 2.0
+        public var windowPosEmbedBackground = [14, 14]
+        public var windowSpec = [8, 4, 14, 7]
+        public var globalAttentionBlocks = [12, 16, 20]
+        public init() {}
+
+        /// The last block of each stage.
+        public var stageEnds: [Int] { stages.indices.map { stages[...$0].reduce(0, +) - 1 } }
+        public var depth: Int { stages.reduce(0, +) }
+    }
+
+    public struct Neck: Sendable, Equatable {
+        public var dModel = 256
+        public var channels = [768, 384, 192, 96]
+        /// Levels (0 = highest resolution) that receive the top-down path; nil: all.
+        public var topDownLevels: [Int]? = nil
+        /// "nearest" or "bilinear".
+        public var interpolation = "bilinear"
+        /// "sum" or "avg".
+        public var fuse = "sum"
+        public var positionFeatures = 256
+        public var temperature = 10000.0
+        public var normalize = true
+        public var scale: Double? = nil
+        public init() {}
+    }
+
+    public var imageSize = 1024
+    public var trunk = Trunk()
+    public var neck = Neck()
+    public var scalp = 0
+    public var useHighResFeatures = true
+    public init() {}
+
+    /// Reads `path` (YAML) and checks it.
+    public static func read(_ path: String) throws -> SAM2Config {
+        try SAM2Config(json: try YAML.read(path), source: path)
+    }
+
+    /// From the parsed yaml: its `model` mapping (or the root when there is none).
+    public init(json root: JSONValue, source: String) throws {
+        let model = root["model"] ?? root
+        guard model.objectValue != nil else { throw FormatError(path: source, "no 'model' mapping") }
+        func int(_ v: JSONValue?, _ key: String, _ range: ClosedRange<Int>, _ d: Int) throws -> Int {
+            try Limits.int(v, key: key, in: range, source: source, default: d)
+        }
+        func ints(_ v: JSONValue?, _ key: String, _ range: ClosedRange<Int>, _ d: [Int], count: ClosedRange<Int> = 0...64) throws -> [Int] {
+            guard let v, v != .null else { return d }
+            guard let list = v.arrayValue, count.contains(list.count) else {
+                throw FormatError(path: source, "\(key) must be a list of \(count.lowerBound)…\(count.upperBound) integers, got \(v.compactText)")
+            }
+            return try list.enumerated().map { try int($1, "\(key)[\($0)]", range, 0) }
+        }
+        func double(_ v: JSONValue?, _ key: String, _ range: ClosedRange<Double>, _ d: Double) throws -> Double {
+            guard let v, v != .null else { return d }
+            guard let x = v.doubleValue, x.isFinite, range.contains(x) else {
+                throw FormatError(path: source, "\(key) = \(v.compactText) must be a number in \(range.lowerBound)…\(range.upperBound)")
+            }
+            return x
+        }
+        func bool(_ v: JSONValue?, _ key: String, _ d: Bool) throws -> Bool {
+            guard let v, v != .null else { return d }
+            guard case .bool(let b) = v else { throw FormatError(path: source, "\(key) must be true or false, got \(v.compactText)") }
+            return b
+        }
+        imageSize = try int(model["image_size"], "model.image_size", 32...16384, 1024)
+        let encoder = model["image_encoder"]
+        scalp = try int(encoder?["scalp"], "image_encoder.scalp", 0...3, 0)
+        let t = encoder?["trunk"], k = "image_encoder.trunk."
+        trunk.embedDim = try int(t?["embed_dim"], k + "embed_dim", 1...65536, 96)
+        trunk.numHeads = try int(t?["num_heads"], k + "num_heads", 1...4096, 1)
+        trunk.stages = try ints(t?["stages"], k + "stages", 1...1024, [2, 3, 16, 3], count: 1...8)
+        trunk.qPool = try int(t?["q_pool"], k + "q_pool", 0...7, 3)
+        let stride = try ints(t?["q_stride"], k + "q_stride", 1...8, [2, 2], count: 2...2)
+        guard stride[0] == stride[1] else { throw FormatError(path: source, "\(k)q_stride \(stride): only square strides are supported") }
+        trunk.qStride = stride[0]
+        trunk.dimMul = try double(t?["dim_mul"], k + "dim_mul", 1...16, 2)
+        trunk.headMul = try double(t?["head_mul"], k + "head_mul", 1...16, 2)
+        trunk.windowPosEmbedBackground = try ints(
+            t?["window_pos_embed_bkg_spatial_size"], k + "window_pos_embed_bkg_spatial_size", 1...4096, [14, 14], count: 2...2)
+        trunk.windowSpec = try ints(t?["window_spec"], k + "window_spec", 0...4096, [8, 4, 14, 7], count: 1...8)
+        trunk.globalAttentionBlocks = try ints(t?["global_att_blocks"], k + "global_att_blocks", 0...8192, [12, 16, 20])
+        let n = encoder?["neck"], nk = "image_encoder.neck."
+        neck.dModel = try int(n?["d_model"], nk + "d_model", 1...65536, 256)
+        neck.channels = try ints(n?["backbone_channel_list"], nk + "backbone_channel_list", 1...65536, [768, 384, 192, 96], count: 1...8)
+        if let levels = n?["fpn_top_down_levels"], levels != .null {
+            neck.topDownLevels = try ints(levels, nk + "fpn_top_down_levels", 0...7, [], count: 0...8)
+        }
+        neck.interpolation = n?["fpn_interp_model"]?.stringValue ?? "bilinear"
+        neck.fuse = n?["fuse_type"]?.stringValue ?? "sum"
+        let p = n?["position_encoding"]
+        neck.positionFeatures = try int(p?["num_pos_feats"], nk + "position_encoding.num_pos_feats", 2...65536, neck.dModel)
+        neck.temperature = try double(p?["temperature"], nk + "position_encoding.temperature", 1...1e12, 10000)
+        neck.normalize = try bool(p?["normalize"], nk + "position_encoding.normalize", true)
+        if let s = p?["scale"], s != .null { neck.scale = try double(s, nk + "position_encoding.scale", 1e-6...1e6, 0) }
+        useHighResFeatures = try bool(model["use_high_res_features_in_sam"], "use_high_res_features_in_sam", false)
+        try validate(source: source)
+    }
+
+    /// The checks a model's construction relies on (also for configs built in code).
+    public func validate(source: String) throws {
+        func fail(_ m: String) -> FormatError { FormatError(path: source, m) }
+        let s = trunk.stages.count
+        guard trunk.windowSpec.count == s else { throw fail("window_spec has \(trunk.windowSpec.count) entries for \(s) stages") }
+        guard trunk.qPool <= s - 1 else { throw fail("q_pool \(trunk.qPool) exceeds the \(s - 1) stage changes") }
+        guard trunk.depth <= 4096 else { throw fail("the trunk has \(trunk.depth) blocks") }
+        // Widths and heads of every stage, as Hiera computes them.
+        var dim = trunk.embedDim, heads = trunk.numHeads
+        var dims: [Int] = []
+        for i in 0..<s {
+            if i > 0 {
+                dim = Int(Double(dim) * trunk.dimMul)
+                heads = Int(Double(heads) * trunk.headMul)
+            }
+            guard dim <= 1 << 20, heads >= 1, dim % heads == 0 else {
+                throw fail("stage \(i + 1) has width \(dim) and \(heads) heads: the heads must divide the width")
+            }
+            dims.append(dim)
+        }
+        guard neck.channels == dims.reversed() else {
+            throw fail("neck.backbone_channel_list \(neck.channels) does not match the trunk's stage widths \(Array(dims.reversed()))")
+        }
+        guard scalp < s else { throw fail("scalp \(scalp) drops every level") }
+        // Each stage halves the grid (q_pool stages); windows and the FPN's ×2 path need exact sizes.
+        let total = 4 * Int(pow(Double(trunk.qStride), Double(trunk.qPool)))
+        guard imageSize % total == 0 else { throw fail("image_size \(imageSize) must be a multiple of \(total) (patch 4 × q_stride^q_pool)") }
+        if let w0 = trunk.windowSpec.first, w0 > 0 {
+            guard (imageSize / 4) % w0 == 0 else {
+                throw fail("image_size \(imageSize) / 4 must be a multiple of window_spec[0] = \(w0) (the windowed position embedding is tiled)")
+            }
+        }
+        guard (imageSize / 4) <= 8192 else { throw fail("image_size \(imageSize) is too large") }
+        guard ["nearest", "bilinear"].contains(neck.interpolation) else { throw fail("fpn_interp_model '\(neck.interpolation)': nearest or bilinear") }
+        guard ["sum", "avg"].contains(neck.fuse) else { throw fail("fuse_type '\(neck.fuse)': sum or avg") }
+        guard neck.positionFeatures % 4 == 0 else {
+            throw fail("num_pos_feats \(neck.positionFeatures) must be a multiple of 4 (sine and cosine pairs per axis)")
+        }
+        guard neck.positionFeatures == neck.dModel else {
+            throw fail("the neck's position encoding has \(neck.positionFeatures) features for d_model \(neck.dModel): they must match")
+        }
+        if useHighResFeatures {
+            guard s - scalp >= 3 else { throw fail("use_high_res_features_in_sam needs at least 3 levels after scalp") }
+            guard neck.dModel % 8 == 0 else { throw fail("use_high_res_features_in_sam needs d_model divisible by 8, got \(neck.dModel)") }
+        }
+    }
+}

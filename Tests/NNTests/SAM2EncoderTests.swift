@@ -1,0 +1,140 @@
+import Formats
+import Foundation
+import NN
+import Tensors
+import TestSupport
+import Testing
+
+/// SAM 2's image encoder against sam2 1.1.0 (PyPI, CPU) on the sam2-tiny fixture's frame 0
+/// (Tests/Fixtures/sam2-tiny/make_encoder_fixture.py): Hiera's stage outputs, the FPN levels after
+/// scalp and conv_s0/conv_s1, and the sine position encodings. The model is read from the released
+/// checkpoint layout (`model.pt`, `{"model": state_dict}`) and the resolved hydra `config.yaml`.
+@Suite struct SAM2EncoderTests {
+    static let folder = TestPaths.fixtures + "/sam2-tiny"
+
+    static func maxError(_ a: Tensor, _ b: Tensor) throws -> Float {
+        guard a.shape == b.shape else { return .infinity }
+        return zip(try a.scalars(as: Float.self), try b.scalars(as: Float.self)).reduce(0) { max($0, abs($1.0 - $1.1)) }
+    }
+
+    @Test func theConfigIsReadFromTheResolvedYAML() throws {
+        let c = try SAM2Config.read(Self.folder + "/config.yaml")
+        #expect(c.imageSize == 256)
+        #expect(c.trunk.embedDim == 16 && c.trunk.stages == [1, 1, 2, 1] && c.trunk.globalAttentionBlocks == [3])
+        #expect(c.trunk.windowPosEmbedBackground == [4, 4] && c.trunk.windowSpec == [8, 4, 14, 7]) // window_spec: the code's default
+        #expect(c.neck.channels == [128, 64, 32, 16] && c.neck.dModel == 32 && c.neck.topDownLevels == [2, 3])
+        #expect(c.neck.interpolation == "nearest" && c.scalp == 1 && c.useHighResFeatures)
+    }
+
+    /// Tolerance 1e-4 absolute: float32 with a different summation order (sgemm vs. torch's kernels).
+    @Test func theEncoderMatchesSam2() throws {
+        let config = try SAM2Config.read(Self.folder + "/config.yaml")
+        let encoder = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: Self.folder + "/model.pt"))
+        let input = try NPY.read(path: Self.folder + "/encoder/input.npy")
+        let out = GradMode.disabled { encoder.forward(Variable(input)) }
+        #expect(out.trunk.count == 4 && out.features.count == 3 && out.positions.count == 3)
+        for (i, t) in out.trunk.enumerated() {
+            let e = try Self.maxError(t.value, try NPY.read(path: Self.folder + "/encoder/trunk_\(i).npy"))
+            #expect(e < 1e-4, "trunk stage \(i): max error \(e)")
+        }
+        for (i, f) in out.features.enumerated() {
+            let e = try Self.maxError(f.value, try NPY.read(path: Self.folder + "/encoder/fpn_\(i).npy"))
+            #expect(e < 1e-4, "fpn level \(i): max error \(e)")
+            let p = try Self.maxError(out.positions[i], try NPY.read(path: Self.folder + "/encoder/pos_\(i).npy"))
+            #expect(p < 1e-5, "position encoding \(i): max error \(p)")
+        }
+    }
+
+    /// Window padding (a 20 × 20 map in windows of 14, as Hiera-B+ at 320 px meets) and a grid
+    /// that is not a multiple of the window: the padded tokens are zeros that queries attend to, and
+    /// they are cut off again — so a padded block equals the unpadded one computed by hand on the
+    /// zero-extended map.
+    @Test func windowPaddingIsZerosAndIsCutOff() throws {
+        var rng = SeededGenerator(seed: 5)
+        let x = Variable(Tensor(shape: [1, 5, 7, 3], scalars: (0..<(105)).map { _ in Float(rng.nextNormal()) }))
+        let (w, padded) = windowPartition(x, 4)
+        #expect(padded == (8, 8) && w.shape == [4, 4, 4, 3])
+        let back = windowUnpartition(w, 4, padded: padded, original: (5, 7))
+        #expect(try back.value.scalars(as: Float.self) == x.value.scalars(as: Float.self))
+        // The padding is zeros: window (1, 1) holds rows 4…7, columns 4…7, of which only (4, 4…6) are real.
+        let last = try w.value.scalars(as: Float.self)[(3 * 16 * 3)..<(4 * 16 * 3)]
+        #expect(last.enumerated().allSatisfy { j, v in (j / 3) / 4 == 0 && (j / 3) % 4 < 3 ? true : v == 0 })
+    }
+
+    @Test func aConfigAndCheckpointThatDisagreeAreNamedInOneError() throws {
+        var config = try SAM2Config.read(Self.folder + "/config.yaml")
+        config.trunk.embedDim = 24
+        config.neck.channels = [192, 96, 48, 24]
+        do {
+            _ = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: Self.folder + "/model.pt"))
+            Issue.record("a 24-wide config loaded a 16-wide checkpoint")
+        } catch let e as FormatError {
+            let text = "\(e)"
+            #expect(text.contains("image_encoder.trunk.patch_embed.proj.weight: shape [16, 3, 7, 7] in the checkpoint, [24, 3, 7, 7] expected"))
+            #expect(text.contains("image_encoder.neck.convs.3.conv.weight"))
+        }
+        // A config whose neck does not match its trunk is refused before anything is built.
+        let yaml = try String(contentsOfFile: Self.folder + "/config.yaml", encoding: .utf8).replacingOccurrences(
+            of: "      - 128\n      - 64\n", with: "      - 100\n      - 64\n")
+        #expect(throws: FormatError.self) { try SAM2Config(json: try YAML.parse(yaml, source: "edited.yaml"), source: "edited.yaml") }
+    }
+}
+
+@Suite struct YAMLTests {
+    @Test func theSubsetParsesAsPyYAMLWritesIt() throws {
+        let text = """
+            # a comment
+            model:
+              _target_: sam2.Foo   # trailing comment
+              image_size: 1024
+              stages:
+              - 1
+              - 2
+              window: [8, 4, 14, 7]
+              scale: null
+              eps: 1.0e-06
+              flag: true
+              name: 'it''s'
+              quoted: "a: b # not a comment"
+              layers:
+              - kind: conv
+                width: 32
+              - kind: pool
+              flow: {a: 1, b: [x, y]}
+              empty:
+            top: -3
+            """
+        let v = try YAML.parse(text)
+        let m = v["model"]
+        #expect(m?["_target_"]?.stringValue == "sam2.Foo")
+        #expect(m?["image_size"]?.intValue == 1024)
+        #expect(m?["stages"]?.arrayValue?.compactMap(\.intValue) == [1, 2])
+        #expect(m?["window"]?.arrayValue?.compactMap(\.intValue) == [8, 4, 14, 7])
+        #expect(m?["scale"] == .null && m?["empty"] == .null)
+        #expect(m?["eps"]?.doubleValue == 1e-6)
+        #expect(m?["flag"] == .bool(true))
+        #expect(m?["name"]?.stringValue == "it's")
+        #expect(m?["quoted"]?.stringValue == "a: b # not a comment")
+        #expect(m?["layers"]?.arrayValue?.count == 2)
+        #expect(m?["layers"]?.arrayValue?[0]["width"]?.intValue == 32 && m?["layers"]?.arrayValue?[1]["kind"]?.stringValue == "pool")
+        #expect(m?["flow"]?["b"]?.arrayValue?.compactMap(\.stringValue) == ["x", "y"])
+        #expect(v["top"]?.intValue == -3)
+    }
+
+    @Test func whatIsNotSupportedIsNamedWithItsLine() throws {
+        for (text, needle) in [
+            ("a: &anchor 1\nb: *anchor\n", "line 1"), ("a: |\n  text\n", "line 1"), ("a: 1\n---\nb: 2\n", "line 2"),
+            ("a: 1\n  b: 2\n", "line 2"), ("a: [1, 2\n", "line 1"), ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ] {
+            do {
+                _ = try YAML.parse(text, source: "t.yaml")
+                Issue.record("accepted: \(text)")
+            } catch let e as FormatError {
+                #expect("\(e)".contains(needle), "\(e)")
+            }
+        }
+        // Deep nesting ends in an error, not a stack overflow.
+        let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
+        #expect(throws: FormatError.self) { try YAML.parse("a: " + deep) }
+    }
+}
