@@ -101,6 +101,12 @@ copy("configs", "openclip-tiny/open_clip_config.json", "open_clip.json")
 copy("configs", "hf/llama-tiny-config.json")
 copy("configs", "hf/opt-tiny-config.json")
 
+# YAML: SAM 2's resolved hydra config, and edge cases of the subset.
+copy("yaml", "sam2-tiny/config.yaml")
+put("yaml", "flow.yaml", b"a: {b: [1, 2, {c: d}], e: 'x''y'}\nf:\n- - 1\n")
+put("yaml", "deep.yaml", b"a: " + b"[" * 200 + b"]" * 200 + b"\n")
+put("yaml", "anchors.yaml", b"a: &x 1\nb: *x\n")
+
 # Plugin metadata, as a plugin publishes it.
 tensor = {"name": "prediction", "dtypes": ["u8", "i32"], "shape": "H×W", "summary": "labels", "optional": False}
 put("metadata", "plugin.json", json.dumps({

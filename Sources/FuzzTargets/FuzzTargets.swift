@@ -14,7 +14,7 @@ import Text
 public enum FuzzTargets {
     /// Target names, in the order `make fuzz` runs them.
     public static let names = [
-        "json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet",
+        "json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet", "yaml",
     ]
 
     /// Runs `target` on `data`; errors thrown by the parser are the expected outcome and ignored.
@@ -36,6 +36,7 @@ public enum FuzzTargets {
             case "metadata": try metadata(data)
             case "idx": try idx(data)
             case "activitynet": try activityNet(data)
+            case "yaml": try yaml(data)
             default: return false
             }
         } catch {}
@@ -127,6 +128,12 @@ public enum FuzzTargets {
             _ = try? OpenCLIPConfig.load(path: path)
             _ = try? DecoderConfig.load(path: path)
         }
+    }
+
+    /// A YAML config (the SAM 2 / hydra subset), then read as SAM 2's config.
+    static func yaml(_ data: Data) throws {
+        let value = try YAML.parse(String(decoding: data, as: UTF8.self), source: "fuzz.yaml")
+        _ = try? SAM2Config(json: value, source: "fuzz.yaml")
     }
 
     /// The metadata document a plugin publishes, decoded and checked as the host does.
