@@ -138,3 +138,31 @@ import Testing
         #expect(throws: FormatError.self) { try YAML.parse("a: " + deep) }
     }
 }
+
+/// SAM 2's prompt encoder and mask decoder against sam2 1.1.0 on frame 0's features
+/// (Tests/Fixtures/sam2-tiny/make_heads_fixture.py): a positive point with multimask output, no
+/// prompt (dynamic multimask via stability), and a mask prompt. Tolerance 1e-4 absolute on mask
+/// logits, IoUs, tokens and the object score.
+@Suite struct SAM2HeadsTests {
+    static let folder = TestPaths.fixtures + "/sam2-tiny"
+
+    @Test(arguments: ["point", "empty", "mask"]) func theHeadsMatchSam2(_ name: String) throws {
+        let f = Self.folder
+        let config = try SAM2Config.read(f + "/config.yaml")
+        let heads = try SAM2Heads(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let image = Variable(try NPY.read(path: f + "/heads/image_embedding.npy"))
+        let highRes = [Variable(try NPY.read(path: f + "/encoder/fpn_0.npy")), Variable(try NPY.read(path: f + "/encoder/fpn_1.npy"))]
+        let out = try GradMode.disabled { () throws -> SAM2Heads.Output in
+            // No point: SAM2Base passes one point (0, 0) labelled −1, and the encoder pads another.
+            let sparse = name == "point" ? heads.embedPoints([[(100, 60)]], labels: [[1]]) : heads.embedPoints([[(0, 0)]], labels: [[-1]])
+            let mask = name == "mask" ? Variable(try NPY.read(path: f + "/heads/mask_input.npy")) : nil
+            return heads.decode(image: image, highRes: highRes, sparse: sparse, dense: heads.embedMasks(mask, batch: 1), multimask: name == "point")
+        }
+        for (key, value) in [("masks", out.masks), ("ious", out.ious), ("tokens", out.tokens), ("object_score", out.objectScore)] {
+            let want = try NPY.read(path: f + "/heads/\(name)_\(key).npy")
+            #expect(value.shape == want.shape, "\(name) \(key): \(value.shape) vs \(want.shape)")
+            let e = try SAM2EncoderTests.maxError(value.value, want)
+            #expect(e < 1e-4, "\(name) \(key): max error \(e)")
+        }
+    }
+}

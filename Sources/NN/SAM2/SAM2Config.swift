@@ -40,7 +40,20 @@ public struct SAM2Config: Sendable, Equatable {
         public init() {}
     }
 
+    /// The SAM heads' switches (`SAM2Base` and `sam_mask_decoder_extra_args`).
+    public struct Heads: Sendable, Equatable {
+        public var predictObjectScores = false
+        public var predictObjectScoresMLP = false
+        public var iouPredictionUseSigmoid = false
+        public var useMultimaskTokenForObjectPointer = false
+        public var dynamicMultimaskViaStability = false
+        public var stabilityDelta = 0.05
+        public var stabilityThreshold = 0.98
+        public init() {}
+    }
+
     public var imageSize = 1024
+    public var heads = Heads()
     public var trunk = Trunk()
     public var neck = Neck()
     public var scalp = 0
@@ -109,6 +122,14 @@ public struct SAM2Config: Sendable, Equatable {
         neck.normalize = try bool(p?["normalize"], nk + "position_encoding.normalize", true)
         if let s = p?["scale"], s != .null { neck.scale = try double(s, nk + "position_encoding.scale", 1e-6...1e6, 0) }
         useHighResFeatures = try bool(model["use_high_res_features_in_sam"], "use_high_res_features_in_sam", false)
+        heads.predictObjectScores = try bool(model["pred_obj_scores"], "pred_obj_scores", false)
+        heads.predictObjectScoresMLP = try bool(model["pred_obj_scores_mlp"], "pred_obj_scores_mlp", false)
+        heads.iouPredictionUseSigmoid = try bool(model["iou_prediction_use_sigmoid"], "iou_prediction_use_sigmoid", false)
+        heads.useMultimaskTokenForObjectPointer = try bool(model["use_multimask_token_for_obj_ptr"], "use_multimask_token_for_obj_ptr", false)
+        let extra = model["sam_mask_decoder_extra_args"]
+        heads.dynamicMultimaskViaStability = try bool(extra?["dynamic_multimask_via_stability"], "dynamic_multimask_via_stability", false)
+        heads.stabilityDelta = try double(extra?["dynamic_multimask_stability_delta"], "dynamic_multimask_stability_delta", 0...1e6, 0.05)
+        heads.stabilityThreshold = try double(extra?["dynamic_multimask_stability_thresh"], "dynamic_multimask_stability_thresh", 0...1, 0.98)
         try validate(source: source)
     }
 
@@ -143,6 +164,10 @@ public struct SAM2Config: Sendable, Equatable {
             guard (imageSize / 4) % w0 == 0 else {
                 throw fail("image_size \(imageSize) / 4 must be a multiple of window_spec[0] = \(w0) (the windowed position embedding is tiled)")
             }
+        }
+        guard neck.dModel % 16 == 0 else {
+            throw fail(
+                "d_model \(neck.dModel) must be a multiple of 16 (the mask decoder's 8 heads on d_model / 2 channels, and d_model / 8 upscaled channels)")
         }
         guard (imageSize / 4) <= 8192 else { throw fail("image_size \(imageSize) is too large") }
         guard ["nearest", "bilinear"].contains(neck.interpolation) else { throw fail("fpn_interp_model '\(neck.interpolation)': nearest or bilinear") }
