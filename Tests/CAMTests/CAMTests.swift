@@ -36,15 +36,15 @@ import Vision
         #expect(e.grid.shape == [1, 4, 4])
     }
 
-    /// `target_weights`: a one-hot row is the class target; a positive multiple gives the same
-    /// (min–max scaled) map; another class's row gives that class's map; and a scorer returning the
+    /// `target_weights`: a one-hot row is the class target (for Grad-CAM a positive multiple of it
+    /// too: min–max scaling removes the factor, which Score-CAM's softmax and Grad-CAM++'s g³ keep); another class's row gives that class's map; and a scorer returning the
     /// same linear score and gradient gives the weights' map (the three ways of naming S agree).
     @Test(arguments: [BaseMethod.gradcam, .scorecam, .gradcampp])
     func linearTargetsAndScorers(_ method: BaseMethod) throws {
         let base = try run(method)
         let classes = base.logits.shape[1], t = base.targets[0]
         func onehot(_ c: Int, _ v: Float) -> [Float] { (0..<classes).map { $0 == c ? v : 0 } }
-        let same = try run(method, target: .weights(onehot(t, 3)))
+        let same = try run(method, target: .weights(onehot(t, method == .gradcam ? 3 : 1)))
         #expect(maxError(try base.maps.scalars(as: Float.self), try same.maps.scalars(as: Float.self)) < 1e-4)
         let other = (t + 1) % classes
         let otherClass = try explain(
