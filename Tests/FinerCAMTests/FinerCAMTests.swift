@@ -220,4 +220,26 @@ import Vision
         // The expected map is not the base's own map: the test tells them apart.
         #expect(maxError(values, plainMaps) > 0.05)
     }
+
+    /// Without the classifiers plugin: finer-cam still explains a classifier folder it is given, and
+    /// the tours (finer-cam's, prompt-cam's), which ask the host for the embedded classifier, fail
+    /// with a message naming the missing plugin. A copy of the executable with only some built-in
+    /// plugins beside it (the built-in folder is the executable's).
+    @Test func withoutTheClassifiersPluginTheToursNameIt() throws {
+        let dir = TempDir("no-classifiers")
+        let bin = dir.sub("bin")
+        for file in ["menagerie", "libCAM.so", "libFinerCAM.so", "libPromptCAM.so", "libSyntheticTreeOfLife.so"] {
+            try copyFile(TestPaths.products + "/" + file, to: bin + "/" + file)
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin + "/menagerie")
+        let env = CLI().environment
+        func run(_ arguments: String...) throws -> CommandResult { try runProcess(bin + "/menagerie", arguments, environment: env) }
+        let explained = try run(
+            "run", "finer-cam", "explain", "--set", "classifier=\(folder)", "--input", "images=\(folder)/image.png", "--out", dir.sub("out"))
+        #expect(explained.status == 0, "\(explained.stderr)")
+        for component in ["finer-cam", "prompt-cam"] {
+            let tour = try run("run", component, "tour")
+            #expect(tour.status != 0 && tour.stderr.contains("'classifiers' plugin") && tour.stderr.contains(component), "\(component): \(tour.stderr)")
+        }
+    }
 }
