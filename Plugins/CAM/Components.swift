@@ -58,7 +58,7 @@ func runCAM(_ request: Request<BaseCAMOptions>, component: String, method: BaseM
     }
     let target: CAMTarget
     let weights = request.inputs["target_weights"]
-    if let weights, !o.scorer.isEmpty {
+    if weights != nil, !o.scorer.isEmpty {
         throw MenagerieError.invalidArgument("'\(component)': give either the input 'target_weights' or the option 'scorer', not both")
     }
     if let weights {

@@ -116,7 +116,7 @@ struct FinerCAMComponent: Explainer {
         guard operation == "score" else { throw MenagerieError.notFound("'\(Self.id)' has no operation '\(operation)'") }
         let finer = try Self.finerOptions(request.options)
         let logits = try request.inputs.require("logits", dtypes: [.float32], rank: 2)
-        let reference = try request.inputs["reference"] ?? logits
+        let reference = request.inputs["reference"] ?? logits
         guard reference.dtype == .float32, reference.shape == logits.shape else {
             throw MenagerieError.invalidArgument("input 'reference' must be f32 \(logits.shape) like 'logits', got \(reference.dtype.name) \(reference.shape)")
         }

@@ -120,7 +120,7 @@ struct PromptCAMComponent: Explainer {
                 throw MenagerieError.invalidArgument("input 'query' holds a class outside 0..<\(model.classes)")
             }
             if query.contains(where: { $0 < 0 }) {
-                let logits0 = try GradMode.disabled { model.forward(Variable(images)).logits }.value
+                let logits0 = GradMode.disabled { model.forward(Variable(images)).logits }.value
                 let predicted = argmaxRows(logits0)
                 query = query.indices.map { query[$0] >= 0 ? query[$0] : predicted[$0] }
             }
