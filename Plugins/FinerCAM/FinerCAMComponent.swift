@@ -56,7 +56,9 @@ struct FinerCAMComponent: Explainer {
             "score", summary: "Finer-CAM's score S and ∂S/∂y of rows of logits (the scorer a base CAM calls back)",
             inputs: [
                 TensorSpec("logits", dtypes: ["f32"], shape: "M×C", summary: "the rows to score"),
-                TensorSpec("reference", dtypes: ["f32"], shape: "M×C", summary: "each row's unmasked logits: the comparison classes come from them"),
+                TensorSpec(
+                    "reference", dtypes: ["f32"], shape: "M×C", summary: "each row's unmasked logits: the comparison classes come from them (default: logits)",
+                    optional: true),
                 TensorSpec("targets", dtypes: ["i64", "i32", "u8"], shape: "M", summary: "each row's target class"),
             ],
             outputs: [
