@@ -19,7 +19,12 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
     ("ClassificationMetrics", "Plugins/ClassificationMetrics", [], ["Imaging", "Tensors"]),
     ("SyntheticTreeOfLife", "Plugins/SyntheticTreeOfLife", [], ["Imaging", "Tensors"]),
     ("DatasetAdapters", "Plugins/DatasetAdapters", [], ["Formats", "Imaging", "Tensors"]),
-    ("Explainers", "Plugins/Explainers", ["Resources/vit-tol"], ["Formats", "Imaging", "NN", "Tensors"]),
+    // The explainers: base CAMs, Finer-CAM and Prompt-CAM (each calls the others only through the
+    // host), and the classifiers they explain (the embedded one ships here); shared code is `Vision`.
+    ("CAM", "Plugins/CAM", [], ["Formats", "NN", "Tensors", "Vision"]),
+    ("FinerCAM", "Plugins/FinerCAM", [], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
+    ("PromptCAM", "Plugins/PromptCAM", [], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
+    ("Classifiers", "Plugins/Classifiers", ["Resources/vit-tol"], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
     (
         "BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"],
         ["Formats", "Imaging", "NN", "Tensors", "Text"]
@@ -49,6 +54,7 @@ let package = Package(
         // What the distillation plugins share: real data through the host, the distilled-set file, the
         // client of a diffusion backbone on the host.
         .library(name: "DistillationKit", targets: ["DistillationKit"]),
+        .library(name: "Vision", targets: ["Vision"]),
         // The C plugin: proof that the header alone is enough.
         .library(name: "SegmentationMetrics", type: .dynamic, targets: ["SegmentationMetrics"]),
         // The file parsers as fuzz targets, for the libFuzzer driver in Fuzz/ (`make fuzz`).
@@ -96,6 +102,9 @@ let package = Package(
         .target(name: "Text", dependencies: ["Formats", "CZlib"]),
         // Shared by the distillation plugins (each links its own copy, as of MenagerieKit).
         .target(name: "DistillationKit", dependencies: ["MenagerieKit", "Formats", "Imaging", "NN", "Tensors"]),
+        // What the explainer plugins share: timm ViT and ConvNet classifiers with their preprocessing,
+        // the CAM classifier protocol, map scaling, overlays and the saliency metrics.
+        .target(name: "Vision", dependencies: ["NN", "Imaging", "Formats", "Tensors"]),
 
         // The SDK and the host.
         .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),
@@ -136,7 +145,10 @@ let package = Package(
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),
         .testTarget(name: "SyntheticTreeOfLifeTests", dependencies: ["SyntheticTreeOfLife", "Formats", "Imaging", "TestSupport"]),
         .testTarget(name: "DatasetAdaptersTests", dependencies: ["DatasetAdapters", "Formats", "Imaging", "Tensors", "TestSupport"]),
-        .testTarget(name: "ExplainersTests", dependencies: ["Explainers", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "CAMTests", dependencies: ["CAM", "Vision", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "FinerCAMTests", dependencies: ["CAM", "FinerCAM", "Vision", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "PromptCAMTests", dependencies: ["PromptCAM", "Vision", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
+        .testTarget(name: "ClassifiersTests", dependencies: ["Vision", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),

@@ -56,7 +56,7 @@ import Testing
         let expected: [String: String] = [
             "sgemm.1024": "(host)", "list.warm": "(host)", "invoke.c": "(host)", "invoke.isolated": "(host)",
             "vit_b16.forward": "grad-cam", "vit_b16.forward_batch8": "grad-cam", "vit_b16.sgemm_share": "grad-cam",
-            "vit_b16.gradcam": "grad-cam", "vit_b16.finercam": "grad-cam", "prompt_cam.train": "prompt-cam",
+            "vit_b16.gradcam": "grad-cam", "vit_b16.finercam": "finer-cam", "prompt_cam.train": "prompt-cam",
             "vit_l14.image_forward": "bioclip2", "vit_l14.text_forward_batch8": "bioclip2", "vit_l14.peak_memory": "bioclip2",
             "bioclip2.text_embed": "bioclip2", "bioclip2.predict_10k_cold": "bioclip2", "bioclip2.predict_10k_cached": "bioclip2",
             "load.pt.open": "bioclip2", "load.pt.first_tensor": "bioclip2", "load.pt.all_tensors": "bioclip2", "load.pt.peak_rss": "bioclip2",

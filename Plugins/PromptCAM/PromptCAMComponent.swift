@@ -4,6 +4,7 @@ import Imaging
 import MenagerieKit
 import NN
 import Tensors
+import Vision
 
 /// The `prompt-cam` explainer: `train` learns class prompts and the shared head on a dataset
 /// component with the backbone frozen; `explain` shows, per head of the last block, what the class
@@ -49,16 +50,90 @@ struct PromptCAMComponent: Explainer {
             ],
             outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
         OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
+        OperationSpec(
+            "trait_maps", summary: "per-head trait maps on the token grid and the logits of normalised images (no ranking, no files)",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images"),
+                TensorSpec(
+                    "query", dtypes: ["i64", "i32", "u8"], shape: "N", summary: "the class whose prompt is shown per image (−1: its prediction)", optional: true
+                ),
+            ],
+            outputs: [
+                TensorSpec("grid", dtypes: ["f32"], shape: "N×H×g×g", summary: "the last block's attention of the query prompt over the patches, per head"),
+                TensorSpec("logits", dtypes: ["f32"], shape: "N×C", summary: "the Prompt-CAM model's logits"),
+            ]),
+        OperationSpec(
+            "logits", summary: "the Prompt-CAM model's logits of normalised images",
+            inputs: [TensorSpec("images", dtypes: ["f32"], shape: "N×3×S×S", summary: "normalised images")],
+            outputs: [TensorSpec("logits", dtypes: ["f32"], shape: "N×C", summary: "one score per class prompt")]),
     ]
 
-    func backbone(_ o: Options) throws -> ViTClassifier {
-        let folder = o.backbone.isEmpty ? try embeddedClassifierFolder() : (o.backbone as NSString).expandingTildeInPath
+    /// The frozen backbone: the option's folder, else the embedded classifier of the `classifiers`
+    /// plugin (asked through the host).
+    func backbone(_ o: Options, host: PluginHost) throws -> ViTClassifier {
+        let folder =
+            o.backbone.isEmpty
+            ? try embeddedClassifierFolder(host, for: Self.id, hint: "--set backbone=FOLDER") : (o.backbone as NSString).expandingTildeInPath
         do { return try ViTClassifier(folder: folder, requireHead: false) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
     }
 
+    /// The backbone with the prompts of `o.prompts` (a file written by train) loaded.
+    func model(_ o: Options, host: PluginHost) throws -> (PromptCAMModel, ViTClassifier) {
+        let vit = try backbone(o, host: host)
+        guard !o.prompts.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set prompts=FILE (from prompt-cam train)") }
+        let promptsFile = (o.prompts as NSString).expandingTildeInPath
+        let promptShape: [Int]
+        do { promptShape = try SafeTensorsFile(path: promptsFile).entry("prompts").shape } catch { throw MenagerieError.invalidArgument("\(error)") }
+        // [depth, classes, width] of this backbone, checked before the shape sizes the model.
+        guard promptShape.count == 3, promptShape[0] == vit.config.depth, promptShape[2] == vit.config.width,
+            Limits.vocabulary.contains(promptShape[1])
+        else {
+            throw MenagerieError.invalidArgument(
+                "\(promptsFile): tensor 'prompts' has shape \(promptShape); this backbone needs "
+                    + "[\(vit.config.depth), classes, \(vit.config.width)] with 1…\(Limits.vocabulary.upperBound) classes")
+        }
+        let model = PromptCAMModel(backbone: vit.model, classes: promptShape[1])
+        do { try model.load(from: promptsFile) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        return (model, vit)
+    }
+
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        switch operation {
+        case "trait_maps", "logits":
+            let (model, vit) = try model(request.options, host: request.host)
+            let images = try request.inputs.require("images", dtypes: [.float32], rank: 4).owned()
+            let s = vit.config.imageSize
+            guard images.shape[1] == 3, images.shape[2] == s, images.shape[3] == s else {
+                throw MenagerieError.invalidArgument("input 'images' must be [N, 3, \(s), \(s)] for this backbone, got \(images.shape)")
+            }
+            let n = images.shape[0]
+            if operation == "logits" {
+                let logits = GradMode.disabled { model.forward(Variable(images)).logits }.value
+                return Response(result: ["images": .number(Double(n))], tensors: [("logits", logits)])
+            }
+            var query = Array(repeating: -1, count: n)
+            if let q = request.inputs["query"] {
+                guard q.rank == 1, q.shape[0] == n else { throw MenagerieError.invalidArgument("input 'query' must be [\(n)], got \(q.shape)") }
+                query = try q.integers()
+            }
+            guard query.allSatisfy({ $0 < model.classes }) else {
+                throw MenagerieError.invalidArgument("input 'query' holds a class outside 0..<\(model.classes)")
+            }
+            if query.contains(where: { $0 < 0 }) {
+                let logits0 = GradMode.disabled { model.forward(Variable(images)).logits }.value
+                let predicted = argmaxRows(logits0)
+                query = query.indices.map { query[$0] >= 0 ? query[$0] : predicted[$0] }
+            }
+            let (grid, logits) = model.traitMaps(images, query: query)
+            return Response(result: ["images": .number(Double(n)), "heads": .number(Double(grid.shape[1]))], tensors: [("grid", grid), ("logits", logits)])
+        default:
+            return try train(request)
+        }
+    }
+
+    func train(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        let vit = try backbone(o)
+        let vit = try backbone(o, host: request.host)
         let s = vit.config.imageSize
         let data = try DatasetOptionsProxy(request.host, id: o.dataset, size: s, options: o.datasetOptions)
         let described = try data.describe(options: [:])
@@ -107,23 +182,8 @@ struct PromptCAMComponent: Explainer {
 
     func explain(_ request: Request<Options>) throws -> Response {
         let o = request.options
-        let vit = try backbone(o)
-        guard !o.prompts.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' explain needs --set prompts=FILE (from prompt-cam train)") }
-        let promptsFile = (o.prompts as NSString).expandingTildeInPath
-        let classes: Int
-        let promptShape: [Int]
-        do { promptShape = try SafeTensorsFile(path: promptsFile).entry("prompts").shape } catch { throw MenagerieError.invalidArgument("\(error)") }
-        // [depth, classes, width] of this backbone, checked before the shape sizes the model.
-        guard promptShape.count == 3, promptShape[0] == vit.config.depth, promptShape[2] == vit.config.width,
-            Limits.vocabulary.contains(promptShape[1])
-        else {
-            throw MenagerieError.invalidArgument(
-                "\(promptsFile): tensor 'prompts' has shape \(promptShape); this backbone needs "
-                    + "[\(vit.config.depth), classes, \(vit.config.width)] with 1…\(Limits.vocabulary.upperBound) classes")
-        }
-        classes = promptShape[1]
-        let model = PromptCAMModel(backbone: vit.model, classes: classes)
-        do { try model.load(from: promptsFile) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        let (model, vit) = try model(o, host: request.host)
+        let classes = model.classes
         let (images, pictures) = try loadImages(request, classifier: vit, optionPath: o.images, component: Self.id)
         let n = images.shape[0]
         let logits0 = try GradMode.disabled { model.forward(Variable(images)).logits }.value.scalars(as: Float.self)
@@ -209,7 +269,7 @@ extension PromptCAMComponent {
     /// its accuracy on two test images per species, and the ranked per-head trait maps of the four
     /// species of the first genus (they differ only in the beak), plus one cross-class query.
     func tour(_ request: Request<Options>) throws -> Response {
-        let folder = try embeddedClassifierFolder()
+        let folder = try embeddedClassifierFolder(request.host, for: Self.id, hint: "prompt-cam train/explain with --set backbone=FOLDER")
         let vit: ViTClassifier
         do { vit = try ViTClassifier(folder: folder, requireHead: false) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
         let promptsFile = folder + "/prompt-cam.safetensors"
@@ -281,4 +341,29 @@ extension PromptCAMComponent {
             ],
             artifacts: Figure.files("trait_maps.png"))
     }
+}
+
+/// The embedded classifier's folder, asked of the `classifiers` plugin through the host (operation
+/// `embedded` of `vit-classifier`); a clear error naming that plugin when it is not installed.
+func embeddedClassifierFolder(_ host: PluginHost, for component: String, hint: String) throws -> String {
+    let proxy: ComponentProxy
+    do { proxy = try host.resolve("vit-classifier") } catch let e as MenagerieError where e.status == .notFound {
+        throw MenagerieError.notFound(
+            "'\(component)' needs the embedded classifier of the 'classifiers' plugin (component 'vit-classifier'), which is not installed: "
+                + "install libClassifiers.so with its Menagerie_Classifiers.resources folder, or use \(hint)")
+    }
+    guard let folder = try proxy.invoke("embedded").result["folder"]?.stringValue else {
+        throw MenagerieError.failed("vit-classifier's operation 'embedded' returned no folder")
+    }
+    return folder
+}
+
+/// The plugin: its identity and components (the entry symbol is in `Entry/`).
+public enum PromptCAMPlugin: Plugin {
+    public static let name = "prompt-cam"
+    public static let version = "0.2.0"
+    public static let summary = "Prompt-CAM: class prompts on a frozen ViT, per-head trait maps ranked by blurring"
+    public static let license = "MIT"
+    public static let authors = ["Menagerie contributors"]
+    public static let components: [any Component.Type] = [PromptCAMComponent.self]
 }

@@ -1,6 +1,6 @@
-import Explainers
 import MenagerieKit
+import PromptCAM
 
 /// The one symbol the host looks up (menagerie.h): this plugin's descriptor.
 @_cdecl("menagerie_plugin_v1")
-public func menageriePlugin() -> UnsafeRawPointer { export(ExplainersPlugin.self) }
+public func menageriePlugin() -> UnsafeRawPointer { export(PromptCAMPlugin.self) }

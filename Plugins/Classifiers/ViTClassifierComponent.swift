@@ -4,6 +4,7 @@ import Imaging
 import MenagerieKit
 import NN
 import Tensors
+import Vision
 
 /// A small timm-layout ViT classifier trained here on a dataset component (by default
 /// `synthetic-tol` species): the embedded classifier the explainers run on with no download.
@@ -60,6 +61,11 @@ struct ViTClassifierComponent: Backbone {
                 TensorSpec("tokens", dtypes: ["f32"], shape: "N×G×G×D", summary: "patch tokens after the final norm (label propagation's features)"),
             ]),
         OperationSpec("train", summary: "train on a dataset component; writes config.json, model.safetensors, curve.csv, curve.png"),
+        OperationSpec(
+            "embedded",
+            summary:
+                "where the embedded classifier is: result {\"folder\": PATH} (timm config.json + model.safetensors, and prompt-cam.safetensors), for other plugins' tours"
+        ),
     ]
 
     func embed(_ request: Request<Options>) throws -> Response {
@@ -103,7 +109,8 @@ struct ViTClassifierComponent: Backbone {
     }
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
-        try train(request)
+        if operation == "embedded" { return Response(result: ["folder": .string(try embeddedClassifierFolder())]) }
+        return try train(request)
     }
 
     func train(_ request: Request<Options>) throws -> Response {
@@ -286,12 +293,38 @@ func timmConfig(_ c: ViTConfig, classes: Int) -> String {
     return json.prettyText + "\n"
 }
 
-/// The embedded classifier shipped with the plugin: `Menagerie_Explainers.resources/vit-tol` next to
+/// The embedded classifier shipped with the plugin: `Menagerie_Classifiers.resources/vit-tol` next to
 /// the plugin's shared library (SwiftPM copies it there; `make install` installs it beside the .so).
+/// Other plugins ask for it through the host (`vit-classifier`'s operation `embedded`).
 func embeddedClassifierFolder() throws -> String {
-    let folder = try PluginResources.path(module: "Explainers", item: "vit-tol")
+    let folder = try PluginResources.path(module: "Classifiers", item: "vit-tol")
     guard FileManager.default.fileExists(atPath: folder + "/model.safetensors") else {
         throw MenagerieError.notFound("the embedded classifier is missing (\(folder)); pass --set classifier=FOLDER")
     }
     return folder
+}
+
+/// Classifiers already loaded in this process, by folder, head requirement and image size, and the
+/// weights' identity: a runtime that embeds many batches loads (and initialises) each model once.
+let loadedClassifiers = ProcessCache<ViTClassifier>()
+
+func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
+    try loadedClassifiers.value(
+        folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors"
+    ) {
+        try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
+    }
+}
+
+/// The plugin: its identity and components (the entry symbol is in `Entry/`).
+public enum ClassifiersPlugin: Plugin {
+    public static let name = "classifiers"
+    public static let version = "0.2.0"
+    public static let summary =
+        "The classifiers the explainers run on: a small ViT (embedded, trained on synthetic-tol), ConvNet-3 and linear probes; train and embed"
+    public static let license = "MIT"
+    public static let authors = ["Menagerie contributors"]
+    public static let components: [any Component.Type] = [
+        ViTClassifierComponent.self, ConvNetClassifierComponent.self, LinearProbeComponent.self,
+    ]
 }

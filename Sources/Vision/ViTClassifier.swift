@@ -1,7 +1,6 @@
 import Formats
 import Foundation
 import Imaging
-import MenagerieKit
 import NN
 import Tensors
 
@@ -89,25 +88,13 @@ public struct ViTClassifier: @unchecked Sendable {
 }
 
 /// A classifier folder of either kind: ConvNet-3 when config.json says `"architecture": "convnet"`,
-/// otherwise a timm ViT.
-func loadClassifier(folder: String) throws -> any CAMClassifier {
+/// otherwise a timm ViT (`vit`: how to load one, e.g. from a cache of loaded models).
+public func loadClassifier(folder: String, vit: (String) throws -> ViTClassifier = { try ViTClassifier(folder: $0) }) throws -> any CAMClassifier {
     let configPath = folder + "/config.json"
     if RegularFile.isRegular(configPath), let text = try? RegularFile.text(configPath, limit: 16 << 20),
         let json = try? JSONValue.parse(text), json["architecture"]?.stringValue == "convnet"
     {
         return try ConvNetClassifier(folder: folder)
     }
-    return try loadedClassifier(folder: folder)
-}
-
-/// Classifiers already loaded in this process, by folder, head requirement and image size, and the
-/// weights' identity: a runtime that explains many batches loads (and initialises) each model once.
-let loadedClassifiers = ProcessCache<ViTClassifier>()
-
-func loadedClassifier(folder: String, requireHead: Bool = true, imageSize: Int = 0) throws -> ViTClassifier {
-    try loadedClassifiers.value(
-        folder + (requireHead ? "#head" : "") + "#\(imageSize)", stamp: Checkpoint.weightsFile(in: folder) ?? folder + "/model.safetensors"
-    ) {
-        try ViTClassifier(folder: folder, requireHead: requireHead, imageSize: imageSize)
-    }
+    return try vit(folder)
 }

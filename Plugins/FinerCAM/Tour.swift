@@ -1,36 +1,66 @@
+import Formats
 import Foundation
 import Imaging
 import MenagerieKit
 import NN
 import Tensors
+import Vision
 
 extension FinerCAMComponent {
     static var inTour: Bool { true }
 
     /// Grad-CAM against Finer-CAM on `synthetic-tol` test images (one per species) with the embedded
-    /// classifier: the pointing game on the part that tells each species from its siblings, relative
-    /// confidence drop, deletion and insertion; overlays of the first species side by side.
+    /// classifier (asked of the `classifiers` plugin through the host): the pointing game on the part
+    /// that tells each species from its siblings, relative confidence drop, deletion and insertion;
+    /// overlays of the first species side by side. Grad-CAM's and Prompt-CAM's maps come from their
+    /// plugins through the host; Finer-CAM's from grad-cam calling this component's score back.
     func tour(_ request: Request<Options>) throws -> Response {
-        let folder = request.options.classifier.isEmpty ? try embeddedClassifierFolder() : request.options.classifier
+        let folder =
+            request.options.classifier.isEmpty
+            ? try embeddedClassifierFolder(request.host, for: Self.id, hint: "--set classifier=FOLDER") : request.options.classifier
         let classifier: ViTClassifier
         do { classifier = try ViTClassifier(folder: folder) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
-        // Prompt-CAM joins the comparison when its prompts were trained on this backbone (the embedded one).
-        var promptCAM: PromptCAMModel?
-        if FileManager.default.fileExists(atPath: folder + "/prompt-cam.safetensors") {
-            let frozen = try ViTClassifier(folder: folder, requireHead: false)
-            let file = folder + "/prompt-cam.safetensors"
-            let model = PromptCAMModel(backbone: frozen.model, classes: try SafeTensorsFile(path: file).entry("prompts").shape[1])
-            try model.load(from: file)
-            promptCAM = model
+        // Prompt-CAM joins the comparison when its prompts were trained on this backbone (the embedded
+        // one) and the prompt-cam plugin is installed.
+        let prompts = folder + "/prompt-cam.safetensors"
+        var notes: [String] = []
+        var promptCAM: String? = nil
+        if FileManager.default.fileExists(atPath: prompts) {
+            if (try? request.host.resolve("prompt-cam", kind: .explainer)) != nil {
+                promptCAM = prompts
+            } else {
+                notes.append("Prompt-CAM left out: the prompt-cam plugin is not installed")
+            }
         }
-        let report = try compareOnSyntheticTol(classifier, promptCAM: promptCAM, host: request.host, perSpecies: max(1, request.options.perSpecies))
+        let report = try compareOnSyntheticTol(
+            classifier, folder: folder, promptCAM: promptCAM, host: request.host, perSpecies: max(1, request.options.perSpecies))
         let dir = request.host.scratchDirectory
         try AtomicFile.write(report.csv, to: dir + "/metrics.csv")
         try report.sheet.write(to: dir + "/overlays.png")
+        var summary = report.summary
+        if !notes.isEmpty, case .object(var o) = summary {
+            o["notes"] = .array(notes.map { .string($0) })
+            summary = .object(o)
+        }
         return Response(
-            result: report.summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
+            result: summary, tensors: [("maps_gradcam", report.maps[0]), ("maps_finercam", report.maps[1])],
             artifacts: ["metrics.csv"] + Figure.files("overlays.png"))
     }
+}
+
+/// The embedded classifier's folder, asked of the `classifiers` plugin through the host (operation
+/// `embedded` of `vit-classifier`); a clear error naming that plugin when it is not installed.
+func embeddedClassifierFolder(_ host: PluginHost, for component: String, hint: String) throws -> String {
+    let proxy: ComponentProxy
+    do { proxy = try host.resolve("vit-classifier") } catch let e as MenagerieError where e.status == .notFound {
+        throw MenagerieError.notFound(
+            "'\(component)' needs the embedded classifier of the 'classifiers' plugin (component 'vit-classifier'), which is not installed: "
+                + "install libClassifiers.so with its Menagerie_Classifiers.resources folder, or pass \(hint)")
+    }
+    guard let folder = try proxy.invoke("embedded").result["folder"]?.stringValue else {
+        throw MenagerieError.failed("vit-classifier's operation 'embedded' returned no folder")
+    }
+    return folder
 }
 
 struct Comparison {
@@ -42,10 +72,11 @@ struct Comparison {
 
 /// Runs Grad-CAM, Finer-CAM (α = 1, ranks 1–3) and Finer-CAM compare (α = 1, rank 1) on the first
 /// `perSpecies` test images of every species, explaining the true class; and Prompt-CAM when given
-/// (its map: the mean over heads of the true class prompt's last-block attention, scored with the
-/// Prompt-CAM model's own logits).
+/// its prompts file (its map: the mean over heads of the true class prompt's last-block attention,
+/// scored with the Prompt-CAM model's own logits). Every map comes through the host: grad-cam (the
+/// cam plugin), finer-cam over grad-cam, prompt-cam's `trait_maps` and `logits`.
 func compareOnSyntheticTol(
-    _ classifier: ViTClassifier, promptCAM: PromptCAMModel? = nil, host: PluginHost,
+    _ classifier: ViTClassifier, folder: String, promptCAM: String? = nil, host: PluginHost,
     perSpecies: Int
 ) throws -> Comparison {
     let s = classifier.config.imageSize
@@ -114,14 +145,31 @@ func compareOnSyntheticTol(
                     ["accuracy", "pointing_game", "energy_in_part", "relative_drop_5pct", "deletion_auc", "insertion_auc"], row.map { JSONValue.number($0) })))
         maps.append(m)
     }
+    let targetTensor = Tensor(targets.map(Int64.init))
     for (name, finer) in methods {
-        let e = try explain(classifier, images: images, method: .gradcam, targets: targets, finer: finer)
-        try record(name, logits: try e.logits.scalars(as: Float.self), c: e.logits.shape[1], maps: e.maps) { similar in
-            try faithfulness(classifier, images: images, maps: e.maps, targets: targets, similar: similar)
+        let (m, logits): (Tensor, Tensor)
+        if let finer {
+            var o = FinerCAMComponent.Options()
+            (o.classifier, o.alpha, o.ranks) = (folder, Double(finer.alpha), finer.ranks)
+            let run = try FinerRun(host: host, base: "grad-cam", options: o, finer: finer, images: images, targets: targetTensor)
+            (m, logits) = (run.maps, run.logits)
+        } else {
+            let r = try ExplainerProxy(host, id: "grad-cam").explain(
+                options: ["classifier": .string(folder)], inputs: [("images", images), ("targets", targetTensor)])
+            guard let maps = r.tensors["maps"], let l = r.tensors["logits"] else { throw MenagerieError.failed("grad-cam returned no maps or logits") }
+            (m, logits) = (maps, l)
+        }
+        try record(name, logits: try logits.scalars(as: Float.self), c: logits.shape[1], maps: m) { similar in
+            try faithfulness(classifier, images: images, maps: m, targets: targets, similar: similar)
         }
     }
     if let promptCAM {
-        let (grid, logits) = promptCAM.traitMaps(images, query: targets)
+        let prompt = try host.resolve("prompt-cam", kind: .explainer)
+        let options: JSONValue = ["backbone": .string(folder), "prompts": .string(promptCAM)]
+        let r = try prompt.invoke("trait_maps", options: options, inputs: [("images", images), ("query", targetTensor)])
+        guard let grid = r.tensors["grid"], grid.rank == 4, grid.shape[0] == n, let logits = r.tensors["logits"], logits.rank == 2 else {
+            throw MenagerieError.failed("prompt-cam's trait_maps returned no grid [N, H, g, g] or logits [N, C]")
+        }
         let (h, g) = (grid.shape[1], grid.shape[2])
         // Mean over heads on the token grid, then resized and scaled as the CAMs are.
         let perHead = try grid.scalars(as: Float.self)
@@ -129,8 +177,11 @@ func compareOnSyntheticTol(
         for i in 0..<n { for hh in 0..<h { for p in 0..<(g * g) { mean[i * g * g + p] += perHead[(i * h + hh) * g * g + p] / Float(h) } } }
         let m = try scaledMaps(grid: try Tensor(mean, shape: [n, g, g]), size: s)
         try record("prompt-cam", logits: try logits.scalars(as: Float.self), c: logits.shape[1], maps: m) { similar in
-            try faithfulness(images: images, maps: m, targets: targets, similar: similar, classes: promptCAM.classes) { batch in
-                GradMode.disabled { promptCAM.forward(Variable(batch)).logits }
+            try faithfulness(images: images, maps: m, targets: targets, similar: similar, classes: logits.shape[1]) { batch in
+                guard let l = try prompt.invoke("logits", options: options, inputs: [("images", batch)]).tensors["logits"] else {
+                    throw MenagerieError.failed("prompt-cam's operation 'logits' returned no logits")
+                }
+                return Variable(l)
             }
         }
     }

@@ -3,6 +3,7 @@ import Foundation
 import MenagerieKit
 import NN
 import Tensors
+import Vision
 
 /// A linear probe: a frozen timm ViT backbone's pooled features (its config's `global_pool`; mean of
 /// the patch tokens for `avg`, Finer-CAM's reference setup) → Linear(D → C), trained with AdamW on

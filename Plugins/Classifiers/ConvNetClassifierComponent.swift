@@ -4,6 +4,7 @@ import Imaging
 import MenagerieKit
 import NN
 import Tensors
+import Vision
 
 /// ConvNet-3 trained here on a dataset component, with dataset distillation's hard-label protocol
 /// (SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, learning rate ×0.1 at half): `train`
