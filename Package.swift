@@ -32,7 +32,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
     ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"], ["Formats", "Imaging", "NN", "Tensors"]),
     ("LatentDiffusion", "Plugins/LatentDiffusion", ["Resources/ldm-tol"], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
-    ("D3HR", "Plugins/D3HR", [], ["DistillationKit", "Imaging", "NN", "Tensors"]),
+    ("D3HR", "Plugins/D3HR", [], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
     (
         "Concord", "Plugins/Concord", ["Resources/concepts-synthetic-tol.json", "Resources/concepts-cmnist-dd.json"],
         ["DistillationKit", "Formats", "NN", "Tensors"]

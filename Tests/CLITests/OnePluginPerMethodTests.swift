@@ -42,6 +42,11 @@ import Testing
         #expect(owner["latent-diffusion"] == "latent-diffusion")
         #expect(owner["diffusion-dd"] == "latent-diffusion")
         #expect(owner["dm"] == "dataset-distillation")
+        // The explainers: the base CAMs, Finer-CAM, Prompt-CAM and the classifiers apart.
+        #expect(owner["grad-cam"] == "cam" && owner["score-cam"] == "cam")
+        #expect(owner["finer-cam"] == "finer-cam")
+        #expect(owner["prompt-cam"] == "prompt-cam")
+        #expect(owner["vit-classifier"] == "classifiers" && owner["linear-probe"] == "classifiers")
         #expect(Set(["d3hr", "concord", "latent-diffusion", "dataset-distillation"]).isSubset(of: Set(plugins.compactMap { $0["name"] as? String })))
     }
 
@@ -84,5 +89,21 @@ import Testing
         let r = try Self.run(dir, CLI(), ["run", "d3hr", "--set", "ipc=1", "--out", dir.path + "/out"])
         #expect(r.status != 0)
         #expect(r.stderr.contains("d3hr needs component 'latent-diffusion' (plugin latent-diffusion)"), "\(r.stderr)")
+    }
+
+    @Test func withoutTheBaseCAMsFinerCAMNamesThePluginAndPromptCAMStillRuns() throws {
+        let dir = try Self.buildFolder(without: ["libCAM.so"])
+        let cli = CLI()
+        let fixture = TestPaths.fixtures + "/vit-cam-tiny"
+        let finer = try Self.run(
+            dir, cli, ["run", "finer-cam", "explain", "--set", "classifier=" + fixture, "--input", "images=\(fixture)/image.png", "--out", dir.path + "/finer"])
+        #expect(finer.status != 0)
+        #expect(finer.stderr.contains("finer-cam's base 'grad-cam' is not installed") && finer.stderr.contains("'cam' plugin"), "\(finer.stderr)")
+        let list = try Self.run(dir, cli, ["list", "--json"])
+        let ids = Set((try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String })
+        #expect(!ids.contains("grad-cam") && ids.isSuperset(of: ["finer-cam", "prompt-cam", "vit-classifier", "d3hr"]))
+        // A method that does not need the base CAMs runs.
+        let prompt = try Self.run(dir, cli, ["run", "prompt-cam", "tour", "--out", dir.path + "/prompt"])
+        #expect(prompt.status == 0, "\(prompt.stderr)")
     }
 }

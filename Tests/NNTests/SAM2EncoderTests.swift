@@ -166,3 +166,43 @@ import Testing
         }
     }
 }
+
+/// SAM 2's memory encoder and memory attention against sam2 1.1.0 (make_memory_fixture.py): the
+/// encoder on frame 0's top-level features with a scaled random mask; the attention of those features
+/// over two frames of random memory and 4 object-pointer tokens (RoPE with repeated keys, the pointer
+/// tokens excluded). Tolerance 1e-4 absolute.
+@Suite struct SAM2MemoryTests {
+    static let folder = TestPaths.fixtures + "/sam2-tiny"
+
+    @Test func theMemoryEncoderMatchesSam2() throws {
+        let f = Self.folder
+        let config = try SAM2Config.read(f + "/config.yaml")
+        let encoder = try SAM2MemoryEncoder(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let current = try NPY.read(path: f + "/memory/curr.npy") // [HW, 1, C]
+        let side = Int(Double(current.shape[0]).squareRoot())
+        let pixels = Variable(current).permuted([1, 2, 0]).reshaped([1, current.shape[2], side, side])
+        let logits = try NPY.read(path: f + "/memory/mask_logits.npy")
+        let mask = Variable(logits).sigmoid() * 20 - 10
+        let (features, position) = GradMode.disabled { encoder(pixels: pixels, mask: mask) }
+        let e = try SAM2EncoderTests.maxError(features.value, try NPY.read(path: f + "/memory/encoded.npy"))
+        #expect(e < 1e-4, "encoded: max error \(e)")
+        let p = try SAM2EncoderTests.maxError(position, try NPY.read(path: f + "/memory/encoded_pos.npy"))
+        #expect(p < 1e-5, "position: max error \(p)")
+    }
+
+    @Test func theMemoryAttentionMatchesSam2() throws {
+        let f = Self.folder
+        let config = try SAM2Config.read(f + "/config.yaml")
+        #expect(config.memoryAttention.layers == 2 && config.memoryAttention.ropeKeyRepeat && config.memoryEncoder.outDim == 16)
+        let attention = try SAM2MemoryAttention(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let current = Variable(try NPY.read(path: f + "/memory/curr.npy"))
+        let position = Variable(try NPY.read(path: f + "/memory/curr_pos.npy"))
+        let memory = Variable(try NPY.read(path: f + "/memory/memory.npy"))
+        let memoryPosition = Variable(try NPY.read(path: f + "/memory/memory_pos.npy"))
+        let out = GradMode.disabled {
+            attention(current: current, position: position, memory: memory, memoryPosition: memoryPosition, objectPointerTokens: 4)
+        }
+        let e = try SAM2EncoderTests.maxError(out.value, try NPY.read(path: f + "/memory/attended.npy"))
+        #expect(e < 1e-4, "attended: max error \(e)")
+    }
+}

@@ -52,7 +52,44 @@ public struct SAM2Config: Sendable, Equatable {
         public init() {}
     }
 
+    /// `memory_encoder` (sam2.1_hiera_* defaults).
+    public struct MemoryEncoder: Sendable, Equatable {
+        public var inDim = 256
+        public var outDim = 64
+        public var maskKernel = 3, maskStride = 2, maskPadding = 1, maskTotalStride = 16
+        public var fuserLayers = 2, fuserKernel = 7, fuserPadding = 3
+        public var fuserDepthwise = true
+        public var fuserInputProjection = false
+        public var layerScale = 1e-6
+        public var positionFeatures = 64
+        public var temperature = 10000.0
+        public var normalize = true
+        public var scale: Double? = nil
+        public init() {}
+        /// log₂(total stride) / log₂(stride) strided convolutions.
+        public var downsampleLayers: Int { Int((log2(Double(maskTotalStride)) / log2(Double(maskStride))).rounded(.down)) }
+    }
+
+    /// `memory_attention` (sam2.1_hiera_* defaults).
+    public struct MemoryAttention: Sendable, Equatable {
+        public var dModel = 256
+        public var layers = 4
+        public var feedforward = 2048
+        public var positionAtInput = true
+        public var positionAtAttention = false
+        public var positionAtCrossKeys = true
+        public var positionAtCrossQueries = false
+        public var selfHeads = 1, selfDownsample = 1
+        public var crossHeads = 1, crossDownsample = 1
+        public var ropeTheta = 10000.0
+        public var ropeKeyRepeat = true
+        public var activation = "relu"
+        public init() {}
+    }
+
     public var imageSize = 1024
+    public var memoryEncoder = MemoryEncoder()
+    public var memoryAttention = MemoryAttention()
     public var heads = Heads()
     public var trunk = Trunk()
     public var neck = Neck()
@@ -122,6 +159,52 @@ public struct SAM2Config: Sendable, Equatable {
         neck.normalize = try bool(p?["normalize"], nk + "position_encoding.normalize", true)
         if let s = p?["scale"], s != .null { neck.scale = try double(s, nk + "position_encoding.scale", 1e-6...1e6, 0) }
         useHighResFeatures = try bool(model["use_high_res_features_in_sam"], "use_high_res_features_in_sam", false)
+        let me = model["memory_encoder"], mk = "memory_encoder."
+        memoryEncoder.inDim = try int(me?["in_dim"], mk + "in_dim", 1...65536, 256)
+        memoryEncoder.outDim = try int(me?["out_dim"], mk + "out_dim", 1...65536, 64)
+        let ds = me?["mask_downsampler"]
+        memoryEncoder.maskKernel = try int(ds?["kernel_size"], mk + "mask_downsampler.kernel_size", 1...64, 3)
+        memoryEncoder.maskStride = try int(ds?["stride"], mk + "mask_downsampler.stride", 2...16, 2)
+        memoryEncoder.maskPadding = try int(ds?["padding"], mk + "mask_downsampler.padding", 0...64, 1)
+        memoryEncoder.maskTotalStride = try int(ds?["total_stride"], mk + "mask_downsampler.total_stride", 2...256, 16)
+        if let e = ds?["embed_dim"], e != .null {
+            guard try int(e, mk + "mask_downsampler.embed_dim", 1...65536, 0) == memoryEncoder.inDim else {
+                throw FormatError(path: source, "\(mk)mask_downsampler.embed_dim must equal in_dim \(memoryEncoder.inDim)")
+            }
+        }
+        let fu = me?["fuser"], fl = fu?["layer"]
+        memoryEncoder.fuserLayers = try int(fu?["num_layers"], mk + "fuser.num_layers", 0...64, 2)
+        memoryEncoder.fuserInputProjection = try bool(fu?["input_projection"], mk + "fuser.input_projection", false)
+        memoryEncoder.fuserKernel = try int(fl?["kernel_size"], mk + "fuser.layer.kernel_size", 1...64, 7)
+        memoryEncoder.fuserPadding = try int(fl?["padding"], mk + "fuser.layer.padding", 0...64, 3)
+        memoryEncoder.fuserDepthwise = try bool(fl?["use_dwconv"], mk + "fuser.layer.use_dwconv", true)
+        memoryEncoder.layerScale = try double(fl?["layer_scale_init_value"], mk + "fuser.layer.layer_scale_init_value", 0...1e6, 1e-6)
+        let mp = me?["position_encoding"]
+        memoryEncoder.positionFeatures = try int(mp?["num_pos_feats"], mk + "position_encoding.num_pos_feats", 4...65536, memoryEncoder.outDim)
+        memoryEncoder.temperature = try double(mp?["temperature"], mk + "position_encoding.temperature", 1...1e12, 10000)
+        memoryEncoder.normalize = try bool(mp?["normalize"], mk + "position_encoding.normalize", true)
+        if let s = mp?["scale"], s != .null { memoryEncoder.scale = try double(s, mk + "position_encoding.scale", 1e-6...1e6, 0) }
+        let ma = model["memory_attention"], ak = "memory_attention.", layer = ma?["layer"]
+        memoryAttention.dModel = try int(ma?["d_model"], ak + "d_model", 1...65536, 256)
+        memoryAttention.layers = try int(ma?["num_layers"], ak + "num_layers", 0...256, 4)
+        memoryAttention.positionAtInput = try bool(ma?["pos_enc_at_input"], ak + "pos_enc_at_input", true)
+        memoryAttention.feedforward = try int(layer?["dim_feedforward"], ak + "layer.dim_feedforward", 1...1 << 20, 2048)
+        memoryAttention.positionAtAttention = try bool(layer?["pos_enc_at_attn"], ak + "layer.pos_enc_at_attn", false)
+        memoryAttention.positionAtCrossKeys = try bool(layer?["pos_enc_at_cross_attn_keys"], ak + "layer.pos_enc_at_cross_attn_keys", true)
+        memoryAttention.positionAtCrossQueries = try bool(layer?["pos_enc_at_cross_attn_queries"], ak + "layer.pos_enc_at_cross_attn_queries", false)
+        memoryAttention.activation = layer?["activation"]?.stringValue ?? "relu"
+        let sa = layer?["self_attention"], ca = layer?["cross_attention"]
+        memoryAttention.selfHeads = try int(sa?["num_heads"], ak + "layer.self_attention.num_heads", 1...4096, 1)
+        memoryAttention.selfDownsample = try int(sa?["downsample_rate"], ak + "layer.self_attention.downsample_rate", 1...64, 1)
+        memoryAttention.crossHeads = try int(ca?["num_heads"], ak + "layer.cross_attention.num_heads", 1...4096, 1)
+        memoryAttention.crossDownsample = try int(ca?["downsample_rate"], ak + "layer.cross_attention.downsample_rate", 1...64, 1)
+        memoryAttention.ropeTheta = try double(ca?["rope_theta"], ak + "layer.cross_attention.rope_theta", 1...1e12, 10000)
+        memoryAttention.ropeKeyRepeat = try bool(ca?["rope_k_repeat"], ak + "layer.cross_attention.rope_k_repeat", false)
+        if let kv = ca?["kv_in_dim"], kv != .null {
+            guard try int(kv, ak + "layer.cross_attention.kv_in_dim", 1...65536, 0) == memoryEncoder.outDim else {
+                throw FormatError(path: source, "\(ak)layer.cross_attention.kv_in_dim must equal memory_encoder.out_dim \(memoryEncoder.outDim)")
+            }
+        }
         heads.predictObjectScores = try bool(model["pred_obj_scores"], "pred_obj_scores", false)
         heads.predictObjectScoresMLP = try bool(model["pred_obj_scores_mlp"], "pred_obj_scores_mlp", false)
         heads.iouPredictionUseSigmoid = try bool(model["iou_prediction_use_sigmoid"], "iou_prediction_use_sigmoid", false)
@@ -168,6 +251,22 @@ public struct SAM2Config: Sendable, Equatable {
         guard neck.dModel % 16 == 0 else {
             throw fail(
                 "d_model \(neck.dModel) must be a multiple of 16 (the mask decoder's 8 heads on d_model / 2 channels, and d_model / 8 upscaled channels)")
+        }
+        let ma = memoryAttention, me = memoryEncoder
+        guard ma.dModel == neck.dModel, me.inDim == neck.dModel else {
+            throw fail("memory_attention.d_model \(ma.dModel) and memory_encoder.in_dim \(me.inDim) must equal the neck's d_model \(neck.dModel)")
+        }
+        for (name, heads, down) in [("self_attention", ma.selfHeads, ma.selfDownsample), ("cross_attention", ma.crossHeads, ma.crossDownsample)] {
+            guard ma.dModel % down == 0, (ma.dModel / down) % (4 * heads) == 0 else {
+                throw fail("memory_attention \(name): d_model / downsample_rate must split into \(heads) heads of a multiple of 4 channels (axial RoPE)")
+            }
+        }
+        guard ma.activation == "relu" else { throw fail("memory_attention.layer.activation '\(ma.activation)': only relu is supported") }
+        guard me.maskStride > 1, Int(pow(Double(me.maskStride), Double(me.downsampleLayers))) == me.maskTotalStride else {
+            throw fail("memory_encoder.mask_downsampler: total_stride \(me.maskTotalStride) must be a power of stride \(me.maskStride)")
+        }
+        guard me.positionFeatures % 4 == 0, me.positionFeatures == me.outDim else {
+            throw fail("memory_encoder.position_encoding.num_pos_feats \(me.positionFeatures) must equal out_dim \(me.outDim) (a multiple of 4)")
         }
         guard (imageSize / 4) <= 8192 else { throw fail("image_size \(imageSize) is too large") }
         guard ["nearest", "bilinear"].contains(neck.interpolation) else { throw fail("fpn_interp_model '\(neck.interpolation)': nearest or bilinear") }
