@@ -87,7 +87,35 @@ public struct SAM2Config: Sendable, Equatable {
         public init() {}
     }
 
+    /// How `SAM2Base` tracks (its constructor's switches; sam2 1.x defaults where a yaml omits them).
+    public struct Tracking: Sendable, Equatable {
+        public var numMaskmem = 7
+        public var maxObjectPointers = 16
+        public var maxConditioningFrames = -1
+        public var memoryTemporalStride = 1
+        public var sigmoidScale = 1.0
+        public var sigmoidBias = 0.0
+        public var binarizeMaskFromPoints = false
+        public var useMaskInputAsOutput = false
+        public var directlyAddNoMemEmbed = false
+        public var noObjectEmbedSpatial = false
+        public var useObjectPointers = false
+        public var addTemporalEncodingToPointers = true
+        public var projectTemporalEncoding = false
+        public var signedTemporalEncoding = false
+        public var onlyPastPointers = false
+        public var fixedNoObjectPointer = false
+        public var softNoObjectPointer = false
+        public var mlpForPointerProjection = false
+        public var multimaskOutputInSAM = false
+        public var multimaskOutputForTracking = false
+        public var multimaskMinPoints = 1
+        public var multimaskMaxPoints = 1
+        public init() {}
+    }
+
     public var imageSize = 1024
+    public var tracking = Tracking()
     public var memoryEncoder = MemoryEncoder()
     public var memoryAttention = MemoryAttention()
     public var heads = Heads()
@@ -205,6 +233,31 @@ public struct SAM2Config: Sendable, Equatable {
                 throw FormatError(path: source, "\(ak)layer.cross_attention.kv_in_dim must equal memory_encoder.out_dim \(memoryEncoder.outDim)")
             }
         }
+        tracking.numMaskmem = try int(model["num_maskmem"], "num_maskmem", 0...64, 7)
+        tracking.maxObjectPointers = try int(model["max_obj_ptrs_in_encoder"], "max_obj_ptrs_in_encoder", 1...1024, 16)
+        tracking.maxConditioningFrames = try int(model["max_cond_frames_in_attn"], "max_cond_frames_in_attn", -1...1024, -1)
+        tracking.memoryTemporalStride = try int(model["memory_temporal_stride_for_eval"], "memory_temporal_stride_for_eval", 1...1024, 1)
+        tracking.sigmoidScale = try double(model["sigmoid_scale_for_mem_enc"], "sigmoid_scale_for_mem_enc", -1e6...1e6, 1)
+        tracking.sigmoidBias = try double(model["sigmoid_bias_for_mem_enc"], "sigmoid_bias_for_mem_enc", -1e6...1e6, 0)
+        tracking.binarizeMaskFromPoints = try bool(model["binarize_mask_from_pts_for_mem_enc"], "binarize_mask_from_pts_for_mem_enc", false)
+        tracking.useMaskInputAsOutput = try bool(model["use_mask_input_as_output_without_sam"], "use_mask_input_as_output_without_sam", false)
+        tracking.directlyAddNoMemEmbed = try bool(model["directly_add_no_mem_embed"], "directly_add_no_mem_embed", false)
+        tracking.noObjectEmbedSpatial = try bool(model["no_obj_embed_spatial"], "no_obj_embed_spatial", false)
+        tracking.useObjectPointers = try bool(model["use_obj_ptrs_in_encoder"], "use_obj_ptrs_in_encoder", false)
+        tracking.addTemporalEncodingToPointers = try bool(model["add_tpos_enc_to_obj_ptrs"], "add_tpos_enc_to_obj_ptrs", true)
+        tracking.projectTemporalEncoding = try bool(model["proj_tpos_enc_in_obj_ptrs"], "proj_tpos_enc_in_obj_ptrs", false)
+        tracking.signedTemporalEncoding = try bool(model["use_signed_tpos_enc_to_obj_ptrs"], "use_signed_tpos_enc_to_obj_ptrs", false)
+        tracking.onlyPastPointers = try bool(model["only_obj_ptrs_in_the_past_for_eval"], "only_obj_ptrs_in_the_past_for_eval", false)
+        tracking.fixedNoObjectPointer = try bool(model["fixed_no_obj_ptr"], "fixed_no_obj_ptr", false)
+        tracking.softNoObjectPointer = try bool(model["soft_no_obj_ptr"], "soft_no_obj_ptr", false)
+        tracking.mlpForPointerProjection = try bool(model["use_mlp_for_obj_ptr_proj"], "use_mlp_for_obj_ptr_proj", false)
+        tracking.multimaskOutputInSAM = try bool(model["multimask_output_in_sam"], "multimask_output_in_sam", false)
+        tracking.multimaskOutputForTracking = try bool(model["multimask_output_for_tracking"], "multimask_output_for_tracking", false)
+        tracking.multimaskMinPoints = try int(model["multimask_min_pt_num"], "multimask_min_pt_num", 0...1024, 1)
+        tracking.multimaskMaxPoints = try int(model["multimask_max_pt_num"], "multimask_max_pt_num", 0...1024, 1)
+        if let v = model["non_overlap_masks_for_mem_enc"], v == .bool(true) {
+            throw FormatError(path: source, "non_overlap_masks_for_mem_enc: true is not supported (one object per tracker here)")
+        }
         heads.predictObjectScores = try bool(model["pred_obj_scores"], "pred_obj_scores", false)
         heads.predictObjectScoresMLP = try bool(model["pred_obj_scores_mlp"], "pred_obj_scores_mlp", false)
         heads.iouPredictionUseSigmoid = try bool(model["iou_prediction_use_sigmoid"], "iou_prediction_use_sigmoid", false)
@@ -267,6 +320,11 @@ public struct SAM2Config: Sendable, Equatable {
         }
         guard me.positionFeatures % 4 == 0, me.positionFeatures == me.outDim else {
             throw fail("memory_encoder.position_encoding.num_pos_feats \(me.positionFeatures) must equal out_dim \(me.outDim) (a multiple of 4)")
+        }
+        if !tracking.directlyAddNoMemEmbed && tracking.numMaskmem > 0 {
+            guard me.outDim == neck.dModel else {
+                throw fail("directly_add_no_mem_embed false attends to no_mem_embed as memory: memory_encoder.out_dim must equal d_model")
+            }
         }
         guard (imageSize / 4) <= 8192 else { throw fail("image_size \(imageSize) is too large") }
         guard ["nearest", "bilinear"].contains(neck.interpolation) else { throw fail("fpn_interp_model '\(neck.interpolation)': nearest or bilinear") }
