@@ -38,6 +38,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
         ["DistillationKit", "Formats", "NN", "Tensors"]
     ),
     ("DatasetDistillation", "Plugins/DatasetDistillation", [], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
+    ("SAM2", "Plugins/SAM2", [], ["Formats", "Imaging", "NN", "Tensors"]),
     ("SST", "Plugins/SST", [], ["Formats", "Imaging", "NN", "Tensors"]),
 ]
 
@@ -152,6 +153,7 @@ let package = Package(
         .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
+        .testTarget(name: "SAM2Tests", dependencies: ["Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
         .testTarget(
             name: "DistillationTests",
