@@ -38,7 +38,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
         ["DistillationKit", "Formats", "NN", "Tensors"]
     ),
     ("DatasetDistillation", "Plugins/DatasetDistillation", [], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
-    ("SAM2", "Plugins/SAM2", [], ["Formats", "Imaging", "NN", "Tensors"]),
+    ("SAM2", "Plugins/SAM2", ["Resources/sam2-tiny"], ["Formats", "Imaging", "NN", "Tensors"]),
     ("SST", "Plugins/SST", [], ["Formats", "Imaging", "NN", "Tensors"]),
 ]
 

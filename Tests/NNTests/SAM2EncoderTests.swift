@@ -9,6 +9,10 @@ import Testing
 /// (Tests/Fixtures/sam2-tiny/make_encoder_fixture.py): Hiera's stage outputs, the FPN levels after
 /// scalp and conv_s0/conv_s1, and the sine position encodings. The model is read from the released
 /// checkpoint layout (`model.pt`, `{"model": state_dict}`) and the resolved hydra `config.yaml`.
+/// The random-weight SAM 2.1 of the fixture (sam2-tiny/make_fixture.py); it ships as the sam2 plugin's
+/// embedded model, so the tests read it from there.
+let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/model.pt"
+
 @Suite struct SAM2EncoderTests {
     static let folder = TestPaths.fixtures + "/sam2-tiny"
 
@@ -29,7 +33,7 @@ import Testing
     /// Tolerance 1e-4 absolute: float32 with a different summation order (sgemm vs. torch's kernels).
     @Test func theEncoderMatchesSam2() throws {
         let config = try SAM2Config.read(Self.folder + "/config.yaml")
-        let encoder = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: Self.folder + "/model.pt"))
+        let encoder = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let input = try NPY.read(path: Self.folder + "/encoder/input.npy")
         let out = GradMode.disabled { encoder.forward(Variable(input)) }
         #expect(out.trunk.count == 4 && out.features.count == 3 && out.positions.count == 3)
@@ -66,7 +70,7 @@ import Testing
         config.trunk.embedDim = 24
         config.neck.channels = [192, 96, 48, 24]
         do {
-            _ = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: Self.folder + "/model.pt"))
+            _ = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
             Issue.record("a 24-wide config loaded a 16-wide checkpoint")
         } catch let e as FormatError {
             let text = "\(e)"
@@ -149,7 +153,7 @@ import Testing
     @Test(arguments: ["point", "empty", "mask"]) func theHeadsMatchSam2(_ name: String) throws {
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
-        let heads = try SAM2Heads(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let heads = try SAM2Heads(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let image = Variable(try NPY.read(path: f + "/heads/image_embedding.npy"))
         let highRes = [Variable(try NPY.read(path: f + "/encoder/fpn_0.npy")), Variable(try NPY.read(path: f + "/encoder/fpn_1.npy"))]
         let out = try GradMode.disabled { () throws -> SAM2Heads.Output in
@@ -177,7 +181,7 @@ import Testing
     @Test func theMemoryEncoderMatchesSam2() throws {
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
-        let encoder = try SAM2MemoryEncoder(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let encoder = try SAM2MemoryEncoder(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let current = try NPY.read(path: f + "/memory/curr.npy") // [HW, 1, C]
         let side = Int(Double(current.shape[0]).squareRoot())
         let pixels = Variable(current).permuted([1, 2, 0]).reshaped([1, current.shape[2], side, side])
@@ -194,7 +198,7 @@ import Testing
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
         #expect(config.memoryAttention.layers == 2 && config.memoryAttention.ropeKeyRepeat && config.memoryEncoder.outDim == 16)
-        let attention = try SAM2MemoryAttention(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let attention = try SAM2MemoryAttention(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let current = Variable(try NPY.read(path: f + "/memory/curr.npy"))
         let position = Variable(try NPY.read(path: f + "/memory/curr_pos.npy"))
         let memory = Variable(try NPY.read(path: f + "/memory/memory.npy"))
@@ -217,7 +221,7 @@ import Testing
     @Test func theVideoPredictorMatchesSam2() throws {
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
-        let model = try SAM2Model(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+        let model = try SAM2Model(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let frames = try NPY.read(path: f + "/tracker/frames.npy")
         let mask = try NPY.read(path: f + "/tracker/mask.npy")
         let expected = try NPY.read(path: f + "/tracker/mask_logits.npy"), scores = try NPY.read(path: f + "/tracker/object_scores.npy").scalars(as: Float.self)
@@ -244,7 +248,7 @@ import Testing
         config.memoryEncoder.outDim = 24
         config.memoryEncoder.positionFeatures = 24
         do {
-            _ = try SAM2Model(config: config, checkpoint: Checkpoint(path: f + "/model.pt"))
+            _ = try SAM2Model(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
             Issue.record("a mismatched config loaded")
         } catch let e as FormatError {
             let text = "\(e)"

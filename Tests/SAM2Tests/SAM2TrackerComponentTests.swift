@@ -14,7 +14,7 @@ import Testing
     static func modelFolder(_ dir: TempDir) throws -> String {
         let m = dir.sub("model")
         try copyFile(fixture + "/config.yaml", to: m + "/config.yaml")
-        try copyFile(fixture + "/model.pt", to: m + "/model.pt")
+        try copyFile(TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/model.pt", to: m + "/model.pt")
         return m
     }
 
@@ -62,7 +62,7 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("all frames must have one size"), "\(r.stderr)")
         // A config that disagrees with the checkpoint: every problem named.
         let wrong = dir.sub("wrong")
-        try copyFile(Self.fixture + "/model.pt", to: wrong + "/model.pt")
+        try copyFile(TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/model.pt", to: wrong + "/model.pt")
         let yaml = try String(contentsOfFile: Self.fixture + "/config.yaml", encoding: .utf8).replacingOccurrences(of: "num_maskmem: 3", with: "num_maskmem: 7")
         try yaml.write(toFile: wrong + "/config.yaml", atomically: true, encoding: .utf8)
         r = try cli.run([

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 here = os.path.dirname(os.path.abspath(__file__))
 cfg = OmegaConf.load(os.path.join(here, "config.yaml"))
 model = instantiate(cfg.model, _recursive_=True).eval()
-model.load_state_dict(torch.load(os.path.join(here, "model.pt"), map_location="cpu")["model"])
+model.load_state_dict(torch.load(os.path.join(here, "..", "..", "..", "Plugins", "SAM2", "Resources", "sam2-tiny", "model.pt"), map_location="cpu")["model"])
 x = torch.from_numpy(np.load(os.path.join(here, "encoder", "input.npy")))
 out = os.path.join(here, "memory")
 os.makedirs(out, exist_ok=True)

@@ -14,7 +14,7 @@ from sam2.utils.misc import load_video_frames
 here = os.path.dirname(os.path.abspath(__file__))
 cfg = OmegaConf.load(os.path.join(here, "config.yaml"))
 model = instantiate(cfg.model, _recursive_=True).eval()
-model.load_state_dict(torch.load(os.path.join(here, "model.pt"), map_location="cpu")["model"])
+model.load_state_dict(torch.load(os.path.join(here, "..", "..", "..", "Plugins", "SAM2", "Resources", "sam2-tiny", "model.pt"), map_location="cpu")["model"])
 out = os.path.join(here, "tracker")
 os.makedirs(out, exist_ok=True)
 frames, _, _ = load_video_frames(os.path.join(here, "frames"), model.image_size, offload_video_to_cpu=True)
