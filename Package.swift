@@ -153,7 +153,7 @@ let package = Package(
         .testTarget(name: "CoreInferTests", dependencies: ["CoreInfer", "NN", "Text", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "BioCLIP2Tests", dependencies: ["BioCLIP2", "NN", "Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "FasterTADTests", dependencies: ["FasterTAD", "Formats", "TestSupport"]),
-        .testTarget(name: "SAM2Tests", dependencies: ["Formats", "Tensors", "TestSupport"]),
+        .testTarget(name: "SAM2Tests", dependencies: ["Formats", "Imaging", "Tensors", "TestSupport"]),
         .testTarget(name: "SSTTests", dependencies: ["SST", "Formats", "Imaging", "NN", "Tensors", "TestSupport"]),
         .testTarget(
             name: "DistillationTests",

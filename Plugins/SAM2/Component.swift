@@ -38,22 +38,35 @@ struct SAM2TrackerComponent: Segmenter {
         var mask = ""
         var object = 0
         var masks = true
+        var height = 0
+        var width = 0
         static let help = [
             "model": "a SAM 2 folder: config.yaml (sam2 / sam2.1 yaml) and model.pt (the released checkpoint) or model.safetensors",
             "frames": "a folder of PNG/TIFF/JPEG frames (sorted by name; all of one size)",
             "mask": "a PNG mask of the first frame, at its size",
             "object": "the label in the mask that is the object (0: every non-zero pixel)",
             "masks": "also write each frame's binary mask (logits > 0) as a PNG",
+            "height": "with tensor inputs: output mask height (0: the frames')", "width": "with tensor inputs: output mask width (0: the frames')",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["object": 0...65535]
+        static let ranges: [String: ClosedRange<Double>] = ["object": 0...65535, "height": 0...65536, "width": 0...65536]
     }
 
     static let id = "sam2-tracker"
     static let summary = "SAM 2 (Hiera, memory attention) video predictor: a first-frame mask tracked through the frames, as sam2's propagate_in_video"
     static let operations = [
         OperationSpec(
-            "segment", summary: "track the first frame's mask through the frames → mask_logits.npy, object_score_logits.npy, masks/",
+            "segment",
+            summary:
+                "track the first frame's mask through the frames → mask_logits.npy, object_score_logits.npy, masks/; or, as SST's tracker, images + a trait label mask → each later frame's label mask",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "F×3×H×W", summary: "frames in [0, 1] (SST's pseudo-video; frame 0 labelled)", optional: true),
+                TensorSpec(
+                    "labels", dtypes: ["u8", "i32", "i64"], shape: "H×W", summary: "frame 0's trait mask: 0 background, 1…K (one object each)", optional: true),
+            ],
             outputs: [
+                TensorSpec(
+                    "masks", dtypes: ["i64"], shape: "(F−1)×H×W",
+                    summary: "with images: each later frame's label mask (the trait whose logit is highest and positive)"),
                 TensorSpec("mask_logits", dtypes: ["f32"], shape: "F×H×W", summary: "per frame, at the video's resolution (frame 0: the prompt's ±10 logits)"),
                 TensorSpec("object_score_logits", dtypes: ["f32"], shape: "F", summary: "per frame (NaN for the prompted frame 0)"),
             ]),
@@ -66,6 +79,7 @@ struct SAM2TrackerComponent: Segmenter {
     }
 
     func segment(_ request: Request<Options>) throws -> Response {
+        if request.inputs["images"] != nil { return try segmentTensors(request) }
         let o = request.options
         guard !o.model.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set model=DIR (config.yaml + model.pt)") }
         guard !o.frames.isEmpty, !o.mask.isEmpty else {
@@ -142,6 +156,70 @@ struct SAM2TrackerComponent: Segmenter {
                 "object_fraction": .array(area.map { .number($0) }),
             ],
             tensors: [("mask_logits", maskLogits), ("object_score_logits", objectScores)], artifacts: o.masks ? ["masks"] : [])
+    }
+}
+
+extension SAM2TrackerComponent {
+    /// SST's tracker interface: frames [F, 3, H, W] in [0, 1] and frame 0's trait mask [H, W]; every
+    /// trait is tracked as its own object (the image features computed once per frame and shared), and
+    /// each later frame's pixel takes the trait whose logit is highest, background where none is
+    /// positive. Returns `masks` [F−1, height, width].
+    func segmentTensors(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard !o.model.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs model=DIR (tracker_options=[\"model=DIR\"] from sst)") }
+        let model = try loadModel(o.model)
+        let images = try request.inputs.require("images", dtypes: [.float32], rank: 4)
+        let labelsTensor = try request.inputs.require("labels", dtypes: [.uint8, .int32, .int64], rank: 2)
+        let (frames, channels, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
+        guard frames >= 2, channels == 3 else {
+            throw MenagerieError.invalidArgument("input 'images' must be [F ≥ 2, 3, H, W], got \(images.shape)")
+        }
+        guard labelsTensor.shape == [h, w] else {
+            throw MenagerieError.invalidArgument("input 'labels' is \(labelsTensor.shape); the frames are \(h)×\(w): they must match")
+        }
+        let labels = try labelsTensor.integers()
+        guard labels.allSatisfy({ (0...65535).contains($0) }) else { throw MenagerieError.invalidArgument("input 'labels' holds a label outside 0…65535") }
+        let parts = Array(Set(labels.filter { $0 > 0 })).sorted()
+        guard !parts.isEmpty else { throw MenagerieError.invalidArgument("input 'labels' holds no trait (all background)") }
+        let (oh, ow) = (o.height > 0 ? o.height : h, o.width > 0 ? o.width : w)
+        do {
+            _ = try Limits.allocation(shape: [frames - 1, oh, ow], elementSize: 8, what: "the output masks", source: "options 'height' × 'width'")
+            _ = try Limits.allocation(shape: [parts.count, oh, ow], elementSize: 4, what: "one frame's logits per trait", source: "input 'labels'")
+        } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        let values = try images.scalars(as: Float.self), plane = 3 * h * w
+        let trackers = parts.map { _ in SAM2VideoTracker(model: model, frameCount: frames) }
+        var out: [Int64] = []
+        out.reserveCapacity((frames - 1) * oh * ow)
+        for f in 0..<frames {
+            try request.host.checkCancelled()
+            let picture = Image(
+                width: w, height: h, channels: 3,
+                pixels: (0..<(h * w)).flatMap { p in (0..<3).map { c in UInt8(max(0, min(255, (values[f * plane + c * h * w + p] * 255).rounded()))) } })
+            let input = try preprocess(picture, size: model.config.imageSize)
+            let features = GradMode.disabled { trackers[0].features(input) }
+            var best = [Float](repeating: 0, count: oh * ow), label = [Int64](repeating: 0, count: oh * ow)
+            for (k, part) in parts.enumerated() {
+                let state: SAM2FrameState
+                do {
+                    state = try GradMode.disabled {
+                        f == 0
+                            ? try trackers[k].addMask(Tensor(shape: [h, w], scalars: labels.map { $0 == part ? Float(1) : 0 }), frame: 0, features: features)
+                            : try trackers[k].track(frame: f, features: features)
+                    }
+                } catch let e as SAM2Error { throw MenagerieError.invalidArgument("\(e)") }
+                guard f > 0 else { continue }
+                let logits = try trackers[k].videoResolution(state.masks, height: oh, width: ow).scalars(as: Float.self)
+                for p in logits.indices where logits[p] > 0 && logits[p] > best[p] {
+                    best[p] = logits[p]
+                    label[p] = Int64(part)
+                }
+            }
+            if f > 0 { out += label }
+            request.host.progress(f + 1, of: frames, "sam2 frames")
+        }
+        return Response(
+            result: ["frames": .number(Double(frames)), "traits": .array(parts.map { .number(Double($0)) })],
+            tensors: [("masks", Tensor(shape: [frames - 1, oh, ow], scalars: out))])
     }
 }
 

@@ -155,19 +155,49 @@ struct FeatureSource {
 struct TrackerCall {
     var tracker: String
     var options: [String: JSONValue]
+    /// `tracker_options`: passed to the tracker as they are (e.g. model=DIR for sam2-tracker).
+    var extra: [String: JSONValue] = [:]
 
-    /// Masks [size × size] of frames 1… of `order` (order[0] is the labelled frame).
-    func run(_ features: PatchFeatures, order: [Int], labels: LabelMask, size: Int, host: PluginHost) throws -> [[Int]] {
+    /// Masks [size × size] of frames 1… of `order` (order[0] is the labelled frame). Options the tracker
+    /// does not declare are not sent (a tracker other than stm-tracker has its own); a tracker whose
+    /// `segment` declares an `images` input (sam2-tracker) also gets the frames, stretched to size², with
+    /// the labels resized to match (nearest).
+    func run(_ features: PatchFeatures, order: [Int], labels: LabelMask, size: Int, host: PluginHost, images: [Image]? = nil) throws -> [[Int]] {
         let component = try SegmenterProxy(host, id: tracker)
-        var o = options
-        o["height"] = .number(Double(size))
-        o["width"] = .number(Double(size))
-        let mask = try Tensor(labels.labels.map { Int64($0) }, shape: [labels.height, labels.width])
-        let r = try component.segment(options: .object(o), inputs: [("features", try features.tensor(order: order)), ("labels", mask)])
+        let declared = component.component.info?.options["properties"]?.objectValue ?? [:]
+        var o = options.filter { declared[$0.key] != nil }
+        for key in ["height", "width"] where declared[key] != nil { o[key] = .number(Double(size)) }
+        for (k, v) in extra { o[k] = v }
+        let wantsImages = component.component.info?.operations.first { $0.name == "segment" }?.inputs.contains { $0.name == "images" } ?? false
+        var inputs: [(name: String, tensor: Tensor)] = [("features", try features.tensor(order: order))]
+        if wantsImages {
+            guard let images else {
+                throw MenagerieError.invalidArgument(
+                    "tracker '\(tracker)' tracks the frames themselves: only `sst segment` passes them (retrieval and the study use patch features)")
+            }
+            var pixels: [Float] = []
+            pixels.reserveCapacity(order.count * 3 * size * size)
+            for f in order {
+                let rgb = images[f].channels == 3 ? images[f] : try images[f].rgb()
+                let resized = rgb.width == size && rgb.height == size ? rgb : rgb.resized(width: size, height: size, filter: .bilinear)
+                for c in 0..<3 { for p in 0..<(size * size) { pixels.append(Float(resized.pixels[p * 3 + c]) / 255) } }
+            }
+            inputs.append(("images", try Tensor(pixels, shape: [order.count, 3, size, size])))
+            let resized = labels.width == size && labels.height == size ? labels : labels.resized(width: size, height: size)
+            inputs.append(("labels", try Tensor(resized.labels.map { Int64($0) }, shape: [size, size])))
+        } else {
+            inputs.append(("labels", try Tensor(labels.labels.map { Int64($0) }, shape: [labels.height, labels.width])))
+        }
+        let r = try component.segment(options: .object(o), inputs: inputs)
         guard let masks = r.tensors["masks"], masks.rank == 3, masks.shape == [order.count - 1, size, size] else {
             throw MenagerieError.failed("tracker '\(tracker)' returned no masks [\(order.count - 1), \(size), \(size)]")
         }
         let m = try masks.integers(), plane = size * size
+        // Another plugin's labels: checked before they index anything.
+        let limit = labels.labels.max() ?? 0
+        if let bad = m.first(where: { $0 < 0 || $0 > limit }) {
+            throw MenagerieError.failed("tracker '\(tracker)' returned label \(bad), outside the support's 0…\(limit)")
+        }
         return (0..<(order.count - 1)).map { Array(m[($0 * plane)..<(($0 + 1) * plane)]) }
     }
 }

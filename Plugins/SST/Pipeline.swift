@@ -21,6 +21,7 @@ struct SSTComponent: Segmenter {
         var size = 224
         var patch = 8
         var tracker = "stm-tracker"
+        var tracker_options: [String] = []
         var temperature = 0.1
         var top_k = 5
         var radius = 12
@@ -52,7 +53,9 @@ struct SSTComponent: Segmenter {
             "backbone": "patch features: a backbone component whose embed returns tokens (vit-classifier, bioclip2), or pixels (raw RGB patches)",
             "backbone_options": "key=value options for the backbone (e.g. classifier=~/dinov2-small, model=~/bioclip-2)",
             "size": "images are resized to size × size for the features (masks come back at each query's own size)",
-            "patch": "patch side of backbone=pixels", "tracker": "the tracker component (segment: features + labels → masks)",
+            "patch": "patch side of backbone=pixels",
+            "tracker": "the tracker component (segment: features + labels → masks; sam2-tracker: the frames themselves)",
+            "tracker_options": "key=value options for the tracker (sam2-tracker: model=DIR)",
             "temperature": "tracker τ", "top_k": "tracker: sources kept per query patch", "radius": "tracker: neighbourhood in patches (0: all)",
             "queue": "tracker: recent soft predictions kept as context",
             "parts": "names of traits 1…K (checked against the mask; empty: the mask's largest label)",
@@ -105,7 +108,7 @@ struct SSTComponent: Segmenter {
             "radius": .number(Double(s.radius)), "queue": .number(Double(s.queue)),
         ]
         if !o.parts.isEmpty { options["parts"] = .number(Double(o.parts.count)) }
-        return TrackerCall(tracker: o.tracker, options: options)
+        return TrackerCall(tracker: o.tracker, options: options, extra: (try? keyValueOptions(o.tracker_options, option: "tracker_options")) ?? [:])
     }
 
     func source(_ o: Options, size: Int) throws -> FeatureSource {
@@ -201,7 +204,9 @@ struct SSTComponent: Segmenter {
             settings: s, host: request.host)
         let (order, similarity) = self.order(tunedFeatures, mode: o.order)
         let trackStart = Date()
-        let masks = try trackerCall(o, s).run(tunedFeatures, order: order, labels: supportMask, size: o.size, host: request.host)
+        _ = try keyValueOptions(o.tracker_options, option: "tracker_options")
+        let masks = try trackerCall(o, s).run(
+            tunedFeatures, order: order, labels: supportMask, size: o.size, host: request.host, images: [supportImage] + queries)
         let trackSeconds = Date().timeIntervalSince(trackStart)
 
         let dir = request.host.scratchDirectory

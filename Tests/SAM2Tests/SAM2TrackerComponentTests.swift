@@ -1,5 +1,6 @@
 import Formats
 import Foundation
+import Imaging
 import Tensors
 import TestSupport
 import Testing
@@ -70,4 +71,48 @@ import Testing
         ])
         #expect(r.status != 0 && r.stderr.contains("maskmem_tpos_enc: shape [3, 1, 1, 16] in the checkpoint, [7, 1, 1, 16] expected"), "\(r.stderr)")
     }
+}
+
+/// SST with SAM 2 as its tracker (`--set tracker=sam2-tracker --set tracker_options=["model=DIR"]`):
+/// the fixture's frame 0 and its mask as the labelled support, frames 1–3 as queries. SST stretches
+/// the frames to `size` (bilinear) before the tracker stretches them to SAM 2's 256 (Pillow bicubic in
+/// sam2's own loader), so the masks are compared with `sam2-tracker propagate`'s by IoU, not equality.
+@Suite(.serialized) struct SSTWithSAM2Tests {
+    @Test func sstSegmentsWithSAM2AsItsTracker() throws {
+        let fixture = SAM2TrackerComponentTests.fixture
+        let dir = TempDir("sst-sam2")
+        let cli = CLI()
+        let model = try SAM2TrackerComponentTests.modelFolder(dir)
+        let queries = dir.sub("queries")
+        for i in 1...3 { try copyFile(fixture + "/frames/0000\(i).jpg", to: queries + "/0000\(i).jpg") }
+        let r = try cli.run(
+            "run", "sst", "--set", "support=\(fixture)/frames/00000.jpg", "--set", "mask=\(fixture)/mask.png", "--set", "queries=" + queries,
+            "--set", "tracker=sam2-tracker", "--set", "tracker_options=[\"model=\(model)\"]", "--set", "backbone=pixels", "--set", "size=256",
+            "--out", dir.path + "/sst")
+        #expect(r.status == 0, "\(r.stderr)")
+        let direct = try NPY.read(path: fixture + "/tracker/mask_logits.npy")
+        let (h, w) = (direct.shape[1], direct.shape[2])
+        let logits = try direct.scalars(as: Float.self)
+        for i in 1...3 {
+            let path = dir.path + "/sst/masks/0000\(i).png"
+            #expect(FileManager.default.fileExists(atPath: path), "no \(path)")
+            let mask = try readPNGLabels(path)
+            #expect(mask.width == w && mask.height == h)
+            let predicted = mask.labels.map { $0 == 1 }, reference = logits[(i * h * w)..<((i + 1) * h * w)].map { $0 > 0 }
+            let inter = zip(predicted, reference).filter { $0 && $1 }.count, union = zip(predicted, reference).filter { $0 || $1 }.count
+            let iou = Double(inter) / Double(max(union, 1))
+            #expect(iou > 0.8, "query \(i): IoU \(iou) with sam2-tracker propagate's mask")
+        }
+        // The trackers that work on patch features still get their options; sam2-tracker got none of them.
+        let retrieve = try cli.run(
+            "run", "sst", "retrieve", "--set", "support=\(fixture)/frames/00000.jpg", "--set", "mask=\(fixture)/mask.png", "--set", "queries=" + queries,
+            "--set", "tracker=sam2-tracker", "--set", "tracker_options=[\"model=\(model)\"]", "--set", "backbone=pixels", "--set", "size=256")
+        #expect(retrieve.status != 0 && retrieve.stderr.contains("only `sst segment` passes them"), "\(retrieve.stderr)")
+    }
+}
+
+/// A label PNG (8-bit; the first channel) as labels.
+func readPNGLabels(_ path: String) throws -> (width: Int, height: Int, labels: [Int]) {
+    let image = try PNG.read(path: path)
+    return (image.width, image.height, (0..<(image.width * image.height)).map { Int(image.pixels[$0 * image.channels]) })
 }

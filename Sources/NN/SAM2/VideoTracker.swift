@@ -105,15 +105,17 @@ public final class SAM2VideoTracker {
 
     var config: SAM2Config { model.config }
 
-    /// The image features of a frame: the levels kept for the SAM heads (flattened as sam2 does) and
-    /// the top level's position encoding.
-    struct Features {
+    /// The image features of a frame: the levels kept for the SAM heads and the top level's position
+    /// encoding. Computed once per frame and shared by the trackers of several objects.
+    // @unchecked: immutable after the encoder made it; only read.
+    public struct Features: @unchecked Sendable {
         var top: Variable // [1, C, h, w]
         var topPosition: Tensor // [1, C, h, w]
         var highRes: [Variable]
     }
 
-    func features(_ image: Tensor) -> Features {
+    /// The image encoder on one preprocessed frame [1, 3, S, S].
+    public func features(_ image: Tensor) -> Features {
         let out = model.encoder.forward(Variable(image))
         let levels = config.useHighResFeatures ? 3 : 1
         let feats = Array(out.features.suffix(levels)), pos = Array(out.positions.suffix(levels))
@@ -123,6 +125,11 @@ public final class SAM2VideoTracker {
     /// Adds the mask [H, W] (0/1, at the video's resolution) on frame `index` and returns its logits
     /// [1, 1, S/4, S/4] (`add_new_mask`), then encodes its memory (`propagate_in_video_preflight`).
     public func addMask(_ mask: Tensor, frame index: Int, image: Tensor) throws -> SAM2FrameState {
+        try addMask(mask, frame: index, features: features(image))
+    }
+
+    /// `addMask` on a frame's precomputed features.
+    public func addMask(_ mask: Tensor, frame index: Int, features f: Features) throws -> SAM2FrameState {
         guard mask.rank == 2, (0..<frameCount).contains(index) else { throw SAM2Error("a mask is [H, W] on a frame in 0..<\(frameCount)") }
         let s = config.imageSize
         var m = Variable(try mask.converted(to: .float32)).reshaped([1, 1, mask.shape[0], mask.shape[1]])
@@ -130,7 +137,6 @@ public final class SAM2VideoTracker {
             let resized = antialiasedResize(m, height: s, width: s)
             m = Variable(Tensor(shape: [1, 1, s, s], scalars: resized.scalars.map { $0 >= 0.5 ? Float(1) : 0 }))
         }
-        let f = features(image)
         var state: SAM2FrameState
         if config.tracking.useMaskInputAsOutput {
             state = maskAsOutput(m, features: f)
@@ -148,9 +154,13 @@ public final class SAM2VideoTracker {
 
     /// Tracks frame `index` (not a conditioning frame) from the memory: its logits [1, 1, S/4, S/4].
     public func track(frame index: Int, image: Tensor) throws -> SAM2FrameState {
+        try track(frame: index, features: features(image))
+    }
+
+    /// `track` on a frame's precomputed features.
+    public func track(frame index: Int, features f: Features) throws -> SAM2FrameState {
         guard !conditioning.isEmpty else { throw SAM2Error("no mask was added: add one on a conditioning frame first") }
         if let c = conditioning[index] { return c }
-        let f = features(image)
         let conditioned = memoryConditioned(frame: index, features: f)
         let out = samHeads(backbone: conditioned, features: f, mask: nil, multimask: useMultimask(initial: false))
         var state = SAM2FrameState(masks: out.lowRes.value, objectPointer: out.pointer.value, objectScore: out.objectScore)
