@@ -2,7 +2,8 @@
 #   make demo   install missing system packages, build (release), run `menagerie tour`
 #   make test   the same setup, then every test
 # Also: make build, make bench, make bench-reference, make install PREFIX=/usr/local, make clean,
-#       make fuzz (FUZZ_SECONDS=N), make fuzz-replay, make test-sanitized (Docs/reliability.md).
+#       make fuzz (FUZZ_SECONDS=N), make fuzz-replay, make test-sanitized (Docs/reliability.md),
+#       make mutate (MUTANTS=glob, MUTANT_IDS=a,b; Docs/testing.md).
 
 SWIFT ?= swift
 CONFIG ?= release
@@ -19,7 +20,7 @@ TOUR_OUT ?= menagerie-tour
 REFERENCE_VENV ?= .venv-reference
 REFERENCE_JSON ?= .build/bench-reference.json
 
-.PHONY: bootstrap build demo test test-sanitized fuzz fuzz-replay bench bench-reference install clean
+.PHONY: bootstrap build demo test test-sanitized fuzz fuzz-replay mutate bench bench-reference install clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -55,6 +56,16 @@ fuzz: bootstrap
 	scripts/fuzz
 fuzz-replay: bootstrap
 	scripts/fuzz --replay
+
+# The curated mutation check (scripts/mutate, Docs/testing.md): each planted bug of the lists in
+# Tests/Mutants, one at a time, incremental rebuild, the listed tests, revert; prints the score. Slow
+# (a rebuild per mutant), not in CI. MUTANTS='Tests/Mutants/sst.tsv' picks lists, MUTANT_IDS='ddim-*'
+# picks mutants.
+MUTANTS ?= Tests/Mutants/*.tsv
+MUTANT_IDS ?=
+mutate: bootstrap
+	@scripts/bootstrap --test
+	scripts/mutate --build-flags "$(BUILD_FLAGS)" $(if $(MUTANT_IDS),--ids '$(MUTANT_IDS)') '$(MUTANTS)'
 
 # With a PyTorch reference on file (make bench-reference), the table gets REFERENCE and RATIO columns.
 bench: build

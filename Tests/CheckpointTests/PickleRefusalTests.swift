@@ -66,6 +66,19 @@ import Testing
         #expect(message { _ = try TorchFile(path: text) }.contains("neither a PyTorch zip checkpoint nor a pickle"))
     }
 
+    /// A pickle cut at any byte is refused, and no refusal reports a negative number of bytes left
+    /// (that would mean a read ran past the end first). The pickle, by hand (protocol 2): PROTO 2,
+    /// EMPTY_LIST, BINPUT 0, MARK, BININT 1 (4 bytes), BINUNICODE "abc" (4-byte length, 3 bytes),
+    /// APPENDS, STOP. Cut after 3 of BININT's 4 bytes: "needs 4 more bytes but the pickle has 3 left".
+    @Test func cutPicklesAreRefusedWithoutReadingPastTheEnd() throws {
+        let whole: [UInt8] = [0x80, 0x02, 0x5D, 0x71, 0x00, 0x28, 0x4A, 1, 0, 0, 0, 0x58, 3, 0, 0, 0] + Array("abc".utf8) + [0x65, 0x2E]
+        for cut in 1..<whole.count {
+            let text = message { _ = try TorchFile(path: try pickle(Array(whole.prefix(cut)), "cut\(cut).pkl")) }
+            #expect(text != "(no error)" && !text.contains("has -"), "cut at \(cut): \(text)")
+        }
+        #expect(message { _ = try TorchFile(path: try pickle(Array(whole.prefix(10)))) }.contains("needs 4 more bytes but the pickle has 3 left"))
+    }
+
     @Test func hostilePicklesAreBounded() throws {
         let proto: [UInt8] = [0x80, 0x02]
         // Opcodes outside the allowed set, by name.

@@ -38,6 +38,20 @@ import Text
         }
     }
 
+    /// The documented tie rule, "lower index wins", on hand-made activations (OPT's ReLU zeros make
+    /// such ties common). Token 0 = [1, 3, 3, 0], token 1 = [0, 0, 5, 0]: 4 positive values over 2
+    /// tokens. α = 0.5 → k = 1: token 0's top 1 is the tie 3@1 / 3@2 → neuron 1; token 1's is neuron 2:
+    /// counts [0, 1, 1, 0]. α = 1.5 → k = 3: token 0 → {1, 2, 0}; token 1 → 2, then the zeros tie at
+    /// 0, 1, 3 → {2, 0, 1}: counts [2, 2, 2, 0]. Sentence core sets (β = 0.25 → 1 neuron) break the count
+    /// tie 1 / 2 (α = 0.5) to neuron 1, and (β = 0.5 → 2 neurons) the tie 0 / 1 / 2 (α = 1.5) to [0, 1].
+    @Test func tiesGoToTheLowerIndex() {
+        let x: [Float] = [1, 3, 3, 0, 0, 0, 5, 0]
+        #expect(tokenCoreCounts(x, tokens: 2, dff: 4, alpha: 0.5) == [0, 1, 1, 0])
+        #expect(tokenCoreCounts(x, tokens: 2, dff: 4, alpha: 1.5) == [2, 2, 2, 0])
+        #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 0.5, beta: 0.25) == [1])
+        #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 1.5, beta: 0.5) == [0, 1])
+    }
+
     /// Keeping every neuron (β = 1) reproduces the dense logits: the gathered path is the same FFN.
     @Test func fullCoreSetIsTheDenseModel() throws {
         let model = try DecoderLM(folder: TestPaths.fixtures + "/llama-tiny")

@@ -42,8 +42,53 @@ import Testing
         let back = try ddim.sample(z, from: level, classes: [0], predict: predict)
         let worst = zip(back, clean).map { abs($0 - $1) }.max()!
         #expect(worst < 1e-4, "max |Δ| \(worst)")
-        // And the noised latent at 760 has the variance the schedule says: ᾱ·1 + (1 − ᾱ)·|ε|².
         #expect(throws: (any Error).self) { try ddim.level(of: 770) }
+    }
+
+    /// One DDIM step and one inversion step against the formula evaluated by hand on a schedule given
+    /// by its ᾱ (0.64 and 0.36 on a two-level grid, so every square root is exact): an error made the
+    /// same way in `step` and `invert` cancels in the round trip above, not here.
+    /// step at level 1 (ᾱ = 0.36, ᾱ_prev = 0.64): x̂0 = (x − 0.8·ε)/0.6, next = 0.8·x̂0 + 0.6·ε.
+    /// x = 1.5, ε = 0.5: x̂0 = (1.5 − 0.4)/0.6 = 11/6, next = 0.8·11/6 + 0.3 = 1.7666…
+    /// step at level 0 (ᾱ_prev = 1, the clean latent): x̂0 = (x − 0.6·ε)/0.8 and next = x̂0.
+    /// invert level 0 → 1 from z = 2, ε = 0.5: level 0 gives (2 − 0·ε)·√0.64 + 0.6·0.5 = 1.9;
+    /// level 1 gives (1.9 − 0.6·0.5)·√(0.36/0.64) + 0.8·0.5 = 1.6·0.75 + 0.4 = 1.6.
+    @Test func oneStepAndOneInversionStepMatchTheFormulaByHand() throws {
+        let ddim = DDIM(schedule: try NoiseSchedule(alphaBar: [0.64, 0.36]), steps: 2)
+        #expect(ddim.timesteps == [0, 1])
+        let one = ddim.step([1.5, -1], epsilon: [0.5, 2], level: 1)
+        // Second element: x̂0 = (−1 − 1.6)/0.6 = −13/3, next = 0.8·(−13/3) + 1.2 = −2.2666…
+        let x0: [Double] = [11.0 / 6, -13.0 / 3], next: [Double] = [0.8 * 11 / 6 + 0.3, 0.8 * -13 / 3 + 1.2]
+        for k in 0..<2 {
+            #expect(abs(Double(one.x0[k]) - x0[k]) < 1e-5, "x̂0[\(k)] \(one.x0[k]) vs \(x0[k])")
+            #expect(abs(Double(one.next[k]) - next[k]) < 1e-5, "next[\(k)] \(one.next[k]) vs \(next[k])")
+        }
+        let last = ddim.step([1.5], epsilon: [0.5], level: 0)
+        #expect(abs(Double(last.next[0]) - 1.2 / 0.8) < 1e-5 && abs(Double(last.x0[0]) - 1.5) < 1e-5)
+        var seen: [Float] = []
+        let z = try ddim.invert([2], to: 1, classes: [0], predict: { x, _, _ in [Float](repeating: 0.5, count: x.count) }, record: { seen.append($1[0]) })
+        #expect(abs(Double(seen[0]) - 1.9) < 1e-5 && abs(Double(z[0]) - 1.6) < 1e-5, "\(seen)")
+    }
+
+    /// Forward noising x_t = √ᾱ·x0 + √(1−ᾱ)·ε: by hand at ᾱ = 0.36 (√ = 0.6, √(1−ᾱ) = 0.8), and over
+    /// many standard-normal draws with x0 = 0 the variance is 1 − ᾱ (0.64; with 1 − ᾱ in place of
+    /// its root it would be 0.4096) and with x0 = 1 the mean is √ᾱ.
+    @Test func forwardNoisingHasTheSchedulesMeanAndVariance() throws {
+        let ddim = DDIM(schedule: try NoiseSchedule(alphaBar: [0.9, 0.36]), steps: 2)
+        let byHand = ddim.noised([2, -1], noise: [1, 0.5], timestep: 1)
+        #expect(abs(byHand[0] - (0.6 * 2 + 0.8 * 1)) < 1e-6 && abs(byHand[1] - (0.6 * -1 + 0.8 * 0.5)) < 1e-6, "\(byHand)")
+        var rng = SeededGenerator(seed: 5)
+        let n = 20000
+        let noise = (0..<n).map { _ in Float(rng.nextNormal()) }
+        let fromZero = ddim.noised([Float](repeating: 0, count: n), noise: noise, timestep: 1).map(Double.init)
+        let fromOne = ddim.noised([Float](repeating: 1, count: n), noise: noise, timestep: 1).map(Double.init)
+        // The draws' own second moment, so the check does not depend on the generator's luck.
+        let e2 = noise.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n)
+        let variance = fromZero.reduce(0.0) { $0 + $1 * $1 } / Double(n)
+        #expect(abs(variance - 0.64 * e2) < 1e-4, "variance \(variance), expected \(0.64 * e2)")
+        #expect(abs(variance - 0.64) < 0.03)
+        let mean = fromOne.reduce(0, +) / Double(n), noiseMean = noise.reduce(0.0) { $0 + Double($1) } / Double(n)
+        #expect(abs(mean - (0.6 + 0.8 * noiseMean)) < 1e-4, "mean \(mean)")
     }
 
     @Test func guidanceCombinesTheBranches() throws {

@@ -103,6 +103,13 @@ import Testing
     @Test func interpolatedPrecisionIsVOC2011() {
         // mprec [0, 1, .5, 2/3, 0] → right-max [1, 1, 2/3, 2/3, 0]; recall steps at 1/2 and 1.
         #expect(abs(ActivityNetEvaluation.interpolatedAP(precision: [1, 0.5, 2.0 / 3], recall: [0.5, 0.5, 1]) - 5.0 / 6) < 1e-12)
+        // Where the envelope changes the value (by hand, VOC 2011's rule as in the official
+        // `interpolated_prec_rec`): hit, miss, hit, hit on four ground truths gives precision
+        // 1, 1/2, 2/3, 3/4 at recall 1/4, 1/4, 1/2, 3/4. mprec [0, 1, .5, 2/3, .75, 0] → right-max
+        // [1, 1, .75, .75, .75, 0]; recall steps at indices 1, 3, 4, 5 (mrec [0, .25, .25, .5, .75, 1]):
+        // AP = .25·1 + .25·.75 + .25·.75 + .25·0 = 0.625. Without the envelope it would be
+        // .25·(1 + 2/3 + .75) = 0.6041…, with a left-to-right maximum 1, with mprec[i − 1] 0.8125.
+        #expect(abs(ActivityNetEvaluation.interpolatedAP(precision: [1, 0.5, 2.0 / 3, 0.75], recall: [0.25, 0.25, 0.5, 0.75]) - 0.625) < 1e-12)
         #expect(ActivityNetEvaluation.tIoU(0, 10, 5, 15) == 5.0 / 15)
         #expect(ActivityNetEvaluation.tIoU(0, 10, 20, 30) == 0)
     }

@@ -57,6 +57,19 @@ import Testing
         #expect(empty.shape == [0, 3])
     }
 
+    /// numpy's own files (`Tests/Fixtures/npy`, np.save) shortened by 1…8 bytes are each refused: the
+    /// data must hold shape × itemsize bytes, and one byte short is as wrong as half (a check off by
+    /// one would read past the end of the file).
+    @Test func everyCutFromTheEndIsRefused() throws {
+        for name in ["f32_2x3", "f64_scalar", "i64_4", "u8_2x2x3", "bool_3"] {
+            let whole = try Data(contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/npy/\(name).npy"))
+            _ = try NPY.decode(whole, path: name)
+            for cut in 1...8 {
+                #expect(throws: FormatError.self, "\(name) minus \(cut) bytes") { try NPY.decode(whole.prefix(whole.count - cut), path: name) }
+            }
+        }
+    }
+
     @Test func fifosAreRefused() throws {
         let path = dir.path + "/fifo.npy"
         #expect(mkfifo(path, 0o600) == 0)

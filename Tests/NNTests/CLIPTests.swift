@@ -100,4 +100,45 @@ import Testing
         #expect(grads.allSatisfy { $0 != nil })
         #expect(grads[0]!.shape == [3, 3, 32, 32] && grads[0]!.scalars.contains { $0 != 0 })
     }
+
+    /// The patch tokens SST and `bioclip2 embed` use are open_clip's `tokens` after `ln_post`. The
+    /// fixture (open_clip 3.3.0) has no patch tokens and no open_clip is on the machine to add them,
+    /// so the expectation is built here from the model's own parameters on the differentiable path —
+    /// open_clip's encode_image written out (conv1, class token, positions, ln_pre, the blocks), the
+    /// path whose pooled output matches open_clip's features above — with ln_post applied to every
+    /// final token, then compared with the fast path's tokens. Independently of that replica: each
+    /// token, with ln_post's affine part undone, has mean 0 and variance 1 (what LayerNorm makes).
+    @Test func patchTokensAreTheFinalTokensAfterLnPost() throws {
+        let module = try CLIP(folder: folder)
+        let v = module.config.vision, n = 2, g = v.grid, d = v.width
+        var pixels: [Float] = []
+        for name in ["image0.png", "image2.png"] {
+            pixels += try PNG.read(path: folder + "/" + name).normalizedCHW(mean: module.config.mean, std: module.config.std).scalars()
+        }
+        let images = try Tensor(pixels, shape: [n, 3, 32, 32])
+        let fast = try module.encodeImage(images, patchTokens: true)
+        let tokens: [Float] = try fast.tokens!.scalars()
+        #expect(fast.tokens!.shape == [n, g, g, d])
+        let reference: [Float] = GradMode.disabled {
+            var x = conv2d(Variable(images), weight: module.conv1.variable, bias: nil, stride: (v.patchSize, v.patchSize))
+                .reshaped([n, d, g * g]).transposed()
+            x = concat([module.classEmbedding.variable.reshaped([1, 1, d]).broadcast(to: [n, 1, d]), x], axis: 1)
+            x = module.lnPre(x + module.visualPositional.variable)
+            for block in module.visualBlocks { x = block(x) }
+            return module.lnPost(x).slice(axis: 1, 1..<(g * g + 1)).scalars
+        }
+        let scale = reference.map(abs).max()!
+        let err = zip(tokens, reference).map { abs($0 - $1) }.max()! / scale
+        #expect(err < 1e-4, "relative error \(err)")
+        let gamma: [Float] = try module.lnPost.weight.value.scalars(), beta: [Float] = try module.lnPost.bias.value.scalars()
+        var worstMean = 0.0, worstVariance = 0.0
+        for row in 0..<(n * g * g) {
+            let u = (0..<d).map { Double((tokens[row * d + $0] - beta[$0]) / gamma[$0]) }
+            let mean = u.reduce(0, +) / Double(d)
+            let variance = u.reduce(0.0) { $0 + ($1 - mean) * ($1 - mean) } / Double(d)
+            worstMean = max(worstMean, abs(mean))
+            worstVariance = max(worstVariance, abs(variance - 1))
+        }
+        #expect(worstMean < 1e-3 && worstVariance < 1e-2, "mean \(worstMean), variance − 1 \(worstVariance)")
+    }
 }

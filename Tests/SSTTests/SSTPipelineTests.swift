@@ -42,6 +42,44 @@ import Testing
             labels: Variable(try Tensor(labels, shape: [rows * cols, 3])), rows: rows, cols: cols, settings: settings
         ).scalars
         #expect(zip(hard, soft).allSatisfy { abs($0 - $1) < 1e-5 })
+
+        // A case where τ shows: a 1 × 3 grid, each query's top 2 sources carrying different labels.
+        // Support (unit rows) s0 = (1, 0) labelled 0, s1 = (0, 1) and s2 = (0.6, 0.8) labelled 1; queries
+        // q0 = 2·(0.8, 0.6) (normalised to (0.8, 0.6)), q1 = (1, 0), q2 = (0, 1); τ = 0.5, top 2, no radius.
+        // By hand: q0·s = (0.8, 0.6, 0.96) → keeps s2, s0: P(label 0) = e^{0.8/τ}/(e^{0.8/τ} + e^{0.96/τ});
+        // q1·s = (1, 0, 0.6) → keeps s0, s2: P(label 0) = e^{1/τ}/(e^{1/τ} + e^{0.6/τ});
+        // q2·s = (0, 1, 0.8) → keeps s1, s2, both label 1: (0, 1).
+        var tiny = PropagationSettings()
+        tiny.radius = 0
+        tiny.topK = 2
+        tiny.temperature = 0.5
+        let tau = 0.5
+        func share(_ a: Double, _ b: Double) -> Double { exp(a / tau) / (exp(a / tau) + exp(b / tau)) }
+        let p0 = share(0.8, 0.96), p1 = share(1, 0.6)
+        let expected: [Double] = [p0, 1 - p0, p1, 1 - p1, 0, 1]
+        let support: [Float] = [1, 0, 0, 1, 0.6, 0.8], query: [Float] = [1.6, 1.2, 1, 0, 0, 1], oneHot: [Float] = [1, 0, 0, 1, 0, 1]
+        let tracker = SpaceTimeMemory(settings: tiny, rows: 1, cols: 3, dim: 2, features: support, labels: oneHot, channels: 2).propagate(query)
+        let differentiable = softPropagate(
+            query: l2Normalized(Variable(try Tensor(query, shape: [3, 2]))), source: l2Normalized(Variable(try Tensor(support, shape: [3, 2]))),
+            labels: Variable(try Tensor(oneHot, shape: [3, 2])), rows: 1, cols: 3, settings: tiny
+        ).scalars
+        for (name, ours) in [("tracker", tracker), ("softPropagate", differentiable)] {
+            let worst = zip(ours, expected).map { abs(Double($0) - $1) }.max()!
+            #expect(worst < 1e-5, "\(name): \(ours) vs \(expected)")
+        }
+    }
+
+    /// The cycle loss's BCE + Dice by hand on two patches, two channels: prediction (0.8, 0.2),
+    /// (0.4, 0.6) against one-hot (1, 0), (0, 1). BCE = mean of −log 0.8, −log 0.8, −log 0.6, −log 0.6;
+    /// Dice with OC-CCL's smoothing 1: channel 0 (2·0.8 + 1)/(1.2 + 1 + 1) = 2.6/3.2, channel 1
+    /// (2·0.6 + 1)/(0.8 + 1 + 1) = 2.2/2.8, loss term 1 − their mean.
+    @Test func bceDiceByHand() throws {
+        let prediction = Variable(try Tensor([0.8, 0.2, 0.4, 0.6] as [Float], shape: [2, 2]))
+        let target = try Tensor([1, 0, 0, 1] as [Float], shape: [2, 2])
+        let bce = -(2 * log(0.8) + 2 * log(0.6)) / 4
+        let dice = 1 - (2.6 / 3.2 + 2.2 / 2.8) / 2
+        let ours = Double(bceDice(prediction, target).scalars[0])
+        #expect(abs(ours - (bce + dice)) < 1e-5, "\(ours) vs \(bce + dice)")
     }
 
     @Test func cycleLossGradientMatchesFiniteDifferences() throws {
