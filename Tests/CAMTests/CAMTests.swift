@@ -183,4 +183,37 @@ import Vision
         #expect(e1 < 1e-3, "ConvNet Grad-CAM max |Δ| = \(e1)")
         #expect(throws: CAMError.self) { try explain(classifier, images: images, method: .gradcam, targets: [nil], layer: 3) }
     }
+
+    /// Layer-CAM and HiResCAM by hand on a toy classifier whose target layer is its input (2 channels
+    /// on a 2 × 2 grid) and whose logits are y_c = Σ_k W[c][k]·Σ_p A[k, p], so ∂y_t/∂A[k, p] = W[t][k]
+    /// everywhere. With W[0] = (1, −1): Layer-CAM keeps only channel 0 (ReLU on the gradient) → A₀ =
+    /// (1, 2, 3, 4) → (0, ⅓, ⅔, 1) after min–max scaling; HiResCAM takes A₀ − A₁ = (−3, 1, 3, 2) →
+    /// ReLU → (0, ⅓, 1, ⅔).
+    @Test func layerCAMAndHiResCAMByHand() throws {
+        struct Toy: CAMClassifier {
+            let w: [Float] = [1, -1, -0.5, 2]
+            var inputChannels: Int { 2 }
+            var inputSize: Int { 2 }
+            func forwardForCAM(_ images: Variable, layer: Int) throws -> (logits: Variable, target: Variable, layout: ActivationLayout) {
+                let n = images.shape[0]
+                // The target layer: the input through a zero shift that records the graph (as a network's layer would).
+                let target = images + Variable(Tensor(zeros: .float32, shape: [1, 2, 1, 1]), requiresGrad: true)
+                let pooled = target.reshaped([n, 2, 4]).sum(axis: 2) // [N, 2]
+                let logits = matmul(pooled, Variable(Tensor(shape: [2, 2], scalars: w)), transposeB: true)
+                return (logits, target, .channels(height: 2, width: 2))
+            }
+            func logits(_ images: Tensor) throws -> [Float] { try forwardForCAM(Variable(images), layer: -1).logits.value.scalars(as: Float.self) }
+            func fit(_ image: Image) -> (Image, resized: Bool) { (image, false) }
+            func normalized(_ images: [Image]) throws -> Tensor { Tensor(zeros: .float32, shape: [images.count, 2, 2, 2]) }
+        }
+        let images = Tensor(shape: [1, 2, 2, 2], scalars: [1, 2, 3, 4, 4, 1, 0, 2] as [Float])
+        let layer = try GradMode.with(true) { try explain(Toy(), images: images, method: .layercam, targets: [0]) }
+        let hires = try GradMode.with(true) { try explain(Toy(), images: images, method: .hirescam, targets: [0]) }
+        for (got, want) in zip(try layer.grid.scalars(as: Float.self), [0, 1.0 / 3, 2.0 / 3, 1] as [Float]) {
+            #expect(abs(got - want) < 1e-5, "Layer-CAM \(got) vs \(want)")
+        }
+        for (got, want) in zip(try hires.grid.scalars(as: Float.self), [0, 1.0 / 3, 1, 2.0 / 3] as [Float]) {
+            #expect(abs(got - want) < 1e-5, "HiResCAM \(got) vs \(want)")
+        }
+    }
 }

@@ -242,4 +242,20 @@ import Vision
             #expect(tour.status != 0 && tour.stderr.contains("'classifiers' plugin") && tour.stderr.contains(component), "\(component): \(tour.stderr)")
         }
     }
+
+    /// Finer-CAM's score by hand at α = 0.5, the form Score-CAM's masked batches are scored with:
+    /// logits (2, 1, 0), target 0, comparison class 1 → S = w·(2 − 0.5·1)/(w + 1e-9) = 1.5 with
+    /// "code" weights (w = softmax(y)₁) and with "paper" weights (w = 1); α = 0 gives y_t = 2.
+    @Test func finerScoreByHandAtAnAlphaOtherThanOne() throws {
+        for weighting in ["code", "paper"] {
+            let finer = FinerOptions(alpha: 0.5, ranks: [1], weighting: weighting)
+            #expect(finer.comparisons([2, 1, 0], target: 0) == [1])
+            #expect(abs(finer.score([2, 1, 0], target: 0, comparisons: [1]) - 1.5) < 1e-5)
+            #expect(abs(FinerOptions(alpha: 0, ranks: [1], weighting: weighting).score([2, 1, 0], target: 0, comparisons: [1]) - 2) < 1e-5)
+            // The scorer operation's values agree with the score of each row.
+            let (scores, _) = try finer.scoreAndGradients(
+                logits: Tensor(shape: [1, 3], scalars: [2, 1, 0] as [Float]), reference: Tensor(shape: [1, 3], scalars: [2, 1, 0] as [Float]), targets: [0])
+            #expect(abs(scores[0] - 1.5) < 1e-5)
+        }
+    }
 }

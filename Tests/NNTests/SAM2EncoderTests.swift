@@ -257,3 +257,17 @@ let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/
         }
     }
 }
+
+/// The bfloat16 rounding the predictor's stored memories go through (`tensor.to(torch.bfloat16)`):
+/// round to nearest, ties to even, by hand. Near 1 a bfloat16 step is 2⁻⁷: 1 + 3·2⁻⁹ rounds up to
+/// 1 + 2⁻⁷ (truncation would give 1), 1 + 2⁻⁸ is a tie and goes to the even 1, 1 + 3·2⁻⁸ is a tie
+/// and goes to the even 1 + 2⁻⁶; signs, infinities and NaN pass through.
+@Suite struct BFloat16RoundingTests {
+    @Test func roundsToNearestTiesToEven() throws {
+        let x: [Float] = [1 + 3 / 512, 1 + 1 / 256, 1 + 3 / 256, -(1 + 3 / 512), .infinity, 0]
+        let want: [Float] = [1 + 1 / 128, 1, 1 + 1 / 64, -(1 + 1 / 128), .infinity, 0]
+        let got = try roundedToBFloat16(Tensor(shape: [x.count], scalars: x)).scalars(as: Float.self)
+        #expect(got == want, "\(got)")
+        #expect(try roundedToBFloat16(Tensor(shape: [1], scalars: [Float.nan])).scalars(as: Float.self)[0].isNaN)
+    }
+}

@@ -376,7 +376,7 @@ func sinePositionEncoding1D(_ positions: [Float], dim: Int, temperature: Float =
 }
 
 /// Rounds to the nearest bfloat16 (ties to even) and back, as `tensor.to(torch.bfloat16)` then float.
-func roundedToBFloat16(_ t: Tensor) -> Tensor {
+public func roundedToBFloat16(_ t: Tensor) -> Tensor {
     let v = (try? t.scalars(as: Float.self)) ?? []
     return Tensor(
         shape: t.shape,
