@@ -6,6 +6,18 @@ import Foundation
 public enum PluginResources {
     /// `Menagerie_<module>.resources/<item>` beside the library (or test binary) holding this code.
     public static func path(module: String, item: String) throws -> String {
+        // Found once per process: reading /proc/self/maps costs about a millisecond with a dozen plugins
+        // loaded, and a backbone called at every DDIM step asks each time.
+        if let known = found.cached(module + "/" + item) { return known }
+        let path = try locate(module: module, item: item)
+        found.store(module + "/" + item, path)
+        return path
+    }
+
+    /// Successful lookups of this process.
+    static let found = ProcessCache<String>()
+
+    static func locate(module: String, item: String) throws -> String {
         // The address of code in this library: a C-convention function defined here.
         let probe: @convention(c) () -> Void = {}
         guard let library = fileMapping(UInt(bitPattern: unsafeBitCast(probe, to: UnsafeRawPointer.self))) else {
