@@ -105,7 +105,7 @@ let package = Package(
         .target(name: "DistillationKit", dependencies: ["MenagerieKit", "Formats", "Imaging", "NN", "Tensors"]),
         // What the explainer plugins share: timm ViT and ConvNet classifiers with their preprocessing,
         // the CAM classifier protocol, map scaling, overlays and the saliency metrics.
-        .target(name: "Vision", dependencies: ["NN", "Imaging", "Formats", "Tensors"]),
+        .target(name: "Vision", dependencies: ["MenagerieKit", "NN", "Imaging", "Formats", "Tensors"]),
 
         // The SDK and the host.
         .target(name: "MenagerieKit", dependencies: ["CMenagerie", "Tensors", "Formats", .product(name: "Logging", package: "swift-log")]),

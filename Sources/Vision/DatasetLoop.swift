@@ -1,14 +1,14 @@
+import Formats
 import Foundation
 import Imaging
 import MenagerieKit
 import NN
 import Tensors
 
-// The supervised loop over a dataset component that prompt-cam trains with. The same helpers are in
-// Plugins/Classifiers (plugins share no code but the SDK layers; a copy each keeps them apart).
+// The supervised loop over a dataset component that the classifiers and prompt-cam train with.
 
 /// One labelled batch of a dataset component: images [N, C, H, W] in [0, 1] and class indices.
-func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, start: Int, count: Int, epoch: Int?) throws -> (Tensor, [Int]) {
+public func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, start: Int, count: Int, epoch: Int?) throws -> (Tensor, [Int]) {
     var options: [String: JSONValue] = [
         "split": .string(split), "start": .number(Double(start)), "count": .number(Double(count)),
         "shuffle": .bool(epoch != nil),
@@ -31,7 +31,7 @@ func labelledBatch(_ data: DatasetOptionsProxy, dataset: String, split: String, 
 /// The supervised loop the explainers' trainers share: shuffled training batches, cross-entropy of
 /// `logits`, one optimizer step per batch at the schedule's rate, cancellation and progress.
 /// `endOfEpoch` gets each epoch's mean loss and training accuracy.
-func fitClassifier(
+public func fitClassifier(
     _ data: DatasetOptionsProxy, dataset: String, trainCount: Int, batch: Int, epochs: Int, baseRate: Float,
     schedule: Schedule, optimizer: any Optimizer, host: PluginHost, logits: (Tensor) -> Variable,
     endOfEpoch: (_ epoch: Int, _ loss: Double, _ accuracy: Double) throws -> Void
@@ -63,7 +63,7 @@ func fitClassifier(
 }
 
 /// Top-1 accuracy of `logits` (run without recording) over the first `count` images of a split.
-func evaluateAccuracy(_ data: DatasetOptionsProxy, dataset: String, split: String, count: Int, logits: (Tensor) -> Variable) throws -> Double {
+public func evaluateAccuracy(_ data: DatasetOptionsProxy, dataset: String, split: String, count: Int, logits: (Tensor) -> Variable) throws -> Double {
     guard count > 0 else { return .nan }
     var correct = 0
     for start in stride(from: 0, to: count, by: 128) {
@@ -76,11 +76,11 @@ func evaluateAccuracy(_ data: DatasetOptionsProxy, dataset: String, split: Strin
 
 /// [0, 1] pixels [N, C, H, W] to (x − mean[c]) / std[c] (default: mean = std = 0.5, the embedded
 /// classifier's normalisation).
-func normalize(_ images: Tensor, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5]) -> Tensor {
+public func normalize(_ images: Tensor, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5]) -> Tensor {
     normalizeChannels(images, mean: mean, std: std)
 }
 
-func argmaxRows(_ t: Tensor) -> [Int] {
+public func argmaxRows(_ t: Tensor) -> [Int] {
     let v = try! t.scalars(as: Float.self), c = t.shape[1]
     return (0..<t.shape[0]).map { i in (0..<c).max { v[i * c + $0] < v[i * c + $1] }! }
 }
