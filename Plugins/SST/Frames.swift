@@ -194,7 +194,7 @@ struct TrackerCall {
         }
         let m = try masks.integers(), plane = size * size
         // Another plugin's labels: checked before they index anything.
-        let limit = labels.labels.max() ?? 0
+        let limit = max(labels.labels.max() ?? 0, options["parts"]?.intValue ?? 0)
         if let bad = m.first(where: { $0 < 0 || $0 > limit }) {
             throw MenagerieError.failed("tracker '\(tracker)' returned label \(bad), outside the support's 0…\(limit)")
         }
