@@ -71,11 +71,11 @@ mutate: bootstrap
 bench: build
 	$(BIN)/menagerie bench $(if $(wildcard $(REFERENCE_JSON)),--reference $(REFERENCE_JSON))
 
-# Creates a venv with torch, timm and open_clip from PyPI (several GB: PyPI's torch wheel brings
+# Creates a venv with torch, timm, open_clip and sam2 from PyPI (several GB: PyPI's torch wheel brings
 # its CUDA libraries, unused here), times the same workloads in PyTorch, then runs `make bench`.
 bench-reference: build
 	test -x $(REFERENCE_VENV)/bin/python || python3 -m venv $(REFERENCE_VENV)
-	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip, pytorch_grad_cam, transformers, pandas" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch grad-cam transformers pandas
+	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip, pytorch_grad_cam, transformers, pandas, sam2" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch grad-cam transformers pandas sam2
 	$(REFERENCE_VENV)/bin/python scripts/bench-reference.py --threads $${MENAGERIE_THREADS:-$$(nproc)} > $(REFERENCE_JSON).tmp
 	mv $(REFERENCE_JSON).tmp $(REFERENCE_JSON)
 	$(BIN)/menagerie bench --reference $(REFERENCE_JSON)

@@ -268,6 +268,42 @@ def main():
         finally:
             os.unlink(path)
 
+    if wanted("sam2.track_frame_1024"):
+        # sam2 1.1.0's video predictor, SAM 2.1 Hiera-tiny (sam2.1_hiera_t.yaml) with random weights at
+        # 1024 px: the time of each tracked frame of propagate_in_video (frames 1…, image encoder
+        # included), as Plugins/SAM2/Benchmarks.swift times the Swift tracker. Frames: random noise.
+        import os, tempfile
+        import numpy as np
+        from PIL import Image
+        from hydra import initialize_config_module, compose
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+        GlobalHydra.instance().clear()
+        initialize_config_module("sam2", version_base="1.2")
+        cfg = compose(config_name="configs/sam2.1/sam2.1_hiera_t.yaml",
+                      overrides=["++model._target_=sam2.sam2_video_predictor.SAM2VideoPredictor", "++model.fill_hole_area=0"])
+        OmegaConf.resolve(cfg)
+        sam = instantiate(cfg.model, _recursive_=True).eval()
+        frames = max(4, min(args.repeats // 4, 8))
+        with tempfile.TemporaryDirectory() as d:
+            rng = np.random.default_rng(2)
+            for i in range(frames):
+                Image.fromarray(rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)).save(os.path.join(d, f"{i:05d}.jpg"))
+            mask = np.zeros((1024, 1024), bool)
+            mask[257:511, 257:511] = True
+            with torch.inference_mode():
+                state = sam.init_state(video_path=d)
+                sam.add_new_mask(state, frame_idx=0, obj_id=1, mask=torch.from_numpy(mask))
+                times, last = [], None
+                for fi, _, _ in sam.propagate_in_video(state):
+                    now = time.perf_counter()
+                    if last is not None and fi > 0:
+                        times.append((now - last) * 1000)
+                    last = now
+        times = sorted(times)
+        add("sam2.track_frame_1024", "ms", {"median": times[len(times) // 2], "min": times[0], "max": times[-1]})
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 
