@@ -36,6 +36,9 @@ struct SAM2TrackerComponent: Segmenter {
         var model = ""
         var frames = ""
         var mask = ""
+        var points: [[Double]] = []
+        var pointLabels: [Int] = []
+        var box: [Double] = []
         var object = 0
         var masks = true
         var height = 0
@@ -43,21 +46,25 @@ struct SAM2TrackerComponent: Segmenter {
         static let help = [
             "model": "a SAM 2 folder: config.yaml (sam2 / sam2.1 yaml) and model.pt (the released checkpoint) or model.safetensors",
             "frames": "a folder of PNG/TIFF/JPEG frames (sorted by name; all of one size)",
-            "mask": "a PNG mask of the first frame, at its size",
+            "mask": "a PNG mask of the first frame, at its size (or give points and/or box instead)",
+            "points": "clicks on the first frame, [[x, y], …] in its pixel coordinates (0 ≤ x ≤ width, 0 ≤ y ≤ height), with point_labels",
+            "point_labels": "one label per point: 1 positive (on the object), 0 negative (background)",
+            "box": "a box on the first frame, [x0, y0, x1, y1] in its pixel coordinates (x0 < x1, y0 < y1); alone or with points",
             "object": "the label in the mask that is the object (0: every non-zero pixel)",
             "masks": "also write each frame's binary mask (logits > 0) as a PNG",
             "height": "with tensor inputs: output mask height (0: the frames')", "width": "with tensor inputs: output mask width (0: the frames')",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["object": 0...65535, "height": 0...65536, "width": 0...65536]
+        static let ranges: [String: ClosedRange<Double>] = ["object": 0...65535, "height": 0...65536, "width": 0...65536, "point_labels": 0...1]
     }
 
     static let id = "sam2-tracker"
-    static let summary = "SAM 2 (Hiera, memory attention) video predictor: a first-frame mask tracked through the frames, as sam2's propagate_in_video"
+    static let summary =
+        "SAM 2 (Hiera, memory attention) video predictor: a first-frame mask, clicks or box tracked through the frames, as sam2's add_new_mask / add_new_points_or_box + propagate_in_video"
     static let operations = [
         OperationSpec(
             "segment",
             summary:
-                "track the first frame's mask through the frames → mask_logits.npy, object_score_logits.npy, masks/; or, as SST's tracker, images + a trait label mask → each later frame's label mask",
+                "track the first frame's mask (mask=PNG) or clicks and box (points=[[x,y],…] point_labels=[1,0,…] box=[x0,y0,x1,y1]) through the frames → mask_logits.npy, object_score_logits.npy, masks/; or, as SST's tracker, images + a trait label mask → each later frame's label mask",
             inputs: [
                 TensorSpec("images", dtypes: ["f32"], shape: "F×3×H×W", summary: "frames in [0, 1] (SST's pseudo-video; frame 0 labelled)", optional: true),
                 TensorSpec(
@@ -67,8 +74,11 @@ struct SAM2TrackerComponent: Segmenter {
                 TensorSpec(
                     "masks", dtypes: ["i64"], shape: "(F−1)×H×W",
                     summary: "with images: each later frame's label mask (the trait whose logit is highest and positive)"),
-                TensorSpec("mask_logits", dtypes: ["f32"], shape: "F×H×W", summary: "per frame, at the video's resolution (frame 0: the prompt's ±10 logits)"),
-                TensorSpec("object_score_logits", dtypes: ["f32"], shape: "F", summary: "per frame (NaN for the prompted frame 0)"),
+                TensorSpec(
+                    "mask_logits", dtypes: ["f32"], shape: "F×H×W",
+                    summary: "per frame, at the video's resolution (frame 0: a mask prompt's ±10 logits, or SAM's output for points/box)"),
+                TensorSpec(
+                    "object_score_logits", dtypes: ["f32"], shape: "F", summary: "per frame (NaN for frame 0 with a mask prompt; SAM's score with points/box)"),
             ]),
         OperationSpec("propagate", summary: "the same as segment (sam2's name)"),
     ]
@@ -82,32 +92,41 @@ struct SAM2TrackerComponent: Segmenter {
         if request.inputs["images"] != nil { return try segmentTensors(request) }
         let o = request.options
         guard !o.model.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs --set model=DIR (config.yaml + model.pt)") }
-        guard !o.frames.isEmpty, !o.mask.isEmpty else {
-            throw MenagerieError.invalidArgument("'\(Self.id)' needs --set frames=DIR and --set mask=PNG (the first frame's mask)")
+        let prompted = !o.points.isEmpty || !o.pointLabels.isEmpty || !o.box.isEmpty
+        guard !o.frames.isEmpty, !o.mask.isEmpty || prompted else {
+            throw MenagerieError.invalidArgument(
+                "'\(Self.id)' needs --set frames=DIR and a prompt on the first frame: --set mask=PNG, or --set points='[[x,y],…]' --set point_labels='[1,…]', and/or --set box='[x0,y0,x1,y1]'"
+            )
         }
-        let model = try loadModel(o.model)
         let files: [String]
         do { files = try ImageFiles.list((o.frames as NSString).expandingTildeInPath) } catch { throw MenagerieError.invalidArgument("frames: \(error)") }
         guard !files.isEmpty else { throw MenagerieError.invalidArgument("frames: '\(o.frames)' holds no PNG, TIFF or JPEG file") }
-        let maskImage: Image
-        do { maskImage = try ImageFiles.read((o.mask as NSString).expandingTildeInPath) } catch { throw MenagerieError.invalidArgument("mask: \(error)") }
         let first: Image
         do { first = try ImageFiles.read(files[0]) } catch { throw MenagerieError.invalidArgument("\(error)") }
         let (h, w) = (first.height, first.width)
-        guard maskImage.width == w, maskImage.height == h else {
-            throw MenagerieError.invalidArgument(
-                "mask '\(o.mask)' is \(maskImage.width)×\(maskImage.height); the first frame '\((files[0] as NSString).lastPathComponent)' is \(w)×\(h): they must match"
-            )
+        let plane = w * h
+        let prompt = try pointPrompt(o, width: w, height: h, frame: (files[0] as NSString).lastPathComponent)
+        var mask: [Float]? = nil
+        if !o.mask.isEmpty {
+            let maskImage: Image
+            do { maskImage = try ImageFiles.read((o.mask as NSString).expandingTildeInPath) } catch { throw MenagerieError.invalidArgument("mask: \(error)") }
+            guard maskImage.width == w, maskImage.height == h else {
+                throw MenagerieError.invalidArgument(
+                    "mask '\(o.mask)' is \(maskImage.width)×\(maskImage.height); the first frame '\((files[0] as NSString).lastPathComponent)' is \(w)×\(h): they must match"
+                )
+            }
+            let ch = maskImage.channels
+            let values = (0..<plane).map { p -> Float in
+                let v = Int(maskImage.pixels[p * ch])
+                return (o.object == 0 ? v != 0 : v == o.object) ? 1 : 0
+            }
+            guard values.contains(1) else {
+                throw MenagerieError.invalidArgument(
+                    "mask '\(o.mask)' is empty\(o.object == 0 ? "" : " for object \(o.object)"): SAM 2 needs the object on the first frame")
+            }
+            mask = values
         }
-        let plane = w * h, ch = maskImage.channels
-        let mask = (0..<plane).map { p -> Float in
-            let v = Int(maskImage.pixels[p * ch])
-            return (o.object == 0 ? v != 0 : v == o.object) ? 1 : 0
-        }
-        guard mask.contains(1) else {
-            throw MenagerieError.invalidArgument(
-                "mask '\(o.mask)' is empty\(o.object == 0 ? "" : " for object \(o.object)"): SAM 2 needs the object on the first frame")
-        }
+        let model = try loadModel(o.model)
         do {
             _ = try Limits.allocation(shape: [files.count, h, w], elementSize: 4, what: "the mask logits of every frame", source: o.frames)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
@@ -130,14 +149,20 @@ struct SAM2TrackerComponent: Segmenter {
             let state: SAM2FrameState
             do {
                 state = try GradMode.disabled {
-                    i == 0
-                        ? try tracker.addMask(Tensor(shape: [h, w], scalars: mask), frame: 0, image: input)
-                        : try tracker.track(frame: i, image: input)
+                    guard i == 0 else { return try tracker.track(frame: i, image: input) }
+                    let features = tracker.features(input)
+                    var out: SAM2FrameState? = nil
+                    if let mask { out = try tracker.addMask(Tensor(shape: [h, w], scalars: mask), frame: 0, features: features) }
+                    if let p = prompt {
+                        out = try tracker.addPoints(p.points, labels: p.labels, box: p.box, videoHeight: h, videoWidth: w, frame: 0, features: features)
+                    }
+                    guard let out else { throw SAM2Error("no prompt on the first frame: give mask, or points with point_labels, or box") }
+                    return out
                 }
             } catch let e as SAM2Error { throw MenagerieError.invalidArgument("\(e)") }
             let frameLogits = try tracker.videoResolution(state.masks, height: h, width: w).scalars(as: Float.self)
             logits += frameLogits
-            scores.append(i == 0 ? .nan : state.objectScore)
+            scores.append(i == 0 && prompt == nil ? .nan : state.objectScore)
             if o.masks {
                 let name = (file as NSString).deletingPathExtension.components(separatedBy: "/").last ?? String(format: "%05d", i)
                 try PNG.write(Image(width: w, height: h, channels: 1, pixels: frameLogits.map { $0 > 0 ? 255 : 0 }), to: dir + "/masks/\(name).png")
@@ -160,6 +185,52 @@ struct SAM2TrackerComponent: Segmenter {
 }
 
 extension SAM2TrackerComponent {
+    /// A point prompt on the first frame.
+    struct PointPrompt {
+        var points: [(x: Float, y: Float)]
+        var labels: [Int]
+        var box: (x0: Float, y0: Float, x1: Float, y1: Float)?
+    }
+
+    /// The options `points`, `point_labels` and `box` checked against the first frame (width × height):
+    /// nil when none is given. Coordinates are the frame's pixel coordinates, continuous: 0 ≤ x ≤ width,
+    /// 0 ≤ y ≤ height.
+    func pointPrompt(_ o: Options, width w: Int, height h: Int, frame: String) throws -> PointPrompt? {
+        guard !o.points.isEmpty || !o.pointLabels.isEmpty || !o.box.isEmpty else { return nil }
+        func bad(_ m: String) -> MenagerieError { MenagerieError.invalidArgument(m) }
+        let size = "the first frame '\(frame)' is \(w)×\(h)"
+        func text(_ v: [Double]) -> String { "[" + v.map { JSONValue.number($0).compactText }.joined(separator: ", ") + "]" }
+        guard o.points.count == o.pointLabels.count else {
+            throw bad(
+                "options 'points' (\(o.points.count) points) and 'point_labels' (\(o.pointLabels.count) labels) must have the same length: one label per point (1 positive, 0 negative)"
+            )
+        }
+        var points: [(x: Float, y: Float)] = []
+        for (i, p) in o.points.enumerated() {
+            guard p.count == 2 else { throw bad("option 'points[\(i)]' must be [x, y], got \(text(p))") }
+            guard p.allSatisfy(\.isFinite) else { throw bad("option 'points[\(i)]' = \(text(p)) is not a pair of finite numbers") }
+            guard (0...Double(w)).contains(p[0]), (0...Double(h)).contains(p[1]) else {
+                throw bad("option 'points[\(i)]' = \(text(p)) lies outside the first frame: \(size), so 0 ≤ x ≤ \(w) and 0 ≤ y ≤ \(h)")
+            }
+            points.append((Float(p[0]), Float(p[1])))
+        }
+        for (i, l) in o.pointLabels.enumerated() where l != 0 && l != 1 {
+            throw bad("option 'point_labels[\(i)]' = \(l): a label is 1 (positive) or 0 (negative)")
+        }
+        var box: (x0: Float, y0: Float, x1: Float, y1: Float)? = nil
+        if !o.box.isEmpty {
+            let b = o.box
+            guard b.count == 4 else { throw bad("option 'box' must be [x0, y0, x1, y1], got \(text(b))") }
+            guard b.allSatisfy(\.isFinite) else { throw bad("option 'box' = \(text(b)) holds a number that is not finite") }
+            guard b[0] < b[2], b[1] < b[3] else { throw bad("option 'box' = \(text(b)) must have x0 < x1 and y0 < y1 ([left, top, right, bottom])") }
+            guard b[0] >= 0, b[1] >= 0, b[2] <= Double(w), b[3] <= Double(h) else {
+                throw bad("option 'box' = \(text(b)) lies outside the first frame: \(size), so 0 ≤ x ≤ \(w) and 0 ≤ y ≤ \(h)")
+            }
+            box = (Float(b[0]), Float(b[1]), Float(b[2]), Float(b[3]))
+        }
+        return PointPrompt(points: points, labels: o.pointLabels, box: box)
+    }
+
     /// SST's tracker interface: frames [F, 3, H, W] in [0, 1] and frame 0's trait mask [H, W]; every
     /// trait is tracked as its own object (the image features computed once per frame and shared), and
     /// each later frame's pixel takes the trait whose logit is highest, background where none is

@@ -84,6 +84,11 @@ extension ComponentOptions {
         if type == "array" {
             if let items { p["items"] = ["type": .string(items)] }
             if let t = swiftTypeName(of: key), t.contains("Float") || t.contains("Double") { p["items"] = ["type": "number"] }
+            // An array of arrays (`[[Double]]`, e.g. points [[x, y], …]): the elements are arrays; their items are checked when decoded.
+            if let t = swiftTypeName(of: key), t.hasPrefix("Array<Array<") {
+                let inner = schemaType(swiftType: String(t.dropFirst("Array<Array<".count).dropLast(2))).0
+                p["items"] = ["type": "array", "items": ["type": .string(inner)]]
+            }
         }
         let snake = snakeCase(key)
         if let h = help[key] ?? help[snake] { p["description"] = .string(h) }
@@ -322,6 +327,8 @@ public struct OptionSchema: Sendable {
         case "string": return .string(text)
         case "array":
             if t.hasPrefix("["), let v = try? JSONValue.parse(t), matches(v, type: "array", items: items) { return v }
+            // Arrays of arrays only as JSON.
+            if items == "array" { return nil }
             let parts = t.isEmpty ? [] : t.split(separator: ",").map(String.init)
             let values = parts.map { parseScalar($0, type: items ?? "string", items: nil) }
             guard values.allSatisfy({ $0 != nil }) else { return nil }

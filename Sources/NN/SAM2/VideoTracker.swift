@@ -152,6 +152,55 @@ public final class SAM2VideoTracker {
         return state
     }
 
+    /// `add_new_points_or_box` (normalize_coords) on frame `index`, then its memory
+    /// (`propagate_in_video_preflight`): points (x, y) in the video's pixel coordinates
+    /// (`videoWidth` × `videoHeight`) with labels 1 (positive) or 0 (negative), and optionally a box
+    /// (x0, y0, x1, y1) that goes first as two points labelled 2 and 3. The coordinates are scaled to
+    /// image_size (÷ video size × image_size, in float32 as torch); the frame is an initial
+    /// conditioning frame (`no_mem_embed`, no memory); multimask output when the config's
+    /// `multimask_min_pt_num…multimask_max_pt_num` holds the point count (a box counts two). When the
+    /// frame already has an output (a mask or points added before), its low-resolution logits,
+    /// clamped to ±32, are the mask input (`prev_sam_mask_logits`); the new points replace any earlier
+    /// ones (`clear_old_points`). A frame that was tracked (a correction) is refused.
+    public func addPoints(
+        _ points: [(x: Float, y: Float)], labels: [Int], box: (x0: Float, y0: Float, x1: Float, y1: Float)? = nil, videoHeight: Int, videoWidth: Int,
+        frame index: Int, image: Tensor
+    ) throws -> SAM2FrameState {
+        try addPoints(points, labels: labels, box: box, videoHeight: videoHeight, videoWidth: videoWidth, frame: index, features: features(image))
+    }
+
+    /// `addPoints` on a frame's precomputed features.
+    public func addPoints(
+        _ points: [(x: Float, y: Float)], labels: [Int], box: (x0: Float, y0: Float, x1: Float, y1: Float)? = nil, videoHeight: Int, videoWidth: Int,
+        frame index: Int, features f: Features
+    ) throws -> SAM2FrameState {
+        guard (0..<frameCount).contains(index) else { throw SAM2Error("points go on a frame in 0..<\(frameCount), not \(index)") }
+        guard tracked[index] == nil else { throw SAM2Error("frame \(index) was already tracked: correcting a tracked frame with points is not supported") }
+        guard videoHeight > 0, videoWidth > 0 else { throw SAM2Error("the video size \(videoWidth)×\(videoHeight) must be positive") }
+        guard points.count == labels.count else { throw SAM2Error("\(points.count) points but \(labels.count) labels: give one label per point") }
+        guard !points.isEmpty || box != nil else { throw SAM2Error("at least one point or a box is needed") }
+        guard labels.allSatisfy({ $0 == 0 || $0 == 1 }) else { throw SAM2Error("point labels are 1 (positive) or 0 (negative), got \(labels)") }
+        var all: [(Float, Float)] = [], allLabels: [Int] = []
+        if let box {
+            all += [(box.x0, box.y0), (box.x1, box.y1)]
+            allLabels += [2, 3]
+        }
+        all += points.map { ($0.x, $0.y) }
+        allLabels += labels
+        guard all.allSatisfy({ $0.0.isFinite && $0.1.isFinite }) else { throw SAM2Error("a point or box coordinate is not a finite number") }
+        let s = Float(config.imageSize), (vw, vh) = (Float(videoWidth), Float(videoHeight))
+        let scaled = all.map { ($0.0 / vw * s, $0.1 / vh * s) }
+        let previous = conditioning[index].map { c in Variable(Tensor(shape: c.masks.shape, scalars: Variable(c.masks).scalars.map { min(max($0, -32), 32) })) }
+        let out = samHeads(
+            backbone: withNoMemory(f), features: f, mask: previous, multimask: useMultimask(initial: true, points: scaled.count),
+            points: (scaled, allLabels))
+        var state = SAM2FrameState(masks: out.lowRes.value, objectPointer: out.pointer.value, objectScore: out.objectScore)
+        let high = model.encoder.upsample(Variable(state.masks), to: config.imageSize)
+        (state.memory, state.memoryPosition) = encodeMemory(features: f, highRes: high, objectScore: state.objectScore, fromPrompt: true)
+        conditioning[index] = state
+        return state
+    }
+
     /// Tracks frame `index` (not a conditioning frame) from the memory: its logits [1, 1, S/4, S/4].
     public func track(frame index: Int, image: Tensor) throws -> SAM2FrameState {
         try track(frame: index, features: features(image))
@@ -178,9 +227,9 @@ public final class SAM2VideoTracker {
         Variable(masks).upsampleBilinear(height: height, width: width).value
     }
 
-    func useMultimask(initial: Bool) -> Bool {
+    func useMultimask(initial: Bool, points: Int = 0) -> Bool {
         let t = config.tracking
-        return t.multimaskOutputInSAM && (initial || t.multimaskOutputForTracking) && (t.multimaskMinPoints...t.multimaskMaxPoints).contains(0)
+        return t.multimaskOutputInSAM && (initial || t.multimaskOutputForTracking) && t.multimaskMinPoints <= points && points <= t.multimaskMaxPoints
     }
 
     /// An initial conditioning frame's features: `no_mem_embed` added directly, or attended to as the
@@ -204,12 +253,12 @@ public final class SAM2VideoTracker {
         var objectScore: Float
     }
 
-    /// `_forward_sam_heads` without point prompts.
-    func samHeads(backbone: Variable, features f: Features, mask: Variable?, multimask: Bool) -> HeadsOutput {
+    /// `_forward_sam_heads`; `points` in image_size pixels with their labels (none: one padding point).
+    func samHeads(backbone: Variable, features f: Features, mask: Variable?, multimask: Bool, points: ([(Float, Float)], [Int])? = nil) -> HeadsOutput {
         let h = model.heads, s = config.imageSize
         var maskPrompt = mask
         if let m = mask, m.shape[2] != h.maskInputSize { maskPrompt = antialiasedResize(m, height: h.maskInputSize, width: h.maskInputSize) }
-        let sparse = h.embedPoints([[(0, 0)]], labels: [[-1]])
+        let sparse = points.map { h.embedPoints([$0.0], labels: [$0.1]) } ?? h.embedPoints([[(0, 0)]], labels: [[-1]])
         let out = h.decode(image: backbone, highRes: f.highRes, sparse: sparse, dense: h.embedMasks(maskPrompt, batch: 1), multimask: multimask)
         let score = out.objectScore.scalars[0]
         var low = out.masks
