@@ -81,3 +81,23 @@ struct SampleOptions: ComponentOptions {
         #expect(throws: JSONParseError.self) { try JSONValue.parse("{\"a\": }", source: "test") }
     }
 }
+
+struct NestedArrayOptions: ComponentOptions {
+    var points: [[Double]] = []
+}
+
+@Suite struct NestedArrayOptionTests {
+    /// An array of arrays (sam2-tracker's `points` [[x, y], …]) takes JSON only; its elements must be arrays.
+    @Test func arraysOfArraysTakeJSON() throws {
+        let schema = OptionSchema(NestedArrayOptions.schema)
+        #expect(schema.properties["points"]?["items"]?["type"] == "array")
+        #expect(schema.properties["points"]?["items"]?["items"]?["type"] == "number")
+        #expect(try schema.parse("[[1, 2.5], [3, 4]]", for: "points", component: "c") == [[1, 2.5], [3, 4]])
+        #expect(try schema.parse("[]", for: "points", component: "c") == [])
+        #expect(throws: MenagerieError.self) { try schema.parse("[1, 2]", for: "points", component: "c") }
+        #expect(throws: MenagerieError.self) { try schema.parse("1,2", for: "points", component: "c") }
+        #expect(throws: MenagerieError.self) { try schema.parse("[[NaN, 2]]", for: "points", component: "c") }
+        let decoded = try NestedArrayOptions.decode(["points": [[1, 2], [3, 4]]], component: "c")
+        #expect(decoded.points == [[1, 2], [3, 4]])
+    }
+}
