@@ -28,9 +28,12 @@ func loadModel(_ folder: String) throws -> SAM2Model {
     } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
 }
 
-/// `sam2-tracker`: SAM 2's video predictor as SST's tracker — a mask on the first frame, the later
-/// frames tracked from SAM 2's memory, exactly as sam2's `SAM2VideoPredictor.add_new_mask` +
-/// `propagate_in_video` (parity: Tests/SAM2Tests). Frames are read, resized and tracked one at a time.
+/// `sam2-tracker`: SAM 2's video predictor as SST's tracker — a mask, clicks or a box on the first
+/// frame, the later frames tracked from SAM 2's memory, exactly as sam2's
+/// `SAM2VideoPredictor.add_new_mask` / `add_new_points_or_box` + `propagate_in_video` (parity:
+/// Tests/SAM2Tests). A mask and clicks together: the mask first, then the clicks on the same frame
+/// (sam2 feeds the mask's logits to the SAM heads with them). Frames are read, resized and tracked
+/// one at a time.
 struct SAM2TrackerComponent: Segmenter {
     struct Options: ComponentOptions {
         var model = ""
@@ -46,7 +49,8 @@ struct SAM2TrackerComponent: Segmenter {
         static let help = [
             "model": "a SAM 2 folder: config.yaml (sam2 / sam2.1 yaml) and model.pt (the released checkpoint) or model.safetensors",
             "frames": "a folder of PNG/TIFF/JPEG frames (sorted by name; all of one size)",
-            "mask": "a PNG mask of the first frame, at its size (or give points and/or box instead)",
+            "mask":
+                "a PNG mask of the first frame, at its size (or points and/or box instead; with both, the mask is added first and the clicks refine it, as sam2's add_new_mask then add_new_points_or_box)",
             "points": "clicks on the first frame, [[x, y], …] in its pixel coordinates (0 ≤ x ≤ width, 0 ≤ y ≤ height), with point_labels",
             "point_labels": "one label per point: 1 positive (on the object), 0 negative (background)",
             "box": "a box on the first frame, [x0, y0, x1, y1] in its pixel coordinates (x0 < x1, y0 < y1); alone or with points",
@@ -238,6 +242,10 @@ extension SAM2TrackerComponent {
     func segmentTensors(_ request: Request<Options>) throws -> Response {
         let o = request.options
         guard !o.model.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs model=DIR (tracker_options=[\"model=DIR\"] from sst)") }
+        guard o.points.isEmpty, o.pointLabels.isEmpty, o.box.isEmpty else {
+            throw MenagerieError.invalidArgument(
+                "options 'points', 'point_labels' and 'box' go with frames=DIR; with the 'images' input, the 'labels' mask is the prompt")
+        }
         let model = try loadModel(o.model)
         let images = try request.inputs.require("images", dtypes: [.float32], rank: 4)
         let labelsTensor = try request.inputs.require("labels", dtypes: [.uint8, .int32, .int64], rank: 2)
