@@ -84,6 +84,10 @@ extension ComponentOptions {
         if type == "array" {
             if let items { p["items"] = ["type": .string(items)] }
             if let t = swiftTypeName(of: key), t.contains("Float") || t.contains("Double") { p["items"] = ["type": "number"] }
+            // An integer array with an empty default (`[Int] = []`): its items are integers all the same.
+            if p["items"] == nil, let t = swiftTypeName(of: key), t.hasPrefix("Array<"), schemaType(swiftType: t).1 == "integer" {
+                p["items"] = ["type": "integer"]
+            }
             // An array of arrays (`[[Double]]`, e.g. points [[x, y], …]): the elements are arrays; their items are checked when decoded.
             if let t = swiftTypeName(of: key), t.hasPrefix("Array<Array<") {
                 let inner = schemaType(swiftType: String(t.dropFirst("Array<Array<".count).dropLast(2))).0

@@ -84,6 +84,7 @@ struct SampleOptions: ComponentOptions {
 
 struct NestedArrayOptions: ComponentOptions {
     var points: [[Double]] = []
+    var labels: [Int] = []
 }
 
 @Suite struct NestedArrayOptionTests {
@@ -97,6 +98,10 @@ struct NestedArrayOptions: ComponentOptions {
         #expect(throws: MenagerieError.self) { try schema.parse("[1, 2]", for: "points", component: "c") }
         #expect(throws: MenagerieError.self) { try schema.parse("1,2", for: "points", component: "c") }
         #expect(throws: MenagerieError.self) { try schema.parse("[[NaN, 2]]", for: "points", component: "c") }
+        // An integer array whose default is empty still takes integers only.
+        #expect(schema.properties["labels"]?["items"]?["type"] == "integer")
+        #expect(try schema.parse("1,0", for: "labels", component: "c") == [1, 0])
+        #expect(throws: MenagerieError.self) { try schema.parse("[0.5]", for: "labels", component: "c") }
         let decoded = try NestedArrayOptions.decode(["points": [[1, 2], [3, 4]]], component: "c")
         #expect(decoded.points == [[1, 2], [3, 4]])
     }

@@ -85,6 +85,8 @@ import Testing
         #expect(r.status != 0 && r.stderr.contains("option 'points[1]' = [30, -1] lies outside"), "\(r.stderr)")
         r = try run("points=[[10,20]]", "point_labels=[2]")
         #expect(r.status != 0 && r.stderr.contains("point_labels[0]"), "\(r.stderr)")
+        r = try run("points=[[10,20]]", "point_labels=[0.5]")
+        #expect(r.status != 0 && r.stderr.contains("option 'point_labels'"), "\(r.stderr)")
         r = try run("points=[[10,20]]", "point_labels=[-1]")
         #expect(r.status != 0 && r.stderr.contains("point_labels[0]"), "\(r.stderr)")
         r = try run("box=[200,10,100,50]")
