@@ -5,9 +5,30 @@ import MenagerieKit
 import NN
 import Tensors
 
-/// Models with tuned weights applied, by folder and tuned file (built fresh: the untuned cached model
-/// is never changed).
-let tunedModels = ProcessCache<SAM2Model>()
+/// The last model with tuned weights applied (by folder, tuned file and its identity), built fresh:
+/// the untuned cached model is never changed. One entry only: a study tunes a model per species, and
+/// a released SAM 2 is large.
+// @unchecked: `entry` is touched only under `lock`; the model is shared read-only.
+final class LastTunedModel: @unchecked Sendable {
+    private var entry: (key: String, model: SAM2Model)?
+    private let lock = NSLock()
+
+    func value(_ key: String, build: () throws -> SAM2Model) throws -> SAM2Model {
+        lock.lock()
+        if let e = entry, e.key == key {
+            lock.unlock()
+            return e.model
+        }
+        lock.unlock()
+        let model = try build()
+        lock.lock()
+        entry = (key, model)
+        lock.unlock()
+        return model
+    }
+}
+
+let tunedModel = LastTunedModel()
 
 /// The weights file of a model folder already checked by `loadModel`.
 func weightsFile(_ dir: String) -> String? {
@@ -33,7 +54,9 @@ func loadModel(_ folder: String, tuned: String) throws -> SAM2Model {
         throw MenagerieError.invalidArgument("tuned: '\(tuned)' does not exist (the tuned.safetensors that `sam2-tracker finetune` writes)")
     }
     let dir = (folder as NSString).expandingTildeInPath
-    return try tunedModels.value(dir + "\u{0}" + path, stamp: path) {
+    let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+    let identity = "\((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) \((attributes?[.size] as? Int) ?? 0)"
+    return try tunedModel.value(dir + "\u{0}" + path + "\u{0}" + identity) {
         let model = try freshModel(folder)
         do { try SAM2Tuning.apply(try Checkpoint(path: path), to: model) } catch let e as SAM2Error {
             throw MenagerieError.invalidArgument("\(e)")

@@ -163,7 +163,11 @@ extension SSTComponent {
         var curves: [(String, [Float])] = []
         let dir = request.host.scratchDirectory
         let shownQueries = min(4, data.groups[0].queries.count)
-        for (b, backbone) in o.backbones.enumerated() {
+        // A tracker of the frames themselves (sam2-tracker) uses no patch features: one pass, its rows
+        // named after the tracker (raw patches are extracted for the pseudo-video's bookkeeping only).
+        let imageTracker = try tracksImages(o.tracker, host: request.host)
+        let backbones = imageTracker ? ["pixels"] : o.backbones
+        for (b, backbone) in backbones.enumerated() {
             var opt = o
             opt.backbone = backbone
             let features: PatchFeatures
@@ -177,11 +181,12 @@ extension SSTComponent {
                 for finetune in (v == 0 ? [false, true] : [false]) {
                     let run = try studyRun(data, features: features, settings: s, o: opt, finetune: finetune, host: request.host)
                     let queries = data.groups.reduce(0) { $0 + $1.queries.count }
+                    let label = imageTracker ? o.tracker : backbone
                     rows.append(
                         StudyRow(
-                            backbone: backbone, variant: name, finetuned: finetune, iou: run.iou, secondsPerQuery: run.trackingSeconds / Double(max(queries, 1))
+                            backbone: label, variant: name, finetuned: finetune, iou: run.iou, secondsPerQuery: run.trackingSeconds / Double(max(queries, 1))
                         ))
-                    if v == 0 && finetune, let curve = run.losses.first { curves.append((backbone, curve)) }
+                    if v == 0 && finetune, let curve = run.losses.first { curves.append((label, curve)) }
                     if v == 0 {
                         let group = data.groups[0], shown = group.queries.prefix(shownQueries)
                         if tiles.isEmpty {
@@ -192,11 +197,11 @@ extension SSTComponent {
                         tiles.append(
                             [try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
                                 + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) }))
-                        tileRows.append(backbone + (finetune ? " + fine-tuning" : ""))
+                        tileRows.append(label + (finetune ? " + fine-tuning" : ""))
                     }
                 }
             }
-            request.host.progress(b + 1, of: o.backbones.count, "study")
+            request.host.progress(b + 1, of: backbones.count, "study")
         }
         guard !rows.isEmpty else { throw MenagerieError.notFound("study: none of the backbones \(o.backbones) is installed") }
         var csv = "backbone,variant,finetuned," + Self.studyParts.joined(separator: ",") + ",mIoU_parts\n"
