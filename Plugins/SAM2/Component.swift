@@ -48,6 +48,7 @@ struct SAM2TrackerComponent: Segmenter {
         var steps = 20
         var lr = 1e-5
         var soft = true
+        var lora_rank = 0
         var weight_decay = 0.01
         var max_grad_norm = 1.0
         var seed = 0
@@ -67,9 +68,12 @@ struct SAM2TrackerComponent: Segmenter {
             "lr": "finetune: AdamW learning rate (cosine decay to 1 %; 1e-5 as SST's oc_ccl.py)",
             "weight_decay": "finetune: AdamW decoupled weight decay", "max_grad_norm": "finetune: clip the gradient's global L2 norm (0: off)",
             "seed": "finetune: which unlabelled frame each step draws",
+            "lora_rank":
+                "finetune: > 0 trains rank-R LoRA adapters on the chosen groups' attention projections (q/k/v/out_proj), merged into the tuned tensors (0: the tensors themselves)",
         ]
         static let ranges: [String: ClosedRange<Double>] = [
             "object": 0...65535, "height": 0...65536, "width": 0...65536, "steps": 1...1e6, "lr": 0...1, "weight_decay": 0...1e3, "max_grad_norm": 0...1e9,
+            "lora_rank": 0...4096,
         ]
     }
 

@@ -75,6 +75,7 @@ extension SAM2TrackerComponent {
         }
         guard !t.groups.isEmpty else { throw MenagerieError.invalidArgument("tune: name at least one of \(SAM2Tuning.groups.joined(separator: ", ")) or all") }
         t.soft = o.soft
+        t.loraRank = o.lora_rank
         guard o.lr > 0, o.lr.isFinite else { throw MenagerieError.invalidArgument("lr must be > 0, got \(o.lr)") }
         t.steps = o.steps
         t.learningRate = Float(o.lr)
@@ -168,7 +169,7 @@ extension SAM2TrackerComponent {
         let tuned = try SAM2Tuning.parameters(model, groups: tuner.groups)
         var result: [String: JSONValue] = [
             "steps": .number(Double(tuner.steps)), "objects": .number(Double(masks.count)), "unlabelled": .number(Double(count)),
-            "tune": .array(SAM2Tuning.expanded(tuner.groups).map { .string($0) }), "soft": .bool(o.soft),
+            "tune": .array(SAM2Tuning.expanded(tuner.groups).map { .string($0) }), "soft": .bool(o.soft), "lora_rank": .number(Double(o.lora_rank)),
             "tuned_parameters": .number(Double(tuned.reduce(0) { $0 + $1.1.value.count })),
             "seconds": .number(seconds), "seconds_per_step": .number(seconds / Double(max(tuner.steps, 1))),
         ]
@@ -178,7 +179,10 @@ extension SAM2TrackerComponent {
             return Response(result: .object(result), tensors: [("losses", lossTensor)] + tuned.map { (name: $0.0, tensor: $0.1.value) })
         }
         let dir = request.host.scratchDirectory
-        let metadata = ["steps": "\(tuner.steps)", "lr": "\(o.lr)", "weight_decay": "\(o.weight_decay)", "seed": "\(o.seed)", "model": o.model]
+        let metadata = [
+            "steps": "\(tuner.steps)", "lr": "\(o.lr)", "weight_decay": "\(o.weight_decay)", "seed": "\(o.seed)", "model": o.model,
+            "lora_rank": "\(o.lora_rank)",
+        ]
         do { try SAM2Tuning.save(model, groups: tuner.groups, to: dir + "/tuned.safetensors", metadata: metadata) } catch let e as SAM2Error {
             throw MenagerieError.invalidArgument("\(e)")
         }

@@ -144,6 +144,49 @@ import Testing
         #expect(changed.contains { $0.hasPrefix("sam_mask_decoder.") } && changed.contains { $0.hasPrefix("memory_attention.") })
     }
 
+    /// LoRA (rank 2) on the memory attention's projections: three steps lower the mean palindrome loss;
+    /// only attention projections change, each by a matrix of rank ≤ 2 (every 3 × 3 minor of a sampled
+    /// block vanishes relative to the change's scale).
+    @Test func loraTrainsOnlyLowRankChangesOfTheAttentionProjections() throws {
+        let model = try Self.model()
+        let (frames, mask) = try Self.frames(model)
+        let queries = Array(frames.dropFirst())
+        let tracker = SAM2VideoTracker(model: model, frameCount: 2)
+        func meanLoss() -> Float {
+            GradMode.disabled {
+                let f0 = tracker.features(frames[0])
+                return queries.map { sam2CycleLoss(model: model, support: f0, mask: mask, query: tracker.features($0)).loss.scalars[0] }.reduce(0, +)
+                    / Float(queries.count)
+            }
+        }
+        let before = model.namedParameters.map { ($0.0, $0.1.value) }
+        let lossBefore = meanLoss()
+        var tuner = SAM2CycleTuner()
+        tuner.groups = ["memory_attention"]
+        tuner.loraRank = 2
+        tuner.steps = 3
+        tuner.learningRate = 1e-2
+        _ = try tuner.run(model: model, support: frames[0], masks: [mask], queryCount: queries.count, query: { queries[$0] })
+        let lossAfter = meanLoss()
+        #expect(lossAfter < lossBefore, "mean cycle loss \(lossBefore) → \(lossAfter)")
+        var changed = 0
+        for ((name, old), (_, p)) in zip(before, model.namedParameters) {
+            let a = try old.scalars(as: Float.self), b = try p.value.scalars(as: Float.self)
+            guard a != b else { continue }
+            changed += 1
+            #expect(name.hasPrefix("memory_attention.") && SAM2Tuning.isAttentionProjection(name), "\(name) changed")
+            let cols = old.shape[1], d = zip(b, a).map { $0 - $1 }
+            let scale = d.reduce(Float(0)) { max($0, abs($1)) }
+            func at(_ i: Int, _ j: Int) -> Double { Double(d[i * cols + j] / scale) }
+            // The 3 × 3 minor of rows 0–2 and columns 0–2: zero for a rank-2 change.
+            let minor =
+                at(0, 0) * (at(1, 1) * at(2, 2) - at(1, 2) * at(2, 1)) - at(0, 1) * (at(1, 0) * at(2, 2) - at(1, 2) * at(2, 0))
+                + at(0, 2) * (at(1, 0) * at(2, 1) - at(1, 1) * at(2, 0))
+            #expect(abs(minor) < 1e-4, "\(name): a 3 × 3 minor of the change is \(minor)")
+        }
+        #expect(changed > 0)
+    }
+
     /// The tuned groups saved as safetensors and applied to a fresh model give the same parameters; a
     /// file with a tensor the model does not have, or of another shape, is refused naming it.
     @Test func tunedWeightsRoundTripAndBadFilesAreNamed() throws {

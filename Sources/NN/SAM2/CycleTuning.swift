@@ -21,6 +21,11 @@ public enum SAM2Tuning {
     /// Parameter groups that can be tuned, by the checkpoint's module names.
     public static let groups = ["mask_decoder", "memory_attention", "memory_encoder", "prompt_encoder", "object_pointer", "memory_embeddings"]
     public static let defaultGroups = ["mask_decoder", "memory_attention"]
+    /// Whether a tensor is an attention projection's weight (LoRA's targets).
+    public static func isAttentionProjection(_ name: String) -> Bool {
+        ["q_proj.weight", "k_proj.weight", "v_proj.weight", "out_proj.weight"].contains { name.hasSuffix("." + $0) }
+    }
+
     /// `all`: every group, i.e. everything but the image encoder (as SST's oc_ccl.py).
     public static func expanded(_ groups: [String]) -> [String] { groups.contains("all") ? Self.groups : groups }
 
@@ -225,6 +230,11 @@ public struct SAM2CycleTuner: Sendable {
     /// oc_ccl.py's default rate.
     public var learningRate: Float = 1e-5
     public var soft = true
+    /// > 0: LoRA adapters of this rank on the chosen groups' attention projections (`q_proj`,
+    /// `k_proj`, `v_proj`, `out_proj` weights) are trained instead of the tensors themselves:
+    /// W = W₀ + B·A (A [r, in] uniform ±1/√in, B [out, r] zeros, scale 1, i.e. α = r), merged
+    /// into W when the run ends.
+    public var loraRank = 0
     public var weightDecay: Float = 0.01
     public var maxGradientNorm: Float = 1
     public var seed: UInt64 = 0
@@ -244,7 +254,22 @@ public struct SAM2CycleTuner: Sendable {
         guard learningRate.isFinite, learningRate > 0, weightDecay.isFinite, weightDecay >= 0, maxGradientNorm >= 0 else {
             throw SAM2Error("fine-tuning needs lr > 0, weight decay ≥ 0 and a gradient norm limit ≥ 0")
         }
-        let tuned = try SAM2Tuning.parameters(model, groups: groups).map(\.1)
+        let named = try SAM2Tuning.parameters(model, groups: groups)
+        var tuned = named.map(\.1)
+        var adapters: [(target: Parameter, base: Variable, a: Parameter, b: Parameter)] = []
+        if loraRank > 0 {
+            var rng = SeededGenerator(seed: seed ^ 0x4C6F_5241)
+            for (name, p) in named where SAM2Tuning.isAttentionProjection(name) && p.shape.count == 2 {
+                let (rows, cols) = (p.shape[0], p.shape[1]), r = min(loraRank, rows, cols)
+                let a = Parameter(NN.uniform([r, cols], bound: 1 / Float(cols).squareRoot(), &rng))
+                let b = Parameter(Tensor(zeros: .float32, shape: [rows, r]))
+                adapters.append((p, Variable(p.value), a, b))
+            }
+            guard !adapters.isEmpty else { throw SAM2Error("lora_rank: the groups \(groups) have no attention projection to adapt") }
+            tuned = adapters.flatMap { [$0.a, $0.b] }
+        }
+        // The adapters merged into their tensors, whatever happens.
+        defer { for ad in adapters { ad.target.assign(GradMode.disabled { ad.base + matmul(ad.b.variable, ad.a.variable) }.value) } }
         let optimizer = AdamW(tuned, learningRate: learningRate, weightDecay: weightDecay)
         let encoder = SAM2VideoTracker(model: model, frameCount: 2)
         let supportFeatures = GradMode.disabled { encoder.features(support) }
@@ -258,6 +283,7 @@ public struct SAM2CycleTuner: Sendable {
             guard image.shape == [1, 3, s, s] else { throw SAM2Error("unlabelled frame \(pick) is \(image.shape), not [1, 3, \(s), \(s)]") }
             let features = GradMode.disabled { encoder.features(image) }
             let loss = GradMode.with(true) {
+                for ad in adapters { ad.target.variable = ad.base + matmul(ad.b.variable, ad.a.variable) }
                 var total: Variable?
                 for m in masks {
                     let l = sam2CycleLoss(model: model, support: supportFeatures, mask: m, query: features, soft: soft).loss
