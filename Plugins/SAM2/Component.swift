@@ -46,6 +46,18 @@ struct SAM2TrackerComponent: Segmenter {
         var masks = true
         var height = 0
         var width = 0
+        // fine-tuning (Finetune.swift)
+        var tuned = ""
+        var support = ""
+        var queries = ""
+        var tune = "mask_decoder,memory_attention"
+        var steps = 20
+        var lr = 1e-5
+        var soft = true
+        var lora_rank = 0
+        var weight_decay = 0.01
+        var max_grad_norm = 1.0
+        var seed = 0
         static let help = [
             "model": "a SAM 2 folder: config.yaml (sam2 / sam2.1 yaml) and model.pt (the released checkpoint) or model.safetensors",
             "frames": "a folder of PNG/TIFF/JPEG frames (sorted by name; all of one size)",
@@ -57,8 +69,22 @@ struct SAM2TrackerComponent: Segmenter {
             "object": "the label in the mask that is the object (0: every non-zero pixel)",
             "masks": "also write each frame's binary mask (logits > 0) as a PNG",
             "height": "with tensor inputs: output mask height (0: the frames')", "width": "with tensor inputs: output mask width (0: the frames')",
+            "tuned": "segment with the tuned parameters of this safetensors file (written by finetune)",
+            "support": "finetune: the labelled support image (its mask: mask=)", "queries": "finetune: a folder of unlabelled frames (x1, one per step)",
+            "tune":
+                "finetune: comma-separated parameter groups: mask_decoder, memory_attention, memory_encoder, prompt_encoder, object_pointer, memory_embeddings, or all (everything but the image encoder, as SST's oc_ccl.py)",
+            "soft": "finetune: condition x1 on its soft predicted mask sigmoid(logits) (false: logits > 0, as SST's oc_ccl.py)",
+            "steps": "finetune: AdamW steps (one palindrome x0 → x1 → x0 per object each)",
+            "lr": "finetune: AdamW learning rate (cosine decay to 1 %; 1e-5 as SST's oc_ccl.py)",
+            "weight_decay": "finetune: AdamW decoupled weight decay", "max_grad_norm": "finetune: clip the gradient's global L2 norm (0: off)",
+            "seed": "finetune: which unlabelled frame each step draws",
+            "lora_rank":
+                "finetune: > 0 trains rank-R LoRA adapters on the chosen groups' attention projections (q/k/v/out_proj), merged into the tuned tensors (0: the tensors themselves)",
         ]
-        static let ranges: [String: ClosedRange<Double>] = ["object": 0...65535, "height": 0...65536, "width": 0...65536, "point_labels": 0...1]
+        static let ranges: [String: ClosedRange<Double>] = [
+            "object": 0...65535, "height": 0...65536, "width": 0...65536, "steps": 1...1e6, "lr": 0...1, "weight_decay": 0...1e3, "max_grad_norm": 0...1e9,
+            "lora_rank": 0...4096, "point_labels": 0...1,
+        ]
     }
 
     static let id = "sam2-tracker"
@@ -85,9 +111,19 @@ struct SAM2TrackerComponent: Segmenter {
                     "object_score_logits", dtypes: ["f32"], shape: "F", summary: "per frame (NaN for frame 0 with a mask prompt; SAM's score with points/box)"),
             ]),
         OperationSpec("propagate", summary: "the same as segment (sam2's name)"),
+        OperationSpec(
+            "finetune",
+            summary:
+                "one-shot cycle-consistent fine-tuning (support → unlabelled frame → support, memory reset, soft intermediate mask, BCE + Dice) → tuned.safetensors, finetune.csv",
+            inputs: [
+                TensorSpec("images", dtypes: ["f32"], shape: "F×3×H×W", summary: "frame 0 the support, the rest unlabelled, in [0, 1]", optional: true),
+                TensorSpec("labels", dtypes: ["u8", "i32", "i64"], shape: "H×W", summary: "the support's trait mask (one object per label)", optional: true),
+            ],
+            outputs: [TensorSpec("losses", dtypes: ["f32"], shape: "steps", summary: "the cycle loss of each step (with tensors: also every tuned parameter)")]),
     ]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
+        if operation == "finetune" { return try finetune(request) }
         guard operation == "propagate" else { throw MenagerieError.unsupported("'\(Self.id)' has no operation '\(operation)'") }
         return try segment(request)
     }
@@ -130,7 +166,7 @@ struct SAM2TrackerComponent: Segmenter {
             }
             mask = values
         }
-        let model = try loadModel(o.model)
+        let model = try loadModel(o.model, tuned: o.tuned)
         do {
             _ = try Limits.allocation(shape: [files.count, h, w], elementSize: 4, what: "the mask logits of every frame", source: o.frames)
         } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
@@ -246,7 +282,7 @@ extension SAM2TrackerComponent {
             throw MenagerieError.invalidArgument(
                 "options 'points', 'point_labels' and 'box' go with frames=DIR; with the 'images' input, the 'labels' mask is the prompt")
         }
-        let model = try loadModel(o.model)
+        let model = try loadModel(o.model, tuned: o.tuned)
         let images = try request.inputs.require("images", dtypes: [.float32], rank: 4)
         let labelsTensor = try request.inputs.require("labels", dtypes: [.uint8, .int32, .int64], rank: 2)
         let (frames, channels, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])

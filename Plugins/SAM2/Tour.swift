@@ -64,11 +64,30 @@ extension SAM2TrackerComponent {
             rowHeaders: ["frame", "SAM 2 mask (red)", "true body (blue)"], tiles: tiles, tileSize: 96)
         try sheet.write(to: dir + "/tracking.png")
         var result = out.result.objectValue ?? [:]
+        // One-shot cycle-consistent fine-tuning (OC-CCL) on frames 1–5 as the unlabelled set, then the
+        // same tracking with the tuned weights.
+        let unlabelled = dir + "/tour-data/unlabelled"
+        try FileManager.default.createDirectory(atPath: unlabelled, withIntermediateDirectories: true)
+        for i in 1..<count { try PNG.write(pictures[i], to: unlabelled + String(format: "/%05d.png", i)) }
+        var f = o
+        f.support = frames + "/00000.png"
+        f.queries = unlabelled
+        f.steps = 5
+        f.lr = 1e-3
+        let tuning = try finetune(Request(options: f, inputs: Inputs([:], component: Self.id), host: host, component: Self.id, operation: "finetune"))
+        f.tuned = dir + "/tuned.safetensors"
+        f.masks = false
+        let tunedRun = try segment(Request(options: f, inputs: request.inputs, host: host, component: Self.id, operation: "segment"))
+        result["finetune_cycle_loss"] = tuning.result["cycle_loss"] ?? .null
+        result["finetune_seconds_per_step"] = tuning.result["seconds_per_step"] ?? .null
+        let tunedLogits = try tunedRun.tensors.first { $0.name == "mask_logits" }!.tensor.scalars(as: Float.self)
+        result["tuned_logits_max_change"] = .number(Double(zip(logits, tunedLogits).reduce(Float(0)) { max($0, abs($1.0 - $1.1)) }))
         result["mean_iou_tracked_frames"] = .number(ious.dropFirst().reduce(0, +) / Double(max(count - 1, 1)))
         result["note"] =
             "random weights (the parity fixture's model): the masks say nothing about SAM 2's quality; the parity test matches sam2 1.1.0 within 1e-3. Run --set model=DIR with a released checkpoint (config.yaml + model.pt) for real tracking."
         return Response(
-            result: .object(result), tensors: out.tensors, artifacts: out.artifacts + ["tracking.csv"] + Figure.files("tracking.png") + ["tour-data"])
+            result: .object(result), tensors: out.tensors,
+            artifacts: out.artifacts + ["tracking.csv"] + Figure.files("tracking.png") + ["tour-data"] + tuning.artifacts)
     }
 }
 

@@ -173,7 +173,7 @@ struct TrackerCall {
         if wantsImages {
             guard let images else {
                 throw MenagerieError.invalidArgument(
-                    "tracker '\(tracker)' tracks the frames themselves: only `sst segment` passes them (retrieval and the study use patch features)")
+                    "tracker '\(tracker)' tracks the frames themselves, and this call passed none")
             }
             var pixels: [Float] = []
             pixels.reserveCapacity(order.count * 3 * size * size)

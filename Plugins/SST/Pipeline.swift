@@ -59,7 +59,8 @@ struct SSTComponent: Segmenter {
             "temperature": "tracker τ", "top_k": "tracker: sources kept per query patch", "radius": "tracker: neighbourhood in patches (0: all)",
             "queue": "tracker: recent soft predictions kept as context",
             "parts": "names of traits 1…K (checked against the mask; empty: the mask's largest label)",
-            "finetune_steps": "cycle-consistent fine-tuning steps of a projection head on the features (0: none)",
+            "finetune_steps":
+                "cycle-consistent fine-tuning steps of a projection head on the features, or with tracker=sam2-tracker of SAM 2 itself (its finetune operation; tune=, lr=, weight_decay= in tracker_options) (0: none)",
             "finetune_lr": "fine-tuning AdamW rate (cosine to 1 %)", "finetune_pairs": "palindromes per step",
             "finetune_soft": "keep the intermediate prediction soft and differentiable (false: hard, as the released OC-CCL)",
             "head_dim": "projection head width (0: the feature width, identity start)",
@@ -192,20 +193,31 @@ struct SSTComponent: Segmenter {
         let s = try settings(o)
         let src = try source(o, size: o.size)
         let extraFiles = o.unlabelled.isEmpty ? [] : try listImages(o.unlabelled, option: "unlabelled")
+        let extraImages = try extraFiles.map(readImage)
         let featureStart = Date()
-        var features = try src.extract([supportImage] + queries + (try extraFiles.map(readImage)), host: request.host)
+        var features = try src.extract([supportImage] + queries + extraImages, host: request.host)
         let featureSeconds = Date().timeIntervalSince(featureStart)
         let labels = patchLabels(
             supportMask.labels, height: supportMask.height, width: supportMask.width, rows: features.rows, cols: features.cols, channels: channels)
         let unlabelled = extraFiles.isEmpty ? Array(features.frames[1...queries.count]) : Array(features.frames[(queries.count + 1)...])
         features.frames = Array(features.frames.prefix(queries.count + 1))
-        let (tunedFeatures, losses) = try tuned(
-            features, support: 0, labels: labels, channels: channels, unlabelled: unlabelled, o: o,
-            settings: s, host: request.host)
+        // A tracker of the frames themselves (sam2-tracker) is fine-tuned by its own finetune operation.
+        _ = try keyValueOptions(o.tracker_options, option: "tracker_options")
+        let imageTracker = try tracksImages(o.tracker, host: request.host)
+        var call = trackerCall(o, s)
+        var (tunedFeatures, losses) = (features, [Float]())
+        if !imageTracker {
+            (tunedFeatures, losses) = try tuned(
+                features, support: 0, labels: labels, channels: channels, unlabelled: unlabelled, o: o,
+                settings: s, host: request.host)
+        } else if o.finetune_steps > 0 {
+            losses = try tuneTracker(
+                &call, support: supportImage, mask: supportMask, unlabelled: extraImages.isEmpty ? queries : extraImages, o: o, size: o.size,
+                host: request.host)
+        }
         let (order, similarity) = self.order(tunedFeatures, mode: o.order)
         let trackStart = Date()
-        _ = try keyValueOptions(o.tracker_options, option: "tracker_options")
-        let masks = try trackerCall(o, s).run(
+        let masks = try call.run(
             tunedFeatures, order: order, labels: supportMask, size: o.size, host: request.host, images: [supportImage] + queries)
         let trackSeconds = Date().timeIntervalSince(trackStart)
 
@@ -230,6 +242,7 @@ struct SSTComponent: Segmenter {
         if !losses.isEmpty {
             try writeLossCurve(losses, dir: dir)
             artifacts += ["finetune.csv"] + Figure.files("finetune.png")
+            if imageTracker { artifacts.append("sam2_tuned.safetensors") }
         }
         var result: [String: JSONValue] = [
             "queries": .number(Double(queries.count)), "traits": .number(Double(channels - 1)),
@@ -319,25 +332,34 @@ struct SSTComponent: Segmenter {
         // Fine-tuning (finetune_steps > 0) as in `segment`: the queries are the unlabelled frames.
         let labels = patchLabels(
             supportMask.labels, height: supportMask.height, width: supportMask.width, rows: extracted.rows, cols: extracted.cols, channels: channels)
-        let (features, losses) = try tuned(
-            extracted, support: 0, labels: labels, channels: channels, unlabelled: Array(extracted.frames[1...]), o: o,
-            settings: s, host: request.host)
-        let call = trackerCall(o, s)
+        _ = try keyValueOptions(o.tracker_options, option: "tracker_options")
+        let imageTracker = try tracksImages(o.tracker, host: request.host)
+        var call = trackerCall(o, s)
+        var (features, losses) = (extracted, [Float]())
+        if !imageTracker {
+            (features, losses) = try tuned(
+                extracted, support: 0, labels: labels, channels: channels, unlabelled: Array(extracted.frames[1...]), o: o,
+                settings: s, host: request.host)
+        } else if o.finetune_steps > 0 {
+            losses = try tuneTracker(&call, support: supportImage, mask: supportMask, unlabelled: queries, o: o, size: o.size, host: request.host)
+        }
+        // Two-frame pseudo-videos; a tracker of the frames themselves gets [support, query] (or reversed).
+        let frames = [supportImage] + queries
         let supportAtSize = supportMask.resized(width: o.size, height: o.size)
         let traits = o.trait > 0 ? [o.trait] : Array(Set(supportMask.labels.filter { $0 > 0 })).sorted()
         var scores: [Double] = [], forwardMasks: [[Int]] = []
         for q in 1...queries.count {
             try request.host.checkCancelled()
-            let forward = try call.run(features, order: [0, q], labels: supportMask, size: o.size, host: request.host)[0]
+            let forward = try call.run(features, order: [0, q], labels: supportMask, size: o.size, host: request.host, images: frames)[0]
             forwardMasks.append(forward)
             let predicted = LabelMask(width: o.size, height: o.size, labels: forward)
             let reconstruction: [Int]
             if predicted.labels.allSatisfy({ $0 == 0 }) {
                 reconstruction = predicted.labels // nothing carried over: nothing to reconstruct
             } else if o.ranking == "released" {
-                reconstruction = try call.run(features, order: [0, q], labels: predicted, size: o.size, host: request.host)[0]
+                reconstruction = try call.run(features, order: [0, q], labels: predicted, size: o.size, host: request.host, images: frames)[0]
             } else {
-                reconstruction = try call.run(features, order: [q, 0], labels: predicted, size: o.size, host: request.host)[0]
+                reconstruction = try call.run(features, order: [q, 0], labels: predicted, size: o.size, host: request.host, images: frames)[0]
             }
             let ious = traits.map { labelIoU(reconstruction, supportAtSize.labels, label: $0) }.map { $0.isNaN ? 0 : $0 }
             scores.append(ious.reduce(0, +) / Double(max(ious.count, 1)))
@@ -371,6 +393,7 @@ struct SSTComponent: Segmenter {
         if let first = losses.first, let last = losses.last {
             try writeLossCurve(losses, dir: dir)
             artifacts += ["finetune.csv"] + Figure.files("finetune.png")
+            if imageTracker { artifacts.append("sam2_tuned.safetensors") }
             result["finetune_loss"] = .array([.number(Double(first)), .number(Double(last))])
         }
         return Response(result: .object(result), artifacts: artifacts)

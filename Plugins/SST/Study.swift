@@ -76,6 +76,7 @@ extension SSTComponent {
         var variant: String
         var finetuned: Bool
         var iou: [Double]
+        var secondsPerQuery = 0.0
         var mIoU: Double {
             let v = iou.dropFirst().filter { !$0.isNaN }
             return v.reduce(0, +) / Double(max(v.count, 1))
@@ -87,9 +88,13 @@ extension SSTComponent {
     func studyRun(
         _ data: StudyData, features: PatchFeatures, settings s: PropagationSettings, o: Options, finetune: Bool,
         host: PluginHost
-    ) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]]) {
+    ) throws -> (iou: [Double], firstMasks: [[Int]], losses: [[Float]], trackingSeconds: Double) {
         let size = data.size, plane = size * size
         var prediction: [Int64] = [], target: [Int64] = [], first: [[Int]] = [], losses: [[Float]] = []
+        var trackingSeconds = 0.0
+        // A tracker of the frames themselves (sam2-tracker): the frames go to it, and it is
+        // fine-tuned per species by its own finetune operation.
+        let imageTracker = try tracksImages(o.tracker, host: host)
         var options = o
         options.finetune_steps = finetune ? (o.finetune_steps > 0 ? o.finetune_steps : 50) : 0
         for (g, group) in data.groups.enumerated() {
@@ -97,7 +102,14 @@ extension SSTComponent {
             let channels = Self.studyParts.count
             let frames = [group.support] + group.queries
             var video = PatchFeatures(rows: features.rows, cols: features.cols, dim: features.dim, frames: frames.map { features.frames[$0] })
-            if options.finetune_steps > 0 && !group.unlabelled.isEmpty {
+            var call = trackerCall(o, s)
+            call.options["parts"] = .number(Double(channels - 1))
+            if imageTracker && options.finetune_steps > 0 && !group.unlabelled.isEmpty {
+                losses.append(
+                    try tuneTracker(
+                        &call, support: data.images[group.support], mask: support, unlabelled: group.unlabelled.map { data.images[$0] }, o: options,
+                        size: size, host: host, file: "sam2_tuned_species\(g).safetensors"))
+            } else if options.finetune_steps > 0 && !group.unlabelled.isEmpty {
                 let labels = patchLabels(support.labels, height: size, width: size, rows: video.rows, cols: video.cols, channels: channels)
                 let (tuned, curve) = try tuned(
                     video, support: 0, labels: labels, channels: channels,
@@ -105,9 +117,10 @@ extension SSTComponent {
                 video = tuned
                 losses.append(curve)
             }
-            var call = trackerCall(o, s)
-            call.options["parts"] = .number(Double(channels - 1))
-            let masks = try call.run(video, order: Array(0..<frames.count), labels: support, size: size, host: host)
+            let began = Date()
+            let masks = try call.run(
+                video, order: Array(0..<frames.count), labels: support, size: size, host: host, images: imageTracker ? frames.map { data.images[$0] } : nil)
+            trackingSeconds += Date().timeIntervalSince(began)
             for (k, q) in group.queries.enumerated() {
                 prediction += masks[k].map(Int64.init)
                 target += data.masks[q].map(Int64.init)
@@ -119,7 +132,7 @@ extension SSTComponent {
         let r = try metric.evaluate(
             options: ["classes": .number(Double(Self.studyParts.count))],
             inputs: [("prediction", try Tensor(prediction, shape: [n, size, size])), ("target", try Tensor(target, shape: [n, size, size]))])
-        return (try r.tensors["iou"]?.doubles() ?? [], first, losses)
+        return (try r.tensors["iou"]?.doubles() ?? [], first, losses, trackingSeconds)
     }
 
     func study(_ request: Request<Options>) throws -> Response {
@@ -150,7 +163,11 @@ extension SSTComponent {
         var curves: [(String, [Float])] = []
         let dir = request.host.scratchDirectory
         let shownQueries = min(4, data.groups[0].queries.count)
-        for (b, backbone) in o.backbones.enumerated() {
+        // A tracker of the frames themselves (sam2-tracker) uses no patch features: one pass, its rows
+        // named after the tracker (raw patches are extracted for the pseudo-video's bookkeeping only).
+        let imageTracker = try tracksImages(o.tracker, host: request.host)
+        let backbones = imageTracker ? ["pixels"] : o.backbones
+        for (b, backbone) in backbones.enumerated() {
             var opt = o
             opt.backbone = backbone
             let features: PatchFeatures
@@ -163,8 +180,13 @@ extension SSTComponent {
             for (v, (name, s)) in variants.enumerated() {
                 for finetune in (v == 0 ? [false, true] : [false]) {
                     let run = try studyRun(data, features: features, settings: s, o: opt, finetune: finetune, host: request.host)
-                    rows.append(StudyRow(backbone: backbone, variant: name, finetuned: finetune, iou: run.iou))
-                    if v == 0 && finetune, let curve = run.losses.first { curves.append((backbone, curve)) }
+                    let queries = data.groups.reduce(0) { $0 + $1.queries.count }
+                    let label = imageTracker ? o.tracker : backbone
+                    rows.append(
+                        StudyRow(
+                            backbone: label, variant: name, finetuned: finetune, iou: run.iou, secondsPerQuery: run.trackingSeconds / Double(max(queries, 1))
+                        ))
+                    if v == 0 && finetune, let curve = run.losses.first { curves.append((label, curve)) }
                     if v == 0 {
                         let group = data.groups[0], shown = group.queries.prefix(shownQueries)
                         if tiles.isEmpty {
@@ -175,11 +197,11 @@ extension SSTComponent {
                         tiles.append(
                             [try Overlay.labels(on: data.images[group.support], mask: data.masks[group.support])]
                                 + (try zip(shown, run.firstMasks).map { try Overlay.labels(on: data.images[$0.0], mask: $0.1) }))
-                        tileRows.append(backbone + (finetune ? " + fine-tuning" : ""))
+                        tileRows.append(label + (finetune ? " + fine-tuning" : ""))
                     }
                 }
             }
-            request.host.progress(b + 1, of: o.backbones.count, "study")
+            request.host.progress(b + 1, of: backbones.count, "study")
         }
         guard !rows.isEmpty else { throw MenagerieError.notFound("study: none of the backbones \(o.backbones) is installed") }
         var csv = "backbone,variant,finetuned," + Self.studyParts.joined(separator: ",") + ",mIoU_parts\n"
@@ -208,12 +230,16 @@ extension SSTComponent {
             try plot.write(to: dir + "/study_finetune.png")
             artifacts += Figure.files("study_finetune.png")
         }
-        var summary: [String: JSONValue] = [:]
-        for r in rows { summary["\(r.backbone) \(r.variant)\(r.finetuned ? " +finetune" : "")"] = .number((r.mIoU * 1e4).rounded() / 1e4) }
+        var summary: [String: JSONValue] = [:], speed: [String: JSONValue] = [:]
+        for r in rows {
+            summary["\(r.backbone) \(r.variant)\(r.finetuned ? " +finetune" : "")"] = .number((r.mIoU * 1e4).rounded() / 1e4)
+            speed["\(r.backbone) \(r.variant)\(r.finetuned ? " +finetune" : "")"] = .number((r.secondsPerQuery * 1e4).rounded() / 1e4)
+        }
         return Response(
             result: [
                 "species": .number(Double(data.groups.count)), "queries": .number(Double(data.groups.reduce(0) { $0 + $1.queries.count })),
-                "mIoU_parts": .object(summary), "seconds": .number(Date().timeIntervalSince(started)),
+                "mIoU_parts": .object(summary), "seconds": .number(Date().timeIntervalSince(started)), "tracker": .string(o.tracker),
+                "tracking_seconds_per_query": .object(speed),
                 "note":
                     "study_examples.png rows: images, true parts, then per backbone the predictions (without, with fine-tuning); the first column is the labelled support",
             ],

@@ -103,11 +103,7 @@ import Testing
             let iou = Double(inter) / Double(max(union, 1))
             #expect(iou > 0.8, "query \(i): IoU \(iou) with sam2-tracker propagate's mask")
         }
-        // The trackers that work on patch features still get their options; sam2-tracker got none of them.
-        let retrieve = try cli.run(
-            "run", "sst", "retrieve", "--set", "support=\(fixture)/frames/00000.jpg", "--set", "mask=\(fixture)/mask.png", "--set", "queries=" + queries,
-            "--set", "tracker=sam2-tracker", "--set", "tracker_options=[\"model=\(model)\"]", "--set", "backbone=pixels", "--set", "size=256")
-        #expect(retrieve.status != 0 && retrieve.stderr.contains("only `sst segment` passes them"), "\(retrieve.stderr)")
+        // Retrieval with sam2-tracker: SAM2FinetuneTests.sstRetrievesWithSAM2.
     }
 }
 
