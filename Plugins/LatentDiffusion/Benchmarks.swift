@@ -64,7 +64,6 @@ extension LatentDiffusionComponent {
     }
 }
 
-
 extension LatentDiffusionComponent {
     /// The SD VAE's sizes (stabilityai/sd-vae-ft-ema, the VAE of facebook/DiT-XL-2-256).
     static func sdVAE() -> AutoencoderKLConfig {

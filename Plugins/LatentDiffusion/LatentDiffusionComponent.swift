@@ -97,7 +97,8 @@ struct LatentDiffusionComponent: Backbone {
             "guidance_channels":
                 "DiT pipelines: the latent channels classifier-free guidance mixes — all (diffusers' DiTPipeline, D^3HR) or 3 (DiT's own forward_with_cfg, CONCORD)",
             "decode": "sample with a DiT pipeline: also decode the final latents to images",
-            "inverse_steps": "invert with a DiT pipeline: run this many steps of the `steps` grid (DDIMInverseScheduler's first inverse_steps timesteps; 0: up to to_step)",
+            "inverse_steps":
+                "invert with a DiT pipeline: run this many steps of the `steps` grid (DDIMInverseScheduler's first inverse_steps timesteps; 0: up to to_step)",
             "inverse_guidance": "invert with a DiT pipeline: classifier-free guidance of the inversion's ε (1: conditional only; D^3HR uses 4)",
             "image_range":
                 "DiT pipelines: images in unit scale (decode gives VAE/2 + 0.5 unclamped, embed takes [0, 1]) or signed (the VAE's own ≈[−1, 1], unclamped)",
@@ -158,11 +159,13 @@ struct LatentDiffusionComponent: Backbone {
                 TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "x_t"),
                 TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "the classes (or 'classes' with a DiT pipeline)", optional: true),
                 TensorSpec("classes", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: the classes (the null class allowed)", optional: true),
-                TensorSpec("timesteps", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: one timestep per row (else option timestep)", optional: true),
+                TensorSpec(
+                    "timesteps", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: one timestep per row (else option timestep)", optional: true),
             ],
             outputs: [
                 TensorSpec("epsilon", dtypes: ["f32"], shape: "N×4×L×L", summary: "the guided noise prediction"),
-                TensorSpec("eps", dtypes: ["f32"], shape: "N×O×L×L", summary: "DiT pipeline: the transformer's whole conditional output (ε and learned σ channels)"),
+                TensorSpec(
+                    "eps", dtypes: ["f32"], shape: "N×O×L×L", summary: "DiT pipeline: the transformer's whole conditional output (ε and learned σ channels)"),
             ]),
         OperationSpec(
             "decode", summary: "latents → images in [0, 1]; with grad_images, also the gradient of Σ grad_images·images with respect to the latents",

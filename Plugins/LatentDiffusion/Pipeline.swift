@@ -26,7 +26,8 @@ extension LatentDiffusionComponent {
         let stamp: String = {
             if FileManager.default.fileExists(atPath: path + "/model_index.json") {
                 return Checkpoint.weightsFile(
-                    in: path + "/transformer", ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json"])
+                    in: path + "/transformer",
+                    ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json"])
                     ?? path + "/model_index.json"
             }
             return path
@@ -59,7 +60,8 @@ extension LatentDiffusionComponent {
         let shape = latentShape(p)
         guard Array(z.shape.dropFirst()) == shape else {
             throw MenagerieError.invalidArgument(
-                "input '\(name)' must be [N, \(shape.map(String.init).joined(separator: ", "))] (the transformer's in_channels and sample_size), got \(z.shape)")
+                "input '\(name)' must be [N, \(shape.map(String.init).joined(separator: ", "))] (the transformer's in_channels and sample_size), got \(z.shape)"
+            )
         }
         if let bad = try z.scalars(as: Float.self).firstIndex(where: { !$0.isFinite }) {
             throw MenagerieError.invalidArgument("input '\(name)' holds a non-finite value at flat index \(bad)")
@@ -94,10 +96,13 @@ extension LatentDiffusionComponent {
         let o = request.options
         let x = try request.inputs.require("images", dtypes: [.float32], rank: 4)
         guard Array(x.shape.dropFirst()) == [p.vae.config.inChannels] + Array(imageShape(p).dropFirst()) else {
-            throw MenagerieError.invalidArgument("input 'images' must be [N, \(p.vae.config.inChannels), \(imageShape(p)[1]), \(imageShape(p)[2])] for this pipeline, got \(x.shape)")
+            throw MenagerieError.invalidArgument(
+                "input 'images' must be [N, \(p.vae.config.inChannels), \(imageShape(p)[1]), \(imageShape(p)[2])] for this pipeline, got \(x.shape)")
         }
         var values = try x.scalars(as: Float.self)
-        if let bad = values.firstIndex(where: { !$0.isFinite }) { throw MenagerieError.invalidArgument("input 'images' holds a non-finite value at flat index \(bad)") }
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            throw MenagerieError.invalidArgument("input 'images' holds a non-finite value at flat index \(bad)")
+        }
         if o.image_range != "signed" { values = values.map { 2 * $0 - 1 } }
         let n = x.shape[0], shape = [n] + latentShape(p)
         var noise: [Float]? = nil

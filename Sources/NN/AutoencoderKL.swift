@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// diffusers' `AutoencoderKL` (the Stable Diffusion VAE): an encoder of DownEncoderBlock2D

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// diffusers' `DiTTransformer2DModel` (Peebles & Xie's class-conditional Diffusion Transformer):

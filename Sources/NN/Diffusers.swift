@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 import Tensors
 
 /// A class-conditional latent diffusion pipeline as diffusers' `DiTPipeline` holds it: the
@@ -163,9 +163,10 @@ public final class DiTPipeline: @unchecked Sendable {
         for start in stride(from: 0, to: n, by: batch) {
             let m = min(batch, n - start)
             let z = Variable(try Tensor(Array(x[(start * d)..<((start + m) * d)]), shape: [m, c.inChannels, c.sampleSize, c.sampleSize]))
-            out += GradMode.disabled {
-                transformer(z, timesteps: Array(t[start..<(start + m)]), classes: Array(y[start..<(start + m)]))
-            }.scalars
+            out +=
+                GradMode.disabled {
+                    transformer(z, timesteps: Array(t[start..<(start + m)]), classes: Array(y[start..<(start + m)]))
+                }.scalars
         }
         return out
     }

@@ -1,5 +1,5 @@
-import Foundation
 import Formats
+import Foundation
 
 /// Reads a diffusers `config.json` (or `scheduler_config.json`): the JSON object and typed fields
 /// with ranges checked, each error naming the file and the key.
@@ -120,7 +120,8 @@ public struct DiTConfig: Sendable, Equatable {
             heads: try j.int("num_attention_heads", in: 1...1024, default: 16), headDim: try j.int("attention_head_dim", in: 1...4096, default: 72),
             inChannels: inChannels, outChannels: try j.optionalInt("out_channels", in: 1...8192) ?? inChannels,
             layers: try j.int("num_layers", in: 1...1024, default: 28), sampleSize: try j.int("sample_size", in: 1...4096, default: 32),
-            patch: try j.int("patch_size", in: 1...256, default: 2), classes: try j.int("num_embeds_ada_norm", in: 1...Limits.vocabulary.upperBound, default: 1000),
+            patch: try j.int("patch_size", in: 1...256, default: 2),
+            classes: try j.int("num_embeds_ada_norm", in: 1...Limits.vocabulary.upperBound, default: 1000),
             attentionBias: try j.bool("attention_bias", default: true),
             mlpNormEps: Float(try j.double("norm_eps", in: 0...1, default: 1e-5)), frequencyShift: 1)
         c.mlpRatio = 4
