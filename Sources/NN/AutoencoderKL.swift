@@ -75,14 +75,18 @@ public final class AutoencoderKL: Module {
                 conv2: conv(name + ".conv2", o, o, kernel: 3, padding: 1),
                 shortcut: i == o ? nil : conv(name + ".conv_shortcut", i, o, kernel: 1, padding: 0))
         }
+        // Checkpoints written before diffusers 0.14 name the mid attention's projections query, key,
+        // value, proj_attn (diffusers renames them on load); both are read.
+        let legacy = s.loader?.has("decoder.mid_block.attentions.0.query.weight") ?? false
+        let (qn, kn, vn, on) = legacy ? ("query", "key", "value", "proj_attn") : ("to_q", "to_k", "to_v", "to_out.0")
         func mid(_ name: String, _ ch: Int) -> Mid {
             let first = resnet(name + ".resnets.0", ch, ch)
+            let a = name + ".attentions.0."
             let attention =
                 c.midAttention
                 ? Attention(
-                    norm: norm(name + ".attentions.0.group_norm", ch), q: linear(name + ".attentions.0.to_q", ch),
-                    k: linear(name + ".attentions.0.to_k", ch), v: linear(name + ".attentions.0.to_v", ch),
-                    out: linear(name + ".attentions.0.to_out.0", ch)) : nil
+                    norm: norm(a + "group_norm", ch), q: linear(a + qn, ch), k: linear(a + kn, ch), v: linear(a + vn, ch),
+                    out: linear(a + on, ch)) : nil
             return Mid(first: first, attention: attention, second: resnet(name + ".resnets.1", ch, ch))
         }
         let widths = c.blockOutChannels, last = widths.count - 1

@@ -87,6 +87,38 @@ import Testing
         #expect(e2 <= 1e-4, "eps (DiT numerics) relative error \(e2)")
     }
 
+    /// The transformer's weights as `diffusion_pytorch_model.bin` (make_bin.py: torch.save of the same
+    /// state dict), read by the PyTorch checkpoint reader: the same eps.
+    @Test func aBinPipelineLoadsToTheSameEps() throws {
+        let p = try DiTPipeline.load(path: Self.folder + "/bin-pipeline")
+        #expect(p.weightFiles[0].hasSuffix("diffusion_pytorch_model.bin"))
+        let out = try p.modelOutput(try Self.floats("x_t"), timesteps: try Self.ints("t"), classes: try Self.ints("y"))
+        let error = Self.relative(out, try Self.floats("eps"))
+        #expect(error <= 1e-4, "eps relative error \(error)")
+    }
+
+    /// A VAE checkpoint with the mid attention's pre-0.14 names (query, key, value, proj_attn), as
+    /// older SD VAE files have: read to the same decoder.
+    @Test func legacyAttentionNamesLoadToTheSameVAE() throws {
+        let p = try Self.pipeline.get()
+        let ck = try Checkpoint(path: Self.folder + "/vae/diffusion_pytorch_model.safetensors")
+        let renames = ["to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"]
+        let tensors = try ck.names.map { name -> (name: String, tensor: Tensor) in
+            var renamed = name
+            for (new, old) in renames where name.contains(".attentions.0.\(new).") {
+                renamed = name.replacingOccurrences(of: ".attentions.0.\(new).", with: ".attentions.0.\(old).")
+            }
+            return (renamed, try ck.float32(name))
+        }
+        #expect(tensors.contains { $0.name == "decoder.mid_block.attentions.0.proj_attn.weight" })
+        let tmp = TempDir("vae-legacy")
+        try SafeTensors.write(tensors, metadata: [:], to: tmp.path + "/vae.safetensors")
+        let legacy = try AutoencoderKL(config: p.vae.config, checkpoint: try Checkpoint(path: tmp.path + "/vae.safetensors"))
+        let z = Variable(try Tensor(try Self.floats("x_t"), shape: [2, 4, 8, 8]))
+        let a = GradMode.disabled { legacy.decode(z) }.scalars, b = GradMode.disabled { p.vae.decode(z) }.scalars
+        #expect(a == b)
+    }
+
     @Test func theOriginalCheckpointNeedsHeadsForAnUnknownWidth() throws {
         #expect {
             try DiTPipeline.load(path: Self.folder + "/original/dit-tiny.pt")
