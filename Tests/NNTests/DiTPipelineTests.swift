@@ -59,6 +59,21 @@ import Testing
         #expect(error <= 1e-3, "sample relative error \(error)")
     }
 
+    /// guidance_channels=3 (DiT's forward_with_cfg): channels 0–2 are guided exactly as with all
+    /// channels, channel 3 is the conditional ε alone.
+    @Test func guidingTheFirstThreeChannelsLeavesTheFourthConditional() throws {
+        let p = try Self.pipeline.get()
+        let x = try Self.floats("x_t"), y = try Self.ints("y"), plane = 64, d = 4 * plane
+        let all = try p.predictor(guidance: 3)(x, 500, y), three = try p.predictor(guidance: 3, channels: .first(3))(x, 500, y)
+        let cond = try p.predictor(guidance: 1)(x, 500, y)
+        for i in 0..<2 {
+            let rows = (i * d)..<(i * d + 3 * plane), fourth = (i * d + 3 * plane)..<((i + 1) * d)
+            #expect(Array(three[rows]) == Array(all[rows]))
+            #expect(Array(three[fourth]) == Array(cond[fourth]))
+            #expect(Array(all[fourth]) != Array(cond[fourth]))
+        }
+    }
+
     /// DDIMInverseScheduler's 7 steps (0, 100, …, 600; the first an identity because ᾱ before 0 is
     /// ᾱ_0 with set_alpha_to_one false), conditional ε, from the fixture's sample.
     @Test func ddimInversionMatchesDiffusersWithin1e3() throws {
