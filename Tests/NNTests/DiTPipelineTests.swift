@@ -60,7 +60,8 @@ import Testing
     }
 
     /// guidance_channels=3 (DiT's forward_with_cfg): channels 0–2 are guided exactly as with all
-    /// channels, channel 3 is the conditional ε alone.
+    /// channels, channel 3 is the conditional ε alone (computed in a batch of 2 instead of 4, so equal
+    /// to float32 rounding: within 1e-5 of values ≈ 0.3).
     @Test func guidingTheFirstThreeChannelsLeavesTheFourthConditional() throws {
         let p = try Self.pipeline.get()
         let x = try Self.floats("x_t"), y = try Self.ints("y"), plane = 64, d = 4 * plane
@@ -69,8 +70,8 @@ import Testing
         for i in 0..<2 {
             let rows = (i * d)..<(i * d + 3 * plane), fourth = (i * d + 3 * plane)..<((i + 1) * d)
             #expect(Array(three[rows]) == Array(all[rows]))
-            #expect(Array(three[fourth]) == Array(cond[fourth]))
-            #expect(Array(all[fourth]) != Array(cond[fourth]))
+            #expect(Self.relative(Array(three[fourth]), Array(cond[fourth])) <= 1e-5)
+            #expect(Self.relative(Array(all[fourth]), Array(cond[fourth])) > 1e-2)
         }
     }
 
