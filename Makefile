@@ -75,7 +75,7 @@ bench: build
 # its CUDA libraries, unused here), times the same workloads in PyTorch, then runs `make bench`.
 bench-reference: build
 	test -x $(REFERENCE_VENV)/bin/python || python3 -m venv $(REFERENCE_VENV)
-	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip, pytorch_grad_cam, transformers, pandas, sam2" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch grad-cam transformers pandas sam2
+	$(REFERENCE_VENV)/bin/python -c "import torch, timm, open_clip, pytorch_grad_cam, transformers, pandas, sam2, diffusers" 2>/dev/null || $(REFERENCE_VENV)/bin/pip install --quiet torch timm open_clip_torch grad-cam transformers pandas sam2 "diffusers==0.42.*"
 	$(REFERENCE_VENV)/bin/python scripts/bench-reference.py --threads $${MENAGERIE_THREADS:-$$(nproc)} > $(REFERENCE_JSON).tmp
 	mv $(REFERENCE_JSON).tmp $(REFERENCE_JSON)
 	$(BIN)/menagerie bench --reference $(REFERENCE_JSON)

@@ -304,6 +304,38 @@ def main():
         times = sorted(times)
         add("sam2.track_frame_1024", "ms", {"median": times[len(times) // 2], "min": times[0], "max": times[-1]})
 
+    if wanted("dit.xl2_cfg_step_256") or wanted("vae.decode_256"):
+        # diffusers 0.42 (make bench-reference installs it): DiT-XL/2 at 256 px and the SD VAE with random
+        # weights, as Plugins/LatentDiffusion/Benchmarks.swift times the Swift ones: one CFG denoiser step
+        # (DiTPipeline's batch [cond, null] of one latent, scale 4 on all channels, then DDIMScheduler.step)
+        # and one VAE decode of a 4×32×32 latent.
+        from diffusers import DiTTransformer2DModel, AutoencoderKL, DDIMScheduler
+        reps = max(3, min(args.repeats, 10))
+        if wanted("dit.xl2_cfg_step_256"):
+            tr = DiTTransformer2DModel(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+                                       sample_size=32, patch_size=2, num_embeds_ada_norm=1000).eval()
+            sched = DDIMScheduler(clip_sample=False)
+            sched.set_timesteps(50)
+            lat = torch.randn(1, 4, 32, 32); t = sched.timesteps[25]; y = torch.tensor([207, 1000])
+
+            def cfg_step():
+                with torch.no_grad():
+                    e = tr(torch.cat([lat, lat]), timestep=t.repeat(2), class_labels=y).sample[:, :4]
+                    ec, eu = e.chunk(2)
+                    sched.step(eu + 4.0 * (ec - eu), t, lat)
+            add("dit.xl2_cfg_step_256", "ms", timed(cfg_step, reps))
+            del tr
+        if wanted("vae.decode_256"):
+            vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                                latent_channels=4, norm_num_groups=32, sample_size=256).eval()
+            z = torch.randn(1, 4, 32, 32)
+
+            def decode():
+                with torch.no_grad():
+                    vae.decode(z)
+            add("vae.decode_256", "ms", timed(decode, reps))
+
     json.dump({"torch": torch.__version__, "threads": args.threads, "records": records}, sys.stdout, indent=1)
     print()
 

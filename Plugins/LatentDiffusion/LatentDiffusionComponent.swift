@@ -82,8 +82,30 @@ struct LatentDiffusionComponent: Backbone {
         var autoencoder_widths = [32, 64, 64]
         var checkpoint_every = 1000
         var save_dtype = "f32"
+        // DiT pipelines (diffusers folder or original .pt)
+        var guidance_channels = "all"
+        var decode = true
+        var inverse_steps = 0
+        var inverse_guidance = 1.0
+        var image_range = "unit"
+        var posterior = "mean"
+        var dit_pt_heads = 0
+        var dit_pt_numerics = "dit"
         static let help = [
-            "model": "a latent diffusion folder (config.json + model.safetensors; empty: the embedded synthetic-tol model)",
+            "model":
+                "a latent diffusion folder (config.json + model.safetensors), a diffusers DiT pipeline folder (model_index.json, transformer/, vae/, scheduler/), or facebookresearch/DiT's .pt (a file, or a folder holding one) with a diffusers vae/ folder beside it; empty: the embedded synthetic-tol model",
+            "guidance_channels":
+                "DiT pipelines: the latent channels classifier-free guidance mixes — all (diffusers' DiTPipeline, D^3HR) or 3 (DiT's own forward_with_cfg, CONCORD)",
+            "decode": "sample with a DiT pipeline: also decode the final latents to images",
+            "inverse_steps":
+                "invert with a DiT pipeline: run this many steps of the `steps` grid (DDIMInverseScheduler's first inverse_steps timesteps; 0: up to to_step)",
+            "inverse_guidance": "invert with a DiT pipeline: classifier-free guidance of the inversion's ε (1: conditional only; D^3HR uses 4)",
+            "image_range":
+                "DiT pipelines: images in unit scale (decode gives VAE/2 + 0.5 unclamped, embed takes [0, 1]) or signed (the VAE's own ≈[−1, 1], unclamped)",
+            "posterior": "embed with a DiT pipeline: the VAE posterior's mean, or a sample (seeded by seed)",
+            "dit_pt_heads": "an original DiT .pt: attention heads (not stored in the file; 0: by width — 384→6, 768→12, 1024/1152→16)",
+            "dit_pt_numerics":
+                "an original DiT .pt: compute as DiT's code (timestep frequencies over 128, MLP LayerNorm eps 1e-6) or as diffusers (over 127, 1e-5)",
             "dataset": "train: the dataset component (train split)", "dataset_options": "train: key=value options for the dataset",
             "size": "train: image side", "limit": "train: at most this many training images (0: all)",
             "steps": "DDIM steps (η = 0; the grid 0, T/steps, …)", "guidance": "classifier-free guidance scale (1: none)",
@@ -107,13 +129,17 @@ struct LatentDiffusionComponent: Backbone {
             "autoencoder_widths": "train: autoencoder widths (one halving per extra entry)",
             "checkpoint_every": "train: DiT steps between checkpoints (folder/checkpoint)", "save_dtype": "train: f32, f16 or bf16",
         ]
-        static let choices = ["schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"]]
+        static let choices = [
+            "schedule": ["linear", "cosine"], "save_dtype": ["f32", "f16", "bf16"], "autoencoder_loss": ["mse+l1", "bce"],
+            "guidance_channels": ["all", "3"], "image_range": ["unit", "signed"], "posterior": ["mean", "sample"], "dit_pt_numerics": ["dit", "diffusers"],
+        ]
         static let ranges: [String: ClosedRange<Double>] = [
             "size": 1...65536, "limit": 0...1e9, "steps": 1...1e6, "guidance": -1e6...1e6, "per_class": 1...1e6, "classes": 0...16_777_216,
             "to_step": 0...1e6, "record_step": -1...1e6, "from_step": -1...1e6, "timestep": 0...1e6, "autoencoder_steps": 0...1e8, "dit_steps": 0...1e8,
             "batch": 1...1e6, "autoencoder_batch": 1...1e6,
             "lr": 0...1e3, "autoencoder_lr": 0...1e3, "class_dropout": 0...1, "dit_width": 1...65536, "dit_depth": 1...1024,
             "dit_heads": 1...65536, "patch": 1...65536, "autoencoder_widths": 1...65536, "checkpoint_every": 1...1e8,
+            "inverse_steps": 0...1e6, "inverse_guidance": -1e6...1e6, "dit_pt_heads": 0...1024,
         ]
     }
 
@@ -131,9 +157,16 @@ struct LatentDiffusionComponent: Backbone {
             "denoise", summary: "ε(x_t, t, y) with classifier-free guidance at one timestep (the diffusion distillers' DDIM loops call it)",
             inputs: [
                 TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "x_t"),
-                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "the classes"),
+                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "the classes (or 'classes' with a DiT pipeline)", optional: true),
+                TensorSpec("classes", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: the classes (the null class allowed)", optional: true),
+                TensorSpec(
+                    "timesteps", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: one timestep per row (else option timestep)", optional: true),
             ],
-            outputs: [TensorSpec("epsilon", dtypes: ["f32"], shape: "N×4×L×L", summary: "the guided noise prediction")]),
+            outputs: [
+                TensorSpec("epsilon", dtypes: ["f32"], shape: "N×4×L×L", summary: "the guided noise prediction"),
+                TensorSpec(
+                    "eps", dtypes: ["f32"], shape: "N×O×L×L", summary: "DiT pipeline: the transformer's whole conditional output (ε and learned σ channels)"),
+            ]),
         OperationSpec(
             "decode", summary: "latents → images in [0, 1]; with grad_images, also the gradient of Σ grad_images·images with respect to the latents",
             inputs: [
@@ -150,11 +183,13 @@ struct LatentDiffusionComponent: Backbone {
                 "DDIM with CFG: from noise, per_class images of each class → images, samples.png; or from input latents at from_step → clean latents and images",
             inputs: [
                 TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "start latents (optional: noise otherwise)", optional: true),
+                TensorSpec("noise", dtypes: ["f32"], shape: "N×4×L×L", summary: "DiT pipeline: the initial noise at the grid's last timestep", optional: true),
                 TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes (with latents)", optional: true),
+                TensorSpec("classes", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: their classes (with noise or latents)", optional: true),
             ],
             outputs: [
                 TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1]"),
-                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "with input latents: the clean latents"),
+                TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "with input latents (always with a DiT pipeline): the clean latents"),
             ]),
         OperationSpec(
             "invert",
@@ -162,7 +197,8 @@ struct LatentDiffusionComponent: Backbone {
             inputs: [
                 TensorSpec("images", dtypes: ["f32"], shape: "N×C×S×S", summary: "images in [0, 1] (or pass latents)", optional: true),
                 TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "clean scaled latents (instead of images)", optional: true),
-                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes"),
+                TensorSpec("labels", dtypes: ["i64", "i32"], shape: "N", summary: "their classes", optional: true),
+                TensorSpec("classes", dtypes: ["i64", "i32"], shape: "N", summary: "DiT pipeline: their classes (instead of labels)", optional: true),
             ],
             outputs: [
                 TensorSpec("latents", dtypes: ["f32"], shape: "N×4×L×L", summary: "the inverted latents at to_step"),
@@ -183,6 +219,7 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     func embed(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineEmbed(request, p) }
         let m = try model(request.options), c = m.config
         let x = try images(request, m, name: "images")
         let z = m.encode(try x.scalars(as: Float.self), count: x.shape[0])
@@ -235,6 +272,7 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     func decode(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineDecode(request, p) }
         let o = request.options
         let m = try model(o), c = m.config
         let z = try latents(request, m)
@@ -262,6 +300,7 @@ struct LatentDiffusionComponent: Backbone {
 
     /// `config`: what a distiller driving this model through the host needs.
     func describeModel(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineConfig(request, p) }
         let m = try model(request.options), c = m.config
         let folder = request.options.model.isEmpty ? try embeddedDiffusionFolder() : (request.options.model as NSString).expandingTildeInPath
         return Response(result: [
@@ -276,6 +315,7 @@ struct LatentDiffusionComponent: Backbone {
 
     /// `denoise`: ε at one timestep with classifier-free guidance.
     func denoise(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineDenoise(request, p) }
         let o = request.options
         let m = try model(o)
         let z = try latents(request, m)
@@ -288,6 +328,7 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     func sample(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineSample(request, p) }
         let o = request.options
         let m = try model(o), c = m.config
         guard o.steps > 0 else { throw MenagerieError.invalidArgument("option 'steps' must be positive") }
@@ -332,6 +373,7 @@ struct LatentDiffusionComponent: Backbone {
     }
 
     func invert(_ request: Request<Options>) throws -> Response {
+        if let p = try pipeline(request.options) { return try pipelineInvert(request, p) }
         let o = request.options
         let m = try model(o), c = m.config
         guard o.steps > 0 else { throw MenagerieError.invalidArgument("option 'steps' must be positive") }

@@ -48,54 +48,6 @@ public enum LatentDiffusionPlugin: Plugin {
     public static let components: [any Component.Type] = [LatentDiffusionComponent.self, PlainDiffusionComponent.self]
 }
 
-extension LatentDiffusionComponent {
-    static let benchmarks = [
-        BenchmarkSpec("diffusion.denoiser_step_64", unit: "ms", summary: "one DDIM step with CFG 4 on 64 latents of the embedded latent diffusion model"),
-        BenchmarkSpec(
-            "diffusion.denoise_direct", unit: "ms", summary: "ε with CFG 4 on 16 latents of the embedded model, called in-process (what a DDIM step computes)"),
-        BenchmarkSpec(
-            "diffusion.denoise_host", unit: "ms",
-            summary:
-                "the same ε through the host (`denoise`: options, tensors in and out) — a distiller's round trip per DDIM step; the difference is the host's cost"
-        ),
-    ]
-    func benchmark(_ run: BenchmarkRun) throws {
-        if run.wanted("diffusion.denoiser_step_64") {
-            var samples: [Double] = []
-            for _ in 0..<3 {
-                let r = try run.invoke("latent-diffusion", operation: "sample", options: ["steps": 10, "classes": [0, 1, 2, 3, 4, 5, 6, 7], "per_class": 8])
-                samples.append(1000 * (r.result["seconds"]?.doubleValue ?? .nan) / 10)
-            }
-            run.records.append(run.record("diffusion.denoiser_step_64", unit: "ms", samples))
-        }
-        guard run.wanted("diffusion.denoise_direct") || run.wanted("diffusion.denoise_host") else { return }
-        let m = try loadDiffusion(""), c = m.config
-        var rng = SeededGenerator(seed: 3)
-        let n = 16, x = (0..<(n * c.latentDimension)).map { _ in Float(rng.nextNormal()) }, y = (0..<n).map { $0 % c.classes }
-        let predict = m.predictor(guidance: 4)
-        let latents = try Tensor(x, shape: [n] + [c.latentChannels, c.latentSize, c.latentSize]), labels = Tensor(y.map(Int64.init))
-        _ = try predict(x, 500, y)
-        // Interleaved, so that both see the same machine.
-        var direct: [Double] = [], host: [Double] = []
-        for _ in 0..<max(5, run.repeats) {
-            var t0 = run.now()
-            _ = try predict(x, 500, y)
-            direct.append(run.now() - t0)
-            t0 = run.now()
-            _ = try run.invoke(
-                "latent-diffusion", operation: "denoise", options: ["timestep": 500, "guidance": 4], inputs: [("latents", latents), ("labels", labels)])
-            host.append(run.now() - t0)
-        }
-        run.records.append(run.record("diffusion.denoise_direct", unit: "ms", direct))
-        run.records.append(run.record("diffusion.denoise_host", unit: "ms", host))
-        let median = { (v: [Double]) in v.sorted()[v.count / 2] }
-        run.notes.append(
-            String(
-                format: "diffusion: a host round trip adds %.0f µs to a %.2f ms DDIM step on 16 latents (%.1f %%)", 1000 * (median(host) - median(direct)),
-                median(direct), 100 * (median(host) - median(direct)) / median(direct)))
-    }
-}
-
 extension PlainDiffusionComponent {
     static let benchmarks = [
         BenchmarkSpec(

@@ -65,17 +65,58 @@ public typealias NoisePredictor = (_ x: [Float], _ t: Int, _ classes: [Int]) thr
 /// τ_0 taken as 1 (the clean latent; diffusers' `set_alpha_to_one`). Inversion runs the same map
 /// backwards: from level i−1 (clean for i = 0) to τ_i with ε evaluated at the current latent and τ_i,
 /// z ← (z − √(1−ᾱ_{i−1})·ε)·√(ᾱ_i/ᾱ_{i−1}) + √(1−ᾱ_i)·ε (METHODS.md's D^3HR formula).
+/// Built from a diffusers scheduler config (`init(scheduler:steps:)`), "ᾱ_{i−1}" is diffusers' level
+/// below (t − T/steps, `finalAlphaBar` beyond 0): DDIMScheduler's step and DDIMInverseScheduler's.
 public struct DDIM: Sendable {
     public let schedule: NoiseSchedule
+    /// The grid, ascending.
     public let timesteps: [Int]
+    /// ᾱ before the first level (the clean end): 1 (diffusers' `set_alpha_to_one`), or ᾱ_0.
+    public let finalAlphaBar: Double
+    /// diffusers' rule for the level below timestep t: t − T/steps (integer division; ᾱ beyond 0 is
+    /// `finalAlphaBar`), which differs from the grid's previous level for "linspace" spacing. nil:
+    /// the grid's previous level (this type's original rule).
+    public let previousStride: Int?
+    /// What the model predicts (ε for DiT) and diffusers' `clip_sample` range for x̂0 (nil: none).
+    public let prediction: DDIMSchedulerConfig.Prediction
+    public let clipSample: Double?
 
     public init(schedule: NoiseSchedule, steps: Int) {
         self.schedule = schedule
         timesteps = schedule.ddimTimesteps(steps)
+        finalAlphaBar = 1
+        previousStride = nil
+        prediction = .epsilon
+        clipSample = nil
     }
 
-    /// ᾱ at grid level i (1 before the first level: the clean latent).
-    public func alphaBar(level i: Int) -> Double { i < 0 ? 1 : schedule.alphaBar[timesteps[i]] }
+    /// diffusers' `DDIMScheduler` (η = 0) after `set_timesteps(steps)`: its β schedule, spacing,
+    /// `steps_offset`, `set_alpha_to_one`, prediction type and `clip_sample`. Inversion follows
+    /// `DDIMInverseScheduler` built from the same config (leading or trailing spacing).
+    public init(scheduler c: DDIMSchedulerConfig, steps: Int) throws {
+        let alphaBar = c.alphasCumprod
+        schedule = try NoiseSchedule(alphaBar: alphaBar)
+        let grid = try c.timesteps(steps)
+        if let bad = grid.first(where: { !(0..<c.trainSteps).contains($0) }) {
+            throw DiffusionError(
+                "\(steps) steps with steps_offset \(c.stepsOffset) give timestep \(bad), outside 0..<\(c.trainSteps) (num_train_timesteps)")
+        }
+        timesteps = grid.reversed()
+        finalAlphaBar = c.setAlphaToOne ? 1 : alphaBar[0]
+        previousStride = c.trainSteps / steps
+        prediction = c.prediction
+        clipSample = c.clipSample ? c.clipSampleRange : nil
+    }
+
+    /// ᾱ at grid level i (`finalAlphaBar` before the first level: the clean latent).
+    public func alphaBar(level i: Int) -> Double { i < 0 ? finalAlphaBar : schedule.alphaBar[timesteps[i]] }
+
+    /// ᾱ of the level a step from grid level i lands on (sampling), or starts from (inversion).
+    public func previousAlphaBar(level i: Int) -> Double {
+        guard let previousStride else { return alphaBar(level: i - 1) }
+        let p = timesteps[i] - previousStride
+        return p >= 0 ? schedule.alphaBar[p] : finalAlphaBar
+    }
 
     /// The grid index of timestep `t` (which must lie on the grid).
     public func level(of t: Int) throws -> Int {
@@ -85,6 +126,24 @@ public struct DDIM: Sendable {
             )
         }
         return i
+    }
+
+    /// The model output at ᾱ = a turned into (x̂0, ε) as diffusers' step does, x̂0 clipped when set.
+    func prediction(_ x: [Float], _ out: [Float], alphaBar a: Double, recomputeEpsilon: Bool) -> (x0: [Float], eps: [Float]) {
+        let (sa, s1a) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
+        var x0 = [Float](repeating: 0, count: x.count), e = x0
+        for k in x.indices {
+            switch prediction {
+            case .epsilon: (x0[k], e[k]) = ((x[k] - s1a * out[k]) / sa, out[k])
+            case .sample: (x0[k], e[k]) = (out[k], (x[k] - sa * out[k]) / s1a)
+            case .vPrediction: (x0[k], e[k]) = (sa * x[k] - s1a * out[k], sa * out[k] + s1a * x[k])
+            }
+        }
+        if let r = clipSample.map(Float.init) {
+            for k in x0.indices { x0[k] = min(max(x0[k], -r), r) }
+            if recomputeEpsilon { for k in x.indices { e[k] = (x[k] - sa * x0[k]) / s1a } }
+        }
+        return (x0, e)
     }
 
     /// ε with classifier-free guidance: ε_u + w·(ε_c − ε_u), both branches in one batch; w = 1 is the
@@ -100,7 +159,12 @@ public struct DDIM: Sendable {
 
     /// One DDIM update from level i to i − 1 given ε: returns (x_{i−1}, x̂0).
     public func step(_ x: [Float], epsilon e: [Float], level i: Int) -> (next: [Float], x0: [Float]) {
-        let a = alphaBar(level: i), ap = alphaBar(level: i - 1)
+        let a = alphaBar(level: i), ap = previousAlphaBar(level: i)
+        if prediction != .epsilon || clipSample != nil {
+            let (x0, eps) = prediction(x, e, alphaBar: a, recomputeEpsilon: true)
+            let (sap, s1ap) = (Float(ap.squareRoot()), Float((1 - ap).squareRoot()))
+            return ((0..<x.count).map { sap * x0[$0] + s1ap * eps[$0] }, x0)
+        }
         let (sa, s1a, sap, s1ap) = (Float(a.squareRoot()), Float((1 - a).squareRoot()), Float(ap.squareRoot()), Float((1 - ap).squareRoot()))
         var x0 = [Float](repeating: 0, count: x.count), next = x0
         for k in x.indices {
@@ -136,7 +200,15 @@ public struct DDIM: Sendable {
         for i in 0...to {
             try cancelled()
             let e = try predict(z, timesteps[i], classes)
-            let a = alphaBar(level: i), ap = alphaBar(level: i - 1)
+            let a = alphaBar(level: i), ap = previousAlphaBar(level: i)
+            if prediction != .epsilon || clipSample != nil {
+                // DDIMInverseScheduler: x̂0 and ε at the level below, then forward to τ_i (x̂0 clipped, ε kept).
+                let (x0, eps) = prediction(z, e, alphaBar: ap, recomputeEpsilon: false)
+                let (sa, s1a) = (Float(a.squareRoot()), Float((1 - a).squareRoot()))
+                z = (0..<z.count).map { sa * x0[$0] + s1a * eps[$0] }
+                try record?(i, z)
+                continue
+            }
             let (scale, s1ap, s1a) = (Float((a / ap).squareRoot()), Float((1 - ap).squareRoot()), Float((1 - a).squareRoot()))
             for k in z.indices { z[k] = (z[k] - s1ap * e[k]) * scale + s1a * e[k] }
             try record?(i, z)
