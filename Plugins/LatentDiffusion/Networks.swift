@@ -174,7 +174,7 @@ public final class DiT: Module {
         }
         finalModulation = zeroLinear(w, 2 * w, &rng)
         finalLinear = zeroLinear(w, p * p * c.latentChannels, &rng)
-        positions = Self.sinCosPositions(grid: g, width: w)
+        positions = DiTTransformer2DModel.sinCosPositions(grid: g, width: w)
     }
 
     public var namedParameters: [(String, Parameter)] {
@@ -187,24 +187,6 @@ public final class DiT: Module {
                 + prefixed("blocks.\(i).mlp.fc1.", b.fc1.namedParameters) + prefixed("blocks.\(i).mlp.fc2.", b.fc2.namedParameters)
         }
         return out + prefixed("final.adaLN.", finalModulation.namedParameters) + prefixed("final.linear.", finalLinear.namedParameters)
-    }
-
-    /// DiT's 2-D sin-cos position table [g·g, w]: half the channels from the row, half from the column.
-    static func sinCosPositions(grid g: Int, width w: Int) -> Tensor {
-        let quarter = w / 4
-        return Tensor.make([g * g, w]) { t in
-            for i in 0..<g {
-                for j in 0..<g {
-                    for (half, pos) in [(0, j), (1, i)] {
-                        for k in 0..<quarter {
-                            let omega = 1 / pow(10000, Double(k) / Double(quarter))
-                            t[(i * g + j) * w + half * 2 * quarter + k] = Float(sin(Double(pos) * omega))
-                            t[(i * g + j) * w + half * 2 * quarter + quarter + k] = Float(cos(Double(pos) * omega))
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// Sinusoidal timestep features [N, 256] (DiT's `timestep_embedding`, max period 10000).

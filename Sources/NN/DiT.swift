@@ -126,7 +126,7 @@ public final class DiTTransformer2DModel: Module {
     /// The 2-D sin-cos table [g·g, w] of `get_2d_sincos_pos_embed` (base size g, scale 1): the first
     /// half of the channels from the column index, the second from the row; each half sin then cos
     /// of pos·10000^(−k/(w/4)).
-    static func sinCosPositions(grid g: Int, width w: Int) -> Tensor {
+    public static func sinCosPositions(grid g: Int, width w: Int) -> Tensor {
         let quarter = w / 4
         return Tensor.make([g * g, w]) { t in
             for i in 0..<g {
