@@ -63,7 +63,7 @@ public struct ConceptBook: Sendable {
 /// How the K negative classes of each sample are drawn, as the released `sample()`:
 /// `weighted` (`random.choices(classes, weights = neighbors[c], k = K)`: with replacement, weights the
 /// CLIP-text cosine similarities of the class names minus the identity, so the class itself weighs
-/// ≈ 0), `similar` (`argsort(neighbors[c])[-K:]`, the K most similar names, no replacement), `random`
+/// ≈ 0; a negative similarity weighs 0 here), `similar` (`argsort(neighbors[c])[-K:]`, the K most similar names, no replacement), `random`
 /// (`random.choices(classes, k = K)`: uniform with replacement, the class itself included).
 public enum NegativePolicy: String, Sendable, CaseIterable { case weighted, similar, random }
 
@@ -112,7 +112,13 @@ public func negativeClasses(for k: Int, count: Int, policy: NegativePolicy, simi
     case .random:
         return (0..<max(count, 0)).map { _ in min(Int(rng.nextUniform() * Double(classes)), classes - 1) }
     case .weighted:
-        return try pythonChoices(weights: neighbors, count: count, rng: &rng)
+        // A CLIP's name similarities are positive in the released setting (LAION ViT-L/14 on ImageNet
+        // names), where clipping at 0 changes nothing; a small CLIP can give negative ones, on which
+        // Python's choices misdraws (a negative weight hands its share to the next class) or raises
+        // (a negative total). Ours: negatives weigh 0; no positive weight left → uniform over the others.
+        let clipped = neighbors.map { max($0, 0) }
+        if clipped.reduce(0, +) > 0 { return try pythonChoices(weights: clipped, count: count, rng: &rng) }
+        return try pythonChoices(weights: (0..<classes).map { $0 == k ? 0 : 1 }, count: count, rng: &rng)
     }
 }
 

@@ -102,7 +102,8 @@ public enum ReleasedSoftLabel {
     public static func klBatchmean(student: Variable, teacher: Variable, temperature t: Float) -> Variable {
         let p = (teacher / t).softmax().detached()
         let logQ = (student / t).logSoftmax()
-        let logP = Variable(p.value.mapFloats { $0 > 0 ? Foundation.log($0) : 0 })
+        let probabilities: [Float] = p.scalars
+        let logP = Variable(Tensor(shape: p.shape, scalars: probabilities.map { $0 > 0 ? Foundation.log($0) : 0 }))
         return (p * (logP - logQ)).sum() / Float(student.shape[0])
     }
 

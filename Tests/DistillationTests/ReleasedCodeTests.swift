@@ -62,7 +62,7 @@ import Testing
         // One member, or a dimension equal across the members: those terms are 0 (the released code divides by 0).
         #expect(memberSkewness([1, 2, 3, 4], dimension: 4) == [0])
         let flat = memberSkewness([1, 0, 1, 2, 1, 4], dimension: 2)
-        #expect(flat == [0, 0]) // D = 2: the correction is undefined
+        #expect(flat == [0, 0, 0]) // three members of D = 2: the correction is undefined
     }
 
     @Test func scaledTimestepsMapTheReleasedScaleOntoTheBackbone() throws {
@@ -118,6 +118,18 @@ import Testing
         #expect(pairs[4 * 5 + 4] > 0) // the same class twice in one draw happens (P = 0.16)
         // random: uniform over all five classes, the class itself included (df 4).
         #expect(chiSquare(random, [Double](repeating: 0.2, count: 5)) < 33.38, "random: \(random)")
+        // Negative similarities weigh 0 (row 1: 1, 1, −0.3, 0.2, −0.1 → weights 0, ·, 0, 0.2, 0 plus
+        // class 0's 1: P = (1/1.2, 0, 0, 0.2/1.2, 0)); none positive → uniform over the others.
+        var signed = sim
+        signed[1] = [1, 1, -0.3, 0.2, -0.1]
+        var clipped = [Int](repeating: 0, count: 5)
+        for _ in 0..<4000 { for c in try negativeClasses(for: 1, count: 5, policy: .weighted, similarity: signed, rng: &rng) { clipped[c] += 1 } }
+        #expect(clipped[1] == 0 && clipped[2] == 0 && clipped[4] == 0)
+        #expect(chiSquare(clipped, [1 / 1.2, 0, 0, 0.2 / 1.2, 0]) < 23.93, "\(clipped)") // df 1
+        signed[1] = [-0.2, 1, -0.3, -0.1, -0.1]
+        var uniform = [Int](repeating: 0, count: 5)
+        for _ in 0..<4000 { for c in try negativeClasses(for: 1, count: 5, policy: .weighted, similarity: signed, rng: &rng) { uniform[c] += 1 } }
+        #expect(uniform[1] == 0 && chiSquare(uniform, [0.25, 0, 0.25, 0.25, 0.25]) < 30.66, "\(uniform)")
         // similar: np.argsort(neighbors)[-2:] = the two largest, in ascending order.
         #expect(try negativeClasses(for: 0, count: 2, policy: .similar, similarity: sim, rng: &rng) == [3, 4])
         // One description per drawn class, uniform over the first four (df 3); a class with two: 0 or 1.

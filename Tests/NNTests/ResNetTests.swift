@@ -79,6 +79,7 @@ import Testing
             let logits: [Float] = GradMode.disabled { net(x) }.scalars
             let scale = model.logits.map { abs($0) }.max() ?? 1
             let worst = zip(logits, model.logits).map { abs($0 - $1) }.max() ?? .infinity
+            print("ResNet parity \(key): max |Δ| \(worst), largest logit \(scale)")
             // Tolerance: 1e-4 of the largest logit (float32 accumulation order differs from torch's).
             #expect(logits.count == model.logits.count && worst <= 1e-4 * scale, "\(key): max |Δ| \(worst) for logits up to \(scale)")
         }
