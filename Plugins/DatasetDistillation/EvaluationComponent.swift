@@ -62,7 +62,7 @@ struct DistilledEvalComponent: Metric {
             "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
             "concepts": "diffusion-study: CONCORD's concepts JSON (empty: the file shipped for synthetic-tol or cmnist-dd)",
             "clip": "diffusion-study: CONCORD's CLIP backbone component", "clip_options": "diffusion-study: key=value options for it",
-            "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (inversion_step 760 and sampling_step 600 must lie on the grid)",
+            "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (D^3HR's 600, 620 and 760 must lie on the grid)",
             "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",
             "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",
