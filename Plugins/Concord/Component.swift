@@ -61,17 +61,29 @@ struct ConcordComponent: DiffusionDistiller {
         let book = try ConceptBook.read(path, classes: c.classes, positives: o.positives)
         let clip = try CLIPBridge(host: host, id: o.clip, options: try keyValueOptions(o.clip_options, option: "clip_options"))
         let names = try clip.texts(book.names)
+        // The released `neighbors`: cosine similarities of the class names (unit text embeddings);
+        // `negativeClasses` subtracts the identity as the code does.
         let similarity = names.map { a in names.map { b in Double(zip(a, b).reduce(Float(0)) { $0 + $1.0 * $1.1 }) } }
         let prompts = try (0..<c.classes).map { try clip.texts(book.prompts($0)) }
+        var negativeTexts: [Int: [[Float]]] = [:]
         var negatives: [[[Float]]] = []
+        var drawnClasses: [Int] = []
+        // Per generated image, K negative classes with replacement and one description of each.
         for y in labels {
-            let picked = negativeClasses(
-                for: y, count: o.negatives, policy: policy,
-                similarity: similarity.enumerated().map { i, row in
-                    row.enumerated().map { j, v in i == j ? 0 : v }
-                }, rng: &rng)
-            negatives.append(picked.flatMap { prompts[$0] })
+            let picked: [Int]
+            do { picked = try negativeClasses(for: y, count: o.negatives, policy: policy, similarity: similarity, rng: &rng) } catch {
+                throw MenagerieError.invalidArgument("concord negatives for class \(y) (policy \(o.policy)): \(error)")
+            }
+            var texts: [[Float]] = []
+            for k in picked {
+                if negativeTexts[k] == nil { negativeTexts[k] = try clip.texts(book.negativePrompts(k)) }
+                let pool = negativeTexts[k]!
+                texts.append(pool[negativeDescription(pool: pool.count, rng: &rng)])
+            }
+            drawnClasses += picked
+            negatives.append(texts)
         }
+        log["negative_draws_distinct_classes"] = .number(Double(Set(drawnClasses).count))
         let guidance = ConceptGuidance(
             client: client, clip: clip, lambda: o.lambda, temperature: o.temperature, positives: labels.map { prompts[$0] }, negatives: negatives)
 

@@ -10,7 +10,14 @@ import Tensors
 /// dataset's description).
 public struct ConceptBook: Sendable {
     public var names: [String]
+    /// Every description of each class (at least `positives`).
     public var descriptions: [[String]]
+    /// How many of a class's first descriptions are its positives.
+    public var positives: Int
+
+    /// The descriptions a negative draw picks from: the first four (the released
+    /// `np.random.randint(0, 4)`), or all of them when a class has fewer.
+    public static let negativePool = 4
 
     public static func read(_ path: String, classes: Int, positives: Int) throws -> ConceptBook {
         guard FileManager.default.fileExists(atPath: path) else { throw MenagerieError.notFound("concepts file '\(path)' does not exist") }
@@ -33,61 +40,92 @@ public struct ConceptBook: Sendable {
                     "concepts file '\(path)' has no entry \"\(k)\": [class_name, [descriptions]] (the model has \(classes) classes)")
             }
             let texts = list.compactMap(\.stringValue)
-            guard texts.count >= positives else {
+            guard texts.count >= positives, !texts.isEmpty else {
                 throw MenagerieError.invalidArgument(
-                    "concepts file '\(path)': class \(k) ('\(name)') has \(texts.count) descriptions, \(positives) asked (positives=)")
+                    "concepts file '\(path)': class \(k) ('\(name)') has \(texts.count) descriptions, \(max(positives, 1)) asked (positives=)")
             }
             names[k] = name
-            descriptions[k] = Array(texts.prefix(positives))
+            descriptions[k] = texts
         }
-        return ConceptBook(names: names, descriptions: descriptions)
+        return ConceptBook(names: names, descriptions: descriptions, positives: positives)
     }
 
-    /// "{name} with {description}" for each of the class's descriptions.
-    public func prompts(_ k: Int) -> [String] { descriptions[k].map { "\(names[k]) with \($0)" } }
+    /// "{name} with {description}" for each of the class's positive descriptions.
+    public func prompts(_ k: Int) -> [String] { descriptions[k].prefix(positives).map { "\(names[k]) with \($0)" } }
+
+    /// The texts a negative draw of class k may pick: "{name} with {description}" for its first
+    /// `negativePool` descriptions.
+    public func negativePrompts(_ k: Int) -> [String] {
+        descriptions[k].prefix(Self.negativePool).map { "\(names[k]) with \($0)" }
+    }
 }
 
-/// How the K negative classes of each sample are drawn: `weighted` (probability ∝ the CLIP-text
-/// similarity of the class names, negatives clipped to 0, the class itself 0), `similar` (the K most
-/// similar names), `random` (uniform over the other classes).
+/// How the K negative classes of each sample are drawn, as the released `sample()`:
+/// `weighted` (`random.choices(classes, weights = neighbors[c], k = K)`: with replacement, weights the
+/// CLIP-text cosine similarities of the class names minus the identity, so the class itself weighs
+/// ≈ 0; a negative similarity weighs 0 here), `similar` (`argsort(neighbors[c])[-K:]`, the K most similar names, no replacement), `random`
+/// (`random.choices(classes, k = K)`: uniform with replacement, the class itself included).
 public enum NegativePolicy: String, Sendable, CaseIterable { case weighted, similar, random }
 
-/// K distinct negative classes for class `k` under `policy`, given the class-name similarity matrix
-/// [C, C] (row k).
-public func negativeClasses(for k: Int, count: Int, policy: NegativePolicy, similarity: [[Double]], rng: inout SeededGenerator) -> [Int] {
+public struct NegativeDrawError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
+/// Python's `random.choices(range(n), weights, k)` with this generator: cumulative weights, then for
+/// each draw `bisect_right(cum_weights, u·total, 0, n − 1)` with u uniform in [0, 1). Python's rule
+/// for a total that is not positive and finite (a ValueError) is an error here too; a negative
+/// weight is used as Python uses it (its class is then never drawn, its share goes to the next).
+public func pythonChoices(weights: [Double], count k: Int, rng: inout SeededGenerator) throws -> [Int] {
+    guard !weights.isEmpty else { throw NegativeDrawError(description: "no classes to draw negatives from") }
+    var cumulative: [Double] = []
+    cumulative.reserveCapacity(weights.count)
+    var total = 0.0
+    for w in weights {
+        total += w
+        cumulative.append(total)
+    }
+    guard total > 0, total.isFinite else {
+        throw NegativeDrawError(description: "the negative weights total \(total); a positive, finite total is needed (Python's random.choices refuses it too)")
+    }
+    let hi = weights.count - 1
+    return (0..<max(k, 0)).map { _ in
+        let x = rng.nextUniform() * total
+        var lo = 0, top = hi
+        while lo < top {
+            let mid = (lo + top) / 2
+            if x < cumulative[mid] { top = mid } else { lo = mid + 1 }
+        }
+        return lo
+    }
+}
+
+/// The K negative classes for class `k` under `policy`, given the class-name cosine similarity
+/// matrix [C, C] (unit embeddings: the diagonal ≈ 1; the released `neighbors` subtract the identity).
+public func negativeClasses(for k: Int, count: Int, policy: NegativePolicy, similarity: [[Double]], rng: inout SeededGenerator) throws -> [Int] {
     let classes = similarity.count
-    let others = (0..<classes).filter { $0 != k }
-    let want = min(count, others.count)
+    let neighbors = similarity[k].enumerated().map { j, v in j == k ? v - 1 : v }
     switch policy {
     case .similar:
-        return others.sorted { similarity[k][$0] != similarity[k][$1] ? similarity[k][$0] > similarity[k][$1] : $0 < $1 }.prefix(want).map { $0 }
+        // np.argsort(neighbors)[-K:]: ascending, the last K (ties in index order here).
+        let order = (0..<classes).sorted { neighbors[$0] != neighbors[$1] ? neighbors[$0] < neighbors[$1] : $0 < $1 }
+        return Array(order.suffix(count))
     case .random:
-        var pool = others, out: [Int] = []
-        for _ in 0..<want { out.append(pool.remove(at: Int(rng.next() % UInt64(pool.count)))) }
-        return out
+        return (0..<max(count, 0)).map { _ in min(Int(rng.nextUniform() * Double(classes)), classes - 1) }
     case .weighted:
-        // Draws without replacement, each draw ∝ the remaining weights (torch.multinomial's scheme).
-        var pool = others, out: [Int] = []
-        for _ in 0..<want {
-            let w = pool.map { max(similarity[k][$0], 0) }
-            let total = w.reduce(0, +)
-            var pick = pool.count - 1
-            if total > 0 {
-                var u = rng.nextUniform() * total
-                for (i, x) in w.enumerated() {
-                    u -= x
-                    if u < 0 {
-                        pick = i
-                        break
-                    }
-                }
-            } else {
-                pick = Int(rng.next() % UInt64(pool.count))
-            }
-            out.append(pool.remove(at: pick))
-        }
-        return out
+        // A CLIP's name similarities are positive in the released setting (LAION ViT-L/14 on ImageNet
+        // names), where clipping at 0 changes nothing; a small CLIP can give negative ones, on which
+        // Python's choices misdraws (a negative weight hands its share to the next class) or raises
+        // (a negative total). Ours: negatives weigh 0; no positive weight left → uniform over the others.
+        let clipped = neighbors.map { max($0, 0) }
+        if clipped.reduce(0, +) > 0 { return try pythonChoices(weights: clipped, count: count, rng: &rng) }
+        return try pythonChoices(weights: (0..<classes).map { $0 == k ? 0 : 1 }, count: count, rng: &rng)
     }
+}
+
+/// One negative text per drawn class: the index of one of its first `pool` descriptions, uniform
+/// (the released `np.random.randint(0, 4)`).
+public func negativeDescription(pool: Int, rng: inout SeededGenerator) -> Int {
+    min(Int(rng.nextUniform() * Double(max(pool, 1))), max(pool, 1) - 1)
 }
 
 /// The concept loss of one image and its gradient with respect to the UNNORMALISED image embedding e:

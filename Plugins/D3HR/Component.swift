@@ -9,34 +9,47 @@ import Tensors
 /// study distils at several IPCs, and CONCORD on D^3HR asks for the same classes again).
 let classGaussians = ProcessCache<[Int: ClassGaussian]>()
 
-/// D^3HR's group latents: the training split inverted through the diffusion backbone (on the host)
-/// to `inversion_step`, the latents at `sampling_step` summarised per class by a diagonal Gaussian,
-/// and per class the best of `candidates` groups of `ipc` draws.
+/// D^3HR's group latents as the released code makes them: the training split inverted through the
+/// diffusion backbone (on the host) to `sampling_step` (600), the latents there summarised per class
+/// by a diagonal Gaussian, per class the best of `candidates` groups of `ipc` draws (the same draws
+/// for every class), and generation from `start_step` (620).
 struct D3HRGroups {
     var client: DiffusionClient
     var start: [Float]
     var labels: [Int]
     var classes: [Int]
-    var samplingStep: Int
+    /// The timestep generation starts from (`start_step`).
+    var startStep: Int
     var realStats: Normalizer
 
     init(_ o: DiffusionDistillOptions, host: PluginHost, log: inout [String: JSONValue], neededBy purpose: String = "d3hr") throws {
         try o.validate()
+        guard let skewness = SkewnessMode(rawValue: o.skewness) else {
+            throw MenagerieError.invalidArgument("option 'skewness' = '\(o.skewness)' must be across_members or within_latent")
+        }
         client = try DiffusionClient(host, id: o.generator, model: o.model, neededBy: purpose)
         let c = client.config
         let ddim = DDIM(schedule: client.schedule, steps: o.steps)
+        // The released timesteps are DiT's (1000 training steps); a backbone of T steps gets t·T/1000.
+        let trainSteps = client.schedule.steps
+        let inversionStep = try scaledTimestep(o.inversion_step, key: "inversion_step", trainSteps: trainSteps)
+        let statisticsStep = try scaledTimestep(o.sampling_step, key: "sampling_step", trainSteps: trainSteps)
+        let startStep = try scaledTimestep(o.start_step, key: "start_step", trainSteps: trainSteps)
         let inversionLevel: Int, samplingLevel: Int
         do {
-            inversionLevel = try ddim.level(of: o.inversion_step)
-            samplingLevel = try ddim.level(of: o.sampling_step)
+            inversionLevel = try ddim.level(of: inversionStep)
+            samplingLevel = try ddim.level(of: statisticsStep)
         } catch { throw MenagerieError.invalidArgument("inversion_step / sampling_step: \(error)") }
+        do { _ = try ddim.level(of: startStep) } catch { throw MenagerieError.invalidArgument("start_step: \(error)") }
         guard samplingLevel <= inversionLevel else {
             throw MenagerieError.invalidArgument(
                 "sampling_step \(o.sampling_step) lies beyond inversion_step \(o.inversion_step): the statistics exist only up to the inversion")
         }
         classes = try chosenClasses(o, classes: c.classes)
         labels = classes.flatMap { [Int](repeating: $0, count: o.ipc) }
-        samplingStep = o.sampling_step
+        self.startStep = startStep
+        log["statistics_step"] = .number(Double(statisticsStep))
+        log["start_step"] = .number(Double(startStep))
         let data = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "", limit: o.limit)
         guard data.classes.count == c.classes, data.channels == c.channels else {
             throw MenagerieError.invalidArgument(
@@ -56,13 +69,15 @@ struct D3HRGroups {
             }
             var atLevel: [Float] = []
             atLevel.reserveCapacity(members.count * d)
-            // Encode and invert the class in batches sharing its CFG label; keep the latents at the sampling level.
+            // Encode and invert the class in batches sharing its CFG label; keep the latents at the
+            // statistics step, where the inversion stops (the released code goes on to 760, which
+            // changes nothing before it).
             for chunk in stride(from: 0, to: members.count, by: o.batch) {
                 let rows = Array(members[chunk..<min(members.count, chunk + o.batch)])
                 let clean = try client.encode(data.batch(rows))
                 atLevel += try client.invert(
-                    clean, classes: [Int](repeating: k, count: rows.count), steps: o.steps, guidance: o.guidance, toStep: o.inversion_step,
-                    recordStep: o.sampling_step)
+                    clean, classes: [Int](repeating: k, count: rows.count), steps: o.steps, guidance: o.guidance, toStep: statisticsStep,
+                    recordStep: statisticsStep)
                 try host.checkCancelled()
             }
             gaussians[k] = ClassGaussian(latents: atLevel, dimension: d)
@@ -70,16 +85,32 @@ struct D3HRGroups {
         }
         if !missing.isEmpty { classGaussians.store(key, gaussians) }
         log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
-        var rng = SeededGenerator(seed: host.seed)
         start = []
         var scores: [Double] = []
         for k in classes {
-            let best = sampleBestGroup(gaussians[k]!, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, rng: &rng)
+            // The same candidate noise for every class, as the released code seeds each class's
+            // batches with the same seeds (i·12345).
+            var rng = SeededGenerator(seed: host.seed)
+            let best = sampleBestGroup(
+                gaussians[k]!, size: o.ipc, candidates: o.candidates, skewWeight: o.skew_weight, skewness: skewness, rng: &rng)
             start += best.group
             scores.append(best.score)
         }
         log["mean_group_score"] = .number(scores.reduce(0, +) / Double(scores.count))
     }
+}
+
+/// A D^3HR timestep given on DiT's 1000-step scale (the released 600, 620, 760) on a backbone trained
+/// with `trainSteps` steps: t·T/1000, which must be a whole timestep (T = 1000: t itself).
+public func scaledTimestep(_ t: Int, key: String, trainSteps: Int) throws -> Int {
+    guard (0...1000).contains(t) else {
+        throw MenagerieError.invalidArgument("option '\(key)' = \(t) must lie in 0…1000 (d3hr timesteps are on DiT's 1000-step scale)")
+    }
+    guard (t * trainSteps) % 1000 == 0 else {
+        throw MenagerieError.invalidArgument(
+            "option '\(key)' = \(t) of 1000 is no whole timestep of this backbone's \(trainSteps) steps (\(t)·\(trainSteps)/1000 is fractional)")
+    }
+    return t * trainSteps / 1000
 }
 
 struct D3HRComponent: DiffusionDistiller {
@@ -107,7 +138,7 @@ struct D3HRComponent: DiffusionDistiller {
             let range = chunk..<min(groups.labels.count, chunk + o.batch)
             latents += try client.sample(
                 Array(groups.start[(range.lowerBound * d)..<(range.upperBound * d)]), classes: Array(groups.labels[range]), steps: o.steps,
-                guidance: o.guidance, fromStep: groups.samplingStep)
+                guidance: o.guidance, fromStep: groups.startStep)
             host.progress(range.upperBound, of: groups.labels.count, "d3hr")
         }
         log["generation_seconds"] = .number(Date().timeIntervalSince(began))
@@ -121,7 +152,7 @@ struct D3HRComponent: DiffusionDistiller {
         guard operation == "groups" else { throw MenagerieError.unsupported("'\(Self.id)' has no operation '\(operation)'") }
         var log: [String: JSONValue] = [:]
         let g = try D3HRGroups(request.options, host: request.host, log: &log)
-        log["from_step"] = .number(Double(g.samplingStep))
+        log["from_step"] = .number(Double(g.startStep))
         log["mean"] = .array(g.realStats.mean.map { .number(Double($0)) })
         log["std"] = .array(g.realStats.std.map { .number(Double($0)) })
         return Response(

@@ -24,6 +24,15 @@ struct DistilledEvalComponent: Metric {
         var teacher = ""
         var teacher_epochs = 30
         var temperature = 4.0
+        // released soft-label protocol (soft_label)
+        var student = "resnet18_modified"
+        var students: [String] = []
+        var teacher_arch = "resnet18_modified"
+        var teacher_limit = 0
+        var cutmix_temperature = 20.0
+        var adamw_lr = 0.001
+        var adamw_weight_decay = 0.01
+        var soft_batch = 0
         // bias study
         var rhos: [Double] = [0.1, 0.5, 0.8, 0.95, 1.0]
         var methods: [String] = ["random-selection", "herding", "dm", "dc", "dsa"]
@@ -53,16 +62,27 @@ struct DistilledEvalComponent: Metric {
             "candidates": "diffusion-study: D^3HR candidate groups per class", "lambda": "diffusion-study: CONCORD's λ",
             "concepts": "diffusion-study: CONCORD's concepts JSON (empty: the file shipped for synthetic-tol or cmnist-dd)",
             "clip": "diffusion-study: CONCORD's CLIP backbone component", "clip_options": "diffusion-study: key=value options for it",
-            "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (inversion_step 760 and sampling_step 600 must lie on the grid)",
+            "diffusion_steps": "diffusion-study: DDIM steps of the diffusion methods (D^3HR's 600, 620 and 760 must lie on the grid)",
             "from_csv": "bias-study: redraw the table and plot from an earlier run's bias_study.csv instead of running it",
             "distilled": "a distilled.safetensors (from any distiller)",
             "dataset": "the dataset whose test split is evaluated (default: the one the set was distilled from)",
             "dataset_options": "key=value dataset options (default: those the set was distilled with)",
-            "protocol": "hard (fresh ConvNet-3, SGD, hard labels) or soft (teacher logits, KL at temperature, AdamW)",
+            "protocol":
+                "hard (fresh ConvNet-3, SGD, hard labels), soft (this project's: ConvNet-3 teacher logits on DSA batches, KL·T² at temperature, AdamW, per-step cosine) or soft_label (D^3HR's released protocol: frozen teacher, RandomResizedCrop+flip, CutMix, KL batchmean at cutmix_temperature without T², AdamW on >1-D weights, per-epoch half cosine)",
+            "student": "soft_label: the student network, convnet3, resnet18 or resnet18_modified (3×3 stem, no max-pool)",
+            "students": "soft_label: several students → a cross-architecture table, cross_architecture.csv (empty: just `student`)",
+            "teacher_arch":
+                "soft_label: the teacher's network (convnet3, resnet18, resnet18_modified); teacher=FILE must be one (torchvision state-dict names)",
+            "teacher_limit": "soft_label: train the teacher on at most this many training images (0: all)",
+            "cutmix_temperature": "soft_label: the KL temperature T (the released 20 for CutMix)",
+            "adamw_lr": "soft_label: the AdamW rate (released: 1e-3 for ResNets and ConvNets)",
+            "adamw_weight_decay": "soft_label: AdamW weight decay on the weights with more than one dimension",
+            "soft_batch": "soft_label: batch size (0: the released rule: 100 at IPC ≥ 50, 50 at IPC ≥ 10, else 15, at most IPC·classes)",
             "nets": "networks trained (mean ± std over them)", "epochs": "training epochs (lr × 0.1 at half for hard)", "batch": "batch size",
             "lr": "hard: SGD rate", "augment": "dsa (every batch through one DSA draw) or none", "width": "ConvNet width", "depth": "ConvNet depth",
             "test_limit": "evaluate on at most this many test images (0: all)",
-            "teacher": "soft: a teacher ConvNet safetensors (empty: trained here on the full train split and written as teacher.safetensors)",
+            "teacher":
+                "soft: a teacher ConvNet safetensors; soft_label: a teacher_arch checkpoint (.pt/.pth or safetensors, torchvision names); empty: trained here on the train split with hard labels and written as teacher.safetensors",
             "teacher_epochs": "soft: epochs of the teacher's training", "temperature": "soft: KL temperature",
             "rhos": "bias-study: the bias-aligned ratios ρ", "methods": "bias-study: distillers run at every ρ",
             "task_specific": "bias-study: distillers also run toward the unbiased attribute distribution (target=balanced-attribute)",
@@ -72,12 +92,16 @@ struct DistilledEvalComponent: Metric {
                 "bias-study: DC/DSA network epochs between image updates (outer loop 10 as the reference at IPC 10; the reference inner loop is 50)",
             "batch_real": "bias-study: real images per class per matching step", "per_class": "bias-study: rendered training digits per class",
         ]
-        static let choices = ["protocol": ["hard", "soft"], "augment": ["dsa", "none"]]
+        static let choices = [
+            "protocol": ["hard", "soft", "soft_label"], "augment": ["dsa", "none"], "student": EvalArch.allCases.map(\.rawValue),
+            "teacher_arch": EvalArch.allCases.map(\.rawValue),
+        ]
         static let ranges: [String: ClosedRange<Double>] = [
             "nets": 1...1000, "epochs": 0...1e6, "batch": 1...1e6, "lr": 0...1e3, "width": 1...65536, "depth": 1...30, "test_limit": 0...1e12,
             "teacher_epochs": 0...1e6, "temperature": 1e-6...1e6, "rhos": 0...1, "ipc": 1...1e6, "severity": 1...4, "dm_iterations": 0...1e8,
             "dc_iterations": 0...1e8, "dc_inner_loop": 0...1e6, "batch_real": 1...1e6, "per_class": 1...1e7, "ipcs": 1...1e6,
-            "diffusion_steps": 1...1e6, "candidates": 1...1e7, "lambda": -1e6...1e6,
+            "diffusion_steps": 1...1e6, "candidates": 1...1e7, "lambda": -1e6...1e6, "teacher_limit": 0...1e12,
+            "cutmix_temperature": 1e-6...1e6, "adamw_lr": 0...1e3, "adamw_weight_decay": 0...1e3, "soft_batch": 0...1e6,
         ]
     }
     static let id = "distilled-eval"
@@ -129,7 +153,55 @@ struct DistilledEvalComponent: Metric {
         var normalizer = set.normalizer()
         var artifacts: [String] = []
         let accuracies: [Double]
-        if o.protocol == "soft" {
+        var extra: [String: JSONValue] = [:]
+        if o.protocol == "soft_label" {
+            let names = o.students.isEmpty ? [o.student] : o.students
+            let students = try names.map { name -> EvalArch in
+                guard let a = EvalArch(rawValue: name) else {
+                    throw MenagerieError.invalidArgument("student '\(name)' is none of \(EvalArch.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return a
+            }
+            guard let teacherArch = EvalArch(rawValue: o.teacher_arch) else {
+                throw MenagerieError.invalidArgument("teacher_arch '\(o.teacher_arch)' is none of \(EvalArch.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let train = try RealData.load(
+                request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: "", limit: o.teacher_limit)
+            if normalizer == nil { normalizer = Normalizer(train) }
+            let teacher = try loadOrTrainEvalTeacher(
+                o, arch: teacherArch, train: train, normalizer: normalizer!, settings: s, host: request.host, artifacts: &artifacts)
+            var r = ReleasedSoftLabel.Settings()
+            r.nets = o.nets
+            r.epochs = o.epochs
+            r.batch = o.soft_batch
+            r.lr = o.adamw_lr
+            r.weightDecay = o.adamw_weight_decay
+            r.temperature = o.cutmix_temperature
+            r.seed = request.host.seed
+            var table: [String: JSONValue] = [:]
+            var csv = "student,mean,std,accuracies\n"
+            var first: [Double] = []
+            for (i, student) in students.enumerated() {
+                if students.count > 1 { request.host.phase(i + 1, of: students.count, student.rawValue) }
+                let acc = try ReleasedSoftLabel.evaluate(
+                    set, teacher: teacher, student: student, normalizer: normalizer!, test: test, settings: r, host: request.host, width: o.width,
+                    depth: o.depth)
+                if i == 0 { first = acc }
+                let (m, sd) = meanStd(acc)
+                table[student.rawValue] = .object(["mean": .number(m), "std": .number(sd), "accuracies": .array(acc.map { .number($0) })])
+                csv +=
+                    "\(student.rawValue),\(String(format: "%.4f", m)),\(String(format: "%.4f", sd)),\""
+                    + acc.map { String(format: "%.4f", $0) }.joined(separator: " ") + "\"\n"
+            }
+            try AtomicFile.write(csv, to: request.host.scratchDirectory + "/cross_architecture.csv")
+            artifacts.append("cross_architecture.csv")
+            accuracies = first
+            extra["students"] = .object(table)
+            extra["teacher_arch"] = .string(teacherArch.rawValue)
+            extra["teacher_test_accuracy"] = .number(
+                Protocols.accuracy(
+                    { teacher($0) }, test: test, normalized: normalizer!.normalize(test.images, channels: test.channels, plane: test.plane)))
+        } else if o.protocol == "soft" {
             let train = try RealData.load(request.host, dataset: dataset, options: datasetOptions, split: "train", size: set.size, attribute: "")
             if normalizer == nil { normalizer = Normalizer(train) }
             let teacher = try loadOrTrainTeacher(o, train: train, normalizer: normalizer!, settings: s, host: request.host, artifacts: &artifacts)
@@ -142,13 +214,46 @@ struct DistilledEvalComponent: Metric {
             accuracies = try Protocols.hardLabel(set, normalizer: normalizer!, test: test, settings: s, host: request.host)
         }
         let (mean, std) = meanStd(accuracies)
-        return Response(
-            result: [
-                "protocol": .string(o.protocol), "accuracies": .array(accuracies.map { .number($0) }), "mean": .number(mean),
-                "std": .number(std), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
-                "method": .string(set.method), "ipc": .number(Double(set.ipc)), "test_images": .number(Double(test.count)),
-                "seconds": .number(Date().timeIntervalSince(t0)),
-            ], artifacts: artifacts)
+        var result: [String: JSONValue] = [
+            "protocol": .string(o.protocol), "accuracies": .array(accuracies.map { .number($0) }), "mean": .number(mean),
+            "std": .number(std), "nets": .number(Double(o.nets)), "epochs": .number(Double(o.epochs)),
+            "method": .string(set.method), "ipc": .number(Double(set.ipc)), "test_images": .number(Double(test.count)),
+            "seconds": .number(Date().timeIntervalSince(t0)),
+        ]
+        result.merge(extra) { _, b in b }
+        return Response(result: .object(result), artifacts: artifacts)
+    }
+
+    /// The released protocol's teacher: a `teacher_arch` network loaded from `teacher` (torchvision
+    /// state-dict names; .pt/.pth or safetensors), or trained here with hard labels (SGD, `lr`,
+    /// `teacher_epochs`, DSA when `augment=dsa`) on the train split and written as teacher.safetensors.
+    /// Frozen and in evaluation mode.
+    func loadOrTrainEvalTeacher(
+        _ o: Options, arch: EvalArch, train: RealData, normalizer: Normalizer, settings s: Protocols.Settings, host: PluginHost,
+        artifacts: inout [String]
+    ) throws -> EvalNet {
+        let net = try EvalNet(
+            arch, channels: train.channels, classes: train.classes.count, imageSize: train.size, width: s.width, depth: s.depth, seed: s.seed &+ 77)
+        if !o.teacher.isEmpty {
+            let path = (o.teacher as NSString).expandingTildeInPath
+            do { try net.module.load(from: try Checkpoint(path: path)) } catch {
+                throw MenagerieError.invalidArgument(
+                    "teacher '\(o.teacher)' does not fit a \(arch.rawValue) for \(train.classes.count) classes of \(train.channels)×\(train.size)² images (teacher_arch=): \(error)"
+                )
+            }
+        } else {
+            var t = s
+            t.epochs = o.teacher_epochs
+            let x = try Tensor(
+                normalizer.normalize(train.images, channels: train.channels, plane: train.plane),
+                shape: [train.count, train.channels, train.size, train.size])
+            try Protocols.fitHard(net, images: x, labels: train.labels, settings: t, seed: s.seed &+ 77, host: host, label: "teacher \(arch.rawValue)")
+            try net.module.save(to: host.scratchDirectory + "/teacher.safetensors", metadata: ["arch": arch.rawValue])
+            artifacts.append("teacher.safetensors")
+        }
+        net.isTraining = false
+        for p in net.module.parameters { p.variable = Variable(p.value) }
+        return net
     }
 
     func loadOrTrainTeacher(

@@ -40,6 +40,11 @@ public enum Protocols {
 
     /// Top-1 accuracy of `net` on the (normalised) test images.
     static func accuracy(_ net: ConvNet, test: RealData, normalized: [Float]) -> Double {
+        accuracy({ net($0) }, test: test, normalized: normalized)
+    }
+
+    /// Top-1 accuracy of a network (its forward pass) on the (normalised) test images.
+    static func accuracy(_ net: (Variable) -> Variable, test: RealData, normalized: [Float]) -> Double {
         var correct = 0
         let plane = test.plane
         GradMode.disabled {
@@ -67,9 +72,23 @@ public enum Protocols {
         images: Tensor, labels: [Int], classes: Int, settings s: Settings, seed: UInt64, host: PluginHost,
         label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil
     ) throws -> ConvNet {
-        let (n, c, size) = (images.shape[0], images.shape[1], images.shape[2])
+        let (c, size) = (images.shape[1], images.shape[2])
         let net = try checkedConvNet(channels: c, classes: classes, width: s.width, depth: s.depth, imageSize: size, seed: seed)
-        let optimizer = SGD(net.parameters, learningRate: Float(s.lr), momentum: Float(s.momentum), weightDecay: Float(s.weightDecay))
+        try fitHard(
+            EvalNet(convNet: net), images: images, labels: labels, settings: s, seed: seed, host: host, label: label, offset: offset, total: total,
+            netNumber: netNumber)
+        return net
+    }
+
+    /// Trains `net` on (images, labels) with the hard-label schedule (SGD, lr × 0.1 at half the
+    /// epochs, DSA when set) and leaves it in evaluation mode.
+    static func fitHard(
+        _ net: EvalNet, images: Tensor, labels: [Int], settings s: Settings, seed: UInt64, host: PluginHost,
+        label: String, offset: Int = 0, total: Int? = nil, netNumber: Int? = nil
+    ) throws {
+        let (n, size) = (images.shape[0], images.shape[2])
+        let optimizer = SGD(net.module.parameters, learningRate: Float(s.lr), momentum: Float(s.momentum), weightDecay: Float(s.weightDecay))
+        net.isTraining = true
         var rng = SeededGenerator(seed: seed &+ 99)
         var lossSum = 0.0, seen = 0
         for epoch in 0..<s.epochs {
@@ -100,7 +119,6 @@ public enum Protocols {
             if epoch % 10 == 9 || epoch == s.epochs - 1 { host.progress(offset + epoch + 1, of: total ?? s.epochs, label) }
         }
         net.isTraining = false
-        return net
     }
 
     /// Protocol 1 (DC/DSA/DM, the bias study): hard labels; accuracy of `nets` networks. With

@@ -19,8 +19,10 @@ public struct DiffusionDistillOptions: ComponentOptions {
     // D^3HR
     public var inversion_step = 760
     public var sampling_step = 600
+    public var start_step = 620
     public var candidates = 2000
     public var skew_weight = 0.1
+    public var skewness = "across_members"
     public var limit = 0
     // CONCORD
     public var base = "plain"
@@ -40,9 +42,15 @@ public struct DiffusionDistillOptions: ComponentOptions {
         "dataset_options": "key=value options for the dataset", "ipc": "images per class", "steps": "DDIM steps (η = 0)",
         "guidance": "classifier-free guidance scale (D^3HR and DiT: 4.0)", "batch": "latents per denoiser call",
         "classes": "generate only these class indices (empty: all)",
-        "inversion_step": "d3hr: the timestep the training latents are inverted to (0.76 T)",
-        "sampling_step": "d3hr: the timestep whose class statistics are sampled and where generation starts",
+        "inversion_step":
+            "d3hr: the last timestep the released code inverts to and stores (760 of 1000; the statistics need only sampling_step, where the inversion stops)",
+        "sampling_step":
+            "d3hr: the timestep whose class statistics are sampled (the released 600 of DiT's 1000 training steps; d3hr timesteps are on a 1000-step scale, t·T/1000 for a backbone of T steps)",
+        "start_step":
+            "d3hr: the timestep generation starts from with the chosen latents (the released 620: one 50-step slot above sampling_step; set it to sampling_step for the earlier behaviour)",
         "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
+        "skewness":
+            "d3hr: across_members (the released skewness_batch: each dimension standardised across the group, D/((D−1)(D−2)) with D the latent size) or within_latent (the earlier reading: each latent over its own dimensions)",
         "limit": "d3hr: at most this many training images inverted (0: all)",
         "base": "concord: the generator guided, plain (from noise) or d3hr (the d3hr component's group latents, through the host)",
         "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the file shipped for synthetic-tol or cmnist-dd)",
@@ -53,7 +61,9 @@ public struct DiffusionDistillOptions: ComponentOptions {
         "clip": "concord: the CLIP backbone component (texts + image embeddings with gradients)",
         "clip_options": "concord: key=value options for it (e.g. model=~/bioclip-2)",
     ]
-    public static let choices = ["base": ["plain", "d3hr"], "policy": ["weighted", "similar", "random"]]
+    public static let choices = [
+        "base": ["plain", "d3hr"], "policy": ["weighted", "similar", "random"], "skewness": ["across_members", "within_latent"],
+    ]
 
     /// The checks every diffusion distiller makes before it calls anything.
     public func validate() throws {

@@ -75,10 +75,16 @@ import Testing
         let set = try SafeTensorsFile(path: dir.sub("d3hr") + "/distilled.safetensors")
         #expect(try set.tensor("labels").integers() == [3, 3, 3, 7, 7, 7])
         #expect(d3hr.stdout.contains("mean_group_score"))
+        let logged = try JSONValue.parse(d3hr.stdout)["result"]
+        #expect(logged?["statistics_step"]?.intValue == 600 && logged?["start_step"]?.intValue == 620)
         let backwards = try cli.run("run", "d3hr", "--set", "classes=[3]", "--set", "sampling_step=780", "--set", "inversion_step=760")
         #expect(backwards.status != 0 && backwards.stderr.contains("sampling_step 780 lies beyond inversion_step 760"))
-        let offGrid = try cli.run("run", "d3hr", "--set", "classes=[3]", "--set", "inversion_step=1200")
-        #expect(offGrid.status != 0 && offGrid.stderr.contains("not on the DDIM grid"))
+        let offGrid = try cli.run("run", "d3hr", "--set", "classes=[3]", "--set", "start_step=630")
+        #expect(offGrid.status != 0 && offGrid.stderr.contains("start_step") && offGrid.stderr.contains("not on the DDIM grid"), "\(offGrid.stderr)")
+        let beyondScale = try cli.run("run", "d3hr", "--set", "classes=[3]", "--set", "inversion_step=1200")
+        #expect(beyondScale.status != 0 && beyondScale.stderr.contains("inversion_step") && beyondScale.stderr.contains("1000"))
+        let skew = try cli.run("run", "d3hr", "--set", "classes=[3]", "--set", "skewness=sideways")
+        #expect(skew.status != 0 && skew.stderr.contains("skewness"))
 
         let concord = try cli.run("run", "concord", "--set", "classes=[3,7]", "--set", "ipc=2", "--set", "steps=10", "--out", dir.sub("concord"), "--json")
         #expect(concord.status == 0, "\(concord.stderr)")

@@ -114,11 +114,13 @@ import Testing
         let group: [Float] = [1, -1, 0, -1, 1, 0]
         let expected = 0 + (2 * pow(2.0.squareRoot() - 1, 2) + 1).squareRoot() + 0
         #expect(abs(groupScore(group, dimension: 3, gaussian: g) - expected) < 1e-9)
-        // One member: its own mean, no spread term; a skewed member adds 0.1·|γ|.
+        // One member: its own mean, no spread term; under the earlier within-latent reading a skewed
+        // member adds 0.1·|γ|, under the released across-members one a lone member has no skewness.
         let skewed: [Float] = [0, 0, 3]
         let gamma = latentSkewness(skewed[...])
         #expect(gamma > 0)
-        #expect(abs(groupScore(skewed, dimension: 3, gaussian: g) - (3.0 + 0.1 * gamma)) < 1e-9)
+        #expect(abs(groupScore(skewed, dimension: 3, gaussian: g, skewness: .withinLatent) - (3.0 + 0.1 * gamma)) < 1e-9)
+        #expect(abs(groupScore(skewed, dimension: 3, gaussian: g) - 3.0) < 1e-9)
         // The best of many candidate groups scores below a typical one.
         var rng = SeededGenerator(seed: 3)
         let best = sampleBestGroup(
@@ -161,28 +163,6 @@ import Testing
             worst = max(worst, abs(numeric - Double(gradient[j])) / max(abs(numeric), 1e-2))
         }
         #expect(worst < 1e-2, "relative error \(worst)")
-    }
-
-    @Test func negativePoliciesDrawAsSpecified() {
-        // Class 0's similarities to classes 1…4: 0.1, 0.2, 0.3, 0.4.
-        let sim: [[Double]] = (0..<5).map { i in (0..<5).map { j in i == j ? 0 : Double(i + j) / 10 } }
-        var rng = SeededGenerator(seed: 11)
-        #expect(negativeClasses(for: 0, count: 2, policy: .similar, similarity: sim, rng: &rng) == [4, 3])
-        var counts = [Int](repeating: 0, count: 5), randomCounts = counts
-        let draws = 20000
-        for _ in 0..<draws {
-            counts[negativeClasses(for: 0, count: 1, policy: .weighted, similarity: sim, rng: &rng)[0]] += 1
-            randomCounts[negativeClasses(for: 0, count: 1, policy: .random, similarity: sim, rng: &rng)[0]] += 1
-        }
-        #expect(counts[0] == 0 && randomCounts[0] == 0) // never the class itself
-        for j in 1...4 {
-            let p = Double(j) / 10 / 1.0 // weights 0.1…0.4 sum to 1
-            #expect(abs(Double(counts[j]) / Double(draws) - p) < 0.015, "weighted \(j): \(counts[j])")
-            #expect(abs(Double(randomCounts[j]) / Double(draws) - 0.25) < 0.015, "random \(j): \(randomCounts[j])")
-        }
-        // K distinct classes.
-        let four = negativeClasses(for: 2, count: 4, policy: .weighted, similarity: sim, rng: &rng)
-        #expect(Set(four).count == 4 && !four.contains(2))
     }
 
     @Test func aConceptsFileMissingAClassOrDescriptionsIsNamed() throws {
