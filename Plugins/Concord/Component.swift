@@ -26,7 +26,7 @@ struct ConcordComponent: DiffusionDistiller {
         }
         let client = try DiffusionClient(host, id: o.generator, model: o.model, neededBy: "concord")
         let c = client.config, d = c.latentDimension
-        let ddim = DDIM(schedule: client.schedule, steps: o.steps)
+        let ddim = try client.ddim(steps: o.steps)
         let chosen = try chosenClasses(o, classes: c.classes)
         let labels = chosen.flatMap { [Int](repeating: $0, count: o.ipc) }
         var rng = SeededGenerator(seed: host.seed)

@@ -29,7 +29,7 @@ struct D3HRGroups {
         }
         client = try DiffusionClient(host, id: o.generator, model: o.model, neededBy: purpose)
         let c = client.config
-        let ddim = DDIM(schedule: client.schedule, steps: o.steps)
+        let ddim = try client.ddim(steps: o.steps)
         // The released timesteps are DiT's (1000 training steps); a backbone of T steps gets t·T/1000.
         let trainSteps = client.schedule.steps
         let inversionStep = try scaledTimestep(o.inversion_step, key: "inversion_step", trainSteps: trainSteps)

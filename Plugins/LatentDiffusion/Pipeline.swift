@@ -162,7 +162,7 @@ extension LatentDiffusionComponent {
             "layout": .string(p.layout), "learned_sigma": .bool(t.learnsSigma), "model_channels": .number(Double(t.outChannels)),
             "scaling_factor": .number(Double(p.vae.config.scalingFactor)), "set_alpha_to_one": .bool(s.setAlphaToOne),
             "steps_offset": .number(Double(s.stepsOffset)), "timestep_spacing": .string(s.spacing.rawValue),
-            "prediction_type": .string(s.prediction.rawValue), "clip_sample": .bool(s.clipSample),
+            "prediction_type": .string(s.prediction.rawValue), "clip_sample": .bool(s.clipSample), "clip_sample_range": .number(s.clipSampleRange),
             "heads": .number(Double(t.heads)), "layers": .number(Double(t.layers)), "width": .number(Double(t.width)), "patch": .number(Double(t.patch)),
         ])
     }

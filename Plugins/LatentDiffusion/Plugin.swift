@@ -19,7 +19,7 @@ struct PlainDiffusionComponent: DiffusionDistiller {
         let labels = chosen.flatMap { [Int](repeating: $0, count: o.ipc) }
         var rng = SeededGenerator(seed: host.seed)
         let start = (0..<(labels.count * d)).map { _ in Float(rng.nextNormal()) }
-        let top = DDIM(schedule: client.schedule, steps: o.steps).timesteps.last ?? 0
+        let top = try client.ddim(steps: o.steps).timesteps.last ?? 0
         let began = Date()
         var latents: [Float] = []
         for chunk in stride(from: 0, to: labels.count, by: o.batch) {

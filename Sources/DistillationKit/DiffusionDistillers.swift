@@ -95,6 +95,10 @@ public struct DiffusionClient: Sendable {
     public let component: ComponentProxy
     public let config: Config
     public let schedule: NoiseSchedule
+    /// The backbone's DDIM grid settings when it names them (a diffusers pipeline's scheduler:
+    /// `timestep_spacing`, `steps_offset`, `set_alpha_to_one`, `prediction_type`, `clip_sample`), so a
+    /// distiller's own DDIM loop walks the backbone's grid; nil: the plain grid of `DDIM(schedule:steps:)`.
+    public let scheduler: DDIMSchedulerConfig?
     let model: String
 
     /// Resolves `id` and reads its configuration for the model folder `model` (empty: its embedded one).
@@ -118,6 +122,39 @@ public struct DiffusionClient: Sendable {
         guard config.latentDimension <= 1 << 24 else { throw MenagerieError.invalidArgument("\(source): latents of \(shape) are too large") }
         let alphaBar = (r["alphas_cumprod"]?.arrayValue ?? []).compactMap(\.doubleValue)
         do { schedule = try NoiseSchedule(alphaBar: alphaBar) } catch { throw MenagerieError.invalidArgument("\(source): \(error)") }
+        if let spacing = r["timestep_spacing"]?.stringValue {
+            var c = DDIMSchedulerConfig()
+            c.trainSteps = alphaBar.count
+            guard let s = DDIMSchedulerConfig.Spacing(rawValue: spacing) else {
+                throw MenagerieError.invalidArgument("\(source): timestep_spacing '\(spacing)' is not leading, trailing or linspace")
+            }
+            c.spacing = s
+            c.stepsOffset = try int("steps_offset", 0...alphaBar.count)
+            c.setAlphaToOne = r["set_alpha_to_one"]?.boolValue ?? true
+            let prediction = r["prediction_type"]?.stringValue ?? "epsilon"
+            guard let p = DDIMSchedulerConfig.Prediction(rawValue: prediction) else {
+                throw MenagerieError.invalidArgument("\(source): prediction_type '\(prediction)' is not epsilon, sample or v_prediction")
+            }
+            c.prediction = p
+            c.clipSample = r["clip_sample"]?.boolValue ?? false
+            if c.clipSample {
+                guard let range = r["clip_sample_range"]?.doubleValue, range.isFinite, range > 0 else {
+                    throw MenagerieError.invalidArgument("\(source): clip_sample needs a positive, finite clip_sample_range")
+                }
+                c.clipSampleRange = range
+            }
+            scheduler = c
+        } else {
+            scheduler = nil
+        }
+    }
+
+    /// The DDIM grid of `steps` steps the backbone's own `sample` and `invert` walk.
+    public func ddim(steps: Int) throws -> DDIM {
+        guard let scheduler else { return DDIM(schedule: schedule, steps: steps) }
+        do { return try DDIM(alphaBar: schedule.alphaBar, scheduler: scheduler, steps: steps) } catch {
+            throw MenagerieError.invalidArgument("option 'steps' = \(steps) on backbone '\(component.id)': \(error)")
+        }
     }
 
     var base: [String: JSONValue] { ["model": .string(model)] }

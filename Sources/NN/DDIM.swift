@@ -94,7 +94,15 @@ public struct DDIM: Sendable {
     /// `steps_offset`, `set_alpha_to_one`, prediction type and `clip_sample`. Inversion follows
     /// `DDIMInverseScheduler` built from the same config (leading or trailing spacing).
     public init(scheduler c: DDIMSchedulerConfig, steps: Int) throws {
-        let alphaBar = c.alphasCumprod
+        try self.init(alphaBar: c.alphasCumprod, scheduler: c, steps: steps)
+    }
+
+    /// The same on a given ᾱ table (a backbone's `alphas_cumprod`, read through the host) with the
+    /// scheduler's grid settings (`c`'s β fields are not used; its `trainSteps` must equal the table's length).
+    public init(alphaBar: [Double], scheduler c: DDIMSchedulerConfig, steps: Int) throws {
+        guard alphaBar.count == c.trainSteps else {
+            throw DiffusionError("alphas_cumprod has \(alphaBar.count) entries; num_train_timesteps is \(c.trainSteps)")
+        }
         schedule = try NoiseSchedule(alphaBar: alphaBar)
         let grid = try c.timesteps(steps)
         if let bad = grid.first(where: { !(0..<c.trainSteps).contains($0) }) {

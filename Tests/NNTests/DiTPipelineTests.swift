@@ -178,6 +178,20 @@ import Testing
     /// diffusers' set_timesteps for the other spacings and offsets (values as numpy computes them:
     /// trailing round(arange(1000, 0, −100)) − 1; linspace round(linspace(0, 999, 10)); leading with
     /// steps_offset 1), and the β schedules' endpoints.
+    /// A distiller's DDIM through the host: the backbone's ᾱ table with its scheduler's grid settings
+    /// walks the same grid as the scheduler itself (dit-tiny: leading, offset 0, set_alpha_to_one
+    /// false, so the clean end is ᾱ_0 = 1 − 1e-4, not 1); a table of another length is refused.
+    @Test func aGivenAlphaTableWithTheSchedulerSettingsIsTheSchedulersGrid() throws {
+        var c = try DDIMSchedulerConfig.load(path: TestPaths.fixtures + "/dit-tiny/scheduler/scheduler_config.json")
+        c.stepsOffset = 1
+        let own = try DDIM(scheduler: c, steps: 10)
+        let given = try DDIM(alphaBar: c.alphasCumprod, scheduler: c, steps: 10)
+        #expect(given.timesteps == own.timesteps && given.timesteps == [1, 101, 201, 301, 401, 501, 601, 701, 801, 901])
+        #expect(given.finalAlphaBar == c.alphasCumprod[0] && abs(given.finalAlphaBar - 0.9999) < 1e-7)
+        #expect(given.previousAlphaBar(level: 3) == c.alphasCumprod[201])
+        #expect(throws: DiffusionError.self) { try DDIM(alphaBar: Array(c.alphasCumprod.dropLast()), scheduler: c, steps: 10) }
+    }
+
     @Test func schedulerSpacingsAndBetas() throws {
         var c = DDIMSchedulerConfig()
         c.spacing = .trailing
