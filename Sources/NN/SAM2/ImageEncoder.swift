@@ -222,6 +222,7 @@ public final class HieraBlock: Module {
 
     /// MultiScaleAttention on [B, H, W, C] windows: packed qkv, optional query pooling, softmax(q kᵀ/√hd) v.
     func attention(_ x: Variable) -> Variable {
+        if !GradMode.isEnabled { return fusedWindowAttention(x) }
         let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = dimOut / heads
         let all = qkv(x).reshaped([b, h * w, 3, heads, hd]).permuted([2, 0, 3, 1, 4]) // [3, B, heads, HW, hd]
