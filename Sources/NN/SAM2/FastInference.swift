@@ -99,27 +99,7 @@ extension HieraBlock {
         var pooled: Tensor? = nil
         if let s = qStride {
             (oh, ow) = (h / s, w / s)
-            let (ph, pw) = (oh, ow)
-            let dim = dimOut
-            pooled = Tensor.makeUninitialized([b, ph * pw, dim]) { o in
-                let box = UncheckedBox((base, o))
-                Parallel.chunks(b * ph, grain: 1) { rows in
-                    let (base, o) = box.value
-                    for r in rows {
-                        let (n, y) = (r / ph, r % ph)
-                        for xx in 0..<pw {
-                            let orow = o + ((n * ph + y) * pw + xx) * dim
-                            orow.update(repeating: -Float.infinity, count: dim)
-                            for dy in 0..<s {
-                                for dx in 0..<s {
-                                    let src = base + ((n * h + y * s + dy) * w + xx * s + dx) * c3
-                                    for d in 0..<dim where src[d] > orow[d] { orow[d] = src[d] }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            pooled = maxPoolRows(base, batch: b, height: h, width: w, channels: dimOut, rowStride: c3, stride: s)
         }
         let nq = oh * ow, nk = h * w
         let q =
@@ -135,5 +115,36 @@ extension HieraBlock {
             }
         }
         return withExtendedLifetime(packed) { attnProj(Variable(mixed)) }
+    }
+}
+
+/// nn.MaxPool2d(s, s) (floor) on an NHWC map [N, H, W, C] → [N, H/s, W/s, C], without permutes.
+func maxPoolNHWC(_ x: Tensor, _ s: Int) -> Tensor {
+    let (n, h, w, c) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    return withExtendedLifetime(x) { maxPoolRows(x.floats, batch: n, height: h, width: w, channels: c, rowStride: c, stride: s) }
+}
+
+/// Max pooling of s × s cells of rows laid out [N, H, W] with `channels` floats each at `rowStride`
+/// apart → [N, H/s, W/s, channels] contiguous.
+func maxPoolRows(_ base: UnsafePointer<Float>, batch n: Int, height h: Int, width w: Int, channels c: Int, rowStride: Int, stride s: Int) -> Tensor {
+    let (ph, pw) = (h / s, w / s)
+    return Tensor.makeUninitialized([n, ph, pw, c]) { o in
+        let box = UncheckedBox((base, o))
+        Parallel.chunks(n * ph, grain: 1) { rows in
+            let (base, o) = box.value
+            for r in rows {
+                let (b, y) = (r / ph, r % ph)
+                for xx in 0..<pw {
+                    let orow = o + ((b * ph + y) * pw + xx) * c
+                    orow.update(repeating: -Float.infinity, count: c)
+                    for dy in 0..<s {
+                        for dx in 0..<s {
+                            let src = base + ((b * h + y * s + dy) * w + xx * s + dx) * rowStride
+                            for d in 0..<c where src[d] > orow[d] { orow[d] = src[d] }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
