@@ -248,7 +248,18 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
 }
 
 /// x · Wᵀ + b with W stored [out, in] (nn.Linear).
+/// With the tape off, one pass: the bias copied into the output, the product added by sgemm (β = 1).
 public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
+    if !GradMode.enabled, let bias, weight.shape.count == 2, x.shape.count >= 2, x.shape.last == weight.shape[1], bias.shape == [weight.shape[0]],
+        x.value.dtype == .float32, weight.value.dtype == .float32, bias.value.dtype == .float32
+    {
+        let (inF, outF) = (weight.shape[1], weight.shape[0])
+        let rows = x.count / max(inF, 1)
+        let out = Tensor.makeUninitialized(Array(x.shape.dropLast()) + [outF]) { o in
+            Kernels.linear(x.value.fp, rows: rows, inFeatures: inF, weight: weight.value.fp, bias: bias.value.fp, outFeatures: outF, into: o)
+        }
+        return Variable(out)
+    }
     let y = matmul(x, weight, transposeB: true)
     return bias.map { y + $0 } ?? y
 }

@@ -31,11 +31,12 @@ let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/
     }
 
     /// Tolerance 1e-4 absolute: float32 with a different summation order (sgemm vs. torch's kernels).
-    @Test func theEncoderMatchesSam2() throws {
+    /// Both paths: the inference path (tape off: fused attention) and the differentiable one (tape on).
+    @Test(arguments: [false, true]) func theEncoderMatchesSam2(recording: Bool) throws {
         let config = try SAM2Config.read(Self.folder + "/config.yaml")
         let encoder = try SAM2ImageEncoder(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let input = try NPY.read(path: Self.folder + "/encoder/input.npy")
-        let out = GradMode.disabled { encoder.forward(Variable(input)) }
+        let out = GradMode.with(recording) { encoder.forward(Variable(input)) }
         #expect(out.trunk.count == 4 && out.features.count == 3 && out.positions.count == 3)
         for (i, t) in out.trunk.enumerated() {
             let e = try Self.maxError(t.value, try NPY.read(path: Self.folder + "/encoder/trunk_\(i).npy"))
@@ -150,13 +151,14 @@ let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/
 @Suite struct SAM2HeadsTests {
     static let folder = TestPaths.fixtures + "/sam2-tiny"
 
-    @Test(arguments: ["point", "empty", "mask"]) func theHeadsMatchSam2(_ name: String) throws {
+    /// Both paths: tape off (fused attention) and on (the differentiable modules).
+    @Test(arguments: ["point", "empty", "mask"], [false, true]) func theHeadsMatchSam2(_ name: String, recording: Bool) throws {
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
         let heads = try SAM2Heads(config: config, checkpoint: Checkpoint(path: sam2TinyWeights))
         let image = Variable(try NPY.read(path: f + "/heads/image_embedding.npy"))
         let highRes = [Variable(try NPY.read(path: f + "/encoder/fpn_0.npy")), Variable(try NPY.read(path: f + "/encoder/fpn_1.npy"))]
-        let out = try GradMode.disabled { () throws -> SAM2Heads.Output in
+        let out = try GradMode.with(recording) { () throws -> SAM2Heads.Output in
             // No point: SAM2Base passes one point (0, 0) labelled −1, and the encoder pads another.
             let sparse = name == "point" ? heads.embedPoints([[(100, 60)]], labels: [[1]]) : heads.embedPoints([[(0, 0)]], labels: [[-1]])
             let mask = name == "mask" ? Variable(try NPY.read(path: f + "/heads/mask_input.npy")) : nil
@@ -194,7 +196,8 @@ let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/
         #expect(p < 1e-5, "position: max error \(p)")
     }
 
-    @Test func theMemoryAttentionMatchesSam2() throws {
+    /// Both paths: tape off (RoPE in one pass, fused attention) and on (the differentiable modules).
+    @Test(arguments: [false, true]) func theMemoryAttentionMatchesSam2(recording: Bool) throws {
         let f = Self.folder
         let config = try SAM2Config.read(f + "/config.yaml")
         #expect(config.memoryAttention.layers == 2 && config.memoryAttention.ropeKeyRepeat && config.memoryEncoder.outDim == 16)
@@ -203,7 +206,7 @@ let sam2TinyWeights = TestPaths.sourceRoot + "/Plugins/SAM2/Resources/sam2-tiny/
         let position = Variable(try NPY.read(path: f + "/memory/curr_pos.npy"))
         let memory = Variable(try NPY.read(path: f + "/memory/memory.npy"))
         let memoryPosition = Variable(try NPY.read(path: f + "/memory/memory_pos.npy"))
-        let out = GradMode.disabled {
+        let out = GradMode.with(recording) {
             attention(current: current, position: position, memory: memory, memoryPosition: memoryPosition, objectPointerTokens: 4)
         }
         let e = try SAM2EncoderTests.maxError(out.value, try NPY.read(path: f + "/memory/attended.npy"))

@@ -320,6 +320,7 @@ public final class SAMAttention: Module {
 
     /// q [B, Nq, C], k and v [B, Nk, C_kv] → [B, Nq, C].
     public func callAsFunction(q x: Variable, k y: Variable, v z: Variable) -> Variable {
+        if !GradMode.isEnabled { return fused(q: x, k: y, v: z) }
         let qh = split(q(x)), kh = split(k(y)), vh = split(v(z))
         let hd = qh.shape[3]
         let mixed = matmul(matmul(qh * (1 / Float(hd).squareRoot()), kh, transposeB: true).softmax(), vh)

@@ -1,5 +1,6 @@
 import Formats
 import Foundation
+import Synchronization
 import Tensors
 
 /// SAM 2's image encoder as sam2 1.x computes it (`sam2.modeling.backbones`): the Hiera trunk
@@ -202,7 +203,7 @@ public final class HieraBlock: Module {
         let normed = norm1(x)
         if let proj {
             shortcut = proj(normed)
-            if let qStride { shortcut = pool(shortcut, qStride) }
+            if let qStride { shortcut = GradMode.isEnabled ? pool(shortcut, qStride) : Variable(maxPoolNHWC(shortcut.value, qStride)) }
         }
         var (h, w) = (x.shape[1], x.shape[2])
         var windows = normed
@@ -222,6 +223,7 @@ public final class HieraBlock: Module {
 
     /// MultiScaleAttention on [B, H, W, C] windows: packed qkv, optional query pooling, softmax(q kᵀ/√hd) v.
     func attention(_ x: Variable) -> Variable {
+        if !GradMode.isEnabled { return fusedWindowAttention(x) }
         let (b, h, w) = (x.shape[0], x.shape[1], x.shape[2])
         let hd = dimOut / heads
         let all = qkv(x).reshaped([b, h * w, 3, heads, hd]).permuted([2, 0, 3, 1, 4]) // [3, B, heads, HW, hd]
@@ -295,6 +297,25 @@ func tileMatrix(period p: Int, to m: Int) -> [Float] {
 public func sinePositionEncoding(
     features f: Int, height h: Int, width w: Int, batch: Int = 1, temperature: Double = 10000, normalize: Bool = true, scale: Double? = nil
 ) -> Tensor {
+    // The same few encodings are asked for on every frame: the planes are kept (a handful of sizes).
+    let key = "\(f) \(h) \(w) \(temperature) \(normalize) \(scale ?? -1)"
+    let plane = sinePlanes.withLock { $0[key] } ?? sinePlane(features: f, height: h, width: w, temperature: temperature, normalize: normalize, scale: scale)
+    sinePlanes.withLock { cache in
+        if cache[key] == nil {
+            if cache.count >= 16 { cache.removeAll() }
+            cache[key] = plane
+        }
+    }
+    var all: [Float] = []
+    all.reserveCapacity(batch * plane.count)
+    for _ in 0..<batch { all += plane }
+    return Tensor(shape: [batch, f, h, w], scalars: all)
+}
+
+private let sinePlanes = Mutex<[String: [Float]]>([:])
+
+/// One [F, H, W] plane of `sinePositionEncoding`.
+private func sinePlane(features f: Int, height h: Int, width w: Int, temperature: Double, normalize: Bool, scale: Double?) -> [Float] {
     let half = f / 2
     let s = Float(scale ?? 2 * Double.pi)
     let dimT: [Float] = (0..<half).map { i in powf(Float(temperature), Float(2 * (i / 2)) / Float(half)) }
@@ -314,8 +335,5 @@ public func sinePositionEncoding(
             }
         }
     }
-    var all: [Float] = []
-    all.reserveCapacity(batch * plane.count)
-    for _ in 0..<batch { all += plane }
-    return Tensor(shape: [batch, f, h, w], scalars: all)
+    return plane
 }

@@ -162,6 +162,7 @@ public final class SAM2MemoryAttention: Module {
     /// sam2's `RoPEAttention`: q, k, v projected and split into heads; q and the first k tokens rotated
     /// by axial RoPE over a √T × √T grid (k's frequencies tiled over its frames when `repeatKeys`).
     func ropeAttention(_ a: SAMAttention, q x: Variable, k y: Variable, v z: Variable, excluded: Int, repeatKeys: Bool) -> Variable {
+        if !GradMode.isEnabled { return fusedRopeAttention(a, q: x, k: y, v: z, excluded: excluded) }
         let qh = a.split(a.q(x)), kh = a.split(a.k(y)), vh = a.split(a.v(z))
         let (b, heads, t, hd) = (qh.shape[0], qh.shape[1], qh.shape[2], qh.shape[3])
         let side = Int(Double(t).squareRoot().rounded())
