@@ -109,6 +109,17 @@ import Testing
         }
     }
 
+    /// The palindrome loss (no tape) from frame 0 with `mask` through each later frame, averaged.
+    static func meanCycleLoss(_ model: SAM2Model, frames: [Tensor], mask: Tensor) -> Float {
+        let tracker = SAM2VideoTracker(model: model, frameCount: 2)
+        let queries = frames.dropFirst()
+        return GradMode.disabled {
+            let f0 = tracker.features(frames[0])
+            return queries.map { sam2CycleLoss(model: model, support: f0, mask: mask, query: tracker.features($0)).loss.scalars[0] }.reduce(0, +)
+                / Float(queries.count)
+        }
+    }
+
     /// Four AdamW steps (lr 1e-3) on the chosen groups lower the mean palindrome loss over the fixture's
     /// three unlabelled frames; every parameter outside the groups is bit-identical afterwards, and
     /// each chosen group has changed.
@@ -116,14 +127,7 @@ import Testing
         let model = try Self.model()
         let (frames, mask) = try Self.frames(model)
         let queries = Array(frames.dropFirst())
-        let tracker = SAM2VideoTracker(model: model, frameCount: 2)
-        func meanLoss() -> Float {
-            GradMode.disabled {
-                let f0 = tracker.features(frames[0])
-                return queries.map { sam2CycleLoss(model: model, support: f0, mask: mask, query: tracker.features($0)).loss.scalars[0] }.reduce(0, +)
-                    / Float(queries.count)
-            }
-        }
+        func meanLoss() -> Float { Self.meanCycleLoss(model, frames: frames, mask: mask) }
         let before = model.namedParameters.map { ($0.0, $0.1.value) }
         let lossBefore = meanLoss()
         var tuner = SAM2CycleTuner()
@@ -151,14 +155,7 @@ import Testing
         let model = try Self.model()
         let (frames, mask) = try Self.frames(model)
         let queries = Array(frames.dropFirst())
-        let tracker = SAM2VideoTracker(model: model, frameCount: 2)
-        func meanLoss() -> Float {
-            GradMode.disabled {
-                let f0 = tracker.features(frames[0])
-                return queries.map { sam2CycleLoss(model: model, support: f0, mask: mask, query: tracker.features($0)).loss.scalars[0] }.reduce(0, +)
-                    / Float(queries.count)
-            }
-        }
+        func meanLoss() -> Float { Self.meanCycleLoss(model, frames: frames, mask: mask) }
         let before = model.namedParameters.map { ($0.0, $0.1.value) }
         let lossBefore = meanLoss()
         var tuner = SAM2CycleTuner()
