@@ -167,6 +167,7 @@ public final class DiTTransformer2DModel: Module {
     /// The model output [N, out, S, S] for latents x [N, in, S, S] at per-row timesteps and classes
     /// (the null class `classes` allowed). Callers check sizes and ranges (`check`).
     public func callAsFunction(_ x: Variable, timesteps t: [Int], classes y: [Int]) -> Variable {
+        if !GradMode.isEnabled { return inferenceForward(x, timesteps: t, classes: y) }
         let c = config, n = x.shape[0], d = c.width, g = c.grid, p = c.patch, h = c.heads, hd = c.headDim
         var hs = patchEmbed(x).reshaped([n, d, g * g]).permuted([0, 2, 1]) + Variable(positions) // [N, T, D]
         let features = Variable(Self.timestepFeatures(t, shift: c.frequencyShift))

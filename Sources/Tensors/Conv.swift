@@ -172,6 +172,7 @@ public func conv2d(
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
     precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
     let window = Window2D(kernel: (kh, kw), stride: stride, padding: padding, dilation: dilation)
+    if groups == 1 && !GradMode.enabled { return Variable(conv2dInference(x.value, weight: weight.value, bias: bias?.value, window)) }
     let (oh, ow) = window.outputSize(h, w)
     let og = o / groups
     var outs: [Variable] = []
@@ -320,5 +321,71 @@ public func matmulSumNT(_ x: Variable, _ y: Variable) -> Variable {
     let out = Tensor.make([m, k]) { o in GEMM.sumOfProductsNT(batch: batch, m: m, n: k, k: n, a: x.value.fp, b: y.value.fp, c: o) }
     return record("matmulSumNT", out, [x, y]) { g in
         [Autograd.needsGradient(0) ? matmulShared(g, y) : nil, Autograd.needsGradient(1) ? matmulShared(g.transposed(), x) : nil]
+    }
+}
+
+/// The forward of `conv2d` (groups 1) without recording, for inference: the bias written first, then
+/// per image the output computed in bands of output rows — each band's im2col columns built in a
+/// buffer of at most ~8 MB (it stays in the cache while the sgemm packs it) and multiplied into the
+/// band's columns of the output (beta 1). A 1×1 convolution with stride 1 and no padding is a single
+/// sgemm on the image itself. Equal to `conv2d`'s unfold + product up to float rounding.
+func conv2dInference(_ x: Tensor, weight: Tensor, bias: Tensor?, _ w: Window2D) -> Tensor {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (o, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    let (oh, ow) = w.outputSize(h, wd)
+    let l = oh * ow, k = c * kh * kw
+    let xp = x.fp, wp = weight.fp, bp = bias?.fp
+    return Tensor.makeUninitialized([n, o, oh, ow]) { out in
+        guard l > 0, o > 0 else { return }
+        for i in 0..<(n * o) {
+            let row = out + i * l
+            if let bp { row.update(repeating: bp[i % o], count: l) } else { row.update(repeating: 0, count: l) }
+        }
+        let pointwise = kh == 1 && kw == 1 && w.stride == (1, 1) && w.padding == (0, 0)
+        if pointwise {
+            for b in 0..<n {
+                GEMM.sgemm(m: o, n: l, k: c, a: wp, lda: c, b: xp + b * c * h * wd, ldb: l, beta: 1, c: out + b * o * l, ldc: l)
+            }
+            return
+        }
+        let band = Swift.max(1, Swift.min(oh, (8 << 20) / Swift.max(1, k * ow * 4)))
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: k * band * ow)
+        defer { cols.deallocate() }
+        let (sy, sx) = w.stride, (py, px) = w.padding, (dy, dx) = w.dilation
+        for b in 0..<n {
+            let image = xp + b * c * h * wd
+            var y0 = 0
+            while y0 < oh {
+                let rows = Swift.min(band, oh - y0), width = rows * ow
+                // cols[(ch·kh + ky)·kw + kx, (oy − y0)·ow + ox] = x[ch, oy·sy − py + ky·dy, ox·sx − px + kx·dx] (0 outside).
+                Parallel.chunks(k, grain: Swift.max(1, 4096 / Swift.max(width, 1))) { range in
+                    for r in range {
+                        let kx = r % kw, ky = (r / kw) % kh, ch = r / (kw * kh)
+                        let dst = cols + r * width
+                        let offset = kx * dx - px
+                        let lo = Swift.min(ow, offset >= 0 ? 0 : (-offset + sx - 1) / sx)
+                        let hi = Swift.max(lo, Swift.min(ow, wd - offset <= 0 ? 0 : (wd - offset - 1) / sx + 1))
+                        for t in 0..<rows {
+                            let d = dst + t * ow
+                            let iy = (y0 + t) * sy - py + ky * dy
+                            guard iy >= 0 && iy < h else {
+                                d.update(repeating: 0, count: ow)
+                                continue
+                            }
+                            if lo > 0 { d.update(repeating: 0, count: lo) }
+                            if hi < ow { (d + hi).update(repeating: 0, count: ow - hi) }
+                            let src = image + (ch * h + iy) * wd + offset
+                            if sx == 1 {
+                                (d + lo).update(from: src + lo, count: hi - lo)
+                            } else {
+                                for ox in lo..<hi { d[ox] = src[ox * sx] }
+                            }
+                        }
+                    }
+                }
+                GEMM.sgemm(m: o, n: width, k: k, a: wp, lda: k, b: cols, ldb: width, beta: 1, c: out + b * o * l + y0 * ow, ldc: l)
+                y0 += rows
+            }
+        }
     }
 }

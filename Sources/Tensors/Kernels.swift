@@ -138,6 +138,46 @@ public enum Kernels {
         }
     }
 
+    /// GELU, tanh form, in place: x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³))) (torch's
+    /// approximate='tanh', DiT's MLP), computed as x · σ(2u) = x / (1 + e^(−2u)) — the same number,
+    /// since (1 + tanh u)/2 = σ(2u) — with the vectorised `fastExp` (no cancellation near 0, and
+    /// e^(−2u) → ∞ gives 0 for very negative x).
+    public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        Parallel.chunks(count) { range in
+            let chunk = 1024
+            let e = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
+            defer { e.deallocate() }
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let n = min(chunk, range.upperBound - i)
+                for j in 0..<n {
+                    let v = x[i + j]
+                    e[j] = -1.5957691216057308 * (v + 0.044715 * v * v * v)
+                }
+                fastExp(e, count: n)
+                for j in 0..<n { x[i + j] = x[i + j] / (1 + e[j]) }
+                i += n
+            }
+        }
+    }
+
+    /// SiLU in place: x · σ(x) = x / (1 + e^(−x)), with the vectorised `fastExp`.
+    public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        Parallel.chunks(count) { range in
+            let chunk = 1024
+            let e = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
+            defer { e.deallocate() }
+            var i = range.lowerBound
+            while i < range.upperBound {
+                let n = min(chunk, range.upperBound - i)
+                for j in 0..<n { e[j] = -x[i + j] }
+                fastExp(e, count: n)
+                for j in 0..<n { x[i + j] = x[i + j] / (1 + e[j]) }
+                i += n
+            }
+        }
+    }
+
     /// QuickGELU in place: x · σ(1.702 x) (OpenAI CLIP).
     public static func quickGELU(_ x: UnsafeMutablePointer<Float>, count: Int) {
         Parallel.chunks(count) { range in for i in range { x[i] = x[i] / (1 + expf(-1.702 * x[i])) } }

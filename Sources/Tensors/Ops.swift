@@ -99,11 +99,56 @@ extension Variable {
 
     /// GELU with the tanh approximation: x/2 · (1 + tanh(√(2/π) (x + 0.044715 x³))).
     public func geluTanh() -> Variable {
-        self * 0.5 * (((self + self * self * self * 0.044715) * Float((2 / Double.pi).squareRoot())).tanh() + 1)
+        let out = Tensor.makeUninitialized(shape) { o in
+            o.update(from: value.fp, count: count)
+            Kernels.geluTanh(o, count: count)
+        }
+        return record("gelu_tanh", out, [self]) { g in
+            // y = x·σ(2u), u = c(x + a x³): y' = σ + x·σ(1 − σ)·2c(1 + 3a x²). Recorded backward
+            // (createGraph) is written with differentiable ops, so it differentiates again.
+            let c = Float((2 / Double.pi).squareRoot()), a: Float = 0.044715
+            if GradMode.enabled {
+                let s = ((self + self * self * self * a) * (2 * c)).sigmoid()
+                return [g * (s + self * s * (1 - s) * (self * self * (3 * a) + 1) * (2 * c))]
+            }
+            let xp = self.value.fp, gp = g.value.fp
+            return [
+                Variable(
+                    Tensor.makeUninitialized(self.shape) { o in
+                        for i in 0..<self.count {
+                            let v = xp[i]
+                            let s = 1 / (1 + expf(-2 * c * (v + a * v * v * v)))
+                            o[i] = gp[i] * (s + v * s * (1 - s) * 2 * c * (1 + 3 * a * v * v))
+                        }
+                    })
+            ]
+        }
     }
 
     /// x · σ(x).
-    public func silu() -> Variable { self * self.sigmoid() }
+    public func silu() -> Variable {
+        let out = Tensor.makeUninitialized(shape) { o in
+            o.update(from: value.fp, count: count)
+            Kernels.silu(o, count: count)
+        }
+        return record("silu", out, [self]) { g in
+            // (x·σ)' = σ + x·σ(1 − σ); recorded with differentiable ops under createGraph.
+            if GradMode.enabled {
+                let s = self.sigmoid()
+                return [g * (s + self * s * (1 - s))]
+            }
+            let xp = self.value.fp, gp = g.value.fp
+            return [
+                Variable(
+                    Tensor.makeUninitialized(self.shape) { o in
+                        for i in 0..<self.count {
+                            let s = 1 / (1 + expf(-xp[i]))
+                            o[i] = gp[i] * (s + xp[i] * s * (1 - s))
+                        }
+                    })
+            ]
+        }
+    }
 
     // MARK: Shape
 

@@ -103,6 +103,29 @@ import Testing
         #expect(e2 <= 1e-4, "eps (DiT numerics) relative error \(e2)")
     }
 
+    /// The inference path (GradMode disabled: fused layer norm + modulation, `Kernels.attention`,
+    /// fused GELU-tanh) computes what the differentiable graph computes, on the same parameters: the
+    /// fixture's diffusers layout, the original layout (one fused qkv, one shared embedding), and a
+    /// seeded model of other sizes (3 heads × 8, patch 3 on 12×12×3 latents, 7 classes, ε only) whose
+    /// odd widths and token count reach the kernels' tails. A wrong modulation part, gate or eps
+    /// changes the output far beyond 1e-5.
+    @Test func theInferencePathComputesTheGraphsOutput() throws {
+        func compare(_ m: DiTTransformer2DModel, _ x: Tensor, _ t: [Int], _ y: [Int], _ what: String) {
+            let fast = GradMode.disabled { m(Variable(x), timesteps: t, classes: y) }.scalars
+            let graph = GradMode.with(true) { m(Variable(x), timesteps: t, classes: y) }.scalars
+            let error = Self.relative(fast, graph)
+            #expect(error <= 1e-5, "\(what): inference vs graph relative error \(error)")
+        }
+        let x = try Self.npy("x_t"), t = try Self.ints("t"), y = try Self.ints("y")
+        compare(try Self.pipeline.get().transformer, x, t, y, "diffusers layout")
+        compare(try DiTPipeline.load(path: Self.folder + "/original", original: .init(heads: 2)).transformer, x, t, y, "original layout")
+        let c = DiTConfig(heads: 3, headDim: 8, inChannels: 3, outChannels: 3, layers: 2, sampleSize: 12, patch: 3, classes: 7)
+        let m = try DiTTransformer2DModel(config: c, seed: 11)
+        var rng = SeededGenerator(seed: 5)
+        let z = Tensor(shape: [3, 3, 12, 12], scalars: (0..<(3 * 3 * 144)).map { _ in Float(rng.nextNormal()) })
+        compare(m, z, [999, 0, 421], [6, 7, 0], "seeded 3×8, patch 3")
+    }
+
     /// The transformer's weights as `diffusion_pytorch_model.bin` (make_bin.py: torch.save of the same
     /// state dict), read by the PyTorch checkpoint reader: the same eps.
     @Test func aBinPipelineLoadsToTheSameEps() throws {

@@ -28,4 +28,49 @@ import Testing
         g.withUnsafeMutableBufferPointer { Kernels.geluExact($0.baseAddress!, count: $0.count) }
         #expect(zip(g, expected).allSatisfy { abs($0 - $1) < 1e-6 })
     }
+
+    /// GELU-tanh and SiLU as computed by the fused kernels against their textbook formulas in Double
+    /// (0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) and x/(1 + e^(−x))), including the far tails where
+    /// e^(−2u) overflows (GELU → 0 for very negative x, → x for large x).
+    @Test func geluTanhAndSiLUMatchTheirFormulas() {
+        let xs: [Float] = (0..<4001).map { Float($0 - 2000) / 100 } + [-200, -90, 90, 200]
+        var g = xs, s = xs
+        g.withUnsafeMutableBufferPointer { Kernels.geluTanh($0.baseAddress!, count: $0.count) }
+        s.withUnsafeMutableBufferPointer { Kernels.silu($0.baseAddress!, count: $0.count) }
+        for (i, v) in xs.enumerated() {
+            let d = Double(v)
+            let gelu = 0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d)))
+            let silu = d / (1 + exp(-d))
+            #expect(abs(Double(g[i]) - gelu) <= 1e-6 * max(1, abs(gelu)), "geluTanh(\(v)) = \(g[i]), formula \(gelu)")
+            #expect(abs(Double(s[i]) - silu) <= 1e-6 * max(1, abs(silu)), "silu(\(v)) = \(s[i]), formula \(silu)")
+        }
+    }
+
+    /// The inference convolution (GradMode disabled: bias first, im2col in bands of output rows, or
+    /// one sgemm for a 1×1) against the recorded unfold + product, over windows that reach every
+    /// branch: padding on both sides, stride 2 (and a stride that skips the last column), dilation,
+    /// rectangular kernels, 1×1 with and without stride, no bias, a band smaller than the image
+    /// (130 channels, 5×5: 3,250 column rows × 36 columns = 468 KB per output row, so 17 rows to an 8 MB
+    /// band and three bands).
+    @Test func theInferenceConvolutionIsTheRecordedOne() {
+        var rng = SeededGenerator(seed: 3)
+        func random(_ shape: [Int]) -> Tensor { Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float(rng.nextNormal()) }) }
+        let cases: [(x: [Int], w: [Int], stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), bias: Bool)] = [
+            ([2, 3, 9, 11], [4, 3, 3, 3], (1, 1), (1, 1), (1, 1), true),
+            ([1, 5, 10, 10], [6, 5, 3, 3], (2, 2), (1, 1), (1, 1), true),
+            ([2, 2, 9, 8], [3, 2, 3, 2], (2, 3), (0, 2), (1, 1), false),
+            ([1, 3, 12, 12], [2, 3, 3, 3], (1, 1), (2, 2), (2, 2), true),
+            ([2, 7, 6, 5], [5, 7, 1, 1], (1, 1), (0, 0), (1, 1), true),
+            ([1, 4, 7, 7], [3, 4, 1, 1], (2, 2), (0, 0), (1, 1), false),
+            ([1, 130, 36, 36], [8, 130, 5, 5], (1, 1), (2, 2), (1, 1), true),
+        ]
+        for c in cases {
+            let x = Variable(random(c.x)), w = Variable(random(c.w)), b = c.bias ? Variable(random([c.w[0]])) : nil
+            func run() -> Variable { conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation) }
+            let fast = GradMode.disabled { run() }, graph = GradMode.with(true) { run() }
+            #expect(fast.shape == graph.shape, "\(c.x) * \(c.w): \(fast.shape) vs \(graph.shape)")
+            let worst = zip(fast.scalars, graph.scalars).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-4, "\(c.x) * \(c.w) stride \(c.stride) padding \(c.padding): max difference \(worst)")
+        }
+    }
 }
