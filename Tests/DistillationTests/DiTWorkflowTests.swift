@@ -133,6 +133,20 @@ import Testing
             "run", "distilled-eval", "--set", "distilled=\(dir.sub("concord"))/distilled.safetensors", "--set", "nets=1", "--set", "epochs=2",
             "--set", "width=16", "--out", dir.sub("ev2"))
         #expect(evalConcord.status == 0, "\(evalConcord.stderr)")
+
+        // The data changed under the statistics: class 0 has two more images (8: 7 for training, 1 for
+        // test, where the file counted 5); its file is refused by its count. A file that is not safetensors is named too.
+        try FileManager.default.copyItem(atPath: root + "/c00/0.png", toPath: root + "/c00/9.png")
+        try FileManager.default.copyItem(atPath: root + "/c00/1.png", toPath: root + "/c00/8.png")
+        let grown = try cli.run(d3hr + ["--out", dir.sub("d")])
+        #expect(
+            grown.status != 0 && grown.stderr.contains("class_00000.safetensors") && grown.stderr.contains("count = '5'")
+                && grown.stderr.contains("count = '7'"), "\(grown.stderr)")
+        try FileManager.default.removeItem(atPath: root + "/c00/9.png")
+        try FileManager.default.removeItem(atPath: root + "/c00/8.png")
+        try Data("not a safetensors file".utf8).write(to: URL(fileURLWithPath: files[1]))
+        let garbage = try cli.run(d3hr + ["--out", dir.sub("e")])
+        #expect(garbage.status != 0 && garbage.stderr.contains("class_00001.safetensors") && garbage.stderr.contains("cannot be read"), "\(garbage.stderr)")
     }
 
     /// Class counts and ids that disagree with num_embeds_ada_norm are named; class_ids maps a
