@@ -27,8 +27,12 @@ struct ConcordComponent: DiffusionDistiller {
         let client = try DiffusionClient(host, id: o.generator, model: o.model, neededBy: "concord")
         let c = client.config, d = c.latentDimension
         let ddim = try client.ddim(steps: o.steps)
-        let chosen = try chosenClasses(o, classes: c.classes)
+        let mapping = try ClassMapping(o, backboneClasses: c.classes)
+        let chosen = try chosenClasses(o, classes: mapping.count)
+        // The set's labels (dataset classes with class_ids) and the backbone classes they are generated as.
         let labels = chosen.flatMap { [Int](repeating: $0, count: o.ipc) }
+        let backboneLabels = mapping.map(labels)
+        var setNames: [String]? = nil
         var rng = SeededGenerator(seed: host.seed)
 
         // The starting latents and the level generation starts from.
@@ -51,20 +55,23 @@ struct ConcordComponent: DiffusionDistiller {
             let mean = r.result["mean"]?.arrayValue?.compactMap(\.doubleValue).map(Float.init) ?? []
             let std = r.result["std"]?.arrayValue?.compactMap(\.doubleValue).map(Float.init) ?? []
             if mean.count == c.channels, std.count == c.channels, (mean + std).allSatisfy(\.isFinite) { realStats = Normalizer(mean: mean, std: std) }
-            for key in ["inversion_seconds", "mean_group_score"] { log[key] = r.result[key] }
+            if let names = r.result["class_names"]?.arrayValue?.compactMap(\.stringValue), names.count == mapping.count { setNames = names }
+            for key in ["inversion_seconds", "mean_group_score", "statistics_classes_computed", "statistics_classes_read", "images_inverted"] {
+                log[key] = r.result[key]
+            }
         } else {
             start = (0..<(labels.count * d)).map { _ in Float(rng.nextNormal()) }
             from = ddim.timesteps.count - 1
         }
 
         let path = o.concepts.isEmpty ? try shippedConcepts(dataset: o.dataset) : (o.concepts as NSString).expandingTildeInPath
-        let book = try ConceptBook.read(path, classes: c.classes, positives: o.positives)
+        let book = try ConceptBook.read(path, classes: mapping.count, positives: o.positives)
         let clip = try CLIPBridge(host: host, id: o.clip, options: try keyValueOptions(o.clip_options, option: "clip_options"))
         let names = try clip.texts(book.names)
         // The released `neighbors`: cosine similarities of the class names (unit text embeddings);
         // `negativeClasses` subtracts the identity as the code does.
         let similarity = names.map { a in names.map { b in Double(zip(a, b).reduce(Float(0)) { $0 + $1.0 * $1.1 }) } }
-        let prompts = try (0..<c.classes).map { try clip.texts(book.prompts($0)) }
+        let prompts = try (0..<mapping.count).map { try clip.texts(book.prompts($0)) }
         var negativeTexts: [Int: [[Float]]] = [:]
         var negatives: [[[Float]]] = []
         var drawnClasses: [Int] = []
@@ -96,7 +103,7 @@ struct ConcordComponent: DiffusionDistiller {
             let range = chunk..<min(labels.count, chunk + o.batch)
             let sub = guidance.slice(range)
             latents += try ddim.sample(
-                Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), from: from, classes: Array(labels[range]), predict: predict,
+                Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), from: from, classes: Array(backboneLabels[range]), predict: predict,
                 guide: { x, level, e in
                     let r = try sub.guide(x, epsilon: e, alphaBar: client.schedule.alphaBar[ddim.timesteps[level]])
                     if level == 0 { conceptLosses.append(r.loss) }
@@ -109,7 +116,8 @@ struct ConcordComponent: DiffusionDistiller {
         if !conceptLosses.isEmpty { log["final_concept_loss"] = .number(conceptLosses.reduce(0, +) / Double(conceptLosses.count)) }
         log["classes"] = .number(Double(chosen.count))
         let images = try client.decode(latents, count: labels.count)
-        return try generatedSet(images: images, labels: labels, classes: client.classNames, method: "concord-\(o.base)", options: o, realStats: realStats)
+        let setClassNames = setNames ?? (o.class_ids.isEmpty ? client.classNames : book.names)
+        return try generatedSet(images: images, labels: labels, classes: setClassNames, method: "concord-\(o.base)", options: o, realStats: realStats)
     }
 }
 

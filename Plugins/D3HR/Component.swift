@@ -16,8 +16,12 @@ let classGaussians = ProcessCache<[Int: ClassGaussian]>()
 struct D3HRGroups {
     var client: DiffusionClient
     var start: [Float]
+    /// The set's labels (dataset classes) and the backbone classes they are generated as.
     var labels: [Int]
+    var backboneLabels: [Int]
     var classes: [Int]
+    /// The set's class names (the dataset's).
+    var classNames: [String]
     /// The timestep generation starts from (`start_step`).
     var startStep: Int
     var realStats: Normalizer
@@ -45,45 +49,95 @@ struct D3HRGroups {
             throw MenagerieError.invalidArgument(
                 "sampling_step \(o.sampling_step) lies beyond inversion_step \(o.inversion_step): the statistics exist only up to the inversion")
         }
-        classes = try chosenClasses(o, classes: c.classes)
+        let mapping = try ClassMapping(o, backboneClasses: c.classes)
+        classes = try chosenClasses(o, classes: mapping.count)
         labels = classes.flatMap { [Int](repeating: $0, count: o.ipc) }
+        backboneLabels = mapping.map(labels)
         self.startStep = startStep
         log["statistics_step"] = .number(Double(statisticsStep))
         log["start_step"] = .number(Double(startStep))
-        let data = try RealData.load(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, attribute: "", limit: o.limit)
-        guard data.classes.count == c.classes, data.channels == c.channels else {
+        // The training split, one class at a time: a labels-only pass, then each class's images in
+        // batches (never the whole split in memory).
+        let stream = try ClassStream(host, dataset: o.dataset, options: o.dataset_options, split: "train", size: c.imageSize, limit: o.limit, batch: o.batch)
+        guard stream.classes.count == mapping.count else {
             throw MenagerieError.invalidArgument(
-                "dataset '\(o.dataset)' has \(data.classes.count) classes of \(data.channels) channels; the model was trained on \(c.classes) of \(c.channels)")
+                o.class_ids.isEmpty
+                    ? "dataset '\(o.dataset)' has \(stream.classes.count) classes; the diffusion backbone '\(o.generator)' has \(c.classes) "
+                        + "(a DiT pipeline's num_embeds_ada_norm): set class_ids=[…] to give each dataset class its backbone class"
+                    : "dataset '\(o.dataset)' has \(stream.classes.count) classes; option 'class_ids' names \(mapping.count): one backbone class per dataset class"
+            )
         }
-        realStats = Normalizer(data)
+        guard stream.channels == c.channels, stream.size == c.imageSize else {
+            throw MenagerieError.invalidArgument(
+                "dataset '\(o.dataset)' serves \(stream.channels)×\(stream.size)×\(stream.size) images; the diffusion backbone takes \(c.channels)×\(c.imageSize)×\(c.imageSize)"
+            )
+        }
+        classNames = stream.classes
+        realStats = stream.normalizer
         let began = Date()
         let d = c.latentDimension
         let key =
-            "\(o.generator)|\(o.model)|\(c.identity)|\(o.dataset)|\(o.dataset_options)|\(o.limit)|\(o.steps)|\(o.guidance)|\(inversionLevel)|\(samplingLevel)"
+            "\(o.generator)|\(o.model)|\(c.identity)|\(o.dataset)|\(o.dataset_options)|\(o.limit)|\(o.steps)|\(o.guidance)|\(inversionLevel)|\(samplingLevel)|\(o.class_ids)"
         var gaussians = classGaussians.cached(key) ?? [:]
-        let missing = classes.filter { gaussians[$0] == nil }
-        for (step, k) in missing.enumerated() {
-            let members = data.byClass[k]
-            guard members.count >= 2 else {
-                throw MenagerieError.invalidArgument("class \(k) of '\(o.dataset)' has \(members.count) training images; D^3HR needs at least 2")
+        let store =
+            o.statistics.isEmpty
+            ? nil
+            : try ClassStatisticsStore(
+                folder: o.statistics,
+                identity: statisticsIdentity(o, client: client, statisticsStep: statisticsStep, imageSize: stream.size))
+        var toCompute: [Int] = [], reused = 0
+        for k in classes where gaussians[k] == nil {
+            let count = stream.positions[k].count
+            guard count >= 2 else {
+                throw MenagerieError.invalidArgument(
+                    "class \(k) ('\(stream.classes[k])') of '\(o.dataset)' has \(count) training images\(o.limit > 0 ? " among the first \(o.limit) (limit)" : ""); D^3HR needs at least 2"
+                )
             }
-            var atLevel: [Float] = []
-            atLevel.reserveCapacity(members.count * d)
-            // Encode and invert the class in batches sharing its CFG label; keep the latents at the
-            // statistics step, where the inversion stops (the released code goes on to 760, which
-            // changes nothing before it).
-            for chunk in stride(from: 0, to: members.count, by: o.batch) {
-                let rows = Array(members[chunk..<min(members.count, chunk + o.batch)])
-                let clean = try client.encode(data.batch(rows))
-                atLevel += try client.invert(
-                    clean, classes: [Int](repeating: k, count: rows.count), steps: o.steps, guidance: o.guidance, toStep: statisticsStep,
-                    recordStep: statisticsStep)
-                try host.checkCancelled()
+            if let store, let m = try store.read(class: k, name: stream.classes[k], backboneClass: mapping.backbone[k], count: count, dimension: d) {
+                gaussians[k] = ClassGaussian(mean: m.mean, variance: m.variance)
+                reused += 1
+            } else {
+                toCompute.append(k)
             }
-            gaussians[k] = ClassGaussian(latents: atLevel, dimension: d)
-            host.progress(step + 1, of: missing.count, "d3hr inversion")
         }
-        if !missing.isEmpty { classGaussians.store(key, gaussians) }
+        // Encode and invert each class in batches sharing its CFG label; keep the latents at the
+        // statistics step, where the inversion stops (the released code goes on to 760, which
+        // changes nothing before it).
+        let total = toCompute.reduce(0) { $0 + stream.positions[$1].count }
+        var done = 0, computed = 0
+        let client = self.client
+        let inverting = Date()
+        for k in toCompute {
+            var atLevel: [Float] = []
+            atLevel.reserveCapacity(stream.positions[k].count * d)
+            try stream.forEachBatch(ofClass: k, batch: o.batch, host: host) { x in
+                let n = x.shape[0]
+                let clean = try client.encode(x)
+                atLevel += try client.invert(
+                    clean, classes: [Int](repeating: mapping.backbone[k], count: n), steps: o.steps, guidance: o.guidance, toStep: statisticsStep,
+                    recordStep: statisticsStep)
+                done += n
+                host.progress(done, of: total, "d3hr statistics: images inverted")
+            }
+            let m = ClassGaussian.moments(latents: atLevel, dimension: d)
+            try store?.write(
+                class: k, name: stream.classes[k], backboneClass: mapping.backbone[k], count: atLevel.count / d, mean: m.mean, variance: m.variance)
+            gaussians[k] = ClassGaussian(mean: m.mean, variance: m.variance)
+            let elapsed = Date().timeIntervalSince(inverting), rate = Double(done) / max(elapsed, 1e-9)
+            // One line per finished class (stderr and log.csv): the class, images inverted so far, the rate, the ETA.
+            computed += 1
+            host.record(
+                step: computed, unit: "class",
+                [
+                    "dataset_class": Double(k), "images_inverted": Double(done), "of": Double(total), "images_per_s": rate,
+                    "eta_s": Double(total - done) / max(rate, 1e-9),
+                ])
+        }
+        if !toCompute.isEmpty { classGaussians.store(key, gaussians) }
+        log["statistics_classes_computed"] = .number(Double(toCompute.count))
+        log["statistics_classes_read"] = .number(Double(reused))
+        log["images_inverted"] = .number(Double(total))
+        if total > 0 { log["inversion_images_per_s"] = .number(Double(total) / max(Date().timeIntervalSince(inverting), 1e-9)) }
         log["inversion_seconds"] = .number(Date().timeIntervalSince(began))
         start = []
         var scores: [Double] = []
@@ -98,6 +152,38 @@ struct D3HRGroups {
         }
         log["mean_group_score"] = .number(scores.reduce(0, +) / Double(scores.count))
     }
+}
+
+/// What identifies the statistics of a run (besides the class): the backbone and its weights, the
+/// DDIM grid and its schedule, the inversion's guidance, the data. Every value a statistics file was
+/// made with must equal this run's.
+func statisticsIdentity(_ o: DiffusionDistillOptions, client: DiffusionClient, statisticsStep: Int, imageSize: Int) throws -> [String: String] {
+    // FNV-1a over the schedule's ᾱ (their bit patterns): a different schedule is a different run.
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for a in client.schedule.alphaBar {
+        var bits = a.bitPattern
+        for _ in 0..<8 {
+            hash = (hash ^ (bits & 0xff)) &* 0x100_0000_01b3
+            bits >>= 8
+        }
+    }
+    let grid = try client.ddim(steps: o.steps).timesteps
+    return [
+        "generator": o.generator,
+        "model": o.model.isEmpty ? "" : ((o.model as NSString).expandingTildeInPath as NSString).standardizingPath,
+        "model_identity": client.config.identity,
+        "latent_shape": client.config.latentShape.map(String.init).joined(separator: "x"),
+        "image_size": "\(imageSize)",
+        "alphas_cumprod_fnv1a": String(hash, radix: 16),
+        "steps": "\(o.steps)",
+        "grid": grid.map(String.init).joined(separator: ","),
+        "statistics_step": "\(statisticsStep)",
+        "guidance": "\(o.guidance)",
+        "dataset": o.dataset,
+        "dataset_options": JSONValue.array(o.dataset_options.map { .string($0) }).compactText,
+        "split": "train",
+        "limit": "\(o.limit)",
+    ]
 }
 
 /// A D^3HR timestep given on DiT's 1000-step scale (the released 600, 620, 760) on a backbone trained
@@ -137,7 +223,7 @@ struct D3HRComponent: DiffusionDistiller {
         for chunk in stride(from: 0, to: groups.labels.count, by: o.batch) {
             let range = chunk..<min(groups.labels.count, chunk + o.batch)
             latents += try client.sample(
-                Array(groups.start[(range.lowerBound * d)..<(range.upperBound * d)]), classes: Array(groups.labels[range]), steps: o.steps,
+                Array(groups.start[(range.lowerBound * d)..<(range.upperBound * d)]), classes: Array(groups.backboneLabels[range]), steps: o.steps,
                 guidance: o.guidance, fromStep: groups.startStep)
             host.progress(range.upperBound, of: groups.labels.count, "d3hr")
         }
@@ -145,7 +231,7 @@ struct D3HRComponent: DiffusionDistiller {
         log["images_per_s"] = .number(Double(groups.labels.count) / max(Date().timeIntervalSince(began), 1e-9))
         log["classes"] = .number(Double(groups.classes.count))
         let images = try client.decode(latents, count: groups.labels.count)
-        return try generatedSet(images: images, labels: groups.labels, classes: client.classNames, method: "d3hr", options: o, realStats: groups.realStats)
+        return try generatedSet(images: images, labels: groups.labels, classes: groups.classNames, method: "d3hr", options: o, realStats: groups.realStats)
     }
 
     func performExtra(_ operation: String, _ request: Request<DiffusionDistillOptions>) throws -> Response {
@@ -155,6 +241,7 @@ struct D3HRComponent: DiffusionDistiller {
         log["from_step"] = .number(Double(g.startStep))
         log["mean"] = .array(g.realStats.mean.map { .number(Double($0)) })
         log["std"] = .array(g.realStats.std.map { .number(Double($0)) })
+        log["class_names"] = .array(g.classNames.map { .string($0) })
         return Response(
             result: .object(log),
             tensors: [

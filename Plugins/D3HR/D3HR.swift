@@ -139,3 +139,25 @@ public func sampleBestGroup(
     }
     return (best, bestScore)
 }
+
+extension ClassGaussian {
+    /// Per-dimension mean and unbiased variance of latents [n, D] (n ≥ 2), in double precision.
+    public static func moments(latents: [Float], dimension d: Int) -> (mean: [Double], variance: [Double]) {
+        let n = latents.count / d
+        var m = [Double](repeating: 0, count: d), v = m
+        for i in 0..<n { for j in 0..<d { m[j] += Double(latents[i * d + j]) } }
+        for j in 0..<d { m[j] /= Double(n) }
+        for i in 0..<n {
+            for j in 0..<d {
+                let x = Double(latents[i * d + j]) - m[j]
+                v[j] += x * x
+            }
+        }
+        return (m, v.map { $0 / Double(max(n - 1, 1)) })
+    }
+
+    /// From stored moments: the same Float values `init(latents:dimension:)` gives for those latents.
+    public init(mean: [Double], variance: [Double]) {
+        self.init(mean: mean.map(Float.init), std: variance.map { Float($0.squareRoot()) })
+    }
+}

@@ -22,6 +22,14 @@ extension LatentDiffusionComponent {
             summary: "DiT-XL/2 at 256 px (random weights, diffusers' sizes): one classifier-free-guided denoiser step, batch 2 ([cond, null])",
             ratioTarget: 1.0),
         BenchmarkSpec(
+            "dit.xl2_cfg_step_256_b8", unit: "ms",
+            summary:
+                "the same step on 8 latents (16 rows [cond × 8, null × 8]): the batch D^3HR's inversion runs at (per-image cost of the statistics, Docs/methods/diffusion-dd.md)"
+        ),
+        BenchmarkSpec(
+            "vae.encode_256", unit: "ms",
+            summary: "the SD VAE's encoder (random weights): one 256×256 image → its 4×32×32 posterior mean (the first step of D^3HR's statistics)"),
+        BenchmarkSpec(
             "vae.decode_256", unit: "ms",
             summary: "the SD VAE's decoder (AutoencoderKL 128/256/512/512, random weights): one 4×32×32 latent → a 256×256 image",
             ratioTarget: 1.0),
@@ -64,6 +72,21 @@ extension LatentDiffusionComponent {
     }
 }
 
+/// CPU seconds used by this process so far (every thread): what a CPU-hour estimate counts, and
+/// unlike the wall clock not inflated while the process waits for a core on a shared machine.
+func processCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+/// "name: median wall X s, median CPU Y s (Z threads busy on average)".
+func cpuNote(_ name: String, wall: [Double], cpu: [Double]) -> String {
+    let median = { (v: [Double]) in v.sorted()[v.count / 2] }
+    let w = median(wall) / 1000, c = median(cpu)
+    return String(format: "%@: median wall %.2f s, median process CPU %.2f s (%.2f cores busy)", name, w, c, c / max(w, 1e-9))
+}
+
 extension LatentDiffusionComponent {
     /// The SD VAE's sizes (stabilityai/sd-vae-ft-ema, the VAE of facebook/DiT-XL-2-256).
     static func sdVAE() -> AutoencoderKLConfig {
@@ -78,28 +101,46 @@ extension LatentDiffusionComponent {
 
     func benchmarkPipeline(_ run: BenchmarkRun) throws {
         let repeats = max(3, min(run.repeats, 10))
-        if run.wanted("dit.xl2_cfg_step_256") {
+        for (name, batch) in [("dit.xl2_cfg_step_256", 1), ("dit.xl2_cfg_step_256_b8", 8)] where run.wanted(name) {
             let config = DiTConfig.xl2_256
             let transformer = try DiTTransformer2DModel(config: config, seed: 1)
             var rng = SeededGenerator(seed: 2)
-            let s = config.sampleSize, x = (0..<(config.inChannels * s * s)).map { _ in Float(rng.nextNormal()) }
+            let s = config.sampleSize, x = (0..<(batch * config.inChannels * s * s)).map { _ in Float(rng.nextNormal()) }
             let vae = try AutoencoderKL(config: Self.sdVAE(), seed: 3)
             var scheduler = DDIMSchedulerConfig()
             scheduler.clipSample = false
             let pipeline = try DiTPipeline(transformer: transformer, vae: vae, scheduler: scheduler, layout: "random", weightFiles: [])
             let ddim = try DDIM(scheduler: scheduler, steps: 50)
             let predict = pipeline.predictor(guidance: 4)
-            _ = try predict(x, 500, [207])
-            var samples: [Double] = []
-            for _ in 0..<repeats {
-                let t0 = run.now()
-                let e = try predict(x, ddim.timesteps[25], [207])
+            let classes = [Int](repeating: 207, count: batch)
+            _ = try predict(x, 500, classes)
+            var samples: [Double] = [], cpu: [Double] = []
+            for _ in 0..<(batch == 1 ? repeats : 3) {
+                let t0 = run.now(), c0 = processCPUSeconds()
+                let e = try predict(x, ddim.timesteps[25], classes)
                 _ = ddim.step(x, epsilon: e, level: 25)
                 samples.append(run.now() - t0)
+                cpu.append(processCPUSeconds() - c0)
             }
-            var r = run.record("dit.xl2_cfg_step_256", unit: "ms", samples)
-            r.ratioTarget = 1.0
+            run.notes.append(cpuNote(name, wall: samples, cpu: cpu))
+            var r = run.record(name, unit: "ms", samples)
+            if batch == 1 { r.ratioTarget = 1.0 }
             run.records.append(r)
+        }
+        if run.wanted("vae.encode_256") {
+            let vae = try AutoencoderKL(config: Self.sdVAE(), seed: 3)
+            var rng = SeededGenerator(seed: 5)
+            let x = Variable(Tensor(shape: [1, 3, 256, 256], scalars: (0..<(3 * 256 * 256)).map { _ in Float(rng.nextNormal()) }))
+            _ = GradMode.disabled { vae.encodeMean(x) }
+            var samples: [Double] = [], cpu: [Double] = []
+            for _ in 0..<repeats {
+                let t0 = run.now(), c0 = processCPUSeconds()
+                _ = GradMode.disabled { vae.encodeMean(x) }
+                samples.append(run.now() - t0)
+                cpu.append(processCPUSeconds() - c0)
+            }
+            run.notes.append(cpuNote("vae.encode_256", wall: samples, cpu: cpu))
+            run.records.append(run.record("vae.encode_256", unit: "ms", samples))
         }
         if run.wanted("vae.decode_256") {
             let vae = try AutoencoderKL(config: Self.sdVAE(), seed: 3)

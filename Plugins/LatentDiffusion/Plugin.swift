@@ -15,8 +15,10 @@ struct PlainDiffusionComponent: DiffusionDistiller {
     static func generate(_ o: DiffusionDistillOptions, host: PluginHost, log: inout [String: JSONValue]) throws -> DistilledSet {
         let client = try DiffusionClient(host, id: o.generator, model: o.model, neededBy: "diffusion-dd")
         let c = client.config, d = c.latentDimension
-        let chosen = try chosenClasses(o, classes: c.classes)
+        let mapping = try ClassMapping(o, backboneClasses: c.classes)
+        let chosen = try chosenClasses(o, classes: mapping.count)
         let labels = chosen.flatMap { [Int](repeating: $0, count: o.ipc) }
+        let backboneLabels = mapping.map(labels)
         var rng = SeededGenerator(seed: host.seed)
         let start = (0..<(labels.count * d)).map { _ in Float(rng.nextNormal()) }
         let top = try client.ddim(steps: o.steps).timesteps.last ?? 0
@@ -25,7 +27,7 @@ struct PlainDiffusionComponent: DiffusionDistiller {
         for chunk in stride(from: 0, to: labels.count, by: o.batch) {
             let range = chunk..<min(labels.count, chunk + o.batch)
             latents += try client.sample(
-                Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), classes: Array(labels[range]), steps: o.steps, guidance: o.guidance,
+                Array(start[(range.lowerBound * d)..<(range.upperBound * d)]), classes: Array(backboneLabels[range]), steps: o.steps, guidance: o.guidance,
                 fromStep: top)
             host.progress(range.upperBound, of: labels.count, Self.id)
         }
@@ -33,7 +35,8 @@ struct PlainDiffusionComponent: DiffusionDistiller {
         log["images_per_s"] = .number(Double(labels.count) / max(Date().timeIntervalSince(began), 1e-9))
         log["classes"] = .number(Double(chosen.count))
         let images = try client.decode(latents, count: labels.count)
-        return try generatedSet(images: images, labels: labels, classes: client.classNames, method: Self.id, options: o, realStats: nil)
+        let names = o.class_ids.isEmpty ? client.classNames : o.class_ids.map { client.classNames[$0] }
+        return try generatedSet(images: images, labels: labels, classes: names, method: Self.id, options: o, realStats: nil)
     }
 }
 

@@ -16,6 +16,7 @@ public struct DiffusionDistillOptions: ComponentOptions {
     public var guidance = 4.0
     public var batch = 128
     public var classes: [Int] = []
+    public var class_ids: [Int] = []
     // D^3HR
     public var inversion_step = 760
     public var sampling_step = 600
@@ -24,6 +25,7 @@ public struct DiffusionDistillOptions: ComponentOptions {
     public var skew_weight = 0.1
     public var skewness = "across_members"
     public var limit = 0
+    public var statistics = ""
     // CONCORD
     public var base = "plain"
     public var concepts = ""
@@ -41,7 +43,9 @@ public struct DiffusionDistillOptions: ComponentOptions {
         "dataset": "the dataset the model was trained on (d3hr inverts its train split; class names are checked)",
         "dataset_options": "key=value options for the dataset", "ipc": "images per class", "steps": "DDIM steps (η = 0)",
         "guidance": "classifier-free guidance scale (D^3HR and DiT: 4.0)", "batch": "latents per denoiser call",
-        "classes": "generate only these class indices (empty: all)",
+        "classes": "generate only these class indices (the set's classes: the dataset's, or the backbone's without class_ids; empty: all)",
+        "class_ids":
+            "the backbone class of each dataset class, in the dataset's class order (e.g. the ImageNet ids of a 10-class subset on DiT-XL/2's 1,000 classes); empty: dataset class k is backbone class k, and the class counts must agree",
         "inversion_step":
             "d3hr: the last timestep the released code inverts to and stores (760 of 1000; the statistics need only sampling_step, where the inversion stops)",
         "sampling_step":
@@ -51,7 +55,9 @@ public struct DiffusionDistillOptions: ComponentOptions {
         "candidates": "d3hr: candidate groups scored per class", "skew_weight": "d3hr: weight of the skewness term",
         "skewness":
             "d3hr: across_members (the released skewness_batch: each dimension standardised across the group, D/((D−1)(D−2)) with D the latent size) or within_latent (the earlier reading: each latent over its own dimensions)",
-        "limit": "d3hr: at most this many training images inverted (0: all)",
+        "limit": "d3hr: at most the first this many training images inverted (0: all)",
+        "statistics":
+            "d3hr: a folder of per-class statistics (class_KKKKK.safetensors: mean, variance, count and the run's identity), written as each class finishes and read back by a rerun, which computes only the missing classes; a file made by another run is an error naming it (empty: kept in memory only)",
         "base": "concord: the generator guided, plain (from noise) or d3hr (the d3hr component's group latents, through the host)",
         "concepts": "concord: concepts JSON {class_idx: [name, [descriptions]]} (empty: the file shipped for synthetic-tol or cmnist-dd)",
         "positives": "concord: descriptions per class used as positives", "negatives": "concord: negative classes per sample (K)",
@@ -224,14 +230,18 @@ public struct DiffusionClient: Sendable {
     }
 
     /// DDIM inversion of clean latents up to `toStep`; returns the latents at `recordStep` (≤ toStep).
+    /// A backbone that names a diffusers scheduler (a DiT pipeline) takes the inversion's CFG scale as
+    /// `inverse_guidance` (its `guidance` is the sampler's); both get `guidance` here.
     public func invert(_ clean: [Float], classes: [Int], steps: Int, guidance: Double, toStep: Int, recordStep: Int) throws -> [Float] {
         let n = classes.count
+        var settings: [String: JSONValue] = [
+            "steps": .number(Double(steps)), "guidance": .number(guidance), "to_step": .number(Double(toStep)),
+            "record_step": .number(Double(recordStep)), "round_trip": false,
+        ]
+        if scheduler != nil { settings["inverse_guidance"] = .number(guidance) }
         let r = try component.invoke(
             "invert",
-            options: options([
-                "steps": .number(Double(steps)), "guidance": .number(guidance), "to_step": .number(Double(toStep)),
-                "record_step": .number(Double(recordStep)), "round_trip": false,
-            ]),
+            options: options(settings),
             inputs: [("latents", try latentTensor(clean, count: n)), ("labels", labelTensor(classes))])
         return try checked(r, "recorded", shape: [n] + config.latentShape, operation: "invert").scalars(as: Float.self)
     }
@@ -274,9 +284,14 @@ extension DiffusionDistiller {
     }
 }
 
-/// The classes a diffusion distiller generates (all, or `classes`), checked against the model.
+/// The classes a diffusion distiller generates (all, or `classes`), checked against the set's
+/// `classes` (the backbone's, or the entries of `class_ids`).
 public func chosenClasses(_ o: DiffusionDistillOptions, classes: Int) throws -> [Int] {
-    guard o.classes.allSatisfy({ (0..<classes).contains($0) }) else { throw MenagerieError.invalidArgument("classes must lie in 0..<\(classes)") }
+    if let bad = o.classes.first(where: { !(0..<classes).contains($0) }) {
+        throw MenagerieError.invalidArgument(
+            "option 'classes': class \(bad) lies outside 0..<\(classes) "
+                + (o.class_ids.isEmpty ? "(the diffusion backbone's classes: a DiT pipeline's num_embeds_ada_norm)" : "(the entries of class_ids)"))
+    }
     return o.classes.isEmpty ? Array(0..<classes) : o.classes
 }
 
