@@ -4,14 +4,15 @@ import MenagerieKit
 import NN
 import Tensors
 
-/// A class-conditional latent diffusion model: the autoencoder, the DiT denoiser, the noise
-/// schedule. A folder holds `config.json` (`LatentDiffusionConfig`) and `model.safetensors`
-/// (`autoencoder.*`, `dit.*`).
+/// A class-conditional latent diffusion model: the autoencoder, the DiT denoiser (NN's
+/// `DiTTransformer2DModel` in facebookresearch/DiT's layout, `LatentDiffusionConfig.ditConfig`), the
+/// noise schedule. A folder holds `config.json` (`LatentDiffusionConfig`) and `model.safetensors`
+/// (`autoencoder.*`, `dit.*` under DiT's own state-dict names, without the fixed `pos_embed`).
 // @unchecked: `config` is set only in init; training updates parameters through their own locks, one call at a time.
 public final class LatentDiffusionModel: @unchecked Sendable {
     public private(set) var config: LatentDiffusionConfig
     public let autoencoder: LatentAutoencoder
-    public let dit: DiT
+    public let dit: DiTTransformer2DModel
     public let schedule: NoiseSchedule
 
     public init(config: LatentDiffusionConfig, seed: UInt64 = 0) throws {
@@ -19,7 +20,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         self.config = config
         var rng = SeededGenerator(seed: seed)
         autoencoder = LatentAutoencoder(config: config, rng: &rng)
-        dit = DiT(config: config, rng: &rng)
+        dit = try DiTTransformer2DModel(config: config.ditConfig, seed: rng.next(), layout: .original)
         schedule = NoiseSchedule(NoiseSchedule.Kind(rawValue: config.schedule)!, steps: config.trainSteps)
         autoencoder.isTraining = false
         dit.isTraining = false
@@ -27,6 +28,26 @@ public final class LatentDiffusionModel: @unchecked Sendable {
 
     public static func load(folder: String) throws -> LatentDiffusionModel {
         let configPath = folder + "/config.json", weights = folder + "/model.safetensors"
+        let config = try readConfig(folder: folder)
+        let model: LatentDiffusionModel
+        do { model = try LatentDiffusionModel(config: config) } catch { throw MenagerieError.invalidArgument("'\(configPath)': \(error)") }
+        let checkpoint: Checkpoint
+        do { checkpoint = try Checkpoint(path: weights) } catch { throw MenagerieError.invalidArgument("\(error)") }
+        if LegacyDiTNames.isLegacy(checkpoint) {
+            throw MenagerieError.invalidArgument(
+                "'\(weights)' holds the DiT under latent-diffusion 0.2's own names (dit.x_embedder.weight, dit.final.linear.*, …): convert the folder once with `menagerie run latent-diffusion convert --set model=\(folder) --out DIR` (DIR/model is the converted folder)"
+            )
+        }
+        do {
+            try model.autoencoder.load(from: checkpoint, prefix: "autoencoder.")
+            try model.dit.load(from: checkpoint, prefix: "dit.")
+        } catch { throw MenagerieError.invalidArgument("\(error)") }
+        return model
+    }
+
+    /// The folder's `config.json`, decoded (not yet validated: the model's init does that).
+    static func readConfig(folder: String) throws -> LatentDiffusionConfig {
+        let configPath = folder + "/config.json"
         guard FileManager.default.fileExists(atPath: configPath) else {
             throw MenagerieError.notFound(
                 "'\(configPath)' not found: a latent diffusion folder holds config.json and model.safetensors (from `latent-diffusion train`)")
@@ -37,14 +58,7 @@ public final class LatentDiffusionModel: @unchecked Sendable {
         do { config = try JSONDecoder().decode(LatentDiffusionConfig.self, from: data) } catch {
             throw MenagerieError.invalidArgument("'\(configPath)' is not a latent diffusion config: \(error)")
         }
-        let model: LatentDiffusionModel
-        do { model = try LatentDiffusionModel(config: config) } catch { throw MenagerieError.invalidArgument("'\(configPath)': \(error)") }
-        do {
-            let checkpoint = try Checkpoint(path: weights)
-            try model.autoencoder.load(from: checkpoint, prefix: "autoencoder.")
-            try model.dit.load(from: checkpoint, prefix: "dit.")
-        } catch { throw MenagerieError.invalidArgument("\(error)") }
-        return model
+        return config
     }
 
     public func save(folder: String, dtype: DType = .float32) throws {

@@ -205,6 +205,11 @@ struct LatentDiffusionComponent: Backbone {
                 TensorSpec("recorded", dtypes: ["f32"], shape: "N×4×L×L", summary: "the latents at record_step"),
             ]),
         OperationSpec("train", summary: "autoencoder then DiT on a dataset → a model folder (config.json, model.safetensors), curve.csv, samples.png"),
+        OperationSpec(
+            "convert",
+            summary:
+                "a model folder written by latent-diffusion 0.2 (its own DiT's tensor names) → the same model under DiT's names (NN's DiTTransformer2DModel) in DIR/model; values moved, not recomputed"
+        ),
     ]
 
     func model(_ o: Options) throws -> LatentDiffusionModel { try loadDiffusion(o.model) }
@@ -236,6 +241,7 @@ struct LatentDiffusionComponent: Backbone {
         case "sample": return try sample(request)
         case "invert": return try invert(request)
         case "train": return try train(request)
+        case "convert": return try convert(request)
         default: throw MenagerieError.unsupported("'\(Self.id)' has no operation '\(operation)'")
         }
     }
@@ -476,5 +482,33 @@ struct LatentDiffusionComponent: Backbone {
                 "seconds": .number(curve.last?.seconds ?? 0), "sample_images_per_s": samples.result["images_per_s"] ?? .null,
             ],
             artifacts: ["model"])
+    }
+
+    /// `convert`: a 0.2 folder (`model`) → `model/` in the scratch directory with the DiT under
+    /// DiT's names (`LegacyDiTNames`), config.json and the other files copied; the result is loaded
+    /// once before it is reported.
+    func convert(_ request: Request<Options>) throws -> Response {
+        let o = request.options
+        guard !o.model.isEmpty else {
+            throw MenagerieError.invalidArgument("convert needs option 'model': a latent diffusion folder written by latent-diffusion 0.2")
+        }
+        let folder = (o.model as NSString).expandingTildeInPath
+        let config = try LatentDiffusionModel.readConfig(folder: folder)
+        let checkpoint: Checkpoint
+        do { checkpoint = try Checkpoint(path: folder + "/model.safetensors") } catch { throw MenagerieError.invalidArgument("\(error)") }
+        guard LegacyDiTNames.isLegacy(checkpoint) else {
+            throw MenagerieError.invalidArgument(
+                "'\(folder)/model.safetensors' has no dit.x_embedder.weight: it is not a latent-diffusion 0.2 model (nothing to convert)")
+        }
+        let tensors = try LegacyDiTNames.convert(checkpoint, config: config)
+        let dir = request.host.scratchDirectory + "/model"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try SafeTensors.write(tensors, metadata: ["format": "menagerie-latent-diffusion"], to: dir + "/model.safetensors")
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where file != "model.safetensors" && file != "checkpoint" {
+            try FileManager.default.copyItem(atPath: folder + "/" + file, toPath: dir + "/" + file)
+        }
+        _ = try LatentDiffusionModel.load(folder: dir)
+        let renamed = tensors.filter { $0.name.hasPrefix("dit.") }.count
+        return Response(result: ["tensors": .number(Double(tensors.count)), "dit_tensors": .number(Double(renamed))], artifacts: ["model"])
     }
 }

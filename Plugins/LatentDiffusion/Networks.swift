@@ -32,6 +32,15 @@ public struct LatentDiffusionConfig: Codable, Sendable, Equatable {
     /// The null class of classifier-free guidance.
     public var nullClass: Int { classes }
 
+    /// The denoiser as NN's `DiTTransformer2DModel` (facebookresearch/DiT's layout: one shared
+    /// timestep + class embedding, fused q/k/v): ε only (out = latent channels, no learned σ),
+    /// DiT's own numerics (timestep frequencies over 128, the MLP's LayerNorm eps 1e-6).
+    public var ditConfig: DiTConfig {
+        DiTConfig(
+            heads: ditHeads, headDim: ditWidth / max(ditHeads, 1), inChannels: latentChannels, outChannels: latentChannels, layers: ditDepth,
+            sampleSize: latentSize, patch: patch, classes: classes, attentionBias: true, mlpNormEps: 1e-6, frequencyShift: 0)
+    }
+
     /// Checks every size before a model is built from this config (a folder's `config.json` or the
     /// training options): each positive and in range before any division, the image divisible by the
     /// autoencoder's downsampling and the latent side by the patch, heads dividing the width, a
@@ -134,94 +143,5 @@ public final class LatentAutoencoder: Module {
             k += 2
         }
         return decoderLayers[k](h)
-    }
-}
-
-/// A class-conditional Diffusion Transformer (Peebles & Xie) on latents: patchify, fixed 2-D
-/// sin-cos positions, timestep (sinusoidal → MLP) + class embedding (a table with one extra row,
-/// the null class) as the condition c, blocks with adaLN-Zero modulation, a zero-initialised
-/// final layer predicting ε.
-public final class DiT: Module {
-    public let config: LatentDiffusionConfig
-    let patchEmbed: Linear
-    let timeMLP1: Linear, timeMLP2: Linear
-    let classTable: Parameter
-    let blocks: [(modulation: Linear, attention: MultiheadAttention, fc1: Linear, fc2: Linear)]
-    let finalModulation: Linear, finalLinear: Linear
-    let positions: Tensor
-    public var isTraining = true
-    static let frequencyDim = 256
-
-    public init(config c: LatentDiffusionConfig, rng: inout SeededGenerator) {
-        config = c
-        let w = c.ditWidth, p = c.patch, g = c.latentSize / p
-        patchEmbed = Linear(c.latentChannels * p * p, w, rng: &rng)
-        timeMLP1 = Linear(Self.frequencyDim, w, rng: &rng)
-        timeMLP2 = Linear(w, w, rng: &rng)
-        classTable = Parameter(
-            Tensor.make([c.classes + 1, w]) { t in
-                var r = SeededGenerator(seed: rng.next())
-                for i in 0..<((c.classes + 1) * w) { t[i] = Float(r.nextNormal()) * 0.02 }
-            })
-        func zeroLinear(_ i: Int, _ o: Int, _ rng: inout SeededGenerator) -> Linear {
-            let l = Linear(i, o, rng: &rng)
-            l.weight.assign(Tensor.filled(0, shape: [o, i]))
-            l.bias?.assign(Tensor.filled(0, shape: [o]))
-            return l
-        }
-        blocks = (0..<c.ditDepth).map { _ in
-            (zeroLinear(w, 6 * w, &rng), MultiheadAttention(width: w, heads: c.ditHeads, rng: &rng), Linear(w, 4 * w, rng: &rng), Linear(4 * w, w, rng: &rng))
-        }
-        finalModulation = zeroLinear(w, 2 * w, &rng)
-        finalLinear = zeroLinear(w, p * p * c.latentChannels, &rng)
-        positions = DiTTransformer2DModel.sinCosPositions(grid: g, width: w)
-    }
-
-    public var namedParameters: [(String, Parameter)] {
-        var out =
-            prefixed("x_embedder.", patchEmbed.namedParameters) + prefixed("t_embedder.0.", timeMLP1.namedParameters)
-            + prefixed("t_embedder.2.", timeMLP2.namedParameters) + [("y_embedder.table", classTable)]
-        for (i, b) in blocks.enumerated() {
-            out +=
-                prefixed("blocks.\(i).adaLN.", b.modulation.namedParameters) + prefixed("blocks.\(i).attn.", b.attention.namedParameters)
-                + prefixed("blocks.\(i).mlp.fc1.", b.fc1.namedParameters) + prefixed("blocks.\(i).mlp.fc2.", b.fc2.namedParameters)
-        }
-        return out + prefixed("final.adaLN.", finalModulation.namedParameters) + prefixed("final.linear.", finalLinear.namedParameters)
-    }
-
-    /// Sinusoidal timestep features [N, 256] (DiT's `timestep_embedding`, max period 10000).
-    static func timestepFeatures(_ t: [Int]) -> Tensor {
-        let half = frequencyDim / 2
-        return Tensor.make([t.count, frequencyDim]) { o in
-            for (n, step) in t.enumerated() {
-                for k in 0..<half {
-                    let f = exp(-log(10000.0) * Double(k) / Double(half)) * Double(step)
-                    o[n * frequencyDim + k] = Float(cos(f))
-                    o[n * frequencyDim + half + k] = Float(sin(f))
-                }
-            }
-        }
-    }
-
-    /// ε for latents x [N, C, L, L] at timesteps t, classes (null class allowed).
-    public func callAsFunction(_ x: Variable, timesteps t: [Int], classes y: [Int]) -> Variable {
-        let c = config, n = x.shape[0], w = c.ditWidth, p = c.patch, g = c.latentSize / p, lc = c.latentChannels
-        let patches = x.reshaped([n, lc, g, p, g, p]).permuted([0, 2, 4, 1, 3, 5]).reshaped([n, g * g, lc * p * p])
-        var h = patchEmbed(patches) + Variable(positions)
-        let temb = timeMLP2(timeMLP1(Variable(Self.timestepFeatures(t))).silu())
-        let yemb = matmul(Variable(try! Tensor.oneHot(y, classes: c.classes + 1)), classTable.variable)
-        let cond = (temb + yemb).silu() // [N, w]
-        for b in blocks {
-            let m = b.modulation(cond) // [N, 6w]
-            func part(_ k: Int) -> Variable { m.slice(axis: 1, (k * w)..<((k + 1) * w)).reshaped([n, 1, w]) }
-            let normed1 = h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (part(1) + 1) + part(0)
-            h = h + part(2) * b.attention(normed1)
-            let normed2 = h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (part(4) + 1) + part(3)
-            h = h + part(5) * b.fc2(b.fc1(normed2).geluTanh())
-        }
-        let fm = finalModulation(cond)
-        let shift = fm.slice(axis: 1, 0..<w).reshaped([n, 1, w]), scale = fm.slice(axis: 1, w..<(2 * w)).reshaped([n, 1, w])
-        let out = finalLinear(h.layerNorm(weight: nil, bias: nil, eps: 1e-6) * (scale + 1) + shift) // [N, g·g, p·p·C]
-        return out.reshaped([n, g, g, lc, p, p]).permuted([0, 3, 1, 4, 2, 5]).reshaped([n, lc, c.latentSize, c.latentSize])
     }
 }

@@ -43,7 +43,7 @@ struct PlainDiffusionComponent: DiffusionDistiller {
 /// The plugin: its identity and components (the entry symbol is in `Entry/`).
 public enum LatentDiffusionPlugin: Plugin {
     public static let name = "latent-diffusion"
-    public static let version = "0.2.0"
+    public static let version = "0.3.0"
     public static let summary =
         "A class-conditional latent diffusion backbone (autoencoder + DiT, CFG, DDIM sampling and inversion, decoder VJP) with its embedded synthetic-tol model, and plain sampling as a distiller"
     public static let license = "MIT"

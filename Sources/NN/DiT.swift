@@ -10,8 +10,12 @@ import Tensors
 /// the learned σ's interpolation).
 ///
 /// diffusers gives every block its own timestep and class embedding and conditions the final layer
-/// on block 0's; the original checkpoint has one shared embedding (`shared` below), which the
+/// on block 0's; the original checkpoint has one shared embedding (`Layout.original`), which the
 /// diffusers conversion copies into every block — the two compute the same thing.
+///
+/// The forward is differentiable (Variables; under `GradMode.disabled` it records nothing): the
+/// latent-diffusion plugin's embedded model is an instance in the original layout with out = in
+/// channels (ε only), trained with it.
 public final class DiTTransformer2DModel: Module {
     public let config: DiTConfig
     let patchEmbed: Conv2d
@@ -45,10 +49,13 @@ public final class DiTTransformer2DModel: Module {
         case original
     }
 
-    /// A model with seeded random weights (the benchmark's), diffusers' layout.
-    public convenience init(config: DiTConfig, seed: UInt64) throws {
+    /// A fresh model with seeded weights, as DiT's `initialize_weights` starts training in the
+    /// part that matters (adaLN-Zero): every modulation and the final linear are zero, so each block
+    /// starts as the identity and the output as 0. The rest: linears and the patch convolution
+    /// U(±1/√fan_in) (torch's defaults), the class table N(0, 0.02).
+    public convenience init(config: DiTConfig, seed: UInt64, layout: Layout = .diffusers) throws {
         try config.validate(source: "config")
-        try self.init(config: config, source: ParameterSource(seed: seed), layout: .diffusers)
+        try self.init(config: config, source: ParameterSource(seed: seed), layout: layout)
     }
 
     /// Loads `checkpoint` (diffusers' names, or the original's with `layout: .original`); every
@@ -69,6 +76,13 @@ public final class DiTTransformer2DModel: Module {
             named.append((name + ".weight", l.weight))
             if let b = l.bias { named.append((name + ".bias", b)) }
             return l
+        }
+        // adaLN-Zero: zero when fresh (a checkpoint's values otherwise).
+        func zeroLinear(_ name: String, _ i: Int, _ o: Int) -> Linear {
+            let w = s.parameter(name + ".weight", [o, i]) { _ in Tensor.filled(0, shape: [o, i]) }
+            let b = s.parameter(name + ".bias", [o], decays: false) { _ in Tensor.filled(0, shape: [o]) }
+            named += [(name + ".weight", w), (name + ".bias", b)]
+            return Linear(weight: w, bias: b)
         }
         func embedding(_ t1: String, _ t2: String, _ table: String) -> Embedding {
             let tab = s.parameter(table, [c.classes + 1, d]) { NN.normal([c.classes + 1, d], std: 0.02, &$0) }
@@ -93,7 +107,7 @@ public final class DiTTransformer2DModel: Module {
                     embedding(
                         b + "norm1.emb.timestep_embedder.linear_1", b + "norm1.emb.timestep_embedder.linear_2",
                         b + "norm1.emb.class_embedder.embedding_table.weight"))
-                let mod = linear(b + "norm1.linear", d, 6 * d)
+                let mod = zeroLinear(b + "norm1.linear", d, 6 * d)
                 let q = linear(b + "attn1.to_q", d, d, bias: c.attentionBias), k = linear(b + "attn1.to_k", d, d, bias: c.attentionBias)
                 let v = linear(b + "attn1.to_v", d, d, bias: c.attentionBias)
                 let out = linear(b + "attn1.to_out.0", d, d)
@@ -101,8 +115,8 @@ public final class DiTTransformer2DModel: Module {
                 blks.append(Block(embedding: i, modulation: mod, qkv: nil, q: q, k: k, v: v, out: out, fc1: fc1, fc2: fc2))
             }
             (embeddings, blocks) = (embs, blks)
-            finalModulation = linear("proj_out_1", d, 2 * d)
-            finalLinear = linear("proj_out_2", d, p * p * c.outChannels)
+            finalModulation = zeroLinear("proj_out_1", d, 2 * d)
+            finalLinear = zeroLinear("proj_out_2", d, p * p * c.outChannels)
         case .original:
             // The stored table (an nn.Parameter in DiT, frozen) is what its forward adds.
             let stored = s.tensor("pos_embed", [1, c.tokens, d]) { _ in table }
@@ -110,13 +124,13 @@ public final class DiTTransformer2DModel: Module {
             embeddings = [embedding("t_embedder.mlp.0", "t_embedder.mlp.2", "y_embedder.embedding_table.weight")]
             blocks = (0..<c.layers).map { i in
                 let b = "blocks.\(i)."
-                let mod = linear(b + "adaLN_modulation.1", d, 6 * d)
+                let mod = zeroLinear(b + "adaLN_modulation.1", d, 6 * d)
                 let qkv = linear(b + "attn.qkv", d, 3 * d), out = linear(b + "attn.proj", d, d)
                 let fc1 = linear(b + "mlp.fc1", d, c.mlpRatio * d), fc2 = linear(b + "mlp.fc2", c.mlpRatio * d, d)
                 return Block(embedding: 0, modulation: mod, qkv: qkv, q: nil, k: nil, v: nil, out: out, fc1: fc1, fc2: fc2)
             }
-            finalModulation = linear("final_layer.adaLN_modulation.1", d, 2 * d)
-            finalLinear = linear("final_layer.linear", d, p * p * c.outChannels)
+            finalModulation = zeroLinear("final_layer.adaLN_modulation.1", d, 2 * d)
+            finalLinear = zeroLinear("final_layer.linear", d, p * p * c.outChannels)
         }
         names = named
     }
