@@ -70,6 +70,8 @@ let package = Package(
         .target(name: "CMenagerie", path: "Sources/CMenagerie"),
         // The host's fd passing and shared memory (isolated invocations).
         .target(name: "CHostSupport", path: "Sources/CHostSupport"),
+        // Linked into the `menagerie` executable only: settings applied before its libraries start.
+        .target(name: "CLaunch", path: "Sources/CLaunch"),
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
@@ -118,7 +120,7 @@ let package = Package(
         .executableTarget(
             name: "menagerie",
             dependencies: [
-                "MenagerieHost", "MenagerieKit", "Formats", "Tensors", "COpenBLAS",
+                "MenagerieHost", "MenagerieKit", "Formats", "Tensors", "COpenBLAS", "CLaunch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -158,7 +160,8 @@ let package = Package(
         .testTarget(
             name: "DistillationTests",
             dependencies: [
-                "DatasetDistillation", "LatentDiffusion", "D3HR", "Concord", "DistillationKit", "NN", "Tensors", "Formats", "MenagerieKit", "TestSupport",
+                "DatasetDistillation", "LatentDiffusion", "D3HR", "Concord", "DistillationKit", "NN", "Tensors", "Formats", "Imaging", "MenagerieKit",
+                "TestSupport",
             ]),
     ]
         + swiftPlugins.flatMap { plugin -> [Target] in

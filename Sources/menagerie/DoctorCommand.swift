@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLaunch
 import COpenBLAS
 import Foundation
 import MenagerieHost
@@ -32,7 +33,12 @@ struct DoctorCommand: ParsableCommand {
 
         let config = openblas_get_config().map { String(cString: $0) } ?? "unknown"
         let threads = Int(openblas_get_num_threads())
-        checks.append(Check(name: "blas", ok: true, detail: "OpenBLAS \(config); \(threads) thread(s) (set with MENAGERIE_THREADS or OPENBLAS_NUM_THREADS)"))
+        let timeout = mng_openblas_thread_timeout().map { String(cString: $0) } ?? "unset (2^28 cycles)"
+        checks.append(
+            Check(
+                name: "blas", ok: true,
+                detail: "OpenBLAS \(config); \(threads) thread(s) (set with MENAGERIE_THREADS or OPENBLAS_NUM_THREADS); "
+                    + "idle threads spin 2^n cycles, OPENBLAS_THREAD_TIMEOUT=\(timeout)"))
         let (gflops, error) = sgemmCheck(n: 256)
         checks.append(
             Check(name: "sgemm", ok: error < 1e-3, detail: String(format: "256³ in %.1f GFLOP/s, max error %.2e against a direct sum", gflops, error)))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLaunch
 import COpenBLAS
 import Foundation
 import Logging
@@ -29,7 +30,9 @@ struct Menagerie: ParsableCommand {
             h.logLevel = ProcessInfo.processInfo.environment["MENAGERIE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
             return h
         }
-        // One OpenBLAS per process, shared by the host and every plugin: set its threads once.
+        // One OpenBLAS per process, shared by the host and every plugin: its idle threads spin
+        // briefly (Sources/CLaunch/launch.c), and its threads are set once.
+        _ = mng_shorten_openblas_spin(16)
         if let t = ProcessInfo.processInfo.environment["MENAGERIE_THREADS"], let n = Int32(t), n > 0 {
             GEMM.setThreads(Int(n))
         }
