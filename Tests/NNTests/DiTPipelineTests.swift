@@ -106,7 +106,8 @@ import Testing
     /// The inference path (GradMode disabled: fused layer norm + modulation, `Kernels.attention`,
     /// fused GELU-tanh) computes what the differentiable graph computes, on the same parameters: the
     /// fixture's diffusers layout, the original layout (one fused qkv, one shared embedding), and a
-    /// seeded model of other sizes (3 heads × 8, patch 3 on 12×12×3 latents, 7 classes, ε only) whose
+    /// seeded model of other sizes (original layout; 3 heads × 8, patch 3 on 12×12×3 latents, 7 classes,
+    /// ε only, every parameter redrawn) whose
     /// odd widths and token count reach the kernels' tails. A wrong modulation part, gate or eps
     /// changes the output far beyond 1e-5.
     @Test func theInferencePathComputesTheGraphsOutput() throws {
@@ -120,9 +121,16 @@ import Testing
         compare(try Self.pipeline.get().transformer, x, t, y, "diffusers layout")
         compare(try DiTPipeline.load(path: Self.folder + "/original", original: .init(heads: 2)).transformer, x, t, y, "original layout")
         let c = DiTConfig(heads: 3, headDim: 8, inChannels: 3, outChannels: 3, layers: 2, sampleSize: 12, patch: 3, classes: 7)
-        let m = try DiTTransformer2DModel(config: c, seed: 11)
+        let m = try DiTTransformer2DModel(config: c, seed: 11, layout: .original)
         var rng = SeededGenerator(seed: 5)
+        // A fresh model is adaLN-Zero (modulations and final linear 0: output 0 on both paths), so
+        // every parameter is redrawn N(0, 0.3²) to make each part of the computation count.
+        for (_, p) in m.namedParameters {
+            p.assign(Tensor(shape: p.value.shape, scalars: (0..<p.value.count).map { _ in Float(rng.nextNormal()) * 0.3 }))
+        }
         let z = Tensor(shape: [3, 3, 12, 12], scalars: (0..<(3 * 3 * 144)).map { _ in Float(rng.nextNormal()) })
+        let fast = GradMode.disabled { m(Variable(z), timesteps: [999, 0, 421], classes: [6, 7, 0]) }.scalars
+        #expect((fast.map { abs($0) }.max() ?? 0) > 0.1, "the redrawn model's output is not trivially 0")
         compare(m, z, [999, 0, 421], [6, 7, 0], "seeded 3×8, patch 3")
     }
 
