@@ -11,18 +11,9 @@ public struct ClassGaussian: Sendable, Equatable {
 
     /// From latents [n, D] (n ≥ 2).
     public init(latents: [Float], dimension d: Int) {
-        let n = latents.count / d
-        var m = [Double](repeating: 0, count: d), v = m
-        for i in 0..<n { for j in 0..<d { m[j] += Double(latents[i * d + j]) } }
-        for j in 0..<d { m[j] /= Double(n) }
-        for i in 0..<n {
-            for j in 0..<d {
-                let x = Double(latents[i * d + j]) - m[j]
-                v[j] += x * x
-            }
-        }
+        let (m, v) = Self.moments(latents: latents, dimension: d)
         mean = m.map(Float.init)
-        std = v.map { Float(($0 / Double(max(n - 1, 1))).squareRoot()) }
+        std = v.map { Float($0.squareRoot()) }
     }
 
     public init(mean: [Float], std: [Float]) {

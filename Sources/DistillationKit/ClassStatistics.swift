@@ -55,14 +55,7 @@ public struct ClassStream {
         proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
         self.dataset = dataset
         self.split = split
-        let description = try proxy.describe()
-        let classes: [String] = (description["classes"]?.arrayValue ?? []).map { $0.stringValue ?? $0["name"]?.stringValue ?? "?" }
-        guard !classes.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(dataset)' describes no classes") }
-        guard classes.count >= 2 else { throw MenagerieError.invalidArgument("dataset '\(dataset)' has one class; distillation needs at least two") }
-        let total = description["splits"]?[split]?.intValue ?? 0
-        guard total > 0 else {
-            throw MenagerieError.invalidArgument("dataset '\(dataset)' has no '\(split)' images (splits: \(description["splits"]?.compactText ?? "none"))")
-        }
+        let (classes, total) = try RealData.describeSplit(proxy, dataset: dataset, split: split)
         self.classes = classes
         let n = limit > 0 ? min(limit, total) : total
         let step = max(1, min(batch, 512))

@@ -28,12 +28,9 @@ public struct RealData: Sendable {
         byClass = classes.indices.map { k in labels.indices.filter { labels[$0] == k } }
     }
 
-    /// Reads `split` of `dataset` through the host (batches of 512), at most `limit` images (0: all).
-    public static func load(
-        _ host: PluginHost, dataset: String, options: [String], split: String, size: Int, attribute: String,
-        limit: Int = 0
-    ) throws -> RealData {
-        let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
+    /// The class names and the number of `split` images that `dataset` describes, checked for
+    /// distillation: at least two classes and a non-empty split (errors name the dataset and split).
+    static func describeSplit(_ proxy: DatasetOptionsProxy, dataset: String, split: String) throws -> (classes: [String], total: Int) {
         let description = try proxy.describe()
         let classes: [String] = (description["classes"]?.arrayValue ?? []).map { $0.stringValue ?? $0["name"]?.stringValue ?? "?" }
         guard !classes.isEmpty else { throw MenagerieError.invalidArgument("dataset '\(dataset)' describes no classes") }
@@ -42,6 +39,16 @@ public struct RealData: Sendable {
         guard total > 0 else {
             throw MenagerieError.invalidArgument("dataset '\(dataset)' has no '\(split)' images (splits: \(description["splits"]?.compactText ?? "none"))")
         }
+        return (classes, total)
+    }
+
+    /// Reads `split` of `dataset` through the host (batches of 512), at most `limit` images (0: all).
+    public static func load(
+        _ host: PluginHost, dataset: String, options: [String], split: String, size: Int, attribute: String,
+        limit: Int = 0
+    ) throws -> RealData {
+        let proxy = try DatasetOptionsProxy(host, id: dataset, size: size, options: options)
+        let (classes, total) = try describeSplit(proxy, dataset: dataset, split: split)
         let n = limit > 0 ? min(limit, total) : total
         var images: [Float] = [], labels: [Int] = [], attrs: [Int] = []
         var channels = 0, side = 0

@@ -69,7 +69,7 @@ extension DiTTransformer2DModel {
                     let xr = xp + r * d, orow = o + r * d
                     let mr = mp + (r / tokens) * parts * d
                     let sh = mr + shift * d, sc = mr + scale * d
-                    let mean = vectorMean(xr, d)
+                    let mean = vectorSum(xr, d) / Float(d)
                     var sq: Float = 0
                     for i in 0..<d {
                         let v = xr[i] - mean
@@ -96,23 +96,6 @@ extension DiTTransformer2DModel {
             }
         }
     }
-}
-
-/// The mean of n floats (eight lanes, then the tail).
-@inline(__always)
-private func vectorMean(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-    var s = SIMD8<Float>()
-    var i = 0
-    while i + 8 <= n {
-        s += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
-        i += 8
-    }
-    var total = s.sum()
-    while i < n {
-        total += p[i]
-        i += 1
-    }
-    return total / Float(max(n, 1))
 }
 
 extension Tensor {

@@ -78,16 +78,26 @@ public enum Kernels {
     /// Exact GELU in place: x · Φ(x) = x/2 · (1 + erf(x/√2)) (torch.nn.GELU(), approximate='none'),
     /// with the vectorisable `fastErf`.
     public static func geluExact(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        throughVectorKernel(x, count: count, prepare: { $0 * 0.70710678118654752 }, fastErf, finish: { v, e in 0.5 * v * (1 + e) })
+    }
+
+    /// x[i] ← finish(x[i], k(prepare(x[i]))) for a vectorised kernel k (`fastExp`, `fastErf`) that runs
+    /// on 1,024 prepared values at a time, the chunks shared out over the threads.
+    @inline(__always)
+    static func throughVectorKernel(
+        _ x: UnsafeMutablePointer<Float>, count: Int, prepare: (Float) -> Float, _ kernel: (UnsafeMutablePointer<Float>, Int) -> Void,
+        finish: (Float, Float) -> Float
+    ) {
         Parallel.chunks(count) { range in
             let chunk = 1024
-            let scaled = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
-            defer { scaled.deallocate() }
+            let e = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
+            defer { e.deallocate() }
             var i = range.lowerBound
             while i < range.upperBound {
                 let n = min(chunk, range.upperBound - i)
-                for j in 0..<n { scaled[j] = x[i + j] * 0.70710678118654752 }
-                fastErf(scaled, count: n)
-                for j in 0..<n { x[i + j] = 0.5 * x[i + j] * (1 + scaled[j]) }
+                for j in 0..<n { e[j] = prepare(x[i + j]) }
+                kernel(e, n)
+                for j in 0..<n { x[i + j] = finish(x[i + j], e[j]) }
                 i += n
             }
         }
@@ -143,39 +153,12 @@ public enum Kernels {
     /// since (1 + tanh u)/2 = σ(2u) — with the vectorised `fastExp` (no cancellation near 0, and
     /// e^(−2u) → ∞ gives 0 for very negative x).
     public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        Parallel.chunks(count) { range in
-            let chunk = 1024
-            let e = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
-            defer { e.deallocate() }
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let n = min(chunk, range.upperBound - i)
-                for j in 0..<n {
-                    let v = x[i + j]
-                    e[j] = -1.5957691216057308 * (v + 0.044715 * v * v * v)
-                }
-                fastExp(e, count: n)
-                for j in 0..<n { x[i + j] = x[i + j] / (1 + e[j]) }
-                i += n
-            }
-        }
+        throughVectorKernel(x, count: count, prepare: { v in -1.5957691216057308 * (v + 0.044715 * v * v * v) }, fastExp, finish: { v, e in v / (1 + e) })
     }
 
     /// SiLU in place: x · σ(x) = x / (1 + e^(−x)), with the vectorised `fastExp`.
     public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        Parallel.chunks(count) { range in
-            let chunk = 1024
-            let e = UnsafeMutablePointer<Float>.allocate(capacity: chunk)
-            defer { e.deallocate() }
-            var i = range.lowerBound
-            while i < range.upperBound {
-                let n = min(chunk, range.upperBound - i)
-                for j in 0..<n { e[j] = -x[i + j] }
-                fastExp(e, count: n)
-                for j in 0..<n { x[i + j] = x[i + j] / (1 + e[j]) }
-                i += n
-            }
-        }
+        throughVectorKernel(x, count: count, prepare: { -$0 }, fastExp, finish: { v, e in v / (1 + e) })
     }
 
     /// QuickGELU in place: x · σ(1.702 x) (OpenAI CLIP).

@@ -44,8 +44,8 @@ extension Tensor {
 }
 
 /// Σ p[i] over `n` floats (16 lanes, then a scalar tail).
-@inline(__always)
-func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+@inlinable
+public func vectorSum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var s = SIMD16<Float>()
     var i = 0
     while i + 16 <= n {
