@@ -172,7 +172,9 @@ public func conv2d(
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
     precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
     let window = Window2D(kernel: (kh, kw), stride: stride, padding: padding, dilation: dilation)
-    if groups == 1 && !GradMode.enabled { return Variable(conv2dInference(x.value, weight: weight.value, bias: bias?.value, window)) }
+    if groups == 1 && !GradMode.enabled && conv2dInferencePays(channels: c, outputs: o, height: h, width: w, window) {
+        return Variable(conv2dInference(x.value, weight: weight.value, bias: bias?.value, window))
+    }
     let (oh, ow) = window.outputSize(h, w)
     let og = o / groups
     var outs: [Variable] = []
@@ -324,22 +326,39 @@ public func matmulSumNT(_ x: Variable, _ y: Variable) -> Variable {
     }
 }
 
+/// Whether a 3×3, stride-1, padding-1 convolution goes through Winograd (`conv3x3Winograd`): at least
+/// 16 channels in and out, and 16 products per band large enough to run near sgemm's rate (outputs ×
+/// channels × tiles ≥ 2^24 multiply-adds — the SD VAE's convolutions; not ConvNet-3's 128 channels at
+/// 32 × 32, where products of 128 × 256 × 128 per image made it slower than im2col: measured 635 vs
+/// 583 ms for a batch of 256).
+func winogradPays(channels c: Int, outputs o: Int, height h: Int, width w: Int, _ window: Window2D) -> Bool {
+    window.kernel == (3, 3) && window.stride == (1, 1) && window.padding == (1, 1) && window.dilation == (1, 1) && c >= 16 && o >= 16
+        && winogradProductSize(channels: c, outputs: o, height: h, width: w) >= 1 << 24
+}
+
+/// Whether `conv2d` without recording takes `conv2dInference`: for Winograd, or when the output has at
+/// least 4,096 pixels (64 × 64). Below that the whole batch's im2col is small and the recorded path's
+/// unfold + one product per image is as fast or faster (8 × 8 × 128 channels, batch 8: 1.3–2.0 ms
+/// against 1.9–8.6 ms for the banded path, whose per-image products are too thin for two threads).
+func conv2dInferencePays(channels c: Int, outputs o: Int, height h: Int, width w: Int, _ window: Window2D) -> Bool {
+    let (oh, ow) = window.outputSize(h, w)
+    return winogradPays(channels: c, outputs: o, height: h, width: w, window) || oh * ow >= 4096
+}
+
 /// The forward of `conv2d` (groups 1) without recording, for inference: the bias written first, then
 /// per image the output computed in bands of about 1,024 output pixels (whole rows) — each band's
 /// im2col columns built in a buffer and multiplied into the band's columns of the output (beta 1).
 /// Measured on the SD VAE decoder at 256 px: bands of 1,024 columns 3.8–3.9 s, 2,048 3.9–4.2 s,
 /// 8,192 4.5–5.0 s, the whole image at once (300 MB of columns) 5.8–6.0 s. A 1×1 convolution with stride 1 and no padding is a single
-/// sgemm on the image itself; a 3×3 with stride 1 and padding 1 over at least 16 channels in and out
-/// goes through Winograd's F(2×2, 3×3) (`conv3x3Winograd`). Equal to `conv2d`'s unfold + product
+/// sgemm on the image itself; a 3×3 with stride 1 and padding 1 goes through Winograd's F(2×2, 3×3)
+/// when `winogradPays`. Equal to `conv2d`'s unfold + product
 /// up to float rounding.
-func conv2dInference(_ x: Tensor, weight: Tensor, bias: Tensor?, _ w: Window2D) -> Tensor {
+public func conv2dInference(_ x: Tensor, weight: Tensor, bias: Tensor?, _ w: Window2D) -> Tensor {
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (o, kh, kw) = (weight.shape[0], weight.shape[2], weight.shape[3])
     let (oh, ow) = w.outputSize(h, wd)
     let l = oh * ow, k = c * kh * kw
-    if kh == 3 && kw == 3 && w.stride == (1, 1) && w.padding == (1, 1) && w.dilation == (1, 1) && c >= 16 && o >= 16 {
-        return conv3x3Winograd(x, weight: weight, bias: bias)
-    }
+    if winogradPays(channels: c, outputs: o, height: h, width: wd, w) { return conv3x3Winograd(x, weight: weight, bias: bias) }
     let xp = x.fp, wp = weight.fp, bp = bias?.fp
     return Tensor.makeUninitialized([n, o, oh, ow]) { out in
         guard l > 0, o > 0 else { return }

@@ -10,7 +10,7 @@
 /// roundings; relative error ~1e-6 on unit-scale data). Tiles are processed in bands of whole tile
 /// rows (about 16 MB of transformed input or output at a time); odd sizes are zero-padded and the
 /// extra outputs dropped.
-func conv3x3Winograd(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+public func conv3x3Winograd(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let o = weight.shape[0]
     let (tilesY, tilesX) = ((h + 1) / 2, (w + 1) / 2)
@@ -36,7 +36,7 @@ func conv3x3Winograd(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
             store(3, gRows.3)
         }
     }
-    let bandRows = Swift.max(1, Swift.min(tilesY, (1 << 22) / Swift.max(1, 16 * Swift.max(c, o) * tilesX)))
+    let bandRows = winogradBandRows(channels: c, outputs: o, height: h, width: w)
     let most = bandRows * tilesX
     let v = UnsafeMutablePointer<Float>.allocate(capacity: 16 * c * most)
     let m = UnsafeMutablePointer<Float>.allocate(capacity: 16 * o * most)
@@ -121,4 +121,15 @@ func conv3x3Winograd(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
             }
         }
     }
+}
+
+/// Tile rows per band: about 4 Mi floats of transformed input or output (16 × channels × tiles).
+func winogradBandRows(channels c: Int, outputs o: Int, height h: Int, width w: Int) -> Int {
+    let (tilesY, tilesX) = ((h + 1) / 2, (w + 1) / 2)
+    return Swift.max(1, Swift.min(tilesY, (1 << 22) / Swift.max(1, 16 * Swift.max(c, o) * tilesX)))
+}
+
+/// Multiply-adds in each of a band's 16 products (outputs × channels × tiles).
+func winogradProductSize(channels c: Int, outputs o: Int, height h: Int, width w: Int) -> Int {
+    o * c * winogradBandRows(channels: c, outputs: o, height: h, width: w) * ((w + 1) / 2)
 }

@@ -46,14 +46,14 @@ import Testing
         }
     }
 
-    /// The inference convolution (GradMode disabled: bias first, im2col in bands of output rows, one
-    /// sgemm for a 1×1, Winograd F(2×2, 3×3) for a 3×3 over ≥ 16 channels) against the recorded
+    /// The inference convolution (`conv2dInference`: bias first, im2col in bands of output rows, one
+    /// sgemm for a 1×1; and `conv3x3Winograd`, F(2×2, 3×3), on every 3×3 case) against the recorded
     /// unfold + product, over windows that reach every branch: padding on both sides, stride 2 (and a
     /// stride that skips the last column), dilation, rectangular kernels, 1×1 with and without stride,
     /// no bias, im2col bands smaller than the image (36 columns: 28 rows to a 1,024-column band, two
     /// bands), Winograd on odd sizes (edge tiles half outside) and in two bands of tile rows (256
     /// channels × 20 tiles across: 51 tile rows to a band, 55 needed).
-    @Test func theInferenceConvolutionIsTheRecordedOne() {
+    @Test func theInferenceConvolutionIsTheRecordedOne() throws {
         var rng = SeededGenerator(seed: 3)
         func random(_ shape: [Int]) -> Tensor { Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float(rng.nextNormal()) }) }
         let cases: [(x: [Int], w: [Int], stride: (Int, Int), padding: (Int, Int), dilation: (Int, Int), bias: Bool)] = [
@@ -70,12 +70,19 @@ import Testing
         ]
         for c in cases {
             let x = Variable(random(c.x)), w = Variable(random(c.w)), b = c.bias ? Variable(random([c.w[0]])) : nil
-            func run() -> Variable { conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation) }
-            let fast = GradMode.disabled { run() }, graph = GradMode.with(true) { run() }
-            #expect(fast.shape == graph.shape, "\(c.x) * \(c.w): \(fast.shape) vs \(graph.shape)")
-            let worst = zip(fast.scalars, graph.scalars).map { abs($0 - $1) }.max() ?? 0
+            let graph = GradMode.with(true) { conv2d(x, weight: w, bias: b, stride: c.stride, padding: c.padding, dilation: c.dilation) }
+            let window = Window2D(kernel: (c.w[2], c.w[3]), stride: c.stride, padding: c.padding, dilation: c.dilation)
+            var paths = [("inference", conv2dInference(x.value, weight: w.value, bias: b?.value, window))]
+            if c.w[2] == 3 && c.w[3] == 3 && c.stride == (1, 1) && c.padding == (1, 1) && c.dilation == (1, 1) {
+                paths.append(("winograd", conv3x3Winograd(x.value, weight: w.value, bias: b?.value)))
+            }
             let scale = graph.scalars.map { abs($0) }.max() ?? 1
-            #expect(worst <= 1e-5 * scale, "\(c.x) * \(c.w) stride \(c.stride) padding \(c.padding): max difference \(worst) of \(scale)")
+            for (name, fast) in paths {
+                #expect(fast.shape == graph.shape, "\(name) \(c.x) * \(c.w): \(fast.shape) vs \(graph.shape)")
+                let values: [Float] = try fast.scalars()
+                let worst = zip(values, graph.scalars).map { abs($0 - $1) }.max() ?? 0
+                #expect(worst <= 1e-5 * scale, "\(name) \(c.x) * \(c.w) stride \(c.stride) padding \(c.padding): max difference \(worst) of \(scale)")
+            }
         }
     }
 }
