@@ -294,6 +294,9 @@ public final class SentencePieceBPETokenizer: @unchecked Sendable, TextTokenizer
         return out + (addSpecial ? suffix : [])
     }
 
+    /// The merges of one word of ids by both algorithms, for tests: the queue must agree with the plain scan.
+    public func mergedBothWays(_ symbols: [Int32]) -> (queued: [Int32], scanned: [Int32]) { (merges.applyQueued(symbols), merges.apply(symbols)) }
+
     /// A piece between added tokens: normalizers, Metaspace, BPE of each word.
     func encodeOrdinary(_ text: String, atStart: Bool) -> [Int32] {
         var s = text
@@ -340,7 +343,7 @@ public final class SentencePieceBPETokenizer: @unchecked Sendable, TextTokenizer
                 pendingUnk = true
             } // no unk_token: the character is dropped, as tokenizers does
         }
-        return merges.apply(symbols)
+        return merges.applyQueued(symbols)
     }
 
     /// Text of ids through the decoder chain; special added tokens skipped when `skipSpecial`.
