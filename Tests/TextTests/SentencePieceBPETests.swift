@@ -35,6 +35,32 @@ import Text
         #expect(expected.prompts.contains { $0.greedy_text.contains("\u{FFFD}") })
     }
 
+    /// The fixture's tokenizer.json with the other settings LLaMA-2 files use and its own (`variants.json`, written by
+    /// make_variants.py with Hugging Face tokenizers 0.23.3): Metaspace `always` + `split`, `never`, and the
+    /// legacy normalizer (Prepend + Replace, no pre-tokenizer), and `first` as it is; prompts with added tokens inside, runs of
+    /// spaces, a lone space, the empty string, NBSP through byte fallback. Ids and both decodings equal.
+    @Test func variantsMatchTokenizers() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/variants.json"))
+        let root = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let variants = root["variants"] as! [[String: Any]]
+        #expect(variants.count == 4)
+        for v in variants {
+            let name = v["name"] as! String
+            var json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/tokenizer.json"))) as! [String: Any]
+            for (k, value) in v["change"] as! [String: Any] { json[k] = value }
+            let path = dir.path + "/variant-" + name + ".json"
+            try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+            let t = try Tokenizers.load(path: path)
+            for c in v["cases"] as! [[String: Any]] {
+                let text = c["text"] as! String
+                let ids = (c["input_ids"] as! [Int]).map(Int32.init)
+                #expect(t.encode(text, addSpecial: true) == ids, "\(name): ids of \(text.debugDescription)")
+                #expect(t.decode(ids, skipSpecial: false) == c["decoded"] as! String, "\(name): decode of \(text.debugDescription)")
+                #expect(t.decode(ids, skipSpecial: true) == c["decoded_skip_special"] as! String, "\(name): decode (skip special) of \(text.debugDescription)")
+            }
+        }
+    }
+
     /// Hand-built tokenizer.json: the legacy LLaMA-2 normalizer (Prepend "▁", Replace " " → "▁"), no
     /// pre-tokenizer, unk fused, and the Strip decoder. Expected ids worked out by hand below.
     @Test func legacyNormalizerAndFusedUnknown() throws {
