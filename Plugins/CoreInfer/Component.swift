@@ -186,7 +186,7 @@ struct CoreInferComponent: Generator {
 
     /// Samples up to `budget` tokens after `first` (the logits of the last prompt position).
     func decode(
-        _ model: DecoderLM, tokenizer: ByteLevelBPETokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
+        _ model: DecoderLM, tokenizer: any TextTokenizer, cache: DecoderLM.Cache, first: [Float], prompt: [Int32], budget: Int,
         options o: Options, rng: inout SeededGenerator, stream: Bool, host: PluginHost
     ) throws -> ([Int32], Double, String) {
         var logits = first, out: [Int32] = [], printed = ""
@@ -246,15 +246,13 @@ struct CoreInferComponent: Generator {
 
     /// The model folder given, or the embedded one (`Resources/tiny-llama`, trained here by `train`
     /// on the embedded corpus).
-    func load(_ given: String) throws -> (DecoderLM, ByteLevelBPETokenizer) {
+    func load(_ given: String) throws -> (DecoderLM, any TextTokenizer) {
         let folder = given.isEmpty ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama") : (given as NSString).expandingTildeInPath
         do {
             let model = try DecoderLM(folder: folder)
-            let tokenizerPath = folder + "/tokenizer.json"
-            guard FileManager.default.fileExists(atPath: tokenizerPath) else {
-                throw FormatError(path: tokenizerPath, "is missing: the model folder needs its tokenizer.json")
-            }
-            let tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath)
+            // tokenizer.json: byte-level BPE or SentencePiece-style BPE (LLaMA-2); a lone tokenizer.model is refused.
+            let tokenizer = try Tokenizers.load(folder: folder)
+            let tokenizerPath = tokenizer.path
             // Every id the tokenizer can produce must index the model's embedding.
             guard tokenizer.vocabularySize <= model.config.vocabSize else {
                 throw FormatError(

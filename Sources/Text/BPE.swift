@@ -57,3 +57,69 @@ extension Unicode.Scalar {
         }
     }
 }
+
+extension MergeTable {
+    /// The same merges as `apply` in tokenizers' order (`Word::merge_all`): a priority queue of pairs by
+    /// (rank, position), the symbols a linked list, stale entries skipped — O(n log n) per word where
+    /// `apply` rescans the word after each merge (SentencePiece-style tokenizers make a whole prompt one word).
+    func applyQueued(_ symbols: [Int32]) -> [Int32] {
+        let n = symbols.count
+        guard n > 1 else { return symbols }
+        var id = symbols, next = Array(1...n), prev = Array(-1..<(n - 1)), alive = [Bool](repeating: true, count: n)
+        next[n - 1] = -1
+        var heap = MergeQueue()
+        for i in 0..<(n - 1) { if let m = pairs[MergeTable.key(id[i], id[i + 1])] { heap.push(.init(rank: m.rank, pos: Int32(i), id: m.id)) } }
+        while let top = heap.pop() {
+            let p = Int(top.pos)
+            guard alive[p], next[p] >= 0 else { continue }
+            let q = next[p]
+            guard let m = pairs[MergeTable.key(id[p], id[q])], m.id == top.id else { continue }
+            id[p] = top.id
+            alive[q] = false
+            next[p] = next[q]
+            if next[q] >= 0 { prev[next[q]] = p }
+            if prev[p] >= 0, let m = pairs[MergeTable.key(id[prev[p]], id[p])] { heap.push(.init(rank: m.rank, pos: Int32(prev[p]), id: m.id)) }
+            if next[p] >= 0, let m = pairs[MergeTable.key(id[p], id[next[p]])] { heap.push(.init(rank: m.rank, pos: Int32(p), id: m.id)) }
+        }
+        return (0..<n).compactMap { alive[$0] ? id[$0] : nil }
+    }
+}
+
+/// A binary min-heap of pending merges ordered by (rank, position).
+struct MergeQueue {
+    struct Entry {
+        var rank: Int32, pos: Int32, id: Int32
+        func before(_ o: Entry) -> Bool { rank < o.rank || (rank == o.rank && pos < o.pos) }
+    }
+    private var items: [Entry] = []
+
+    mutating func push(_ e: Entry) {
+        items.append(e)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].before(items[parent]) else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && items[l].before(items[m]) { m = l }
+                if r < items.count && items[r].before(items[m]) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return first
+    }
+}

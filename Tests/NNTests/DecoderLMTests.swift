@@ -52,6 +52,38 @@ import Text
         }
     }
 
+    /// LLaMA-2-style: SentencePiece BPE tokenizer.json (byte fallback) and a random LlamaForCausalLM
+    /// (`llama-spm-tiny`, make_fixture.py): ids, 16 greedy tokens and their text (U+FFFD for invalid
+    /// bytes) equal transformers'.
+    @Test func llamaWithSentencePieceTokenizerMatchesTransformers() throws {
+        struct P: Decodable {
+            let text: String
+            let input_ids: [Int32]
+            let greedy_16: [Int32]
+            let greedy_text: String
+        }
+        struct E: Decodable { let prompts: [P] }
+        let folder = TestPaths.fixtures + "/llama-spm-tiny"
+        let expected = try JSONDecoder().decode(E.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/expected.json")))
+        let tokenizer = try Tokenizers.load(folder: folder)
+        let model = try DecoderLM(folder: folder)
+        #expect(expected.prompts.count == 4)
+        for p in expected.prompts {
+            let ids = tokenizer.encode(p.text, addSpecial: true)
+            #expect(ids == p.input_ids, "ids of \(p.text.debugDescription)")
+            let cache = model.makeCache()
+            var out: [Int32] = []
+            var next = try model.forward(ids, cache: cache)
+            for _ in 0..<16 {
+                let id = Int32(next.indices.max { next[$0] < next[$1] }!)
+                out.append(id)
+                next = try model.forward([id], cache: cache)
+            }
+            #expect(out == p.greedy_16, "greedy tokens of \(p.text.debugDescription)")
+            #expect(tokenizer.decode(out, skipSpecial: false) == p.greedy_text, "greedy text of \(p.text.debugDescription)")
+        }
+    }
+
     @Test func contextOverflowAndBadIdsAreRefused() throws {
         let model = try DecoderLM(folder: TestPaths.fixtures + "/llama-tiny")
         #expect { try model.forward([Int32](repeating: 5, count: model.config.maxPositions + 1), cache: model.makeCache()) } throws: {
