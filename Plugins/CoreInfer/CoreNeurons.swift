@@ -2,17 +2,21 @@ import Formats
 import Foundation
 
 /// CoreInfer's stability-guided sentence core neurons (Wang et al. 2024) of one layer from its FFN
-/// activations X [tokens, dff] during prefill:
+/// activations X [tokens, dff] during prefill, by the released rule (convert_opt_model.py L28–36):
 ///   k = int(α · count(X > 0) / tokens); each token's core set = its top-k neurons by activation
-///   (ties to the lower index); count how often each neuron is in a token core set; the sentence core
-///   set = the first int(β · dff) neurons by count, descending (ties to the lower index — the
-///   reference's torch sort is unstable there). Returned sorted ascending.
-public func sentenceCoreNeurons(_ x: [Float], tokens: Int, dff: Int, alpha: Double, beta: Double) -> [Int] {
+///   (ties to the lower index); count how often each neuron is in a token core set; the candidates are
+///   the neurons counted at least once; the sentence core set = the first min(#candidates, int(β · dff))
+///   candidates by count, descending (ties to the lower index — the reference's torch sort is unstable
+///   there). A short prompt can therefore keep fewer than int(β · dff) neurons. `padded` restores the
+///   earlier rule that filled the set up to int(β · dff) with uncounted neurons (lowest index first).
+///   Returned sorted ascending.
+public func sentenceCoreNeurons(_ x: [Float], tokens: Int, dff: Int, alpha: Double, beta: Double, padded: Bool = false) -> [Int] {
     precondition(x.count == tokens * dff, "activations \(x.count) ≠ \(tokens) × \(dff)")
     guard tokens > 0, dff > 0 else { return [] }
     let counts = tokenCoreCounts(x, tokens: tokens, dff: dff, alpha: alpha)
     let keep = Limits.clampedCount(beta * Double(dff), atMost: dff)
-    let ranked = (0..<dff).sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
+    let candidates = padded ? Array(0..<dff) : (0..<dff).filter { counts[$0] > 0 }
+    let ranked = candidates.sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
     return ranked.prefix(keep).sorted()
 }
 

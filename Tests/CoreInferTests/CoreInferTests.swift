@@ -17,7 +17,15 @@ import Text
         let greedy_text: String
         let text: String
     }
-    struct Expected: Decodable { let prompts: [Prompt] }
+    struct ShortPrompt: Decodable {
+        let input_ids: [Int32]
+        let core_neurons: [String: [Int]]
+        let core_neurons_padded: [String: [Int]]
+    }
+    struct Expected: Decodable {
+        let prompts: [Prompt]
+        let short_prompt: ShortPrompt
+    }
 
     func expected(_ name: String) throws -> Expected {
         try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: TestPaths.fixtures + "/\(name)/expected.json")))
@@ -38,6 +46,28 @@ import Text
         }
     }
 
+    /// A 4-token prompt counts fewer distinct neurons than int(β · d_ff): the released rule keeps only
+    /// the counted ones (fixture `short_prompt.core_neurons`, made with the reference's selection), the
+    /// earlier padded rule fills up with uncounted ones (`core_neurons_padded`). Both are checked, and
+    /// that they differ, so the fixture really exercises the difference.
+    @Test(arguments: ["opt-tiny", "llama-tiny"])
+    func shortPromptKeepsOnlyCountedNeurons(_ name: String) throws {
+        let model = try DecoderLM(folder: TestPaths.fixtures + "/" + name)
+        let dff = model.config.intermediateSize
+        let p = try expected(name).short_prompt
+        var activations: [Int: [Float]] = [:]
+        model.activationHook = { l, a, _ in activations[l] = a }
+        _ = try model.forward(p.input_ids, cache: model.makeCache())
+        for (layer, want) in p.core_neurons {
+            let acts = activations[Int(layer)!]!
+            let ours = sentenceCoreNeurons(acts, tokens: p.input_ids.count, dff: dff, alpha: 0.2, beta: 0.4)
+            #expect(ours == want, "\(name) layer \(layer): \(ours.count) vs \(want.count) neurons")
+            #expect(ours.count < Int(0.4 * Double(dff)))
+            let padded = sentenceCoreNeurons(acts, tokens: p.input_ids.count, dff: dff, alpha: 0.2, beta: 0.4, padded: true)
+            #expect(padded == p.core_neurons_padded[layer], "\(name) layer \(layer) (padded)")
+        }
+    }
+
     /// The documented tie rule, "lower index wins", on hand-made activations (OPT's ReLU zeros make
     /// such ties common). Token 0 = [1, 3, 3, 0], token 1 = [0, 0, 5, 0]: 4 positive values over 2
     /// tokens. α = 0.5 → k = 1: token 0's top 1 is the tie 3@1 / 3@2 → neuron 1; token 1's is neuron 2:
@@ -50,6 +80,10 @@ import Text
         #expect(tokenCoreCounts(x, tokens: 2, dff: 4, alpha: 1.5) == [2, 2, 2, 0])
         #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 0.5, beta: 0.25) == [1])
         #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 1.5, beta: 0.5) == [0, 1])
+        // β = 1 asks for all 4, but only neurons 1 and 2 were counted at α = 0.5: the released rule
+        // keeps those two; the padded rule fills up with 0 and 3.
+        #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 0.5, beta: 1) == [1, 2])
+        #expect(sentenceCoreNeurons(x, tokens: 2, dff: 4, alpha: 0.5, beta: 1, padded: true) == [0, 1, 2, 3])
     }
 
     /// Keeping every neuron (β = 1) reproduces the dense logits: the gathered path is the same FFN.
@@ -60,6 +94,11 @@ import Text
         for l in 0..<model.config.layers { try model.setSparse(layer: l, neurons: Array(0..<model.config.intermediateSize)) }
         let sparse = try model.forward(ids, cache: model.makeCache())
         #expect(zip(dense, sparse).map { abs($0 - $1) }.max()! < 1e-5)
+        // An empty core set (a prompt whose activations are all ≤ 0 counts no neuron) runs: the FFN
+        // adds nothing, so decoding equals a model whose down projection is zero — finite logits.
+        for l in 0..<model.config.layers { try model.setSparse(layer: l, neurons: []) }
+        let empty = try model.forward(ids, cache: model.makeCache())
+        #expect(empty.count == dense.count && empty.allSatisfy(\.isFinite))
         #expect(convertedLayers(total: 32, start: nil, end: nil) == 6..<27)
         #expect(convertedLayers(total: 3, start: 0, end: 3) == 1..<3)
     }
