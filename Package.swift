@@ -72,6 +72,8 @@ let package = Package(
         .target(name: "CHostSupport", path: "Sources/CHostSupport"),
         // Linked into the `menagerie` executable only: settings applied before its libraries start.
         .target(name: "CLaunch", path: "Sources/CLaunch"),
+        // oneDNN's matmul, loaded with dlopen at run time (never linked): builds and runs without it.
+        .target(name: "CDNNL", path: "Sources/CDNNL"),
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
@@ -98,7 +100,7 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]),
 
         // Numerical and file layers.
-        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
+        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS", "CDNNL"]),
         .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),

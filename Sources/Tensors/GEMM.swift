@@ -3,7 +3,7 @@ import Dispatch
 import Synchronization
 
 /// Every matrix product of Menagerie goes through this one interface, so that a faster backend
-/// (BF16 through oneDNN is planned) drops in without touching the layers. Matrices are row-major.
+/// (oneDNN: `OneDNNBackend`) drops in without touching the layers. Matrices are row-major.
 public protocol GEMMBackend: Sendable {
     var name: String { get }
     /// C[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C, op = transpose when the flag is set.
@@ -29,7 +29,11 @@ public struct OpenBLASBackend: GEMMBackend {
 }
 
 public enum GEMM {
-    private static let current = Mutex<any GEMMBackend>(OpenBLASBackend())
+    private static let initial = backendFromEnvironment()
+    private static let current = Mutex<any GEMMBackend>(initial.0)
+
+    /// Why the backend asked for in `MENAGERIE_BACKEND` is not the one in use (nil when it is).
+    public static var backendNote: String? { initial.note }
 
     /// The backend in use. Set it once at start-up, before any computation (a lock per product).
     public static var backend: any GEMMBackend {
@@ -69,15 +73,25 @@ public enum GEMM {
     /// untimed warm-up. `menagerie bench`'s `sgemm.1024` reports it, and the benchmarks that state a
     /// share of the machine's rate divide by it.
     public static func measureRate(samples: Int, size n: Int = 1024) -> [Double] {
-        let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
-        var c = [Float](repeating: 0, count: n * n)
-        func product() { sgemm(m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n, c: &c, ldc: n) }
+        measureRate(samples: samples, m: n, n: n, k: n, backend: backend)
+    }
+
+    /// The rate of one backend on C[m×n] = A[m×k] · op(B) (B stored [n×k] when `transposeB`, as a
+    /// linear layer's weight), in GFLOP/s, after one untimed warm-up.
+    public static func measureRate(samples: Int, m: Int, n: Int, k: Int, transposeB: Bool = false, backend: any GEMMBackend) -> [Double] {
+        let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
+        var c = [Float](repeating: 0, count: m * n)
+        func product() {
+            backend.sgemm(
+                transposeA: false, transposeB: transposeB, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: transposeB ? k : n,
+                beta: 0, c: &c, ldc: n)
+        }
         product()
         return (0..<max(1, samples)).map { _ in
             let t0 = DispatchTime.now().uptimeNanoseconds
             product()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            return 2 * Double(n) * Double(n) * Double(n) / (seconds * 1e9)
+            return 2 * Double(m) * Double(n) * Double(k) / (seconds * 1e9)
         }
     }
 

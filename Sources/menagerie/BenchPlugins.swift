@@ -17,10 +17,39 @@ extension BenchCommand {
         BenchmarkSpec("invoke.swift", unit: "µs", summary: "one tiny in-process call into classification-metrics (Swift)", target: 20),
         BenchmarkSpec("invoke.isolated", unit: "µs", summary: "the invoke.c call into an isolated child", target: 1000),
         BenchmarkSpec("sgemm.1024", unit: "GFLOP/s", summary: "one 1024³ cblas_sgemm through the GEMM interface (the machine's fp32 rate)"),
+        BenchmarkSpec("gemm.1024.openblas", unit: "GFLOP/s", summary: "1024³ through OpenBLAS (fp32), whatever MENAGERIE_BACKEND says"),
+        BenchmarkSpec("gemm.1024.onednn", unit: "GFLOP/s", summary: "1024³ through oneDNN's matmul, fp32 (absent without oneDNN)"),
+        BenchmarkSpec("gemm.1024.onednn_bf16", unit: "GFLOP/s", summary: "1024³ through oneDNN with bf16 operands, fp32 accumulation"),
+        BenchmarkSpec("gemm.vit_mlp.openblas", unit: "GFLOP/s", summary: "ViT-B/16's MLP product, 197 tokens × 768 → 3072 (weight transposed), OpenBLAS"),
+        BenchmarkSpec("gemm.vit_mlp.onednn", unit: "GFLOP/s", summary: "the same product through oneDNN, fp32"),
+        BenchmarkSpec("gemm.vit_mlp.onednn_bf16", unit: "GFLOP/s", summary: "the same product through oneDNN with bf16 operands (converted per call)"),
     ]
 
     /// The sgemm rate everything else is measured against: 1024³ products (`GEMM.measureRate`).
     func sgemmBenchmark() -> Record { record("sgemm.1024", unit: "GFLOP/s", GEMM.measureRate(samples: max(5, repeats))) }
+
+    /// The same products through each backend, one after another in this process (`gemm.*`): what
+    /// MENAGERIE_BACKEND=onednn and bf16 products buy at a large square and at ViT-B/16's MLP shape.
+    /// Without oneDNN only the OpenBLAS rows are measured and a note says why.
+    func backendBenchmarks() -> [Record] {
+        var out: [Record] = []
+        var backends: [(String, any GEMMBackend)] = [("openblas", OpenBLASBackend())]
+        switch OneDNNBackend.load() {
+        case .success:
+            backends.append(("onednn", OneDNNBackend(minimumFlops: 0)))
+            if OneDNNBackend.hasNativeBF16 { backends.append(("onednn_bf16", OneDNNBackend(bf16: true))) }
+        case .failure(let why):
+            if wanted("gemm.*.onednn*") { warn("gemm.*.onednn: not measured: \(why.reason)") }
+        }
+        let shapes: [(String, m: Int, n: Int, k: Int, transposeB: Bool)] = [("1024", 1024, 1024, 1024, false), ("vit_mlp", 197, 3072, 768, true)]
+        for (shape, m, n, k, transposeB) in shapes {
+            for (label, backend) in backends where wanted("gemm.\(shape).\(label)") {
+                let samples = GEMM.measureRate(samples: max(5, repeats), m: m, n: n, k: k, transposeB: transposeB, backend: backend)
+                out.append(record("gemm.\(shape).\(label)", unit: "GFLOP/s", samples))
+            }
+        }
+        return out
+    }
 
     /// Runs the wanted benchmarks the plugins declare; returns how many calls failed (each reported
     /// on stderr with the plugin and component at fault; the others still run).

@@ -4,6 +4,7 @@ import COpenBLAS
 import Foundation
 import MenagerieHost
 import MenagerieKit
+import Tensors
 
 struct DoctorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,6 +40,17 @@ struct DoctorCommand: ParsableCommand {
                 name: "blas", ok: true,
                 detail: "OpenBLAS \(config); \(threads) thread(s) (set with MENAGERIE_THREADS or OPENBLAS_NUM_THREADS); "
                     + "idle threads spin 2^n cycles, OPENBLAS_THREAD_TIMEOUT=\(timeout)"))
+        // The GEMM backend (MENAGERIE_BACKEND) and whether oneDNN can be used at all.
+        let onednn: String
+        switch OneDNNBackend.load() {
+        case .success(let version):
+            onednn = "oneDNN \(version) available" + (OneDNNBackend.hasNativeBF16 ? ", native BF16" : ", no native BF16 (bf16 products emulated: slow)")
+        case .failure(let why): onednn = "oneDNN unavailable: \(why.reason)"
+        }
+        checks.append(
+            Check(
+                name: "gemm backend", ok: GEMM.backendNote == nil,
+                detail: "\(GEMM.backend.name) (MENAGERIE_BACKEND=openblas|onednn); " + (GEMM.backendNote.map { $0 + "; " } ?? "") + onednn))
         let (gflops, error) = sgemmCheck(n: 256)
         checks.append(
             Check(name: "sgemm", ok: error < 1e-3, detail: String(format: "256³ in %.1f GFLOP/s, max error %.2e against a direct sum", gflops, error)))
