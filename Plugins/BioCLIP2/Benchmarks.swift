@@ -21,6 +21,9 @@ extension BioCLIPComponent {
         BenchmarkSpec("vit_l14.image_forward", unit: "ms", summary: "open_clip ViT-L-14 image tower at batch 1 (random weights)", ratioTarget: 0.85),
         BenchmarkSpec("vit_l14.text_forward_batch8", unit: "ms", summary: "open_clip ViT-L-14 text tower at batch 8 × 77 tokens", ratioTarget: 0.85),
         BenchmarkSpec(
+            "vit_l14.image_forward_bf16", unit: "ms",
+            summary: "the image tower at batch 1 with precision=bf16 (oneDNN bf16 products; absent where bf16 cannot run)"),
+        BenchmarkSpec(
             "vit_l14.peak_memory", unit: "× weights", summary: "rise of VmHWM while loading the 1.7 GB checkpoint and running both towers, over its size",
             target: 1.3),
         BenchmarkSpec(
@@ -94,7 +97,9 @@ extension BenchmarkRun {
 
         // open_clip ViT-L-14: image tower batch 1, text tower batch 8, and the peak memory of loading
         // the checkpoint and running both, as a multiple of the checkpoint's size.
-        if wanted("vit_l14.image_forward") || wanted("vit_l14.text_forward_batch8") || wanted("vit_l14.peak_memory") {
+        if wanted("vit_l14.image_forward") || wanted("vit_l14.text_forward_batch8") || wanted("vit_l14.peak_memory")
+            || wanted("vit_l14.image_forward_bf16")
+        {
             let dir = scratch + "/vit-l14"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             try Data(Self.vitL14Config.utf8).write(to: URL(fileURLWithPath: dir + "/open_clip_config.json"))
@@ -125,6 +130,23 @@ extension BenchmarkRun {
                 var r = record(name, unit: "ms", samples)
                 r.ratioTarget = 0.85
                 if wanted(name) { records.append(r) }
+            }
+            // bf16 last, outside the peak-memory loop: its rounded weight copies are its own memory.
+            if wanted("vit_l14.image_forward_bf16") {
+                if let why = GEMM.bf16Unavailable() {
+                    notes.append("vit_l14.image_forward_bf16: \(why)")
+                } else {
+                    try GEMM.withPrecision(.bf16) {
+                        _ = try model.encodeImage(image)
+                        var samples: [Double] = []
+                        for _ in 0..<max(2, repeats / 4) {
+                            let t0 = now()
+                            _ = try model.encodeImage(image)
+                            samples.append(now() - t0)
+                        }
+                        records.append(record("vit_l14.image_forward_bf16", unit: "ms", samples))
+                    }
+                }
             }
             if wanted("vit_l14.peak_memory"), weightBytes > 0 {
                 let peak = PeakMemory.read() - before

@@ -19,6 +19,10 @@ extension BaseCAMComponent {
 private let vitB16Benchmarks = [
     BenchmarkSpec("vit_b16.forward", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 1, tape-free inference path", ratioTarget: 0.85),
     BenchmarkSpec("vit_b16.forward_batch8", unit: "ms", summary: "timm ViT-B/16 at 224 px, batch 8, tape-free inference path", ratioTarget: 0.85),
+    BenchmarkSpec(
+        "vit_b16.forward_bf16", unit: "ms", summary: "the batch-1 forward with precision=bf16 (oneDNN bf16 products; absent where bf16 cannot run)"),
+    BenchmarkSpec(
+        "vit_b16.forward_batch8_bf16", unit: "ms", summary: "the batch-8 forward with precision=bf16"),
     BenchmarkSpec("vit_b16.sgemm_share", unit: "%", summary: "the batch-1 forward's FLOP rate as a share of this process's 1024³ sgemm rate", target: 85),
     BenchmarkSpec(
         "vit_b16.gradcam", unit: "ms", summary: "one 224×224 image through grad-cam on a ViT-B/16 classifier folder, through the host", ratioTarget: 1.0),
@@ -31,7 +35,9 @@ extension BenchmarkRun {
         defer { try? FileManager.default.removeItem(atPath: scratch) }
 
         // timm ViT-B/16 at 224 px, batch 1 and 8, on the tape-free path.
-        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") || wanted("vit_b16.gradcam") {
+        if wanted("vit_b16.forward") || wanted("vit_b16.forward_batch8") || wanted("vit_b16.sgemm_share") || wanted("vit_b16.gradcam")
+            || wanted("vit_b16.forward_bf16") || wanted("vit_b16.forward_batch8_bf16")
+        {
             let dir = scratch + "/vit-b16"
             let config = try writeBenchmarkViTB16(to: dir)
             BufferPool.shared.drain()
@@ -56,6 +62,25 @@ extension BenchmarkRun {
                     var share = record("vit_b16.sgemm_share", unit: "%", shares)
                     share.target = 85
                     records.append(share)
+                }
+            }
+            // The same forwards in bf16 (after the fp32 ones, which must not see the rounded copies).
+            for (name, batch, reps) in [("vit_b16.forward_bf16", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8_bf16", 8, max(2, repeats / 8))]
+            where wanted(name) {
+                if let why = GEMM.bf16Unavailable() {
+                    notes.append("\(name): \(why)")
+                    continue
+                }
+                let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
+                try GEMM.withPrecision(.bf16) {
+                    _ = try model.forward(image)
+                    var samples: [Double] = []
+                    for _ in 0..<reps {
+                        let t0 = now()
+                        _ = try model.forward(image)
+                        samples.append(now() - t0)
+                    }
+                    records.append(record(name, unit: "ms", samples))
                 }
             }
             // Grad-CAM through the host on the same ViT-B/16 (a timm folder: config.json beside the

@@ -30,6 +30,18 @@ void mng_dnnl_counters(long *created, long *executed) {
     *executed = __atomic_load_n(&executed_count, __ATOMIC_RELAXED);
 }
 
+static inline uint16_t to_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) return (uint16_t)((bits >> 16) | 0x40); // NaN stays NaN
+    bits += 0x7fffu + ((bits >> 16) & 1u); // round to nearest, ties to even
+    return (uint16_t)(bits >> 16);
+}
+
+void mng_round_bf16(const float *x, unsigned short *out, long count) {
+    for (long i = 0; i < count; i++) out[i] = to_bf16(x[i]);
+}
+
 #if !MNG_HAVE_DNNL_HEADERS
 
 int mng_dnnl_load(char *message, size_t size) {
@@ -40,6 +52,10 @@ const char *mng_dnnl_version(void) { return ""; }
 int mng_dnnl_has_bf16(void) { return 0; }
 int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                    const float *b, long ldb, float beta, float *c, long ldc, int threads) {
+    return -1;
+}
+int mng_dnnl_linear_bf16(long m, long n, long k, const float *a, long lda, const unsigned short *w, float beta, float *c,
+                         long ldc, int threads) {
     return -1;
 }
 
@@ -153,7 +169,7 @@ int mng_dnnl_has_bf16(void) {
 // ---- The primitive cache ------------------------------------------------------------------------
 
 typedef struct {
-    int bf16, transA, transB;
+    int bf16, transA, transB; // bf16: 1 = both operands rounded here, 2 = B given in bf16 already
     long m, n, k, lda, ldb, ldc;
     float alpha, beta;
 } Key;
@@ -193,7 +209,7 @@ static dnnl_status_t create(const Key *key, Entry *entry) {
     // bf16 operands are converted into contiguous buffers: A as stored ([m×k], transposed [k×m]),
     // B as stored ([k×n], transposed [n×k]).
     long lda = key->bf16 ? (key->transA ? key->m : key->k) : key->lda;
-    long ldb = key->bf16 ? (key->transB ? key->k : key->n) : key->ldb;
+    long ldb = key->bf16 == 1 ? (key->transB ? key->k : key->n) : key->ldb;
     if ((s = strided(&entry->a, key->m, key->k, lda, key->transA, in)) != dnnl_success) return s;
     if ((s = strided(&entry->b, key->k, key->n, ldb, key->transB, in)) != dnnl_success) return s;
     if ((s = strided(&entry->c, key->m, key->n, key->ldc, 0, dnnl_f32)) != dnnl_success) return s;
@@ -269,13 +285,6 @@ static void release(Entry *entry) {
 
 static __thread dnnl_stream_t thread_stream;
 
-static inline uint16_t to_bf16(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, 4);
-    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) return (uint16_t)((bits >> 16) | 0x40); // NaN stays NaN
-    bits += 0x7fffu + ((bits >> 16) & 1u); // round to nearest, ties to even
-    return (uint16_t)(bits >> 16);
-}
 
 // op(X) rounded to bf16, contiguous: rows × cols of the STORED matrix (stored row-major, ld).
 static void round_rows(const float *x, long rows, long cols, long ld, uint16_t *out) {
@@ -286,36 +295,16 @@ static void round_rows(const float *x, long rows, long cols, long ld, uint16_t *
     }
 }
 
-int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
-                   const float *b, long ldb, float beta, float *c, long ldc, int threads) {
-    if (!mng_dnnl_load(NULL, 0)) return -1;
+// Runs the cached primitive for `key` on operands already in its types and layouts.
+static int execute(const Key *key, const void *a, const void *b, float *c, int threads) {
     dnnl_status_t s;
     if (thread_stream == NULL && (s = p_dnnl_stream_create(&thread_stream, engine, dnnl_stream_default_flags)) != dnnl_success)
         return (int)s;
-    Key key = {.bf16 = bf16 != 0, .transA = transA != 0, .transB = transB != 0, .m = m, .n = n, .k = k,
-               .lda = bf16 ? 0 : lda, .ldb = bf16 ? 0 : ldb, .ldc = ldc, .alpha = alpha, .beta = beta};
     Entry *entry;
-    if ((s = lookup(&key, &entry)) != dnnl_success) return (int)s;
-    uint16_t *a16 = NULL, *b16 = NULL;
-    const void *pa = a, *pb = b;
-    if (bf16) {
-        a16 = malloc(sizeof(uint16_t) * (size_t)(m * k));
-        b16 = malloc(sizeof(uint16_t) * (size_t)(k * n));
-        if (a16 == NULL || b16 == NULL) {
-            free(a16);
-            free(b16);
-            release(entry);
-            return (int)dnnl_out_of_memory;
-        }
-        // Stored shapes: A is [m×k] (transposed: [k×m]); B is [k×n] (transposed: [n×k]).
-        round_rows(a, transA ? k : m, transA ? m : k, lda, a16);
-        round_rows(b, transB ? n : k, transB ? k : n, ldb, b16);
-        pa = a16;
-        pb = b16;
-    }
+    if ((s = lookup(key, &entry)) != dnnl_success) return (int)s;
     dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
-    s = p_dnnl_memory_create(&ma, &entry->a, engine, (void *)pa);
-    if (s == dnnl_success) s = p_dnnl_memory_create(&mb, &entry->b, engine, (void *)pb);
+    s = p_dnnl_memory_create(&ma, &entry->a, engine, (void *)a);
+    if (s == dnnl_success) s = p_dnnl_memory_create(&mb, &entry->b, engine, (void *)b);
     if (s == dnnl_success) s = p_dnnl_memory_create(&mc, &entry->c, engine, c);
     if (s == dnnl_success) {
         if (p_omp_set_num_threads != NULL) p_omp_set_num_threads(threads > 0 ? threads : 1);
@@ -327,10 +316,40 @@ int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, flo
     if (ma) p_dnnl_memory_destroy(ma);
     if (mb) p_dnnl_memory_destroy(mb);
     if (mc) p_dnnl_memory_destroy(mc);
-    free(a16);
-    free(b16);
     release(entry);
     return (int)s;
+}
+
+int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                   const float *b, long ldb, float beta, float *c, long ldc, int threads) {
+    if (!mng_dnnl_load(NULL, 0)) return -1;
+    Key key = {.bf16 = bf16 != 0, .transA = transA != 0, .transB = transB != 0, .m = m, .n = n, .k = k,
+               .lda = bf16 ? 0 : lda, .ldb = bf16 ? 0 : ldb, .ldc = ldc, .alpha = alpha, .beta = beta};
+    if (!bf16) return execute(&key, a, b, c, threads);
+    uint16_t *a16 = malloc(sizeof(uint16_t) * (size_t)(m * k));
+    uint16_t *b16 = malloc(sizeof(uint16_t) * (size_t)(k * n));
+    int status = (int)dnnl_out_of_memory;
+    if (a16 != NULL && b16 != NULL) {
+        // Stored shapes: A is [m×k] (transposed: [k×m]); B is [k×n] (transposed: [n×k]).
+        round_rows(a, transA ? k : m, transA ? m : k, lda, a16);
+        round_rows(b, transB ? n : k, transB ? k : n, ldb, b16);
+        status = execute(&key, a16, b16, c, threads);
+    }
+    free(a16);
+    free(b16);
+    return status;
+}
+
+int mng_dnnl_linear_bf16(long m, long n, long k, const float *a, long lda, const unsigned short *w, float beta, float *c,
+                         long ldc, int threads) {
+    if (!mng_dnnl_load(NULL, 0)) return -1;
+    Key key = {.bf16 = 2, .transA = 0, .transB = 1, .m = m, .n = n, .k = k, .lda = 0, .ldb = k, .ldc = ldc, .alpha = 1, .beta = beta};
+    uint16_t *a16 = malloc(sizeof(uint16_t) * (size_t)(m * k));
+    if (a16 == NULL) return (int)dnnl_out_of_memory;
+    round_rows(a, m, k, lda, a16);
+    int status = execute(&key, a16, w, c, threads);
+    free(a16);
+    return status;
 }
 
 #endif

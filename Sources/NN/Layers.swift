@@ -22,7 +22,55 @@ public final class Linear: Module {
     }
 
     public var namedParameters: [(String, Parameter)] { [("weight", weight)] + (bias.map { [("bias", $0)] } ?? []) }
-    public func callAsFunction(_ x: Variable) -> Variable { linear(x, weight: weight.variable, bias: bias?.variable) }
+    public func callAsFunction(_ x: Variable) -> Variable {
+        if !GradMode.isEnabled, GEMM.precision == .bf16, x.value.dtype == .float32, let y = try? inferenceBF16(x.value) { return Variable(y) }
+        return linear(x, weight: weight.variable, bias: bias?.variable)
+    }
+
+    /// y = x·Wᵀ + b on raw rows [rows, in] → [rows, out] in the current inference precision
+    /// (`GEMM.precision`); with `accumulate`, y += x·Wᵀ + b (a residual added in place).
+    public func inference(_ x: UnsafePointer<Float>, rows: Int, accumulate: Bool = false, into y: UnsafeMutablePointer<Float>) throws {
+        let (outF, inF) = (weight.shape[0], weight.shape[1])
+        let b = try bias.map { try $0.value.converted(to: .float32) }
+        if GEMM.precision == .bf16 {
+            let w16 = try weight.bf16Value()
+            try w16.withUnsafeBytes { raw in
+                let w = raw.bindMemory(to: UInt16.self).baseAddress!
+                try withFloatsIfPresent(b) { bp in
+                    Kernels.linearBF16(x, rows: rows, inFeatures: inF, weight: w, bias: bp, outFeatures: outF, accumulate: accumulate, into: y)
+                }
+            }
+            return
+        }
+        try weight.value.withFloats { w in
+            try withFloatsIfPresent(b) { bp in
+                guard accumulate else {
+                    Kernels.linear(x, rows: rows, inFeatures: inF, weight: w, bias: bp, outFeatures: outF, into: y)
+                    return
+                }
+                if let bp { for r in 0..<rows { for j in 0..<outF { y[r * outF + j] += bp[j] } } }
+                GEMM.sgemm(transposeB: true, m: rows, n: outF, k: inF, a: x, lda: inF, b: w, ldb: inF, beta: 1, c: y, ldc: outF)
+            }
+        }
+    }
+
+    /// The bf16 path of `callAsFunction` for an input [..., in].
+    private func inferenceBF16(_ x: Tensor) throws -> Tensor? {
+        let (outF, inF) = (weight.shape[0], weight.shape[1])
+        guard weight.shape.count == 2, x.shape.count >= 1, x.shape.last == inF else { return nil }
+        let rows = x.count / max(inF, 1)
+        var out = Tensor(zeros: .float32, shape: Array(x.shape.dropLast()) + [outF])
+        try x.withFloats { xp in
+            try out.withUnsafeMutableBytes { raw in try inference(xp, rows: rows, into: raw.bindMemory(to: Float.self).baseAddress!) }
+        }
+        return out
+    }
+}
+
+/// `body` with the tensor's floats, or with nil when there is no tensor.
+func withFloatsIfPresent<R>(_ t: Tensor?, _ body: (UnsafePointer<Float>?) throws -> R) throws -> R {
+    guard let t else { return try body(nil) }
+    return try t.withFloats { try body($0) }
 }
 
 /// 2-D convolution layer (torch nn.Conv2d, same default initialisation as Linear with

@@ -11,6 +11,9 @@ public final class Parameter: Sendable {
     private struct State {
         var variable: Variable
         var decays: Bool
+        /// Counts replacements and updates of the value: what the bf16 copy is checked against.
+        var version = 0
+        var bf16: (version: Int, tensor: Tensor)? = nil
     }
     private let state: Mutex<State>
 
@@ -21,7 +24,12 @@ public final class Parameter: Sendable {
     /// The leaf that a forward pass records. Setting it replaces the leaf (e.g. a frozen copy).
     public var variable: Variable {
         get { state.withLock { $0.variable } }
-        set { state.withLock { $0.variable = newValue } }
+        set {
+            state.withLock {
+                $0.variable = newValue
+                $0.version += 1
+            }
+        }
     }
     /// Whether weight decay applies (false for biases and normalisation gains, the usual rule).
     public var decays: Bool {
@@ -31,6 +39,17 @@ public final class Parameter: Sendable {
 
     public var value: Tensor { variable.value }
     public var shape: [Int] { value.shape }
+
+    /// The value rounded to bfloat16, for bf16 inference (`Precision`): made on first use and again
+    /// after the value is replaced or updated, so it never lags an optimizer step.
+    public func bf16Value() throws -> Tensor {
+        try state.withLock { s in
+            if let cached = s.bf16, cached.version == s.version { return cached.tensor }
+            let rounded = try s.variable.value.converted(to: .bfloat16)
+            s.bf16 = (s.version, rounded)
+            return rounded
+        }
+    }
 
     /// Replaces the value (a fresh leaf that requires a gradient).
     public func assign(_ t: Tensor) { variable = Variable(t, requiresGrad: true) }
@@ -42,6 +61,7 @@ public final class Parameter: Sendable {
     /// a frozen leaf (`requiresGrad == false`) is replaced by a trainable one, as `assign` does.
     public func update(_ body: (UnsafeMutableBufferPointer<Float>, UnsafeBufferPointer<Float>) -> Void) {
         state.withLock { s in
+            s.version += 1
             if s.variable.requiresGrad && s.variable.isLeaf {
                 s.variable.updateLeaf(body)
             } else {

@@ -158,13 +158,7 @@ public struct TransformerStack {
         var qkv = ws.qkv
         defer { ws.qkv = qkv }
         ws.qkv = []
-        try qkvLayer.weight.value.withFloats { w in
-            if let qb = qkvLayer.bias {
-                try qb.value.withFloats { b in Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: 3 * d, into: &qkv) }
-            } else {
-                Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: nil, outFeatures: 3 * d, into: &qkv)
-            }
-        }
+        try qkv.withUnsafeMutableBufferPointer { try qkvLayer.inference(ws.y, rows: rows, into: $0.baseAddress!) }
         var attended = ws.attended, scores = ws.scores
         ws.attended = []
         ws.scores = []
@@ -203,11 +197,7 @@ public struct TransformerStack {
         var mid = ws.mid
         ws.mid = []
         defer { ws.mid = mid }
-        try bk.fc1.weight.value.withFloats { w in
-            try bk.fc1.bias!.value.withFloats { b in
-                Kernels.linear(ws.y, rows: rows, inFeatures: d, weight: w, bias: b, outFeatures: hidden, into: &mid)
-            }
-        }
+        try mid.withUnsafeMutableBufferPointer { try bk.fc1.inference(ws.y, rows: rows, into: $0.baseAddress!) }
         switch bk.activation {
         case .gelu: Kernels.geluExact(&mid, count: mid.count)
         case .quickGELU: Kernels.quickGELU(&mid, count: mid.count)
@@ -216,25 +206,18 @@ public struct TransformerStack {
     }
 
     /// x += a·Wᵀ + b, the product accumulated straight into x (sgemm with beta = 1); with a layer
-    /// scale γ, x += γ ⊙ (a·Wᵀ + b) through `scratch` [rows, width].
+    /// scale γ, x += γ ⊙ (a·Wᵀ + b) through `scratch` [rows, width]. In the inference precision.
     func residual(
         _ a: [Float], rows: Int, width d: Int, inFeatures k: Int, layer: Linear, gain: Parameter?,
         into x: inout [Float], scratch: inout [Float]
     ) throws {
-        try layer.weight.value.withFloats { w in
-            try layer.bias!.value.withFloats { b in
-                guard let gain else {
-                    for r in 0..<rows { for j in 0..<d { x[r * d + j] += b[j] } }
-                    x.withUnsafeMutableBufferPointer { xp in
-                        GEMM.sgemm(transposeB: true, m: rows, n: d, k: k, a: a, lda: k, b: w, ldb: k, beta: 1, c: xp.baseAddress!, ldc: d)
-                    }
-                    return
-                }
-                Kernels.linear(a, rows: rows, inFeatures: k, weight: w, bias: b, outFeatures: d, into: &scratch)
-                try gain.value.withFloats { g in
-                    for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * scratch[r * d + j] } }
-                }
-            }
+        guard let gain else {
+            try x.withUnsafeMutableBufferPointer { try layer.inference(a, rows: rows, accumulate: true, into: $0.baseAddress!) }
+            return
+        }
+        try scratch.withUnsafeMutableBufferPointer { try layer.inference(a, rows: rows, into: $0.baseAddress!) }
+        try gain.value.withFloats { g in
+            for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * scratch[r * d + j] } }
         }
     }
 }

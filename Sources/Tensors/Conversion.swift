@@ -1,3 +1,5 @@
+import CDNNL
+
 extension Tensor {
     /// The same values in another dtype. Float widening is exact (f16, bf16 → f32/f64); narrowing
     /// rounds to nearest; float → integer truncates toward zero. Cost: O(n), or free when the dtype
@@ -6,6 +8,14 @@ extension Tensor {
         if target == dtype { return self }
         let n = count
         let p = storage.bytes
+        // Rounding fp32 weights for bf16 inference, without an intermediate buffer.
+        if target == .bfloat16 && dtype == .float32 {
+            var out = Tensor(zeros: .bfloat16, shape: shape)
+            out.withUnsafeMutableBytes { raw in
+                mng_round_bf16(p.assumingMemoryBound(to: Float.self), raw.baseAddress!.assumingMemoryBound(to: UInt16.self), n)
+            }
+            return out
+        }
         // The common checkpoint case, without an intermediate buffer.
         if target == .float32 && (dtype == .float16 || dtype == .bfloat16) {
             var out = Tensor(zeros: .float32, shape: shape)

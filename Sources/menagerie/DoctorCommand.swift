@@ -49,8 +49,11 @@ struct DoctorCommand: ParsableCommand {
         }
         checks.append(
             Check(
-                name: "gemm backend", ok: GEMM.backendNote == nil,
-                detail: "\(GEMM.backend.name) (MENAGERIE_BACKEND=openblas|onednn); " + (GEMM.backendNote.map { $0 + "; " } ?? "") + onednn))
+                name: "gemm backend", ok: GEMM.backendNote == nil && GEMM.precisionNote == nil,
+                detail: "\(GEMM.backend.name) (MENAGERIE_BACKEND=openblas|onednn); inference precision \(GEMM.precision.rawValue) "
+                    + "(MENAGERIE_PRECISION or run --precision fp32|bf16); "
+                    + ([GEMM.backendNote, GEMM.precisionNote].compactMap { $0 }.map { $0 + "; " }.joined())
+                    + onednn))
         let (gflops, error) = sgemmCheck(n: 256)
         checks.append(
             Check(name: "sgemm", ok: error < 1e-3, detail: String(format: "256³ in %.1f GFLOP/s, max error %.2e against a direct sum", gflops, error)))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MenagerieHost
 import MenagerieKit
+import Tensors
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,6 +43,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "The run's seed: the default of the component's own seed option, and the seed of the host services.")
     var seed: UInt64 = 0
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Inference arithmetic: fp32, or bf16 (linear layers' products in bfloat16 through oneDNN, fp32 accumulation; needs a CPU with avx512_bf16 or AMX). Also MENAGERIE_PRECISION.",
+            valueName: "fp32|bf16"))
+    var precision: String?
+
     @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
     var json = false
 
@@ -53,6 +61,16 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         // Everything that can be refused is refused before any work starts.
+        if let precision {
+            guard let asked = Precision(rawValue: precision) else {
+                throw HostError(.usage, "--precision must be fp32 or bf16, got '\(precision)'")
+            }
+            // Plugins read it at their first product, in this process and in isolated children alike.
+            setenv("MENAGERIE_PRECISION", asked.rawValue, 1)
+            if asked == .bf16, let why = GEMM.bf16Unavailable() {
+                FileHandle.standardError.write(Data("warning: --precision bf16: \(why); running in fp32\n".utf8))
+            }
+        }
         let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
         let request = try RunRequest(

@@ -48,6 +48,63 @@ import Testing
         #expect(probError < 1e-5, "probabilities: max |Δ| \(probError)")
     }
 
+    /// bf16 inference (`GEMM.withPrecision(.bf16)`): the linear layers' products in bfloat16 through
+    /// oneDNN. Image and text features keep cosine ≥ 0.999 to fp32 and to open_clip's, yet differ
+    /// from fp32 by more than fp32 rounding (the bf16 path really ran); the thread's precision is
+    /// fp32 again afterwards. Skipped where bf16 cannot run (no oneDNN or no native BF16).
+    @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func bf16FeaturesStayCloseToFP32() throws {
+        let bio = try BioCLIP(folder: folder)
+        let e = try expected()
+        let labels = e["labels"]!.arrayValue!.map { $0.stringValue! }
+        let images = try bio.preprocess(try e["images"]!.arrayValue!.map { try PNG.read(path: folder + "/" + $0.stringValue!) })
+        let fp32Image = try bio.imageFeatures(images).scalars(as: Float.self), fp32Text = try bio.textFeatures(labels)
+        let before = OneDNNBackend.counters.executed
+        let (bf16Image, bf16Text) = try GEMM.withPrecision(.bf16) { (try bio.imageFeatures(images).scalars(as: Float.self), try bio.textFeatures(labels)) }
+        #expect(GEMM.precision == .fp32)
+        #expect(OneDNNBackend.counters.executed > before, "no product went through oneDNN")
+        let d = bio.config.embedDim
+        func rowCosines(_ x: [Float], _ y: [Float]) -> [Float] {
+            stride(from: 0, to: x.count, by: d).map { r in
+                let a = x[r..<(r + d)], b = y[r..<(r + d)]
+                let dot = zip(a, b).map { $0 * $1 }.reduce(0, +)
+                return dot / (a.map { $0 * $0 }.reduce(0, +).squareRoot() * b.map { $0 * $0 }.reduce(0, +).squareRoot())
+            }
+        }
+        for (name, bf16, fp32, reference) in [
+            ("image", bf16Image, fp32Image, matrix(e["image_features"]).flatMap { $0 }),
+            ("text", bf16Text, fp32Text, matrix(e["text_features"]).flatMap { $0 }),
+        ] {
+            #expect(rowCosines(bf16, fp32).min()! >= 0.999, "\(name): \(rowCosines(bf16, fp32))")
+            #expect(rowCosines(bf16, reference).min()! >= 0.999, "\(name) vs open_clip")
+            #expect(zip(bf16, fp32).map { abs($0 - $1) }.max()! > 1e-4 * fp32.map(abs).max()!, "\(name): bf16 equals fp32")
+        }
+    }
+
+    /// `run --precision bf16` reaches the plugin (in process and in an isolated child): text
+    /// embeddings within cosine 0.999 of fp32's but not equal to them; a wrong value is a usage error.
+    @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func precisionFlagReachesThePlugin() throws {
+        let dir = TempDir("precision")
+        let cli = CLI()
+        var embeddings: [String: [Float]] = [:]
+        for (name, extra) in [("fp32", ["--precision", "fp32"]), ("bf16", ["--precision", "bf16"]), ("bf16-isolated", ["--precision", "bf16", "--isolate"])] {
+            let r = try cli.run(
+                ["run", "bioclip2", "--set", "model=\(folder)", "--set", "texts=[\"a bird\",\"a fish\",\"an oak\"]", "--out", dir.sub(name)] + extra)
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            embeddings[name] = try NPY.read(path: dir.sub(name) + "/embedding.npy").scalars(as: Float.self)
+        }
+        let fp32 = embeddings["fp32"]!
+        for name in ["bf16", "bf16-isolated"] {
+            let bf16 = embeddings[name]!
+            let dot: Float = zip(bf16, fp32).map { $0 * $1 }.reduce(0, +)
+            let normB: Float = bf16.map { $0 * $0 }.reduce(0, +).squareRoot()
+            let normF: Float = fp32.map { $0 * $0 }.reduce(0, +).squareRoot()
+            let cosine = dot / (normB * normF)
+            #expect(cosine > 0.999 && bf16 != fp32, "\(name): cosine \(cosine)")
+        }
+        let bad = try cli.run("run", "bioclip2", "--set", "model=\(folder)", "--set", "texts=[\"a\"]", "--precision", "fp8")
+        #expect(bad.status == 2 && bad.stderr.contains("--precision must be fp32 or bf16"), "\(bad.stderr)")
+    }
+
     /// A small Tree-of-Life label set written in pybioclip's layout ([E, N] npy + names json).
     func writeTreeOfLife(in dir: String, dimension e: Int) throws -> [[Float]] {
         let names: [([String], String)] = [

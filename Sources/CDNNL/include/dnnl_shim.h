@@ -29,6 +29,14 @@ int mng_dnnl_has_bf16(void);
 int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                    const float *b, long ldb, float beta, float *c, long ldc, int threads);
 
+/// C[m×n] = A[m×k] · Wᵀ + beta · C for a weight W [n×k] already in bfloat16 (a linear layer's,
+/// rounded once by `mng_round_bf16`); A (fp32) is rounded per call. Returns 0 on success.
+int mng_dnnl_linear_bf16(long m, long n, long k, const float *a, long lda, const unsigned short *w, float beta, float *c,
+                         long ldc, int threads);
+
+/// out[i] = x[i] rounded to bfloat16 (to nearest, ties to even; NaN stays NaN). Needs no oneDNN.
+void mng_round_bf16(const float *x, unsigned short *out, long count);
+
 /// Primitives created so far (cache misses) and products run, for the benchmarks and tests.
 void mng_dnnl_counters(long *created, long *executed);
 

@@ -1,0 +1,107 @@
+import CDNNL
+import COpenBLAS
+import Glibc
+
+/// The arithmetic of inference products (forward passes that record nothing): `fp32`, or `bf16` —
+/// linear layers' weights rounded once to bfloat16 and their inputs per product, multiplied by
+/// oneDNN with fp32 accumulation; normalisations, softmax and attention scores stay fp32. Training
+/// (recording) is always fp32. Set per operation (`precision=bf16`) or for a process
+/// (`MENAGERIE_PRECISION=bf16`).
+public enum Precision: String, Sendable, CaseIterable {
+    case fp32, bf16
+}
+
+extension GEMM {
+    private static let initialPrecision: (Precision, note: String?) = {
+        guard let value = getenvString("MENAGERIE_PRECISION")?.lowercased(), !value.isEmpty else { return (.fp32, nil) }
+        guard let asked = Precision(rawValue: value) else {
+            return (.fp32, "MENAGERIE_PRECISION=\(value) is not a precision (fp32 or bf16); using fp32")
+        }
+        if let why = bf16Unavailable(), asked == .bf16 { return (.fp32, "MENAGERIE_PRECISION=bf16: \(why); using fp32") }
+        return (asked, nil)
+    }()
+    /// Per thread, like `GradMode`: nil = the process's default (MENAGERIE_PRECISION), 1 = fp32,
+    /// 2 = bf16. Inference products run on the thread that asked for them (threads that
+    /// `concurrently` starts only run attention, which stays fp32).
+    private static let precisionKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// The precision of this thread's inference products (see `Precision`).
+    public static var precision: Precision {
+        switch Int(bitPattern: pthread_getspecific(precisionKey)) {
+        case 1: .fp32
+        case 2: .bf16
+        default: initialPrecision.0
+        }
+    }
+
+    /// Why MENAGERIE_PRECISION is not in effect (nil when it is, or unset).
+    public static var precisionNote: String? { initialPrecision.note }
+
+    /// Why bf16 products cannot run here (nil when they can): they need oneDNN and a CPU with
+    /// native BF16 dot products (avx512_bf16 or AMX) — emulated BF16 would be slower than fp32.
+    public static func bf16Unavailable() -> String? {
+        switch OneDNNBackend.load() {
+        case .failure(let why): return "bf16 needs oneDNN: \(why.reason)"
+        case .success:
+            return OneDNNBackend.hasNativeBF16 ? nil : "this CPU has no native BF16 dot products (avx512_bf16 or AMX)"
+        }
+    }
+
+    /// Sets the precision of this thread's inference products. Asking for bf16 where it cannot run
+    /// keeps fp32 and returns the reason (for the operation to report); nil when the precision is
+    /// now `precision`.
+    @discardableResult
+    public static func setPrecision(_ precision: Precision) -> String? {
+        var why: String? = nil
+        var effective = precision
+        if precision == .bf16, let reason = bf16Unavailable() {
+            why = reason + "; running in fp32"
+            effective = .fp32
+        }
+        pthread_setspecific(precisionKey, UnsafeRawPointer(bitPattern: effective == .bf16 ? 2 : 1))
+        return why
+    }
+
+    /// Runs `body` with inference products in `precision`, then restores the previous setting;
+    /// `note` receives the reason when bf16 was asked for but cannot run.
+    public static func withPrecision<R>(_ precision: Precision, note: (String) -> Void = { _ in }, _ body: () throws -> R) rethrows -> R {
+        let previous = self.precision
+        if let why = setPrecision(precision) { note(why) }
+        defer { setPrecision(previous) }
+        return try body()
+    }
+}
+
+extension Kernels {
+    /// y = x·Wᵀ + bias (or, with `accumulate`, y += x·Wᵀ + bias) for a weight W [out, in] already
+    /// in bfloat16 (`Tensor.converted(to: .bfloat16)`); x is rounded per call. oneDNN's bf16 matmul
+    /// with fp32 accumulation; where it fails, the weight is widened and OpenBLAS multiplies.
+    public static func linearBF16(
+        _ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
+        outFeatures: Int, accumulate: Bool = false, into y: UnsafeMutablePointer<Float>
+    ) {
+        guard rows > 0, outFeatures > 0 else { return }
+        if let bias {
+            for r in 0..<rows {
+                let row = y + r * outFeatures
+                if accumulate { for j in 0..<outFeatures { row[j] += bias[j] } } else { row.update(from: bias, count: outFeatures) }
+            }
+        }
+        let beta: Float = bias != nil || accumulate ? 1 : 0
+        if inFeatures > 0,
+            mng_dnnl_linear_bf16(rows, outFeatures, inFeatures, x, inFeatures, weight, beta, y, outFeatures, openblas_get_num_threads()) == 0
+        {
+            return
+        }
+        let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, outFeatures * inFeatures))
+        defer { wide.deallocate() }
+        for i in 0..<(outFeatures * inFeatures) { wide[i] = Float(bitPattern: UInt32(weight[i]) << 16) }
+        GEMM.sgemm(
+            transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: wide, ldb: inFeatures, beta: beta, c: y,
+            ldc: outFeatures)
+    }
+}
