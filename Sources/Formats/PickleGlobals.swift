@@ -243,7 +243,7 @@ enum PickleGlobals {
     static func legacyStorage(_ blob: Int, in u: inout Unpickler) throws -> PickleValue {
         let count = u.result.blobCounts[blob]
         let what = "torch.storage._load_from_bytes (pickle byte \(u.position))", path = u.path
-        func parse(_ b: UnsafeRawBufferPointer) throws -> (dataAt: Int, dtype: StoredDType, key: String) {
+        func parse(_ b: UnsafeRawBufferPointer) throws -> (dataAt: Int, dtype: StoredDType, key: String, bytes: Int) {
             let magic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
             guard b.count >= magic.count, zip(b, magic).allSatisfy({ $0 == $1 }) else {
                 throw u.fail("\(what): the bytes do not start with torch's legacy magic number: not a pickled torch storage, or corrupt")
@@ -282,20 +282,20 @@ enum PickleGlobals {
             guard numel * dtype.size <= b.count - at - 8 else {
                 throw u.fail("\(what): \(numel) elements of \(dtype.rawValue) need \(numel * dtype.size) bytes, \(b.count - at - 8) follow: truncated")
             }
-            return (at + 8, dtype, key)
+            return (at + 8, dtype, key, numel * dtype.size)
         }
         let storage: StorageBytes, dtype: StoredDType
         switch u.result.blobs[blob] {
         case .mapped(let offset, _):
             let start = offset - u.base
             guard start >= 0, count <= u.bytes.count - start else { throw u.failAt("\(what): its bytes lie outside the pickle") }
-            let (dataAt, d, key) = try parse(UnsafeRawBufferPointer(rebasing: u.bytes[start..<(start + count)]))
+            let (dataAt, d, key, n) = try parse(UnsafeRawBufferPointer(rebasing: u.bytes[start..<(start + count)]))
             dtype = d
-            storage = StorageBytes(source: .mapped(offset: offset + dataAt, record: nil), count: count - dataAt, key: key)
+            storage = StorageBytes(source: .mapped(offset: offset + dataAt, record: nil), count: n, key: key)
         case .owned(let data):
-            let (dataAt, d, key) = try data.withUnsafeBytes { try parse($0) }
+            let (dataAt, d, key, n) = try data.withUnsafeBytes { try parse($0) }
             dtype = d
-            storage = StorageBytes(source: .owned(data.subdata(in: (data.startIndex + dataAt)..<data.endIndex)), count: count - dataAt, key: key)
+            storage = StorageBytes(source: .owned(data.subdata(in: (data.startIndex + dataAt)..<(data.startIndex + dataAt + n))), count: n, key: key)
         }
         u.result.storages.append(storage)
         return .storage(u.result.storages.count - 1, dtype)

@@ -178,6 +178,20 @@ import Testing
         let view = try TorchFile(path: Self.root + "/bad/good-view.pkl")
         #expect(view.names == ["tensor"])
         #expect(try view.tensor("tensor").scalars(as: Int64.self) == [191, 7, 3]) // ranked_ids[1:4] in make_fixture.py
+        #expect(try TorchFile(path: Self.root + "/bad/good-view-p2.pkl").tensor("tensor").scalars(as: Int64.self) == [191, 7, 3])
+        // The legacy storage's element count (6, before the 48 data bytes 5, 191, 7, 3, 0, 9) patched to 7.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.root + "/bad/good-view.pkl")))
+        let data = [Int64(5), 191, 7, 3, 0, 9].flatMap { v in (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        let at = (0...(bytes.count - data.count)).first { Array(bytes[$0..<($0 + data.count)]) == data }!
+        #expect(bytes[at - 8] == 6)
+        bytes[at - 8] = 7
+        let patchDir = TempDir("coreinfer-patch")
+        let patched = patchDir.path + "/patched.pkl"
+        try Data(bytes).write(to: URL(fileURLWithPath: patched))
+        do {
+            _ = try TorchFile(path: patched)
+            Issue.record("a storage whose count disagrees with its persistent id was read")
+        } catch { #expect("\(error)".contains("the storage holds 7 elements, its header says 6"), "\(error)") }
         let e = try expected("llama-tiny")
         let list = try TorchFile(path: Self.root + "/llama-tiny/neuron_activation/2/cluster_1.pkl")
         #expect(try list.tensor("tensor").scalars(as: Int64.self).map(Int.init) == e.cluster_neurons["1"]?["2"])

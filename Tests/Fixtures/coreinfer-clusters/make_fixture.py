@@ -225,6 +225,8 @@ def make_bad():
     for name, value in cases.items():
         with open(os.path.join(out, name), "wb") as f:
             pickle.dump(value, f)
+    with open(os.path.join(out, "good-view-p2.pkl"), "wb") as f:  # protocol 2: bytes as _codecs.encode(str, 'latin1')
+        pickle.dump(ranked_ids[1:4], f, protocol=2)
     np.save(os.path.join(out, "centroids-wrong-width.npy"), np.zeros((4, 100)))
     np.save(os.path.join(out, "centroids.npy"), np.eye(4, 192))
 
