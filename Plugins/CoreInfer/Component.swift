@@ -39,8 +39,12 @@ struct CoreInferComponent: Generator {
         var steps = 400
         var lr = 3e-3
         var save_dtype = "f32"
-        var signature = 0.27
+        var signature_layer = -1
+        var signature_size = -1
+        var signature_alpha = 0.4
+        var cluster_alpha = 0.4
         var clusters = ""
+        var kmeans = ""
         static let help = [
             "model_dir":
                 "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
@@ -59,8 +63,15 @@ struct CoreInferComponent: Generator {
             "ffn": "train: SwiGLU inner width", "max_positions": "train: the context the model accepts", "context": "train: tokens per training window",
             "batch": "train: windows per step", "steps": "train: optimizer steps", "lr": "train: AdamW peak learning rate",
             "save_dtype": "train: f32 or f16 weights",
-            "signature": "cluster: a text's signature = its top (signature · d_ff) neurons by frequency at the last converted layer",
-            "clusters": "generate with mode=similarity: the clusters.json written by the cluster operation",
+            "signature_layer": "similarity: the layer signatures are read at (−1: round(25/32 · layers), the released 25 of 32)",
+            "signature_size": "similarity: neurons in a signature (−1: min(3000, round(3000/11008 · d_ff)), the released 3000)",
+            "signature_alpha":
+                "similarity: a signature's per-token share of the positive neurons (released 0.4; offline rounded per token, online int of the mean)",
+            "cluster_alpha":
+                "cluster: the per-token share of positive neurons behind each cluster's lists (released 0.4); beta = the fraction of the distinct counted neurons kept",
+            "clusters":
+                "generate with mode=similarity: the clusters.json written by the cluster operation, or a released cluster directory (neuron_activation/<layer>/cluster_<c>.pkl)",
+            "kmeans": "with a released cluster directory: the KMeans pickle or a .npy of centroids (default DIR/cluster_activation/kmeans.pkl)",
             "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
         ]
         static let choices = ["mode": ["dense", "stability", "similarity"], "save_dtype": ["f32", "f16"]]
@@ -68,7 +79,7 @@ struct CoreInferComponent: Generator {
             "max_new_tokens": 0...1e6, "temperature": 0...1e6, "top_k": 0...16_777_216, "top_p": 0...1,
             "start": -1...1e6, "end": -1...1e6, "hidden": 1...65536, "layers": 1...1024, "heads": 1...65536, "kv_heads": 1...65536,
             "ffn": 1...1_048_576, "max_positions": 1...16_777_216, "context": 1...1_048_576, "batch": 1...1e6, "steps": 1...1e7,
-            "lr": 0...1e3, "signature": 0...1,
+            "lr": 0...1e3, "signature_layer": -1...1e6, "signature_size": -1...16_777_216, "signature_alpha": 1e-9...1, "cluster_alpha": 1e-9...1,
         ]
     }
     static let id = "coreinfer"
@@ -109,24 +120,29 @@ struct CoreInferComponent: Generator {
         let layers = convertedLayers(total: model.config.layers, start: o.start >= 0 ? o.start : nil, end: o.end >= 0 ? o.end : nil)
         defer { for l in 0..<model.config.layers { try? model.setSparse(layer: l, neurons: nil) } }
 
-        // Prefill, densely, collecting the converted layers' FFN activations.
-        var activations: [Int: [Float]] = [:]
-        model.activationHook = { l, a, _ in if layers.contains(l) { activations[l] = a } }
+        // Prefill, densely, collecting the converted layers' FFN activations (and, for similarity, the
+        // signature layer's signal: OPT's fc1 pre-activation, LLaMA's gate_proj output).
+        let selection = o.mode == "similarity" ? try similaritySelection(o, model: model, layers: layers) : nil
+        var activations: [Int: [Float]] = [:], signal: [Float] = []
+        let signalFromGate = model.config.architecture == .llama
+        model.activationHook = { l, a, _ in
+            if layers.contains(l) { activations[l] = a }
+            if !signalFromGate, l == selection?.layer { signal = a }
+        }
+        if signalFromGate, let s = selection { model.gateHook = { l, g, _ in if l == s.layer { signal = g } } }
         let cache = model.makeCache()
         let t0 = Date()
         var logits = try model.forward(promptIDs, cache: cache)
         let prefillSeconds = Date().timeIntervalSince(t0)
-        model.activationHook = nil
+        (model.activationHook, model.gateHook) = (nil, nil)
         var core: [Int: [Int]] = [:]
         var clusterIndex: Int? = nil
-        if o.mode == "similarity" {
-            guard !o.clusters.isEmpty else {
-                throw MenagerieError.invalidArgument("mode=similarity needs --set clusters=clusters.json (from the cluster operation)")
-            }
-            let (c, neurons) = try similarityNeurons(
-                o.clusters, activations: activations, tokens: promptIDs.count, alpha: o.alpha, dff: model.config.intermediateSize)
+        if let selection {
+            // The nearest cluster's stored lists, whole (β does not apply online; Docs/methods/coreinfer.md).
+            let c = selection.nearest(signal: signal, tokens: promptIDs.count, dff: model.config.intermediateSize).cluster
             clusterIndex = c
-            for (l, list) in neurons where l < model.config.layers {
+            for l in layers {
+                guard let list = selection.clusters.neurons[c][l] else { continue }
                 core[l] = list
                 try model.setSparse(layer: l, neurons: list)
             }
@@ -150,7 +166,10 @@ struct CoreInferComponent: Generator {
             "decode_tokens_per_s": .number(Double(generated.count) / max(decodeSeconds, 1e-9)),
             "architecture": .string(model.config.architecture.rawValue),
         ]
-        if let clusterIndex { result["cluster"] = .number(Double(clusterIndex)) }
+        if let clusterIndex, let selection {
+            result["cluster"] = .number(Double(clusterIndex))
+            result["signature_layer"] = .number(Double(selection.layer))
+        }
         if o.mode != "dense" {
             result["converted_layers"] = .array(layers.map { .number(Double($0)) })
             result["kept_neurons_per_layer"] = .object(Dictionary(uniqueKeysWithValues: core.map { ("\($0.key)", JSONValue.number(Double($0.value.count))) }))

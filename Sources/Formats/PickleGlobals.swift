@@ -9,7 +9,11 @@ import Foundation
 /// ids), `torch.Size`, torch dtypes, `collections.OrderedDict`, `builtins.set`/`frozenset`,
 /// `_codecs.encode` (protocol 2's bytes). Plain pickles: the same containers plus numpy arrays
 /// (`numpy.core.multiarray._reconstruct` or `numpy._core…`, `numpy.ndarray`, `numpy.dtype`,
-/// `scalar`, `numpy.core.numeric._frombuffer`). Anything else is refused by name.
+/// `scalar`, `numpy.core.numeric._frombuffer`) and torch tensors as `pickle.dump(tensor)` writes
+/// them (`torch._utils._rebuild_tensor_v2` of `torch.storage._load_from_bytes(b)`, where `b` is the
+/// storage in torch's legacy serialization, parsed here by `legacyStorage`). Instances of the
+/// classes a caller names (`objectClasses`, e.g. scikit-learn's KMeans) are kept as their state
+/// dict: nothing of theirs is constructed or run. Anything else is refused by name.
 enum PickleGlobals {
     static let containers: Set<String> = [
         "collections.OrderedDict", "builtins.set", "builtins.frozenset", "__builtin__.set",
@@ -26,9 +30,13 @@ enum PickleGlobals {
         "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
     ]
 
-    static func resolve(module: String, name: String, flavor: Unpickler.Flavor, path: String) throws -> PickleValue {
+    /// Allowed in plain pickles too: what `pickle.dump(a_torch_tensor)` writes.
+    static let pickledTensor: Set<String> = ["torch._utils._rebuild_tensor_v2", "torch.storage._load_from_bytes"]
+
+    static func resolve(module: String, name: String, flavor: Unpickler.Flavor, objects: Set<String> = [], path: String) throws -> PickleValue {
         let full = module + "." + name
-        if containers.contains(full) { return .global(full) }
+        if containers.contains(full) || objects.contains(full) { return .global(full) }
+        if flavor == .plain, pickledTensor.contains(full) { return .global(full) }
         if flavor == .torch {
             if torch.contains(full) { return .global(full) }
             if module == "torch", StoredDType.torchStorages[name] != nil { return .global(full) }
@@ -80,6 +88,10 @@ enum PickleGlobals {
             guard case .int(let offset) = a[1] else { throw u.failAt("\(name): the storage offset is a \(a[1].kind)") }
             let shape = try ints(a[2], what: "the tensor's size", u), strides = try ints(a[3], what: "the tensor's stride", u)
             return try tensor(storage: storage, dtype: dtype, shape: shape, strides: strides, offset: offset, in: &u)
+        case "torch.storage._load_from_bytes":
+            let a = try arguments(args, of: name, counts: 1...1, u)
+            guard case .bytes(let blob) = a[0] else { throw u.failAt("\(name) of a \(a[0].kind), not bytes") }
+            return try legacyStorage(blob, in: &u)
         case "torch._utils._rebuild_parameter":
             let a = try arguments(args, of: name, counts: 3...3, u)
             guard case .tensor = a[0] else { throw u.failAt("\(name): the data is a \(a[0].kind), not a tensor") }
@@ -150,6 +162,12 @@ enum PickleGlobals {
     }
 
     static func instantiate(_ cls: PickleValue, _ args: PickleValue, in u: inout Unpickler) throws -> PickleValue {
+        if case .global(let name) = cls, u.objectClasses.contains(name) {
+            // cls.__new__(cls): an empty shell whose state BUILD sets; its constructor never runs.
+            guard let a = items(args, u), a.isEmpty else { throw u.failAt("NEWOBJ of '\(name)' with arguments: only an argument-less instance is read") }
+            u.result.objects.append((name, nil))
+            return .object(u.result.objects.count - 1)
+        }
         guard case .global(let name) = cls, ["collections.OrderedDict", "builtins.set", "builtins.frozenset"].contains(name) else {
             throw u.failAt("NEWOBJ of \(cls.kind): only OrderedDict and set are built that way")
         }
@@ -168,6 +186,11 @@ enum PickleGlobals {
             let shape = try ints(s[0], what: "the array's shape", u)
             guard case .tensor(let made) = try array(dtype: s[1], shape: shape, fortran: fortran, data: s[3], in: &u) else { return }
             u.result.tensors[i] = u.result.tensors[made]
+        case .object(let i):
+            guard u.result.objects[i].state == nil, case .dict = state else {
+                throw u.failAt("the state of a '\(u.result.objects[i].className)' must be one dict (\(state.kind) given, or set twice)")
+            }
+            u.result.objects[i].state = state
         case .numpyDType(let i):
             // dtype.__setstate__((version, byteorder, …))
             guard let s = items(state, u), s.count >= 2, case .string(let order) = s[1], let c = order.first, order.count == 1 else {
@@ -184,10 +207,11 @@ enum PickleGlobals {
     /// torch's persistent id `('storage', storage_type, key, location, numel)`.
     static func persistentLoad(_ pid: PickleValue, in u: inout Unpickler) throws -> PickleValue {
         guard u.flavor == .torch, let load = u.loadStorage else { throw u.failAt("a persistent id in a plain pickle: not a torch checkpoint record") }
-        guard let p = items(pid, u), p.count == 5, case .string("storage") = p[0], case .global(let type) = p[1],
+        // torch's legacy format adds a sixth item, the view metadata (None unless the storage is a view).
+        guard let p = items(pid, u), p.count == 5 || (p.count == 6 && p[5] == .none), case .string("storage") = p[0], case .global(let type) = p[1],
             case .string(let key) = p[2], case .int(let numel) = p[4]
         else {
-            throw u.failAt("a persistent id that is not ('storage', type, key, location, numel)")
+            throw u.failAt("a persistent id that is not ('storage', type, key, location, numel[, None])")
         }
         let typeName = String(type.dropFirst("torch.".count))
         let dtype: StoredDType
@@ -208,6 +232,72 @@ enum PickleGlobals {
         let bytes = try load(key, dtype, numel)
         u.result.storages.append(bytes)
         u.storageIndex[key] = u.result.storages.count - 1
+        return .storage(u.result.storages.count - 1, dtype)
+    }
+
+    /// `torch.storage._load_from_bytes(b)`: `b` is one storage in torch's legacy serialization —
+    /// pickles of the magic number, the protocol version (1001) and the system info (little-endian
+    /// required), the storage itself (a persistent id ('storage', torch.<Type>Storage, key, location,
+    /// numel, None)), the list of storage keys ([key]); then numel as a little-endian int64 and the
+    /// numel elements' bytes. Each part is read by a nested restricted unpickler, every length checked.
+    static func legacyStorage(_ blob: Int, in u: inout Unpickler) throws -> PickleValue {
+        let count = u.result.blobCounts[blob]
+        let what = "torch.storage._load_from_bytes (pickle byte \(u.position))", path = u.path
+        func parse(_ b: UnsafeRawBufferPointer) throws -> (dataAt: Int, dtype: StoredDType, key: String, bytes: Int) {
+            let magic: [UInt8] = [0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]
+            guard b.count >= magic.count, zip(b, magic).allSatisfy({ $0 == $1 }) else {
+                throw u.fail("\(what): the bytes do not start with torch's legacy magic number: not a pickled torch storage, or corrupt")
+            }
+            var at = magic.count
+            // The nested pickles are read as torch's (no _load_from_bytes inside: no recursion).
+            func next(_ load: ((String, StoredDType, Int) throws -> StorageBytes)? = nil) throws -> PickleResult {
+                var inner = Unpickler(bytes: UnsafeRawBufferPointer(rebasing: b[at...]), base: 0, path: path, flavor: .torch, loadStorage: load)
+                do {
+                    let r = try inner.run()
+                    at += inner.position
+                    return r
+                } catch let e as FormatError { throw u.fail("\(what), byte \(at) of its data: \(e.problem)") }
+            }
+            guard case .int(1001) = try next().root else { throw u.fail("\(what): the legacy protocol version is not 1001") }
+            let info = try next()
+            guard case .dict(let d) = info.root, let i = info.dicts[d].index[.string("little_endian")], info.dicts[d].values[i] == .bool(true) else {
+                throw u.fail("\(what): the storage was not saved little-endian (sys_info.little_endian is not True); only little-endian data is read")
+            }
+            var requested: (key: String, numel: Int)? = nil
+            let object = try next { key, dtype, numel in
+                guard requested == nil else { throw FormatError(path: path, "\(what): holds more than one storage; one is read") }
+                requested = (key, numel)
+                return StorageBytes(source: .owned(Data()), count: numel * dtype.size, key: key)
+            }
+            guard case .storage(_, let dtype) = object.root, let (key, numel) = requested else {
+                throw u.fail("\(what): holds a \(object.root.kind), not a storage")
+            }
+            let keys = try next()
+            guard case .list(let l) = keys.root, keys.lists[l] == [.string(key)] else {
+                throw u.fail("\(what): the list of storage keys is not ['\(key)']: corrupt")
+            }
+            guard b.count - at >= 8 else { throw u.fail("\(what): the storage's size is missing: truncated") }
+            let stored = Int64(littleEndian: b.loadUnaligned(fromByteOffset: at, as: Int64.self))
+            guard stored == Int64(numel) else { throw u.fail("\(what): the storage holds \(stored) elements, its header says \(numel): corrupt") }
+            guard numel * dtype.size <= b.count - at - 8 else {
+                throw u.fail("\(what): \(numel) elements of \(dtype.rawValue) need \(numel * dtype.size) bytes, \(b.count - at - 8) follow: truncated")
+            }
+            return (at + 8, dtype, key, numel * dtype.size)
+        }
+        let storage: StorageBytes, dtype: StoredDType
+        switch u.result.blobs[blob] {
+        case .mapped(let offset, _):
+            let start = offset - u.base
+            guard start >= 0, count <= u.bytes.count - start else { throw u.failAt("\(what): its bytes lie outside the pickle") }
+            let (dataAt, d, key, n) = try parse(UnsafeRawBufferPointer(rebasing: u.bytes[start..<(start + count)]))
+            dtype = d
+            storage = StorageBytes(source: .mapped(offset: offset + dataAt, record: nil), count: n, key: key)
+        case .owned(let data):
+            let (dataAt, d, key, n) = try data.withUnsafeBytes { try parse($0) }
+            dtype = d
+            storage = StorageBytes(source: .owned(data.subdata(in: (data.startIndex + dataAt)..<(data.startIndex + dataAt + n))), count: n, key: key)
+        }
+        u.result.storages.append(storage)
         return .storage(u.result.storages.count - 1, dtype)
     }
 

@@ -26,6 +26,9 @@ public enum PickleValue: Sendable, Hashable {
     case torchDType(StoredDType)
     /// An allowed callable or class, named "module.name", waiting for REDUCE or NEWOBJ.
     case global(String)
+    /// An instance of a class the caller allowed by name (`TorchFile(path:objectClasses:)`): an index
+    /// into `PickleResult.objects`, which keeps only its class name and its `__setstate__` dict.
+    case object(Int)
 
     var kind: String {
         switch self {
@@ -44,6 +47,7 @@ public enum PickleValue: Sendable, Hashable {
         case .numpyDType: "numpy.dtype"
         case .torchDType: "torch.dtype"
         case .global(let name): "'\(name)'"
+        case .object: "object"
         }
     }
 }

@@ -38,7 +38,10 @@ public final class TorchFile: Sendable {
     /// multiply its paths is refused instead of walked for ever).
     public static let maxVisits = 1 << 22
 
-    public init(path: String) throws {
+    /// `objectClasses`: classes ("module.Name", e.g. "sklearn.cluster._kmeans.KMeans") whose
+    /// instances in a plain pickle are read as their state dict — its arrays are named by the dict's
+    /// keys, as if the object were that dict. No code of the class runs; other classes are refused.
+    public init(path: String, objectClasses: Set<String> = []) throws {
         let file = try MappedFile(path: path)
         self.file = file
         self.path = path
@@ -56,7 +59,7 @@ public final class TorchFile: Sendable {
                     + "re-save it with a recent torch: torch.save(torch.load(f, weights_only=True), 'new.pt')")
         } else if all.count >= 2, all[0] == 0x80 {
             archive = nil
-            var u = Unpickler(bytes: all, base: 0, path: path, flavor: .plain)
+            var u = Unpickler(bytes: all, base: 0, path: path, flavor: .plain, objectClasses: objectClasses)
             result = try u.run()
             format = "pickle"
         } else if all.count > 262, String(decoding: UnsafeRawBufferPointer(rebasing: all[257..<262]), as: UTF8.self) == "ustar" {
@@ -182,6 +185,8 @@ public final class TorchFile: Sendable {
             for (i, v) in r.lists[l].enumerated() { try walk(v, join(String(i)), depth: depth + 1, r, into: &found, visits: &visits, path: path) }
         case .tuple(let t):
             for (i, v) in r.tuples[t].enumerated() { try walk(v, join(String(i)), depth: depth + 1, r, into: &found, visits: &visits, path: path) }
+        case .object(let o):
+            if let state = r.objects[o].state { try walk(state, prefix, depth: depth + 1, r, into: &found, visits: &visits, path: path) }
         default: break
         }
     }

@@ -13,6 +13,8 @@ public struct PickleResult: Sendable {
     /// Tensors and arrays; nil for a numpy array whose state never came (BUILD missing).
     public var tensors: [StoredTensor?] = []
     public var storages: [StorageBytes] = []
+    /// Instances of the allowed classes: the class name and the state dict BUILD gave (nil before).
+    public var objects: [(className: String, state: PickleValue?)] = []
 }
 
 /// A dict (or OrderedDict) in insertion order; a key set twice keeps its first place and its last value.
@@ -55,6 +57,8 @@ struct Unpickler {
     let flavor: Flavor
     /// Resolves a torch persistent id's storage key, element type and element count to its bytes.
     let loadStorage: ((String, StoredDType, Int) throws -> StorageBytes)?
+    /// Classes ("module.Name") whose instances are kept as their state dict (no code of theirs runs).
+    let objectClasses: Set<String>
 
     var result = PickleResult()
     var stack: [PickleValue] = []
@@ -66,8 +70,9 @@ struct Unpickler {
 
     init(
         bytes: UnsafeRawBufferPointer, base: Int, path: String, flavor: Flavor,
-        loadStorage: ((String, StoredDType, Int) throws -> StorageBytes)? = nil
+        loadStorage: ((String, StoredDType, Int) throws -> StorageBytes)? = nil, objectClasses: Set<String> = []
     ) {
+        self.objectClasses = objectClasses
         self.bytes = bytes
         self.base = base
         self.path = path
@@ -256,13 +261,13 @@ struct Unpickler {
             case 0x6A: try push(try recall(try u32())) // LONG_BINGET
             case 0x63: // GLOBAL "module\nname\n"
                 let module = try line(), name = try line()
-                try push(try PickleGlobals.resolve(module: module, name: name, flavor: flavor, path: path))
+                try push(try PickleGlobals.resolve(module: module, name: name, flavor: flavor, objects: objectClasses, path: path))
             case 0x93: // STACK_GLOBAL
                 let nameValue = try pop(), moduleValue = try pop()
                 guard case .string(let name) = nameValue, case .string(let module) = moduleValue else {
                     throw failAt("STACK_GLOBAL needs two strings, got \(moduleValue.kind) and \(nameValue.kind)")
                 }
-                try push(try PickleGlobals.resolve(module: module, name: name, flavor: flavor, path: path))
+                try push(try PickleGlobals.resolve(module: module, name: name, flavor: flavor, objects: objectClasses, path: path))
             case 0x52: // REDUCE
                 let args = try pop(), callable = try pop()
                 try push(try PickleGlobals.call(callable, args, in: &self))

@@ -46,6 +46,9 @@ public final class DecoderLM: Module {
     /// When set, called with (layer, activations [T, dff]) after every FFN during a forward pass:
     /// OPT's fc1 output before ReLU, LLaMA's SiLU(gate)·up (the input of down_proj).
     public var activationHook: ((Int, [Float], Int) -> Void)?
+    /// LLaMA only: when set, called with (layer, gate_proj output [T, dff] — the SiLU's input, rows)
+    /// during a dense FFN (CoreInfer's similarity signal in the released code).
+    public var gateHook: ((Int, [Float], Int) -> Void)?
     /// When set, called with the seconds each FFN took (benchmarks: the FFN's share of a step).
     public var ffnTimer: ((Double) -> Void)?
 
@@ -435,6 +438,7 @@ public final class DecoderLM: Module {
         var a = try linear(h, rows: t, weight: layer.up, bias: layer.upb)
         if let gate = layer.gate {
             let g = try linear(h, rows: t, weight: gate, bias: nil)
+            gateHook?(l, g, t)
             for i in 0..<a.count { a[i] *= g[i] / (1 + expf(-g[i])) } // SiLU(gate) · up
             activationHook?(l, a, t)
         } else {

@@ -42,9 +42,22 @@ import Testing
         let path = Self.dir + "/evil.pt"
         #expect(message { _ = try TorchFile(path: path) } == "\(path): refusing global 'posix.system' — only tensors and containers are loaded")
         #expect(!FileManager.default.fileExists(atPath: marker))
-        // torch's rebuild functions are allowed in torch archives only.
-        let plain = try pickle([0x80, 0x02] + Array("ctorch._utils\n_rebuild_tensor_v2\n.".utf8))
-        #expect(message { _ = try TorchFile(path: plain) }.contains("refusing global 'torch._utils._rebuild_tensor_v2'"))
+        // In a plain pickle, torch is read only as pickle.dump(a_tensor) writes it (_rebuild_tensor_v2 of
+        // _load_from_bytes): a storage class, a parameter, or _rebuild_tensor_v2 of anything else is refused.
+        let plain = try pickle([0x80, 0x02] + Array("ctorch\nFloatStorage\n.".utf8))
+        #expect(message { _ = try TorchFile(path: plain) }.contains("refusing global 'torch.FloatStorage'"))
+        let parameter = try pickle([0x80, 0x02] + Array("ctorch._utils\n_rebuild_parameter\n.".utf8))
+        #expect(message { _ = try TorchFile(path: parameter) }.contains("refusing global 'torch._utils._rebuild_parameter'"))
+        // _rebuild_tensor_v2((None, 0, (1,), (1,), False, None)): PROTO 2, GLOBAL, MARK, NONE, BININT1 0,
+        // (BININT1 1,) twice, NEWFALSE, NONE, TUPLE, REDUCE, STOP.
+        let notStorage = try pickle(
+            [0x80, 0x02] + Array("ctorch._utils\n_rebuild_tensor_v2\n".utf8) + [
+                0x28, 0x4E, 0x4B, 0, 0x4B, 1, 0x85, 0x4B, 1, 0x85, 0x89, 0x4E, 0x74, 0x52, 0x2E,
+            ])
+        #expect(message { _ = try TorchFile(path: notStorage) }.contains("the first argument is a None, not a storage"))
+        // _load_from_bytes of bytes that are not torch's legacy format.
+        let notLegacy = try pickle([0x80, 0x02] + Array("ctorch.storage\n_load_from_bytes\n".utf8) + [0x43, 3, 1, 2, 3, 0x85, 0x52, 0x2E])
+        #expect(message { _ = try TorchFile(path: notLegacy) }.contains("do not start with torch's legacy magic number"))
     }
 
     @Test func damagedArchivesAreRefused() throws {

@@ -216,7 +216,7 @@ import Text
     }
 
     /// Similarity-guided: `cluster` writes centroids and per-cluster neurons; `generate` with
-    /// mode=similarity decodes on the nearest cluster's neurons (int(β · d_ff) per converted layer).
+    /// mode=similarity decodes on the nearest cluster's stored neurons.
     @Test func similarityGuidedClustersAndDecoding() throws {
         let dir = TempDir("coreinfer-cluster")
         let cli = CLI()
@@ -233,8 +233,12 @@ import Text
             "--set", "stream=false", "--out", dir.sub("g"), "--json")
         #expect(g.status == 0, "\(g.stderr)")
         let r = try JSONValue.parse(g.stdout)["result"]!
-        #expect((0..<k).contains(r["cluster"]?.intValue ?? -1))
-        #expect(r["kept_neurons_per_layer"]?["2"]?.intValue == Int(0.4 * 384))
+        let cluster = r["cluster"]?.intValue ?? -1
+        #expect((0..<k).contains(cluster))
+        // The cluster's stored list is used whole: int(#distinct counted · β) neurons, as clusters.json holds them.
+        let file = try JSONValue.parse(String(contentsOfFile: dir.sub("c") + "/clusters.json", encoding: .utf8))
+        let stored = file["neurons"]?.arrayValue?[max(cluster, 0)]["2"]?.arrayValue?.count ?? -1
+        #expect(r["kept_neurons_per_layer"]?["2"]?.intValue == stored && stored > 0 && stored <= Int(0.4 * 384))
         let missing = try cli.run("run", "coreinfer", "generate", "--set", "mode=similarity", "--set", "prompt=x")
         #expect(missing.status != 0 && missing.stderr.contains("needs --set clusters="))
     }
