@@ -360,7 +360,9 @@ extension CoreInferComponent {
             title: "CoreInfer: task scores per mode", xLabel: "task and metric", yLabel: "score (fraction)", categories: chartCategories,
             series: modes.map { ($0, chartValues[$0] ?? []) })
         chart.yRange = 0...1.1
-        chart.width = max(560, 110 * Double(chartCategories.count) + 120)
+        // Room for the longest "task metric" tick label under each group (about 7.5 px a character).
+        let longest = Double(chartCategories.map(\.count).max() ?? 10)
+        chart.width = max(560, max(110, 7.5 * longest + 24) * Double(chartCategories.count) + 120)
         try chart.write(to: dir + "/accuracy.png")
         artifacts += Figure.files("accuracy.png")
         return Response(
