@@ -152,6 +152,34 @@ import Text
         #expect(csv.split(separator: "\n").count == 1 + 2 * 10)
     }
 
+    /// Generation on the embedded model: the stop string cuts the prediction before it ("." here, as the
+    /// release), the few-shot header and options are honoured (asking for more examples than given is
+    /// refused), and the memorised completions score EM 1 with ROUGE-L 1.
+    @Test func generationStopsAndFewShotOptions() throws {
+        let dir = TempDir("coreinfer-eval-gen")
+        let cli = CLI()
+        let path = dir.path + "/gen.jsonl"
+        try """
+        {"template": "{input}", "examples": [{"input": "Slice the bread thinly,", "target": "brush it with oil and toast it under the grill."}], "num_fewshot": 0}
+        {"input": "The planets move around the sun", "target": "in orbits that are nearly circles"}
+        {"input": "Knead the dough for ten minutes", "target": "and leave it to rise in a warm place for an hour"}
+
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let r = try cli.run("run", "coreinfer", "evaluate", "--set", "task=\(path)", "--set", "modes=dense", "--set", "stop=.", "--out", dir.sub("o"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let m = try JSONValue.parse(r.stdout)["result"]!["tasks"]!["gen"]!
+        #expect(m["num_fewshot"]?.intValue == 0)
+        #expect(m["modes"]?["dense"]?["exact_match"]?.doubleValue == 1 && m["modes"]?["dense"]?["rouge_l"]?.doubleValue == 1)
+        let csv = try String(contentsOfFile: dir.sub("o") + "/gen.csv", encoding: .utf8)
+        #expect(csv.contains(",dense,in orbits that are nearly circles,in orbits that are nearly circles,1.0,1.0,"), "\(csv)")
+        let tooMany = try cli.run("run", "coreinfer", "evaluate", "--set", "task=\(path)", "--set", "modes=dense", "--set", "num_fewshot=2")
+        #expect(tooMany.status != 0 && tooMany.stderr.contains("num_fewshot=2 but \(path) has 1 few-shot examples"))
+        let shots = dir.path + "/shots.jsonl"
+        try "{\"input\": \"a\", \"target\": \"b\"}\n{\"input\": \"c\"}\n".write(toFile: shots, atomically: true, encoding: .utf8)
+        let badShots = try cli.run("run", "coreinfer", "evaluate", "--set", "task=\(path)", "--set", "examples=\(shots)")
+        #expect(badShots.status != 0 && badShots.stderr.contains(shots + ":2: 'input' and 'target' must be strings"))
+    }
+
     @Test func badLinesAreNamedByFileAndLine() throws {
         let dir = TempDir("coreinfer-eval-bad")
         let cli = CLI()
