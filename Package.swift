@@ -29,7 +29,10 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
         "BioCLIP2", "Plugins/BioCLIP2", ["Resources/bpe_simple_vocab_16e6.txt.gz", "Resources/bioclip2-tol-tiny"],
         ["Formats", "Imaging", "NN", "Tensors", "Text"]
     ),
-    ("CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama"], ["Formats", "Imaging", "NN", "Tensors", "Text"]),
+    (
+        "CoreInfer", "Plugins/CoreInfer", ["Resources/corpus.json", "Resources/tiny-llama", "Resources/tasks", "Resources/spm-tokenizer"],
+        ["Formats", "Imaging", "NN", "Tensors", "Text"]
+    ),
     ("FasterTAD", "Plugins/FasterTAD", ["Resources/faster-tad-synthetic"], ["Formats", "Imaging", "NN", "Tensors"]),
     ("LatentDiffusion", "Plugins/LatentDiffusion", ["Resources/ldm-tol"], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),
     ("D3HR", "Plugins/D3HR", [], ["DistillationKit", "Formats", "Imaging", "NN", "Tensors"]),

@@ -45,13 +45,21 @@ struct CoreInferComponent: Generator {
         var cluster_alpha = 0.4
         var clusters = ""
         var kmeans = ""
+        // evaluate
+        var task = ""
+        var modes: [String] = []
+        var template = ""
+        var examples = ""
+        var num_fewshot = -1
+        var limit = 0
+        var share_prefill = true
         static let help = [
             "model_dir":
                 "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
             "prompt": "the prompt text", "max_new_tokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "top_k": "sample among the k most likely tokens (0: all)", "top_p": "nucleus sampling: the smallest set with this much probability",
-            "stop": "stop strings: generation ends when the text ends with one (it is kept)",
+            "stop": "stop strings: generation ends when the text ends with one (it is kept); evaluate: default a newline, the text before it is scored",
             "mode": "dense (no sparsity), stability (the prompt's own core neurons) or similarity (the neurons of the nearest offline cluster)",
             "alpha": "token sparsity α: each token keeps int(α · positives/tokens) top neurons",
             "beta": "fraction of each converted layer's FFN neurons kept, in (0, 1]",
@@ -73,6 +81,13 @@ struct CoreInferComponent: Generator {
                 "generate with mode=similarity: the clusters.json written by the cluster operation, or a released cluster directory (neuron_activation/<layer>/cluster_<c>.pkl)",
             "kmeans": "with a released cluster directory: the KMeans pickle or a .npy of centroids (default DIR/cluster_activation/kmeans.pkl)",
             "corpus": "analyze/train: a JSON {\"topics\": {name: [texts]}} (default: the embedded four-topic corpus)",
+            "task": "evaluate: a JSONL task file or a folder of them (default: the shipped tasks); lines {context, choices, gold} or {input, target}",
+            "modes": "evaluate: modes side by side, from dense, stability, similarity (default: dense,stability, and similarity with clusters=)",
+            "template": "evaluate: generation prompt template with {input} (overrides the task file's header)",
+            "examples": "evaluate: a JSONL of few-shot {input, target} examples for generation tasks (overrides the header's)",
+            "num_fewshot": "evaluate: few-shot examples used (−1: the task header's num_fewshot, else all given)",
+            "limit": "evaluate: first N examples per task (0: all)",
+            "share_prefill": "evaluate: multiple choice runs the context once and continues each choice from its cache (false: once per choice)",
         ]
         static let choices = ["mode": ["dense", "stability", "similarity"], "save_dtype": ["f32", "f16"]]
         static let ranges: [String: ClosedRange<Double>] = [
@@ -80,6 +95,7 @@ struct CoreInferComponent: Generator {
             "start": -1...1e6, "end": -1...1e6, "hidden": 1...65536, "layers": 1...1024, "heads": 1...65536, "kv_heads": 1...65536,
             "ffn": 1...1_048_576, "max_positions": 1...16_777_216, "context": 1...1_048_576, "batch": 1...1e6, "steps": 1...1e7,
             "lr": 0...1e3, "signature_layer": -1...1e6, "signature_size": -1...16_777_216, "signature_alpha": 1e-9...1, "cluster_alpha": 1e-9...1,
+            "num_fewshot": -1...1e6, "limit": 0...1e9,
         ]
     }
     static let id = "coreinfer"
@@ -92,12 +108,16 @@ struct CoreInferComponent: Generator {
         OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
         OperationSpec(
             "analyze", summary: "core-set stability as a sentence grows, similarity within vs across topics, sparse vs dense perplexity and greedy agreement"),
+        OperationSpec(
+            "evaluate",
+            summary: "task accuracy dense vs on core neurons: multiple-choice log-likelihood (acc, acc_norm) and generation (EM, ROUGE-L, BLEU), with tokens/s"),
     ]
 
     func performExtra(_ operation: String, _ request: Request<Options>) throws -> Response {
         switch operation {
         case "train": return try train(request)
         case "cluster": return try cluster(request)
+        case "evaluate": return try evaluate(request)
         default: return try analyze(request)
         }
     }

@@ -8,8 +8,8 @@ extension CoreInferComponent {
     static var inTour: Bool { true }
 
     /// The embedded tiny LLaMA (trained here on the embedded corpus by `train`): a prompt from the
-    /// corpus generated on its core neurons and densely (speed, agreement, the text), then the
-    /// analyses on the corpus.
+    /// corpus generated on its core neurons and densely (speed, agreement, the text), the analyses on
+    /// the corpus, and the shipped evaluation tasks dense vs stability.
     func tour(_ request: Request<Options>) throws -> Response {
         var o = Options()
         o.prompt = "The planets move"
@@ -29,6 +29,13 @@ extension CoreInferComponent {
             result["generate_" + key] = sparse.result[key]
         }
         result["prompt"] = .string(o.prompt)
-        return Response(result: .object(result), tensors: sparse.tensors, artifacts: analysis.artifacts)
+        // The shipped tasks, dense and on core neurons (a few seconds).
+        let evaluation = try evaluate(Request(options: o, inputs: request.inputs, host: request.host, component: Self.id, operation: "evaluate"))
+        for (task, metrics) in [("corpus_choice", ["acc", "acc_norm"]), ("corpus_completion", ["exact_match", "rouge_l", "bleu"])] {
+            for mode in ["dense", "stability"] {
+                for m in metrics + ["speedup"] { result["evaluate_\(task)_\(mode)_\(m)"] = evaluation.result["tasks"]?[task]?["modes"]?[mode]?[m] }
+            }
+        }
+        return Response(result: .object(result), tensors: sparse.tensors, artifacts: analysis.artifacts + evaluation.artifacts)
     }
 }

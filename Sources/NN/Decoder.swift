@@ -239,6 +239,17 @@ public final class DecoderLM: Module {
         public private(set) var length = 0
         init(layers: Int) { (keys, values) = (Array(repeating: [], count: layers), Array(repeating: [], count: layers)) }
         func advance(_ n: Int) { length += n }
+        /// Forgets every position after the first `n` (a shared prompt continued several ways: one
+        /// prefill, then each continuation from the same state).
+        public func truncate(to n: Int) {
+            guard n >= 0, n < length else { return }
+            for l in keys.indices {
+                let perPosition = keys[l].count / length
+                keys[l].removeSubrange((n * perPosition)...)
+                values[l].removeSubrange((n * perPosition)...)
+            }
+            length = n
+        }
     }
     public func makeCache() -> Cache { Cache(layers: config.layers) }
 
