@@ -66,7 +66,7 @@ struct CoreInferComponent: Generator {
             "start": "converted layers are start < l < end (−1: 5/32 and 27/32 of the depth, rounded)", "end": "see start",
             "save_core": "write each converted layer's core neurons into result.json", "compare": "also decode densely to report the speedup and agreement",
             "stream": "stream the text as it is generated through the host (the CLI shows it on stdout; on stderr with --json)",
-            "tokenizer": "train: a byte-level BPE tokenizer.json (default: the shipped 512-token one)",
+            "tokenizer": "train: a tokenizer.json, byte-level or SentencePiece-style BPE (default: the shipped 512-token byte-level one)",
             "hidden": "train: model width", "layers": "train: decoder layers", "heads": "train: attention heads", "kv_heads": "train: key-value heads",
             "ffn": "train: SwiGLU inner width", "max_positions": "train: the context the model accepts", "context": "train: tokens per training window",
             "batch": "train: windows per step", "steps": "train: optimizer steps", "lr": "train: AdamW peak learning rate",

@@ -28,8 +28,9 @@ extension CoreInferComponent {
         let tokenizerPath =
             o.tokenizer.isEmpty
             ? try PluginResources.path(module: "CoreInfer", item: "tiny-llama/tokenizer.json") : (o.tokenizer as NSString).expandingTildeInPath
-        let tokenizer: ByteLevelBPETokenizer
-        do { tokenizer = try ByteLevelBPETokenizer(path: tokenizerPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+        // Any tokenizer.json the runtime reads: byte-level BPE (OPT, LLaMA-3) or SentencePiece-style (LLaMA-2).
+        let tokenizer: any TextTokenizer
+        do { tokenizer = try Tokenizers.load(path: tokenizerPath) } catch let e as FormatError { throw MenagerieError.invalidArgument("tokenizer: \(e)") }
         let eos = tokenizer.vocabulary["</s>"].map(Int.init) ?? 1
         var stream: [Int] = []
         for t in corpus.topics { for text in t.texts { stream += tokenizer.encode(text).map(Int.init) + [eos] } }

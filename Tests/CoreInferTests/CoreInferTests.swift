@@ -215,6 +215,27 @@ import Text
         #expect(err < 1e-4, "differentiable vs fast path logits max |Δ| \(err)")
     }
 
+    /// `train --set tokenizer=` with LLaMA-2's SentencePiece-style tokenizer.json (the llama-spm-tiny
+    /// fixture's): the model's vocabulary is that tokenizer's, the folder's tokenizer encodes as the
+    /// fixture says, and `generate` runs on the folder.
+    @Test func trainWithASentencePieceTokenizer() throws {
+        let dir = TempDir("coreinfer-train-spm")
+        let spm = TestPaths.fixtures + "/llama-spm-tiny/tokenizer.json"
+        let r = try CLI().run(
+            "run", "coreinfer", "train", "--set", "tokenizer=\(spm)", "--set", "hidden=32", "--set", "layers=2", "--set", "heads=4", "--set", "kv_heads=2",
+            "--set", "ffn=64", "--set", "context=16", "--set", "batch=4", "--set", "steps=5", "--out", dir.sub("t"), "--json")
+        #expect(r.status == 0, "\(r.stderr)")
+        let folder = dir.sub("t") + "/model"
+        let reference = try Tokenizers.load(path: spm), trained = try Tokenizers.load(folder: folder)
+        #expect(try DecoderLM(folder: folder).config.vocabSize == reference.vocabularySize)
+        let text = "Café 東京 — naïve  spaces"
+        #expect(trained.encode(text) == reference.encode(text) && trained is SentencePieceBPETokenizer)
+        let g = try CLI().run(
+            "run", "coreinfer", "generate", "--set", "model_dir=\(folder)", "--set", "prompt=The planets", "--set", "max_new_tokens=4",
+            "--set", "mode=dense", "--set", "stream=false")
+        #expect(g.status == 0, "\(g.stderr)")
+    }
+
     /// Similarity-guided: `cluster` writes centroids and per-cluster neurons; `generate` with
     /// mode=similarity decodes on the nearest cluster's stored neurons.
     @Test func similarityGuidedClustersAndDecoding() throws {
