@@ -21,8 +21,14 @@ import Text
         let ids: [Int32]
         let text: String
     }
+    struct Random: Decodable {
+        let text: String
+        let ids: [Int32]
+        let decoded: String
+    }
     struct Model: Decodable {
         let cases: [Case]
+        let random: [Random]
         let decode: [Decoding]
         let size: Int
         let bos: Int32
@@ -51,6 +57,23 @@ import Text
             #expect(t.encode(c.text) == [e.bos] + c.ids)
         }
         for d in e.decode { #expect(t.decode(d.ids) == d.text, "\(name): decode of \(d.ids)") }
+    }
+
+    /// 200 seeded random strings (make_fixture.py) over the corpus's characters, several kinds of whitespace, the
+    /// charsmap rules' sources, rare characters, a literal U+2581 and the user-defined piece: ids and decode equal.
+    @Test(arguments: ["bpe", "unigram"])
+    func randomStringsMatchSentencePiece(_ name: String) throws {
+        let e = try #require(try expected().models[name])
+        let t = try SentencePieceModelTokenizer(path: Self.folder + "/\(name).model")
+        #expect(e.random.count == 200)
+        var wrong = 0
+        for c in e.random {
+            let ids = t.encode(c.text, addSpecial: false)
+            if ids != c.ids || t.decode(c.ids) != c.decoded { wrong += 1 }
+            #expect(ids == c.ids, "\(name): ids of \(c.text.debugDescription)")
+            #expect(t.decode(c.ids) == c.decoded, "\(name): decode of \(c.text.debugDescription)")
+            if wrong > 5 { break }
+        }
     }
 
     /// The fixture exercises what the checks above are meant to cover, so they could fail.
@@ -143,7 +166,9 @@ import Text
         let seconds = Date().timeIntervalSince(start)
         print("spm-tiny \(name): \(text.count) characters → \(ids.count) ids in \(String(format: "%.3f", seconds)) s")
         #expect(seconds < 1)
-        #expect(t.decode(ids) == (name == "bpe" ? text : t.decode(t.encode(text, addSpecial: false))))
+        // The BPE fixture (byte fallback, whitespace kept) decodes back to the text.
+        let roundTrip = t.decode(ids) == text
+        #expect(name != "bpe" || roundTrip, "the long text does not decode back to itself")
     }
 }
 

@@ -13,6 +13,7 @@ Tests/TextTests/SentencePieceModelTests. Run with a Python that has `sentencepie
 The training text is written here (our own sentences)."""
 import json
 import os
+import random
 import unicodedata
 
 import sentencepiece as spm
@@ -89,6 +90,12 @@ prompts = [
     "rare: ǅ ꙮ 𓂀 ∮ Ω",
     "a<sep>b <sep> c",
 ]
+# 200 seeded random strings over the corpus's characters, whitespace of several kinds, the rule table's
+# sources, rare characters, a literal U+2581 and the user-defined piece.
+rng = random.Random(0)
+pool = sorted(set("".join(sentences))) + [" ", "  ", "   ", "\t", "\n", "\u00a0", "\u3000", "\u2581", "\u200b", "e\u0301", "<sep>", "ǅ", "𓂀", "∮"]
+pool += [src for src, _ in rules[:40]]
+randoms = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 30))) for _ in range(200)]
 out = {"prompts": prompts, "models": {}}
 for name in ("bpe", "unigram"):
     sp = spm.SentencePieceProcessor(model_file=os.path.join(here, name + ".model"))
@@ -105,11 +112,12 @@ for name in ("bpe", "unigram"):
                  [byte(0xC0), byte(0xAF)], [byte(0xED), byte(0xA0), byte(0x80)], [byte(0xF0), byte(0x9F), byte(0x8C), byte(0x88), byte(0xFF)]]
     out["models"][name] = {
         "cases": cases,
+        "random": [{"text": p, "ids": sp.encode(p), "decoded": sp.decode(sp.encode(p))} for p in randoms],
         "decode": [{"ids": ids, "text": sp.decode(ids)} for ids in hand],
         "size": sp.get_piece_size(), "bos": sp.bos_id(), "eos": sp.eos_id(), "unk": sp.unk_id(), "pad": sp.pad_id(),
     }
 with open(os.path.join(here, "expected.json"), "w", encoding="utf-8") as f:
-    json.dump(out, f, ensure_ascii=False, indent=1)
+    json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
     f.write("\n")
 print({n: os.path.getsize(os.path.join(here, n + ".model")) for n in ("bpe", "unigram")}, spm.__version__)
 import shutil
