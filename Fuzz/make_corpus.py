@@ -95,6 +95,10 @@ put("tokenizer", "tiny.json", json.dumps({
     "model": {"type": "BPE", "vocab": vocab, "merges": ["a b", ["ab", "c"], "Ġ a"]},
 }))
 
+# tokenizer.model: the two SentencePiece fixtures (BPE with byte fallback; Unigram with a charsmap).
+copy("sentencepiece", "spm-tiny/bpe.model")
+copy("sentencepiece", "spm-tiny/unigram.model")
+
 # Model configs: timm, open_clip, Hugging Face decoders.
 copy("configs", "vit-cam-tiny/config.json", "timm.json")
 copy("configs", "openclip-tiny/open_clip_config.json", "open_clip.json")

@@ -15,6 +15,7 @@ public enum FuzzTargets {
     /// Target names, in the order `make fuzz` runs them.
     public static let names = [
         "json", "npy", "safetensors", "pickle", "torch", "png", "tiff", "jpeg", "tokenizer", "configs", "metadata", "idx", "activitynet", "yaml",
+        "sentencepiece",
     ]
 
     /// Runs `target` on `data`; errors thrown by the parser are the expected outcome and ignored.
@@ -37,6 +38,7 @@ public enum FuzzTargets {
             case "idx": try idx(data)
             case "activitynet": try activityNet(data)
             case "yaml": try yaml(data)
+            case "sentencepiece": try sentencePiece(data)
             default: return false
             }
         } catch {}
@@ -118,6 +120,15 @@ public enum FuzzTargets {
             _ = tok.decode(ids)
             _ = tok.decode([0, 1, 2, -1, Int32.max, Int32.min], skipSpecial: true)
         }
+    }
+
+    /// A SentencePiece `tokenizer.model` (the protobuf reader, the charsmap trie, both encoders), then
+    /// encode and decode.
+    static func sentencePiece(_ data: Data) throws {
+        let tok = try SentencePieceModelTokenizer(bytes: [UInt8](data), path: "fuzz.model")
+        let ids = tok.encode("Hello,  wörld!\t東京 🌈 ＡＢＣ 12 <sep> \u{2581}", addSpecial: true)
+        _ = tok.decode(ids)
+        _ = tok.decode([0, 1, 2, 3, -1, Int32.max, Int32.min], skipSpecial: true)
     }
 
     /// One JSON file read as a timm config, an open_clip config and a Hugging Face decoder config

@@ -30,18 +30,13 @@ public enum Tokenizers {
         return try SentencePieceBPETokenizer(json: json, path: path)
     }
 
-    /// The tokenizer of a model folder: its tokenizer.json. A folder with only SentencePiece's
-    /// `tokenizer.model` is refused (its protobuf is not read yet).
+    /// The tokenizer of a model folder: its tokenizer.json, or else SentencePiece's `tokenizer.model`
+    /// (BPE or Unigram, read by `SentencePieceModelTokenizer`).
     public static func load(folder: String) throws -> any TextTokenizer {
         let json = folder + "/tokenizer.json", model = folder + "/tokenizer.model"
         if FileManager.default.fileExists(atPath: json) { return try load(path: json) }
-        if FileManager.default.fileExists(atPath: model) {
-            throw FormatError(
-                path: model,
-                "is a SentencePiece model, which Menagerie cannot read yet: give the folder a tokenizer.json (transformers writes one: "
-                    + "AutoTokenizer.from_pretrained(folder).save_pretrained(folder))")
-        }
-        throw FormatError(path: json, "is missing: the model folder needs its tokenizer.json")
+        if FileManager.default.fileExists(atPath: model) { return try SentencePieceModelTokenizer.load(folder: folder) }
+        throw FormatError(path: json, "is missing: the model folder needs its tokenizer.json (or SentencePiece's tokenizer.model)")
     }
 }
 
