@@ -95,6 +95,24 @@ put("tokenizer", "tiny.json", json.dumps({
     "model": {"type": "BPE", "vocab": vocab, "merges": ["a b", ["ab", "c"], "Ġ a"]},
 }))
 
+# tokenizer.json: a SentencePiece-style BPE (LLaMA-2's layout: Prepend/Replace normalizer, byte
+# fallback over all 256 byte tokens, the decoder chain), small enough to mutate.
+pieces = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + ["\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab"]
+put("tokenizer", "sentencepiece-bpe.json", json.dumps({
+    "version": "1.0",
+    "added_tokens": [{"id": 0, "content": "<unk>", "special": True}, {"id": 1, "content": "<s>", "special": True},
+                     {"id": 2, "content": "</s>", "special": True}],
+    "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                       {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+    "pre_tokenizer": None,
+    "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                       "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                                                 {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "vocab": {t: i for i, t in enumerate(pieces)}, "merges": ["\u2581 a", "a b", "\u2581a b"],
+              "unk_token": "<unk>", "byte_fallback": True, "fuse_unk": True},
+}))
+
 # tokenizer.model: the two SentencePiece fixtures (BPE with byte fallback; Unigram with a charsmap).
 copy("sentencepiece", "spm-tiny/bpe.model")
 copy("sentencepiece", "spm-tiny/unigram.model")

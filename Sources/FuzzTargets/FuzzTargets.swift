@@ -115,8 +115,9 @@ public enum FuzzTargets {
 
     static func tokenizer(_ data: Data) throws {
         try withFile(data, suffix: "tokenizer.json") { path in
-            let tok = try ByteLevelBPETokenizer(path: path)
-            let ids = tok.encode("Hello, world! héllo <|endoftext|> 12 34")
+            // Whichever tokenizer the file describes: byte-level or SentencePiece-style BPE.
+            let tok = try Tokenizers.load(path: path)
+            let ids = tok.encode("Hello, world! héllo <|endoftext|> 12 34  \t東京 🌈 <s>")
             _ = tok.decode(ids)
             _ = tok.decode([0, 1, 2, -1, Int32.max, Int32.min], skipSpecial: true)
         }

@@ -9,6 +9,20 @@ import Text
 /// emoji and CJK through byte fallback), decode(encode) and the text of 16 greedy tokens (invalid
 /// UTF-8 → U+FFFD).
 @Suite struct SentencePieceBPETests {
+    /// The fuzz seed for SentencePiece-style tokenizer.json (Fuzz/make_corpus.py) is a tokenizer the
+    /// reader accepts, so the fuzzer mutates from a valid file: "ab a" → <s> ▁ab ▁a, and an unknown
+    /// "é" falls back to its two UTF-8 byte tokens (<0xC3> = 3 + 0xC3, <0xA9> = 3 + 0xA9).
+    @Test func fuzzSeedIsAValidTokenizer() throws {
+        let tok = try Tokenizers.load(path: TestPaths.sourceRoot + "/Fuzz/Corpus/tokenizer/sentencepiece-bpe.json")
+        #expect(tok is SentencePieceBPETokenizer)
+        let v = tok.vocabulary
+        let wordAB: Int32 = v["\u{2581}ab"]!, wordA: Int32 = v["\u{2581}a"]!, space: Int32 = v["\u{2581}"]!
+        let expected: [Int32] = [1, wordAB, wordA], bytes: [Int32] = [space, 3 + 0xC3, 3 + 0xA9]
+        #expect(tok.encode("ab a") == expected)
+        #expect(tok.encode("é", addSpecial: false) == bytes)
+        #expect(tok.decode(tok.encode("ab é"), skipSpecial: true) == "ab é")
+    }
+
     struct Prompt: Decodable {
         let text: String
         let input_ids: [Int32]
