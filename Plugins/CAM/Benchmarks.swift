@@ -44,14 +44,7 @@ extension BenchmarkRun {
             let model = try ViT(config: config, checkpoint: Checkpoint(path: dir + "/model.safetensors"))
             for (name, batch, reps) in [("vit_b16.forward", 1, max(3, repeats / 2)), ("vit_b16.forward_batch8", 8, max(2, repeats / 8))]
             where wanted(name) || (batch == 1 && wanted("vit_b16.sgemm_share")) {
-                let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
-                _ = try model.forward(image)
-                var samples: [Double] = []
-                for _ in 0..<reps {
-                    let t0 = now()
-                    _ = try model.forward(image)
-                    samples.append(now() - t0)
-                }
+                let samples = try timeForward(model, batch: batch, repeats: reps)
                 var r = record(name, unit: "ms", samples)
                 r.ratioTarget = 0.85
                 if wanted(name) { records.append(r) }
@@ -71,17 +64,8 @@ extension BenchmarkRun {
                     notes.append("\(name): \(why)")
                     continue
                 }
-                let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
-                try GEMM.withPrecision(.bf16) {
-                    _ = try model.forward(image)
-                    var samples: [Double] = []
-                    for _ in 0..<reps {
-                        let t0 = now()
-                        _ = try model.forward(image)
-                        samples.append(now() - t0)
-                    }
-                    records.append(record(name, unit: "ms", samples))
-                }
+                let samples = try GEMM.withPrecision(.bf16) { try timeForward(model, batch: batch, repeats: reps) }
+                records.append(record(name, unit: "ms", samples))
             }
             // Grad-CAM through the host on the same ViT-B/16 (a timm folder: config.json beside the
             // weights), one 224×224 image per call.
@@ -89,6 +73,17 @@ extension BenchmarkRun {
                 try timeExplainer("vit_b16.gradcam", id: "grad-cam", folder: dir)
             }
             BufferPool.shared.drain()
+        }
+    }
+
+    /// Milliseconds of `repeats` forwards of a [batch, 3, 224, 224] image after one untimed warm-up.
+    func timeForward(_ model: ViT, batch: Int, repeats: Int) throws -> [Double] {
+        let image = Tensor.filled(0.5, shape: [batch, 3, 224, 224])
+        _ = try model.forward(image)
+        return try (0..<repeats).map { _ in
+            let t0 = now()
+            _ = try model.forward(image)
+            return now() - t0
         }
     }
 

@@ -1,3 +1,5 @@
+import Formats
+
 /// What the two byte-level BPE tokenizers share: the merge table and its application, and the
 /// character classes of their split patterns.
 struct MergeTable {
@@ -67,7 +69,7 @@ extension MergeTable {
         guard n > 1 else { return symbols }
         var id = symbols, next = Array(1...n), prev = Array(-1..<(n - 1)), alive = [Bool](repeating: true, count: n)
         next[n - 1] = -1
-        var heap = MergeQueue()
+        var heap = BinaryHeap<MergeEntry>()
         for i in 0..<(n - 1) { if let m = pairs[MergeTable.key(id[i], id[i + 1])] { heap.push(.init(rank: m.rank, pos: Int32(i), id: m.id)) } }
         while let top = heap.pop() {
             let p = Int(top.pos)
@@ -85,12 +87,14 @@ extension MergeTable {
     }
 }
 
-/// A binary min-heap of pending merges ordered by (rank, position).
-struct MergeQueue {
-    struct Entry {
-        var rank: Int32, pos: Int32, id: Int32
-        func before(_ o: Entry) -> Bool { rank < o.rank || (rank == o.rank && pos < o.pos) }
-    }
+/// What a `BinaryHeap` orders: `before` is true when self must come out first.
+protocol HeapEntry {
+    func before(_ other: Self) -> Bool
+}
+
+/// A binary heap whose `pop` returns the entry that comes `before` all others (the merge agendas of
+/// both BPE tokenizers).
+struct BinaryHeap<Entry: HeapEntry> {
     private var items: [Entry] = []
 
     mutating func push(_ e: Entry) {
@@ -121,5 +125,42 @@ struct MergeQueue {
             }
         }
         return first
+    }
+}
+
+/// A pending merge of tokenizer.json's BPE: lowest rank first, then leftmost position.
+struct MergeEntry: HeapEntry {
+    var rank: Int32, pos: Int32, id: Int32
+    func before(_ o: MergeEntry) -> Bool { rank < o.rank || (rank == o.rank && pos < o.pos) }
+}
+
+/// The vocabulary of a tokenizer.json BPE model and its added tokens, every id checked: token → id,
+/// the added tokens longest first (so the longest match wins), and the token of each id.
+struct BPEVocabulary {
+    var vocabulary: [String: Int32] = [:]
+    var added: [(content: String, id: Int32, special: Bool)] = []
+    var tokens: [String] = []
+
+    init(json: JSONValue, model: JSONValue, path: String) throws {
+        let ids = 0...(Limits.vocabulary.upperBound - 1)
+        guard let vocab = model["vocab"]?.objectValue else { throw FormatError(path: path, "model.vocab is missing") }
+        var size = 0
+        for (token, id) in vocab {
+            let i = try Limits.int(id, key: "model.vocab[\"\(token)\"]", in: ids, source: path)
+            vocabulary[token] = Int32(i)
+            size = max(size, i + 1)
+        }
+        for (n, item) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
+            guard let content = item["content"]?.stringValue, !content.isEmpty else { throw FormatError(path: path, "added_tokens[\(n)] has no content") }
+            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id", in: ids, source: path)
+            added.append((content, Int32(id), item["special"]?.boolValue ?? false))
+            vocabulary[content] = Int32(id)
+            size = max(size, id + 1)
+        }
+        guard size > 0 else { throw FormatError(path: path, "model.vocab is empty") }
+        added.sort { $0.content.utf8.count > $1.content.utf8.count }
+        try Limits.allocation(count: size, elementSize: MemoryLayout<String>.stride, what: "the id table of \(size) tokens", source: path)
+        tokens = [String](repeating: "", count: size)
+        for (token, id) in vocabulary { tokens[Int(id)] = token }
     }
 }

@@ -31,7 +31,6 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
             throw e
         } catch { throw FormatError(path: path, "\(error)") }
         // Every id lies in 0 ..< 2^24 (Limits.vocabulary): the id table below is sized by the largest.
-        let ids = 0...(Limits.vocabulary.upperBound - 1)
         guard let model = json["model"], model["type"]?.stringValue == "BPE" else {
             throw FormatError(path: path, "model.type must be BPE (byte-level); got \(json["model"]?["type"]?.stringValue ?? "none")")
         }
@@ -44,25 +43,9 @@ public final class ByteLevelBPETokenizer: @unchecked Sendable {
         } else {
             throw FormatError(path: path, "has no pre_tokenizer: only byte-level BPE tokenizers are supported")
         }
-        guard let vocab = model["vocab"]?.objectValue else { throw FormatError(path: path, "model.vocab is missing") }
-        var size = 0
-        for (token, id) in vocab {
-            let i = try Limits.int(id, key: "model.vocab[\"\(token)\"]", in: ids, source: path)
-            vocabulary[token] = Int32(i)
-            size = max(size, i + 1)
-        }
-        for (n, item) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
-            guard let content = item["content"]?.stringValue else { continue }
-            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id", in: ids, source: path)
-            added.append((content, Int32(id), item["special"]?.boolValue ?? false))
-            vocabulary[content] = Int32(id)
-            size = max(size, id + 1)
-        }
-        guard size > 0 else { throw FormatError(path: path, "model.vocab is empty") }
-        added.sort { $0.content.utf8.count > $1.content.utf8.count }
-        try Limits.allocation(count: size, elementSize: MemoryLayout<String>.stride, what: "the id table of \(size) tokens", source: path)
-        tokens = [String](repeating: "", count: size)
-        for (token, id) in vocabulary { tokens[Int(id)] = token }
+        let table = try BPEVocabulary(json: json, model: model, path: path)
+        (vocabulary, added, tokens) = (table.vocabulary, table.added, table.tokens)
+        let size = tokens.count
         let alphabet = CLIPTokenizer.byteAlphabet(), order = CLIPTokenizer.byteOrder()
         var symbols = [Int32](repeating: -1, count: 256), bytes: [Character: UInt8] = [:]
         for (i, c) in alphabet.enumerated() {

@@ -94,7 +94,6 @@ public final class SentencePieceBPETokenizer: @unchecked Sendable, TextTokenizer
 
     public init(json: JSONValue, path: String) throws {
         self.path = path
-        let ids = 0...(Limits.vocabulary.upperBound - 1)
         guard let model = json["model"], model["type"]?.stringValue == "BPE" else {
             throw FormatError(path: path, "model.type must be BPE; got \(json["model"]?["type"]?.stringValue ?? "none") (only BPE tokenizers are supported)")
         }
@@ -107,27 +106,10 @@ public final class SentencePieceBPETokenizer: @unchecked Sendable, TextTokenizer
         byteFallback = model["byte_fallback"]?.boolValue ?? false
         fuseUnk = model["fuse_unk"]?.boolValue ?? false
         ignoreMerges = model["ignore_merges"]?.boolValue ?? false
-        guard let vocab = model["vocab"]?.objectValue else { throw FormatError(path: path, "model.vocab is missing") }
-        var size = 0
-        for (token, id) in vocab {
-            let i = try Limits.int(id, key: "model.vocab[\"\(token)\"]", in: ids, source: path)
-            vocabulary[token] = Int32(i)
-            size = max(size, i + 1)
-        }
-        for (n, item) in (json["added_tokens"]?.arrayValue ?? []).enumerated() {
-            guard let content = item["content"]?.stringValue, !content.isEmpty else { throw FormatError(path: path, "added_tokens[\(n)] has no content") }
-            let id = try Limits.int(item["id"], key: "added_tokens[\(n)].id", in: ids, source: path)
-            let special = item["special"]?.boolValue ?? false
-            added.append((content, Int32(id), special))
-            addedIDs[Int32(id)] = special
-            vocabulary[content] = Int32(id)
-            size = max(size, id + 1)
-        }
-        guard size > 0 else { throw FormatError(path: path, "model.vocab is empty") }
-        added.sort { $0.content.utf8.count > $1.content.utf8.count }
-        try Limits.allocation(count: size, elementSize: MemoryLayout<String>.stride, what: "the id table of \(size) tokens", source: path)
-        tokens = [String](repeating: "", count: size)
-        for (token, id) in vocabulary { tokens[Int(id)] = token }
+        let table = try BPEVocabulary(json: json, model: model, path: path)
+        (vocabulary, added, tokens) = (table.vocabulary, table.added, table.tokens)
+        let size = tokens.count
+        for a in added { addedIDs[a.id] = a.special }
         if let unk = model["unk_token"]?.stringValue {
             guard let id = vocabulary[unk] else { throw FormatError(path: path, "model.unk_token \"\(unk)\" is not in the vocabulary") }
             unkID = id

@@ -421,7 +421,7 @@ public final class SentencePieceModelTokenizer: @unchecked Sendable, TextTokeniz
         let n = start.count
         var prev = Array(-1..<(n - 1)), next = Array(1...n)
         next[n - 1] = -1
-        var agenda = ScoreQueue()
+        var agenda = BinaryHeap<ScoreEntry>()
         var reverseMerge: [ArraySlice<UInt8>: (Range<Int>, Range<Int>)] = [:]
         func add(_ l: Int, _ r: Int) {
             guard l >= 0, r >= 0, !frozen[l], !frozen[r] else { return }
@@ -618,41 +618,8 @@ struct PieceTrie {
     }
 }
 
-/// A binary max-heap of candidate BPE merges: highest score first, then leftmost (bpe_model.cc's agenda).
-struct ScoreQueue {
-    struct Entry {
-        var score: Float, left: Int32, right: Int32, size: Int32
-        func before(_ o: Entry) -> Bool { score > o.score || (score == o.score && left < o.left) }
-    }
-    private var items: [Entry] = []
-
-    mutating func push(_ e: Entry) {
-        items.append(e)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard items[i].before(items[parent]) else { break }
-            items.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    mutating func pop() -> Entry? {
-        guard let first = items.first else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && items[l].before(items[m]) { m = l }
-                if r < items.count && items[r].before(items[m]) { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
-            }
-        }
-        return first
-    }
+/// A candidate merge of SentencePiece's BPE: highest score first, then leftmost (bpe_model.cc's agenda).
+struct ScoreEntry: HeapEntry {
+    var score: Float, left: Int32, right: Int32, size: Int32
+    func before(_ o: ScoreEntry) -> Bool { score > o.score || (score == o.score && left < o.left) }
 }
