@@ -283,12 +283,13 @@ extension CoreInferComponent {
                 let items = o.limit > 0 ? Array(all.prefix(o.limit)) : all
                 csv.append("example,line,mode,gold,prediction,prediction_norm,acc,acc_norm,loglikelihoods,continuation_tokens,choice_lengths")
                 for mode in modes {
-                    var clock = ModeClock(), acc = 0.0, accNorm = 0.0
+                    var clock = ModeClock(), acc = 0.0, accNorm = 0.0, accBytes = 0.0
                     for (i, item) in items.enumerated() {
                         try request.host.checkCancelled()
                         let r = try context.scoreChoices(item, mode: mode, path: task.path, clock: &clock)
                         acc += r.pred == item.gold ? 1 : 0
                         accNorm += r.predNorm == item.gold ? 1 : 0
+                        accBytes += r.predBytes == item.gold ? 1 : 0
                         csv.append(
                             [
                                 "\(i)", "\(item.line)", mode, "\(item.gold)", "\(r.pred)", "\(r.predNorm)", r.pred == item.gold ? "1" : "0",
@@ -301,6 +302,7 @@ extension CoreInferComponent {
                     var m = clock.json(stepName: "score_tokens_per_s")
                     m["acc"] = .number(acc / Double(items.count))
                     m["acc_norm"] = .number(accNorm / Double(items.count))
+                    m["acc_norm_bytes"] = .number(accBytes / Double(items.count))
                     if mode != "dense" { m["kept_fraction"] = .number(clock.keptFraction / Double(max(clock.examples, 1))) }
                     perMode[mode] = .object(m)
                     chartValues[mode, default: []] += [acc / Double(items.count), accNorm / Double(items.count)]
@@ -456,7 +458,7 @@ struct EvalContext {
 
     /// The harness's per-choice log-likelihoods of one question, its argmax and length-normalised argmax.
     func scoreChoices(_ item: ChoiceItem, mode: String, path: String, clock: inout ModeClock) throws -> (
-        lls: [Double], pred: Int, predNorm: Int, tokens: [Int]
+        lls: [Double], pred: Int, predNorm: Int, predBytes: Int, tokens: [Int]
     ) {
         let c = model.config, v = c.vocabSize
         let pairs = item.choices.map { harnessEncodePair(item.context, $0, tokenizer: tokenizer) }
@@ -506,8 +508,12 @@ struct EvalContext {
         model.sparse = dense
         // np.argmax: the first maximum.
         func argmax(_ x: [Double]) -> Int { x.indices.reduce(0) { x[$1] > x[$0] ? $1 : $0 } }
-        let lengths = item.choices.map { Double($0.unicodeScalars.count) }
-        return (lls, argmax(lls), argmax(zip(lls, lengths).map { $0 / $1 }), pairs.map(\.continuation.count))
+        // acc_norm as the harness computes it: by len(choice), Python's count of code points; and by
+        // UTF-8 bytes (`acc_norm_bytes`), which differs for non-ASCII choices.
+        let lengths = item.choices.map { Double($0.unicodeScalars.count) }, bytes = item.choices.map { Double($0.utf8.count) }
+        return (
+            lls, argmax(lls), argmax(zip(lls, lengths).map { $0 / $1 }), argmax(zip(lls, bytes).map { $0 / $1 }), pairs.map(\.continuation.count)
+        )
     }
 
     /// Greedy text after `prompt` until max_new_tokens, an end-of-sequence id or a stop string; the
