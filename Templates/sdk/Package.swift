@@ -13,12 +13,14 @@ let package = Package(
     targets: [
         .target(name: "CMenagerie", path: "Sources/CMenagerie"),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas"),
+        // oneDNN, loaded with dlopen at run time (builds without it).
+        .target(name: "CDNNL", path: "Sources/CDNNL"),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng"),
         .systemLibrary(name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4"),
         .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg"),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib"),
         .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2"),
-        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS"]),
+        .target(name: "Tensors", dependencies: ["CMenagerie", "COpenBLAS", "CDNNL"]),
         .target(name: "Formats", dependencies: ["Tensors", "CZlib"]),
         .target(name: "Imaging", dependencies: ["Tensors", "Formats", "CPNG", "CTIFF", "CJPEG", "CFreeType"]),
         .target(name: "NN", dependencies: ["Tensors", "Formats"]),
