@@ -77,6 +77,14 @@ extension GEMM {
 }
 
 extension Kernels {
+    /// x rounded to bfloat16 (nearest, ties to even), as `linearBF16` takes its weights.
+    public static func roundedBF16(_ x: [Float]) -> [UInt16] {
+        [UInt16](unsafeUninitializedCapacity: x.count) { out, n in
+            if let o = out.baseAddress, !x.isEmpty { x.withUnsafeBufferPointer { mng_round_bf16($0.baseAddress!, o, x.count) } }
+            n = x.count
+        }
+    }
+
     /// y = x·Wᵀ + bias (or, with `accumulate`, y += x·Wᵀ + bias) for a weight W [out, in] already
     /// in bfloat16 (`Tensor.converted(to: .bfloat16)`); x is rounded per call. oneDNN's bf16 matmul
     /// with fp32 accumulation; where it fails, the weight is widened and OpenBLAS multiplies.
