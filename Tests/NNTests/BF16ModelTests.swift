@@ -12,7 +12,7 @@ import Testing
 /// that the bf16 path really ran: oneDNN's product counter grew and the outputs differ from fp32.
 /// The tolerances are ours: bf16 keeps 8 significant bits (relative rounding 2⁻⁹ ≈ 2e-3 per
 /// operand), so a model's outputs move by a few 1e-3 of their range — the bounds below leave about
-/// 3–5× headroom over what was measured (stated at each check).
+/// 3–8× headroom over what was measured on 2026-12-06 (stated at each check).
 @Suite struct BF16ModelTests {
     static var executed: Int { OneDNNBackend.counters.executed }
 
@@ -45,8 +45,8 @@ import Testing
     }
 
     /// opt-tiny and llama-tiny (transformers 5.24, random weights): in bf16 every position's logits
-    /// within 2e-2 of their range of fp32's (measured ≤ 5e-3), the last ones as close to
-    /// transformers', and the fixture's 16 greedy tokens identical.
+    /// within 2e-2 of their range of fp32's (measured 2.2e-3–2.8e-3), the last ones as close to
+    /// transformers' (measured ≤ 3.1e-3), and the fixture's 16 greedy tokens identical.
     @Test(.enabled(if: GEMM.bf16Unavailable() == nil), arguments: ["opt-tiny", "llama-tiny"])
     func decoderLogitsAndGreedyTokens(_ name: String) throws {
         let folder = TestPaths.fixtures + "/" + name
@@ -72,7 +72,7 @@ import Testing
     /// CoreInfer's sparse FFN in bf16: the gathered core-neuron weights are rounded (when `setSparse`
     /// runs under bf16, or at the first bf16 product after an fp32 `setSparse` — the same numbers
     /// either way, since rounding is element-wise), and the logits stay within 2e-2 of their range of
-    /// the fp32 sparse model's (llama-tiny, the fixture's core neurons).
+    /// the fp32 sparse model's (llama-tiny, the fixture's core neurons; measured 2.5e-3).
     @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func sparseFFNInBF16() throws {
         let folder = TestPaths.fixtures + "/llama-tiny"
         let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/expected.json")))
@@ -101,8 +101,8 @@ import Testing
     // MARK: DiT
 
     /// dit-tiny (diffusers 0.42): the model output ε in bf16 within 2e-2 of max|ε| of diffusers' (fp32:
-    /// 1e-4, DiTPipelineTests; bf16 measured ≈ 4e-3), and the 10-step guided DDIM sample within 3e-2
-    /// of diffusers' (fp32: 1e-3).
+    /// 1e-4, DiTPipelineTests; bf16 measured 2.6e-3), and the 10-step guided DDIM sample within 1e-2
+    /// of diffusers' (fp32: 1e-3; bf16 measured 5.2e-4).
     @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func ditOutputAndSample() throws {
         let p = try DiTPipelineTests.pipeline.get()
         let x = try DiTPipelineTests.floats("x_t"), t = try DiTPipelineTests.ints("t"), y = try DiTPipelineTests.ints("y")
@@ -120,15 +120,17 @@ import Testing
                 predict: p.predictor(guidance: 2))
         }
         let sampleError = DiTPipelineTests.relative(z, try DiTPipelineTests.floats("sample"))
-        #expect(sampleError <= 3e-2, "bf16 sample relative error \(sampleError)")
+        #expect(sampleError <= 1e-2, "bf16 sample relative error \(sampleError)")
     }
 
     // MARK: SAM 2
 
     /// sam2-tiny's video predictor (sam2 1.1.0, make_tracker_fixture.py): a mask on frame 0, frames
     /// 1–3 tracked. In bf16 (Hiera, memory attention, the heads' and memory encoder's linear layers)
-    /// the masks (logits > 0 at video resolution) have IoU ≥ 0.99 with fp32's on every frame, the mask
-    /// logits stay within 5e-2 of their range of sam2's and the object scores within 5e-2 of sam2's.
+    /// the masks (logits > 0 at video resolution) have IoU ≥ 0.99 with fp32's on every frame (measured
+    /// 0.991–0.995 on the tracked frames of 214 × 320: pixels on the mask boundary flip), the
+    /// mask logits stay within 2e-2 of their range of sam2's (measured ≤ 5.8e-3) and the object scores
+    /// (≈ 7.9) within 1e-2 of sam2's (measured ≤ 1.6e-3).
     @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func sam2TrackedMasks() throws {
         let f = SAM2TrackerTests.folder
         let config = try SAM2Config.read(f + "/config.yaml")
@@ -160,8 +162,8 @@ import Testing
             #expect(iou >= 0.99, "frame \(i): bf16 mask IoU \(iou) with fp32's")
             let reference = Array(want[(i * h * w)..<((i + 1) * h * w)])
             let e = Self.maxAbs(a, reference)
-            #expect(e <= 5e-2 * Self.range(reference), "frame \(i): mask logits max |Δ| \(e) to sam2's, range \(Self.range(reference))")
-            if i > 0 { #expect(abs(bf16[i].score - scores[i]) <= 5e-2 * max(1, abs(scores[i])), "frame \(i): object score \(bf16[i].score) vs \(scores[i])") }
+            #expect(e <= 2e-2 * Self.range(reference), "frame \(i): mask logits max |Δ| \(e) to sam2's, range \(Self.range(reference))")
+            if i > 0 { #expect(abs(bf16[i].score - scores[i]) <= 1e-2, "frame \(i): object score \(bf16[i].score) vs \(scores[i])") }
             moved = max(moved, Self.maxAbs(a, b))
         }
         #expect(moved > 0, "bf16 logits equal fp32's")
