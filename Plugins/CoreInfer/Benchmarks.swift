@@ -15,6 +15,12 @@ extension CoreInferComponent {
             "coreinfer.dense_decode", unit: "tokens/s", summary: "greedy decode of 32 tokens after a 32-token prompt, random 199M-parameter LLaMA, dense",
             ratioTarget: 0.5),
         BenchmarkSpec("coreinfer.sparse_decode", unit: "tokens/s", summary: "the same on 40 % of the FFN neurons in layers 3–9"),
+        BenchmarkSpec(
+            "coreinfer.dense_decode_bf16", unit: "tokens/s",
+            summary:
+                "the dense decode with precision=bf16 (weights rounded once, oneDNN bf16 products; interleaved with fp32 runs; absent where bf16 cannot run)"),
+        BenchmarkSpec(
+            "coreinfer.sparse_decode_bf16", unit: "tokens/s", summary: "the sparse decode with precision=bf16 (core-neuron weights gathered and rounded)"),
         BenchmarkSpec("coreinfer.ffn_share", unit: "%", summary: "the FFN's share of a dense decode step"),
         BenchmarkSpec(
             "coreinfer.peak_memory", unit: "× (weights + cache)", summary: "VmHWM rise while loading and decoding, over weights plus KV cache",
@@ -51,7 +57,15 @@ extension BenchmarkRun {
         // (f the FFN share, c the converted share of the FFN time).
         let folder = scratch + "/llama-200m"
         let (d, layers, heads, kv, dff, vocab) = (1024, 12, 16, 4, 2816, 32000)
-        let decodeRows = ["coreinfer.dense_decode", "coreinfer.sparse_decode", "coreinfer.ffn_share", "coreinfer.peak_memory", "coreinfer.speedup_of_bound"]
+        let bf16Rows = ["coreinfer.dense_decode_bf16", "coreinfer.sparse_decode_bf16"]
+        var bf16Wanted = bf16Rows.contains(where: wanted)
+        if bf16Wanted, let why = GEMM.bf16Unavailable() {
+            notes.append("coreinfer bf16 rows: \(why)")
+            bf16Wanted = false
+        }
+        let decodeRows =
+            ["coreinfer.dense_decode", "coreinfer.sparse_decode", "coreinfer.ffn_share", "coreinfer.peak_memory", "coreinfer.speedup_of_bound"]
+            + (bf16Wanted ? bf16Rows : [])
         if decodeRows.contains(where: wanted) {
             var tensors = try writeLlama200M(folder)
             let hd = d / heads
@@ -106,6 +120,25 @@ extension BenchmarkRun {
             memory.target = 1.2
             records.append(memory)
             records.append(record("coreinfer.speedup_of_bound", unit: "%", [100 * speedup / bound], target: 90))
+            // bf16 after the peak memory was read (its rounded copies add half the weights), each run
+            // right after an fp32 run of the same mode.
+            if bf16Wanted {
+                _ = try GEMM.withPrecision(.bf16) { try decode(sparse: false) }
+                var pairs: [(dense32: Double, dense16: Double, sparse32: Double, sparse16: Double)] = []
+                for _ in 0..<3 {
+                    let d32 = try decode(sparse: false).rate, d16 = try GEMM.withPrecision(.bf16) { try decode(sparse: false).rate }
+                    let s32 = try decode(sparse: true).rate, s16 = try GEMM.withPrecision(.bf16) { try decode(sparse: true).rate }
+                    pairs.append((d32, d16, s32, s16))
+                }
+                records.append(record("coreinfer.dense_decode_bf16", unit: "tokens/s", pairs.map(\.dense16)))
+                records.append(record("coreinfer.sparse_decode_bf16", unit: "tokens/s", pairs.map(\.sparse16)))
+                let median = { (v: [Double]) in v.sorted()[v.count / 2] }
+                notes.append(
+                    String(
+                        format: "coreinfer bf16: dense %.2f×, sparse %.2f× the tokens/s of the interleaved fp32 runs (medians %.1f vs %.1f, %.1f vs %.1f)",
+                        median(pairs.map(\.dense16)) / median(pairs.map(\.dense32)), median(pairs.map(\.sparse16)) / median(pairs.map(\.sparse32)),
+                        median(pairs.map(\.dense16)), median(pairs.map(\.dense32)), median(pairs.map(\.sparse16)), median(pairs.map(\.sparse32))))
+            }
         }
         // `evaluate` on the same model with a SentencePiece tokenizer: the shipped tasks, dense and on
         // each example's core neurons (β = 0.4, layers 3–9), once each (a random model answers at chance).

@@ -22,6 +22,9 @@ extension LatentDiffusionComponent {
             summary: "DiT-XL/2 at 256 px (random weights, diffusers' sizes): one classifier-free-guided denoiser step, batch 2 ([cond, null])",
             ratioTarget: 1.0),
         BenchmarkSpec(
+            "dit.xl2_cfg_step_256_bf16", unit: "ms",
+            summary: "the same step with precision=bf16 (oneDNN bf16 linear products; timed interleaved with the fp32 step; absent where bf16 cannot run)"),
+        BenchmarkSpec(
             "dit.xl2_cfg_step_256_b8", unit: "ms",
             summary:
                 "the same step on 8 latents (16 rows [cond × 8, null × 8]): the batch D^3HR's inversion runs at (per-image cost of the statistics, Docs/methods/diffusion-dd.md)"
@@ -101,7 +104,13 @@ extension LatentDiffusionComponent {
 
     func benchmarkPipeline(_ run: BenchmarkRun) throws {
         let repeats = max(3, min(run.repeats, 10))
-        for (name, batch) in [("dit.xl2_cfg_step_256", 1), ("dit.xl2_cfg_step_256_b8", 8)] where run.wanted(name) {
+        let bf16Name = "dit.xl2_cfg_step_256_bf16"
+        var bf16Wanted = run.wanted(bf16Name)
+        if bf16Wanted, let why = GEMM.bf16Unavailable() {
+            run.notes.append("\(bf16Name): \(why)")
+            bf16Wanted = false
+        }
+        for (name, batch) in [("dit.xl2_cfg_step_256", 1), ("dit.xl2_cfg_step_256_b8", 8)] where run.wanted(name) || (batch == 1 && bf16Wanted) {
             let config = DiTConfig.xl2_256
             let transformer = try DiTTransformer2DModel(config: config, seed: 1)
             var rng = SeededGenerator(seed: 2)
@@ -113,19 +122,35 @@ extension LatentDiffusionComponent {
             let ddim = try DDIM(scheduler: scheduler, steps: 50)
             let predict = pipeline.predictor(guidance: 4)
             let classes = [Int](repeating: 207, count: batch)
+            // The bf16 step (batch 1) alternates with the fp32 one, so that both see the same machine.
+            let withBF16 = batch == 1 && bf16Wanted
             _ = try predict(x, 500, classes)
-            var samples: [Double] = [], cpu: [Double] = []
+            if withBF16 { _ = try GEMM.withPrecision(.bf16) { try predict(x, 500, classes) } }
+            var samples: [Double] = [], cpu: [Double] = [], bf16: [Double] = []
             for _ in 0..<(batch == 1 ? repeats : 3) {
                 let t0 = run.now(), c0 = processCPUSeconds()
                 let e = try predict(x, ddim.timesteps[25], classes)
                 _ = ddim.step(x, epsilon: e, level: 25)
                 samples.append(run.now() - t0)
                 cpu.append(processCPUSeconds() - c0)
+                if withBF16 {
+                    let t1 = run.now()
+                    let e16 = try GEMM.withPrecision(.bf16) { try predict(x, ddim.timesteps[25], classes) }
+                    _ = ddim.step(x, epsilon: e16, level: 25)
+                    bf16.append(run.now() - t1)
+                }
             }
-            run.notes.append(cpuNote(name, wall: samples, cpu: cpu))
-            var r = run.record(name, unit: "ms", samples)
-            if batch == 1 { r.ratioTarget = 1.0 }
-            run.records.append(r)
+            if run.wanted(name) {
+                run.notes.append(cpuNote(name, wall: samples, cpu: cpu))
+                var r = run.record(name, unit: "ms", samples)
+                if batch == 1 { r.ratioTarget = 1.0 }
+                run.records.append(r)
+            }
+            if withBF16 {
+                run.records.append(run.record(bf16Name, unit: "ms", bf16))
+                let median = { (v: [Double]) in v.sorted()[v.count / 2] }
+                run.notes.append(String(format: "%@: %.2f× faster than the interleaved fp32 step (medians)", bf16Name, median(samples) / median(bf16)))
+            }
         }
         if run.wanted("vae.encode_256") {
             let vae = try AutoencoderKL(config: Self.sdVAE(), seed: 3)

@@ -36,10 +36,23 @@ public final class DecoderLM: Module {
     let ropeInv: [Float]
 
     /// Per layer, an optional replacement of the FFN's neurons: only `neurons` are computed, from
-    /// weights gathered once into contiguous matrices (CoreInfer's decoding).
+    /// weights gathered once into contiguous matrices (CoreInfer's decoding). In bf16 inference the
+    /// gathered matrices are also kept rounded to bfloat16 (made by `setSparse` under bf16, or at the
+    /// first bf16 product).
     public struct SparseFFN: Sendable {
         public let neurons: [Int]
         let up: [Float], upb: [Float]?, gate: [Float]?, down: [Float] // [k, D], [k], [k, D], [D, k]
+        var rounded: Rounded?
+        struct Rounded: Sendable { let up: [UInt16], gate: [UInt16]?, down: [UInt16] }
+
+        init(neurons: [Int], up: [Float], upb: [Float]?, gate: [Float]?, down: [Float]) {
+            (self.neurons, self.up, self.upb, self.gate, self.down) = (neurons, up, upb, gate, down)
+            if GEMM.precision == .bf16 { rounded = makeRounded() }
+        }
+
+        func makeRounded() -> Rounded {
+            Rounded(up: Kernels.roundedBF16(up), gate: gate.map(Kernels.roundedBF16), down: Kernels.roundedBF16(down))
+        }
     }
     /// Gathered copies: call `setSparse` again after the weights change.
     public var sparse: [SparseFFN?]
@@ -218,16 +231,13 @@ public final class DecoderLM: Module {
 
     // MARK: No-grad fast path
 
-    /// One layer's current parameter tensors (references, no copies).
+    /// One layer's current norm and FFN tensors (references, no copies); the projections run
+    /// through the layer's `Linear`s (`Linear.inference`, in the inference precision).
     struct Weights {
-        var q: Tensor, k: Tensor, v: Tensor, o: Tensor
-        var qb: Tensor?, kb: Tensor?, vb: Tensor?, ob: Tensor?
         var norm1: Tensor, norm1b: Tensor?, norm2: Tensor, norm2b: Tensor?
         var up: Tensor, upb: Tensor?, gate: Tensor?, down: Tensor, downb: Tensor?
 
         init(_ l: Layer) {
-            (q, k, v, o) = (l.q.weight.value, l.k.weight.value, l.v.weight.value, l.o.weight.value)
-            (qb, kb, vb, ob) = (l.q.bias?.value, l.k.bias?.value, l.v.bias?.value, l.o.bias?.value)
             (norm1, norm1b, norm2, norm2b) = (l.norm1.value, l.norm1Bias?.value, l.norm2.value, l.norm2Bias?.value)
             (up, upb, gate, down, downb) = (l.up.weight.value, l.up.bias?.value, l.gate?.weight.value, l.down.weight.value, l.down.bias?.value)
         }
@@ -281,8 +291,8 @@ public final class DecoderLM: Module {
         let last = Array(x[((t - rows) * d)..<(t * d)])
         var normed = [Float](repeating: 0, count: rows * d)
         try norm(last, rows: rows, weight: finalNorm.value, bias: finalNormBias?.value, into: &normed)
-        if let projectOut { normed = try linear(normed, rows: rows, weight: projectOut.value, bias: nil) }
-        return try linear(normed, rows: rows, weight: head.value, bias: nil)
+        if let projectOut { normed = try linear(normed, rows: rows, weight: projectOut) }
+        return try linear(normed, rows: rows, weight: head)
     }
 
     func embedTokens(_ ids: [Int32], past: Int) throws -> [Float] {
@@ -291,7 +301,7 @@ public final class DecoderLM: Module {
         try embed.value.withFloats { w in
             for (i, id) in ids.enumerated() { for j in 0..<e { x[i * e + j] = w[Int(id) * e + j] } }
         }
-        if let projectIn { x = try linear(x, rows: ids.count, weight: projectIn.value, bias: nil) }
+        if let projectIn { x = try linear(x, rows: ids.count, weight: projectIn) }
         if let positions {
             try positions.value.withFloats { p in
                 for i in 0..<ids.count { for j in 0..<d { x[i * d + j] += p[(past + i + 2) * d + j] } }
@@ -300,24 +310,20 @@ public final class DecoderLM: Module {
         return x
     }
 
-    /// y = x·Wᵀ (+ b) for W [out, in].
-    func linear(_ x: [Float], rows: Int, weight: Tensor, bias: Tensor?) throws -> [Float] {
-        let (out, inF) = (weight.shape[0], weight.shape[1])
-        var y = [Float](repeating: 0, count: rows * out)
-        try weight.withFloats { w in
-            x.withUnsafeBufferPointer { xp in
-                y.withUnsafeMutableBufferPointer { yp in
-                    if let bias {
-                        try? bias.withFloats { b in
-                            Kernels.linear(xp.baseAddress!, rows: rows, inFeatures: inF, weight: w, bias: b, outFeatures: out, into: yp.baseAddress!)
-                        }
-                    } else {
-                        Kernels.linear(xp.baseAddress!, rows: rows, inFeatures: inF, weight: w, bias: nil, outFeatures: out, into: yp.baseAddress!)
-                    }
-                }
-            }
+    /// y = x·Wᵀ + b of a linear layer in the inference precision (`Linear.inference`: bf16 uses
+    /// the weight rounded once per parameter version).
+    func linear(_ x: [Float], rows: Int, _ layer: Linear) throws -> [Float] {
+        var y = [Float](repeating: 0, count: rows * layer.weight.shape[0])
+        try x.withUnsafeBufferPointer { xp in
+            try y.withUnsafeMutableBufferPointer { try layer.inference(xp.baseAddress!, rows: rows, into: $0.baseAddress!) }
         }
         return y
+    }
+
+    /// y = x·Wᵀ for a bias-free weight W [out, in] held as a parameter (the head, OPT's projections),
+    /// in the inference precision.
+    func linear(_ x: [Float], rows: Int, weight: Parameter) throws -> [Float] {
+        try linear(x, rows: rows, Linear(weight: weight, bias: nil))
     }
 
     func norm(_ x: [Float], rows: Int, weight: Tensor, bias: Tensor?, into y: inout [Float]) throws {
@@ -345,9 +351,10 @@ public final class DecoderLM: Module {
 
     func attention(_ h: [Float], rows t: Int, layer: Weights, index l: Int, cache: Cache, past: Int) throws -> [Float] {
         let c = config, hd = c.headDim, heads = c.heads, kvHeads = c.keyValueHeads
-        var q = try linear(h, rows: t, weight: layer.q, bias: layer.qb)
-        var k = try linear(h, rows: t, weight: layer.k, bias: layer.kb)
-        let v = try linear(h, rows: t, weight: layer.v, bias: layer.vb)
+        let projections = layers[l]
+        var q = try linear(h, rows: t, projections.q)
+        var k = try linear(h, rows: t, projections.k)
+        let v = try linear(h, rows: t, projections.v)
         if c.architecture == .llama {
             rope(&q, rows: t, heads: heads, past: past)
             rope(&k, rows: t, heads: kvHeads, past: past)
@@ -381,7 +388,7 @@ public final class DecoderLM: Module {
                 }
             }
         }
-        return try linear(out, rows: t, weight: layer.o, bias: layer.ob)
+        return try linear(out, rows: t, projections.o)
     }
 
     /// HF's rotate-half RoPE at absolute positions past…past+rows−1.
@@ -404,51 +411,51 @@ public final class DecoderLM: Module {
 
     func ffn(_ h: [Float], rows t: Int, layer: Weights, index l: Int) throws -> [Float] {
         let c = config, d = c.hiddenSize
-        if let s = sparse[l] {
-            // The kept neurons only, from the gathered contiguous weights.
+        if var s = sparse[l] {
+            // The kept neurons only, from the gathered contiguous weights (rounded ones in bf16).
             let k = s.neurons.count
-            var a = [Float](repeating: 0, count: t * k)
-            s.up.withUnsafeBufferPointer { w in
-                h.withUnsafeBufferPointer { x in
-                    a.withUnsafeMutableBufferPointer { y in
-                        if let ub = s.upb {
-                            ub.withUnsafeBufferPointer { b in
-                                Kernels.linear(
-                                    x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: b.baseAddress!, outFeatures: k, into: y.baseAddress!)
-                            }
-                        } else {
-                            Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!)
-                        }
-                    }
-                }
+            if GEMM.precision == .bf16, s.rounded == nil {
+                s.rounded = s.makeRounded()
+                sparse[l] = s
             }
-            if let gate = s.gate {
-                var g = [Float](repeating: 0, count: t * k)
-                gate.withUnsafeBufferPointer { w in
-                    h.withUnsafeBufferPointer { x in
-                        g.withUnsafeMutableBufferPointer { y in
-                            Kernels.linear(x.baseAddress!, rows: t, inFeatures: d, weight: w.baseAddress!, bias: nil, outFeatures: k, into: y.baseAddress!)
+            let rounded = GEMM.precision == .bf16 ? s.rounded : nil
+            /// y [t, out] = x [t, in] · Wᵀ (+ b) for the gathered W [out, in].
+            func product(_ x: [Float], _ w: [Float], _ w16: [UInt16]?, bias: [Float]?, in inF: Int, out outF: Int) -> [Float] {
+                var y = [Float](repeating: 0, count: t * outF)
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        bias.withOptionalPointer { bp in
+                            if let w16 {
+                                w16.withUnsafeBufferPointer {
+                                    Kernels.linearBF16(
+                                        xp.baseAddress!, rows: t, inFeatures: inF, weight: $0.baseAddress!, bias: bp, outFeatures: outF, into: yp.baseAddress!)
+                                }
+                            } else {
+                                w.withUnsafeBufferPointer {
+                                    Kernels.linear(
+                                        xp.baseAddress!, rows: t, inFeatures: inF, weight: $0.baseAddress!, bias: bp, outFeatures: outF, into: yp.baseAddress!)
+                                }
+                            }
                         }
                     }
                 }
+                return y
+            }
+            var a = product(h, s.up, rounded?.up, bias: s.upb, in: d, out: k)
+            if let gate = s.gate {
+                let g = product(h, gate, rounded?.gate, bias: nil, in: d, out: k)
                 for i in 0..<(t * k) { a[i] *= g[i] / (1 + expf(-g[i])) }
             } else {
                 for i in 0..<(t * k) { a[i] = max(a[i], 0) }
             }
-            var y = [Float](repeating: 0, count: t * d)
-            s.down.withUnsafeBufferPointer { w in
-                a.withUnsafeBufferPointer { x in
-                    y.withUnsafeMutableBufferPointer { out in
-                        Kernels.linear(x.baseAddress!, rows: t, inFeatures: k, weight: w.baseAddress!, bias: nil, outFeatures: d, into: out.baseAddress!)
-                    }
-                }
-            }
+            var y = product(a, s.down, rounded?.down, bias: nil, in: k, out: d)
             if let db = layer.downb { try db.withFloats { b in for r in 0..<t { for j in 0..<d { y[r * d + j] += b[j] } } } }
             return y
         }
-        var a = try linear(h, rows: t, weight: layer.up, bias: layer.upb)
-        if let gate = layer.gate {
-            let g = try linear(h, rows: t, weight: gate, bias: nil)
+        let projections = layers[l]
+        var a = try linear(h, rows: t, projections.up)
+        if let gate = projections.gate {
+            let g = try linear(h, rows: t, gate)
             gateHook?(l, g, t)
             for i in 0..<a.count { a[i] *= g[i] / (1 + expf(-g[i])) } // SiLU(gate) · up
             activationHook?(l, a, t)
@@ -466,7 +473,7 @@ public final class DecoderLM: Module {
             case .silu: for i in 0..<a.count { a[i] /= (1 + expf(-a[i])) }
             }
         }
-        return try linear(a, rows: t, weight: layer.down, bias: layer.downb)
+        return try linear(a, rows: t, projections.down)
     }
 
     /// Gathers the rows (columns of the down projection) of `neurons` in layer `l` once, so that
@@ -485,5 +492,13 @@ public final class DecoderLM: Module {
         let upb = try layer.upb.map { b in try b.withFloats { p in neurons.map { p[$0] } } }
         let down = try layer.down.withFloats { w in (0..<d).flatMap { r in neurons.map { w[r * dff + $0] } } }
         sparse[l] = SparseFFN(neurons: neurons, up: up, upb: upb, gate: gate, down: down)
+    }
+}
+
+extension Optional where Wrapped == [Float] {
+    /// `body` with the array's base address, or nil when there is no array.
+    fileprivate func withOptionalPointer<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let self else { return body(nil) }
+        return self.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }

@@ -77,9 +77,18 @@ extension GEMM {
 }
 
 extension Kernels {
+    /// x rounded to bfloat16 (nearest, ties to even), as `linearBF16` takes its weights.
+    public static func roundedBF16(_ x: [Float]) -> [UInt16] {
+        [UInt16](unsafeUninitializedCapacity: x.count) { out, n in
+            if let o = out.baseAddress, !x.isEmpty { x.withUnsafeBufferPointer { mng_round_bf16($0.baseAddress!, o, x.count) } }
+            n = x.count
+        }
+    }
+
     /// y = x·Wᵀ + bias (or, with `accumulate`, y += x·Wᵀ + bias) for a weight W [out, in] already
-    /// in bfloat16 (`Tensor.converted(to: .bfloat16)`); x is rounded per call. oneDNN's bf16 matmul
-    /// with fp32 accumulation; where it fails, the weight is widened and OpenBLAS multiplies.
+    /// in bfloat16 (`Tensor.converted(to: .bfloat16)`); x is rounded per call. One row: our own
+    /// AVX-512 BF16 matrix–vector product (`mng_bf16_gemv`); more: oneDNN's bf16 matmul; both with
+    /// fp32 accumulation. Where neither runs, the weight is widened and OpenBLAS multiplies.
     public static func linearBF16(
         _ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, weight: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
         outFeatures: Int, accumulate: Bool = false, into y: UnsafeMutablePointer<Float>
@@ -92,6 +101,20 @@ extension Kernels {
             }
         }
         let beta: Float = bias != nil || accumulate ? 1 : 0
+        if rows == 1, inFeatures > 0, mng_bf16_gemv_available() != 0 {
+            // One row (a decode step): memory-bound, so our own AVX-512 BF16 matrix–vector product,
+            // the output rows split over the threads (the 199M LLaMA's bf16 decode: 1.48× fp32's
+            // tokens/s with it, 0.55× through oneDNN's m = 1 matmul — Docs/methods/coreinfer.md).
+            let x16 = UnsafeMutablePointer<UInt16>.allocate(capacity: inFeatures)
+            defer { x16.deallocate() }
+            mng_round_bf16(x, x16, inFeatures)
+            let box = UncheckedBox((weight, UnsafePointer(x16), y))
+            Parallel.chunks(outFeatures, grain: Swift.max(64, (1 << 17) / inFeatures)) { range in
+                let (w, xp, yp) = box.value
+                mng_bf16_gemv(range.lowerBound, range.upperBound, inFeatures, w, xp, beta == 1 ? 1 : 0, yp)
+            }
+            return
+        }
         if inFeatures > 0,
             mng_dnnl_linear_bf16(rows, outFeatures, inFeatures, x, inFeatures, weight, beta, y, outFeatures, openblas_get_num_threads()) == 0
         {

@@ -41,4 +41,33 @@ import Testing
         try layer.inference(x, rows: 48, into: &y32)
         #expect(zip(y, y32).map { abs($0 - $1) }.max()! > 1e-3)
     }
+
+    /// One row (a decode step) goes through our AVX-512 BF16 matrix–vector kernel: the same rounded
+    /// product within fp32 summation error, for a width that is not a multiple of 32 (the masked
+    /// tail) and a row count that is not a multiple of 4, with and without accumulation.
+    @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func oneRowInBF16IsTheRoundedProduct() throws {
+        var rng = SeededGenerator(seed: 9)
+        let (k, n) = (70, 37)
+        let layer = Linear(k, n, rng: &rng)
+        let x = (0..<k).map { _ in Float.random(in: -2...2, using: &rng) }
+        let start = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) }
+        var y = [Float](repeating: 0, count: n), acc = start
+        try GEMM.withPrecision(.bf16) {
+            try layer.inference(x, rows: 1, into: &y)
+            try layer.inference(x, rows: 1, accumulate: true, into: &acc)
+        }
+        func round(_ v: Float) -> Float { Float(bitPattern: (v.bitPattern &+ 0x7FFF &+ ((v.bitPattern >> 16) & 1)) & 0xFFFF_0000) }
+        let w = try layer.weight.value.scalars(as: Float.self), b = try layer.bias!.value.scalars(as: Float.self)
+        var worst: Float = 0, worstAcc: Float = 0
+        for j in 0..<n {
+            var sum = Double(b[j])
+            for i in 0..<k { sum += Double(round(x[i])) * Double(round(w[j * k + i])) }
+            worst = max(worst, abs(y[j] - Float(sum)))
+            worstAcc = max(worstAcc, abs(acc[j] - (start[j] + Float(sum))))
+        }
+        #expect(worst < 1e-5 && worstAcc < 1e-5, "\(worst), \(worstAcc)")
+        var y32 = [Float](repeating: 0, count: n)
+        try layer.inference(x, rows: 1, into: &y32)
+        #expect(zip(y, y32).map { abs($0 - $1) }.max()! > 1e-3)
+    }
 }
