@@ -34,18 +34,35 @@ public enum OneDNNConv {
         }
     }
 
-    /// Whether `conv2d` goes through oneDNN: the oneDNN backend is in use and the rule says it pays.
-    static func routes(_ g: Geometry) -> Bool { GEMM.backend is OneDNNBackend && pays(g) }
+    /// Whether `conv2d` goes through oneDNN: the oneDNN backend (fp32) is in use and the rule says it pays.
+    public static func routes(_ g: Geometry, backend: any GEMMBackend = GEMM.backend) -> Bool {
+        guard let dnnl = backend as? OneDNNBackend, !dnnl.bf16 else { return false }
+        return pays(g)
+    }
 
-    /// The measured rule (Docs/benchmarks.md, "oneDNN convolutions"): oneDNN's direct convolutions with
-    /// reorders from and to NCHW beat im2col + sgemm on every ConvNet-3 layer at batch 256, forward and
-    /// both backward; for a single small image the primitive's fixed cost does not pay. So: at least
-    /// 2^26 multiply-adds ×2 per call (a 32 × 32 × 128 → 128 3×3 convolution of one image is 2^28).
+    /// The measured rule (Docs/benchmarks.md, "oneDNN convolutions"): oneDNN's direct convolutions beat
+    /// im2col + sgemm on every ConvNet-3 layer measured, forward and both backward, at batch 256
+    /// (128 → 128 at 8²: forward 20 vs 82 ms) and at DC's 10 synthetic images (the smallest, 3 → 128
+    /// at 28², 5.4·10⁷ FLOP: forward 0.43 vs 1.3 ms). Below 2^25 FLOP per call nothing was measured,
+    /// and a primitive (created once per shape, ~1 ms) for a one-off tiny convolution would not pay:
+    /// those stay ours.
     public static func pays(_ g: Geometry) -> Bool {
         let (oh, ow) = g.output
         let macs = g.n * g.o * oh * ow * (g.c / g.groups) * g.window.kernel.0 * g.window.kernel.1
-        return 2 * macs >= 1 << 26
+        return 2 * macs >= 1 << 25
     }
+
+    /// `conv2d` through oneDNN whatever the backend and rule say (recorded, differentiable to any
+    /// order), or nil when oneDNN cannot run it: for tests and measurements.
+    public static func conv2d(_ x: Variable, weight: Variable, bias: Variable?, _ window: Window2D, groups: Int = 1) -> Variable? {
+        let g = Geometry(n: x.shape[0], c: x.shape[1], h: x.shape[2], w: x.shape[3], o: weight.shape[0], window: window, groups: groups)
+        return conv2dOneDNN(x, weight: weight, bias: bias, g)
+    }
+
+    /// Whether `conv2d` runs oneDNN's primitive on NCHW itself rather than on its blocked layouts with
+    /// reorders: for fewer than 16 input channels per group (ConvNet-3's first layer, 3 → 128 at 32²,
+    /// batch 256: forward 16 ms plain, 79 ms blocked, 42 ms ours; backward-data 26 / 125 / 33 ms).
+    public static func plain(_ g: Geometry) -> Bool { g.c / g.groups < 16 }
 
     /// Convolutions created (primitive-cache misses) and run through oneDNN in this process's copy.
     public static var counters: (created: Int, executed: Int) {
@@ -105,13 +122,13 @@ public enum OneDNNConv {
 /// gradients are built with `createGraph`). Nil when oneDNN cannot run the forward (the caller
 /// takes its own path).
 func conv2dOneDNN(_ x: Variable, weight: Variable, bias: Variable?, _ g: OneDNNConv.Geometry) -> Variable? {
-    guard let y = OneDNNConv.forward(x.value, weight: weight.value, bias: bias?.value, g) else { return nil }
+    guard let y = OneDNNConv.forward(x.value, weight: weight.value, bias: bias?.value, g, plain: OneDNNConv.plain(g)) else { return nil }
     let inputs = bias.map { [x, weight, $0] } ?? [x, weight]
     return record("conv2dOneDNN", y, inputs) { dy in
         let needsX = Autograd.needsGradient(0), needsW = Autograd.needsGradient(1), needsB = bias != nil && Autograd.needsGradient(2)
         let dx = needsX ? convBackwardDataOneDNN(dy, weight: weight, g) : nil
         guard needsW || needsB else { return Array([dx, nil, nil].prefix(inputs.count)) }
-        if !GradMode.enabled, let (dw, db) = OneDNNConv.backwardWeights(x.value, dy.value, g, bias: needsB) {
+        if !GradMode.enabled, let (dw, db) = OneDNNConv.backwardWeights(x.value, dy.value, g, bias: needsB, plain: OneDNNConv.plain(g)) {
             // One call for both gradients when they need not be differentiable.
             return Array([dx, needsW ? Variable(dw) : nil, db.map { Variable($0) }].prefix(inputs.count))
         }
@@ -124,7 +141,7 @@ func conv2dOneDNN(_ x: Variable, weight: Variable, bias: Variable?, _ g: OneDNNC
 /// dx = the adjoint of conv(·, w) applied to dy, recorded: d/d(dy) is conv(h, w) and d/dw is the
 /// weight gradient of (h, dy).
 func convBackwardDataOneDNN(_ dy: Variable, weight: Variable, _ g: OneDNNConv.Geometry) -> Variable {
-    guard let dx = OneDNNConv.backwardData(dy.value, weight: weight.value, g) else {
+    guard let dx = OneDNNConv.backwardData(dy.value, weight: weight.value, g, plain: OneDNNConv.plain(g)) else {
         return compositeVJP(g, weight: weight, dy: dy, wantInput: true)
     }
     return record("convBackwardDataOneDNN", dx, [dy, weight]) { h in
@@ -138,7 +155,7 @@ func convBackwardDataOneDNN(_ dy: Variable, weight: Variable, _ g: OneDNNConv.Ge
 /// dw = the adjoint of conv(x, ·) applied to dy, recorded: d/dx is the backward data of (dy, h),
 /// d/d(dy) is conv(x, h).
 func convBackwardWeightsOneDNN(_ x: Variable, _ dy: Variable, _ g: OneDNNConv.Geometry) -> Variable {
-    guard let (dw, _) = OneDNNConv.backwardWeights(x.value, dy.value, g, bias: false) else {
+    guard let (dw, _) = OneDNNConv.backwardWeights(x.value, dy.value, g, bias: false, plain: OneDNNConv.plain(g)) else {
         return compositeVJP(g, input: x, dy: dy)
     }
     return record("convBackwardWeightsOneDNN", dw, [x, dy]) { h in

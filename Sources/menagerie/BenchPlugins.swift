@@ -26,7 +26,7 @@ extension BenchCommand {
         BenchmarkSpec(
             "conv.<layer>.<pass>.<path>", unit: "ms",
             summary:
-                "ConvNet-3's 3×3 convolutions at batch 256 (layer first_32: 3→128 at 32², c128_32/16/8: 128→128), pass forward / backward_data / backward_weights (+bias), path ours (im2col + sgemm) / onednn / onednn_plain (NCHW primitive, no reorders)"
+                "ConvNet-3's 3×3 convolutions at batch 256 (layer first_32: 3→128 at 32², c128_32/16/8: 128→128; ipc10_*: DC's 10 synthetic images at 28², 14², 7²), pass forward / backward_data / backward_weights (+bias), path ours (im2col + sgemm) / onednn / onednn_plain (NCHW primitive, no reorders)"
         ),
     ]
 
@@ -37,6 +37,10 @@ extension BenchCommand {
         ("c128_32", .init(n: 256, c: 128, h: 32, w: 32, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
         ("c128_16", .init(n: 256, c: 128, h: 16, w: 16, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
         ("c128_8", .init(n: 256, c: 128, h: 8, w: 8, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        // DC's synthetic batch: 10 images per class at 28² (IPC 10).
+        ("ipc10_first_28", .init(n: 10, c: 3, h: 28, w: 28, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("ipc10_c128_14", .init(n: 10, c: 128, h: 14, w: 14, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("ipc10_c128_7", .init(n: 10, c: 128, h: 7, w: 7, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
     ]
 
     /// ConvNet-3's convolutions through ours and oneDNN, interleaved sample by sample so a change in the
