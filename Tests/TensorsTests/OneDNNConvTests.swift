@@ -23,7 +23,7 @@ import Testing
     }
 
     static let cases: [Case] = [
-        Case(n: 2, c: 3, h: 9, w: 7, o: 8, window: Window2D(kernel: (3, 3), padding: (1, 1))),  // non-square, first-layer-like
+        Case(n: 2, c: 3, h: 9, w: 7, o: 8, window: Window2D(kernel: (3, 3), padding: (1, 1))), // non-square, first-layer-like
         Case(n: 2, c: 8, h: 10, w: 10, o: 6, window: Window2D(kernel: (3, 3), stride: (2, 2), padding: (1, 1))),
         Case(n: 1, c: 4, h: 11, w: 9, o: 4, window: Window2D(kernel: (3, 2), padding: (2, 1), dilation: (2, 2))),
         Case(n: 2, c: 8, h: 7, w: 7, o: 6, window: Window2D(kernel: (3, 3), padding: (1, 1)), groups: 2),
