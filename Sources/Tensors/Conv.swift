@@ -175,7 +175,10 @@ public func conv2d(
     precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
     let window = Window2D(kernel: (kh, kw), stride: stride, padding: padding, dilation: dilation)
     let geometry = OneDNNConv.Geometry(n: n, c: c, h: h, w: w, o: o, window: window, groups: groups)
-    if OneDNNConv.routes(geometry), let y = conv2dOneDNN(x, weight: weight, bias: bias, geometry) { return y }
+    // Inference where our banded / Winograd path pays (large images: the SD VAE) stays ours: oneDNN was
+    // measured on ConvNet-3's shapes only.
+    let inferencePath = groups == 1 && !GradMode.enabled && conv2dInferencePays(channels: c, outputs: o, height: h, width: w, window)
+    if !inferencePath && OneDNNConv.routes(geometry), let y = conv2dOneDNN(x, weight: weight, bias: bias, geometry) { return y }
     return conv2dComposite(x, weight: weight, bias: bias, window, groups: groups)
 }
 
