@@ -163,7 +163,9 @@ public func concat(_ parts: [Variable], axis: Int) -> Variable {
 }
 
 /// 2-D convolution (torch `F.conv2d`): x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O].
-/// im2col + one matrix product per group, so it is differentiable to any order.
+/// im2col + one matrix product per group, so it is differentiable to any order; with
+/// MENAGERIE_BACKEND=onednn, oneDNN's direct convolutions where `OneDNNConv.pays` (also
+/// differentiable to any order).
 public func conv2d(
     _ x: Variable, weight: Variable, bias: Variable?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
     dilation: (Int, Int) = (1, 1), groups: Int = 1
@@ -172,6 +174,19 @@ public func conv2d(
     let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
     precondition(c == cg * groups && o % groups == 0, "conv2d: input channels \(c), weight \(weight.shape), groups \(groups) do not fit")
     let window = Window2D(kernel: (kh, kw), stride: stride, padding: padding, dilation: dilation)
+    let geometry = OneDNNConv.Geometry(n: n, c: c, h: h, w: w, o: o, window: window, groups: groups)
+    // Inference where our banded / Winograd path pays (large images: the SD VAE) stays ours: oneDNN was
+    // measured on ConvNet-3's shapes only.
+    let inferencePath = groups == 1 && !GradMode.enabled && conv2dInferencePays(channels: c, outputs: o, height: h, width: w, window)
+    if !inferencePath && OneDNNConv.routes(geometry), let y = conv2dOneDNN(x, weight: weight, bias: bias, geometry) { return y }
+    return conv2dComposite(x, weight: weight, bias: bias, window, groups: groups)
+}
+
+/// `conv2d` through our own kernels: im2col + one product per group (recorded), or
+/// `conv2dInference` without recording where it pays.
+func conv2dComposite(_ x: Variable, weight: Variable, bias: Variable?, _ window: Window2D, groups: Int) -> Variable {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
     if groups == 1 && !GradMode.enabled && conv2dInferencePays(channels: c, outputs: o, height: h, width: w, window) {
         return Variable(conv2dInference(x.value, weight: weight.value, bias: bias?.value, window))
     }

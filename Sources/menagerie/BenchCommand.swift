@@ -162,6 +162,7 @@ struct BenchCommand: ParsableCommand {
 
         if wanted("sgemm.1024") { records.append(sgemmBenchmark()) }
         records += backendBenchmarks()
+        records += convBenchmarks()
 
         // The plugins' benchmarks: each component measures its own in a fresh isolated child per
         // family (`vit_l14.*`, `load.*`, …), so peak-memory rows see only their own family's work.

@@ -23,7 +23,52 @@ extension BenchCommand {
         BenchmarkSpec("gemm.vit_mlp.openblas", unit: "GFLOP/s", summary: "ViT-B/16's MLP product, 197 tokens × 768 → 3072 (weight transposed), OpenBLAS"),
         BenchmarkSpec("gemm.vit_mlp.onednn", unit: "GFLOP/s", summary: "the same product through oneDNN, fp32"),
         BenchmarkSpec("gemm.vit_mlp.onednn_bf16", unit: "GFLOP/s", summary: "the same product through oneDNN with bf16 operands (converted per call)"),
+        BenchmarkSpec(
+            "conv.<layer>.<pass>.<path>", unit: "ms",
+            summary:
+                "ConvNet-3's 3×3 convolutions at batch 256 (layer first_32: 3→128 at 32², c128_32/16/8: 128→128; ipc10_*: DC's 10 synthetic images at 28², 14², 7²), pass forward / backward_data / backward_weights (+bias), path ours (im2col + sgemm) / onednn / onednn_plain (NCHW primitive, no reorders)"
+        ),
     ]
+
+    /// The `conv.*` layers: ConvNet-3 (dataset distillation) at batch 256, with a 128 → 128 layer at 32²
+    /// too (ConvNet-3 on 64² inputs, and the largest of the measured rule's shapes).
+    static let convLayers: [(String, OneDNNConv.Geometry)] = [
+        ("first_32", .init(n: 256, c: 3, h: 32, w: 32, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("c128_32", .init(n: 256, c: 128, h: 32, w: 32, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("c128_16", .init(n: 256, c: 128, h: 16, w: 16, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("c128_8", .init(n: 256, c: 128, h: 8, w: 8, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        // DC's synthetic batch: 10 images per class at 28² (IPC 10).
+        ("ipc10_first_28", .init(n: 10, c: 3, h: 28, w: 28, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("ipc10_c128_14", .init(n: 10, c: 128, h: 14, w: 14, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+        ("ipc10_c128_7", .init(n: 10, c: 128, h: 7, w: 7, o: 128, window: Window2D(kernel: (3, 3), padding: (1, 1)))),
+    ]
+
+    /// ConvNet-3's convolutions through ours and oneDNN, interleaved sample by sample so a change in the
+    /// shared machine's load hits every path alike (`conv.*`, milliseconds per call).
+    func convBenchmarks() -> [Record] {
+        var out: [Record] = []
+        var paths = OneDNNConv.Path.allCases
+        if case .failure(let why) = OneDNNBackend.load() {
+            if wanted("conv.*.onednn*") { warn("conv.*.onednn: not measured: \(why.reason)") }
+            paths = [.ours]
+        }
+        let passes: [(String, OneDNNConv.Kind)] = [("forward", .forward), ("backward_data", .backwardData), ("backward_weights", .backwardWeights)]
+        for (layer, geometry) in Self.convLayers {
+            for (pass, kind) in passes {
+                let names = paths.map { "conv.\(layer).\(pass).\($0.rawValue)" }
+                let chosen = zip(names, paths).filter { wanted($0.0) }
+                guard !chosen.isEmpty else { continue }
+                var samples = [[Double]](repeating: [], count: chosen.count)
+                for _ in 0..<max(3, repeats) {
+                    for (i, (name, path)) in chosen.enumerated() {
+                        if let s = OneDNNConv.measure(geometry, kind, path, samples: 1) { samples[i] += s } else { warn("\(name): oneDNN failed") }
+                    }
+                }
+                for (i, (name, _)) in chosen.enumerated() where !samples[i].isEmpty { out.append(record(name, unit: "ms", samples[i])) }
+            }
+        }
+        return out
+    }
 
     /// The sgemm rate everything else is measured against: 1024³ products (`GEMM.measureRate`).
     func sgemmBenchmark() -> Record { record("sgemm.1024", unit: "GFLOP/s", GEMM.measureRate(samples: max(5, repeats))) }
