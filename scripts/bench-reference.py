@@ -128,12 +128,18 @@ def main():
             add("vit_b16.forward", "ms", timed(lambda: vit(image), args.repeats))
             image8 = torch.full((8, 3, 224, 224), 0.5)
             add("vit_b16.forward_batch8", "ms", timed(lambda: vit(image8), max(2, args.repeats // 4)))
+            # PyTorch's CPU bf16: autocast runs the linear layers in bfloat16 (oneDNN underneath).
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                add("vit_b16.forward_bf16", "ms", timed(lambda: vit(image), args.repeats))
+                add("vit_b16.forward_batch8_bf16", "ms", timed(lambda: vit(image8), max(2, args.repeats // 4)))
             del vit
         if wanted("vit_l14"):
             import open_clip
             model = open_clip.create_model("ViT-L-14", pretrained=None).eval()
             image = torch.full((1, 3, 224, 224), 0.5)
             add("vit_l14.image_forward", "ms", timed(lambda: model.encode_image(image), max(2, args.repeats // 2)))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                add("vit_l14.image_forward_bf16", "ms", timed(lambda: model.encode_image(image), max(2, args.repeats // 2)))
             tokens = torch.randint(1, 49000, (8, 77))
             add("vit_l14.text_forward_batch8", "ms", timed(lambda: model.encode_text(tokens), max(2, args.repeats // 2)))
     if wanted("cam.") or wanted("vit_b16.gradcam") or wanted("vit_b16.finercam"):
