@@ -179,6 +179,10 @@ typedef struct {
     int references; // the cache's own, plus one per product running it
     dnnl_primitive_t primitive;
     dnnl_memory_desc_t a, b, c;
+    // The primitive's scratchpad, allocated per product: with oneDNN's default (one library-owned
+    // scratchpad per primitive) two threads running the same primitive overwrite each other's.
+    dnnl_memory_desc_t scratch;
+    size_t scratch_size;
 } Entry;
 
 enum { CACHE_SIZE = 128 };
@@ -218,7 +222,8 @@ static dnnl_status_t create(const Key *key, Entry *entry) {
     dnnl_primitive_attr_t attr;
     if ((s = p_dnnl_primitive_attr_create(&attr)) != dnnl_success) return s;
     dnnl_post_ops_t post = NULL;
-    if (key->alpha != 1) s = p_dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha);
+    s = p_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success && key->alpha != 1) s = p_dnnl_primitive_attr_set_output_scales(attr, 1, 0, &key->alpha);
     if (s == dnnl_success && key->beta != 0) {
         s = p_dnnl_post_ops_create(&post);
         if (s == dnnl_success) s = p_dnnl_post_ops_append_sum(post, key->beta);
@@ -227,6 +232,10 @@ static dnnl_status_t create(const Key *key, Entry *entry) {
     dnnl_primitive_desc_t pd = NULL;
     if (s == dnnl_success) s = p_dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
     if (s == dnnl_success) s = p_dnnl_primitive_create(&entry->primitive, pd);
+    if (s == dnnl_success) {
+        entry->scratch = *p_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        entry->scratch_size = p_dnnl_memory_desc_get_size(&entry->scratch);
+    }
     if (pd != NULL) p_dnnl_primitive_desc_destroy(pd);
     if (post != NULL) p_dnnl_post_ops_destroy(post);
     p_dnnl_primitive_attr_destroy(attr);
@@ -302,20 +311,28 @@ static int execute(const Key *key, const void *a, const void *b, float *c, int t
         return (int)s;
     Entry *entry;
     if ((s = lookup(key, &entry)) != dnnl_success) return (int)s;
-    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL;
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, ms = NULL;
+    void *scratch = NULL;
     s = p_dnnl_memory_create(&ma, &entry->a, engine, (void *)a);
     if (s == dnnl_success) s = p_dnnl_memory_create(&mb, &entry->b, engine, (void *)b);
     if (s == dnnl_success) s = p_dnnl_memory_create(&mc, &entry->c, engine, c);
+    if (s == dnnl_success && entry->scratch_size > 0 && posix_memalign(&scratch, 64, entry->scratch_size) != 0) {
+        scratch = NULL;
+        s = dnnl_out_of_memory;
+    }
+    if (s == dnnl_success) s = p_dnnl_memory_create(&ms, &entry->scratch, engine, scratch);
     if (s == dnnl_success) {
         if (p_omp_set_num_threads != NULL) p_omp_set_num_threads(threads > 0 ? threads : 1);
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
-        s = p_dnnl_primitive_execute(entry->primitive, thread_stream, 3, args);
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, ms}};
+        s = p_dnnl_primitive_execute(entry->primitive, thread_stream, 4, args);
         if (s == dnnl_success) s = p_dnnl_stream_wait(thread_stream);
         if (s == dnnl_success) __atomic_add_fetch(&executed_count, 1, __ATOMIC_RELAXED);
     }
     if (ma) p_dnnl_memory_destroy(ma);
     if (mb) p_dnnl_memory_destroy(mb);
     if (mc) p_dnnl_memory_destroy(mc);
+    if (ms) p_dnnl_memory_destroy(ms);
+    free(scratch);
     release(entry);
     return (int)s;
 }

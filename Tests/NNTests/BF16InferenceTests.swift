@@ -17,6 +17,16 @@ import Testing
         #expect(bits(try p.bf16Value()) == [0x3F00, 0, 0, 0])
     }
 
+    /// Rounding to nearest with ties to even, on exact ties: 0x3F80_8000 lies halfway between
+    /// 0x3F80 and 0x3F81 and goes to the even 0x3F80; 0x3F81_8000 goes up to the even 0x3F82; a NaN
+    /// stays a NaN (its payload is not rounded into infinity).
+    @Test func roundingTiesGoToEven() throws {
+        let values = [Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x3F80_8001), .nan]
+        let b = bits(try Tensor(values, shape: [4]).converted(to: .bfloat16))
+        #expect(Array(b.prefix(3)) == [0x3F80, 0x3F82, 0x3F81])
+        #expect(b[3] & 0x7F80 == 0x7F80 && b[3] & 0x007F != 0)
+    }
+
     /// y = round(x)·round(W)ᵀ + b exactly in fp32 arithmetic (bf16 products are exact in fp32 and
     /// 24 terms of them sum with fp32 accumulation): compared within fp32 summation error.
     @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func linearInBF16IsTheRoundedProduct() throws {
