@@ -71,14 +71,7 @@ import Text
         for p in expected.prompts {
             let ids = tokenizer.encode(p.text, addSpecial: true)
             #expect(ids == p.input_ids, "ids of \(p.text.debugDescription)")
-            let cache = model.makeCache()
-            var out: [Int32] = []
-            var next = try model.forward(ids, cache: cache)
-            for _ in 0..<16 {
-                let id = Int32(next.indices.max { next[$0] < next[$1] }!)
-                out.append(id)
-                next = try model.forward([id], cache: cache)
-            }
+            let out = try BF16ModelTests.run(model, ids).greedy
             #expect(out == p.greedy_16, "greedy tokens of \(p.text.debugDescription)")
             #expect(tokenizer.decode(out, skipSpecial: false) == p.greedy_text, "greedy text of \(p.text.debugDescription)")
         }
