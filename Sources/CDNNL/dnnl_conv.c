@@ -1,7 +1,7 @@
 // oneDNN direct convolutions, loaded with dlopen (see include/dnnl_conv.h).
 //
-// Kept apart from dnnl_shim.c (the matrix products): this file resolves its own oneDNN functions
-// from the library that `mng_dnnl_load` opened and has its own engine, primitive cache and streams.
+// The library, its engine, the streams and the cache mechanism are dnnl_shim.c's (dnnl_internal.h);
+// this file has its own cache of convolution primitives.
 //
 // A convolution primitive is created with its tensors in `format_tag_any`, so oneDNN picks its
 // blocked layouts (nChw8c / nChw16c and blocked weights, its direct jit kernels); our tensors are
@@ -14,21 +14,13 @@
 // two threads can run one primitive at once.
 #define _GNU_SOURCE
 #include "dnnl_conv.h"
+#include "dnnl_internal.h"
 #include "dnnl_shim.h"
 
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if __has_include(<oneapi/dnnl/dnnl.h>)
-#include <oneapi/dnnl/dnnl.h>
-#define MNG_CONV_HAVE_DNNL_HEADERS 1
-#else
-#define MNG_CONV_HAVE_DNNL_HEADERS 0
-#endif
 
 static long conv_created_count, conv_executed_count;
 
@@ -37,7 +29,7 @@ void mng_dnnl_conv_counters(long *created, long *executed) {
     *executed = __atomic_load_n(&conv_executed_count, __ATOMIC_RELAXED);
 }
 
-#if !MNG_CONV_HAVE_DNNL_HEADERS
+#if !MNG_HAVE_DNNL_HEADERS
 
 int mng_dnnl_conv(int kind, const MngConvShape *shape, int plain, const float *a, const float *b, float *out, float *bias,
                   int threads) {
@@ -45,55 +37,6 @@ int mng_dnnl_conv(int kind, const MngConvShape *shape, int plain, const float *a
 }
 
 #else
-
-#define MNG_CONV_FUNCTIONS(X)                                                                                          \
-    X(dnnl_engine_create)                                                                                              \
-    X(dnnl_stream_create)                                                                                              \
-    X(dnnl_stream_wait)                                                                                                \
-    X(dnnl_memory_desc_init_by_tag)                                                                                    \
-    X(dnnl_memory_desc_equal)                                                                                          \
-    X(dnnl_memory_desc_get_size)                                                                                       \
-    X(dnnl_dilated_convolution_forward_desc_init)                                                                      \
-    X(dnnl_dilated_convolution_backward_data_desc_init)                                                                \
-    X(dnnl_dilated_convolution_backward_weights_desc_init)                                                             \
-    X(dnnl_reorder_primitive_desc_create)                                                                              \
-    X(dnnl_primitive_attr_create)                                                                                      \
-    X(dnnl_primitive_attr_destroy)                                                                                     \
-    X(dnnl_primitive_attr_set_scratchpad_mode)                                                                         \
-    X(dnnl_primitive_desc_create)                                                                                      \
-    X(dnnl_primitive_desc_destroy)                                                                                     \
-    X(dnnl_primitive_desc_query_md)                                                                                    \
-    X(dnnl_primitive_create)                                                                                           \
-    X(dnnl_primitive_destroy)                                                                                          \
-    X(dnnl_primitive_execute)                                                                                          \
-    X(dnnl_memory_create)                                                                                              \
-    X(dnnl_memory_destroy)
-
-#define MNG_DECLARE(name) static __typeof__(&name) c_##name;
-MNG_CONV_FUNCTIONS(MNG_DECLARE)
-#undef MNG_DECLARE
-
-static void (*c_omp_set_num_threads)(int);
-static pthread_once_t conv_once = PTHREAD_ONCE_INIT;
-static int conv_loaded;
-static dnnl_engine_t conv_engine;
-
-static void conv_load(void) {
-    if (!mng_dnnl_load(NULL, 0)) return; // the library, its OpenMP settings and its reason if absent
-    void *library = dlopen("libdnnl.so.2", RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) return;
-#define MNG_RESOLVE(name)                                                                                              \
-    if ((c_##name = (__typeof__(&name))dlsym(library, #name)) == NULL) return;
-    MNG_CONV_FUNCTIONS(MNG_RESOLVE)
-#undef MNG_RESOLVE
-    c_omp_set_num_threads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
-    if (c_omp_set_num_threads == NULL) {
-        void *gomp = dlopen("libgomp.so.1", RTLD_NOW | RTLD_NOLOAD);
-        if (gomp != NULL) c_omp_set_num_threads = (void (*)(int))dlsym(gomp, "omp_set_num_threads");
-    }
-    if (c_dnnl_engine_create(&conv_engine, dnnl_cpu, 0) != dnnl_success) return;
-    conv_loaded = 1;
-}
 
 // ---- The primitive cache ------------------------------------------------------------------------
 
@@ -112,23 +55,20 @@ typedef struct {
 } ConvArg;
 
 typedef struct {
+    MngCached header;
     ConvKey key;
-    int references;
     dnnl_primitive_t primitive;
     ConvArg args[3];
     dnnl_memory_desc_t bias, scratch;
     size_t scratch_size;
 } ConvEntry;
 
-enum { CONV_CACHE_SIZE = 64 };
-static ConvEntry *conv_cache[CONV_CACHE_SIZE];
-static unsigned long conv_cache_next;
-static pthread_mutex_t conv_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+MNG_CACHE(conv_cache, 64);
 
 static dnnl_status_t tagged(dnnl_memory_desc_t *md, int ndims, const dnnl_dim_t *dims, dnnl_format_tag_t tag) {
     dnnl_dims_t d;
     for (int i = 0; i < ndims; i++) d[i] = dims[i];
-    return c_dnnl_memory_desc_init_by_tag(md, ndims, d, dnnl_f32, tag);
+    return mng_p_dnnl_memory_desc_init_by_tag(md, ndims, d, dnnl_f32, tag);
 }
 
 // Our layouts of source [n, c, h, w], weights [o, c/g, kh, kw] (5-D [g, o/g, c/g, kh, kw] with
@@ -154,24 +94,25 @@ static dnnl_status_t prepare_arg(ConvArg *arg, int which, int output, const dnnl
     arg->user = *user;
     arg->inner = *inner;
     arg->reorder = NULL;
-    arg->inner_size = c_dnnl_memory_desc_get_size(inner);
-    if (c_dnnl_memory_desc_equal(user, inner)) return dnnl_success;
+    arg->inner_size = mng_p_dnnl_memory_desc_get_size(inner);
+    if (mng_p_dnnl_memory_desc_equal(user, inner)) return dnnl_success;
     dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t s = output ? c_dnnl_reorder_primitive_desc_create(&pd, inner, conv_engine, user, conv_engine, NULL)
-                             : c_dnnl_reorder_primitive_desc_create(&pd, user, conv_engine, inner, conv_engine, NULL);
-    if (s == dnnl_success) s = c_dnnl_primitive_create(&arg->reorder, pd);
-    if (pd != NULL) c_dnnl_primitive_desc_destroy(pd);
+    dnnl_status_t s = output ? mng_p_dnnl_reorder_primitive_desc_create(&pd, inner, mng_engine, user, mng_engine, NULL)
+                             : mng_p_dnnl_reorder_primitive_desc_create(&pd, user, mng_engine, inner, mng_engine, NULL);
+    if (s == dnnl_success) s = mng_p_dnnl_primitive_create(&arg->reorder, pd);
+    if (pd != NULL) mng_p_dnnl_primitive_desc_destroy(pd);
     return s;
 }
 
-static void destroy_entry(ConvEntry *e) {
-    if (e->primitive != NULL) c_dnnl_primitive_destroy(e->primitive);
+static void destroy_entry(MngCached *header) {
+    ConvEntry *e = (ConvEntry *)header;
+    if (e->primitive != NULL) mng_p_dnnl_primitive_destroy(e->primitive);
     for (int i = 0; i < 3; i++)
-        if (e->args[i].reorder != NULL) c_dnnl_primitive_destroy(e->args[i].reorder);
+        if (e->args[i].reorder != NULL) mng_p_dnnl_primitive_destroy(e->args[i].reorder);
     free(e);
 }
 
-static dnnl_status_t conv_create(const ConvKey *key, ConvEntry *e) {
+static dnnl_status_t conv_fill(const ConvKey *key, ConvEntry *e) {
     const MngConvShape *s = &key->shape;
     dnnl_memory_desc_t src, wei, dst, bias, usrc, uwei, udst, ubias;
     dnnl_status_t st;
@@ -182,51 +123,51 @@ static dnnl_status_t conv_create(const ConvKey *key, ConvEntry *e) {
     dnnl_dims_t pr = {(s->oh - 1) * s->sy + (s->kh - 1) * s->dy + 1 - s->h - s->py, (s->ow - 1) * s->sx + (s->kw - 1) * s->dx + 1 - s->w - s->px};
     int with_bias = s->bias != 0;
     dnnl_convolution_desc_t fwd_desc, desc;
-    st = c_dnnl_dilated_convolution_forward_desc_init(&fwd_desc, dnnl_forward_training, dnnl_convolution_direct, &src, &wei,
+    st = mng_p_dnnl_dilated_convolution_forward_desc_init(&fwd_desc, dnnl_forward_training, dnnl_convolution_direct, &src, &wei,
                                                        with_bias ? &bias : NULL, &dst, strides, dilates, pl, pr);
     if (st != dnnl_success) return st;
     if (key->kind == MNG_CONV_BACKWARD_DATA)
-        st = c_dnnl_dilated_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &src, &wei, &dst, strides, dilates, pl, pr);
+        st = mng_p_dnnl_dilated_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &src, &wei, &dst, strides, dilates, pl, pr);
     else if (key->kind == MNG_CONV_BACKWARD_WEIGHTS)
-        st = c_dnnl_dilated_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src, &wei, with_bias ? &bias : NULL,
+        st = mng_p_dnnl_dilated_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src, &wei, with_bias ? &bias : NULL,
                                                                     &dst, strides, dilates, pl, pr);
     if (st != dnnl_success) return st;
     dnnl_primitive_attr_t attr;
-    if ((st = c_dnnl_primitive_attr_create(&attr)) != dnnl_success) return st;
-    st = c_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if ((st = mng_p_dnnl_primitive_attr_create(&attr)) != dnnl_success) return st;
+    st = mng_p_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     dnnl_primitive_desc_t hint = NULL, pd = NULL;
-    if (st == dnnl_success) st = c_dnnl_primitive_desc_create(&hint, &fwd_desc, attr, conv_engine, NULL);
+    if (st == dnnl_success) st = mng_p_dnnl_primitive_desc_create(&hint, &fwd_desc, attr, mng_engine, NULL);
     if (st == dnnl_success) {
         if (key->kind == MNG_CONV_FORWARD) {
             pd = hint;
             hint = NULL;
         } else {
-            st = c_dnnl_primitive_desc_create(&pd, &desc, attr, conv_engine, hint);
+            st = mng_p_dnnl_primitive_desc_create(&pd, &desc, attr, mng_engine, hint);
         }
     }
     if (st == dnnl_success) {
         const dnnl_memory_desc_t *q_src, *q_wei, *q_dst;
         switch (key->kind) {
         case MNG_CONV_FORWARD:
-            q_src = c_dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-            q_wei = c_dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-            q_dst = c_dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+            q_src = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+            q_wei = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            q_dst = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
             st = prepare_arg(&e->args[0], DNNL_ARG_SRC, 0, &usrc, q_src);
             if (st == dnnl_success) st = prepare_arg(&e->args[1], DNNL_ARG_WEIGHTS, 0, &uwei, q_wei);
             if (st == dnnl_success) st = prepare_arg(&e->args[2], DNNL_ARG_DST, 1, &udst, q_dst);
             break;
         case MNG_CONV_BACKWARD_DATA:
-            q_dst = c_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
-            q_wei = c_dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-            q_src = c_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
+            q_dst = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+            q_wei = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            q_src = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
             st = prepare_arg(&e->args[0], DNNL_ARG_DIFF_DST, 0, &udst, q_dst);
             if (st == dnnl_success) st = prepare_arg(&e->args[1], DNNL_ARG_WEIGHTS, 0, &uwei, q_wei);
             if (st == dnnl_success) st = prepare_arg(&e->args[2], DNNL_ARG_DIFF_SRC, 1, &usrc, q_src);
             break;
         default:
-            q_src = c_dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
-            q_dst = c_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
-            q_wei = c_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+            q_src = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+            q_dst = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+            q_wei = mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
             st = prepare_arg(&e->args[0], DNNL_ARG_SRC, 0, &usrc, q_src);
             if (st == dnnl_success) st = prepare_arg(&e->args[1], DNNL_ARG_DIFF_DST, 0, &udst, q_dst);
             if (st == dnnl_success) st = prepare_arg(&e->args[2], DNNL_ARG_DIFF_WEIGHTS, 1, &uwei, q_wei);
@@ -234,104 +175,68 @@ static dnnl_status_t conv_create(const ConvKey *key, ConvEntry *e) {
     }
     if (st == dnnl_success) {
         e->bias = ubias;
-        e->scratch = *c_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-        e->scratch_size = c_dnnl_memory_desc_get_size(&e->scratch);
-        st = c_dnnl_primitive_create(&e->primitive, pd);
+        e->scratch = *mng_p_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        e->scratch_size = mng_p_dnnl_memory_desc_get_size(&e->scratch);
+        st = mng_p_dnnl_primitive_create(&e->primitive, pd);
     }
-    if (hint != NULL) c_dnnl_primitive_desc_destroy(hint);
-    if (pd != NULL) c_dnnl_primitive_desc_destroy(pd);
-    c_dnnl_primitive_attr_destroy(attr);
+    if (hint != NULL) mng_p_dnnl_primitive_desc_destroy(hint);
+    if (pd != NULL) mng_p_dnnl_primitive_desc_destroy(pd);
+    mng_p_dnnl_primitive_attr_destroy(attr);
     if (st == dnnl_success) __atomic_add_fetch(&conv_created_count, 1, __ATOMIC_RELAXED);
     return st;
 }
 
-static void conv_release_locked(ConvEntry *e) {
-    if (--e->references == 0) destroy_entry(e);
-}
-
-// The cached entry for `key`, with a reference for the caller (release it with `conv_release`).
-static dnnl_status_t conv_lookup(const ConvKey *key, ConvEntry **out) {
-    pthread_mutex_lock(&conv_cache_lock);
-    for (int i = 0; i < CONV_CACHE_SIZE; i++) {
-        if (conv_cache[i] != NULL && memcmp(&conv_cache[i]->key, key, sizeof(ConvKey)) == 0) {
-            conv_cache[i]->references++;
-            *out = conv_cache[i];
-            pthread_mutex_unlock(&conv_cache_lock);
-            return dnnl_success;
-        }
-    }
-    ConvEntry *fresh = calloc(1, sizeof(ConvEntry));
-    if (fresh == NULL) {
-        pthread_mutex_unlock(&conv_cache_lock);
-        return dnnl_out_of_memory;
-    }
-    fresh->key = *key;
-    dnnl_status_t s = conv_create(key, fresh);
+static dnnl_status_t conv_create(const void *key, MngCached **out) {
+    ConvEntry *e = calloc(1, sizeof(ConvEntry));
+    if (e == NULL) return dnnl_out_of_memory;
+    e->key = *(const ConvKey *)key;
+    e->header = (MngCached){.destroy = destroy_entry, .key = &e->key, .key_size = sizeof(ConvKey)};
+    dnnl_status_t s = conv_fill(&e->key, e);
     if (s != dnnl_success) {
-        destroy_entry(fresh);
-        pthread_mutex_unlock(&conv_cache_lock);
+        destroy_entry(&e->header);
         return s;
     }
-    ConvEntry **slot = &conv_cache[conv_cache_next++ % CONV_CACHE_SIZE];
-    if (*slot != NULL) conv_release_locked(*slot);
-    fresh->references = 2;
-    *slot = fresh;
-    *out = fresh;
-    pthread_mutex_unlock(&conv_cache_lock);
+    *out = &e->header;
     return dnnl_success;
-}
-
-static void conv_release(ConvEntry *e) {
-    pthread_mutex_lock(&conv_cache_lock);
-    conv_release_locked(e);
-    pthread_mutex_unlock(&conv_cache_lock);
 }
 
 // ---- Execution -----------------------------------------------------------------------------------
 
-static __thread dnnl_stream_t conv_stream;
-
-static void *aligned(size_t size) {
-    void *p = NULL;
-    if (size == 0) size = 64;
-    return posix_memalign(&p, 64, size) == 0 ? p : NULL;
-}
-
 int mng_dnnl_conv(int kind, const MngConvShape *shape, int plain, const float *a, const float *b, float *out, float *bias,
                   int threads) {
-    pthread_once(&conv_once, conv_load);
-    if (!conv_loaded) return -1;
+    if (!mng_dnnl_load(NULL, 0)) return -1;
     dnnl_status_t s;
-    if (conv_stream == NULL && (s = c_dnnl_stream_create(&conv_stream, conv_engine, dnnl_stream_default_flags)) != dnnl_success)
-        return (int)s;
+    dnnl_stream_t conv_stream = mng_thread_stream(&s);
+    if (conv_stream == NULL) return (int)s;
     ConvKey key;
     memset(&key, 0, sizeof key); // padding bytes too: keys are compared with memcmp
     key.kind = kind;
     key.plain = plain != 0;
     key.shape = *shape;
     key.shape.bias = bias != NULL;
-    ConvEntry *e;
-    if ((s = conv_lookup(&key, &e)) != dnnl_success) return (int)s;
-    if (c_omp_set_num_threads != NULL) c_omp_set_num_threads(threads > 0 ? threads : 1);
+    MngCached *cached;
+    if ((s = mng_cache_lookup(&conv_cache, &key, sizeof key, conv_create, &cached)) != dnnl_success) return (int)s;
+    ConvEntry *e = (ConvEntry *)cached;
+    mng_set_threads(threads);
 
     void *user_data[3] = {(void *)a, (void *)b, out};
     dnnl_memory_t user[3] = {NULL, NULL, NULL}, inner[3] = {NULL, NULL, NULL}, mbias = NULL, mscratch = NULL;
     void *buffers[3] = {NULL, NULL, NULL}, *scratch = NULL;
     s = dnnl_success;
     for (int i = 0; i < 3 && s == dnnl_success; i++) {
-        s = c_dnnl_memory_create(&user[i], &e->args[i].user, conv_engine, user_data[i]);
+        s = mng_p_dnnl_memory_create(&user[i], &e->args[i].user, mng_engine, user_data[i]);
         if (s != dnnl_success || e->args[i].reorder == NULL) continue;
-        if ((buffers[i] = aligned(e->args[i].inner_size)) == NULL) s = dnnl_out_of_memory;
-        if (s == dnnl_success) s = c_dnnl_memory_create(&inner[i], &e->args[i].inner, conv_engine, buffers[i]);
+        if ((buffers[i] = mng_aligned(e->args[i].inner_size)) == NULL) s = dnnl_out_of_memory;
+        if (s == dnnl_success) s = mng_p_dnnl_memory_create(&inner[i], &e->args[i].inner, mng_engine, buffers[i]);
     }
-    if (s == dnnl_success && bias != NULL) s = c_dnnl_memory_create(&mbias, &e->bias, conv_engine, bias);
-    if (s == dnnl_success && (scratch = aligned(e->scratch_size)) == NULL) s = dnnl_out_of_memory;
-    if (s == dnnl_success) s = c_dnnl_memory_create(&mscratch, &e->scratch, conv_engine, scratch);
+    if (s == dnnl_success && bias != NULL) s = mng_p_dnnl_memory_create(&mbias, &e->bias, mng_engine, bias);
+    if (s == dnnl_success && (scratch = mng_aligned(e->scratch_size)) == NULL) s = dnnl_out_of_memory;
+    if (s == dnnl_success) s = mng_p_dnnl_memory_create(&mscratch, &e->scratch, mng_engine, scratch);
     // Inputs into the primitive's layouts.
     for (int i = 0; i < 3 && s == dnnl_success; i++) {
         if (e->args[i].reorder == NULL || e->args[i].output) continue;
         dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, user[i]}, {DNNL_ARG_TO, inner[i]}};
-        s = c_dnnl_primitive_execute(e->args[i].reorder, conv_stream, 2, r);
+        s = mng_p_dnnl_primitive_execute(e->args[i].reorder, conv_stream, 2, r);
     }
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[5];
@@ -339,25 +244,25 @@ int mng_dnnl_conv(int kind, const MngConvShape *shape, int plain, const float *a
         for (int i = 0; i < 3; i++) args[count++] = (dnnl_exec_arg_t){e->args[i].arg, inner[i] != NULL ? inner[i] : user[i]};
         if (mbias != NULL) args[count++] = (dnnl_exec_arg_t){kind == MNG_CONV_FORWARD ? DNNL_ARG_BIAS : DNNL_ARG_DIFF_BIAS, mbias};
         args[count++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mscratch};
-        s = c_dnnl_primitive_execute(e->primitive, conv_stream, count, args);
+        s = mng_p_dnnl_primitive_execute(e->primitive, conv_stream, count, args);
     }
     // The output back into ours.
     for (int i = 0; i < 3 && s == dnnl_success; i++) {
         if (e->args[i].reorder == NULL || !e->args[i].output) continue;
         dnnl_exec_arg_t r[2] = {{DNNL_ARG_FROM, inner[i]}, {DNNL_ARG_TO, user[i]}};
-        s = c_dnnl_primitive_execute(e->args[i].reorder, conv_stream, 2, r);
+        s = mng_p_dnnl_primitive_execute(e->args[i].reorder, conv_stream, 2, r);
     }
-    if (s == dnnl_success) s = c_dnnl_stream_wait(conv_stream);
+    if (s == dnnl_success) s = mng_p_dnnl_stream_wait(conv_stream);
     if (s == dnnl_success) __atomic_add_fetch(&conv_executed_count, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < 3; i++) {
-        if (user[i]) c_dnnl_memory_destroy(user[i]);
-        if (inner[i]) c_dnnl_memory_destroy(inner[i]);
+        if (user[i]) mng_p_dnnl_memory_destroy(user[i]);
+        if (inner[i]) mng_p_dnnl_memory_destroy(inner[i]);
         free(buffers[i]);
     }
-    if (mbias) c_dnnl_memory_destroy(mbias);
-    if (mscratch) c_dnnl_memory_destroy(mscratch);
+    if (mbias) mng_p_dnnl_memory_destroy(mbias);
+    if (mscratch) mng_p_dnnl_memory_destroy(mscratch);
     free(scratch);
-    conv_release(e);
+    mng_cache_release(&conv_cache, cached);
     return (int)s;
 }
 

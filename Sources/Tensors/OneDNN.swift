@@ -42,6 +42,10 @@ public struct OneDNNBackend: GEMMBackend {
         return (created, executed)
     }
 
+    /// Products run through oneDNN by the calling thread (tests count a model's calls with it while
+    /// other threads run their own).
+    public static var threadExecuted: Int { mng_dnnl_thread_executed() }
+
     public func takes(m: Int, n: Int, k: Int) -> Bool {
         let (mn, o1) = m.multipliedReportingOverflow(by: n)
         let (mnk, o2) = mn.multipliedReportingOverflow(by: k)

@@ -85,6 +85,11 @@ extension Kernels {
         }
     }
 
+    /// out[i] = x[i] rounded to bfloat16 (nearest, ties to even) for i < count.
+    public static func roundBF16(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<UInt16>, count: Int) {
+        if count > 0 { mng_round_bf16(x, out, count) }
+    }
+
     /// y = x·Wᵀ + bias (or, with `accumulate`, y += x·Wᵀ + bias) for a weight W [out, in] already
     /// in bfloat16 (`Tensor.converted(to: .bfloat16)`); x is rounded per call. One row: our own
     /// AVX-512 BF16 matrix–vector product (`mng_bf16_gemv`); more: oneDNN's bf16 matmul; both with
@@ -94,6 +99,13 @@ extension Kernels {
         outFeatures: Int, accumulate: Bool = false, into y: UnsafeMutablePointer<Float>
     ) {
         guard rows > 0, outFeatures > 0 else { return }
+        if rows > 1, inFeatures > 0,
+            linearBF16(
+                UnsafeRawPointer(x), sourceBF16: false, rows: rows, inFeatures: inFeatures, weight: weight, bias: bias, outFeatures: outFeatures,
+                accumulate: accumulate, into: UnsafeMutableRawPointer(y))
+        {
+            return
+        }
         if let bias {
             for r in 0..<rows {
                 let row = y + r * outFeatures
@@ -115,16 +127,79 @@ extension Kernels {
             }
             return
         }
-        if inFeatures > 0,
-            mng_dnnl_linear_bf16(rows, outFeatures, inFeatures, x, inFeatures, weight, beta, y, outFeatures, openblas_get_num_threads()) == 0
-        {
-            return
-        }
         let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, outFeatures * inFeatures))
         defer { wide.deallocate() }
         for i in 0..<(outFeatures * inFeatures) { wide[i] = Float(bitPattern: UInt32(weight[i]) << 16) }
         GEMM.sgemm(
             transposeB: true, m: rows, n: outFeatures, k: inFeatures, a: x, lda: inFeatures, b: wide, ldb: inFeatures, beta: beta, c: y,
             ldc: outFeatures)
+    }
+
+    /// One operand of `stridedProduct`: its dimensions (up to two batch dimensions, then rows ×
+    /// columns) and strides in elements, and whether it is bfloat16 (otherwise fp32).
+    public struct StridedOperand: Sendable {
+        public var dims: [Int], strides: [Int], bf16: Bool
+        public init(dims: [Int], strides: [Int], bf16: Bool) { (self.dims, self.strides, self.bf16) = (dims, strides, bf16) }
+    }
+
+    /// C = alpha · A · B over strided (batched) operands in one oneDNN matmul (`mng_dnnl_matmul`):
+    /// e.g. every head of an attention read in place from the packed qkv rows. A and B both bfloat16
+    /// (fp32 accumulation) or both fp32. False when oneDNN cannot run it (nothing written then).
+    public static func stridedProduct(
+        _ a: StridedOperand, _ ap: UnsafeRawPointer, _ b: StridedOperand, _ bp: UnsafeRawPointer, _ c: StridedOperand,
+        _ cp: UnsafeMutableRawPointer, alpha: Float = 1
+    ) -> Bool {
+        let nd = a.dims.count
+        guard (2...4).contains(nd), [a.strides, b.dims, b.strides, c.dims, c.strides].allSatisfy({ $0.count == nd }) else { return false }
+        var spec = MngMatmul()
+        spec.ndims = Int32(nd)
+        func fill<T>(_ tuple: inout T, _ values: [Int]) {
+            withUnsafeMutableBytes(of: &tuple) { raw in
+                for (i, v) in values.enumerated() { raw.storeBytes(of: v, toByteOffset: i * MemoryLayout<Int>.stride, as: Int.self) }
+            }
+        }
+        fill(&spec.a_dims, a.dims)
+        fill(&spec.a_strides, a.strides)
+        fill(&spec.b_dims, b.dims)
+        fill(&spec.b_strides, b.strides)
+        fill(&spec.c_dims, c.dims)
+        fill(&spec.c_strides, c.strides)
+        (spec.a_bf16, spec.b_bf16, spec.c_bf16) = (a.bf16 ? 1 : 0, b.bf16 ? 1 : 0, c.bf16 ? 1 : 0)
+        spec.alpha = alpha
+        return mng_dnnl_matmul(&spec, ap, bp, cp, openblas_get_num_threads()) == 0
+    }
+
+    /// An activation fused into `linearBF16`'s product (oneDNN post-operations).
+    public enum FusedActivation: Equatable, Sendable {
+        case none
+        /// GELU, the erf form (torch's default `nn.GELU()`).
+        case gelu
+        /// x·σ(1.702·x), CLIP's quick GELU.
+        case quickGELU
+    }
+
+    /// y = act(x·Wᵀ + bias) (or y += …) in one oneDNN bf16 product, for a weight W [out, in] in
+    /// bfloat16: x is fp32 (rounded per call) or, with `sourceBF16`, already bfloat16; y is fp32 or,
+    /// with `outputBF16`, bfloat16 (the next product's input, never rounded again). The bias, the
+    /// activation and the accumulation are post-operations of the product: no pass over y of ours.
+    /// False when oneDNN cannot run it (no library, no bf16 CPU, a bf16 output with `accumulate`);
+    /// the caller then takes the unfused path.
+    public static func linearBF16(
+        _ x: UnsafeRawPointer, sourceBF16: Bool, rows: Int, inFeatures: Int, weight: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
+        outFeatures: Int, activation: FusedActivation = .none, accumulate: Bool = false, outputBF16: Bool = false,
+        into y: UnsafeMutableRawPointer
+    ) -> Bool {
+        guard rows > 0, inFeatures > 0, outFeatures > 0, !(accumulate && outputBF16) else { return false }
+        var spec = MngLinear()
+        (spec.m, spec.n, spec.k, spec.lda, spec.ldc) = (rows, outFeatures, inFeatures, inFeatures, outFeatures)
+        spec.a_bf16 = sourceBF16 ? 1 : 0
+        spec.c_bf16 = outputBF16 ? 1 : 0
+        spec.accumulate = accumulate ? 1 : 0
+        switch activation {
+        case .none: spec.activation = Int32(MNG_ACTIVATION_NONE)
+        case .gelu: spec.activation = Int32(MNG_ACTIVATION_GELU_ERF)
+        case .quickGELU: (spec.activation, spec.alpha) = (Int32(MNG_ACTIVATION_SWISH), 1.702)
+        }
+        return mng_dnnl_linear(&spec, x, weight, bias, y, openblas_get_num_threads()) == 0
     }
 }

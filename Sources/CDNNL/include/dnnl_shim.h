@@ -29,16 +29,48 @@ int mng_dnnl_has_bf16(void);
 int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                    const float *b, long ldb, float beta, float *c, long ldc, int threads);
 
-/// C[m×n] = A[m×k] · Wᵀ + beta · C for a weight W [n×k] already in bfloat16 (a linear layer's,
-/// rounded once by `mng_round_bf16`); A (fp32) is rounded per call. Returns 0 on success.
-int mng_dnnl_linear_bf16(long m, long n, long k, const float *a, long lda, const unsigned short *w, float beta, float *c,
-                         long ldc, int threads);
+/// What `mng_dnnl_linear` applies to A·Wᵀ + bias: nothing, GELU (the erf form), or x·σ(α·x) (swish;
+/// CLIP's quick GELU is α = 1.702).
+enum { MNG_ACTIVATION_NONE = 0, MNG_ACTIVATION_GELU_ERF = 1, MNG_ACTIVATION_SWISH = 2 };
+
+/// One linear layer's product: C [m×n] = act(A [m×k] · Wᵀ + bias) for a weight W [n×k] already in
+/// bfloat16 (rounded once by `mng_round_bf16`), with fp32 accumulation.
+typedef struct {
+    long m, n, k;
+    long lda, ldc;  // leading dimensions of A and C, in elements
+    int a_bf16;     // A is bfloat16; otherwise fp32, rounded to bfloat16 per call
+    int c_bf16;     // C is written in bfloat16; otherwise fp32
+    int accumulate; // C += act(A·Wᵀ + bias) (fp32 C only)
+    int activation; // MNG_ACTIVATION_*
+    float alpha;    // the swish's α
+} MngLinear;
+
+/// Runs `spec` on `threads` threads; `bias` [n] fp32 may be NULL. The bias, the activation and the
+/// accumulation are oneDNN post-operations of the one product (no pass of ours over C). Primitives are
+/// cached by shape. Returns 0 on success, otherwise a oneDNN status or -1 (the caller falls back).
+int mng_dnnl_linear(const MngLinear *spec, const void *a, const unsigned short *w, const float *bias, void *c, int threads);
+
+/// A (batched) product over strided operands: C = alpha · A · B with A [..., m×k], B [..., k×n], C
+/// [..., m×n]; `ndims` 2 to 4 (the leading ones batch dimensions, broadcast where a size is 1), every
+/// stride in elements (any layout: a transposed or interleaved operand is its strides). A and B both
+/// bfloat16 (fp32 accumulation) or both fp32; C fp32 or bfloat16. One call for, e.g., every
+/// (image, head) pair of an attention. Returns 0 on success.
+typedef struct {
+    int ndims;
+    long a_dims[4], a_strides[4], b_dims[4], b_strides[4], c_dims[4], c_strides[4];
+    int a_bf16, b_bf16, c_bf16;
+    float alpha;
+} MngMatmul;
+int mng_dnnl_matmul(const MngMatmul *spec, const void *a, const void *b, void *c, int threads);
 
 /// out[i] = x[i] rounded to bfloat16 (to nearest, ties to even; NaN stays NaN). Needs no oneDNN.
 void mng_round_bf16(const float *x, unsigned short *out, long count);
 
 /// Primitives created so far (cache misses) and products run, for the benchmarks and tests.
 void mng_dnnl_counters(long *created, long *executed);
+
+/// Products (matmul primitives) the calling thread has run.
+long mng_dnnl_thread_executed(void);
 
 #ifdef __cplusplus
 }
