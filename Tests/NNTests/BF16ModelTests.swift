@@ -123,6 +123,37 @@ import Testing
         #expect(sampleError <= 1e-2, "bf16 sample relative error \(sampleError)")
     }
 
+    // MARK: timm ViT
+
+    /// dinov2-tiny (timm 1.0.31: register tokens, layer scale, no_embed_class): the fast path in bf16
+    /// runs the fused transformer products (6 oneDNN calls a block on this thread), and the class
+    /// token keeps cosine ≥ 0.999 with timm's while differing from fp32's.
+    @Test(.enabled(if: GEMM.bf16Unavailable() == nil)) func timmViTTokens() throws {
+        let folder = TestPaths.fixtures + "/dinov2-tiny"
+        let checkpoint = try SafeTensorsCheckpoint(path: folder + "/model.safetensors")
+        let config = try ViTConfig.timm(configPath: folder + "/config.json", checkpoint: checkpoint)
+        let model = try ViT(config: config, checkpoint: checkpoint)
+        model.isTraining = false
+        let input = try NPY.read(path: folder + "/input.npy")
+        let fp32 = try model.forward(input)
+        let before = OneDNNBackend.threadExecuted
+        let bf16 = try GEMM.withPrecision(.bf16) { try model.forward(input) }
+        #expect(OneDNNBackend.threadExecuted - before >= 6 * config.depth)
+        func cosines(_ a: [Float], _ b: [Float], width d: Int) -> [Float] {
+            stride(from: 0, to: a.count, by: d).map { r in
+                let x = a[r..<(r + d)], y = b[r..<(r + d)]
+                let dot = zip(x, y).map { $0 * $1 }.reduce(0, +)
+                return dot / (x.map { $0 * $0 }.reduce(0, +).squareRoot() * y.map { $0 * $0 }.reduce(0, +).squareRoot())
+            }
+        }
+        let d = config.width
+        let cls = try bf16.pooled.scalars(as: Float.self)
+        let timmCLS: [Float] = try NPY.read(path: folder + "/cls.npy").scalars()
+        let cosine = cosines(cls, timmCLS, width: d).min()!
+        #expect(cls.count == timmCLS.count && cosine >= 0.999, "cosine \(cosine)")
+        #expect(try fp32.pooled.scalars(as: Float.self) != cls, "bf16 class token equals fp32's")
+    }
+
     // MARK: SAM 2
 
     /// sam2-tiny's video predictor (sam2 1.1.0, make_tracker_fixture.py): a mask on frame 0, frames
