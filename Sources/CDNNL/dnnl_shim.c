@@ -43,7 +43,7 @@ int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, flo
                    const float *b, long ldb, float beta, float *c, long ldc, int threads) {
     return -1;
 }
-int mng_dnnl_linear(const MngLinear *spec, const void *a, const unsigned short *w, const float *bias, void *c, int threads) {
+int mng_dnnl_linear(const MngLinear *spec, const void *a, const void *w, const float *bias, void *c, int threads) {
     return -1;
 }
 int mng_dnnl_matmul(const MngMatmul *spec, const void *a, const void *b, void *c, int threads) { return -1; }
@@ -367,18 +367,20 @@ int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, flo
     return status;
 }
 
-int mng_dnnl_linear(const MngLinear *spec, const void *a, const unsigned short *w, const float *bias, void *c, int threads) {
+int mng_dnnl_linear(const MngLinear *spec, const void *a, const void *w, const float *bias, void *c, int threads) {
     if (!mng_dnnl_load(NULL, 0)) return -1;
     if (spec->accumulate && spec->c_bf16) return -1;
-    Key key = blank_key(2, 1, 1, spec->c_bf16); // A reaches the primitive in bf16 either way
-    plain_operand(key.a_dims, key.a_strides, spec->m, spec->k, spec->a_bf16 ? spec->lda : spec->k, 0);
+    if (spec->fp32 && (spec->a_bf16 || spec->c_bf16)) return -1;
+    int bf16 = !spec->fp32;
+    Key key = blank_key(2, bf16, bf16, spec->c_bf16); // a bf16 A reaches the primitive rounded here if need be
+    plain_operand(key.a_dims, key.a_strides, spec->m, spec->k, spec->a_bf16 || !bf16 ? spec->lda : spec->k, 0);
     plain_operand(key.b_dims, key.b_strides, spec->k, spec->n, spec->k, 1);
     plain_operand(key.c_dims, key.c_strides, spec->m, spec->n, spec->ldc, 0);
     key.bias = bias != NULL;
     key.activation = spec->activation;
     key.act_alpha = spec->activation == MNG_ACTIVATION_SWISH ? spec->alpha : 0;
     key.beta = spec->accumulate ? 1 : 0;
-    if (spec->a_bf16) return execute(&key, a, w, bias, c, threads);
+    if (spec->a_bf16 || !bf16) return execute(&key, a, w, bias, c, threads);
     uint16_t *a16 = malloc(sizeof(uint16_t) * (size_t)(spec->m * spec->k));
     if (a16 == NULL) return (int)dnnl_out_of_memory;
     round_rows(a, spec->m, spec->k, spec->lda, a16);

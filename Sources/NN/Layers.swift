@@ -54,21 +54,21 @@ public final class Linear: Module {
         }
     }
 
-    /// y = act(x·Wᵀ + b) (or y += …) as one fused oneDNN bf16 product (`Kernels.linearBF16`): the
-    /// weight rounded once, x fp32 or (`sourceBF16`) bfloat16, y fp32 or (`outputBF16`) bfloat16.
-    /// False when the fused product cannot run; nothing is written then.
-    public func fusedBF16(
-        _ x: UnsafeRawPointer, sourceBF16: Bool, rows: Int, activation: Kernels.FusedActivation = .none, accumulate: Bool = false,
-        outputBF16: Bool = false, into y: UnsafeMutableRawPointer
+    /// y = act(x·Wᵀ + b) (or y += …) as one fused oneDNN product (`Kernels.fusedLinear`). In bf16
+    /// the weight is rounded once, x is fp32 or (`sourceBF16`) bfloat16 and y fp32 or (`outputBF16`)
+    /// bfloat16; otherwise all fp32. False when the fused product cannot run; nothing is written then.
+    public func fused(
+        _ x: UnsafeRawPointer, bf16: Bool, sourceBF16: Bool = false, rows: Int, activation: Kernels.FusedActivation = .none,
+        accumulate: Bool = false, outputBF16: Bool = false, into y: UnsafeMutableRawPointer
     ) throws -> Bool {
         let (outF, inF) = (weight.shape[0], weight.shape[1])
         let b = try bias.map { try $0.value.converted(to: .float32) }
-        let w16 = try weight.bf16Value()
-        return try w16.withUnsafeBytes { raw in
+        let w = bf16 ? try weight.bf16Value() : try weight.value.converted(to: .float32)
+        return try w.withUnsafeBytes { raw in
             try withFloatsIfPresent(b) { bp in
-                Kernels.linearBF16(
-                    x, sourceBF16: sourceBF16, rows: rows, inFeatures: inF, weight: raw.bindMemory(to: UInt16.self).baseAddress!, bias: bp,
-                    outFeatures: outF, activation: activation, accumulate: accumulate, outputBF16: outputBF16, into: y)
+                Kernels.fusedLinear(
+                    x, sourceBF16: sourceBF16, rows: rows, inFeatures: inF, weight: raw.baseAddress!, bf16: bf16, bias: bp, outFeatures: outF,
+                    activation: activation, accumulate: accumulate, outputBF16: outputBF16, into: y)
             }
         }
     }

@@ -112,9 +112,11 @@ public struct TransformerStack {
 
     /// Runs every block in place on x [n, t, width]. With `causal`, token i attends to tokens ≤ i.
     /// `observe(i, x)` sees the input of block i (for taps such as Grad-CAM's target layer).
+    /// `oneDNN`: whether the blocks run as fused oneDNN products (`fusedAttention`, `fusedMLP`) —
+    /// nil: in bf16 precision, or in fp32 when oneDNN is the GEMM backend.
     /// Throws when a block has an attention `scoreTransform` (only the differentiable path applies it).
     public func forward(
-        _ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false,
+        _ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false, oneDNN: Bool? = nil,
         observe: ((Int, [Float]) -> Void)? = nil
     ) throws {
         guard let first = blocks.first else { return }
@@ -122,6 +124,7 @@ public struct TransformerStack {
             throw TensorError("an attention scoreTransform is set: the no-grad fast path does not apply it (use the differentiable forward)")
         }
         var ws = Workspace(rows: n * t, width: first.attention.width, hidden: first.fc1.weight.shape[0], tokens: t)
+        ws.fused = n * t > 1 ? Self.fusedMode(oneDNN: oneDNN) : nil
         for (i, block) in blocks.enumerated() {
             observe?(i, x)
             try apply(block, to: &x, batch: n, tokens: t, causal: causal, workspace: &ws)
@@ -132,11 +135,13 @@ public struct TransformerStack {
     /// (fresh multi-megabyte arrays per block cost page faults and clearing).
     struct Workspace {
         var y, qkv, attended, mid, scores: [Float]
-        /// The fused bf16 path's buffers (sized on first use): the packed qkv rows, the heads'
-        /// outputs and the MLP's hidden activations in bfloat16, and a group of images' attention
-        /// scores (fp32) and probabilities (bfloat16).
-        var qkv16: [UInt16] = [], attended16: [UInt16] = [], mid16: [UInt16] = []
+        /// The fused oneDNN path's buffers (sized on first use): the packed qkv rows, the heads'
+        /// outputs and the MLP's hidden activations (bfloat16 in their first half in bf16), and a
+        /// group of images' attention scores (fp32) and, in bf16, probabilities.
+        var fusedQKV: [Float] = [], fusedAttended: [Float] = [], fusedMid: [Float] = []
         var headScores: [Float] = [], probs16: [UInt16] = []
+        /// Whether (and in which precision) the blocks run fused.
+        var fused: FusedMode? = nil
         /// The thread count `scores` was sized for (one t×t block per thread).
         var threads = 1
         init(rows: Int, width d: Int, hidden: Int, tokens t: Int) {
@@ -160,7 +165,7 @@ public struct TransformerStack {
                 Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: eps, into: &ws.y)
             }
         }
-        if GEMM.precision == .bf16, rows > 1, try fusedAttention(bk, batch: n, tokens: t, causal: causal, x: &x, workspace: &ws) {
+        if let mode = ws.fused, try fusedAttention(bk, mode: mode, batch: n, tokens: t, causal: causal, x: &x, workspace: &ws) {
             try mlp(bk, rows: rows, width: d, hidden: hidden, x: &x, workspace: &ws)
             return
         }
@@ -208,7 +213,7 @@ public struct TransformerStack {
                 Kernels.layerNorm(x, rows: rows, width: d, gamma: w, beta: b, eps: bk.norm2.eps, into: &ws.y)
             }
         }
-        if GEMM.precision == .bf16, rows > 1, try fusedMLP(bk, rows: rows, width: d, hidden: hidden, x: &x, workspace: &ws) { return }
+        if let mode = ws.fused, try fusedMLP(bk, mode: mode, rows: rows, width: d, hidden: hidden, x: &x, workspace: &ws) { return }
         var mid = ws.mid
         ws.mid = []
         defer { ws.mid = mid }
@@ -220,117 +225,125 @@ public struct TransformerStack {
         try residual(mid, rows: rows, width: d, inFeatures: hidden, layer: bk.fc2, gain: bk.layerScale2, into: &x, scratch: &ws.y)
     }
 
-    /// The attention of a block in bf16, each step one oneDNN call: the qkv rows come out of their
-    /// product in bfloat16 with the bias added; the scores of every (image, head) pair are one
-    /// batched product reading the heads in place (fp32, scaled by 1/√d_head); softmax in fp32, the
-    /// probabilities rounded once; their product with the values lands in bfloat16 in the heads'
-    /// columns; the output projection adds into x. Images go through in groups whose scores fit in
-    /// 2²² floats. False when oneDNN cannot fuse the first product (nothing written then).
-    func fusedAttention(_ bk: TransformerBlock, batch n: Int, tokens t: Int, causal: Bool, x: inout [Float], workspace ws: inout Workspace) throws -> Bool {
+    /// Which fused oneDNN path the blocks take: bf16 inference, fp32 (asked for, or oneDNN is the
+    /// GEMM backend), or none (OpenBLAS and our kernels).
+    static func fusedMode(oneDNN: Bool?) -> FusedMode? {
+        if oneDNN == false { return nil }
+        if GEMM.precision == .bf16 { return .bf16 }
+        return oneDNN == true || GEMM.backend is OneDNNBackend ? .fp32 : nil
+    }
+    enum FusedMode { case bf16, fp32 }
+
+    /// The attention of a block as oneDNN calls: the qkv rows come out of their product with the
+    /// bias added (in bf16: already bfloat16); the scores of every (image, head) pair are one batched
+    /// product reading the heads in place (fp32, scaled by 1/√d_head); softmax in fp32 (in bf16 the
+    /// probabilities rounded once); their product with the values lands in the heads' columns; the
+    /// output projection adds into x. Images go through in groups whose scores fit in 2²² floats.
+    /// False when oneDNN cannot run the first product (nothing written then).
+    func fusedAttention(
+        _ bk: TransformerBlock, mode: FusedMode, batch n: Int, tokens t: Int, causal: Bool, x: inout [Float], workspace ws: inout Workspace
+    ) throws -> Bool {
         guard let qkvLayer = bk.attention.qkv else { return false }
         let heads = bk.attention.heads, d = bk.attention.width, hd = d / heads, rows = n * t
-        if ws.qkv16.count < rows * 3 * d { ws.qkv16 = [UInt16](repeating: 0, count: rows * 3 * d) }
-        if ws.attended16.count < rows * d { ws.attended16 = [UInt16](repeating: 0, count: rows * d) }
+        let bf16 = mode == .bf16
+        // The intermediates live in Float arrays; in bf16 each holds bfloat16 values in its first half.
+        if ws.fusedQKV.count < rows * 3 * d { ws.fusedQKV = [Float](repeating: 0, count: rows * 3 * d) }
+        if ws.fusedAttended.count < rows * d { ws.fusedAttended = [Float](repeating: 0, count: rows * d) }
         let fused = try ws.y.withUnsafeBufferPointer { yp in
-            try ws.qkv16.withUnsafeMutableBufferPointer { qp in
-                try qkvLayer.fusedBF16(
-                    UnsafeRawPointer(yp.baseAddress!), sourceBF16: false, rows: rows, outputBF16: true, into: UnsafeMutableRawPointer(qp.baseAddress!))
+            try ws.fusedQKV.withUnsafeMutableBytes { qp in
+                try qkvLayer.fused(UnsafeRawPointer(yp.baseAddress!), bf16: bf16, rows: rows, outputBF16: bf16, into: qp.baseAddress!)
             }
         }
         guard fused else { return false }
         let group = max(1, min(n, (1 << 22) / max(1, heads * t * t)))
         let perGroup = group * heads * t * t
         if ws.headScores.count < perGroup { ws.headScores = [Float](repeating: 0, count: perGroup) }
-        if ws.probs16.count < perGroup { ws.probs16 = [UInt16](repeating: 0, count: perGroup) }
+        if bf16 && ws.probs16.count < perGroup { ws.probs16 = [UInt16](repeating: 0, count: perGroup) }
         let scale = 1 / Float(hd).squareRoot()
-        let bf16 = MemoryLayout<UInt16>.stride
+        let size = bf16 ? 2 : 4
         for first in stride(from: 0, to: n, by: group) {
             let g = min(group, n - first)
             // Q [g, heads, t, hd] and V alike: rows of 3d, a head's columns at h·hd; Kᵀ [g, heads, hd, t].
-            let q = Kernels.StridedOperand(dims: [g, heads, t, hd], strides: [t * 3 * d, hd, 3 * d, 1], bf16: true)
-            let kT = Kernels.StridedOperand(dims: [g, heads, hd, t], strides: [t * 3 * d, hd, 1, 3 * d], bf16: true)
+            let q = Kernels.StridedOperand(dims: [g, heads, t, hd], strides: [t * 3 * d, hd, 3 * d, 1], bf16: bf16)
+            let kT = Kernels.StridedOperand(dims: [g, heads, hd, t], strides: [t * 3 * d, hd, 1, 3 * d], bf16: bf16)
             let scores = Kernels.StridedOperand(dims: [g, heads, t, t], strides: [heads * t * t, t * t, t, 1], bf16: false)
-            let probs = Kernels.StridedOperand(dims: [g, heads, t, t], strides: [heads * t * t, t * t, t, 1], bf16: true)
-            let out = Kernels.StridedOperand(dims: [g, heads, t, hd], strides: [t * d, hd, d, 1], bf16: true)
-            let ok = ws.qkv16.withUnsafeBufferPointer { qp in
+            let probs = Kernels.StridedOperand(dims: [g, heads, t, t], strides: [heads * t * t, t * t, t, 1], bf16: bf16)
+            let out = Kernels.StridedOperand(dims: [g, heads, t, hd], strides: [t * d, hd, d, 1], bf16: bf16)
+            let ok = ws.fusedQKV.withUnsafeBytes { qp in
                 ws.headScores.withUnsafeMutableBufferPointer { sp in
                     ws.probs16.withUnsafeMutableBufferPointer { pp in
-                        ws.attended16.withUnsafeMutableBufferPointer { op in
-                            let base = UnsafeRawPointer(qp.baseAddress! + first * t * 3 * d)
-                            guard Kernels.stridedProduct(q, base, kT, base + d * bf16, scores, UnsafeMutableRawPointer(sp.baseAddress!), alpha: scale)
+                        ws.fusedAttended.withUnsafeMutableBytes { op in
+                            let base = qp.baseAddress! + first * t * 3 * d * size
+                            guard Kernels.stridedProduct(q, base, kT, base + d * size, scores, UnsafeMutableRawPointer(sp.baseAddress!), alpha: scale)
                             else { return false }
-                            let box = UncheckedBox((sp.baseAddress!, pp.baseAddress!))
+                            let box = UncheckedBox((sp.baseAddress!, bf16 ? pp.baseAddress : nil))
                             Parallel.chunks(g * heads, grain: 1) { blocks in
                                 let (s, p) = box.value
                                 for block in blocks {
                                     let sb = s + block * t * t
                                     if causal { for r in 0..<t { for col in (r + 1)..<max(t, r + 1) { sb[r * t + col] = -.infinity } } }
                                     Kernels.softmaxRows(sb, rows: t, width: t)
-                                    Kernels.roundBF16(sb, into: p + block * t * t, count: t * t)
+                                    if let p { Kernels.roundBF16(sb, into: p + block * t * t, count: t * t) }
                                 }
                             }
-                            return Kernels.stridedProduct(
-                                probs, UnsafeRawPointer(pp.baseAddress!), q, base + 2 * d * bf16, out,
-                                UnsafeMutableRawPointer(op.baseAddress! + first * t * d))
+                            let probabilities = bf16 ? UnsafeRawPointer(pp.baseAddress!) : UnsafeRawPointer(sp.baseAddress!)
+                            return Kernels.stridedProduct(probs, probabilities, q, base + 2 * d * size, out, op.baseAddress! + first * t * d * size)
                         }
                     }
                 }
             }
-            guard ok else { throw TensorError("oneDNN ran the qkv product in bf16 but not the attention products (\(g)×\(heads) heads of \(t) tokens)") }
+            guard ok else { throw TensorError("oneDNN ran the qkv product but not the attention products (\(g)×\(heads) heads of \(t) tokens)") }
         }
-        let done = try ws.attended16.withUnsafeBufferPointer { ap -> Bool in
-            let source = UnsafeRawPointer(ap.baseAddress!)
+        let done = try ws.fusedAttended.withUnsafeBytes { ap -> Bool in
+            let source = ap.baseAddress!
             guard bk.layerScale1 == nil else {
                 return try ws.y.withUnsafeMutableBufferPointer { sp in
-                    try bk.attention.out.fusedBF16(source, sourceBF16: true, rows: rows, into: UnsafeMutableRawPointer(sp.baseAddress!))
+                    try bk.attention.out.fused(source, bf16: bf16, sourceBF16: bf16, rows: rows, into: UnsafeMutableRawPointer(sp.baseAddress!))
                 }
             }
             return try x.withUnsafeMutableBufferPointer { xp in
-                try bk.attention.out.fusedBF16(source, sourceBF16: true, rows: rows, accumulate: true, into: UnsafeMutableRawPointer(xp.baseAddress!))
+                try bk.attention.out.fused(source, bf16: bf16, sourceBF16: bf16, rows: rows, accumulate: true, into: UnsafeMutableRawPointer(xp.baseAddress!))
             }
         }
-        guard done else { throw TensorError("oneDNN ran the attention in bf16 but not its output projection (\(rows) rows)") }
-        if let gain = bk.layerScale1 {
-            try gain.value.withFloats { gp in
-                for r in 0..<rows { for j in 0..<d { x[r * d + j] += gp[j] * ws.y[r * d + j] } }
-            }
-        }
+        guard done else { throw TensorError("oneDNN ran the attention but not its output projection (\(rows) rows)") }
+        if let gain = bk.layerScale1 { try addScaled(gain, ws.y, rows: rows, width: d, into: &x) }
         return true
     }
 
-    /// The MLP of a block in bf16 as two fused oneDNN products: the hidden activations come out of
-    /// the first product already activated and in bfloat16 (no pass over them of ours, and never
-    /// rounded again), and the second adds its product into x. False when oneDNN cannot fuse
-    /// (nothing written then).
-    func fusedMLP(_ bk: TransformerBlock, rows: Int, width d: Int, hidden: Int, x: inout [Float], workspace ws: inout Workspace) throws -> Bool {
-        if ws.mid16.count < rows * hidden { ws.mid16 = [UInt16](repeating: 0, count: rows * hidden) }
+    /// The MLP of a block as two fused oneDNN products: the hidden activations come out of the first
+    /// product already activated (in bf16: already bfloat16, never rounded again), and the second
+    /// adds its product into x. False when oneDNN cannot run the first (nothing written then).
+    func fusedMLP(_ bk: TransformerBlock, mode: FusedMode, rows: Int, width d: Int, hidden: Int, x: inout [Float], workspace ws: inout Workspace) throws -> Bool {
+        let bf16 = mode == .bf16
+        if ws.fusedMid.count < rows * hidden { ws.fusedMid = [Float](repeating: 0, count: rows * hidden) }
         let act: Kernels.FusedActivation = bk.activation == .gelu ? .gelu : .quickGELU
         let fused = try ws.y.withUnsafeBufferPointer { yp in
-            try ws.mid16.withUnsafeMutableBufferPointer { mp in
-                try bk.fc1.fusedBF16(
-                    UnsafeRawPointer(yp.baseAddress!), sourceBF16: false, rows: rows, activation: act, outputBF16: true,
-                    into: UnsafeMutableRawPointer(mp.baseAddress!))
+            try ws.fusedMid.withUnsafeMutableBytes { mp in
+                try bk.fc1.fused(UnsafeRawPointer(yp.baseAddress!), bf16: bf16, rows: rows, activation: act, outputBF16: bf16, into: mp.baseAddress!)
             }
         }
         guard fused else { return false }
-        let done = try ws.mid16.withUnsafeBufferPointer { mp -> Bool in
-            let source = UnsafeRawPointer(mp.baseAddress!)
+        let done = try ws.fusedMid.withUnsafeBytes { mp -> Bool in
+            let source = mp.baseAddress!
             guard bk.layerScale2 == nil else {
                 return try ws.y.withUnsafeMutableBufferPointer { sp in
-                    try bk.fc2.fusedBF16(source, sourceBF16: true, rows: rows, into: UnsafeMutableRawPointer(sp.baseAddress!))
+                    try bk.fc2.fused(source, bf16: bf16, sourceBF16: bf16, rows: rows, into: UnsafeMutableRawPointer(sp.baseAddress!))
                 }
             }
             return try x.withUnsafeMutableBufferPointer { xp in
-                try bk.fc2.fusedBF16(source, sourceBF16: true, rows: rows, accumulate: true, into: UnsafeMutableRawPointer(xp.baseAddress!))
+                try bk.fc2.fused(source, bf16: bf16, sourceBF16: bf16, rows: rows, accumulate: true, into: UnsafeMutableRawPointer(xp.baseAddress!))
             }
         }
-        guard done else { throw TensorError("oneDNN ran the first MLP product in bf16 but not the second (\(rows)×\(hidden) → \(d))") }
-        if let gain = bk.layerScale2 {
-            try gain.value.withFloats { g in
-                for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * ws.y[r * d + j] } }
-            }
-        }
+        guard done else { throw TensorError("oneDNN ran the first MLP product but not the second (\(rows)×\(hidden) → \(d))") }
+        if let gain = bk.layerScale2 { try addScaled(gain, ws.y, rows: rows, width: d, into: &x) }
         return true
+    }
+
+    /// x += γ ⊙ branch, row by row (a layer-scaled residual).
+    func addScaled(_ gain: Parameter, _ branch: [Float], rows: Int, width d: Int, into x: inout [Float]) throws {
+        try gain.value.withFloats { g in
+            for r in 0..<rows { for j in 0..<d { x[r * d + j] += g[j] * branch[r * d + j] } }
+        }
     }
 
     /// x += a·Wᵀ + b, the product accumulated straight into x (sgemm with beta = 1); with a layer

@@ -100,9 +100,9 @@ extension Kernels {
     ) {
         guard rows > 0, outFeatures > 0 else { return }
         if rows > 1, inFeatures > 0,
-            linearBF16(
-                UnsafeRawPointer(x), sourceBF16: false, rows: rows, inFeatures: inFeatures, weight: weight, bias: bias, outFeatures: outFeatures,
-                accumulate: accumulate, into: UnsafeMutableRawPointer(y))
+            fusedLinear(
+                UnsafeRawPointer(x), rows: rows, inFeatures: inFeatures, weight: UnsafeRawPointer(weight), bf16: true, bias: bias,
+                outFeatures: outFeatures, accumulate: accumulate, into: UnsafeMutableRawPointer(y))
         {
             return
         }
@@ -169,7 +169,7 @@ extension Kernels {
         return mng_dnnl_matmul(&spec, ap, bp, cp, openblas_get_num_threads()) == 0
     }
 
-    /// An activation fused into `linearBF16`'s product (oneDNN post-operations).
+    /// An activation fused into `fusedLinear`'s product (oneDNN post-operations).
     public enum FusedActivation: Equatable, Sendable {
         case none
         /// GELU, the erf form (torch's default `nn.GELU()`).
@@ -178,20 +178,21 @@ extension Kernels {
         case quickGELU
     }
 
-    /// y = act(x·Wᵀ + bias) (or y += …) in one oneDNN bf16 product, for a weight W [out, in] in
-    /// bfloat16: x is fp32 (rounded per call) or, with `sourceBF16`, already bfloat16; y is fp32 or,
-    /// with `outputBF16`, bfloat16 (the next product's input, never rounded again). The bias, the
-    /// activation and the accumulation are post-operations of the product: no pass over y of ours.
-    /// False when oneDNN cannot run it (no library, no bf16 CPU, a bf16 output with `accumulate`);
-    /// the caller then takes the unfused path.
-    public static func linearBF16(
-        _ x: UnsafeRawPointer, sourceBF16: Bool, rows: Int, inFeatures: Int, weight: UnsafePointer<UInt16>, bias: UnsafePointer<Float>?,
-        outFeatures: Int, activation: FusedActivation = .none, accumulate: Bool = false, outputBF16: Bool = false,
-        into y: UnsafeMutableRawPointer
+    /// y = act(x·Wᵀ + bias) (or y += …) in one oneDNN product for a weight W [out, in]. In bf16
+    /// (`bf16`: W in bfloat16) x is fp32 (rounded per call) or, with `sourceBF16`, already bfloat16,
+    /// and y fp32 or, with `outputBF16`, bfloat16 (the next product's input, never rounded again);
+    /// otherwise W, x and y are all fp32. The bias, the activation and the accumulation are
+    /// post-operations of the product: no pass over y of ours. False when oneDNN cannot run it (no
+    /// library, no bf16 CPU, a bf16 output with `accumulate`); the caller then takes the unfused path.
+    public static func fusedLinear(
+        _ x: UnsafeRawPointer, sourceBF16: Bool = false, rows: Int, inFeatures: Int, weight: UnsafeRawPointer, bf16: Bool,
+        bias: UnsafePointer<Float>?, outFeatures: Int, activation: FusedActivation = .none, accumulate: Bool = false,
+        outputBF16: Bool = false, into y: UnsafeMutableRawPointer
     ) -> Bool {
-        guard rows > 0, inFeatures > 0, outFeatures > 0, !(accumulate && outputBF16) else { return false }
+        guard rows > 0, inFeatures > 0, outFeatures > 0, !(accumulate && outputBF16), bf16 || !(sourceBF16 || outputBF16) else { return false }
         var spec = MngLinear()
         (spec.m, spec.n, spec.k, spec.lda, spec.ldc) = (rows, outFeatures, inFeatures, inFeatures, outFeatures)
+        spec.fp32 = bf16 ? 0 : 1
         spec.a_bf16 = sourceBF16 ? 1 : 0
         spec.c_bf16 = outputBF16 ? 1 : 0
         spec.accumulate = accumulate ? 1 : 0

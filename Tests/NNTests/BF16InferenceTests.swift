@@ -115,8 +115,8 @@ import Testing
                 try x16.withUnsafeBufferPointer { xp16 in
                     try y.withUnsafeMutableBufferPointer { yp in
                         try y16.withUnsafeMutableBufferPointer { yp16 in
-                            try layer.fusedBF16(
-                                sourceBF16 ? UnsafeRawPointer(xp16.baseAddress!) : UnsafeRawPointer(xp.baseAddress!), sourceBF16: sourceBF16,
+                            try layer.fused(
+                                sourceBF16 ? UnsafeRawPointer(xp16.baseAddress!) : UnsafeRawPointer(xp.baseAddress!), bf16: true, sourceBF16: sourceBF16,
                                 rows: rows, activation: act, accumulate: accumulate, outputBF16: outputBF16,
                                 into: outputBF16 ? UnsafeMutableRawPointer(yp16.baseAddress!) : UnsafeMutableRawPointer(yp.baseAddress!))
                         }
@@ -137,6 +137,20 @@ import Testing
         #expect(halfStep <= 1.0 / 256 && out16 != gelu, "bf16 output relative error \(halfStep)")
         // Activations really differ from one another here (the test would notice a missing post-op).
         #expect(worst(gelu, quick) > 1e-2 && worst(gelu, plain) > 1e-1)
+        // fp32 (the oneDNN backend's fused path): act(x·Wᵀ + b) unrounded, within fp32 summation error.
+        var y32 = start
+        let ran = try x.withUnsafeBufferPointer { xp in
+            try y32.withUnsafeMutableBufferPointer { yp in
+                try layer.fused(UnsafeRawPointer(xp.baseAddress!), bf16: false, rows: rows, activation: .gelu, accumulate: true, into: UnsafeMutableRawPointer(yp.baseAddress!))
+            }
+        }
+        let exact: [Float] = (0..<(rows * n)).map { e in
+            let (r, j) = e.quotientAndRemainder(dividingBy: n)
+            var sum = Double(b[j])
+            for i in 0..<k { sum += Double(x[r * k + i]) * Double(w[j * k + i]) }
+            return start[e] + Float(0.5 * sum * (1 + erf(sum / 2.0.squareRoot())))
+        }
+        #expect(ran && worst(y32, exact) < 2e-5, "fp32 fused: \(worst(y32, exact))")
     }
 
     /// A batched strided product (`Kernels.stridedProduct`) as the bf16 attention uses it: Q·Kᵀ of
@@ -176,7 +190,7 @@ import Testing
         #expect(worst < 1e-5, "\(worst)")
     }
 
-    /// The transformer stack's bf16 path fuses: per block one product for qkv (bfloat16 out), one
+    /// The transformer stack's bf16 path (and, asked for, its fp32 oneDNN path) fuses: per block one product for qkv (bfloat16 out), one
     /// batched product each for the scores and for probabilities × values, one each for the output
     /// projection, fc1 (+ GELU, bfloat16 out) and fc2 — 6 oneDNN calls a block — for a causal and a
     /// bidirectional stack with layer scales; the outputs stay within 2e-2 of their range of fp32's
@@ -200,6 +214,14 @@ import Testing
         #expect(calls == 6 * blocks.count, "oneDNN calls: \(calls)")
         let delta = zip(fp32, bf16).map { abs($0 - $1) }.max()!, spread = fp32.max()! - fp32.min()!
         #expect(delta > 0 && delta <= 2e-2 * spread, "max |Δ| \(delta) over a range \(spread)")
+        // fp32 through the same fused oneDNN calls (what the oneDNN backend runs): fp32's result to
+        // float precision (1e-4 of the range; measured ≈ 1e-6).
+        var fused32 = input
+        let fp32Before = OneDNNBackend.threadExecuted
+        try stack.forward(&fused32, batch: n, tokens: t, causal: causal, oneDNN: true)
+        #expect(OneDNNBackend.threadExecuted - fp32Before == 6 * blocks.count)
+        let delta32 = zip(fp32, fused32).map { abs($0 - $1) }.max()!
+        #expect(delta32 <= 1e-4 * spread, "fp32 fused max |Δ| \(delta32)")
         // Causality holds in bf16 too: changing the last token leaves every earlier one unchanged.
         if causal {
             var changed = input

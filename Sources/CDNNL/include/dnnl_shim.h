@@ -33,22 +33,25 @@ int mng_dnnl_sgemm(int bf16, int transA, int transB, long m, long n, long k, flo
 /// CLIP's quick GELU is α = 1.702).
 enum { MNG_ACTIVATION_NONE = 0, MNG_ACTIVATION_GELU_ERF = 1, MNG_ACTIVATION_SWISH = 2 };
 
-/// One linear layer's product: C [m×n] = act(A [m×k] · Wᵀ + bias) for a weight W [n×k] already in
-/// bfloat16 (rounded once by `mng_round_bf16`), with fp32 accumulation.
+/// One linear layer's product: C [m×n] = act(A [m×k] · Wᵀ + bias) for a weight W [n×k], with fp32
+/// accumulation. In bf16 (the default) W is already bfloat16 (rounded once by `mng_round_bf16`); with
+/// `fp32` everything is fp32 (W, A and C; `a_bf16` and `c_bf16` must be 0).
 typedef struct {
     long m, n, k;
     long lda, ldc;  // leading dimensions of A and C, in elements
-    int a_bf16;     // A is bfloat16; otherwise fp32, rounded to bfloat16 per call
+    int fp32;       // W, A and C are fp32
+    int a_bf16;     // A is bfloat16; otherwise fp32, rounded to bfloat16 per call (unless `fp32`)
     int c_bf16;     // C is written in bfloat16; otherwise fp32
     int accumulate; // C += act(A·Wᵀ + bias) (fp32 C only)
     int activation; // MNG_ACTIVATION_*
     float alpha;    // the swish's α
 } MngLinear;
 
-/// Runs `spec` on `threads` threads; `bias` [n] fp32 may be NULL. The bias, the activation and the
-/// accumulation are oneDNN post-operations of the one product (no pass of ours over C). Primitives are
-/// cached by shape. Returns 0 on success, otherwise a oneDNN status or -1 (the caller falls back).
-int mng_dnnl_linear(const MngLinear *spec, const void *a, const unsigned short *w, const float *bias, void *c, int threads);
+/// Runs `spec` on `threads` threads; `w` is bfloat16 (or fp32 with `spec->fp32`); `bias` [n] fp32 may be
+/// NULL. The bias, the activation and the accumulation are oneDNN post-operations of the one product
+/// (no pass of ours over C). Primitives are cached by shape. Returns 0 on success, otherwise a oneDNN
+/// status or -1 (the caller falls back).
+int mng_dnnl_linear(const MngLinear *spec, const void *a, const void *w, const float *bias, void *c, int threads);
 
 /// A (batched) product over strided operands: C = alpha · A · B with A [..., m×k], B [..., k×n], C
 /// [..., m×n]; `ndims` 2 to 4 (the leading ones batch dimensions, broadcast where a size is 1), every
