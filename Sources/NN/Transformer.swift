@@ -113,7 +113,7 @@ public struct TransformerStack {
     /// Runs every block in place on x [n, t, width]. With `causal`, token i attends to tokens ≤ i.
     /// `observe(i, x)` sees the input of block i (for taps such as Grad-CAM's target layer).
     /// `oneDNN`: whether the blocks run as fused oneDNN products (`fusedAttention`, `fusedMLP`) —
-    /// nil: in bf16 precision, or in fp32 when oneDNN is the GEMM backend.
+    /// nil: in bf16 precision, and in fp32 wherever oneDNN loads unless MENAGERIE_BACKEND=openblas.
     /// Throws when a block has an attention `scoreTransform` (only the differentiable path applies it).
     public func forward(
         _ x: inout [Float], batch n: Int, tokens t: Int, causal: Bool = false, oneDNN: Bool? = nil,
@@ -225,12 +225,12 @@ public struct TransformerStack {
         try residual(mid, rows: rows, width: d, inFeatures: hidden, layer: bk.fc2, gain: bk.layerScale2, into: &x, scratch: &ws.y)
     }
 
-    /// Which fused oneDNN path the blocks take: bf16 inference, fp32 (asked for, or oneDNN is the
-    /// GEMM backend), or none (OpenBLAS and our kernels).
+    /// Which fused oneDNN path the blocks take: bf16 inference, fp32 (asked for, or by default where
+    /// oneDNN loads: `GEMM.fusesBlocksThroughOneDNN`), or none (OpenBLAS and our kernels).
     static func fusedMode(oneDNN: Bool?) -> FusedMode? {
         if oneDNN == false { return nil }
         if GEMM.precision == .bf16 { return .bf16 }
-        return oneDNN == true || GEMM.backend is OneDNNBackend ? .fp32 : nil
+        return oneDNN == true || GEMM.fusesBlocksThroughOneDNN || GEMM.backend is OneDNNBackend ? .fp32 : nil
     }
     enum FusedMode { case bf16, fp32 }
 
@@ -313,7 +313,8 @@ public struct TransformerStack {
     /// The MLP of a block as two fused oneDNN products: the hidden activations come out of the first
     /// product already activated (in bf16: already bfloat16, never rounded again), and the second
     /// adds its product into x. False when oneDNN cannot run the first (nothing written then).
-    func fusedMLP(_ bk: TransformerBlock, mode: FusedMode, rows: Int, width d: Int, hidden: Int, x: inout [Float], workspace ws: inout Workspace) throws -> Bool {
+    func fusedMLP(_ bk: TransformerBlock, mode: FusedMode, rows: Int, width d: Int, hidden: Int, x: inout [Float], workspace ws: inout Workspace) throws -> Bool
+    {
         let bf16 = mode == .bf16
         if ws.fusedMid.count < rows * hidden { ws.fusedMid = [Float](repeating: 0, count: rows * hidden) }
         let act: Kernels.FusedActivation = bk.activation == .gelu ? .gelu : .quickGELU

@@ -94,6 +94,19 @@ extension GEMM {
     }
 }
 
+extension GEMM {
+    /// Whether the transformer blocks' inference path (`TransformerStack`) runs as fused oneDNN
+    /// products in fp32: yes when oneDNN loads, unless `MENAGERIE_BACKEND=openblas` asks for OpenBLAS
+    /// alone. Measured faster at every size benchmarked (ViT-B/16 at batch 1 and 8, the ViT-L/14
+    /// towers; Docs/benchmarks.md), while the rest of the GEMM interface stays on OpenBLAS unless
+    /// `MENAGERIE_BACKEND=onednn`.
+    public static let fusesBlocksThroughOneDNN: Bool = {
+        if getenvString("MENAGERIE_BACKEND")?.lowercased() == "openblas" { return false }
+        if case .success = OneDNNBackend.load() { return true }
+        return false
+    }()
+}
+
 func getenvString(_ name: String) -> String? {
     guard let value = getenv(name) else { return nil }
     return String(cString: value)

@@ -3,8 +3,10 @@ import COpenBLAS
 import Glibc
 
 /// The arithmetic of inference products (forward passes that record nothing): `fp32`, or `bf16` —
-/// linear layers' weights rounded once to bfloat16 and their inputs per product, multiplied by
-/// oneDNN with fp32 accumulation; normalisations, softmax and attention scores stay fp32. Training
+/// linear layers' weights rounded once to bfloat16 and their inputs per product (or produced in
+/// bfloat16 by the previous fused product), multiplied by oneDNN with fp32 accumulation; in the
+/// transformer blocks' fused path the attention products too. Normalisations, softmax and the
+/// attention scores stay fp32. Training
 /// (recording) is always fp32. Set per operation (`precision=bf16`) or for a process
 /// (`MENAGERIE_PRECISION=bf16`).
 public enum Precision: String, Sendable, CaseIterable {

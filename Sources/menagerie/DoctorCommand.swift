@@ -50,7 +50,8 @@ struct DoctorCommand: ParsableCommand {
         checks.append(
             Check(
                 name: "gemm backend", ok: GEMM.backendNote == nil && GEMM.precisionNote == nil,
-                detail: "\(GEMM.backend.name) (MENAGERIE_BACKEND=openblas|onednn); inference precision \(GEMM.precision.rawValue) "
+                detail: "\(GEMM.backend.name) (MENAGERIE_BACKEND=openblas|onednn); transformer blocks "
+                    + (GEMM.fusesBlocksThroughOneDNN ? "fused through oneDNN" : "on OpenBLAS") + "; inference precision \(GEMM.precision.rawValue) "
                     + "(MENAGERIE_PRECISION or run --precision fp32|bf16); "
                     + ([GEMM.backendNote, GEMM.precisionNote].compactMap { $0 }.map { $0 + "; " }.joined())
                     + onednn))

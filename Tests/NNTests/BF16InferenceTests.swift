@@ -141,7 +141,9 @@ import Testing
         var y32 = start
         let ran = try x.withUnsafeBufferPointer { xp in
             try y32.withUnsafeMutableBufferPointer { yp in
-                try layer.fused(UnsafeRawPointer(xp.baseAddress!), bf16: false, rows: rows, activation: .gelu, accumulate: true, into: UnsafeMutableRawPointer(yp.baseAddress!))
+                try layer.fused(
+                    UnsafeRawPointer(xp.baseAddress!), bf16: false, rows: rows, activation: .gelu, accumulate: true,
+                    into: UnsafeMutableRawPointer(yp.baseAddress!))
             }
         }
         let exact: [Float] = (0..<(rows * n)).map { e in
@@ -207,7 +209,7 @@ import Testing
         let (n, t) = (3, 19)
         let input = (0..<(n * t * 48)).map { _ in Float.random(in: -2...2, using: &rng) }
         var fp32 = input, bf16 = input
-        try stack.forward(&fp32, batch: n, tokens: t, causal: causal)
+        try stack.forward(&fp32, batch: n, tokens: t, causal: causal, oneDNN: false)
         let before = OneDNNBackend.threadExecuted
         try GEMM.withPrecision(.bf16) { try stack.forward(&bf16, batch: n, tokens: t, causal: causal) }
         let calls = OneDNNBackend.threadExecuted - before
