@@ -75,13 +75,18 @@ public struct OneDNNUnavailable: Error, CustomStringConvertible {
 }
 
 extension GEMM {
-    /// The backend this process starts with, from `MENAGERIE_BACKEND`: `openblas` (the default),
-    /// `onednn` (oneDNN where it pays, else OpenBLAS); when oneDNN is asked for but cannot load, the
-    /// reason is in `backendNote` and OpenBLAS is used.
+    /// The backend this process starts with, from `MENAGERIE_BACKEND`: `onednn` (oneDNN where it
+    /// pays, else OpenBLAS; the default where oneDNN loads — measured level or faster on every
+    /// benchmark row interleaved on a quiet machine, Docs/benchmarks.md) or `openblas` (OpenBLAS
+    /// alone). Unset without oneDNN: OpenBLAS, silently (`menagerie doctor` says why); asked for
+    /// but unable to load: the reason is in `backendNote` and OpenBLAS is used.
     static func backendFromEnvironment() -> (any GEMMBackend, note: String?) {
         let value = getenvString("MENAGERIE_BACKEND")?.lowercased() ?? ""
         switch value {
-        case "", "openblas":
+        case "":
+            if case .success = OneDNNBackend.load() { return (OneDNNBackend(), nil) }
+            return (OpenBLASBackend(), nil)
+        case "openblas":
             return (OpenBLASBackend(), nil)
         case "onednn", "dnnl":
             switch OneDNNBackend.load() {
@@ -98,8 +103,7 @@ extension GEMM {
     /// Whether the transformer blocks' inference path (`TransformerStack`) runs as fused oneDNN
     /// products in fp32: yes when oneDNN loads, unless `MENAGERIE_BACKEND=openblas` asks for OpenBLAS
     /// alone. Measured faster at every size benchmarked (ViT-B/16 at batch 1 and 8, the ViT-L/14
-    /// towers; Docs/benchmarks.md), while the rest of the GEMM interface stays on OpenBLAS unless
-    /// `MENAGERIE_BACKEND=onednn`.
+    /// towers; Docs/benchmarks.md).
     public static let fusesBlocksThroughOneDNN: Bool = {
         if getenvString("MENAGERIE_BACKEND")?.lowercased() == "openblas" { return false }
         if case .success = OneDNNBackend.load() { return true }

@@ -201,3 +201,27 @@ import Testing
         #expect(names.contains("search path (MENAGERIE_PLUGIN_PATH)"))
     }
 }
+
+/// MENAGERIE_BACKEND as `menagerie doctor` reports it: unset means oneDNN where it loads (the
+/// transformer blocks fused through it too), `openblas` means OpenBLAS alone, a wrong value is named
+/// and OpenBLAS used. Each in a child process, whose "gemm backend" line says what it chose.
+@Suite struct BackendChoiceTests {
+    func gemmLine(_ value: String?) throws -> String {
+        var env = CLI().environment
+        env.removeValue(forKey: "MENAGERIE_BACKEND")
+        if let value { env["MENAGERIE_BACKEND"] = value }
+        let r = try runProcess(TestPaths.menagerie, ["doctor"], environment: env)
+        return r.stdout.split(separator: "\n").first { $0.contains("gemm backend") }.map(String.init) ?? "(no gemm backend line) \(r.output)"
+    }
+
+    @Test func backendFromTheEnvironment() throws {
+        let unset = try gemmLine(nil)
+        let oneDNN = unset.contains("oneDNN") && unset.contains(" available")
+        #expect(unset.contains(oneDNN ? "onednn-fp32 (" : "openblas-fp32 ("), "\(unset)")
+        #expect(unset.contains(oneDNN ? "transformer blocks fused through oneDNN" : "transformer blocks on OpenBLAS"), "\(unset)")
+        let openblas = try gemmLine("openblas")
+        #expect(openblas.contains("openblas-fp32 (MENAGERIE_BACKEND") && openblas.contains("transformer blocks on OpenBLAS"), "\(openblas)")
+        let wrong = try gemmLine("cuda")
+        #expect(wrong.contains("MENAGERIE_BACKEND=cuda is not a backend"), "\(wrong)")
+    }
+}
