@@ -293,9 +293,11 @@ public func matmul(_ a: Variable, _ b: Variable, transposeA: Bool = false, trans
 }
 
 /// x · Wᵀ + b with W stored [out, in] (nn.Linear).
-/// With the tape off, one pass: the bias copied into the output, the product added by sgemm (β = 1).
+/// One pass: the bias copied into the output, the product added by sgemm (β = 1) — recorded as one
+/// op whose backward is dx = g·W, dW = gᵀ·x, db = Σ_rows g (each differentiable again), instead of a
+/// product and a broadcast sum over a second output.
 public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
-    if !GradMode.enabled, let bias, weight.shape.count == 2, x.shape.count >= 2, x.shape.last == weight.shape[1], bias.shape == [weight.shape[0]],
+    if let bias, weight.shape.count == 2, x.shape.count >= 2, x.shape.last == weight.shape[1], bias.shape == [weight.shape[0]],
         x.value.dtype == .float32, weight.value.dtype == .float32, bias.value.dtype == .float32
     {
         let (inF, outF) = (weight.shape[1], weight.shape[0])
@@ -303,7 +305,14 @@ public func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable
         let out = Tensor.makeUninitialized(Array(x.shape.dropLast()) + [outF]) { o in
             Kernels.linear(x.value.fp, rows: rows, inFeatures: inF, weight: weight.value.fp, bias: bias.value.fp, outFeatures: outF, into: o)
         }
-        return Variable(out)
+        return record("linear", out, [x, weight, bias]) { g in
+            let g2 = g.reshaped([rows, outF])
+            return [
+                Autograd.needsGradient(0) ? matmul(g, weight) : nil,
+                Autograd.needsGradient(1) ? matmul(g2, x.reshaped([rows, inF]), transposeA: true) : nil,
+                Autograd.needsGradient(2) ? g2.sumTo([outF]) : nil,
+            ]
+        }
     }
     let y = matmul(x, weight, transposeB: true)
     return bias.map { y + $0 } ?? y

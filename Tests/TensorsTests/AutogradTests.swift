@@ -52,6 +52,7 @@ import Testing
         gc.check("matmulShared", [gc.random([3, 4]), gc.random([2, 4, 5])]) { matmulShared($0[0], $0[1]) }
         gc.check("matmulSumNT", [gc.random([2, 3, 5]), gc.random([2, 4, 5])]) { matmulSumNT($0[0], $0[1]) }
         gc.check("linear", [gc.random([5, 4]), gc.random([3, 4]), gc.random([3])]) { linear($0[0], weight: $0[1], bias: $0[2]) }
+        gc.check("linear 3-D", [gc.random([2, 3, 4]), gc.random([5, 4]), gc.random([5])]) { linear($0[0], weight: $0[1], bias: $0[2]) }
         gc.check("logSoftmax", [gc.random([3, 5])]) { $0[0].logSoftmax() }
         gc.check("softmax", [gc.random([3, 5])]) { $0[0].softmax() }
         gc.check("crossEntropy", [gc.random([4, 3])]) { crossEntropy($0[0], labels: [0, 2, 1, 2]) }
@@ -245,5 +246,28 @@ import Testing
         #expect(throws: TensorError.self) { try Tensor.oneHot([3], classes: 3) }
         let w = try Tensor.where(try Tensor([UInt8(1), 0], shape: [2]), try Tensor([Float(5), 6], shape: [2]), try Tensor([Float(7), 8], shape: [2]))
         #expect(try w.scalars(as: Float.self) == [5, 8])
+    }
+
+    /// `linear` is one recorded op (its backward dx = g·W, dW = gᵀ·x, db = Σ_rows g); to second order
+    /// it equals the composite x·Wᵀ + b it replaced: the gradient of ‖∂L/∂W‖² with respect to x, W
+    /// and b, with L = Σ tanh(linear(x))² over a 3-D x (what DC's gradient matching differentiates).
+    @Test func linearSecondOrderMatchesTheComposite() throws {
+        var gc = GradientCheck()
+        let (x, w, b) = (gc.random([2, 3, 4]), gc.random([5, 4]), gc.random([5]))
+        func secondOrder(_ f: (Variable, Variable, Variable) -> Variable) -> [[Float]] {
+            let inputs = [x, w, b].map { Variable($0.value, requiresGrad: true) }
+            let loss = (f(inputs[0], inputs[1], inputs[2]).tanh() * f(inputs[0], inputs[1], inputs[2]).tanh()).sum()
+            let dW = Autograd.gradients(of: loss, wrt: [inputs[1]], createGraph: true)[0]!
+            let outer = (dW * dW).sum()
+            return Autograd.gradients(of: outer, wrt: inputs).map { g in g.flatMap { try? $0.value.scalars(as: Float.self) } ?? [] }
+        }
+        let fused = secondOrder { linear($0, weight: $1, bias: $2) }
+        let composite = secondOrder { matmul($0, $1, transposeB: true) + $2 }
+        for (i, name) in ["x", "W", "b"].enumerated() {
+            let (a, c) = (fused[i], composite[i])
+            #expect(a.count == c.count && !c.isEmpty, "\(name): \(a.count) and \(c.count) gradient elements")
+            let worst = zip(a, c).map { abs($0 - $1) }.max() ?? .infinity, scale = c.map(abs).max() ?? 0
+            #expect(scale > 0 && worst <= 1e-5 * max(scale, 1), "\(name): max |Δ| \(worst) over \(scale)")
+        }
     }
 }
