@@ -123,8 +123,8 @@ public struct TransformerStack {
         if blocks.contains(where: { $0.attention.scoreTransform != nil }) {
             throw TensorError("an attention scoreTransform is set: the no-grad fast path does not apply it (use the differentiable forward)")
         }
-        var ws = Workspace(rows: n * t, width: first.attention.width, hidden: first.fc1.weight.shape[0], tokens: t)
-        ws.fused = n * t > 1 ? Self.fusedMode(oneDNN: oneDNN) : nil
+        let fused = n * t > 1 ? Self.fusedMode(oneDNN: oneDNN) : nil
+        var ws = Workspace(rows: n * t, width: first.attention.width, hidden: first.fc1.weight.shape[0], tokens: t, fused: fused)
         for (i, block) in blocks.enumerated() {
             observe?(i, x)
             try apply(block, to: &x, batch: n, tokens: t, causal: causal, workspace: &ws)
@@ -141,16 +141,25 @@ public struct TransformerStack {
         var fusedQKV: [Float] = [], fusedAttended: [Float] = [], fusedMid: [Float] = []
         var headScores: [Float] = [], probs16: [UInt16] = []
         /// Whether (and in which precision) the blocks run fused.
-        var fused: FusedMode? = nil
+        var fused: FusedMode?
         /// The thread count `scores` was sized for (one t×t block per thread).
         var threads = 1
-        init(rows: Int, width d: Int, hidden: Int, tokens t: Int) {
+        /// `fused`: the unfused path's buffers wait until a block needs them (`unfused`).
+        init(rows: Int, width d: Int, hidden: Int, tokens t: Int, fused: FusedMode?) {
             y = [Float](repeating: 0, count: rows * d)
-            qkv = [Float](repeating: 0, count: rows * 3 * d)
-            attended = [Float](repeating: 0, count: rows * d)
-            mid = [Float](repeating: 0, count: rows * hidden)
-            threads = max(1, GEMM.threads)
-            scores = [Float](repeating: 0, count: threads * t * t)
+            (qkv, attended, mid, scores) = ([], [], [], [])
+            self.fused = fused
+            if fused == nil { unfused(rows: rows, width: d, hidden: hidden, tokens: t) }
+        }
+        /// Sizes the unfused path's buffers (each once; `tokens` 0: the MLP's alone).
+        mutating func unfused(rows: Int, width d: Int, hidden: Int, tokens t: Int) {
+            if qkv.count < rows * 3 * d { qkv = [Float](repeating: 0, count: rows * 3 * d) }
+            if attended.count < rows * d { attended = [Float](repeating: 0, count: rows * d) }
+            if mid.count < rows * hidden { mid = [Float](repeating: 0, count: rows * hidden) }
+            if t > 0, scores.count < max(1, GEMM.threads) * t * t {
+                threads = max(1, GEMM.threads)
+                scores = [Float](repeating: 0, count: threads * t * t)
+            }
         }
     }
 
@@ -169,6 +178,7 @@ public struct TransformerStack {
             try mlp(bk, rows: rows, width: d, hidden: hidden, x: &x, workspace: &ws)
             return
         }
+        ws.unfused(rows: rows, width: d, hidden: hidden, tokens: t)
         var qkv = ws.qkv
         defer { ws.qkv = qkv }
         ws.qkv = []
@@ -214,6 +224,7 @@ public struct TransformerStack {
             }
         }
         if let mode = ws.fused, try fusedMLP(bk, mode: mode, rows: rows, width: d, hidden: hidden, x: &x, workspace: &ws) { return }
+        ws.unfused(rows: rows, width: d, hidden: hidden, tokens: 0)
         var mid = ws.mid
         ws.mid = []
         defer { ws.mid = mid }
