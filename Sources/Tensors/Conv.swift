@@ -164,7 +164,7 @@ public func concat(_ parts: [Variable], axis: Int) -> Variable {
 
 /// 2-D convolution (torch `F.conv2d`): x [N, C, H, W], weight [O, C/groups, kh, kw], bias [O].
 /// im2col + one matrix product per group, so it is differentiable to any order; with
-/// MENAGERIE_BACKEND=onednn, oneDNN's direct convolutions where `OneDNNConv.pays` (also
+/// oneDNN as the backend (the default where it loads), oneDNN's direct convolutions where `OneDNNConv.pays` (also
 /// differentiable to any order).
 public func conv2d(
     _ x: Variable, weight: Variable, bias: Variable?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),

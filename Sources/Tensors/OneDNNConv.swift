@@ -4,7 +4,7 @@ import Dispatch
 
 /// 2-D convolutions through oneDNN's direct convolution primitives (`Sources/CDNNL/dnnl_conv.c`):
 /// forward, backward-data and backward-weights (+ bias gradient), for `conv2d` when
-/// MENAGERIE_BACKEND=onednn and `pays` says so. The three are each other's adjoints, so the recorded
+/// oneDNN is the backend (the default where it loads) and `pays` says so. The three are each other's adjoints, so the recorded
 /// op is differentiable to any order (the dataset-condensation outer step differentiates gradients).
 public enum OneDNNConv {
     /// Which of the three a call computes.
