@@ -21,7 +21,7 @@ let swiftPlugins: [(product: String, path: String, resources: [String], uses: [S
     ("DatasetAdapters", "Plugins/DatasetAdapters", [], ["Formats", "Imaging", "Tensors"]),
     // The explainers: base CAMs, Finer-CAM and Prompt-CAM (each calls the others only through the
     // host), and the classifiers they explain (the embedded one ships here); shared code is `Vision`.
-    ("CAM", "Plugins/CAM", [], ["Formats", "NN", "Tensors", "Vision"]),
+    ("CAM", "Plugins/CAM", [], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
     ("FinerCAM", "Plugins/FinerCAM", [], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
     ("PromptCAM", "Plugins/PromptCAM", [], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),
     ("Classifiers", "Plugins/Classifiers", ["Resources/vit-tol"], ["Formats", "Imaging", "NN", "Tensors", "Vision"]),

@@ -105,10 +105,15 @@ struct BioCLIPComponent: Backbone {
                 TensorSpec(
                     "tokens", dtypes: ["f32"], shape: "N×G×G×W", summary: "patch tokens after ln_post (image tensor input only; label propagation's features)"),
                 TensorSpec("grad_input", dtypes: ["f32"], shape: "N×3×S×S", summary: "the vector-Jacobian product (with grad_embedding)"),
-            ]),
+            ],
+            sharding: ShardingSpec(
+                option: "images", extensions: ImageFiles.extensions, batchOption: "batch", sum: ["images", "seconds"],
+                jsonMaps: ["embeddings.json": "embeddings"],
+                refuses: ["output=safetensors": "safetensors shards are not merged; use output=npy (merged through memory maps) or output=json"])),
         OperationSpec(
             "predict", summary: "zero-shot predictions (Tree-of-Life ranks, custom labels, bins, subsets) → predictions.csv",
-            inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)]),
+            inputs: [TensorSpec("images", shape: "file or folder", summary: "PNG/TIFF/JPEG images (passed as the images option)", optional: true)],
+            sharding: ShardingSpec(option: "images", extensions: ImageFiles.extensions, batchOption: "batch", sum: ["images", "seconds"])),
         OperationSpec("labels", summary: "txt_emb_species.npy + .json for a dataset's classes (Tree-of-Life labels for predict)"),
         OperationSpec("train", summary: "hierarchical contrastive training on a dataset → an open_clip model folder, zero-shot accuracy per rank"),
         OperationSpec("emergent", summary: "inter- and intra-species structure of the embedding space on a dataset (emergent.csv, plots)"),

@@ -1,5 +1,6 @@
 import Formats
 import Foundation
+import Imaging
 import MenagerieKit
 import NN
 import Tensors
@@ -131,6 +132,10 @@ let explainInputs = [
         summary: "a linear target: image i's score is S_i = Σ_c w_ic·y_ic (instead of the target class's logit)", optional: true),
 ]
 
+/// `explain` over a folder maps over its images one by one: each image's map, overlay and row of
+/// `per_image` depend on that image alone, so the host can shard it (`overlay_NNN.png` renumbered).
+let explainSharding = ShardingSpec(option: "images", extensions: ImageFiles.extensions, sum: ["images"], indexed: ["overlay_"])
+
 /// The five base CAMs as one table: component id and summary per method. Each is exported as
 /// `BaseCAMComponent<Tag>`; the tags below only name the row at the type level (components are types).
 extension BaseMethod {
@@ -193,7 +198,7 @@ struct BaseCAMComponent<Tag: BaseCAMTag>: Explainer {
     static var id: String { Tag.method.componentID }
     static var summary: String { Tag.method.componentSummary }
     static var operations: [OperationSpec] {
-        [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs)]
+        [OperationSpec("explain", summary: "class-activation maps, overlays", inputs: explainInputs, outputs: explainOutputs, sharding: explainSharding)]
     }
     func explain(_ request: Request<Options>) throws -> Response { try runCAM(request, component: Self.id, method: Tag.method) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Imaging
 import MenagerieKit
 import Tensors
 import Vision
@@ -51,7 +52,8 @@ struct FinerCAMComponent: Explainer {
                 TensorSpec("maps", dtypes: ["f32"], shape: "N×S×S", summary: "the class-activation maps at input size, in input order"),
                 TensorSpec("grid", dtypes: ["f32"], shape: "N×h×w", summary: "the maps on the base's grid (when the base returns one)"),
                 TensorSpec("logits", dtypes: ["f32"], shape: "N×C", summary: "the classifier's logits"),
-            ]),
+            ],
+            sharding: ShardingSpec(option: "images", extensions: ImageFiles.extensions, sum: ["images"], indexed: ["overlay_"])),
         OperationSpec(
             "score", summary: "Finer-CAM's score S and ∂S/∂y of rows of logits (the scorer a base CAM calls back)",
             inputs: [

@@ -48,7 +48,8 @@ struct PromptCAMComponent: Explainer {
                     "images", dtypes: ["f32"], shape: "N×3×S×S",
                     summary: "normalised images as .npy, or a PNG/TIFF/JPEG file or folder (passed as the images option)", optional: true)
             ],
-            outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")]),
+            outputs: [TensorSpec("maps", dtypes: ["f32"], shape: "N×H×S×S", summary: "per-head trait maps at input size")],
+            sharding: ShardingSpec(option: "images", extensions: ImageFiles.extensions, sum: ["images"], indexed: ["heads_"])),
         OperationSpec("train", summary: "learn the prompts and head; writes prompts.safetensors, curve.csv"),
         OperationSpec(
             "trait_maps", summary: "per-head trait maps on the token grid and the logits of normalised images (no ranking, no files)",
@@ -243,15 +244,8 @@ func loadImages<O: ComponentOptions>(_ request: Request<O>, classifier: ViTClass
         throw MenagerieError.invalidArgument(
             "'\(component)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG) or --input images=X.npy (normalised N×3×S×S)")
     }
-    let path = (optionPath as NSString).expandingTildeInPath
-    var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw MenagerieError.invalidArgument("images: \(path) does not exist") }
-    let files =
-        isDir.boolValue
-        ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
-            .sorted().map { path + "/" + $0 }
-        : [path]
-    guard !files.isEmpty else { throw MenagerieError.invalidArgument("images: \(path) holds no PNG, TIFF or JPEG file") }
+    let files: [String]
+    do { files = try ImageFiles.list(optionPath, option: "images") } catch { throw MenagerieError.invalidArgument("\(error)") }
     var pictures: [Image] = []
     for f in files {
         do {

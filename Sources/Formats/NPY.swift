@@ -47,8 +47,17 @@ public enum NPY {
     /// numpy's `_MAX_HEADER_SIZE`: `np.load` refuses longer headers (they "may not be safe to load").
     static let maxHeaderLength = 10_000
 
-    /// Decodes the bytes of an `.npy` file.
-    public static func decode(_ data: Data, path: String = "<memory>") throws -> Tensor {
+    /// What an `.npy` header says: the dtype, the shape and where the data starts.
+    public struct Header: Equatable, Sendable {
+        public var dtype: DType
+        public var shape: [Int]
+        public var dataOffset: Int
+        /// The bytes of the data (checked against overflow when the header is read).
+        public var byteCount: Int
+    }
+
+    /// Reads and checks the header of an `.npy` file's bytes; the data must be all there.
+    public static func header(_ data: Data, path: String = "<memory>") throws -> Header {
         let bytes = [UInt8](data.prefix(12))
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
             throw FormatError(path: path, "not a .npy file (missing the \\x93NUMPY magic)")
@@ -92,18 +101,24 @@ public enum NPY {
             shape.append(v)
         }
         let dataStart = headerStart + headerLength
-        // Overflow-checked, zero dimensions included (their strides must fit too); the tensor is
-        // allocated only once the file is known to hold its bytes.
+        // Overflow-checked, zero dimensions included (their strides must fit too); nothing is
+        // allocated before the file is known to hold the bytes.
         let count = try Limits.elements(shape, what: "shape \(shape)", source: path)
         let (needed, overflow) = count.multipliedReportingOverflow(by: dtype.size)
         guard !overflow else { throw FormatError(path: path, "shape \(shape) is too large to hold in memory") }
         guard data.count - dataStart >= needed else {
             throw FormatError(path: path, "shape \(shape) of \(dtype.name) needs \(needed) bytes of data; the file has \(data.count - dataStart)")
         }
-        var tensor = Tensor(zeros: dtype, shape: shape)
+        return Header(dtype: dtype, shape: shape, dataOffset: dataStart, byteCount: needed)
+    }
+
+    /// Decodes the bytes of an `.npy` file.
+    public static func decode(_ data: Data, path: String = "<memory>") throws -> Tensor {
+        let h = try header(data, path: path)
+        var tensor = Tensor(zeros: h.dtype, shape: h.shape)
         tensor.withUnsafeMutableBytes { out in
             data.withUnsafeBytes { raw in
-                out.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[dataStart..<(dataStart + needed)]))
+                out.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[h.dataOffset..<(h.dataOffset + h.byteCount)]))
             }
         }
         return tensor
@@ -127,16 +142,22 @@ public enum NPY {
 
     /// Encodes a tensor as `.npy` (version 1.0).
     public static func encode(_ tensor: Tensor) -> Data {
-        let shapeText =
-            tensor.shape.isEmpty ? "()" : tensor.shape.count == 1 ? "(\(tensor.shape[0]),)" : "(" + tensor.shape.map(String.init).joined(separator: ", ") + ")"
-        var header = "{'descr': '\(descr(tensor.dtype))', 'fortran_order': False, 'shape': \(shapeText), }"
+        var data = encodeHeader(dtype: tensor.dtype, shape: tensor.shape)
+        tensor.withUnsafeBytes { data.append(contentsOf: $0) }
+        return data
+    }
+
+    /// The header of a version-1.0 `.npy` file (padded to 64 bytes, as numpy writes it); the data
+    /// follows it directly.
+    public static func encodeHeader(dtype: DType, shape: [Int]) -> Data {
+        let shapeText = shape.isEmpty ? "()" : shape.count == 1 ? "(\(shape[0]),)" : "(" + shape.map(String.init).joined(separator: ", ") + ")"
+        var header = "{'descr': '\(descr(dtype))', 'fortran_order': False, 'shape': \(shapeText), }"
         let total = 10 + header.utf8.count + 1
         header += String(repeating: " ", count: (64 - total % 64) % 64) + "\n"
         var data = Data(magic + [1, 0])
         let n = header.utf8.count
         data.append(contentsOf: [UInt8(n & 0xFF), UInt8(n >> 8)])
         data.append(header.data(using: .utf8)!)
-        tensor.withUnsafeBytes { data.append(contentsOf: $0) }
         return data
     }
 }

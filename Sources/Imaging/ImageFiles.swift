@@ -5,20 +5,10 @@ import Foundation
 public enum ImageFiles {
     public static let extensions = ["png", "tif", "tiff", "jpg", "jpeg"]
 
-    /// The image files at `path` (a file, or a folder's PNG/TIFF/JPEG files sorted by name).
+    /// The image files at `path` (a file, or a folder's PNG/TIFF/JPEG files sorted by name; a
+    /// folder of links the host made lists the files as the user named them).
     public static func list(_ path: String, option: String = "images") throws -> [String] {
-        let path = (path as NSString).expandingTildeInPath
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw FormatError(path: path, "does not exist (\(option))") }
-        guard isDir.boolValue else { return [path] }
-        let files = try FileManager.default.contentsOfDirectory(atPath: path)
-            .filter { extensions.contains(($0 as NSString).pathExtension.lowercased()) }.sorted().map { path + "/" + $0 }
-        guard !files.isEmpty else { throw FormatError(path: path, "holds no PNG, TIFF or JPEG file (\(option))") }
-        // A folder the host made of links for several `--input` files: the files as the user named them.
-        if (path as NSString).lastPathComponent.hasPrefix("menagerie-run-inputs-") {
-            return files.map { (try? FileManager.default.destinationOfSymbolicLink(atPath: $0)) ?? $0 }
-        }
-        return files
+        try FolderFiles.list(path, extensions: extensions, option: option, what: "PNG, TIFF or JPEG")
     }
 
     /// A PNG, TIFF or JPEG file as an 8-bit image.

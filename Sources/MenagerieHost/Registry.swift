@@ -233,9 +233,9 @@ public enum RegistryScan {
 public struct RegistryCache {
     public let path: String
     public let logger: Logger
-    /// Bump whenever what a cached entry holds changes (2: component metadata carries `benchmarks`),
-    /// so that no host reads an entry decoded by an older one.
-    static let version = 2
+    /// Bump whenever what a cached entry holds changes (2: component metadata carries `benchmarks`;
+    /// 3: operations carry `sharding`), so that no host reads an entry decoded by an older one.
+    static let version = 3
 
     public init(path: String, logger: Logger) {
         self.path = path

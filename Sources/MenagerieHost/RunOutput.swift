@@ -90,6 +90,13 @@ public struct RunOutput {
     /// Returns the manifest with its artifact list.
     @discardableResult
     public func commit(manifest: JSONValue, tensors: [(name: String, tensor: Tensor)], artifacts: [Artifact]) throws -> JSONValue {
+        try commit { staging in try stage(into: staging, manifest: manifest, tensors: tensors, artifacts: artifacts) }
+    }
+
+    /// Commits what `prepare` writes into the staging folder it is given (result.json included);
+    /// returns what `prepare` returns (the final manifest).
+    @discardableResult
+    public func commit(prepare: (_ staging: String) throws -> JSONValue) throws -> JSONValue {
         let exists = FileManager.default.fileExists(atPath: directory)
         let parent = parentPath(directory).isEmpty ? "." : parentPath(directory)
         if !exists {
@@ -109,7 +116,7 @@ public struct RunOutput {
             Lifecycle.forget(staging)
             try? FileManager.default.removeItem(atPath: staging)
         }
-        let final = try stage(into: staging, manifest: manifest, tensors: tensors, artifacts: artifacts)
+        let final = try prepare(staging)
         if !exists {
             try? FileManager.default.removeItem(atPath: staging + "/" + Lifecycle.ownerFile)
             if rename(staging, directory) == 0 { return final }

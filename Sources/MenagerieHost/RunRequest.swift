@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import MenagerieKit
 import Tensors
@@ -154,31 +155,12 @@ public struct RunRequest: Sendable {
     }
 
     /// A private folder (in $TMPDIR, swept like a scratch folder if the run is killed) holding one
-    /// symbolic link per file, named after the file (a repeated name gets its position as a prefix).
-    static func linkFolder(_ files: [String], name: String) throws -> String {
-        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent("menagerie-run-inputs-XXXXXX")).utf8CString)
-        guard let p = mkdtemp(&template) else { throw HostError(.failed, "cannot create a folder for --input \(name) in \(NSTemporaryDirectory())") }
-        let folder = String(cString: p)
+    /// symbolic link per file (`FolderFiles.linkFolder`).
+    static func linkFolder(_ files: [String], name: String, listed: [String]? = nil) throws -> String {
+        let folder: String
+        do { folder = try FolderFiles.linkFolder(files, listed: listed) } catch { throw HostError(.usage, "--input \(name): \(error)") }
         Lifecycle.markOwned(folder)
         Lifecycle.removeOnForcedExit(folder)
-        var used = Set<String>()
-        for (i, file) in files.enumerated() {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: file, isDirectory: &isDir), !isDir.boolValue else {
-                try? FileManager.default.removeItem(atPath: folder)
-                throw HostError(.usage, "--input \(name): \(file) does not exist or is a folder (several inputs of one name must be files)")
-            }
-            var base = (file as NSString).lastPathComponent
-            if !used.insert(base).inserted {
-                base = String(format: "%03d-", i) + base
-                used.insert(base)
-            }
-            let target = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-            guard symlink(target, folder + "/" + base) == 0 else {
-                try? FileManager.default.removeItem(atPath: folder)
-                throw HostError(.failed, "cannot link \(file) for --input \(name): \(String(cString: strerror(errno)))")
-            }
-        }
         return folder
     }
 }

@@ -14,6 +14,12 @@ public struct InvocationResult: Sendable {
     public let tensors: [(name: String, tensor: Tensor)]
     /// The files the call wrote in its scratch folder.
     public let artifacts: [Artifact]
+
+    public init(result: JSONValue, tensors: [(name: String, tensor: Tensor)] = [], artifacts: [Artifact] = []) {
+        self.result = result
+        self.tensors = tensors
+        self.artifacts = artifacts
+    }
 }
 
 /// A file an invocation wrote: where it is now, and its path relative to the scratch folder (kept

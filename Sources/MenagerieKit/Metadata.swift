@@ -44,12 +44,63 @@ public struct OperationSpec: Codable, Sendable, Equatable {
     public var summary: String
     public var inputs: [TensorSpec]
     public var outputs: [TensorSpec]
+    /// Present when the operation maps over the files of a folder, each file's outputs independent
+    /// of the others: the host can then split a run into shards and resumable chunks, and merge
+    /// them (`run --shard I/N --resume`, `menagerie merge`; Docs/scale.md).
+    public var sharding: ShardingSpec?
 
-    public init(_ name: String, summary: String, inputs: [TensorSpec] = [], outputs: [TensorSpec] = []) {
+    public init(_ name: String, summary: String, inputs: [TensorSpec] = [], outputs: [TensorSpec] = [], sharding: ShardingSpec? = nil) {
         self.name = name
         self.summary = summary
         self.inputs = inputs
         self.outputs = outputs
+        self.sharding = sharding
+    }
+}
+
+/// How an operation over a folder of files is split and how its outputs merge. The files are
+/// the folder's top-level files with one of `extensions`, sorted by name (the order the operation
+/// itself reads them in); each chunk of them runs as one call, and the chunks' outputs are joined
+/// in that order:
+/// - `.npy` tensors along their first axis, `.csv` files row by row (one header), `.txt` line by line;
+/// - `jsonMaps`: a JSON file whose named top-level member is an object of per-file entries — the
+///   entries' text is joined, byte for byte;
+/// - `indexed`: files named `<prefix><number>.<ext>` (numbered by position within the call) are
+///   renumbered by the chunk's offset; files in subfolders (named per input file) are collected;
+/// - in `result`: arrays are concatenated, the `sum` keys added, other values must agree (or are
+///   kept per shard).
+public struct ShardingSpec: Codable, Sendable, Equatable {
+    /// The string option naming the folder (or single file) the operation maps over.
+    public var option: String
+    /// The file extensions it reads (lower case, without the dot).
+    public var extensions: [String]
+    /// An integer option giving the files per forward pass: chunks are a multiple of it, so that a
+    /// merged run batches every file exactly as an unsharded run does.
+    public var batchOption: String?
+    /// Result keys that are counts over the files (added when merging).
+    public var sum: [String]?
+    public var jsonMaps: [String: String]?
+    public var indexed: [String]?
+    /// Option values that cannot be split, with the reason (e.g. `{"output=safetensors": "…"}`).
+    public var refuses: [String: String]?
+
+    public init(
+        option: String, extensions: [String], batchOption: String? = nil, sum: [String]? = nil, jsonMaps: [String: String]? = nil,
+        indexed: [String]? = nil, refuses: [String: String]? = nil
+    ) {
+        self.option = option
+        self.extensions = extensions
+        self.batchOption = batchOption
+        self.sum = sum
+        self.jsonMaps = jsonMaps
+        self.indexed = indexed
+        self.refuses = refuses
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case option, extensions, sum, indexed, refuses
+        case batchOption = "batch_option"
+        case jsonMaps = "json_maps"
     }
 }
 

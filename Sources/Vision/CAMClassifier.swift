@@ -104,14 +104,7 @@ public struct LoadedImages {
 
     /// Throws `CAMError` with a message for the user (missing path, no image files, unreadable file).
     public init(path: String, classifier: some CAMClassifier) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw CAMError("images: \(path) does not exist") }
-        files =
-            isDir.boolValue
-            ? try FileManager.default.contentsOfDirectory(atPath: path).filter { ImageFiles.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
-                .sorted().map { path + "/" + $0 }
-            : [path]
-        guard !files.isEmpty else { throw CAMError("images: \(path) holds no PNG, TIFF or JPEG file") }
+        do { files = try ImageFiles.list(path, option: "images") } catch { throw CAMError("\(error)") }
         pictures = []
         notes = []
         for f in files {

@@ -20,6 +20,7 @@ struct Menagerie: ParsableCommand {
         subcommands: [
             ListCommand.self, PluginsCommand.self, InfoCommand.self, RunCommand.self, NewCommand.self,
             ValidateCommand.self, DoctorCommand.self, CallCommand.self, TourCommand.self, BenchCommand.self, InspectCommand.self, ConvertCommand.self,
+            MergeCommand.self, SlurmCommand.self,
             ProbeCommand.self, ValidateChildCommand.self, IsolateChildCommand.self,
         ])
 

@@ -50,6 +50,23 @@ struct RunCommand: ParsableCommand {
             valueName: "fp32|bf16"))
     var precision: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Run shard I of N (from 0) of an operation over a folder of files (default in a Slurm job array: SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT); needs --out. `menagerie merge` joins the shards.",
+            valueName: "I/N"))
+    var shard: String?
+
+    @Flag(name: .long, help: "Continue an interrupted run in --out: chunks already committed are kept, the rest run.")
+    var resume = false
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Files per committed chunk of a sharded or resumable run (a multiple of the operation's batch; default: the shard's share, at most 256).",
+            valueName: "K"))
+    var chunk: Int?
+
     @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
     var json = false
 
@@ -71,6 +88,12 @@ struct RunCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("warning: --precision bf16: \(why); running in fp32\n".utf8))
             }
         }
+        if resume, !force, let out, let done = finishedShard(out) {
+            // A resubmitted array task whose shard is already complete.
+            writeError("\(out) already holds this shard's finished output: nothing to resume")
+            print(summary(done["result"] ?? [:]))
+            return
+        }
         let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
         let request = try RunRequest(
@@ -81,6 +104,10 @@ struct RunCommand: ParsableCommand {
                 try? FileManager.default.removeItem(atPath: f)
                 Lifecycle.forget(f)
             }
+        }
+        if let sharded = try shardedRun(request: request, output: output) {
+            try runSharded(sharded, request: request, registry: registry)
+            return
         }
         let started = Date()
         // The artifacts live in the plugin's scratch folder until committed, so the commit happens
