@@ -147,7 +147,7 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "Imaging", "Formats", "Text", "Tensors", "TestSupport"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "TextTests", dependencies: ["Text", "TestSupport"]),
-        .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "TestSupport"]),
+        .testTarget(name: "MenagerieHostTests", dependencies: ["MenagerieHost", "MenagerieKit", "Formats", "Tensors", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
         .testTarget(name: "ClassificationMetricsTests", dependencies: ["ClassificationMetrics", "TestSupport"]),
         .testTarget(name: "SegmentationMetricsTests", dependencies: ["TestSupport"]),

@@ -146,7 +146,7 @@ public enum RunMerge {
     }
 
     /// `overlay_012.png` with prefix `overlay_` → (12, 3, ".png").
-    static func indexParts(_ name: String, _ prefix: String) -> (Int, Int, String)? {
+    public static func indexParts(_ name: String, _ prefix: String) -> (Int, Int, String)? {
         let rest = name.dropFirst(prefix.count)
         let digits = rest.prefix { $0.isASCII && $0.isNumber }
         guard !digits.isEmpty, digits.count <= 9, let n = Int(digits) else { return nil }
@@ -157,7 +157,7 @@ public enum RunMerge {
 
     /// Parts' `result` objects: arrays concatenated, `sum` keys added, equal values kept, other
     /// differing values listed under `per_shard`.
-    static func mergeResults(_ results: [JSONValue], sum: Set<String>) -> JSONValue {
+    public static func mergeResults(_ results: [JSONValue], sum: Set<String>) -> JSONValue {
         var keys: [String] = []
         for r in results { for k in (r.objectValue ?? [:]).keys.sorted() where !keys.contains(k) { keys.append(k) } }
         var out: [String: JSONValue] = [:]
@@ -180,7 +180,7 @@ public enum RunMerge {
 
     /// Concatenates `.npy` files along their first axis, through memory maps (nothing is read
     /// whole into memory); dtype and trailing dimensions must agree.
-    static func concatenateNPY(_ sources: [String], to target: String) throws -> (DType, [Int]) {
+    public static func concatenateNPY(_ sources: [String], to target: String) throws -> (DType, [Int]) {
         var maps: [(MappedFile, NPY.Header)] = []
         for s in sources {
             let file: MappedFile
@@ -214,7 +214,7 @@ public enum RunMerge {
 
     /// Text files joined line by line (`header`: every part's first line must be the same and is
     /// written once).
-    static func concatenateText(_ sources: [String], to target: String, header: Bool) throws {
+    public static func concatenateText(_ sources: [String], to target: String, header: Bool) throws {
         var out = Data()
         var firstLine: Data?
         for s in sources {
@@ -239,7 +239,7 @@ public enum RunMerge {
 
     /// JSON files whose top-level `member` is an object of per-file entries: the entries' text is
     /// joined (byte for byte, with the separator the files use); everything around it must agree.
-    static func spliceJSON(_ sources: [String], member: String, to target: String) throws {
+    public static func spliceJSON(_ sources: [String], member: String, to target: String) throws {
         var around: (Data, Data)?
         var inners: [Data] = []
         var separator = Data(",".utf8)

@@ -148,7 +148,7 @@ extension RunMerge {
         }
         for p in parts {
             for key in ["component", "operation", "options", "seed"] where p.manifest[key] != first[key] {
-                throw HostError(.usage, "\(p.folder) has another \(key) than \(parts[0].folder): these are not shards of one run")
+                throw HostError(.usage, "\(p.folder) differs from \(parts[0].folder) in its \(key): these are not shards of one run")
             }
             guard p.manifest["sharding"]?["count"]?.intValue == count, p.manifest["sharding"]?["total"]?.intValue == total else {
                 throw HostError(.usage, "\(p.folder) belongs to a split into another number of shards or files than \(parts[0].folder)")
