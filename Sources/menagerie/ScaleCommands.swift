@@ -139,11 +139,10 @@ struct SlurmCommand: ParsableCommand {
         let exe = absolute(Bundle.main.executablePath ?? CommandLine.arguments[0])
         var args = ["run", request.component.id, request.operation]
         for s in sets { args += ["--set", s] }
-        if let config { args += ["--config", absolute(config)] }
-        for i in inputs {
-            let eq = i.firstIndex(of: "=")!
-            args += ["--input", String(i[..<eq]) + "=" + absolute(String(i[i.index(after: eq)...]))]
-        }
+        // Paths as the user gave them: the tasks run in this folder (--chdir), and the outputs name
+        // the files exactly as a local run does.
+        if let config { args += ["--config", config] }
+        for i in inputs { args += ["--input", i] }
         args += ["--seed", String(seed)]
         if let precision { args += ["--precision", precision] }
         if let chunk { args += ["--chunk", String(chunk)] }
