@@ -13,6 +13,45 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def bench_images(count, side, folder):
+    """The PNGs `menagerie bench` writes: value (x + 2y + 37i + 85c) mod 256 at pixel (x, y) of image i, channel c."""
+    import os
+    import numpy as np
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    y, x = np.mgrid[0:side, 0:side]
+    for i in range(count):
+        pixels = np.stack([(x + 2 * y + 37 * i + 85 * c) % 256 for c in range(3)], axis=-1).astype(np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f"{i:04d}.png"))
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder))
+
+
+def embed_folder(model, image_size, count, batch, repeats):
+    """images/s of open_clip embedding `count` 256-px PNGs through a DataLoader (one worker) at `batch`."""
+    import tempfile
+    import open_clip
+    from PIL import Image
+    folder = tempfile.mkdtemp(prefix="menagerie-ref-images-")
+    files = bench_images(count, 256, folder)
+    preprocess = open_clip.image_transform(image_size, is_train=False)
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            return preprocess(Image.open(files[i]).convert("RGB"))
+
+    def run():
+        loader = torch.utils.data.DataLoader(Files(), batch_size=batch, num_workers=1)
+        with torch.inference_mode():
+            for x in loader:
+                model.encode_image(x)
+    run()
+    stats = timed(run, max(2, repeats // 4))
+    return {"median": count / (stats["median"] / 1000), "min": count / (stats["max"] / 1000), "max": count / (stats["min"] / 1000)}
+
+
 def timed(fn, repeats):
     fn()
     samples = []
@@ -191,7 +230,7 @@ def main():
         add("prompt_cam.train", "images/s", {"median": 128 / (stats["median"] / 1000), "min": 128 / (stats["max"] / 1000),
                                              "max": 128 / (stats["min"] / 1000)})
 
-    if wanted("bioclip2."):
+    if any(wanted(n) for n in ("bioclip2.text_embed", "bioclip2.predict_10k_cached", "bioclip2.embed_folder")):
         # The embedded BioCLIP-style model loaded by open_clip itself (the plugin writes open_clip's
         # layout): text-embedding throughput under the 80 templates, and predict for 100 images against
         # 10,000 custom labels whose embeddings are already computed (the cached path).
@@ -222,6 +261,15 @@ def main():
                     f = torch.nn.functional.normalize(model.encode_image(images[b:b + 10]), dim=-1)
                     (model.logit_scale.exp() * f @ classes.T).softmax(dim=-1).topk(5)
             add("bioclip2.predict_10k_cached", "ms", timed(predict, max(2, args.repeats // 5)))
+        # Embedding a folder of PNGs as open_clip users do: a DataLoader with one worker process
+        # decoding and transforming (open_clip's own preprocessing) while the model runs, batch 32.
+        if wanted("bioclip2.embed_folder"):
+            add("bioclip2.embed_folder", "images/s", embed_folder(model, cfg["vision_cfg"]["image_size"], 512, 32, args.repeats))
+
+    if wanted("vit_l14.embed_folder"):
+        import open_clip
+        model = open_clip.create_model("ViT-L-14", pretrained=None).eval()
+        add("vit_l14.embed_folder", "images/s", embed_folder(model, 224, 16, 8, args.repeats))
 
     if wanted("coreinfer."):
         # Hugging Face transformers' LlamaForCausalLM of the shape `menagerie bench` builds (hidden 1024,

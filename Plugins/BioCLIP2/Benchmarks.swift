@@ -18,6 +18,14 @@ extension BioCLIPComponent {
             "bioclip2.predict_10k_cold", unit: "ms",
             summary: "predict for 100 PNG images against 10,000 labels, first call (computes and caches 800,000 template texts)"),
         BenchmarkSpec("bioclip2.predict_10k_cached", unit: "ms", summary: "the same predict with the text cache"),
+        BenchmarkSpec(
+            "bioclip2.embed_folder", unit: "images/s",
+            summary: "embed over a folder of 512 PNGs (256 px, resized to 64) at batch 32, decoding ahead on a worker thread (prefetch 2)",
+            ratioTarget: 1.0),
+        BenchmarkSpec("bioclip2.embed_folder_serial", unit: "images/s", summary: "the same with prefetch=0: decode, then forward, in turn"),
+        BenchmarkSpec(
+            "vit_l14.embed_folder", unit: "images/s", summary: "embed with a random ViT-L/14 open_clip folder over 16 PNGs (256 px) at batch 8",
+            ratioTarget: 1.0),
         BenchmarkSpec("vit_l14.image_forward", unit: "ms", summary: "open_clip ViT-L-14 image tower at batch 1 (random weights)", ratioTarget: 0.85),
         BenchmarkSpec("vit_l14.text_forward_batch8", unit: "ms", summary: "open_clip ViT-L-14 text tower at batch 8 × 77 tokens", ratioTarget: 0.85),
         BenchmarkSpec(
@@ -46,7 +54,8 @@ extension BenchmarkRun {
         // labels, no cache), then predict for 100 images against 10,000 custom labels: the first call
         // computes and caches the 800,000 template texts (`bioclip2.predict_10k_cold`, one sample), the
         // next ones read the cache (`bioclip2.predict_10k_cached`).
-        if wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold"),
+        if wanted("bioclip2.text_embed") || wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold")
+            || wanted("bioclip2.embed_folder") || wanted("bioclip2.embed_folder_serial"),
             has("bioclip2")
         {
             let dir = scratch + "/bench-bioclip2"
@@ -74,6 +83,21 @@ extension BenchmarkRun {
                 }
                 records.append(record("bioclip2.text_embed", unit: "texts/s", samples))
             }
+            for (name, depth) in [("bioclip2.embed_folder", 2), ("bioclip2.embed_folder_serial", 0)] where wanted(name) {
+                let images = dir + "/folder512"
+                if !FileManager.default.fileExists(atPath: images) { try writeBenchImages(512, side: 256, to: images) }
+                let options: JSONValue = ["images": .string(images), "batch": 32, "output": "npy", "prefetch": .number(Double(depth))]
+                _ = try invoke("bioclip2", operation: "embed", options: options)
+                var samples: [Double] = []
+                for _ in 0..<max(2, repeats / 4) {
+                    let t0 = now()
+                    _ = try invoke("bioclip2", operation: "embed", options: options)
+                    samples.append(512 / ((now() - t0) / 1000))
+                }
+                var r = record(name, unit: "images/s", samples)
+                if depth > 0 { r.ratioTarget = 1.0 }
+                records.append(r)
+            }
             if wanted("bioclip2.predict_10k_cached") || wanted("bioclip2.predict_10k_cold") {
                 let options: JSONValue = ["images": .string(dir + "/images"), "cls": .string(dir + "/labels10k.txt"), "cache": .string(dir + "/cache")]
                 let t0 = now()
@@ -98,7 +122,7 @@ extension BenchmarkRun {
         // open_clip ViT-L-14: image tower batch 1, text tower batch 8, and the peak memory of loading
         // the checkpoint and running both, as a multiple of the checkpoint's size.
         if wanted("vit_l14.image_forward") || wanted("vit_l14.text_forward_batch8") || wanted("vit_l14.peak_memory")
-            || wanted("vit_l14.image_forward_bf16")
+            || wanted("vit_l14.image_forward_bf16") || wanted("vit_l14.embed_folder")
         {
             let dir = scratch + "/vit-l14"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -155,6 +179,38 @@ extension BenchmarkRun {
                 records.append(r)
             }
             withExtendedLifetime(model) {}
+            if wanted("vit_l14.embed_folder") {
+                // The plugin's embed over files with the same folder as its model: decode, resize,
+                // forward at batch 8 (the reference: open_clip with a DataLoader, one worker).
+                let images = scratch + "/vit-l14-images"
+                try writeBenchImages(16, side: 256, to: images)
+                let options: JSONValue = ["images": .string(images), "model": .string(dir), "batch": 8, "output": "npy"]
+                _ = try invoke("bioclip2", operation: "embed", options: options)
+                var samples: [Double] = []
+                for _ in 0..<max(2, repeats / 4) {
+                    let t0 = now()
+                    _ = try invoke("bioclip2", operation: "embed", options: options)
+                    samples.append(16 / ((now() - t0) / 1000))
+                }
+                var r = record("vit_l14.embed_folder", unit: "images/s", samples)
+                r.ratioTarget = 1.0
+                records.append(r)
+            }
+        }
+    }
+
+    /// `count` RGB PNGs of side `side` (a deterministic pattern, `scripts/bench-reference.py`
+    /// writes the same pixels): value (x + 2y + 37i + 85c) mod 256 at pixel (x, y) of image i, channel c.
+    func writeBenchImages(_ count: Int, side: Int, to dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for i in 0..<count {
+            var pixels = [UInt8](repeating: 0, count: side * side * 3)
+            for y in 0..<side {
+                for x in 0..<side {
+                    for c in 0..<3 { pixels[(y * side + x) * 3 + c] = UInt8(truncatingIfNeeded: x + 2 * y + 37 * i + 85 * c) }
+                }
+            }
+            try PNG.write(Image(width: side, height: side, channels: 3, pixels: pixels), to: dir + String(format: "/%04d.png", i))
         }
     }
 

@@ -21,6 +21,7 @@ struct BioCLIPComponent: Backbone {
         var k = 5
         var format = "none"
         var batch = 10
+        var prefetch = 2
         var cache = ""
         var output = "json"
         var minProb = 1e-9
@@ -57,7 +58,9 @@ struct BioCLIPComponent: Backbone {
             "k": "predict: predictions per image",
             "format":
                 "predict: return the predictions as csv, table or json text that the CLI shows instead of the summary (none: the summary; the files either way)",
-            "batch": "predict/embed: images per forward pass", "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
+            "batch": "predict/embed: images per forward pass",
+            "prefetch": "predict/embed: batches decoded and resized ahead on a worker thread while the model runs (0: one after the other)",
+            "cache": "text-embedding cache folder; none disables; empty: $XDG_CACHE_HOME/menagerie/bioclip2",
             "output": "embed: json (pybioclip's embeddings.json), npy (embeddings.npy + files.txt) or safetensors",
             "texts": "embed: texts → their embeddings [T, E] (tensor output), with the model's image size, mean and std in the result",
             "minProb": "predict: species probabilities at or below this are left out of higher-rank sums (pybioclip's min_prob)",
@@ -72,7 +75,7 @@ struct BioCLIPComponent: Backbone {
             "sizes": "scale: trainPerSpecies values of the data-scale experiment",
         ]
         static let ranges: [String: ClosedRange<Double>] = [
-            "k": 1...1e6, "batch": 1...1e6, "minProb": 0...1, "size": 1...65536, "patch": 1...65536, "width": 1...65536, "layers": 1...1024,
+            "k": 1...1e6, "batch": 1...1e6, "prefetch": 0...64, "minProb": 0...1, "size": 1...65536, "patch": 1...65536, "width": 1...65536, "layers": 1...1024,
             "textWidth": 1...65536, "textLayers": 1...1024, "embedDim": 1...65536, "epochs": 1...1e6, "trainBatch": 1...1e6,
             "lr": 0...1e3, "weightDecay": 0...1e3, "warmup": 0...1e6, "sizes": 1...1e9,
         ]
@@ -176,11 +179,11 @@ struct BioCLIPComponent: Backbone {
         let files = try imageFiles(o)
         var rows: [Float] = []
         let started = Date()
-        for start in stride(from: 0, to: files.count, by: max(1, o.batch)) {
+        // Decoding and resizing the next batch overlap the forward pass of this one.
+        try Prefetch.forEach(batches(files.count, o.batch), depth: o.prefetch, prepare: { r in try bio.preprocess(files[r].map(readImage)) }) { r, pixels in
             try request.host.checkCancelled()
-            let chunk = Array(files[start..<min(files.count, start + max(1, o.batch))])
-            rows += try bio.imageFeatures(try bio.preprocess(chunk.map(readImage)), batch: chunk.count).scalars(as: Float.self)
-            request.host.progress(min(files.count, start + chunk.count), of: files.count, "embed")
+            rows += try bio.imageFeatures(pixels, batch: r.count).scalars(as: Float.self)
+            request.host.progress(r.upperBound, of: files.count, "embed")
         }
         let e = bio.config.embedDim
         let dir = request.host.scratchDirectory
@@ -281,12 +284,11 @@ struct BioCLIPComponent: Backbone {
         }
         let count = labels?.count ?? classes.count
         var predictions: [Prediction] = []
-        for start in stride(from: 0, to: files.count, by: max(1, o.batch)) {
+        try Prefetch.forEach(batches(files.count, o.batch), depth: o.prefetch, prepare: { r in try bio.preprocess(files[r].map(readImage)) }) { r, pixels in
             try request.host.checkCancelled()
-            let chunk = Array(files[start..<min(files.count, start + max(1, o.batch))])
-            let features = try bio.imageFeatures(try bio.preprocess(chunk.map(readImage)), batch: chunk.count)
+            let features = try bio.imageFeatures(pixels, batch: r.count)
             let probs = try bio.probabilities(imageFeatures: features, classes: weights, count: count)
-            for (i, file) in chunk.enumerated() {
+            for (i, file) in files[r].enumerated() {
                 let row = Array(probs[(i * count)..<((i + 1) * count)])
                 if let labels {
                     predictions += rankPredictions(file: file, probs: row, labels: labels, rank: rank, k: o.k, minProb: Float(o.minProb))
@@ -294,7 +296,7 @@ struct BioCLIPComponent: Backbone {
                     predictions += customPredictions(file: file, probs: row, classes: classes, bins: bins, k: o.k)
                 }
             }
-            request.host.progress(min(files.count, start + chunk.count), of: files.count, "predict")
+            request.host.progress(r.upperBound, of: files.count, "predict")
         }
         let csv =
             ([header.joined(separator: ",")]
@@ -338,6 +340,11 @@ struct BioCLIPComponent: Backbone {
     func imageFiles(_ o: Options) throws -> [String] {
         guard !o.images.isEmpty else { throw MenagerieError.invalidArgument("'\(Self.id)' needs images: --input images=FILE_OR_FOLDER (PNG/TIFF/JPEG)") }
         do { return try ImageFiles.list(o.images) } catch let e as FormatError { throw MenagerieError.invalidArgument("\(e)") }
+    }
+
+    /// Consecutive ranges of `batch` files (the last one shorter), from the first file.
+    func batches(_ count: Int, _ batch: Int) -> [Range<Int>] {
+        stride(from: 0, to: count, by: max(1, batch)).map { $0..<min(count, $0 + max(1, batch)) }
     }
 
     func readImage(_ path: String) throws -> Image {

@@ -79,3 +79,81 @@ func vectorCentredSquares(_ p: UnsafePointer<Float>, _ n: Int, _ c: Float) -> Fl
     }
     return t
 }
+
+/// Prepares the next items on a worker thread while the caller works on the current one: image
+/// decoding and resizing overlap a model's forward pass. At most `depth` prepared items wait (the
+/// memory is bounded; 0 prepares each item in turn on the calling thread), items are consumed in order, and the first error from either side stops
+/// both and is rethrown — after the worker has stopped, so nothing runs on after the call returns.
+public enum Prefetch {
+    public static func forEach<Item, Prepared>(
+        _ items: [Item], depth: Int = 2, prepare: @escaping (Item) throws -> Prepared, consume: (Item, Prepared) throws -> Void
+    ) throws {
+        guard !items.isEmpty else { return }
+        guard depth > 0 else {
+            for item in items { try consume(item, try prepare(item)) }
+            return
+        }
+        // The worker reaches the items and `prepare` only through the state, which the caller
+        // keeps alive until the worker has signalled `done`.
+        let state = PrefetchState<Item, Prepared>(items: items, prepare: prepare, depth: depth)
+        let worker = Thread {
+            for i in state.items.indices {
+                state.slots.wait()
+                if state.stopped { break }
+                let r = Result { try state.prepare(state.items[i]) }
+                state.put(i, r)
+                if case .failure = r { break }
+            }
+            state.done.signal()
+        }
+        worker.stackSize = 8 << 20
+        worker.start()
+        defer {
+            state.stop()
+            state.done.wait()
+        }
+        for (i, item) in items.enumerated() {
+            try consume(item, try state.take(i).get())
+        }
+    }
+}
+
+/// The shared state of one `Prefetch.forEach`: prepared results by index, a semaphore per side.
+private final class PrefetchState<Item, Prepared>: @unchecked Sendable {
+    let items: [Item]
+    let prepare: (Item) throws -> Prepared
+    let slots: DispatchSemaphore
+    let ready = DispatchSemaphore(value: 0)
+    let done = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var results: [Int: Result<Prepared, Error>] = [:]
+    private var stopFlag = false
+    private let depth: Int
+
+    init(items: [Item], prepare: @escaping (Item) throws -> Prepared, depth: Int) {
+        self.items = items
+        self.prepare = prepare
+        self.depth = depth
+        slots = DispatchSemaphore(value: depth)
+    }
+
+    var stopped: Bool { lock.withLock { stopFlag } }
+
+    func put(_ i: Int, _ r: Result<Prepared, Error>) {
+        lock.withLock { results[i] = r }
+        ready.signal()
+    }
+
+    func take(_ i: Int) -> Result<Prepared, Error> {
+        ready.wait()
+        let r = lock.withLock { results.removeValue(forKey: i)! }
+        slots.signal()
+        return r
+    }
+
+    /// Stops the worker (wakes it if it waits for a free slot).
+    func stop() {
+        lock.withLock { stopFlag = true }
+        for _ in 0...depth { slots.signal() }
+    }
+}

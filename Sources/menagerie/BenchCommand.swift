@@ -187,7 +187,9 @@ struct BenchCommand: ParsableCommand {
             // Rates and shares are better high, times and sizes better low.
             let higherIsBetter = r.unit.hasSuffix("/s") || r.unit == "%"
             row.append(
-                r.target.map { (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) } ?? r.ratioTarget.map { "≤ " + String(format: "%g", $0) + "× ref" }
+                r.target.map { (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) } ?? r.ratioTarget.map {
+                    (higherIsBetter ? "≥ " : "≤ ") + String(format: "%g", $0) + "× ref"
+                }
                     ?? "-")
             rows.append(row)
         }

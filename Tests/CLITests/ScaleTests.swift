@@ -69,6 +69,9 @@ import Testing
             #expect(r["images"] as? Int == 41 && (merged["merged_from"] as? [Any])?.count == 4)
             #expect(try withoutSeconds(r) == withoutSeconds(w), "\(r.keys.sorted()) vs \(w.keys.sorted())")
         }
+        // Decoding ahead on a worker thread changes nothing in the numbers.
+        let serial = try run("run", "bioclip2", "embed", "--input", "images=imgs", "--set", "output=npy", "--set", "prefetch=0", "--out", "serial")
+        #expect(serial.status == 0 && bytes("serial/embeddings.npy") == bytes("full0/embeddings.npy"), "\(serial.stderr)")
         // The names in the outputs are the files as the user named them (relative), not the links.
         let listed = String(decoding: try #require(bytes("merged0/files.txt")), as: UTF8.self)
         #expect(listed.hasPrefix("imgs/img_000.png\nimgs/img_001.png\n") && listed.split(separator: "\n").count == 41)
