@@ -109,7 +109,8 @@ public struct ShardedRun {
             var m = manifest.objectValue ?? [:]
             m["sharding"] = shardingRecord(plan.range)
             if parts.isEmpty {
-                m["result"] = ["images": 0]
+                // Nothing ran: the counts are zero (the operation's other keys are unknown).
+                m["result"] = .object(Dictionary(uniqueKeysWithValues: (spec.sum ?? []).map { ($0, JSONValue.number(0)) }))
                 m["artifacts"] = []
             } else {
                 let merged = try RunMerge.merge(parts, spec: spec, into: staging, consume: true)

@@ -111,6 +111,11 @@ struct SlurmCommand: ParsableCommand {
         guard array >= 1, array <= Shard.maxCount else { throw HostError(.usage, "--array must be 1…\(Shard.maxCount) tasks, got \(array)") }
         if let cpusPerTask, cpusPerTask < 1 || cpusPerTask > 4096 { throw HostError(.usage, "--cpus-per-task must be 1…4096, got \(cpusPerTask)") }
         if let parallel, parallel < 1 { throw HostError(.usage, "--parallel must be at least 1, got \(parallel)") }
+        for (flag, value) in [("--partition", partition), ("--time", time), ("--mem", mem), ("--account", account)] {
+            if let value, value.isEmpty || value.contains(where: { $0.isWhitespace || $0 == "#" || $0 == "'" || $0 == "\"" }) {
+                throw HostError(.usage, "\(flag) '\(value)' must be one word without spaces, quotes or '#' (it becomes an #SBATCH line)")
+            }
+        }
         // The run is checked here, before anything is submitted: the same errors as `run`.
         let registry = try global.registry()
         let request = try RunRequest(

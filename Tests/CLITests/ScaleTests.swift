@@ -69,6 +69,17 @@ import Testing
             #expect(r["images"] as? Int == 41 && (merged["merged_from"] as? [Any])?.count == 4)
             #expect(try withoutSeconds(r) == withoutSeconds(w), "\(r.keys.sorted()) vs \(w.keys.sorted())")
         }
+        // More shards than blocks of whole batches (41 files, batch 10, 8 shards): the empty shards
+        // commit a manifest with zero counts, and the merge still equals the unsharded run.
+        var empty = 0
+        for i in 0..<8 {
+            let r = try run("run", "bioclip2", "embed", "--input", "images=imgs", "--set", "output=npy", "--shard", "\(i)/8", "--out", "e\(i)")
+            #expect(r.status == 0, "\(r.stderr)")
+            if let images = try result("e\(i)")["result"] as? [String: Any], images["images"] as? Int == 0 { empty += 1 }
+        }
+        #expect(empty == 3, "\(empty) empty shards")
+        let m8 = try run(["merge", "m8"] + (0..<8).map { "e\($0)" })
+        #expect(m8.status == 0 && bytes("m8/embeddings.npy") == bytes("full0/embeddings.npy"), "\(m8.stderr)")
         // Decoding ahead on a worker thread changes nothing in the numbers.
         let serial = try run("run", "bioclip2", "embed", "--input", "images=imgs", "--set", "output=npy", "--set", "prefetch=0", "--out", "serial")
         #expect(serial.status == 0 && bytes("serial/embeddings.npy") == bytes("full0/embeddings.npy"), "\(serial.stderr)")
@@ -179,6 +190,8 @@ import Testing
         #expect(r.stdout.contains("--input images=imgs") && r.stdout.contains("--shard \"$shard/4\" --resume --out \(dir.path)/emb-slurm/shards/"))
         #expect(r.stdout.contains("merge \(dir.path)/emb \(dir.path)/emb-slurm/shards/*"), "\(r.stdout)")
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/emb-slurm"))
+        let spaced = try run("slurm", "bioclip2", "embed", "--input", "images=imgs", "--array", "2", "--out", "x", "--time", "1 day", "--dry-run")
+        #expect(spaced.status == 2 && spaced.stderr.contains("--time '1 day' must be one word"), "\(spaced.stderr)")
         let refused = try run("slurm", "bioclip2", "train", "--array", "2", "--out", "x", "--dry-run")
         #expect(refused.status == 2 && refused.stderr.contains("cannot run as a job array"), "\(refused.stderr)")
     }
