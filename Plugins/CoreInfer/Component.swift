@@ -12,6 +12,7 @@ struct CoreInferComponent: Generator {
     struct Options: ComponentOptions {
         var model_dir = ""
         var prompt = ""
+        var prompts = ""
         var max_new_tokens = 32
         var temperature = 0.0
         var top_k = 0
@@ -56,7 +57,10 @@ struct CoreInferComponent: Generator {
         static let help = [
             "model_dir":
                 "a Hugging Face model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), tokenizer.json (empty: the embedded tiny LLaMA)",
-            "prompt": "the prompt text", "max_new_tokens": "tokens to generate at most",
+            "prompt": "the prompt text",
+            "prompts":
+                "generate: a text file of prompts, one per line (blank lines skipped), each generated with the same options → generations.jsonl (shards with --shard)",
+            "max_new_tokens": "tokens to generate at most",
             "temperature": "0: greedy; otherwise sample from softmax(logits / temperature)",
             "top_k": "sample among the k most likely tokens (0: all)", "top_p": "nucleus sampling: the smallest set with this much probability",
             "stop": "stop strings: generation ends when the text ends with one (it is kept); evaluate: default a newline, the text before it is scored",
@@ -102,8 +106,10 @@ struct CoreInferComponent: Generator {
     static let summary = "CoreInfer: OPT/LLaMA generation on sentence-level core neurons (Wang et al. 2024), from Hugging Face checkpoints"
     static let operations = [
         OperationSpec(
-            "generate", summary: "generate text from a prompt, densely or on CoreInfer's core neurons",
-            outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids")]),
+            "generate", summary: "generate text from a prompt (or each line of a prompts file), densely or on CoreInfer's core neurons",
+            inputs: [TensorSpec("prompts", shape: "text file", summary: "one prompt per line (passed as the prompts option)", optional: true)],
+            outputs: [TensorSpec("tokens", dtypes: ["i64"], shape: "N", summary: "prompt and generated token ids (one prompt)")],
+            sharding: ShardingSpec(option: "prompts", items: "lines", extensions: [], sum: ["prompts", "generated_tokens", "seconds"])),
         OperationSpec("cluster", summary: "similarity-guided CoreInfer offline: KMeans clusters of corpus signatures and their neurons → clusters.json"),
         OperationSpec("train", summary: "train a small LLaMA on a corpus with the shipped tokenizer → a Hugging Face folder"),
         OperationSpec(
@@ -130,7 +136,53 @@ struct CoreInferComponent: Generator {
             throw MenagerieError.invalidArgument("max_new_tokens, temperature and top_k must be ≥ 0 and top_p in (0, 1]")
         }
         let (model, tokenizer) = try load(o.model_dir)
-        let promptIDs = tokenizer.encode(o.prompt)
+        if !o.prompts.isEmpty { return try generateLines(request, model: model, tokenizer: tokenizer) }
+        let (result, ids) = try generateOne(o.prompt, model: model, tokenizer: tokenizer, options: o, host: request.host, seed: request.host.seed)
+        return Response(result: .object(result), tensors: [("tokens", Tensor(ids))])
+    }
+
+    /// `generate` over a file of prompts: each line in turn with the same options, into
+    /// generations.jsonl (one object per prompt, sorted keys: prompt, text, generated_ids, and the
+    /// kept neurons per layer when sparse). A prompt's sampling seed is the run's seed mixed with a
+    /// hash of its text, so its generation does not depend on which other prompts share the call
+    /// (the host's shards and chunks give the same lines).
+    func generateLines(_ request: Request<Options>, model: DecoderLM, tokenizer: any TextTokenizer) throws -> Response {
+        let o = request.options
+        let prompts: [String]
+        do { prompts = try FolderFiles.lines(o.prompts, option: "prompts") } catch { throw MenagerieError.invalidArgument("\(error)") }
+        var text = "", generated = 0
+        let t0 = Date()
+        for (i, prompt) in prompts.enumerated() {
+            try request.host.checkCancelled()
+            var seed = request.host.seed ^ 0xcbf2_9ce4_8422_2325
+            for b in prompt.utf8 { seed = (seed ^ UInt64(b)) &* 0x100_0000_01b3 }
+            var one = o
+            one.stream = false
+            one.compare = false
+            let (r, _) = try generateOne(prompt, model: model, tokenizer: tokenizer, options: one, host: request.host, seed: seed)
+            var line: [String: JSONValue] = ["prompt": .string(prompt), "text": r["text"] ?? "", "generated_ids": r["generated_ids"] ?? []]
+            if let kept = r["kept_neurons_per_layer"] { line["kept_neurons_per_layer"] = kept }
+            if let core = r["core_neurons"] { line["core_neurons"] = core }
+            text += JSONValue.object(line).compactText + "\n"
+            generated += r["generated_ids"]?.arrayValue?.count ?? 0
+            request.host.progress(i + 1, of: prompts.count, "generate")
+        }
+        let seconds = Date().timeIntervalSince(t0)
+        try AtomicFile.write(text, to: request.host.scratchDirectory + "/generations.jsonl")
+        return Response(
+            result: [
+                "mode": .string(o.mode), "prompts": .number(Double(prompts.count)), "generated_tokens": .number(Double(generated)),
+                "seconds": .number(seconds), "tokens_per_s": .number(Double(generated) / max(seconds, 1e-9)), "generations": "generations.jsonl",
+            ],
+            artifacts: ["generations.jsonl"])
+    }
+
+    /// One prompt through prefill, core-neuron selection and decoding: the result object of
+    /// `generate`, and the prompt's and generated token ids.
+    func generateOne(
+        _ prompt: String, model: DecoderLM, tokenizer: any TextTokenizer, options o: Options, host: PluginHost, seed: UInt64
+    ) throws -> ([String: JSONValue], [Int64]) {
+        let promptIDs = tokenizer.encode(prompt)
         guard !promptIDs.isEmpty else { throw MenagerieError.invalidArgument("the prompt encodes to no tokens") }
         guard promptIDs.count < model.config.maxPositions else {
             throw MenagerieError.invalidArgument(
@@ -175,10 +227,10 @@ struct CoreInferComponent: Generator {
                 try model.setSparse(layer: l, neurons: neurons)
             }
         }
-        var rng = SeededGenerator(seed: request.host.seed)
+        var rng = SeededGenerator(seed: seed)
         let (generated, decodeSeconds, text) = try decode(
             model, tokenizer: tokenizer, cache: cache, first: logits, prompt: promptIDs, budget: budget,
-            options: o, rng: &rng, stream: o.stream, host: request.host)
+            options: o, rng: &rng, stream: o.stream, host: host)
         var result: [String: JSONValue] = [
             "mode": .string(o.mode), "prompt_ids": .array(promptIDs.map { .number(Double($0)) }),
             "generated_ids": .array(generated.map { .number(Double($0)) }),
@@ -209,7 +261,7 @@ struct CoreInferComponent: Generator {
                 var denseRNG = SeededGenerator(seed: 0)
                 let (denseIDs, denseSeconds, _) = try decode(
                     model, tokenizer: tokenizer, cache: denseCache, first: logits, prompt: promptIDs, budget: generated.count,
-                    options: dense, rng: &denseRNG, stream: false, host: request.host)
+                    options: dense, rng: &denseRNG, stream: false, host: host)
                 let denseRate = Double(denseIDs.count) / max(denseSeconds, 1e-9)
                 result["dense_decode_tokens_per_s"] = .number(denseRate)
                 result["speedup"] = .number((Double(generated.count) / max(decodeSeconds, 1e-9)) / max(denseRate, 1e-9))
@@ -219,8 +271,7 @@ struct CoreInferComponent: Generator {
                 }
             }
         }
-        let all = (promptIDs + generated).map(Int64.init)
-        return Response(result: .object(result), tensors: [("tokens", Tensor(all))])
+        return (result, (promptIDs + generated).map(Int64.init))
     }
 
     /// Samples up to `budget` tokens after `first` (the logits of the last prompt position).

@@ -34,6 +34,31 @@ public enum FolderFiles {
         return files.map { (try? FileManager.default.destinationOfSymbolicLink(atPath: $0)) ?? $0 }
     }
 
+    /// The items of a text file of one item per line (prompts): UTF-8, lines split at "\n" (a
+    /// trailing "\r" dropped), blank lines skipped. One definition for the operations that read
+    /// such files and the host that splits them into shards.
+    public static func lines(_ path: String, option: String) throws -> [String] {
+        let path = (path as NSString).expandingTildeInPath
+        let text: String
+        do { text = try RegularFile.text(path, limit: 1 << 30) } catch { throw FormatError(path: path, "cannot be read as UTF-8 text (\(option)): \(error)") }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+            .filter { !$0.allSatisfy(\.isWhitespace) }
+        guard !lines.isEmpty else { throw FormatError(path: path, "holds no non-blank line (\(option))") }
+        return lines
+    }
+
+    /// A private folder (in $TMPDIR, named like a folder of links) holding `lines.txt` with the
+    /// given lines; returns the file's path. The caller removes the folder.
+    public static func linesFile(_ lines: [String]) throws -> String {
+        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent(linkFolderPrefix + "XXXXXX")).utf8CString)
+        guard let p = mkdtemp(&template) else { throw FormatError(path: NSTemporaryDirectory(), "cannot create a folder for the input lines") }
+        let file = String(cString: p) + "/lines.txt"
+        guard FileManager.default.createFile(atPath: file, contents: Data((lines.joined(separator: "\n") + "\n").utf8)) else {
+            throw FormatError(path: file, "cannot be written")
+        }
+        return file
+    }
+
     /// A private folder (in $TMPDIR) holding one symbolic link per file, named after the file (a
     /// repeated name gets its position as a prefix), with the names as given in `linkNamesFile`.
     /// `listed` (default: `files`) is how each file is named in outputs. The caller removes it.

@@ -122,7 +122,7 @@ public enum RunMerge {
             } else if name.hasSuffix(".csv") {
                 try concatenateText(sources, to: target, header: true)
                 entries.append(entryOf[name]!)
-            } else if name.hasSuffix(".txt") {
+            } else if name.hasSuffix(".txt") || name.hasSuffix(".jsonl") {
                 try concatenateText(sources, to: target, header: false)
                 entries.append(entryOf[name]!)
             } else {
@@ -133,7 +133,8 @@ public enum RunMerge {
                 }
                 guard data.allSatisfy({ $0 == data[0] }) else {
                     throw HostError(
-                        .usage, "\(name) differs between the parts and is not a per-file output (.npy, .csv, .txt, a listed JSON map): it cannot be merged")
+                        .usage,
+                        "\(name) differs between the parts and is not a per-file output (.npy, .csv, .txt, .jsonl, a listed JSON map): it cannot be merged")
                 }
                 try place(sources[0], target)
                 entries.append(entryOf[name]!)

@@ -58,11 +58,20 @@ public struct ShardedRun {
         } catch { throw HostError(.failed, "cannot record the run's plan in \(progressFolder): \(error)") }
     }
 
-    /// A folder of links to one chunk's files (named in outputs as the user named them), for the
-    /// operation's folder option; the caller removes it.
-    public func linkFolder(_ chunk: Range<Int>) throws -> String {
-        let files = Array(plan.files[chunk])
-        return try RunRequest.linkFolder(files, name: spec.option, listed: files)
+    /// The input of one chunk, for the operation's option: a folder of links to its files (named
+    /// in outputs as the user named them), or a file of its lines. `folder` is what the caller removes.
+    public func chunkInput(_ chunk: Range<Int>) throws -> (path: String, folder: String) {
+        let items = Array(plan.files[chunk])
+        if spec.items == "lines" {
+            let file: String
+            do { file = try FolderFiles.linesFile(items) } catch { throw HostError(.failed, "\(error)") }
+            let folder = parentPath(file)
+            Lifecycle.markOwned(folder)
+            Lifecycle.removeOnForcedExit(folder)
+            return (file, folder)
+        }
+        let folder = try RunRequest.linkFolder(items, name: spec.option, listed: items)
+        return (folder, folder)
     }
 
     /// Removes the progress record (and the output folder when nothing else is in it): for a run

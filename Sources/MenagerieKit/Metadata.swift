@@ -62,7 +62,8 @@ public struct OperationSpec: Codable, Sendable, Equatable {
 /// the folder's top-level files with one of `extensions`, sorted by name (the order the operation
 /// itself reads them in); each chunk of them runs as one call, and the chunks' outputs are joined
 /// in that order:
-/// - `.npy` tensors along their first axis, `.csv` files row by row (one header), `.txt` line by line;
+/// - `.npy` tensors along their first axis, `.csv` files row by row (one header), `.txt` and
+///   `.jsonl` line by line;
 /// - `jsonMaps`: a JSON file whose named top-level member is an object of per-file entries — the
 ///   entries' text is joined, byte for byte;
 /// - `indexed`: files named `<prefix><number>.<ext>` (numbered by position within the call) are
@@ -72,6 +73,9 @@ public struct OperationSpec: Codable, Sendable, Equatable {
 public struct ShardingSpec: Codable, Sendable, Equatable {
     /// The string option naming the folder (or single file) the operation maps over.
     public var option: String
+    /// What the items are: "files" (the default: a folder's files) or "lines" (the non-blank
+    /// lines of a text file, `FolderFiles.lines`; each chunk is a file of its lines).
+    public var items: String?
     /// The file extensions it reads (lower case, without the dot).
     public var extensions: [String]
     /// An integer option giving the files per forward pass: chunks are a multiple of it, so that a
@@ -85,10 +89,11 @@ public struct ShardingSpec: Codable, Sendable, Equatable {
     public var refuses: [String: String]?
 
     public init(
-        option: String, extensions: [String], batchOption: String? = nil, sum: [String]? = nil, jsonMaps: [String: String]? = nil,
+        option: String, items: String? = nil, extensions: [String], batchOption: String? = nil, sum: [String]? = nil, jsonMaps: [String: String]? = nil,
         indexed: [String]? = nil, refuses: [String: String]? = nil
     ) {
         self.option = option
+        self.items = items
         self.extensions = extensions
         self.batchOption = batchOption
         self.sum = sum
@@ -98,7 +103,7 @@ public struct ShardingSpec: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case option, extensions, sum, indexed, refuses
+        case option, items, extensions, sum, indexed, refuses
         case batchOption = "batch_option"
         case jsonMaps = "json_maps"
     }

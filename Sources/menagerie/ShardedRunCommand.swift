@@ -29,7 +29,9 @@ extension RunCommand {
         }
         let options = request.effectiveOptions
         guard let path = options[spec.option]?.stringValue, !path.isEmpty else {
-            throw HostError(.usage, "a sharded run of '\(request.component.id)' \(request.operation) needs --input \(spec.option)=FOLDER")
+            throw HostError(
+                .usage,
+                "a sharded run of '\(request.component.id)' \(request.operation) needs --input \(spec.option)=\(spec.items == "lines" ? "FILE" : "FOLDER")")
         }
         for (condition, why) in (spec.refuses ?? [:]).sorted(by: { $0.key < $1.key }) {
             let parts = condition.split(separator: "=", maxSplits: 1).map(String.init)
@@ -40,8 +42,10 @@ extension RunCommand {
         }
         let files: [String]
         do {
-            files = try FolderFiles.list(
-                path, extensions: spec.extensions, option: spec.option, what: spec.extensions.map { "." + $0 }.joined(separator: "/"))
+            files =
+                spec.items == "lines"
+                ? try FolderFiles.lines(path, option: spec.option)
+                : try FolderFiles.list(path, extensions: spec.extensions, option: spec.option, what: spec.extensions.map { "." + $0 }.joined(separator: "/"))
         } catch { throw HostError(.usage, "\(error)") }
         let batch = spec.batchOption.flatMap { options[$0]?.intValue } ?? 1
         let plan = try ShardPlan(files: files, shard: given ?? fromArray ?? Shard(index: 0, count: 1), batch: batch, chunk: chunk)
@@ -87,7 +91,8 @@ extension RunCommand {
         let plan = run.plan
         let pending = run.pending
         let started = Date()
-        let range = plan.range.isEmpty ? "no files" : "files \(plan.range.lowerBound + 1)–\(plan.range.upperBound)"
+        let noun = run.spec.items == "lines" ? "lines" : "files"
+        let range = plan.range.isEmpty ? "no \(noun)" : "\(noun) \(plan.range.lowerBound + 1)–\(plan.range.upperBound)"
         writeError(
             "shard \(plan.shard.index)/\(plan.shard.count): \(range) of \(plan.files.count), in chunks of \(plan.chunk); "
                 + "\(plan.chunks.count - pending.count) of \(plan.chunks.count) chunk(s) already committed")
@@ -111,13 +116,13 @@ extension RunCommand {
                             "cancelled by the user: \(plan.chunks.count - pending.count + i) of \(plan.chunks.count) chunks are committed in "
                                 + "\(run.output.directory); run the same command with --resume to finish")
                     }
-                    let folder = try run.linkFolder(chunk)
+                    let input = try run.chunkInput(chunk)
                     defer {
-                        try? FileManager.default.removeItem(atPath: folder)
-                        Lifecycle.forget(folder)
+                        try? FileManager.default.removeItem(atPath: input.folder)
+                        Lifecycle.forget(input.folder)
                     }
                     var options = request.options.objectValue ?? [:]
-                    options[run.spec.option] = .string(folder)
+                    options[run.spec.option] = .string(input.path)
                     let chunkStarted = Date()
                     let result = try runtime.invoke(request.component.id, operation: request.operation, options: .object(options), inputs: [])
                     if cancellationFlag.load(ordering: .relaxed) { continue } // the check above reports it

@@ -147,6 +147,30 @@ import Testing
         #expect(again.status == 0 && again.stderr.contains("already holds this shard's finished output"), "\(again.stderr)")
     }
 
+    /// An operation over the lines of a file: coreinfer generate on a prompts file (sampling at
+    /// temperature 0.8: each prompt's seed comes from its text, not its position), three shards and
+    /// a resumed run, against one unsharded run, byte for byte.
+    @Test func promptLinesShardAndResume() throws {
+        let prompts = ["Knead the dough", "The river runs", "", "A small bird", "In the morning light", "Once upon a time", "The seeds were planted"]
+        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir.path + "/prompts.txt", atomically: true, encoding: .utf8)
+        let sets = ["--input", "prompts=prompts.txt", "--set", "max_new_tokens=6", "--set", "temperature=0.8"]
+        let full = try run(["run", "coreinfer", "generate", "--out", "full"] + sets)
+        #expect(full.status == 0, "\(full.stderr)")
+        let whole = try #require(bytes("full/generations.jsonl"))
+        #expect(String(decoding: whole, as: UTF8.self).split(separator: "\n").count == 6, "one line per non-blank prompt")
+        for i in 0..<3 {
+            let r = try run(["run", "coreinfer", "generate", "--shard", "\(i)/3", "--out", "g\(i)"] + sets)
+            #expect(r.status == 0 && r.stderr.contains("shard \(i)/3: lines"), "\(r.stderr)")
+        }
+        let m = try run("merge", "merged", "g0", "g1", "g2")
+        #expect(m.status == 0 && bytes("merged/generations.jsonl") == whole, "\(m.stderr)")
+        let killed = try run(["run", "coreinfer", "generate", "--chunk", "2", "--resume", "--out", "res"] + sets, env: ["MENAGERIE_FAULT_KILL": "0:1"])
+        #expect(killed.status == SIGKILL, "\(killed.stderr)")
+        let resumed = try run(["run", "coreinfer", "generate", "--chunk", "2", "--resume", "--out", "res"] + sets)
+        #expect(
+            resumed.status == 0 && resumed.stderr.contains("1 of 3 chunk(s) already committed") && bytes("res/generations.jsonl") == whole, "\(resumed.stderr)")
+    }
+
     /// What cannot be split or merged is refused with the reason, and a run that fails before its
     /// first commit leaves nothing behind.
     @Test func refusalsNameTheProblem() throws {
