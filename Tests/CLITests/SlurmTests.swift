@@ -103,7 +103,9 @@ final class SlurmCluster: @unchecked Sendable {
         for sub in ["state", "spool", "log"] { try FileManager.default.createDirectory(atPath: folder + "/" + sub, withIntermediateDirectories: true) }
         var key = [UInt8](repeating: 0, count: 1024)
         for i in key.indices { key[i] = UInt8.random(in: 0...255) }
-        FileManager.default.createFile(atPath: folder + "/munge.key", contents: Data(key), attributes: [.posixPermissions: 0o600])
+        guard FileManager.default.createFile(atPath: folder + "/munge.key", contents: Data(key), attributes: [.posixPermissions: 0o600]) else {
+            throw TestSupportError("cannot write \(folder)/munge.key")
+        }
         try daemon(
             "munged",
             [
@@ -112,7 +114,8 @@ final class SlurmCluster: @unchecked Sendable {
             ], pidFile: folder + "/munged.pid")
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, host.count)
-        let node = String(cString: host).split(separator: ".").first.map(String.init) ?? "localhost"
+        let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let node = name.split(separator: ".").first.map(String.init) ?? "localhost"
         let port = Int.random(in: 20_000...39_000)
         let text = """
             ClusterName=menagerie-test
