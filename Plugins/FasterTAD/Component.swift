@@ -59,6 +59,8 @@ struct FasterTADComponent: Detector {
         var nms_threshold = 0.0
         var top_n = 100
         var timelines = 6
+        var video_list = ""
+        var detect_batch = 32
         // Evaluate / ensemble
         var predictions = ""
         var tiou_thresholds: [Double] = []
@@ -99,6 +101,9 @@ struct FasterTADComponent: Detector {
             "nms": "detect/ensemble: gaussian or linear Soft-NMS, or hard NMS",
             "nms_threshold": "detect: only segments overlapping more than this are decayed (the NMS threshold for linear/hard)",
             "top_n": "detect: detections kept per video", "timelines": "PNG timelines written (ground truth vs detections), 0: none",
+            "video_list":
+                "detect: a text file of video ids, one per line: only these videos of the subset, in this order (default: all of them); shards with --shard",
+            "detect_batch": "detect: videos per forward pass",
             "predictions": "evaluate: an ActivityNet predictions JSON (empty: detect with the model first)",
             "tiou_thresholds": "evaluate: tIoU thresholds (default 0.50:0.05:0.95)",
             "unknown_labels": "evaluate: a predicted label the ground truth lacks — error (as the official code) or ignore",
@@ -116,7 +121,7 @@ struct FasterTADComponent: Detector {
             "epochs": 1...1e6, "batch": 1...1e6, "lr": 0...1e3, "weight_decay": 0...1e3, "boundary_weight": 0...1e6, "regression_weight": 0...1e6,
             "fake_per_gt": 0...1e4, "fake_jitter": 0...1e3, "random_proposals": 0...1e6, "rois_per_video": 1...1e6, "positive_iou": 0...1,
             "boundary_proposals": 0...1e6, "checkpoint_every": 0...1e6, "proposals": 1...1e6, "labels_per_proposal": 1...1e5,
-            "boundary_power": 0...1e3, "sigma": 0...1e6, "nms_threshold": 0...1, "top_n": 1...1e7, "timelines": 0...1e5,
+            "boundary_power": 0...1e3, "sigma": 0...1e6, "nms_threshold": 0...1, "top_n": 1...1e7, "timelines": 0...1e5, "detect_batch": 1...1e6,
             "tiou_thresholds": 0...1, "weights": 0...1e6, "fusion_iou": 0...1,
         ]
     }
@@ -130,11 +135,18 @@ struct FasterTADComponent: Detector {
             inputs: [
                 TensorSpec("features", dtypes: ["f32"], shape: "T×C", summary: "one video's snippet features (instead of a data folder)", optional: true),
                 TensorSpec("aux", dtypes: ["f32"], shape: "T×Ca", summary: "its auxiliary (atomic) stream, for models that take one", optional: true),
+                TensorSpec("video_list", shape: "text file", summary: "video ids, one per line (passed as the video_list option)", optional: true),
             ],
             outputs: [
                 TensorSpec("segments", dtypes: ["f64"], shape: "K×3", summary: "start, end (fractions of the video), score — with --input features"),
                 TensorSpec("labels", dtypes: ["i64"], shape: "K", summary: "class index — with --input features"),
-            ]),
+            ],
+            sharding: ShardingSpec(
+                option: "video_list", items: "lines", extensions: [], batchOption: "detect_batch", sum: ["videos", "detections"],
+                jsonMaps: ["predictions.json": "results"],
+                refuses: [
+                    "timelines!=0": "timelines are drawn for the first videos of each call; pass --set timelines=0 and draw them from the merged predictions"
+                ])),
         OperationSpec("train", summary: "train on a data folder or synthetic-actions → model/ (config.json, model.safetensors), curve.csv, mAP"),
         OperationSpec("evaluate", summary: "ActivityNet detection mAP of predictions (or of the model's detections) against the ground truth"),
         OperationSpec("ensemble", summary: "combine several detectors' predictions files (merge + Soft-NMS, or weighted fusion)"),
@@ -214,9 +226,22 @@ struct FasterTADComponent: Detector {
         }
         let data = try dataset(o, subsets: [o.subset], snippets: net.config.snippets, classes: net.config.classes, host: request.host)
         try checkCompatible(net, data)
-        let videos = data.subset(o.subset)
+        var videos = data.subset(o.subset)
+        if !o.video_list.isEmpty {
+            let ids: [String]
+            do { ids = try FolderFiles.lines(o.video_list, option: "video_list") } catch { throw MenagerieError.invalidArgument("\(error)") }
+            let byID = Dictionary(videos.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            videos = try ids.map { id in
+                guard let v = byID[id.trimmingCharacters(in: .whitespaces)] else {
+                    throw MenagerieError.invalidArgument(
+                        "video_list: '\(id)' (\(o.video_list)) is not a video of subset '\(o.subset)' with features in \(data.source)")
+                }
+                return v
+            }
+        }
         let t0 = Date()
-        let predictions = try runDetector(net, videos: videos, options: inf, classes: net.config.classes, host: request.host)
+        let predictions = try runDetector(
+            net, videos: videos, options: inf, classes: net.config.classes, host: request.host, batch: max(1, o.detect_batch))
         let seconds = Date().timeIntervalSince(t0)
         let dir = request.host.scratchDirectory
         try AtomicFile.write(ActivityNet.json(predictions), to: dir + "/predictions.json")
@@ -268,11 +293,10 @@ struct FasterTADComponent: Detector {
     }
 
     /// Detections of `videos` in seconds, batched, with progress.
-    func runDetector(_ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: PluginHost) throws
-        -> ActivityNet.Predictions
-    {
+    func runDetector(
+        _ net: FasterTADNet, videos: [TADVideo], options: TAD.InferenceOptions, classes: [String], host: PluginHost, batch: Int = 32
+    ) throws -> ActivityNet.Predictions {
         var out: [(id: String, detections: [ActivityNet.Detection])] = []
-        let batch = 32
         for start in stride(from: 0, to: videos.count, by: batch) {
             try host.checkCancelled()
             let part = Array(videos[start..<min(videos.count, start + batch)])

@@ -34,10 +34,16 @@ extension RunCommand {
                 "a sharded run of '\(request.component.id)' \(request.operation) needs --input \(spec.option)=\(spec.items == "lines" ? "FILE" : "FOLDER")")
         }
         for (condition, why) in (spec.refuses ?? [:]).sorted(by: { $0.key < $1.key }) {
-            let parts = condition.split(separator: "=", maxSplits: 1).map(String.init)
+            // "option=value" refuses that value; "option!=value" any other.
+            let negated = condition.contains("!=")
+            let parts = condition.components(separatedBy: negated ? "!=" : "=")
             guard parts.count == 2, let value = options[parts[0]] else { continue }
-            if value.stringValue == parts[1] || value.doubleValue.map({ String(describing: $0) == parts[1] || String(Int($0)) == parts[1] }) == true {
-                throw HostError(.usage, "--set \(condition) cannot be sharded: \(why)")
+            let equal =
+                value.stringValue == parts[1]
+                || value.doubleValue.map { String(describing: $0) == parts[1] || ($0.rounded() == $0 && abs($0) < 1e15 && String(Int64($0)) == parts[1]) }
+                    == true
+            if equal != negated {
+                throw HostError(.usage, "--set \(parts[0])=\(value.stringValue ?? value.compactText) cannot be sharded: \(why)")
             }
         }
         let files: [String]

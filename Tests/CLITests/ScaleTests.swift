@@ -171,6 +171,32 @@ import Testing
             resumed.status == 0 && resumed.stderr.contains("1 of 3 chunk(s) already committed") && bytes("res/generations.jsonl") == whole, "\(resumed.stderr)")
     }
 
+    /// faster-tad detect over a list of video ids (the lines of a file): two shards in chunks of
+    /// whole detection batches merge into the unsharded predictions.json byte for byte; timelines
+    /// (drawn for the first videos of each call) are refused.
+    @Test func detectionOverAVideoListShards() throws {
+        let export = try run("run", "synthetic-actions", "export", "--set", "videos=30", "--set", "val_videos=20", "--out", "act")
+        #expect(export.status == 0, "\(export.stderr)")
+        let gtData = try #require(bytes("act/ground_truth.json"))
+        let gt = try #require(try JSONSerialization.jsonObject(with: gtData) as? [String: Any])
+        let database = try #require(gt["database"] as? [String: [String: Any]])
+        let ids = Array(database.filter { $0.value["subset"] as? String == "validation" }.map(\.key).sorted().reversed())
+        try (ids.joined(separator: "\n") + "\n").write(toFile: dir.path + "/ids.txt", atomically: true, encoding: .utf8)
+        let sets = ["--set", "data=act", "--input", "video_list=ids.txt", "--set", "timelines=0", "--set", "detect_batch=4"]
+        let full = try run(["run", "faster-tad", "detect", "--out", "full"] + sets)
+        #expect(full.status == 0, "\(full.stderr)")
+        for i in 0..<2 {
+            let r = try run(["run", "faster-tad", "detect", "--shard", "\(i)/2", "--out", "d\(i)"] + sets)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let m = try run("merge", "merged", "d1", "d0")
+        #expect(m.status == 0 && bytes("merged/predictions.json") != nil && bytes("merged/predictions.json") == bytes("full/predictions.json"), "\(m.stderr)")
+        let text = String(decoding: try #require(bytes("merged/predictions.json")), as: UTF8.self)
+        #expect(text.range(of: "\"\(ids.first!)\"")!.lowerBound < text.range(of: "\"\(ids.last!)\"")!.lowerBound, "the list's order is kept")
+        let timelines = try run("run", "faster-tad", "detect", "--set", "data=act", "--input", "video_list=ids.txt", "--shard", "0/2", "--out", "t")
+        #expect(timelines.status == 2 && timelines.stderr.contains("timelines=6 cannot be sharded"), "\(timelines.stderr)")
+    }
+
     /// What cannot be split or merged is refused with the reason, and a run that fails before its
     /// first commit leaves nothing behind.
     @Test func refusalsNameTheProblem() throws {
