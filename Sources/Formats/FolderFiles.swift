@@ -50,9 +50,7 @@ public enum FolderFiles {
     /// A private folder (in $TMPDIR, named like a folder of links) holding `lines.txt` with the
     /// given lines; returns the file's path. The caller removes the folder.
     public static func linesFile(_ lines: [String]) throws -> String {
-        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent(linkFolderPrefix + "XXXXXX")).utf8CString)
-        guard let p = mkdtemp(&template) else { throw FormatError(path: NSTemporaryDirectory(), "cannot create a folder for the input lines") }
-        let file = String(cString: p) + "/lines.txt"
+        let file = try privateFolder() + "/lines.txt"
         guard FileManager.default.createFile(atPath: file, contents: Data((lines.joined(separator: "\n") + "\n").utf8)) else {
             throw FormatError(path: file, "cannot be written")
         }
@@ -63,9 +61,7 @@ public enum FolderFiles {
     /// repeated name gets its position as a prefix), with the names as given in `linkNamesFile`.
     /// `listed` (default: `files`) is how each file is named in outputs. The caller removes it.
     public static func linkFolder(_ files: [String], listed: [String]? = nil) throws -> String {
-        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent(linkFolderPrefix + "XXXXXX")).utf8CString)
-        guard let p = mkdtemp(&template) else { throw FormatError(path: NSTemporaryDirectory(), "cannot create a folder of links for the inputs") }
-        let folder = String(cString: p)
+        let folder = try privateFolder()
         var used = Set<String>()
         var names = ""
         for (i, file) in files.enumerated() {
@@ -91,5 +87,15 @@ public enum FolderFiles {
             throw FormatError(path: folder, "cannot write \(linkNamesFile)")
         }
         return folder
+    }
+
+    /// A new folder in $TMPDIR named `menagerie-run-inputs-` + six random characters (mkdtemp's
+    /// template), mode 0700; swept like the host's other scratch folders when its run was killed.
+    static func privateFolder() throws -> String {
+        var template = Array(((NSTemporaryDirectory() as NSString).appendingPathComponent(linkFolderPrefix + "XXXXXX")).utf8CString)
+        guard let p = mkdtemp(&template) else {
+            throw FormatError(path: NSTemporaryDirectory(), "cannot create a folder for the inputs: \(String(cString: strerror(errno)))")
+        }
+        return String(cString: p)
     }
 }

@@ -11,7 +11,8 @@ public struct RunRequest: Sendable {
     public let operation: String
     /// The options given by the user (sent to the plugin, which fills in defaults).
     public let options: JSONValue
-    /// Defaults merged with the given options (recorded in result.json).
+    /// Defaults merged with the given options (recorded in result.json; several files given to
+    /// one folder option are recorded by their count, not by the temporary folder they go in).
     public let effectiveOptions: JSONValue
     public let inputs: [(name: String, tensor: Tensor)]
     /// What each input named: a path, or several joined by ", " (repeated `--input` or a glob).
@@ -131,6 +132,12 @@ public struct RunRequest: Sendable {
         self.options = .object(given)
         var effective = schema.defaults
         for (k, v) in given { effective[k] = v }
+        // Files given one by one or by a glob reach the component as a temporary folder of links,
+        // another in every process: the record names them by their count (`inputs` lists them), so
+        // that result.json is the same for the same command (and the shards of one run agree).
+        for (name, list) in grouped where list.count > 1 {
+            effective[name] = .string("(\(list.count) files given with --input \(name)=…)")
+        }
         self.effectiveOptions = .object(effective)
 
         self.inputs = loaded

@@ -13,42 +13,18 @@ struct RunCommand: ParsableCommand {
             result.json and its artifacts there atomically; Ctrl-C cancels and leaves no partial output.
             """)
 
-    @Argument(help: "The component id (see `menagerie list`).", completion: .custom { ShellCompletion.components($0, $1, $2) })
-    var component: String
-
-    @Argument(help: "The operation (default: the component's first).", completion: .custom { ShellCompletion.operations($0, $1, $2) })
-    var operation: String?
-
-    @Option(
-        name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"),
-        completion: .custom { ShellCompletion.setValues($0, $1, $2) })
-    var sets: [String] = []
-
-    @Option(
-        name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"),
-        completion: .file(extensions: ["json"]))
-    var config: String?
-
-    @Option(
-        name: .customLong("input"),
-        help: ArgumentHelp(
-            "An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.",
-            valueName: "NAME=PATH"),
-        completion: .custom { ShellCompletion.inputValues($0, $1, $2) })
-    var inputs: [String] = []
+    @OptionGroup var selection: RunSelection
+    var component: String { selection.component }
+    var operation: String? { selection.operation }
+    var sets: [String] { selection.sets }
+    var config: String? { selection.config }
+    var inputs: [String] { selection.inputs }
+    var seed: UInt64 { selection.seed }
+    var precision: String? { selection.precision }
+    var chunk: Int? { selection.chunk }
 
     @Option(name: .long, help: ArgumentHelp("Write result.json and artifacts into this folder.", valueName: "DIR"), completion: .directory)
     var out: String?
-
-    @Option(name: .long, help: "The run's seed: the default of the component's own seed option, and the seed of the host services.")
-    var seed: UInt64 = 0
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Inference arithmetic: fp32, or bf16 (linear layers' products in bfloat16 through oneDNN, fp32 accumulation; needs a CPU with avx512_bf16 or AMX). Also MENAGERIE_PRECISION.",
-            valueName: "fp32|bf16"))
-    var precision: String?
 
     @Option(
         name: .long,
@@ -59,13 +35,6 @@ struct RunCommand: ParsableCommand {
 
     @Flag(name: .long, help: "Continue an interrupted run in --out: chunks already committed are kept, the rest run.")
     var resume = false
-
-    @Option(
-        name: .long,
-        help: ArgumentHelp(
-            "Files per committed chunk of a sharded or resumable run (a multiple of the operation's batch; default: the shard's share, at most 256).",
-            valueName: "K"))
-    var chunk: Int?
 
     @Flag(name: .long, help: "Print the result manifest as JSON on stdout.")
     var json = false
@@ -78,10 +47,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         // Everything that can be refused is refused before any work starts.
-        if let precision {
-            guard let asked = Precision(rawValue: precision) else {
-                throw HostError(.usage, "--precision must be fp32 or bf16, got '\(precision)'")
-            }
+        if let asked = try selection.checkedPrecision() {
             // Plugins read it at their first product, in this process and in isolated children alike.
             setenv("MENAGERIE_PRECISION", asked.rawValue, 1)
             if asked == .bf16, let why = GEMM.bf16Unavailable() {
@@ -96,9 +62,7 @@ struct RunCommand: ParsableCommand {
         }
         let output = try out.map { try RunOutput(directory: $0, replace: force) }
         let registry = try global.registry()
-        let request = try RunRequest(
-            registry: registry, component: component, operation: operation, config: config,
-            sets: sets, inputs: inputs, seed: seed)
+        let request = try selection.request(registry)
         defer {
             for f in request.temporaryFolders {
                 try? FileManager.default.removeItem(atPath: f)
@@ -309,4 +273,61 @@ struct IsolateChildCommand: ParsableCommand {
 /// signal, or a plugin that does not stop in time, ends the process after removing its folders.
 func installInterruptHandler() {
     Lifecycle.installSignalHandling()
+}
+
+/// What `run` and `slurm` both take to name one run: the component, its operation, options,
+/// inputs, seed, precision and chunk size (one declaration, so the two commands cannot drift).
+struct RunSelection: ParsableArguments {
+    @Argument(help: "The component id (see `menagerie list`).", completion: .custom { ShellCompletion.components($0, $1, $2) })
+    var component: String
+
+    @Argument(help: "The operation (default: the component's first).", completion: .custom { ShellCompletion.operations($0, $1, $2) })
+    var operation: String?
+
+    @Option(
+        name: .customLong("set"), help: ArgumentHelp("Set an option.", valueName: "KEY=VALUE"),
+        completion: .custom { ShellCompletion.setValues($0, $1, $2) })
+    var sets: [String] = []
+
+    @Option(
+        name: .long, help: ArgumentHelp("Options as a JSON object (applied before --set).", valueName: "FILE.json"),
+        completion: .file(extensions: ["json"]))
+    var config: String?
+
+    @Option(
+        name: .customLong("input"),
+        help: ArgumentHelp(
+            "An input file (.npy/.png/.jpg tensor), or a folder or files for a folder option; repeat a NAME or use a glob ('photos/*.jpg') for several files.",
+            valueName: "NAME=PATH"),
+        completion: .custom { ShellCompletion.inputValues($0, $1, $2) })
+    var inputs: [String] = []
+
+    @Option(name: .long, help: "The run's seed: the default of the component's own seed option, and the seed of the host services.")
+    var seed: UInt64 = 0
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Inference arithmetic: fp32, or bf16 (linear layers' products in bfloat16 through oneDNN, fp32 accumulation; needs a CPU with avx512_bf16 or AMX). Also MENAGERIE_PRECISION.",
+            valueName: "fp32|bf16"))
+    var precision: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Files per committed chunk of a sharded or resumable run (a multiple of the operation's batch; default: the shard's share, at most 256).",
+            valueName: "K"))
+    var chunk: Int?
+
+    /// The --precision asked for, checked (nil when not given).
+    func checkedPrecision() throws -> Precision? {
+        guard let precision else { return nil }
+        guard let asked = Precision(rawValue: precision) else { throw HostError(.usage, "--precision must be fp32 or bf16, got '\(precision)'") }
+        return asked
+    }
+
+    /// The run's request, checked against the registry (component, operation, options, inputs).
+    func request(_ registry: Registry) throws -> RunRequest {
+        try RunRequest(registry: registry, component: component, operation: operation, config: config, sets: sets, inputs: inputs, seed: seed)
+    }
 }

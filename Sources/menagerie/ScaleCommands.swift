@@ -54,35 +54,13 @@ struct SlurmCommand: ParsableCommand {
             command again: finished shards are kept, and a shard that stopped midway continues from its last committed chunk.
             """)
 
-    @Argument(help: "The component id.", completion: .custom { ShellCompletion.components($0, $1, $2) })
-    var component: String
-
-    @Argument(help: "The operation (default: the component's first).", completion: .custom { ShellCompletion.operations($0, $1, $2) })
-    var operation: String?
-
-    @Option(name: .customLong("set"), help: ArgumentHelp("Set an option (as for run).", valueName: "KEY=VALUE"))
-    var sets: [String] = []
-
-    @Option(name: .long, help: ArgumentHelp("Options as a JSON object (as for run).", valueName: "FILE.json"))
-    var config: String?
-
-    @Option(name: .customLong("input"), help: ArgumentHelp("An input (as for run): the folder the operation maps over.", valueName: "NAME=PATH"))
-    var inputs: [String] = []
+    @OptionGroup var selection: RunSelection
 
     @Option(name: .long, help: ArgumentHelp("The merged output folder.", valueName: "DIR"))
     var out: String
 
     @Option(name: .long, help: ArgumentHelp("The number of array tasks (shards).", valueName: "N"))
     var array: Int
-
-    @Option(name: .long, help: "The run's seed (as for run).")
-    var seed: UInt64 = 0
-
-    @Option(name: .long, help: ArgumentHelp("Inference arithmetic (as for run).", valueName: "fp32|bf16"))
-    var precision: String?
-
-    @Option(name: .long, help: ArgumentHelp("Files per committed chunk (as for run).", valueName: "K"))
-    var chunk: Int?
 
     @Option(name: .long, help: ArgumentHelp("sbatch --partition.", valueName: "NAME"))
     var partition: String?
@@ -118,8 +96,8 @@ struct SlurmCommand: ParsableCommand {
         }
         // The run is checked here, before anything is submitted: the same errors as `run`.
         let registry = try global.registry()
-        let request = try RunRequest(
-            registry: registry, component: component, operation: operation, config: config, sets: sets, inputs: inputs, seed: seed)
+        _ = try selection.checkedPrecision()
+        let request = try selection.request(registry)
         defer { for f in request.temporaryFolders { try? FileManager.default.removeItem(atPath: f) } }
         guard request.component.operations.first(where: { $0.name == request.operation })?.sharding != nil else {
             let able = request.component.operations.filter { $0.sharding != nil }.map(\.name)
@@ -143,14 +121,14 @@ struct SlurmCommand: ParsableCommand {
         }
         let exe = absolute(Bundle.main.executablePath ?? CommandLine.arguments[0])
         var args = ["run", request.component.id, request.operation]
-        for s in sets { args += ["--set", s] }
+        for s in selection.sets { args += ["--set", s] }
         // Paths as the user gave them: the tasks run in this folder (--chdir), and the outputs name
         // the files exactly as a local run does.
-        if let config { args += ["--config", config] }
-        for i in inputs { args += ["--input", i] }
-        args += ["--seed", String(seed)]
-        if let precision { args += ["--precision", precision] }
-        if let chunk { args += ["--chunk", String(chunk)] }
+        if let config = selection.config { args += ["--config", config] }
+        for i in selection.inputs { args += ["--input", i] }
+        args += ["--seed", String(selection.seed)]
+        if let precision = selection.precision { args += ["--precision", precision] }
+        if let chunk = selection.chunk { args += ["--chunk", String(chunk)] }
         if global.safeMode { args.append("--safe-mode") }
         if let lock = global.lock { args += ["--lock", absolute(lock)] }
         let name = "menagerie-\(request.component.id)-\(request.operation)"

@@ -28,7 +28,8 @@ extension RunCommand {
             )
         }
         let options = request.effectiveOptions
-        guard let path = options[spec.option]?.stringValue, !path.isEmpty else {
+        // The path the component is given (a folder of links for several files), not the record.
+        guard let path = request.options[spec.option]?.stringValue ?? options[spec.option]?.stringValue, !path.isEmpty else {
             throw HostError(
                 .usage,
                 "a sharded run of '\(request.component.id)' \(request.operation) needs --input \(spec.option)=\(spec.items == "lines" ? "FILE" : "FOLDER")")
@@ -61,23 +62,10 @@ extension RunCommand {
             )
         }
         let identity: JSONValue = [
-            "component": .string(request.component.id), "operation": .string(request.operation), "options": recordedOptions(request, spec),
+            "component": .string(request.component.id), "operation": .string(request.operation), "options": request.effectiveOptions,
             "seed": .number(Double(request.effectiveSeed)),
         ]
         return try ShardedRun(plan: plan, spec: spec, output: output, identity: identity, resume: resume)
-    }
-
-    /// The options as result.json records them. Files given one by one or by a glob reach the
-    /// operation as a temporary folder of links, different in every process: the record names
-    /// them by their count instead (the plan and `files.txt`-like outputs list them), so that the
-    /// shards of one command agree.
-    func recordedOptions(_ request: RunRequest, _ spec: ShardingSpec) -> JSONValue {
-        guard var o = request.effectiveOptions.objectValue, let path = o[spec.option]?.stringValue,
-            request.temporaryFolders.contains(path)
-        else { return request.effectiveOptions }
-        let count = request.inputPaths[spec.option]?.components(separatedBy: ", ").count ?? 0
-        o[spec.option] = .string("(\(count) files given with --input \(spec.option)=…)")
-        return .object(o)
     }
 
     /// The manifest in `out` when it is the finished output of a shard of this component (and of
@@ -133,7 +121,7 @@ extension RunCommand {
                     let result = try runtime.invoke(request.component.id, operation: request.operation, options: .object(options), inputs: [])
                     if cancellationFlag.load(ordering: .relaxed) { continue } // the check above reports it
                     let manifest = RunOutput.manifest(
-                        component: request.component.id, operation: request.operation, plugin: request.plugin, options: recordedOptions(request, run.spec),
+                        component: request.component.id, operation: request.operation, plugin: request.plugin, options: request.effectiveOptions,
                         seed: request.effectiveSeed, inputs: request.inputPaths, result: result, seconds: Date().timeIntervalSince(chunkStarted),
                         version: Menagerie.configuration.version)
                     if faultKill(shard: plan.shard, chunk: chunk, of: plan) { kill(getpid(), SIGKILL) }
@@ -144,7 +132,7 @@ extension RunCommand {
                 throw HostError(.failed, "cancelled by the user; the committed chunks stay in \(run.output.directory): finish with --resume")
             }
             base = RunOutput.manifest(
-                component: request.component.id, operation: request.operation, plugin: request.plugin, options: recordedOptions(request, run.spec),
+                component: request.component.id, operation: request.operation, plugin: request.plugin, options: request.effectiveOptions,
                 seed: request.effectiveSeed, inputs: request.inputPaths, result: InvocationResult(result: [:]),
                 seconds: Date().timeIntervalSince(started), version: Menagerie.configuration.version)
             let final = try run.finish(manifest: base!)
